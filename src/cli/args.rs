@@ -1,0 +1,188 @@
+//! Command-line flags, as parsed. Each command turns these into a validated config before it
+//! does anything.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Confidant: a confidential inference server.
+#[derive(Debug, Parser)]
+#[command(name = "confidant", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make a publisher signing key pair: DIR/publisher.key (0600) and DIR/publisher.pub.
+    Keygen(KeygenArgs),
+    /// Encrypt and sign safetensors weights and a model config into one sealed file.
+    Seal(SealArgs),
+    /// Print a sealed model's manifest and check its signature and ciphertext digest.
+    Inspect(InspectArgs),
+    /// Serve sealed models over gRPC with TLS. With no flags: the embedded demo model.
+    Serve(ServeArgs),
+    /// Call Predict on a server and print the outputs as JSON.
+    Predict(PredictArgs),
+    /// List the models a server has loaded.
+    Models(ModelsArgs),
+}
+
+/// `confidant keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Directory to write publisher.key and publisher.pub into (created if absent).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Overwrite existing key files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `confidant seal`.
+#[derive(Debug, Args)]
+pub struct SealArgs {
+    /// The weights, in safetensors (PyTorch `nn.Sequential` names: `0.weight`, `0.bias`, ...).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// The model config (JSON; see README).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The publisher's private key (from `confidant keygen`).
+    #[arg(long)]
+    pub signing_key: PathBuf,
+    /// Where to write the sealed model.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Where to write the fresh data key (32 bytes, mode 0600). Register it with the key
+    /// broker; never ship it beside the model.
+    #[arg(long)]
+    pub key_out: PathBuf,
+    /// Key broker resource path of the data key [default: default/models/<model id>].
+    #[arg(long)]
+    pub resource_path: Option<String>,
+    /// Plaintext bytes per encrypted chunk (4096 ..= 67108864).
+    #[arg(long, default_value_t = confidant::sealed::manifest::DEFAULT_CHUNK_SIZE)]
+    pub chunk_size: u32,
+    /// Overwrite existing output files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `confidant inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The sealed model.
+    pub sealed: PathBuf,
+    /// A trusted publisher public key; the signature must verify under it.
+    #[arg(long)]
+    pub publisher_key: Option<PathBuf>,
+    /// The data key: also decrypt every chunk and check the plaintext digest.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `confidant serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A TOML config file; flags override its values.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Listen address [default: 127.0.0.1:50051].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Data directory [default: $CONFIDANT_DATA_DIR or ./confidant-data].
+    #[arg(long, env = "CONFIDANT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A sealed model to serve (repeatable; pair each with --key-file, in order).
+    #[arg(long = "model")]
+    pub models: Vec<PathBuf>,
+    /// The data-key file of the --model at the same position (development path).
+    #[arg(long = "key-file")]
+    pub key_files: Vec<PathBuf>,
+    /// A trusted publisher public key (repeatable).
+    #[arg(long = "publisher-key")]
+    pub publisher_keys: Vec<PathBuf>,
+    /// TLS certificate chain (PEM) [default: self-signed at start].
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Most rows per forward pass [default: 256].
+    #[arg(long)]
+    pub max_batch: Option<usize>,
+    /// Microseconds the batcher waits for more requests [default: 0].
+    #[arg(long)]
+    pub max_wait_us: Option<u64>,
+    /// Most requests queued per model before RESOURCE_EXHAUSTED [default: 1024].
+    #[arg(long)]
+    pub queue_capacity: Option<usize>,
+    /// Largest gRPC message in bytes [default: 16777216].
+    #[arg(long)]
+    pub max_message_bytes: Option<usize>,
+    /// Most rows per request [default: 4096].
+    #[arg(long)]
+    pub max_rows: Option<usize>,
+    /// Skip recomputing the ciphertext and plaintext SHA-256 at load (AES-GCM still
+    /// authenticates every byte).
+    #[arg(long)]
+    pub skip_digest_check: bool,
+}
+
+/// `confidant predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Server URL, https://HOST:PORT.
+    #[arg(long, default_value = "https://127.0.0.1:50051")]
+    pub addr: String,
+    /// CA or server certificate (PEM) to trust [default: <data-dir>/tls/cert.pem].
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// The model id.
+    #[arg(long)]
+    pub model: String,
+    /// Input rows as JSON: [[f, f, ...], ...] (or one row [f, f, ...]).
+    #[arg(
+        long,
+        conflicts_with = "input_csv",
+        required_unless_present = "input_csv"
+    )]
+    pub input: Option<String>,
+    /// Input rows from a CSV file. With a header row, columns are matched to the model's
+    /// feature names (extra columns ignored); without one, all columns are used in order.
+    #[arg(long)]
+    pub input_csv: Option<PathBuf>,
+    /// Data directory, used to find the default --tls-ca.
+    #[arg(long, env = "CONFIDANT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `confidant models`.
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// Server URL, https://HOST:PORT.
+    #[arg(long, default_value = "https://127.0.0.1:50051")]
+    pub addr: String,
+    /// CA or server certificate (PEM) to trust [default: <data-dir>/tls/cert.pem].
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// Data directory, used to find the default --tls-ca.
+    #[arg(long, env = "CONFIDANT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}

@@ -1,0 +1,446 @@
+//! The commands.
+
+pub mod args;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use confidant::client::Client;
+use confidant::engine::ModelConfig;
+use confidant::sealed::{
+    self, DataKey, PublisherKey, PublisherSigningKey, SealOptions, SealedFile,
+};
+use confidant::server::{self, ModelSource, ServeConfig, ServeFile, TlsFiles};
+use zeroize::Zeroizing;
+
+use args::{Command, LogFormat};
+
+/// Sets up `tracing` on stderr. `RUST_LOG` overrides the default level (info).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs one command.
+pub async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Keygen(a) => keygen(&a),
+        Command::Seal(a) => seal(&a),
+        Command::Inspect(a) => inspect(&a),
+        Command::Serve(a) => serve(a).await,
+        Command::Predict(a) => predict(a).await,
+        Command::Models(a) => models(a).await,
+    }
+}
+
+fn keygen(a: &args::KeygenArgs) -> Result<()> {
+    server::create_private_dir(&a.out)?;
+    let key_path = a.out.join("publisher.key");
+    let pub_path = a.out.join("publisher.pub");
+    for p in [&key_path, &pub_path] {
+        refuse_overwrite(p, a.force)?;
+    }
+    let key = PublisherSigningKey::generate()?;
+    server::write_file(&key_path, key.to_pem()?.as_bytes(), 0o600)?;
+    server::write_file(&pub_path, key.public_key().to_pem().as_bytes(), 0o644)?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "private_key": key_path,
+            "public_key": pub_path,
+            "key_id": key.public_key().key_id(),
+        })
+    );
+    Ok(())
+}
+
+fn seal(a: &args::SealArgs) -> Result<()> {
+    refuse_overwrite(&a.out, a.force)?;
+    refuse_overwrite(&a.key_out, a.force)?;
+    let config_bytes =
+        std::fs::read(&a.config).with_context(|| format!("{}", a.config.display()))?;
+    let config =
+        ModelConfig::from_json(&config_bytes).with_context(|| format!("{}", a.config.display()))?;
+    let weights = Zeroizing::new(
+        std::fs::read(&a.weights).with_context(|| format!("{}", a.weights.display()))?,
+    );
+    let signing = PublisherSigningKey::from_pem_file(&a.signing_key)?;
+    let options = SealOptions {
+        chunk_size: a.chunk_size,
+        key_resource: a.resource_path.clone(),
+        ..SealOptions::default()
+    };
+    let sealed = sealed::seal(&config, &weights, &signing, &options).with_context(|| {
+        format!(
+            "sealing {} with {}",
+            a.weights.display(),
+            a.config.display()
+        )
+    })?;
+    server::write_file(&a.key_out, sealed.data_key.secret_bytes(), 0o600)?;
+    server::write_file(&a.out, &sealed.file, 0o644)?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "model": sealed.manifest.model.id,
+            "version": sealed.manifest.model.version,
+            "sealed": a.out,
+            "key_out": a.key_out,
+            "key_resource": sealed.manifest.encryption.key_resource,
+            "weights_sha256": sealed.manifest.weights.sha256,
+            "publisher_key_id": sealed.manifest.publisher.key_id,
+        })
+    );
+    Ok(())
+}
+
+fn inspect(a: &args::InspectArgs) -> Result<()> {
+    let file = SealedFile::read(&a.sealed).with_context(|| format!("{}", a.sealed.display()))?;
+    let manifest: serde_json::Value = serde_json::from_slice(file.manifest_bytes())?;
+    file.verify_ciphertext_digest()
+        .with_context(|| format!("{}", a.sealed.display()))?;
+    let mut checks = vec!["format", "manifest", "ciphertext_sha256"];
+    let mut verdict = "signature not checked (pass --publisher-key)";
+    if let Some(pk) = &a.publisher_key {
+        let key = PublisherKey::from_pem_file(pk)?;
+        let verified = file
+            .verify(std::slice::from_ref(&key))
+            .with_context(|| format!("{}", a.sealed.display()))?;
+        checks.push("signature");
+        verdict = "ok";
+        if let Some(kf) = &a.key_file {
+            let dek = DataKey::from_file(kf)?;
+            let plain = verified
+                .decrypt(&dek)
+                .with_context(|| format!("{}", a.sealed.display()))?;
+            verified
+                .verify_plaintext_digest(&plain)
+                .with_context(|| format!("{}", a.sealed.display()))?;
+            checks.extend(["chunks_aead", "plaintext_sha256"]);
+        }
+    } else if a.key_file.is_some() {
+        bail!(
+            "--key-file needs --publisher-key: never decrypt a model whose signature is unchecked"
+        );
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "manifest": manifest,
+            "checks_passed": checks,
+            "verdict": verdict,
+        }))?
+    );
+    Ok(())
+}
+
+fn resolve_data_dir(flag: Option<PathBuf>, file: Option<PathBuf>) -> PathBuf {
+    flag.or(file)
+        .unwrap_or_else(|| PathBuf::from(server::DEFAULT_DATA_DIR))
+}
+
+fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
+    let file = match &a.config {
+        Some(p) => ServeFile::read(p)?,
+        None => ServeFile::default(),
+    };
+    let listen_text = a
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| server::DEFAULT_LISTEN.to_string());
+    let listen = listen_text.parse().with_context(|| {
+        format!("--listen {listen_text:?}: expected HOST:PORT, e.g. 127.0.0.1:50051")
+    })?;
+    if a.models.len() != a.key_files.len() {
+        bail!(
+            "each --model needs a --key-file (got {} --model and {} --key-file)",
+            a.models.len(),
+            a.key_files.len()
+        );
+    }
+    let mut models = file.models;
+    models.extend(
+        a.models
+            .into_iter()
+            .zip(a.key_files)
+            .map(|(sealed, key_file)| ModelSource { sealed, key_file }),
+    );
+    let mut publisher_keys = file.publisher_keys;
+    publisher_keys.extend(a.publisher_keys);
+    let tls = match (a.tls_cert, a.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        _ => file.tls,
+    };
+    let mut batch = file.batch.unwrap_or_default();
+    if let Some(v) = a.max_batch {
+        batch.max_batch = v;
+    }
+    if let Some(v) = a.max_wait_us {
+        batch.max_wait_us = v;
+    }
+    if let Some(v) = a.queue_capacity {
+        batch.queue_capacity = v;
+    }
+    let config = ServeConfig {
+        listen,
+        data_dir: resolve_data_dir(a.data_dir, file.data_dir),
+        tls,
+        models,
+        publisher_keys,
+        batch,
+        max_message_bytes: a
+            .max_message_bytes
+            .or(file.max_message_bytes)
+            .unwrap_or(server::DEFAULT_MAX_MESSAGE_BYTES),
+        max_rows_per_request: a
+            .max_rows
+            .or(file.max_rows_per_request)
+            .unwrap_or(server::DEFAULT_MAX_ROWS),
+        verify_digests: !a.skip_digest_check && file.verify_digests.unwrap_or(true),
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+use args::ServeArgs;
+
+async fn serve(a: ServeArgs) -> Result<()> {
+    let config = build_serve_config(a)?;
+    if config.models.is_empty() {
+        eprintln!("{}", DEMO_WARNING);
+        tracing::warn!(
+            "demo mode: NOT CONFIDENTIAL (simulated environment, data key on local disk)"
+        );
+    }
+    let cert_path = match &config.tls {
+        Some(t) => t.cert.clone(),
+        None => config.cert_path(),
+    };
+    server::run(config, shutdown_signal(), move |running| {
+        println!(
+            "confidant: serving on https://{} (TLS certificate: {})",
+            running.addr,
+            cert_path.display()
+        );
+    })
+    .await?;
+    Ok(())
+}
+
+const DEMO_WARNING: &str = "\
+╔══════════════════════════════════════════════════════════════════════════╗
+║  WARNING: DEMO MODE. NOTHING HERE IS CONFIDENTIAL.                       ║
+║  No TEE: the data key of the embedded demo model sits in the data dir    ║
+║  and the operator of this machine can read weights, inputs and outputs.  ║
+║  Serve sealed models with attested key release for real use.             ║
+╚══════════════════════════════════════════════════════════════════════════╝";
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+async fn connect(addr: &str, tls_ca: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<Client> {
+    let ca_path = tls_ca.unwrap_or_else(|| {
+        resolve_data_dir(data_dir, None)
+            .join("tls")
+            .join("cert.pem")
+    });
+    let ca = std::fs::read(&ca_path).with_context(|| {
+        format!(
+            "--tls-ca {}: cannot read the CA certificate",
+            ca_path.display()
+        )
+    })?;
+    if !String::from_utf8_lossy(&ca).contains("-----BEGIN CERTIFICATE-----") {
+        bail!(
+            "--tls-ca {}: no PEM certificate in the file",
+            ca_path.display()
+        );
+    }
+    Ok(Client::connect(addr, &ca).await?)
+}
+
+async fn predict(a: args::PredictArgs) -> Result<()> {
+    let mut client = connect(&a.addr, a.tls_ca, a.data_dir).await?;
+    let rows = match (&a.input, &a.input_csv) {
+        (Some(json), _) => parse_json_rows(json)?,
+        (None, Some(path)) => {
+            let features = client
+                .list_models()
+                .await?
+                .into_iter()
+                .find(|m| m.id == a.model)
+                .map(|m| m.features);
+            read_csv_rows(path, features.as_deref())?
+        }
+        (None, None) => bail!("give --input or --input-csv"),
+    };
+    let p = client.predict(&a.model, &rows).await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "model": p.model,
+            "model_version": p.model_version,
+            "request_id": p.request_id,
+            "outputs": p.outputs,
+            "labels": p.labels,
+        })
+    );
+    Ok(())
+}
+
+async fn models(a: args::ModelsArgs) -> Result<()> {
+    let mut client = connect(&a.addr, a.tls_ca, a.data_dir).await?;
+    let list: Vec<serde_json::Value> = client
+        .list_models()
+        .await?
+        .into_iter()
+        .map(|m| {
+            serde_json::json!({
+                "id": m.id, "version": m.version, "features": m.features,
+                "feature_min": m.feature_min, "feature_max": m.feature_max,
+                "labels": m.labels, "output": m.output,
+                "weights_sha256": m.weights_sha256, "publisher_key_id": m.publisher_key_id,
+            })
+        })
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&list)?);
+    Ok(())
+}
+
+/// Parses `[[f, ...], ...]` or a single row `[f, ...]`.
+fn parse_json_rows(text: &str) -> Result<Vec<Vec<f32>>> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .context("--input: not valid JSON (expected [[f, f, ...], ...])")?;
+    let serde_json::Value::Array(items) = value else {
+        bail!("--input: expected a JSON array of rows");
+    };
+    let to_row = |r: usize, v: &serde_json::Value| -> Result<Vec<f32>> {
+        let serde_json::Value::Array(cells) = v else {
+            bail!("--input: row {r} is not an array");
+        };
+        cells
+            .iter()
+            .enumerate()
+            .map(|(c, x)| {
+                x.as_f64()
+                    .map(|f| f as f32)
+                    .with_context(|| format!("--input: row {r}, column {c} is not a number"))
+            })
+            .collect()
+    };
+    if items.iter().all(serde_json::Value::is_number) && !items.is_empty() {
+        return Ok(vec![to_row(0, &serde_json::Value::Array(items))?]);
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(r, v)| to_row(r, v))
+        .collect()
+}
+
+/// Reads CSV rows. A first line that does not parse as numbers is a header: its columns are
+/// matched to `features` by name when known.
+fn read_csv_rows(path: &Path, features: Option<&[String]>) -> Result<Vec<Vec<f32>>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .peekable();
+    let split = |l: &str| -> Vec<String> {
+        l.split(',')
+            .map(|c| c.trim().trim_matches('"').to_string())
+            .collect()
+    };
+    let mut columns: Option<Vec<usize>> = None;
+    if let Some((_, first)) = lines.peek() {
+        let cells = split(first);
+        if cells.iter().any(|c| c.parse::<f32>().is_err()) {
+            if let Some(features) = features {
+                let idx = features
+                    .iter()
+                    .map(|f| {
+                        cells.iter().position(|c| c == f).with_context(|| {
+                            format!(
+                                "{}: header has no column {f:?} (a model feature)",
+                                path.display()
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                columns = Some(idx);
+            }
+            lines.next();
+        }
+    }
+    let mut rows = Vec::new();
+    for (n, line) in lines {
+        let cells = split(line);
+        let pick: Vec<&String> = match &columns {
+            Some(idx) => idx.iter().filter_map(|&i| cells.get(i)).collect(),
+            None => cells.iter().collect(),
+        };
+        if let Some(idx) = &columns
+            && pick.len() != idx.len()
+        {
+            bail!(
+                "{}:{}: row has {} columns, fewer than the header",
+                path.display(),
+                n + 1,
+                cells.len()
+            );
+        }
+        let row = pick
+            .iter()
+            .enumerate()
+            .map(|(c, s)| {
+                s.parse::<f32>().with_context(|| {
+                    format!(
+                        "{}:{}: column {} ({s:?}) is not a number",
+                        path.display(),
+                        n + 1,
+                        c + 1
+                    )
+                })
+            })
+            .collect::<Result<Vec<f32>>>()?;
+        rows.push(row);
+    }
+    if rows.is_empty() {
+        bail!("{}: no data rows", path.display());
+    }
+    Ok(rows)
+}
+
+fn refuse_overwrite(path: &Path, force: bool) -> Result<()> {
+    if path.exists() && !force {
+        bail!(
+            "{} already exists (pass --force to overwrite)",
+            path.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! The Rust client: a TLS channel to a Confidant server, Predict and ListModels.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), confidant::client::ClientError> {
+//! let ca = std::fs::read("confidant-data/tls/cert.pem").unwrap_or_default();
+//! let mut client = confidant::client::Client::connect("https://127.0.0.1:50051", &ca).await?;
+//! let p = client.predict("demo", &[vec![0.0; 30]]).await?;
+//! println!("{:?}", p.labels);
+//! # Ok(()) }
+//! ```
+
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::proto::confidant::v1 as pb;
+use pb::inference_client::InferenceClient;
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The address is not a usable URL.
+    #[error("invalid server address {addr:?}: {problem}")]
+    Address {
+        /// The address.
+        addr: String,
+        /// Why.
+        problem: String,
+    },
+    /// The connection or TLS handshake failed.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: tonic::transport::Error,
+    },
+    /// The server refused or failed the call.
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Status(#[from] tonic::Status),
+    /// Rows of different widths.
+    #[error("row {row} has {found} values, row 0 has {expected}")]
+    RaggedRows {
+        /// The row.
+        row: usize,
+        /// Its width.
+        found: usize,
+        /// Row 0's width.
+        expected: usize,
+    },
+    /// The server's answer is malformed.
+    #[error("malformed response: {0}")]
+    Response(String),
+}
+
+/// The canonical upper-case name of a gRPC status code, as in the gRPC spec.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// A prediction.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Prediction {
+    /// The model id.
+    pub model: String,
+    /// The model version.
+    pub model_version: String,
+    /// The server's request id.
+    pub request_id: String,
+    /// One output row per input row.
+    pub outputs: Vec<Vec<f32>>,
+    /// The argmax label per row.
+    pub labels: Vec<String>,
+}
+
+/// A connected client.
+#[derive(Clone)]
+pub struct Client {
+    inner: InferenceClient<Channel>,
+}
+
+impl Client {
+    /// Connects over TLS, trusting `ca_pem` (the server's certificate or its CA).
+    pub async fn connect(addr: &str, ca_pem: &[u8]) -> Result<Self, ClientError> {
+        let endpoint =
+            Endpoint::from_shared(addr.to_string()).map_err(|e| ClientError::Address {
+                addr: addr.to_string(),
+                problem: e.to_string(),
+            })?;
+        if endpoint.uri().scheme_str() != Some("https") {
+            return Err(ClientError::Address {
+                addr: addr.to_string(),
+                problem: "the scheme must be https:// (Confidant only speaks TLS)".into(),
+            });
+        }
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+        let channel = endpoint
+            .tls_config(tls)
+            .map_err(|source| ClientError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+        Ok(Self {
+            inner: InferenceClient::new(channel).max_decoding_message_size(1 << 30),
+        })
+    }
+
+    /// Predicts `rows` (all the same width) with `model`.
+    pub async fn predict(
+        &mut self,
+        model: &str,
+        rows: &[Vec<f32>],
+    ) -> Result<Prediction, ClientError> {
+        let width = rows.first().map_or(0, Vec::len);
+        if let Some((row, r)) = rows.iter().enumerate().find(|(_, r)| r.len() != width) {
+            return Err(ClientError::RaggedRows {
+                row,
+                found: r.len(),
+                expected: width,
+            });
+        }
+        let values: Vec<f32> = rows.iter().flatten().copied().collect();
+        self.predict_packed(model, values, rows.len(), width).await
+    }
+
+    /// Predicts packed row-major values of shape `[rows, width]`.
+    pub async fn predict_packed(
+        &mut self,
+        model: &str,
+        values: Vec<f32>,
+        rows: usize,
+        width: usize,
+    ) -> Result<Prediction, ClientError> {
+        let req = pb::PredictRequest {
+            model: model.to_string(),
+            version: String::new(),
+            input: Some(pb::Tensor {
+                shape: vec![rows as u64, width as u64],
+                values,
+            }),
+        };
+        let resp = self.inner.predict(req).await?.into_inner();
+        let out = resp
+            .output
+            .ok_or_else(|| ClientError::Response("no output tensor".into()))?;
+        let [out_rows, out_width] = out.shape[..] else {
+            return Err(ClientError::Response(format!(
+                "output shape {:?}",
+                out.shape
+            )));
+        };
+        if out_rows as usize != rows || out.values.len() as u64 != out_rows * out_width {
+            return Err(ClientError::Response(
+                "output size does not match its shape".into(),
+            ));
+        }
+        let outputs = if out_width == 0 {
+            vec![Vec::new(); rows]
+        } else {
+            out.values
+                .chunks(out_width as usize)
+                .map(<[f32]>::to_vec)
+                .collect()
+        };
+        Ok(Prediction {
+            model: resp.model,
+            model_version: resp.model_version,
+            request_id: resp.request_id,
+            outputs,
+            labels: resp.labels,
+        })
+    }
+
+    /// Lists the loaded models.
+    pub async fn list_models(&mut self) -> Result<Vec<pb::ModelInfo>, ClientError> {
+        Ok(self
+            .inner
+            .list_models(pb::ListModelsRequest {})
+            .await?
+            .into_inner()
+            .models)
+    }
+}

@@ -1,0 +1,248 @@
+//! The dynamic batcher: coalesces concurrent requests for one model into one forward pass.
+//!
+//! Each model has one worker thread. Requests wait in a bounded queue; when it is full the
+//! caller gets [`EngineError::QueueFull`] at once, so memory never grows with load. The worker
+//! takes the first waiting request, then keeps taking requests that are already queued (and,
+//! if `max_wait` is non-zero, that arrive before `max_wait` has passed) until the batch holds
+//! `max_batch` rows. A request that would overflow the batch starts the next one. With the
+//! default `max_wait` of zero, batches form only from requests that queued while the previous
+//! batch computed, so a lone request never waits.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::error::EngineError;
+use super::mlp::Mlp;
+
+/// Batching settings for one model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Most rows in one forward pass. A single request larger than this runs alone.
+    pub max_batch: usize,
+    /// How long the worker waits for more requests once it holds one, in microseconds.
+    pub max_wait_us: u64,
+    /// Most requests waiting per model; past it, requests are refused.
+    pub queue_capacity: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 256,
+            max_wait_us: 0,
+            queue_capacity: 1024,
+        }
+    }
+}
+
+impl BatchConfig {
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=1 << 20).contains(&self.max_batch) {
+            return Err(format!(
+                "max_batch must be 1..=1048576, got {}",
+                self.max_batch
+            ));
+        }
+        if self.max_wait_us > 1_000_000 {
+            return Err(format!(
+                "max_wait_us must be at most 1000000 (1 s), got {}",
+                self.max_wait_us
+            ));
+        }
+        if !(1..=1 << 20).contains(&self.queue_capacity) {
+            return Err(format!(
+                "queue_capacity must be 1..=1048576, got {}",
+                self.queue_capacity
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What one request gets back.
+#[derive(Debug)]
+pub struct BatchOutput {
+    /// `rows × outputs` values, row-major.
+    pub values: Vec<f32>,
+    /// Time spent waiting in the queue.
+    pub queue_time: Duration,
+    /// Time of the forward pass that served this request (shared by its batch).
+    pub compute_time: Duration,
+    /// Rows in that forward pass.
+    pub batch_rows: usize,
+}
+
+struct Job {
+    values: Vec<f32>,
+    rows: usize,
+    enqueued: Instant,
+    reply: oneshot::Sender<Result<BatchOutput, EngineError>>,
+}
+
+/// A handle to one model's batching worker. Dropping the last handle lets the worker finish
+/// the requests already queued and exit.
+pub struct Batcher {
+    tx: Sender<Job>,
+    model_id: String,
+    capacity: usize,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Batcher {
+    /// Starts the worker thread for `model`.
+    pub fn spawn(model: Arc<Mlp>, model_id: &str, config: BatchConfig) -> std::io::Result<Self> {
+        let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
+        let id = model_id.to_string();
+        let worker = std::thread::Builder::new()
+            .name(format!("batch-{model_id}"))
+            .spawn(move || run_worker(&model, &id, config, &rx))?;
+        Ok(Self {
+            tx,
+            model_id: model_id.to_string(),
+            capacity: config.queue_capacity,
+            worker: Some(worker),
+        })
+    }
+
+    /// Queues `rows` rows for the next batch and waits for their outputs.
+    pub async fn infer(&self, values: Vec<f32>, rows: usize) -> Result<BatchOutput, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            values,
+            rows,
+            enqueued: Instant::now(),
+            reply,
+        };
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(EngineError::QueueFull {
+                    model: self.model_id.clone(),
+                    capacity: self.capacity,
+                });
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(EngineError::ShuttingDown {
+                    model: self.model_id.clone(),
+                });
+            }
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(EngineError::ShuttingDown {
+                model: self.model_id.clone(),
+            })
+        })
+    }
+
+    /// Requests waiting now.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.len()
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        // Disconnect the queue by swapping in a dead sender, then wait for the worker to
+        // drain what is already queued.
+        let (dead, _) = crossbeam_channel::bounded(1);
+        drop(std::mem::replace(&mut self.tx, dead));
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn run_worker(model: &Mlp, model_id: &str, config: BatchConfig, rx: &Receiver<Job>) {
+    let max_wait = Duration::from_micros(config.max_wait_us);
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(j) => j,
+            None => match rx.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            },
+        };
+        let deadline = Instant::now() + max_wait;
+        let mut rows = first.rows;
+        let mut batch = vec![first];
+        while rows < config.max_batch {
+            let next = match rx.try_recv() {
+                Ok(j) => j,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) if max_wait.is_zero() => break,
+                Err(TryRecvError::Empty) => match rx.recv_deadline(deadline) {
+                    Ok(j) => j,
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            if rows + next.rows > config.max_batch {
+                carried = Some(next);
+                break;
+            }
+            rows += next.rows;
+            batch.push(next);
+        }
+        run_batch(model, model_id, batch);
+    }
+}
+
+fn run_batch(model: &Mlp, model_id: &str, mut batch: Vec<Job>) {
+    // Callers that gave up (deadline, disconnect) need no compute.
+    batch.retain(|j| !j.reply.is_closed());
+    if batch.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let rows: usize = batch.iter().map(|j| j.rows).sum();
+    let result = if batch.len() == 1 {
+        model.forward_rows(&batch[0].values, rows)
+    } else {
+        let mut all = Vec::with_capacity(rows * model.in_features());
+        for j in &batch {
+            all.extend_from_slice(&j.values);
+        }
+        model.forward_rows(&all, rows)
+    };
+    let compute_time = started.elapsed();
+    let width = model.out_features();
+    match result {
+        Ok(out) => {
+            let mut offset = 0;
+            for j in batch {
+                let n = j.rows * width;
+                let values = out.get(offset..offset + n).map(<[f32]>::to_vec);
+                offset += n;
+                let reply = match values {
+                    Some(values) => Ok(BatchOutput {
+                        values,
+                        queue_time: started.saturating_duration_since(j.enqueued),
+                        compute_time,
+                        batch_rows: rows,
+                    }),
+                    None => Err(EngineError::ShuttingDown {
+                        model: model_id.to_string(),
+                    }),
+                };
+                let _ = j.reply.send(reply);
+            }
+        }
+        Err(e) => {
+            tracing::error!(model = model_id, error = %e, "forward pass failed");
+            let msg = e.to_string();
+            for j in batch {
+                let _ = j
+                    .reply
+                    .send(Err(EngineError::Compute(candle_core::Error::Msg(
+                        msg.clone(),
+                    ))));
+            }
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The model config: the JSON a publisher writes next to the safetensors weights.
+//!
+//! `confidant seal` validates it against the weights and embeds it, signed, in the sealed
+//! manifest. The server trusts only the signed copy. Unknown fields are refused, so that a
+//! field this version does not understand (a privacy policy, say) is never silently dropped.
+
+use serde::{Deserialize, Serialize};
+
+use super::error::ConfigError;
+
+/// Longest accepted model id, in bytes.
+pub const MAX_ID_LEN: usize = 128;
+/// Most input features a model may declare.
+pub const MAX_FEATURES: usize = 1 << 20;
+/// Most layers an MLP may declare.
+pub const MAX_LAYERS: usize = 1024;
+
+/// A model as its publisher describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The model id: `[A-Za-z0-9._-]`, 1 to 128 bytes. Requests address the model by it.
+    pub id: String,
+    /// The model version (free text, for example semver).
+    pub version: String,
+    /// A human description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The network.
+    pub architecture: Architecture,
+    /// The input schema.
+    pub input: InputSchema,
+    /// One label per output column.
+    pub labels: Vec<String>,
+    /// The differential-privacy guarantee of training, where there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp_training: Option<DpGuarantee>,
+}
+
+/// The network architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Architecture {
+    /// The kind of network. Only `mlp` for now.
+    pub kind: ArchitectureKind,
+    /// What the last layer's output becomes.
+    pub output: OutputKind,
+    /// The dense layers, input first.
+    pub layers: Vec<LayerSpec>,
+}
+
+/// The supported network kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchitectureKind {
+    /// A multi-layer perceptron: dense layers with element-wise activations.
+    Mlp,
+}
+
+/// The output transform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// Probabilities (softmax over the last layer).
+    Softmax,
+    /// The last layer's raw output.
+    Logits,
+}
+
+impl OutputKind {
+    /// The name used in configs and in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Softmax => "softmax",
+            Self::Logits => "logits",
+        }
+    }
+}
+
+/// One dense layer: `y = act(x · Wᵀ + b)`, with `W` of shape `[out, in]` as PyTorch stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerSpec {
+    /// The safetensors name of the weight, for example `0.weight`.
+    pub weight: String,
+    /// The safetensors name of the bias, for example `0.bias`. Absent for `bias=False`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias: Option<String>,
+    /// The activation applied after the affine map.
+    pub activation: Activation,
+}
+
+/// Element-wise activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// max(0, x)
+    Relu,
+    /// GELU, the exact erf form (PyTorch's default `nn.GELU()`).
+    Gelu,
+    /// tanh(x)
+    Tanh,
+    /// 1 / (1 + e^-x)
+    Sigmoid,
+    /// The identity.
+    None,
+}
+
+/// The input schema. Every request row is checked against it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSchema {
+    /// Feature names, in column order.
+    pub features: Vec<String>,
+    /// Per-feature minimum accepted value.
+    pub min: Vec<f32>,
+    /// Per-feature maximum accepted value.
+    pub max: Vec<f32>,
+    /// Optional standardization applied before the first layer: `(x - mean) / std`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalization: Option<Normalization>,
+}
+
+/// Input standardization, as fitted on the training data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Normalization {
+    /// Per-feature mean.
+    pub mean: Vec<f32>,
+    /// Per-feature standard deviation; every value must be finite and > 0.
+    pub std: Vec<f32>,
+}
+
+/// An (ε, δ) differential-privacy guarantee.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpGuarantee {
+    /// ε > 0.
+    pub epsilon: f64,
+    /// 0 ≤ δ < 1.
+    pub delta: f64,
+}
+
+impl ModelConfig {
+    /// Parses and validates a config from JSON bytes.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let config: Self =
+            serde_json::from_slice(bytes).map_err(|e| ConfigError::Json(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The number of input features.
+    pub fn feature_count(&self) -> usize {
+        self.input.features.len()
+    }
+
+    /// The number of outputs.
+    pub fn output_count(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Checks everything that can be checked without the weights.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_id(&self.id)?;
+        if self.version.is_empty() || self.version.len() > MAX_ID_LEN {
+            return Err(ConfigError::Invalid(format!(
+                "version must be 1 to {MAX_ID_LEN} bytes"
+            )));
+        }
+        let n = self.input.features.len();
+        if n == 0 || n > MAX_FEATURES {
+            return Err(ConfigError::Invalid(format!(
+                "input.features must list 1 to {MAX_FEATURES} features, found {n}"
+            )));
+        }
+        for (what, v) in [
+            ("input.min", &self.input.min),
+            ("input.max", &self.input.max),
+        ] {
+            if v.len() != n {
+                return Err(ConfigError::Invalid(format!(
+                    "{what} has {} values but there are {n} features",
+                    v.len()
+                )));
+            }
+        }
+        for (i, (lo, hi)) in self.input.min.iter().zip(&self.input.max).enumerate() {
+            let name = &self.input.features[i];
+            if !lo.is_finite() || !hi.is_finite() || lo > hi {
+                return Err(ConfigError::Invalid(format!(
+                    "feature {i} ({name}): min {lo} and max {hi} must be finite with min <= max"
+                )));
+            }
+        }
+        if let Some(norm) = &self.input.normalization {
+            if norm.mean.len() != n || norm.std.len() != n {
+                return Err(ConfigError::Invalid(format!(
+                    "input.normalization mean/std must have {n} values each (found {} and {})",
+                    norm.mean.len(),
+                    norm.std.len()
+                )));
+            }
+            if let Some(i) = norm.mean.iter().position(|m| !m.is_finite()) {
+                return Err(ConfigError::Invalid(format!(
+                    "input.normalization.mean[{i}] is not finite"
+                )));
+            }
+            if let Some(i) = norm.std.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+                return Err(ConfigError::Invalid(format!(
+                    "input.normalization.std[{i}] must be finite and > 0"
+                )));
+            }
+        }
+        if self.labels.is_empty() {
+            return Err(ConfigError::Invalid("labels must not be empty".into()));
+        }
+        let layers = &self.architecture.layers;
+        if layers.is_empty() || layers.len() > MAX_LAYERS {
+            return Err(ConfigError::Invalid(format!(
+                "architecture.layers must hold 1 to {MAX_LAYERS} layers, found {}",
+                layers.len()
+            )));
+        }
+        if let Some(dp) = &self.dp_training
+            && !(dp.epsilon.is_finite()
+                && dp.epsilon > 0.0
+                && dp.delta.is_finite()
+                && (0.0..1.0).contains(&dp.delta))
+        {
+            return Err(ConfigError::Invalid(
+                "dp_training needs a finite epsilon > 0 and 0 <= delta < 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a model id: 1 to 128 bytes of `[A-Za-z0-9._-]`, not starting with `.`.
+pub fn validate_id(id: &str) -> Result<(), ConfigError> {
+    let ok_chars = id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if id.is_empty() || id.len() > MAX_ID_LEN || !ok_chars || id.starts_with('.') {
+        return Err(ConfigError::Invalid(format!(
+            "model id {id:?} must be 1 to {MAX_ID_LEN} characters of [A-Za-z0-9._-], \
+             not starting with '.'"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! Engine errors.
+
+/// A model config that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The JSON does not parse into a config.
+    #[error("model config is not valid: {0}")]
+    Json(String),
+    /// The config parses but breaks a rule.
+    #[error("model config is not valid: {0}")]
+    Invalid(String),
+}
+
+/// Errors from building or running models.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The config is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The safetensors weights do not parse.
+    #[error("weights are not valid safetensors: {0}")]
+    Safetensors(String),
+    /// A tensor the config names is absent from the weights.
+    #[error("weights have no tensor named {name:?} (named by layer {layer})")]
+    MissingTensor {
+        /// The tensor name.
+        name: String,
+        /// The layer index.
+        layer: usize,
+    },
+    /// A tensor has the wrong shape for its place in the network.
+    #[error("tensor {name:?} has shape {found:?}, expected {expected:?}")]
+    Shape {
+        /// The tensor name.
+        name: String,
+        /// Its shape.
+        found: Vec<usize>,
+        /// The shape the architecture needs.
+        expected: Vec<usize>,
+    },
+    /// A tensor has a dtype we do not load.
+    #[error("tensor {name:?} has dtype {dtype}; expected F32, F64, F16 or BF16")]
+    Dtype {
+        /// The tensor name.
+        name: String,
+        /// Its dtype.
+        dtype: String,
+    },
+    /// A weight is NaN or infinite.
+    #[error("tensor {name:?} holds a non-finite value")]
+    NonFinite {
+        /// The tensor name.
+        name: String,
+    },
+    /// The request's shape does not fit the model.
+    #[error("input has {found} columns, model {model} expects {expected}")]
+    Width {
+        /// The model id.
+        model: String,
+        /// Columns sent.
+        found: usize,
+        /// Columns expected.
+        expected: usize,
+    },
+    /// The batch queue is full.
+    #[error("model {model} queue is full ({capacity} requests waiting); retry later")]
+    QueueFull {
+        /// The model id.
+        model: String,
+        /// The queue capacity.
+        capacity: usize,
+    },
+    /// The model is being unloaded or the server is shutting down.
+    #[error("model {model} is shutting down")]
+    ShuttingDown {
+        /// The model id.
+        model: String,
+    },
+    /// No loaded model has this id.
+    #[error("no model {0:?} is loaded")]
+    UnknownModel(String),
+    /// Two models with one id.
+    #[error("model {0:?} is already loaded")]
+    DuplicateModel(String),
+    /// A failure inside candle (a bug or resource exhaustion, never bad input).
+    #[error("compute failed: {0}")]
+    Compute(#[from] candle_core::Error),
+}

@@ -1,0 +1,280 @@
+//! The MLP: dense layers in candle, loaded from PyTorch-named safetensors.
+
+use candle_core::{DType, Device, Storage, Tensor};
+use safetensors::SafeTensors;
+
+use super::config::{Activation, ModelConfig, OutputKind};
+use super::error::EngineError;
+use crate::secure;
+
+/// One dense layer, with the weight stored pre-transposed as `[in, out]` so that the forward
+/// pass is a plain row-major matmul with no per-call transpose.
+struct Dense {
+    weight_t: Tensor,
+    bias: Option<Tensor>,
+    activation: Activation,
+}
+
+/// A loaded MLP. Its weight tensors are locked in RAM and zeroed when it is dropped.
+pub struct Mlp {
+    layers: Vec<Dense>,
+    normalization: Option<(Tensor, Tensor)>,
+    output: OutputKind,
+    in_features: usize,
+    out_features: usize,
+    device: Device,
+}
+
+impl Mlp {
+    /// Builds the MLP that `config` describes from safetensors bytes (usually the plaintext
+    /// of a sealed model, still inside its locked buffer).
+    ///
+    /// Every named tensor must exist with the shape the architecture implies (PyTorch
+    /// layout: weight `[out, in]`, bias `[out]`) and hold only finite values. F64, F16 and
+    /// BF16 weights are converted to F32.
+    pub fn from_safetensors(
+        config: &ModelConfig,
+        weights: &[u8],
+        device: &Device,
+    ) -> Result<Self, EngineError> {
+        config.validate()?;
+        let st = SafeTensors::deserialize(weights)
+            .map_err(|e| EngineError::Safetensors(e.to_string()))?;
+        let mut layers = Vec::with_capacity(config.architecture.layers.len());
+        let mut width = config.feature_count();
+        let last = config.architecture.layers.len() - 1;
+        for (i, spec) in config.architecture.layers.iter().enumerate() {
+            let w = load_f32(&st, &spec.weight, i, device)?;
+            let dims = w.dims().to_vec();
+            let out = match dims.as_slice() {
+                [out, inp] if *inp == width && *out > 0 => *out,
+                _ => {
+                    scrub(w);
+                    return Err(EngineError::Shape {
+                        name: spec.weight.clone(),
+                        found: dims,
+                        expected: vec![if i == last { config.output_count() } else { 0 }, width],
+                    });
+                }
+            };
+            if i == last && out != config.output_count() {
+                scrub(w);
+                return Err(EngineError::Shape {
+                    name: spec.weight.clone(),
+                    found: dims,
+                    expected: vec![config.output_count(), width],
+                });
+            }
+            let weight_t = w.t()?.contiguous()?;
+            scrub(w);
+            let bias = match &spec.bias {
+                Some(name) => {
+                    let b = load_f32(&st, name, i, device)?;
+                    if b.dims() != [out] {
+                        let found = b.dims().to_vec();
+                        scrub(b);
+                        scrub(weight_t);
+                        return Err(EngineError::Shape {
+                            name: name.clone(),
+                            found,
+                            expected: vec![out],
+                        });
+                    }
+                    Some(b)
+                }
+                None => None,
+            };
+            lock_tensor(&weight_t);
+            if let Some(b) = &bias {
+                lock_tensor(b);
+            }
+            layers.push(Dense {
+                weight_t,
+                bias,
+                activation: spec.activation,
+            });
+            width = out;
+        }
+        let normalization = match &config.input.normalization {
+            Some(n) => {
+                let mean = Tensor::from_slice(&n.mean, n.mean.len(), device)?;
+                let inv: Vec<f32> = n.std.iter().map(|s| 1.0 / s).collect();
+                let inv_std = Tensor::from_slice(&inv, inv.len(), device)?;
+                Some((mean, inv_std))
+            }
+            None => None,
+        };
+        Ok(Self {
+            layers,
+            normalization,
+            output: config.architecture.output,
+            in_features: config.feature_count(),
+            out_features: config.output_count(),
+            device: device.clone(),
+        })
+    }
+
+    /// The input width.
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+
+    /// The output width.
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The forward pass on a `[rows, in]` tensor.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, EngineError> {
+        let mut h = match &self.normalization {
+            Some((mean, inv_std)) => x.broadcast_sub(mean)?.broadcast_mul(inv_std)?,
+            None => x.clone(),
+        };
+        for layer in &self.layers {
+            h = h.matmul(&layer.weight_t)?;
+            if let Some(b) = &layer.bias {
+                h = h.broadcast_add(b)?;
+            }
+            h = match layer.activation {
+                Activation::Relu => h.relu()?,
+                Activation::Gelu => h.gelu_erf()?,
+                Activation::Tanh => h.tanh()?,
+                Activation::Sigmoid => candle_nn::ops::sigmoid(&h)?,
+                Activation::None => h,
+            };
+        }
+        Ok(match self.output {
+            OutputKind::Softmax => candle_nn::ops::softmax_last_dim(&h)?,
+            OutputKind::Logits => h,
+        })
+    }
+
+    /// The forward pass on `rows` packed row-major f32 values; returns `rows × out` values.
+    pub fn forward_rows(&self, values: &[f32], rows: usize) -> Result<Vec<f32>, EngineError> {
+        if rows == 0 || values.len() != rows * self.in_features {
+            return Err(EngineError::Width {
+                model: String::new(),
+                found: values.len().checked_div(rows).unwrap_or(0),
+                expected: self.in_features,
+            });
+        }
+        let x = Tensor::from_slice(values, (rows, self.in_features), &self.device)?;
+        let y = self.forward(&x)?;
+        Ok(y.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// The matmuls alone, with no bias, activation or normalization: the baseline that the
+    /// engine bench compares the full forward pass against.
+    pub fn matmuls_only(&self, x: &Tensor) -> Result<Tensor, EngineError> {
+        let mut h = x.clone();
+        for layer in &self.layers {
+            h = h.matmul(&layer.weight_t)?;
+        }
+        Ok(h)
+    }
+}
+
+impl Drop for Mlp {
+    fn drop(&mut self) {
+        for layer in self.layers.drain(..) {
+            unlock_tensor(&layer.weight_t);
+            scrub(layer.weight_t);
+            if let Some(b) = layer.bias {
+                unlock_tensor(&b);
+                scrub(b);
+            }
+        }
+    }
+}
+
+/// Loads one tensor as contiguous F32 and checks that every value is finite.
+fn load_f32(
+    st: &SafeTensors<'_>,
+    name: &str,
+    layer: usize,
+    device: &Device,
+) -> Result<Tensor, EngineError> {
+    use candle_core::safetensors::Load;
+    let view = st.tensor(name).map_err(|_| EngineError::MissingTensor {
+        name: name.to_string(),
+        layer,
+    })?;
+    let dtype = view.dtype();
+    let t = match dtype {
+        safetensors::Dtype::F32
+        | safetensors::Dtype::F64
+        | safetensors::Dtype::F16
+        | safetensors::Dtype::BF16 => view.load(device)?,
+        other => {
+            return Err(EngineError::Dtype {
+                name: name.to_string(),
+                dtype: format!("{other:?}"),
+            });
+        }
+    };
+    let t = if t.dtype() == DType::F32 {
+        t
+    } else {
+        let converted = t.to_dtype(DType::F32)?;
+        scrub(t);
+        converted
+    };
+    if !all_finite(&t)? {
+        scrub(t);
+        return Err(EngineError::NonFinite {
+            name: name.to_string(),
+        });
+    }
+    Ok(t)
+}
+
+fn all_finite(t: &Tensor) -> Result<bool, EngineError> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => {
+            let s = cpu.as_slice::<f32>()?;
+            let Some((start, end)) = layout.contiguous_offsets() else {
+                return Ok(false);
+            };
+            Ok(s.get(start..end)
+                .is_some_and(|v| v.iter().all(|x| x.is_finite())))
+        }
+        // Weights are checked on the CPU before they move to a device.
+        #[allow(unreachable_patterns)]
+        _ => Ok(true),
+    }
+}
+
+/// Overwrites a tensor's storage with zeros before dropping it, so plaintext weights do not
+/// linger in freed heap memory.
+fn scrub(t: Tensor) {
+    // zero_set fails only for an unsupported dtype or device, which would be a bug; the
+    // memory is freed either way.
+    let _ = t.zero_set();
+}
+
+fn lock_tensor(t: &Tensor) {
+    let (storage, _) = t.storage_and_layout();
+    if let Storage::Cpu(cpu) = &*storage
+        && let Ok(s) = cpu.as_slice::<f32>()
+    {
+        secure::lock_slice(s);
+    }
+}
+
+fn unlock_tensor(t: &Tensor) {
+    let (storage, _) = t.storage_and_layout();
+    if let Storage::Cpu(cpu) = &*storage
+        && let Ok(s) = cpu.as_slice::<f32>()
+    {
+        secure::unlock_slice(s);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,36 @@
+//! The inference engine: model configs, the candle MLP, the dynamic batcher and the registry.
+//!
+//! The engine knows nothing of gRPC, keys or sealing: it takes a validated config and
+//! plaintext safetensors bytes, and serves forward passes.
+
+pub mod batcher;
+pub mod config;
+pub mod error;
+pub mod mlp;
+pub mod registry;
+
+pub use batcher::{BatchConfig, BatchOutput, Batcher};
+pub use config::{ModelConfig, OutputKind};
+pub use error::{ConfigError, EngineError};
+pub use mlp::Mlp;
+pub use registry::{LoadedModel, Provenance, Registry};
+
+/// The index of the largest value in each row of a row-major `[rows, width]` matrix.
+/// NaN never wins; ties go to the lowest index.
+pub fn argmax_rows(values: &[f32], width: usize) -> Vec<usize> {
+    if width == 0 {
+        return Vec::new();
+    }
+    values
+        .chunks_exact(width)
+        .map(|row| {
+            let mut best = 0;
+            for (i, v) in row.iter().enumerate() {
+                if *v > row[best] || row[best].is_nan() {
+                    best = i;
+                }
+            }
+            best
+        })
+        .collect()
+}

@@ -1,0 +1,111 @@
+//! The registry of loaded models, addressed by id.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use super::batcher::{BatchConfig, BatchOutput, Batcher};
+use super::config::ModelConfig;
+use super::error::EngineError;
+use super::mlp::Mlp;
+
+/// Where a loaded model came from: the signed facts that clients may want to see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    /// Hex SHA-256 of the plaintext weights, as signed in the manifest.
+    pub weights_sha256: String,
+    /// Hex key id of the publisher that signed the manifest.
+    pub publisher_key_id: String,
+}
+
+/// A model ready to serve.
+pub struct LoadedModel {
+    config: ModelConfig,
+    provenance: Provenance,
+    batcher: Batcher,
+}
+
+impl LoadedModel {
+    /// The signed config.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Where it came from.
+    pub fn provenance(&self) -> &Provenance {
+        &self.provenance
+    }
+
+    /// Runs `rows` rows through the batcher.
+    pub async fn infer(&self, values: Vec<f32>, rows: usize) -> Result<BatchOutput, EngineError> {
+        self.batcher.infer(values, rows).await
+    }
+
+    /// Requests waiting now.
+    pub fn queue_depth(&self) -> usize {
+        self.batcher.queue_depth()
+    }
+}
+
+/// Models by id. Cheap to clone; all clones share the same models.
+#[derive(Clone, Default)]
+pub struct Registry {
+    models: Arc<RwLock<BTreeMap<String, Arc<LoadedModel>>>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts serving `mlp` under its config's id.
+    pub fn insert(
+        &self,
+        config: ModelConfig,
+        provenance: Provenance,
+        mlp: Mlp,
+        batch: BatchConfig,
+    ) -> Result<Arc<LoadedModel>, EngineError> {
+        let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
+        if models.contains_key(&config.id) {
+            return Err(EngineError::DuplicateModel(config.id.clone()));
+        }
+        let batcher = Batcher::spawn(Arc::new(mlp), &config.id, batch)
+            .map_err(|e| EngineError::Compute(candle_core::Error::Msg(e.to_string())))?;
+        let model = Arc::new(LoadedModel {
+            config,
+            provenance,
+            batcher,
+        });
+        models.insert(model.config.id.clone(), Arc::clone(&model));
+        Ok(model)
+    }
+
+    /// The model with this id.
+    pub fn get(&self, id: &str) -> Result<Arc<LoadedModel>, EngineError> {
+        let models = self.models.read().unwrap_or_else(|p| p.into_inner());
+        models
+            .get(id)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownModel(id.to_string()))
+    }
+
+    /// All models, by id.
+    pub fn list(&self) -> Vec<Arc<LoadedModel>> {
+        let models = self.models.read().unwrap_or_else(|p| p.into_inner());
+        models.values().cloned().collect()
+    }
+
+    /// Removes a model; its worker drains and its weights are zeroed once the last request
+    /// holding it finishes.
+    pub fn remove(&self, id: &str) -> Option<Arc<LoadedModel>> {
+        let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
+        models.remove(id)
+    }
+
+    /// Removes every model (at shutdown).
+    pub fn clear(&self) {
+        let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
+        models.clear();
+    }
+}

@@ -1,0 +1,26 @@
+//! # Confidant
+//!
+//! A confidential inference server. Publishers seal models (encrypted and signed); the
+//! server unseals them only inside a TEE, serves predictions over gRPC behind guards, and
+//! keeps plaintext weights and keys out of disks, logs, core dumps and swap.
+//!
+//! Modules, by domain (see DESIGN.md in the repository):
+//! - [`sealed`]: the sealed-model format.
+//! - [`engine`]: model configs, the candle MLP, the dynamic batcher, the registry.
+//! - [`server`]: the tonic services and their wiring.
+//! - [`client`]: the Rust client.
+//! - [`secure`]: process hardening and locked memory.
+//! - [`demo`]: the embedded demo model.
+//!
+//! ## Feature flags
+//! - `cuda`: build the CUDA kernels and the GPU weight loader (needs nvcc). Off by default.
+#![deny(unsafe_code)]
+
+pub mod client;
+pub mod demo;
+pub mod engine;
+pub mod guard;
+pub mod proto;
+pub mod sealed;
+pub mod secure;
+pub mod server;

@@ -1,0 +1,29 @@
+//! The `confidant` command line. Thin: flags are parsed in `cli::args`, validated into the
+//! library's configs, and handed to the library.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    // Before any thread exists: fix the thread count candle and rayon will use.
+    let threads = confidant::secure::pin_thread_count();
+    let args = <cli::args::Cli as clap::Parser>::parse();
+    cli::init_logging(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    tracing::debug!(threads, "thread pool sized");
+    match runtime.block_on(cli::run(args.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! The sealed file: reading, verifying, decrypting and writing.
+//!
+//! ```text
+//! offset  size  field
+//! 0       8     magic "CNFDSEAL"
+//! 8       2     format version, u16 big-endian (1)
+//! 10      4     manifest length m, u32 big-endian (1 ..= 4 MiB)
+//! 14      m     manifest, canonical JSON (sorted keys, no whitespace)
+//! 14+m    64    Ed25519 signature over "confidant.sealed.signature.v1\0" ‖ manifest digest
+//! 78+m    c     ciphertext: STREAM chunks, each chunk_size + 16 bytes (the last may be shorter)
+//! ```
+//!
+//! The file ends exactly after the ciphertext; trailing bytes are refused.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::error::SealedError;
+use super::manifest::{
+    ALGORITHM, DEFAULT_CHUNK_SIZE, EncryptionInfo, MANIFEST_VERSION, MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE, Manifest, NONCE_PREFIX_LEN, PublisherInfo, WeightsInfo, chunk_count,
+    validate_resource_path,
+};
+use super::publisher::{PublisherKey, PublisherSigningKey};
+use super::stream::{self, DataKey};
+use crate::engine::{Mlp, ModelConfig};
+use crate::secure::SecretBuffer;
+
+/// The 8-byte magic that starts every sealed model.
+pub const MAGIC: &[u8; 8] = b"CNFDSEAL";
+/// The file format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = MANIFEST_VERSION;
+/// Largest accepted manifest.
+pub const MAX_MANIFEST_LEN: u32 = 4 << 20;
+const HEADER_LEN: usize = 14;
+const SIGNATURE_LEN: usize = 64;
+
+/// A sealed model whose structure parsed, but whose signature is not yet checked.
+pub struct SealedFile {
+    bytes: Vec<u8>,
+    manifest: Manifest,
+    manifest_range: std::ops::Range<usize>,
+    signature: [u8; SIGNATURE_LEN],
+    ciphertext_offset: usize,
+}
+
+/// A sealed model whose manifest signature verified under a trusted publisher key. Only this
+/// type can decrypt.
+pub struct VerifiedSealedFile {
+    file: SealedFile,
+    publisher: PublisherKey,
+}
+
+impl SealedFile {
+    /// Reads and parses a sealed file.
+    pub fn read(path: &Path) -> Result<Self, SealedError> {
+        let bytes = std::fs::read(path).map_err(|e| SealedError::io(path, e))?;
+        Self::parse(bytes)
+    }
+
+    /// Parses the layout: magic, version, manifest (canonical, valid) and ciphertext length.
+    pub fn parse(bytes: Vec<u8>) -> Result<Self, SealedError> {
+        let header = bytes
+            .get(..HEADER_LEN)
+            .ok_or(SealedError::Truncated { part: "header" })?;
+        if header.get(..8) != Some(MAGIC.as_slice()) {
+            return Err(SealedError::BadMagic);
+        }
+        let version = u16::from_be_bytes([header[8], header[9]]);
+        if version != FORMAT_VERSION {
+            return Err(SealedError::UnsupportedVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let mlen = u32::from_be_bytes([header[10], header[11], header[12], header[13]]);
+        if mlen == 0 || mlen > MAX_MANIFEST_LEN {
+            return Err(SealedError::ManifestLength {
+                len: u64::from(mlen),
+                max: u64::from(MAX_MANIFEST_LEN),
+            });
+        }
+        let manifest_range = HEADER_LEN..HEADER_LEN + mlen as usize;
+        let manifest_bytes = bytes
+            .get(manifest_range.clone())
+            .ok_or(SealedError::Truncated { part: "manifest" })?;
+        let manifest = Manifest::from_canonical_json(manifest_bytes)?;
+        manifest.validate()?;
+        let sig_range = manifest_range.end..manifest_range.end + SIGNATURE_LEN;
+        let mut signature = [0u8; SIGNATURE_LEN];
+        signature.copy_from_slice(
+            bytes
+                .get(sig_range.clone())
+                .ok_or(SealedError::Truncated { part: "signature" })?,
+        );
+        let ciphertext_offset = sig_range.end;
+        let found = (bytes.len() - ciphertext_offset) as u64;
+        if found != manifest.encryption.ciphertext_size {
+            return Err(SealedError::CiphertextLength {
+                found,
+                expected: manifest.encryption.ciphertext_size,
+            });
+        }
+        Ok(Self {
+            bytes,
+            manifest,
+            manifest_range,
+            signature,
+            ciphertext_offset,
+        })
+    }
+
+    /// The manifest (unverified until [`Self::verify`] succeeds).
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The manifest exactly as stored.
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.bytes[self.manifest_range.clone()]
+    }
+
+    /// The ciphertext.
+    pub fn ciphertext(&self) -> &[u8] {
+        &self.bytes[self.ciphertext_offset..]
+    }
+
+    /// Checks the signature against the trusted publisher keys. The manifest names its
+    /// publisher's key id; that key must be among `trusted` and must verify the signature.
+    pub fn verify(self, trusted: &[PublisherKey]) -> Result<VerifiedSealedFile, SealedError> {
+        let key_id = &self.manifest.publisher.key_id;
+        let publisher = trusted
+            .iter()
+            .find(|k| &k.key_id() == key_id)
+            .ok_or_else(|| SealedError::UntrustedPublisher {
+                key_id: key_id.clone(),
+            })?
+            .clone();
+        let message = self.manifest.signing_message()?;
+        if !publisher.verify(&message, &self.signature) {
+            return Err(SealedError::BadSignature {
+                key_id: key_id.clone(),
+            });
+        }
+        Ok(VerifiedSealedFile {
+            file: self,
+            publisher,
+        })
+    }
+
+    /// Recomputes SHA-256 of the ciphertext and compares it with the manifest. Needs no key,
+    /// so `confidant inspect` can detect any modified byte.
+    pub fn verify_ciphertext_digest(&self) -> Result<(), SealedError> {
+        let d = Sha256::digest(self.ciphertext());
+        if hex::encode(d) != self.manifest.encryption.ciphertext_sha256 {
+            return Err(SealedError::CiphertextDigest);
+        }
+        Ok(())
+    }
+}
+
+impl VerifiedSealedFile {
+    /// The verified manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.file.manifest
+    }
+
+    /// The publisher key that verified the signature.
+    pub fn publisher(&self) -> &PublisherKey {
+        &self.publisher
+    }
+
+    /// The unverified file, for digest checks.
+    pub fn file(&self) -> &SealedFile {
+        &self.file
+    }
+
+    /// Decrypts every chunk in parallel into a locked, zeroizing buffer. AES-GCM
+    /// authenticates every byte, so a wrong key or any modified, reordered, truncated or
+    /// foreign chunk fails here.
+    pub fn decrypt(&self, key: &DataKey) -> Result<SecretBuffer, SealedError> {
+        let m = &self.file.manifest;
+        let size = usize::try_from(m.weights.size).map_err(|_| {
+            SealedError::ManifestInvalid("weights.size does not fit in memory".into())
+        })?;
+        let mut out = SecretBuffer::zeroed(size);
+        stream::decrypt_into(
+            key,
+            &m.nonce_prefix()?,
+            &m.aad_digest()?,
+            m.encryption.chunk_size as usize,
+            self.file.ciphertext(),
+            out.secret_bytes_mut(),
+        )?;
+        Ok(out)
+    }
+
+    /// Checks decrypted weights against the signed plaintext SHA-256. The AEAD tags already
+    /// authenticate every byte; this also pins the weights to what the publisher hashed, so
+    /// a broker that hands out another key for a crafted ciphertext is caught (AES-GCM is not
+    /// key-committing).
+    pub fn verify_plaintext_digest(&self, plaintext: &SecretBuffer) -> Result<(), SealedError> {
+        let d = Sha256::digest(plaintext.secret_bytes());
+        if hex::encode(d) != self.file.manifest.weights.sha256 {
+            return Err(SealedError::PlaintextDigest);
+        }
+        Ok(())
+    }
+}
+
+/// Options for [`seal`].
+#[derive(Debug, Clone)]
+pub struct SealOptions {
+    /// Plaintext bytes per chunk.
+    pub chunk_size: u32,
+    /// The broker resource path; default `default/models/<model id>`.
+    pub key_resource: Option<String>,
+    /// The seal time, seconds since the epoch.
+    pub sealed_at: u64,
+}
+
+impl Default for SealOptions {
+    fn default() -> Self {
+        Self {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            key_resource: None,
+            sealed_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
+/// A freshly sealed model: the file bytes and the data key to register with the broker.
+pub struct Sealed {
+    /// The complete sealed file.
+    pub file: Vec<u8>,
+    /// The fresh data key. Never store it beside the model.
+    pub data_key: DataKey,
+    /// The manifest written.
+    pub manifest: Manifest,
+}
+
+/// Seals `weights` (safetensors) under a fresh data key, signed by `signing`.
+///
+/// The config is validated against the weights first (every tensor present, shapes chained,
+/// values finite), so a model that cannot be served is never sealed.
+pub fn seal(
+    config: &ModelConfig,
+    weights: &[u8],
+    signing: &PublisherSigningKey,
+    options: &SealOptions,
+) -> Result<Sealed, SealedError> {
+    drop(Mlp::from_safetensors(
+        config,
+        weights,
+        &candle_core::Device::Cpu,
+    )?);
+    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&options.chunk_size) {
+        return Err(SealedError::ManifestInvalid(format!(
+            "chunk size {} is outside {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}",
+            options.chunk_size
+        )));
+    }
+    let chunks = chunk_count(weights.len() as u64, options.chunk_size);
+    if chunks > u64::from(u32::MAX) {
+        return Err(SealedError::ManifestInvalid(
+            "weights need more than 2^32 chunks; use a larger chunk size".into(),
+        ));
+    }
+    let key_resource = options
+        .key_resource
+        .clone()
+        .unwrap_or_else(|| format!("default/models/{}", config.id));
+    validate_resource_path(&key_resource).map_err(SealedError::ManifestInvalid)?;
+    let data_key = DataKey::generate()?;
+    let mut prefix = [0u8; NONCE_PREFIX_LEN];
+    getrandom::fill(&mut prefix).map_err(|e| SealedError::Random(e.to_string()))?;
+    let mut manifest = Manifest {
+        format: MANIFEST_VERSION,
+        model: config.clone(),
+        weights: WeightsInfo {
+            format: "safetensors".into(),
+            size: weights.len() as u64,
+            sha256: hex::encode(Sha256::digest(weights)),
+        },
+        encryption: EncryptionInfo {
+            algorithm: ALGORITHM.into(),
+            chunk_size: options.chunk_size,
+            nonce_prefix: hex::encode(prefix),
+            chunks,
+            ciphertext_size: weights.len() as u64 + chunks * super::manifest::TAG_LEN,
+            ciphertext_sha256: String::new(),
+            key_resource,
+        },
+        publisher: PublisherInfo {
+            key_id: signing.public_key().key_id(),
+        },
+        sealed_at: options.sealed_at,
+    };
+    let aad = manifest.aad_digest()?;
+    let ciphertext = stream::encrypt(
+        &data_key,
+        &prefix,
+        &aad,
+        options.chunk_size as usize,
+        weights,
+    )?;
+    manifest.encryption.ciphertext_sha256 = hex::encode(Sha256::digest(&ciphertext));
+    manifest.validate()?;
+    let manifest_bytes = manifest.to_canonical_json()?;
+    let signature = signing.sign(&manifest.signing_message()?);
+    let mut file = Vec::with_capacity(HEADER_LEN + manifest_bytes.len() + 64 + ciphertext.len());
+    file.extend_from_slice(MAGIC);
+    file.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+    file.extend_from_slice(&(manifest_bytes.len() as u32).to_be_bytes());
+    file.extend_from_slice(&manifest_bytes);
+    file.extend_from_slice(&signature);
+    file.extend_from_slice(&ciphertext);
+    Ok(Sealed {
+        file,
+        data_key,
+        manifest,
+    })
+}
+
+/// Everything needed to serve a sealed model after the checks passed.
+pub struct Unsealed {
+    /// The verified manifest.
+    pub manifest: Manifest,
+    /// The publisher key id that signed it.
+    pub publisher_key_id: String,
+    /// The plaintext safetensors, locked and zeroizing.
+    pub weights: SecretBuffer,
+}
+
+/// The full load path: parse, verify the signature, decrypt, and (if `check_digests`)
+/// recompute both SHA-256 digests.
+pub fn unseal(
+    bytes: Vec<u8>,
+    trusted: &[PublisherKey],
+    key: &DataKey,
+    check_digests: bool,
+) -> Result<Unsealed, SealedError> {
+    let verified = SealedFile::parse(bytes)?.verify(trusted)?;
+    if check_digests {
+        verified.file().verify_ciphertext_digest()?;
+    }
+    let weights = verified.decrypt(key)?;
+    if check_digests {
+        verified.verify_plaintext_digest(&weights)?;
+    }
+    Ok(Unsealed {
+        manifest: verified.manifest().clone(),
+        publisher_key_id: verified.publisher().key_id(),
+        weights,
+    })
+}

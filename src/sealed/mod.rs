@@ -1,0 +1,37 @@
+//! The sealed-model format: a signed manifest and AES-256-GCM STREAM ciphertext in one file.
+//!
+//! A publisher seals safetensors weights and a [`ModelConfig`](crate::engine::ModelConfig)
+//! with [`seal`]. The server reads the file with [`SealedFile`], checks the publisher's
+//! signature ([`SealedFile::verify`]) and only then can decrypt
+//! ([`VerifiedSealedFile::decrypt`]) into locked, zeroizing memory. The layout is in
+//! [`file`]; the chunking in [`stream`].
+//!
+//! ```
+//! # use confidant::sealed::*;
+//! # use confidant::engine::ModelConfig;
+//! # fn demo(config: &ModelConfig, weights: &[u8]) -> Result<(), SealedError> {
+//! let publisher = PublisherSigningKey::generate()?;
+//! let sealed = seal(config, weights, &publisher, &SealOptions::default())?;
+//! let verified = SealedFile::parse(sealed.file)?.verify(&[publisher.public_key()])?;
+//! let plaintext = verified.decrypt(&sealed.data_key)?;
+//! assert_eq!(plaintext.secret_bytes(), weights);
+//! # Ok(()) }
+//! ```
+
+pub mod error;
+pub mod file;
+pub mod manifest;
+pub mod publisher;
+pub mod stream;
+
+pub use error::SealedError;
+pub use file::{
+    FORMAT_VERSION, MAGIC, SealOptions, Sealed, SealedFile, Unsealed, VerifiedSealedFile, seal,
+    unseal,
+};
+pub use manifest::Manifest;
+pub use publisher::{PublisherKey, PublisherSigningKey};
+pub use stream::DataKey;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,120 @@
+//! `confidant.v1.Inference`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tonic::{Request, Response, Status};
+
+use super::error::ApiError;
+use crate::engine::{Registry, argmax_rows};
+use crate::guard::{InputError, validate_rows};
+use crate::proto::confidant::v1 as pb;
+
+/// The Inference service.
+#[derive(Clone)]
+pub struct InferenceService {
+    registry: Registry,
+    ready: Arc<AtomicBool>,
+    max_rows: usize,
+}
+
+impl InferenceService {
+    /// A service over `registry`; it answers UNAVAILABLE until `ready` is set.
+    pub fn new(registry: Registry, ready: Arc<AtomicBool>, max_rows: usize) -> Self {
+        Self {
+            registry,
+            ready,
+            max_rows,
+        }
+    }
+
+    async fn predict_inner(
+        &self,
+        req: pb::PredictRequest,
+    ) -> Result<pb::PredictResponse, ApiError> {
+        if !self.ready.load(Ordering::Acquire) {
+            return Err(ApiError::Unavailable(
+                "server is not ready: models are still loading".into(),
+            ));
+        }
+        if req.model.is_empty() {
+            return Err(ApiError::BadRequest("model must be set".into()));
+        }
+        let model = self.registry.get(&req.model)?;
+        let config = model.config();
+        if !req.version.is_empty() && req.version != config.version {
+            return Err(ApiError::Precondition(format!(
+                "model {} is at version {}, request asked for {}",
+                config.id, config.version, req.version
+            )));
+        }
+        let input = req.input.ok_or(InputError::Missing)?;
+        let rows = validate_rows(config, &input.shape, &input.values, self.max_rows)?;
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let out = model.infer(input.values, rows).await?;
+        let width = config.output_count();
+        let indices = argmax_rows(&out.values, width);
+        let labels = indices
+            .iter()
+            .map(|&i| config.labels.get(i).cloned().unwrap_or_default())
+            .collect();
+        tracing::debug!(
+            request_id = %request_id,
+            model = %config.id,
+            rows,
+            batch_rows = out.batch_rows,
+            queue_us = out.queue_time.as_micros() as u64,
+            compute_us = out.compute_time.as_micros() as u64,
+            "predict"
+        );
+        Ok(pb::PredictResponse {
+            model: config.id.clone(),
+            model_version: config.version.clone(),
+            request_id,
+            output: Some(pb::Tensor {
+                shape: vec![rows as u64, width as u64],
+                values: out.values,
+            }),
+            labels,
+            label_indices: indices.into_iter().map(|i| i as u32).collect(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::inference_server::Inference for InferenceService {
+    async fn predict(
+        &self,
+        request: Request<pb::PredictRequest>,
+    ) -> Result<Response<pb::PredictResponse>, Status> {
+        Ok(Response::new(
+            self.predict_inner(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_models(
+        &self,
+        _request: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let models = self
+            .registry
+            .list()
+            .into_iter()
+            .map(|m| {
+                let c = m.config();
+                pb::ModelInfo {
+                    id: c.id.clone(),
+                    version: c.version.clone(),
+                    features: c.input.features.clone(),
+                    feature_min: c.input.min.clone(),
+                    feature_max: c.input.max.clone(),
+                    labels: c.labels.clone(),
+                    output: c.architecture.output.as_str().to_string(),
+                    weights_sha256: m.provenance().weights_sha256.clone(),
+                    publisher_key_id: m.provenance().publisher_key_id.clone(),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListModelsResponse { models }))
+    }
+}

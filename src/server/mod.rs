@@ -1,0 +1,437 @@
+//! The gRPC server: configuration, model loading, TLS, services and graceful shutdown.
+//!
+//! Start-up order matters for confidentiality: the process is hardened (no core dumps) before
+//! any key or plaintext exists; the listener comes up with health NOT_SERVING; models are
+//! verified, decrypted and loaded; only then does health turn SERVING and Predict answer.
+
+pub mod error;
+pub mod inference;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Server, ServerTlsConfig};
+
+pub use error::{ApiError, ServerError};
+use inference::InferenceService;
+use tls::TlsIdentity;
+
+use crate::engine::{BatchConfig, Mlp, Provenance, Registry};
+use crate::proto::confidant::v1::inference_server::InferenceServer;
+use crate::sealed::{self, DataKey, PublisherKey, PublisherSigningKey, SealOptions};
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default data directory (relative to the working directory), unless `CONFIDANT_DATA_DIR`.
+pub const DEFAULT_DATA_DIR: &str = "confidant-data";
+/// Default largest gRPC message, in bytes (16 MiB).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// Default most rows per Predict request.
+pub const DEFAULT_MAX_ROWS: usize = 4096;
+
+/// A sealed model and the file holding its data key (the development path; the attested key
+/// broker replaces the key file).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSource {
+    /// The sealed file.
+    pub sealed: PathBuf,
+    /// The data-key file (32 raw bytes).
+    pub key_file: PathBuf,
+}
+
+/// A configured TLS identity.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// The serve config file (TOML). Every key is optional; command-line flags override it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeFile {
+    /// Listen address, `host:port`.
+    pub listen: Option<String>,
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// TLS certificate and key; absent means self-signed at start.
+    pub tls: Option<TlsFiles>,
+    /// Sealed models to load.
+    #[serde(default)]
+    pub models: Vec<ModelSource>,
+    /// Trusted publisher public keys (PEM files).
+    #[serde(default)]
+    pub publisher_keys: Vec<PathBuf>,
+    /// Batching.
+    pub batch: Option<BatchConfig>,
+    /// Largest gRPC message in bytes.
+    pub max_message_bytes: Option<usize>,
+    /// Most rows per request.
+    pub max_rows_per_request: Option<usize>,
+    /// Recompute both SHA-256 digests of every model at load (on by default).
+    pub verify_digests: Option<bool>,
+}
+
+impl ServeFile {
+    /// Reads and parses a TOML config file.
+    pub fn read(path: &Path) -> Result<Self, ServerError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ServerError::Io {
+            what: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))
+    }
+}
+
+/// The validated server configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Data directory (created 0700 if absent).
+    pub data_dir: PathBuf,
+    /// Configured TLS identity, else self-signed.
+    pub tls: Option<TlsFiles>,
+    /// Models to load; empty means the embedded demo.
+    pub models: Vec<ModelSource>,
+    /// Trusted publisher keys.
+    pub publisher_keys: Vec<PathBuf>,
+    /// Batching.
+    pub batch: BatchConfig,
+    /// Largest gRPC message in bytes.
+    pub max_message_bytes: usize,
+    /// Most rows per request.
+    pub max_rows_per_request: usize,
+    /// Recompute both SHA-256 digests at load.
+    pub verify_digests: bool,
+}
+
+impl ServeConfig {
+    /// Validates the ranges and combinations.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        self.batch.validate().map_err(ServerError::Config)?;
+        if !(4096..=1 << 30).contains(&self.max_message_bytes) {
+            return Err(ServerError::Config(format!(
+                "max_message_bytes must be 4096..=1073741824, got {}",
+                self.max_message_bytes
+            )));
+        }
+        if !(1..=1 << 20).contains(&self.max_rows_per_request) {
+            return Err(ServerError::Config(format!(
+                "max_rows_per_request must be 1..=1048576, got {}",
+                self.max_rows_per_request
+            )));
+        }
+        if !self.models.is_empty() && self.publisher_keys.is_empty() {
+            return Err(ServerError::Config(
+                "sealed models need at least one trusted publisher key (--publisher-key P.pub)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The data directory's TLS certificate path.
+    pub fn cert_path(&self) -> PathBuf {
+        self.data_dir.join("tls").join("cert.pem")
+    }
+}
+
+/// A running server's address and a handle to stop it.
+pub struct Running {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+}
+
+/// Runs the server until `shutdown` resolves, then drains in-flight requests and zeroizes
+/// the models. `on_ready` is called once the models are loaded and health says SERVING.
+pub async fn run(
+    config: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(&Running) + Send,
+) -> Result<(), ServerError> {
+    config.validate()?;
+    let hardening = crate::secure::harden_process();
+    if !hardening.no_core_dumps || !hardening.not_dumpable {
+        tracing::warn!(
+            ?hardening,
+            "could not fully disable core dumps; secrets could reach a crash dump"
+        );
+    }
+    create_private_dir(&config.data_dir)?;
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Io {
+            what: format!("listen on {}", config.listen),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Io {
+        what: "local address".into(),
+        source,
+    })?;
+
+    let identity = match &config.tls {
+        Some(files) => TlsIdentity::from_files(&files.cert, &files.key)?,
+        None => {
+            let id = TlsIdentity::self_signed(&tls::default_names(&addr))?;
+            let cert_path = config.cert_path();
+            create_private_dir(cert_path.parent().unwrap_or(&config.data_dir))?;
+            write_file(&cert_path, id.cert_pem.as_bytes(), 0o644)?;
+            tracing::info!(cert = %cert_path.display(), "self-signed TLS certificate written");
+            id
+        }
+    };
+
+    let registry = Registry::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    health_reporter
+        .set_not_serving::<InferenceServer<InferenceService>>()
+        .await;
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
+
+    let inference = InferenceServer::new(InferenceService::new(
+        registry.clone(),
+        Arc::clone(&ready),
+        config.max_rows_per_request,
+    ))
+    .max_decoding_message_size(config.max_message_bytes)
+    .max_encoding_message_size(config.max_message_bytes);
+
+    let server = Server::builder()
+        .tls_config(ServerTlsConfig::new().identity(identity.to_tonic()))?
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(inference);
+    drop(identity);
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = tokio::spawn(server.serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    // Forward the caller's shutdown signal; loading may still be under way when it fires.
+    let (shutdown_seen_tx, mut shutdown_seen) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = shutdown_seen_tx.send(true);
+    });
+
+    let load = load_models(&config, &registry);
+    let loaded = tokio::select! {
+        r = load => Some(r),
+        _ = shutdown_seen.wait_for(|s| *s) => None,
+    };
+    match loaded {
+        Some(Ok(())) => {
+            ready.store(true, Ordering::Release);
+            health_reporter
+                .set_service_status("", tonic_health::ServingStatus::Serving)
+                .await;
+            health_reporter
+                .set_serving::<InferenceServer<InferenceService>>()
+                .await;
+            for m in registry.list() {
+                tracing::info!(
+                    model = %m.config().id,
+                    version = %m.config().version,
+                    weights_sha256 = %m.provenance().weights_sha256,
+                    "model ready"
+                );
+            }
+            on_ready(&Running { addr });
+            let _ = shutdown_seen.wait_for(|s| *s).await;
+        }
+        Some(Err(e)) => {
+            let _ = stop_tx.send(());
+            let _ = serve.await;
+            return Err(e);
+        }
+        None => {}
+    }
+
+    tracing::info!("shutting down: draining requests in flight");
+    ready.store(false, Ordering::Release);
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let _ = stop_tx.send(());
+    let result = serve
+        .await
+        .map_err(|e| ServerError::Config(format!("server task failed: {e}")))?;
+    registry.clear();
+    tracing::info!("stopped; model memory zeroized");
+    result.map_err(ServerError::from)
+}
+
+/// Loads every configured model, or the embedded demo when none is configured.
+async fn load_models(config: &ServeConfig, registry: &Registry) -> Result<(), ServerError> {
+    let config = config.clone();
+    let registry = registry.clone();
+    // Decryption and weight loading are CPU-bound; keep them off the async workers.
+    tokio::task::spawn_blocking(move || {
+        if config.models.is_empty() {
+            let (source, publisher) = prepare_demo(&config.data_dir)?;
+            return load_one(&source, &[publisher], &config, &registry);
+        }
+        let trusted = config
+            .publisher_keys
+            .iter()
+            .map(|p| {
+                PublisherKey::from_pem_file(p).map_err(|source| ServerError::Model {
+                    path: p.display().to_string(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for source in &config.models {
+            tracing::warn!(
+                model = %source.sealed.display(),
+                key_file = %source.key_file.display(),
+                "loading a data key from a file: a development path, not attested key release"
+            );
+            load_one(source, &trusted, &config, &registry)?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| ServerError::Config(format!("model loading task failed: {e}")))?
+}
+
+fn load_one(
+    source: &ModelSource,
+    trusted: &[PublisherKey],
+    config: &ServeConfig,
+    registry: &Registry,
+) -> Result<(), ServerError> {
+    let path = source.sealed.display().to_string();
+    let model_err = |e| ServerError::Model {
+        path: path.clone(),
+        source: e,
+    };
+    let bytes = std::fs::read(&source.sealed).map_err(|e| ServerError::Io {
+        what: path.clone(),
+        source: e,
+    })?;
+    let key = DataKey::from_file(&source.key_file).map_err(model_err)?;
+    let unsealed =
+        sealed::unseal(bytes, trusted, &key, config.verify_digests).map_err(model_err)?;
+    drop(key);
+    let mlp = Mlp::from_safetensors(
+        &unsealed.manifest.model,
+        unsealed.weights.secret_bytes(),
+        &candle_core::Device::Cpu,
+    )
+    .map_err(|e| ServerError::Engine {
+        path: path.clone(),
+        source: e,
+    })?;
+    drop(unsealed.weights);
+    let provenance = Provenance {
+        weights_sha256: unsealed.manifest.weights.sha256.clone(),
+        publisher_key_id: unsealed.publisher_key_id,
+    };
+    registry
+        .insert(unsealed.manifest.model, provenance, mlp, config.batch)
+        .map_err(|e| ServerError::Engine { path, source: e })?;
+    Ok(())
+}
+
+/// Seals the embedded demo model into `<data-dir>/demo/` on first start (with its own
+/// publisher key), and returns it with the publisher's public key.
+fn prepare_demo(data_dir: &Path) -> Result<(ModelSource, PublisherKey), ServerError> {
+    let dir = data_dir.join("demo");
+    create_private_dir(&dir)?;
+    let source = ModelSource {
+        sealed: dir.join("demo.sealed"),
+        key_file: dir.join("demo.dek"),
+    };
+    let key_path = dir.join("publisher.key");
+    let demo_err = |e| ServerError::Model {
+        path: dir.display().to_string(),
+        source: e,
+    };
+    if source.sealed.exists() && source.key_file.exists() && key_path.exists() {
+        let signing = PublisherSigningKey::from_pem_file(&key_path).map_err(demo_err)?;
+        return Ok((source, signing.public_key()));
+    }
+    let config =
+        crate::demo::config().map_err(|e| ServerError::Config(format!("demo model: {e}")))?;
+    let signing = PublisherSigningKey::generate().map_err(demo_err)?;
+    let sealed = sealed::seal(
+        &config,
+        crate::demo::WEIGHTS,
+        &signing,
+        &SealOptions::default(),
+    )
+    .map_err(demo_err)?;
+    write_file(
+        &key_path,
+        signing.to_pem().map_err(demo_err)?.as_bytes(),
+        0o600,
+    )?;
+    write_file(
+        &dir.join("publisher.pub"),
+        signing.public_key().to_pem().as_bytes(),
+        0o644,
+    )?;
+    write_file(&source.key_file, sealed.data_key.secret_bytes(), 0o600)?;
+    write_file(&source.sealed, &sealed.file, 0o644)?;
+    tracing::info!(dir = %dir.display(), "sealed the embedded demo model");
+    Ok((source, signing.public_key()))
+}
+
+/// Creates a directory (and parents) readable only by its owner.
+pub fn create_private_dir(dir: &Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| ServerError::Io {
+            what: dir.display().to_string(),
+            source,
+        })
+}
+
+/// Writes a file atomically (temp file, fsync, rename) with the given mode.
+pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ServerError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| ServerError::Io {
+        what: path.display().to_string(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
