@@ -1,0 +1,141 @@
+//! Verify AMD SEV-SNP and Intel TDX attestation evidence against a policy.
+//!
+//! Clients, the key broker and the server's CLI decide whom to trust with this crate, so it
+//! is small, pure and strict:
+//!
+//! - **Pure.** [`verify`] is a function of the evidence, the collateral, the [`Policy`] and a
+//!   caller-supplied [`Timestamp`]. It does no I/O and never reads the clock.
+//! - **Pinned.** SNP chains are anchored only in built-in AMD roots for Milan, Genoa and
+//!   Turin, pinned by SHA-256; an ARK or ASK in the evidence is compared with them, never
+//!   trusted. TDX quotes are anchored in the pinned Intel SGX Root CA.
+//! - **Complete.** The [`Verdict`] lists every failed check, not the first, with the
+//!   normalized [`Claims`].
+//! - **No simulated trust by default.** Evidence from the [`SimulatedTee`] verifies only under
+//!   a policy that sets `allow_simulated = true`.
+//!
+//! # Example
+//!
+//! ```
+//! use confidant_attestation::{verify, Evidence, Policy, Timestamp, Check};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let report = include_bytes!("../tests/data/snp/virtee-milan-v2/report.bin");
+//! let vcek = include_bytes!("../tests/data/snp/virtee-milan-v2/vcek.der");
+//! let evidence = Evidence::Snp(confidant_attestation::SnpEvidence::from_parts(report, vcek, None)?);
+//!
+//! let policy = Policy::from_toml(r#"
+//!     measurements = ["7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f"]
+//!     [min_tcb]
+//!     snp = 8
+//! "#)?;
+//! let now = Timestamp::parse_rfc3339("2025-06-01T00:00:00Z")?;
+//!
+//! let verdict = verify(&evidence, None, &policy, now);
+//! assert!(verdict.is_accept(), "{:?}", verdict.failures);
+//!
+//! // Five years later the VCEK has expired.
+//! let later = Timestamp::parse_rfc3339("2030-06-01T00:00:00Z")?;
+//! assert!(verify(&evidence, None, &policy, later).failed(Check::CertificateValidity));
+//! # Ok(()) }
+//! ```
+//!
+//! # Feature flags
+//!
+//! None. The crate always builds the pure-Rust SNP path (`sev` with `crypto_nossl`) and the
+//! offline TDX path (dcap-qvl without its PCCS client).
+
+#![forbid(unsafe_code)]
+
+pub mod claims;
+pub mod error;
+pub mod evidence;
+pub mod policy;
+pub mod simulated;
+pub mod snp;
+pub mod tdx;
+pub mod timestamp;
+pub mod verdict;
+
+pub use claims::{Claims, Product, SnpClaims, TdxClaims};
+pub use error::Error;
+pub use evidence::{
+    CertTableEntry, CertType, Evidence, SnpEvidence, TdxCollateral, TdxEvidence, TeeKind,
+};
+pub use policy::{MinTcb, Policy};
+pub use simulated::SimulatedTee;
+pub use timestamp::Timestamp;
+pub use verdict::{Check, Decision, Failure, Verdict};
+
+use verdict::Failures;
+
+/// Verifies `evidence` against `policy` at time `now`.
+///
+/// `collateral` is the Intel PCS collateral for a TDX quote; when `None`, the collateral the
+/// evidence carries is used. It is ignored for SNP and simulated evidence.
+///
+/// Never fails: every problem, from an unparsable report to a policy violation, is a
+/// [`Failure`] in the returned [`Verdict`], which accepts only if there is none.
+pub fn verify(
+    evidence: &Evidence,
+    collateral: Option<&TdxCollateral>,
+    policy: &Policy,
+    now: Timestamp,
+) -> Verdict {
+    let mut failures = Failures::default();
+    let tee = evidence.tee();
+    let mut simulated_ark_sha256 = None;
+    let claims = match evidence {
+        Evidence::Snp(e) => snp::appraise(e, snp::Anchor::Pinned, now, &mut failures)
+            .claims
+            .map(|c| Claims::Snp(Box::new(c))),
+        Evidence::Simulated(e) => {
+            let appraisal = snp::appraise(e, snp::Anchor::Carried, now, &mut failures);
+            simulated_ark_sha256 = appraisal.carried_ark_sha256;
+            appraisal.claims.map(|c| Claims::Snp(Box::new(c)))
+        }
+        Evidence::Tdx(e) => {
+            tdx::appraise(e, collateral, now, &mut failures).map(|c| Claims::Tdx(Box::new(c)))
+        }
+    };
+    if let Some(claims) = &claims {
+        let context = policy::Context {
+            now,
+            generated_at: evidence.generated_at(),
+            simulated_ark_sha256,
+        };
+        policy.evaluate(tee, claims, &context, &mut failures);
+    } else if tee == TeeKind::Simulated && !policy.dangerous_allow_simulated {
+        // Undecodable simulated evidence is still simulated: say so.
+        failures.push(Check::Simulated, "simulated evidence and allow_simulated is not set");
+    }
+    Verdict::new(tee, claims, failures.into_vec(), now)
+}
+
+/// Parses evidence JSON and verifies it; JSON that does not parse yields a rejecting verdict
+/// with an [`Check::EvidenceFormat`] failure (its `tee` is then reported as `snp` if the tag
+/// is unreadable).
+pub fn verify_json(
+    evidence_json: &[u8],
+    collateral: Option<&TdxCollateral>,
+    policy: &Policy,
+    now: Timestamp,
+) -> Verdict {
+    match Evidence::from_json(evidence_json) {
+        Ok(evidence) => verify(&evidence, collateral, policy, now),
+        Err(e) => {
+            let tee = serde_json::from_slice::<serde_json::Value>(evidence_json)
+                .ok()
+                .and_then(|v| serde_json::from_value::<TeeKind>(v.get("tee")?.clone()).ok())
+                .unwrap_or(TeeKind::Snp);
+            Verdict::new(
+                tee,
+                None,
+                vec![Failure {
+                    check: Check::EvidenceFormat,
+                    detail: e.to_string(),
+                }],
+                now,
+            )
+        }
+    }
+}
