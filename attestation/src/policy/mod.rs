@@ -41,6 +41,9 @@
 //! TEE signs; it catches stale or replayed files by mistake, not by an attacker. Freshness
 //! against an attacker comes from binding a verifier nonce into `report_data`.
 
+#[cfg(test)]
+mod tests;
+
 use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
 

@@ -12,6 +12,9 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::error::Error;
 
+#[cfg(test)]
+mod tests;
+
 /// A point in time, in whole seconds since the Unix epoch (UTC).
 ///
 /// It serializes as an RFC 3339 string, e.g. `"2026-01-01T00:00:00Z"`.
