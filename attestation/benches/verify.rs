@@ -1,1 +1,67 @@
-fn main() {}
+//! Verification latency: SNP (genuine and simulated) and TDX, against the default policy.
+//!
+//! `cargo bench -p confidant-attestation --bench verify`. SNP target: 2 ms or less.
+
+use std::hint::black_box;
+
+use confidant_attestation::{
+    Evidence, Policy, SimulatedTee, SnpEvidence, TdxCollateral, TdxEvidence, Timestamp, verify,
+};
+use criterion::{Criterion, criterion_main};
+
+const MILAN_REPORT: &[u8] = include_bytes!("../tests/data/snp/virtee-milan-v2/report.bin");
+const MILAN_VCEK: &[u8] = include_bytes!("../tests/data/snp/virtee-milan-v2/vcek.der");
+const MILAN_CHAIN: &[u8] = include_bytes!("../tests/data/snp/virtee-milan-v2/ask_ark.pem");
+const GENOA_REPORT: &[u8] = include_bytes!("../tests/data/snp/trustee-genoa-v3/report.bin");
+const GENOA_VCEK: &[u8] = include_bytes!("../tests/data/snp/trustee-genoa-v3/vcek.der");
+const TDX_QUOTE: &[u8] = include_bytes!("../tests/data/tdx/dcapqvl-b0c06f-v4-uptodate/quote.bin");
+const TDX_COLLATERAL: &[u8] =
+    include_bytes!("../tests/data/tdx/dcapqvl-b0c06f-v4-uptodate/collateral.json");
+
+fn benches(c: &mut Criterion) {
+    let policy = Policy::default();
+    let snp_now = Timestamp::from_unix_seconds(1_748_736_000); // 2025-06-01
+    let tdx_now = Timestamp::from_unix_seconds(1_750_809_600); // 2025-06-25
+
+    let milan = Evidence::Snp(SnpEvidence::from_parts(MILAN_REPORT, MILAN_VCEK, None).expect("parts"));
+    let milan_chain = Evidence::Snp(
+        SnpEvidence::from_parts(MILAN_REPORT, MILAN_VCEK, Some(MILAN_CHAIN)).expect("parts"),
+    );
+    let genoa = Evidence::Snp(SnpEvidence::from_parts(GENOA_REPORT, GENOA_VCEK, None).expect("parts"));
+    // Warm the pinned roots (parsed and self-verified once per process) outside the timing.
+    assert!(verify(&milan, None, &policy, snp_now).is_accept());
+    assert!(verify(&genoa, None, &policy, snp_now).is_accept());
+
+    c.bench_function("snp_verify_milan_v2", |b| {
+        b.iter(|| verify(black_box(&milan), None, &policy, snp_now))
+    });
+    c.bench_function("snp_verify_milan_v2_with_carried_chain", |b| {
+        b.iter(|| verify(black_box(&milan_chain), None, &policy, snp_now))
+    });
+    c.bench_function("snp_verify_genoa_v3", |b| {
+        b.iter(|| verify(black_box(&genoa), None, &policy, snp_now))
+    });
+
+    let tee = SimulatedTee::shared().expect("simulated TEE");
+    let simulated = tee.attest(&[7; 64], &[9; 48]).expect("attest");
+    let allow_simulated = Policy::from_toml("allow_simulated = true").expect("policy");
+    assert!(verify(&simulated, None, &allow_simulated, snp_now).is_accept());
+    c.bench_function("simulated_verify", |b| {
+        b.iter(|| verify(black_box(&simulated), None, &allow_simulated, snp_now))
+    });
+    c.bench_function("simulated_sign", |b| b.iter(|| tee.sign_report(&[7; 64], &[9; 48])));
+
+    let collateral = TdxCollateral::from_json(TDX_COLLATERAL).expect("collateral");
+    let tdx = Evidence::Tdx(TdxEvidence::new(TDX_QUOTE.to_vec()));
+    assert!(verify(&tdx, Some(&collateral), &policy, tdx_now).is_accept());
+    c.bench_function("tdx_verify_v4", |b| {
+        b.iter(|| verify(black_box(&tdx), Some(&collateral), &policy, tdx_now))
+    });
+}
+
+// The macro generates an undocumented function.
+#[allow(missing_docs)]
+mod group {
+    criterion::criterion_group!(verify_latency, super::benches);
+}
+criterion_main!(group::verify_latency);

@@ -420,7 +420,9 @@ impl TdxClaims {
             Report::TD15(r) => ("TD15", Some((r.tee_tcb_svn2, r.mr_service_td))),
             Report::TD15Ex(r) => ("TD15Ex", Some((r.base.tee_tcb_svn2, r.base.mr_service_td))),
             Report::SgxEnclave(_) => {
-                return Err(Error::evidence("quote is an SGX enclave quote, not a TD quote"));
+                return Err(Error::evidence(
+                    "quote is an SGX enclave quote, not a TD quote",
+                ));
             }
         };
         let td = quote

@@ -176,7 +176,11 @@ impl SnpEvidence {
     ///
     /// The endorsement key is labelled VLEK when its subject is `SEV-VLEK`, VCEK otherwise.
     /// Fails only when the PEM chain cannot be decoded.
-    pub fn from_parts(report: &[u8], vek_der: &[u8], chain_pem: Option<&[u8]>) -> Result<Self, Error> {
+    pub fn from_parts(
+        report: &[u8],
+        vek_der: &[u8],
+        chain_pem: Option<&[u8]>,
+    ) -> Result<Self, Error> {
         let vek_type = match x509_cert::Certificate::from_der(vek_der) {
             Ok(cert) if common_name(&cert).as_deref() == Some("SEV-VLEK") => CertType::Vlek,
             _ => CertType::Vcek,
@@ -192,9 +196,9 @@ impl SnpEvidence {
                 } else {
                     CertType::Ask
                 };
-                let der = cert
-                    .to_der()
-                    .map_err(|e| Error::evidence(format!("re-encoding a chain certificate: {e}")))?;
+                let der = cert.to_der().map_err(|e| {
+                    Error::evidence(format!("re-encoding a chain certificate: {e}"))
+                })?;
                 table.push(CertTableEntry::new(kind, der));
             }
         }
@@ -259,12 +263,17 @@ mod structured_report {
     use sev::firmware::guest::AttestationReport;
     use sev::parser::ByteParser as _;
 
-    pub(super) fn serialize<S: Serializer>(report: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        report: &[u8],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         let parsed = AttestationReport::from_bytes(report).map_err(serde::ser::Error::custom)?;
         parsed.serialize(serializer)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
         let parsed = AttestationReport::deserialize(deserializer)?;
         let bytes = parsed.to_bytes().map_err(serde::de::Error::custom)?;
         Ok(bytes.to_vec())
@@ -284,7 +293,8 @@ pub struct TdxEvidence {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     aa_eventlog: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    collateral: Option<TdxCollateral>,
+    // Boxed: collateral is large and most evidence in flight does not carry it.
+    collateral: Option<Box<TdxCollateral>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     generated_at: Option<Timestamp>,
 }
@@ -304,7 +314,7 @@ impl TdxEvidence {
     /// Attaches collateral so that the evidence verifies offline on its own.
     #[must_use]
     pub fn with_collateral(mut self, collateral: TdxCollateral) -> Self {
-        self.collateral = Some(collateral);
+        self.collateral = Some(Box::new(collateral));
         self
     }
 
@@ -322,7 +332,7 @@ impl TdxEvidence {
 
     /// The collateral carried in the evidence, if any.
     pub fn collateral(&self) -> Option<&TdxCollateral> {
-        self.collateral.as_ref()
+        self.collateral.as_deref()
     }
 }
 
@@ -335,9 +345,13 @@ mod base64_bytes {
         serializer.serialize_str(&STANDARD.encode(bytes))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(deserializer)?;
-        STANDARD.decode(text.trim()).map_err(serde::de::Error::custom)
+        STANDARD
+            .decode(text.trim())
+            .map_err(serde::de::Error::custom)
     }
 }
 

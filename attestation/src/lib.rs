@@ -106,7 +106,10 @@ pub fn verify(
         policy.evaluate(tee, claims, &context, &mut failures);
     } else if tee == TeeKind::Simulated && !policy.dangerous_allow_simulated {
         // Undecodable simulated evidence is still simulated: say so.
-        failures.push(Check::Simulated, "simulated evidence and allow_simulated is not set");
+        failures.push(
+            Check::Simulated,
+            "simulated evidence and allow_simulated is not set",
+        );
     }
     Verdict::new(tee, claims, failures.into_vec(), now)
 }

@@ -68,7 +68,16 @@ struct SimTcb {
 impl SimTcb {
     /// The Milan/Genoa `TCB_VERSION` layout (SEV-SNP ABI, Table 3).
     fn to_bytes(self) -> [u8; 8] {
-        [self.bootloader, self.tee, 0, 0, 0, 0, self.snp, self.microcode]
+        [
+            self.bootloader,
+            self.tee,
+            0,
+            0,
+            0,
+            0,
+            self.snp,
+            self.microcode,
+        ]
     }
 }
 
@@ -102,7 +111,11 @@ fn time_at(seconds: u64) -> Result<Time, Error> {
     .map_err(Error::simulated)
 }
 
-fn extension(oid: x509_cert::der::oid::ObjectIdentifier, critical: bool, value: Vec<u8>) -> Result<Extension, Error> {
+fn extension(
+    oid: x509_cert::der::oid::ObjectIdentifier,
+    critical: bool,
+    value: Vec<u8>,
+) -> Result<Extension, Error> {
     Ok(Extension {
         extn_id: oid,
         critical,
@@ -116,7 +129,8 @@ fn sign_certificate(
     issuer_key: &rsa::RsaPrivateKey,
     rng: &mut impl CryptoRngCore,
 ) -> Result<Vec<u8>, Error> {
-    let algorithm = rsa::pss::get_default_pss_signature_algo_id::<Sha384>().map_err(Error::simulated)?;
+    let algorithm =
+        rsa::pss::get_default_pss_signature_algo_id::<Sha384>().map_err(Error::simulated)?;
     tbs.signature = algorithm.clone();
     let message = tbs.to_der().map_err(Error::simulated)?;
     let signer = rsa::pss::SigningKey::<Sha384>::new(issuer_key.clone());
@@ -151,7 +165,8 @@ fn build_certificate(
         version: Version::V3,
         serial_number: SerialNumber::new(&[spec.serial]).map_err(Error::simulated)?,
         // Replaced by `sign_certificate` with the PSS parameters.
-        signature: rsa::pss::get_default_pss_signature_algo_id::<Sha384>().map_err(Error::simulated)?,
+        signature: rsa::pss::get_default_pss_signature_algo_id::<Sha384>()
+            .map_err(Error::simulated)?,
         issuer: Name::from_str(spec.issuer).map_err(Error::simulated)?,
         validity: spec.validity,
         subject: Name::from_str(spec.subject).map_err(Error::simulated)?,
@@ -170,11 +185,18 @@ fn ca_extension() -> Result<Extension, Error> {
     }
     .to_der()
     .map_err(Error::simulated)?;
-    extension(x509_cert::der::oid::db::rfc5280::ID_CE_BASIC_CONSTRAINTS, true, constraints)
+    extension(
+        x509_cert::der::oid::db::rfc5280::ID_CE_BASIC_CONSTRAINTS,
+        true,
+        constraints,
+    )
 }
 
 fn rsa_spki(key: &rsa::RsaPrivateKey) -> Result<SubjectPublicKeyInfoOwned, Error> {
-    let der = key.to_public_key().to_public_key_der().map_err(Error::simulated)?;
+    let der = key
+        .to_public_key()
+        .to_public_key_der()
+        .map_err(Error::simulated)?;
     SubjectPublicKeyInfoOwned::from_der(der.as_bytes()).map_err(Error::simulated)
 }
 
@@ -230,7 +252,7 @@ impl SimulatedTee {
                 serial: 1,
                 issuer: ARK_NAME,
                 subject: ARK_NAME,
-                validity: validity.clone(),
+                validity,
                 spki: rsa_spki(&ark_key)?,
                 extensions: vec![ca_extension()?],
             },
@@ -242,7 +264,7 @@ impl SimulatedTee {
                 serial: 2,
                 issuer: ARK_NAME,
                 subject: ASK_NAME,
-                validity: validity.clone(),
+                validity,
                 spki: rsa_spki(&ask_key)?,
                 extensions: vec![ca_extension()?],
             },
@@ -260,12 +282,32 @@ impl SimulatedTee {
             .and_then(|o| o.to_der())
             .map_err(Error::simulated)?;
         let vcek_extensions = vec![
-            extension(oids::STRUCT_VERSION, false, encode_spl(0).map_err(Error::simulated)?)?,
+            extension(
+                oids::STRUCT_VERSION,
+                false,
+                encode_spl(0).map_err(Error::simulated)?,
+            )?,
             extension(oids::PRODUCT_NAME, false, product_name)?,
-            extension(oids::BL_SPL, false, encode_spl(TCB.bootloader).map_err(Error::simulated)?)?,
-            extension(oids::TEE_SPL, false, encode_spl(TCB.tee).map_err(Error::simulated)?)?,
-            extension(oids::SNP_SPL, false, encode_spl(TCB.snp).map_err(Error::simulated)?)?,
-            extension(oids::UCODE_SPL, false, encode_spl(TCB.microcode).map_err(Error::simulated)?)?,
+            extension(
+                oids::BL_SPL,
+                false,
+                encode_spl(TCB.bootloader).map_err(Error::simulated)?,
+            )?,
+            extension(
+                oids::TEE_SPL,
+                false,
+                encode_spl(TCB.tee).map_err(Error::simulated)?,
+            )?,
+            extension(
+                oids::SNP_SPL,
+                false,
+                encode_spl(TCB.snp).map_err(Error::simulated)?,
+            )?,
+            extension(
+                oids::UCODE_SPL,
+                false,
+                encode_spl(TCB.microcode).map_err(Error::simulated)?,
+            )?,
             extension(oids::HW_ID, false, hw_id)?,
         ];
         let vcek_der = build_certificate(
@@ -274,7 +316,8 @@ impl SimulatedTee {
                 issuer: ASK_NAME,
                 subject: VCEK_NAME,
                 validity,
-                spki: SubjectPublicKeyInfoOwned::from_der(vcek_public.as_bytes()).map_err(Error::simulated)?,
+                spki: SubjectPublicKeyInfoOwned::from_der(vcek_public.as_bytes())
+                    .map_err(Error::simulated)?,
                 extensions: vcek_extensions,
             },
             &ask_key,
@@ -301,7 +344,11 @@ impl SimulatedTee {
 
     /// Produces a signed report binding `report_data` and `measurement`, wrapped as
     /// [`Evidence::Simulated`] with the VCEK, ASK and ARK.
-    pub fn attest(&self, report_data: &[u8; 64], measurement: &[u8; 48]) -> Result<Evidence, Error> {
+    pub fn attest(
+        &self,
+        report_data: &[u8; 64],
+        measurement: &[u8; 48],
+    ) -> Result<Evidence, Error> {
         let report = self.sign_report(report_data, measurement)?;
         Ok(Evidence::Simulated(SnpEvidence::new(
             report,
@@ -314,7 +361,11 @@ impl SimulatedTee {
     }
 
     /// Produces the raw 1184-byte signed report (SEV-SNP ABI, Table 22, version 3).
-    pub fn sign_report(&self, report_data: &[u8; 64], measurement: &[u8; 48]) -> Result<Vec<u8>, Error> {
+    pub fn sign_report(
+        &self,
+        report_data: &[u8; 64],
+        measurement: &[u8; 48],
+    ) -> Result<Vec<u8>, Error> {
         let mut report = vec![0u8; SNP_REPORT_LEN];
         let tcb = TCB.to_bytes();
         let mut put = |offset: usize, bytes: &[u8]| -> Result<(), Error> {

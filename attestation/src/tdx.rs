@@ -19,11 +19,13 @@ use crate::verdict::{Check, Failures};
 const INTEL_ROOT_DER: &[u8] = include_bytes!("../roots/intel/TrustedRootCA.der");
 
 /// DER SHA-256 of the Intel SGX Root CA, as Intel publishes it.
-pub const INTEL_ROOT_SHA256: &str = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3";
+pub const INTEL_ROOT_SHA256: &str =
+    "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3";
 
 fn intel_root() -> Result<&'static [u8], String> {
     static CHECKED: OnceLock<bool> = OnceLock::new();
-    let pinned = *CHECKED.get_or_init(|| hex::encode(Sha256::digest(INTEL_ROOT_DER)) == INTEL_ROOT_SHA256);
+    let pinned =
+        *CHECKED.get_or_init(|| hex::encode(Sha256::digest(INTEL_ROOT_DER)) == INTEL_ROOT_SHA256);
     if pinned {
         Ok(INTEL_ROOT_DER)
     } else {
@@ -42,7 +44,10 @@ pub(crate) fn appraise(
     let quote = match dcap_qvl::quote::Quote::parse(raw) {
         Ok(quote) => quote,
         Err(e) => {
-            failures.push(Check::EvidenceFormat, format!("TDX quote does not parse: {e}"));
+            failures.push(
+                Check::EvidenceFormat,
+                format!("TDX quote does not parse: {e}"),
+            );
             return None;
         }
     };
@@ -72,7 +77,10 @@ pub(crate) fn appraise(
             return Some(claims);
         }
     };
-    let verifier = dcap_qvl::verify::QuoteVerifier::<dcap_qvl::configs::RingConfig>::new_with_config(root.to_vec())
+    let verifier =
+        dcap_qvl::verify::QuoteVerifier::<dcap_qvl::configs::RingConfig>::new_with_config(
+            root.to_vec(),
+        )
         .allow_debug(true);
     match verifier.verify(raw, &collateral.0, now.unix_seconds()) {
         Ok(report) => {

@@ -29,7 +29,10 @@ impl SplitMix {
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[test]
@@ -41,7 +44,11 @@ fn random_single_bit_flips_in_signed_region_are_rejected() {
     let mut policy = Policy::default();
     policy.allow_debug = true;
     for vector in &SNP_VECTORS {
-        assert!(verify(&vector.evidence(), None, &policy, vector.now()).is_accept(), "{}", vector.name);
+        assert!(
+            verify(&vector.evidence(), None, &policy, vector.now()).is_accept(),
+            "{}",
+            vector.name
+        );
     }
     let signed_bits = (snp::SIGNED_LEN * 8) as u64;
     for i in 0..total {

@@ -2,7 +2,8 @@
 //! held to the same checks as genuine SNP evidence otherwise.
 
 use confidant_attestation::{
-    CertType, Check, Claims, Evidence, Policy, SimulatedTee, SnpEvidence, TeeKind, Timestamp, verify,
+    CertType, Check, Claims, Evidence, Policy, SimulatedTee, SnpEvidence, TeeKind, Timestamp,
+    verify,
 };
 
 const REPORT_DATA: [u8; 64] = [0xAB; 64];
@@ -29,7 +30,12 @@ fn simulated_is_rejected_by_the_default_policy() {
     assert_eq!(verdict.failures[0].check, Check::Simulated);
     assert_eq!(verdict.tee, TeeKind::Simulated);
     // A policy file that leaves the key unset is the default.
-    let verdict = verify(&evidence, None, &Policy::from_toml("allow_debug = false").expect("policy"), now());
+    let verdict = verify(
+        &evidence,
+        None,
+        &Policy::from_toml("allow_debug = false").expect("policy"),
+        now(),
+    );
     assert!(verdict.failed(Check::Simulated));
 }
 
@@ -80,7 +86,8 @@ fn simulated_round_trips_through_json() {
 #[test]
 fn simulated_relabelled_as_snp_is_rejected() {
     // Claiming the simulated chain is genuine SNP: its ARK is not a pinned AMD root.
-    let Evidence::Simulated(inner) = tee().attest(&REPORT_DATA, &MEASUREMENT).expect("attest") else {
+    let Evidence::Simulated(inner) = tee().attest(&REPORT_DATA, &MEASUREMENT).expect("attest")
+    else {
         panic!("simulated evidence");
     };
     let verdict = verify(&Evidence::Snp(inner), None, &allow_simulated(), now());
@@ -91,17 +98,27 @@ fn simulated_relabelled_as_snp_is_rejected() {
 #[test]
 fn tampered_simulated_report_is_rejected() {
     let report = tee().sign_report(&REPORT_DATA, &MEASUREMENT).expect("sign");
-    let Evidence::Simulated(genuine) = tee().attest(&REPORT_DATA, &MEASUREMENT).expect("attest") else {
+    let Evidence::Simulated(genuine) = tee().attest(&REPORT_DATA, &MEASUREMENT).expect("attest")
+    else {
         panic!("simulated evidence");
     };
     let mut flipped = report.clone();
     flipped[0x90] ^= 0x80;
     let evidence = Evidence::Simulated(SnpEvidence::new(flipped, genuine.cert_chain().to_vec()));
     let verdict = verify(&evidence, None, &allow_simulated(), now());
-    assert!(verdict.failed(Check::ReportSignature), "{:#?}", verdict.failures);
+    assert!(
+        verdict.failed(Check::ReportSignature),
+        "{:#?}",
+        verdict.failures
+    );
 
     // Without its carried ARK the simulated chain has no anchor at all.
-    let chain: Vec<_> = genuine.cert_chain().iter().filter(|e| e.cert_type != CertType::Ark).cloned().collect();
+    let chain: Vec<_> = genuine
+        .cert_chain()
+        .iter()
+        .filter(|e| e.cert_type != CertType::Ark)
+        .cloned()
+        .collect();
     let evidence = Evidence::Simulated(SnpEvidence::new(report, chain));
     assert!(verify(&evidence, None, &allow_simulated(), now()).failed(Check::CertificateChain));
 }
@@ -115,17 +132,22 @@ fn simulated_root_can_be_pinned() {
     ))
     .expect("policy");
     assert!(verify(&evidence, None, &pinned, now()).is_accept());
-    let other = Policy::from_toml(&format!("allow_simulated = true\nsimulated_ark_sha256 = [\"{}\"]", "00".repeat(32)))
-        .expect("policy");
+    let other = Policy::from_toml(&format!(
+        "allow_simulated = true\nsimulated_ark_sha256 = [\"{}\"]",
+        "00".repeat(32)
+    ))
+    .expect("policy");
     assert!(verify(&evidence, None, &other, now()).failed(Check::SimulatedRoot));
 }
 
 #[test]
 fn evidence_age_is_enforced_when_asked() {
-    let Evidence::Simulated(inner) = tee().attest(&REPORT_DATA, &MEASUREMENT).expect("attest") else {
+    let Evidence::Simulated(inner) = tee().attest(&REPORT_DATA, &MEASUREMENT).expect("attest")
+    else {
         panic!("simulated evidence");
     };
-    let policy = Policy::from_toml("allow_simulated = true\nmax_evidence_age_secs = 600").expect("policy");
+    let policy =
+        Policy::from_toml("allow_simulated = true\nmax_evidence_age_secs = 600").expect("policy");
     let undated = Evidence::Simulated(inner.clone());
     assert!(verify(&undated, None, &policy, now()).failed(Check::EvidenceAge));
     let fresh = Evidence::Simulated(inner.clone().with_generated_at(now()));

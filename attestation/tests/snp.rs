@@ -29,29 +29,71 @@ fn checks(verdict: &Verdict) -> Vec<Check> {
 fn every_vector_gets_its_expected_verdict() {
     for vector in SNP_VECTORS {
         let expected = vector.expected();
-        assert_eq!(expected["expected_signature_and_chain"], "valid", "{}", vector.name);
-        let debug = vector.field("policy_decoded")["debug"].as_bool().expect("debug");
+        assert_eq!(
+            expected["expected_signature_and_chain"], "valid",
+            "{}",
+            vector.name
+        );
+        let debug = vector.field("policy_decoded")["debug"]
+            .as_bool()
+            .expect("debug");
         for evidence in [vector.evidence(), vector.evidence_with_chain()] {
             let verdict = verify(&evidence, None, &Policy::default(), vector.now());
             if debug {
-                assert_eq!(checks(&verdict), vec![Check::Debug], "{}: {verdict:#?}", vector.name);
+                assert_eq!(
+                    checks(&verdict),
+                    vec![Check::Debug],
+                    "{}: {verdict:#?}",
+                    vector.name
+                );
             } else {
-                assert!(verdict.is_accept(), "{}: {:#?}", vector.name, verdict.failures);
+                assert!(
+                    verdict.is_accept(),
+                    "{}: {:#?}",
+                    vector.name,
+                    verdict.failures
+                );
             }
             let claims = snp_claims(&verdict);
-            assert_eq!(hex::encode(claims.measurement), vector.field("measurement"), "{}", vector.name);
-            assert_eq!(hex::encode(claims.report_data), vector.field("report_data"), "{}", vector.name);
-            assert_eq!(hex::encode(claims.chip_id), vector.field("chip_id"), "{}", vector.name);
+            assert_eq!(
+                hex::encode(claims.measurement),
+                vector.field("measurement"),
+                "{}",
+                vector.name
+            );
+            assert_eq!(
+                hex::encode(claims.report_data),
+                vector.field("report_data"),
+                "{}",
+                vector.name
+            );
+            assert_eq!(
+                hex::encode(claims.chip_id),
+                vector.field("chip_id"),
+                "{}",
+                vector.name
+            );
             assert_eq!(claims.version, vector.field("version"), "{}", vector.name);
             assert_eq!(claims.vmpl, vector.field("vmpl"), "{}", vector.name);
             assert_eq!(claims.policy.debug, debug, "{}", vector.name);
             let tcb = vector.field("reported_tcb");
-            assert_eq!(claims.reported_tcb.bootloader, tcb["bootloader"], "{}", vector.name);
+            assert_eq!(
+                claims.reported_tcb.bootloader, tcb["bootloader"],
+                "{}",
+                vector.name
+            );
             assert_eq!(claims.reported_tcb.snp, tcb["snp"], "{}", vector.name);
-            assert_eq!(claims.reported_tcb.microcode, tcb["microcode"], "{}", vector.name);
+            assert_eq!(
+                claims.reported_tcb.microcode, tcb["microcode"],
+                "{}",
+                vector.name
+            );
             assert_eq!(claims.reported_tcb.raw, tcb["raw"], "{}", vector.name);
             assert_eq!(verdict.debug, Some(debug));
-            assert_eq!(verdict.measurement.as_deref(), vector.field("measurement").as_str());
+            assert_eq!(
+                verdict.measurement.as_deref(),
+                vector.field("measurement").as_str()
+            );
         }
     }
 }
@@ -72,10 +114,23 @@ fn products_are_resolved() {
 
 #[test]
 fn v3_and_later_expose_cpuid() {
-    let verdict = verify(&TRUSTEE_GENOA_V3.evidence(), None, &Policy::default(), TRUSTEE_GENOA_V3.now());
+    let verdict = verify(
+        &TRUSTEE_GENOA_V3.evidence(),
+        None,
+        &Policy::default(),
+        TRUSTEE_GENOA_V3.now(),
+    );
     let cpuid = snp_claims(&verdict).cpuid.expect("v3 has CPUID");
-    assert_eq!((cpuid.family, cpuid.model, cpuid.stepping), (0x19, 0xA0, 0x02));
-    let verdict = verify(&VIRTEE_MILAN_V2.evidence(), None, &Policy::default(), VIRTEE_MILAN_V2.now());
+    assert_eq!(
+        (cpuid.family, cpuid.model, cpuid.stepping),
+        (0x19, 0xA0, 0x02)
+    );
+    let verdict = verify(
+        &VIRTEE_MILAN_V2.evidence(),
+        None,
+        &Policy::default(),
+        VIRTEE_MILAN_V2.now(),
+    );
     assert_eq!(snp_claims(&verdict).cpuid, None);
 }
 
@@ -83,7 +138,12 @@ fn v3_and_later_expose_cpuid() {
 fn the_debug_vector_is_accepted_when_debug_is_allowed() {
     let mut policy = Policy::default();
     policy.allow_debug = true;
-    let verdict = verify(&GOSEV_MILAN_V2_DEBUG.evidence(), None, &policy, GOSEV_MILAN_V2_DEBUG.now());
+    let verdict = verify(
+        &GOSEV_MILAN_V2_DEBUG.evidence(),
+        None,
+        &policy,
+        GOSEV_MILAN_V2_DEBUG.now(),
+    );
     assert!(verdict.is_accept(), "{:#?}", verdict.failures);
 }
 
@@ -96,7 +156,8 @@ fn trustee_json_evidence_is_accepted() {
     let verdict = verify(&evidence, None, &Policy::default(), TRUSTEE_GENOA_V3.now());
     assert!(verdict.is_accept(), "{:#?}", verdict.failures);
     // And it round-trips through our serializer to the same bytes.
-    let again = Evidence::from_json(evidence.to_json().expect("serializes").as_bytes()).expect("parses");
+    let again =
+        Evidence::from_json(evidence.to_json().expect("serializes").as_bytes()).expect("parses");
     assert_eq!(again, evidence);
     match &evidence {
         Evidence::Snp(e) => assert_eq!(e.report(), TRUSTEE_GENOA_V3.report),
@@ -113,7 +174,12 @@ fn twin_bit_flip_in_signed_region() {
         for offset in [0x50usize, 0x90, 0x180] {
             let mut report = vector.report.to_vec();
             report[offset] ^= 0x01;
-            let verdict = verify(&vector.evidence_from(&report), None, &Policy::default(), vector.now());
+            let verdict = verify(
+                &vector.evidence_from(&report),
+                None,
+                &Policy::default(),
+                vector.now(),
+            );
             assert!(!verdict.is_accept(), "{} flip at {offset:#x}", vector.name);
             assert!(
                 verdict.failed(Check::ReportSignature) || verdict.failed(Check::EvidenceFormat),
@@ -129,7 +195,8 @@ fn twin_bit_flip_in_signed_region() {
 fn twin_wrong_vcek() {
     // The debug vector's VCEK (another Milan chip) presented with the virtee report.
     let evidence = Evidence::Snp(
-        SnpEvidence::from_parts(VIRTEE_MILAN_V2.report, GOSEV_MILAN_V2_DEBUG.vek, None).expect("parts"),
+        SnpEvidence::from_parts(VIRTEE_MILAN_V2.report, GOSEV_MILAN_V2_DEBUG.vek, None)
+            .expect("parts"),
     );
     let verdict = verify(&evidence, None, &Policy::default(), VIRTEE_MILAN_V2.now());
     let failed = checks(&verdict);
@@ -144,7 +211,12 @@ fn twin_wrong_vcek() {
 fn twin_genoa_vcek_on_milan_chain() {
     // A Genoa VCEK with the Milan ASK/ARK carried alongside, for a Milan report.
     let evidence = Evidence::Snp(
-        SnpEvidence::from_parts(VIRTEE_MILAN_V2.report, TRUSTEE_GENOA_V3.vek, Some(MILAN_ASK_ARK)).expect("parts"),
+        SnpEvidence::from_parts(
+            VIRTEE_MILAN_V2.report,
+            TRUSTEE_GENOA_V3.vek,
+            Some(MILAN_ASK_ARK),
+        )
+        .expect("parts"),
     );
     let verdict = verify(&evidence, None, &Policy::default(), VIRTEE_MILAN_V2.now());
     let failed = checks(&verdict);
@@ -153,14 +225,24 @@ fn twin_genoa_vcek_on_milan_chain() {
 
     // A Milan VCEK with the Genoa ASK/ARK carried: the carried chain is not Milan's.
     let evidence = Evidence::Snp(
-        SnpEvidence::from_parts(VIRTEE_MILAN_V2.report, VIRTEE_MILAN_V2.vek, Some(GENOA_ASK_ARK)).expect("parts"),
+        SnpEvidence::from_parts(
+            VIRTEE_MILAN_V2.report,
+            VIRTEE_MILAN_V2.vek,
+            Some(GENOA_ASK_ARK),
+        )
+        .expect("parts"),
     );
     let verdict = verify(&evidence, None, &Policy::default(), VIRTEE_MILAN_V2.now());
-    assert_eq!(checks(&verdict), vec![Check::RootPinning, Check::RootPinning], "{verdict:#?}");
+    assert_eq!(
+        checks(&verdict),
+        vec![Check::RootPinning, Check::RootPinning],
+        "{verdict:#?}"
+    );
 
     // A Genoa VCEK with a v3 Milan-CPUID report: the product is inconsistent.
     let evidence = Evidence::Snp(
-        SnpEvidence::from_parts(TRUSTEE_MILAN_V3_VLEK.report, TRUSTEE_GENOA_V3.vek, None).expect("parts"),
+        SnpEvidence::from_parts(TRUSTEE_MILAN_V3_VLEK.report, TRUSTEE_GENOA_V3.vek, None)
+            .expect("parts"),
     );
     let verdict = verify(&evidence, None, &Policy::default(), TRUSTEE_GENOA_V3.now());
     assert!(!verdict.is_accept());
@@ -170,26 +252,51 @@ fn twin_genoa_vcek_on_milan_chain() {
 fn twin_vlek_with_ordinary_ask() {
     // The VLEK report with the ordinary Milan ASK (not the ASVK) carried as its intermediate.
     let evidence = Evidence::Snp(
-        SnpEvidence::from_parts(TRUSTEE_MILAN_V3_VLEK.report, TRUSTEE_MILAN_V3_VLEK.vek, Some(MILAN_ASK_ARK))
-            .expect("parts"),
+        SnpEvidence::from_parts(
+            TRUSTEE_MILAN_V3_VLEK.report,
+            TRUSTEE_MILAN_V3_VLEK.vek,
+            Some(MILAN_ASK_ARK),
+        )
+        .expect("parts"),
     );
-    let verdict = verify(&evidence, None, &Policy::default(), TRUSTEE_MILAN_V3_VLEK.now());
+    let verdict = verify(
+        &evidence,
+        None,
+        &Policy::default(),
+        TRUSTEE_MILAN_V3_VLEK.now(),
+    );
     assert_eq!(checks(&verdict), vec![Check::RootPinning], "{verdict:#?}");
 
     // The VLEK relabelled as a VCEK: the signed report names a VLEK, so there is no VLEK.
     let evidence = Evidence::Snp(SnpEvidence::new(
         TRUSTEE_MILAN_V3_VLEK.report.to_vec(),
-        vec![CertTableEntry::new(CertType::Vcek, TRUSTEE_MILAN_V3_VLEK.vek.to_vec())],
+        vec![CertTableEntry::new(
+            CertType::Vcek,
+            TRUSTEE_MILAN_V3_VLEK.vek.to_vec(),
+        )],
     ));
-    let verdict = verify(&evidence, None, &Policy::default(), TRUSTEE_MILAN_V3_VLEK.now());
+    let verdict = verify(
+        &evidence,
+        None,
+        &Policy::default(),
+        TRUSTEE_MILAN_V3_VLEK.now(),
+    );
     assert!(verdict.failed(Check::EndorsementKey), "{verdict:#?}");
 
     // A VCEK presented for the VLEK-signed report is refused the same way.
     let evidence = Evidence::Snp(SnpEvidence::new(
         TRUSTEE_MILAN_V3_VLEK.report.to_vec(),
-        vec![CertTableEntry::new(CertType::Vlek, VIRTEE_MILAN_V2.vek.to_vec())],
+        vec![CertTableEntry::new(
+            CertType::Vlek,
+            VIRTEE_MILAN_V2.vek.to_vec(),
+        )],
     ));
-    let verdict = verify(&evidence, None, &Policy::default(), TRUSTEE_MILAN_V3_VLEK.now());
+    let verdict = verify(
+        &evidence,
+        None,
+        &Policy::default(),
+        TRUSTEE_MILAN_V3_VLEK.now(),
+    );
     assert!(verdict.failed(Check::CertificateChain), "{verdict:#?}");
     assert!(verdict.failed(Check::ReportSignature), "{verdict:#?}");
 }
@@ -207,13 +314,23 @@ fn twin_outside_validity_window() {
     ];
     for (vector, time) in cases {
         let verdict = verify(&vector.evidence(), None, &Policy::default(), at(time));
-        assert_eq!(checks(&verdict), vec![Check::CertificateValidity], "{}: {verdict:#?}", vector.name);
+        assert_eq!(
+            checks(&verdict),
+            vec![Check::CertificateValidity],
+            "{}: {verdict:#?}",
+            vector.name
+        );
     }
 }
 
 #[test]
 fn twin_debug_under_default_policy() {
-    let verdict = verify(&GOSEV_MILAN_V2_DEBUG.evidence(), None, &Policy::default(), GOSEV_MILAN_V2_DEBUG.now());
+    let verdict = verify(
+        &GOSEV_MILAN_V2_DEBUG.evidence(),
+        None,
+        &Policy::default(),
+        GOSEV_MILAN_V2_DEBUG.now(),
+    );
     assert!(!verdict.is_accept());
     assert_eq!(checks(&verdict), vec![Check::Debug]);
     assert_eq!(verdict.debug, Some(true));
@@ -222,59 +339,138 @@ fn twin_debug_under_default_policy() {
 #[test]
 fn twin_wrong_measurement() {
     for vector in SNP_VECTORS {
-        let right = vector.field("measurement").as_str().expect("hex").to_owned();
+        let right = vector
+            .field("measurement")
+            .as_str()
+            .expect("hex")
+            .to_owned();
         let mut wrong = hex::decode(&right).expect("hex");
         wrong[0] ^= 0xFF;
-        let policy = Policy::from_toml(&format!("allow_debug = true\nmeasurements = [\"{}\"]", hex::encode(wrong)))
-            .expect("policy");
+        let policy = Policy::from_toml(&format!(
+            "allow_debug = true\nmeasurements = [\"{}\"]",
+            hex::encode(wrong)
+        ))
+        .expect("policy");
         let verdict = verify(&vector.evidence(), None, &policy, vector.now());
-        assert_eq!(checks(&verdict), vec![Check::Measurement], "{}", vector.name);
-        let policy = Policy::from_toml(&format!("allow_debug = true\nmeasurements = [\"{right}\"]")).expect("policy");
-        assert!(verify(&vector.evidence(), None, &policy, vector.now()).is_accept(), "{}", vector.name);
+        assert_eq!(
+            checks(&verdict),
+            vec![Check::Measurement],
+            "{}",
+            vector.name
+        );
+        let policy =
+            Policy::from_toml(&format!("allow_debug = true\nmeasurements = [\"{right}\"]"))
+                .expect("policy");
+        assert!(
+            verify(&vector.evidence(), None, &policy, vector.now()).is_accept(),
+            "{}",
+            vector.name
+        );
     }
 }
 
 #[test]
 fn twin_wrong_report_data() {
     for vector in SNP_VECTORS {
-        let right = vector.field("report_data").as_str().expect("hex").to_owned();
+        let right = vector
+            .field("report_data")
+            .as_str()
+            .expect("hex")
+            .to_owned();
         let mut wrong = hex::decode(&right).expect("hex");
         wrong[63] ^= 0x01;
-        let policy = Policy::from_toml(&format!("allow_debug = true\nreport_data = \"{}\"", hex::encode(wrong)))
-            .expect("policy");
+        let policy = Policy::from_toml(&format!(
+            "allow_debug = true\nreport_data = \"{}\"",
+            hex::encode(wrong)
+        ))
+        .expect("policy");
         let verdict = verify(&vector.evidence(), None, &policy, vector.now());
         assert_eq!(checks(&verdict), vec![Check::ReportData], "{}", vector.name);
-        let policy = Policy::from_toml(&format!("allow_debug = true\nreport_data = \"{right}\"")).expect("policy");
-        assert!(verify(&vector.evidence(), None, &policy, vector.now()).is_accept(), "{}", vector.name);
+        let policy = Policy::from_toml(&format!("allow_debug = true\nreport_data = \"{right}\""))
+            .expect("policy");
+        assert!(
+            verify(&vector.evidence(), None, &policy, vector.now()).is_accept(),
+            "{}",
+            vector.name
+        );
     }
 }
 
 #[test]
 fn short_report_data_is_zero_padded() {
     // The debug vector's report_data is 0102030405 then zeros.
-    let mut policy = Policy::from_toml("allow_debug = true\nreport_data = \"0102030405\"").expect("policy");
-    assert!(verify(&GOSEV_MILAN_V2_DEBUG.evidence(), None, &policy, GOSEV_MILAN_V2_DEBUG.now()).is_accept());
+    let mut policy =
+        Policy::from_toml("allow_debug = true\nreport_data = \"0102030405\"").expect("policy");
+    assert!(
+        verify(
+            &GOSEV_MILAN_V2_DEBUG.evidence(),
+            None,
+            &policy,
+            GOSEV_MILAN_V2_DEBUG.now()
+        )
+        .is_accept()
+    );
     policy.report_data = Some(Policy::report_data_from_hex("01020304").expect("hex"));
-    assert!(!verify(&GOSEV_MILAN_V2_DEBUG.evidence(), None, &policy, GOSEV_MILAN_V2_DEBUG.now()).is_accept());
+    assert!(
+        !verify(
+            &GOSEV_MILAN_V2_DEBUG.evidence(),
+            None,
+            &policy,
+            GOSEV_MILAN_V2_DEBUG.now()
+        )
+        .is_accept()
+    );
 }
 
 #[test]
 fn twin_vmpl_and_product_and_tcb_policies() {
     let vmpl0 = Policy::from_toml("vmpls = [0]").expect("policy");
-    let verdict = verify(&GCP_MILAN_V5_REPORTDATA.evidence(), None, &vmpl0, GCP_MILAN_V5_REPORTDATA.now());
+    let verdict = verify(
+        &GCP_MILAN_V5_REPORTDATA.evidence(),
+        None,
+        &vmpl0,
+        GCP_MILAN_V5_REPORTDATA.now(),
+    );
     assert_eq!(checks(&verdict), vec![Check::Vmpl]);
     assert!(verify(&GCP_MILAN_V5.evidence(), None, &vmpl0, GCP_MILAN_V5.now()).is_accept());
 
     let genoa_only = Policy::from_toml("products = [\"Genoa\"]").expect("policy");
-    let verdict = verify(&VIRTEE_MILAN_V2.evidence(), None, &genoa_only, VIRTEE_MILAN_V2.now());
+    let verdict = verify(
+        &VIRTEE_MILAN_V2.evidence(),
+        None,
+        &genoa_only,
+        VIRTEE_MILAN_V2.now(),
+    );
     assert_eq!(checks(&verdict), vec![Check::AllowedProduct]);
-    assert!(verify(&TRUSTEE_GENOA_V3.evidence(), None, &genoa_only, TRUSTEE_GENOA_V3.now()).is_accept());
+    assert!(
+        verify(
+            &TRUSTEE_GENOA_V3.evidence(),
+            None,
+            &genoa_only,
+            TRUSTEE_GENOA_V3.now()
+        )
+        .is_accept()
+    );
 
     // virtee reports bootloader 3, snp 8, microcode 115.
-    let floor = Policy::from_toml("[min_tcb]\nbootloader = 3\nsnp = 8\nmicrocode = 115").expect("policy");
-    assert!(verify(&VIRTEE_MILAN_V2.evidence(), None, &floor, VIRTEE_MILAN_V2.now()).is_accept());
+    let floor =
+        Policy::from_toml("[min_tcb]\nbootloader = 3\nsnp = 8\nmicrocode = 115").expect("policy");
+    assert!(
+        verify(
+            &VIRTEE_MILAN_V2.evidence(),
+            None,
+            &floor,
+            VIRTEE_MILAN_V2.now()
+        )
+        .is_accept()
+    );
     let stale = Policy::from_toml("[min_tcb]\nsnp = 9\nmicrocode = 116").expect("policy");
-    let verdict = verify(&VIRTEE_MILAN_V2.evidence(), None, &stale, VIRTEE_MILAN_V2.now());
+    let verdict = verify(
+        &VIRTEE_MILAN_V2.evidence(),
+        None,
+        &stale,
+        VIRTEE_MILAN_V2.now(),
+    );
     assert_eq!(checks(&verdict), vec![Check::MinTcb, Check::MinTcb]);
 }
 
@@ -282,9 +478,11 @@ fn twin_vmpl_and_product_and_tcb_policies() {
 fn every_failure_is_listed() {
     // Wrong VCEK, debug, a wrong measurement and an expired chain, all at once.
     let evidence = Evidence::Snp(
-        SnpEvidence::from_parts(GOSEV_MILAN_V2_DEBUG.report, VIRTEE_MILAN_V2.vek, None).expect("parts"),
+        SnpEvidence::from_parts(GOSEV_MILAN_V2_DEBUG.report, VIRTEE_MILAN_V2.vek, None)
+            .expect("parts"),
     );
-    let policy = Policy::from_toml(&format!("measurements = [\"{}\"]", "00".repeat(48))).expect("policy");
+    let policy =
+        Policy::from_toml(&format!("measurements = [\"{}\"]", "00".repeat(48))).expect("policy");
     let verdict = verify(&evidence, None, &policy, at("2031-01-01T00:00:00Z"));
     let failed = checks(&verdict);
     for check in [
@@ -300,34 +498,78 @@ fn every_failure_is_listed() {
     let json: serde_json::Value = serde_json::from_str(&verdict.to_json_pretty()).expect("json");
     assert_eq!(json["verdict"], "reject");
     assert!(json["failures"].as_array().expect("list").len() >= 6);
-    for key in ["tee", "product", "measurement", "report_data", "debug", "tcb"] {
+    for key in [
+        "tee",
+        "product",
+        "measurement",
+        "report_data",
+        "debug",
+        "tcb",
+    ] {
         assert!(json.get(key).is_some(), "verdict JSON lacks {key}");
     }
 }
 
 #[test]
 fn missing_or_garbage_reports_are_rejected_not_panics() {
-    for report in [&[][..], &[0u8; 100][..], &[0xFF; 1184][..], &[0u8; 1184][..]] {
-        let verdict = verify(&VIRTEE_MILAN_V2.evidence_from(report), None, &Policy::default(), VIRTEE_MILAN_V2.now());
+    for report in [
+        &[][..],
+        &[0u8; 100][..],
+        &[0xFF; 1184][..],
+        &[0u8; 1184][..],
+    ] {
+        let verdict = verify(
+            &VIRTEE_MILAN_V2.evidence_from(report),
+            None,
+            &Policy::default(),
+            VIRTEE_MILAN_V2.now(),
+        );
         assert!(verdict.failed(Check::EvidenceFormat), "{verdict:#?}");
     }
-    let no_vek = Evidence::Snp(SnpEvidence::new(VIRTEE_MILAN_V2.report.to_vec(), Vec::new()));
+    let no_vek = Evidence::Snp(SnpEvidence::new(
+        VIRTEE_MILAN_V2.report.to_vec(),
+        Vec::new(),
+    ));
     let verdict = verify(&no_vek, None, &Policy::default(), VIRTEE_MILAN_V2.now());
     assert!(verdict.failed(Check::EndorsementKey));
     let garbage_vek = Evidence::Snp(SnpEvidence::new(
         VIRTEE_MILAN_V2.report.to_vec(),
-        vec![CertTableEntry::new(CertType::Vcek, vec![0x30, 0x03, 0x02, 0x01, 0x00])],
+        vec![CertTableEntry::new(
+            CertType::Vcek,
+            vec![0x30, 0x03, 0x02, 0x01, 0x00],
+        )],
     ));
-    assert!(verify(&garbage_vek, None, &Policy::default(), VIRTEE_MILAN_V2.now()).failed(Check::EndorsementKey));
+    assert!(
+        verify(
+            &garbage_vek,
+            None,
+            &Policy::default(),
+            VIRTEE_MILAN_V2.now()
+        )
+        .failed(Check::EndorsementKey)
+    );
 }
 
 #[test]
 fn turin_vcek_chains_to_the_pinned_turin_roots() {
-    assert_eq!(snp::verify_vek(TURIN_VCEK, at("2026-01-01T00:00:00Z")), Ok(Product::Turin));
+    assert_eq!(
+        snp::verify_vek(TURIN_VCEK, at("2026-01-01T00:00:00Z")),
+        Ok(Product::Turin)
+    );
     let expired = snp::verify_vek(TURIN_VCEK, at("2032-01-01T00:00:00Z")).expect_err("expired");
-    assert!(expired.iter().all(|f| f.check == Check::CertificateValidity));
-    assert_eq!(snp::verify_vek(TRUSTEE_GENOA_V3.vek, TRUSTEE_GENOA_V3.now()), Ok(Product::Genoa));
-    assert_eq!(snp::verify_vek(TRUSTEE_MILAN_V3_VLEK.vek, TRUSTEE_MILAN_V3_VLEK.now()), Ok(Product::Milan));
+    assert!(
+        expired
+            .iter()
+            .all(|f| f.check == Check::CertificateValidity)
+    );
+    assert_eq!(
+        snp::verify_vek(TRUSTEE_GENOA_V3.vek, TRUSTEE_GENOA_V3.now()),
+        Ok(Product::Genoa)
+    );
+    assert_eq!(
+        snp::verify_vek(TRUSTEE_MILAN_V3_VLEK.vek, TRUSTEE_MILAN_V3_VLEK.now()),
+        Ok(Product::Milan)
+    );
 }
 
 #[test]

@@ -171,7 +171,10 @@ struct TdxFile {
     rtmr3: Option<Vec<String>>,
 }
 
-fn hex_list<const N: usize>(field: &'static str, list: Option<Vec<String>>) -> Result<Vec<[u8; N]>, Error> {
+fn hex_list<const N: usize>(
+    field: &'static str,
+    list: Option<Vec<String>>,
+) -> Result<Vec<[u8; N]>, Error> {
     list.unwrap_or_default()
         .iter()
         .map(|h| decode_hex::<N>(field, h, false))
@@ -190,7 +193,10 @@ impl Policy {
         let tdx_statuses = match file.tdx_statuses {
             None => defaults.tdx_statuses,
             Some(statuses) => {
-                if let Some(bad) = statuses.iter().find(|s| !TDX_STATUSES.contains(&s.as_str())) {
+                if let Some(bad) = statuses
+                    .iter()
+                    .find(|s| !TDX_STATUSES.contains(&s.as_str()))
+                {
                     return Err(Error::policy(format!(
                         "tdx_statuses: unknown status {bad:?} (one of {TDX_STATUSES:?})"
                     )));
@@ -199,7 +205,9 @@ impl Policy {
             }
         };
         if let Some(bad) = file.vmpls.iter().flatten().find(|v| **v > 3) {
-            return Err(Error::policy(format!("vmpls: {bad} is not a VMPL (0 to 3)")));
+            return Err(Error::policy(format!(
+                "vmpls: {bad} is not a VMPL (0 to 3)"
+            )));
         }
         let tdx = file.tdx.unwrap_or_default();
         Ok(Self {
@@ -242,16 +250,24 @@ impl Policy {
     }
 
     /// Evaluates the policy against decoded claims, recording each violated rule.
-    pub(crate) fn evaluate(&self, tee: TeeKind, claims: &Claims, context: &Context, failures: &mut Failures) {
+    pub(crate) fn evaluate(
+        &self,
+        tee: TeeKind,
+        claims: &Claims,
+        context: &Context,
+        failures: &mut Failures,
+    ) {
         if tee == TeeKind::Simulated {
             failures.require(self.dangerous_allow_simulated, Check::Simulated, || {
                 "evidence comes from the simulated TEE and the policy does not set allow_simulated"
                     .to_owned()
             });
             if self.dangerous_allow_simulated && !self.simulated_ark_sha256.is_empty() {
-                let pinned = context
-                    .simulated_ark_sha256
-                    .is_some_and(|fp| self.simulated_ark_sha256.iter().any(|p| bool::from(p.ct_eq(&fp))));
+                let pinned = context.simulated_ark_sha256.is_some_and(|fp| {
+                    self.simulated_ark_sha256
+                        .iter()
+                        .any(|p| bool::from(p.ct_eq(&fp)))
+                });
                 failures.require(pinned, Check::SimulatedRoot, || {
                     "the simulated ARK is not one the policy pins".to_owned()
                 });
@@ -269,11 +285,17 @@ impl Policy {
                 ),
                 Some(at) if at > context.now.saturating_add(MAX_CLOCK_SKEW_SECS) => failures.push(
                     Check::EvidenceAge,
-                    format!("evidence generated_at {at} is in the future (now {})", context.now),
+                    format!(
+                        "evidence generated_at {at} is in the future (now {})",
+                        context.now
+                    ),
                 ),
                 Some(at) if at.saturating_add(max_age) < context.now => failures.push(
                     Check::EvidenceAge,
-                    format!("evidence generated at {at} is older than {max_age} s at {}", context.now),
+                    format!(
+                        "evidence generated at {at} is older than {max_age} s at {}",
+                        context.now
+                    ),
                 ),
                 Some(_) => {}
             }
@@ -297,15 +319,19 @@ impl Policy {
         self.check_measurement(&c.measurement, "measurement", failures);
         self.check_report_data(&c.report_data, failures);
         if let Some(expected) = &self.host_data {
-            failures.require(bool::from(expected.ct_eq(&c.host_data)), Check::HostData, || {
-                "host_data does not equal the required value".to_owned()
-            });
+            failures.require(
+                bool::from(expected.ct_eq(&c.host_data)),
+                Check::HostData,
+                || "host_data does not equal the required value".to_owned(),
+            );
         }
         if tee != TeeKind::Simulated {
             match c.product {
-                Some(p) => failures.require(self.products.contains(&p), Check::AllowedProduct, || {
-                    format!("product {p} is not among the allowed products")
-                }),
+                Some(p) => {
+                    failures.require(self.products.contains(&p), Check::AllowedProduct, || {
+                        format!("product {p} is not among the allowed products")
+                    })
+                }
                 None => failures.push(Check::AllowedProduct, "the product could not be determined"),
             }
         }
@@ -338,24 +364,34 @@ impl Policy {
             if !allowed.is_empty() {
                 let listed = allowed.iter().any(|a| bool::from(a.ct_eq(actual)));
                 failures.require(listed, Check::Rtmr, || {
-                    format!("RTMR{index} {} is not on the allowlist", hex::encode(actual))
+                    format!(
+                        "RTMR{index} {} is not on the allowlist",
+                        hex::encode(actual)
+                    )
                 });
             }
         }
         // Without a status the quote did not verify, which is already a failure.
         if let Some(status) = &c.tcb_status {
-            failures.require(self.tdx_statuses.contains(status), Check::TdxTcbStatus, || {
-                format!(
-                    "TCB status {status} (advisories {:?}) is not among {:?}",
-                    c.advisory_ids, self.tdx_statuses
-                )
-            });
+            failures.require(
+                self.tdx_statuses.contains(status),
+                Check::TdxTcbStatus,
+                || {
+                    format!(
+                        "TCB status {status} (advisories {:?}) is not among {:?}",
+                        c.advisory_ids, self.tdx_statuses
+                    )
+                },
+            );
         }
     }
 
     fn check_measurement(&self, actual: &[u8; 48], name: &str, failures: &mut Failures) {
         if !self.measurements.is_empty() {
-            let listed = self.measurements.iter().any(|m| bool::from(m.ct_eq(actual)));
+            let listed = self
+                .measurements
+                .iter()
+                .any(|m| bool::from(m.ct_eq(actual)));
             failures.require(listed, Check::Measurement, || {
                 format!("{name} {} is not on the allowlist", hex::encode(actual))
             });
@@ -364,9 +400,11 @@ impl Policy {
 
     fn check_report_data(&self, actual: &[u8; 64], failures: &mut Failures) {
         if let Some(expected) = &self.report_data {
-            failures.require(bool::from(expected.ct_eq(actual)), Check::ReportData, || {
-                "report_data does not equal the required value".to_owned()
-            });
+            failures.require(
+                bool::from(expected.ct_eq(actual)),
+                Check::ReportData,
+                || "report_data does not equal the required value".to_owned(),
+            );
         }
     }
 }

@@ -39,7 +39,13 @@ fn contract_keys_parse() {
     assert_eq!(policy.tdx_statuses, vec!["UpToDate", "OutOfDate"]);
     let floor = policy.min_tcb;
     assert_eq!(
-        (floor.bootloader, floor.tee, floor.snp, floor.microcode, floor.fmc),
+        (
+            floor.bootloader,
+            floor.tee,
+            floor.snp,
+            floor.microcode,
+            floor.fmc
+        ),
         (Some(1), Some(2), Some(3), Some(4), Some(5))
     );
 }

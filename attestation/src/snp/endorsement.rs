@@ -9,15 +9,17 @@ use x509_cert::der::asn1::{Ia5StringRef, OctetStringRef, UintRef};
 use x509_cert::der::oid::ObjectIdentifier;
 use x509_cert::der::{Decode as _, Encode as _};
 
-pub(crate) const STRUCT_VERSION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.1");
-pub(crate) const PRODUCT_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.2");
+pub(crate) const STRUCT_VERSION: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.1");
+pub(crate) const PRODUCT_NAME: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.2");
 pub(crate) const BL_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.1");
 pub(crate) const TEE_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.2");
 pub(crate) const SNP_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.3");
-pub(crate) const UCODE_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.8");
+pub(crate) const UCODE_SPL: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.8");
 pub(crate) const FMC_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.9");
 pub(crate) const HW_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.4");
-
 
 /// AMD's extensions as found on a VEK. Absent or unreadable values are `None`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

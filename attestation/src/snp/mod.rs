@@ -120,7 +120,10 @@ fn check_report_signature(raw: &[u8], vek: &Cert) -> Result<(), String> {
             return Err("signature component has non-zero bytes above 48".to_owned());
         }
         let mut big_endian = [0u8; 48];
-        big_endian.iter_mut().zip(low.iter().rev()).for_each(|(o, b)| *o = *b);
+        big_endian
+            .iter_mut()
+            .zip(low.iter().rev())
+            .for_each(|(o, b)| *o = *b);
         Ok(big_endian)
     };
     let r = component(SIGNATURE_R)?;
@@ -132,8 +135,12 @@ fn check_report_signature(raw: &[u8], vek: &Cert) -> Result<(), String> {
     let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(spki.subject_public_key.raw_bytes())
         .map_err(|e| format!("{} key is not ECDSA P-384: {e}", vek.name))?;
     let signed = raw.get(..SIGNED_LEN).ok_or("report too short")?;
-    key.verify(signed, &signature)
-        .map_err(|_| format!("the report signature does not verify under the {}", vek.name))
+    key.verify(signed, &signature).map_err(|_| {
+        format!(
+            "the report signature does not verify under the {}",
+            vek.name
+        )
+    })
 }
 
 /// Appraises SNP (or simulated) evidence: decodes the report, then runs every check it can,
@@ -156,7 +163,10 @@ pub(crate) fn appraise(
     let report = match AttestationReport::from_bytes(raw) {
         Ok(report) => report,
         Err(e) => {
-            failures.push(Check::EvidenceFormat, format!("SNP report does not parse: {e}"));
+            failures.push(
+                Check::EvidenceFormat,
+                format!("SNP report does not parse: {e}"),
+            );
             return appraisal;
         }
     };
@@ -167,14 +177,33 @@ pub(crate) fn appraise(
     failures.require(canonical, Check::ReportEncoding, || {
         "SNP report has non-zero reserved bytes".to_owned()
     });
-    failures.require((2..=5).contains(&report.version), Check::ReportVersion, || {
-        format!("SNP report version {} is not supported (2 to 5)", report.version)
-    });
+    failures.require(
+        (2..=5).contains(&report.version),
+        Check::ReportVersion,
+        || {
+            format!(
+                "SNP report version {} is not supported (2 to 5)",
+                report.version
+            )
+        },
+    );
     failures.require(report.sig_algo == 1, Check::SignatureAlgorithm, || {
-        format!("signature algorithm {} is not ECDSA P-384/SHA-384 (1)", report.sig_algo)
+        format!(
+            "signature algorithm {} is not ECDSA P-384/SHA-384 (1)",
+            report.sig_algo
+        )
     });
 
-    check_chain_and_binding(evidence, &report, raw, anchor, now, failures, &mut claims, &mut appraisal);
+    check_chain_and_binding(
+        evidence,
+        &report,
+        raw,
+        anchor,
+        now,
+        failures,
+        &mut claims,
+        &mut appraisal,
+    );
     appraisal.claims = Some(claims);
     appraisal
 }
@@ -263,9 +292,8 @@ fn check_chain_and_binding(
         }
         Anchor::Carried => {
             let decoded = match (carried_ark, carried_intermediate) {
-                (Some(ark), Some(ask)) => Cert::decode("ARK", ark).and_then(|ark| {
-                    Cert::decode(intermediate_name, ask).map(|ask| (ark, ask))
-                }),
+                (Some(ark), Some(ask)) => Cert::decode("ARK", ark)
+                    .and_then(|ark| Cert::decode(intermediate_name, ask).map(|ask| (ark, ask))),
                 _ => Err("simulated evidence must carry its ARK and ASK".to_owned()),
             };
             let (ark, ask) = match decoded {
@@ -281,7 +309,10 @@ fn check_chain_and_binding(
                 ask: ask.sev.clone(),
             };
             if let Err(e) = (&chain).verify() {
-                failures.push(Check::CertificateChain, format!("ARK -> {intermediate_name}: {e}"));
+                failures.push(
+                    Check::CertificateChain,
+                    format!("ARK -> {intermediate_name}: {e}"),
+                );
             }
             (ark, ask)
         }
@@ -314,7 +345,9 @@ fn resolve_product(
 ) -> Option<Product> {
     let named = extensions.product_name.as_deref();
     let from_vek = named.and_then(Product::from_product_name);
-    let from_cpuid = claims.cpuid.map(|c| (c, Product::from_cpuid(c.family, c.model)));
+    let from_cpuid = claims
+        .cpuid
+        .map(|c| (c, Product::from_cpuid(c.family, c.model)));
     if from_vek.is_none() {
         failures.push(
             Check::Product,
@@ -373,7 +406,10 @@ fn check_tcb_extensions(
 fn check_chip_id(report: &AttestationReport, extensions: &VekExtensions, failures: &mut Failures) {
     let chip_id = &report.chip_id;
     if chip_id.iter().all(|b| *b == 0) {
-        failures.push(Check::ChipId, "chip_id is masked, so the VCEK cannot be bound to the chip");
+        failures.push(
+            Check::ChipId,
+            "chip_id is masked, so the VCEK cannot be bound to the chip",
+        );
         return;
     }
     let Some(hw_id) = &extensions.hw_id else {
@@ -383,7 +419,9 @@ fn check_chip_id(report: &AttestationReport, extensions: &VekExtensions, failure
     // Turin VCEKs carry an 8-byte hwID; the report's chip_id is then zero-padded to 64.
     let matches = !hw_id.is_empty()
         && chip_id.get(..hw_id.len()) == Some(hw_id.as_slice())
-        && chip_id.get(hw_id.len()..).is_some_and(|rest| rest.iter().all(|b| *b == 0));
+        && chip_id
+            .get(hw_id.len()..)
+            .is_some_and(|rest| rest.iter().all(|b| *b == 0));
     failures.require(matches, Check::ChipId, || {
         format!(
             "the VCEK hwID {} does not equal chip_id {}",
@@ -417,7 +455,10 @@ fn check_vek(vek_der: &[u8], now: Timestamp, failures: &mut Failures) -> Option<
     let extensions = VekExtensions::read(&vek.x509);
     let named = extensions.product_name.as_deref();
     let Some(product) = named.and_then(Product::from_product_name) else {
-        failures.push(Check::Product, format!("VEK productName {named:?} is not a known SNP product"));
+        failures.push(
+            Check::Product,
+            format!("VEK productName {named:?} is not a known SNP product"),
+        );
         return None;
     };
     let roots = match roots::pinned(product) {
@@ -428,7 +469,11 @@ fn check_vek(vek_der: &[u8], now: Timestamp, failures: &mut Failures) -> Option<
         }
     };
     let is_vlek = crate::evidence::common_name(&vek.x509).as_deref() == Some("SEV-VLEK");
-    let (name, intermediate) = if is_vlek { ("ASVK", &roots.asvk) } else { ("ASK", &roots.ask) };
+    let (name, intermediate) = if is_vlek {
+        ("ASVK", &roots.asvk)
+    } else {
+        ("ASK", &roots.ask)
+    };
     let intermediate = Cert::from_root(name, intermediate);
     if let Err(e) = (&intermediate.sev, &vek.sev).verify() {
         failures.push(Check::CertificateChain, format!("{name} -> VEK: {e}"));

@@ -92,7 +92,9 @@ fn load((pem, fingerprint): (&[u8], &str)) -> Result<Root, String> {
     let der = x509.to_der().map_err(|e| format!("built-in DER: {e}"))?;
     let actual = hex::encode(Sha256::digest(&der));
     if actual != fingerprint {
-        return Err(format!("built-in root fingerprint {actual} is not the pinned {fingerprint}"));
+        return Err(format!(
+            "built-in root fingerprint {actual} is not the pinned {fingerprint}"
+        ));
     }
     Ok(Root {
         der,

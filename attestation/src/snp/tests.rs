@@ -7,7 +7,8 @@ use super::*;
 
 const VLEK: &[u8] = include_bytes!("../../tests/data/snp/trustee-milan-v3-vlek-aws/vlek.der");
 const MILAN_VCEK: &[u8] = include_bytes!("../../tests/data/snp/virtee-milan-v2/vcek.der");
-const TURIN_VCEK: &[u8] = include_bytes!("../../tests/data/snp/virtee-turin-vcek-chain-only/vcek.der");
+const TURIN_VCEK: &[u8] =
+    include_bytes!("../../tests/data/snp/virtee-turin-vcek-chain-only/vcek.der");
 const GCP_VCEK: &[u8] = include_bytes!("../../tests/data/snp/gcp-milan-v5/vcek.der");
 
 fn cert(der: &[u8]) -> Cert {
@@ -19,7 +20,10 @@ fn built_in_roots_load_and_self_verify() {
     for product in Product::ALL {
         let roots = roots::pinned(product).expect("roots load");
         assert_eq!(roots.product, product);
-        assert_eq!(hex::encode(Sha256::digest(&roots.ark.der)), ark_sha256(product));
+        assert_eq!(
+            hex::encode(Sha256::digest(&roots.ark.der)),
+            ark_sha256(product)
+        );
     }
 }
 
@@ -44,7 +48,10 @@ fn genoa_ask_does_not_sign_a_milan_vcek() {
 fn vek_extensions_are_read() {
     let milan = VekExtensions::read(&cert(MILAN_VCEK).x509);
     assert_eq!(milan.product_name.as_deref(), Some("Milan-B0"));
-    assert_eq!((milan.bootloader, milan.tee, milan.snp, milan.microcode), (Some(3), Some(0), Some(8), Some(115)));
+    assert_eq!(
+        (milan.bootloader, milan.tee, milan.snp, milan.microcode),
+        (Some(3), Some(0), Some(8), Some(115))
+    );
     assert_eq!(milan.fmc, None);
     assert_eq!(milan.hw_id.as_ref().map(Vec::len), Some(64));
 
@@ -53,7 +60,10 @@ fn vek_extensions_are_read() {
     assert_eq!(turin.product_name.as_deref(), Some("Turin"));
     assert_eq!(turin.fmc, Some(0));
     assert_eq!(turin.microcode, Some(9));
-    assert_eq!(turin.hw_id.as_deref().map(hex::encode).as_deref(), Some("1e550a8ee5cf9f4d"));
+    assert_eq!(
+        turin.hw_id.as_deref().map(hex::encode).as_deref(),
+        Some("1e550a8ee5cf9f4d")
+    );
 
     // ucodeSPL 222 is encoded with a leading zero byte (02 02 00 de).
     let gcp = VekExtensions::read(&cert(GCP_VCEK).x509);

@@ -39,7 +39,8 @@ impl Timestamp {
             input: text.to_owned(),
             reason,
         };
-        let parsed = OffsetDateTime::parse(text.trim(), &Rfc3339).map_err(|e| refuse(e.to_string()))?;
+        let parsed =
+            OffsetDateTime::parse(text.trim(), &Rfc3339).map_err(|e| refuse(e.to_string()))?;
         let seconds = u64::try_from(parsed.unix_timestamp())
             .map_err(|_| refuse("before the Unix epoch".to_owned()))?;
         Ok(Self(seconds))

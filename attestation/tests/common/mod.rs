@@ -25,10 +25,20 @@ macro_rules! snp_vector {
     };
 }
 
-pub const VIRTEE_MILAN_V2: SnpVector =
-    snp_vector!("virtee-milan-v2", "report.bin", "vcek.der", "ask_ark.pem", "expected.json");
-pub const GOSEV_MILAN_V2_DEBUG: SnpVector =
-    snp_vector!("gosev-milan-v2-debug", "report.bin", "vcek.der", "ask_ark.pem", "expected.json");
+pub const VIRTEE_MILAN_V2: SnpVector = snp_vector!(
+    "virtee-milan-v2",
+    "report.bin",
+    "vcek.der",
+    "ask_ark.pem",
+    "expected.json"
+);
+pub const GOSEV_MILAN_V2_DEBUG: SnpVector = snp_vector!(
+    "gosev-milan-v2-debug",
+    "report.bin",
+    "vcek.der",
+    "ask_ark.pem",
+    "expected.json"
+);
 pub const TRUSTEE_MILAN_V3_VLEK: SnpVector = snp_vector!(
     "trustee-milan-v3-vlek-aws",
     "report.bin",
@@ -36,10 +46,20 @@ pub const TRUSTEE_MILAN_V3_VLEK: SnpVector = snp_vector!(
     "asvk_ark.pem",
     "expected.json"
 );
-pub const TRUSTEE_GENOA_V3: SnpVector =
-    snp_vector!("trustee-genoa-v3", "report.bin", "vcek.der", "ask_ark.pem", "expected.json");
-pub const GCP_MILAN_V5: SnpVector =
-    snp_vector!("gcp-milan-v5", "report.bin", "vcek.der", "ask_ark.pem", "expected.json");
+pub const TRUSTEE_GENOA_V3: SnpVector = snp_vector!(
+    "trustee-genoa-v3",
+    "report.bin",
+    "vcek.der",
+    "ask_ark.pem",
+    "expected.json"
+);
+pub const GCP_MILAN_V5: SnpVector = snp_vector!(
+    "gcp-milan-v5",
+    "report.bin",
+    "vcek.der",
+    "ask_ark.pem",
+    "expected.json"
+);
 pub const GCP_MILAN_V5_REPORTDATA: SnpVector = snp_vector!(
     "gcp-milan-v5",
     "report-reportdata.bin",
@@ -71,7 +91,10 @@ impl SnpVector {
 
     /// The time the vector's README says to pin.
     pub fn now(&self) -> Timestamp {
-        let text = self.expected()["suggested_pinned_now_utc"].as_str().expect("pinned now").to_owned();
+        let text = self.expected()["suggested_pinned_now_utc"]
+            .as_str()
+            .expect("pinned now")
+            .to_owned();
         Timestamp::parse_rfc3339(&text).expect("pinned now parses")
     }
 
@@ -87,7 +110,9 @@ impl SnpVector {
 
     /// Evidence with the VEK and the carried KDS chain.
     pub fn evidence_with_chain(&self) -> Evidence {
-        Evidence::Snp(SnpEvidence::from_parts(self.report, self.vek, Some(self.chain)).expect("chain PEM"))
+        Evidence::Snp(
+            SnpEvidence::from_parts(self.report, self.vek, Some(self.chain)).expect("chain PEM"),
+        )
     }
 
     pub fn evidence_from(&self, report: &[u8]) -> Evidence {
@@ -130,16 +155,25 @@ impl TdxVector {
 
     /// The pinned time from expected.json.
     pub fn now(&self) -> Timestamp {
-        Timestamp::from_unix_seconds(self.results()["at_pinned_time"]["now_unix"].as_u64().expect("now"))
+        Timestamp::from_unix_seconds(
+            self.results()["at_pinned_time"]["now_unix"]
+                .as_u64()
+                .expect("now"),
+        )
     }
 
     /// A time from expected.json by case name (`after_window`, …).
     pub fn time(&self, case: &str) -> Option<Timestamp> {
-        self.results()[case]["now_unix"].as_u64().map(Timestamp::from_unix_seconds)
+        self.results()[case]["now_unix"]
+            .as_u64()
+            .map(Timestamp::from_unix_seconds)
     }
 
     pub fn td_field(&self, name: &str) -> String {
-        self.results()["body"]["td"][name].as_str().expect("td field").to_owned()
+        self.results()["body"]["td"][name]
+            .as_str()
+            .expect("td field")
+            .to_owned()
     }
 
     pub fn collateral(&self) -> TdxCollateral {
