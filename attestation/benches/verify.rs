@@ -23,11 +23,13 @@ fn benches(c: &mut Criterion) {
     let snp_now = Timestamp::from_unix_seconds(1_748_736_000); // 2025-06-01
     let tdx_now = Timestamp::from_unix_seconds(1_750_809_600); // 2025-06-25
 
-    let milan = Evidence::Snp(SnpEvidence::from_parts(MILAN_REPORT, MILAN_VCEK, None).expect("parts"));
+    let milan =
+        Evidence::Snp(SnpEvidence::from_parts(MILAN_REPORT, MILAN_VCEK, None).expect("parts"));
     let milan_chain = Evidence::Snp(
         SnpEvidence::from_parts(MILAN_REPORT, MILAN_VCEK, Some(MILAN_CHAIN)).expect("parts"),
     );
-    let genoa = Evidence::Snp(SnpEvidence::from_parts(GENOA_REPORT, GENOA_VCEK, None).expect("parts"));
+    let genoa =
+        Evidence::Snp(SnpEvidence::from_parts(GENOA_REPORT, GENOA_VCEK, None).expect("parts"));
     // Warm the pinned roots (parsed and self-verified once per process) outside the timing.
     assert!(verify(&milan, None, &policy, snp_now).is_accept());
     assert!(verify(&genoa, None, &policy, snp_now).is_accept());
@@ -49,7 +51,9 @@ fn benches(c: &mut Criterion) {
     c.bench_function("simulated_verify", |b| {
         b.iter(|| verify(black_box(&simulated), None, &allow_simulated, snp_now))
     });
-    c.bench_function("simulated_sign", |b| b.iter(|| tee.sign_report(&[7; 64], &[9; 48])));
+    c.bench_function("simulated_sign", |b| {
+        b.iter(|| tee.sign_report(&[7; 64], &[9; 48]))
+    });
 
     let collateral = TdxCollateral::from_json(TDX_COLLATERAL).expect("collateral");
     let tdx = Evidence::Tdx(TdxEvidence::new(TDX_QUOTE.to_vec()));

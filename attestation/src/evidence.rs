@@ -370,8 +370,8 @@ impl TdxCollateral {
     }
 }
 
-/// Checks that `report` is a well-formed SNP report and returns it re-encoded; used by the
-/// fuzz targets and by callers that want to reject garbage before building evidence.
+/// Decodes an SNP report into claims without verifying anything (no signature, no chain);
+/// for display, for the fuzz targets, and for callers that want to refuse garbage early.
 pub fn parse_snp_report(report: &[u8]) -> Result<crate::claims::SnpClaims, Error> {
     let parsed = sev::firmware::guest::AttestationReport::from_bytes(report)
         .map_err(|e| Error::evidence(format!("SNP report: {e}")))?;

@@ -37,7 +37,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 #[test]
 fn random_single_bit_flips_in_signed_region_are_rejected() {
-    let total = env_u64("ATTESTATION_BITFLIPS", 60);
+    let total = env_u64("ATTESTATION_BITFLIPS", 600);
     let seed = env_u64("ATTESTATION_BITFLIP_SEED", 0x5EED_C0FF_EE00_0003);
     let mut rng = SplitMix(seed);
     // The debug vector is judged with debug allowed, so that only the flip can reject it.

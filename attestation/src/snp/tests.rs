@@ -11,8 +11,16 @@ const TURIN_VCEK: &[u8] =
     include_bytes!("../../tests/data/snp/virtee-turin-vcek-chain-only/vcek.der");
 const GCP_VCEK: &[u8] = include_bytes!("../../tests/data/snp/gcp-milan-v5/vcek.der");
 
-fn cert(der: &[u8]) -> Cert {
+fn cert(der: &[u8]) -> Cert<'static> {
     Cert::decode("VEK", der).expect("test certificate decodes")
+}
+
+/// Our ring-based check and `sev`'s must agree on every issuer/subject pair.
+fn issued_by(issuer: &roots::Root, subject: &[u8]) -> bool {
+    let ours = check_issued_by(&Cert::from_root("issuer", issuer), &cert(subject)).is_ok();
+    let theirs = (&issuer.sev, &cert(subject).sev()).verify().is_ok();
+    assert_eq!(ours, theirs, "ring and sev disagree");
+    ours
 }
 
 #[test]
@@ -30,18 +38,31 @@ fn built_in_roots_load_and_self_verify() {
 #[test]
 fn vlek_does_not_verify_under_the_ordinary_ask() {
     let roots = roots::pinned(Product::Milan).expect("roots");
-    let vlek = cert(VLEK);
-    assert!((&roots.ask.sev, &vlek.sev).verify().is_err());
-    assert!((&roots.asvk.sev, &vlek.sev).verify().is_ok());
+    assert!(!issued_by(&roots.ask, VLEK));
+    assert!(issued_by(&roots.asvk, VLEK));
     // And a VCEK does not verify under the ASVK.
-    let vcek = cert(MILAN_VCEK);
-    assert!((&roots.asvk.sev, &vcek.sev).verify().is_err());
+    assert!(!issued_by(&roots.asvk, MILAN_VCEK));
+    assert!(issued_by(&roots.ask, MILAN_VCEK));
 }
 
 #[test]
 fn genoa_ask_does_not_sign_a_milan_vcek() {
     let genoa = roots::pinned(Product::Genoa).expect("roots");
-    assert!((&genoa.ask.sev, &cert(MILAN_VCEK).sev).verify().is_err());
+    assert!(!issued_by(&genoa.ask, MILAN_VCEK));
+    let turin = roots::pinned(Product::Turin).expect("roots");
+    assert!(issued_by(&turin.ask, TURIN_VCEK));
+    assert!(!issued_by(&turin.ask, GCP_VCEK));
+}
+
+#[test]
+fn a_tampered_vcek_does_not_verify() {
+    let roots = roots::pinned(Product::Milan).expect("roots");
+    let mut tampered = MILAN_VCEK.to_vec();
+    // Byte 300 lies inside the TBS (the subject public key); the DER still parses.
+    tampered[300] ^= 0x01;
+    if x509_cert::Certificate::from_der(&tampered).is_ok() {
+        assert!(!issued_by(&roots.ask, &tampered));
+    }
 }
 
 #[test]
