@@ -311,12 +311,16 @@ fn check_chain_and_binding(
                 _ => &roots.ask,
             };
             if let Some(carried) = carried_ark {
-                failures.require(carried == roots.ark.der.as_slice(), Check::RootPinning, || {
-                    format!(
-                        "the evidence carries an ARK (SHA-256 {}) that is not the pinned ARK-{product}",
-                        hex::encode(Sha256::digest(carried))
-                    )
-                });
+                failures.require(
+                    carried == roots.ark.der.as_slice(),
+                    Check::RootPinning,
+                    || {
+                        format!(
+                            "carried ARK (SHA-256 {}) is not the pinned ARK-{product}",
+                            hex::encode(Sha256::digest(carried))
+                        )
+                    },
+                );
             }
             if let Some(carried) = carried_intermediate {
                 failures.require(
@@ -324,7 +328,7 @@ fn check_chain_and_binding(
                     Check::RootPinning,
                     || {
                         format!(
-                            "the evidence carries an ASK/ASVK that is not the pinned {intermediate_name} for {product}"
+                            "carried ASK/ASVK is not the pinned {intermediate_name} of {product}"
                         )
                     },
                 );
