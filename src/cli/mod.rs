@@ -283,9 +283,11 @@ async fn connect(addr: &str, tls_ca: Option<PathBuf>, data_dir: Option<PathBuf>)
 }
 
 async fn predict(a: args::PredictArgs) -> Result<()> {
+    // Parse inline input before connecting, so a typo costs no round trip.
+    let inline = a.input.as_deref().map(parse_json_rows).transpose()?;
     let mut client = connect(&a.addr, a.tls_ca, a.data_dir).await?;
-    let rows = match (&a.input, &a.input_csv) {
-        (Some(json), _) => parse_json_rows(json)?,
+    let rows = match (inline, &a.input_csv) {
+        (Some(rows), _) => rows,
         (None, Some(path)) => {
             let features = client
                 .list_models()

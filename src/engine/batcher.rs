@@ -246,3 +246,6 @@ fn run_batch(model: &Mlp, model_id: &str, mut batch: Vec<Job>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,161 @@
+use candle_core::Device;
 
+use super::*;
+
+const WEIGHTS: &[u8] = include_bytes!("../../../tests/fixtures/mlp/weights.safetensors");
+const SOFTMAX: &[u8] = include_bytes!("../../../tests/fixtures/mlp/softmax.json");
+const LOGITS: &[u8] = include_bytes!("../../../tests/fixtures/mlp/logits.json");
+const REFERENCE: &str = include_str!("../../../tests/fixtures/mlp/reference.json");
+
+fn reference() -> (Vec<Vec<f64>>, serde_json::Value) {
+    let v: serde_json::Value = serde_json::from_str(REFERENCE).unwrap();
+    let inputs = serde_json::from_value(v["inputs"].clone()).unwrap();
+    (inputs, v["outputs"].clone())
+}
+
+fn assert_close(got: &[f32], want: &[f64], rel: f64) {
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (f64::from(*g) - w).abs();
+        assert!(
+            err <= rel * w.abs().max(1e-3),
+            "value {i}: got {g}, reference {w}, error {err}"
+        );
+    }
+}
+
+#[test]
+fn matches_numpy_reference_for_every_activation_and_both_outputs() {
+    let (inputs, outputs) = reference();
+    let flat: Vec<f32> = inputs.iter().flatten().map(|x| *x as f32).collect();
+    for (variant, config) in [("softmax", SOFTMAX), ("logits", LOGITS)] {
+        let config = ModelConfig::from_json(config).unwrap();
+        let mlp = Mlp::from_safetensors(&config, WEIGHTS, &Device::Cpu).unwrap();
+        let got = mlp.forward_rows(&flat, inputs.len()).unwrap();
+        let want: Vec<Vec<f64>> = serde_json::from_value(outputs[variant].clone()).unwrap();
+        let want: Vec<f64> = want.into_iter().flatten().collect();
+        assert_close(&got, &want, 1e-5);
+    }
+}
+
+#[test]
+fn batch_rows_are_independent() {
+    let (inputs, _) = reference();
+    let config = ModelConfig::from_json(SOFTMAX).unwrap();
+    let mlp = Mlp::from_safetensors(&config, WEIGHTS, &Device::Cpu).unwrap();
+    let flat: Vec<f32> = inputs.iter().flatten().map(|x| *x as f32).collect();
+    let all = mlp.forward_rows(&flat, inputs.len()).unwrap();
+    for (r, row) in inputs.iter().enumerate() {
+        let one: Vec<f32> = row.iter().map(|x| *x as f32).collect();
+        let got = mlp.forward_rows(&one, 1).unwrap();
+        let want: Vec<f64> = all[r * 3..r * 3 + 3]
+            .iter()
+            .map(|x| f64::from(*x))
+            .collect();
+        assert_close(&got, &want, 1e-6);
+    }
+}
+
+#[test]
+fn missing_tensor_wrong_shape_and_bad_values_are_refused() {
+    let mut config = ModelConfig::from_json(SOFTMAX).unwrap();
+    config.architecture.layers[1].weight = "9.weight".into();
+    let err = Mlp::from_safetensors(&config, WEIGHTS, &Device::Cpu)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, EngineError::MissingTensor { layer: 1, .. }),
+        "{err}"
+    );
+
+    let mut config = ModelConfig::from_json(SOFTMAX).unwrap();
+    config.architecture.layers.swap(1, 2);
+    let err = Mlp::from_safetensors(&config, WEIGHTS, &Device::Cpu)
+        .err()
+        .unwrap();
+    assert!(matches!(err, EngineError::Shape { .. }), "{err}");
+
+    let mut config = ModelConfig::from_json(SOFTMAX).unwrap();
+    config.labels.push("d".into());
+    let err = Mlp::from_safetensors(&config, WEIGHTS, &Device::Cpu)
+        .err()
+        .unwrap();
+    assert!(matches!(err, EngineError::Shape { .. }), "{err}");
+
+    let config = ModelConfig::from_json(SOFTMAX).unwrap();
+    let err = Mlp::from_safetensors(&config, b"\x08\x00\x00\x00\x00\x00\x00\x00{}", &Device::Cpu)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            EngineError::Safetensors(_) | EngineError::MissingTensor { .. }
+        ),
+        "{err}"
+    );
+
+    // A NaN weight.
+    let nan = nan_weights();
+    let err = Mlp::from_safetensors(&config, &nan, &Device::Cpu)
+        .err()
+        .unwrap();
+    assert!(matches!(err, EngineError::NonFinite { .. }), "{err}");
+}
+
+fn nan_weights() -> Vec<u8> {
+    let st = SafeTensors::deserialize(WEIGHTS).unwrap();
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    for (name, _, data) in &mut owned {
+        if name == "4.weight" {
+            data[0..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        }
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, None).unwrap()
+}
+
+#[test]
+fn config_validation_names_the_problem() {
+    let bad = [
+        (r#"{"id":"a b"}"#, "model config is not valid"),
+        (
+            r#"{"id":"x","version":"1","architecture":{"kind":"mlp","output":"softmax","layers":[]},
+               "input":{"features":["a"],"min":[0],"max":[1]},"labels":["y"]}"#,
+            "layers",
+        ),
+        (
+            r#"{"id":"x","version":"1","architecture":{"kind":"mlp","output":"softmax","layers":[{"weight":"0.weight","activation":"relu"}]},
+               "input":{"features":["a"],"min":[2],"max":[1]},"labels":["y"]}"#,
+            "min <= max",
+        ),
+        (
+            r#"{"id":"x","version":"1","architecture":{"kind":"mlp","output":"softmax","layers":[{"weight":"0.weight","activation":"swish"}]},
+               "input":{"features":["a"],"min":[0],"max":[1]},"labels":["y"]}"#,
+            "swish",
+        ),
+        (
+            r#"{"id":"x","version":"1","architecture":{"kind":"mlp","output":"softmax","layers":[{"weight":"0.weight","activation":"relu"}]},
+               "input":{"features":["a"],"min":[0],"max":[1],"normalization":{"mean":[0],"std":[0]}},"labels":["y"]}"#,
+            "std[0]",
+        ),
+    ];
+    for (json, needle) in bad {
+        let err = ModelConfig::from_json(json.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{json}: {err}");
+    }
+}

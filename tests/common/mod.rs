@@ -1,0 +1,153 @@
+//! Helpers for end-to-end tests: run the real `confidant` binary.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_confidant"))
+}
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Runs `confidant ARGS` to completion.
+pub fn confidant(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env_remove("CONFIDANT_DATA_DIR")
+        .output()
+        .expect("run confidant")
+}
+
+/// A `confidant serve` child process, stopped with SIGTERM on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub cert: PathBuf,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts `confidant serve --listen 127.0.0.1:0 ARGS` and waits until it is ready.
+    pub fn start(args: &[&str]) -> Self {
+        Self::try_start(args).unwrap_or_else(|e| panic!("server did not start: {e}"))
+    }
+
+    /// Like `start`, but returns the stderr text if the server exits before it is ready.
+    pub fn try_start(args: &[&str]) -> Result<Self, String> {
+        let mut child = Command::new(bin())
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("CONFIDANT_DATA_DIR")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn confidant serve");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let err_pipe = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let out_pipe = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out_pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("confidant: serving on ") {
+                        let addr = rest.split_whitespace().next().unwrap().to_string();
+                        let cert = rest
+                            .split("TLS certificate: ")
+                            .nth(1)
+                            .unwrap()
+                            .trim_end_matches(')')
+                            .into();
+                        return Ok(Self {
+                            child,
+                            addr,
+                            cert,
+                            stderr,
+                        });
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {}
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                let log = stderr.lock().unwrap().join("\n");
+                return Err(format!("exited with {status}:\n{log}"));
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                return Err("not ready within 60 s".into());
+            }
+        }
+    }
+
+    pub fn ca(&self) -> Vec<u8> {
+        std::fs::read(&self.cert).expect("read server cert")
+    }
+
+    pub async fn client(&self) -> confidant::client::Client {
+        confidant::client::Client::connect(&self.addr, &self.ca())
+            .await
+            .expect("connect")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().expect("wait");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -1,0 +1,559 @@
+//! End to end: the real `confidant` binary, real TLS gRPC on loopback, the real client.
+
+mod common;
+
+use common::{Server, confidant, fixtures, stderr, stdout};
+use confidant::client::ClientError;
+use confidant::proto::confidant::v1 as pb;
+use tonic::Code;
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+async fn raw_client(
+    server: &Server,
+) -> pb::inference_client::InferenceClient<tonic::transport::Channel> {
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(server.ca()));
+    let channel = tonic::transport::Endpoint::from_shared(server.addr.clone())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    pb::inference_client::InferenceClient::new(channel)
+}
+
+fn request(model: &str, shape: Vec<u64>, values: Vec<f32>) -> pb::PredictRequest {
+    pb::PredictRequest {
+        model: model.into(),
+        version: String::new(),
+        input: Some(pb::Tensor { shape, values }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_mode_serves_the_embedded_model_over_tls() {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    let server = Server::start(&["--data-dir", data.to_str().unwrap()]);
+    assert!(
+        server.logs().contains("NOT CONFIDENTIAL"),
+        "no loud demo warning"
+    );
+    assert!(data.join("tls/cert.pem").exists());
+
+    let mut client = server.client().await;
+    let p = client
+        .predict("demo", &[confidant::demo::SAMPLE_ROW.to_vec()])
+        .await
+        .unwrap();
+    assert_eq!(p.model, "demo");
+    assert_eq!(p.labels, vec!["benign"]);
+    let sum: f32 = p.outputs[0].iter().sum();
+    assert!((sum - 1.0).abs() < 1e-5, "softmax rows sum to 1, got {sum}");
+    assert_eq!(p.request_id.len(), 36);
+
+    let models = client.list_models().await.unwrap();
+    assert_eq!(models.len(), 1);
+    assert_eq!(models[0].features.len(), 30);
+    let sha = models[0].weights_sha256.clone();
+
+    // Health says SERVING once models are loaded.
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(server.ca()));
+    let channel = tonic::transport::Endpoint::from_shared(server.addr.clone())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    // SIGTERM drains and exits cleanly.
+    let logs_before = server.logs();
+    let status = server.stop();
+    assert!(status.success(), "exit status {status}: {logs_before}");
+
+    // A second start reuses the sealed demo in the data dir.
+    let server = Server::start(&["--data-dir", data.to_str().unwrap()]);
+    let models = server.client().await.list_models().await.unwrap();
+    assert_eq!(models[0].weights_sha256, sha);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_the_right_status_code() {
+    let dir = tmp();
+    let server = Server::start(&[
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--max-rows",
+        "8",
+    ]);
+    let mut c = raw_client(&server).await;
+    let row = confidant::demo::SAMPLE_ROW.to_vec();
+
+    let cases: Vec<(&str, pb::PredictRequest, Code, &str)> = vec![
+        (
+            "wrong width",
+            request("demo", vec![1, 29], row[..29].to_vec()),
+            Code::InvalidArgument,
+            "29 features",
+        ),
+        (
+            "empty batch",
+            request("demo", vec![0, 30], vec![]),
+            Code::InvalidArgument,
+            "empty",
+        ),
+        (
+            "unknown model",
+            request("nope", vec![1, 30], row.clone()),
+            Code::NotFound,
+            "nope",
+        ),
+        (
+            "no model",
+            request("", vec![1, 30], row.clone()),
+            Code::InvalidArgument,
+            "model must be set",
+        ),
+        (
+            "rank 1",
+            request("demo", vec![30], row.clone()),
+            Code::InvalidArgument,
+            "[rows, features]",
+        ),
+        (
+            "count mismatch",
+            request("demo", vec![2, 30], row.clone()),
+            Code::InvalidArgument,
+            "needs 60 values",
+        ),
+        (
+            "too many rows",
+            request("demo", vec![9, 30], row.repeat(9)),
+            Code::InvalidArgument,
+            "at most 8",
+        ),
+        (
+            "NaN",
+            request("demo", vec![1, 30], {
+                let mut r = row.clone();
+                r[3] = f32::NAN;
+                r
+            }),
+            Code::InvalidArgument,
+            "row 0, feature 3 (mean area)",
+        ),
+        (
+            "infinity",
+            request("demo", vec![2, 30], {
+                let mut r = row.repeat(2);
+                r[31] = f32::INFINITY;
+                r
+            }),
+            Code::InvalidArgument,
+            "row 1, feature 1",
+        ),
+        (
+            "out of range",
+            request("demo", vec![1, 30], {
+                let mut r = row.clone();
+                r[0] = 1e6;
+                r
+            }),
+            Code::InvalidArgument,
+            "outside",
+        ),
+        (
+            "version mismatch",
+            pb::PredictRequest {
+                version: "9.9.9".into(),
+                ..request("demo", vec![1, 30], row.clone())
+            },
+            Code::FailedPrecondition,
+            "9.9.9",
+        ),
+    ];
+    for (name, req, code, needle) in cases {
+        let err = c.predict(req).await.expect_err(name);
+        assert_eq!(err.code(), code, "{name}: {}", err.message());
+        assert!(
+            err.message().contains(needle),
+            "{name}: {:?}",
+            err.message()
+        );
+    }
+    let missing = pb::PredictRequest {
+        model: "demo".into(),
+        version: String::new(),
+        input: None,
+    };
+    assert_eq!(
+        c.predict(missing).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+
+    // The server still serves after all that.
+    let ok = c
+        .predict(request("demo", vec![1, 30], row))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.labels, vec!["benign"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_messages_are_refused() {
+    let dir = tmp();
+    let server = Server::start(&[
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--max-message-bytes",
+        "65536",
+    ]);
+    let mut c = raw_client(&server).await;
+    let rows = 1000u64;
+    let req = request(
+        "demo",
+        vec![rows, 30],
+        confidant::demo::SAMPLE_ROW.repeat(rows as usize),
+    );
+    let err = c.predict(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+}
+
+#[test]
+fn tour_keygen_seal_inspect_serve_predict_matches_the_reference() {
+    let dir = tmp();
+    let d = dir.path();
+    let p = |name: &str| d.join(name).to_str().unwrap().to_string();
+    let fx = fixtures().join("mlp");
+
+    let out = confidant(&["keygen", "--out", &p("keys")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let meta = std::fs::metadata(d.join("keys/publisher.key")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+    let out = confidant(&[
+        "seal",
+        "--weights",
+        fx.join("weights.safetensors").to_str().unwrap(),
+        "--config",
+        fx.join("softmax.json").to_str().unwrap(),
+        "--signing-key",
+        &p("keys/publisher.key"),
+        "--out",
+        &p("m.sealed"),
+        "--key-out",
+        &p("m.dek"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sealed: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(sealed["key_resource"], "default/models/fixture-softmax");
+    assert_eq!(std::fs::read(d.join("m.dek")).unwrap().len(), 32);
+
+    let out = confidant(&[
+        "inspect",
+        &p("m.sealed"),
+        "--publisher-key",
+        &p("keys/publisher.pub"),
+        "--key-file",
+        &p("m.dek"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["verdict"], "ok");
+    assert_eq!(report["manifest"]["model"]["id"], "fixture-softmax");
+
+    // Sealing over an existing file is refused without --force.
+    let again = confidant(&[
+        "seal",
+        "--weights",
+        fx.join("weights.safetensors").to_str().unwrap(),
+        "--config",
+        fx.join("softmax.json").to_str().unwrap(),
+        "--signing-key",
+        &p("keys/publisher.key"),
+        "--out",
+        &p("m.sealed"),
+        "--key-out",
+        &p("m2.dek"),
+    ]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("already exists"));
+
+    let server = Server::start(&[
+        "--data-dir",
+        &p("data"),
+        "--model",
+        &p("m.sealed"),
+        "--key-file",
+        &p("m.dek"),
+        "--publisher-key",
+        &p("keys/publisher.pub"),
+    ]);
+    assert!(
+        server.logs().contains("development path"),
+        "key-file path must warn"
+    );
+
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("reference.json")).unwrap()).unwrap();
+    let inputs = reference["inputs"].to_string();
+    let out = confidant(&[
+        "predict",
+        "--addr",
+        &server.addr,
+        "--tls-ca",
+        server.cert.to_str().unwrap(),
+        "--model",
+        "fixture-softmax",
+        "--input",
+        &inputs,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(got["model"], "fixture-softmax");
+    let want = reference["outputs"]["softmax"].as_array().unwrap();
+    let got_rows = got["outputs"].as_array().unwrap();
+    assert_eq!(got_rows.len(), want.len());
+    for (g, w) in got_rows.iter().zip(want) {
+        for (g, w) in g.as_array().unwrap().iter().zip(w.as_array().unwrap()) {
+            let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
+            assert!((g - w).abs() <= 1e-5 * w.abs().max(1e-3), "{g} vs {w}");
+        }
+    }
+    assert_eq!(got["labels"].as_array().unwrap().len(), want.len());
+
+    // A refused call exits non-zero and names the status code.
+    let out = confidant(&[
+        "predict",
+        "--addr",
+        &server.addr,
+        "--tls-ca",
+        server.cert.to_str().unwrap(),
+        "--model",
+        "fixture-softmax",
+        "--input",
+        "[[1, 2, 3]]",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("INVALID_ARGUMENT"),
+        "{}",
+        stderr(&out)
+    );
+    let out = confidant(&[
+        "predict",
+        "--addr",
+        &server.addr,
+        "--tls-ca",
+        server.cert.to_str().unwrap(),
+        "--model",
+        "nope",
+        "--input",
+        "[[1, 2, 3, 4, 5, 6, 7, 8]]",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("NOT_FOUND"), "{}", stderr(&out));
+
+    // CSV input, with a header matched by feature names.
+    let csv = d.join("in.csv");
+    let mut text = String::from("x7,x6,x5,x4,x3,x2,x1,x0,unused\n");
+    for row in reference["inputs"].as_array().unwrap() {
+        let mut cells: Vec<String> = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        cells.reverse();
+        cells.push("zzz".into());
+        text.push_str(&cells.join(","));
+        text.push('\n');
+    }
+    std::fs::write(&csv, text).unwrap();
+    let out = confidant(&[
+        "predict",
+        "--addr",
+        &server.addr,
+        "--tls-ca",
+        server.cert.to_str().unwrap(),
+        "--model",
+        "fixture-softmax",
+        "--input-csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let csv_got: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(csv_got["outputs"], got["outputs"]);
+}
+
+#[test]
+fn a_flipped_byte_makes_inspect_and_serve_refuse_and_name_the_check() {
+    let dir = tmp();
+    let d = dir.path();
+    let p = |name: &str| d.join(name).to_str().unwrap().to_string();
+    let fx = fixtures().join("mlp");
+    assert!(confidant(&["keygen", "--out", &p("keys")]).status.success());
+    let out = confidant(&[
+        "seal",
+        "--weights",
+        fx.join("weights.safetensors").to_str().unwrap(),
+        "--config",
+        fx.join("logits.json").to_str().unwrap(),
+        "--signing-key",
+        &p("keys/publisher.key"),
+        "--out",
+        &p("m.sealed"),
+        "--key-out",
+        &p("m.dek"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let original = std::fs::read(d.join("m.sealed")).unwrap();
+    let manifest_len = u32::from_be_bytes(original[10..14].try_into().unwrap()) as usize;
+    // One flip in each region: magic, version, manifest, signature, ciphertext.
+    let regions = [
+        (2, "bad magic"),
+        (9, "format version"),
+        (14 + manifest_len / 2, "manifest"),
+        (14 + manifest_len + 10, "signature"),
+        (original.len() - 40, "ciphertext SHA-256 check failed"),
+    ];
+    for (at, needle) in regions {
+        let mut bytes = original.clone();
+        bytes[at] ^= 0x20;
+        std::fs::write(d.join("t.sealed"), &bytes).unwrap();
+        let out = confidant(&[
+            "inspect",
+            &p("t.sealed"),
+            "--publisher-key",
+            &p("keys/publisher.pub"),
+        ]);
+        assert!(!out.status.success(), "inspect accepted a flip at {at}");
+        assert!(
+            stderr(&out).contains(needle),
+            "inspect, flip at {at}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("t.sealed"),
+            "the error names the file"
+        );
+
+        let started = Server::try_start(&[
+            "--data-dir",
+            &p("data"),
+            "--model",
+            &p("t.sealed"),
+            "--key-file",
+            &p("m.dek"),
+            "--publisher-key",
+            &p("keys/publisher.pub"),
+        ]);
+        let log = started
+            .err()
+            .unwrap_or_else(|| panic!("serve accepted a flip at {at}"));
+        assert!(log.contains(needle), "serve, flip at {at}: {log}");
+    }
+    // And with digest checks skipped, the AEAD tag still catches a ciphertext flip.
+    let mut bytes = original.clone();
+    let at = bytes.len() - 40;
+    bytes[at] ^= 1;
+    std::fs::write(d.join("t.sealed"), &bytes).unwrap();
+    let log = Server::try_start(&[
+        "--data-dir",
+        &p("data"),
+        "--model",
+        &p("t.sealed"),
+        "--key-file",
+        &p("m.dek"),
+        "--publisher-key",
+        &p("keys/publisher.pub"),
+        "--skip-digest-check",
+    ])
+    .err()
+    .expect("serve accepted a ciphertext flip");
+    assert!(log.contains("failed AES-256-GCM authentication"), "{log}");
+}
+
+#[test]
+fn cli_rejects_bad_flags_with_clear_messages() {
+    let out = confidant(&["serve", "--listen", "not-an-address"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--listen"), "{}", stderr(&out));
+
+    let out = confidant(&["serve", "--model", "a.sealed"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--key-file"), "{}", stderr(&out));
+
+    let out = confidant(&["serve", "--model", "a.sealed", "--key-file", "a.dek"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("publisher key"), "{}", stderr(&out));
+
+    let out = confidant(&["serve", "--max-batch", "0"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("max_batch"), "{}", stderr(&out));
+
+    let out = confidant(&["inspect", "/nonexistent/m.sealed"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("/nonexistent/m.sealed"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = confidant(&[
+        "predict",
+        "--model",
+        "demo",
+        "--input",
+        "[[1,2]]",
+        "--tls-ca",
+        "/nonexistent/ca.pem",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("/nonexistent/ca.pem"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = confidant(&[
+        "predict",
+        "--model",
+        "demo",
+        "--input",
+        "[[1,\"x\"]]",
+        "--tls-ca",
+        file!(),
+    ]);
+    assert!(!out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_refuses_plaintext_urls() {
+    let err = confidant::client::Client::connect("http://127.0.0.1:1", b"")
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, ClientError::Address { .. }), "{err}");
+}
