@@ -1,4 +1,5 @@
 //! End to end: the real `confidant` binary, real TLS gRPC on loopback, the real client.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
 
