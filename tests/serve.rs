@@ -558,3 +558,125 @@ async fn client_refuses_plaintext_urls() {
         .unwrap();
     assert!(matches!(err, ClientError::Address { .. }), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_server_serves_several_models_from_a_config_file() {
+    let dir = tmp();
+    let d = dir.path();
+    let p = |name: &str| d.join(name).to_str().unwrap().to_string();
+    let fx = fixtures().join("mlp");
+    assert!(confidant(&["keygen", "--out", &p("keys")]).status.success());
+    for variant in ["softmax", "logits"] {
+        let out = confidant(&[
+            "seal",
+            "--weights",
+            fx.join("weights.safetensors").to_str().unwrap(),
+            "--config",
+            fx.join(format!("{variant}.json")).to_str().unwrap(),
+            "--signing-key",
+            &p("keys/publisher.key"),
+            "--out",
+            &p(&format!("{variant}.sealed")),
+            "--key-out",
+            &p(&format!("{variant}.dek")),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let toml = format!(
+        r#"
+data_dir = "{data}"
+max_rows_per_request = 16
+publisher_keys = ["{pk}"]
+
+[batch]
+max_batch = 32
+max_wait_us = 100
+queue_capacity = 64
+
+[[models]]
+sealed = "{s1}"
+key_file = "{k1}"
+
+[[models]]
+sealed = "{s2}"
+key_file = "{k2}"
+"#,
+        data = p("data"),
+        pk = p("keys/publisher.pub"),
+        s1 = p("softmax.sealed"),
+        k1 = p("softmax.dek"),
+        s2 = p("logits.sealed"),
+        k2 = p("logits.dek"),
+    );
+    std::fs::write(d.join("serve.toml"), toml).unwrap();
+    let server = Server::start(&["--config", &p("serve.toml")]);
+    let mut client = server.client().await;
+    let mut ids: Vec<String> = client
+        .list_models()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["fixture-logits", "fixture-softmax"]);
+
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("reference.json")).unwrap()).unwrap();
+    let rows: Vec<Vec<f32>> = serde_json::from_value(reference["inputs"].clone()).unwrap();
+    for variant in ["softmax", "logits"] {
+        let p = client
+            .predict(&format!("fixture-{variant}"), &rows)
+            .await
+            .unwrap();
+        let want: Vec<Vec<f64>> =
+            serde_json::from_value(reference["outputs"][variant].clone()).unwrap();
+        for (g, w) in p.outputs.iter().flatten().zip(want.iter().flatten()) {
+            assert!(
+                (f64::from(*g) - w).abs() <= 1e-5 * w.abs().max(1e-3),
+                "{variant}: {g} vs {w}"
+            );
+        }
+    }
+    // The config file's row limit applies.
+    let err = client
+        .predict("fixture-logits", &vec![rows[0].clone(); 17])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Status(ref s) if s.code() == Code::InvalidArgument),
+        "{err}"
+    );
+
+    // Many concurrent callers all get their own rows back (the batcher splits correctly).
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let mut c = client.clone();
+        let row: Vec<f32> = (0..8).map(|j| ((i * 8 + j) as f32 * 0.37).sin()).collect();
+        tasks.push(tokio::spawn(async move {
+            let batched = c.predict("fixture-logits", &[row.clone()]).await.unwrap();
+            (row, batched.outputs[0].clone())
+        }));
+    }
+    for t in tasks {
+        let (row, out) = t.await.unwrap();
+        let alone = client.predict("fixture-logits", &[row]).await.unwrap();
+        for (a, b) in out.iter().zip(&alone.outputs[0]) {
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{a} vs {b}");
+        }
+    }
+
+    // Unknown keys in the config file are refused with the file name.
+    std::fs::write(
+        d.join("bad.toml"),
+        "listen = \"127.0.0.1:0\"\nlisten_port = 5\n",
+    )
+    .unwrap();
+    let out = confidant(&["serve", "--config", &p("bad.toml")]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("bad.toml") && stderr(&out).contains("listen_port"),
+        "{}",
+        stderr(&out)
+    );
+}
