@@ -24,3 +24,4 @@ pub mod proto;
 pub mod sealed;
 pub mod secure;
 pub mod server;
+pub mod storage;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Server, confidant, fixtures, stderr, stdout};
+use common::{Server, confidant, create_key, fixtures, stderr, stdout};
 use confidant::client::ClientError;
 use confidant::proto::confidant::v1 as pb;
 use tonic::Code;
@@ -33,6 +33,16 @@ fn request(model: &str, shape: Vec<u64>, values: Vec<f32>) -> pb::PredictRequest
         version: String::new(),
         input: Some(pb::Tensor { shape, values }),
     }
+}
+
+/// Wraps a message with an API key (and optionally a purpose) in its metadata.
+fn authed<T>(message: T, key: &str, purpose: Option<&str>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert("x-api-key", key.parse().unwrap());
+    if let Some(p) = purpose {
+        r.metadata_mut().insert("x-purpose", p.parse().unwrap());
+    }
+    r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,13 +97,25 @@ async fn demo_mode_serves_the_embedded_model_over_tls() {
     );
 
     // SIGTERM drains and exits cleanly.
+    let demo_key = server
+        .api_key
+        .clone()
+        .expect("demo key shown on first start");
     let logs_before = server.logs();
     let status = server.stop();
     assert!(status.success(), "exit status {status}: {logs_before}");
 
-    // A second start reuses the sealed demo in the data dir.
+    // A second start reuses the sealed demo and its key, and shows no key again.
     let server = Server::start(&["--data-dir", data.to_str().unwrap()]);
-    let models = server.client().await.list_models().await.unwrap();
+    assert!(server.api_key.is_none(), "the demo key is shown only once");
+    let models = server
+        .client()
+        .await
+        .with_api_key(&demo_key)
+        .unwrap()
+        .list_models()
+        .await
+        .unwrap();
     assert_eq!(models[0].weights_sha256, sha);
 }
 
@@ -107,6 +129,10 @@ async fn bad_input_gets_the_right_status_code() {
         "8",
     ]);
     let mut c = raw_client(&server).await;
+    let key = server
+        .api_key
+        .clone()
+        .expect("demo key printed on first start");
     let row = confidant::demo::SAMPLE_ROW.to_vec();
 
     let cases: Vec<(&str, pb::PredictRequest, Code, &str)> = vec![
@@ -193,7 +219,7 @@ async fn bad_input_gets_the_right_status_code() {
         ),
     ];
     for (name, req, code, needle) in cases {
-        let err = c.predict(req).await.expect_err(name);
+        let err = c.predict(authed(req, &key, None)).await.expect_err(name);
         assert_eq!(err.code(), code, "{name}: {}", err.message());
         assert!(
             err.message().contains(needle),
@@ -207,13 +233,16 @@ async fn bad_input_gets_the_right_status_code() {
         input: None,
     };
     assert_eq!(
-        c.predict(missing).await.unwrap_err().code(),
+        c.predict(authed(missing, &key, None))
+            .await
+            .unwrap_err()
+            .code(),
         Code::InvalidArgument
     );
 
     // The server still serves after all that.
     let ok = c
-        .predict(request("demo", vec![1, 30], row))
+        .predict(authed(request("demo", vec![1, 30], row), &key, None))
         .await
         .unwrap()
         .into_inner();
@@ -301,6 +330,7 @@ fn tour_keygen_seal_inspect_serve_predict_matches_the_reference() {
     assert!(!again.status.success());
     assert!(stderr(&again).contains("already exists"));
 
+    let api_key = create_key(&d.join("data"), "tour", &["--purposes", "testing"]);
     let server = Server::start(&[
         "--data-dir",
         &p("data"),
@@ -325,6 +355,8 @@ fn tour_keygen_seal_inspect_serve_predict_matches_the_reference() {
         &server.addr,
         "--tls-ca",
         server.cert.to_str().unwrap(),
+        "--api-key",
+        &api_key,
         "--model",
         "fixture-softmax",
         "--input",
@@ -351,6 +383,8 @@ fn tour_keygen_seal_inspect_serve_predict_matches_the_reference() {
         &server.addr,
         "--tls-ca",
         server.cert.to_str().unwrap(),
+        "--api-key",
+        &api_key,
         "--model",
         "fixture-softmax",
         "--input",
@@ -368,6 +402,8 @@ fn tour_keygen_seal_inspect_serve_predict_matches_the_reference() {
         &server.addr,
         "--tls-ca",
         server.cert.to_str().unwrap(),
+        "--api-key",
+        &api_key,
         "--model",
         "nope",
         "--input",
@@ -398,6 +434,8 @@ fn tour_keygen_seal_inspect_serve_predict_matches_the_reference() {
         &server.addr,
         "--tls-ca",
         server.cert.to_str().unwrap(),
+        "--api-key",
+        &api_key,
         "--model",
         "fixture-softmax",
         "--input-csv",
@@ -609,8 +647,9 @@ key_file = "{k2}"
         k2 = p("logits.dek"),
     );
     std::fs::write(d.join("serve.toml"), toml).unwrap();
+    let api_key = create_key(&d.join("data"), "many", &[]);
     let server = Server::start(&["--config", &p("serve.toml")]);
-    let mut client = server.client().await;
+    let mut client = server.client().await.with_api_key(&api_key).unwrap();
     let mut ids: Vec<String> = client
         .list_models()
         .await
@@ -654,7 +693,10 @@ key_file = "{k2}"
         let mut c = client.clone();
         let row: Vec<f32> = (0..8).map(|j| ((i * 8 + j) as f32 * 0.37).sin()).collect();
         tasks.push(tokio::spawn(async move {
-            let batched = c.predict("fixture-logits", std::slice::from_ref(&row)).await.unwrap();
+            let batched = c
+                .predict("fixture-logits", std::slice::from_ref(&row))
+                .await
+                .unwrap();
             (row, batched.outputs[0].clone())
         }));
     }

@@ -41,6 +41,76 @@ pub enum Command {
     Predict(PredictArgs),
     /// List the models a server has loaded.
     Models(ModelsArgs),
+    /// Manage API keys (create, list, revoke) in a server's data directory.
+    Keys(KeysArgs),
+}
+
+/// `confidant keys`.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// The keys command.
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+/// `confidant keys …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; prints {"principal", "api_key", …} once. Only its hash is stored.
+    Create(KeysCreateArgs),
+    /// List keys (ids, principals, scopes, purposes, limits; never the keys).
+    List(KeysDirArgs),
+    /// Revoke one key (--key-id) or every key of a principal (--principal).
+    Revoke(KeysRevokeArgs),
+}
+
+/// `confidant keys create`.
+#[derive(Debug, Args)]
+pub struct KeysCreateArgs {
+    /// The server's data directory.
+    #[arg(long, env = "CONFIDANT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Who the key belongs to.
+    #[arg(long)]
+    pub principal: String,
+    /// Comma-separated scopes: predict, explain, admin.
+    #[arg(long, default_value = "predict")]
+    pub scopes: String,
+    /// Comma-separated purposes the key may declare.
+    #[arg(long, default_value = "")]
+    pub purposes: String,
+    /// Requests per minute for this key (overrides the server default).
+    #[arg(long)]
+    pub rpm: Option<u32>,
+    /// Requests per UTC day for this key (overrides the server default).
+    #[arg(long)]
+    pub rpd: Option<u32>,
+}
+
+/// A data directory only.
+#[derive(Debug, Args)]
+pub struct KeysDirArgs {
+    /// The server's data directory.
+    #[arg(long, env = "CONFIDANT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `confidant keys revoke`.
+#[derive(Debug, Args)]
+pub struct KeysRevokeArgs {
+    /// The server's data directory.
+    #[arg(long, env = "CONFIDANT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The key id (from `keys list`).
+    #[arg(
+        long,
+        conflicts_with = "principal",
+        required_unless_present = "principal"
+    )]
+    pub key_id: Option<String>,
+    /// Revoke every live key of this principal.
+    #[arg(long)]
+    pub principal: Option<String>,
 }
 
 /// `confidant keygen`.
@@ -143,11 +213,23 @@ pub struct ServeArgs {
     /// authenticates every byte).
     #[arg(long)]
     pub skip_digest_check: bool,
+    /// Default requests per minute per principal [default: unlimited].
+    #[arg(long)]
+    pub rpm: Option<u32>,
+    /// Default requests per UTC day per principal [default: unlimited].
+    #[arg(long)]
+    pub rpd: Option<u32>,
 }
 
 /// `confidant predict`.
 #[derive(Debug, Args)]
 pub struct PredictArgs {
+    /// API key (sent as x-api-key).
+    #[arg(long, env = "CONFIDANT_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// The purpose of this processing (sent as x-purpose).
+    #[arg(long)]
+    pub purpose: Option<String>,
     /// Server URL, https://HOST:PORT.
     #[arg(long, default_value = "https://127.0.0.1:50051")]
     pub addr: String,
@@ -176,6 +258,12 @@ pub struct PredictArgs {
 /// `confidant models`.
 #[derive(Debug, Args)]
 pub struct ModelsArgs {
+    /// API key (sent as x-api-key).
+    #[arg(long, env = "CONFIDANT_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// The purpose of this processing (sent as x-purpose).
+    #[arg(long)]
+    pub purpose: Option<String>,
     /// Server URL, https://HOST:PORT.
     #[arg(long, default_value = "https://127.0.0.1:50051")]
     pub addr: String,

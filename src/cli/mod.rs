@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use confidant::client::Client;
 use confidant::engine::ModelConfig;
+use confidant::guard::{KeyStore, NewKey, RevokeSelector, Scope};
 use confidant::sealed::{
     self, DataKey, PublisherKey, PublisherSigningKey, SealOptions, SealedFile,
 };
 use confidant::server::{self, ModelSource, ServeConfig, ServeFile, TlsFiles};
+use confidant::storage::Database;
 use zeroize::Zeroizing;
 
 use args::{Command, LogFormat};
@@ -37,7 +39,82 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Serve(a) => serve(a).await,
         Command::Predict(a) => predict(a).await,
         Command::Models(a) => models(a).await,
+        Command::Keys(a) => keys(a),
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn open_keys(data_dir: Option<PathBuf>) -> Result<KeyStore> {
+    let dir = resolve_data_dir(data_dir, None);
+    if !dir.is_dir() {
+        bail!(
+            "data directory {} does not exist (pass --data-dir, or start the server once)",
+            dir.display()
+        );
+    }
+    let db = Database::open_in(&dir)?;
+    Ok(KeyStore::new(std::sync::Arc::new(db)))
+}
+
+fn keys(a: args::KeysArgs) -> Result<()> {
+    match a.command {
+        args::KeysCommand::Create(c) => {
+            let scopes = c
+                .scopes
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(Scope::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow::anyhow!("--scopes: {e}"))?;
+            let purposes = c
+                .purposes
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            let store = open_keys(c.data_dir)?;
+            let new = NewKey {
+                principal: c.principal,
+                scopes,
+                purposes,
+                rpm: c.rpm,
+                rpd: c.rpd,
+            };
+            let (record, secret) = store.create(&new, unix_now())?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "principal": record.principal,
+                    "api_key": secret.secret_str(),
+                    "key_id": record.key_id,
+                    "scopes": record.scopes,
+                    "purposes": record.purposes,
+                    "rpm": record.rpm,
+                    "rpd": record.rpd,
+                })
+            );
+        }
+        args::KeysCommand::List(c) => {
+            let list = open_keys(c.data_dir)?.list()?;
+            println!("{}", serde_json::to_string_pretty(&list)?);
+        }
+        args::KeysCommand::Revoke(c) => {
+            let selector = match (c.key_id, c.principal) {
+                (Some(id), _) => RevokeSelector::KeyId(id),
+                (None, Some(p)) => RevokeSelector::Principal(p),
+                (None, None) => bail!("give --key-id or --principal"),
+            };
+            let ids = open_keys(c.data_dir)?.revoke(&selector, unix_now())?;
+            println!("{}", serde_json::json!({ "revoked": ids }));
+        }
+    }
+    Ok(())
 }
 
 fn keygen(a: &args::KeygenArgs) -> Result<()> {
@@ -204,6 +281,15 @@ fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
             .or(file.max_rows_per_request)
             .unwrap_or(server::DEFAULT_MAX_ROWS),
         verify_digests: !a.skip_digest_check && file.verify_digests.unwrap_or(true),
+        rate: {
+            let mut rate = file.rate.unwrap_or_default();
+            rate.rpm = a.rpm.or(rate.rpm);
+            rate.rpd = a.rpd.or(rate.rpd);
+            if rate.rpm == Some(0) || rate.rpd == Some(0) {
+                bail!("--rpm and --rpd must be at least 1 (omit them for no limit)");
+            }
+            rate
+        },
     };
     config.validate()?;
     Ok(config)
@@ -224,6 +310,17 @@ async fn serve(a: ServeArgs) -> Result<()> {
         None => config.cert_path(),
     };
     server::run(config, shutdown_signal(), move |running| {
+        if let Some(key) = &running.demo_api_key {
+            println!(
+                "confidant: demo API key (shown once; only its hash is stored): {}",
+                key.secret_str()
+            );
+            println!(
+                "confidant: try: confidant predict --api-key {} --model demo --input-csv \
+                 tests/fixtures/breast_cancer_test.csv",
+                key.secret_str()
+            );
+        }
         println!(
             "confidant: serving on https://{} (TLS certificate: {})",
             running.addr,
@@ -261,7 +358,13 @@ async fn shutdown_signal() {
     }
 }
 
-async fn connect(addr: &str, tls_ca: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<Client> {
+async fn connect(
+    addr: &str,
+    tls_ca: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    api_key: Option<&str>,
+    purpose: Option<&str>,
+) -> Result<Client> {
     let ca_path = tls_ca.unwrap_or_else(|| {
         resolve_data_dir(data_dir, None)
             .join("tls")
@@ -279,13 +382,27 @@ async fn connect(addr: &str, tls_ca: Option<PathBuf>, data_dir: Option<PathBuf>)
             ca_path.display()
         );
     }
-    Ok(Client::connect(addr, &ca).await?)
+    let mut client = Client::connect(addr, &ca).await?;
+    if let Some(k) = api_key {
+        client = client.with_api_key(k)?;
+    }
+    if let Some(p) = purpose {
+        client = client.with_purpose(p)?;
+    }
+    Ok(client)
 }
 
 async fn predict(a: args::PredictArgs) -> Result<()> {
     // Parse inline input before connecting, so a typo costs no round trip.
     let inline = a.input.as_deref().map(parse_json_rows).transpose()?;
-    let mut client = connect(&a.addr, a.tls_ca, a.data_dir).await?;
+    let mut client = connect(
+        &a.addr,
+        a.tls_ca,
+        a.data_dir,
+        a.api_key.as_deref(),
+        a.purpose.as_deref(),
+    )
+    .await?;
     let rows = match (inline, &a.input_csv) {
         (Some(rows), _) => rows,
         (None, Some(path)) => {
@@ -314,7 +431,14 @@ async fn predict(a: args::PredictArgs) -> Result<()> {
 }
 
 async fn models(a: args::ModelsArgs) -> Result<()> {
-    let mut client = connect(&a.addr, a.tls_ca, a.data_dir).await?;
+    let mut client = connect(
+        &a.addr,
+        a.tls_ca,
+        a.data_dir,
+        a.api_key.as_deref(),
+        a.purpose.as_deref(),
+    )
+    .await?;
     let list: Vec<serde_json::Value> = client
         .list_models()
         .await?

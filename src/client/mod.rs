@@ -48,6 +48,9 @@ pub enum ClientError {
         /// Row 0's width.
         expected: usize,
     },
+    /// An API key or purpose that cannot be sent.
+    #[error("{0}")]
+    Credentials(String),
     /// The server's answer is malformed.
     #[error("malformed response: {0}")]
     Response(String),
@@ -95,6 +98,8 @@ pub struct Prediction {
 #[derive(Clone)]
 pub struct Client {
     inner: InferenceClient<Channel>,
+    api_key: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    purpose: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl Client {
@@ -126,7 +131,41 @@ impl Client {
             })?;
         Ok(Self {
             inner: InferenceClient::new(channel).max_decoding_message_size(1 << 30),
+            api_key: None,
+            purpose: None,
         })
+    }
+
+    /// Sends this API key (`x-api-key`) with every call.
+    pub fn with_api_key(mut self, key: &str) -> Result<Self, ClientError> {
+        let mut v: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+            key.parse().map_err(|_| {
+                ClientError::Credentials(
+                    "the API key has characters not allowed in a header".into(),
+                )
+            })?;
+        v.set_sensitive(true);
+        self.api_key = Some(v);
+        Ok(self)
+    }
+
+    /// Declares this purpose (`x-purpose`) with every call.
+    pub fn with_purpose(mut self, purpose: &str) -> Result<Self, ClientError> {
+        self.purpose = Some(purpose.parse().map_err(|_| {
+            ClientError::Credentials("the purpose has characters not allowed in a header".into())
+        })?);
+        Ok(self)
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        if let Some(k) = &self.api_key {
+            req.metadata_mut().insert("x-api-key", k.clone());
+        }
+        if let Some(p) = &self.purpose {
+            req.metadata_mut().insert("x-purpose", p.clone());
+        }
+        req
     }
 
     /// Predicts `rows` (all the same width) with `model`.
@@ -163,7 +202,7 @@ impl Client {
                 values,
             }),
         };
-        let resp = self.inner.predict(req).await?.into_inner();
+        let resp = self.inner.predict(self.request(req)).await?.into_inner();
         let out = resp
             .output
             .ok_or_else(|| ClientError::Response("no output tensor".into()))?;
@@ -199,7 +238,7 @@ impl Client {
     pub async fn list_models(&mut self) -> Result<Vec<pb::ModelInfo>, ClientError> {
         Ok(self
             .inner
-            .list_models(pb::ListModelsRequest {})
+            .list_models(self.request(pb::ListModelsRequest {}))
             .await?
             .into_inner()
             .models)

@@ -32,6 +32,10 @@ pub struct ModelConfig {
     pub input: InputSchema,
     /// One label per output column.
     pub labels: Vec<String>,
+    /// The purposes this model may be used for (GDPR purpose limitation). When not empty,
+    /// every request must declare one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub purposes: Vec<String>,
     /// The differential-privacy guarantee of training, where there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dp_training: Option<DpGuarantee>,
@@ -221,6 +225,17 @@ impl ModelConfig {
                 "architecture.layers must hold 1 to {MAX_LAYERS} layers, found {}",
                 layers.len()
             )));
+        }
+        for p in &self.purposes {
+            let ok = !p.is_empty()
+                && p.len() <= 128
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "purpose {p:?} must be 1 to 128 characters of [A-Za-z0-9._@-]"
+                )));
+            }
         }
         if let Some(dp) = &self.dp_training
             && !(dp.epsilon.is_finite()

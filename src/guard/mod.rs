@@ -1,6 +1,149 @@
-//! Guards that every request passes before it reaches the engine. For now: input
-//! validation against the model's signed schema.
+//! Guards that every request passes before it reaches the engine: identity (API keys),
+//! scopes and purposes, rate limits, and input validation against the signed schema.
+//!
+//! The order is fixed so that a refused request has no side effects: authenticate →
+//! authorize (scope) → purpose → validate input → rate limits (the only step that spends a
+//! counter, and it hands its reservation back if the request is refused later).
 
+pub mod error;
+pub mod keys;
+pub mod rate;
 pub mod validation;
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+pub use error::GuardError;
+pub use keys::{ApiKeySecret, KeyRecord, KeyStore, NewKey, RevokeSelector, Scope};
+pub use rate::{Admission, RateDefaults, RateLimiter};
 pub use validation::{InputError, validate_rows};
+
+use crate::storage::Database;
+
+/// Credentials as presented in request metadata.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Credentials<'a> {
+    /// The `x-api-key` header.
+    pub api_key: Option<&'a str>,
+    /// The `authorization` header.
+    pub authorization: Option<&'a str>,
+}
+
+/// The guards, shared by every service.
+pub struct Guard {
+    keys: KeyStore,
+    limiter: RateLimiter,
+}
+
+impl Guard {
+    /// Guards over the shared database with these default limits.
+    pub fn new(db: Arc<Database>, defaults: RateDefaults) -> Self {
+        Self {
+            keys: KeyStore::new(Arc::clone(&db)),
+            limiter: RateLimiter::new(defaults, db),
+        }
+    }
+
+    /// The key store.
+    pub fn keys(&self) -> &KeyStore {
+        &self.keys
+    }
+
+    /// The rate limiter.
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+
+    /// Finds the key the request presents.
+    pub fn authenticate(&self, creds: Credentials<'_>) -> Result<KeyRecord, GuardError> {
+        let token = match (creds.api_key, creds.authorization) {
+            (Some(k), _) => k.trim(),
+            (None, Some(auth)) => auth
+                .strip_prefix("Bearer ")
+                .or_else(|| auth.strip_prefix("bearer "))
+                .map(str::trim)
+                .ok_or_else(|| {
+                    GuardError::Unauthenticated(
+                        "the authorization header must be \"Bearer <api key>\"".into(),
+                    )
+                })?,
+            (None, None) => {
+                return Err(GuardError::Unauthenticated(
+                    "no credentials: send an API key in x-api-key or authorization: Bearer".into(),
+                ));
+            }
+        };
+        if token.is_empty() || token.len() > 256 {
+            return Err(GuardError::Unauthenticated(
+                "the API key is malformed".into(),
+            ));
+        }
+        self.keys
+            .authenticate(token)?
+            .ok_or_else(|| GuardError::Unauthenticated("the API key is unknown or revoked".into()))
+    }
+
+    /// Checks that `key` holds `scope`.
+    pub fn authorize(&self, key: &KeyRecord, scope: Scope) -> Result<(), GuardError> {
+        if key.scopes.contains(&scope) {
+            Ok(())
+        } else {
+            Err(GuardError::PermissionDenied(format!(
+                "principal {} lacks the {} scope",
+                key.principal,
+                scope.as_str()
+            )))
+        }
+    }
+
+    /// Checks the declared purpose against the key's allowed purposes and the model's
+    /// (from its signed manifest). A model that lists purposes needs one of them declared; a
+    /// declared purpose must always be allowed by the key.
+    pub fn check_purpose(
+        &self,
+        key: &KeyRecord,
+        declared: Option<&str>,
+        model_id: &str,
+        model_purposes: &[String],
+    ) -> Result<Option<String>, GuardError> {
+        let Some(purpose) = declared.map(str::trim).filter(|p| !p.is_empty()) else {
+            if model_purposes.is_empty() {
+                return Ok(None);
+            }
+            return Err(GuardError::PermissionDenied(format!(
+                "model {model_id} requires a declared purpose (x-purpose): one of {}",
+                model_purposes.join(", ")
+            )));
+        };
+        if !key.purposes.contains(purpose) {
+            return Err(GuardError::PermissionDenied(format!(
+                "purpose {purpose:?} is not allowed for principal {} (allowed: {})",
+                key.principal,
+                list(&key.purposes)
+            )));
+        }
+        if !model_purposes.is_empty() && !model_purposes.iter().any(|p| p == purpose) {
+            return Err(GuardError::PermissionDenied(format!(
+                "purpose {purpose:?} is not allowed for model {model_id} (allowed: {})",
+                model_purposes.join(", ")
+            )));
+        }
+        Ok(Some(purpose.to_string()))
+    }
+
+    /// Admits one request against the principal's rate limits.
+    pub fn admit(&self, key: &KeyRecord, now: i64) -> Result<Admission, GuardError> {
+        self.limiter.admit(key, now)
+    }
+}
+
+fn list(set: &BTreeSet<String>) -> String {
+    if set.is_empty() {
+        "none".into()
+    } else {
+        set.iter().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -3,7 +3,7 @@
 use tonic::{Code, Status};
 
 use crate::engine::EngineError;
-use crate::guard::InputError;
+use crate::guard::{GuardError, InputError};
 use crate::sealed::SealedError;
 
 /// Why the server could not start.
@@ -65,14 +65,26 @@ pub enum ApiError {
     /// The server is not ready (still loading, or shutting down).
     #[error("{0}")]
     Unavailable(String),
+    /// A guard refused (identity, scope, purpose, rate limit).
+    #[error(transparent)]
+    Guard(#[from] GuardError),
 }
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
+        if let ApiError::Guard(GuardError::RateLimited { retry_after, .. }) = &e {
+            return rate_limited(&e.to_string(), *retry_after);
+        }
         let code = match &e {
             ApiError::Input(_) | ApiError::BadRequest(_) => Code::InvalidArgument,
             ApiError::Precondition(_) => Code::FailedPrecondition,
             ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::Guard(guard) => match guard {
+                GuardError::Unauthenticated(_) => Code::Unauthenticated,
+                GuardError::PermissionDenied(_) => Code::PermissionDenied,
+                GuardError::RateLimited { .. } => Code::ResourceExhausted,
+                _ => Code::Internal,
+            },
             ApiError::Engine(engine) => match engine {
                 EngineError::UnknownModel(_) => Code::NotFound,
                 EngineError::Width { .. } => Code::InvalidArgument,
@@ -88,4 +100,16 @@ impl From<ApiError> for Status {
         }
         Status::new(code, e.to_string())
     }
+}
+
+/// RESOURCE_EXHAUSTED with the retry delay in `retry-after-ms` metadata and in a
+/// `google.rpc.RetryInfo` detail, so that both plain and rich-status clients can back off.
+fn rate_limited(message: &str, retry_after: std::time::Duration) -> Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    let details = ErrorDetails::with_retry_info(Some(retry_after));
+    let mut status = Status::with_error_details(Code::ResourceExhausted, message, details);
+    if let Ok(v) = retry_after.as_millis().to_string().parse() {
+        status.metadata_mut().insert("retry-after-ms", v);
+    }
+    status
 }

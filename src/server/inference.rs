@@ -7,36 +7,66 @@ use tonic::{Request, Response, Status};
 
 use super::error::ApiError;
 use crate::engine::{Registry, argmax_rows};
-use crate::guard::{InputError, validate_rows};
+use crate::guard::{Credentials, Guard, InputError, KeyRecord, Scope, validate_rows};
 use crate::proto::confidant::v1 as pb;
 
 /// The Inference service.
 #[derive(Clone)]
 pub struct InferenceService {
     registry: Registry,
+    guard: Arc<Guard>,
     ready: Arc<AtomicBool>,
     max_rows: usize,
 }
 
 impl InferenceService {
     /// A service over `registry`; it answers UNAVAILABLE until `ready` is set.
-    pub fn new(registry: Registry, ready: Arc<AtomicBool>, max_rows: usize) -> Self {
+    pub fn new(
+        registry: Registry,
+        guard: Arc<Guard>,
+        ready: Arc<AtomicBool>,
+        max_rows: usize,
+    ) -> Self {
         Self {
             registry,
+            guard,
             ready,
             max_rows,
         }
     }
 
+    fn ensure_ready(&self) -> Result<(), ApiError> {
+        if self.ready.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(ApiError::Unavailable(
+                "server is not ready: models are still loading".into(),
+            ))
+        }
+    }
+
+    /// Authenticates the caller and checks the scope.
+    fn caller(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        scope: Scope,
+    ) -> Result<KeyRecord, ApiError> {
+        let header = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
+        let key = self.guard.authenticate(Credentials {
+            api_key: header("x-api-key"),
+            authorization: header("authorization"),
+        })?;
+        self.guard.authorize(&key, scope)?;
+        Ok(key)
+    }
+
     async fn predict_inner(
         &self,
+        metadata: &tonic::metadata::MetadataMap,
         req: pb::PredictRequest,
     ) -> Result<pb::PredictResponse, ApiError> {
-        if !self.ready.load(Ordering::Acquire) {
-            return Err(ApiError::Unavailable(
-                "server is not ready: models are still loading".into(),
-            ));
-        }
+        self.ensure_ready()?;
+        let key = self.caller(metadata, Scope::Predict)?;
         if req.model.is_empty() {
             return Err(ApiError::BadRequest("model must be set".into()));
         }
@@ -48,10 +78,22 @@ impl InferenceService {
                 config.id, config.version, req.version
             )));
         }
+        let declared = metadata.get("x-purpose").and_then(|v| v.to_str().ok());
+        let purpose = self
+            .guard
+            .check_purpose(&key, declared, &config.id, &config.purposes)?;
         let input = req.input.ok_or(InputError::Missing)?;
         let rows = validate_rows(config, &input.shape, &input.values, self.max_rows)?;
+        // The only step that spends a counter comes last, and is handed back on failure.
+        let admission = self.guard.admit(&key, unix_now())?;
         let request_id = uuid::Uuid::new_v4().to_string();
-        let out = model.infer(input.values, rows).await?;
+        let out = match model.infer(input.values, rows).await {
+            Ok(out) => out,
+            Err(e) => {
+                self.guard.limiter().refund(admission);
+                return Err(e.into());
+            }
+        };
         let width = config.output_count();
         let indices = argmax_rows(&out.values, width);
         let labels = indices
@@ -60,6 +102,8 @@ impl InferenceService {
             .collect();
         tracing::debug!(
             request_id = %request_id,
+            principal = %key.principal,
+            purpose = purpose.as_deref().unwrap_or("-"),
             model = %config.id,
             rows,
             batch_rows = out.batch_rows,
@@ -87,15 +131,16 @@ impl pb::inference_server::Inference for InferenceService {
         &self,
         request: Request<pb::PredictRequest>,
     ) -> Result<Response<pb::PredictResponse>, Status> {
-        Ok(Response::new(
-            self.predict_inner(request.into_inner()).await?,
-        ))
+        let (metadata, _, req) = request.into_parts();
+        Ok(Response::new(self.predict_inner(&metadata, req).await?))
     }
 
     async fn list_models(
         &self,
-        _request: Request<pb::ListModelsRequest>,
+        request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        self.ensure_ready()?;
+        self.caller(request.metadata(), Scope::Predict)?;
         let models = self
             .registry
             .list()
@@ -117,4 +162,10 @@ impl pb::inference_server::Inference for InferenceService {
             .collect();
         Ok(Response::new(pb::ListModelsResponse { models }))
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

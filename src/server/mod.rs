@@ -23,8 +23,10 @@ use inference::InferenceService;
 use tls::TlsIdentity;
 
 use crate::engine::{BatchConfig, Mlp, Provenance, Registry};
+use crate::guard::{ApiKeySecret, Guard, NewKey, RateDefaults, Scope};
 use crate::proto::confidant::v1::inference_server::InferenceServer;
 use crate::sealed::{self, DataKey, PublisherKey, PublisherSigningKey, SealOptions};
+use crate::storage::Database;
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -80,6 +82,8 @@ pub struct ServeFile {
     pub max_rows_per_request: Option<usize>,
     /// Recompute both SHA-256 digests of every model at load (on by default).
     pub verify_digests: Option<bool>,
+    /// Default per-principal rate limits (keys may override them).
+    pub rate: Option<RateDefaults>,
 }
 
 impl ServeFile {
@@ -114,6 +118,8 @@ pub struct ServeConfig {
     pub max_rows_per_request: usize,
     /// Recompute both SHA-256 digests at load.
     pub verify_digests: bool,
+    /// Default per-principal rate limits.
+    pub rate: RateDefaults,
 }
 
 impl ServeConfig {
@@ -147,10 +153,12 @@ impl ServeConfig {
     }
 }
 
-/// A running server's address and a handle to stop it.
+/// What a server reports once it is ready.
 pub struct Running {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
+    /// On the first start in demo mode: the demo API key, to show once.
+    pub demo_api_key: Option<ApiKeySecret>,
 }
 
 /// Runs the server until `shutdown` resolves, then drains in-flight requests and zeroizes
@@ -169,6 +177,15 @@ pub async fn run(
         );
     }
     create_private_dir(&config.data_dir)?;
+    let db = Arc::new(
+        Database::open_in(&config.data_dir).map_err(|e| ServerError::Config(e.to_string()))?,
+    );
+    let guard = Arc::new(Guard::new(Arc::clone(&db), config.rate));
+    let demo_api_key = if config.models.is_empty() {
+        demo_key(&guard)?
+    } else {
+        None
+    };
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -211,6 +228,7 @@ pub async fn run(
 
     let inference = InferenceServer::new(InferenceService::new(
         registry.clone(),
+        Arc::clone(&guard),
         Arc::clone(&ready),
         config.max_rows_per_request,
     ))
@@ -260,7 +278,7 @@ pub async fn run(
                     "model ready"
                 );
             }
-            on_ready(&Running { addr });
+            on_ready(&Running { addr, demo_api_key });
             let _ = shutdown_seen.wait_for(|s| *s).await;
         }
         Some(Err(e)) => {
@@ -356,6 +374,30 @@ fn load_one(
         .insert(unsealed.manifest.model, provenance, mlp, config.batch)
         .map_err(|e| ServerError::Engine { path, source: e })?;
     Ok(())
+}
+
+/// On the first start in demo mode (no key exists yet), creates the `demo` principal's key.
+fn demo_key(guard: &Guard) -> Result<Option<ApiKeySecret>, ServerError> {
+    let storage = |e: crate::storage::StorageError| ServerError::Config(e.to_string());
+    if !guard.keys().is_empty().map_err(storage)? {
+        return Ok(None);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let new = NewKey {
+        principal: "demo".into(),
+        scopes: [Scope::Predict, Scope::Explain].into(),
+        purposes: ["demonstration".to_string()].into(),
+        rpm: None,
+        rpd: None,
+    };
+    let (_, secret) = guard
+        .keys()
+        .create(&new, now)
+        .map_err(|e| ServerError::Config(format!("demo key: {e}")))?;
+    tracing::info!("created the demo principal's API key (shown once on stdout)");
+    Ok(Some(secret))
 }
 
 /// Seals the embedded demo model into `<data-dir>/demo/` on first start (with its own

@@ -27,6 +27,8 @@ pub fn confidant(args: &[&str]) -> Output {
 /// A `confidant serve` child process, stopped with SIGTERM on drop.
 pub struct Server {
     pub child: Child,
+    /// The demo API key, when the server printed one.
+    pub api_key: Option<String>,
     pub addr: String,
     pub cert: PathBuf,
     pub stderr: Arc<Mutex<Vec<String>>>,
@@ -66,9 +68,15 @@ impl Server {
             }
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut api_key = None;
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) => {
+                    if let Some(k) = line.strip_prefix(
+                        "confidant: demo API key (shown once; only its hash is stored): ",
+                    ) {
+                        api_key = Some(k.trim().to_string());
+                    }
                     if let Some(rest) = line.strip_prefix("confidant: serving on ") {
                         let addr = rest.split_whitespace().next().unwrap().to_string();
                         let cert = rest
@@ -79,6 +87,7 @@ impl Server {
                             .into();
                         return Ok(Self {
                             child,
+                            api_key,
                             addr,
                             cert,
                             stderr,
@@ -104,10 +113,15 @@ impl Server {
         std::fs::read(&self.cert).expect("read server cert")
     }
 
+    /// A client carrying the server's demo key (if any).
     pub async fn client(&self) -> confidant::client::Client {
-        confidant::client::Client::connect(&self.addr, &self.ca())
+        let c = confidant::client::Client::connect(&self.addr, &self.ca())
             .await
-            .expect("connect")
+            .expect("connect");
+        match &self.api_key {
+            Some(k) => c.with_api_key(k).unwrap(),
+            None => c,
+        }
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -150,4 +164,23 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Creates an API key with `confidant keys create` in `data_dir` (created if needed).
+pub fn create_key(data_dir: &Path, principal: &str, extra: &[&str]) -> String {
+    std::fs::create_dir_all(data_dir).unwrap();
+    let mut args = vec![
+        "keys",
+        "create",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--principal",
+        principal,
+    ];
+    args.extend_from_slice(extra);
+    let out = confidant(&args);
+    assert!(out.status.success(), "keys create: {}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["principal"], principal);
+    v["api_key"].as_str().unwrap().to_string()
 }

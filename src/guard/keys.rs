@@ -1,0 +1,286 @@
+//! API keys: high-entropy bearer tokens, shown once, stored only as SHA-256 hashes.
+//!
+//! A key is `cfd_` followed by 43 base64url characters (32 random bytes). With 256 bits of
+//! entropy a plain SHA-256 is a safe verifier (no password hashing needed), and lookups are
+//! one indexed read.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::error::GuardError;
+use crate::storage::{Database, StorageError};
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Predict and ListModels.
+    Predict,
+    /// Explain.
+    Explain,
+    /// Administrative RPCs (consent, erasure, budgets of others).
+    Admin,
+}
+
+impl Scope {
+    /// The scope's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Predict => "predict",
+            Self::Explain => "explain",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// Parses a scope name.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "predict" => Ok(Self::Predict),
+            "explain" => Ok(Self::Explain),
+            "admin" => Ok(Self::Admin),
+            other => Err(format!(
+                "unknown scope {other:?} (expected predict, explain or admin)"
+            )),
+        }
+    }
+}
+
+/// A stored key's public facts (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyRecord {
+    /// Public identifier of the key (the first 16 hex digits of its hash).
+    pub key_id: String,
+    /// Who the key belongs to.
+    pub principal: String,
+    /// What it may do.
+    pub scopes: BTreeSet<Scope>,
+    /// The purposes it may declare. Empty means the key declares none (and can only call
+    /// models whose manifest lists no purposes).
+    pub purposes: BTreeSet<String>,
+    /// Requests per minute, if this key overrides the server default.
+    pub rpm: Option<u32>,
+    /// Requests per day, if this key overrides the server default.
+    pub rpd: Option<u32>,
+    /// Creation time, seconds since the epoch.
+    pub created_at: i64,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// A freshly created key. Shown once; no `Debug`, `Clone` or `Serialize`.
+pub struct ApiKeySecret(Zeroizing<String>);
+
+impl ApiKeySecret {
+    /// The key text, to hand to its owner once.
+    pub fn secret_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What `create` needs.
+#[derive(Debug, Clone, Default)]
+pub struct NewKey {
+    /// Who the key belongs to: 1 to 128 characters of `[A-Za-z0-9._@-]`.
+    pub principal: String,
+    /// What it may do (at least one).
+    pub scopes: BTreeSet<Scope>,
+    /// Purposes it may declare.
+    pub purposes: BTreeSet<String>,
+    /// Per-minute override.
+    pub rpm: Option<u32>,
+    /// Per-day override.
+    pub rpd: Option<u32>,
+}
+
+/// The key store, over the shared database.
+#[derive(Clone)]
+pub struct KeyStore {
+    db: Arc<Database>,
+}
+
+fn hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Checks a principal or purpose name.
+pub fn validate_name(kind: &str, s: &str) -> Result<(), GuardError> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(GuardError::InvalidConfig(format!(
+            "{kind} {s:?} must be 1 to 128 characters of [A-Za-z0-9._@-]"
+        )))
+    }
+}
+
+impl KeyStore {
+    /// A store over `db`.
+    pub fn new(db: Arc<Database>) -> Self {
+        Self { db }
+    }
+
+    /// Creates a key and returns it once.
+    pub fn create(&self, new: &NewKey, now: i64) -> Result<(KeyRecord, ApiKeySecret), GuardError> {
+        validate_name("principal", &new.principal)?;
+        for p in &new.purposes {
+            validate_name("purpose", p)?;
+        }
+        if new.scopes.is_empty() {
+            return Err(GuardError::InvalidConfig(
+                "a key needs at least one scope".into(),
+            ));
+        }
+        if new.rpm == Some(0) || new.rpd == Some(0) {
+            return Err(GuardError::InvalidConfig(
+                "--rpm and --rpd must be at least 1".into(),
+            ));
+        }
+        let mut raw = Zeroizing::new([0u8; 32]);
+        getrandom::fill(raw.as_mut()).map_err(|e| GuardError::Internal(e.to_string()))?;
+        let secret = ApiKeySecret(Zeroizing::new(format!(
+            "cfd_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.as_ref())
+        )));
+        let h = hash(secret.secret_str());
+        let key_id = hex::encode(&h[..8]);
+        let record = KeyRecord {
+            key_id: key_id.clone(),
+            principal: new.principal.clone(),
+            scopes: new.scopes.clone(),
+            purposes: new.purposes.clone(),
+            rpm: new.rpm,
+            rpd: new.rpd,
+            created_at: now,
+            revoked_at: None,
+        };
+        self.db.transaction(|tx| {
+            tx.execute(
+                "INSERT INTO api_keys (key_id, principal, hash, scopes, purposes, rpm, rpd, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    key_id,
+                    record.principal,
+                    h.as_slice(),
+                    join(record.scopes.iter().map(|s| s.as_str())),
+                    join(record.purposes.iter().map(String::as_str)),
+                    record.rpm,
+                    record.rpd,
+                    now
+                ],
+            )
+        })?;
+        Ok((record, secret))
+    }
+
+    /// Finds the live key matching a presented token.
+    pub fn authenticate(&self, presented: &str) -> Result<Option<KeyRecord>, StorageError> {
+        let h = hash(presented);
+        self.db.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key_id, principal, scopes, purposes, rpm, rpd, created_at, revoked_at
+                 FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL",
+            )?;
+            stmt.query_row(params![h.as_slice()], row_to_record)
+                .optional()
+        })
+    }
+
+    /// Every key, revoked ones included, oldest first.
+    pub fn list(&self) -> Result<Vec<KeyRecord>, StorageError> {
+        self.db.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT key_id, principal, scopes, purposes, rpm, rpd, created_at, revoked_at
+                 FROM api_keys ORDER BY created_at, key_id",
+            )?;
+            stmt.query_map([], row_to_record)?.collect()
+        })
+    }
+
+    /// Whether any key exists.
+    pub fn is_empty(&self) -> Result<bool, StorageError> {
+        self.db
+            .read(|conn| {
+                conn.query_row("SELECT COUNT(*) FROM api_keys", [], |r| r.get::<_, i64>(0))
+            })
+            .map(|n| n == 0)
+    }
+
+    /// Revokes a key by id, or every live key of a principal. Returns the ids revoked.
+    pub fn revoke(&self, selector: &RevokeSelector, now: i64) -> Result<Vec<String>, GuardError> {
+        let ids = self.db.transaction(|tx| {
+            let (sql, arg) = match selector {
+                RevokeSelector::KeyId(id) => (
+                    "SELECT key_id FROM api_keys WHERE key_id = ?1 AND revoked_at IS NULL",
+                    id,
+                ),
+                RevokeSelector::Principal(p) => (
+                    "SELECT key_id FROM api_keys WHERE principal = ?1 AND revoked_at IS NULL",
+                    p,
+                ),
+            };
+            let ids: Vec<String> = tx
+                .prepare(sql)?
+                .query_map(params![arg], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for id in &ids {
+                tx.execute(
+                    "UPDATE api_keys SET revoked_at = ?1 WHERE key_id = ?2",
+                    params![now, id],
+                )?;
+            }
+            Ok(ids)
+        })?;
+        if ids.is_empty() {
+            return Err(GuardError::InvalidConfig(match selector {
+                RevokeSelector::KeyId(id) => format!("no live key with id {id}"),
+                RevokeSelector::Principal(p) => format!("principal {p} has no live keys"),
+            }));
+        }
+        Ok(ids)
+    }
+}
+
+/// Which keys `revoke` targets.
+#[derive(Debug, Clone)]
+pub enum RevokeSelector {
+    /// One key.
+    KeyId(String),
+    /// Every live key of a principal.
+    Principal(String),
+}
+
+fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    items.collect::<Vec<_>>().join(",")
+}
+
+fn split(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').filter(|x| !x.is_empty())
+}
+
+fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
+    let scopes: String = r.get(2)?;
+    let purposes: String = r.get(3)?;
+    Ok(KeyRecord {
+        key_id: r.get(0)?,
+        principal: r.get(1)?,
+        // Unknown scope names (written by a newer build) grant nothing.
+        scopes: split(&scopes)
+            .filter_map(|s| Scope::parse(s).ok())
+            .collect(),
+        purposes: split(&purposes).map(str::to_string).collect(),
+        rpm: r.get(4)?,
+        rpd: r.get(5)?,
+        created_at: r.get(6)?,
+        revoked_at: r.get(7)?,
+    })
+}

@@ -1,0 +1,202 @@
+use std::sync::Arc;
+
+use super::*;
+use crate::storage::Database;
+
+fn guard(defaults: RateDefaults) -> (tempfile::TempDir, Guard) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::open_in(dir.path()).unwrap());
+    (dir, Guard::new(db, defaults))
+}
+
+fn new_key(principal: &str, rpd: Option<u32>, rpm: Option<u32>) -> NewKey {
+    NewKey {
+        principal: principal.into(),
+        scopes: [Scope::Predict].into(),
+        purposes: ["fraud-detection".to_string()].into(),
+        rpm,
+        rpd,
+    }
+}
+
+const NOW: i64 = 1_780_000_000;
+
+#[test]
+fn keys_authenticate_only_while_live_and_are_stored_hashed() {
+    let (dir, g) = guard(RateDefaults::default());
+    let (rec, secret) = g.keys().create(&new_key("alice", None, None), NOW).unwrap();
+    assert!(secret.secret_str().starts_with("cfd_"));
+    assert_eq!(secret.secret_str().len(), 4 + 43);
+    let creds = Credentials {
+        api_key: Some(secret.secret_str()),
+        authorization: None,
+    };
+    assert_eq!(g.authenticate(creds).unwrap().principal, "alice");
+    let bearer = format!("Bearer {}", secret.secret_str());
+    let creds = Credentials {
+        api_key: None,
+        authorization: Some(&bearer),
+    };
+    assert_eq!(g.authenticate(creds).unwrap().key_id, rec.key_id);
+
+    // The database holds no copy of the key.
+    let raw = std::fs::read(dir.path().join("confidant.db")).unwrap();
+    let needle = secret.secret_str().as_bytes();
+    assert!(!raw.windows(needle.len()).any(|w| w == needle));
+
+    g.keys()
+        .revoke(&RevokeSelector::Principal("alice".into()), NOW)
+        .unwrap();
+    let err = g
+        .authenticate(Credentials {
+            api_key: Some(secret.secret_str()),
+            authorization: None,
+        })
+        .unwrap_err();
+    assert!(matches!(err, GuardError::Unauthenticated(_)));
+    assert!(
+        g.keys()
+            .revoke(&RevokeSelector::KeyId(rec.key_id), NOW)
+            .is_err()
+    );
+}
+
+#[test]
+fn missing_or_malformed_credentials_are_unauthenticated() {
+    let (_d, g) = guard(RateDefaults::default());
+    for creds in [
+        Credentials::default(),
+        Credentials {
+            api_key: Some(""),
+            authorization: None,
+        },
+        Credentials {
+            api_key: Some("cfd_nope"),
+            authorization: None,
+        },
+        Credentials {
+            api_key: None,
+            authorization: Some("Basic abc"),
+        },
+    ] {
+        assert!(
+            matches!(g.authenticate(creds), Err(GuardError::Unauthenticated(_))),
+            "{creds:?}"
+        );
+    }
+}
+
+#[test]
+fn scopes_and_purposes() {
+    let (_d, g) = guard(RateDefaults::default());
+    let (rec, _) = g.keys().create(&new_key("bob", None, None), NOW).unwrap();
+    assert!(g.authorize(&rec, Scope::Predict).is_ok());
+    assert!(matches!(
+        g.authorize(&rec, Scope::Admin),
+        Err(GuardError::PermissionDenied(_))
+    ));
+
+    let model_purposes = vec!["fraud-detection".to_string(), "credit".to_string()];
+    assert_eq!(
+        g.check_purpose(&rec, Some("fraud-detection"), "m", &model_purposes)
+            .unwrap(),
+        Some("fraud-detection".into())
+    );
+    let err = g
+        .check_purpose(&rec, Some("marketing"), "m", &model_purposes)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not allowed for principal bob"),
+        "{err}"
+    );
+    let err = g
+        .check_purpose(&rec, None, "m", &model_purposes)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("requires a declared purpose"),
+        "{err}"
+    );
+    // A model without purposes accepts no declaration, but a declaration must still be
+    // one the key holds.
+    assert_eq!(g.check_purpose(&rec, None, "m", &[]).unwrap(), None);
+    assert!(g.check_purpose(&rec, Some("marketing"), "m", &[]).is_err());
+    let only_credit = vec!["credit".to_string()];
+    let err = g
+        .check_purpose(&rec, Some("fraud-detection"), "m", &only_credit)
+        .unwrap_err();
+    assert!(err.to_string().contains("not allowed for model m"), "{err}");
+}
+
+#[test]
+fn bad_key_settings_are_refused() {
+    let (_d, g) = guard(RateDefaults::default());
+    let mut k = new_key("bad name!", None, None);
+    assert!(g.keys().create(&k, NOW).is_err());
+    k.principal = "ok".into();
+    k.scopes.clear();
+    assert!(g.keys().create(&k, NOW).is_err());
+    let k = new_key("ok", Some(0), None);
+    assert!(g.keys().create(&k, NOW).is_err());
+}
+
+#[test]
+fn the_daily_quota_is_exact_under_concurrency_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::open_in(dir.path()).unwrap());
+    let g = Arc::new(Guard::new(Arc::clone(&db), RateDefaults::default()));
+    let (rec, _) = g
+        .keys()
+        .create(&new_key("carol", Some(20), None), NOW)
+        .unwrap();
+    let threads: Vec<_> = (0..50)
+        .map(|_| {
+            let g = Arc::clone(&g);
+            let rec = rec.clone();
+            std::thread::spawn(move || g.admit(&rec, NOW).is_ok())
+        })
+        .collect();
+    let ok = threads
+        .into_iter()
+        .filter(|_| true)
+        .map(|t| t.join().unwrap())
+        .filter(|x| *x)
+        .count();
+    assert_eq!(ok, 20);
+    match g.admit(&rec, NOW) {
+        Err(GuardError::RateLimited { retry_after, what }) => {
+            assert!(what.contains("daily quota of 20"), "{what}");
+            assert!(retry_after.as_secs() > 0 && retry_after.as_secs() <= 86_400);
+        }
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+    // A restart (a new handle on the same file) keeps the count; the next UTC day resets it.
+    drop(g);
+    drop(db);
+    let g = Guard::new(
+        Arc::new(Database::open_in(dir.path()).unwrap()),
+        RateDefaults::default(),
+    );
+    assert!(g.admit(&rec, NOW).is_err());
+    assert_eq!(g.limiter().used_today("carol", NOW).unwrap(), 20);
+    assert!(g.admit(&rec, NOW + 86_400).is_ok());
+}
+
+#[test]
+fn refusals_and_refunds_leave_no_count_behind() {
+    let (_d, g) = guard(RateDefaults {
+        rpm: Some(2),
+        rpd: Some(100),
+    });
+    let (rec, _) = g.keys().create(&new_key("dave", None, None), NOW).unwrap();
+    let a = g.admit(&rec, NOW).unwrap();
+    let _b = g.admit(&rec, NOW).unwrap();
+    assert_eq!(g.limiter().used_today("dave", NOW).unwrap(), 2);
+    // The minute limit refuses the third, and its day unit is handed back.
+    match g.admit(&rec, NOW) {
+        Err(GuardError::RateLimited { what, .. }) => assert!(what.contains("per minute"), "{what}"),
+        other => panic!("expected a minute refusal, got {other:?}"),
+    }
+    assert_eq!(g.limiter().used_today("dave", NOW).unwrap(), 2);
+    g.limiter().refund(a);
+    assert_eq!(g.limiter().used_today("dave", NOW).unwrap(), 1);
+}

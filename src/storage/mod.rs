@@ -1,0 +1,154 @@
+//! The embedded SQLite database: one file, `<data-dir>/confidant.db`, shared by the server
+//! and the admin commands (`confidant keys …`) that run beside it.
+//!
+//! Each domain module owns its tables and SQL; this module owns the connection, the pragmas
+//! and the schema migrations. Writes go through [`Database::transaction`], so a refused or
+//! failed operation never leaves half its changes behind.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// SQLite failed.
+    #[error("database {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: String,
+        /// The error.
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer Confidant.
+    #[error("database {path} has schema version {found}; this build knows up to {known}")]
+    NewerSchema {
+        /// The database file.
+        path: String,
+        /// The version found.
+        found: i64,
+        /// The newest this build knows.
+        known: i64,
+    },
+}
+
+/// Schema migrations, applied in order; the index + 1 is the schema version.
+const MIGRATIONS: &[&str] = &[
+    // 1: API keys and per-day request quotas.
+    "CREATE TABLE api_keys (
+         key_id      TEXT PRIMARY KEY,
+         principal   TEXT NOT NULL,
+         hash        BLOB NOT NULL UNIQUE,
+         scopes      TEXT NOT NULL,
+         purposes    TEXT NOT NULL,
+         rpm         INTEGER,
+         rpd         INTEGER,
+         created_at  INTEGER NOT NULL,
+         revoked_at  INTEGER
+     );
+     CREATE INDEX api_keys_principal ON api_keys(principal);
+     CREATE TABLE daily_usage (
+         principal   TEXT NOT NULL,
+         day         INTEGER NOT NULL,
+         count       INTEGER NOT NULL,
+         PRIMARY KEY (principal, day)
+     );",
+];
+
+/// A handle to the database. Cheap to share behind an `Arc`.
+pub struct Database {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl Database {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let err = |source| StorageError::Sqlite {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        // WAL lets `confidant keys` write while the server reads; NORMAL sync is durable
+        // across process crashes (the WAL is fsync'd at checkpoints).
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+        let db = Self {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// The database in `<data-dir>/confidant.db`.
+    pub fn open_in(data_dir: &Path) -> Result<Self, StorageError> {
+        Self::open(&data_dir.join("confidant.db"))
+    }
+
+    fn migrate(&self) -> Result<(), StorageError> {
+        let known = MIGRATIONS.len() as i64;
+        self.transaction(|tx| {
+            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if version > known {
+                return Ok(Some(version));
+            }
+            for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+                tx.execute_batch(sql)?;
+                tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            }
+            Ok(None)
+        })?
+        .map_or(Ok(()), |found| {
+            Err(StorageError::NewerSchema {
+                path: self.path.display().to_string(),
+                found,
+                known,
+            })
+        })
+    }
+
+    /// Runs `f` in an IMMEDIATE transaction (the write lock is taken up front, so concurrent
+    /// writers serialize instead of failing), committing if it returns `Ok`.
+    pub fn transaction<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StorageError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let err = |source| StorageError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let out = f(&tx).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(out)
+    }
+
+    /// Runs a read-only `f` on the connection.
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StorageError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn).map_err(|source| StorageError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        })
+    }
+}

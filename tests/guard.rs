@@ -1,0 +1,313 @@
+//! Guards end to end over real gRPC: identity, scopes, purposes, rate limits, and the rule
+//! that a refused request changes no counter.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::{Server, confidant, create_key, fixtures, stderr};
+use confidant::client::{Client, ClientError};
+use tonic::Code;
+
+/// Seals the fixture MLP with `purposes` into `dir` and returns the serve flags for it.
+fn sealed_model_with_purposes(dir: &Path, purposes: &[&str]) -> Vec<String> {
+    let fx = fixtures().join("mlp");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("logits.json")).unwrap()).unwrap();
+    config["id"] = "fraud".into();
+    config["purposes"] = serde_json::json!(purposes);
+    std::fs::write(dir.join("fraud.json"), config.to_string()).unwrap();
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    assert!(confidant(&["keygen", "--out", &p("keys")]).status.success());
+    let out = confidant(&[
+        "seal",
+        "--weights",
+        fx.join("weights.safetensors").to_str().unwrap(),
+        "--config",
+        &p("fraud.json"),
+        "--signing-key",
+        &p("keys/publisher.key"),
+        "--out",
+        &p("fraud.sealed"),
+        "--key-out",
+        &p("fraud.dek"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    vec![
+        "--data-dir".into(),
+        p("data"),
+        "--model".into(),
+        p("fraud.sealed"),
+        "--key-file".into(),
+        p("fraud.dek"),
+        "--publisher-key".into(),
+        p("keys/publisher.pub"),
+    ]
+}
+
+fn code(e: &ClientError) -> Code {
+    match e {
+        ClientError::Status(s) => s.code(),
+        other => panic!("expected a gRPC status, got {other}"),
+    }
+}
+
+fn used_today(data: &Path, principal: &str) -> u64 {
+    let db = Arc::new(confidant::storage::Database::open_in(data).unwrap());
+    let g = confidant::guard::Guard::new(db, Default::default());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    g.limiter().used_today(principal, now).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_guard_refuses_with_its_status_and_refusals_spend_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let args = sealed_model_with_purposes(d, &["fraud-detection"]);
+    let data = d.join("data");
+    let good = create_key(
+        &data,
+        "bank",
+        &["--purposes", "fraud-detection,marketing", "--rpd", "3"],
+    );
+    let explain_only = create_key(
+        &data,
+        "auditor",
+        &["--scopes", "explain", "--purposes", "fraud-detection"],
+    );
+    let revoked = create_key(&data, "former", &["--purposes", "fraud-detection"]);
+    let out = confidant(&[
+        "keys",
+        "revoke",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--principal",
+        "former",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(&args);
+    let base = Client::connect(&server.addr, &server.ca()).await.unwrap();
+    let row = vec![vec![0.5f32; 8]];
+
+    // UNAUTHENTICATED: none, unknown, revoked.
+    let e = base.clone().predict("fraud", &row).await.unwrap_err();
+    assert_eq!(code(&e), Code::Unauthenticated, "{e}");
+    let e = base
+        .clone()
+        .with_api_key("cfd_wrong")
+        .unwrap()
+        .predict("fraud", &row)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::Unauthenticated, "{e}");
+    let e = base
+        .clone()
+        .with_api_key(&revoked)
+        .unwrap()
+        .with_purpose("fraud-detection")
+        .unwrap()
+        .predict("fraud", &row)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::Unauthenticated, "{e}");
+
+    // PERMISSION_DENIED: scope, no purpose, a purpose the model does not allow, a purpose
+    // the key does not hold.
+    let e = base
+        .clone()
+        .with_api_key(&explain_only)
+        .unwrap()
+        .with_purpose("fraud-detection")
+        .unwrap()
+        .predict("fraud", &row)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::PermissionDenied, "{e}");
+    assert!(e.to_string().contains("predict scope"), "{e}");
+    let bank = base.clone().with_api_key(&good).unwrap();
+    let e = bank.clone().predict("fraud", &row).await.unwrap_err();
+    assert_eq!(code(&e), Code::PermissionDenied, "{e}");
+    assert!(e.to_string().contains("requires a declared purpose"), "{e}");
+    let e = bank
+        .clone()
+        .with_purpose("marketing")
+        .unwrap()
+        .predict("fraud", &row)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::PermissionDenied, "{e}");
+    assert!(e.to_string().contains("not allowed for model fraud"), "{e}");
+    let e = bank
+        .clone()
+        .with_purpose("profiling")
+        .unwrap()
+        .predict("fraud", &row)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::PermissionDenied, "{e}");
+
+    // INVALID_ARGUMENT: NaN and out of range.
+    let mut ok = bank.clone().with_purpose("fraud-detection").unwrap();
+    let e = ok.predict("fraud", &[vec![f32::NAN; 8]]).await.unwrap_err();
+    assert_eq!(code(&e), Code::InvalidArgument, "{e}");
+    let e = ok.predict("fraud", &[vec![99.0; 8]]).await.unwrap_err();
+    assert_eq!(code(&e), Code::InvalidArgument, "{e}");
+
+    // None of that spent the bank's quota.
+    assert_eq!(used_today(&data, "bank"), 0);
+
+    // The quota of 3 per day: three pass, the fourth is RESOURCE_EXHAUSTED with retry info.
+    for _ in 0..3 {
+        ok.predict("fraud", &row).await.unwrap();
+    }
+    let e = ok.predict("fraud", &row).await.unwrap_err();
+    let ClientError::Status(status) = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{e}");
+    let retry_ms: u64 = status
+        .metadata()
+        .get("retry-after-ms")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_ms > 0 && retry_ms <= 86_400_000, "{retry_ms}");
+    use tonic_types::StatusExt;
+    let info = status
+        .get_details_retry_info()
+        .expect("google.rpc.RetryInfo detail");
+    assert!(info.retry_delay.is_some());
+    assert_eq!(used_today(&data, "bank"), 3);
+
+    // The CLI prints the status name and exits non-zero.
+    let out = confidant(&[
+        "predict",
+        "--addr",
+        &server.addr,
+        "--tls-ca",
+        server.cert.to_str().unwrap(),
+        "--api-key",
+        &good,
+        "--purpose",
+        "fraud-detection",
+        "--model",
+        "fraud",
+        "--input",
+        "[[0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5]]",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("RESOURCE_EXHAUSTED"),
+        "{}",
+        stderr(&out)
+    );
+    let out = confidant(&[
+        "predict",
+        "--addr",
+        &server.addr,
+        "--tls-ca",
+        server.cert.to_str().unwrap(),
+        "--model",
+        "fraud",
+        "--input",
+        "[[0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5]]",
+    ]);
+    assert!(stderr(&out).contains("UNAUTHENTICATED"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_callers_get_exactly_the_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let args = sealed_model_with_purposes(d, &[]);
+    let data = d.join("data");
+    let key = create_key(&data, "hammer", &["--rpd", "20"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(&args);
+    let client = Client::connect(&server.addr, &server.ca())
+        .await
+        .unwrap()
+        .with_api_key(&key)
+        .unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let mut c = client.clone();
+            tokio::spawn(async move { c.predict("fraud", &[vec![0.1f32; 8]]).await })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut exhausted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) if code(&e) == Code::ResourceExhausted => exhausted += 1,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(ok, 20);
+    assert_eq!(exhausted, 30);
+    assert_eq!(used_today(&data, "hammer"), 20);
+}
+
+#[test]
+fn keys_cli_lists_without_secrets_and_validates_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = create_key(
+        &data,
+        "alice",
+        &[
+            "--scopes",
+            "predict,explain",
+            "--purposes",
+            "a,b",
+            "--rpm",
+            "60",
+        ],
+    );
+    let out = confidant(&["keys", "list", "--data-dir", data.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("alice") && !text.contains(&key), "{text}");
+    for (args, needle) in [
+        (vec!["--scopes", "root"], "unknown scope"),
+        (vec!["--scopes", ""], "at least one scope"),
+        (vec!["--rpd", "0"], "at least 1"),
+        (vec!["--purposes", "bad purpose"], "purpose"),
+    ] {
+        let mut all = vec![
+            "keys",
+            "create",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--principal",
+            "x",
+        ];
+        all.extend(args);
+        let out = confidant(&all);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(needle), "{needle}: {}", stderr(&out));
+    }
+    let out = confidant(&["keys", "list", "--data-dir", "/nonexistent/dir"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("/nonexistent/dir"));
+    let out = confidant(&[
+        "keys",
+        "revoke",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--key-id",
+        "ffff",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no live key"), "{}", stderr(&out));
+}
