@@ -16,6 +16,7 @@
 //! - `cuda`: build the CUDA kernels and the GPU weight loader (needs nvcc). Off by default.
 #![deny(unsafe_code)]
 
+pub mod audit;
 pub mod client;
 pub mod demo;
 pub mod engine;

@@ -311,3 +311,67 @@ fn keys_cli_lists_without_secrets_and_validates_flags() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no live key"), "{}", stderr(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_of_a_real_run_verifies_holds_no_inputs_and_breaks_at_an_edited_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&["--data-dir", data.to_str().unwrap()]);
+    let key = server.api_key.clone().unwrap();
+    let mut client = server.client().await;
+    // Distinctive values that must never reach a log.
+    let mut row = confidant::demo::SAMPLE_ROW.to_vec();
+    row[0] = 13.371337;
+    let p = client.predict("demo", &[row.clone()]).await.unwrap();
+    // The small class probability prints as a distinctive string (for example 1.7e-12).
+    let out_value = p.outputs[0][0];
+    assert!(out_value.to_string().len() > 6, "{out_value}");
+    let mut bad = row.clone();
+    bad[5] = f32::NAN;
+    assert!(client.predict("demo", &[bad]).await.is_err());
+    let anon = Client::connect(&server.addr, &server.ca()).await.unwrap();
+    assert!(anon.clone().predict("demo", &[row.clone()]).await.is_err());
+    let logs = server.logs();
+    assert!(server.stop().success());
+
+    let audit_dir = data.join("audit");
+    let out = confidant(&["audit", "verify", audit_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["checkpoints"].as_u64().unwrap() >= 1, "{report}");
+
+    // Nothing secret or personal in the server's logs or in the audit log.
+    let segment = std::fs::read_to_string(audit_dir.join("segment-000001.jsonl")).unwrap();
+    for (name, text) in [("server log", &logs), ("audit log", &segment)] {
+        assert!(
+            !text.contains("13.371337") && !text.contains("13.37134"),
+            "{name} holds an input value"
+        );
+        assert!(!text.contains(&key), "{name} holds the API key");
+        assert!(
+            !text.contains(&out_value.to_string()),
+            "{name} holds an output score"
+        );
+    }
+    assert!(segment.contains("\"decision\":\"allow\"") && segment.contains("UNAUTHENTICATED"));
+    assert!(segment.contains("INVALID_ARGUMENT"));
+
+    // Edit one line: verify fails, naming that line.
+    let mut lines: Vec<String> = segment.lines().map(str::to_string).collect();
+    let target = 2;
+    lines[target] = lines[target]
+        .replacen("\"rows\":1", "\"rows\":7", 1)
+        .replacen("demo", "deme", 1);
+    std::fs::write(
+        audit_dir.join("segment-000001.jsonl"),
+        lines.join("\n") + "\n",
+    )
+    .unwrap();
+    let out = confidant(&["audit", "verify", audit_dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("line {}", target + 1)),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -43,6 +43,33 @@ pub enum Command {
     Models(ModelsArgs),
     /// Manage API keys (create, list, revoke) in a server's data directory.
     Keys(KeysArgs),
+    /// Check the tamper-evident audit log.
+    Audit(AuditArgs),
+}
+
+/// `confidant audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The audit command.
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+/// `confidant audit …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the hash chain and the signed checkpoints; report the first broken record.
+    Verify(AuditVerifyArgs),
+}
+
+/// `confidant audit verify`.
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    /// The audit directory (`<data-dir>/audit`).
+    pub dir: PathBuf,
+    /// A trusted checkpoint key: 64 hex digits, or a file holding them (repeatable).
+    #[arg(long = "pubkey")]
+    pub pubkeys: Vec<String>,
 }
 
 /// `confidant keys`.

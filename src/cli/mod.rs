@@ -40,7 +40,42 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Predict(a) => predict(a).await,
         Command::Models(a) => models(a).await,
         Command::Keys(a) => keys(a),
+        Command::Audit(a) => audit(a),
     }
+}
+
+fn audit(a: args::AuditArgs) -> Result<()> {
+    let args::AuditCommand::Verify(v) = a.command;
+    if !v.dir.is_dir() {
+        bail!("{}: not a directory", v.dir.display());
+    }
+    let mut trusted = Vec::new();
+    for k in &v.pubkeys {
+        let text = if Path::new(k).is_file() {
+            std::fs::read_to_string(k).with_context(|| format!("--pubkey {k}"))?
+        } else {
+            k.clone()
+        };
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut key).map_err(|_| {
+            anyhow::anyhow!("--pubkey {k}: expected 64 hex digits (a raw Ed25519 key)")
+        })?;
+        trusted.push(key);
+    }
+    let report = confidant::audit::verify_dir(&v.dir, &trusted);
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if let Some(f) = &report.first_failure {
+        bail!(
+            "audit log broken at {} line {}: {}",
+            f.segment,
+            f.line,
+            f.problem
+        );
+    }
+    if report.records == 0 {
+        bail!("{}: no audit records", v.dir.display());
+    }
+    Ok(())
 }
 
 fn unix_now() -> i64 {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tonic::{Request, Response, Status};
 
 use super::error::ApiError;
+use crate::audit::{AuditLog, Event};
 use crate::engine::{Registry, argmax_rows};
 use crate::guard::{Credentials, Guard, InputError, KeyRecord, Scope, validate_rows};
 use crate::proto::confidant::v1 as pb;
@@ -15,6 +16,7 @@ use crate::proto::confidant::v1 as pb;
 pub struct InferenceService {
     registry: Registry,
     guard: Arc<Guard>,
+    audit: Option<Arc<AuditLog>>,
     ready: Arc<AtomicBool>,
     max_rows: usize,
 }
@@ -24,12 +26,14 @@ impl InferenceService {
     pub fn new(
         registry: Registry,
         guard: Arc<Guard>,
+        audit: Option<Arc<AuditLog>>,
         ready: Arc<AtomicBool>,
         max_rows: usize,
     ) -> Self {
         Self {
             registry,
             guard,
+            audit,
             ready,
             max_rows,
         }
@@ -64,14 +68,18 @@ impl InferenceService {
         &self,
         metadata: &tonic::metadata::MetadataMap,
         req: pb::PredictRequest,
+        ctx: &mut AuditContext,
     ) -> Result<pb::PredictResponse, ApiError> {
         self.ensure_ready()?;
         let key = self.caller(metadata, Scope::Predict)?;
+        ctx.principal.clone_from(&key.principal);
+        ctx.model.clone_from(&req.model);
         if req.model.is_empty() {
             return Err(ApiError::BadRequest("model must be set".into()));
         }
         let model = self.registry.get(&req.model)?;
         let config = model.config();
+        ctx.model = format!("{}@{}", config.id, config.version);
         if !req.version.is_empty() && req.version != config.version {
             return Err(ApiError::Precondition(format!(
                 "model {} is at version {}, request asked for {}",
@@ -82,11 +90,17 @@ impl InferenceService {
         let purpose = self
             .guard
             .check_purpose(&key, declared, &config.id, &config.purposes)?;
+        ctx.purpose.clone_from(&purpose);
         let input = req.input.ok_or(InputError::Missing)?;
+        if let Some(audit) = &self.audit {
+            ctx.input_hmac = Some(audit.input_hmac(&input.values));
+        }
         let rows = validate_rows(config, &input.shape, &input.values, self.max_rows)?;
+        ctx.rows = rows as u64;
         // The only step that spends a counter comes last, and is handed back on failure.
         let admission = self.guard.admit(&key, unix_now())?;
         let request_id = uuid::Uuid::new_v4().to_string();
+        ctx.request_id.clone_from(&request_id);
         let out = match model.infer(input.values, rows).await {
             Ok(out) => out,
             Err(e) => {
@@ -96,6 +110,7 @@ impl InferenceService {
         };
         let width = config.output_count();
         let indices = argmax_rows(&out.values, width);
+        ctx.output_argmax = indices.iter().map(|&i| i as u32).collect();
         let labels = indices
             .iter()
             .map(|&i| config.labels.get(i).cloned().unwrap_or_default())
@@ -131,8 +146,32 @@ impl pb::inference_server::Inference for InferenceService {
         &self,
         request: Request<pb::PredictRequest>,
     ) -> Result<Response<pb::PredictResponse>, Status> {
+        let started = std::time::Instant::now();
         let (metadata, _, req) = request.into_parts();
-        Ok(Response::new(self.predict_inner(&metadata, req).await?))
+        let mut ctx = AuditContext::default();
+        let result = self.predict_inner(&metadata, req, &mut ctx).await;
+        let result = result.map_err(Status::from);
+        if let Some(audit) = &self.audit {
+            let (decision, reason) = match &result {
+                Ok(_) => ("allow", "OK".to_string()),
+                Err(s) => ("refuse", crate::client::code_name(s.code()).to_string()),
+            };
+            audit.append(Event::Predict {
+                request_id: ctx.request_id,
+                principal: ctx.principal,
+                model: ctx.model,
+                purpose: ctx.purpose,
+                subject: None,
+                input_hmac: ctx.input_hmac,
+                output_argmax: ctx.output_argmax,
+                rows: ctx.rows,
+                latency_us: started.elapsed().as_micros() as u64,
+                decision: decision.into(),
+                reason,
+                epsilon: 0.0,
+            });
+        }
+        Ok(Response::new(result?))
     }
 
     async fn list_models(
@@ -168,4 +207,16 @@ fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// What the audit record of one Predict call learns as the call proceeds.
+#[derive(Default)]
+struct AuditContext {
+    request_id: String,
+    principal: String,
+    model: String,
+    purpose: Option<String>,
+    input_hmac: Option<String>,
+    output_argmax: Vec<u32>,
+    rows: u64,
 }

@@ -181,8 +181,9 @@ pub async fn run(
         Database::open_in(&config.data_dir).map_err(|e| ServerError::Config(e.to_string()))?,
     );
     let guard = Arc::new(Guard::new(Arc::clone(&db), config.rate));
+    let audit = Arc::new(open_audit(&config.data_dir)?);
     let demo_api_key = if config.models.is_empty() {
-        demo_key(&guard)?
+        demo_key(&guard, &audit)?
     } else {
         None
     };
@@ -229,6 +230,7 @@ pub async fn run(
     let inference = InferenceServer::new(InferenceService::new(
         registry.clone(),
         Arc::clone(&guard),
+        Some(Arc::clone(&audit)),
         Arc::clone(&ready),
         config.max_rows_per_request,
     ))
@@ -299,7 +301,13 @@ pub async fn run(
         .await
         .map_err(|e| ServerError::Config(format!("server task failed: {e}")))?;
     registry.clear();
-    tracing::info!("stopped; model memory zeroized");
+    audit.append(crate::audit::Event::Admin {
+        actor: "server".into(),
+        action: "stop".into(),
+        detail: String::new(),
+    });
+    audit.close();
+    tracing::info!("stopped; model memory zeroized, audit log checkpointed");
     result.map_err(ServerError::from)
 }
 
@@ -376,8 +384,38 @@ fn load_one(
     Ok(())
 }
 
+/// Opens `<data-dir>/audit/` with a fresh checkpoint-signing key made in memory (the
+/// attested key, once evidence binds it) and the persistent input-HMAC key.
+fn open_audit(data_dir: &Path) -> Result<crate::audit::AuditLog, ServerError> {
+    let cfg = |e: crate::audit::AuditError| ServerError::Config(e.to_string());
+    let hmac_key = crate::audit::load_or_create_key(&data_dir.join("audit.key")).map_err(cfg)?;
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(seed.as_mut()).map_err(|e| ServerError::Config(e.to_string()))?;
+    let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let log = crate::audit::AuditLog::open(
+        &data_dir.join("audit"),
+        signing,
+        *hmac_key,
+        crate::audit::AuditConfig::default(),
+    )
+    .map_err(cfg)?;
+    tracing::info!(
+        public_key = log.public_key_hex(),
+        "audit log open; checkpoints signed by this key"
+    );
+    log.append(crate::audit::Event::Admin {
+        actor: "server".into(),
+        action: "start".into(),
+        detail: format!("checkpoint key {}", log.public_key_hex()),
+    });
+    Ok(log)
+}
+
 /// On the first start in demo mode (no key exists yet), creates the `demo` principal's key.
-fn demo_key(guard: &Guard) -> Result<Option<ApiKeySecret>, ServerError> {
+fn demo_key(
+    guard: &Guard,
+    audit: &crate::audit::AuditLog,
+) -> Result<Option<ApiKeySecret>, ServerError> {
     let storage = |e: crate::storage::StorageError| ServerError::Config(e.to_string());
     if !guard.keys().is_empty().map_err(storage)? {
         return Ok(None);
@@ -397,6 +435,11 @@ fn demo_key(guard: &Guard) -> Result<Option<ApiKeySecret>, ServerError> {
         .create(&new, now)
         .map_err(|e| ServerError::Config(format!("demo key: {e}")))?;
     tracing::info!("created the demo principal's API key (shown once on stdout)");
+    audit.append(crate::audit::Event::Admin {
+        actor: "server".into(),
+        action: "key.create".into(),
+        detail: "principal demo (scopes predict, explain)".into(),
+    });
     Ok(Some(secret))
 }
 

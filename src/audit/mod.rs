@@ -1,0 +1,513 @@
+//! The tamper-evident audit log: append-only JSON-lines segments with a SHA-256 hash chain
+//! and periodic checkpoints signed by the server's Ed25519 key.
+//!
+//! Every line is one [`Record`]. Its `hash` is SHA-256 over `"confidant.audit.v1\0"`, the
+//! previous record's hash and the record's canonical JSON without the `hash` field, so editing,
+//! deleting, inserting or reordering any line breaks the chain at that line. Every
+//! `checkpoint_every` records (and at shutdown) a `checkpoint` record signs the chain head.
+//!
+//! Records hold ids, digests and decisions, never inputs or outputs: the input appears only as
+//! an HMAC-SHA256 under the server's audit key, and the output only as its argmax class.
+//!
+//! Writes go through one writer thread that appends in groups and fsyncs once per group, so a
+//! burst of requests costs one fsync. On start, a torn final line (a crash mid-write) is cut
+//! with a warning; every line that was fsync'd survives.
+
+pub mod verify;
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ed25519_dalek::{Signer, SigningKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+pub use verify::{VerifyReport, verify_dir};
+
+const DOMAIN: &[u8] = b"confidant.audit.v1\0";
+const CHECKPOINT_DOMAIN: &[u8] = b"confidant.audit.checkpoint.v1\0";
+/// Records per segment file before rotating.
+pub const SEGMENT_RECORDS: u64 = 100_000;
+
+/// Audit errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// File I/O failed.
+    #[error("audit log {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The existing log is not a valid chain, so appending to it would hide the damage.
+    #[error("audit log {path} is damaged at line {line}: {problem}")]
+    Damaged {
+        /// The segment.
+        path: String,
+        /// The 1-based line.
+        line: u64,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The writer thread is gone.
+    #[error("audit writer stopped")]
+    Stopped,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
+    move |source| AuditError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// One audit line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// Position in the chain, from 1.
+    pub seq: u64,
+    /// Milliseconds since the epoch.
+    pub ts_ms: u64,
+    /// What happened.
+    pub event: Event,
+    /// Hex SHA-256 of the previous record (64 zeros for the first).
+    pub prev: String,
+    /// Hex SHA-256 of this record (see the module docs).
+    #[serde(default)]
+    pub hash: String,
+}
+
+/// The events the log records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Event {
+    /// A Predict call, allowed or refused.
+    Predict {
+        /// The request id returned to the caller ("" when refused before one was made).
+        request_id: String,
+        /// The authenticated principal ("" when authentication failed).
+        principal: String,
+        /// `model@version`.
+        model: String,
+        /// The declared purpose.
+        purpose: Option<String>,
+        /// The data subject's pseudonym, if the request named one.
+        subject: Option<String>,
+        /// Hex HMAC-SHA256 of the input under the audit key.
+        input_hmac: Option<String>,
+        /// The argmax class per row (no scores).
+        output_argmax: Vec<u32>,
+        /// Rows in the request.
+        rows: u64,
+        /// Server-side latency in microseconds.
+        latency_us: u64,
+        /// `allow` or `refuse`.
+        decision: String,
+        /// Why (the gRPC status name for refusals).
+        reason: String,
+        /// Privacy budget spent.
+        epsilon: f64,
+    },
+    /// An administrative or data-access event (key creation, consent, erasure, start).
+    Admin {
+        /// Who acted.
+        actor: String,
+        /// What was done.
+        action: String,
+        /// Details (ids, never secrets).
+        detail: String,
+    },
+    /// A signed statement of the chain head.
+    Checkpoint {
+        /// The hash of the record just before this checkpoint.
+        head: String,
+        /// Hex of the signer's raw Ed25519 public key.
+        public_key: String,
+        /// Hex Ed25519 signature over `"confidant.audit.checkpoint.v1\0" ‖ seq ‖ head`.
+        signature: String,
+    },
+}
+
+impl Record {
+    /// The chain hash of this record given its `prev`.
+    pub fn compute_hash(&self) -> String {
+        let mut unhashed = self.clone();
+        unhashed.hash = String::new();
+        // serde_json::Value sorts keys, so the encoding is canonical.
+        let body = serde_json::to_value(&unhashed)
+            .and_then(|v| serde_json::to_vec(&v))
+            .unwrap_or_default();
+        let mut h = Sha256::new();
+        h.update(DOMAIN);
+        h.update(self.prev.as_bytes());
+        h.update(&body);
+        hex::encode(h.finalize())
+    }
+}
+
+/// The message a checkpoint signs.
+pub fn checkpoint_message(seq: u64, head: &str) -> Vec<u8> {
+    let mut m = CHECKPOINT_DOMAIN.to_vec();
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(head.as_bytes());
+    m
+}
+
+/// Settings.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditConfig {
+    /// Sign a checkpoint after this many records.
+    pub checkpoint_every: u64,
+    /// Sign a checkpoint at least this often while records arrive.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+struct State {
+    dir: PathBuf,
+    file: File,
+    segment: u64,
+    seq: u64,
+    head: String,
+    since_checkpoint: u64,
+    last_checkpoint: std::time::Instant,
+    in_segment: u64,
+}
+
+/// The audit log writer. Appends are queued to one writer thread that writes in groups with
+/// one fsync per group.
+pub struct AuditLog {
+    tx: Mutex<Option<crossbeam_channel::Sender<Msg>>>,
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    hmac_key: Zeroizing<[u8; 32]>,
+    public_key: String,
+}
+
+enum Msg {
+    Append(Event, Option<std::sync::mpsc::Sender<()>>),
+}
+
+impl AuditLog {
+    /// Opens `<dir>` (creating it), checks the existing chain, cuts a torn final line, and
+    /// starts the writer. `signing` signs checkpoints; `hmac_key` keys input digests.
+    pub fn open(
+        dir: &Path,
+        signing: SigningKey,
+        hmac_key: [u8; 32],
+        config: AuditConfig,
+    ) -> Result<Self, AuditError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let (segment, seq, head, in_segment) = recover(dir)?;
+        let path = segment_path(dir, segment);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let public_key = hex::encode(signing.verifying_key().as_bytes());
+        let state = State {
+            dir: dir.to_path_buf(),
+            file,
+            segment,
+            seq,
+            head,
+            since_checkpoint: 0,
+            last_checkpoint: std::time::Instant::now(),
+            in_segment,
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let worker = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer(state, signing, config, &rx))
+            .map_err(io_err(dir))?;
+        Ok(Self {
+            tx: Mutex::new(Some(tx)),
+            worker: Mutex::new(Some(worker)),
+            hmac_key: Zeroizing::new(hmac_key),
+            public_key,
+        })
+    }
+
+    /// Hex of the checkpoint signing key.
+    pub fn public_key_hex(&self) -> &str {
+        &self.public_key
+    }
+
+    /// HMAC-SHA256 of `values` (little-endian f32) under the audit key.
+    pub fn input_hmac(&self, values: &[f32]) -> String {
+        // HMAC by hand over SHA-256 (RFC 2104), so no extra crate is needed.
+        let mut ipad = [0x36u8; 64];
+        let mut opad = [0x5cu8; 64];
+        for (i, k) in self.hmac_key.iter().enumerate() {
+            ipad[i] ^= k;
+            opad[i] ^= k;
+        }
+        let mut inner = Sha256::new();
+        inner.update(ipad);
+        for v in values {
+            inner.update(v.to_le_bytes());
+        }
+        let mut outer = Sha256::new();
+        outer.update(opad);
+        outer.update(inner.finalize());
+        hex::encode(outer.finalize())
+    }
+
+    /// Queues an event; it reaches disk with the next group fsync.
+    pub fn append(&self, event: Event) {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        match tx.as_ref() {
+            Some(tx) if tx.send(Msg::Append(event, None)).is_ok() => {}
+            _ => tracing::error!("audit writer stopped; an audit event was lost"),
+        }
+    }
+
+    /// Appends an event and waits until it is on disk.
+    pub fn append_durable(&self, event: Event) -> Result<(), AuditError> {
+        let (done, wait) = std::sync::mpsc::channel();
+        {
+            let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+            tx.as_ref()
+                .ok_or(AuditError::Stopped)?
+                .send(Msg::Append(event, Some(done)))
+                .map_err(|_| AuditError::Stopped)?;
+        }
+        wait.recv().map_err(|_| AuditError::Stopped)
+    }
+
+    /// Flushes, writes a final checkpoint and stops the writer.
+    pub fn close(&self) {
+        drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(w) = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Reads a 32-byte key file, or creates one (0600) from the OS CSPRNG.
+pub fn load_or_create_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, AuditError> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.len() == 32 => {
+            key.copy_from_slice(&bytes);
+            Ok(key)
+        }
+        Ok(bytes) => Err(AuditError::Damaged {
+            path: path.display().to_string(),
+            line: 0,
+            problem: format!("key file holds {} bytes, expected 32", bytes.len()),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            getrandom::fill(key.as_mut()).map_err(|e| AuditError::Io {
+                path: path.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io_err(path))?;
+            f.write_all(key.as_ref()).map_err(io_err(path))?;
+            f.sync_all().map_err(io_err(path))?;
+            Ok(key)
+        }
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+/// The path of segment `n`.
+pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("segment-{n:06}.jsonl"))
+}
+
+/// The segment numbers present in `dir`, ascending.
+pub fn segments(dir: &Path) -> Result<Vec<u64>, AuditError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(n) = name
+            .strip_prefix("segment-")
+            .and_then(|s| s.strip_suffix(".jsonl"))
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Verifies the existing chain, cuts a torn last line, and returns
+/// (segment, last seq, head hash, records in that segment).
+fn recover(dir: &Path) -> Result<(u64, u64, String, u64), AuditError> {
+    let zero = "0".repeat(64);
+    let segs = segments(dir)?;
+    let Some(&last) = segs.last() else {
+        return Ok((1, 0, zero, 0));
+    };
+    // Cut a torn final line: anything after the last newline of the last segment.
+    let path = segment_path(dir, last);
+    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+    let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if keep < bytes.len() {
+        tracing::warn!(
+            segment = %path.display(),
+            bytes = bytes.len() - keep,
+            "audit log: cutting a torn final line left by a crash"
+        );
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        f.set_len(keep as u64).map_err(io_err(&path))?;
+        f.sync_all().map_err(io_err(&path))?;
+    }
+    let report = verify_dir(dir, &[]);
+    if let Some(fail) = report.first_failure {
+        return Err(AuditError::Damaged {
+            path: fail.segment,
+            line: fail.line,
+            problem: fail.problem,
+        });
+    }
+    let f = File::open(&path).map_err(io_err(&path))?;
+    let in_segment = BufReader::new(f).lines().count() as u64;
+    Ok((
+        last,
+        report.records,
+        report.head.unwrap_or(zero),
+        in_segment,
+    ))
+}
+
+fn writer(
+    mut st: State,
+    signing: SigningKey,
+    config: AuditConfig,
+    rx: &crossbeam_channel::Receiver<Msg>,
+) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut waiters = Vec::new();
+    loop {
+        let first = match rx.recv_timeout(config.checkpoint_interval) {
+            Ok(m) => Some(m),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
+        let mut batch: Vec<Msg> = first.into_iter().collect();
+        batch.extend(rx.try_iter().take(4096));
+        for Msg::Append(event, done) in batch {
+            push(&mut st, &mut buf, event);
+            if let Some(d) = done {
+                waiters.push(d);
+            }
+            if st.since_checkpoint >= config.checkpoint_every {
+                push_checkpoint(&mut st, &mut buf, &signing);
+            }
+        }
+        if st.since_checkpoint > 0 && st.last_checkpoint.elapsed() >= config.checkpoint_interval {
+            push_checkpoint(&mut st, &mut buf, &signing);
+        }
+        flush(&mut st, &mut buf);
+        for w in waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+    if st.since_checkpoint > 0 {
+        push_checkpoint(&mut st, &mut buf, &signing);
+    }
+    flush(&mut st, &mut buf);
+}
+
+fn push(st: &mut State, buf: &mut Vec<u8>, event: Event) {
+    if st.in_segment >= SEGMENT_RECORDS {
+        flush(st, buf);
+        st.segment += 1;
+        st.in_segment = 0;
+        let path = segment_path(&st.dir, st.segment);
+        match OpenOptions::new().create(true).append(true).open(&path) {
+            Ok(f) => st.file = f,
+            Err(e) => tracing::error!(error = %e, "audit log: cannot open a new segment"),
+        }
+    }
+    let is_checkpoint = matches!(event, Event::Checkpoint { .. });
+    st.seq += 1;
+    let mut r = Record {
+        seq: st.seq,
+        ts_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        event,
+        prev: st.head.clone(),
+        hash: String::new(),
+    };
+    r.hash = r.compute_hash();
+    st.head = r.hash.clone();
+    if let Ok(line) = serde_json::to_vec(&r) {
+        buf.extend_from_slice(&line);
+        buf.push(b'\n');
+    }
+    st.in_segment += 1;
+    if is_checkpoint {
+        st.since_checkpoint = 0;
+        st.last_checkpoint = std::time::Instant::now();
+    } else {
+        st.since_checkpoint += 1;
+    }
+}
+
+fn push_checkpoint(st: &mut State, buf: &mut Vec<u8>, signing: &SigningKey) {
+    // The checkpoint signs the head as of the record before it, at its own seq.
+    let seq = st.seq + 1;
+    let head = st.head.clone();
+    let signature = hex::encode(signing.sign(&checkpoint_message(seq, &head)).to_bytes());
+    let event = Event::Checkpoint {
+        head,
+        public_key: hex::encode(signing.verifying_key().as_bytes()),
+        signature,
+    };
+    push(st, buf, event);
+}
+
+fn flush(st: &mut State, buf: &mut Vec<u8>) {
+    if buf.is_empty() {
+        return;
+    }
+    let r = st
+        .file
+        .write_all(buf)
+        .and_then(|()| st.file.sync_data())
+        .and_then(|()| st.file.seek(SeekFrom::End(0)).map(|_| ()));
+    if let Err(e) = r {
+        tracing::error!(error = %e, "audit log write failed");
+    }
+    buf.clear();
+}
+
+#[cfg(test)]
+mod tests;

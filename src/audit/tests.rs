@@ -1,0 +1,165 @@
+use super::*;
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[7u8; 32])
+}
+
+fn predict(i: u64) -> Event {
+    Event::Predict {
+        request_id: format!("r{i}"),
+        principal: "alice".into(),
+        model: "m@1".into(),
+        purpose: Some("p".into()),
+        subject: None,
+        input_hmac: Some("00".into()),
+        output_argmax: vec![1],
+        rows: 1,
+        latency_us: 10,
+        decision: "allow".into(),
+        reason: "ok".into(),
+        epsilon: 0.0,
+    }
+}
+
+fn write_log(dir: &Path, n: u64) {
+    let log = AuditLog::open(
+        dir,
+        key(),
+        [1u8; 32],
+        AuditConfig {
+            checkpoint_every: 4,
+            checkpoint_interval: Duration::from_secs(3600),
+        },
+    )
+    .unwrap();
+    for i in 0..n {
+        log.append(predict(i));
+    }
+    log.close();
+}
+
+fn lines(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(segment_path(dir, 1))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_written_log_verifies_with_checkpoints_and_reopens() {
+    let d = tempfile::tempdir().unwrap();
+    write_log(d.path(), 10);
+    let r = verify_dir(d.path(), &[*key().verifying_key().as_bytes()]);
+    assert!(r.is_ok(), "{r:?}");
+    // 10 records, a checkpoint after every 4, and a final one at close.
+    assert_eq!(r.checkpoints, 3);
+    assert_eq!(r.records, 13);
+    // Reopening continues the chain.
+    write_log(d.path(), 2);
+    let r = verify_dir(d.path(), &[]);
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(r.records, 16);
+    // An untrusted signer is reported.
+    let other = SigningKey::from_bytes(&[9u8; 32]);
+    let r = verify_dir(d.path(), &[*other.verifying_key().as_bytes()]);
+    assert!(r.first_failure.unwrap().problem.contains("untrusted key"));
+}
+
+#[test]
+fn any_one_line_edit_delete_or_swap_fails_at_that_line() {
+    let d = tempfile::tempdir().unwrap();
+    write_log(d.path(), 8);
+    let original = lines(d.path());
+    let n = original.len();
+    for target in 0..n {
+        // Edit: change one character of the record body.
+        let mut edited = original.clone();
+        edited[target] = edited[target]
+            .replacen("\"rows\":1", "\"rows\":2", 1)
+            .replacen("\"head\":\"", "\"head\":\"f", 1);
+        if edited[target] == original[target] {
+            edited[target] = edited[target].replacen("\"ts_ms\":", "\"ts_ms\":1", 1);
+        }
+        std::fs::write(segment_path(d.path(), 1), edited.join("\n") + "\n").unwrap();
+        let f = verify_dir(d.path(), &[])
+            .first_failure
+            .expect("edit not detected");
+        assert_eq!(
+            f.line,
+            target as u64 + 1,
+            "edit of line {}: {f:?}",
+            target + 1
+        );
+
+        // Delete (all but the last line: deleting the last leaves a shorter valid chain,
+        // which the signed checkpoints and the server's head bound).
+        if target + 1 < n {
+            let mut deleted = original.clone();
+            deleted.remove(target);
+            std::fs::write(segment_path(d.path(), 1), deleted.join("\n") + "\n").unwrap();
+            let f = verify_dir(d.path(), &[])
+                .first_failure
+                .expect("delete not detected");
+            assert_eq!(
+                f.line,
+                target as u64 + 1,
+                "delete of line {}: {f:?}",
+                target + 1
+            );
+
+            let mut swapped = original.clone();
+            swapped.swap(target, target + 1);
+            std::fs::write(segment_path(d.path(), 1), swapped.join("\n") + "\n").unwrap();
+            let f = verify_dir(d.path(), &[])
+                .first_failure
+                .expect("swap not detected");
+            assert_eq!(
+                f.line,
+                target as u64 + 1,
+                "swap at line {}: {f:?}",
+                target + 1
+            );
+        }
+    }
+}
+
+#[test]
+fn a_torn_final_line_is_cut_and_nothing_committed_is_lost() {
+    let d = tempfile::tempdir().unwrap();
+    write_log(d.path(), 5);
+    let before = lines(d.path());
+    let mut bytes = std::fs::read(segment_path(d.path(), 1)).unwrap();
+    bytes.extend_from_slice(b"{\"seq\":99,\"ts_ms\":");
+    std::fs::write(segment_path(d.path(), 1), bytes).unwrap();
+    write_log(d.path(), 1);
+    let after = lines(d.path());
+    assert_eq!(&after[..before.len()], &before[..]);
+    assert!(verify_dir(d.path(), &[]).is_ok());
+}
+
+#[test]
+fn opening_a_damaged_log_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    write_log(d.path(), 3);
+    let mut l = lines(d.path());
+    l[1] = l[1].replacen("alice", "mallory", 1);
+    std::fs::write(segment_path(d.path(), 1), l.join("\n") + "\n").unwrap();
+    let err = AuditLog::open(d.path(), key(), [1u8; 32], AuditConfig::default())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("line 2"), "{err}");
+}
+
+#[test]
+fn input_hmac_is_deterministic_and_keyed() {
+    let d = tempfile::tempdir().unwrap();
+    let a = AuditLog::open(d.path(), key(), [1u8; 32], AuditConfig::default()).unwrap();
+    let h1 = a.input_hmac(&[1.0, 2.0]);
+    assert_eq!(h1, a.input_hmac(&[1.0, 2.0]));
+    assert_ne!(h1, a.input_hmac(&[1.0, 2.5]));
+    a.close();
+    let d2 = tempfile::tempdir().unwrap();
+    let b = AuditLog::open(d2.path(), key(), [2u8; 32], AuditConfig::default()).unwrap();
+    assert_ne!(h1, b.input_hmac(&[1.0, 2.0]));
+}
