@@ -82,18 +82,32 @@ pub fn pin_thread_count() -> usize {
 
 static MLOCK_WARNED: AtomicBool = AtomicBool::new(false);
 
+/// Buffers at least this large are mapped directly with transparent huge pages.
+const HUGE: usize = 2 << 20;
+
 /// A fixed-size byte buffer for secrets (keys, plaintext weights).
 ///
-/// The memory is allocated once, page-aligned and rounded up to whole pages (so that no
-/// other allocation shares a locked page and unlocking one buffer never unlocks another),
-/// never reallocated (so no unzeroized copy is left behind), locked with `mlock` where the
-/// limit allows, excluded from core dumps, and zeroized on drop. It has no `Debug`, `Clone`
-/// or `Serialize`.
+/// The memory is allocated once and never reallocated (so no unzeroized copy is left
+/// behind), locked in RAM where the limit allows, excluded from core dumps, and zeroized on
+/// drop. Its pages are its own (page-aligned, whole pages), so unlocking one buffer never
+/// unlocks another. It has no `Debug`, `Clone` or `Serialize`.
+///
+/// Small buffers come from the allocator and are locked at once. Large ones (≥ 2 MiB, model
+/// weights) are an anonymous `mmap` with transparent huge pages, locked with
+/// `mlock2(MLOCK_ONFAULT)`: anonymous pages are already zero, so nothing is touched up
+/// front, and the pages fault in (2 MiB at a time) on whichever threads first write them,
+/// which for a sealed model is the parallel decryption. Locking and zeroing 64 MiB in one
+/// thread first cost several times the decryption itself.
 pub struct SecretBuffer {
     ptr: std::ptr::NonNull<u8>,
     len: usize,
-    layout: std::alloc::Layout,
+    alloc: Allocation,
     locked: bool,
+}
+
+enum Allocation {
+    Heap(std::alloc::Layout),
+    Mapped(usize),
 }
 
 // SAFETY: SecretBuffer owns its allocation exclusively (like Box<[u8]>); shared access only
@@ -106,8 +120,13 @@ impl SecretBuffer {
     /// Allocates `len` zero bytes and tries to lock them in RAM.
     ///
     /// # Panics
-    /// Panics (via `handle_alloc_error`) if the allocator fails, as `Vec` does.
+    /// Panics (via `handle_alloc_error`) if memory cannot be had, as `Vec` does.
     pub fn zeroed(len: usize) -> Self {
+        if len >= HUGE
+            && let Some(b) = Self::mapped(len)
+        {
+            return b;
+        }
         let page = page_size();
         let size = len.div_ceil(page).max(1) * page;
         let Ok(layout) = std::alloc::Layout::from_size_align(size, page) else {
@@ -123,9 +142,53 @@ impl SecretBuffer {
         Self {
             ptr,
             len,
-            layout,
+            alloc: Allocation::Heap(layout),
             locked,
         }
+    }
+
+    /// An anonymous huge-page mapping locked on fault; `None` if mmap fails (the caller
+    /// falls back to the allocator).
+    fn mapped(len: usize) -> Option<Self> {
+        let size = len.div_ceil(HUGE) * HUGE;
+        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return None;
+        }
+        let ptr = std::ptr::NonNull::new(raw.cast::<u8>())?;
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: advisory calls on the mapping made above.
+            unsafe {
+                let _ = libc::madvise(raw, size, libc::MADV_HUGEPAGE);
+                let _ = libc::madvise(raw, size, libc::MADV_DONTDUMP);
+            }
+        }
+        #[cfg(target_os = "linux")]
+        // SAFETY: locks (on fault) exactly the mapping made above.
+        let locked = unsafe { libc::mlock2(raw, size, libc::MLOCK_ONFAULT) } == 0
+            || lock_region(ptr.as_ptr(), size);
+        #[cfg(not(target_os = "linux"))]
+        let locked = lock_region(ptr.as_ptr(), size);
+        if !locked {
+            warn_mlock(len);
+        }
+        Some(Self {
+            ptr,
+            len,
+            alloc: Allocation::Mapped(size),
+            locked,
+        })
     }
 
     /// Copies `src` into a new locked buffer. The caller remains responsible for `src`.
@@ -137,8 +200,8 @@ impl SecretBuffer {
 
     /// The secret bytes.
     pub fn secret_bytes(&self) -> &[u8] {
-        // SAFETY: ptr is valid for `layout.size() >= len` initialized (zeroed) bytes for the
-        // life of self, and no `&mut` alias can exist while `&self` is borrowed.
+        // SAFETY: ptr is valid for at least `len` initialized (zeroed) bytes for the life of
+        // self, and no `&mut` alias can exist while `&self` is borrowed.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
@@ -158,7 +221,7 @@ impl SecretBuffer {
         self.len == 0
     }
 
-    /// Whether `mlock` succeeded for this buffer.
+    /// Whether locking succeeded for this buffer.
     pub fn is_locked(&self) -> bool {
         self.locked
     }
@@ -166,14 +229,24 @@ impl SecretBuffer {
 
 impl Drop for SecretBuffer {
     fn drop(&mut self) {
-        // SAFETY: ptr is valid for layout.size() bytes and exclusively ours.
-        let all = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) };
+        let size = match self.alloc {
+            Allocation::Heap(layout) => layout.size(),
+            Allocation::Mapped(size) => size,
+        };
+        // SAFETY: ptr is valid for `size` bytes and exclusively ours.
+        let all = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), size) };
         all.zeroize();
         if self.locked {
-            unlock_region(self.ptr.as_ptr(), self.layout.size());
+            unlock_region(self.ptr.as_ptr(), size);
         }
-        // SAFETY: allocated in `zeroed` with exactly this layout, freed once.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+        match self.alloc {
+            // SAFETY: allocated in `zeroed` with exactly this layout, freed once.
+            Allocation::Heap(layout) => unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) },
+            Allocation::Mapped(size) => {
+                // SAFETY: the mapping made in `mapped`, unmapped once.
+                let _ = unsafe { libc::munmap(self.ptr.as_ptr().cast(), size) };
+            }
+        }
     }
 }
 
@@ -216,7 +289,14 @@ fn lock_region(ptr: *const u8, len: usize) -> bool {
         // SAFETY: as above; MADV_DONTDUMP is advisory and never frees memory.
         let _ = unsafe { libc::madvise(start, span, libc::MADV_DONTDUMP) };
     }
-    if !ok && !MLOCK_WARNED.swap(true, Ordering::Relaxed) {
+    if !ok {
+        warn_mlock(len);
+    }
+    ok
+}
+
+fn warn_mlock(len: usize) {
+    if !MLOCK_WARNED.swap(true, Ordering::Relaxed) {
         let limit = memlock_limit().map_or_else(|| "unlimited".to_string(), |l| l.to_string());
         tracing::warn!(
             bytes = len,
@@ -225,7 +305,6 @@ fn lock_region(ptr: *const u8, len: usize) -> bool {
              (ulimit -l, or LimitMEMLOCK= in the systemd unit) to keep them in RAM"
         );
     }
-    ok
 }
 
 fn unlock_region(ptr: *const u8, len: usize) {

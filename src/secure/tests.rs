@@ -22,3 +22,14 @@ fn copy_from_copies() {
     let b = SecretBuffer::copy_from(b"key material");
     assert_eq!(b.secret_bytes(), b"key material");
 }
+
+#[test]
+fn large_buffers_are_mapped_zeroed_and_writable() {
+    let mut b = SecretBuffer::zeroed(5 << 20);
+    assert_eq!(b.len(), 5 << 20);
+    assert!(b.secret_bytes().iter().all(|&x| x == 0));
+    b.secret_bytes_mut().fill(0xAB);
+    assert!(b.secret_bytes().iter().all(|&x| x == 0xAB));
+    let c = SecretBuffer::copy_from(b.secret_bytes());
+    assert_eq!(c.secret_bytes(), b.secret_bytes());
+}
