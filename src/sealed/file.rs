@@ -7,10 +7,13 @@
 //! 10      4     manifest length m, u32 big-endian (1 ..= 4 MiB)
 //! 14      m     manifest, canonical JSON (sorted keys, no whitespace)
 //! 14+m    64    Ed25519 signature over "confidant.sealed.signature.v1\0" ‖ manifest digest
-//! 78+m    c     ciphertext: STREAM chunks, each chunk_size + 16 bytes (the last may be shorter)
+//! 78+m    c     ciphertext: the n STREAM chunk bodies (exactly the plaintext length), then
+//!               the n 16-byte GCM tags, in chunk order
 //! ```
 //!
-//! The file ends exactly after the ciphertext; trailing bytes are refused.
+//! The file ends exactly after the ciphertext; trailing bytes are refused. The server reads
+//! the whole file straight into locked memory and decrypts the bodies in place, in parallel,
+//! so the plaintext weights never exist anywhere else in host memory.
 
 use std::path::Path;
 
@@ -36,9 +39,10 @@ pub const MAX_MANIFEST_LEN: u32 = 4 << 20;
 const HEADER_LEN: usize = 14;
 const SIGNATURE_LEN: usize = 64;
 
-/// A sealed model whose structure parsed, but whose signature is not yet checked.
+/// A sealed model whose structure parsed, but whose signature is not yet checked. Its bytes
+/// live in locked memory, because decryption turns them into the plaintext in place.
 pub struct SealedFile {
-    bytes: Vec<u8>,
+    bytes: SecretBuffer,
     manifest: Manifest,
     manifest_range: std::ops::Range<usize>,
     signature: [u8; SIGNATURE_LEN],
@@ -53,14 +57,35 @@ pub struct VerifiedSealedFile {
 }
 
 impl SealedFile {
-    /// Reads and parses a sealed file.
+    /// Reads a sealed file straight into locked memory and parses it.
     pub fn read(path: &Path) -> Result<Self, SealedError> {
-        let bytes = std::fs::read(path).map_err(|e| SealedError::io(path, e))?;
-        Self::parse(bytes)
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).map_err(|e| SealedError::io(path, e))?;
+        let len = f.metadata().map_err(|e| SealedError::io(path, e))?.len();
+        let len = usize::try_from(len)
+            .map_err(|_| SealedError::ManifestInvalid("the file does not fit in memory".into()))?;
+        let mut buf = SecretBuffer::zeroed(len);
+        f.read_exact(buf.secret_bytes_mut())
+            .map_err(|e| SealedError::io(path, e))?;
+        // A file that grew while we read it is refused rather than half-read.
+        let mut probe = [0u8; 1];
+        if f.read(&mut probe).map_err(|e| SealedError::io(path, e))? != 0 {
+            return Err(SealedError::CiphertextLength {
+                found: len as u64 + 1,
+                expected: len as u64,
+            });
+        }
+        Self::parse_buffer(buf)
+    }
+
+    /// Parses sealed-file bytes (copied into locked memory).
+    pub fn parse(bytes: Vec<u8>) -> Result<Self, SealedError> {
+        Self::parse_buffer(SecretBuffer::copy_from(&bytes))
     }
 
     /// Parses the layout: magic, version, manifest (canonical, valid) and ciphertext length.
-    pub fn parse(bytes: Vec<u8>) -> Result<Self, SealedError> {
+    pub fn parse_buffer(buffer: SecretBuffer) -> Result<Self, SealedError> {
+        let bytes = buffer.secret_bytes();
         let header = bytes
             .get(..HEADER_LEN)
             .ok_or(SealedError::Truncated { part: "header" })?;
@@ -103,7 +128,7 @@ impl SealedFile {
             });
         }
         Ok(Self {
-            bytes,
+            bytes: buffer,
             manifest,
             manifest_range,
             signature,
@@ -118,12 +143,12 @@ impl SealedFile {
 
     /// The manifest exactly as stored.
     pub fn manifest_bytes(&self) -> &[u8] {
-        &self.bytes[self.manifest_range.clone()]
+        &self.bytes.secret_bytes()[self.manifest_range.clone()]
     }
 
     /// The ciphertext.
     pub fn ciphertext(&self) -> &[u8] {
-        &self.bytes[self.ciphertext_offset..]
+        &self.bytes.secret_bytes()[self.ciphertext_offset..]
     }
 
     /// Checks the signature against the trusted publisher keys. The manifest names its
@@ -176,36 +201,78 @@ impl VerifiedSealedFile {
         &self.file
     }
 
-    /// Decrypts every chunk in parallel into a locked, zeroizing buffer. AES-GCM
-    /// authenticates every byte, so a wrong key or any modified, reordered, truncated or
-    /// foreign chunk fails here.
-    pub fn decrypt(&self, key: &DataKey) -> Result<SecretBuffer, SealedError> {
+    fn plaintext_len(&self) -> Result<usize, SealedError> {
+        usize::try_from(self.file.manifest.weights.size)
+            .map_err(|_| SealedError::ManifestInvalid("weights.size does not fit in memory".into()))
+    }
+
+    /// Decrypts every chunk in parallel into a new locked, zeroizing buffer, leaving this
+    /// file intact (for `inspect`). AES-GCM authenticates every byte, so a wrong key or any
+    /// modified, reordered, truncated or foreign chunk fails here.
+    pub fn decrypt(&self, key: &DataKey) -> Result<Plaintext, SealedError> {
         let m = &self.file.manifest;
-        let size = usize::try_from(m.weights.size).map_err(|_| {
-            SealedError::ManifestInvalid("weights.size does not fit in memory".into())
-        })?;
-        let mut out = SecretBuffer::zeroed(size);
+        let plaintext_len = self.plaintext_len()?;
+        let ciphertext = self.file.ciphertext();
+        let mut out = SecretBuffer::zeroed(ciphertext.len());
         stream::decrypt_into(
             key,
             &m.nonce_prefix()?,
             &m.aad_digest()?,
             m.encryption.chunk_size as usize,
-            self.file.ciphertext(),
+            plaintext_len,
+            ciphertext,
             out.secret_bytes_mut(),
         )?;
-        Ok(out)
+        Ok(Plaintext {
+            buffer: out,
+            range: 0..plaintext_len,
+        })
+    }
+
+    /// Decrypts in place, in parallel, in the locked buffer the file was read into: the
+    /// server's path, with no copy of the weights. Consumes the file; on failure the
+    /// buffer is zeroized and dropped.
+    pub fn into_plaintext(mut self, key: &DataKey) -> Result<Plaintext, SealedError> {
+        let plaintext_len = self.plaintext_len()?;
+        let prefix = self.file.manifest.nonce_prefix()?;
+        let aad = self.file.manifest.aad_digest()?;
+        let chunk = self.file.manifest.encryption.chunk_size as usize;
+        let offset = self.file.ciphertext_offset;
+        let region = &mut self.file.bytes.secret_bytes_mut()[offset..];
+        stream::decrypt_in_place(key, &prefix, &aad, chunk, plaintext_len, region)?;
+        Ok(Plaintext {
+            buffer: self.file.bytes,
+            range: offset..offset + plaintext_len,
+        })
     }
 
     /// Checks decrypted weights against the signed plaintext SHA-256. The AEAD tags already
     /// authenticate every byte; this also pins the weights to what the publisher hashed, so
     /// a broker that hands out another key for a crafted ciphertext is caught (AES-GCM is not
     /// key-committing).
-    pub fn verify_plaintext_digest(&self, plaintext: &SecretBuffer) -> Result<(), SealedError> {
-        let d = Sha256::digest(plaintext.secret_bytes());
-        if hex::encode(d) != self.file.manifest.weights.sha256 {
-            return Err(SealedError::PlaintextDigest);
-        }
-        Ok(())
+    pub fn verify_plaintext_digest(&self, plaintext: &Plaintext) -> Result<(), SealedError> {
+        check_plaintext_digest(&self.file.manifest, plaintext)
+    }
+}
+
+fn check_plaintext_digest(manifest: &Manifest, plaintext: &Plaintext) -> Result<(), SealedError> {
+    let d = Sha256::digest(plaintext.secret_bytes());
+    if hex::encode(d) != manifest.weights.sha256 {
+        return Err(SealedError::PlaintextDigest);
+    }
+    Ok(())
+}
+
+/// Decrypted weights, inside a locked, zeroizing buffer. No `Debug` or `Clone`.
+pub struct Plaintext {
+    buffer: SecretBuffer,
+    range: std::ops::Range<usize>,
+}
+
+impl Plaintext {
+    /// The plaintext weights.
+    pub fn secret_bytes(&self) -> &[u8] {
+        &self.buffer.secret_bytes()[self.range.clone()]
     }
 }
 
@@ -332,28 +399,49 @@ pub struct Unsealed {
     /// The publisher key id that signed it.
     pub publisher_key_id: String,
     /// The plaintext safetensors, locked and zeroizing.
-    pub weights: SecretBuffer,
+    pub weights: Plaintext,
 }
 
-/// The full load path: parse, verify the signature, decrypt, and (if `check_digests`)
-/// recompute both SHA-256 digests.
+/// The full load path from bytes: parse, verify the signature, decrypt in place, and (if
+/// `check_digests`) recompute both SHA-256 digests.
 pub fn unseal(
     bytes: Vec<u8>,
     trusted: &[PublisherKey],
     key: &DataKey,
     check_digests: bool,
 ) -> Result<Unsealed, SealedError> {
-    let verified = SealedFile::parse(bytes)?.verify(trusted)?;
+    unseal_parsed(SealedFile::parse(bytes)?, trusted, key, check_digests)
+}
+
+/// The server's load path: read the file straight into locked memory, then as [`unseal`].
+pub fn unseal_file(
+    path: &Path,
+    trusted: &[PublisherKey],
+    key: &DataKey,
+    check_digests: bool,
+) -> Result<Unsealed, SealedError> {
+    unseal_parsed(SealedFile::read(path)?, trusted, key, check_digests)
+}
+
+fn unseal_parsed(
+    file: SealedFile,
+    trusted: &[PublisherKey],
+    key: &DataKey,
+    check_digests: bool,
+) -> Result<Unsealed, SealedError> {
+    let verified = file.verify(trusted)?;
     if check_digests {
         verified.file().verify_ciphertext_digest()?;
     }
-    let weights = verified.decrypt(key)?;
+    let manifest = verified.manifest().clone();
+    let publisher_key_id = verified.publisher().key_id();
+    let weights = verified.into_plaintext(key)?;
     if check_digests {
-        verified.verify_plaintext_digest(&weights)?;
+        check_plaintext_digest(&manifest, &weights)?;
     }
     Ok(Unsealed {
-        manifest: verified.manifest().clone(),
-        publisher_key_id: verified.publisher().key_id(),
+        manifest,
+        publisher_key_id,
         weights,
     })
 }

@@ -26,8 +26,8 @@ pub mod stream;
 
 pub use error::SealedError;
 pub use file::{
-    FORMAT_VERSION, MAGIC, SealOptions, Sealed, SealedFile, Unsealed, VerifiedSealedFile, seal,
-    unseal,
+    FORMAT_VERSION, MAGIC, Plaintext, SealOptions, Sealed, SealedFile, Unsealed,
+    VerifiedSealedFile, seal, unseal, unseal_file,
 };
 pub use manifest::Manifest;
 pub use publisher::{PublisherKey, PublisherSigningKey};

@@ -80,7 +80,10 @@ fn nonce(prefix: &[u8; NONCE_PREFIX_LEN], index: u64, last: bool) -> Nonce {
     Nonce::assume_unique_for_key(n)
 }
 
-/// Encrypts `plaintext` into `ceil(len / chunk_size)` (at least one) sealed chunks.
+/// Encrypts `plaintext` into `n = max(1, ceil(len / chunk_size))` sealed chunks, laid out as
+/// every chunk body in order (exactly the plaintext length) followed by the n 16-byte tags.
+/// Keeping the tags apart lets the reader decrypt in place, in parallel, and end with a
+/// contiguous plaintext, with no copy and no compaction pass.
 pub(crate) fn encrypt(
     key: &DataKey,
     prefix: &[u8; NONCE_PREFIX_LEN],
@@ -91,69 +94,90 @@ pub(crate) fn encrypt(
     let aead = key.aead();
     let count = super::manifest::chunk_count(plaintext.len() as u64, chunk_size as u32);
     let mut out = vec![0u8; plaintext.len() + (count * TAG_LEN) as usize];
-    let ct_chunk = chunk_size + TAG_LEN as usize;
-    if plaintext.is_empty() {
+    let (bodies, tags) = out.split_at_mut(plaintext.len());
+    bodies.copy_from_slice(plaintext);
+    let seal = |i: usize, body: &mut [u8], tag_dst: &mut [u8]| -> Result<(), SealedError> {
+        let last = i as u64 + 1 == count;
         let tag = aead
-            .seal_in_place_separate_tag(nonce(prefix, 0, true), Aad::from(aad), &mut [])
+            .seal_in_place_separate_tag(nonce(prefix, i as u64, last), Aad::from(aad), body)
             .map_err(|_| SealedError::Random("AES-GCM seal failed".into()))?;
-        out.copy_from_slice(tag.as_ref());
+        tag_dst.copy_from_slice(tag.as_ref());
+        Ok(())
+    };
+    if plaintext.is_empty() {
+        seal(0, &mut [], tags)?;
         return Ok(out);
     }
-    out.par_chunks_mut(ct_chunk)
-        .zip(plaintext.par_chunks(chunk_size))
+    bodies
+        .par_chunks_mut(chunk_size)
+        .zip(tags.par_chunks_mut(TAG_LEN as usize))
         .enumerate()
-        .try_for_each(|(i, (dst, src))| {
-            let (body, tag_dst) = dst.split_at_mut(src.len());
-            body.copy_from_slice(src);
-            let last = i as u64 + 1 == count;
-            let tag = aead
-                .seal_in_place_separate_tag(nonce(prefix, i as u64, last), Aad::from(aad), body)
-                .map_err(|_| SealedError::Random("AES-GCM seal failed".into()))?;
-            tag_dst.copy_from_slice(tag.as_ref());
-            Ok::<(), SealedError>(())
-        })?;
+        .try_for_each(|(i, (body, tag))| seal(i, body, tag))?;
     Ok(out)
 }
 
-/// Decrypts and authenticates every chunk into `out`, in parallel. `out` must be exactly the
-/// plaintext length that the manifest declares; on any failure it is zeroized.
+/// Decrypts and authenticates every chunk of `region` (bodies then tags, as [`encrypt`]
+/// lays them out) in place and in parallel. Afterwards `region[..plaintext_len]` is the
+/// plaintext. On any failure the bodies are zeroized, so no partial plaintext survives.
+pub(crate) fn decrypt_in_place(
+    key: &DataKey,
+    prefix: &[u8; NONCE_PREFIX_LEN],
+    aad: &[u8; 32],
+    chunk_size: usize,
+    plaintext_len: usize,
+    region: &mut [u8],
+) -> Result<(), SealedError> {
+    let aead = key.aead();
+    let count = super::manifest::chunk_count(plaintext_len as u64, chunk_size as u32);
+    let expected = plaintext_len as u64 + count * TAG_LEN;
+    if region.len() as u64 != expected {
+        return Err(SealedError::CiphertextLength {
+            found: region.len() as u64,
+            expected,
+        });
+    }
+    let (bodies, tags) = region.split_at_mut(plaintext_len);
+    let open = |i: u64, body: &mut [u8], tag: &[u8]| -> Result<(), SealedError> {
+        let fail = || SealedError::ChunkAuthentication { index: i, count };
+        let tag = Tag::try_from(tag).map_err(|_| fail())?;
+        let last = i + 1 == count;
+        aead.open_in_place_separate_tag(nonce(prefix, i, last), Aad::from(aad), tag, body, 0..)
+            .map(|_| ())
+            .map_err(|_| fail())
+    };
+    let result = if bodies.is_empty() {
+        open(0, bodies, tags)
+    } else {
+        bodies
+            .par_chunks_mut(chunk_size)
+            .zip(tags.par_chunks(TAG_LEN as usize))
+            .enumerate()
+            .try_for_each(|(i, (body, tag))| open(i as u64, body, tag))
+    };
+    if result.is_err() {
+        zeroize::Zeroize::zeroize(bodies);
+    }
+    result
+}
+
+/// Decrypts `ciphertext` (bodies then tags) into `out`, leaving `ciphertext` untouched:
+/// copies the region into `out` and decrypts there. `out` must hold the whole region; its
+/// first `plaintext_len` bytes are the plaintext afterwards.
 pub(crate) fn decrypt_into(
     key: &DataKey,
     prefix: &[u8; NONCE_PREFIX_LEN],
     aad: &[u8; 32],
     chunk_size: usize,
+    plaintext_len: usize,
     ciphertext: &[u8],
     out: &mut [u8],
 ) -> Result<(), SealedError> {
-    let aead = key.aead();
-    let count = super::manifest::chunk_count(out.len() as u64, chunk_size as u32);
-    if ciphertext.len() as u64 != out.len() as u64 + count * TAG_LEN {
+    if out.len() != ciphertext.len() {
         return Err(SealedError::CiphertextLength {
             found: ciphertext.len() as u64,
-            expected: out.len() as u64 + count * TAG_LEN,
+            expected: out.len() as u64,
         });
     }
-    let open = |i: u64, ct: &[u8], dst: &mut [u8]| -> Result<(), SealedError> {
-        let fail = SealedError::ChunkAuthentication { index: i, count };
-        let (body, tag) = ct.split_at(dst.len());
-        let tag =
-            Tag::try_from(tag).map_err(|_| SealedError::ChunkAuthentication { index: i, count })?;
-        dst.copy_from_slice(body);
-        let last = i + 1 == count;
-        aead.open_in_place_separate_tag(nonce(prefix, i, last), Aad::from(aad), tag, dst, 0..)
-            .map(|_| ())
-            .map_err(|_| fail)
-    };
-    let result = if out.is_empty() {
-        open(0, ciphertext, out)
-    } else {
-        out.par_chunks_mut(chunk_size)
-            .zip(ciphertext.par_chunks(chunk_size + TAG_LEN as usize))
-            .enumerate()
-            .try_for_each(|(i, (dst, ct))| open(i as u64, ct, dst))
-    };
-    if result.is_err() {
-        zeroize::Zeroize::zeroize(out);
-    }
-    result
+    out.copy_from_slice(ciphertext);
+    decrypt_in_place(key, prefix, aad, chunk_size, plaintext_len, out)
 }

@@ -123,11 +123,23 @@ fn empty_plaintext_has_one_authenticated_chunk() {
     let aad = [1u8; 32];
     let ct = stream::encrypt(&key, &prefix, &aad, 4096, &[]).unwrap();
     assert_eq!(ct.len(), 16);
-    let mut out = [];
-    stream::decrypt_into(&key, &prefix, &aad, 4096, &ct, &mut out).unwrap();
+    let mut out = [0u8; 16];
+    stream::decrypt_into(&key, &prefix, &aad, 4096, 0, &ct, &mut out).unwrap();
     let mut bad = ct.clone();
     bad[0] ^= 1;
-    assert!(stream::decrypt_into(&key, &prefix, &aad, 4096, &bad, &mut out).is_err());
+    assert!(stream::decrypt_into(&key, &prefix, &aad, 4096, 0, &bad, &mut out).is_err());
+}
+
+#[test]
+fn layout_is_bodies_then_tags_and_decrypts_in_place() {
+    let key = DataKey::generate().unwrap();
+    let prefix = [4u8; 7];
+    let aad = [5u8; 32];
+    let pt: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    let mut region = stream::encrypt(&key, &prefix, &aad, 4096, &pt).unwrap();
+    assert_eq!(region.len(), pt.len() + 3 * 16);
+    stream::decrypt_in_place(&key, &prefix, &aad, 4096, pt.len(), &mut region).unwrap();
+    assert_eq!(&region[..pt.len()], pt.as_slice());
 }
 
 #[test]
@@ -158,11 +170,12 @@ fn flipped_ciphertext_bytes_fail_the_digest_and_the_aead_checks() {
     let f = fixture();
     let start = header_len(&f);
     let len = f.sealed.file.len();
-    // Every byte of the first chunk and its tag, then a stride through the rest, and the
-    // last byte (the final tag).
-    let positions = (start..start + 4096 + 16)
-        .chain((start + 4112..len).step_by(61))
-        .chain([len - 1]);
+    let tags = len - f.sealed.manifest.encryption.chunks as usize * 16;
+    // Every byte of the first chunk's body, a stride through the other bodies, and every
+    // byte of the tag table.
+    let positions = (start..start + 4096)
+        .chain((start + 4096..tags).step_by(61))
+        .chain(tags..len);
     for i in positions {
         let mut b = f.sealed.file.clone();
         b[i] ^= 0x80;
@@ -212,34 +225,45 @@ fn truncation_and_trailing_bytes_are_refused() {
 
 #[test]
 fn dropping_the_final_chunk_is_refused_even_with_a_forged_length() {
-    // Cut the last chunk and also the manifest would need to change, which breaks the
-    // signature; at the AEAD level, the last-chunk flag makes a shortened stream fail.
+    // Cutting the last chunk would also need a new manifest, which breaks the signature; at
+    // the AEAD level, the last-chunk flag makes a shortened stream fail.
     let key = DataKey::generate().unwrap();
     let prefix = [9u8; 7];
     let aad = [2u8; 32];
     let pt = vec![5u8; 4096 * 3];
     let ct = stream::encrypt(&key, &prefix, &aad, 4096, &pt).unwrap();
-    let two_chunks = &ct[..2 * (4096 + 16)];
-    let mut out = vec![0u8; 4096 * 2];
-    let err = stream::decrypt_into(&key, &prefix, &aad, 4096, two_chunks, &mut out).unwrap_err();
+    let tags = 4096 * 3;
+    let mut two_chunks = ct[..4096 * 2].to_vec();
+    two_chunks.extend_from_slice(&ct[tags..tags + 32]);
+    let err =
+        stream::decrypt_in_place(&key, &prefix, &aad, 4096, 4096 * 2, &mut two_chunks).unwrap_err();
     assert!(
         matches!(err, SealedError::ChunkAuthentication { index: 1, .. }),
         "{err}"
     );
     assert!(
-        out.iter().all(|b| *b == 0),
+        two_chunks[..4096 * 2].iter().all(|b| *b == 0),
         "failed decryption must leave no plaintext"
     );
+}
+
+/// Swaps chunks `a` and `b` (bodies and tags) of the fixture file.
+fn swap_chunks(f: &Fixture, bytes: &mut [u8], a: usize, b: usize) {
+    let start = header_len(f);
+    let tags = bytes.len() - f.sealed.manifest.encryption.chunks as usize * 16;
+    let (lo, hi) = (a.min(b), a.max(b));
+    let body = |i: usize| start + i * 4096;
+    let (x, y) = bytes.split_at_mut(body(hi));
+    x[body(lo)..body(lo) + 4096].swap_with_slice(&mut y[..4096]);
+    let (x, y) = bytes.split_at_mut(tags + hi * 16);
+    x[tags + lo * 16..tags + lo * 16 + 16].swap_with_slice(&mut y[..16]);
 }
 
 #[test]
 fn reordered_chunks_are_refused() {
     let f = fixture();
-    let start = header_len(&f);
-    let c = 4096 + 16;
     let mut b = f.sealed.file.clone();
-    let (first, rest) = b[start..].split_at_mut(c);
-    first.swap_with_slice(&mut rest[..c]);
+    swap_chunks(&f, &mut b, 0, 1);
     let err = load_aead_only(&f, b.clone()).unwrap_err();
     assert!(
         err.contains("chunk 0 of") || err.contains("chunk 1 of"),
@@ -250,8 +274,7 @@ fn reordered_chunks_are_refused() {
 
 #[test]
 fn foreign_chunks_are_refused() {
-    // Same publisher, same data key reused by a careless publisher, another model: the AAD
-    // (manifest binding) still differs, so the chunk does not authenticate.
+    // Same publisher, another model: its chunk 1 (body and tag) transplanted into ours.
     let f = fixture();
     let (config_b, weights_b) = test_model("other", 256);
     let sealed_b = seal(
@@ -266,22 +289,25 @@ fn foreign_chunks_are_refused() {
     .unwrap();
     let start_a = header_len(&f);
     let start_b = 14 + sealed_b.manifest.to_canonical_json().unwrap().len() + 64;
-    let c = 4096 + 16;
+    let tags_a = f.sealed.file.len() - f.sealed.manifest.encryption.chunks as usize * 16;
+    let tags_b = sealed_b.file.len() - sealed_b.manifest.encryption.chunks as usize * 16;
     let mut b = f.sealed.file.clone();
-    b[start_a + c..start_a + 2 * c].copy_from_slice(&sealed_b.file[start_b + c..start_b + 2 * c]);
+    b[start_a + 4096..start_a + 8192]
+        .copy_from_slice(&sealed_b.file[start_b + 4096..start_b + 8192]);
+    b[tags_a + 16..tags_a + 32].copy_from_slice(&sealed_b.file[tags_b + 16..tags_b + 32]);
     let err = load_aead_only(&f, b).unwrap_err();
     assert!(err.contains("chunk 1 of"), "{err}");
 
-    // Even with the same key and prefix, the AAD binding refuses a transplanted chunk.
+    // Even under the same key and prefix, the AAD binding refuses a transplanted chunk.
     let key = DataKey::generate().unwrap();
     let prefix = [3u8; 7];
     let pt = vec![1u8; 8192];
     let ct_a = stream::encrypt(&key, &prefix, &[0xAA; 32], 4096, &pt).unwrap();
     let ct_b = stream::encrypt(&key, &prefix, &[0xBB; 32], 4096, &pt).unwrap();
     let mut mixed = ct_a.clone();
-    mixed[..4112].copy_from_slice(&ct_b[..4112]);
-    let mut out = vec![0u8; 8192];
-    assert!(stream::decrypt_into(&key, &prefix, &[0xAA; 32], 4096, &mixed, &mut out).is_err());
+    mixed[..4096].copy_from_slice(&ct_b[..4096]);
+    mixed[8192..8208].copy_from_slice(&ct_b[8192..8208]);
+    assert!(stream::decrypt_in_place(&key, &prefix, &[0xAA; 32], 4096, 8192, &mut mixed).is_err());
 }
 
 #[test]

@@ -356,13 +356,9 @@ fn load_one(
         path: path.clone(),
         source: e,
     };
-    let bytes = std::fs::read(&source.sealed).map_err(|e| ServerError::Io {
-        what: path.clone(),
-        source: e,
-    })?;
     let key = DataKey::from_file(&source.key_file).map_err(model_err)?;
-    let unsealed =
-        sealed::unseal(bytes, trusted, &key, config.verify_digests).map_err(model_err)?;
+    let unsealed = sealed::unseal_file(&source.sealed, trusted, &key, config.verify_digests)
+        .map_err(model_err)?;
     drop(key);
     let mlp = Mlp::from_safetensors(
         &unsealed.manifest.model,
