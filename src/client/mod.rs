@@ -37,7 +37,7 @@ pub enum ClientError {
     },
     /// The server refused or failed the call.
     #[error("{}: {}", code_name(.0.code()), .0.message())]
-    Status(#[from] tonic::Status),
+    Status(tonic::Status),
     /// Rows of different widths.
     #[error("row {row} has {found} values, row 0 has {expected}")]
     RaggedRows {
@@ -54,6 +54,14 @@ pub enum ClientError {
     /// The server's answer is malformed.
     #[error("malformed response: {0}")]
     Response(String),
+}
+
+// Not `#[from]`: that would also make the status the error's source, and error chains would
+// print it twice.
+impl From<tonic::Status> for ClientError {
+    fn from(s: tonic::Status) -> Self {
+        Self::Status(s)
+    }
 }
 
 /// The canonical upper-case name of a gRPC status code, as in the gRPC spec.

@@ -182,11 +182,6 @@ pub async fn run(
     );
     let guard = Arc::new(Guard::new(Arc::clone(&db), config.rate));
     let audit = Arc::new(open_audit(&config.data_dir)?);
-    let demo_api_key = if config.models.is_empty() {
-        demo_key(&guard, &audit)?
-    } else {
-        None
-    };
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -198,6 +193,12 @@ pub async fn run(
         what: "local address".into(),
         source,
     })?;
+    // Only once the port is ours: a key shown once must not be lost to a failed start.
+    let demo_api_key = if config.models.is_empty() {
+        demo_key(&guard, &audit)?
+    } else {
+        None
+    };
 
     let identity = match &config.tls {
         Some(files) => TlsIdentity::from_files(&files.cert, &files.key)?,
