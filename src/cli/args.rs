@@ -41,6 +41,8 @@ pub enum Command {
     Predict(PredictArgs),
     /// List the models a server has loaded.
     Models(ModelsArgs),
+    /// Anonymize a CSV table (pseudonyms, k-anonymity by Mondrian), or check its k, l and t.
+    Anonymize(super::anonymize::AnonymizeArgs),
 }
 
 /// `confidant keygen`.

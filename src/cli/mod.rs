@@ -1,5 +1,6 @@
 //! The commands.
 
+pub mod anonymize;
 pub mod args;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Serve(a) => serve(a).await,
         Command::Predict(a) => predict(a).await,
         Command::Models(a) => models(a).await,
+        Command::Anonymize(a) => anonymize::anonymize(a),
     }
 }
 
