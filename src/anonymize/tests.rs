@@ -328,3 +328,4 @@ fn check_measures_k_l_and_t() {
     // cumulative differences 1/4, 1/2 -> (1/4 + 1/2) / 2 = 3/8.
     assert!((stats.t.expect("t") - 0.375).abs() < 1e-12, "{stats:?}");
 }
+
