@@ -53,15 +53,30 @@ fn config_a(k: usize) -> AnonymizeConfig {
 /// The original complete rows, read without the library.
 fn original() -> &'static (Vec<String>, Vec<Vec<String>>) {
     static ROWS: OnceLock<(Vec<String>, Vec<Vec<String>>)> = OnceLock::new();
-    ROWS.get_or_init(|| read_csv_plain(&std::fs::read(fixtures().join("adult.csv")).expect("read"), true))
+    ROWS.get_or_init(|| {
+        read_csv_plain(
+            &std::fs::read(fixtures().join("adult.csv")).expect("read"),
+            true,
+        )
+    })
 }
 
 fn read_csv_plain(bytes: &[u8], drop_missing: bool) -> (Vec<String>, Vec<Vec<String>>) {
     let mut r = csv::Reader::from_reader(bytes);
-    let header = r.headers().expect("header").iter().map(str::to_owned).collect();
+    let header = r
+        .headers()
+        .expect("header")
+        .iter()
+        .map(str::to_owned)
+        .collect();
     let rows = r
         .records()
-        .map(|rec| rec.expect("record").iter().map(str::to_owned).collect::<Vec<_>>())
+        .map(|rec| {
+            rec.expect("record")
+                .iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .filter(|row| !drop_missing || !row.iter().any(|f| f == "?"))
         .collect();
     (header, rows)
@@ -111,10 +126,7 @@ fn independent_check(out: &[u8], k: usize, l: Option<usize>) -> (usize, f64) {
     assert_eq!(&header, oh, "same columns, same order");
     assert_eq!(rows.len(), orig.len(), "no record suppressed or added");
     let col = |name: &str| header.iter().position(|h| h == name).expect("column");
-    let qi: Vec<usize> = std::iter::once("age")
-        .chain(CATEGORICAL)
-        .map(col)
-        .collect();
+    let qi: Vec<usize> = std::iter::once("age").chain(CATEGORICAL).map(col).collect();
     let income = col("income");
     let h = hierarchies();
     let mut classes: HashMap<Vec<&str>, (usize, HashSet<&str>)> = HashMap::new();
@@ -157,20 +169,29 @@ fn independent_check(out: &[u8], k: usize, l: Option<usize>) -> (usize, f64) {
 
 fn run_and_check(config: AnonymizeConfig, l: Option<usize>) -> (usize, f64) {
     let k = config.k;
-    let release = Anonymizer::new(config).expect("config").run(table()).expect("runs");
+    let release = Anonymizer::new(config)
+        .expect("config")
+        .run(table())
+        .expect("runs");
     let mut out = Vec::new();
     release.write_csv(&mut out).expect("writes");
     let (achieved, ncp) = independent_check(&out, k, l);
     let report = release.report();
     assert_eq!(report.records, 30_162);
     assert_eq!(report.dropped_missing, 2_399);
-    assert_eq!(report.stats.k, achieved, "the report's k matches the recount");
+    assert_eq!(
+        report.stats.k, achieved,
+        "the report's k matches the recount"
+    );
     assert!(
         (report.ncp_percent - ncp).abs() < 1e-6,
         "report NCP {} vs recomputed {ncp}",
         report.ncp_percent
     );
-    eprintln!("k = {k}: achieved {achieved}, NCP {ncp:.3}%, {:.1} ms", report.runtime_ms);
+    eprintln!(
+        "k = {k}: achieved {achieved}, NCP {ncp:.3}%, {:.1} ms",
+        report.runtime_ms
+    );
     (achieved, ncp)
 }
 
@@ -217,7 +238,10 @@ fn adult_toml_config_a_matches_the_struct() {
 fn adult_value_missing_from_a_hierarchy_names_line_and_column() {
     // Without dropping `?` rows, the first `?` (native-country, line 16) is not a leaf.
     let raw = Table::read_csv(&fixtures().join("adult.csv"), None).expect("reads");
-    let err = Anonymizer::new(config_a(10)).expect("config").run(&raw).expect_err("?");
+    let err = Anonymizer::new(config_a(10))
+        .expect("config")
+        .run(&raw)
+        .expect_err("?");
     assert_eq!(
         err.to_string(),
         "line 16, column \"native-country\": value \"?\" is not in the hierarchy"
@@ -237,16 +261,30 @@ fn cli_flag_form_and_check_agree() {
         .arg(fixtures().join("adult.csv"))
         .args(["--missing", "?", "--qi"])
         .arg(format!("age,{}", CATEGORICAL.join(",")))
-        .args(["--numeric", "age", "--sensitive", "income", "--k", "10", "--l", "2"])
+        .args([
+            "--numeric",
+            "age",
+            "--sensitive",
+            "income",
+            "--k",
+            "10",
+            "--l",
+            "2",
+        ])
         .arg("--out")
         .arg(&out)
         .arg("--report")
         .arg(&report);
     for c in CATEGORICAL {
-        cmd.arg("--hierarchy").arg(format!("{c}={}", h.join(format!("{c}.csv")).display()));
+        cmd.arg("--hierarchy")
+            .arg(format!("{c}={}", h.join(format!("{c}.csv")).display()));
     }
     let status = cmd.output().expect("runs");
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
     assert!(report["k"].as_u64().expect("k") >= 10);
@@ -259,7 +297,11 @@ fn cli_flag_form_and_check_agree() {
         .args(["--sensitive", "income"])
         .output()
         .expect("runs");
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     let stats: serde_json::Value = serde_json::from_slice(&check.stdout).expect("json");
     assert_eq!(stats["k"], report["k"]);
     assert_eq!(stats["l_distinct"], report["l_distinct"]);
@@ -275,5 +317,7 @@ fn cli_flag_form_and_check_agree() {
         .output()
         .expect("runs");
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("k = 5 is larger than the table (1 records)"));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("k = 5 is larger than the table (1 records)")
+    );
 }

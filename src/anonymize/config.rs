@@ -155,11 +155,14 @@ impl AnonymizeConfig {
         for (name, c) in file.columns {
             let role = match c.role.as_str() {
                 "identifier" => {
-                    let key_file = c.key_file.or_else(|| file.key_file.clone()).ok_or_else(|| {
-                        AnonymizeError::Config(format!(
-                            "column {name:?}: an identifier needs a key_file"
-                        ))
-                    })?;
+                    let key_file =
+                        c.key_file
+                            .or_else(|| file.key_file.clone())
+                            .ok_or_else(|| {
+                                AnonymizeError::Config(format!(
+                                    "column {name:?}: an identifier needs a key_file"
+                                ))
+                            })?;
                     ColumnRole::Identifier {
                         key_file: resolve(key_file),
                     }
@@ -213,9 +216,7 @@ impl AnonymizeConfig {
             .iter()
             .any(|(_, r)| matches!(r, ColumnRole::Quasi(_)))
         {
-            return Err(AnonymizeError::Config(
-                "no quasi-identifier column".into(),
-            ));
+            return Err(AnonymizeError::Config("no quasi-identifier column".into()));
         }
         if let Some(d) = self.diversity {
             if !self

@@ -77,7 +77,10 @@ impl Hierarchy {
             {
                 return Err(bad(
                     line,
-                    format!("ragged row: {} levels where the first row has {width}", record.len()),
+                    format!(
+                        "ragged row: {} levels where the first row has {width}",
+                        record.len()
+                    ),
                 ));
             }
             rows.push(record.iter().map(str::to_owned).collect());
@@ -203,7 +206,9 @@ impl Hierarchy {
 
     /// The label of a node.
     pub(crate) fn label(&self, node: u32) -> &str {
-        self.node_label.get(node as usize).map_or("*", String::as_str)
+        self.node_label
+            .get(node as usize)
+            .map_or("*", String::as_str)
     }
 
     /// The NCP of releasing `node` at `level` for a set of leaves: 0 for a leaf, otherwise the

@@ -61,7 +61,11 @@ pub struct ClassStats {
 }
 
 /// Measures classes. `class_of[r]` is record r's class, or `u32::MAX` when it is suppressed.
-pub(crate) fn class_stats(class_of: &[u32], classes: usize, sensitive: &[SensitiveColumn<'_>]) -> ClassStats {
+pub(crate) fn class_stats(
+    class_of: &[u32],
+    classes: usize,
+    sensitive: &[SensitiveColumn<'_>],
+) -> ClassStats {
     // Counting sort of the records by class, so that each class is one contiguous slice.
     let mut start = vec![0usize; classes + 1];
     for &c in class_of {
@@ -81,7 +85,10 @@ pub(crate) fn class_stats(class_of: &[u32], classes: usize, sensitive: &[Sensiti
             fill[c as usize] += 1;
         }
     }
-    let k = (0..classes).map(|c| start[c + 1] - start[c]).min().unwrap_or(0);
+    let k = (0..classes)
+        .map(|c| start[c + 1] - start[c])
+        .min()
+        .unwrap_or(0);
 
     let mut l_distinct: Option<usize> = None;
     let mut l_entropy: Option<f64> = None;

@@ -32,7 +32,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::time::Instant;
 
@@ -214,9 +214,8 @@ impl Anonymizer {
         }
         // Report the bad value that comes first in the file, whichever column it is in.
         if let Some(first) = bad.into_iter().min_by_key(|e| match e {
-            AnonymizeError::NotInHierarchy { line, .. } | AnonymizeError::NotNumeric { line, .. } => {
-                *line
-            }
+            AnonymizeError::NotInHierarchy { line, .. }
+            | AnonymizeError::NotNumeric { line, .. } => *line,
             _ => u64::MAX,
         }) {
             return Err(first);
@@ -312,7 +311,8 @@ impl Anonymizer {
         };
         let cells = (n * d) as f64;
         let suppressed_cost = suppressed as f64;
-        let ncp_percent = 100.0 * (ncp_sum.iter().sum::<f64>() + suppressed_cost * d as f64) / cells;
+        let ncp_percent =
+            100.0 * (ncp_sum.iter().sum::<f64>() + suppressed_cost * d as f64) / cells;
         let ncp_per_attribute = quasi
             .iter()
             .zip(&ncp_sum)
@@ -438,7 +438,7 @@ pub struct Report {
     /// cell.
     pub ncp_percent: f64,
     /// NCP per quasi-identifier, in percent.
-    pub ncp_per_attribute_percent: Vec<(String, f64)>,
+    pub ncp_per_attribute_percent: BTreeMap<String, f64>,
     /// Wall time of the run, in milliseconds (reading and writing files excluded).
     pub runtime_ms: f64,
 }

@@ -171,9 +171,8 @@ impl Problem<'_> {
                 totals[side] += 1;
             }
             let sides = if split.is_some() { 2 } else { 1 };
-            let ok = (0..sides).all(|side| {
-                meets(div, &s.sens_counts[side], &s.touched[side], totals[side])
-            });
+            let ok = (0..sides)
+                .all(|side| meets(div, &s.sens_counts[side], &s.touched[side], totals[side]));
             for side in 0..2 {
                 for &c in &s.touched[side] {
                     s.sens_counts[side][c as usize] = 0;
@@ -307,8 +306,8 @@ impl Problem<'_> {
                         }
                         // A lower bound on the NCP saved: the kept side gets cheaper on this
                         // attribute, while each suppressed record's cells go up to 1.
-                        let score = big as f64 * (cp - cbig)
-                            - small as f64 * (self.d as f64 - total_cost);
+                        let score =
+                            big as f64 * (cp - cbig) - small as f64 * (self.d as f64 - total_cost);
                         if score > 0.0 {
                             s.cuts.push(Cut {
                                 score,
@@ -342,7 +341,11 @@ impl Problem<'_> {
         }
         // Rare path: try the others in order of preference.
         let mut cuts = std::mem::take(&mut s.cuts);
-        cuts.sort_by(|a, b| (b.score, b.tie).partial_cmp(&(a.score, a.tie)).unwrap_or(std::cmp::Ordering::Equal));
+        cuts.sort_by(|a, b| {
+            (b.score, b.tie)
+                .partial_cmp(&(a.score, a.tie))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
         let mut found = None;
         for c in &cuts {
             let ok = if peel {
@@ -361,11 +364,23 @@ impl Problem<'_> {
         found
     }
 
-    fn diverse_side(&self, s: &mut Scratch, records: &[u32], q: usize, cut: u32, left: bool) -> bool {
+    fn diverse_side(
+        &self,
+        s: &mut Scratch,
+        records: &[u32],
+        q: usize,
+        cut: u32,
+        left: bool,
+    ) -> bool {
         // Reuse `diverse` on a filtered copy held in the sort buffer.
         let mut kept = std::mem::take(&mut s.sorted);
         kept.clear();
-        kept.extend(records.iter().copied().filter(|&r| (self.code(r, q) <= cut) == left));
+        kept.extend(
+            records
+                .iter()
+                .copied()
+                .filter(|&r| (self.code(r, q) <= cut) == left),
+        );
         let ok = self.diverse(s, &kept, None);
         s.sorted = kept;
         ok

@@ -55,7 +55,11 @@ impl Table {
     /// are dropped and counted.
     pub fn read_csv(path: &Path, missing: Option<&str>) -> Result<Self, AnonymizeError> {
         let file = std::fs::File::open(path).map_err(|e| AnonymizeError::io(path, e))?;
-        Self::from_reader(std::io::BufReader::with_capacity(1 << 16, file), path, missing)
+        Self::from_reader(
+            std::io::BufReader::with_capacity(1 << 16, file),
+            path,
+            missing,
+        )
     }
 
     /// Reads CSV from any reader; `source` only names it in errors.

@@ -92,12 +92,15 @@ fn table_drops_missing_rows_and_names_ragged_lines() {
     let err = Table::from_reader("a,b\n1,x\n2\n".as_bytes(), Path::new("in.csv"), None)
         .expect_err("ragged")
         .to_string();
-    assert_eq!(err, "in.csv: line 3: ragged row: 1 fields where the header has 2");
+    assert_eq!(
+        err,
+        "in.csv: line 3: ragged row: 1 fields where the header has 2"
+    );
     let err = Table::from_reader("a,a\n1,2\n".as_bytes(), Path::new("in.csv"), None)
         .expect_err("duplicate header");
     assert!(matches!(err, AnonymizeError::DuplicateColumn { .. }));
-    let err = Table::from_reader("a,b\n".as_bytes(), Path::new("in.csv"), None)
-        .expect_err("no rows");
+    let err =
+        Table::from_reader("a,b\n".as_bytes(), Path::new("in.csv"), None).expect_err("no rows");
     assert!(matches!(err, AnonymizeError::Empty { .. }));
 }
 
@@ -108,7 +111,10 @@ fn pseudonyms_are_deterministic_keyed_and_hex() {
     let other = PseudonymKey::from_bytes(&[8u8; 32]).expect("key");
     let p = key.pseudonym("alice@example.com");
     assert_eq!(p.len(), 64);
-    assert!(p.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert!(
+        p.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
     assert_eq!(p, again.pseudonym("alice@example.com"));
     assert_ne!(p, other.pseudonym("alice@example.com"));
     assert_ne!(p, key.pseudonym("bob@example.com"));
@@ -154,7 +160,12 @@ fn toml_config_parses_every_role_and_resolves_paths() {
     let c = AnonymizeConfig::from_toml_str(text, Path::new("/base")).expect("parses");
     assert_eq!(c.k, 5);
     assert_eq!(c.diversity, Some(Diversity::Entropy(2.0)));
-    let role = |n: &str| c.columns.iter().find(|(m, _)| m == n).map(|(_, r)| r.clone());
+    let role = |n: &str| {
+        c.columns
+            .iter()
+            .find(|(m, _)| m == n)
+            .map(|(_, r)| r.clone())
+    };
     assert_eq!(
         role("name"),
         Some(ColumnRole::Identifier {
@@ -174,10 +185,22 @@ fn toml_config_parses_every_role_and_resolves_paths() {
 fn toml_config_rejects_bad_roles_and_values() {
     for (text, needle) in [
         ("k = 2\n[columns.a]\nrole = \"secret\"\n", "unknown role"),
-        ("k = 2\n[columns.a]\nrole = \"quasi\"\n", "needs either a hierarchy"),
-        ("k = 0\n[columns.a]\nrole = \"quasi\"\nnumeric = true\n", "k must be"),
-        ("k = 2\n[columns.a]\nrole = \"identifier\"\n", "needs a key_file"),
-        ("k = 2\nl = 2\n[columns.a]\nrole = \"quasi\"\nnumeric = true\n", "sensitive"),
+        (
+            "k = 2\n[columns.a]\nrole = \"quasi\"\n",
+            "needs either a hierarchy",
+        ),
+        (
+            "k = 0\n[columns.a]\nrole = \"quasi\"\nnumeric = true\n",
+            "k must be",
+        ),
+        (
+            "k = 2\n[columns.a]\nrole = \"identifier\"\n",
+            "needs a key_file",
+        ),
+        (
+            "k = 2\nl = 2\n[columns.a]\nrole = \"quasi\"\nnumeric = true\n",
+            "sensitive",
+        ),
         ("k = 2\nbogus = 1\n", "unknown field"),
     ] {
         let err = AnonymizeConfig::from_toml_str(text, Path::new("."))
@@ -208,11 +231,19 @@ fn small_table_is_two_anonymous_and_cells_cover_originals() {
         let f: Vec<&str> = line.split(',').collect();
         let orig = t.columns()[2].value(row).expect("row");
         assert!(h.covers(f[2], h.code(orig).expect("leaf")), "{line}");
-        let age: f64 = t.columns()[1].value(row).expect("row").parse().expect("num");
+        let age: f64 = t.columns()[1]
+            .value(row)
+            .expect("row")
+            .parse()
+            .expect("num");
         let (lo, hi) = f[1].split_once('-').unwrap_or((f[1], f[1]));
         let (lo, hi): (f64, f64) = (lo.parse().expect("lo"), hi.parse().expect("hi"));
         assert!(lo <= age && age <= hi, "{line}");
-        assert_eq!(f[0], t.columns()[0].value(row).expect("id"), "id passes through");
+        assert_eq!(
+            f[0],
+            t.columns()[0].value(row).expect("id"),
+            "id passes through"
+        );
     }
 }
 
@@ -221,17 +252,29 @@ fn l_diversity_is_enforced_while_partitioning() {
     let dir = dir_with(&[("color.csv", COLOR)]);
     let t = table(SMALL);
     let mut config = small_config(dir.path(), 2);
-    let plain = Anonymizer::new(config.clone()).expect("config").run(&t).expect("runs");
+    let plain = Anonymizer::new(config.clone())
+        .expect("config")
+        .run(&t)
+        .expect("runs");
     config.diversity = Some(Diversity::Distinct(3));
-    let diverse = Anonymizer::new(config.clone()).expect("config").run(&t).expect("runs");
+    let diverse = Anonymizer::new(config.clone())
+        .expect("config")
+        .run(&t)
+        .expect("runs");
     assert!(diverse.report().stats.l_distinct.expect("l") >= 3);
     assert!(diverse.report().stats.k >= 2);
     assert!(plain.report().partitions >= diverse.report().partitions);
     config.diversity = Some(Diversity::Entropy(2.5));
-    let diverse = Anonymizer::new(config.clone()).expect("config").run(&t).expect("runs");
+    let diverse = Anonymizer::new(config.clone())
+        .expect("config")
+        .run(&t)
+        .expect("runs");
     assert!(diverse.report().stats.l_entropy.expect("l") >= 2.5 - 1e-9);
     config.diversity = Some(Diversity::Distinct(4));
-    let err = Anonymizer::new(config).expect("config").run(&t).expect_err("3 values only");
+    let err = Anonymizer::new(config)
+        .expect("config")
+        .run(&t)
+        .expect_err("3 values only");
     assert!(matches!(err, AnonymizeError::NotDiverse { .. }), "{err}");
 }
 
@@ -269,9 +312,14 @@ fn identifiers_become_pseudonyms_and_dropped_columns_vanish() {
         },
     ));
     config.columns.push(("disease".into(), ColumnRole::Drop));
-    config.columns.retain(|(n, r)| !(n == "disease" && *r == ColumnRole::Sensitive));
+    config
+        .columns
+        .retain(|(n, r)| !(n == "disease" && *r == ColumnRole::Sensitive));
     let t = table(SMALL);
-    let release = Anonymizer::new(config.clone()).expect("config").run(&t).expect("runs");
+    let release = Anonymizer::new(config.clone())
+        .expect("config")
+        .run(&t)
+        .expect("runs");
     let mut out = Vec::new();
     release.write_csv(&mut out).expect("writes");
     let out = String::from_utf8(out).expect("utf8");
@@ -302,10 +350,16 @@ fn suppression_peels_outliers_within_the_limit() {
     csv.push_str("99,90,red,flu\n");
     let t = table(&csv);
     let mut config = small_config(dir.path(), 5);
-    let plain = Anonymizer::new(config.clone()).expect("config").run(&t).expect("runs");
+    let plain = Anonymizer::new(config.clone())
+        .expect("config")
+        .run(&t)
+        .expect("runs");
     assert_eq!(plain.report().suppressed, 0);
     config.suppression_limit = 0.05;
-    let peeled = Anonymizer::new(config).expect("config").run(&t).expect("runs");
+    let peeled = Anonymizer::new(config)
+        .expect("config")
+        .run(&t)
+        .expect("runs");
     assert_eq!(peeled.report().suppressed, 1);
     assert_eq!(peeled.report().released, 20);
     assert!(peeled.report().ncp_percent < plain.report().ncp_percent);
@@ -328,4 +382,3 @@ fn check_measures_k_l_and_t() {
     // cumulative differences 1/4, 1/2 -> (1/4 + 1/2) / 2 = 3/8.
     assert!((stats.t.expect("t") - 0.375).abs() < 1e-12, "{stats:?}");
 }
-
