@@ -321,3 +321,34 @@ fn cli_flag_form_and_check_agree() {
         String::from_utf8_lossy(&bad.stderr).contains("k = 5 is larger than the table (1 records)")
     );
 }
+
+#[test]
+fn cli_config_form_writes_the_report() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.csv");
+    let report = dir.path().join("report.json");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_confidant"))
+        .args(["anonymize", "--input"])
+        .arg(fixtures().join("adult.csv"))
+        .arg("--config")
+        .arg(fixtures().join("anon-config-a.toml"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .expect("runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    assert_eq!(report["k_target"], 10);
+    assert!(report["k"].as_u64().expect("k") >= 10);
+    assert!(report["ncp_percent"].as_f64().expect("ncp") <= 11.0);
+    assert_eq!(report["records"], 30_162);
+    let (achieved, _) = independent_check(&std::fs::read(&out).expect("out"), 10, None);
+    assert_eq!(report["k"], achieved);
+}
