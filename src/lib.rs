@@ -5,6 +5,7 @@
 //! keeps plaintext weights and keys out of disks, logs, core dumps and swap.
 //!
 //! Modules, by domain (see DESIGN.md in the repository):
+//! - [`anonymize`]: pseudonyms, generalization hierarchies, Mondrian k-anonymity, metrics.
 //! - [`sealed`]: the sealed-model format.
 //! - [`engine`]: model configs, the candle MLP, the dynamic batcher, the registry.
 //! - [`server`]: the tonic services and their wiring.
@@ -16,6 +17,7 @@
 //! - `cuda`: build the CUDA kernels and the GPU weight loader (needs nvcc). Off by default.
 #![deny(unsafe_code)]
 
+pub mod anonymize;
 pub mod audit;
 pub mod client;
 pub mod demo;

@@ -41,6 +41,8 @@ pub enum Command {
     Predict(PredictArgs),
     /// List the models a server has loaded.
     Models(ModelsArgs),
+    /// Anonymize a CSV table (pseudonyms, k-anonymity by Mondrian), or check its k, l and t.
+    Anonymize(super::anonymize::AnonymizeArgs),
     /// Manage API keys (create, list, revoke) in a server's data directory.
     Keys(KeysArgs),
     /// Check the tamper-evident audit log.

@@ -1,5 +1,6 @@
 //! The commands.
 
+pub mod anonymize;
 pub mod args;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Models(a) => models(a).await,
         Command::Keys(a) => keys(a),
         Command::Audit(a) => audit(a),
+        Command::Anonymize(a) => anonymize::anonymize(a),
     }
 }
 
