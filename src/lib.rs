@@ -11,6 +11,7 @@
 //! - [`client`]: the Rust client.
 //! - [`secure`]: process hardening and locked memory.
 //! - [`demo`]: the embedded demo model.
+//! - [`tee`]: attesters (configfs-tsm, `/dev/sev-guest`, the simulated TEE).
 //!
 //! ## Feature flags
 //! - `cuda`: build the CUDA kernels and the GPU weight loader (needs nvcc). Off by default.
@@ -24,3 +25,4 @@ pub mod proto;
 pub mod sealed;
 pub mod secure;
 pub mod server;
+pub mod tee;

@@ -1,6 +1,7 @@
 //! The commands.
 
 pub mod args;
+pub mod attest;
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Serve(a) => serve(a).await,
         Command::Predict(a) => predict(a).await,
         Command::Models(a) => models(a).await,
+        Command::Attest(a) => attest::run(a),
     }
 }
 
