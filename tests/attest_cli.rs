@@ -22,8 +22,9 @@ struct Run {
 
 impl Run {
     fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("stdout is not JSON ({e}): {}\n{}", self.stdout, self.stderr)
+        })
     }
 
     fn failures(&self) -> Vec<String> {
@@ -222,8 +223,14 @@ fn snp_vectors_get_their_expected_verdicts() {
                     }
                     let v = run.json();
                     assert_eq!(v["tee"], "snp");
-                    assert_eq!(v["measurement"], expected["report"]["measurement"], "{context}");
-                    assert_eq!(v["report_data"], expected["report"]["report_data"], "{context}");
+                    assert_eq!(
+                        v["measurement"], expected["report"]["measurement"],
+                        "{context}"
+                    );
+                    assert_eq!(
+                        v["report_data"], expected["report"]["report_data"],
+                        "{context}"
+                    );
                     assert_eq!(v["debug"], case.debug(), "{context}");
                     assert_eq!(
                         v["tcb"]["raw"], expected["report"]["reported_tcb"]["raw"],
@@ -236,12 +243,26 @@ fn snp_vectors_get_their_expected_verdicts() {
     });
 }
 
-/// Trustee's own evidence JSON, as shipped with the vector.
+/// Trustee's own SNP evidence JSON, as shipped with the vector, once tagged with `tee`
+/// (untagged, it is a rejecting verdict that names the missing tag).
 #[test]
-fn trustee_evidence_json_is_accepted() {
+fn trustee_evidence_json_is_accepted_once_tagged() {
     let path = data().join("snp/trustee-genoa-v3/evidence.json");
-    let run = confidant(&verify_args(
+    let untagged = confidant(&verify_args(
         &["--evidence".to_owned(), path_str(&path)],
+        "2025-06-01T00:00:00Z",
+        &[],
+    ));
+    assert_verdict(&untagged, false, &["evidence_format"], "untagged");
+    assert!(untagged.stdout.contains("missing field `tee`"));
+
+    let mut value: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    value["tee"] = "snp".into();
+    let tmp = tempfile::tempdir().unwrap();
+    let tagged = tmp.path().join("evidence.json");
+    std::fs::write(&tagged, value.to_string()).unwrap();
+    let run = confidant(&verify_args(
+        &["--evidence".to_owned(), path_str(&tagged)],
         "2025-06-01T00:00:00Z",
         &[],
     ));
@@ -299,11 +320,7 @@ impl TdxCase {
         let bare = dir.join(format!("{}-bare.json", self.dir));
         let full = dir.join(format!("{}-full.json", self.dir));
         let evidence = TdxEvidence::new(quote);
-        std::fs::write(
-            &bare,
-            Evidence::Tdx(evidence.clone()).to_json().unwrap(),
-        )
-        .unwrap();
+        std::fs::write(&bare, Evidence::Tdx(evidence.clone()).to_json().unwrap()).unwrap();
         std::fs::write(
             &full,
             Evidence::Tdx(evidence.with_collateral(collateral))
@@ -354,14 +371,21 @@ fn tdx_vectors_get_their_expected_verdicts() {
                     }
                     let v = run.json();
                     assert_eq!(v["tee"], "tdx");
-                    assert_eq!(v["measurement"], results["body"]["td"]["mr_td"], "{context}");
+                    assert_eq!(
+                        v["measurement"], results["body"]["td"]["mr_td"],
+                        "{context}"
+                    );
                     assert_eq!(
                         v["report_data"], results["body"]["td"]["report_data"],
                         "{context}"
                     );
                 }
                 // After the collateral window: rejected.
-                let run = confidant(&verify_args(&case.raw_args(), &case.at("after_window"), &[]));
+                let run = confidant(&verify_args(
+                    &case.raw_args(),
+                    &case.at("after_window"),
+                    &[],
+                ));
                 assert_eq!(run.code, 1, "{}: {}", case.dir, run.stdout);
                 assert!(run.failures().contains(&"quote_verification".to_owned()));
             });
@@ -422,15 +446,19 @@ fn snp_reject_twins_through_the_cli() {
         &at,
         &["--policy", &policy, "--measurement", &wrong],
     ));
-    assert_verdict(&run, false, &["measurement"], "policy file, wrong --measurement");
+    assert_verdict(
+        &run,
+        false,
+        &["measurement"],
+        "policy file, wrong --measurement",
+    );
 }
 
 /// No TEE here: `attest report` falls back to the simulated TEE with a warning; its evidence
 /// verifies only under allow_simulated = true, and its measurement is `attest measurement`.
 #[test]
 fn simulated_report_round_trips_only_with_allow_simulated() {
-    if Path::new("/sys/kernel/config/tsm/report").is_dir() || Path::new("/dev/sev-guest").exists()
-    {
+    if Path::new("/sys/kernel/config/tsm/report").is_dir() || Path::new("/dev/sev-guest").exists() {
         eprintln!("skipped: this machine may have a TEE");
         return;
     }
@@ -471,7 +499,10 @@ fn simulated_report_round_trips_only_with_allow_simulated() {
 
     let measurement = confidant(&["attest", "measurement"]);
     assert_eq!(measurement.code, 0, "{}", measurement.stderr);
-    let m = measurement.json()["measurement"].as_str().unwrap().to_owned();
+    let m = measurement.json()["measurement"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(m.len(), 96);
     assert_eq!(v["measurement"], m);
 
@@ -482,7 +513,12 @@ fn simulated_report_round_trips_only_with_allow_simulated() {
         now,
         &["--policy", &policy, "--measurement", &other],
     ));
-    assert_verdict(&run, false, &["measurement"], "simulated, wrong measurement");
+    assert_verdict(
+        &run,
+        false,
+        &["measurement"],
+        "simulated, wrong measurement",
+    );
 
     // Without --out the evidence goes to stdout.
     let run = confidant(&["attest", "report", "--report-data", "01"]);
@@ -506,6 +542,7 @@ fn bad_flags_are_refused_precisely() {
     let bad_chain = tmp.path().join("chain.pem");
     std::fs::write(&bad_chain, "not PEM").unwrap();
     let bad_chain = path_str(&bad_chain);
+    let long_report_data = "00".repeat(65);
 
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
@@ -513,22 +550,50 @@ fn bad_flags_are_refused_precisely() {
             "invalid value 'zz' for '--report-data <HEX>': invalid hex for report_data",
         ),
         (
-            vec!["attest", "report", "--report-data", &"00".repeat(65)],
+            vec!["attest", "report", "--report-data", &long_report_data],
             "expected 1 to 64 bytes, got 65",
         ),
         (
-            vec!["attest", "verify", "--snp-report", &report, "--vek", &vek, "--at", at,
-                "--measurement", "abcd"],
+            vec![
+                "attest",
+                "verify",
+                "--snp-report",
+                &report,
+                "--vek",
+                &vek,
+                "--at",
+                at,
+                "--measurement",
+                "abcd",
+            ],
             "invalid hex for measurement: expected 48 bytes, got 2",
         ),
         (
-            vec!["attest", "verify", "--snp-report", &report, "--vek", &vek, "--at", at,
-                "--report-data", "xyz"],
+            vec![
+                "attest",
+                "verify",
+                "--snp-report",
+                &report,
+                "--vek",
+                &vek,
+                "--at",
+                at,
+                "--report-data",
+                "xyz",
+            ],
             "invalid value 'xyz' for '--report-data <HEX>'",
         ),
         (
-            vec!["attest", "verify", "--snp-report", &report, "--vek", &vek, "--at",
-                "yesterday"],
+            vec![
+                "attest",
+                "verify",
+                "--snp-report",
+                &report,
+                "--vek",
+                &vek,
+                "--at",
+                "yesterday",
+            ],
             "invalid value 'yesterday' for '--at <RFC3339>': invalid timestamp",
         ),
         (
@@ -540,8 +605,18 @@ fn bad_flags_are_refused_precisely() {
             "<--evidence <FILE>|--snp-report <FILE>|--tdx-quote <FILE>>",
         ),
         (
-            vec!["attest", "verify", "--evidence", &report, "--snp-report", &report, "--vek",
-                &vek, "--at", at],
+            vec![
+                "attest",
+                "verify",
+                "--evidence",
+                &report,
+                "--snp-report",
+                &report,
+                "--vek",
+                &vek,
+                "--at",
+                at,
+            ],
             "the argument '--evidence <FILE>' cannot be used with '--snp-report <FILE>'",
         ),
         (
@@ -553,45 +628,124 @@ fn bad_flags_are_refused_precisely() {
             "--collateral <FILE>",
         ),
         (
-            vec!["attest", "verify", "--evidence", &report, "--chain", &vek, "--at", at],
+            vec![
+                "attest",
+                "verify",
+                "--evidence",
+                &report,
+                "--chain",
+                &vek,
+                "--at",
+                at,
+            ],
             "--snp-report <FILE>",
         ),
         (
-            vec!["attest", "verify", "--evidence", "/nonexistent/evidence.json", "--at", at],
+            vec![
+                "attest",
+                "verify",
+                "--evidence",
+                "/nonexistent/evidence.json",
+                "--at",
+                at,
+            ],
             "--evidence /nonexistent/evidence.json: cannot read",
         ),
         (
-            vec!["attest", "verify", "--snp-report", "/nonexistent/r.bin", "--vek", &vek,
-                "--at", at],
+            vec![
+                "attest",
+                "verify",
+                "--snp-report",
+                "/nonexistent/r.bin",
+                "--vek",
+                &vek,
+                "--at",
+                at,
+            ],
             "--snp-report /nonexistent/r.bin: cannot read",
         ),
         (
-            vec!["attest", "verify", "--snp-report", &report, "--vek", "/nonexistent/v.der",
-                "--at", at],
+            vec![
+                "attest",
+                "verify",
+                "--snp-report",
+                &report,
+                "--vek",
+                "/nonexistent/v.der",
+                "--at",
+                at,
+            ],
             "--vek /nonexistent/v.der: cannot read",
         ),
         (
-            vec!["attest", "verify", "--tdx-quote", &quote, "--collateral",
-                "/nonexistent/c.json", "--at", at],
+            vec![
+                "attest",
+                "verify",
+                "--tdx-quote",
+                &quote,
+                "--collateral",
+                "/nonexistent/c.json",
+                "--at",
+                at,
+            ],
             "--collateral /nonexistent/c.json: cannot read",
         ),
         (
-            vec!["attest", "verify", "--tdx-quote", &quote, "--collateral", &vek, "--at", at],
+            vec![
+                "attest",
+                "verify",
+                "--tdx-quote",
+                &quote,
+                "--collateral",
+                &vek,
+                "--at",
+                at,
+            ],
             "invalid TDX collateral",
         ),
         (
-            vec!["attest", "verify", "--snp-report", &report, "--vek", &vek, "--chain",
-                &bad_chain, "--at", at],
+            vec![
+                "attest",
+                "verify",
+                "--snp-report",
+                &report,
+                "--vek",
+                &vek,
+                "--chain",
+                &bad_chain,
+                "--at",
+                at,
+            ],
             "certificate chain PEM",
         ),
         (
-            vec!["attest", "verify", "--snp-report", &report, "--vek", &vek, "--at", at,
-                "--policy", &bad_policy],
+            vec![
+                "attest",
+                "verify",
+                "--snp-report",
+                &report,
+                "--vek",
+                &vek,
+                "--at",
+                at,
+                "--policy",
+                &bad_policy,
+            ],
             "invalid policy",
         ),
         (
-            vec!["attest", "verify", "--snp-report", &report, "--vek", &vek, "--at", at,
-                "--policy", "/nonexistent/p.toml"],
+            vec![
+                "attest",
+                "verify",
+                "--snp-report",
+                &report,
+                "--vek",
+                &vek,
+                "--at",
+                at,
+                "--policy",
+                "/nonexistent/p.toml",
+            ],
             "--policy /nonexistent/p.toml: cannot read",
         ),
     ];

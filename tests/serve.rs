@@ -654,7 +654,10 @@ key_file = "{k2}"
         let mut c = client.clone();
         let row: Vec<f32> = (0..8).map(|j| ((i * 8 + j) as f32 * 0.37).sin()).collect();
         tasks.push(tokio::spawn(async move {
-            let batched = c.predict("fixture-logits", std::slice::from_ref(&row)).await.unwrap();
+            let batched = c
+                .predict("fixture-logits", std::slice::from_ref(&row))
+                .await
+                .unwrap();
             (row, batched.outputs[0].clone())
         }));
     }

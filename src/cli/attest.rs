@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{ArgGroup, Args, Subcommand};
-use confidant::tee::{self, Attester as _};
+use confidant::tee;
 use confidant_attestation::{
     Evidence, Policy, SnpEvidence, TdxCollateral, TdxEvidence, Timestamp, Verdict, verify,
     verify_json,
@@ -234,7 +234,11 @@ fn verify_command(a: &VerifyArgs) -> Result<()> {
     if verdict.is_accept() {
         return Ok(());
     }
-    let checks: Vec<String> = verdict.failures.iter().map(|f| f.check.to_string()).collect();
+    let checks: Vec<String> = verdict
+        .failures
+        .iter()
+        .map(|f| f.check.to_string())
+        .collect();
     bail!(
         "attestation rejected: {} failed check(s): {}",
         checks.len(),

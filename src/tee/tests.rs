@@ -129,11 +129,16 @@ fn cert_table_rejects_out_of_bounds_and_unterminated() {
     table[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(cert_table::parse(&table).is_err());
     // No closing entry.
-    let unterminated = &cert_table::encode(&[(CertType::Vcek, b"".as_slice())])[..24];
-    let err = cert_table::parse(unterminated).unwrap_err().to_string();
+    let mut unterminated = cert_table::encode(&[(CertType::Vcek, b"".as_slice())]);
+    unterminated.truncate(24);
+    unterminated[16..20].copy_from_slice(&0u32.to_le_bytes());
+    let err = cert_table::parse(&unterminated).unwrap_err().to_string();
     assert!(err.contains("no closing"), "{err}");
     // A torn entry.
-    let err = cert_table::parse(&[1u8; 30]).unwrap_err().to_string();
+    let mut torn = vec![0x11u8; 16];
+    torn.extend_from_slice(&[0u8; 8]);
+    torn.extend_from_slice(&[1u8; 6]);
+    let err = cert_table::parse(&torn).unwrap_err().to_string();
     assert!(err.contains("truncated"), "{err}");
 }
 
