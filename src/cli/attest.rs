@@ -28,7 +28,7 @@ pub enum AttestCommand {
     Report(ReportArgs),
     /// Verify evidence against a policy; print the verdict as JSON. Exit code 0 only on
     /// accept.
-    Verify(VerifyArgs),
+    Verify(Box<VerifyArgs>),
     /// Print this binary's simulated-TEE measurement (SHA-384 of the binary).
     Measurement,
 }
