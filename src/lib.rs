@@ -12,6 +12,7 @@
 //! - [`client`]: the Rust client.
 //! - [`secure`]: process hardening and locked memory.
 //! - [`demo`]: the embedded demo model.
+//! - [`tee`]: attesters (configfs-tsm, `/dev/sev-guest`, the simulated TEE).
 //!
 //! ## Feature flags
 //! - `cuda`: build the CUDA kernels and the GPU weight loader (needs nvcc). Off by default.
@@ -28,3 +29,4 @@ pub mod sealed;
 pub mod secure;
 pub mod server;
 pub mod storage;
+pub mod tee;

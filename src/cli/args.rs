@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use super::attest::AttestArgs;
+
 /// Confidant: a confidential inference server.
 #[derive(Debug, Parser)]
 #[command(name = "confidant", version, about, long_about = None)]
@@ -41,6 +43,8 @@ pub enum Command {
     Predict(PredictArgs),
     /// List the models a server has loaded.
     Models(ModelsArgs),
+    /// Produce this platform's attestation evidence, or verify evidence against a policy.
+    Attest(AttestArgs),
     /// Anonymize a CSV table (pseudonyms, k-anonymity by Mondrian), or check its k, l and t.
     Anonymize(super::anonymize::AnonymizeArgs),
     /// Manage API keys (create, list, revoke) in a server's data directory.

@@ -2,6 +2,7 @@
 
 pub mod anonymize;
 pub mod args;
+pub mod attest;
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +44,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Keys(a) => keys(a),
         Command::Audit(a) => audit(a),
         Command::Anonymize(a) => anonymize::anonymize(a),
+        Command::Attest(a) => attest::run(a),
     }
 }
 

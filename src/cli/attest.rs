@@ -1,0 +1,251 @@
+//! `confidant attest`: produce evidence on this platform, verify evidence, print the simulated
+//! measurement. Flags are parsed here (clap, with typed value parsers), then turned into a
+//! policy and evidence before anything is verified.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{ArgGroup, Args, Subcommand};
+use confidant::tee;
+use confidant_attestation::{
+    Evidence, Policy, SnpEvidence, TdxCollateral, TdxEvidence, Timestamp, Verdict, verify,
+    verify_json,
+};
+
+/// `confidant attest`.
+#[derive(Debug, Args)]
+pub struct AttestArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: AttestCommand,
+}
+
+/// The `attest` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AttestCommand {
+    /// Write evidence JSON from this platform's TEE (configfs-tsm, /dev/sev-guest, or, with a
+    /// warning, the simulated TEE).
+    Report(ReportArgs),
+    /// Verify evidence against a policy; print the verdict as JSON. Exit code 0 only on
+    /// accept.
+    Verify(Box<VerifyArgs>),
+    /// Print this binary's simulated-TEE measurement (SHA-384 of the binary).
+    Measurement,
+}
+
+/// `confidant attest report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// report_data to bind, hex, 1 to 64 bytes (right-padded with zeros to 64).
+    #[arg(long, value_name = "HEX", value_parser = parse_report_data)]
+    pub report_data: [u8; 64],
+    /// Write the evidence here instead of to stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `confidant attest verify`.
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("input")
+        .required(true)
+        .args(["evidence", "snp_report", "tdx_quote"])
+))]
+pub struct VerifyArgs {
+    /// Evidence JSON (`{"tee": "snp" | "tdx" | "simulated", ...}`).
+    #[arg(long, value_name = "FILE")]
+    pub evidence: Option<PathBuf>,
+    /// A raw 1184-byte SEV-SNP report.
+    #[arg(long, value_name = "FILE", requires = "vek")]
+    pub snp_report: Option<PathBuf>,
+    /// The VCEK or VLEK certificate (DER) for --snp-report.
+    #[arg(long, value_name = "FILE", requires = "snp_report")]
+    pub vek: Option<PathBuf>,
+    /// The ASK (or ASVK) and ARK, PEM, as AMD KDS serves them; compared with the pinned
+    /// roots, never trusted.
+    #[arg(long, value_name = "FILE", requires = "snp_report")]
+    pub chain: Option<PathBuf>,
+    /// A raw TDX quote (v4 or v5).
+    #[arg(long, value_name = "FILE", requires = "collateral")]
+    pub tdx_quote: Option<PathBuf>,
+    /// Intel PCS collateral (QuoteCollateralV3 JSON) for --tdx-quote, or for TDX --evidence
+    /// that carries none.
+    #[arg(long, value_name = "FILE", conflicts_with = "snp_report")]
+    pub collateral: Option<PathBuf>,
+    /// Policy TOML [default: no debug, no simulated evidence, any measurement].
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Require this measurement (SNP measurement or TDX MRTD, 48 bytes hex); replaces the
+    /// policy's list.
+    #[arg(long, value_name = "HEX", value_parser = parse_measurement)]
+    pub measurement: Option<[u8; 48]>,
+    /// Require this report_data (hex, 1 to 64 bytes, right-padded with zeros).
+    #[arg(long, value_name = "HEX", value_parser = parse_report_data)]
+    pub report_data: Option<[u8; 64]>,
+    /// Accept debuggable guests.
+    #[arg(long)]
+    pub allow_debug: bool,
+    /// The time to judge certificate and collateral validity at (RFC 3339).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_at)]
+    pub at: Timestamp,
+}
+
+fn parse_report_data(text: &str) -> Result<[u8; 64], String> {
+    Policy::report_data_from_hex(text).map_err(|e| e.to_string())
+}
+
+fn parse_measurement(text: &str) -> Result<[u8; 48], String> {
+    Policy::measurement_from_hex(text).map_err(|e| e.to_string())
+}
+
+fn parse_at(text: &str) -> Result<Timestamp, String> {
+    Timestamp::parse_rfc3339(text).map_err(|e| e.to_string())
+}
+
+/// Runs an `attest` subcommand.
+pub fn run(args: AttestArgs) -> Result<()> {
+    match args.command {
+        AttestCommand::Report(a) => report(&a),
+        AttestCommand::Verify(a) => verify_command(&a),
+        AttestCommand::Measurement => measurement(),
+    }
+}
+
+fn report(a: &ReportArgs) -> Result<()> {
+    let attester = tee::detect().context("no attester available")?;
+    let evidence = attester
+        .evidence(&a.report_data)
+        .with_context(|| format!("producing evidence with {}", attester.kind()))?;
+    let json = serde_json::to_string_pretty(&evidence).context("encoding the evidence")?;
+    match &a.out {
+        Some(path) => {
+            std::fs::write(path, format!("{json}\n"))
+                .with_context(|| format!("--out {}: cannot write", path.display()))?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "evidence": path,
+                    "tee": evidence.tee(),
+                    "attester": attester.kind().to_string(),
+                })
+            );
+        }
+        None => println!("{json}"),
+    }
+    Ok(())
+}
+
+fn measurement() -> Result<()> {
+    let simulated = tee::Simulated::new()?;
+    println!(
+        "{}",
+        serde_json::json!({ "measurement": hex::encode(simulated.measurement()) })
+    );
+    Ok(())
+}
+
+/// The validated inputs of `attest verify`.
+struct VerifyConfig {
+    input: Input,
+    collateral: Option<TdxCollateral>,
+    policy: Policy,
+    at: Timestamp,
+}
+
+enum Input {
+    /// Evidence JSON, verified as given (a malformed file is a rejecting verdict).
+    Json(Vec<u8>),
+    Evidence(Evidence),
+}
+
+impl VerifyConfig {
+    fn from_args(a: &VerifyArgs) -> Result<Self> {
+        let mut policy = match &a.policy {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("--policy {}: cannot read", path.display()))?;
+                Policy::from_toml(&text).with_context(|| format!("--policy {}", path.display()))?
+            }
+            None => Policy::default(),
+        };
+        if let Some(m) = a.measurement {
+            policy.measurements = vec![m];
+        }
+        if let Some(rd) = a.report_data {
+            policy.report_data = Some(rd);
+        }
+        if a.allow_debug {
+            policy.allow_debug = true;
+        }
+        let collateral = match &a.collateral {
+            Some(path) => Some(
+                TdxCollateral::from_json(&read(path, "--collateral")?)
+                    .with_context(|| format!("--collateral {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let input = match (&a.evidence, &a.snp_report, &a.tdx_quote) {
+            (Some(path), None, None) => Input::Json(read(path, "--evidence")?),
+            (None, Some(report), None) => {
+                let Some(vek) = &a.vek else {
+                    bail!("--snp-report needs --vek");
+                };
+                let report = read(report, "--snp-report")?;
+                let vek = read(vek, "--vek")?;
+                let chain = a
+                    .chain
+                    .as_deref()
+                    .map(|path| read(path, "--chain"))
+                    .transpose()?;
+                let evidence = SnpEvidence::from_parts(&report, &vek, chain.as_deref())
+                    .with_context(|| match &a.chain {
+                        Some(path) => format!("--chain {}", path.display()),
+                        None => "--snp-report".to_owned(),
+                    })?;
+                Input::Evidence(Evidence::Snp(evidence))
+            }
+            (None, None, Some(quote)) => {
+                let quote = read(quote, "--tdx-quote")?;
+                Input::Evidence(Evidence::Tdx(TdxEvidence::new(quote)))
+            }
+            _ => bail!("give exactly one of --evidence, --snp-report or --tdx-quote"),
+        };
+        Ok(Self {
+            input,
+            collateral,
+            policy,
+            at: a.at,
+        })
+    }
+
+    fn verify(&self) -> Verdict {
+        let collateral = self.collateral.as_ref();
+        match &self.input {
+            Input::Json(bytes) => verify_json(bytes, collateral, &self.policy, self.at),
+            Input::Evidence(e) => verify(e, collateral, &self.policy, self.at),
+        }
+    }
+}
+
+fn verify_command(a: &VerifyArgs) -> Result<()> {
+    let config = VerifyConfig::from_args(a)?;
+    let verdict = config.verify();
+    println!("{}", verdict.to_json_pretty());
+    if verdict.is_accept() {
+        return Ok(());
+    }
+    let checks: Vec<String> = verdict
+        .failures
+        .iter()
+        .map(|f| f.check.to_string())
+        .collect();
+    bail!(
+        "attestation rejected: {} failed check(s): {}",
+        checks.len(),
+        checks.join(", ")
+    )
+}
+
+fn read(path: &Path, flag: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{flag} {}: cannot read", path.display()))
+}
