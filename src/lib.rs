@@ -9,6 +9,7 @@
 //! - [`engine`]: model configs, the candle MLP, the dynamic batcher, the registry.
 //! - [`server`]: the tonic services and their wiring.
 //! - [`client`]: the Rust client.
+//! - [`privacy`]: DP samplers, mechanisms and the accountant.
 //! - [`secure`]: process hardening and locked memory.
 //! - [`demo`]: the embedded demo model.
 //!
@@ -20,6 +21,7 @@ pub mod client;
 pub mod demo;
 pub mod engine;
 pub mod guard;
+pub mod privacy;
 pub mod proto;
 pub mod sealed;
 pub mod secure;

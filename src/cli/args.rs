@@ -41,6 +41,8 @@ pub enum Command {
     Predict(PredictArgs),
     /// List the models a server has loaded.
     Models(ModelsArgs),
+    /// Differential privacy: the DP-SGD accountant and noise calibration.
+    Privacy(super::privacy::PrivacyArgs),
 }
 
 /// `confidant keygen`.

@@ -1,6 +1,7 @@
 //! The commands.
 
 pub mod args;
+pub mod privacy;
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Serve(a) => serve(a).await,
         Command::Predict(a) => predict(a).await,
         Command::Models(a) => models(a).await,
+        Command::Privacy(a) => privacy::run(&a),
     }
 }
 
