@@ -83,9 +83,11 @@ impl Rational {
         }
         let den_bits = exp.unsigned_abs();
         if den_bits <= max_den_bits {
+            // Cancel common factors of two so equal values compare equal.
+            let common = mantissa.trailing_zeros().min(den_bits);
             return Ok(Self {
-                num: u128::from(mantissa),
-                den: 1u128 << den_bits,
+                num: u128::from(mantissa >> common),
+                den: 1u128 << (den_bits - common),
             });
         }
         // Too fine: drop the low bits, rounding in the requested direction.
@@ -99,9 +101,10 @@ impl Rational {
         if up && lost {
             num += 1;
         }
+        let common = num.trailing_zeros().min(max_den_bits);
         Ok(Self {
-            num,
-            den: 1u128 << max_den_bits,
+            num: num >> common,
+            den: 1u128 << (max_den_bits - common),
         })
     }
 
@@ -172,11 +175,16 @@ pub fn bernoulli_exp_neg<R: DpRng + ?Sized>(rng: &mut R, gamma: Rational) -> Res
 fn bernoulli_exp_neg_unit<R: DpRng + ?Sized>(rng: &mut R, gamma: Rational) -> Result<bool> {
     let mut k: u128 = 1;
     loop {
-        let den = gamma
-            .den
-            .checked_mul(k)
-            .ok_or(PrivacyError::Overflow { what: "Bernoulli(exp) loop" })?;
-        if !bernoulli(rng, Rational { num: gamma.num, den }) {
+        let den = gamma.den.checked_mul(k).ok_or(PrivacyError::Overflow {
+            what: "Bernoulli(exp) loop",
+        })?;
+        if !bernoulli(
+            rng,
+            Rational {
+                num: gamma.num,
+                den,
+            },
+        ) {
             break;
         }
         k += 1;
@@ -205,10 +213,12 @@ pub fn discrete_laplace<R: DpRng + ?Sized>(rng: &mut R, scale: Rational) -> Resu
         while bernoulli_exp_neg_unit(rng, Rational { num: 1, den: 1 })? {
             v += 1;
         }
-        let x = v
-            .checked_mul(t)
-            .and_then(|vt| vt.checked_add(u))
-            .ok_or(PrivacyError::Overflow { what: "discrete Laplace" })?;
+        let x =
+            v.checked_mul(t)
+                .and_then(|vt| vt.checked_add(u))
+                .ok_or(PrivacyError::Overflow {
+                    what: "discrete Laplace",
+                })?;
         let y = x / s;
         let negative = rng.next_u64() & 1 == 1;
         if negative && y == 0 {

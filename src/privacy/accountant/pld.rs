@@ -2,10 +2,10 @@
 //! Gaussian (Koskela et al. 2020; Meiser & Mohammadi 2018; as in Google's dp_accounting).
 //!
 //! Each direction of add-or-remove adjacency gets its own PLD: the law of the privacy loss
-//! `L = ln(P(x)/Q(x))` for `x ~ P`. It is discretized on the grid `k·h` by rounding every
-//! loss **up** to the next grid point, tails beyond `tail_mass` are moved up (the upper tail
-//! to an infinite loss, which counts fully into δ; the lower tail onto the lowest kept
-//! point), and compositions are computed by FFT convolution with repeated squaring. Every
+//! `L = ln(P(x)/Q(x))` for `x ~ P`. It is discretized on the grid `k·h` by "connecting the
+//! dots" (Doroshenko, Ghazi, Kamath, Kumar & Manurangsi 2022), which dominates the true pair,
+//! tails beyond `tail_mass` are moved up (the upper tail to an infinite loss, which counts
+//! fully into δ; the lower tail onto the lowest kept point), and compositions are computed by FFT convolution with repeated squaring. Every
 //! step only moves mass towards higher loss, so δ(ε) of the result bounds the true δ(ε)
 //! from above. FFT rounding error is bounded per convolution (below 1e-15 per bucket) and
 //! that bound is added to δ before the ε search.
@@ -95,27 +95,28 @@ fn single_step(q: f64, sigma: f64, direction: Direction, options: &PldOptions) -
             log1mq + libm::log1p(q / (1.0 - q) * e.exp())
         }
     };
-    // P(L ≤ l) and P(L > l) under P, computed separately so neither tail loses precision.
-    let cdf_sf = |l: f64| -> (f64, f64) {
-        match direction {
+    // The hockey-stick divergence δ(ε) = P(L > ε) − e^ε·Q(L > ε) of one step, exactly.
+    let hockey = |eps: f64| -> f64 {
+        let e = eps.exp();
+        let d = match direction {
             Direction::Remove => {
-                if l <= log1mq {
-                    return (0.0, 1.0);
+                if eps <= log1mq {
+                    return -libm::expm1(eps);
                 }
-                let x = x_of(l);
-                let cdf = (1.0 - q) * normal_cdf(x / sigma) + q * normal_cdf((x - 1.0) / sigma);
-                let sf = (1.0 - q) * normal_cdf(-x / sigma) + q * normal_cdf((1.0 - x) / sigma);
-                (cdf, sf)
+                let x = x_of(eps);
+                q * normal_cdf((1.0 - x) / sigma) - (libm::expm1(eps) + q) * normal_cdf(-x / sigma)
             }
             Direction::Add => {
-                // L = −g(x) ≤ l  ⇔  g(x) ≥ −l  ⇔  x ≥ x_of(−l).
-                if -l <= log1mq {
-                    return (1.0, 0.0);
+                // L = −g(x) > ε  ⇔  g(x) < −ε  ⇔  x < x_of(−ε).
+                if -eps <= log1mq {
+                    return 0.0;
                 }
-                let x = x_of(-l);
-                (normal_cdf(-x / sigma), normal_cdf(x / sigma))
+                let x = x_of(-eps);
+                normal_cdf(x / sigma) * (1.0 - e * (1.0 - q))
+                    - e * q * normal_cdf((x - 1.0) / sigma)
             }
-        }
+        };
+        d.max(0.0)
     };
     // x beyond ±z·σ (around the two means) carries under tail_mass/4 of probability.
     let z = tail_z(options.tail_mass / 4.0);
@@ -134,28 +135,39 @@ fn single_step(q: f64, sigma: f64, direction: Direction, options: &PldOptions) -
             what: "PLD support (noise multiplier too small for this discretization)",
         });
     }
-    let mut pmf = Vec::with_capacity(len);
-    let mut prev = (0.0, 1.0);
-    for k in k_lo..=k_hi {
-        let cur = cdf_sf(k as f64 * h);
-        // Mass in ((k−1)h, kh], all of it below k_lo·h for the first bucket; subtract in
-        // whichever tail is small.
-        let mass = if k == k_lo {
-            cur.0
-        } else if cur.0 < 0.5 {
-            cur.0 - prev.0
-        } else {
-            prev.1 - cur.1
-        };
-        pmf.push(mass.max(0.0));
-        prev = cur;
+    // Connect the dots (Doroshenko et al. 2022): the discrete PLD whose δ(ε) equals the
+    // true one at every grid point and is affine in e^ε between them. δ is convex in e^ε, so
+    // the chord lies above it: a pessimistic estimate without the bias of rounding each
+    // loss up (which adds up to h per step, 0.1 in ε after 1000 steps at h = 1e-4).
+    let deltas: Vec<f64> = (k_lo..=k_hi).map(|k| hockey(k as f64 * h)).collect();
+    let infinity_mass = deltas.last().copied().unwrap_or(0.0);
+    // slope[i] = −dδ/d(e^ε) on [ε_i, ε_{i+1}], and 0 above the top point.
+    let mut slopes: Vec<f64> = deltas
+        .windows(2)
+        .zip(k_lo..)
+        .map(|(w, k)| match w {
+            [a, b] => ((a - b) / ((k as f64 * h).exp() * libm::expm1(h))).max(0.0),
+            _ => 0.0,
+        })
+        .collect();
+    slopes.push(0.0);
+    let mut pmf = vec![0.0; len];
+    let mut finite_mass = 0.0;
+    for (j, (k, p)) in (k_lo..=k_hi).zip(pmf.iter_mut()).enumerate().skip(1) {
+        let below = slopes.get(j - 1).copied().unwrap_or(0.0);
+        let above = slopes.get(j).copied().unwrap_or(0.0);
+        *p = ((k as f64 * h).exp() * (below - above)).max(0.0);
+        finite_mass += *p;
+    }
+    if let Some(first) = pmf.first_mut() {
+        *first = (1.0 - infinity_mass - finite_mass).max(0.0);
     }
     Ok(Pld {
         h,
         offset: k_lo,
         pmf,
-        infinity_mass: prev.1.max(0.0),
-        error_bound: len as f64 * 1e-16,
+        infinity_mass,
+        error_bound: len as f64 * 1e-15,
     })
 }
 
@@ -216,11 +228,7 @@ impl Pld {
         }
         inv.process(&mut a);
         let scale = 1.0 / size as f64;
-        let pmf: Vec<f64> = a
-            .iter()
-            .take(n)
-            .map(|c| (c.re * scale).max(0.0))
-            .collect();
+        let pmf: Vec<f64> = a.iter().take(n).map(|c| (c.re * scale).max(0.0)).collect();
         // Double-precision FFT convolution of probability vectors: each output is off by at
         // most about ε_mach·log2(size)·‖a‖₂‖b‖₂ ≤ 1e-16·log2(size); charge 1e-15 per bucket.
         let fft_error = n as f64 * 1e-15;

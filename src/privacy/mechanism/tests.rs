@@ -105,12 +105,18 @@ fn laplace_audit_holds_and_catches_half_noise() {
     let mut r = rng(11);
     let eps_lb = audit_epsilon(runs, |x| honest.release(&mut r, &[x]).unwrap()[0]);
     assert!(eps_lb <= 1.0, "honest mechanism audited at ε ≥ {eps_lb}");
-    assert!(eps_lb > 0.9, "the audit is too weak to mean anything: {eps_lb}");
+    assert!(
+        eps_lb > 0.9,
+        "the audit is too weak to mean anything: {eps_lb}"
+    );
 
     // The same mechanism with half the noise (the scale for ε = 2) while claiming ε = 1.
     let half = LaplaceScores::new(2.0, 1.0, 1).unwrap();
     let eps_lb = audit_epsilon(runs, |x| half.release(&mut r, &[x]).unwrap()[0]);
-    assert!(eps_lb > 1.0, "half-noised mechanism not caught: ε ≥ {eps_lb}");
+    assert!(
+        eps_lb > 1.0,
+        "half-noised mechanism not caught: ε ≥ {eps_lb}"
+    );
 }
 
 #[test]
@@ -162,10 +168,12 @@ fn mechanisms_refuse_bad_input() {
     assert!(LaplaceScores::new(f64::INFINITY, 1.0, 2).is_err());
     assert!(GaussianScores::new(1.0, 0.0, 1.0, 2).is_err());
     assert!(label_only(&[]).is_err());
-    assert!(NoisyArgmax::new(1.0, 1.0, false)
-        .unwrap()
-        .release(&mut r, &[])
-        .is_err());
+    assert!(
+        NoisyArgmax::new(1.0, 1.0, false)
+            .unwrap()
+            .release(&mut r, &[])
+            .is_err()
+    );
 }
 
 #[test]
@@ -205,7 +213,14 @@ fn noisy_argmax_prefers_the_best_and_follows_permute_and_flip() {
     // the 6 orders.
     let p = [(-3.0f64).exp(), (-2.0f64).exp(), 1.0];
     let mut expected = [0.0; 3];
-    for order in [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]] {
+    for order in [
+        [0, 1, 2],
+        [0, 2, 1],
+        [1, 0, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [2, 1, 0],
+    ] {
         let mut reach = 1.0 / 6.0;
         for &i in &order {
             expected[i] += reach * p[i];
@@ -215,7 +230,10 @@ fn noisy_argmax_prefers_the_best_and_follows_permute_and_flip() {
     for i in 0..3 {
         let e = expected[i];
         let sd = (e * (1.0 - e) / f64::from(n)).sqrt();
-        assert!((counts[i] / f64::from(n) - e).abs() < 5.0 * sd, "{i}: {counts:?} {expected:?}");
+        assert!(
+            (counts[i] / f64::from(n) - e).abs() < 5.0 * sd,
+            "{i}: {counts:?} {expected:?}"
+        );
     }
     let g = m.guarantee();
     assert!(g.epsilon() <= 2.0 && g.epsilon() > 1.999);

@@ -177,7 +177,10 @@ pub fn add_grid_laplace<R: DpRng + ?Sized>(
     sampler.fill(rng, &mut noise);
     for (i, (x, z)) in values.iter_mut().zip(&noise).enumerate() {
         let n = grid.to_steps(*x, i)?;
-        *x = grid.from_steps(n.checked_add(*z).ok_or(PrivacyError::OffGrid { index: i })?);
+        *x = grid.from_steps(
+            n.checked_add(*z)
+                .ok_or(PrivacyError::OffGrid { index: i })?,
+        );
     }
     Ok(())
 }
