@@ -1,4 +1,6 @@
 //! Sampler throughput: exact and fast discrete Laplace, discrete Gaussian, ChaCha20 words.
+// criterion_group! generates an undocumented function.
+#![allow(missing_docs)]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;

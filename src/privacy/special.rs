@@ -28,7 +28,7 @@ impl SignedLog {
     };
 
     /// The sum of two values.
-    pub fn add(self, other: Self) -> Self {
+    pub fn plus(self, other: Self) -> Self {
         if other.log_abs == f64::NEG_INFINITY {
             return self;
         }

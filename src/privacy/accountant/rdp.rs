@@ -102,18 +102,18 @@ fn log_a_frac(q: f64, sigma: f64, alpha: f64) -> Result<f64> {
         let log_e1 = half + log_erfc((z0 - j) / (std::f64::consts::SQRT_2 * sigma));
         let log_s0 = log_t0 + (fi * fi - fi) / (2.0 * s2) + log_e0;
         let log_s1 = log_t1 + (j * j - j) / (2.0 * s2) + log_e1;
-        a0 = a0.add(SignedLog {
+        a0 = a0.plus(SignedLog {
             negative: coef_negative,
             log_abs: log_s0,
         });
-        a1 = a1.add(SignedLog {
+        a1 = a1.plus(SignedLog {
             negative: coef_negative,
             log_abs: log_s1,
         });
         // Past i > α the terms alternate in sign and shrink, so the error is about the next
         // term; stop once it is below 1e-13 of the sum, and add twice the last terms so the
         // result stays an upper bound.
-        let total = a0.add(a1);
+        let total = a0.plus(a1);
         let last = log_s0.max(log_s1);
         if fi > alpha && last < total.log_abs - 30.0 {
             if total.negative {
@@ -143,7 +143,7 @@ pub fn epsilon_from_rdp(
 ) -> Result<(f64, f64)> {
     let mut best: Option<(f64, f64)> = None;
     for (&alpha, &r) in orders.iter().zip(rdp) {
-        if !(alpha > 1.0) || !r.is_finite() {
+        if alpha <= 1.0 || alpha.is_nan() || !r.is_finite() {
             continue;
         }
         let eps = match conversion {

@@ -17,10 +17,10 @@ fn signed_log_sums_alternating_terms() {
         negative: x < 0.0,
         log_abs: x.abs().ln(),
     };
-    let s = v(5.0).add(v(-3.0)).add(v(0.5));
+    let s = v(5.0).plus(v(-3.0)).plus(v(0.5));
     assert!(!s.negative);
     assert!((s.log_abs.exp() - 2.5).abs() < 1e-12);
-    let z = v(2.0).add(v(-2.0));
+    let z = v(2.0).plus(v(-2.0));
     assert_eq!(z, SignedLog::ZERO);
 }
 
