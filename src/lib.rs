@@ -10,6 +10,7 @@
 //! - [`engine`]: model configs, the candle MLP, the dynamic batcher, the registry.
 //! - [`server`]: the tonic services and their wiring.
 //! - [`client`]: the Rust client.
+//! - [`privacy`]: DP samplers, mechanisms and the accountant.
 //! - [`secure`]: process hardening and locked memory.
 //! - [`demo`]: the embedded demo model.
 //! - [`tee`]: attesters (configfs-tsm, `/dev/sev-guest`, the simulated TEE).
@@ -24,6 +25,7 @@ pub mod client;
 pub mod demo;
 pub mod engine;
 pub mod guard;
+pub mod privacy;
 pub mod proto;
 pub mod sealed;
 pub mod secure;

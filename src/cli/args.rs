@@ -43,6 +43,8 @@ pub enum Command {
     Predict(PredictArgs),
     /// List the models a server has loaded.
     Models(ModelsArgs),
+    /// Differential privacy: the DP-SGD accountant and noise calibration.
+    Privacy(super::privacy::PrivacyArgs),
     /// Produce this platform's attestation evidence, or verify evidence against a policy.
     Attest(AttestArgs),
     /// Anonymize a CSV table (pseudonyms, k-anonymity by Mondrian), or check its k, l and t.

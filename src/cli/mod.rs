@@ -3,6 +3,7 @@
 pub mod anonymize;
 pub mod args;
 pub mod attest;
+pub mod privacy;
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +46,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Audit(a) => audit(a),
         Command::Anonymize(a) => anonymize::anonymize(a),
         Command::Attest(a) => attest::run(a),
+        Command::Privacy(a) => privacy::run(&a),
     }
 }
 
