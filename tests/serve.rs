@@ -101,6 +101,25 @@ async fn demo_mode_serves_the_embedded_model_over_tls() {
         .api_key
         .clone()
         .expect("demo key shown on first start");
+    // The issue-2 contract form works with no key flag on embedded defaults: the CLI finds the
+    // demo key in the data dir.
+    let row_json = serde_json::to_string(&[confidant::demo::SAMPLE_ROW.to_vec()]).unwrap();
+    let out = confidant(&[
+        "predict",
+        "--addr",
+        &server.addr,
+        "--tls-ca",
+        server.cert.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--model",
+        "demo",
+        "--input",
+        &row_json,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(got["labels"][0], "benign");
     let logs_before = server.logs();
     let status = server.stop();
     assert!(status.success(), "exit status {status}: {logs_before}");

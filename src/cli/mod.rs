@@ -399,6 +399,21 @@ async fn shutdown_signal() {
     }
 }
 
+/// The demo key that a server in demo mode keeps in `<data-dir>/demo/api-key`, if present.
+fn demo_api_key(data_dir: Option<&Path>) -> Option<String> {
+    let dir = data_dir.map_or_else(|| PathBuf::from(server::DEFAULT_DATA_DIR), Path::to_path_buf);
+    let path = dir.join("demo").join("api-key");
+    let key = std::fs::read_to_string(&path).ok()?.trim().to_string();
+    if key.is_empty() {
+        return None;
+    }
+    eprintln!(
+        "note: no --api-key given; using the demo key from {}",
+        path.display()
+    );
+    Some(key)
+}
+
 async fn connect(
     addr: &str,
     tls_ca: Option<PathBuf>,
@@ -406,6 +421,7 @@ async fn connect(
     api_key: Option<&str>,
     purpose: Option<&str>,
 ) -> Result<Client> {
+    let data_dir_for_demo = data_dir.clone();
     let ca_path = tls_ca.unwrap_or_else(|| {
         resolve_data_dir(data_dir, None)
             .join("tls")
@@ -426,6 +442,8 @@ async fn connect(
     let mut client = Client::connect(addr, &ca).await?;
     if let Some(k) = api_key {
         client = client.with_api_key(k)?;
+    } else if let Some(k) = demo_api_key(data_dir_for_demo.as_deref()) {
+        client = client.with_api_key(&k)?;
     }
     if let Some(p) = purpose {
         client = client.with_purpose(p)?;

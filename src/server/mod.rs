@@ -195,7 +195,7 @@ pub async fn run(
     })?;
     // Only once the port is ours: a key shown once must not be lost to a failed start.
     let demo_api_key = if config.models.is_empty() {
-        demo_key(&guard, &audit)?
+        demo_key(&guard, &audit, &config.data_dir)?
     } else {
         None
     };
@@ -409,9 +409,14 @@ fn open_audit(data_dir: &Path) -> Result<crate::audit::AuditLog, ServerError> {
 }
 
 /// On the first start in demo mode (no key exists yet), creates the `demo` principal's key.
+///
+/// In demo mode only, the key is also written to `<data-dir>/demo/api-key` (0600, in a 0700
+/// directory), as Jupyter keeps its token in a runtime file, so that `confidant predict` on
+/// the same machine works with no flags. Outside demo mode keys exist only as hashes.
 fn demo_key(
     guard: &Guard,
     audit: &crate::audit::AuditLog,
+    data_dir: &Path,
 ) -> Result<Option<ApiKeySecret>, ServerError> {
     let storage = |e: crate::storage::StorageError| ServerError::Config(e.to_string());
     if !guard.keys().is_empty().map_err(storage)? {
@@ -431,6 +436,9 @@ fn demo_key(
         .keys()
         .create(&new, now)
         .map_err(|e| ServerError::Config(format!("demo key: {e}")))?;
+    let dir = data_dir.join("demo");
+    create_private_dir(&dir)?;
+    write_file(&dir.join("api-key"), secret.secret_str().as_bytes(), 0o600)?;
     tracing::info!("created the demo principal's API key (shown once on stdout)");
     audit.append(crate::audit::Event::Admin {
         actor: "server".into(),
