@@ -401,7 +401,10 @@ async fn shutdown_signal() {
 
 /// The demo key that a server in demo mode keeps in `<data-dir>/demo/api-key`, if present.
 fn demo_api_key(data_dir: Option<&Path>) -> Option<String> {
-    let dir = data_dir.map_or_else(|| PathBuf::from(server::DEFAULT_DATA_DIR), Path::to_path_buf);
+    let dir = data_dir.map_or_else(
+        || PathBuf::from(server::DEFAULT_DATA_DIR),
+        Path::to_path_buf,
+    );
     let path = dir.join("demo").join("api-key");
     let key = std::fs::read_to_string(&path).ok()?.trim().to_string();
     if key.is_empty() {
