@@ -21,6 +21,7 @@
 
 pub mod anonymize;
 pub mod audit;
+pub mod canonical;
 pub mod client;
 pub mod demo;
 pub mod engine;

@@ -140,10 +140,7 @@ impl Record {
     pub fn compute_hash(&self) -> String {
         let mut unhashed = self.clone();
         unhashed.hash = String::new();
-        // serde_json::Value sorts keys, so the encoding is canonical.
-        let body = serde_json::to_value(&unhashed)
-            .and_then(|v| serde_json::to_vec(&v))
-            .unwrap_or_default();
+        let body = crate::canonical::to_vec(&unhashed).unwrap_or_default();
         let mut h = Sha256::new();
         h.update(DOMAIN);
         h.update(self.prev.as_bytes());

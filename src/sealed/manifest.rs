@@ -88,11 +88,7 @@ pub struct PublisherInfo {
 impl Manifest {
     /// The canonical encoding: JSON with keys sorted and no insignificant whitespace.
     pub fn to_canonical_json(&self) -> Result<Vec<u8>, SealedError> {
-        // serde_json::Value keeps objects in a BTreeMap (no preserve_order feature), so
-        // going through Value sorts every object's keys.
-        let value =
-            serde_json::to_value(self).map_err(|e| SealedError::ManifestSyntax(e.to_string()))?;
-        serde_json::to_vec(&value).map_err(|e| SealedError::ManifestSyntax(e.to_string()))
+        crate::canonical::to_vec(self).map_err(|e| SealedError::ManifestSyntax(e.to_string()))
     }
 
     /// Parses a manifest and insists that the bytes are exactly its canonical encoding, so
