@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod inference;
+pub mod pipeline;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use tonic::transport::{Server, ServerTlsConfig};
 
 pub use error::{ApiError, ServerError};
 use inference::InferenceService;
+use pipeline::Pipeline;
 use tls::TlsIdentity;
 
 use crate::engine::{BatchConfig, Mlp, Provenance, Registry};
@@ -228,15 +230,16 @@ pub async fn run(
         .build_v1()
         .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
 
-    let inference = InferenceServer::new(InferenceService::new(
+    let pipeline = Pipeline::new(
         registry.clone(),
         Arc::clone(&guard),
         Some(Arc::clone(&audit)),
         Arc::clone(&ready),
         config.max_rows_per_request,
-    ))
-    .max_decoding_message_size(config.max_message_bytes)
-    .max_encoding_message_size(config.max_message_bytes);
+    );
+    let inference = InferenceServer::new(InferenceService::new(pipeline.clone()))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
 
     let server = Server::builder()
         .tls_config(ServerTlsConfig::new().identity(identity.to_tonic()))?

@@ -1,0 +1,277 @@
+//! The protocol-neutral request pipeline that every inference front end shares.
+//!
+//! `confidant.v1.Inference` and the Open Inference Protocol service translate their wire
+//! messages into a [`PredictCall`] and hand it here, so that both run exactly the same
+//! guards, in the same order, with the same audit record and the same metrics:
+//!
+//! ready → authenticate → scope → model and version → purpose → validate input → rate
+//! limits (the only step that spends a counter; refunded if a later step fails) → engine.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+use super::error::ApiError;
+use crate::audit::{AuditLog, Event};
+use crate::engine::{LoadedModel, Registry, argmax_rows};
+use crate::guard::{Credentials, Guard, InputError, KeyRecord, Scope, validate_rows};
+
+/// What a front end knows about the caller: its request metadata and, over mutual TLS, the
+/// certificate chain it presented (already verified by the TLS layer).
+#[derive(Debug, Default)]
+pub struct CallContext {
+    /// The request metadata (headers).
+    pub metadata: MetadataMap,
+    /// The client's certificate chain, leaf first, when it presented one.
+    pub peer_certs: Option<Arc<Vec<tonic::transport::CertificateDer<'static>>>>,
+}
+
+impl CallContext {
+    /// Splits a tonic request into the caller's context and the message.
+    pub fn split<T>(request: tonic::Request<T>) -> (Self, T) {
+        let peer_certs = request.peer_certs();
+        let (metadata, _, message) = request.into_parts();
+        (
+            Self {
+                metadata,
+                peer_certs,
+            },
+            message,
+        )
+    }
+
+    /// The context of a request, keeping the message in place.
+    pub fn of<T>(request: &tonic::Request<T>) -> Self {
+        Self {
+            metadata: request.metadata().clone(),
+            peer_certs: request.peer_certs(),
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.metadata.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One prediction, as any front end asks for it.
+#[derive(Debug, Clone, Default)]
+pub struct PredictCall {
+    /// The model id.
+    pub model: String,
+    /// The version the caller requires, or empty for whatever is loaded.
+    pub version: String,
+    /// The input shape, `[rows, features]`.
+    pub shape: Vec<u64>,
+    /// The input values, row-major.
+    pub values: Vec<f32>,
+}
+
+/// A prediction, ready for a front end to encode.
+#[derive(Clone)]
+pub struct PredictOutcome {
+    /// The model that answered.
+    pub model: Arc<LoadedModel>,
+    /// The server-generated request id (also in the audit log).
+    pub request_id: String,
+    /// Rows predicted.
+    pub rows: usize,
+    /// Outputs per row.
+    pub width: usize,
+    /// `rows × width` scores, row-major.
+    pub values: Vec<f32>,
+    /// The argmax per row.
+    pub label_indices: Vec<u32>,
+    /// The argmax label per row.
+    pub labels: Vec<String>,
+}
+
+/// The shared pipeline. Cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    registry: Registry,
+    guard: Arc<Guard>,
+    audit: Option<Arc<AuditLog>>,
+    ready: Arc<AtomicBool>,
+    max_rows: usize,
+}
+
+impl Pipeline {
+    /// A pipeline over `registry`; it answers UNAVAILABLE until `ready` is set.
+    pub fn new(
+        registry: Registry,
+        guard: Arc<Guard>,
+        audit: Option<Arc<AuditLog>>,
+        ready: Arc<AtomicBool>,
+        max_rows: usize,
+    ) -> Self {
+        Self {
+            registry,
+            guard,
+            audit,
+            ready,
+            max_rows,
+        }
+    }
+
+    /// The loaded models.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Whether the models are loaded and the server answers requests.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Refuses with UNAVAILABLE until the models are loaded.
+    pub fn ensure_ready(&self) -> Result<(), ApiError> {
+        if self.is_ready() {
+            Ok(())
+        } else {
+            Err(ApiError::Unavailable(
+                "server is not ready: models are still loading".into(),
+            ))
+        }
+    }
+
+    /// Authenticates the caller and checks that it holds `scope`.
+    pub fn caller(&self, ctx: &CallContext, scope: Scope) -> Result<KeyRecord, ApiError> {
+        let key = self.guard.authenticate(Credentials {
+            api_key: ctx.header("x-api-key"),
+            authorization: ctx.header("authorization"),
+        })?;
+        self.guard.authorize(&key, scope)?;
+        Ok(key)
+    }
+
+    /// Runs one prediction through every guard, and audits it whatever the outcome.
+    pub async fn predict(
+        &self,
+        ctx: &CallContext,
+        call: PredictCall,
+    ) -> Result<PredictOutcome, Status> {
+        let started = Instant::now();
+        let mut record = AuditContext::default();
+        let result = self.predict_inner(ctx, call, &mut record).await;
+        let result = result.map_err(Status::from);
+        if let Some(audit) = &self.audit {
+            let (decision, reason) = match &result {
+                Ok(_) => ("allow", "OK".to_string()),
+                Err(s) => ("refuse", crate::client::code_name(s.code()).to_string()),
+            };
+            audit.append(Event::Predict {
+                request_id: record.request_id,
+                principal: record.principal,
+                model: record.model,
+                purpose: record.purpose,
+                subject: None,
+                input_hmac: record.input_hmac,
+                output_argmax: record.output_argmax,
+                rows: record.rows,
+                latency_us: started.elapsed().as_micros() as u64,
+                decision: decision.into(),
+                reason,
+                epsilon: 0.0,
+            });
+        }
+        result
+    }
+
+    async fn predict_inner(
+        &self,
+        ctx: &CallContext,
+        call: PredictCall,
+        record: &mut AuditContext,
+    ) -> Result<PredictOutcome, ApiError> {
+        self.ensure_ready()?;
+        let key = self.caller(ctx, Scope::Predict)?;
+        record.principal.clone_from(&key.principal);
+        record.model.clone_from(&call.model);
+        if call.model.is_empty() {
+            return Err(ApiError::BadRequest("model must be set".into()));
+        }
+        let model = self.registry.get(&call.model)?;
+        let config = model.config();
+        record.model = format!("{}@{}", config.id, config.version);
+        if !call.version.is_empty() && call.version != config.version {
+            return Err(ApiError::Precondition(format!(
+                "model {} is at version {}, request asked for {}",
+                config.id, config.version, call.version
+            )));
+        }
+        let purpose = self.guard.check_purpose(
+            &key,
+            ctx.header("x-purpose"),
+            &config.id,
+            &config.purposes,
+        )?;
+        record.purpose.clone_from(&purpose);
+        if call.shape.is_empty() && call.values.is_empty() {
+            return Err(InputError::Missing.into());
+        }
+        if let Some(audit) = &self.audit {
+            record.input_hmac = Some(audit.input_hmac(&call.values));
+        }
+        let rows = validate_rows(config, &call.shape, &call.values, self.max_rows)?;
+        record.rows = rows as u64;
+        // The only step that spends a counter comes last, and is handed back on failure.
+        let admission = self.guard.admit(&key, unix_now())?;
+        let request_id = uuid::Uuid::new_v4().to_string();
+        record.request_id.clone_from(&request_id);
+        let out = match model.infer(call.values, rows).await {
+            Ok(out) => out,
+            Err(e) => {
+                self.guard.limiter().refund(admission);
+                return Err(e.into());
+            }
+        };
+        let width = config.output_count();
+        let indices = argmax_rows(&out.values, width);
+        record.output_argmax = indices.iter().map(|&i| i as u32).collect();
+        let labels = indices
+            .iter()
+            .map(|&i| config.labels.get(i).cloned().unwrap_or_default())
+            .collect();
+        tracing::debug!(
+            request_id = %request_id,
+            principal = %key.principal,
+            purpose = purpose.as_deref().unwrap_or("-"),
+            model = %config.id,
+            rows,
+            batch_rows = out.batch_rows,
+            queue_us = out.queue_time.as_micros() as u64,
+            compute_us = out.compute_time.as_micros() as u64,
+            "predict"
+        );
+        Ok(PredictOutcome {
+            model: Arc::clone(&model),
+            request_id,
+            rows,
+            width,
+            values: out.values,
+            label_indices: indices.into_iter().map(|i| i as u32).collect(),
+            labels,
+        })
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// What the audit record of one call learns as the call proceeds.
+#[derive(Default)]
+struct AuditContext {
+    request_id: String,
+    principal: String,
+    model: String,
+    purpose: Option<String>,
+    input_hmac: Option<String>,
+    output_argmax: Vec<u32>,
+    rows: u64,
+}
