@@ -104,6 +104,9 @@ pub enum Event {
         input_hmac: Option<String>,
         /// The argmax class per row (no scores).
         output_argmax: Vec<u32>,
+        /// Rows flagged by adversarial-sensitivity screening.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        flagged_rows: Vec<u32>,
         /// Rows in the request.
         rows: u64,
         /// Server-side latency in microseconds.

@@ -331,6 +331,7 @@ fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
             }
             rate
         },
+        screening: file.screening,
     };
     config.validate()?;
     Ok(config)
@@ -487,6 +488,7 @@ async fn predict(a: args::PredictArgs) -> Result<()> {
             "request_id": p.request_id,
             "outputs": p.outputs,
             "labels": p.labels,
+            "flagged_rows": p.flagged_rows,
         })
     );
     Ok(())

@@ -100,6 +100,8 @@ pub struct Prediction {
     pub outputs: Vec<Vec<f32>>,
     /// The argmax label per row.
     pub labels: Vec<String>,
+    /// Rows that the server's adversarial-sensitivity screening flagged.
+    pub flagged_rows: Vec<u32>,
 }
 
 /// A connected client.
@@ -239,6 +241,7 @@ impl Client {
             request_id: resp.request_id,
             outputs,
             labels: resp.labels,
+            flagged_rows: resp.flagged_rows,
         })
     }
 

@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 use super::error::EngineError;
 use super::mlp::Mlp;
+use super::screening::Screener;
 
 /// Batching settings for one model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,8 +75,10 @@ pub struct BatchOutput {
     pub queue_time: Duration,
     /// Time of the forward pass that served this request (shared by its batch).
     pub compute_time: Duration,
-    /// Rows in that forward pass.
+    /// Rows in that forward pass (request rows, not counting screening copies).
     pub batch_rows: usize,
+    /// Each row's adversarial-sensitivity score, when the model is screened.
+    pub sensitivity: Option<Vec<f32>>,
 }
 
 struct Job {
@@ -97,11 +100,25 @@ pub struct Batcher {
 impl Batcher {
     /// Starts the worker thread for `model`.
     pub fn spawn(model: Arc<Mlp>, model_id: &str, config: BatchConfig) -> std::io::Result<Self> {
+        Self::spawn_screened(model, model_id, config, None)
+    }
+
+    /// Starts the worker thread for `model`, screening every row with `screener` (its
+    /// perturbed copies run in the same forward pass as the batch).
+    pub fn spawn_screened(
+        model: Arc<Mlp>,
+        model_id: &str,
+        config: BatchConfig,
+        screener: Option<Screener>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
         let id = model_id.to_string();
         let worker = std::thread::Builder::new()
             .name(format!("batch-{model_id}"))
-            .spawn(move || run_worker(&model, &id, config, &rx))?;
+            .spawn(move || {
+                let mut screener = screener;
+                run_worker(&model, &id, config, &rx, screener.as_mut());
+            })?;
         Ok(Self {
             tx,
             model_id: model_id.to_string(),
@@ -158,7 +175,13 @@ impl Drop for Batcher {
     }
 }
 
-fn run_worker(model: &Mlp, model_id: &str, config: BatchConfig, rx: &Receiver<Job>) {
+fn run_worker(
+    model: &Mlp,
+    model_id: &str,
+    config: BatchConfig,
+    rx: &Receiver<Job>,
+    mut screener: Option<&mut Screener>,
+) {
     let max_wait = Duration::from_micros(config.max_wait_us);
     let mut carried: Option<Job> = None;
     loop {
@@ -189,11 +212,11 @@ fn run_worker(model: &Mlp, model_id: &str, config: BatchConfig, rx: &Receiver<Jo
             rows += next.rows;
             batch.push(next);
         }
-        run_batch(model, model_id, batch);
+        run_batch(model, model_id, batch, screener.as_deref_mut());
     }
 }
 
-fn run_batch(model: &Mlp, model_id: &str, mut batch: Vec<Job>) {
+fn run_batch(model: &Mlp, model_id: &str, mut batch: Vec<Job>, screener: Option<&mut Screener>) {
     // Callers that gave up (deadline, disconnect) need no compute.
     batch.retain(|j| !j.reply.is_closed());
     if batch.is_empty() {
@@ -201,30 +224,59 @@ fn run_batch(model: &Mlp, model_id: &str, mut batch: Vec<Job>) {
     }
     let started = Instant::now();
     let rows: usize = batch.iter().map(|j| j.rows).sum();
-    let result = if batch.len() == 1 {
-        model.forward_rows(&batch[0].values, rows)
-    } else {
-        let mut all = Vec::with_capacity(rows * model.in_features());
-        for j in &batch {
-            all.extend_from_slice(&j.values);
+    let width = model.out_features();
+    let (result, scores) = match screener {
+        None if batch.len() == 1 => (model.forward_rows(&batch[0].values, rows), None),
+        None => {
+            let mut all = Vec::with_capacity(rows * model.in_features());
+            for j in &batch {
+                all.extend_from_slice(&j.values);
+            }
+            (model.forward_rows(&all, rows), None)
         }
-        model.forward_rows(&all, rows)
+        Some(screener) => {
+            // The request rows first, then every row's perturbed copies: one forward pass.
+            let copies = screener.copies();
+            let mut all = Vec::with_capacity(rows * (1 + copies) * model.in_features());
+            for j in &batch {
+                all.extend_from_slice(&j.values);
+            }
+            let originals = all.len();
+            let mut perturbed = Vec::new();
+            screener.perturb_into(&all[..originals], &mut perturbed);
+            all.extend_from_slice(&perturbed);
+            drop(perturbed);
+            match model.forward_rows(&all, rows * (1 + copies)) {
+                Ok(mut out) => {
+                    let scores = screener.scores(&out[..rows * width], &out[rows * width..], width);
+                    out.truncate(rows * width);
+                    (Ok(out), Some(scores))
+                }
+                Err(e) => (Err(e), None),
+            }
+        }
     };
     let compute_time = started.elapsed();
-    let width = model.out_features();
     match result {
         Ok(out) => {
             let mut offset = 0;
+            let mut row_offset = 0;
             for j in batch {
                 let n = j.rows * width;
                 let values = out.get(offset..offset + n).map(<[f32]>::to_vec);
+                let sensitivity = scores
+                    .as_ref()
+                    .and_then(|s| s.get(row_offset..row_offset + j.rows))
+                    .map(<[f32]>::to_vec);
                 offset += n;
+                row_offset += j.rows;
                 let reply = match values {
                     Some(values) => Ok(BatchOutput {
                         values,
                         queue_time: started.saturating_duration_since(j.enqueued),
                         compute_time,
                         batch_rows: rows,
+                        sensitivity,
                     }),
                     None => Err(EngineError::ShuttingDown {
                         model: model_id.to_string(),

@@ -9,6 +9,7 @@ pub mod inference;
 pub mod pipeline;
 pub mod tls;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use inference::InferenceService;
 use pipeline::Pipeline;
 use tls::TlsIdentity;
 
-use crate::engine::{BatchConfig, Mlp, Provenance, Registry};
+use crate::engine::{BatchConfig, Mlp, Provenance, Registry, ScreeningSpec};
 use crate::guard::{ApiKeySecret, Guard, NewKey, RateDefaults, Scope};
 use crate::proto::confidant::v1::inference_server::InferenceServer;
 use crate::sealed::{self, DataKey, PublisherKey, PublisherSigningKey, SealOptions};
@@ -86,6 +87,10 @@ pub struct ServeFile {
     pub verify_digests: Option<bool>,
     /// Default per-principal rate limits (keys may override them).
     pub rate: Option<RateDefaults>,
+    /// Adversarial-sensitivity screening by model id (`[screening.<model-id>]`). Applies
+    /// where the signed manifest declares none; otherwise it can only tighten the manifest's.
+    #[serde(default)]
+    pub screening: BTreeMap<String, ScreeningSpec>,
 }
 
 impl ServeFile {
@@ -122,6 +127,8 @@ pub struct ServeConfig {
     pub verify_digests: bool,
     /// Default per-principal rate limits.
     pub rate: RateDefaults,
+    /// Server-side screening by model id.
+    pub screening: BTreeMap<String, ScreeningSpec>,
 }
 
 impl ServeConfig {
@@ -139,6 +146,10 @@ impl ServeConfig {
                 "max_rows_per_request must be 1..=1048576, got {}",
                 self.max_rows_per_request
             )));
+        }
+        for (id, spec) in &self.screening {
+            spec.validate()
+                .map_err(|e| ServerError::Config(format!("screening.{id}: {e}")))?;
         }
         if !self.models.is_empty() && self.publisher_keys.is_empty() {
             return Err(ServerError::Config(
@@ -378,8 +389,15 @@ fn load_one(
         weights_sha256: unsealed.manifest.weights.sha256.clone(),
         publisher_key_id: unsealed.publisher_key_id,
     };
+    let screening = config.screening.get(&unsealed.manifest.model.id).copied();
     registry
-        .insert(unsealed.manifest.model, provenance, mlp, config.batch)
+        .insert_screened(
+            unsealed.manifest.model,
+            provenance,
+            mlp,
+            config.batch,
+            screening,
+        )
         .map_err(|e| ServerError::Engine { path, source: e })?;
     Ok(())
 }

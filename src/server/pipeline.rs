@@ -16,7 +16,7 @@ use tonic::metadata::MetadataMap;
 
 use super::error::ApiError;
 use crate::audit::{AuditLog, Event};
-use crate::engine::{LoadedModel, Registry, argmax_rows};
+use crate::engine::{LoadedModel, Registry, ScreenAction, argmax_rows};
 use crate::guard::{Credentials, Guard, InputError, KeyRecord, Scope, validate_rows};
 
 /// What a front end knows about the caller: its request metadata and, over mutual TLS, the
@@ -86,6 +86,8 @@ pub struct PredictOutcome {
     pub label_indices: Vec<u32>,
     /// The argmax label per row.
     pub labels: Vec<String>,
+    /// Rows that adversarial-sensitivity screening flagged (ascending).
+    pub flagged_rows: Vec<u32>,
 }
 
 /// The shared pipeline. Cheap to clone.
@@ -170,6 +172,7 @@ impl Pipeline {
                 subject: None,
                 input_hmac: record.input_hmac,
                 output_argmax: record.output_argmax,
+                flagged_rows: record.flagged_rows,
                 rows: record.rows,
                 latency_us: started.elapsed().as_micros() as u64,
                 decision: decision.into(),
@@ -215,19 +218,43 @@ impl Pipeline {
         if let Some(audit) = &self.audit {
             record.input_hmac = Some(audit.input_hmac(&call.values));
         }
-        let rows = validate_rows(config, &call.shape, &call.values, self.max_rows)?;
+        let mut values = call.values;
+        let rows = validate_rows(config, &call.shape, &mut values, self.max_rows)?;
         record.rows = rows as u64;
         // The only step that spends a counter comes last, and is handed back on failure.
         let admission = self.guard.admit(&key, unix_now())?;
         let request_id = uuid::Uuid::new_v4().to_string();
         record.request_id.clone_from(&request_id);
-        let out = match model.infer(call.values, rows).await {
+        let out = match model.infer(values, rows).await {
             Ok(out) => out,
             Err(e) => {
                 self.guard.limiter().refund(admission);
                 return Err(e.into());
             }
         };
+        let flagged = match (model.screening(), &out.sensitivity) {
+            (Some(spec), Some(scores)) => {
+                let flagged: Vec<u32> = scores
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| !(**s <= spec.threshold))
+                    .map(|(i, _)| i as u32)
+                    .collect();
+                if !flagged.is_empty() && spec.action == ScreenAction::Reject {
+                    // A refused request spends nothing; the audit record keeps the rows.
+                    self.guard.limiter().refund(admission);
+                    record.flagged_rows.clone_from(&flagged);
+                    return Err(ApiError::BadRequest(format!(
+                        "row {} was refused by adversarial-sensitivity screening: its \
+                         prediction is unstable under small perturbations of the input",
+                        flagged[0]
+                    )));
+                }
+                flagged
+            }
+            _ => Vec::new(),
+        };
+        record.flagged_rows.clone_from(&flagged);
         let width = config.output_count();
         let indices = argmax_rows(&out.values, width);
         record.output_argmax = indices.iter().map(|&i| i as u32).collect();
@@ -254,6 +281,7 @@ impl Pipeline {
             values: out.values,
             label_indices: indices.into_iter().map(|i| i as u32).collect(),
             labels,
+            flagged_rows: flagged,
         })
     }
 }
@@ -273,5 +301,6 @@ struct AuditContext {
     purpose: Option<String>,
     input_hmac: Option<String>,
     output_argmax: Vec<u32>,
+    flagged_rows: Vec<u32>,
     rows: u64,
 }
