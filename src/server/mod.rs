@@ -292,6 +292,7 @@ pub async fn run(
                     model = %m.config().id,
                     version = %m.config().version,
                     weights_sha256 = %m.provenance().weights_sha256,
+                    screening = m.screening().map_or("off", |s| s.action.as_str()),
                     "model ready"
                 );
             }
