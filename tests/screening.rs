@@ -216,7 +216,10 @@ async fn clip_mode_clamps_out_of_range_values_and_still_refuses_nan() {
     let clamped: Vec<f32> = (0..width)
         .map(|f| if f % 2 == 0 { max[f] } else { min[f] })
         .collect();
-    let a = client.predict(&id, &[wild.clone()]).await.unwrap();
+    let a = client
+        .predict(&id, std::slice::from_ref(&wild))
+        .await
+        .unwrap();
     let b = client.predict(&id, &[clamped]).await.unwrap();
     assert_eq!(
         a.outputs, b.outputs,

@@ -211,6 +211,9 @@ pub struct ServeArgs {
     /// Listen address [default: 127.0.0.1:50051].
     #[arg(long)]
     pub listen: Option<String>,
+    /// Prometheus /metrics address, HOST:PORT or `off` [default: 127.0.0.1:8002].
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
     /// Data directory [default: $CONFIDANT_DATA_DIR or ./confidant-data].
     #[arg(long, env = "CONFIDANT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,

@@ -306,8 +306,22 @@ fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
     if let Some(v) = a.queue_capacity {
         batch.queue_capacity = v;
     }
+    let metrics_text = a
+        .metrics_listen
+        .or(file.metrics_listen)
+        .unwrap_or_else(|| server::DEFAULT_METRICS_LISTEN.to_string());
+    let metrics_listen = if metrics_text == "off" {
+        None
+    } else {
+        Some(metrics_text.parse().with_context(|| {
+            format!(
+                "--metrics-listen {metrics_text:?}: expected HOST:PORT (e.g. 127.0.0.1:8002) or off"
+            )
+        })?)
+    };
     let config = ServeConfig {
         listen,
+        metrics_listen,
         data_dir: resolve_data_dir(a.data_dir, file.data_dir),
         tls,
         models,
@@ -362,6 +376,9 @@ async fn serve(a: ServeArgs) -> Result<()> {
                  tests/fixtures/breast_cancer_test.csv",
                 key.secret_str()
             );
+        }
+        if let Some(m) = running.metrics_addr {
+            println!("confidant: metrics on http://{m}/metrics");
         }
         println!(
             "confidant: serving on https://{} (TLS certificate: {})",

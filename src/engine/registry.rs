@@ -8,6 +8,7 @@ use super::config::ModelConfig;
 use super::error::EngineError;
 use super::mlp::Mlp;
 use super::screening::{Screener, ScreeningSpec};
+use crate::metrics::{EngineGauge, ExecMetrics, ModelGauges};
 
 /// Where a loaded model came from: the signed facts that clients may want to see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +51,11 @@ impl LoadedModel {
     /// Requests waiting now.
     pub fn queue_depth(&self) -> usize {
         self.batcher.queue_depth()
+    }
+
+    /// Executions and batch sizes so far.
+    pub fn exec_metrics(&self) -> &Arc<ExecMetrics> {
+        self.batcher.exec_metrics()
     }
 }
 
@@ -133,5 +139,19 @@ impl Registry {
     pub fn clear(&self) {
         let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
         models.clear();
+    }
+}
+
+impl ModelGauges for Registry {
+    fn gauges(&self) -> Vec<EngineGauge> {
+        self.list()
+            .into_iter()
+            .map(|m| EngineGauge {
+                model: m.config.id.clone(),
+                version: m.config.version.clone(),
+                queue_depth: m.queue_depth(),
+                exec: Arc::clone(m.exec_metrics()),
+            })
+            .collect()
     }
 }

@@ -97,6 +97,12 @@ impl ScreeningSpec {
         }
     }
 
+    /// Whether a score is above the threshold. A NaN score (a model that produced NaN under
+    /// noise) counts as unstable.
+    pub fn is_flagged(&self, score: f32) -> bool {
+        score.is_nan() || score > self.threshold
+    }
+
     /// The settings in force given what the manifest and the server config declare.
     pub fn effective(
         manifest: Option<&ScreeningSpec>,
@@ -192,8 +198,7 @@ impl Screener {
 
     /// Whether a score is above the threshold.
     pub fn is_flagged(&self, score: f32) -> bool {
-        // A NaN score (a model that produced NaN under noise) counts as unstable.
-        !(score <= self.spec.threshold)
+        self.spec.is_flagged(score)
     }
 }
 

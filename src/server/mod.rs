@@ -37,6 +37,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_DATA_DIR: &str = "confidant-data";
 /// Default largest gRPC message, in bytes (16 MiB).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// Default Prometheus endpoint (Triton's metrics port), loopback only.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:8002";
 /// Default most rows per Predict request.
 pub const DEFAULT_MAX_ROWS: usize = 4096;
 
@@ -67,6 +69,8 @@ pub struct TlsFiles {
 pub struct ServeFile {
     /// Listen address, `host:port`.
     pub listen: Option<String>,
+    /// Prometheus `/metrics` listen address, `host:port`, or `off`.
+    pub metrics_listen: Option<String>,
     /// Data directory.
     pub data_dir: Option<PathBuf>,
     /// TLS certificate and key; absent means self-signed at start.
@@ -109,6 +113,8 @@ impl ServeFile {
 pub struct ServeConfig {
     /// Listen address.
     pub listen: SocketAddr,
+    /// Where `/metrics` is served (plain HTTP), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// Data directory (created 0700 if absent).
     pub data_dir: PathBuf,
     /// Configured TLS identity, else self-signed.
@@ -170,6 +176,8 @@ impl ServeConfig {
 pub struct Running {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
+    /// The bound `/metrics` address, if enabled.
+    pub metrics_addr: Option<SocketAddr>,
     /// On the first start in demo mode: the demo API key, to show once.
     pub demo_api_key: Option<ApiKeySecret>,
 }
@@ -206,6 +214,26 @@ pub async fn run(
         what: "local address".into(),
         source,
     })?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let registry = Registry::new();
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some(
+            TcpListener::bind(at)
+                .await
+                .map_err(|source| ServerError::Io {
+                    what: format!("listen for /metrics on {at} (set --metrics-listen, or off)"),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr().map_err(|source| ServerError::Io {
+            what: "metrics local address".into(),
+            source,
+        })?),
+        None => None,
+    };
     // Only once the port is ours: a key shown once must not be lost to a failed start.
     let demo_api_key = if config.models.is_empty() {
         demo_key(&guard, &audit, &config.data_dir)?
@@ -225,7 +253,6 @@ pub async fn run(
         }
     };
 
-    let registry = Registry::new();
     let ready = Arc::new(AtomicBool::new(false));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -247,7 +274,23 @@ pub async fn run(
         Some(Arc::clone(&audit)),
         Arc::clone(&ready),
         config.max_rows_per_request,
-    );
+    )
+    .with_metrics(Arc::clone(&metrics));
+    let (metrics_stop_tx, metrics_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    if let Some(listener) = metrics_listener {
+        let app = metrics_router(Arc::clone(&metrics), registry.clone());
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = metrics_stop_rx.await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::error!(error = %e, "the /metrics endpoint failed");
+            }
+        });
+    }
     let inference = InferenceServer::new(InferenceService::new(pipeline.clone()))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
@@ -296,11 +339,16 @@ pub async fn run(
                     "model ready"
                 );
             }
-            on_ready(&Running { addr, demo_api_key });
+            on_ready(&Running {
+                addr,
+                metrics_addr,
+                demo_api_key,
+            });
             let _ = shutdown_seen.wait_for(|s| *s).await;
         }
         Some(Err(e)) => {
             let _ = stop_tx.send(());
+            let _ = metrics_stop_tx.send(());
             let _ = serve.await;
             return Err(e);
         }
@@ -325,6 +373,26 @@ pub async fn run(
     audit.close();
     tracing::info!("stopped; model memory zeroized, audit log checkpointed");
     result.map_err(ServerError::from)
+}
+
+/// `GET /metrics` in the Prometheus text format. Plain HTTP on its own (loopback by default)
+/// port: the series hold counts and timings per model, never request data.
+fn metrics_router(metrics: Arc<crate::metrics::Metrics>, registry: Registry) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let body = metrics.render(&registry);
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    body,
+                )
+            }
+        }),
+    )
 }
 
 /// Loads every configured model, or the embedded demo when none is configured.

@@ -18,6 +18,7 @@ use super::error::ApiError;
 use crate::audit::{AuditLog, Event};
 use crate::engine::{LoadedModel, Registry, ScreenAction, argmax_rows};
 use crate::guard::{Credentials, Guard, InputError, KeyRecord, Scope, validate_rows};
+use crate::metrics::{Metrics, RequestSample, UNKNOWN_MODEL};
 
 /// What a front end knows about the caller: its request metadata and, over mutual TLS, the
 /// certificate chain it presented (already verified by the TLS layer).
@@ -98,6 +99,7 @@ pub struct Pipeline {
     audit: Option<Arc<AuditLog>>,
     ready: Arc<AtomicBool>,
     max_rows: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
@@ -115,7 +117,19 @@ impl Pipeline {
             audit,
             ready,
             max_rows,
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Records into `metrics` (shared with the `/metrics` endpoint).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The metrics this pipeline records.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The loaded models.
@@ -159,6 +173,17 @@ impl Pipeline {
         let mut record = AuditContext::default();
         let result = self.predict_inner(ctx, call, &mut record).await;
         let result = result.map_err(Status::from);
+        let latency = started.elapsed();
+        self.metrics
+            .model(record.loaded_model.as_deref().unwrap_or(UNKNOWN_MODEL))
+            .record(&RequestSample {
+                code: result.as_ref().map_or_else(|s| s.code() as i32, |_| 0),
+                latency,
+                rows: record.rows,
+                engine: record.engine,
+                flagged_rows: record.flagged_rows.len() as u64,
+                epsilon: 0.0,
+            });
         if let Some(audit) = &self.audit {
             let (decision, reason) = match &result {
                 Ok(_) => ("allow", "OK".to_string()),
@@ -174,7 +199,7 @@ impl Pipeline {
                 output_argmax: record.output_argmax,
                 flagged_rows: record.flagged_rows,
                 rows: record.rows,
-                latency_us: started.elapsed().as_micros() as u64,
+                latency_us: latency.as_micros() as u64,
                 decision: decision.into(),
                 reason,
                 epsilon: 0.0,
@@ -189,6 +214,10 @@ impl Pipeline {
         call: PredictCall,
         record: &mut AuditContext,
     ) -> Result<PredictOutcome, ApiError> {
+        // The metrics label: the model named, when it is loaded, even if a guard refuses.
+        if let Ok(m) = self.registry.get(&call.model) {
+            record.loaded_model = Some(m.config().id.clone());
+        }
         self.ensure_ready()?;
         let key = self.caller(ctx, Scope::Predict)?;
         record.principal.clone_from(&key.principal);
@@ -232,12 +261,13 @@ impl Pipeline {
                 return Err(e.into());
             }
         };
+        record.engine = Some((out.queue_time, out.compute_time));
         let flagged = match (model.screening(), &out.sensitivity) {
             (Some(spec), Some(scores)) => {
                 let flagged: Vec<u32> = scores
                     .iter()
                     .enumerate()
-                    .filter(|(_, s)| !(**s <= spec.threshold))
+                    .filter(|(_, s)| spec.is_flagged(**s))
                     .map(|(i, _)| i as u32)
                     .collect();
                 if !flagged.is_empty() && spec.action == ScreenAction::Reject {
@@ -303,4 +333,8 @@ struct AuditContext {
     output_argmax: Vec<u32>,
     flagged_rows: Vec<u32>,
     rows: u64,
+    /// The id of the loaded model the request reached (the metrics label).
+    loaded_model: Option<String>,
+    /// Queue and compute time, once the engine answered.
+    engine: Option<(std::time::Duration, std::time::Duration)>,
 }
