@@ -13,6 +13,7 @@
 //! burst of requests costs one fsync. On start, a torn final line (a crash mid-write) is cut
 //! with a warning; every line that was fsync'd survives.
 
+pub mod outbox;
 pub mod verify;
 
 use std::fs::{File, OpenOptions};

@@ -127,6 +127,23 @@ fn keys(a: args::KeysArgs) -> Result<()> {
                 rpm: c.rpm,
                 rpd: c.rpd,
             };
+            if let Some(path) = &c.client_cert {
+                let der = read_leaf_cert_der(path)?;
+                let record = store.create_client_cert(&new, &der, unix_now(), "cli")?;
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "principal": record.principal,
+                        "key_id": record.key_id,
+                        "kind": record.kind,
+                        "scopes": record.scopes,
+                        "purposes": record.purposes,
+                        "rpm": record.rpm,
+                        "rpd": record.rpd,
+                    })
+                );
+                return Ok(());
+            }
             let (record, secret) = store.create(&new, unix_now())?;
             println!(
                 "{}",
@@ -322,6 +339,7 @@ fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
     let config = ServeConfig {
         listen,
         metrics_listen,
+        client_ca: a.client_ca.or(file.client_ca),
         data_dir: resolve_data_dir(a.data_dir, file.data_dir),
         tls,
         models,
@@ -435,13 +453,41 @@ fn demo_api_key(data_dir: Option<&Path>) -> Option<String> {
     Some(key)
 }
 
-async fn connect(
-    addr: &str,
+/// The first certificate of a PEM file, as DER.
+fn read_leaf_cert_der(path: &Path) -> Result<Vec<u8>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let first = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("--client-cert {}: cannot read", path.display()))?
+        .next()
+        .with_context(|| {
+            format!(
+                "--client-cert {}: no PEM certificate in the file",
+                path.display()
+            )
+        })?
+        .with_context(|| format!("--client-cert {}: malformed PEM", path.display()))?;
+    Ok(first.to_vec())
+}
+
+struct ConnectOpts<'a> {
+    addr: &'a str,
     tls_ca: Option<PathBuf>,
+    tls_identity: Option<(PathBuf, PathBuf)>,
     data_dir: Option<PathBuf>,
-    api_key: Option<&str>,
-    purpose: Option<&str>,
-) -> Result<Client> {
+    api_key: Option<&'a str>,
+    purpose: Option<&'a str>,
+}
+
+async fn connect(o: ConnectOpts<'_>) -> Result<Client> {
+    let ConnectOpts {
+        addr,
+        tls_ca,
+        tls_identity,
+        data_dir,
+        api_key,
+        purpose,
+    } = o;
     let data_dir_for_demo = data_dir.clone();
     let ca_path = tls_ca.unwrap_or_else(|| {
         resolve_data_dir(data_dir, None)
@@ -460,9 +506,27 @@ async fn connect(
             ca_path.display()
         );
     }
-    let mut client = Client::connect(addr, &ca).await?;
+    let identity = match &tls_identity {
+        Some((cert, key)) => Some((
+            std::fs::read(cert)
+                .with_context(|| format!("--tls-cert {}: cannot read", cert.display()))?,
+            zeroize::Zeroizing::new(
+                std::fs::read(key)
+                    .with_context(|| format!("--tls-key {}: cannot read", key.display()))?,
+            ),
+        )),
+        None => None,
+    };
+    let mut client = Client::connect_with_identity(
+        addr,
+        &ca,
+        identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+    )
+    .await?;
     if let Some(k) = api_key {
         client = client.with_api_key(k)?;
+    } else if identity.is_some() {
+        // The certificate is the credential.
     } else if let Some(k) = demo_api_key(data_dir_for_demo.as_deref()) {
         client = client.with_api_key(&k)?;
     }
@@ -475,13 +539,14 @@ async fn connect(
 async fn predict(a: args::PredictArgs) -> Result<()> {
     // Parse inline input before connecting, so a typo costs no round trip.
     let inline = a.input.as_deref().map(parse_json_rows).transpose()?;
-    let mut client = connect(
-        &a.addr,
-        a.tls_ca,
-        a.data_dir,
-        a.api_key.as_deref(),
-        a.purpose.as_deref(),
-    )
+    let mut client = connect(ConnectOpts {
+        addr: &a.addr,
+        tls_ca: a.tls_ca,
+        tls_identity: a.tls_cert.zip(a.tls_key),
+        data_dir: a.data_dir,
+        api_key: a.api_key.as_deref(),
+        purpose: a.purpose.as_deref(),
+    })
     .await?;
     let rows = match (inline, &a.input_csv) {
         (Some(rows), _) => rows,
@@ -512,13 +577,14 @@ async fn predict(a: args::PredictArgs) -> Result<()> {
 }
 
 async fn models(a: args::ModelsArgs) -> Result<()> {
-    let mut client = connect(
-        &a.addr,
-        a.tls_ca,
-        a.data_dir,
-        a.api_key.as_deref(),
-        a.purpose.as_deref(),
-    )
+    let mut client = connect(ConnectOpts {
+        addr: &a.addr,
+        tls_ca: a.tls_ca,
+        tls_identity: a.tls_cert.zip(a.tls_key),
+        data_dir: a.data_dir,
+        api_key: a.api_key.as_deref(),
+        purpose: a.purpose.as_deref(),
+    })
     .await?;
     let list: Vec<serde_json::Value> = client
         .list_models()

@@ -75,6 +75,9 @@ pub struct ServeFile {
     pub data_dir: Option<PathBuf>,
     /// TLS certificate and key; absent means self-signed at start.
     pub tls: Option<TlsFiles>,
+    /// CA (PEM) for mutual TLS: clients may authenticate with a certificate it issued and
+    /// that is registered to a principal.
+    pub client_ca: Option<PathBuf>,
     /// Sealed models to load.
     #[serde(default)]
     pub models: Vec<ModelSource>,
@@ -119,6 +122,8 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// Configured TLS identity, else self-signed.
     pub tls: Option<TlsFiles>,
+    /// CA for client certificates (mutual TLS), if enabled.
+    pub client_ca: Option<PathBuf>,
     /// Models to load; empty means the embedded demo.
     pub models: Vec<ModelSource>,
     /// Trusted publisher keys.
@@ -236,9 +241,30 @@ pub async fn run(
     };
     // Only once the port is ours: a key shown once must not be lost to a failed start.
     let demo_api_key = if config.models.is_empty() {
-        demo_key(&guard, &audit, &config.data_dir)?
+        demo_key(&guard, &config.data_dir)?
     } else {
         None
+    };
+    // Admin events that `confidant keys …` queued while no server ran, and from now on
+    // every second (and once more at shutdown).
+    drain_outbox(&db, &audit);
+    let (outbox_stop_tx, mut outbox_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let outbox_task = {
+        let (db, audit) = (Arc::clone(&db), Arc::clone(&audit));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                let stop = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = &mut outbox_stop_rx => true,
+                };
+                let (db, audit) = (Arc::clone(&db), Arc::clone(&audit));
+                let _ = tokio::task::spawn_blocking(move || drain_outbox(&db, &audit)).await;
+                if stop {
+                    return;
+                }
+            }
+        })
     };
 
     let identity = match &config.tls {
@@ -295,8 +321,26 @@ pub async fn run(
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
 
+    let mut tls_config = ServerTlsConfig::new().identity(identity.to_tonic());
+    if let Some(ca) = &config.client_ca {
+        let pem = std::fs::read(ca).map_err(|source| ServerError::Io {
+            what: format!("client CA {}", ca.display()),
+            source,
+        })?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(ServerError::Tls(format!(
+                "client CA {}: no PEM certificate in the file",
+                ca.display()
+            )));
+        }
+        // Optional: clients without a certificate still authenticate by API key.
+        tls_config = tls_config
+            .client_ca_root(tonic::transport::Certificate::from_pem(pem))
+            .client_auth_optional(true);
+        tracing::info!(client_ca = %ca.display(), "mutual TLS enabled");
+    }
     let server = Server::builder()
-        .tls_config(ServerTlsConfig::new().identity(identity.to_tonic()))?
+        .tls_config(tls_config)?
         .add_service(health_service)
         .add_service(reflection)
         .add_service(inference);
@@ -349,6 +393,8 @@ pub async fn run(
         Some(Err(e)) => {
             let _ = stop_tx.send(());
             let _ = metrics_stop_tx.send(());
+            let _ = outbox_stop_tx.send(());
+            let _ = outbox_task.await;
             let _ = serve.await;
             return Err(e);
         }
@@ -361,6 +407,9 @@ pub async fn run(
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
     let _ = stop_tx.send(());
+    let _ = metrics_stop_tx.send(());
+    let _ = outbox_stop_tx.send(());
+    let _ = outbox_task.await;
     let result = serve
         .await
         .map_err(|e| ServerError::Config(format!("server task failed: {e}")))?;
@@ -503,11 +552,7 @@ fn open_audit(data_dir: &Path) -> Result<crate::audit::AuditLog, ServerError> {
 /// In demo mode only, the key is also written to `<data-dir>/demo/api-key` (0600, in a 0700
 /// directory), as Jupyter keeps its token in a runtime file, so that `confidant predict` on
 /// the same machine works with no flags. Outside demo mode keys exist only as hashes.
-fn demo_key(
-    guard: &Guard,
-    audit: &crate::audit::AuditLog,
-    data_dir: &Path,
-) -> Result<Option<ApiKeySecret>, ServerError> {
+fn demo_key(guard: &Guard, data_dir: &Path) -> Result<Option<ApiKeySecret>, ServerError> {
     let storage = |e: crate::storage::StorageError| ServerError::Config(e.to_string());
     if !guard.keys().is_empty().map_err(storage)? {
         return Ok(None);
@@ -524,18 +569,25 @@ fn demo_key(
     };
     let (_, secret) = guard
         .keys()
-        .create(&new, now)
+        .create_as(&new, now, "server")
         .map_err(|e| ServerError::Config(format!("demo key: {e}")))?;
     let dir = data_dir.join("demo");
     create_private_dir(&dir)?;
     write_file(&dir.join("api-key"), secret.secret_str().as_bytes(), 0o600)?;
     tracing::info!("created the demo principal's API key (shown once on stdout)");
-    audit.append(crate::audit::Event::Admin {
-        actor: "server".into(),
-        action: "key.create".into(),
-        detail: "principal demo (scopes predict, explain)".into(),
-    });
     Ok(Some(secret))
+}
+
+/// Moves admin events queued by commands running beside the server into the audit chain.
+fn drain_outbox(db: &Database, audit: &crate::audit::AuditLog) {
+    match crate::audit::outbox::drain(db, audit) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            events = n,
+            "admin events moved from the outbox to the audit log"
+        ),
+        Err(e) => tracing::error!(error = %e, "cannot move admin events into the audit log"),
+    }
 }
 
 /// Seals the embedded demo model into `<data-dir>/demo/` on first start (with its own

@@ -158,6 +158,11 @@ impl Pipeline {
         let key = self.guard.authenticate(Credentials {
             api_key: ctx.header("x-api-key"),
             authorization: ctx.header("authorization"),
+            client_cert: ctx
+                .peer_certs
+                .as_ref()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref()),
         })?;
         self.guard.authorize(&key, scope)?;
         Ok(key)
