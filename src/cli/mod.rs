@@ -22,6 +22,7 @@ use args::{Command, LogFormat};
 
 /// Sets up `tracing` on stderr. `RUST_LOG` overrides the default level (info).
 pub fn init_logging(format: LogFormat) {
+    let _ = LOG_FORMAT.set(format);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -32,6 +33,9 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
     }
 }
+
+/// The log format chosen at start.
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
 
 /// Runs one command.
 pub async fn run(command: Command) -> Result<()> {
@@ -374,7 +378,10 @@ use args::ServeArgs;
 async fn serve(a: ServeArgs) -> Result<()> {
     let config = build_serve_config(a)?;
     if config.models.is_empty() {
-        eprintln!("{}", DEMO_WARNING);
+        // In JSON mode stderr carries only JSON lines; the warning below still goes out.
+        if LOG_FORMAT.get() != Some(&LogFormat::Json) {
+            eprintln!("{}", DEMO_WARNING);
+        }
         tracing::warn!(
             "demo mode: NOT CONFIDENTIAL (simulated environment, data key on local disk)"
         );

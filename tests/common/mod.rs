@@ -44,7 +44,17 @@ impl Server {
 
     /// Like `start`, but returns the stderr text if the server exits before it is ready.
     pub fn try_start(args: &[&str]) -> Result<Self, String> {
-        let mut child = Command::new(bin())
+        Self::try_start_env(args, &[])
+    }
+
+    /// Like `try_start`, with extra environment variables (they override `RUST_LOG=info`).
+    pub fn try_start_env(args: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
+        let mut cmd = Command::new(bin());
+        cmd.env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(if args.contains(&"--metrics-listen") {
@@ -54,7 +64,6 @@ impl Server {
             })
             .args(args)
             .env_remove("CONFIDANT_DATA_DIR")
-            .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
