@@ -45,7 +45,10 @@ async fn exercise(format: &str) {
 
     let row = distinctive_row();
     let mut client = server.client().await;
-    let ok = client.predict("demo", &[row.clone()]).await.unwrap();
+    let ok = client
+        .predict("demo", std::slice::from_ref(&row))
+        .await
+        .unwrap();
     let mut analyst = Client::connect(&server.addr, &server.ca())
         .await
         .unwrap()
@@ -70,15 +73,24 @@ async fn exercise(format: &str) {
         .unwrap()
         .with_api_key(wrong)
         .unwrap();
-    assert!(bad.predict("demo", &[row.clone()]).await.is_err());
+    assert!(
+        bad.predict("demo", std::slice::from_ref(&row))
+            .await
+            .is_err()
+    );
     let mut nokey = Client::connect(&server.addr, &server.ca()).await.unwrap();
-    assert!(nokey.predict("demo", &[row.clone()]).await.is_err());
+    assert!(
+        nokey
+            .predict("demo", std::slice::from_ref(&row))
+            .await
+            .is_err()
+    );
     assert!(
         analyst
             .clone()
             .with_purpose("marketing")
             .unwrap()
-            .predict("demo", &[row.clone()])
+            .predict("demo", std::slice::from_ref(&row))
             .await
             .is_err()
     );
