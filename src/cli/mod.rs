@@ -368,6 +368,7 @@ fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
             rate
         },
         screening: file.screening,
+        unguarded_benchmark_baseline: false,
     };
     config.validate()?;
     Ok(config)

@@ -140,6 +140,12 @@ pub struct ServeConfig {
     pub rate: RateDefaults,
     /// Server-side screening by model id.
     pub screening: BTreeMap<String, ScreeningSpec>,
+    /// Benchmarks only: serve with every guard off (no authentication, purposes, input
+    /// validation, rate limits, screening or audit records), as the baseline that the
+    /// guard-overhead benchmark compares against. Reachable from no flag and no config
+    /// file; `run` refuses to start with it unless the models are the embedded demo.
+    #[doc(hidden)]
+    pub unguarded_benchmark_baseline: bool,
 }
 
 impl ServeConfig {
@@ -302,6 +308,17 @@ pub async fn run(
         config.max_rows_per_request,
     )
     .with_metrics(Arc::clone(&metrics));
+    let pipeline = if config.unguarded_benchmark_baseline {
+        if !config.models.is_empty() {
+            return Err(ServerError::Config(
+                "the unguarded benchmark baseline serves only the embedded demo model".into(),
+            ));
+        }
+        tracing::warn!("BENCHMARK BASELINE: every guard is off; never serve real traffic");
+        pipeline.unguarded_benchmark_baseline()
+    } else {
+        pipeline
+    };
     let (metrics_stop_tx, metrics_stop_rx) = tokio::sync::oneshot::channel::<()>();
     if let Some(listener) = metrics_listener {
         let app = metrics_router(Arc::clone(&metrics), registry.clone());
@@ -508,13 +525,17 @@ fn load_one(
         publisher_key_id: unsealed.publisher_key_id,
     };
     let screening = config.screening.get(&unsealed.manifest.model.id).copied();
+    let mut model_config = unsealed.manifest.model;
+    if config.unguarded_benchmark_baseline {
+        model_config.screening = None;
+    }
     registry
         .insert_screened(
-            unsealed.manifest.model,
+            model_config,
             provenance,
             mlp,
             config.batch,
-            screening,
+            screening.filter(|_| !config.unguarded_benchmark_baseline),
         )
         .map_err(|e| ServerError::Engine { path, source: e })?;
     Ok(())

@@ -100,6 +100,7 @@ pub struct Pipeline {
     ready: Arc<AtomicBool>,
     max_rows: usize,
     metrics: Arc<Metrics>,
+    unguarded: bool,
 }
 
 impl Pipeline {
@@ -118,7 +119,16 @@ impl Pipeline {
             ready,
             max_rows,
             metrics: Arc::new(Metrics::new()),
+            unguarded: false,
         }
+    }
+
+    /// Benchmarks only: a pipeline with every guard off (see
+    /// [`ServeConfig::unguarded_benchmark_baseline`](super::ServeConfig)).
+    #[doc(hidden)]
+    pub fn unguarded_benchmark_baseline(mut self) -> Self {
+        self.unguarded = true;
+        self
     }
 
     /// Records into `metrics` (shared with the `/metrics` endpoint).
@@ -174,6 +184,9 @@ impl Pipeline {
         ctx: &CallContext,
         call: PredictCall,
     ) -> Result<PredictOutcome, Status> {
+        if self.unguarded {
+            return self.predict_unguarded(call).await.map_err(Status::from);
+        }
         let started = Instant::now();
         let mut record = AuditContext::default();
         let result = self.predict_inner(ctx, call, &mut record).await;
@@ -211,6 +224,34 @@ impl Pipeline {
             });
         }
         result
+    }
+
+    /// The benchmark baseline: the same engine path with no guard, audit or metrics.
+    async fn predict_unguarded(&self, call: PredictCall) -> Result<PredictOutcome, ApiError> {
+        self.ensure_ready()?;
+        let model = self.registry.get(&call.model)?;
+        let config = model.config();
+        let width = config.feature_count();
+        let rows = call.shape.first().copied().unwrap_or(0) as usize;
+        if rows == 0 || call.values.len() != rows * width {
+            return Err(InputError::Empty.into());
+        }
+        let out = model.infer(call.values, rows).await?;
+        let out_width = config.output_count();
+        let indices = argmax_rows(&out.values, out_width);
+        Ok(PredictOutcome {
+            model: Arc::clone(&model),
+            request_id: String::new(),
+            rows,
+            width: out_width,
+            values: out.values,
+            labels: indices
+                .iter()
+                .map(|&i| config.labels.get(i).cloned().unwrap_or_default())
+                .collect(),
+            label_indices: indices.into_iter().map(|i| i as u32).collect(),
+            flagged_rows: Vec::new(),
+        })
     }
 
     async fn predict_inner(
