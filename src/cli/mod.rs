@@ -50,7 +50,10 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Audit(a) => audit(a),
         Command::Anonymize(a) => anonymize::anonymize(a),
         Command::Attest(a) => attest::run(a),
-        Command::Privacy(a) => privacy::run(&a),
+        Command::Privacy(a) => match a.command {
+            privacy::PrivacyCommand::Budget(b) => privacy_budget(b).await,
+            _ => privacy::run(&a),
+        },
     }
 }
 
@@ -368,6 +371,7 @@ fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
             rate
         },
         screening: file.screening,
+        privacy: file.privacy,
         unguarded_benchmark_baseline: false,
     };
     config.validate()?;
@@ -579,6 +583,42 @@ async fn predict(a: args::PredictArgs) -> Result<()> {
             "outputs": p.outputs,
             "labels": p.labels,
             "flagged_rows": p.flagged_rows,
+            "privacy": p.privacy.map(|r| serde_json::json!({
+                "mechanism": r.mechanism,
+                "epsilon_charged": r.epsilon_charged,
+                "rho_charged": r.rho_charged,
+                "epsilon_spent": r.epsilon_spent,
+                "epsilon_remaining": r.epsilon_remaining,
+                "epsilon_budget": r.epsilon_budget,
+                "delta": r.delta,
+                "window_end": r.window_end,
+            })),
+        })
+    );
+    Ok(())
+}
+
+async fn privacy_budget(a: privacy::BudgetArgs) -> Result<()> {
+    let mut client = connect(ConnectOpts {
+        addr: &a.addr,
+        tls_ca: a.tls_ca,
+        tls_identity: a.tls_cert.zip(a.tls_key),
+        data_dir: a.data_dir,
+        api_key: a.api_key.as_deref(),
+        purpose: None,
+    })
+    .await?;
+    let b = client.get_budget(&a.principal).await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "principal": b.principal,
+            "epsilon_budget": b.epsilon_budget,
+            "epsilon_spent": b.epsilon_spent,
+            "epsilon_remaining": b.epsilon_remaining,
+            "delta": b.delta,
+            "window_start": b.window_start,
+            "window_end": b.window_end,
         })
     );
     Ok(())

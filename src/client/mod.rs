@@ -102,12 +102,16 @@ pub struct Prediction {
     pub labels: Vec<String>,
     /// Rows that the server's adversarial-sensitivity screening flagged.
     pub flagged_rows: Vec<u32>,
+    /// The differential-privacy receipt, for models with an output privacy policy.
+    #[serde(skip)]
+    pub privacy: Option<pb::PrivacyReceipt>,
 }
 
 /// A connected client.
 #[derive(Clone)]
 pub struct Client {
     inner: InferenceClient<Channel>,
+    privacy: pb::privacy_client::PrivacyClient<Channel>,
     api_key: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     purpose: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
@@ -154,7 +158,8 @@ impl Client {
                 source,
             })?;
         Ok(Self {
-            inner: InferenceClient::new(channel).max_decoding_message_size(1 << 30),
+            inner: InferenceClient::new(channel.clone()).max_decoding_message_size(1 << 30),
+            privacy: pb::privacy_client::PrivacyClient::new(channel),
             api_key: None,
             purpose: None,
         })
@@ -256,7 +261,16 @@ impl Client {
             outputs,
             labels: resp.labels,
             flagged_rows: resp.flagged_rows,
+            privacy: resp.privacy,
         })
+    }
+
+    /// A principal's privacy budget (empty: the caller's own).
+    pub async fn get_budget(&mut self, principal: &str) -> Result<pb::Budget, ClientError> {
+        let req = self.request(pb::GetBudgetRequest {
+            principal: principal.to_string(),
+        });
+        Ok(self.privacy.get_budget(req).await?.into_inner())
     }
 
     /// Lists the loaded models.

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
 use super::screening::ScreeningSpec;
+use crate::privacy::policy::PrivacyPolicy;
 
 /// Longest accepted model id, in bytes.
 pub const MAX_ID_LEN: usize = 128;
@@ -44,6 +45,10 @@ pub struct ModelConfig {
     /// tighten it but not switch it off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub screening: Option<ScreeningSpec>,
+    /// The output privacy policy of Predict, mandatory when set here: the server config can
+    /// tighten it but not weaken it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacyPolicy>,
 }
 
 /// The network architecture.
@@ -276,6 +281,11 @@ impl ModelConfig {
         }
         if let Some(screening) = &self.screening {
             screening.validate()?;
+        }
+        if let Some(privacy) = &self.privacy {
+            privacy
+                .validate(self.architecture.output == OutputKind::Softmax)
+                .map_err(|e| ConfigError::Invalid(format!("privacy: {e}")))?;
         }
         Ok(())
     }

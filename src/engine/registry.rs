@@ -5,10 +5,12 @@ use std::sync::{Arc, RwLock};
 
 use super::batcher::{BatchConfig, BatchOutput, Batcher};
 use super::config::ModelConfig;
+use super::error::ConfigError;
 use super::error::EngineError;
 use super::mlp::Mlp;
 use super::screening::{Screener, ScreeningSpec};
 use crate::metrics::{EngineGauge, ExecMetrics, ModelGauges};
+use crate::privacy::policy::PrivacyPolicy;
 
 /// Where a loaded model came from: the signed facts that clients may want to see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +26,7 @@ pub struct LoadedModel {
     config: ModelConfig,
     provenance: Provenance,
     screening: Option<ScreeningSpec>,
+    privacy: PrivacyPolicy,
     batcher: Batcher,
 }
 
@@ -43,6 +46,11 @@ impl LoadedModel {
         self.screening.as_ref()
     }
 
+    /// The output privacy policy in force (the manifest's, possibly tightened).
+    pub fn privacy(&self) -> &PrivacyPolicy {
+        &self.privacy
+    }
+
     /// Runs `rows` rows through the batcher.
     pub async fn infer(&self, values: Vec<f32>, rows: usize) -> Result<BatchOutput, EngineError> {
         self.batcher.infer(values, rows).await
@@ -57,6 +65,15 @@ impl LoadedModel {
     pub fn exec_metrics(&self) -> &Arc<ExecMetrics> {
         self.batcher.exec_metrics()
     }
+}
+
+/// What the server config adds to a model's signed manifest.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServingOptions {
+    /// Screening (applies where the manifest has none; otherwise may only tighten).
+    pub screening: Option<ScreeningSpec>,
+    /// Output privacy policy (may only tighten the manifest's).
+    pub privacy: Option<PrivacyPolicy>,
 }
 
 /// Models by id. Cheap to clone; all clones share the same models.
@@ -79,19 +96,28 @@ impl Registry {
         mlp: Mlp,
         batch: BatchConfig,
     ) -> Result<Arc<LoadedModel>, EngineError> {
-        self.insert_screened(config, provenance, mlp, batch, None)
+        self.insert_with(config, provenance, mlp, batch, ServingOptions::default())
     }
 
-    /// Starts serving `mlp` under its config's id. `server_screening` (from the server
-    /// config) applies where the manifest declares none, and can only tighten the manifest's.
-    pub fn insert_screened(
+    /// Starts serving `mlp` under its config's id, with the server config's screening and
+    /// privacy settings, which apply where the manifest declares none and can only tighten
+    /// the manifest's.
+    pub fn insert_with(
         &self,
         config: ModelConfig,
         provenance: Provenance,
         mlp: Mlp,
         batch: BatchConfig,
-        server_screening: Option<ScreeningSpec>,
+        options: ServingOptions,
     ) -> Result<Arc<LoadedModel>, EngineError> {
+        let server_screening = options.screening;
+        let privacy = PrivacyPolicy::effective(
+            config.privacy.as_ref(),
+            options.privacy.as_ref(),
+            config.architecture.output == super::OutputKind::Softmax,
+            config.output_count(),
+        )
+        .map_err(|e| ConfigError::Invalid(format!("model {}: {e}", config.id)))?;
         let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
         if models.contains_key(&config.id) {
             return Err(EngineError::DuplicateModel(config.id.clone()));
@@ -107,6 +133,7 @@ impl Registry {
             config,
             provenance,
             screening,
+            privacy,
             batcher,
         });
         models.insert(model.config.id.clone(), Arc::clone(&model));

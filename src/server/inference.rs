@@ -46,6 +46,19 @@ impl pb::inference_server::Inference for InferenceService {
             labels: out.labels,
             label_indices: out.label_indices,
             flagged_rows: out.flagged_rows,
+            privacy: out.receipt.map(|r| {
+                let budget = r.budget;
+                pb::PrivacyReceipt {
+                    mechanism: r.mechanism.to_string(),
+                    epsilon_charged: r.charge.epsilon,
+                    rho_charged: r.charge.rho,
+                    epsilon_spent: budget.map_or(0.0, |b| b.epsilon_spent),
+                    epsilon_remaining: budget.map_or(0.0, |b| b.epsilon_remaining),
+                    epsilon_budget: budget.map_or(0.0, |b| b.epsilon_budget),
+                    delta: budget.map_or(0.0, |b| b.delta),
+                    window_end: budget.map_or(0, |b| b.window_end),
+                }
+            }),
         }))
     }
 

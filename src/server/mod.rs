@@ -7,6 +7,7 @@
 pub mod error;
 pub mod inference;
 pub mod pipeline;
+pub mod privacy;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -25,8 +26,10 @@ use inference::InferenceService;
 use pipeline::Pipeline;
 use tls::TlsIdentity;
 
-use crate::engine::{BatchConfig, Mlp, Provenance, Registry, ScreeningSpec};
+use crate::engine::{BatchConfig, Mlp, Provenance, Registry, ScreeningSpec, ServingOptions};
 use crate::guard::{ApiKeySecret, Guard, NewKey, RateDefaults, Scope};
+use crate::privacy::budget::BudgetConfig;
+use crate::privacy::policy::PrivacyPolicy;
 use crate::proto::confidant::v1::inference_server::InferenceServer;
 use crate::sealed::{self, DataKey, PublisherKey, PublisherSigningKey, SealOptions};
 use crate::storage::Database;
@@ -98,6 +101,21 @@ pub struct ServeFile {
     /// where the signed manifest declares none; otherwise it can only tighten the manifest's.
     #[serde(default)]
     pub screening: BTreeMap<String, ScreeningSpec>,
+    /// Differential privacy: budgets, and output policies by model id.
+    #[serde(default)]
+    pub privacy: PrivacySettings,
+}
+
+/// `[privacy]`: per-principal budgets and per-model output policies.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacySettings {
+    /// `[privacy.budget]`: ε per principal per window, δ, window length.
+    #[serde(default)]
+    pub budget: BudgetConfig,
+    /// `[privacy.models.<model-id>]`: a policy that tightens (never weakens) the manifest's.
+    #[serde(default)]
+    pub models: BTreeMap<String, PrivacyPolicy>,
 }
 
 impl ServeFile {
@@ -140,6 +158,8 @@ pub struct ServeConfig {
     pub rate: RateDefaults,
     /// Server-side screening by model id.
     pub screening: BTreeMap<String, ScreeningSpec>,
+    /// Privacy budgets and server-side output policies.
+    pub privacy: PrivacySettings,
     /// Benchmarks only: serve with every guard off (no authentication, purposes, input
     /// validation, rate limits, screening or audit records), as the baseline that the
     /// guard-overhead benchmark compares against. Reachable from no flag and no config
@@ -164,6 +184,10 @@ impl ServeConfig {
                 self.max_rows_per_request
             )));
         }
+        self.privacy
+            .budget
+            .validate()
+            .map_err(ServerError::Config)?;
         for (id, spec) in &self.screening {
             spec.validate()
                 .map_err(|e| ServerError::Config(format!("screening.{id}: {e}")))?;
@@ -307,7 +331,12 @@ pub async fn run(
         Arc::clone(&ready),
         config.max_rows_per_request,
     )
-    .with_metrics(Arc::clone(&metrics));
+    .with_metrics(Arc::clone(&metrics))
+    .with_privacy(crate::privacy::budget::Budgets::new(
+        Arc::clone(&db),
+        config.privacy.budget,
+    ))
+    .map_err(|e| ServerError::Config(e.to_string()))?;
     let pipeline = if config.unguarded_benchmark_baseline {
         if !config.models.is_empty() {
             return Err(ServerError::Config(
@@ -334,6 +363,9 @@ pub async fn run(
             }
         });
     }
+    let privacy_service = crate::proto::confidant::v1::privacy_server::PrivacyServer::new(
+        privacy::PrivacyService::new(pipeline.clone()),
+    );
     let inference = InferenceServer::new(InferenceService::new(pipeline.clone()))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
@@ -360,7 +392,8 @@ pub async fn run(
         .tls_config(tls_config)?
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(inference);
+        .add_service(inference)
+        .add_service(privacy_service);
     drop(identity);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -524,19 +557,19 @@ fn load_one(
         weights_sha256: unsealed.manifest.weights.sha256.clone(),
         publisher_key_id: unsealed.publisher_key_id,
     };
-    let screening = config.screening.get(&unsealed.manifest.model.id).copied();
+    let id = unsealed.manifest.model.id.clone();
     let mut model_config = unsealed.manifest.model;
+    let mut options = ServingOptions {
+        screening: config.screening.get(&id).copied(),
+        privacy: config.privacy.models.get(&id).copied(),
+    };
     if config.unguarded_benchmark_baseline {
         model_config.screening = None;
+        model_config.privacy = None;
+        options = ServingOptions::default();
     }
     registry
-        .insert_screened(
-            model_config,
-            provenance,
-            mlp,
-            config.batch,
-            screening.filter(|_| !config.unguarded_benchmark_baseline),
-        )
+        .insert_with(model_config, provenance, mlp, config.batch, options)
         .map_err(|e| ServerError::Engine { path, source: e })?;
     Ok(())
 }

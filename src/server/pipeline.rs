@@ -7,8 +7,8 @@
 //! ready → authenticate → scope → model and version → purpose → validate input → rate
 //! limits (the only step that spends a counter; refunded if a later step fails) → engine.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tonic::Status;
@@ -16,9 +16,12 @@ use tonic::metadata::MetadataMap;
 
 use super::error::ApiError;
 use crate::audit::{AuditLog, Event};
-use crate::engine::{LoadedModel, Registry, ScreenAction, argmax_rows};
-use crate::guard::{Credentials, Guard, InputError, KeyRecord, Scope, validate_rows};
+use crate::engine::{LoadedModel, OutputKind, Registry, ScreenAction, argmax_rows};
+use crate::guard::{Credentials, Guard, GuardError, InputError, KeyRecord, Scope, validate_rows};
 use crate::metrics::{Metrics, RequestSample, UNKNOWN_MODEL};
+use crate::privacy::budget::{BudgetError, BudgetStatus, Budgets, Reservation};
+use crate::privacy::policy::{Charge, PrivacyPolicy};
+use crate::privacy::rng::ChaChaDpRng;
 
 /// What a front end knows about the caller: its request metadata and, over mutual TLS, the
 /// certificate chain it presented (already verified by the TLS layer).
@@ -87,8 +90,23 @@ pub struct PredictOutcome {
     pub label_indices: Vec<u32>,
     /// The argmax label per row.
     pub labels: Vec<String>,
-    /// Rows that adversarial-sensitivity screening flagged (ascending).
+    /// Rows that adversarial-sensitivity screening flagged (ascending). Empty under a
+    /// differential-privacy policy: a flag is a non-private function of the scores, so it
+    /// goes to the audit record only.
     pub flagged_rows: Vec<u32>,
+    /// What the release cost, when the model has an output policy other than `none`.
+    pub receipt: Option<Receipt>,
+}
+
+/// The privacy receipt of one prediction.
+#[derive(Debug, Clone, Copy)]
+pub struct Receipt {
+    /// The policy's name.
+    pub mechanism: &'static str,
+    /// What this request was charged.
+    pub charge: Charge,
+    /// The caller's budget after it (absent for policies that charge nothing).
+    pub budget: Option<BudgetStatus>,
 }
 
 /// The shared pipeline. Cheap to clone.
@@ -101,6 +119,8 @@ pub struct Pipeline {
     max_rows: usize,
     metrics: Arc<Metrics>,
     unguarded: bool,
+    budgets: Option<Budgets>,
+    dp_rng: Arc<Mutex<ChaChaDpRng>>,
 }
 
 impl Pipeline {
@@ -120,7 +140,24 @@ impl Pipeline {
             max_rows,
             metrics: Arc::new(Metrics::new()),
             unguarded: false,
+            budgets: None,
+            dp_rng: Arc::new(Mutex::new(ChaChaDpRng::dangerous_from_seed([0; 32]))),
         }
+    }
+
+    /// Enforces differential-privacy budgets from `budgets`, with noise from a generator
+    /// seeded from the OS. Without this, a model with a private policy is refused.
+    pub fn with_privacy(mut self, budgets: Budgets) -> Result<Self, ApiError> {
+        let rng = ChaChaDpRng::from_os()
+            .map_err(|e| ApiError::Unavailable(format!("no OS randomness for DP noise: {e}")))?;
+        self.dp_rng = Arc::new(Mutex::new(rng));
+        self.budgets = Some(budgets);
+        Ok(self)
+    }
+
+    /// The budgets, when enforced.
+    pub fn budgets(&self) -> Option<&Budgets> {
+        self.budgets.as_ref()
     }
 
     /// Benchmarks only: a pipeline with every guard off (see
@@ -200,7 +237,7 @@ impl Pipeline {
                 rows: record.rows,
                 engine: record.engine,
                 flagged_rows: record.flagged_rows.len() as u64,
-                epsilon: 0.0,
+                epsilon: record.epsilon,
             });
         if let Some(audit) = &self.audit {
             let (decision, reason) = match &result {
@@ -220,7 +257,7 @@ impl Pipeline {
                 latency_us: latency.as_micros() as u64,
                 decision: decision.into(),
                 reason,
-                epsilon: 0.0,
+                epsilon: record.epsilon,
             });
         }
         result
@@ -251,6 +288,7 @@ impl Pipeline {
                 .collect(),
             label_indices: indices.into_iter().map(|i| i as u32).collect(),
             flagged_rows: Vec::new(),
+            receipt: None,
         })
     }
 
@@ -296,14 +334,64 @@ impl Pipeline {
         let mut values = call.values;
         let rows = validate_rows(config, &call.shape, &mut values, self.max_rows)?;
         record.rows = rows as u64;
-        // The only step that spends a counter comes last, and is handed back on failure.
-        let admission = self.guard.admit(&key, unix_now())?;
+        // The steps that spend come last, and are handed back if nothing is released.
+        let policy = *model.privacy();
+        let softmax = config.architecture.output == OutputKind::Softmax;
+        let width = config.output_count();
+        let per_row = policy
+            .per_row(softmax, width)
+            .map_err(|e| ApiError::Internal(format!("privacy policy of {}: {e}", config.id)))?;
+        let charge = Charge::of(&per_row, rows);
+        let now = unix_now();
+        let admission = self.guard.admit(&key, now)?;
+        let reservation = if charge.is_zero() {
+            None
+        } else {
+            let Some(budgets) = &self.budgets else {
+                self.guard.limiter().refund(admission);
+                return Err(ApiError::Internal(
+                    "a model with a privacy policy is served without budgets".into(),
+                ));
+            };
+            match budgets.reserve(&key.principal, charge, now) {
+                Ok(r) => Some(r),
+                Err(BudgetError::Exhausted {
+                    principal,
+                    needed,
+                    remaining,
+                    budget,
+                    window_end,
+                }) => {
+                    self.guard.limiter().refund(admission);
+                    return Err(ApiError::Guard(GuardError::RateLimited {
+                        what: format!(
+                            "privacy budget of {principal} is exhausted: this request needs \
+                             epsilon {needed:.6} and {remaining:.6} of {budget} remains in \
+                             this window"
+                        ),
+                        retry_after: std::time::Duration::from_secs(
+                            (window_end - now).max(1) as u64
+                        ),
+                    }));
+                }
+                Err(e) => {
+                    self.guard.limiter().refund(admission);
+                    return Err(ApiError::Internal(e.to_string()));
+                }
+            }
+        };
+        let refund = |reservation: Option<Reservation>, admission| {
+            if let (Some(r), Some(b)) = (reservation, &self.budgets) {
+                b.refund(r);
+            }
+            self.guard.limiter().refund(admission);
+        };
         let request_id = uuid::Uuid::new_v4().to_string();
         record.request_id.clone_from(&request_id);
         let out = match model.infer(values, rows).await {
             Ok(out) => out,
             Err(e) => {
-                self.guard.limiter().refund(admission);
+                refund(reservation, admission);
                 return Err(e.into());
             }
         };
@@ -318,7 +406,7 @@ impl Pipeline {
                     .collect();
                 if !flagged.is_empty() && spec.action == ScreenAction::Reject {
                     // A refused request spends nothing; the audit record keeps the rows.
-                    self.guard.limiter().refund(admission);
+                    refund(reservation, admission);
                     record.flagged_rows.clone_from(&flagged);
                     return Err(ApiError::BadRequest(format!(
                         "row {} was refused by adversarial-sensitivity screening: its \
@@ -331,13 +419,41 @@ impl Pipeline {
             _ => Vec::new(),
         };
         record.flagged_rows.clone_from(&flagged);
-        let width = config.output_count();
-        let indices = argmax_rows(&out.values, width);
+        let released = {
+            let mut rng = self.dp_rng.lock().unwrap_or_else(|p| p.into_inner());
+            policy.apply(&mut *rng, &out.values, width, softmax)
+        };
+        let released = match released {
+            Ok(r) => r,
+            Err(e) => {
+                refund(reservation, admission);
+                return Err(ApiError::Internal(format!("privacy mechanism: {e}")));
+            }
+        };
+        drop(admission);
+        let indices = released.labels;
         record.output_argmax = indices.iter().map(|&i| i as u32).collect();
         let labels = indices
             .iter()
             .map(|&i| config.labels.get(i).cloned().unwrap_or_default())
             .collect();
+        let budget_status = reservation.as_ref().map(Reservation::status);
+        let delta = self.budgets.as_ref().map_or(1e-6, |b| b.config().delta);
+        record.epsilon = charge.epsilon_at(delta);
+        let receipt = (policy != PrivacyPolicy::None).then_some(Receipt {
+            mechanism: policy.name(),
+            charge,
+            budget: budget_status,
+        });
+        let (values, width) = match released.values {
+            Some(v) => (v, width),
+            None => (Vec::new(), 0),
+        };
+        let flagged = if policy.is_private() {
+            Vec::new()
+        } else {
+            flagged
+        };
         tracing::debug!(
             request_id = %request_id,
             principal = %key.principal,
@@ -354,10 +470,11 @@ impl Pipeline {
             request_id,
             rows,
             width,
-            values: out.values,
+            values,
             label_indices: indices.into_iter().map(|i| i as u32).collect(),
             labels,
             flagged_rows: flagged,
+            receipt,
         })
     }
 }
@@ -383,4 +500,6 @@ struct AuditContext {
     loaded_model: Option<String>,
     /// Queue and compute time, once the engine answered.
     engine: Option<(std::time::Duration, std::time::Duration)>,
+    /// ε charged (at the budget's δ).
+    epsilon: f64,
 }

@@ -67,6 +67,15 @@ const MIGRATIONS: &[&str] = &[
          action      TEXT NOT NULL,
          detail      TEXT NOT NULL
      );",
+    // 3: differential-privacy odometers: what each principal has spent per window.
+    "CREATE TABLE privacy_spend (
+         scope       TEXT NOT NULL,
+         name        TEXT NOT NULL,
+         window      INTEGER NOT NULL,
+         epsilon     REAL NOT NULL,
+         rho         REAL NOT NULL,
+         PRIMARY KEY (scope, name, window)
+     );",
 ];
 
 /// A handle to the database. Cheap to share behind an `Arc`.
