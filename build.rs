@@ -4,7 +4,11 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/confidant/v1/inference.proto"];
+    let protos = [
+        "proto/confidant/v1/inference.proto",
+        // The Open Inference Protocol (KServe v2; the paths Triton serves).
+        "proto/inference/grpc_predict_v2.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -9,6 +9,7 @@
 //! - [`sealed`]: the sealed-model format.
 //! - [`engine`]: model configs, the candle MLP, the dynamic batcher, the registry.
 //! - [`server`]: the tonic services and their wiring.
+//! - [`oip`]: the Open Inference Protocol front end (Triton's and KServe's gRPC API).
 //! - [`client`]: the Rust client.
 //! - [`privacy`]: DP samplers, mechanisms and the accountant.
 //! - [`secure`]: process hardening and locked memory.
@@ -26,6 +27,7 @@ pub mod client;
 pub mod demo;
 pub mod engine;
 pub mod guard;
+pub mod oip;
 pub mod privacy;
 pub mod proto;
 pub mod sealed;

@@ -14,6 +14,11 @@ pub const MAX_ID_LEN: usize = 128;
 pub const MAX_FEATURES: usize = 1 << 20;
 /// Most layers an MLP may declare.
 pub const MAX_LAYERS: usize = 1024;
+/// The Open Inference Protocol input tensor name when the config names none (Triton's
+/// convention for unnamed model inputs).
+pub const DEFAULT_INPUT_TENSOR: &str = "input__0";
+/// The Open Inference Protocol output tensor name when the config names none.
+pub const DEFAULT_OUTPUT_TENSOR: &str = "output__0";
 
 /// A model as its publisher describes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +37,9 @@ pub struct ModelConfig {
     pub input: InputSchema,
     /// One label per output column.
     pub labels: Vec<String>,
+    /// The output tensor's name in the Open Inference Protocol [default: `output__0`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tensor_name: Option<String>,
     /// The purposes this model may be used for (GDPR purpose limitation). When not empty,
     /// every request must declare one of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -123,6 +131,9 @@ pub struct InputSchema {
     /// Optional standardization applied before the first layer: `(x - mean) / std`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normalization: Option<Normalization>,
+    /// The input tensor's name in the Open Inference Protocol [default: `input__0`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensor_name: Option<String>,
 }
 
 /// Input standardization, as fitted on the training data.
@@ -162,6 +173,21 @@ impl ModelConfig {
     /// The number of outputs.
     pub fn output_count(&self) -> usize {
         self.labels.len()
+    }
+
+    /// The input tensor's Open Inference Protocol name.
+    pub fn input_tensor_name(&self) -> &str {
+        self.input
+            .tensor_name
+            .as_deref()
+            .unwrap_or(DEFAULT_INPUT_TENSOR)
+    }
+
+    /// The output tensor's Open Inference Protocol name.
+    pub fn output_tensor_name(&self) -> &str {
+        self.output_tensor_name
+            .as_deref()
+            .unwrap_or(DEFAULT_OUTPUT_TENSOR)
     }
 
     /// Checks everything that can be checked without the weights.
@@ -218,6 +244,25 @@ impl ModelConfig {
         }
         if self.labels.is_empty() {
             return Err(ConfigError::Invalid("labels must not be empty".into()));
+        }
+        for (what, name) in [
+            ("input.tensor_name", &self.input.tensor_name),
+            ("output_tensor_name", &self.output_tensor_name),
+        ] {
+            if let Some(name) = name
+                && validate_id(name).is_err()
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "{what} {name:?} must be 1 to {MAX_ID_LEN} characters of [A-Za-z0-9._-], \
+                     not starting with '.'"
+                )));
+            }
+        }
+        if self.input_tensor_name() == self.output_tensor_name() {
+            return Err(ConfigError::Invalid(format!(
+                "the input and output tensors are both named {:?}",
+                self.input_tensor_name()
+            )));
         }
         let layers = &self.architecture.layers;
         if layers.is_empty() || layers.len() > MAX_LAYERS {

@@ -26,7 +26,9 @@ use tls::TlsIdentity;
 
 use crate::engine::{BatchConfig, Mlp, Provenance, Registry};
 use crate::guard::{ApiKeySecret, Guard, NewKey, RateDefaults, Scope};
+use crate::oip::OipService;
 use crate::proto::confidant::v1::inference_server::InferenceServer;
+use crate::proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use crate::sealed::{self, DataKey, PublisherKey, PublisherSigningKey, SealOptions};
 use crate::storage::Database;
 
@@ -223,6 +225,9 @@ pub async fn run(
     health_reporter
         .set_not_serving::<InferenceServer<InferenceService>>()
         .await;
+    health_reporter
+        .set_not_serving::<GrpcInferenceServiceServer<OipService>>()
+        .await;
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -240,12 +245,17 @@ pub async fn run(
     let inference = InferenceServer::new(InferenceService::new(pipeline.clone()))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
+    // The Open Inference Protocol on the same port, TLS and pipeline (Triton's clients).
+    let oip = GrpcInferenceServiceServer::new(OipService::new(pipeline.clone()))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
 
     let server = Server::builder()
         .tls_config(ServerTlsConfig::new().identity(identity.to_tonic()))?
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(inference);
+        .add_service(inference)
+        .add_service(oip);
     drop(identity);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -275,6 +285,9 @@ pub async fn run(
                 .await;
             health_reporter
                 .set_serving::<InferenceServer<InferenceService>>()
+                .await;
+            health_reporter
+                .set_serving::<GrpcInferenceServiceServer<OipService>>()
                 .await;
             for m in registry.list() {
                 tracing::info!(
