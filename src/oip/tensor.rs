@@ -180,7 +180,8 @@ fn decode_raw(
     raw: &[u8],
 ) -> Result<Vec<f32>, TensorError> {
     let size = dtype.size();
-    let expected = count * size as u128;
+    // Saturating: a shape too large to count can never match the bytes sent.
+    let expected = count.saturating_mul(size as u128);
     if expected != raw.len() as u128 {
         return Err(TensorError::RawLength {
             name: input.name.to_string(),
