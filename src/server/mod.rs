@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Server, ServerTlsConfig};
 
 pub use error::{ApiError, ServerError};
@@ -259,12 +258,13 @@ pub async fn run(
     drop(identity);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let serve = tokio::spawn(server.serve_with_incoming_shutdown(
-        TcpListenerStream::new(listener),
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    // TCP_NODELAY on every accepted socket: `Server::tcp_nodelay` applies only to listeners
+    // tonic binds itself, and without it Nagle holds back the second of two small TLS
+    // records (headers, then data) until the peer's delayed ACK: +40 ms per response.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let serve = tokio::spawn(server.serve_with_incoming_shutdown(incoming, async move {
+        let _ = stop_rx.await;
+    }));
     // Forward the caller's shutdown signal; loading may still be under way when it fires.
     let (shutdown_seen_tx, mut shutdown_seen) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
