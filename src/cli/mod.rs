@@ -3,6 +3,7 @@
 pub mod anonymize;
 pub mod args;
 pub mod attest;
+pub mod bench;
 pub mod privacy;
 
 use std::path::{Path, PathBuf};
@@ -47,6 +48,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Anonymize(a) => anonymize::anonymize(a),
         Command::Attest(a) => attest::run(a),
         Command::Privacy(a) => privacy::run(&a),
+        Command::Bench(a) => bench::run(a).await,
     }
 }
 
@@ -400,7 +402,7 @@ async fn shutdown_signal() {
 }
 
 /// The demo key that a server in demo mode keeps in `<data-dir>/demo/api-key`, if present.
-fn demo_api_key(data_dir: Option<&Path>) -> Option<String> {
+pub(crate) fn demo_api_key(data_dir: Option<&Path>) -> Option<String> {
     let dir = data_dir.map_or_else(
         || PathBuf::from(server::DEFAULT_DATA_DIR),
         Path::to_path_buf,
