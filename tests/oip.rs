@@ -380,6 +380,18 @@ async fn bad_requests_get_the_pipelines_codes() {
         &[],
     )
     .await;
+
+    // Every refusal is audited, the tensor errors caught before the pipeline included: five
+    // of those above and two from input validation.
+    drop(c);
+    server.stop();
+    let segment =
+        std::fs::read_to_string(dir.path().join("data/audit/segment-000001.jsonl")).unwrap();
+    let invalid = segment
+        .lines()
+        .filter(|l| l.contains("INVALID_ARGUMENT"))
+        .count();
+    assert_eq!(invalid, 7, "{segment}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

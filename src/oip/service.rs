@@ -148,10 +148,19 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for OipService {
         let rows = match decode_request(&model, &req) {
             Ok(rows) => rows,
             Err(e) => {
-                // A caller that may not use the model learns nothing about its tensors: the
-                // guards' codes come first, as in the pipeline.
-                self.model(&ctx, &req.model_name, &req.model_version)?;
-                return Err(ApiError::from(e).into());
+                // Hand the pipeline an empty call: it runs its guards in order (so a caller
+                // that may not use the model learns nothing about its tensors), refuses the
+                // empty input as INVALID_ARGUMENT before any rate counter is spent, and audits
+                // the refusal. Only then does the caller see the precise tensor error.
+                let empty = PredictCall {
+                    model: req.model_name,
+                    version: req.model_version,
+                    ..PredictCall::default()
+                };
+                return match self.pipeline.predict(&ctx, empty).await {
+                    Err(status) if status.code() != tonic::Code::InvalidArgument => Err(status),
+                    _ => Err(ApiError::from(e).into()),
+                };
             }
         };
         let raw = !req.raw_input_contents.is_empty();
