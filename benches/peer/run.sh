@@ -5,7 +5,8 @@
 #   benches/peer/run.sh            # results in target/peer-run/
 #
 # Environment: WINDOW (2s), MAX_TRIALS (6), WARMUP (1s), BATCH (1,32), CONCURRENCY (1,8,32),
-# PYTHON (python3), PEER_WORKERS (10).
+# PYTHON (python3), PEER_WORKERS (10), PEER_BLAS_THREADS (1: numpy's BLAS threads, see
+# BENCHMARKS.md), SERVER_THREADS (Confidant's compute threads; unset: one per core).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -62,13 +63,15 @@ wait_for() {
 
 echo "== start Confidant (release, TLS) and the peer (plaintext)"
 CPORT=$(free_port)
+[ -n "${SERVER_THREADS:-}" ] && export RAYON_NUM_THREADS=$SERVER_THREADS
 RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:$CPORT" --data-dir "$WORK/data" \
     --model "$WORK/model.sealed" --key-file "$WORK/model.dek" \
     --publisher-key "$WORK/keys/publisher.pub" >"$WORK/confidant.log" 2>"$WORK/confidant.log.err" &
 PIDS+=($!)
 wait_for "$WORK/confidant.log" "confidant: serving on" "${PIDS[-1]}"
 PPORT=$(free_port)
-(cd benches/peer && exec "$PY" peer_server.py --model "$WORK/model/model.safetensors" \
+(cd benches/peer && OPENBLAS_NUM_THREADS=${PEER_BLAS_THREADS:-1} \
+    OMP_NUM_THREADS=${PEER_BLAS_THREADS:-1} exec "$PY" peer_server.py --model "$WORK/model/model.safetensors" \
     --port "$PPORT" --workers "${PEER_WORKERS:-10}") >"$WORK/peer.log" 2>"$WORK/peer.log.err" &
 PIDS+=($!)
 wait_for "$WORK/peer.log" "peer: serving on" "${PIDS[-1]}"
@@ -80,6 +83,8 @@ echo "== outputs agree"
 COMMON=(--protocol oip --model peer-mlp --batch "$BATCH" --concurrency "$CONCURRENCY"
     --window "$WINDOW" --max-trials "$MAX_TRIALS" --warmup "$WARMUP")
 
+# The client's own thread pools must not follow the server's setting.
+unset RAYON_NUM_THREADS
 echo "== bench the peer (http://127.0.0.1:$PPORT)"
 RUST_LOG=warn "$BIN" bench --addr "http://127.0.0.1:$PPORT" --input-range=-1,1 \
     "${COMMON[@]}" --label peer --out "$WORK/peer" | tee "$WORK/peer.txt"
