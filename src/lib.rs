@@ -11,7 +11,7 @@
 //! - [`server`]: the tonic services and their wiring.
 //! - [`oip`]: the Open Inference Protocol front end (Triton's and KServe's gRPC API).
 //! - [`client`]: the Rust client.
-//! - [`bench`]: `confidant bench`, the gRPC load generator (confidant.v1 and OIP).
+//! - [`bench`](mod@bench): `confidant bench`, the gRPC load generator (confidant.v1 and OIP).
 //! - [`privacy`]: DP samplers, mechanisms and the accountant.
 //! - [`secure`]: process hardening and locked memory.
 //! - [`demo`]: the embedded demo model.
