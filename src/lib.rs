@@ -29,6 +29,7 @@ pub mod client;
 pub mod demo;
 pub mod engine;
 pub mod guard;
+pub mod metrics;
 pub mod oip;
 pub mod privacy;
 pub mod proto;

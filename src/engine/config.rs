@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
+use super::screening::ScreeningSpec;
 
 /// Longest accepted model id, in bytes.
 pub const MAX_ID_LEN: usize = 128;
@@ -47,6 +48,10 @@ pub struct ModelConfig {
     /// The differential-privacy guarantee of training, where there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dp_training: Option<DpGuarantee>,
+    /// Adversarial-sensitivity screening, mandatory when set here: the server config can
+    /// tighten it but not switch it off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screening: Option<ScreeningSpec>,
 }
 
 /// The network architecture.
@@ -134,6 +139,28 @@ pub struct InputSchema {
     /// The input tensor's name in the Open Inference Protocol [default: `input__0`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tensor_name: Option<String>,
+    /// What happens to a finite value outside `[min, max]`: `reject` (the default) refuses
+    /// the request, `clip` clamps the value to the range. NaN and ±Inf are always refused.
+    #[serde(default, skip_serializing_if = "RangePolicy::is_reject")]
+    pub out_of_range: RangePolicy,
+}
+
+/// What happens to an input value outside its feature's signed range.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RangePolicy {
+    /// Refuse the request, naming the row and the feature.
+    #[default]
+    Reject,
+    /// Clamp the value into `[min, max]`.
+    Clip,
+}
+
+impl RangePolicy {
+    /// Whether this is the default, `reject`.
+    pub fn is_reject(&self) -> bool {
+        *self == Self::Reject
+    }
 }
 
 /// Input standardization, as fitted on the training data.
@@ -291,6 +318,9 @@ impl ModelConfig {
             return Err(ConfigError::Invalid(
                 "dp_training needs a finite epsilon > 0 and 0 <= delta < 1".into(),
             ));
+        }
+        if let Some(screening) = &self.screening {
+            screening.validate()?;
         }
         Ok(())
     }

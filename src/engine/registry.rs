@@ -7,6 +7,8 @@ use super::batcher::{BatchConfig, BatchOutput, Batcher};
 use super::config::ModelConfig;
 use super::error::EngineError;
 use super::mlp::Mlp;
+use super::screening::{Screener, ScreeningSpec};
+use crate::metrics::{EngineGauge, ExecMetrics, ModelGauges};
 
 /// Where a loaded model came from: the signed facts that clients may want to see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +23,7 @@ pub struct Provenance {
 pub struct LoadedModel {
     config: ModelConfig,
     provenance: Provenance,
+    screening: Option<ScreeningSpec>,
     batcher: Batcher,
 }
 
@@ -35,6 +38,11 @@ impl LoadedModel {
         &self.provenance
     }
 
+    /// The sensitivity screening in force (the manifest's, tightened by the server's).
+    pub fn screening(&self) -> Option<&ScreeningSpec> {
+        self.screening.as_ref()
+    }
+
     /// Runs `rows` rows through the batcher.
     pub async fn infer(&self, values: Vec<f32>, rows: usize) -> Result<BatchOutput, EngineError> {
         self.batcher.infer(values, rows).await
@@ -43,6 +51,11 @@ impl LoadedModel {
     /// Requests waiting now.
     pub fn queue_depth(&self) -> usize {
         self.batcher.queue_depth()
+    }
+
+    /// Executions and batch sizes so far.
+    pub fn exec_metrics(&self) -> &Arc<ExecMetrics> {
+        self.batcher.exec_metrics()
     }
 }
 
@@ -58,7 +71,7 @@ impl Registry {
         Self::default()
     }
 
-    /// Starts serving `mlp` under its config's id.
+    /// Starts serving `mlp` under its config's id, with no screening beyond the manifest's.
     pub fn insert(
         &self,
         config: ModelConfig,
@@ -66,15 +79,34 @@ impl Registry {
         mlp: Mlp,
         batch: BatchConfig,
     ) -> Result<Arc<LoadedModel>, EngineError> {
+        self.insert_screened(config, provenance, mlp, batch, None)
+    }
+
+    /// Starts serving `mlp` under its config's id. `server_screening` (from the server
+    /// config) applies where the manifest declares none, and can only tighten the manifest's.
+    pub fn insert_screened(
+        &self,
+        config: ModelConfig,
+        provenance: Provenance,
+        mlp: Mlp,
+        batch: BatchConfig,
+        server_screening: Option<ScreeningSpec>,
+    ) -> Result<Arc<LoadedModel>, EngineError> {
         let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
         if models.contains_key(&config.id) {
             return Err(EngineError::DuplicateModel(config.id.clone()));
         }
-        let batcher = Batcher::spawn(Arc::new(mlp), &config.id, batch)
+        let screening =
+            ScreeningSpec::effective(config.screening.as_ref(), server_screening.as_ref());
+        let screener = screening
+            .map(|spec| Screener::new(spec, &config.input))
+            .transpose()?;
+        let batcher = Batcher::spawn_screened(Arc::new(mlp), &config.id, batch, screener)
             .map_err(|e| EngineError::Compute(candle_core::Error::Msg(e.to_string())))?;
         let model = Arc::new(LoadedModel {
             config,
             provenance,
+            screening,
             batcher,
         });
         models.insert(model.config.id.clone(), Arc::clone(&model));
@@ -107,5 +139,19 @@ impl Registry {
     pub fn clear(&self) {
         let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
         models.clear();
+    }
+}
+
+impl ModelGauges for Registry {
+    fn gauges(&self) -> Vec<EngineGauge> {
+        self.list()
+            .into_iter()
+            .map(|m| EngineGauge {
+                model: m.config.id.clone(),
+                version: m.config.version.clone(),
+                queue_depth: m.queue_depth(),
+                exec: Arc::clone(m.exec_metrics()),
+            })
+            .collect()
     }
 }

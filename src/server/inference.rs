@@ -45,6 +45,7 @@ impl pb::inference_server::Inference for InferenceService {
             }),
             labels: out.labels,
             label_indices: out.label_indices,
+            flagged_rows: out.flagged_rows,
         }))
     }
 

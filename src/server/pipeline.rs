@@ -16,8 +16,9 @@ use tonic::metadata::MetadataMap;
 
 use super::error::ApiError;
 use crate::audit::{AuditLog, Event};
-use crate::engine::{LoadedModel, Registry, argmax_rows};
+use crate::engine::{LoadedModel, Registry, ScreenAction, argmax_rows};
 use crate::guard::{Credentials, Guard, InputError, KeyRecord, Scope, validate_rows};
+use crate::metrics::{Metrics, RequestSample, UNKNOWN_MODEL};
 
 /// What a front end knows about the caller: its request metadata and, over mutual TLS, the
 /// certificate chain it presented (already verified by the TLS layer).
@@ -86,6 +87,8 @@ pub struct PredictOutcome {
     pub label_indices: Vec<u32>,
     /// The argmax label per row.
     pub labels: Vec<String>,
+    /// Rows that adversarial-sensitivity screening flagged (ascending).
+    pub flagged_rows: Vec<u32>,
 }
 
 /// The shared pipeline. Cheap to clone.
@@ -96,6 +99,8 @@ pub struct Pipeline {
     audit: Option<Arc<AuditLog>>,
     ready: Arc<AtomicBool>,
     max_rows: usize,
+    metrics: Arc<Metrics>,
+    unguarded: bool,
 }
 
 impl Pipeline {
@@ -113,7 +118,28 @@ impl Pipeline {
             audit,
             ready,
             max_rows,
+            metrics: Arc::new(Metrics::new()),
+            unguarded: false,
         }
+    }
+
+    /// Benchmarks only: a pipeline with every guard off (see
+    /// [`ServeConfig::unguarded_benchmark_baseline`](super::ServeConfig)).
+    #[doc(hidden)]
+    pub fn unguarded_benchmark_baseline(mut self) -> Self {
+        self.unguarded = true;
+        self
+    }
+
+    /// Records into `metrics` (shared with the `/metrics` endpoint).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The metrics this pipeline records.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The loaded models.
@@ -142,6 +168,11 @@ impl Pipeline {
         let key = self.guard.authenticate(Credentials {
             api_key: ctx.header("x-api-key"),
             authorization: ctx.header("authorization"),
+            client_cert: ctx
+                .peer_certs
+                .as_ref()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref()),
         })?;
         self.guard.authorize(&key, scope)?;
         Ok(key)
@@ -153,10 +184,24 @@ impl Pipeline {
         ctx: &CallContext,
         call: PredictCall,
     ) -> Result<PredictOutcome, Status> {
+        if self.unguarded {
+            return self.predict_unguarded(call).await.map_err(Status::from);
+        }
         let started = Instant::now();
         let mut record = AuditContext::default();
         let result = self.predict_inner(ctx, call, &mut record).await;
         let result = result.map_err(Status::from);
+        let latency = started.elapsed();
+        self.metrics
+            .model(record.loaded_model.as_deref().unwrap_or(UNKNOWN_MODEL))
+            .record(&RequestSample {
+                code: result.as_ref().map_or_else(|s| s.code() as i32, |_| 0),
+                latency,
+                rows: record.rows,
+                engine: record.engine,
+                flagged_rows: record.flagged_rows.len() as u64,
+                epsilon: 0.0,
+            });
         if let Some(audit) = &self.audit {
             let (decision, reason) = match &result {
                 Ok(_) => ("allow", "OK".to_string()),
@@ -170,8 +215,9 @@ impl Pipeline {
                 subject: None,
                 input_hmac: record.input_hmac,
                 output_argmax: record.output_argmax,
+                flagged_rows: record.flagged_rows,
                 rows: record.rows,
-                latency_us: started.elapsed().as_micros() as u64,
+                latency_us: latency.as_micros() as u64,
                 decision: decision.into(),
                 reason,
                 epsilon: 0.0,
@@ -180,12 +226,44 @@ impl Pipeline {
         result
     }
 
+    /// The benchmark baseline: the same engine path with no guard, audit or metrics.
+    async fn predict_unguarded(&self, call: PredictCall) -> Result<PredictOutcome, ApiError> {
+        self.ensure_ready()?;
+        let model = self.registry.get(&call.model)?;
+        let config = model.config();
+        let width = config.feature_count();
+        let rows = call.shape.first().copied().unwrap_or(0) as usize;
+        if rows == 0 || call.values.len() != rows * width {
+            return Err(InputError::Empty.into());
+        }
+        let out = model.infer(call.values, rows).await?;
+        let out_width = config.output_count();
+        let indices = argmax_rows(&out.values, out_width);
+        Ok(PredictOutcome {
+            model: Arc::clone(&model),
+            request_id: String::new(),
+            rows,
+            width: out_width,
+            values: out.values,
+            labels: indices
+                .iter()
+                .map(|&i| config.labels.get(i).cloned().unwrap_or_default())
+                .collect(),
+            label_indices: indices.into_iter().map(|i| i as u32).collect(),
+            flagged_rows: Vec::new(),
+        })
+    }
+
     async fn predict_inner(
         &self,
         ctx: &CallContext,
         call: PredictCall,
         record: &mut AuditContext,
     ) -> Result<PredictOutcome, ApiError> {
+        // The metrics label: the model named, when it is loaded, even if a guard refuses.
+        if let Ok(m) = self.registry.get(&call.model) {
+            record.loaded_model = Some(m.config().id.clone());
+        }
         self.ensure_ready()?;
         let key = self.caller(ctx, Scope::Predict)?;
         record.principal.clone_from(&key.principal);
@@ -215,19 +293,44 @@ impl Pipeline {
         if let Some(audit) = &self.audit {
             record.input_hmac = Some(audit.input_hmac(&call.values));
         }
-        let rows = validate_rows(config, &call.shape, &call.values, self.max_rows)?;
+        let mut values = call.values;
+        let rows = validate_rows(config, &call.shape, &mut values, self.max_rows)?;
         record.rows = rows as u64;
         // The only step that spends a counter comes last, and is handed back on failure.
         let admission = self.guard.admit(&key, unix_now())?;
         let request_id = uuid::Uuid::new_v4().to_string();
         record.request_id.clone_from(&request_id);
-        let out = match model.infer(call.values, rows).await {
+        let out = match model.infer(values, rows).await {
             Ok(out) => out,
             Err(e) => {
                 self.guard.limiter().refund(admission);
                 return Err(e.into());
             }
         };
+        record.engine = Some((out.queue_time, out.compute_time));
+        let flagged = match (model.screening(), &out.sensitivity) {
+            (Some(spec), Some(scores)) => {
+                let flagged: Vec<u32> = scores
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| spec.is_flagged(**s))
+                    .map(|(i, _)| i as u32)
+                    .collect();
+                if !flagged.is_empty() && spec.action == ScreenAction::Reject {
+                    // A refused request spends nothing; the audit record keeps the rows.
+                    self.guard.limiter().refund(admission);
+                    record.flagged_rows.clone_from(&flagged);
+                    return Err(ApiError::BadRequest(format!(
+                        "row {} was refused by adversarial-sensitivity screening: its \
+                         prediction is unstable under small perturbations of the input",
+                        flagged[0]
+                    )));
+                }
+                flagged
+            }
+            _ => Vec::new(),
+        };
+        record.flagged_rows.clone_from(&flagged);
         let width = config.output_count();
         let indices = argmax_rows(&out.values, width);
         record.output_argmax = indices.iter().map(|&i| i as u32).collect();
@@ -254,6 +357,7 @@ impl Pipeline {
             values: out.values,
             label_indices: indices.into_iter().map(|i| i as u32).collect(),
             labels,
+            flagged_rows: flagged,
         })
     }
 }
@@ -273,5 +377,10 @@ struct AuditContext {
     purpose: Option<String>,
     input_hmac: Option<String>,
     output_argmax: Vec<u32>,
+    flagged_rows: Vec<u32>,
     rows: u64,
+    /// The id of the loaded model the request reached (the metrics label).
+    loaded_model: Option<String>,
+    /// Queue and compute time, once the engine answered.
+    engine: Option<(std::time::Duration, std::time::Duration)>,
 }
