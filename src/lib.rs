@@ -9,7 +9,9 @@
 //! - [`sealed`]: the sealed-model format.
 //! - [`engine`]: model configs, the candle MLP, the dynamic batcher, the registry.
 //! - [`server`]: the tonic services and their wiring.
+//! - [`oip`]: the Open Inference Protocol front end (Triton's and KServe's gRPC API).
 //! - [`client`]: the Rust client.
+//! - [`bench`](mod@bench): `confidant bench`, the gRPC load generator (confidant.v1 and OIP).
 //! - [`privacy`]: DP samplers, mechanisms and the accountant.
 //! - [`secure`]: process hardening and locked memory.
 //! - [`demo`]: the embedded demo model.
@@ -21,12 +23,14 @@
 
 pub mod anonymize;
 pub mod audit;
+pub mod bench;
 pub mod canonical;
 pub mod client;
 pub mod demo;
 pub mod engine;
 pub mod guard;
 pub mod metrics;
+pub mod oip;
 pub mod privacy;
 pub mod proto;
 pub mod sealed;

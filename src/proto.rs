@@ -9,5 +9,11 @@ pub mod confidant {
     }
 }
 
+/// `inference`: the Open Inference Protocol (KServe predict v2, `GRPCInferenceService`), with
+/// Triton's two extra `InferParameter` fields.
+pub mod inference {
+    tonic::include_proto!("inference");
+}
+
 /// The encoded file descriptor set of every proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("confidant_descriptor");

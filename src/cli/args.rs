@@ -53,6 +53,84 @@ pub enum Command {
     Keys(KeysArgs),
     /// Check the tamper-evident audit log.
     Audit(AuditArgs),
+    /// Load-test a server (confidant.v1 or the Open Inference Protocol): throughput and
+    /// latency percentiles per batch size and concurrency.
+    Bench(BenchArgs),
+}
+
+/// Wire protocols `confidant bench` can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchProtocol {
+    /// inference.GRPCInferenceService/ModelInfer with raw FP32 inputs (Triton's clients).
+    Oip,
+    /// confidant.v1.Inference/Predict.
+    Confidant,
+}
+
+/// `confidant bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Server URL: https://HOST:PORT (TLS), or http://HOST:PORT for a plaintext peer.
+    #[arg(long)]
+    pub addr: String,
+    /// CA or server certificate (PEM) to trust [default: <data-dir>/tls/cert.pem].
+    #[arg(long, conflicts_with = "policy")]
+    pub tls_ca: Option<PathBuf>,
+    /// Attestation policy for an attested channel (not yet supported: the attested channel
+    /// lands with attested key release).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// API key (sent as x-api-key).
+    #[arg(long, env = "CONFIDANT_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// The purpose of this processing (sent as x-purpose).
+    #[arg(long)]
+    pub purpose: Option<String>,
+    /// The protocol to drive.
+    #[arg(long, value_enum, default_value_t = BenchProtocol::Oip)]
+    pub protocol: BenchProtocol,
+    /// The model id.
+    #[arg(long)]
+    pub model: String,
+    /// Rows per request, comma-separated (one run per value).
+    #[arg(long, default_value = "1,32")]
+    pub batch: String,
+    /// Requests in flight, comma-separated (one run per value).
+    #[arg(long, default_value = "1,8,32,64")]
+    pub concurrency: String,
+    /// Length of one measurement window (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s")]
+    pub window: String,
+    /// Most windows per point before giving up on stability (at least 3).
+    #[arg(long, default_value_t = 10)]
+    pub max_trials: usize,
+    /// Warm-up before each point's first window.
+    #[arg(long, default_value = "1s")]
+    pub warmup: String,
+    /// HTTP/2 connections per point [default: one per 4 requests in flight, at most 16].
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Seed of the random input rows.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Feature range LO,HI when the server publishes none (OIP peers without ListModels).
+    #[arg(long, default_value = "0,1", allow_hyphen_values = true)]
+    pub input_range: String,
+    /// Write results.json, results.csv and latency_throughput.svg into this directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// This run's name in the comparison table and the plot.
+    #[arg(long, default_value = "confidant")]
+    pub label: String,
+    /// Another run's results.json: print the ratio table and plot both runs.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// The baseline's name in the comparison table and the plot.
+    #[arg(long, default_value = "baseline")]
+    pub baseline_label: String,
+    /// Data directory, used to find the default --tls-ca and the demo key.
+    #[arg(long, env = "CONFIDANT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// `confidant audit`.

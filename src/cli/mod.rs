@@ -3,6 +3,7 @@
 pub mod anonymize;
 pub mod args;
 pub mod attest;
+pub mod bench;
 pub mod privacy;
 
 use std::path::{Path, PathBuf};
@@ -54,6 +55,7 @@ pub async fn run(command: Command) -> Result<()> {
             privacy::PrivacyCommand::Budget(b) => privacy_budget(b).await,
             _ => privacy::run(&a),
         },
+        Command::Bench(a) => bench::run(a).await,
     }
 }
 
@@ -448,7 +450,7 @@ async fn shutdown_signal() {
 }
 
 /// The demo key that a server in demo mode keeps in `<data-dir>/demo/api-key`, if present.
-fn demo_api_key(data_dir: Option<&Path>) -> Option<String> {
+pub(crate) fn demo_api_key(data_dir: Option<&Path>) -> Option<String> {
     let dir = data_dir.map_or_else(
         || PathBuf::from(server::DEFAULT_DATA_DIR),
         Path::to_path_buf,

@@ -16,6 +16,11 @@ pub const MAX_ID_LEN: usize = 128;
 pub const MAX_FEATURES: usize = 1 << 20;
 /// Most layers an MLP may declare.
 pub const MAX_LAYERS: usize = 1024;
+/// The Open Inference Protocol input tensor name when the config names none (Triton's
+/// convention for unnamed model inputs).
+pub const DEFAULT_INPUT_TENSOR: &str = "input__0";
+/// The Open Inference Protocol output tensor name when the config names none.
+pub const DEFAULT_OUTPUT_TENSOR: &str = "output__0";
 
 /// A model as its publisher describes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +39,9 @@ pub struct ModelConfig {
     pub input: InputSchema,
     /// One label per output column.
     pub labels: Vec<String>,
+    /// The output tensor's name in the Open Inference Protocol [default: `output__0`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tensor_name: Option<String>,
     /// The purposes this model may be used for (GDPR purpose limitation). When not empty,
     /// every request must declare one of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -133,6 +141,9 @@ pub struct InputSchema {
     /// Optional standardization applied before the first layer: `(x - mean) / std`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normalization: Option<Normalization>,
+    /// The input tensor's name in the Open Inference Protocol [default: `input__0`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensor_name: Option<String>,
     /// What happens to a finite value outside `[min, max]`: `reject` (the default) refuses
     /// the request, `clip` clamps the value to the range. NaN and ±Inf are always refused.
     #[serde(default, skip_serializing_if = "RangePolicy::is_reject")]
@@ -196,6 +207,21 @@ impl ModelConfig {
         self.labels.len()
     }
 
+    /// The input tensor's Open Inference Protocol name.
+    pub fn input_tensor_name(&self) -> &str {
+        self.input
+            .tensor_name
+            .as_deref()
+            .unwrap_or(DEFAULT_INPUT_TENSOR)
+    }
+
+    /// The output tensor's Open Inference Protocol name.
+    pub fn output_tensor_name(&self) -> &str {
+        self.output_tensor_name
+            .as_deref()
+            .unwrap_or(DEFAULT_OUTPUT_TENSOR)
+    }
+
     /// Checks everything that can be checked without the weights.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_id(&self.id)?;
@@ -250,6 +276,25 @@ impl ModelConfig {
         }
         if self.labels.is_empty() {
             return Err(ConfigError::Invalid("labels must not be empty".into()));
+        }
+        for (what, name) in [
+            ("input.tensor_name", &self.input.tensor_name),
+            ("output_tensor_name", &self.output_tensor_name),
+        ] {
+            if let Some(name) = name
+                && validate_id(name).is_err()
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "{what} {name:?} must be 1 to {MAX_ID_LEN} characters of [A-Za-z0-9._-], \
+                     not starting with '.'"
+                )));
+            }
+        }
+        if self.input_tensor_name() == self.output_tensor_name() {
+            return Err(ConfigError::Invalid(format!(
+                "the input and output tensors are both named {:?}",
+                self.input_tensor_name()
+            )));
         }
         let layers = &self.architecture.layers;
         if layers.is_empty() || layers.len() > MAX_LAYERS {

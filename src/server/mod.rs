@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Server, ServerTlsConfig};
 
 pub use error::{ApiError, ServerError};
@@ -28,9 +27,11 @@ use tls::TlsIdentity;
 
 use crate::engine::{BatchConfig, Mlp, Provenance, Registry, ScreeningSpec, ServingOptions};
 use crate::guard::{ApiKeySecret, Guard, NewKey, RateDefaults, Scope};
+use crate::oip::OipService;
 use crate::privacy::budget::BudgetConfig;
 use crate::privacy::policy::PrivacyPolicy;
 use crate::proto::confidant::v1::inference_server::InferenceServer;
+use crate::proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use crate::sealed::{self, DataKey, PublisherKey, PublisherSigningKey, SealOptions};
 use crate::storage::Database;
 
@@ -317,6 +318,9 @@ pub async fn run(
     health_reporter
         .set_not_serving::<InferenceServer<InferenceService>>()
         .await;
+    health_reporter
+        .set_not_serving::<GrpcInferenceServiceServer<OipService>>()
+        .await;
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -369,6 +373,10 @@ pub async fn run(
     let inference = InferenceServer::new(InferenceService::new(pipeline.clone()))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
+    // The Open Inference Protocol on the same port, TLS and pipeline (Triton's clients).
+    let oip = GrpcInferenceServiceServer::new(OipService::new(pipeline.clone()))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
 
     let mut tls_config = ServerTlsConfig::new().identity(identity.to_tonic());
     if let Some(ca) = &config.client_ca {
@@ -393,16 +401,18 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(inference)
-        .add_service(privacy_service);
+        .add_service(privacy_service)
+        .add_service(oip);
     drop(identity);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let serve = tokio::spawn(server.serve_with_incoming_shutdown(
-        TcpListenerStream::new(listener),
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    // TCP_NODELAY on every accepted socket: `Server::tcp_nodelay` applies only to listeners
+    // tonic binds itself, and without it Nagle holds back the second of two small TLS
+    // records (headers, then data) until the peer's delayed ACK: +40 ms per response.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let serve = tokio::spawn(server.serve_with_incoming_shutdown(incoming, async move {
+        let _ = stop_rx.await;
+    }));
     // Forward the caller's shutdown signal; loading may still be under way when it fires.
     let (shutdown_seen_tx, mut shutdown_seen) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -423,6 +433,9 @@ pub async fn run(
                 .await;
             health_reporter
                 .set_serving::<InferenceServer<InferenceService>>()
+                .await;
+            health_reporter
+                .set_serving::<GrpcInferenceServiceServer<OipService>>()
                 .await;
             for m in registry.list() {
                 tracing::info!(

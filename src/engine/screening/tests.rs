@@ -7,6 +7,7 @@ fn schema() -> InputSchema {
         min: vec![0.0, -10.0],
         max: vec![1.0, 10.0],
         normalization: None,
+        tensor_name: None,
         out_of_range: RangePolicy::Reject,
     }
 }

@@ -1,0 +1,328 @@
+//! The server under test: connections, model discovery and the request each worker sends.
+
+use std::sync::Arc;
+
+use rand_core::{RngCore, SeedableRng};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use super::error::BenchError;
+use crate::proto::confidant::v1 as cpb;
+use crate::proto::inference as ipb;
+use cpb::inference_client::InferenceClient;
+use ipb::grpc_inference_service_client::GrpcInferenceServiceClient;
+
+/// The wire protocol to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `inference.GRPCInferenceService/ModelInfer`, raw FP32 inputs (as tritonclient sends).
+    Oip,
+    /// `confidant.v1.Inference/Predict`.
+    Confidant,
+}
+
+impl Protocol {
+    /// The flag value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Oip => "oip",
+            Self::Confidant => "confidant",
+        }
+    }
+}
+
+/// How to reach the server.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `https://host:port` (TLS) or `http://host:port` (plaintext, for peers without TLS).
+    pub addr: String,
+    /// PEM CA or server certificate, for `https://`.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Sent as `x-api-key`.
+    pub api_key: Option<String>,
+    /// Sent as `x-purpose`.
+    pub purpose: Option<String>,
+    /// The protocol.
+    pub protocol: Protocol,
+    /// The model id.
+    pub model: String,
+    /// Feature range used when the server does not publish one (OIP peers).
+    pub fallback_range: (f32, f32),
+}
+
+/// What the benchmark learned about the model.
+#[derive(Debug, Clone)]
+pub struct ModelShape {
+    /// The input tensor name (OIP).
+    pub input_name: String,
+    /// Per-feature minimum.
+    pub min: Vec<f32>,
+    /// Per-feature maximum.
+    pub max: Vec<f32>,
+    /// Where the ranges came from.
+    pub ranges_from: &'static str,
+}
+
+impl ModelShape {
+    /// Input features per row.
+    pub fn features(&self) -> usize {
+        self.min.len()
+    }
+}
+
+/// Opens one HTTP/2 connection.
+pub async fn connect(target: &Target) -> Result<Channel, BenchError> {
+    let addr = &target.addr;
+    let endpoint = Endpoint::from_shared(addr.clone()).map_err(|e| BenchError::Address {
+        addr: addr.clone(),
+        problem: e.to_string(),
+    })?;
+    let endpoint = match endpoint.uri().scheme_str() {
+        Some("https") => {
+            let ca = target
+                .ca_pem
+                .as_deref()
+                .ok_or_else(|| BenchError::Config("an https:// address needs --tls-ca".into()))?;
+            let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+            endpoint
+                .tls_config(tls)
+                .map_err(|source| BenchError::Connect {
+                    addr: addr.clone(),
+                    source,
+                })?
+        }
+        Some("http") => endpoint,
+        _ => {
+            return Err(BenchError::Address {
+                addr: addr.clone(),
+                problem: "the scheme must be https:// or http://".into(),
+            });
+        }
+    };
+    endpoint
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|source| BenchError::Connect {
+            addr: addr.clone(),
+            source,
+        })
+}
+
+/// Request metadata shared by every call.
+#[derive(Debug, Clone, Default)]
+pub struct Headers {
+    api_key: Option<MetadataValue<Ascii>>,
+    purpose: Option<MetadataValue<Ascii>>,
+}
+
+impl Headers {
+    /// The headers of `target`.
+    pub fn of(target: &Target) -> Result<Self, BenchError> {
+        let value = |what: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| {
+                    s.parse::<MetadataValue<Ascii>>().map_err(|_| {
+                        BenchError::Config(format!("{what} has characters not allowed in a header"))
+                    })
+                })
+                .transpose()
+        };
+        Ok(Self {
+            api_key: value("the API key", &target.api_key)?,
+            purpose: value("the purpose", &target.purpose)?,
+        })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        if let Some(k) = &self.api_key {
+            r.metadata_mut().insert("x-api-key", k.clone());
+        }
+        if let Some(p) = &self.purpose {
+            r.metadata_mut().insert("x-purpose", p.clone());
+        }
+        r
+    }
+}
+
+/// Finds the model's width and feature ranges: from `ListModels` (confidant.v1, which
+/// Confidant also serves beside OIP), else from `ModelMetadata` and the fallback range.
+pub async fn discover(
+    target: &Target,
+    channel: Channel,
+    headers: &Headers,
+) -> Result<ModelShape, BenchError> {
+    let model_err = |problem: String| BenchError::Model {
+        model: target.model.clone(),
+        problem,
+    };
+    let mut input_name = crate::engine::config::DEFAULT_INPUT_TENSOR.to_string();
+    let mut width = None;
+    if target.protocol == Protocol::Oip {
+        let md = GrpcInferenceServiceClient::new(channel.clone())
+            .model_metadata(headers.request(ipb::ModelMetadataRequest {
+                name: target.model.clone(),
+                version: String::new(),
+            }))
+            .await
+            .map_err(|s| model_err(format!("ModelMetadata: {}", status_text(&s))))?
+            .into_inner();
+        let [input] = md.inputs.as_slice() else {
+            return Err(model_err(format!(
+                "ModelMetadata lists {} inputs; the benchmark drives single-input models",
+                md.inputs.len()
+            )));
+        };
+        let &[_, features] = input.shape.as_slice() else {
+            return Err(model_err(format!(
+                "input shape {:?} is not [rows, features]",
+                input.shape
+            )));
+        };
+        input_name.clone_from(&input.name);
+        width = Some(
+            usize::try_from(features).map_err(|_| model_err(format!("input width {features}")))?,
+        );
+    }
+    let listed = InferenceClient::new(channel)
+        .list_models(headers.request(cpb::ListModelsRequest {}))
+        .await;
+    match listed {
+        Ok(list) => {
+            let m = list
+                .into_inner()
+                .models
+                .into_iter()
+                .find(|m| m.id == target.model)
+                .ok_or_else(|| model_err("not in ListModels".into()))?;
+            Ok(ModelShape {
+                input_name,
+                min: m.feature_min,
+                max: m.feature_max,
+                ranges_from: "ListModels",
+            })
+        }
+        Err(s) if s.code() == tonic::Code::Unimplemented && width.is_some() => {
+            let n = width.unwrap_or_default();
+            let (lo, hi) = target.fallback_range;
+            Ok(ModelShape {
+                input_name,
+                min: vec![lo; n],
+                max: vec![hi; n],
+                ranges_from: "--input-range",
+            })
+        }
+        Err(s) => Err(model_err(format!("ListModels: {}", status_text(&s)))),
+    }
+}
+
+fn status_text(s: &tonic::Status) -> String {
+    format!("{}: {}", crate::client::code_name(s.code()), s.message())
+}
+
+/// A fixed pool of requests with random rows in the feature ranges, cycled through by the
+/// workers so that no randomness runs on the hot path.
+#[derive(Clone)]
+pub enum Requests {
+    /// confidant.v1 requests.
+    Confidant(Arc<Vec<cpb::PredictRequest>>),
+    /// OIP requests.
+    Oip(Arc<Vec<ipb::ModelInferRequest>>),
+}
+
+/// Requests in the pool.
+pub const POOL: usize = 32;
+
+impl Requests {
+    /// `POOL` requests of `batch` rows each, drawn with a ChaCha20 stream seeded by `seed`.
+    pub fn generate(target: &Target, shape: &ModelShape, batch: usize, seed: u64) -> Self {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+        let mut rows = || -> Vec<f32> {
+            let mut v = Vec::with_capacity(batch * shape.features());
+            for _ in 0..batch {
+                for (lo, hi) in shape.min.iter().zip(&shape.max) {
+                    // 24 random bits: every value in [0, 1) that f32 spaces evenly.
+                    let u = (rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32;
+                    v.push((lo + (hi - lo) * u).clamp(*lo, *hi));
+                }
+            }
+            v
+        };
+        match target.protocol {
+            Protocol::Confidant => Self::Confidant(Arc::new(
+                (0..POOL)
+                    .map(|_| cpb::PredictRequest {
+                        model: target.model.clone(),
+                        version: String::new(),
+                        input: Some(cpb::Tensor {
+                            shape: vec![batch as u64, shape.features() as u64],
+                            values: rows(),
+                        }),
+                    })
+                    .collect(),
+            )),
+            Protocol::Oip => Self::Oip(Arc::new(
+                (0..POOL)
+                    .map(|_| ipb::ModelInferRequest {
+                        model_name: target.model.clone(),
+                        inputs: vec![ipb::model_infer_request::InferInputTensor {
+                            name: shape.input_name.clone(),
+                            datatype: "FP32".into(),
+                            shape: vec![batch as i64, shape.features() as i64],
+                            ..Default::default()
+                        }],
+                        raw_input_contents: vec![crate::oip::tensor::encode_raw(&rows())],
+                        ..Default::default()
+                    })
+                    .collect(),
+            )),
+        }
+    }
+}
+
+/// One worker's client.
+pub enum Caller {
+    /// confidant.v1.
+    Confidant(InferenceClient<Channel>),
+    /// OIP.
+    Oip(GrpcInferenceServiceClient<Channel>),
+}
+
+impl Caller {
+    /// A client of the pool's protocol on `channel`.
+    pub fn new(requests: &Requests, channel: Channel) -> Self {
+        match requests {
+            Requests::Confidant(_) => {
+                Self::Confidant(InferenceClient::new(channel).max_decoding_message_size(1 << 30))
+            }
+            Requests::Oip(_) => Self::Oip(
+                GrpcInferenceServiceClient::new(channel).max_decoding_message_size(1 << 30),
+            ),
+        }
+    }
+
+    /// Sends request `i` of the pool (modulo its size).
+    pub async fn call(
+        &mut self,
+        requests: &Requests,
+        headers: &Headers,
+        i: usize,
+    ) -> Result<(), tonic::Status> {
+        match (self, requests) {
+            (Self::Confidant(c), Requests::Confidant(pool)) => {
+                let Some(r) = pool.get(i % pool.len().max(1)) else {
+                    return Err(tonic::Status::internal("empty request pool"));
+                };
+                c.predict(headers.request(r.clone())).await.map(drop)
+            }
+            (Self::Oip(c), Requests::Oip(pool)) => {
+                let Some(r) = pool.get(i % pool.len().max(1)) else {
+                    return Err(tonic::Status::internal("empty request pool"));
+                };
+                c.model_infer(headers.request(r.clone())).await.map(drop)
+            }
+            _ => Err(tonic::Status::internal("client and request pool disagree")),
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! `confidant bench`: flags to a validated [`BenchConfig`], then the run and its reports.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use confidant::bench::{self, BenchConfig, Protocol, Target, report};
+
+use super::args::{BenchArgs, BenchProtocol};
+
+fn config(a: BenchArgs) -> Result<(BenchConfig, BenchArgs)> {
+    if let Some(p) = &a.policy {
+        bail!(
+            "--policy {}: the attested channel is not yet supported (it lands with attested \
+             key release); use --tls-ca for now",
+            p.display()
+        );
+    }
+    let ca_pem = if a.addr.starts_with("https://") {
+        let path = a.tls_ca.clone().unwrap_or_else(|| {
+            a.data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(confidant::server::DEFAULT_DATA_DIR))
+                .join("tls")
+                .join("cert.pem")
+        });
+        Some(std::fs::read(&path).with_context(|| {
+            format!(
+                "--tls-ca {}: cannot read the CA certificate",
+                path.display()
+            )
+        })?)
+    } else {
+        None
+    };
+    let api_key = match &a.api_key {
+        Some(k) => Some(k.clone()),
+        None if ca_pem.is_some() => super::demo_api_key(a.data_dir.as_deref()),
+        None => None,
+    };
+    let fallback_range = {
+        let parts = bench::parse_list_f32(&a.input_range)?;
+        let &[lo, hi] = parts.as_slice() else {
+            bail!("--input-range {:?}: expected LO,HI", a.input_range);
+        };
+        if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+            bail!(
+                "--input-range {:?}: expected finite LO <= HI",
+                a.input_range
+            );
+        }
+        (lo, hi)
+    };
+    let config = BenchConfig {
+        target: Target {
+            addr: a.addr.clone(),
+            ca_pem,
+            api_key,
+            purpose: a.purpose.clone(),
+            protocol: match a.protocol {
+                BenchProtocol::Oip => Protocol::Oip,
+                BenchProtocol::Confidant => Protocol::Confidant,
+            },
+            model: a.model.clone(),
+            fallback_range,
+        },
+        batches: bench::parse_list("--batch", &a.batch)?,
+        concurrencies: bench::parse_list("--concurrency", &a.concurrency)?,
+        window: bench::parse_duration(&a.window).context("--window")?,
+        warmup: bench::parse_duration(&a.warmup).context("--warmup")?,
+        max_trials: a.max_trials,
+        connections: a.connections,
+        seed: a.seed,
+    };
+    config.validate()?;
+    Ok((config, a))
+}
+
+/// Runs the benchmark and writes its reports.
+pub async fn run(a: BenchArgs) -> Result<()> {
+    let (config, a) = config(a)?;
+    // Read the baseline first: a typo should not cost a whole run.
+    let baseline = a
+        .baseline
+        .as_deref()
+        .map(report::read_results)
+        .transpose()?;
+    println!(
+        "confidant bench: {} {} model {} (window {:?}, up to {} windows, at most {:?} in all)",
+        config.target.protocol.as_str(),
+        config.target.addr,
+        config.target.model,
+        config.window,
+        config.max_trials,
+        config.time_bound()
+    );
+    println!("{}", report::table_header());
+    let results = bench::run(&config, |m| println!("{}", report::table_row(m))).await?;
+    let mut series = vec![report::Series {
+        label: &a.label,
+        points: &results,
+    }];
+    if let Some(b) = &baseline {
+        println!();
+        print!(
+            "{}",
+            report::comparison(&a.label, &results, &a.baseline_label, b)
+        );
+        series.push(report::Series {
+            label: &a.baseline_label,
+            points: b,
+        });
+    }
+    if let Some(dir) = &a.out {
+        let title = format!(
+            "{} latency vs throughput ({})",
+            config.target.model,
+            config.target.protocol.as_str()
+        );
+        report::write_dir(dir, &title, &series, &results)?;
+        println!(
+            "wrote {0}/results.json, {0}/results.csv, {0}/latency_throughput.svg",
+            dir.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! `confidant bench` end to end: the real binary against the real server (demo mode).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use common::{Server, confidant, stderr, stdout};
+
+#[test]
+fn bench_writes_the_results_contract_for_both_protocols() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&["--data-dir", data.to_str().unwrap()]);
+    let key = server.api_key.clone().unwrap();
+    for protocol in ["oip", "confidant"] {
+        let out_dir = dir.path().join(protocol);
+        let out = confidant(&[
+            "bench",
+            "--addr",
+            &server.addr,
+            "--tls-ca",
+            server.cert.to_str().unwrap(),
+            "--api-key",
+            &key,
+            "--protocol",
+            protocol,
+            "--model",
+            "demo",
+            "--batch",
+            "1,4",
+            "--concurrency",
+            "1,3",
+            "--window",
+            "200ms",
+            "--warmup",
+            "100ms",
+            "--max-trials",
+            "3",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stdout(&out).contains("requests/s"), "{}", stdout(&out));
+        let results: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
+                .unwrap();
+        let points = results.as_array().unwrap();
+        assert_eq!(points.len(), 4);
+        for p in points {
+            assert!(p["requests_per_s"].as_f64().unwrap() > 0.0, "{p}");
+            assert_eq!(p["errors"], 0, "{p}");
+            let batch = p["batch"].as_f64().unwrap();
+            let ratio =
+                p["inferences_per_s"].as_f64().unwrap() / p["requests_per_s"].as_f64().unwrap();
+            assert!((ratio - batch).abs() < 1e-9, "{p}");
+            assert!(p["p50_ms"].as_f64().unwrap() <= p["p99_ms"].as_f64().unwrap());
+        }
+        let csv = std::fs::read_to_string(out_dir.join("results.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 5);
+        let svg = std::fs::read_to_string(out_dir.join("latency_throughput.svg")).unwrap();
+        assert!(svg.starts_with("<svg"));
+    }
+    // A wrong key: every request fails, and the errors are counted by code.
+    let out = confidant(&[
+        "bench",
+        "--addr",
+        &server.addr,
+        "--tls-ca",
+        server.cert.to_str().unwrap(),
+        "--api-key",
+        "cfd_wrong",
+        "--model",
+        "demo",
+        "--batch",
+        "1",
+        "--concurrency",
+        "1",
+        "--window",
+        "200ms",
+        "--max-trials",
+        "3",
+    ]);
+    // Discovery needs ListModels, so a wrong key stops the run before it starts.
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("UNAUTHENTICATED"), "{}", stderr(&out));
+}
+
+#[test]
+fn bench_refuses_bad_flags_clearly() {
+    let base = ["bench", "--addr", "https://127.0.0.1:1", "--model", "m"];
+    let cases: [(&[&str], &str); 4] = [
+        (&["--policy", "p.toml"], "not yet supported"),
+        (&["--batch", "0"], "--batch"),
+        (&["--window", "soon"], "--window"),
+        (&["--max-trials", "2"], "--max-trials"),
+    ];
+    for (extra, needle) in cases {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        if !extra.contains(&"--policy") {
+            args.extend_from_slice(&["--tls-ca", "/dev/null"]);
+        }
+        let out = confidant(&args);
+        assert!(!out.status.success(), "{extra:?}");
+        assert!(stderr(&out).contains(needle), "{extra:?}: {}", stderr(&out));
+    }
+}
