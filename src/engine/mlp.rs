@@ -22,7 +22,98 @@ pub struct Mlp {
     output: OutputKind,
     in_features: usize,
     out_features: usize,
+    /// Multiply-adds per row, for choosing between the fused CPU loop and candle.
+    macs_per_row: usize,
     device: Device,
+}
+
+/// Largest batch (in multiply-adds) run by the fused CPU loop rather than candle's matmul.
+/// Measured with `examples/guard_costs.rs`: below it, candle's per-op overhead dominates.
+pub const FUSED_MAX_MACS: usize = 1 << 20;
+
+/// Runs `f` on a contiguous CPU F32 tensor's values in place (no copy: the weights stay in
+/// their locked memory).
+fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R, EngineError> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => {
+            let s = cpu.as_slice::<f32>()?;
+            let values = layout
+                .contiguous_offsets()
+                .and_then(|(start, end)| s.get(start..end))
+                .ok_or_else(|| {
+                    EngineError::Compute(candle_core::Error::Msg(
+                        "fused forward needs contiguous tensors".into(),
+                    ))
+                })?;
+            Ok(f(values))
+        }
+        #[allow(unreachable_patterns)]
+        _ => Err(EngineError::Compute(candle_core::Error::Msg(
+            "fused forward runs on the CPU only".into(),
+        ))),
+    }
+}
+
+/// `y = act(x · W + b)` for `rows` rows, with `W` stored `[inp, out]` row-major.
+#[allow(clippy::too_many_arguments)]
+fn dense_fused(
+    x: &[f32],
+    rows: usize,
+    inp: usize,
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: usize,
+    activation: Activation,
+    y: &mut Vec<f32>,
+) {
+    y.clear();
+    y.resize(rows * out, 0.0);
+    if let Some(b) = bias {
+        for row in y.chunks_exact_mut(out) {
+            row.copy_from_slice(b);
+        }
+    }
+    // Four output rows share each pass over a weight row.
+    let mut r = 0;
+    while r + 4 <= rows {
+        let (y0, rest) = y[r * out..(r + 4) * out].split_at_mut(out);
+        let (y1, rest) = rest.split_at_mut(out);
+        let (y2, y3) = rest.split_at_mut(out);
+        for (k, wk) in w.chunks_exact(out).enumerate() {
+            let a = [
+                x[r * inp + k],
+                x[(r + 1) * inp + k],
+                x[(r + 2) * inp + k],
+                x[(r + 3) * inp + k],
+            ];
+            for (j, &wv) in wk.iter().enumerate() {
+                y0[j] += a[0] * wv;
+                y1[j] += a[1] * wv;
+                y2[j] += a[2] * wv;
+                y3[j] += a[3] * wv;
+            }
+        }
+        r += 4;
+    }
+    for r in r..rows {
+        let yr = &mut y[r * out..(r + 1) * out];
+        for (k, wk) in w.chunks_exact(out).enumerate() {
+            let a = x[r * inp + k];
+            for (yv, &wv) in yr.iter_mut().zip(wk) {
+                *yv += a * wv;
+            }
+        }
+    }
+    match activation {
+        Activation::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Activation::Gelu => y
+            .iter_mut()
+            .for_each(|v| *v = 0.5 * *v * (1.0 + libm::erff(*v * std::f32::consts::FRAC_1_SQRT_2))),
+        Activation::Tanh => y.iter_mut().for_each(|v| *v = v.tanh()),
+        Activation::Sigmoid => y.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
+        Activation::None => {}
+    }
 }
 
 impl Mlp {
@@ -104,12 +195,20 @@ impl Mlp {
             }
             None => None,
         };
+        let mut macs_per_row = 0usize;
+        let mut w_in = config.feature_count();
+        for l in &layers {
+            let out = l.weight_t.dims().get(1).copied().unwrap_or(0);
+            macs_per_row = macs_per_row.saturating_add(w_in.saturating_mul(out));
+            w_in = out;
+        }
         Ok(Self {
             layers,
             normalization,
             output: config.architecture.output,
             in_features: config.feature_count(),
             out_features: config.output_count(),
+            macs_per_row,
             device: device.clone(),
         })
     }
@@ -163,9 +262,65 @@ impl Mlp {
                 expected: self.in_features,
             });
         }
+        if self.device.is_cpu() && rows.saturating_mul(self.macs_per_row) <= FUSED_MAX_MACS {
+            return self.forward_fused_cpu(values, rows);
+        }
         let x = Tensor::from_slice(values, (rows, self.in_features), &self.device)?;
         let y = self.forward(&x)?;
         Ok(y.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// The forward pass as one fused loop per layer on the CPU (matmul, bias and activation
+    /// in a single sweep over each output row, four rows at a time), for the small batches
+    /// of small tabular models where candle's per-operation overhead dominates. It computes
+    /// the same function as [`forward`](Self::forward), in a different summation order.
+    pub fn forward_fused_cpu(&self, values: &[f32], rows: usize) -> Result<Vec<f32>, EngineError> {
+        let mut x: Vec<f32> = match &self.normalization {
+            Some((mean, inv_std)) => with_cpu_f32(mean, |mean| {
+                with_cpu_f32(inv_std, |inv| {
+                    values
+                        .chunks_exact(self.in_features)
+                        .flat_map(|row| {
+                            row.iter()
+                                .zip(mean.iter().zip(inv.iter()))
+                                .map(|(v, (m, i))| (v - m) * i)
+                        })
+                        .collect()
+                })
+            })??,
+            None => values.to_vec(),
+        };
+        let mut width = self.in_features;
+        let mut y = Vec::new();
+        for layer in &self.layers {
+            let out = layer.weight_t.dims().get(1).copied().unwrap_or(0);
+            with_cpu_f32(&layer.weight_t, |w| match &layer.bias {
+                Some(b) => with_cpu_f32(b, |b| {
+                    dense_fused(&x, rows, width, w, Some(b), out, layer.activation, &mut y);
+                }),
+                None => {
+                    dense_fused(&x, rows, width, w, None, out, layer.activation, &mut y);
+                    Ok(())
+                }
+            })??;
+            std::mem::swap(&mut x, &mut y);
+            width = out;
+        }
+        if self.output == OutputKind::Softmax {
+            for row in x.chunks_exact_mut(width.max(1)) {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0;
+                for v in row.iter_mut() {
+                    *v = (*v - max).exp();
+                    sum += *v;
+                }
+                for v in row.iter_mut() {
+                    *v /= sum;
+                }
+            }
+        }
+        y.fill(0.0);
+        Ok(x)
     }
 
     /// The matmuls alone, with no bias, activation or normalization: the baseline that the

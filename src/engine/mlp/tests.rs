@@ -39,6 +39,37 @@ fn matches_numpy_reference_for_every_activation_and_both_outputs() {
 }
 
 #[test]
+fn the_fused_cpu_path_and_candle_agree_on_the_reference_for_every_batch_size() {
+    let (inputs, outputs) = reference();
+    for (variant, config) in [("softmax", SOFTMAX), ("logits", LOGITS)] {
+        let config = ModelConfig::from_json(config).unwrap();
+        let mlp = Mlp::from_safetensors(&config, WEIGHTS, &Device::Cpu).unwrap();
+        let want: Vec<Vec<f64>> = serde_json::from_value(outputs[variant].clone()).unwrap();
+        // Batch sizes around the four-row blocking, built by cycling the reference rows.
+        for rows in [1, 3, 4, 5, 8, 9, 37] {
+            let idx: Vec<usize> = (0..rows).map(|r| r % inputs.len()).collect();
+            let flat: Vec<f32> = idx
+                .iter()
+                .flat_map(|&i| inputs[i].iter().map(|x| *x as f32))
+                .collect();
+            let fused = mlp.forward_fused_cpu(&flat, rows).unwrap();
+            let x = Tensor::from_slice(&flat, (rows, mlp.in_features()), &Device::Cpu).unwrap();
+            let candle = mlp
+                .forward(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let candle: Vec<f64> = candle.iter().map(|v| f64::from(*v)).collect();
+            assert_close(&fused, &candle, 1e-5);
+            let reference: Vec<f64> = idx.iter().flat_map(|&i| want[i].clone()).collect();
+            assert_close(&fused, &reference, 1e-5);
+        }
+    }
+}
+
+#[test]
 fn batch_rows_are_independent() {
     let (inputs, _) = reference();
     let config = ModelConfig::from_json(SOFTMAX).unwrap();
