@@ -34,10 +34,20 @@ pub struct TrainArgs {
     #[arg(long, default_value = "")]
     pub hidden: String,
     /// Target ε of the DP guarantee (finite, > 0).
-    #[arg(long, required_unless_present = "no_dp", conflicts_with = "no_dp")]
+    #[arg(
+        long,
+        required_unless_present = "no_dp",
+        conflicts_with = "no_dp",
+        allow_negative_numbers = true
+    )]
     pub epsilon: Option<f64>,
     /// Target δ, in (0, 1); keep it well below 1 / (training rows).
-    #[arg(long, required_unless_present = "no_dp", conflicts_with = "no_dp")]
+    #[arg(
+        long,
+        required_unless_present = "no_dp",
+        conflicts_with = "no_dp",
+        allow_negative_numbers = true
+    )]
     pub delta: Option<f64>,
     /// Train without differential privacy: the same code with no clipping and no noise (the
     /// overhead baseline). The model gets no dp_training guarantee.
@@ -51,13 +61,13 @@ pub struct TrainArgs {
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Per-example gradient clipping norm C [default: 1].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub clip: Option<f64>,
     /// Learning rate [default: 1 (logistic), 1 (MLP)].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Heavy-ball momentum in [0, 1) (post-processing: no privacy cost) [default: 0.9].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f64>,
     /// The accountant that calibrates the noise.
     #[arg(long, value_enum, default_value_t = AccountantArg::Pld)]
@@ -84,7 +94,7 @@ pub struct TrainArgs {
     pub class_names: Option<String>,
     /// Widen each feature's accepted input range beyond the training min and max by this
     /// fraction of its span.
-    #[arg(long, default_value_t = train::DEFAULT_RANGE_MARGIN)]
+    #[arg(long, default_value_t = train::DEFAULT_RANGE_MARGIN, allow_negative_numbers = true)]
     pub range_margin: f64,
     /// Also seal the model into this file (as `confidant seal` does); needs --signing-key
     /// and --key-out.

@@ -183,6 +183,14 @@ impl Network {
             .all(|l| l.weight.iter().chain(&l.bias).all(|v| v.is_finite()))
     }
 
+    /// Every parameter, mutably, in [`Gradient::values`] order (for tests and tools that
+    /// perturb weights).
+    pub fn parameters_mut(&mut self) -> impl Iterator<Item = &mut f64> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| l.weight.iter_mut().chain(l.bias.iter_mut()))
+    }
+
     /// `θ ← θ − scale · g`.
     pub fn descend(&mut self, gradient: &Gradient, scale: f64) {
         for (layer, (gw, gb)) in self.layers.iter_mut().zip(&gradient.layers) {
