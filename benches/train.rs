@@ -8,7 +8,9 @@ use std::hint::black_box;
 
 use confidant::privacy::accountant::AccountantKind;
 use confidant::privacy::rng::ChaChaDpRng;
-use confidant::train::{Dataset, Network, Privacy, Standardization, TrainOptions, Trainer};
+use confidant::train::{
+    Dataset, Network, Privacy, Schedule, Standardization, TrainOptions, Trainer,
+};
 
 /// The expected batch size: `confidant train`'s MLP default.
 const BATCH: usize = 64;
@@ -21,6 +23,7 @@ fn trainer(data: &Dataset, privacy: Privacy) -> Trainer {
         clip: 1.0,
         learning_rate: 0.5,
         momentum: 0.9,
+        schedule: Schedule::Cosine,
         privacy,
     };
     let plan = options.plan(data.rows()).expect("valid plan");

@@ -118,7 +118,8 @@ fn breast_cancer_logistic_regression_at_epsilon_1_is_accurate() {
     assert_eq!(result.as_object().unwrap().len(), 2);
     assert_eq!(result["rows"], 114);
     let accuracy = result["accuracy"].as_f64().unwrap();
-    assert!(accuracy >= 0.9, "test accuracy {accuracy} at ε = 1");
+    // The acceptance bar for the mean of five seeds (BENCHMARKS.md); seed 1 gives 0.98.
+    assert!(accuracy >= 0.93, "test accuracy {accuracy} at ε = 1");
 }
 
 #[test]

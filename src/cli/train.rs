@@ -10,7 +10,7 @@ use clap::Args;
 use confidant::engine::ModelConfig;
 use confidant::privacy::rng::ChaChaDpRng;
 use confidant::server;
-use confidant::train::{self, Dataset, ModelInfo, Privacy, TrainOptions};
+use confidant::train::{self, Dataset, ModelInfo, Privacy, Schedule, TrainOptions};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -53,22 +53,27 @@ pub struct TrainArgs {
     /// overhead baseline). The model gets no dp_training guarantee.
     #[arg(long)]
     pub no_dp: bool,
-    /// Passes over the data, in expectation [default: 30 (logistic), 60 (MLP)].
+    /// Passes over the data, in expectation [default: 10 (logistic), 20 (MLP)].
     #[arg(long)]
     pub epochs: Option<u32>,
     /// Expected batch size B; each row joins each batch with probability B / rows
-    /// [default: 64 (logistic), 128 (MLP)].
+    /// [default: 256 (logistic), 512 (MLP), at most the row count].
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Per-example gradient clipping norm C [default: 1].
     #[arg(long, allow_negative_numbers = true)]
     pub clip: Option<f64>,
-    /// Learning rate [default: 1 (logistic), 1 (MLP)].
+    /// Learning rate (the peak of the schedule) [default: 4 (logistic), 8 (MLP)]. The step
+    /// is lr × (clipped, noised gradient sum) / B, so with every gradient clipped its norm is
+    /// at most lr × C.
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
-    /// Heavy-ball momentum in [0, 1) (post-processing: no privacy cost) [default: 0.9].
+    /// Heavy-ball momentum in [0, 1) (post-processing: no privacy cost) [default: 0].
     #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f64>,
+    /// The learning-rate schedule (post-processing: no privacy cost).
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
+    pub lr_schedule: ScheduleArg,
     /// The accountant that calibrates the noise.
     #[arg(long, value_enum, default_value_t = AccountantArg::Pld)]
     pub accountant: AccountantArg,
@@ -114,6 +119,24 @@ pub struct TrainArgs {
     pub force: bool,
 }
 
+/// Learning-rate schedules, as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScheduleArg {
+    /// The same rate at every step.
+    Constant,
+    /// Cosine decay from --lr to 0 over the run.
+    Cosine,
+}
+
+impl From<ScheduleArg> for Schedule {
+    fn from(s: ScheduleArg) -> Self {
+        match s {
+            ScheduleArg::Constant => Self::Constant,
+            ScheduleArg::Cosine => Self::Cosine,
+        }
+    }
+}
+
 /// `confidant evaluate`.
 #[derive(Debug, Args)]
 pub struct EvaluateArgs {
@@ -141,19 +164,19 @@ struct Defaults {
 }
 
 const LOGISTIC_DEFAULTS: Defaults = Defaults {
-    epochs: 30,
-    batch_size: 64,
+    epochs: 10,
+    batch_size: 256,
     clip: 1.0,
-    lr: 1.0,
-    momentum: 0.9,
+    lr: 4.0,
+    momentum: 0.0,
 };
 
 const MLP_DEFAULTS: Defaults = Defaults {
-    epochs: 60,
-    batch_size: 128,
+    epochs: 20,
+    batch_size: 512,
     clip: 1.0,
-    lr: 1.0,
-    momentum: 0.9,
+    lr: 8.0,
+    momentum: 0.0,
 };
 
 fn parse_hidden(text: &str) -> Result<Vec<usize>> {
@@ -259,6 +282,7 @@ impl train::Progress for Bar {
 pub fn train(a: &TrainArgs) -> Result<()> {
     let started = Instant::now();
     let hidden = parse_hidden(&a.hidden)?;
+    let data = Dataset::read_csv(&a.data, &a.label, None)?;
     let defaults = if hidden.is_empty() {
         LOGISTIC_DEFAULTS
     } else {
@@ -276,10 +300,13 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     let options = TrainOptions {
         hidden,
         epochs: a.epochs.unwrap_or(defaults.epochs),
-        batch_size: a.batch_size.unwrap_or(defaults.batch_size),
+        batch_size: a
+            .batch_size
+            .unwrap_or_else(|| defaults.batch_size.min(data.rows())),
         clip: a.clip.unwrap_or(defaults.clip),
         learning_rate: a.lr.unwrap_or(defaults.lr),
         momentum: a.momentum.unwrap_or(defaults.momentum),
+        schedule: a.lr_schedule.into(),
         privacy,
     };
     let info = ModelInfo {
@@ -295,7 +322,6 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         range_margin: a.range_margin,
     };
     confidant::engine::config::validate_id(&info.id).context("--id")?;
-    let data = Dataset::read_csv(&a.data, &a.label, None)?;
     // Check the cheap things before the accountant runs.
     options.validate(data.rows())?;
     if let Privacy::Target { delta, .. } = options.privacy
@@ -354,6 +380,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
             "clip": options.clip,
             "lr": options.learning_rate,
             "momentum": options.momentum,
+            "lr_schedule": format!("{:?}", options.schedule).to_lowercase(),
             "sample_rate": model.plan.sample_rate,
             "steps": model.plan.steps,
             "noise_multiplier": mechanism.map(|m| m.noise_multiplier),

@@ -39,6 +39,18 @@ pub enum Privacy {
     NonPrivate,
 }
 
+/// How the learning rate moves over the steps. Either way it is post-processing of the noisy
+/// gradients and costs no privacy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Schedule {
+    /// The same rate at every step.
+    Constant,
+    /// Cosine decay from the rate to 0 over the run: large early steps, then small ones that
+    /// average the noise out of the final weights.
+    #[default]
+    Cosine,
+}
+
 /// What to train and how.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainOptions {
@@ -55,6 +67,8 @@ pub struct TrainOptions {
     /// Heavy-ball momentum in [0, 1): post-processing of the noisy gradients, so free of
     /// privacy cost.
     pub momentum: f64,
+    /// The learning-rate schedule.
+    pub schedule: Schedule,
     /// Private or not.
     pub privacy: Privacy,
 }
@@ -158,6 +172,7 @@ impl TrainOptions {
             clip: self.clip,
             learning_rate: self.learning_rate,
             momentum: self.momentum,
+            schedule: self.schedule,
             rows,
         })
     }
@@ -178,6 +193,8 @@ pub struct Plan {
     pub learning_rate: f64,
     /// The momentum.
     pub momentum: f64,
+    /// The learning-rate schedule.
+    pub schedule: Schedule,
     /// N, the training rows.
     pub rows: usize,
 }
@@ -186,6 +203,17 @@ impl Plan {
     /// The expected batch size qN: the divisor of every noisy sum.
     pub fn expected_batch(&self) -> f64 {
         self.sample_rate * self.rows as f64
+    }
+
+    /// The learning rate of step `step` (from 1); past the plan's last step, the last rate.
+    pub fn learning_rate_at(&self, step: u64) -> f64 {
+        match self.schedule {
+            Schedule::Constant => self.learning_rate,
+            Schedule::Cosine => {
+                let t = step.saturating_sub(1).min(self.steps) as f64 / self.steps.max(1) as f64;
+                self.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
     }
 
     /// Steps per epoch, rounded (for progress display).
@@ -294,15 +322,14 @@ impl Trainer {
             add_gaussian_noise(&mut self.noise, &mut self.gradient, sigma * self.plan.clip);
         }
         let scale = 1.0 / self.plan.expected_batch();
+        let lr = self.plan.learning_rate_at(self.step);
         if self.plan.momentum > 0.0 {
             let m = self.plan.momentum;
             self.velocity.values_mut().for_each(|v| *v *= m);
             self.velocity.add_scaled(&self.gradient, scale);
-            self.network
-                .descend(&self.velocity, self.plan.learning_rate);
+            self.network.descend(&self.velocity, lr);
         } else {
-            self.network
-                .descend(&self.gradient, self.plan.learning_rate * scale);
+            self.network.descend(&self.gradient, lr * scale);
         }
         if !batch.loss_sum.is_finite() {
             return Err(TrainError::Diverged { step: self.step });

@@ -30,6 +30,7 @@
 //!     clip: 1.0,
 //!     learning_rate: 0.5,
 //!     momentum: 0.0,
+//!     schedule: train::Schedule::Constant,
 //!     privacy: Privacy::NonPrivate,
 //! };
 //! let mut rng = ChaChaDpRng::dangerous_from_seed([1; 32]);
@@ -48,7 +49,7 @@ pub mod evaluate;
 pub mod network;
 
 pub use data::{Dataset, Standardization};
-pub use dpsgd::{Plan, Privacy, TrainOptions, Trainer};
+pub use dpsgd::{Plan, Privacy, Schedule, TrainOptions, Trainer};
 pub use error::TrainError;
 pub use evaluate::{Evaluation, evaluate};
 pub use network::Network;

@@ -28,6 +28,7 @@ fn options(privacy: Privacy) -> TrainOptions {
         clip: 1.0,
         learning_rate: 0.5,
         momentum: 0.0,
+        schedule: Schedule::Constant,
         privacy,
     }
 }
@@ -225,6 +226,7 @@ fn a_private_step_adds_sigma_c_noise_scaled_by_the_expected_batch() {
         clip: 0.5,
         learning_rate: 1.0,
         momentum: 0.0,
+        schedule: Schedule::Constant,
         rows: data_rows,
     };
     let mut deltas = Vec::new();
