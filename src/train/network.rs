@@ -329,9 +329,7 @@ impl Network {
             for (a, d) in acts.chunks_exact(inputs).zip(deltas.chunks_exact(outputs)) {
                 for ((g_row, bias), dv) in gw.chunks_exact_mut(inputs).zip(gb.iter_mut()).zip(d) {
                     *bias += dv;
-                    if *dv != 0.0 {
-                        axpy(g_row, *dv, a);
-                    }
+                    axpy(g_row, *dv, a);
                 }
             }
         }
@@ -434,10 +432,10 @@ fn back_through(layer: &Dense, delta: &[f64], rows: usize, out: &mut Vec<f64>) {
         .chunks_exact(outputs)
         .zip(out.chunks_exact_mut(inputs))
     {
+        // No skipping of zero δ (dead ReLUs): the cost of a step stays independent of the
+        // data, so private and non-private steps compare like for like.
         for (dv, w_row) in d_row.iter().zip(layer.weight.chunks_exact(inputs)) {
-            if *dv != 0.0 {
-                axpy(o_row, *dv, w_row);
-            }
+            axpy(o_row, *dv, w_row);
         }
     }
 }
