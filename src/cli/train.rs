@@ -265,7 +265,7 @@ impl train::Progress for Bar {
     }
 
     fn update(&mut self, step: u64, loss: f64) {
-        if step % 16 == 0 || step == self.bar.length().unwrap_or(0) {
+        if step.is_multiple_of(16) || step == self.bar.length().unwrap_or(0) {
             self.bar
                 .set_prefix(format!("epoch {}", step.div_ceil(self.steps_per_epoch)));
             self.bar.set_message(format!("loss {loss:.4}"));
