@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/confidant/v1/inference.proto"];
+    let protos = [
+        "proto/confidant/v1/inference.proto",
+        "proto/confidant/v1/privacy.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -27,6 +27,7 @@ pub mod client;
 pub mod demo;
 pub mod engine;
 pub mod guard;
+pub mod metrics;
 pub mod privacy;
 pub mod proto;
 pub mod sealed;

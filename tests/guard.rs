@@ -160,8 +160,35 @@ async fn every_guard_refuses_with_its_status_and_refusals_spend_nothing() {
     let e = ok.predict("fraud", &[vec![99.0; 8]]).await.unwrap_err();
     assert_eq!(code(&e), Code::InvalidArgument, "{e}");
 
-    // None of that spent the bank's quota.
+    // None of that spent the bank's quota, and the metrics count only refusals.
     assert_eq!(used_today(&data, "bank"), 0);
+    let (status, text) = common::http_get(server.metrics_url.as_ref().unwrap());
+    assert_eq!(status, 200);
+    let m = |series: &str| common::metric(&text, series);
+    assert_eq!(
+        m("confidant_requests_total{model=\"fraud\",code=\"OK\"}"),
+        0.0
+    );
+    assert_eq!(
+        m("confidant_requests_total{model=\"fraud\",code=\"UNAUTHENTICATED\"}"),
+        3.0
+    );
+    assert_eq!(
+        m("confidant_requests_total{model=\"fraud\",code=\"PERMISSION_DENIED\"}"),
+        4.0
+    );
+    assert_eq!(
+        m("confidant_requests_total{model=\"fraud\",code=\"INVALID_ARGUMENT\"}"),
+        2.0
+    );
+    assert_eq!(
+        m("nv_inference_count{model=\"fraud\",version=\"0.1.0\"}"),
+        0.0
+    );
+    assert_eq!(
+        m("nv_inference_exec_count{model=\"fraud\",version=\"0.1.0\"}"),
+        0.0
+    );
 
     // The quota of 3 per day: three pass, the fourth is RESOURCE_EXHAUSTED with retry info.
     for _ in 0..3 {
@@ -187,6 +214,32 @@ async fn every_guard_refuses_with_its_status_and_refusals_spend_nothing() {
         .expect("google.rpc.RetryInfo detail");
     assert!(info.retry_delay.is_some());
     assert_eq!(used_today(&data, "bank"), 3);
+    let (_, text) = common::http_get(server.metrics_url.as_ref().unwrap());
+    let m = |series: &str| common::metric(&text, series);
+    assert_eq!(
+        m("nv_inference_request_success{model=\"fraud\",version=\"0.1.0\"}"),
+        3.0
+    );
+    assert_eq!(
+        m("nv_inference_request_failure{model=\"fraud\",version=\"0.1.0\"}"),
+        10.0
+    );
+    assert_eq!(
+        m("nv_inference_count{model=\"fraud\",version=\"0.1.0\"}"),
+        3.0
+    );
+    assert_eq!(
+        m("nv_inference_exec_count{model=\"fraud\",version=\"0.1.0\"}"),
+        3.0
+    );
+    assert_eq!(
+        m("confidant_request_duration_seconds_count{model=\"fraud\"}"),
+        13.0
+    );
+    assert_eq!(
+        m("confidant_compute_duration_seconds_count{model=\"fraud\"}"),
+        3.0
+    );
 
     // The CLI prints the status name and exits non-zero.
     let out = confidant(&[

@@ -13,6 +13,7 @@
 //! burst of requests costs one fsync. On start, a torn final line (a crash mid-write) is cut
 //! with a warning; every line that was fsync'd survives.
 
+pub mod outbox;
 pub mod verify;
 
 use std::fs::{File, OpenOptions};
@@ -104,6 +105,9 @@ pub enum Event {
         input_hmac: Option<String>,
         /// The argmax class per row (no scores).
         output_argmax: Vec<u32>,
+        /// Rows flagged by adversarial-sensitivity screening.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        flagged_rows: Vec<u32>,
         /// Rows in the request.
         rows: u64,
         /// Server-side latency in microseconds.

@@ -13,6 +13,7 @@ fn predict(i: u64) -> Event {
         subject: None,
         input_hmac: Some("00".into()),
         output_argmax: vec![1],
+        flagged_rows: Vec::new(),
         rows: 1,
         latency_us: 10,
         decision: "allow".into(),

@@ -125,6 +125,10 @@ pub struct KeysCreateArgs {
     /// Requests per UTC day for this key (overrides the server default).
     #[arg(long)]
     pub rpd: Option<u32>,
+    /// Register this client certificate (PEM) for mutual TLS instead of creating an API
+    /// key; the server must run with --client-ca.
+    #[arg(long)]
+    pub client_cert: Option<PathBuf>,
 }
 
 /// A data directory only.
@@ -216,6 +220,9 @@ pub struct ServeArgs {
     /// Listen address [default: 127.0.0.1:50051].
     #[arg(long)]
     pub listen: Option<String>,
+    /// Prometheus /metrics address, HOST:PORT or `off` [default: 127.0.0.1:8002].
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
     /// Data directory [default: $CONFIDANT_DATA_DIR or ./confidant-data].
     #[arg(long, env = "CONFIDANT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -234,6 +241,10 @@ pub struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// CA (PEM) whose client certificates may authenticate by mutual TLS; each certificate
+    /// must also be registered with `keys create --client-cert`.
+    #[arg(long)]
+    pub client_ca: Option<PathBuf>,
     /// Most rows per forward pass [default: 256].
     #[arg(long)]
     pub max_batch: Option<usize>,
@@ -276,6 +287,12 @@ pub struct PredictArgs {
     /// CA or server certificate (PEM) to trust [default: <data-dir>/tls/cert.pem].
     #[arg(long)]
     pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; the server maps it to its principal.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// The model id.
     #[arg(long)]
     pub model: String,
@@ -310,6 +327,12 @@ pub struct ModelsArgs {
     /// CA or server certificate (PEM) to trust [default: <data-dir>/tls/cert.pem].
     #[arg(long)]
     pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; the server maps it to its principal.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Data directory, used to find the default --tls-ca.
     #[arg(long, env = "CONFIDANT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,

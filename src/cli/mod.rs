@@ -23,6 +23,7 @@ use args::{Command, LogFormat};
 
 /// Sets up `tracing` on stderr. `RUST_LOG` overrides the default level (info).
 pub fn init_logging(format: LogFormat) {
+    let _ = LOG_FORMAT.set(format);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -33,6 +34,9 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
     }
 }
+
+/// The log format chosen at start.
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
 
 /// Runs one command.
 pub async fn run(command: Command) -> Result<()> {
@@ -47,7 +51,10 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Audit(a) => audit(a),
         Command::Anonymize(a) => anonymize::anonymize(a),
         Command::Attest(a) => attest::run(a),
-        Command::Privacy(a) => privacy::run(&a),
+        Command::Privacy(a) => match a.command {
+            privacy::PrivacyCommand::Budget(b) => privacy_budget(b).await,
+            _ => privacy::run(&a),
+        },
         Command::Train(a) => train::train(&a),
         Command::Evaluate(a) => train::evaluate(&a),
     }
@@ -130,6 +137,23 @@ fn keys(a: args::KeysArgs) -> Result<()> {
                 rpm: c.rpm,
                 rpd: c.rpd,
             };
+            if let Some(path) = &c.client_cert {
+                let der = read_leaf_cert_der(path)?;
+                let record = store.create_client_cert(&new, &der, unix_now(), "cli")?;
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "principal": record.principal,
+                        "key_id": record.key_id,
+                        "kind": record.kind,
+                        "scopes": record.scopes,
+                        "purposes": record.purposes,
+                        "rpm": record.rpm,
+                        "rpd": record.rpd,
+                    })
+                );
+                return Ok(());
+            }
             let (record, secret) = store.create(&new, unix_now())?;
             println!(
                 "{}",
@@ -345,8 +369,23 @@ fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
     if let Some(v) = a.queue_capacity {
         batch.queue_capacity = v;
     }
+    let metrics_text = a
+        .metrics_listen
+        .or(file.metrics_listen)
+        .unwrap_or_else(|| server::DEFAULT_METRICS_LISTEN.to_string());
+    let metrics_listen = if metrics_text == "off" {
+        None
+    } else {
+        Some(metrics_text.parse().with_context(|| {
+            format!(
+                "--metrics-listen {metrics_text:?}: expected HOST:PORT (e.g. 127.0.0.1:8002) or off"
+            )
+        })?)
+    };
     let config = ServeConfig {
         listen,
+        metrics_listen,
+        client_ca: a.client_ca.or(file.client_ca),
         data_dir: resolve_data_dir(a.data_dir, file.data_dir),
         tls,
         models,
@@ -370,6 +409,9 @@ fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
             }
             rate
         },
+        screening: file.screening,
+        privacy: file.privacy,
+        unguarded_benchmark_baseline: false,
     };
     config.validate()?;
     Ok(config)
@@ -380,7 +422,10 @@ use args::ServeArgs;
 async fn serve(a: ServeArgs) -> Result<()> {
     let config = build_serve_config(a)?;
     if config.models.is_empty() {
-        eprintln!("{}", DEMO_WARNING);
+        // In JSON mode stderr carries only JSON lines; the warning below still goes out.
+        if LOG_FORMAT.get() != Some(&LogFormat::Json) {
+            eprintln!("{}", DEMO_WARNING);
+        }
         tracing::warn!(
             "demo mode: NOT CONFIDENTIAL (simulated environment, data key on local disk)"
         );
@@ -400,6 +445,9 @@ async fn serve(a: ServeArgs) -> Result<()> {
                  tests/fixtures/breast_cancer_test.csv",
                 key.secret_str()
             );
+        }
+        if let Some(m) = running.metrics_addr {
+            println!("confidant: metrics on http://{m}/metrics");
         }
         println!(
             "confidant: serving on https://{} (TLS certificate: {})",
@@ -456,13 +504,41 @@ fn demo_api_key(data_dir: Option<&Path>) -> Option<String> {
     Some(key)
 }
 
-async fn connect(
-    addr: &str,
+/// The first certificate of a PEM file, as DER.
+fn read_leaf_cert_der(path: &Path) -> Result<Vec<u8>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let first = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("--client-cert {}: cannot read", path.display()))?
+        .next()
+        .with_context(|| {
+            format!(
+                "--client-cert {}: no PEM certificate in the file",
+                path.display()
+            )
+        })?
+        .with_context(|| format!("--client-cert {}: malformed PEM", path.display()))?;
+    Ok(first.to_vec())
+}
+
+struct ConnectOpts<'a> {
+    addr: &'a str,
     tls_ca: Option<PathBuf>,
+    tls_identity: Option<(PathBuf, PathBuf)>,
     data_dir: Option<PathBuf>,
-    api_key: Option<&str>,
-    purpose: Option<&str>,
-) -> Result<Client> {
+    api_key: Option<&'a str>,
+    purpose: Option<&'a str>,
+}
+
+async fn connect(o: ConnectOpts<'_>) -> Result<Client> {
+    let ConnectOpts {
+        addr,
+        tls_ca,
+        tls_identity,
+        data_dir,
+        api_key,
+        purpose,
+    } = o;
     let data_dir_for_demo = data_dir.clone();
     let ca_path = tls_ca.unwrap_or_else(|| {
         resolve_data_dir(data_dir, None)
@@ -481,9 +557,27 @@ async fn connect(
             ca_path.display()
         );
     }
-    let mut client = Client::connect(addr, &ca).await?;
+    let identity = match &tls_identity {
+        Some((cert, key)) => Some((
+            std::fs::read(cert)
+                .with_context(|| format!("--tls-cert {}: cannot read", cert.display()))?,
+            zeroize::Zeroizing::new(
+                std::fs::read(key)
+                    .with_context(|| format!("--tls-key {}: cannot read", key.display()))?,
+            ),
+        )),
+        None => None,
+    };
+    let mut client = Client::connect_with_identity(
+        addr,
+        &ca,
+        identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+    )
+    .await?;
     if let Some(k) = api_key {
         client = client.with_api_key(k)?;
+    } else if identity.is_some() {
+        // The certificate is the credential.
     } else if let Some(k) = demo_api_key(data_dir_for_demo.as_deref()) {
         client = client.with_api_key(&k)?;
     }
@@ -496,13 +590,14 @@ async fn connect(
 async fn predict(a: args::PredictArgs) -> Result<()> {
     // Parse inline input before connecting, so a typo costs no round trip.
     let inline = a.input.as_deref().map(parse_json_rows).transpose()?;
-    let mut client = connect(
-        &a.addr,
-        a.tls_ca,
-        a.data_dir,
-        a.api_key.as_deref(),
-        a.purpose.as_deref(),
-    )
+    let mut client = connect(ConnectOpts {
+        addr: &a.addr,
+        tls_ca: a.tls_ca,
+        tls_identity: a.tls_cert.zip(a.tls_key),
+        data_dir: a.data_dir,
+        api_key: a.api_key.as_deref(),
+        purpose: a.purpose.as_deref(),
+    })
     .await?;
     let rows = match (inline, &a.input_csv) {
         (Some(rows), _) => rows,
@@ -526,19 +621,57 @@ async fn predict(a: args::PredictArgs) -> Result<()> {
             "request_id": p.request_id,
             "outputs": p.outputs,
             "labels": p.labels,
+            "flagged_rows": p.flagged_rows,
+            "privacy": p.privacy.map(|r| serde_json::json!({
+                "mechanism": r.mechanism,
+                "epsilon_charged": r.epsilon_charged,
+                "rho_charged": r.rho_charged,
+                "epsilon_spent": r.epsilon_spent,
+                "epsilon_remaining": r.epsilon_remaining,
+                "epsilon_budget": r.epsilon_budget,
+                "delta": r.delta,
+                "window_end": r.window_end,
+            })),
+        })
+    );
+    Ok(())
+}
+
+async fn privacy_budget(a: privacy::BudgetArgs) -> Result<()> {
+    let mut client = connect(ConnectOpts {
+        addr: &a.addr,
+        tls_ca: a.tls_ca,
+        tls_identity: a.tls_cert.zip(a.tls_key),
+        data_dir: a.data_dir,
+        api_key: a.api_key.as_deref(),
+        purpose: None,
+    })
+    .await?;
+    let b = client.get_budget(&a.principal).await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "principal": b.principal,
+            "epsilon_budget": b.epsilon_budget,
+            "epsilon_spent": b.epsilon_spent,
+            "epsilon_remaining": b.epsilon_remaining,
+            "delta": b.delta,
+            "window_start": b.window_start,
+            "window_end": b.window_end,
         })
     );
     Ok(())
 }
 
 async fn models(a: args::ModelsArgs) -> Result<()> {
-    let mut client = connect(
-        &a.addr,
-        a.tls_ca,
-        a.data_dir,
-        a.api_key.as_deref(),
-        a.purpose.as_deref(),
-    )
+    let mut client = connect(ConnectOpts {
+        addr: &a.addr,
+        tls_ca: a.tls_ca,
+        tls_identity: a.tls_cert.zip(a.tls_key),
+        data_dir: a.data_dir,
+        api_key: a.api_key.as_deref(),
+        purpose: a.purpose.as_deref(),
+    })
     .await?;
     let list: Vec<serde_json::Value> = client
         .list_models()

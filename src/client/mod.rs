@@ -100,12 +100,18 @@ pub struct Prediction {
     pub outputs: Vec<Vec<f32>>,
     /// The argmax label per row.
     pub labels: Vec<String>,
+    /// Rows that the server's adversarial-sensitivity screening flagged.
+    pub flagged_rows: Vec<u32>,
+    /// The differential-privacy receipt, for models with an output privacy policy.
+    #[serde(skip)]
+    pub privacy: Option<pb::PrivacyReceipt>,
 }
 
 /// A connected client.
 #[derive(Clone)]
 pub struct Client {
     inner: InferenceClient<Channel>,
+    privacy: pb::privacy_client::PrivacyClient<Channel>,
     api_key: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     purpose: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
@@ -113,6 +119,17 @@ pub struct Client {
 impl Client {
     /// Connects over TLS, trusting `ca_pem` (the server's certificate or its CA).
     pub async fn connect(addr: &str, ca_pem: &[u8]) -> Result<Self, ClientError> {
+        Self::connect_with_identity(addr, ca_pem, None).await
+    }
+
+    /// Connects over TLS, and over mutual TLS when `identity` (a PEM certificate chain and
+    /// its PEM private key) is given: a server configured with a client CA then maps the
+    /// certificate to its registered principal.
+    pub async fn connect_with_identity(
+        addr: &str,
+        ca_pem: &[u8],
+        identity: Option<(&[u8], &[u8])>,
+    ) -> Result<Self, ClientError> {
         let endpoint =
             Endpoint::from_shared(addr.to_string()).map_err(|e| ClientError::Address {
                 addr: addr.to_string(),
@@ -124,7 +141,10 @@ impl Client {
                 problem: "the scheme must be https:// (Confidant only speaks TLS)".into(),
             });
         }
-        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
         let channel = endpoint
             .tls_config(tls)
             .map_err(|source| ClientError::Connect {
@@ -138,7 +158,8 @@ impl Client {
                 source,
             })?;
         Ok(Self {
-            inner: InferenceClient::new(channel).max_decoding_message_size(1 << 30),
+            inner: InferenceClient::new(channel.clone()).max_decoding_message_size(1 << 30),
+            privacy: pb::privacy_client::PrivacyClient::new(channel),
             api_key: None,
             purpose: None,
         })
@@ -239,7 +260,17 @@ impl Client {
             request_id: resp.request_id,
             outputs,
             labels: resp.labels,
+            flagged_rows: resp.flagged_rows,
+            privacy: resp.privacy,
         })
+    }
+
+    /// A principal's privacy budget (empty: the caller's own).
+    pub async fn get_budget(&mut self, principal: &str) -> Result<pb::Budget, ClientError> {
+        let req = self.request(pb::GetBudgetRequest {
+            principal: principal.to_string(),
+        });
+        Ok(self.privacy.get_budget(req).await?.into_inner())
     }
 
     /// Lists the loaded models.

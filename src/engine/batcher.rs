@@ -17,6 +17,8 @@ use tokio::sync::oneshot;
 
 use super::error::EngineError;
 use super::mlp::Mlp;
+use super::screening::Screener;
+use crate::metrics::ExecMetrics;
 
 /// Batching settings for one model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,8 +76,10 @@ pub struct BatchOutput {
     pub queue_time: Duration,
     /// Time of the forward pass that served this request (shared by its batch).
     pub compute_time: Duration,
-    /// Rows in that forward pass.
+    /// Rows in that forward pass (request rows, not counting screening copies).
     pub batch_rows: usize,
+    /// Each row's adversarial-sensitivity score, when the model is screened.
+    pub sensitivity: Option<Vec<f32>>,
 }
 
 struct Job {
@@ -89,6 +93,7 @@ struct Job {
 /// the requests already queued and exit.
 pub struct Batcher {
     tx: Sender<Job>,
+    exec: Arc<ExecMetrics>,
     model_id: String,
     capacity: usize,
     worker: Option<std::thread::JoinHandle<()>>,
@@ -97,13 +102,35 @@ pub struct Batcher {
 impl Batcher {
     /// Starts the worker thread for `model`.
     pub fn spawn(model: Arc<Mlp>, model_id: &str, config: BatchConfig) -> std::io::Result<Self> {
+        Self::spawn_screened(model, model_id, config, None)
+    }
+
+    /// Starts the worker thread for `model`, screening every row with `screener` (its
+    /// perturbed copies run in the same forward pass as the batch).
+    pub fn spawn_screened(
+        model: Arc<Mlp>,
+        model_id: &str,
+        config: BatchConfig,
+        screener: Option<Screener>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
         let id = model_id.to_string();
+        let exec = Arc::new(ExecMetrics::default());
+        let worker_exec = Arc::clone(&exec);
         let worker = std::thread::Builder::new()
             .name(format!("batch-{model_id}"))
-            .spawn(move || run_worker(&model, &id, config, &rx))?;
+            .spawn(move || {
+                let mut screener = screener;
+                let worker = Worker {
+                    model: &model,
+                    model_id: &id,
+                    exec: &worker_exec,
+                };
+                worker.run(config, &rx, screener.as_mut());
+            })?;
         Ok(Self {
             tx,
+            exec,
             model_id: model_id.to_string(),
             capacity: config.queue_capacity,
             worker: Some(worker),
@@ -144,6 +171,11 @@ impl Batcher {
     pub fn queue_depth(&self) -> usize {
         self.tx.len()
     }
+
+    /// Executions and batch sizes so far.
+    pub fn exec_metrics(&self) -> &Arc<ExecMetrics> {
+        &self.exec
+    }
 }
 
 impl Drop for Batcher {
@@ -158,90 +190,130 @@ impl Drop for Batcher {
     }
 }
 
-fn run_worker(model: &Mlp, model_id: &str, config: BatchConfig, rx: &Receiver<Job>) {
-    let max_wait = Duration::from_micros(config.max_wait_us);
-    let mut carried: Option<Job> = None;
-    loop {
-        let first = match carried.take() {
-            Some(j) => j,
-            None => match rx.recv() {
-                Ok(j) => j,
-                Err(_) => return,
-            },
-        };
-        let deadline = Instant::now() + max_wait;
-        let mut rows = first.rows;
-        let mut batch = vec![first];
-        while rows < config.max_batch {
-            let next = match rx.try_recv() {
-                Ok(j) => j,
-                Err(TryRecvError::Disconnected) => break,
-                Err(TryRecvError::Empty) if max_wait.is_zero() => break,
-                Err(TryRecvError::Empty) => match rx.recv_deadline(deadline) {
-                    Ok(j) => j,
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                },
-            };
-            if rows + next.rows > config.max_batch {
-                carried = Some(next);
-                break;
-            }
-            rows += next.rows;
-            batch.push(next);
-        }
-        run_batch(model, model_id, batch);
-    }
+struct Worker<'a> {
+    model: &'a Mlp,
+    model_id: &'a str,
+    exec: &'a ExecMetrics,
 }
 
-fn run_batch(model: &Mlp, model_id: &str, mut batch: Vec<Job>) {
-    // Callers that gave up (deadline, disconnect) need no compute.
-    batch.retain(|j| !j.reply.is_closed());
-    if batch.is_empty() {
-        return;
-    }
-    let started = Instant::now();
-    let rows: usize = batch.iter().map(|j| j.rows).sum();
-    let result = if batch.len() == 1 {
-        model.forward_rows(&batch[0].values, rows)
-    } else {
-        let mut all = Vec::with_capacity(rows * model.in_features());
-        for j in &batch {
-            all.extend_from_slice(&j.values);
-        }
-        model.forward_rows(&all, rows)
-    };
-    let compute_time = started.elapsed();
-    let width = model.out_features();
-    match result {
-        Ok(out) => {
-            let mut offset = 0;
-            for j in batch {
-                let n = j.rows * width;
-                let values = out.get(offset..offset + n).map(<[f32]>::to_vec);
-                offset += n;
-                let reply = match values {
-                    Some(values) => Ok(BatchOutput {
-                        values,
-                        queue_time: started.saturating_duration_since(j.enqueued),
-                        compute_time,
-                        batch_rows: rows,
-                    }),
-                    None => Err(EngineError::ShuttingDown {
-                        model: model_id.to_string(),
-                    }),
+impl Worker<'_> {
+    fn run(&self, config: BatchConfig, rx: &Receiver<Job>, mut screener: Option<&mut Screener>) {
+        let max_wait = Duration::from_micros(config.max_wait_us);
+        let mut carried: Option<Job> = None;
+        loop {
+            let first = match carried.take() {
+                Some(j) => j,
+                None => match rx.recv() {
+                    Ok(j) => j,
+                    Err(_) => return,
+                },
+            };
+            let deadline = Instant::now() + max_wait;
+            let mut rows = first.rows;
+            let mut batch = vec![first];
+            while rows < config.max_batch {
+                let next = match rx.try_recv() {
+                    Ok(j) => j,
+                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) if max_wait.is_zero() => break,
+                    Err(TryRecvError::Empty) => match rx.recv_deadline(deadline) {
+                        Ok(j) => j,
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                    },
                 };
-                let _ = j.reply.send(reply);
+                if rows + next.rows > config.max_batch {
+                    carried = Some(next);
+                    break;
+                }
+                rows += next.rows;
+                batch.push(next);
             }
+            self.run_batch(batch, screener.as_deref_mut());
         }
-        Err(e) => {
-            tracing::error!(model = model_id, error = %e, "forward pass failed");
-            let msg = e.to_string();
-            for j in batch {
-                let _ = j
-                    .reply
-                    .send(Err(EngineError::Compute(candle_core::Error::Msg(
-                        msg.clone(),
-                    ))));
+    }
+
+    fn run_batch(&self, mut batch: Vec<Job>, screener: Option<&mut Screener>) {
+        let (model, model_id) = (self.model, self.model_id);
+        // Callers that gave up (deadline, disconnect) need no compute.
+        batch.retain(|j| !j.reply.is_closed());
+        if batch.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let rows: usize = batch.iter().map(|j| j.rows).sum();
+        let width = model.out_features();
+        let (result, scores) = match screener {
+            None if batch.len() == 1 => (model.forward_rows(&batch[0].values, rows), None),
+            None => {
+                let mut all = Vec::with_capacity(rows * model.in_features());
+                for j in &batch {
+                    all.extend_from_slice(&j.values);
+                }
+                (model.forward_rows(&all, rows), None)
+            }
+            Some(screener) => {
+                // The request rows first, then every row's perturbed copies: one forward pass.
+                let copies = screener.copies();
+                let mut all = Vec::with_capacity(rows * (1 + copies) * model.in_features());
+                for j in &batch {
+                    all.extend_from_slice(&j.values);
+                }
+                let originals = all.len();
+                let mut perturbed = Vec::new();
+                screener.perturb_into(&all[..originals], &mut perturbed);
+                all.extend_from_slice(&perturbed);
+                drop(perturbed);
+                match model.forward_rows(&all, rows * (1 + copies)) {
+                    Ok(mut out) => {
+                        let scores =
+                            screener.scores(&out[..rows * width], &out[rows * width..], width);
+                        out.truncate(rows * width);
+                        (Ok(out), Some(scores))
+                    }
+                    Err(e) => (Err(e), None),
+                }
+            }
+        };
+        let compute_time = started.elapsed();
+        self.exec.record(rows);
+        match result {
+            Ok(out) => {
+                let mut offset = 0;
+                let mut row_offset = 0;
+                for j in batch {
+                    let n = j.rows * width;
+                    let values = out.get(offset..offset + n).map(<[f32]>::to_vec);
+                    let sensitivity = scores
+                        .as_ref()
+                        .and_then(|s| s.get(row_offset..row_offset + j.rows))
+                        .map(<[f32]>::to_vec);
+                    offset += n;
+                    row_offset += j.rows;
+                    let reply = match values {
+                        Some(values) => Ok(BatchOutput {
+                            values,
+                            queue_time: started.saturating_duration_since(j.enqueued),
+                            compute_time,
+                            batch_rows: rows,
+                            sensitivity,
+                        }),
+                        None => Err(EngineError::ShuttingDown {
+                            model: model_id.to_string(),
+                        }),
+                    };
+                    let _ = j.reply.send(reply);
+                }
+            }
+            Err(e) => {
+                tracing::error!(model = model_id, error = %e, "forward pass failed");
+                let msg = e.to_string();
+                for j in batch {
+                    let _ = j
+                        .reply
+                        .send(Err(EngineError::Compute(candle_core::Error::Msg(
+                            msg.clone(),
+                        ))));
+                }
             }
         }
     }

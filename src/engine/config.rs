@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
+use super::screening::ScreeningSpec;
+use crate::privacy::policy::PrivacyPolicy;
 
 /// Longest accepted model id, in bytes.
 pub const MAX_ID_LEN: usize = 128;
@@ -39,6 +41,14 @@ pub struct ModelConfig {
     /// The differential-privacy guarantee of training, where there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dp_training: Option<DpGuarantee>,
+    /// Adversarial-sensitivity screening, mandatory when set here: the server config can
+    /// tighten it but not switch it off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screening: Option<ScreeningSpec>,
+    /// The output privacy policy of Predict, mandatory when set here: the server config can
+    /// tighten it but not weaken it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacyPolicy>,
 }
 
 /// The network architecture.
@@ -123,6 +133,28 @@ pub struct InputSchema {
     /// Optional standardization applied before the first layer: `(x - mean) / std`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normalization: Option<Normalization>,
+    /// What happens to a finite value outside `[min, max]`: `reject` (the default) refuses
+    /// the request, `clip` clamps the value to the range. NaN and ±Inf are always refused.
+    #[serde(default, skip_serializing_if = "RangePolicy::is_reject")]
+    pub out_of_range: RangePolicy,
+}
+
+/// What happens to an input value outside its feature's signed range.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RangePolicy {
+    /// Refuse the request, naming the row and the feature.
+    #[default]
+    Reject,
+    /// Clamp the value into `[min, max]`.
+    Clip,
+}
+
+impl RangePolicy {
+    /// Whether this is the default, `reject`.
+    pub fn is_reject(&self) -> bool {
+        *self == Self::Reject
+    }
 }
 
 /// Input standardization, as fitted on the training data.
@@ -286,6 +318,14 @@ impl ModelConfig {
                         .into(),
                 ));
             }
+        }
+        if let Some(screening) = &self.screening {
+            screening.validate()?;
+        }
+        if let Some(privacy) = &self.privacy {
+            privacy
+                .validate(self.architecture.output == OutputKind::Softmax)
+                .map_err(|e| ConfigError::Invalid(format!("privacy: {e}")))?;
         }
         Ok(())
     }

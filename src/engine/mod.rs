@@ -8,12 +8,14 @@ pub mod config;
 pub mod error;
 pub mod mlp;
 pub mod registry;
+pub mod screening;
 
 pub use batcher::{BatchConfig, BatchOutput, Batcher};
 pub use config::{ModelConfig, OutputKind};
 pub use error::{ConfigError, EngineError};
 pub use mlp::Mlp;
-pub use registry::{LoadedModel, Provenance, Registry};
+pub use registry::{LoadedModel, Provenance, Registry, ServingOptions};
+pub use screening::{ScreenAction, Screener, ScreeningSpec};
 
 /// The index of the largest value in each row of a row-major `[rows, width]` matrix.
 /// NaN never wins; ties go to the lowest index.

@@ -5,8 +5,12 @@ use std::sync::{Arc, RwLock};
 
 use super::batcher::{BatchConfig, BatchOutput, Batcher};
 use super::config::ModelConfig;
+use super::error::ConfigError;
 use super::error::EngineError;
 use super::mlp::Mlp;
+use super::screening::{Screener, ScreeningSpec};
+use crate::metrics::{EngineGauge, ExecMetrics, ModelGauges};
+use crate::privacy::policy::PrivacyPolicy;
 
 /// Where a loaded model came from: the signed facts that clients may want to see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +25,8 @@ pub struct Provenance {
 pub struct LoadedModel {
     config: ModelConfig,
     provenance: Provenance,
+    screening: Option<ScreeningSpec>,
+    privacy: PrivacyPolicy,
     batcher: Batcher,
 }
 
@@ -35,6 +41,16 @@ impl LoadedModel {
         &self.provenance
     }
 
+    /// The sensitivity screening in force (the manifest's, tightened by the server's).
+    pub fn screening(&self) -> Option<&ScreeningSpec> {
+        self.screening.as_ref()
+    }
+
+    /// The output privacy policy in force (the manifest's, possibly tightened).
+    pub fn privacy(&self) -> &PrivacyPolicy {
+        &self.privacy
+    }
+
     /// Runs `rows` rows through the batcher.
     pub async fn infer(&self, values: Vec<f32>, rows: usize) -> Result<BatchOutput, EngineError> {
         self.batcher.infer(values, rows).await
@@ -44,6 +60,20 @@ impl LoadedModel {
     pub fn queue_depth(&self) -> usize {
         self.batcher.queue_depth()
     }
+
+    /// Executions and batch sizes so far.
+    pub fn exec_metrics(&self) -> &Arc<ExecMetrics> {
+        self.batcher.exec_metrics()
+    }
+}
+
+/// What the server config adds to a model's signed manifest.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServingOptions {
+    /// Screening (applies where the manifest has none; otherwise may only tighten).
+    pub screening: Option<ScreeningSpec>,
+    /// Output privacy policy (may only tighten the manifest's).
+    pub privacy: Option<PrivacyPolicy>,
 }
 
 /// Models by id. Cheap to clone; all clones share the same models.
@@ -58,7 +88,7 @@ impl Registry {
         Self::default()
     }
 
-    /// Starts serving `mlp` under its config's id.
+    /// Starts serving `mlp` under its config's id, with no screening beyond the manifest's.
     pub fn insert(
         &self,
         config: ModelConfig,
@@ -66,15 +96,44 @@ impl Registry {
         mlp: Mlp,
         batch: BatchConfig,
     ) -> Result<Arc<LoadedModel>, EngineError> {
+        self.insert_with(config, provenance, mlp, batch, ServingOptions::default())
+    }
+
+    /// Starts serving `mlp` under its config's id, with the server config's screening and
+    /// privacy settings, which apply where the manifest declares none and can only tighten
+    /// the manifest's.
+    pub fn insert_with(
+        &self,
+        config: ModelConfig,
+        provenance: Provenance,
+        mlp: Mlp,
+        batch: BatchConfig,
+        options: ServingOptions,
+    ) -> Result<Arc<LoadedModel>, EngineError> {
+        let server_screening = options.screening;
+        let privacy = PrivacyPolicy::effective(
+            config.privacy.as_ref(),
+            options.privacy.as_ref(),
+            config.architecture.output == super::OutputKind::Softmax,
+            config.output_count(),
+        )
+        .map_err(|e| ConfigError::Invalid(format!("model {}: {e}", config.id)))?;
         let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
         if models.contains_key(&config.id) {
             return Err(EngineError::DuplicateModel(config.id.clone()));
         }
-        let batcher = Batcher::spawn(Arc::new(mlp), &config.id, batch)
+        let screening =
+            ScreeningSpec::effective(config.screening.as_ref(), server_screening.as_ref());
+        let screener = screening
+            .map(|spec| Screener::new(spec, &config.input))
+            .transpose()?;
+        let batcher = Batcher::spawn_screened(Arc::new(mlp), &config.id, batch, screener)
             .map_err(|e| EngineError::Compute(candle_core::Error::Msg(e.to_string())))?;
         let model = Arc::new(LoadedModel {
             config,
             provenance,
+            screening,
+            privacy,
             batcher,
         });
         models.insert(model.config.id.clone(), Arc::clone(&model));
@@ -107,5 +166,19 @@ impl Registry {
     pub fn clear(&self) {
         let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
         models.clear();
+    }
+}
+
+impl ModelGauges for Registry {
+    fn gauges(&self) -> Vec<EngineGauge> {
+        self.list()
+            .into_iter()
+            .map(|m| EngineGauge {
+                model: m.config.id.clone(),
+                version: m.config.version.clone(),
+                queue_depth: m.queue_depth(),
+                exec: Arc::clone(m.exec_metrics()),
+            })
+            .collect()
     }
 }

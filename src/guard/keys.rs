@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::error::GuardError;
+use crate::audit::outbox;
 use crate::storage::{Database, StorageError};
 
 /// What a key may do.
@@ -71,6 +72,35 @@ pub struct KeyRecord {
     pub created_at: i64,
     /// Revocation time, if revoked.
     pub revoked_at: Option<i64>,
+    /// `api_key` (a bearer token) or `client_cert` (a TLS client certificate).
+    pub kind: CredentialKind,
+}
+
+/// How a credential is presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// A `cfd_…` bearer token in `x-api-key` or `authorization: Bearer`.
+    ApiKey,
+    /// A client certificate presented over mutual TLS.
+    ClientCert,
+}
+
+impl CredentialKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::ApiKey => "api_key",
+            Self::ClientCert => "client_cert",
+        }
+    }
+}
+
+/// The verifier stored for a client certificate: SHA-256 over a domain tag and the DER.
+pub fn client_cert_hash(der: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"confidant.client-cert.v1\0");
+    h.update(der);
+    h.finalize().into()
 }
 
 /// A freshly created key. Shown once; no `Debug`, `Clone` or `Serialize`.
@@ -129,29 +159,68 @@ impl KeyStore {
         Self { db }
     }
 
-    /// Creates a key and returns it once.
+    /// Creates a key and returns it once; the audit event names the actor `cli`.
     pub fn create(&self, new: &NewKey, now: i64) -> Result<(KeyRecord, ApiKeySecret), GuardError> {
-        validate_name("principal", &new.principal)?;
-        for p in &new.purposes {
-            validate_name("purpose", p)?;
-        }
-        if new.scopes.is_empty() {
-            return Err(GuardError::InvalidConfig(
-                "a key needs at least one scope".into(),
-            ));
-        }
-        if new.rpm == Some(0) || new.rpd == Some(0) {
-            return Err(GuardError::InvalidConfig(
-                "--rpm and --rpd must be at least 1".into(),
-            ));
-        }
+        self.create_as(new, now, "cli")
+    }
+
+    /// Creates a key and returns it once. The `key.create` audit event (naming `actor`) is
+    /// queued in the same transaction.
+    pub fn create_as(
+        &self,
+        new: &NewKey,
+        now: i64,
+        actor: &str,
+    ) -> Result<(KeyRecord, ApiKeySecret), GuardError> {
+        check_new(new)?;
         let mut raw = Zeroizing::new([0u8; 32]);
         getrandom::fill(raw.as_mut()).map_err(|e| GuardError::Internal(e.to_string()))?;
         let secret = ApiKeySecret(Zeroizing::new(format!(
             "cfd_{}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.as_ref())
         )));
-        let h = hash(secret.secret_str());
+        let record = self.insert(
+            new,
+            hash(secret.secret_str()),
+            CredentialKind::ApiKey,
+            now,
+            actor,
+        )?;
+        Ok((record, secret))
+    }
+
+    /// Registers a client certificate (DER) as a credential of `new.principal`, with the
+    /// same scopes, purposes and limits an API key would have.
+    pub fn create_client_cert(
+        &self,
+        new: &NewKey,
+        cert_der: &[u8],
+        now: i64,
+        actor: &str,
+    ) -> Result<KeyRecord, GuardError> {
+        check_new(new)?;
+        if cert_der.is_empty() {
+            return Err(GuardError::InvalidConfig(
+                "the client certificate is empty".into(),
+            ));
+        }
+        self.insert(
+            new,
+            client_cert_hash(cert_der),
+            CredentialKind::ClientCert,
+            now,
+            actor,
+        )
+    }
+
+    fn insert(
+        &self,
+        new: &NewKey,
+        h: [u8; 32],
+        kind: CredentialKind,
+        now: i64,
+        actor: &str,
+    ) -> Result<KeyRecord, GuardError> {
         let key_id = hex::encode(&h[..8]);
         let record = KeyRecord {
             key_id: key_id.clone(),
@@ -162,11 +231,21 @@ impl KeyStore {
             rpd: new.rpd,
             created_at: now,
             revoked_at: None,
+            kind,
         };
+        let detail = format!(
+            "key {key_id} ({}) for principal {}: scopes {}; purposes {}; rpm {}; rpd {}",
+            kind.as_str(),
+            record.principal,
+            join(record.scopes.iter().map(|s| s.as_str())),
+            join(record.purposes.iter().map(String::as_str)),
+            record.rpm.map_or("default".into(), |v| v.to_string()),
+            record.rpd.map_or("default".into(), |v| v.to_string()),
+        );
         self.db.transaction(|tx| {
             tx.execute(
-                "INSERT INTO api_keys (key_id, principal, hash, scopes, purposes, rpm, rpd, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO api_keys (key_id, principal, hash, scopes, purposes, rpm, rpd, created_at, kind)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     key_id,
                     record.principal,
@@ -175,20 +254,64 @@ impl KeyStore {
                     join(record.purposes.iter().map(String::as_str)),
                     record.rpm,
                     record.rpd,
-                    now
+                    now,
+                    kind.as_str()
                 ],
-            )
+            )?;
+            outbox::enqueue(tx, outbox::now_ms(), actor, "key.create", &detail)
+        }).map_err(|e| match e {
+            StorageError::Sqlite { source, .. } if is_unique_violation(&source) => {
+                GuardError::InvalidConfig("this credential is already registered".into())
+            }
+            other => other.into(),
         })?;
-        Ok((record, secret))
+        Ok(record)
     }
+}
 
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn check_new(new: &NewKey) -> Result<(), GuardError> {
+    validate_name("principal", &new.principal)?;
+    for p in &new.purposes {
+        validate_name("purpose", p)?;
+    }
+    if new.scopes.is_empty() {
+        return Err(GuardError::InvalidConfig(
+            "a key needs at least one scope".into(),
+        ));
+    }
+    if new.rpm == Some(0) || new.rpd == Some(0) {
+        return Err(GuardError::InvalidConfig(
+            "--rpm and --rpd must be at least 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl KeyStore {
     /// Finds the live key matching a presented token.
     pub fn authenticate(&self, presented: &str) -> Result<Option<KeyRecord>, StorageError> {
         let h = hash(presented);
         self.db.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT key_id, principal, scopes, purposes, rpm, rpd, created_at, revoked_at
-                 FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL",
+                "SELECT key_id, principal, scopes, purposes, rpm, rpd, created_at, revoked_at, kind
+                 FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL AND kind = 'api_key'",
+            )?;
+            stmt.query_row(params![h.as_slice()], row_to_record)
+                .optional()
+        })
+    }
+
+    /// Finds the live credential registered for a client certificate (DER).
+    pub fn authenticate_cert(&self, cert_der: &[u8]) -> Result<Option<KeyRecord>, StorageError> {
+        let h = client_cert_hash(cert_der);
+        self.db.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key_id, principal, scopes, purposes, rpm, rpd, created_at, revoked_at, kind
+                 FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL AND kind = 'client_cert'",
             )?;
             stmt.query_row(params![h.as_slice()], row_to_record)
                 .optional()
@@ -199,7 +322,7 @@ impl KeyStore {
     pub fn list(&self) -> Result<Vec<KeyRecord>, StorageError> {
         self.db.read(|conn| {
             let mut stmt = conn.prepare(
-                "SELECT key_id, principal, scopes, purposes, rpm, rpd, created_at, revoked_at
+                "SELECT key_id, principal, scopes, purposes, rpm, rpd, created_at, revoked_at, kind
                  FROM api_keys ORDER BY created_at, key_id",
             )?;
             stmt.query_map([], row_to_record)?.collect()
@@ -236,6 +359,13 @@ impl KeyStore {
                 tx.execute(
                     "UPDATE api_keys SET revoked_at = ?1 WHERE key_id = ?2",
                     params![now, id],
+                )?;
+                outbox::enqueue(
+                    tx,
+                    outbox::now_ms(),
+                    "cli",
+                    "key.revoke",
+                    &format!("key {id}"),
                 )?;
             }
             Ok(ids)
@@ -282,5 +412,9 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
         rpd: r.get(5)?,
         created_at: r.get(6)?,
         revoked_at: r.get(7)?,
+        kind: match r.get::<_, String>(8)?.as_str() {
+            "client_cert" => CredentialKind::ClientCert,
+            _ => CredentialKind::ApiKey,
+        },
     })
 }

@@ -27,6 +27,9 @@ pub struct Credentials<'a> {
     pub api_key: Option<&'a str>,
     /// The `authorization` header.
     pub authorization: Option<&'a str>,
+    /// The leaf certificate (DER) the client presented over mutual TLS, already verified
+    /// against the configured client CA by the TLS layer.
+    pub client_cert: Option<&'a [u8]>,
 }
 
 /// The guards, shared by every service.
@@ -54,8 +57,17 @@ impl Guard {
         &self.limiter
     }
 
-    /// Finds the key the request presents.
+    /// Finds the credential the request presents: an API key if the request carries one,
+    /// otherwise its mutual-TLS client certificate.
     pub fn authenticate(&self, creds: Credentials<'_>) -> Result<KeyRecord, GuardError> {
+        if let (None, None, Some(der)) = (creds.api_key, creds.authorization, creds.client_cert) {
+            return self.keys.authenticate_cert(der)?.ok_or_else(|| {
+                GuardError::Unauthenticated(
+                    "the client certificate is not registered to a principal, or was revoked"
+                        .into(),
+                )
+            });
+        }
         let token = match (creds.api_key, creds.authorization) {
             (Some(k), _) => k.trim(),
             (None, Some(auth)) => auth
@@ -69,7 +81,9 @@ impl Guard {
                 })?,
             (None, None) => {
                 return Err(GuardError::Unauthenticated(
-                    "no credentials: send an API key in x-api-key or authorization: Bearer".into(),
+                    "no credentials: send an API key in x-api-key or authorization: Bearer, \
+                     or a registered client certificate"
+                        .into(),
                 ));
             }
         };

@@ -66,17 +66,15 @@ impl RateLimiter {
         let mut admission = Admission { day: None };
         if let Some(limit) = day_limit {
             let day = now.div_euclid(DAY);
+            // One statement: count the request unless the quota is spent (then no row
+            // changes, and nothing is written).
             let reserved = self.db.transaction(|tx| {
-                tx.execute(
-                    "INSERT INTO daily_usage (principal, day, count) VALUES (?1, ?2, 0)
-                     ON CONFLICT (principal, day) DO NOTHING",
-                    params![principal, day],
-                )?;
-                tx.execute(
-                    "UPDATE daily_usage SET count = count + 1
-                     WHERE principal = ?1 AND day = ?2 AND count < ?3",
-                    params![principal, day, limit],
-                )
+                tx.prepare_cached(
+                    "INSERT INTO daily_usage (principal, day, count) VALUES (?1, ?2, 1)
+                     ON CONFLICT (principal, day) DO UPDATE SET count = count + 1
+                     WHERE count < ?3",
+                )?
+                .execute(params![principal, day, limit])
             })?;
             if reserved == 0 {
                 let retry = (day + 1) * DAY - now;
@@ -111,11 +109,11 @@ impl RateLimiter {
     pub fn refund(&self, admission: Admission) {
         if let Some((principal, day)) = admission.day {
             let r = self.db.transaction(|tx| {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE daily_usage SET count = count - 1
                      WHERE principal = ?1 AND day = ?2 AND count > 0",
-                    params![principal, day],
-                )
+                )?
+                .execute(params![principal, day])
             });
             if let Err(e) = r {
                 tracing::error!(error = %e, "could not refund a daily quota unit");

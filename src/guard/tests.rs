@@ -30,12 +30,14 @@ fn keys_authenticate_only_while_live_and_are_stored_hashed() {
     let creds = Credentials {
         api_key: Some(secret.secret_str()),
         authorization: None,
+        client_cert: None,
     };
     assert_eq!(g.authenticate(creds).unwrap().principal, "alice");
     let bearer = format!("Bearer {}", secret.secret_str());
     let creds = Credentials {
         api_key: None,
         authorization: Some(&bearer),
+        client_cert: None,
     };
     assert_eq!(g.authenticate(creds).unwrap().key_id, rec.key_id);
 
@@ -51,6 +53,7 @@ fn keys_authenticate_only_while_live_and_are_stored_hashed() {
         .authenticate(Credentials {
             api_key: Some(secret.secret_str()),
             authorization: None,
+            client_cert: None,
         })
         .unwrap_err();
     assert!(matches!(err, GuardError::Unauthenticated(_)));
@@ -69,14 +72,17 @@ fn missing_or_malformed_credentials_are_unauthenticated() {
         Credentials {
             api_key: Some(""),
             authorization: None,
+            client_cert: None,
         },
         Credentials {
             api_key: Some("cfd_nope"),
             authorization: None,
+            client_cert: None,
         },
         Credentials {
             api_key: None,
             authorization: Some("Basic abc"),
+            client_cert: None,
         },
     ] {
         assert!(

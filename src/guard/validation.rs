@@ -1,6 +1,7 @@
 //! Input validation against the signed input schema: shape, finiteness, per-feature range.
 
 use crate::engine::ModelConfig;
+use crate::engine::config::RangePolicy;
 
 /// Why an input was refused. Messages name the row and the feature.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -74,10 +75,12 @@ pub enum InputError {
 }
 
 /// Checks a `[rows, features]` input against the model's schema and returns the row count.
+/// Where the schema says `clip`, out-of-range values are clamped in place (only once every
+/// value has been checked, so a refused request leaves `values` as it came).
 pub fn validate_rows(
     config: &ModelConfig,
     shape: &[u64],
-    values: &[f32],
+    values: &mut [f32],
     max_rows: usize,
 ) -> Result<usize, InputError> {
     let [rows, width] = shape else {
@@ -109,6 +112,8 @@ pub fn validate_rows(
         });
     }
     let schema = &config.input;
+    let clip = schema.out_of_range == RangePolicy::Clip;
+    let mut needs_clip = false;
     for (r, row) in values.chunks_exact(expected_width).enumerate() {
         for (f, &v) in row.iter().enumerate() {
             let (lo, hi) = (schema.min[f], schema.max[f]);
@@ -121,6 +126,10 @@ pub fn validate_rows(
                 });
             }
             if v < lo || v > hi {
+                if clip {
+                    needs_clip = true;
+                    continue;
+                }
                 return Err(InputError::OutOfRange {
                     row: r,
                     feature: f,
@@ -129,6 +138,13 @@ pub fn validate_rows(
                     min: lo,
                     max: hi,
                 });
+            }
+        }
+    }
+    if needs_clip {
+        for row in values.chunks_exact_mut(expected_width) {
+            for ((v, lo), hi) in row.iter_mut().zip(&schema.min).zip(&schema.max) {
+                *v = v.clamp(*lo, *hi);
             }
         }
     }

@@ -22,8 +22,10 @@
 //! ```
 
 pub mod accountant;
+pub mod budget;
 pub mod error;
 pub mod mechanism;
+pub mod policy;
 pub mod rng;
 pub mod sampler;
 pub mod special;

@@ -68,6 +68,9 @@ pub enum ApiError {
     /// A guard refused (identity, scope, purpose, rate limit).
     #[error(transparent)]
     Guard(#[from] GuardError),
+    /// A server-side failure: logged in full, reported without detail.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<ApiError> for Status {
@@ -79,6 +82,7 @@ impl From<ApiError> for Status {
             ApiError::Input(_) | ApiError::BadRequest(_) => Code::InvalidArgument,
             ApiError::Precondition(_) => Code::FailedPrecondition,
             ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::Internal(_) => Code::Internal,
             ApiError::Guard(guard) => match guard {
                 GuardError::Unauthenticated(_) => Code::Unauthenticated,
                 GuardError::PermissionDenied(_) => Code::PermissionDenied,

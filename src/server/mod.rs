@@ -6,8 +6,11 @@
 
 pub mod error;
 pub mod inference;
+pub mod pipeline;
+pub mod privacy;
 pub mod tls;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,10 +23,13 @@ use tonic::transport::{Server, ServerTlsConfig};
 
 pub use error::{ApiError, ServerError};
 use inference::InferenceService;
+use pipeline::Pipeline;
 use tls::TlsIdentity;
 
-use crate::engine::{BatchConfig, Mlp, Provenance, Registry};
+use crate::engine::{BatchConfig, Mlp, Provenance, Registry, ScreeningSpec, ServingOptions};
 use crate::guard::{ApiKeySecret, Guard, NewKey, RateDefaults, Scope};
+use crate::privacy::budget::BudgetConfig;
+use crate::privacy::policy::PrivacyPolicy;
 use crate::proto::confidant::v1::inference_server::InferenceServer;
 use crate::sealed::{self, DataKey, PublisherKey, PublisherSigningKey, SealOptions};
 use crate::storage::Database;
@@ -34,6 +40,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_DATA_DIR: &str = "confidant-data";
 /// Default largest gRPC message, in bytes (16 MiB).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// Default Prometheus endpoint (Triton's metrics port), loopback only.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:8002";
 /// Default most rows per Predict request.
 pub const DEFAULT_MAX_ROWS: usize = 4096;
 
@@ -64,10 +72,15 @@ pub struct TlsFiles {
 pub struct ServeFile {
     /// Listen address, `host:port`.
     pub listen: Option<String>,
+    /// Prometheus `/metrics` listen address, `host:port`, or `off`.
+    pub metrics_listen: Option<String>,
     /// Data directory.
     pub data_dir: Option<PathBuf>,
     /// TLS certificate and key; absent means self-signed at start.
     pub tls: Option<TlsFiles>,
+    /// CA (PEM) for mutual TLS: clients may authenticate with a certificate it issued and
+    /// that is registered to a principal.
+    pub client_ca: Option<PathBuf>,
     /// Sealed models to load.
     #[serde(default)]
     pub models: Vec<ModelSource>,
@@ -84,6 +97,25 @@ pub struct ServeFile {
     pub verify_digests: Option<bool>,
     /// Default per-principal rate limits (keys may override them).
     pub rate: Option<RateDefaults>,
+    /// Adversarial-sensitivity screening by model id (`[screening.<model-id>]`). Applies
+    /// where the signed manifest declares none; otherwise it can only tighten the manifest's.
+    #[serde(default)]
+    pub screening: BTreeMap<String, ScreeningSpec>,
+    /// Differential privacy: budgets, and output policies by model id.
+    #[serde(default)]
+    pub privacy: PrivacySettings,
+}
+
+/// `[privacy]`: per-principal budgets and per-model output policies.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacySettings {
+    /// `[privacy.budget]`: ε per principal per window, δ, window length.
+    #[serde(default)]
+    pub budget: BudgetConfig,
+    /// `[privacy.models.<model-id>]`: a policy that tightens (never weakens) the manifest's.
+    #[serde(default)]
+    pub models: BTreeMap<String, PrivacyPolicy>,
 }
 
 impl ServeFile {
@@ -102,10 +134,14 @@ impl ServeFile {
 pub struct ServeConfig {
     /// Listen address.
     pub listen: SocketAddr,
+    /// Where `/metrics` is served (plain HTTP), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// Data directory (created 0700 if absent).
     pub data_dir: PathBuf,
     /// Configured TLS identity, else self-signed.
     pub tls: Option<TlsFiles>,
+    /// CA for client certificates (mutual TLS), if enabled.
+    pub client_ca: Option<PathBuf>,
     /// Models to load; empty means the embedded demo.
     pub models: Vec<ModelSource>,
     /// Trusted publisher keys.
@@ -120,6 +156,16 @@ pub struct ServeConfig {
     pub verify_digests: bool,
     /// Default per-principal rate limits.
     pub rate: RateDefaults,
+    /// Server-side screening by model id.
+    pub screening: BTreeMap<String, ScreeningSpec>,
+    /// Privacy budgets and server-side output policies.
+    pub privacy: PrivacySettings,
+    /// Benchmarks only: serve with every guard off (no authentication, purposes, input
+    /// validation, rate limits, screening or audit records), as the baseline that the
+    /// guard-overhead benchmark compares against. Reachable from no flag and no config
+    /// file; `run` refuses to start with it unless the models are the embedded demo.
+    #[doc(hidden)]
+    pub unguarded_benchmark_baseline: bool,
 }
 
 impl ServeConfig {
@@ -137,6 +183,14 @@ impl ServeConfig {
                 "max_rows_per_request must be 1..=1048576, got {}",
                 self.max_rows_per_request
             )));
+        }
+        self.privacy
+            .budget
+            .validate()
+            .map_err(ServerError::Config)?;
+        for (id, spec) in &self.screening {
+            spec.validate()
+                .map_err(|e| ServerError::Config(format!("screening.{id}: {e}")))?;
         }
         if !self.models.is_empty() && self.publisher_keys.is_empty() {
             return Err(ServerError::Config(
@@ -157,6 +211,8 @@ impl ServeConfig {
 pub struct Running {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
+    /// The bound `/metrics` address, if enabled.
+    pub metrics_addr: Option<SocketAddr>,
     /// On the first start in demo mode: the demo API key, to show once.
     pub demo_api_key: Option<ApiKeySecret>,
 }
@@ -193,11 +249,52 @@ pub async fn run(
         what: "local address".into(),
         source,
     })?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let registry = Registry::new();
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some(
+            TcpListener::bind(at)
+                .await
+                .map_err(|source| ServerError::Io {
+                    what: format!("listen for /metrics on {at} (set --metrics-listen, or off)"),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr().map_err(|source| ServerError::Io {
+            what: "metrics local address".into(),
+            source,
+        })?),
+        None => None,
+    };
     // Only once the port is ours: a key shown once must not be lost to a failed start.
     let demo_api_key = if config.models.is_empty() {
-        demo_key(&guard, &audit, &config.data_dir)?
+        demo_key(&guard, &config.data_dir)?
     } else {
         None
+    };
+    // Admin events that `confidant keys …` queued while no server ran, and from now on
+    // every second (and once more at shutdown).
+    drain_outbox(&db, &audit);
+    let (outbox_stop_tx, mut outbox_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let outbox_task = {
+        let (db, audit) = (Arc::clone(&db), Arc::clone(&audit));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                let stop = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = &mut outbox_stop_rx => true,
+                };
+                let (db, audit) = (Arc::clone(&db), Arc::clone(&audit));
+                let _ = tokio::task::spawn_blocking(move || drain_outbox(&db, &audit)).await;
+                if stop {
+                    return;
+                }
+            }
+        })
     };
 
     let identity = match &config.tls {
@@ -212,7 +309,6 @@ pub async fn run(
         }
     };
 
-    let registry = Registry::new();
     let ready = Arc::new(AtomicBool::new(false));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -228,21 +324,76 @@ pub async fn run(
         .build_v1()
         .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
 
-    let inference = InferenceServer::new(InferenceService::new(
+    let pipeline = Pipeline::new(
         registry.clone(),
         Arc::clone(&guard),
         Some(Arc::clone(&audit)),
         Arc::clone(&ready),
         config.max_rows_per_request,
+    )
+    .with_metrics(Arc::clone(&metrics))
+    .with_privacy(crate::privacy::budget::Budgets::new(
+        Arc::clone(&db),
+        config.privacy.budget,
     ))
-    .max_decoding_message_size(config.max_message_bytes)
-    .max_encoding_message_size(config.max_message_bytes);
+    .map_err(|e| ServerError::Config(e.to_string()))?;
+    let pipeline = if config.unguarded_benchmark_baseline {
+        if !config.models.is_empty() {
+            return Err(ServerError::Config(
+                "the unguarded benchmark baseline serves only the embedded demo model".into(),
+            ));
+        }
+        tracing::warn!("BENCHMARK BASELINE: every guard is off; never serve real traffic");
+        pipeline.unguarded_benchmark_baseline()
+    } else {
+        pipeline
+    };
+    let (metrics_stop_tx, metrics_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    if let Some(listener) = metrics_listener {
+        let app = metrics_router(Arc::clone(&metrics), registry.clone());
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = metrics_stop_rx.await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::error!(error = %e, "the /metrics endpoint failed");
+            }
+        });
+    }
+    let privacy_service = crate::proto::confidant::v1::privacy_server::PrivacyServer::new(
+        privacy::PrivacyService::new(pipeline.clone()),
+    );
+    let inference = InferenceServer::new(InferenceService::new(pipeline.clone()))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
 
+    let mut tls_config = ServerTlsConfig::new().identity(identity.to_tonic());
+    if let Some(ca) = &config.client_ca {
+        let pem = std::fs::read(ca).map_err(|source| ServerError::Io {
+            what: format!("client CA {}", ca.display()),
+            source,
+        })?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(ServerError::Tls(format!(
+                "client CA {}: no PEM certificate in the file",
+                ca.display()
+            )));
+        }
+        // Optional: clients without a certificate still authenticate by API key.
+        tls_config = tls_config
+            .client_ca_root(tonic::transport::Certificate::from_pem(pem))
+            .client_auth_optional(true);
+        tracing::info!(client_ca = %ca.display(), "mutual TLS enabled");
+    }
     let server = Server::builder()
-        .tls_config(ServerTlsConfig::new().identity(identity.to_tonic()))?
+        .tls_config(tls_config)?
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(inference);
+        .add_service(inference)
+        .add_service(privacy_service);
     drop(identity);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -278,14 +429,22 @@ pub async fn run(
                     model = %m.config().id,
                     version = %m.config().version,
                     weights_sha256 = %m.provenance().weights_sha256,
+                    screening = m.screening().map_or("off", |s| s.action.as_str()),
                     "model ready"
                 );
             }
-            on_ready(&Running { addr, demo_api_key });
+            on_ready(&Running {
+                addr,
+                metrics_addr,
+                demo_api_key,
+            });
             let _ = shutdown_seen.wait_for(|s| *s).await;
         }
         Some(Err(e)) => {
             let _ = stop_tx.send(());
+            let _ = metrics_stop_tx.send(());
+            let _ = outbox_stop_tx.send(());
+            let _ = outbox_task.await;
             let _ = serve.await;
             return Err(e);
         }
@@ -298,6 +457,9 @@ pub async fn run(
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
     let _ = stop_tx.send(());
+    let _ = metrics_stop_tx.send(());
+    let _ = outbox_stop_tx.send(());
+    let _ = outbox_task.await;
     let result = serve
         .await
         .map_err(|e| ServerError::Config(format!("server task failed: {e}")))?;
@@ -310,6 +472,26 @@ pub async fn run(
     audit.close();
     tracing::info!("stopped; model memory zeroized, audit log checkpointed");
     result.map_err(ServerError::from)
+}
+
+/// `GET /metrics` in the Prometheus text format. Plain HTTP on its own (loopback by default)
+/// port: the series hold counts and timings per model, never request data.
+fn metrics_router(metrics: Arc<crate::metrics::Metrics>, registry: Registry) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let body = metrics.render(&registry);
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    body,
+                )
+            }
+        }),
+    )
 }
 
 /// Loads every configured model, or the embedded demo when none is configured.
@@ -375,8 +557,19 @@ fn load_one(
         weights_sha256: unsealed.manifest.weights.sha256.clone(),
         publisher_key_id: unsealed.publisher_key_id,
     };
+    let id = unsealed.manifest.model.id.clone();
+    let mut model_config = unsealed.manifest.model;
+    let mut options = ServingOptions {
+        screening: config.screening.get(&id).copied(),
+        privacy: config.privacy.models.get(&id).copied(),
+    };
+    if config.unguarded_benchmark_baseline {
+        model_config.screening = None;
+        model_config.privacy = None;
+        options = ServingOptions::default();
+    }
     registry
-        .insert(unsealed.manifest.model, provenance, mlp, config.batch)
+        .insert_with(model_config, provenance, mlp, config.batch, options)
         .map_err(|e| ServerError::Engine { path, source: e })?;
     Ok(())
 }
@@ -413,11 +606,7 @@ fn open_audit(data_dir: &Path) -> Result<crate::audit::AuditLog, ServerError> {
 /// In demo mode only, the key is also written to `<data-dir>/demo/api-key` (0600, in a 0700
 /// directory), as Jupyter keeps its token in a runtime file, so that `confidant predict` on
 /// the same machine works with no flags. Outside demo mode keys exist only as hashes.
-fn demo_key(
-    guard: &Guard,
-    audit: &crate::audit::AuditLog,
-    data_dir: &Path,
-) -> Result<Option<ApiKeySecret>, ServerError> {
+fn demo_key(guard: &Guard, data_dir: &Path) -> Result<Option<ApiKeySecret>, ServerError> {
     let storage = |e: crate::storage::StorageError| ServerError::Config(e.to_string());
     if !guard.keys().is_empty().map_err(storage)? {
         return Ok(None);
@@ -434,18 +623,25 @@ fn demo_key(
     };
     let (_, secret) = guard
         .keys()
-        .create(&new, now)
+        .create_as(&new, now, "server")
         .map_err(|e| ServerError::Config(format!("demo key: {e}")))?;
     let dir = data_dir.join("demo");
     create_private_dir(&dir)?;
     write_file(&dir.join("api-key"), secret.secret_str().as_bytes(), 0o600)?;
     tracing::info!("created the demo principal's API key (shown once on stdout)");
-    audit.append(crate::audit::Event::Admin {
-        actor: "server".into(),
-        action: "key.create".into(),
-        detail: "principal demo (scopes predict, explain)".into(),
-    });
     Ok(Some(secret))
+}
+
+/// Moves admin events queued by commands running beside the server into the audit chain.
+fn drain_outbox(db: &Database, audit: &crate::audit::AuditLog) {
+    match crate::audit::outbox::drain(db, audit) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            events = n,
+            "admin events moved from the outbox to the audit log"
+        ),
+        Err(e) => tracing::error!(error = %e, "cannot move admin events into the audit log"),
+    }
 }
 
 /// Seals the embedded demo model into `<data-dir>/demo/` on first start (with its own

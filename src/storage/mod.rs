@@ -56,6 +56,26 @@ const MIGRATIONS: &[&str] = &[
          count       INTEGER NOT NULL,
          PRIMARY KEY (principal, day)
      );",
+    // 2: credentials bound to client certificates (mTLS), and the audit outbox: admin
+    // events written by commands running beside the server, in the same transaction as
+    // the change they record, for the server to move into the hash-chained log.
+    "ALTER TABLE api_keys ADD COLUMN kind TEXT NOT NULL DEFAULT 'api_key';
+     CREATE TABLE audit_outbox (
+         id          INTEGER PRIMARY KEY AUTOINCREMENT,
+         at_ms       INTEGER NOT NULL,
+         actor       TEXT NOT NULL,
+         action      TEXT NOT NULL,
+         detail      TEXT NOT NULL
+     );",
+    // 3: differential-privacy odometers: what each principal has spent per window.
+    "CREATE TABLE privacy_spend (
+         scope       TEXT NOT NULL,
+         name        TEXT NOT NULL,
+         window      INTEGER NOT NULL,
+         epsilon     REAL NOT NULL,
+         rho         REAL NOT NULL,
+         PRIMARY KEY (scope, name, window)
+     );",
 ];
 
 /// A handle to the database. Cheap to share behind an `Arc`.

@@ -56,7 +56,7 @@ pub use network::Network;
 
 use crate::engine::config::{
     Architecture, ArchitectureKind, DpGuarantee, DpSgdMechanism, InputSchema, ModelConfig,
-    Normalization, OutputKind,
+    Normalization, OutputKind, RangePolicy,
 };
 use crate::engine::{ConfigError, EngineError};
 use crate::privacy::rng::ChaChaDpRng;
@@ -266,10 +266,13 @@ pub fn train(
                 mean: standardization.mean.clone(),
                 std: standardization.std.clone(),
             }),
+            out_of_range: RangePolicy::Reject,
         },
         labels,
         purposes: Vec::new(),
         dp_training,
+        screening: None,
+        privacy: None,
     };
     config
         .validate()

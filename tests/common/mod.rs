@@ -31,6 +31,8 @@ pub struct Server {
     pub api_key: Option<String>,
     pub addr: String,
     pub cert: PathBuf,
+    /// `http://HOST:PORT/metrics`, when the server serves metrics.
+    pub metrics_url: Option<String>,
     pub stderr: Arc<Mutex<Vec<String>>>,
 }
 
@@ -42,12 +44,26 @@ impl Server {
 
     /// Like `start`, but returns the stderr text if the server exits before it is ready.
     pub fn try_start(args: &[&str]) -> Result<Self, String> {
-        let mut child = Command::new(bin())
+        Self::try_start_env(args, &[])
+    }
+
+    /// Like `try_start`, with extra environment variables (they override `RUST_LOG=info`).
+    pub fn try_start_env(args: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
+        let mut cmd = Command::new(bin());
+        cmd.env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
+            .args(if args.contains(&"--metrics-listen") {
+                &[][..]
+            } else {
+                &["--metrics-listen", "127.0.0.1:0"][..]
+            })
             .args(args)
             .env_remove("CONFIDANT_DATA_DIR")
-            .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -69,6 +85,7 @@ impl Server {
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let mut api_key = None;
+        let mut metrics_url = None;
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) => {
@@ -76,6 +93,9 @@ impl Server {
                         "confidant: demo API key (shown once; only its hash is stored): ",
                     ) {
                         api_key = Some(k.trim().to_string());
+                    }
+                    if let Some(url) = line.strip_prefix("confidant: metrics on ") {
+                        metrics_url = Some(url.trim().to_string());
                     }
                     if let Some(rest) = line.strip_prefix("confidant: serving on ") {
                         let addr = rest.split_whitespace().next().unwrap().to_string();
@@ -90,6 +110,7 @@ impl Server {
                             api_key,
                             addr,
                             cert,
+                            metrics_url,
                             stderr,
                         });
                     }
@@ -183,4 +204,31 @@ pub fn create_key(data_dir: &Path, principal: &str, extra: &[&str]) -> String {
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["principal"], principal);
     v["api_key"].as_str().unwrap().to_string()
+}
+
+/// A plain HTTP/1.1 GET (for `/metrics`): returns the status code and the body.
+pub fn http_get(url: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut s = std::net::TcpStream::connect(host).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+/// The value of one Prometheus sample line, `series value`.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .map_or(0.0, |v| v.parse().unwrap())
 }

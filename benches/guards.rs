@@ -1,0 +1,190 @@
+//! Guard overhead: Predict throughput with every guard on against every guard off, same
+//! run, same load generator, same process.
+//!
+//! Two in-process servers serve the embedded demo model over real TLS gRPC on loopback:
+//!
+//! - **on**: the production pipeline: API-key authentication (a SQLite lookup), scope and
+//!   purpose checks, input validation against the signed schema, the per-minute GCRA limit
+//!   and the per-day quota (a SQLite write per request), adversarial-sensitivity screening
+//!   (8 perturbed copies per row in the same forward pass), the hash-chained audit record
+//!   (group-fsync'd) and the metrics;
+//! - **off**: `ServeConfig::unguarded_benchmark_baseline`, the same engine and batcher with
+//!   none of the above (reachable from no flag or config file).
+//!
+//! The load generator keeps `CONCURRENCY` requests in flight over `CHANNELS` HTTP/2
+//! connections for a window, alternating on/off windows (ABAB…) so that drift on a shared
+//! machine cancels, and reports requests/s of each and the median of the per-pair ratios.
+//!
+//! Run: `cargo bench --bench guards` (about 40 s). Without `--bench` (as `cargo test
+//! --benches` runs it) it does one short pair as a smoke test.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use confidant::client::Client;
+use confidant::engine::BatchConfig;
+use confidant::guard::RateDefaults;
+use confidant::server::{self, ServeConfig};
+
+const CONCURRENCY: usize = 32;
+const CHANNELS: usize = 4;
+
+struct Target {
+    addr: String,
+    ca: Vec<u8>,
+    key: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), server::ServerError>>,
+}
+
+async fn start(dir: &std::path::Path, unguarded: bool) -> Target {
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        metrics_listen: None,
+        data_dir: dir.to_path_buf(),
+        tls: None,
+        client_ca: None,
+        models: Vec::new(),
+        publisher_keys: Vec::new(),
+        batch: BatchConfig::default(),
+        max_message_bytes: server::DEFAULT_MAX_MESSAGE_BYTES,
+        max_rows_per_request: server::DEFAULT_MAX_ROWS,
+        verify_digests: true,
+        rate: RateDefaults {
+            rpm: Some(1_000_000_000),
+            rpd: if std::env::var_os("GUARDS_BENCH_NO_RPD").is_some() {
+                None
+            } else {
+                Some(1_000_000_000)
+            },
+        },
+        screening: Default::default(),
+        privacy: Default::default(),
+        unguarded_benchmark_baseline: unguarded,
+    };
+    let ca_path = config.cert_path();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(server::run(
+        config,
+        async move {
+            let _ = stopped.await;
+        },
+        move |running| {
+            let key = running
+                .demo_api_key
+                .as_ref()
+                .map(|k| k.secret_str().to_string())
+                .expect("a fresh data dir gets a demo key");
+            let _ = ready_tx.send((running.addr, key));
+        },
+    ));
+    let (addr, key) = ready_rx.await.expect("server ready");
+    Target {
+        addr: format!("https://{addr}"),
+        ca: std::fs::read(ca_path).expect("cert"),
+        key,
+        stop,
+        task,
+    }
+}
+
+async fn clients(t: &Target) -> Vec<Client> {
+    let mut out = Vec::new();
+    for _ in 0..CHANNELS {
+        let c = Client::connect(&t.addr, &t.ca)
+            .await
+            .expect("connect")
+            .with_api_key(&t.key)
+            .expect("key")
+            .with_purpose("demonstration")
+            .expect("purpose");
+        out.push(c);
+    }
+    out
+}
+
+/// Requests per second over one window.
+async fn window(clients: &[Client], length: Duration) -> f64 {
+    let deadline = Instant::now() + length;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..CONCURRENCY {
+        let mut c = clients[i % clients.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let row = vec![confidant::demo::SAMPLE_ROW.to_vec()];
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                c.predict("demo", &row).await.expect("predict");
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("task");
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    // As the binary does: fix candle's thread count before any thread exists.
+    confidant::secure::pin_thread_count();
+    let full = std::env::args().any(|a| a == "--bench");
+    let pairs_env = std::env::var("GUARDS_BENCH_PAIRS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let (pairs, length) = if full {
+        (pairs_env.unwrap_or(8), Duration::from_secs(2))
+    } else {
+        (1, Duration::from_millis(200))
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let dir_on = tempfile::tempdir().expect("tempdir");
+        let dir_off = tempfile::tempdir().expect("tempdir");
+        let on = start(dir_on.path(), false).await;
+        let off = start(dir_off.path(), true).await;
+        let (c_on, c_off) = (clients(&on).await, clients(&off).await);
+        // Warm-up.
+        window(&c_on, length / 2).await;
+        window(&c_off, length / 2).await;
+        let mut ratios = Vec::new();
+        let (mut sum_on, mut sum_off) = (0.0, 0.0);
+        for i in 0..pairs {
+            // Alternate which side goes first.
+            let (a, b) = if i % 2 == 0 {
+                let a = window(&c_on, length).await;
+                (a, window(&c_off, length).await)
+            } else {
+                let b = window(&c_off, length).await;
+                (window(&c_on, length).await, b)
+            };
+            sum_on += a;
+            sum_off += b;
+            ratios.push(a / b);
+            println!(
+                "pair {i}: guards on {a:.0} req/s, off {b:.0} req/s, ratio {:.3}",
+                a / b
+            );
+        }
+        ratios.sort_by(f64::total_cmp);
+        let median = ratios[ratios.len() / 2];
+        println!(
+            "guards on {:.0} req/s, guards off {:.0} req/s (mean of {pairs} windows of {:?}, \
+             batch 1, concurrency {CONCURRENCY}, {CHANNELS} connections); \
+             median on/off ratio {median:.3}",
+            sum_on / pairs as f64,
+            sum_off / pairs as f64,
+            length
+        );
+        for t in [on, off] {
+            let _ = t.stop.send(());
+            let _ = Arc::new(t.task.await);
+        }
+    });
+}

@@ -1,0 +1,206 @@
+//! Adversarial-sensitivity screening: does the prediction jump under tiny perturbations?
+//!
+//! For every request row the batcher appends `copies` perturbed copies, each feature moved
+//! by Gaussian noise with standard deviation `noise × (max − min)` of that feature's signed
+//! range, and runs them in the same forward pass as the request. A row's score is the mean
+//! absolute change of the output over the copies and the output columns:
+//!
+//! `score(x) = 1/(K·W) Σₖ Σⱼ |f(x + δₖ)ⱼ − f(x)ⱼ|`
+//!
+//! Inputs crafted to sit next to a decision boundary (adversarial examples, model-extraction
+//! probes) score high; ordinary rows score low. Above the threshold the model's action
+//! applies: `flag` marks the row in the response and the audit record, `reject` refuses the
+//! request with INVALID_ARGUMENT and a message that does not reveal the threshold.
+//!
+//! The perturbations come from a ChaCha8 stream seeded from the OS per worker, so a client
+//! cannot predict them and craft a row that is stable only under the copies it will get.
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+use super::config::InputSchema;
+use super::error::ConfigError;
+
+/// Most perturbed copies per row.
+pub const MAX_COPIES: u32 = 64;
+
+/// What to do with a row whose score is above the threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScreenAction {
+    /// Answer, but mark the row in the response and the audit record.
+    Flag,
+    /// Refuse the whole request (INVALID_ARGUMENT).
+    Reject,
+}
+
+impl ScreenAction {
+    /// The name used in configs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Flag => "flag",
+            Self::Reject => "reject",
+        }
+    }
+}
+
+/// Screening settings, from the signed manifest or the server config.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScreeningSpec {
+    /// Perturbed copies per row (K), 1 to 64.
+    pub copies: u32,
+    /// Noise standard deviation as a fraction of each feature's range, in (0, 1].
+    pub noise: f32,
+    /// Scores above this trigger the action; finite and > 0.
+    pub threshold: f32,
+    /// `flag` or `reject`.
+    pub action: ScreenAction,
+}
+
+impl ScreeningSpec {
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=MAX_COPIES).contains(&self.copies) {
+            return Err(ConfigError::Invalid(format!(
+                "screening.copies must be 1 to {MAX_COPIES}, got {}",
+                self.copies
+            )));
+        }
+        if !(self.noise.is_finite() && self.noise > 0.0 && self.noise <= 1.0) {
+            return Err(ConfigError::Invalid(format!(
+                "screening.noise must be in (0, 1] (a fraction of each feature's range), got {}",
+                self.noise
+            )));
+        }
+        if !(self.threshold.is_finite() && self.threshold > 0.0) {
+            return Err(ConfigError::Invalid(format!(
+                "screening.threshold must be finite and > 0, got {}",
+                self.threshold
+            )));
+        }
+        Ok(())
+    }
+
+    /// The settings in force when the signed manifest says `self` and the server config
+    /// says `server`: the server may only tighten (more copies, a lower threshold, `reject`
+    /// over `flag`). The noise scale stays the manifest's, since the threshold is calibrated
+    /// against it.
+    pub fn tightened_by(&self, server: &ScreeningSpec) -> ScreeningSpec {
+        ScreeningSpec {
+            copies: self.copies.max(server.copies),
+            noise: self.noise,
+            threshold: self.threshold.min(server.threshold),
+            action: self.action.max(server.action),
+        }
+    }
+
+    /// Whether a score is above the threshold. A NaN score (a model that produced NaN under
+    /// noise) counts as unstable.
+    pub fn is_flagged(&self, score: f32) -> bool {
+        score.is_nan() || score > self.threshold
+    }
+
+    /// The settings in force given what the manifest and the server config declare.
+    pub fn effective(
+        manifest: Option<&ScreeningSpec>,
+        server: Option<&ScreeningSpec>,
+    ) -> Option<ScreeningSpec> {
+        match (manifest, server) {
+            (Some(m), Some(s)) => Some(m.tightened_by(s)),
+            (Some(m), None) => Some(*m),
+            (None, s) => s.copied(),
+        }
+    }
+}
+
+/// A per-worker screener: the settings plus each feature's noise scale.
+pub struct Screener {
+    spec: ScreeningSpec,
+    sigmas: Vec<f32>,
+    rng: ChaCha8Rng,
+}
+
+impl Screener {
+    /// A screener for a model with this input schema, seeded from the OS.
+    pub fn new(spec: ScreeningSpec, schema: &InputSchema) -> Result<Self, ConfigError> {
+        spec.validate()?;
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed)
+            .map_err(|e| ConfigError::Invalid(format!("screening: OS randomness: {e}")))?;
+        Ok(Self::with_seed(spec, schema, seed))
+    }
+
+    /// A screener with a fixed seed (tests and benchmarks only).
+    pub fn with_seed(spec: ScreeningSpec, schema: &InputSchema, seed: [u8; 32]) -> Self {
+        let sigmas = schema
+            .min
+            .iter()
+            .zip(&schema.max)
+            .map(|(lo, hi)| spec.noise * (hi - lo))
+            .collect();
+        Self {
+            spec,
+            sigmas,
+            rng: ChaCha8Rng::from_seed(seed),
+        }
+    }
+
+    /// The settings.
+    pub fn spec(&self) -> &ScreeningSpec {
+        &self.spec
+    }
+
+    /// Copies per row.
+    pub fn copies(&self) -> usize {
+        self.spec.copies as usize
+    }
+
+    /// Appends `copies` perturbed copies of each of the `rows` rows in `input` to `out`,
+    /// row 0's copies first.
+    pub fn perturb_into(&mut self, input: &[f32], out: &mut Vec<f32>) {
+        let width = self.sigmas.len();
+        if width == 0 {
+            return;
+        }
+        out.reserve(input.len() * self.copies());
+        for row in input.chunks_exact(width) {
+            for _ in 0..self.spec.copies {
+                for (x, s) in row.iter().zip(&self.sigmas) {
+                    let z: f32 = StandardNormal.sample(&mut self.rng);
+                    out.push(x + s * z);
+                }
+            }
+        }
+    }
+
+    /// Each row's score, given the outputs of the rows (`[rows, width]`) and of their copies
+    /// (`[rows × copies, width]`, in the order [`perturb_into`](Self::perturb_into) made).
+    pub fn scores(&self, outputs: &[f32], perturbed: &[f32], width: usize) -> Vec<f32> {
+        let k = self.copies();
+        if width == 0 || k == 0 {
+            return Vec::new();
+        }
+        outputs
+            .chunks_exact(width)
+            .zip(perturbed.chunks_exact(width * k))
+            .map(|(base, copies)| {
+                let total: f32 = copies
+                    .chunks_exact(width)
+                    .map(|c| c.iter().zip(base).map(|(a, b)| (a - b).abs()).sum::<f32>())
+                    .sum();
+                total / (k * width) as f32
+            })
+            .collect()
+    }
+
+    /// Whether a score is above the threshold.
+    pub fn is_flagged(&self, score: f32) -> bool {
+        self.spec.is_flagged(score)
+    }
+}
+
+#[cfg(test)]
+mod tests;

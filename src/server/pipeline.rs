@@ -1,0 +1,505 @@
+//! The protocol-neutral request pipeline that every inference front end shares.
+//!
+//! `confidant.v1.Inference` and the Open Inference Protocol service translate their wire
+//! messages into a [`PredictCall`] and hand it here, so that both run exactly the same
+//! guards, in the same order, with the same audit record and the same metrics:
+//!
+//! ready → authenticate → scope → model and version → purpose → validate input → rate
+//! limits (the only step that spends a counter; refunded if a later step fails) → engine.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+use super::error::ApiError;
+use crate::audit::{AuditLog, Event};
+use crate::engine::{LoadedModel, OutputKind, Registry, ScreenAction, argmax_rows};
+use crate::guard::{Credentials, Guard, GuardError, InputError, KeyRecord, Scope, validate_rows};
+use crate::metrics::{Metrics, RequestSample, UNKNOWN_MODEL};
+use crate::privacy::budget::{BudgetError, BudgetStatus, Budgets, Reservation};
+use crate::privacy::policy::{Charge, PrivacyPolicy};
+use crate::privacy::rng::ChaChaDpRng;
+
+/// What a front end knows about the caller: its request metadata and, over mutual TLS, the
+/// certificate chain it presented (already verified by the TLS layer).
+#[derive(Debug, Default)]
+pub struct CallContext {
+    /// The request metadata (headers).
+    pub metadata: MetadataMap,
+    /// The client's certificate chain, leaf first, when it presented one.
+    pub peer_certs: Option<Arc<Vec<tonic::transport::CertificateDer<'static>>>>,
+}
+
+impl CallContext {
+    /// Splits a tonic request into the caller's context and the message.
+    pub fn split<T>(request: tonic::Request<T>) -> (Self, T) {
+        let peer_certs = request.peer_certs();
+        let (metadata, _, message) = request.into_parts();
+        (
+            Self {
+                metadata,
+                peer_certs,
+            },
+            message,
+        )
+    }
+
+    /// The context of a request, keeping the message in place.
+    pub fn of<T>(request: &tonic::Request<T>) -> Self {
+        Self {
+            metadata: request.metadata().clone(),
+            peer_certs: request.peer_certs(),
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.metadata.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One prediction, as any front end asks for it.
+#[derive(Debug, Clone, Default)]
+pub struct PredictCall {
+    /// The model id.
+    pub model: String,
+    /// The version the caller requires, or empty for whatever is loaded.
+    pub version: String,
+    /// The input shape, `[rows, features]`.
+    pub shape: Vec<u64>,
+    /// The input values, row-major.
+    pub values: Vec<f32>,
+}
+
+/// A prediction, ready for a front end to encode.
+#[derive(Clone)]
+pub struct PredictOutcome {
+    /// The model that answered.
+    pub model: Arc<LoadedModel>,
+    /// The server-generated request id (also in the audit log).
+    pub request_id: String,
+    /// Rows predicted.
+    pub rows: usize,
+    /// Outputs per row.
+    pub width: usize,
+    /// `rows × width` scores, row-major.
+    pub values: Vec<f32>,
+    /// The argmax per row.
+    pub label_indices: Vec<u32>,
+    /// The argmax label per row.
+    pub labels: Vec<String>,
+    /// Rows that adversarial-sensitivity screening flagged (ascending). Empty under a
+    /// differential-privacy policy: a flag is a non-private function of the scores, so it
+    /// goes to the audit record only.
+    pub flagged_rows: Vec<u32>,
+    /// What the release cost, when the model has an output policy other than `none`.
+    pub receipt: Option<Receipt>,
+}
+
+/// The privacy receipt of one prediction.
+#[derive(Debug, Clone, Copy)]
+pub struct Receipt {
+    /// The policy's name.
+    pub mechanism: &'static str,
+    /// What this request was charged.
+    pub charge: Charge,
+    /// The caller's budget after it (absent for policies that charge nothing).
+    pub budget: Option<BudgetStatus>,
+}
+
+/// The shared pipeline. Cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    registry: Registry,
+    guard: Arc<Guard>,
+    audit: Option<Arc<AuditLog>>,
+    ready: Arc<AtomicBool>,
+    max_rows: usize,
+    metrics: Arc<Metrics>,
+    unguarded: bool,
+    budgets: Option<Budgets>,
+    dp_rng: Arc<Mutex<ChaChaDpRng>>,
+}
+
+impl Pipeline {
+    /// A pipeline over `registry`; it answers UNAVAILABLE until `ready` is set.
+    pub fn new(
+        registry: Registry,
+        guard: Arc<Guard>,
+        audit: Option<Arc<AuditLog>>,
+        ready: Arc<AtomicBool>,
+        max_rows: usize,
+    ) -> Self {
+        Self {
+            registry,
+            guard,
+            audit,
+            ready,
+            max_rows,
+            metrics: Arc::new(Metrics::new()),
+            unguarded: false,
+            budgets: None,
+            dp_rng: Arc::new(Mutex::new(ChaChaDpRng::dangerous_from_seed([0; 32]))),
+        }
+    }
+
+    /// Enforces differential-privacy budgets from `budgets`, with noise from a generator
+    /// seeded from the OS. Without this, a model with a private policy is refused.
+    pub fn with_privacy(mut self, budgets: Budgets) -> Result<Self, ApiError> {
+        let rng = ChaChaDpRng::from_os()
+            .map_err(|e| ApiError::Unavailable(format!("no OS randomness for DP noise: {e}")))?;
+        self.dp_rng = Arc::new(Mutex::new(rng));
+        self.budgets = Some(budgets);
+        Ok(self)
+    }
+
+    /// The budgets, when enforced.
+    pub fn budgets(&self) -> Option<&Budgets> {
+        self.budgets.as_ref()
+    }
+
+    /// Benchmarks only: a pipeline with every guard off (see
+    /// [`ServeConfig::unguarded_benchmark_baseline`](super::ServeConfig)).
+    #[doc(hidden)]
+    pub fn unguarded_benchmark_baseline(mut self) -> Self {
+        self.unguarded = true;
+        self
+    }
+
+    /// Records into `metrics` (shared with the `/metrics` endpoint).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The metrics this pipeline records.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The loaded models.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Whether the models are loaded and the server answers requests.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Refuses with UNAVAILABLE until the models are loaded.
+    pub fn ensure_ready(&self) -> Result<(), ApiError> {
+        if self.is_ready() {
+            Ok(())
+        } else {
+            Err(ApiError::Unavailable(
+                "server is not ready: models are still loading".into(),
+            ))
+        }
+    }
+
+    /// Authenticates the caller and checks that it holds `scope`.
+    pub fn caller(&self, ctx: &CallContext, scope: Scope) -> Result<KeyRecord, ApiError> {
+        let key = self.guard.authenticate(Credentials {
+            api_key: ctx.header("x-api-key"),
+            authorization: ctx.header("authorization"),
+            client_cert: ctx
+                .peer_certs
+                .as_ref()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref()),
+        })?;
+        self.guard.authorize(&key, scope)?;
+        Ok(key)
+    }
+
+    /// Runs one prediction through every guard, and audits it whatever the outcome.
+    pub async fn predict(
+        &self,
+        ctx: &CallContext,
+        call: PredictCall,
+    ) -> Result<PredictOutcome, Status> {
+        if self.unguarded {
+            return self.predict_unguarded(call).await.map_err(Status::from);
+        }
+        let started = Instant::now();
+        let mut record = AuditContext::default();
+        let result = self.predict_inner(ctx, call, &mut record).await;
+        let result = result.map_err(Status::from);
+        let latency = started.elapsed();
+        self.metrics
+            .model(record.loaded_model.as_deref().unwrap_or(UNKNOWN_MODEL))
+            .record(&RequestSample {
+                code: result.as_ref().map_or_else(|s| s.code() as i32, |_| 0),
+                latency,
+                rows: record.rows,
+                engine: record.engine,
+                flagged_rows: record.flagged_rows.len() as u64,
+                epsilon: record.epsilon,
+            });
+        if let Some(audit) = &self.audit {
+            let (decision, reason) = match &result {
+                Ok(_) => ("allow", "OK".to_string()),
+                Err(s) => ("refuse", crate::client::code_name(s.code()).to_string()),
+            };
+            audit.append(Event::Predict {
+                request_id: record.request_id,
+                principal: record.principal,
+                model: record.model,
+                purpose: record.purpose,
+                subject: None,
+                input_hmac: record.input_hmac,
+                output_argmax: record.output_argmax,
+                flagged_rows: record.flagged_rows,
+                rows: record.rows,
+                latency_us: latency.as_micros() as u64,
+                decision: decision.into(),
+                reason,
+                epsilon: record.epsilon,
+            });
+        }
+        result
+    }
+
+    /// The benchmark baseline: the same engine path with no guard, audit or metrics.
+    async fn predict_unguarded(&self, call: PredictCall) -> Result<PredictOutcome, ApiError> {
+        self.ensure_ready()?;
+        let model = self.registry.get(&call.model)?;
+        let config = model.config();
+        let width = config.feature_count();
+        let rows = call.shape.first().copied().unwrap_or(0) as usize;
+        if rows == 0 || call.values.len() != rows * width {
+            return Err(InputError::Empty.into());
+        }
+        let out = model.infer(call.values, rows).await?;
+        let out_width = config.output_count();
+        let indices = argmax_rows(&out.values, out_width);
+        Ok(PredictOutcome {
+            model: Arc::clone(&model),
+            request_id: String::new(),
+            rows,
+            width: out_width,
+            values: out.values,
+            labels: indices
+                .iter()
+                .map(|&i| config.labels.get(i).cloned().unwrap_or_default())
+                .collect(),
+            label_indices: indices.into_iter().map(|i| i as u32).collect(),
+            flagged_rows: Vec::new(),
+            receipt: None,
+        })
+    }
+
+    async fn predict_inner(
+        &self,
+        ctx: &CallContext,
+        call: PredictCall,
+        record: &mut AuditContext,
+    ) -> Result<PredictOutcome, ApiError> {
+        // The metrics label: the model named, when it is loaded, even if a guard refuses.
+        if let Ok(m) = self.registry.get(&call.model) {
+            record.loaded_model = Some(m.config().id.clone());
+        }
+        self.ensure_ready()?;
+        let key = self.caller(ctx, Scope::Predict)?;
+        record.principal.clone_from(&key.principal);
+        record.model.clone_from(&call.model);
+        if call.model.is_empty() {
+            return Err(ApiError::BadRequest("model must be set".into()));
+        }
+        let model = self.registry.get(&call.model)?;
+        let config = model.config();
+        record.model = format!("{}@{}", config.id, config.version);
+        if !call.version.is_empty() && call.version != config.version {
+            return Err(ApiError::Precondition(format!(
+                "model {} is at version {}, request asked for {}",
+                config.id, config.version, call.version
+            )));
+        }
+        let purpose = self.guard.check_purpose(
+            &key,
+            ctx.header("x-purpose"),
+            &config.id,
+            &config.purposes,
+        )?;
+        record.purpose.clone_from(&purpose);
+        if call.shape.is_empty() && call.values.is_empty() {
+            return Err(InputError::Missing.into());
+        }
+        if let Some(audit) = &self.audit {
+            record.input_hmac = Some(audit.input_hmac(&call.values));
+        }
+        let mut values = call.values;
+        let rows = validate_rows(config, &call.shape, &mut values, self.max_rows)?;
+        record.rows = rows as u64;
+        // The steps that spend come last, and are handed back if nothing is released.
+        let policy = *model.privacy();
+        let softmax = config.architecture.output == OutputKind::Softmax;
+        let width = config.output_count();
+        let per_row = policy
+            .per_row(softmax, width)
+            .map_err(|e| ApiError::Internal(format!("privacy policy of {}: {e}", config.id)))?;
+        let charge = Charge::of(&per_row, rows);
+        let now = unix_now();
+        let admission = self.guard.admit(&key, now)?;
+        let reservation = if charge.is_zero() {
+            None
+        } else {
+            let Some(budgets) = &self.budgets else {
+                self.guard.limiter().refund(admission);
+                return Err(ApiError::Internal(
+                    "a model with a privacy policy is served without budgets".into(),
+                ));
+            };
+            match budgets.reserve(&key.principal, charge, now) {
+                Ok(r) => Some(r),
+                Err(BudgetError::Exhausted {
+                    principal,
+                    needed,
+                    remaining,
+                    budget,
+                    window_end,
+                }) => {
+                    self.guard.limiter().refund(admission);
+                    return Err(ApiError::Guard(GuardError::RateLimited {
+                        what: format!(
+                            "privacy budget of {principal} is exhausted: this request needs \
+                             epsilon {needed:.6} and {remaining:.6} of {budget} remains in \
+                             this window"
+                        ),
+                        retry_after: std::time::Duration::from_secs(
+                            (window_end - now).max(1) as u64
+                        ),
+                    }));
+                }
+                Err(e) => {
+                    self.guard.limiter().refund(admission);
+                    return Err(ApiError::Internal(e.to_string()));
+                }
+            }
+        };
+        let refund = |reservation: Option<Reservation>, admission| {
+            if let (Some(r), Some(b)) = (reservation, &self.budgets) {
+                b.refund(r);
+            }
+            self.guard.limiter().refund(admission);
+        };
+        let request_id = uuid::Uuid::new_v4().to_string();
+        record.request_id.clone_from(&request_id);
+        let out = match model.infer(values, rows).await {
+            Ok(out) => out,
+            Err(e) => {
+                refund(reservation, admission);
+                return Err(e.into());
+            }
+        };
+        record.engine = Some((out.queue_time, out.compute_time));
+        let flagged = match (model.screening(), &out.sensitivity) {
+            (Some(spec), Some(scores)) => {
+                let flagged: Vec<u32> = scores
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| spec.is_flagged(**s))
+                    .map(|(i, _)| i as u32)
+                    .collect();
+                if !flagged.is_empty() && spec.action == ScreenAction::Reject {
+                    // A refused request spends nothing; the audit record keeps the rows.
+                    refund(reservation, admission);
+                    record.flagged_rows.clone_from(&flagged);
+                    return Err(ApiError::BadRequest(format!(
+                        "row {} was refused by adversarial-sensitivity screening: its \
+                         prediction is unstable under small perturbations of the input",
+                        flagged[0]
+                    )));
+                }
+                flagged
+            }
+            _ => Vec::new(),
+        };
+        record.flagged_rows.clone_from(&flagged);
+        let released = {
+            let mut rng = self.dp_rng.lock().unwrap_or_else(|p| p.into_inner());
+            policy.apply(&mut *rng, &out.values, width, softmax)
+        };
+        let released = match released {
+            Ok(r) => r,
+            Err(e) => {
+                refund(reservation, admission);
+                return Err(ApiError::Internal(format!("privacy mechanism: {e}")));
+            }
+        };
+        drop(admission);
+        let indices = released.labels;
+        record.output_argmax = indices.iter().map(|&i| i as u32).collect();
+        let labels = indices
+            .iter()
+            .map(|&i| config.labels.get(i).cloned().unwrap_or_default())
+            .collect();
+        let budget_status = reservation.as_ref().map(Reservation::status);
+        let delta = self.budgets.as_ref().map_or(1e-6, |b| b.config().delta);
+        record.epsilon = charge.epsilon_at(delta);
+        let receipt = (policy != PrivacyPolicy::None).then_some(Receipt {
+            mechanism: policy.name(),
+            charge,
+            budget: budget_status,
+        });
+        let (values, width) = match released.values {
+            Some(v) => (v, width),
+            None => (Vec::new(), 0),
+        };
+        let flagged = if policy.is_private() {
+            Vec::new()
+        } else {
+            flagged
+        };
+        tracing::debug!(
+            request_id = %request_id,
+            principal = %key.principal,
+            purpose = purpose.as_deref().unwrap_or("-"),
+            model = %config.id,
+            rows,
+            batch_rows = out.batch_rows,
+            queue_us = out.queue_time.as_micros() as u64,
+            compute_us = out.compute_time.as_micros() as u64,
+            "predict"
+        );
+        Ok(PredictOutcome {
+            model: Arc::clone(&model),
+            request_id,
+            rows,
+            width,
+            values,
+            label_indices: indices.into_iter().map(|i| i as u32).collect(),
+            labels,
+            flagged_rows: flagged,
+            receipt,
+        })
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// What the audit record of one call learns as the call proceeds.
+#[derive(Default)]
+struct AuditContext {
+    request_id: String,
+    principal: String,
+    model: String,
+    purpose: Option<String>,
+    input_hmac: Option<String>,
+    output_argmax: Vec<u32>,
+    flagged_rows: Vec<u32>,
+    rows: u64,
+    /// The id of the loaded model the request reached (the metrics label).
+    loaded_model: Option<String>,
+    /// Queue and compute time, once the engine answered.
+    engine: Option<(std::time::Duration, std::time::Duration)>,
+    /// ε charged (at the budget's δ).
+    epsilon: f64,
+}
