@@ -1,5 +1,6 @@
 //! Prints the distribution of sensitivity scores of the demo model on the held-out split, to
 //! calibrate a screening threshold: `cargo run --release --example calibrate_screening`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A measurement script.
 use confidant::engine::{Mlp, ScreenAction, Screener, ScreeningSpec};
 
 fn main() -> anyhow::Result<()> {

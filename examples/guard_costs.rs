@@ -1,6 +1,7 @@
 //! Per-request CPU cost of each guard, measured in isolation on this machine:
 //! `cargo run --release --example guard_costs`. Feeds the guard-overhead analysis in
 //! BENCHMARKS.md.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // A measurement script.
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -16,6 +16,7 @@
 //! - [`secure`]: process hardening and locked memory.
 //! - [`demo`]: the embedded demo model.
 //! - [`tee`]: attesters (configfs-tsm, `/dev/sev-guest`, the simulated TEE).
+//! - [`train`]: DP-SGD training of servable MLPs, and evaluation through the engine.
 //!
 //! ## Feature flags
 //! - `cuda`: build the CUDA kernels and the GPU weight loader (needs nvcc). Off by default.
@@ -38,3 +39,4 @@ pub mod secure;
 pub mod server;
 pub mod storage;
 pub mod tee;
+pub mod train;

@@ -45,6 +45,11 @@ pub enum Command {
     Models(ModelsArgs),
     /// Differential privacy: the DP-SGD accountant and noise calibration.
     Privacy(super::privacy::PrivacyArgs),
+    /// Train an MLP (or logistic regression) on a CSV with DP-SGD; write safetensors and a
+    /// model config, and optionally seal them.
+    Train(Box<super::train::TrainArgs>),
+    /// Accuracy of a model (safetensors + config) on a labelled CSV: {"accuracy", "rows"}.
+    Evaluate(super::train::EvaluateArgs),
     /// Produce this platform's attestation evidence, or verify evidence against a policy.
     Attest(AttestArgs),
     /// Anonymize a CSV table (pseudonyms, k-anonymity by Mondrian), or check its k, l and t.

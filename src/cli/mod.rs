@@ -5,6 +5,7 @@ pub mod args;
 pub mod attest;
 pub mod bench;
 pub mod privacy;
+pub mod train;
 
 use std::path::{Path, PathBuf};
 
@@ -56,6 +57,8 @@ pub async fn run(command: Command) -> Result<()> {
             _ => privacy::run(&a),
         },
         Command::Bench(a) => bench::run(a).await,
+        Command::Train(a) => train::train(&a),
+        Command::Evaluate(a) => train::evaluate(&a),
     }
 }
 
@@ -206,8 +209,6 @@ fn keygen(a: &args::KeygenArgs) -> Result<()> {
 }
 
 fn seal(a: &args::SealArgs) -> Result<()> {
-    refuse_overwrite(&a.out, a.force)?;
-    refuse_overwrite(&a.key_out, a.force)?;
     let config_bytes =
         std::fs::read(&a.config).with_context(|| format!("{}", a.config.display()))?;
     let config =
@@ -215,34 +216,72 @@ fn seal(a: &args::SealArgs) -> Result<()> {
     let weights = Zeroizing::new(
         std::fs::read(&a.weights).with_context(|| format!("{}", a.weights.display()))?,
     );
-    let signing = PublisherSigningKey::from_pem_file(&a.signing_key)?;
-    let options = SealOptions {
-        chunk_size: a.chunk_size,
-        key_resource: a.resource_path.clone(),
-        ..SealOptions::default()
-    };
-    let sealed = sealed::seal(&config, &weights, &signing, &options).with_context(|| {
+    let summary = seal_model(
+        &config,
+        &weights,
+        &SealTarget {
+            signing_key: &a.signing_key,
+            out: &a.out,
+            key_out: &a.key_out,
+            resource_path: a.resource_path.clone(),
+            chunk_size: a.chunk_size,
+            force: a.force,
+        },
+    )
+    .with_context(|| {
         format!(
             "sealing {} with {}",
             a.weights.display(),
             a.config.display()
         )
     })?;
-    server::write_file(&a.key_out, sealed.data_key.secret_bytes(), 0o600)?;
-    server::write_file(&a.out, &sealed.file, 0o644)?;
-    println!(
-        "{}",
-        serde_json::json!({
-            "model": sealed.manifest.model.id,
-            "version": sealed.manifest.model.version,
-            "sealed": a.out,
-            "key_out": a.key_out,
-            "key_resource": sealed.manifest.encryption.key_resource,
-            "weights_sha256": sealed.manifest.weights.sha256,
-            "publisher_key_id": sealed.manifest.publisher.key_id,
-        })
-    );
+    println!("{summary}");
     Ok(())
+}
+
+/// Where and how [`seal_model`] writes a sealed model.
+pub(crate) struct SealTarget<'a> {
+    /// The publisher's private key (PEM).
+    pub signing_key: &'a Path,
+    /// The sealed file.
+    pub out: &'a Path,
+    /// The fresh data key (mode 0600).
+    pub key_out: &'a Path,
+    /// The key broker resource path, if not the default.
+    pub resource_path: Option<String>,
+    /// Plaintext bytes per chunk.
+    pub chunk_size: u32,
+    /// Overwrite existing files.
+    pub force: bool,
+}
+
+/// Seals `weights` with `config` (the `confidant seal` path, shared with `train --seal`) and
+/// returns the JSON summary that `seal` prints.
+pub(crate) fn seal_model(
+    config: &ModelConfig,
+    weights: &[u8],
+    target: &SealTarget<'_>,
+) -> Result<serde_json::Value> {
+    refuse_overwrite(target.out, target.force)?;
+    refuse_overwrite(target.key_out, target.force)?;
+    let signing = PublisherSigningKey::from_pem_file(target.signing_key)?;
+    let options = SealOptions {
+        chunk_size: target.chunk_size,
+        key_resource: target.resource_path.clone(),
+        ..SealOptions::default()
+    };
+    let sealed = sealed::seal(config, weights, &signing, &options)?;
+    server::write_file(target.key_out, sealed.data_key.secret_bytes(), 0o600)?;
+    server::write_file(target.out, &sealed.file, 0o644)?;
+    Ok(serde_json::json!({
+        "model": sealed.manifest.model.id,
+        "version": sealed.manifest.model.version,
+        "sealed": target.out,
+        "key_out": target.key_out,
+        "key_resource": sealed.manifest.encryption.key_resource,
+        "weights_sha256": sealed.manifest.weights.sha256,
+        "publisher_key_id": sealed.manifest.publisher.key_id,
+    }))
 }
 
 fn inspect(a: &args::InspectArgs) -> Result<()> {

@@ -179,13 +179,35 @@ pub struct Normalization {
 }
 
 /// An (ε, δ) differential-privacy guarantee.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DpGuarantee {
     /// ε > 0.
     pub epsilon: f64,
     /// 0 ≤ δ < 1.
     pub delta: f64,
+    /// How the guarantee was obtained, where a DP-SGD run recorded it: enough for anyone to
+    /// recompute ε with `confidant privacy epsilon`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mechanism: Option<DpSgdMechanism>,
+}
+
+/// The DP-SGD parameters behind a [`DpGuarantee`]: the Poisson-subsampled Gaussian mechanism
+/// composed over `steps` steps, under add-or-remove-one adjacency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpSgdMechanism {
+    /// The Poisson sampling probability q (expected batch size / training rows), in (0, 1].
+    pub sample_rate: f64,
+    /// σ: the noise standard deviation divided by the clipping norm; > 0.
+    pub noise_multiplier: f64,
+    /// The number of noisy gradient steps; ≥ 1.
+    pub steps: u64,
+    /// The per-example gradient clipping norm C; > 0. It does not enter ε, but fixes the
+    /// noise scale σ·C.
+    pub clip_norm: f64,
+    /// The accountant that computed ε: `pld`, `prv` or `rdp`.
+    pub accountant: String,
 }
 
 impl ModelConfig {
@@ -323,6 +345,24 @@ impl ModelConfig {
             return Err(ConfigError::Invalid(
                 "dp_training needs a finite epsilon > 0 and 0 <= delta < 1".into(),
             ));
+        }
+        if let Some(m) = self.dp_training.as_ref().and_then(|d| d.mechanism.as_ref()) {
+            let ok = m.sample_rate.is_finite()
+                && m.sample_rate > 0.0
+                && m.sample_rate <= 1.0
+                && m.noise_multiplier.is_finite()
+                && m.noise_multiplier > 0.0
+                && m.steps >= 1
+                && m.clip_norm.is_finite()
+                && m.clip_norm > 0.0
+                && matches!(m.accountant.as_str(), "pld" | "prv" | "rdp");
+            if !ok {
+                return Err(ConfigError::Invalid(
+                    "dp_training.mechanism needs 0 < sample_rate <= 1, a finite noise_multiplier \
+                     > 0, steps >= 1, a finite clip_norm > 0 and accountant pld, prv or rdp"
+                        .into(),
+                ));
+            }
         }
         if let Some(screening) = &self.screening {
             screening.validate()?;
