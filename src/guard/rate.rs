@@ -1,11 +1,18 @@
 //! Per-principal rate limits: requests per minute by GCRA (governor, in memory) and requests
 //! per UTC day by a quota kept in SQLite, so that a restart does not reset it.
 //!
-//! A request first reserves one unit of the day quota (an atomic conditional UPDATE in one
-//! transaction, so concurrent requests can never overspend it), then takes a GCRA cell. If
-//! the minute limit refuses, the day reservation is handed back, so a refused request
-//! changes no counter. A request refused later (for example by a full queue) hands its day
-//! unit back too; only its GCRA cell stays spent (governor has no refund).
+//! A request first takes one unit of the day quota, then a GCRA cell. If the minute limit
+//! refuses, the day unit is handed back, so a refused request changes no counter. A request
+//! refused later (for example by a full queue) hands its day unit back too; only its GCRA
+//! cell stays spent (governor has no refund).
+//!
+//! Day units are reserved in SQLite in leases: one transaction reserves up to 64 units at
+//! once (a sixteenth of what is left, at least one), and the server hands them out from
+//! memory. The database therefore always holds at least what was served, so a crash or a
+//! restart never resets the quota; a crash can only lose the unused part of a lease (the
+//! principal gets up to 63 fewer requests that day, never more). A graceful stop returns
+//! unused leases. Small quotas lease one unit at a time and so stay exact in the database;
+//! large ones pay one SQLite commit per lease instead of per request.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -35,8 +42,13 @@ pub struct RateDefaults {
 pub struct RateLimiter {
     defaults: RateDefaults,
     minute: Mutex<HashMap<(String, u32), Arc<DefaultDirectRateLimiter>>>,
+    /// Day units reserved in SQLite but not yet handed out, by (principal, day).
+    leases: Mutex<HashMap<(String, i64), u64>>,
     db: Arc<Database>,
 }
+
+/// Most day units one lease reserves.
+pub const MAX_LEASE: u64 = 64;
 
 /// A day-quota unit held by an admitted request. Call [`Admission::refund`] if the request
 /// fails before producing a result.
@@ -53,6 +65,7 @@ impl RateLimiter {
         Self {
             defaults,
             minute: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
             db,
         }
     }
@@ -66,22 +79,32 @@ impl RateLimiter {
         let mut admission = Admission { day: None };
         if let Some(limit) = day_limit {
             let day = now.div_euclid(DAY);
-            // One statement: count the request unless the quota is spent (then no row
-            // changes, and nothing is written).
-            let reserved = self.db.transaction(|tx| {
-                tx.prepare_cached(
-                    "INSERT INTO daily_usage (principal, day, count) VALUES (?1, ?2, 1)
-                     ON CONFLICT (principal, day) DO UPDATE SET count = count + 1
-                     WHERE count < ?3",
-                )?
-                .execute(params![principal, day, limit])
-            })?;
-            if reserved == 0 {
-                let retry = (day + 1) * DAY - now;
-                return Err(GuardError::RateLimited {
-                    what: format!("daily quota of {limit} requests for {principal} is spent"),
-                    retry_after: Duration::from_secs(retry.max(1) as u64),
-                });
+            let slot = (principal.clone(), day);
+            let from_lease = {
+                let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+                match leases.get_mut(&slot) {
+                    Some(n) if *n > 0 => {
+                        *n -= 1;
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if !from_lease {
+                let granted = self.lease(principal, day, u64::from(limit))?;
+                if granted == 0 {
+                    let retry = (day + 1) * DAY - now;
+                    return Err(GuardError::RateLimited {
+                        what: format!("daily quota of {limit} requests for {principal} is spent"),
+                        retry_after: Duration::from_secs(retry.max(1) as u64),
+                    });
+                }
+                if granted > 1 {
+                    let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+                    // Yesterday's leftovers are worthless today.
+                    leases.retain(|(_, d), _| *d >= day);
+                    *leases.entry(slot).or_insert(0) += granted - 1;
+                }
             }
             admission.day = Some((principal.clone(), day));
         }
@@ -105,31 +128,78 @@ impl RateLimiter {
         Ok(admission)
     }
 
-    /// Hands back an admission's day unit.
+    /// Reserves a lease of day units in one transaction; returns how many (0: spent).
+    fn lease(&self, principal: &str, day: i64, limit: u64) -> Result<u64, GuardError> {
+        Ok(self.db.transaction(|tx| {
+            let used: i64 = tx
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(count), 0) FROM daily_usage
+                     WHERE principal = ?1 AND day = ?2",
+                )?
+                .query_row(params![principal, day], |r| r.get(0))?;
+            let left = limit.saturating_sub(used.max(0) as u64);
+            let grant = (left / 16).clamp(1, MAX_LEASE).min(left);
+            if grant > 0 {
+                tx.prepare_cached(
+                    "INSERT INTO daily_usage (principal, day, count) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (principal, day) DO UPDATE SET count = count + ?3",
+                )?
+                .execute(params![principal, day, grant as i64])?;
+            }
+            Ok(grant)
+        })?)
+    }
+
+    /// Hands back an admission's day unit (to the in-memory lease; it stays reserved).
     pub fn refund(&self, admission: Admission) {
-        if let Some((principal, day)) = admission.day {
+        if let Some(slot) = admission.day {
+            let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+            *leases.entry(slot).or_insert(0) += 1;
+        }
+    }
+
+    /// Returns every unused lease to the database (at a graceful stop).
+    pub fn release_leases(&self) {
+        let leases: Vec<((String, i64), u64)> = self
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        for ((principal, day), n) in leases {
             let r = self.db.transaction(|tx| {
                 tx.prepare_cached(
-                    "UPDATE daily_usage SET count = count - 1
-                     WHERE principal = ?1 AND day = ?2 AND count > 0",
+                    "UPDATE daily_usage SET count = max(count - ?3, 0)
+                     WHERE principal = ?1 AND day = ?2",
                 )?
-                .execute(params![principal, day])
+                .execute(params![principal, day, n as i64])
             });
             if let Err(e) = r {
-                tracing::error!(error = %e, "could not refund a daily quota unit");
+                tracing::error!(error = %e, "could not return a daily quota lease");
             }
         }
     }
 
-    /// Requests counted for `principal` on the UTC day containing `now`.
+    /// Requests counted for `principal` on the UTC day containing `now`: what the database
+    /// holds, less this limiter's unused leases. (Read from another process, while a server
+    /// runs, it includes that server's unused leases.)
     pub fn used_today(&self, principal: &str, now: i64) -> Result<u64, GuardError> {
         let day = now.div_euclid(DAY);
-        Ok(self.db.read(|conn| {
+        let stored = self.db.read(|conn| {
             conn.query_row(
                 "SELECT COALESCE(SUM(count), 0) FROM daily_usage WHERE principal = ?1 AND day = ?2",
                 params![principal, day],
                 |r| r.get::<_, i64>(0),
             )
-        })? as u64)
+        })?;
+        let leased = self
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(principal.to_string(), day))
+            .copied()
+            .unwrap_or(0);
+        Ok((stored.max(0) as u64).saturating_sub(leased))
     }
 }

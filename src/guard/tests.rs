@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::guard::rate::MAX_LEASE;
 use crate::storage::Database;
 
 fn guard(defaults: RateDefaults) -> (tempfile::TempDir, Guard) {
@@ -205,4 +206,45 @@ fn refusals_and_refunds_leave_no_count_behind() {
     assert_eq!(g.limiter().used_today("dave", NOW).unwrap(), 2);
     g.limiter().refund(a);
     assert_eq!(g.limiter().used_today("dave", NOW).unwrap(), 1);
+}
+
+#[test]
+fn large_quotas_lease_units_but_never_serve_more_than_the_quota() {
+    let (dir, g) = guard(RateDefaults {
+        rpm: None,
+        rpd: Some(1000),
+    });
+    let (rec, _) = g.keys().create(&new_key("erin", None, None), NOW).unwrap();
+    for _ in 0..100 {
+        let _ = g.admit(&rec, NOW).unwrap();
+    }
+    // In process, usage is exact; the database holds at least that (the unused lease).
+    assert_eq!(g.limiter().used_today("erin", NOW).unwrap(), 100);
+    let other = Guard::new(
+        Arc::new(Database::open_in(dir.path()).unwrap()),
+        RateDefaults::default(),
+    );
+    let stored = other.limiter().used_today("erin", NOW).unwrap();
+    assert!((100..100 + MAX_LEASE).contains(&stored), "{stored}");
+    // A graceful stop returns the unused lease: the database is exact again.
+    g.limiter().release_leases();
+    assert_eq!(other.limiter().used_today("erin", NOW).unwrap(), 100);
+    // A crash (no release) never resets the quota: a new limiter starts from the stored count.
+    for _ in 0..10 {
+        let _ = g.admit(&rec, NOW).unwrap();
+    }
+    drop(g);
+    let restarted = Guard::new(
+        Arc::new(Database::open_in(dir.path()).unwrap()),
+        RateDefaults {
+            rpm: None,
+            rpd: Some(1000),
+        },
+    );
+    let mut served = 110;
+    while restarted.admit(&rec, NOW).is_ok() {
+        served += 1;
+    }
+    assert!(served <= 1000, "{served} served against a quota of 1000");
+    assert!(served > 1000 - MAX_LEASE, "a crash loses at most one lease: {served}");
 }

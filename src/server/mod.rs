@@ -477,6 +477,7 @@ pub async fn run(
         .await
         .map_err(|e| ServerError::Config(format!("server task failed: {e}")))?;
     registry.clear();
+    guard.limiter().release_leases();
     audit.append(crate::audit::Event::Admin {
         actor: "server".into(),
         action: "stop".into(),
