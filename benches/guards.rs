@@ -26,6 +26,10 @@ use confidant::engine::BatchConfig;
 use confidant::guard::RateDefaults;
 use confidant::server::{self, ServeConfig};
 
+/// The same allocator as the binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CONCURRENCY: usize = 32;
 const CHANNELS: usize = 4;
 
@@ -155,6 +159,15 @@ fn main() {
         window(&c_off, length / 2).await;
         let mut ratios = Vec::new();
         let (mut sum_on, mut sum_off) = (0.0, 0.0);
+        // Profiling aid: GUARDS_BENCH_ONLY=on|off runs one side's windows only.
+        let only = std::env::var("GUARDS_BENCH_ONLY").ok();
+        if let Some(side) = only.as_deref() {
+            let c = if side == "on" { &c_on } else { &c_off };
+            for _ in 0..pairs {
+                println!("{side}: {:.0} req/s", window(c, length).await);
+            }
+            return;
+        }
         for i in 0..pairs {
             // Alternate which side goes first.
             let (a, b) = if i % 2 == 0 {

@@ -3,6 +3,10 @@
 
 mod cli;
 
+/// mimalloc: per-thread free lists instead of glibc's contended arenas (see Cargo.toml).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     // Before any thread exists: fix the thread count candle and rayon will use.
     let threads = confidant::secure::pin_thread_count();

@@ -30,6 +30,7 @@ fn write_log(dir: &Path, n: u64) {
         AuditConfig {
             checkpoint_every: 4,
             checkpoint_interval: Duration::from_secs(3600),
+            group_linger: Duration::ZERO,
         },
     )
     .unwrap();
