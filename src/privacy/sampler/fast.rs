@@ -1,86 +1,132 @@
-//! A batched discrete-Laplace sampler for bulk grid-Laplace noise.
+//! A batched discrete-Laplace sampler for bulk grid-Laplace noise: one uniform word per
+//! sample, inverted through a floating-point logarithm, with a proven bound on how far its
+//! output distribution is from the exact one, charged in the privacy map.
 //!
-//! **Not exact.** It draws the same decomposition as the exact sampler: a geometric
-//! `G = n·V + U` with `n = 2^j ≤ scale`, `U ∈ [0, n)` accepted with probability
-//! `exp(−U/scale)` and `V` geometric with ratio `r = exp(−n/scale)`, then a sign, rejecting
-//! `−0`. The coin probabilities are `f64` products of tabulated `exp` values compared with
-//! 53- and 64-bit uniform integers, and `V`'s table stops where `r^v < 2^-24` (past it,
-//! memorylessness restarts the table). Every point probability of the output is therefore
-//! within a relative error η ≤ 2^-36 of the discrete Laplace (the worst term is 64-bit
-//! rounding of a threshold near 2^-24, about 2^-40, plus a few `f64` ulps), so a mechanism
-//! that is ε-DP with the exact sampler is ε + [`FAST_LAPLACE_EPSILON_SLACK`]-DP with this
-//! one, where the slack is `ln((1+η)/(1−η))` rounded up.
+//! # Algorithm
+//!
+//! For scale `t` (in grid steps) let `p = exp(−1/t)`. The magnitude of a discrete Laplace
+//! variable `X` has `P(|X| ≥ k) = q·p^k` for `k ≥ 1` with `q = 2/(1+p)`, so with `U`
+//! uniform on (0, 1], `|X| = ⌊−t·ln U + c⌋` with `c = t·ln q` (inversion), and
+//! `X = ±|X|` with a fair sign (a sign on 0 changes nothing, so nothing is rejected).
+//!
+//! Each sample takes one 64-bit word `w` from a block of generator output: bit 0 is the
+//! sign, and `U = fl(w >> 1)·2^-63` (the 63 high bits, rounded to 53 significant bits, so
+//! `U` has full `f64` precision down to 2^-10). If the computed value reaches the cap
+//! `K = ⌊10·ln 2·t⌋` (probability `q·p^K ≤ 2^-10`), the sample continues in a cold path:
+//! by memorylessness, `|X| − K` given `|X| ≥ K` is geometric, `P(G ≥ j) = p^j`, drawn by
+//! the same inversion (`c = 0`) and the same cap, adding `K` per restart. The hot loop has
+//! no rejection and no data-dependent branch except that rare one, and runs at ≈ 3× the
+//! exact sampler's speed per word (BENCHMARKS.md, "DP samplers").
+//!
+//! # Deviation bound
+//!
+//! Write `θ` for the relative error of the computed `v = fl(fl(−log U)·t) + c`. The
+//! logarithm is [`libm::log`] (FreeBSD's `e_log.c`, error below 1 ulp, the same on every
+//! platform) and the product rounds once: 1.5·2^-52 of `−t·ln U`. `c` comes from `1/t`,
+//! `expm1`, `log1p` (each below 1 ulp, condition numbers below 1.5) and a product: within
+//! 7.1·2^-52 of `c`. The sum rounds once more, so `θ < 9.1·2^-52 < 2^-48 =: θ_max`, a
+//! margin of 1.7.
+//!
+//! Without assuming the computed `v` is monotone in `U`, the event `⌊v⌋ = k` contains the
+//! event that the exact value lies in `[k/(1−θ_max), (k+1)/(1+θ_max))` and is contained in
+//! the event that it lies in `[k/(1+θ_max), (k+1)/(1−θ_max))`. Both are intervals of `U`
+//! above 2^-11, whose probability under the exact uniform differs from the target
+//! `q·p^k·(1−p)` by a relative `2(2k+2)·θ_max / (t·(1−p))` at most; the rounding of `U` to
+//! its 53-bit grid adds at most `3·2^-52·b` for an interval ending at `b`, a relative
+//! `6·2^-52/(1−p)`. So every point probability below the cap is within a relative
+//!
+//! ```text
+//! η = (4·K·θ_max/t + 6·2^-52) / (1 − p)
+//! ```
+//!
+//! of the exact one, and likewise each geometric step of the cold path; each restart's
+//! probability is within a relative `η_ρ = 4·(K/t)·θ_max + 2^-50`. For `t = 2^20` (the
+//! grid the Laplace mechanism uses at ε = 1) η ≈ 1.06·10⁻⁷; η grows linearly in `t`.
+//!
+//! # What is charged
+//!
+//! A noise value `x` has probability `P(x)·e(x)` where `P` is the exact discrete Laplace and
+//! `e(x)` is a product of one point factor in `[1−η, 1+η]` and, in the tail, restart
+//! factors. For two noise values `d` steps apart, the log-ratio is at most
+//! `d/t + ℓ(η) + (⌊d/K⌋ + 2)·ℓ(η_ρ)` with `ℓ(η) = ln((1+η)/(1−η))`. Summed over the at most
+//! `m = min(dim, ⌊D⌋)` coordinates that can differ between neighbours whose rounded scores
+//! are `D` steps apart in ℓ₁, a mechanism that is `D/t`-DP with the exact sampler is
+//! pure `(D/t + s)`-DP with this one, where
+//!
+//! ```text
+//! s = m·(ℓ(η) + 2·ℓ(η_ρ)) + (D/K)·ℓ(η_ρ)        (FastDiscreteLaplace::epsilon_slack)
+//! ```
+//!
+//! (about 2.2·10⁻⁷ per coordinate at `t = 2^20`). A pure bound is charged rather than a δ
+//! because it composes in the same ε budgets as the exact mechanism; for an (ε, δ) view, the
+//! total-variation distance of one sample from the exact law is at most
+//! [`FastDiscreteLaplace::total_variation_bound`] `≈ η`, and the coupling argument gives
+//! `(ε, τ·(1 + e^ε))`-DP per coordinate with `τ` that bound.
+//!
+//! Floating point enters only the *probabilities* of the integer noise, never the released
+//! value: the output is an integer number of grid steps, scaled by a power of two, exactly.
+//! The attack of Mironov 2012 reads the input from which `f64` values a noisy output can
+//! take (the low bits of `x + noise` differ by `x`); here every output is a grid point
+//! whatever the input, so the support is the same for all inputs and the bound above is the
+//! whole story.
 
 use super::super::error::{PrivacyError, Result, check_range};
 use super::super::rng::DpRng;
 
-/// The ε to add to a pure-DP guarantee when [`FastDiscreteLaplace`] replaces the exact
-/// sampler: `ln((1+η)/(1−η))` for η = 2^-36, rounded up.
-pub const FAST_LAPLACE_EPSILON_SLACK: f64 = 3.0e-11;
+/// Words drawn from the generator per block.
+const BLOCK_WORDS: usize = 512;
 
-/// Entries of `V`'s threshold table kept while `r^v ≥ 2^-24`.
-const V_TABLE_MIN: f64 = 1.0 / 16_777_216.0;
+/// `2^-63`: maps the 63 high bits of a word to (0, 1].
+const TWO_POW_MINUS_63: f64 = 1.0 / 9_223_372_036_854_775_808.0;
 
-/// Words drawn from the generator per refill.
-const BUFFER_WORDS: usize = 1024;
+/// The bound `θ_max` on the relative error of the computed inversion value (module docs).
+const THETA_MAX: f64 = 1.0 / 281_474_976_710_656.0; // 2^-48
 
-/// A discrete Laplace sampler of fixed scale with precomputed tables.
+/// A discrete Laplace sampler of fixed scale.
 #[derive(Debug, Clone)]
 pub struct FastDiscreteLaplace {
     scale: f64,
-    /// `j`, with `n = 2^j`.
-    u_bits: u32,
-    /// `exp(−(k·2^{8i})/scale)` for byte `i` of `U` and byte value `k`.
-    accept: Vec<[f64; 256]>,
-    /// `⌊r^v · 2^64⌋` for `v = 1..=len`; `V ≥ v` iff the word is below entry `v`.
-    v_thresholds: Vec<u64>,
+    /// `c = t·ln(2/(1+p))`: the shift that turns the geometric into `|X|`.
+    shift: f64,
+    /// The cap `K`, in steps.
+    cap: i64,
+    /// `K` as `f64` (exact: `K < 2^35`).
+    cap_f: f64,
+    /// `η`: relative deviation of each point (and geometric step) probability.
+    eta_point: f64,
+    /// `η_ρ`: relative deviation of each restart probability.
+    eta_restart: f64,
 }
 
 impl FastDiscreteLaplace {
-    /// A sampler for `P(x) ∝ exp(−|x|/scale)`, `scale` in `[1/4, 2^32]`. Below 1/4 the
-    /// tables lose relative precision; use the exact sampler there.
+    /// A sampler for `P(x) ∝ exp(−|x|/scale)`, `scale` in `[1/4, 2^32]`. Above 2^32 the
+    /// deviation bound grows past 10⁻³; below 1/4 use the exact sampler.
     pub fn new(scale: f64) -> Result<Self> {
         check_range("scale", scale, 0.25, 4_294_967_296.0, true)?;
-        let u_bits = if scale < 1.0 {
-            0
-        } else {
-            scale.log2().floor() as u32
-        };
-        let n = 2f64.powi(u_bits as i32);
-        let bytes = u_bits.div_ceil(8) as usize;
-        let accept = (0..bytes)
-            .map(|i| {
-                let mut row = [0.0; 256];
-                for (k, p) in row.iter_mut().enumerate() {
-                    *p = (-(k as f64) * 2f64.powi(8 * i as i32) / scale).exp();
-                }
-                row
-            })
-            .collect();
-        let r = (-n / scale).exp();
-        let mut v_thresholds = Vec::new();
-        let mut v = 1;
-        loop {
-            let rv = (-(v as f64) * n / scale).exp();
-            if rv < V_TABLE_MIN {
-                break;
-            }
-            // rv < 1, so rv·2^64 < 2^64 and the cast does not saturate.
-            v_thresholds.push((rv * 18_446_744_073_709_551_616.0) as u64);
-            v += 1;
-        }
-        if v_thresholds.is_empty() || r <= 0.0 {
+        // K = ⌊10·ln 2·t⌋ keeps q·p^K ≥ 2^-10 up to rounding (U has full precision there);
+        // t ≥ 1/4 gives K ≥ 1.
+        let cap_f = (10.0 * std::f64::consts::LN_2 * scale).floor().max(1.0);
+        let cap = cap_f as i64;
+        let one_minus_p = -libm::expm1(-1.0 / scale);
+        let shift = -scale * libm::log1p(-one_minus_p / 2.0);
+        if !(one_minus_p > 0.0 && shift > 0.0 && shift.is_finite()) {
             return Err(PrivacyError::InvalidParameter {
                 name: "scale",
                 value: scale,
-                reason: "too small for the fast sampler",
+                reason: "outside the fast sampler's range",
             });
         }
+        let eps52 = f64::EPSILON; // 2^-52
+        // A 1 % margin covers the rounding of these bounds themselves.
+        let eta_point = (4.0 * cap_f * THETA_MAX / scale + 6.0 * eps52) / one_minus_p * 1.01;
+        let eta_restart = (4.0 * (cap_f / scale) * THETA_MAX + 4.0 * eps52) * 1.01;
         Ok(Self {
             scale,
-            u_bits,
-            accept,
-            v_thresholds,
+            shift,
+            cap,
+            cap_f,
+            eta_point,
+            eta_restart,
         })
     }
 
@@ -89,98 +135,100 @@ impl FastDiscreteLaplace {
         self.scale
     }
 
+    /// `η`: every point probability below the cap, and every geometric step of the tail, is
+    /// within this relative distance of the exact one.
+    pub fn point_deviation(&self) -> f64 {
+        self.eta_point
+    }
+
+    /// A bound on the total-variation distance between one sample's law and the exact
+    /// discrete Laplace: `η` below the cap, plus the tail (probability ≤ 2^-10 per restart)
+    /// where the factors compound, bounded generously.
+    pub fn total_variation_bound(&self) -> f64 {
+        (self.eta_point * (1.0 + 1.0 / 128.0) + self.eta_restart / 32.0) * 1.01
+    }
+
+    /// The ε to add to the exact mechanism's pure ε when this sampler replaces the exact one
+    /// for noise on `dim` coordinates whose rounded values move at most `l1_steps` grid steps
+    /// (ℓ₁) between neighbours (module docs, "What is charged"). Rounded up.
+    pub fn epsilon_slack(&self, l1_steps: f64, dim: usize) -> f64 {
+        let ell = |eta: f64| libm::log1p(eta) - libm::log1p(-eta);
+        let coordinates = (dim as f64).min(l1_steps.floor().max(1.0));
+        let s = coordinates * (ell(self.eta_point) + 2.0 * ell(self.eta_restart))
+            + (l1_steps / self.cap_f) * ell(self.eta_restart);
+        // The bounds are ≥ 2^-52, so a 10⁻⁶ relative margin swamps the rounding above.
+        (s * (1.0 + 1e-6)).next_up()
+    }
+
     /// Fills `out` with independent samples.
     pub fn fill<R: DpRng + ?Sized>(&self, rng: &mut R, out: &mut [i64]) {
-        let mut words = WordBuffer::new();
-        for o in out.iter_mut() {
-            *o = self.one(rng, &mut words);
+        let mut block = [0u64; BLOCK_WORDS];
+        for chunk in out.chunks_mut(BLOCK_WORDS) {
+            let words = &mut block[..chunk.len()];
+            rng.fill_u64(words);
+            for (o, &w) in chunk.iter_mut().zip(words.iter()) {
+                let v = inversion_value(w, self.scale) + self.shift;
+                // NaN (never produced, U > 0 or log = −∞) and +∞ also take the cold path.
+                let magnitude = if v < self.cap_f {
+                    v as i64
+                } else {
+                    self.tail(rng)
+                };
+                let negative = (w & 1) as i64;
+                // Two's-complement negation when the sign bit is set, without a branch.
+                *o = (magnitude ^ -negative) + negative;
+            }
         }
     }
 
-    #[inline(always)]
-    fn one<R: DpRng + ?Sized>(&self, rng: &mut R, words: &mut WordBuffer) -> i64 {
-        let u_mask = (1u64 << self.u_bits) - 1;
+    /// `K + G` for the geometric `G` of ratio `p`, given that `|X|` reached the cap.
+    #[cold]
+    #[inline(never)]
+    fn tail<R: DpRng + ?Sized>(&self, rng: &mut R) -> i64 {
+        let mut g = self.cap;
         loop {
-            let w = words.next(rng);
-            let negative = w >> 63 == 1;
-            let u = w & u_mask;
-            if self.u_bits > 0 {
-                let mut p = 1.0;
-                for (i, row) in self.accept.iter().enumerate() {
-                    // The mask keeps the index below 256.
-                    p *= row[((u >> (8 * i)) & 0xff) as usize];
-                }
-                // Accept with probability ⌊p·2^53⌋/2^53, within 2^-53 of p.
-                let threshold = (p * 9_007_199_254_740_992.0) as u64;
-                if words.next(rng) >> 11 >= threshold {
-                    continue;
-                }
+            let y = inversion_value(rng.next_u64(), self.scale);
+            if y < self.cap_f {
+                // y ∈ [0, K): the cast is exact; saturation needs 2^28 restarts in a row.
+                return g.saturating_add(y as i64);
             }
-            let mut v: u64 = 0;
-            'geometric: loop {
-                let w = words.next(rng);
-                for &t in &self.v_thresholds {
-                    if w >= t {
-                        break 'geometric;
-                    }
-                    v += 1;
-                }
-                // Past the table: by memorylessness, draw the rest afresh.
-            }
-            let g = (v << self.u_bits) | u;
-            if negative && g == 0 {
-                continue;
-            }
-            // g < 2^63 except with probability far below 2^-1000.
-            let g = g as i64;
-            return if negative { -g } else { g };
+            g = g.saturating_add(self.cap);
         }
     }
 }
 
-/// Generator output drawn in blocks, which lets ChaCha's wide SIMD path run.
-struct WordBuffer {
-    buf: [u64; BUFFER_WORDS],
-    pos: usize,
-}
-
-impl WordBuffer {
-    fn new() -> Self {
-        Self {
-            buf: [0; BUFFER_WORDS],
-            pos: BUFFER_WORDS,
-        }
-    }
-
-    #[inline(always)]
-    fn next<R: DpRng + ?Sized>(&mut self, rng: &mut R) -> u64 {
-        if self.pos >= BUFFER_WORDS {
-            rng.fill_u64(&mut self.buf);
-            self.pos = 0;
-        }
-        let w = self.buf.get(self.pos).copied().unwrap_or_default();
-        self.pos += 1;
-        w
-    }
+/// `fl(−log(U)·t)` with `U = fl(w >> 1)·2^-63`; `+∞` when `U = 0`.
+#[inline(always)]
+fn inversion_value(w: u64, scale: f64) -> f64 {
+    let u = (w >> 1) as f64 * TWO_POW_MINUS_63;
+    -libm::log(u) * scale
 }
 
 /// Grid-Laplace noise in bulk: `values` rounded to `grid`, plus `grid ×` discrete Laplace
-/// noise of `scale` steps, written back in place. Uses the fast sampler, so the privacy map
-/// must add [`FAST_LAPLACE_EPSILON_SLACK`].
+/// noise of `scale` steps, written back in place. Every value is checked before any is
+/// changed, so on error `values` is untouched. The privacy map must add
+/// [`FastDiscreteLaplace::epsilon_slack`].
 pub fn add_grid_laplace<R: DpRng + ?Sized>(
     rng: &mut R,
     sampler: &FastDiscreteLaplace,
     grid: super::Grid,
     values: &mut [f64],
 ) -> Result<()> {
+    let mut steps = values
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| grid.to_steps(x, i))
+        .collect::<Result<Vec<i64>>>()?;
     let mut noise = vec![0i64; values.len()];
     sampler.fill(rng, &mut noise);
-    for (i, (x, z)) in values.iter_mut().zip(&noise).enumerate() {
-        let n = grid.to_steps(*x, i)?;
-        *x = grid.from_steps(
-            n.checked_add(*z)
-                .ok_or(PrivacyError::OffGrid { index: i })?,
-        );
+    for (i, (n, z)) in steps.iter_mut().zip(&noise).enumerate() {
+        *n = n
+            .checked_add(*z)
+            .filter(|s| s.unsigned_abs() < 1u64 << 53)
+            .ok_or(PrivacyError::OffGrid { index: i })?;
+    }
+    for (x, &n) in values.iter_mut().zip(&steps) {
+        *x = grid.from_steps(n);
     }
     Ok(())
 }

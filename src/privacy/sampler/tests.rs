@@ -6,101 +6,6 @@ fn rng(seed: u8) -> ChaChaDpRng {
     ChaChaDpRng::dangerous_from_seed([seed; 32])
 }
 
-/// KS statistic of integer samples against an exact CDF, evaluated at every integer in the
-/// sample range (where the empirical CDF jumps).
-fn ks_statistic(samples: &mut [i64], cdf: impl Fn(i64) -> f64) -> f64 {
-    samples.sort_unstable();
-    let n = samples.len() as f64;
-    let mut d: f64 = 0.0;
-    let mut i = 0;
-    while i < samples.len() {
-        let x = samples[i];
-        let before = i as f64 / n;
-        while i < samples.len() && samples[i] == x {
-            i += 1;
-        }
-        let after = i as f64 / n;
-        // Just below x the exact CDF is cdf(x−1); at x it is cdf(x).
-        d = d
-            .max((before - cdf(x - 1)).abs())
-            .max((after - cdf(x)).abs());
-    }
-    d
-}
-
-/// Pearson χ² over the bins −k..=k plus the two tails, against exact bin probabilities.
-fn chi_square(samples: &[i64], pmf: impl Fn(i64) -> f64, k: i64) -> (f64, usize) {
-    let n = samples.len() as f64;
-    let mut counts = vec![0f64; (2 * k + 3) as usize];
-    for &s in samples {
-        let bin = (s.clamp(-k - 1, k + 1) + k + 1) as usize;
-        counts[bin] += 1.0;
-    }
-    let inner: f64 = (-k..=k).map(&pmf).sum();
-    let tail = (1.0 - inner) / 2.0;
-    let mut stat = 0.0;
-    for (b, &c) in counts.iter().enumerate() {
-        let x = b as i64 - k - 1;
-        let p = if x.abs() > k { tail } else { pmf(x) };
-        let e = p * n;
-        assert!(e >= 5.0, "bin {x} expects {e}");
-        stat += (c - e) * (c - e) / e;
-    }
-    (stat, counts.len() - 1)
-}
-
-/// χ² critical value at p ≈ 1e-6 (Wilson–Hilferty).
-fn chi_square_critical(df: usize) -> f64 {
-    let df = df as f64;
-    let z = 4.75;
-    df * (1.0 - 2.0 / (9.0 * df) + z * (2.0 / (9.0 * df)).sqrt()).powi(3)
-}
-
-fn dlap_pmf(t: f64) -> impl Fn(i64) -> f64 {
-    let p = (-1.0 / t).exp();
-    move |x: i64| (1.0 - p) / (1.0 + p) * p.powi(x.unsigned_abs() as i32)
-}
-
-fn dlap_cdf(t: f64) -> impl Fn(i64) -> f64 {
-    let p = (-1.0 / t).exp();
-    move |x: i64| {
-        if x >= 0 {
-            1.0 - p.powf(x as f64 + 1.0) / (1.0 + p)
-        } else {
-            p.powf(-x as f64) / (1.0 + p)
-        }
-    }
-}
-
-fn dgauss_pmf(sigma2: f64) -> (impl Fn(i64) -> f64, impl Fn(i64) -> f64) {
-    let w = move |x: i64| (-(x as f64).powi(2) / (2.0 * sigma2)).exp();
-    let bound = (sigma2.sqrt() * 40.0) as i64 + 10;
-    let z: f64 = (-bound..=bound).map(w).sum();
-    let pmf = move |x: i64| w(x) / z;
-    let cdf = move |x: i64| {
-        if x < 0 {
-            (-bound..=x).map(w).sum::<f64>() / z
-        } else {
-            1.0 - ((x + 1)..=bound).map(w).sum::<f64>() / z
-        }
-    };
-    (pmf, cdf)
-}
-
-#[test]
-fn bernoulli_exp_neg_matches_exp() {
-    let mut r = rng(1);
-    for (num, den) in [(1u128, 3u128), (5, 2), (0, 1), (7, 1)] {
-        let n = 200_000;
-        let hits = (0..n)
-            .filter(|_| bernoulli_exp_neg(&mut r, Rational { num, den }).unwrap())
-            .count() as f64;
-        let p = (-(num as f64) / den as f64).exp();
-        let sd = (p * (1.0 - p) / n as f64).sqrt().max(1e-9);
-        assert!((hits / n as f64 - p).abs() < 5.0 * sd, "γ={num}/{den}");
-    }
-}
-
 #[test]
 fn uniform_below_is_uniform_including_above_2_64() {
     let mut r = rng(2);
@@ -117,68 +22,51 @@ fn uniform_below_is_uniform_including_above_2_64() {
     }
 }
 
+// The distribution tests (KS and χ² at 10⁶ samples, Bernoulli frequencies, the audit) are
+// in tests/dp_statistics.rs.
+
 #[test]
-fn exact_discrete_laplace_ks_and_chi_square() {
-    let mut r = rng(3);
-    for (t, n) in [(3.0f64, 200_000usize), (0.5, 200_000)] {
-        let scale = Rational::from_f64_ceil(t, 8).unwrap();
-        let mut s: Vec<i64> = (0..n)
-            .map(|_| discrete_laplace(&mut r, scale).unwrap())
-            .collect();
-        let k = if t > 1.0 { 12 } else { 3 };
-        let (stat, df) = chi_square(&s, dlap_pmf(t), k);
-        assert!(stat < chi_square_critical(df), "t={t}: χ²={stat} df={df}");
-        let d = ks_statistic(&mut s, dlap_cdf(t));
-        assert!(d < 2.69 / (n as f64).sqrt(), "t={t}: D={d}");
-    }
+fn fast_sampler_bounds_are_small_where_the_mechanisms_use_it() {
+    let t = 1_048_576.0;
+    let fast = FastDiscreteLaplace::new(t).unwrap();
+    let eta = fast.point_deviation();
+    // η = (4·K·2^-48/t + 6·2^-52)/(1 − p) with K = ⌊10·ln 2·t⌋, plus the 1 % margin.
+    let k = (10.0 * std::f64::consts::LN_2 * t).floor();
+    let expected = (4.0 * k * 2f64.powi(-48) / t + 6.0 * f64::EPSILON) / -(-1.0 / t).exp_m1();
+    assert!(
+        eta >= expected && eta < expected * 1.02,
+        "{eta} vs {expected}"
+    );
+    assert!(eta > 1.0e-7 && eta < 1.1e-7, "{eta}");
+    let tv = fast.total_variation_bound();
+    assert!(tv >= eta && tv < 1.1 * eta, "{tv}");
+    // One coordinate, sensitivity 2^20 steps: about ℓ(η) = 2η.
+    let s = fast.epsilon_slack(t, 1);
+    assert!(s > 2.0 * eta && s < 2.1 * eta, "{s}");
+    // The slack counts every coordinate that can differ, and no more than ⌊D⌋ of them.
+    assert!(fast.epsilon_slack(t, 10) > 9.9 * s);
+    let small = FastDiscreteLaplace::new(1.0).unwrap();
+    assert!(small.epsilon_slack(2.5, 1000) < 2.1 * small.epsilon_slack(2.5, 2));
+    // The bound grows linearly in the scale and stays usable at the top of the range.
+    let top = FastDiscreteLaplace::new(4_294_967_296.0).unwrap();
+    assert!(top.point_deviation() < 1e-3);
 }
 
 #[test]
-fn exact_discrete_laplace_rational_scale() {
-    // Scale 7/3: the Y = ⌊X/s⌋ step of CKS Algorithm 2.
-    let mut r = rng(4);
-    let n = 100_000;
-    let mut s: Vec<i64> = (0..n)
-        .map(|_| discrete_laplace(&mut r, Rational { num: 7, den: 3 }).unwrap())
-        .collect();
-    let d = ks_statistic(&mut s, dlap_cdf(7.0 / 3.0));
-    assert!(d < 2.69 / (n as f64).sqrt(), "D={d}");
-}
-
-#[test]
-fn exact_discrete_gaussian_ks_and_chi_square() {
-    let mut r = rng(5);
-    for (sigma, n) in [(2.5f64, 200_000usize), (0.6, 100_000)] {
-        let s2 = discrete_gaussian_sigma2(sigma).unwrap();
-        assert!(s2.to_f64() >= sigma * sigma);
-        let mut s: Vec<i64> = (0..n)
-            .map(|_| discrete_gaussian(&mut r, s2).unwrap())
-            .collect();
-        let (pmf, cdf) = dgauss_pmf(s2.to_f64());
-        let k = if sigma > 1.0 { 8 } else { 1 };
-        let (stat, df) = chi_square(&s, &pmf, k);
-        assert!(stat < chi_square_critical(df), "σ={sigma}: χ²={stat}");
-        let d = ks_statistic(&mut s, cdf);
-        assert!(d < 2.69 / (n as f64).sqrt(), "σ={sigma}: D={d}");
-    }
-}
-
-#[test]
-fn fast_discrete_laplace_ks_1e6_and_chi_square() {
-    let mut r = rng(6);
-    for t in [0.3f64, 1.0, 5.7, 1000.0] {
-        let fast = FastDiscreteLaplace::new(t).unwrap();
-        let n = 1_000_000;
-        let mut s = vec![0i64; n];
-        fast.fill(&mut r, &mut s);
-        if t < 100.0 {
-            let k = (t * 4.0).ceil() as i64;
-            let (stat, df) = chi_square(&s, dlap_pmf(t), k);
-            assert!(stat < chi_square_critical(df), "t={t}: χ²={stat} df={df}");
-        }
-        let d = ks_statistic(&mut s, dlap_cdf(t));
-        assert!(d < 2.69 / (n as f64).sqrt(), "t={t}: D={d}");
-    }
+fn fast_sampler_takes_the_tail_path_and_keeps_its_mean_and_symmetry() {
+    // At scale 1/4 the cap is K = 1 and |X| ≥ 1 has probability 2p/(1+p) ≈ 3.6 %, so the
+    // cold path runs thousands of times here.
+    let mut r = rng(8);
+    let fast = FastDiscreteLaplace::new(0.25).unwrap();
+    let mut s = vec![0i64; 200_000];
+    fast.fill(&mut r, &mut s);
+    let p = (-4.0f64).exp();
+    let beyond_one = s.iter().filter(|x| x.unsigned_abs() >= 2).count() as f64 / 2e5;
+    let expected = 2.0 * p * p / (1.0 + p);
+    assert!((beyond_one - expected).abs() < 6.0 * (expected / 2e5).sqrt());
+    let positive = s.iter().filter(|&&x| x > 0).count() as f64;
+    let negative = s.iter().filter(|&&x| x < 0).count() as f64;
+    assert!((positive - negative).abs() < 6.0 * (positive + negative).sqrt());
 }
 
 #[test]
