@@ -48,21 +48,37 @@ fn ks_statistic(samples: &mut [i64], cdf: impl Fn(i64) -> f64) -> f64 {
     d
 }
 
-/// Pearson χ² over the bins −k..=k plus the two tails; every bin must expect ≥ 5.
-fn chi_square(samples: &[i64], pmf: impl Fn(i64) -> f64, k: i64) -> (f64, usize) {
+/// Pearson χ² over bins of `width` integers, bin `b` holding `b·width ..= (b+1)·width − 1`
+/// for `b` in `−k..=k`, plus the two tails, against exact bin probabilities from `cdf`. `k`
+/// is the largest (up to 60) for which every bin expects at least 5.
+fn chi_square(samples: &[i64], cdf: impl Fn(i64) -> f64, width: i64) -> (f64, usize) {
     let n = samples.len() as f64;
+    let bin_p = |b: i64| cdf((b + 1) * width - 1) - cdf(b * width - 1);
+    let lower_tail = |k: i64| cdf(-k * width - 1);
+    let upper_tail = |k: i64| 1.0 - cdf((k + 1) * width - 1);
+    let fits = |k: i64| {
+        [bin_p(-k), bin_p(k), lower_tail(k), upper_tail(k)]
+            .iter()
+            .all(|&p| p * n >= 5.0)
+    };
+    let k = (0..=60).take_while(|&k| fits(k)).last().unwrap_or(0);
     let mut counts = vec![0f64; (2 * k + 3) as usize];
     for &s in samples {
-        counts[(s.clamp(-k - 1, k + 1) + k + 1) as usize] += 1.0;
+        let b = s.div_euclid(width).clamp(-k - 1, k + 1);
+        counts[(b + k + 1) as usize] += 1.0;
     }
-    let inner: f64 = (-k..=k).map(&pmf).sum();
-    let tail = (1.0 - inner) / 2.0;
     let mut stat = 0.0;
-    for (b, &c) in counts.iter().enumerate() {
-        let x = b as i64 - k - 1;
-        let p = if x.abs() > k { tail } else { pmf(x) };
+    for (i, &c) in counts.iter().enumerate() {
+        let b = i as i64 - k - 1;
+        let p = if b < -k {
+            lower_tail(k)
+        } else if b > k {
+            upper_tail(k)
+        } else {
+            bin_p(b)
+        };
         let e = p * n;
-        assert!(e >= 5.0, "bin {x} expects {e}");
+        assert!(e >= 5.0, "bin {b} expects {e}");
         stat += (c - e) * (c - e) / e;
     }
     (stat, counts.len() - 1)
@@ -75,20 +91,7 @@ fn chi_square_critical(df: usize) -> f64 {
     df * (1.0 - 2.0 / (9.0 * df) + z * (2.0 / (9.0 * df)).sqrt()).powi(3)
 }
 
-/// The number of bins each side that expect ≥ 5 under `pmf` with `n` samples, at most 60.
-fn bins_with_five(pmf: impl Fn(i64) -> f64, n: usize) -> i64 {
-    (1..=60)
-        .take_while(|&k| pmf(k + 1) * n as f64 >= 5.0)
-        .last()
-        .unwrap_or(0)
-}
-
-/// Discrete Laplace of scale t: `P(x) = (1−p)/(1+p)·p^|x|`, `p = e^{−1/t}`.
-fn dlap_pmf(t: f64) -> impl Fn(i64) -> f64 {
-    let p = (-1.0 / t).exp();
-    move |x: i64| (1.0 - p) / (1.0 + p) * p.powf(x.unsigned_abs() as f64)
-}
-
+/// Discrete Laplace of scale t: `P(x) = (1−p)/(1+p)·p^|x|`, `p = e^{−1/t}`; its CDF.
 fn dlap_cdf(t: f64) -> impl Fn(i64) -> f64 {
     let p = (-1.0 / t).exp();
     move |x: i64| {
@@ -100,36 +103,35 @@ fn dlap_cdf(t: f64) -> impl Fn(i64) -> f64 {
     }
 }
 
-/// Discrete Gaussian with variance parameter σ²: pmf and CDF, normalized by direct summation.
-fn dgauss(sigma2: f64) -> (impl Fn(i64) -> f64, impl Fn(i64) -> f64) {
+/// The CDF of the discrete Gaussian with variance parameter σ², normalized by direct
+/// summation.
+fn dgauss_cdf(sigma2: f64) -> impl Fn(i64) -> f64 {
     let w = move |x: i64| (-(x as f64).powi(2) / (2.0 * sigma2)).exp();
     let bound = (sigma2.sqrt() * 40.0) as i64 + 10;
     let z: f64 = (-bound..=bound).map(w).sum();
-    let pmf = move |x: i64| w(x) / z;
-    let cdf = move |x: i64| {
+    move |x: i64| {
         if x < 0 {
-            (-bound..=x).map(w).sum::<f64>() / z
+            (-bound..=x.max(-bound - 1)).map(w).sum::<f64>() / z
         } else {
             1.0 - ((x + 1)..=bound).map(w).sum::<f64>() / z
         }
-    };
-    (pmf, cdf)
+    }
 }
 
+/// χ² over bins of `width` integers and KS, both at α ≈ 10⁻⁶.
 fn check_ks_and_chi_square(
     what: &str,
     mut samples: Vec<i64>,
-    pmf: impl Fn(i64) -> f64,
     cdf: impl Fn(i64) -> f64,
+    width: i64,
 ) {
     let n = samples.len();
-    let k = bins_with_five(&pmf, n);
-    let (stat, df) = chi_square(&samples, &pmf, k);
+    let (stat, df) = chi_square(&samples, &cdf, width);
     let crit = chi_square_critical(df);
     let d = ks_statistic(&mut samples, cdf);
     println!(
-        "{what}: n = {n}, χ² = {stat:.1} (df {df}, critical {crit:.1}), KS D = {d:.2e} \
-         (critical {:.2e})",
+        "{what}: n = {n}, χ² = {stat:.1} (df {df}, bins of {width}, critical {crit:.1}), \
+         KS D = {d:.2e} (critical {:.2e})",
         ks_critical(n)
     );
     assert!(stat < crit, "{what}: χ² = {stat}, df = {df}");
@@ -151,8 +153,8 @@ fn exact_discrete_laplace_ks_and_chi_square() {
         check_ks_and_chi_square(
             &format!("exact discrete Laplace {label}"),
             s,
-            dlap_pmf(t),
             dlap_cdf(t),
+            1,
         );
     }
 }
@@ -166,8 +168,8 @@ fn exact_discrete_gaussian_ks_and_chi_square() {
         let s: Vec<i64> = (0..n)
             .map(|_| sampler::discrete_gaussian(&mut r, s2).unwrap())
             .collect();
-        let (pmf, cdf) = dgauss(s2.to_f64());
-        check_ks_and_chi_square(&format!("exact discrete Gaussian σ = {sigma}"), s, pmf, cdf);
+        let cdf = dgauss_cdf(s2.to_f64());
+        check_ks_and_chi_square(&format!("exact discrete Gaussian σ = {sigma}"), s, cdf, 1);
     }
 }
 
@@ -180,18 +182,26 @@ fn fast_grid_laplace_ks_and_chi_square() {
         let fast = FastDiscreteLaplace::new(t).unwrap();
         let mut s = vec![0i64; N];
         fast.fill(&mut r, &mut s);
-        if t < 100.0 {
-            check_ks_and_chi_square(&format!("fast t = {t}"), s, dlap_pmf(t), dlap_cdf(t));
-        } else {
-            // Wide laws: every bin near 0 expects < 5 per integer, so KS only.
-            let d = ks_statistic(&mut s, dlap_cdf(t));
-            println!(
-                "fast t = {t}: KS D = {d:.2e} (critical {:.2e})",
-                ks_critical(N)
-            );
-            assert!(d < ks_critical(N), "t = {t}: D = {d}");
-        }
+        // Bins of ⌈t/8⌉ integers: unit bins up to t = 8, wide ones for wide laws.
+        let width = ((t / 8.0).ceil() as i64).max(1);
+        check_ks_and_chi_square(&format!("fast t = {t}"), s, dlap_cdf(t), width);
     }
+}
+
+#[test]
+fn the_distribution_tests_catch_a_five_percent_scale_error() {
+    // A negative control: the same tests must reject a sampler whose scale is 5 % off.
+    let mut r = rng(7);
+    let (t, wrong) = (5.7f64, 5.7 * 1.05);
+    let mut s = vec![0i64; N];
+    FastDiscreteLaplace::new(wrong)
+        .unwrap()
+        .fill(&mut r, &mut s);
+    let (stat, df) = chi_square(&s, dlap_cdf(t), 1);
+    let d = ks_statistic(&mut s, dlap_cdf(t));
+    println!("scale 5 % off: χ² = {stat:.1} (df {df}), KS D = {d:.2e}");
+    assert!(stat > chi_square_critical(df), "χ² missed it: {stat}");
+    assert!(d > ks_critical(N), "KS missed it: {d}");
 }
 
 /// Clopper–Pearson bounds and their helpers.
