@@ -47,6 +47,13 @@ fn fast_sampler_bounds_are_small_where_the_mechanisms_use_it() {
     assert!(fast.epsilon_slack(t, 10) > 9.9 * s);
     let small = FastDiscreteLaplace::new(1.0).unwrap();
     assert!(small.epsilon_slack(2.5, 1000) < 2.1 * small.epsilon_slack(2.5, 2));
+    // The total-variation bound rests on ρ₁/(1−ρ₂) < 1/8 (tail mass over restart odds).
+    for t in (0..400).map(|i| 0.25 * 1.05f64.powi(i)) {
+        let p = (-1.0 / t).exp();
+        let k = (10.0 * std::f64::consts::LN_2 * t).floor().max(1.0);
+        let (rho1, rho2) = (2.0 / (1.0 + p) * p.powf(k), p.powf(k));
+        assert!(rho1 / (1.0 - rho2) < 0.125, "t = {t}");
+    }
     // The bound grows linearly in the scale and stays usable at the top of the range.
     let top = FastDiscreteLaplace::new(4_294_967_296.0).unwrap();
     assert!(top.point_deviation() < 1e-3);
