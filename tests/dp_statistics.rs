@@ -11,6 +11,7 @@
 
 use confidant::privacy::PrivacyError;
 use confidant::privacy::mechanism::{GaussianScores, LaplaceScores, NoisyArgmax, label_only};
+use confidant::privacy::policy::PrivacyPolicy;
 use confidant::privacy::rng::ChaChaDpRng;
 use confidant::privacy::sampler::fast::FastDiscreteLaplace;
 use confidant::privacy::sampler::{self, Rational};
@@ -405,6 +406,64 @@ fn every_release_lies_on_the_grid_whatever_the_input() {
             assert_eq!(fast.release_in_place(&mut r, &mut v), refused.map(|_| ()));
         }
     }
+}
+
+#[test]
+fn policy_releases_lie_on_the_grid_whatever_the_input() {
+    // What the server returns: PrivacyPolicy::apply on f32 scores, released as f32. The cast
+    // to f32 is post-processing of the grid value, and keeps it a multiple of the step (a
+    // coarser f32 spacing is a larger power of two).
+    let mut r = rng(16);
+    let row: Vec<f32> = vec![
+        0.1 + 0.2,
+        -0.0,
+        f32::from_bits(1),
+        f32::MIN_POSITIVE,
+        1.0 / 3.0,
+        0.999_999_94,
+        -7.5,
+        1e6,
+    ];
+    let width = row.len();
+    let scores: Vec<f32> = row.iter().cycle().take(width * 50).copied().collect();
+    for (policy, step) in [
+        (
+            PrivacyPolicy::LaplaceScores {
+                epsilon: 1.0,
+                sensitivity: Some(2.0),
+            },
+            LaplaceScores::new(1.0, 2.0, width).unwrap().grid().step(),
+        ),
+        (
+            PrivacyPolicy::GaussianScores {
+                epsilon: 0.5,
+                delta: 1e-6,
+                sensitivity: Some(2.0),
+            },
+            GaussianScores::new(0.5, 1e-6, 2.0, width)
+                .unwrap()
+                .grid()
+                .step(),
+        ),
+    ] {
+        let released = policy.apply(&mut r, &scores, width, false).unwrap();
+        let values = released.values.unwrap();
+        assert_eq!(values.len(), scores.len());
+        for y in values {
+            assert_on_grid(f64::from(y), step, policy.name());
+        }
+        assert!(released.labels.iter().all(|&l| l < width));
+        let mut bad = scores.clone();
+        bad[3] = f32::NAN;
+        assert!(policy.apply(&mut r, &bad, width, false).is_err());
+    }
+    let argmax = PrivacyPolicy::NoisyArgmax {
+        epsilon: 1.0,
+        sensitivity: Some(1.0),
+    };
+    let released = argmax.apply(&mut r, &scores, width, false).unwrap();
+    assert!(released.values.is_none());
+    assert!(released.labels.iter().all(|&l| l < width));
 }
 
 /// An empirical lower bound on ε from the counts of the event "output > 1" on the
