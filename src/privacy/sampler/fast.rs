@@ -12,7 +12,8 @@
 //! Each sample takes one 64-bit word `w` from a block of generator output: bit 0 is the
 //! sign, and `U = fl(w >> 1)·2^-63` (the 63 high bits, rounded to 53 significant bits, so
 //! `U` has full `f64` precision down to 2^-10). If the computed value reaches the cap
-//! `K = ⌊10·ln 2·t⌋` (probability `q·p^K ≤ 2^-10`), the sample continues in a cold path:
+//! `K = ⌊10·ln 2·t⌋` (probability `q·p^K`: about 2^-10 for `t ≫ 1`, 3.6 % at `t = 1/4`),
+//! the sample continues in a cold path:
 //! by memorylessness, `|X| − K` given `|X| ≥ K` is geometric, `P(G ≥ j) = p^j`, drawn by
 //! the same inversion (`c = 0`) and the same cap, adding `K` per restart. The hot loop has
 //! no rejection and no data-dependent branch except that rare one: 73–79 M samples/s on the
@@ -60,8 +61,9 @@
 //! (about 2.2·10⁻⁷ per coordinate at `t = 2^20`). A pure bound is charged rather than a δ
 //! because it composes in the same ε budgets as the exact mechanism; for an (ε, δ) view, the
 //! total-variation distance of one sample from the exact law is at most
-//! [`FastDiscreteLaplace::total_variation_bound`] `≈ η`, and the coupling argument gives
-//! `(ε, τ·(1 + e^ε))`-DP per coordinate with `τ` that bound.
+//! [`FastDiscreteLaplace::total_variation_bound`] `=: τ ≈ η`, so a release of `dim` noisy
+//! coordinates is within `dim·τ` of the exact one, and the coupling argument gives
+//! `(ε, dim·τ·(1 + e^ε))`-DP.
 //!
 //! Floating point enters only the *probabilities* of the integer noise, never the released
 //! value: the output is an integer number of grid steps, scaled by a power of two, exactly.
