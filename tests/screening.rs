@@ -156,7 +156,11 @@ async fn the_server_config_can_escalate_to_reject_and_a_rejection_spends_nothing
     // After a graceful stop (which returns unused quota leases) the database holds exactly
     // the one request served: the rejection spent nothing.
     assert!(server.stop().success());
-    assert_eq!(used_today(&data, principal), before + 1, "a rejection spends no quota");
+    assert_eq!(
+        used_today(&data, principal),
+        before + 1,
+        "a rejection spends no quota"
+    );
 }
 
 fn used_today(data: &std::path::Path, principal: &str) -> u64 {

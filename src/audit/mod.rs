@@ -202,6 +202,8 @@ pub struct AuditLog {
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
     hmac_key: Zeroizing<[u8; 32]>,
     public_key: String,
+    /// The checkpoint key, also used to sign receipts (erasure) the server hands out.
+    signing: SigningKey,
 }
 
 enum Msg {
@@ -239,14 +241,26 @@ impl AuditLog {
         let (tx, rx) = crossbeam_channel::unbounded();
         let worker = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer(state, signing, config, &rx))
+            .spawn({
+                let signing = signing.clone();
+                move || writer(state, signing, config, &rx)
+            })
             .map_err(io_err(dir))?;
         Ok(Self {
             tx: std::sync::RwLock::new(Some(tx)),
             worker: Mutex::new(Some(worker)),
             hmac_key: Zeroizing::new(hmac_key),
             public_key,
+            signing,
         })
+    }
+
+    /// Signs `message` under a domain tag with the server's checkpoint key (whose public key
+    /// is in the log and, once attestation binds it, in the evidence). Returns hex.
+    pub fn sign(&self, domain: &[u8], message: &[u8]) -> String {
+        let mut m = domain.to_vec();
+        m.extend_from_slice(message);
+        hex::encode(self.signing.sign(&m).to_bytes())
     }
 
     /// Hex of the checkpoint signing key.

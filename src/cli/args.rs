@@ -359,6 +359,10 @@ pub struct PredictArgs {
     /// The purpose of this processing (sent as x-purpose).
     #[arg(long)]
     pub purpose: Option<String>,
+    /// The data subject the rows are about (sent as x-subject-id); the server then requires
+    /// the subject's consent for the purpose.
+    #[arg(long)]
+    pub subject_id: Option<String>,
     /// Server URL, https://HOST:PORT.
     #[arg(long, default_value = "https://127.0.0.1:50051")]
     pub addr: String,

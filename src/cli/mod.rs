@@ -54,6 +54,8 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Attest(a) => attest::run(a),
         Command::Privacy(a) => match a.command {
             privacy::PrivacyCommand::Budget(b) => privacy_budget(b).await,
+            privacy::PrivacyCommand::Consent(c) => privacy_consent(c).await,
+            privacy::PrivacyCommand::Forget(f) => privacy_forget(f).await,
             _ => privacy::run(&a),
         },
         Command::Bench(a) => bench::run(a).await,
@@ -601,6 +603,9 @@ async fn predict(a: args::PredictArgs) -> Result<()> {
         purpose: a.purpose.as_deref(),
     })
     .await?;
+    if let Some(subject) = &a.subject_id {
+        client = client.with_subject(subject)?;
+    }
     let rows = match (inline, &a.input_csv) {
         (Some(rows), _) => rows,
         (None, Some(path)) => {
@@ -660,6 +665,54 @@ async fn privacy_budget(a: privacy::BudgetArgs) -> Result<()> {
             "delta": b.delta,
             "window_start": b.window_start,
             "window_end": b.window_end,
+        })
+    );
+    Ok(())
+}
+
+async fn connect_admin(c: privacy::ConnArgs) -> Result<Client> {
+    connect(ConnectOpts {
+        addr: &c.addr,
+        tls_ca: c.tls_ca,
+        tls_identity: c.tls_cert.zip(c.tls_key),
+        data_dir: c.data_dir,
+        api_key: c.api_key.as_deref(),
+        purpose: None,
+    })
+    .await
+}
+
+async fn privacy_consent(a: privacy::ConsentArgs) -> Result<()> {
+    let mut client = connect_admin(a.conn).await?;
+    let r = client
+        .set_consent(&a.subject, &a.purpose, a.grant && !a.withdraw, &a.source)
+        .await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "subject_pseudonym": r.subject_pseudonym,
+            "purpose": r.purpose,
+            "granted": r.granted,
+            "at": r.at,
+            "source": r.source,
+        })
+    );
+    Ok(())
+}
+
+async fn privacy_forget(a: privacy::ForgetArgs) -> Result<()> {
+    let mut client = connect_admin(a.conn).await?;
+    let r = client.forget(&a.subject).await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "existed": r.existed,
+            "subject_pseudonym": r.subject_pseudonym,
+            "consents_deleted": r.consents_deleted,
+            "at": r.at,
+            "statement": r.statement,
+            "signature": r.signature,
+            "public_key": r.public_key,
         })
     );
     Ok(())

@@ -246,5 +246,8 @@ fn large_quotas_lease_units_but_never_serve_more_than_the_quota() {
         served += 1;
     }
     assert!(served <= 1000, "{served} served against a quota of 1000");
-    assert!(served > 1000 - MAX_LEASE, "a crash loses at most one lease: {served}");
+    assert!(
+        served > 1000 - MAX_LEASE,
+        "a crash loses at most one lease: {served}"
+    );
 }

@@ -340,7 +340,12 @@ pub async fn run(
         Arc::clone(&db),
         config.privacy.budget,
     ))
-    .map_err(|e| ServerError::Config(e.to_string()))?;
+    .map_err(|e| ServerError::Config(e.to_string()))?
+    .with_subjects(crate::privacy::subjects::Subjects::new(
+        Arc::clone(&db),
+        crate::audit::load_or_create_key(&config.data_dir.join("subjects.key"))
+            .map_err(|e| ServerError::Config(e.to_string()))?,
+    ));
     let pipeline = if config.unguarded_benchmark_baseline {
         if !config.models.is_empty() {
             return Err(ServerError::Config(

@@ -22,6 +22,7 @@ use crate::metrics::{Metrics, RequestSample, UNKNOWN_MODEL};
 use crate::privacy::budget::{BudgetError, BudgetStatus, Budgets, Reservation};
 use crate::privacy::policy::{Charge, PrivacyPolicy};
 use crate::privacy::rng::ChaChaDpRng;
+use crate::privacy::subjects::{SubjectError, Subjects};
 
 /// What a front end knows about the caller: its request metadata and, over mutual TLS, the
 /// certificate chain it presented (already verified by the TLS layer).
@@ -121,6 +122,7 @@ pub struct Pipeline {
     unguarded: bool,
     budgets: Option<Budgets>,
     dp_rng: Arc<Mutex<ChaChaDpRng>>,
+    subjects: Option<Subjects>,
 }
 
 impl Pipeline {
@@ -142,7 +144,24 @@ impl Pipeline {
             unguarded: false,
             budgets: None,
             dp_rng: Arc::new(Mutex::new(ChaChaDpRng::dangerous_from_seed([0; 32]))),
+            subjects: None,
         }
+    }
+
+    /// Checks consent for requests that name a data subject (`x-subject-id`).
+    pub fn with_subjects(mut self, subjects: Subjects) -> Self {
+        self.subjects = Some(subjects);
+        self
+    }
+
+    /// The subject store, when configured.
+    pub fn subjects(&self) -> Option<&Subjects> {
+        self.subjects.as_ref()
+    }
+
+    /// The audit log, when configured.
+    pub fn audit(&self) -> Option<&Arc<AuditLog>> {
+        self.audit.as_ref()
     }
 
     /// Enforces differential-privacy budgets from `budgets`, with noise from a generator
@@ -249,7 +268,7 @@ impl Pipeline {
                 principal: record.principal,
                 model: record.model,
                 purpose: record.purpose,
-                subject: None,
+                subject: record.subject,
                 input_hmac: record.input_hmac,
                 output_argmax: record.output_argmax,
                 flagged_rows: record.flagged_rows,
@@ -325,6 +344,26 @@ impl Pipeline {
             &config.purposes,
         )?;
         record.purpose.clone_from(&purpose);
+        if let Some(subject) = ctx.header("x-subject-id") {
+            let Some(purpose) = purpose.as_deref() else {
+                return Err(ApiError::Precondition(
+                    "a request naming a data subject (x-subject-id) must declare its purpose \
+                     (x-purpose)"
+                        .into(),
+                ));
+            };
+            let subjects = self.subjects.as_ref().ok_or_else(|| {
+                ApiError::Precondition("this server keeps no consent records".into())
+            })?;
+            match subjects.check_consent(subject, purpose) {
+                Ok(pseudonym) => record.subject = Some(pseudonym),
+                Err(e @ SubjectError::NoConsent { .. }) => {
+                    return Err(ApiError::Precondition(e.to_string()));
+                }
+                Err(SubjectError::Invalid(m)) => return Err(ApiError::BadRequest(m)),
+                Err(e) => return Err(ApiError::Internal(e.to_string())),
+            }
+        }
         if call.shape.is_empty() && call.values.is_empty() {
             return Err(InputError::Missing.into());
         }
@@ -502,4 +541,6 @@ struct AuditContext {
     engine: Option<(std::time::Duration, std::time::Duration)>,
     /// ε charged (at the budget's δ).
     epsilon: f64,
+    /// The data subject's pseudonym, when the request named one with consent.
+    subject: Option<String>,
 }
