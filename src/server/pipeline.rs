@@ -311,18 +311,22 @@ impl Pipeline {
         })
     }
 
-    async fn predict_inner(
+    /// The guards every inference RPC shares, in order, up to (not including) the steps
+    /// that spend: ready, identity and `scope`, model and version, purpose, data-subject
+    /// consent, input validation.
+    fn admit_call(
         &self,
         ctx: &CallContext,
+        scope: Scope,
         call: PredictCall,
         record: &mut AuditContext,
-    ) -> Result<PredictOutcome, ApiError> {
+    ) -> Result<Admitted, ApiError> {
         // The metrics label: the model named, when it is loaded, even if a guard refuses.
         if let Ok(m) = self.registry.get(&call.model) {
             record.loaded_model = Some(m.config().id.clone());
         }
         self.ensure_ready()?;
-        let key = self.caller(ctx, Scope::Predict)?;
+        let key = self.caller(ctx, scope)?;
         record.principal.clone_from(&key.principal);
         record.model.clone_from(&call.model);
         if call.model.is_empty() {
@@ -373,6 +377,29 @@ impl Pipeline {
         let mut values = call.values;
         let rows = validate_rows(config, &call.shape, &mut values, self.max_rows)?;
         record.rows = rows as u64;
+        Ok(Admitted {
+            key,
+            model: Arc::clone(&model),
+            values,
+            rows,
+            purpose,
+        })
+    }
+
+    async fn predict_inner(
+        &self,
+        ctx: &CallContext,
+        call: PredictCall,
+        record: &mut AuditContext,
+    ) -> Result<PredictOutcome, ApiError> {
+        let Admitted {
+            key,
+            model,
+            values,
+            rows,
+            purpose,
+        } = self.admit_call(ctx, Scope::Predict, call, record)?;
+        let config = model.config();
         // The steps that spend come last, and are handed back if nothing is released.
         let policy = *model.privacy();
         let softmax = config.architecture.output == OutputKind::Softmax;
@@ -522,6 +549,15 @@ fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A call that passed every non-spending guard.
+struct Admitted {
+    key: KeyRecord,
+    model: Arc<LoadedModel>,
+    values: Vec<f32>,
+    rows: usize,
+    purpose: Option<String>,
 }
 
 /// What the audit record of one call learns as the call proceeds.
