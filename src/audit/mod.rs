@@ -88,6 +88,9 @@ pub struct Record {
 /// The events the log records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+// Predict dominates the traffic: boxing it would add an allocation per request, and each
+// event is moved exactly once, into the writer's channel.
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     /// A Predict call, allowed or refused.
     Predict {
@@ -118,6 +121,9 @@ pub enum Event {
         reason: String,
         /// Privacy budget spent.
         epsilon: f64,
+        /// The RPC, when not Predict (`explain`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rpc: Option<String>,
     },
     /// An administrative or data-access event (key creation, consent, erasure, start).
     Admin {

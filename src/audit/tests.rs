@@ -19,6 +19,7 @@ fn predict(i: u64) -> Event {
         decision: "allow".into(),
         reason: "ok".into(),
         epsilon: 0.0,
+        rpc: None,
     }
 }
 

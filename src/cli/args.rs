@@ -41,6 +41,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Call Predict on a server and print the outputs as JSON.
     Predict(PredictArgs),
+    /// Explain rows by integrated gradients on a running server (explain scope): prints
+    /// {"attributions", "targets", "output_at_input", "output_at_baseline", …}.
+    Explain(ExplainArgs),
     /// List the models a server has loaded.
     Models(ModelsArgs),
     /// Differential privacy: the DP-SGD accountant and noise calibration.
@@ -392,6 +395,17 @@ pub struct PredictArgs {
     /// Data directory, used to find the default --tls-ca.
     #[arg(long, env = "CONFIDANT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+}
+
+/// `confidant explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The request, as for predict.
+    #[command(flatten)]
+    pub predict: PredictArgs,
+    /// The output column to explain [default: each row's predicted column].
+    #[arg(long)]
+    pub target: Option<u32>,
 }
 
 /// `confidant models`.

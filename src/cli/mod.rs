@@ -47,6 +47,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Inspect(a) => inspect(&a),
         Command::Serve(a) => serve(a).await,
         Command::Predict(a) => predict(a).await,
+        Command::Explain(a) => explain(a).await,
         Command::Models(a) => models(a).await,
         Command::Keys(a) => keys(a),
         Command::Audit(a) => audit(a),
@@ -713,6 +714,63 @@ async fn privacy_forget(a: privacy::ForgetArgs) -> Result<()> {
             "statement": r.statement,
             "signature": r.signature,
             "public_key": r.public_key,
+        })
+    );
+    Ok(())
+}
+
+async fn explain(e: args::ExplainArgs) -> Result<()> {
+    let a = e.predict;
+    let inline = a.input.as_deref().map(parse_json_rows).transpose()?;
+    let mut client = connect(ConnectOpts {
+        addr: &a.addr,
+        tls_ca: a.tls_ca,
+        tls_identity: a.tls_cert.zip(a.tls_key),
+        data_dir: a.data_dir,
+        api_key: a.api_key.as_deref(),
+        purpose: a.purpose.as_deref(),
+    })
+    .await?;
+    if let Some(subject) = &a.subject_id {
+        client = client.with_subject(subject)?;
+    }
+    let rows = match (inline, &a.input_csv) {
+        (Some(rows), _) => rows,
+        (None, Some(path)) => {
+            let features = client
+                .list_models()
+                .await?
+                .into_iter()
+                .find(|m| m.id == a.model)
+                .map(|m| m.features);
+            read_csv_rows(path, features.as_deref())?
+        }
+        (None, None) => bail!("give --input or --input-csv"),
+    };
+    let r = client.explain(&a.model, &rows, e.target).await?;
+    let features = rows.first().map_or(0, Vec::len);
+    let attributions: Vec<Vec<f32>> = r
+        .attributions
+        .map(|t| {
+            t.values
+                .chunks(features.max(1))
+                .map(<[f32]>::to_vec)
+                .collect()
+        })
+        .unwrap_or_default();
+    println!(
+        "{}",
+        serde_json::json!({
+            "model": r.model,
+            "model_version": r.model_version,
+            "request_id": r.request_id,
+            "attributions": attributions,
+            "targets": r.targets,
+            "output_at_input": r.output_at_input,
+            "output_at_baseline": r.output_at_baseline,
+            "completeness_error": r.completeness_error,
+            "baseline": r.baseline,
+            "steps": r.steps,
         })
     );
     Ok(())

@@ -313,6 +313,27 @@ impl Client {
         Ok(self.privacy.forget(req).await?.into_inner())
     }
 
+    /// Explains `rows` by integrated gradients (explain scope); `target` is the output column
+    /// (default: each row's argmax).
+    pub async fn explain(
+        &mut self,
+        model: &str,
+        rows: &[Vec<f32>],
+        target: Option<u32>,
+    ) -> Result<pb::ExplainResponse, ClientError> {
+        let width = rows.first().map_or(0, Vec::len);
+        let req = self.request(pb::ExplainRequest {
+            model: model.to_string(),
+            version: String::new(),
+            input: Some(pb::Tensor {
+                shape: vec![rows.len() as u64, width as u64],
+                values: rows.iter().flatten().copied().collect(),
+            }),
+            target,
+        });
+        Ok(self.inner.explain(req).await?.into_inner())
+    }
+
     /// Lists the loaded models.
     pub async fn list_models(&mut self) -> Result<Vec<pb::ModelInfo>, ClientError> {
         Ok(self

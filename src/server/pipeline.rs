@@ -16,6 +16,7 @@ use tonic::metadata::MetadataMap;
 
 use super::error::ApiError;
 use crate::audit::{AuditLog, Event};
+use crate::engine::explain::{Attribution, ExplanationSpec, integrated_gradients};
 use crate::engine::{LoadedModel, OutputKind, Registry, ScreenAction, argmax_rows};
 use crate::guard::{Credentials, Guard, GuardError, InputError, KeyRecord, Scope, validate_rows};
 use crate::metrics::{Metrics, RequestSample, UNKNOWN_MODEL};
@@ -97,6 +98,23 @@ pub struct PredictOutcome {
     pub flagged_rows: Vec<u32>,
     /// What the release cost, when the model has an output policy other than `none`.
     pub receipt: Option<Receipt>,
+}
+
+/// Explanations, ready for a front end to encode.
+#[derive(Clone)]
+pub struct ExplainOutcome {
+    /// The model explained.
+    pub model: Arc<LoadedModel>,
+    /// The request id (also in the audit log).
+    pub request_id: String,
+    /// Rows explained.
+    pub rows: usize,
+    /// Features per row.
+    pub features: usize,
+    /// The baseline used.
+    pub baseline: Vec<f32>,
+    /// One explanation per row.
+    pub attributions: Vec<Attribution>,
 }
 
 /// The privacy receipt of one prediction.
@@ -258,10 +276,21 @@ impl Pipeline {
                 flagged_rows: record.flagged_rows.len() as u64,
                 epsilon: record.epsilon,
             });
+        self.audit_call(record, result.as_ref().err(), latency, None);
+        result
+    }
+
+    fn audit_call(
+        &self,
+        record: AuditContext,
+        refusal: Option<&Status>,
+        latency: std::time::Duration,
+        rpc: Option<&str>,
+    ) {
         if let Some(audit) = &self.audit {
-            let (decision, reason) = match &result {
-                Ok(_) => ("allow", "OK".to_string()),
-                Err(s) => ("refuse", crate::client::code_name(s.code()).to_string()),
+            let (decision, reason) = match refusal {
+                None => ("allow", "OK".to_string()),
+                Some(s) => ("refuse", crate::client::code_name(s.code()).to_string()),
             };
             audit.append(Event::Predict {
                 request_id: record.request_id,
@@ -277,9 +306,112 @@ impl Pipeline {
                 decision: decision.into(),
                 reason,
                 epsilon: record.epsilon,
+                rpc: rpc.map(str::to_string),
             });
         }
+    }
+
+    /// Explains rows by integrated gradients, through the same guards as Predict (with the
+    /// explain scope), audited whatever the outcome.
+    pub async fn explain(
+        &self,
+        ctx: &CallContext,
+        call: PredictCall,
+        target: Option<u32>,
+    ) -> Result<ExplainOutcome, Status> {
+        let started = Instant::now();
+        let mut record = AuditContext::default();
+        let result = self
+            .explain_inner(ctx, call, target, &mut record)
+            .await
+            .map_err(Status::from);
+        self.audit_call(
+            record,
+            result.as_ref().err(),
+            started.elapsed(),
+            Some("explain"),
+        );
         result
+    }
+
+    async fn explain_inner(
+        &self,
+        ctx: &CallContext,
+        call: PredictCall,
+        target: Option<u32>,
+        record: &mut AuditContext,
+    ) -> Result<ExplainOutcome, ApiError> {
+        let Admitted {
+            key,
+            model,
+            values,
+            rows,
+            ..
+        } = self.admit_call(ctx, Scope::Explain, call, record)?;
+        let config = model.config();
+        let policy = model.privacy();
+        if *policy != PrivacyPolicy::None {
+            return Err(ApiError::Precondition(format!(
+                "model {} releases outputs only under its {} privacy policy; explanations \
+                 would reveal what the policy hides",
+                config.id,
+                policy.name()
+            )));
+        }
+        let baseline = match (&config.explanation, &config.input.normalization) {
+            (Some(ExplanationSpec { baseline: Some(b) }), _) => b.clone(),
+            (_, Some(norm)) => norm.mean.clone(),
+            _ => {
+                return Err(ApiError::Precondition(format!(
+                    "model {} declares no explanation baseline (explanation.baseline in its \
+                     config) and no normalization mean to fall back on",
+                    config.id
+                )));
+            }
+        };
+        if let Some(t) = target
+            && t as usize >= config.output_count()
+        {
+            return Err(ApiError::BadRequest(format!(
+                "target {t} does not exist: model {} has {} outputs",
+                config.id,
+                config.output_count()
+            )));
+        }
+        let admission = self.guard.admit(&key, unix_now())?;
+        let request_id = uuid::Uuid::new_v4().to_string();
+        record.request_id.clone_from(&request_id);
+        let mlp = Arc::clone(model.mlp());
+        let features = config.feature_count();
+        let b = baseline.clone();
+        let explained = tokio::task::spawn_blocking(move || {
+            values
+                .chunks_exact(features)
+                .map(|x| integrated_gradients(&mlp, x, &b, target.map(|t| t as usize)))
+                .collect::<Result<Vec<Attribution>, _>>()
+        })
+        .await;
+        let rows_out = match explained {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                self.guard.limiter().refund(admission);
+                return Err(e.into());
+            }
+            Err(e) => {
+                self.guard.limiter().refund(admission);
+                return Err(ApiError::Internal(format!("explanation task failed: {e}")));
+            }
+        };
+        drop(admission);
+        record.output_argmax = rows_out.iter().map(|a| a.target as u32).collect();
+        Ok(ExplainOutcome {
+            model: Arc::clone(&model),
+            request_id,
+            rows,
+            features,
+            baseline,
+            attributions: rows_out,
+        })
     }
 
     /// The benchmark baseline: the same engine path with no guard, audit or metrics.
