@@ -416,6 +416,7 @@ fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
         },
         screening: file.screening,
         privacy: file.privacy,
+        audit: file.audit,
         unguarded_benchmark_baseline: false,
     };
     config.validate()?;
