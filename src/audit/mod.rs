@@ -167,12 +167,17 @@ impl Record {
         let mut unhashed = self.clone();
         unhashed.hash = String::new();
         let body = crate::canonical::to_vec(&unhashed).unwrap_or_default();
-        let mut h = Sha256::new();
-        h.update(DOMAIN);
-        h.update(self.prev.as_bytes());
-        h.update(&body);
-        hex::encode(h.finalize())
+        hash_body(&self.prev, &body)
     }
+}
+
+/// The chain hash over a record's canonical body (with an empty `hash`).
+fn hash_body(prev: &str, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(DOMAIN);
+    h.update(prev.as_bytes());
+    h.update(body);
+    hex::encode(h.finalize())
 }
 
 /// The message a checkpoint signs.
@@ -548,12 +553,28 @@ fn push(st: &mut State, buf: &mut Vec<u8>, event: Event) {
         prev: st.head.clone(),
         hash: String::new(),
     };
-    r.hash = r.compute_hash();
+    // One canonical serialization serves both the hash and the line: the canonical body has
+    // `"hash":""` right after the event object (keys are sorted and no event field is named
+    // `hash`), so the line is the body with the hash spliced in there.
+    let body = crate::canonical::to_vec(&r).unwrap_or_default();
+    r.hash = hash_body(&r.prev, &body);
     st.head = r.hash.clone();
-    if let Ok(line) = serde_json::to_vec(&r) {
-        buf.extend_from_slice(&line);
-        buf.push(b'\n');
+    const EMPTY_HASH: &[u8] = b"},\"hash\":\"\",";
+    match body.windows(EMPTY_HASH.len()).position(|w| w == EMPTY_HASH) {
+        Some(at) => {
+            buf.extend_from_slice(&body[..at]);
+            buf.extend_from_slice(b"},\"hash\":\"");
+            buf.extend_from_slice(r.hash.as_bytes());
+            buf.extend_from_slice(b"\",");
+            buf.extend_from_slice(&body[at + EMPTY_HASH.len()..]);
+        }
+        None => {
+            if let Ok(line) = serde_json::to_vec(&r) {
+                buf.extend_from_slice(&line);
+            }
+        }
     }
+    buf.push(b'\n');
     st.in_segment += 1;
     if is_checkpoint {
         st.since_checkpoint = 0;

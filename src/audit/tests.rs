@@ -255,3 +255,14 @@ fn deleting_a_kept_segment_after_retention_is_caught() {
     std::fs::remove_file(segment_path(dir.path(), segs[0])).unwrap();
     assert!(!verify_dir(dir.path(), &[]).is_ok());
 }
+
+#[test]
+fn lines_are_written_in_canonical_form() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 6);
+    for line in lines(dir.path()) {
+        let r: Record = serde_json::from_str(&line).unwrap();
+        let canonical = String::from_utf8(crate::canonical::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(line, canonical, "one serialization serves hash and line");
+    }
+}
