@@ -5,6 +5,8 @@
 //! [`Mlp::from_safetensors`]. For batch 1, 32 and 1024 the group `mlp_forward` times:
 //!
 //! - `forward/B`: the full [`Mlp::forward`] (normalization, matmul, bias, activation, softmax);
+//! - `forward_rows/B`: [`Mlp::forward_rows`], what the batcher runs (the fused CPU loop for
+//!   small batches, candle above `FUSED_MAX_MACS`);
 //! - `matmuls_only/B`: [`Mlp::matmuls_only`], the three matmuls alone on the same weights and
 //!   the same input tensor: the floor that the acceptance target (`forward` ≤ 2× at batch 1)
 //!   is measured against.
@@ -104,6 +106,11 @@ fn bench_forward(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("matmuls_only", batch), &x, |b, x| {
             b.iter(|| mlp.matmuls_only(black_box(x)).expect("matmuls"));
+        });
+        // What the batcher runs: the fused CPU loop up to 2^20 multiply-adds, candle above.
+        let rows = values(batch * IN, 40, 4.0);
+        group.bench_with_input(BenchmarkId::new("forward_rows", batch), &rows, |b, r| {
+            b.iter(|| mlp.forward_rows(black_box(r), batch).expect("forward_rows"));
         });
     }
     group.finish();

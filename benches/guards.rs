@@ -64,6 +64,7 @@ async fn start(dir: &std::path::Path, unguarded: bool) -> Target {
         },
         screening: Default::default(),
         privacy: Default::default(),
+        audit: Default::default(),
         unguarded_benchmark_baseline: unguarded,
     };
     let ca_path = config.cert_path();

@@ -129,6 +129,7 @@ fn main() -> anyhow::Result<()> {
             decision: "allow".into(),
             reason: "OK".into(),
             epsilon: 0.0,
+            rpc: None,
         });
     }
     log.close();

@@ -31,6 +31,7 @@ pub use verify::{VerifyReport, verify_dir};
 
 const DOMAIN: &[u8] = b"confidant.audit.v1\0";
 const CHECKPOINT_DOMAIN: &[u8] = b"confidant.audit.checkpoint.v1\0";
+const RETENTION_DOMAIN: &[u8] = b"confidant.audit.retention.v1\0";
 /// Records per segment file before rotating.
 pub const SEGMENT_RECORDS: u64 = 100_000;
 
@@ -88,6 +89,9 @@ pub struct Record {
 /// The events the log records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+// Predict dominates the traffic: boxing it would add an allocation per request, and each
+// event is moved exactly once, into the writer's channel.
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     /// A Predict call, allowed or refused.
     Predict {
@@ -118,6 +122,9 @@ pub enum Event {
         reason: String,
         /// Privacy budget spent.
         epsilon: f64,
+        /// The RPC, when not Predict (`explain`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rpc: Option<String>,
     },
     /// An administrative or data-access event (key creation, consent, erasure, start).
     Admin {
@@ -127,6 +134,21 @@ pub enum Event {
         action: String,
         /// Details (ids, never secrets).
         detail: String,
+    },
+    /// A signed statement that the segments up to `removed_through_segment` were deleted
+    /// under the retention policy, and that the chain now legitimately starts at the record
+    /// `first_kept_seq`, whose `prev` is `first_kept_prev`.
+    Retention {
+        /// The last deleted segment.
+        removed_through_segment: u64,
+        /// The sequence number of the first record kept.
+        first_kept_seq: u64,
+        /// That record's `prev` (the hash of the last deleted record).
+        first_kept_prev: String,
+        /// Hex of the signer's raw Ed25519 public key.
+        public_key: String,
+        /// Hex Ed25519 signature over [`retention_message`].
+        signature: String,
     },
     /// A signed statement of the chain head.
     Checkpoint {
@@ -145,12 +167,17 @@ impl Record {
         let mut unhashed = self.clone();
         unhashed.hash = String::new();
         let body = crate::canonical::to_vec(&unhashed).unwrap_or_default();
-        let mut h = Sha256::new();
-        h.update(DOMAIN);
-        h.update(self.prev.as_bytes());
-        h.update(&body);
-        hex::encode(h.finalize())
+        hash_body(&self.prev, &body)
     }
+}
+
+/// The chain hash over a record's canonical body (with an empty `hash`).
+fn hash_body(prev: &str, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(DOMAIN);
+    h.update(prev.as_bytes());
+    h.update(body);
+    hex::encode(h.finalize())
 }
 
 /// The message a checkpoint signs.
@@ -158,6 +185,19 @@ pub fn checkpoint_message(seq: u64, head: &str) -> Vec<u8> {
     let mut m = CHECKPOINT_DOMAIN.to_vec();
     m.extend_from_slice(&seq.to_be_bytes());
     m.extend_from_slice(head.as_bytes());
+    m
+}
+
+/// The message a retention checkpoint signs.
+pub fn retention_message(
+    first_kept_seq: u64,
+    first_kept_prev: &str,
+    removed_through: u64,
+) -> Vec<u8> {
+    let mut m = RETENTION_DOMAIN.to_vec();
+    m.extend_from_slice(&first_kept_seq.to_be_bytes());
+    m.extend_from_slice(first_kept_prev.as_bytes());
+    m.extend_from_slice(&removed_through.to_be_bytes());
     m
 }
 
@@ -172,6 +212,10 @@ pub struct AuditConfig {
     /// fsyncs them. While it waits, appends cost no wake-up; records reach disk within
     /// about this long (callers of `append_durable` wait for it).
     pub group_linger: Duration,
+    /// Records per segment file.
+    pub segment_records: u64,
+    /// Delete segments whose newest record is older than this (never the current one).
+    pub retention: Option<Duration>,
 }
 
 impl Default for AuditConfig {
@@ -180,6 +224,8 @@ impl Default for AuditConfig {
             checkpoint_every: 1000,
             checkpoint_interval: Duration::from_secs(60),
             group_linger: Duration::from_millis(2),
+            segment_records: SEGMENT_RECORDS,
+            retention: None,
         }
     }
 }
@@ -193,6 +239,7 @@ struct State {
     since_checkpoint: u64,
     last_checkpoint: std::time::Instant,
     in_segment: u64,
+    segment_records: u64,
 }
 
 /// The audit log writer. Appends are queued to one writer thread that writes in groups with
@@ -202,6 +249,8 @@ pub struct AuditLog {
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
     hmac_key: Zeroizing<[u8; 32]>,
     public_key: String,
+    /// The checkpoint key, also used to sign receipts (erasure) the server hands out.
+    signing: SigningKey,
 }
 
 enum Msg {
@@ -235,18 +284,31 @@ impl AuditLog {
             since_checkpoint: 0,
             last_checkpoint: std::time::Instant::now(),
             in_segment,
+            segment_records: config.segment_records.max(1),
         };
         let (tx, rx) = crossbeam_channel::unbounded();
         let worker = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer(state, signing, config, &rx))
+            .spawn({
+                let signing = signing.clone();
+                move || writer(state, signing, config, &rx)
+            })
             .map_err(io_err(dir))?;
         Ok(Self {
             tx: std::sync::RwLock::new(Some(tx)),
             worker: Mutex::new(Some(worker)),
             hmac_key: Zeroizing::new(hmac_key),
             public_key,
+            signing,
         })
+    }
+
+    /// Signs `message` under a domain tag with the server's checkpoint key (whose public key
+    /// is in the log and, once attestation binds it, in the evidence). Returns hex.
+    pub fn sign(&self, domain: &[u8], message: &[u8]) -> String {
+        let mut m = domain.to_vec();
+        m.extend_from_slice(message);
+        hex::encode(self.signing.sign(&m).to_bytes())
     }
 
     /// Hex of the checkpoint signing key.
@@ -405,7 +467,7 @@ fn recover(dir: &Path) -> Result<(u64, u64, String, u64), AuditError> {
     let in_segment = BufReader::new(f).lines().count() as u64;
     Ok((
         last,
-        report.records,
+        report.last_seq,
         report.head.unwrap_or(zero),
         in_segment,
     ))
@@ -419,8 +481,15 @@ fn writer(
 ) {
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut waiters = Vec::new();
+    let retention_every = config
+        .retention
+        .map(|r| (r / 2).clamp(Duration::from_secs(1), Duration::from_secs(60)));
+    let mut last_retention: Option<std::time::Instant> = None;
     loop {
-        let first = match rx.recv_timeout(config.checkpoint_interval) {
+        let wait = retention_every.map_or(config.checkpoint_interval, |r| {
+            r.min(config.checkpoint_interval)
+        });
+        let first = match rx.recv_timeout(wait) {
             Ok(m) => Some(m),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
@@ -447,6 +516,14 @@ fn writer(
         for w in waiters.drain(..) {
             let _ = w.send(());
         }
+        if let (Some(retention), Some(every)) = (config.retention, retention_every)
+            && last_retention.is_none_or(|t| t.elapsed() >= every)
+        {
+            last_retention = Some(std::time::Instant::now());
+            if let Err(e) = apply_retention(&mut st, &mut buf, &signing, retention) {
+                tracing::error!(error = %e, "audit retention failed; nothing was deleted");
+            }
+        }
     }
     if st.since_checkpoint > 0 {
         push_checkpoint(&mut st, &mut buf, &signing);
@@ -455,7 +532,7 @@ fn writer(
 }
 
 fn push(st: &mut State, buf: &mut Vec<u8>, event: Event) {
-    if st.in_segment >= SEGMENT_RECORDS {
+    if st.in_segment >= st.segment_records {
         flush(st, buf);
         st.segment += 1;
         st.in_segment = 0;
@@ -476,12 +553,28 @@ fn push(st: &mut State, buf: &mut Vec<u8>, event: Event) {
         prev: st.head.clone(),
         hash: String::new(),
     };
-    r.hash = r.compute_hash();
+    // One canonical serialization serves both the hash and the line: the canonical body has
+    // `"hash":""` right after the event object (keys are sorted and no event field is named
+    // `hash`), so the line is the body with the hash spliced in there.
+    let body = crate::canonical::to_vec(&r).unwrap_or_default();
+    r.hash = hash_body(&r.prev, &body);
     st.head = r.hash.clone();
-    if let Ok(line) = serde_json::to_vec(&r) {
-        buf.extend_from_slice(&line);
-        buf.push(b'\n');
+    const EMPTY_HASH: &[u8] = b"},\"hash\":\"\",";
+    match body.windows(EMPTY_HASH.len()).position(|w| w == EMPTY_HASH) {
+        Some(at) => {
+            buf.extend_from_slice(&body[..at]);
+            buf.extend_from_slice(b"},\"hash\":\"");
+            buf.extend_from_slice(r.hash.as_bytes());
+            buf.extend_from_slice(b"\",");
+            buf.extend_from_slice(&body[at + EMPTY_HASH.len()..]);
+        }
+        None => {
+            if let Ok(line) = serde_json::to_vec(&r) {
+                buf.extend_from_slice(&line);
+            }
+        }
     }
+    buf.push(b'\n');
     st.in_segment += 1;
     if is_checkpoint {
         st.since_checkpoint = 0;
@@ -489,6 +582,82 @@ fn push(st: &mut State, buf: &mut Vec<u8>, event: Event) {
     } else {
         st.since_checkpoint += 1;
     }
+}
+
+/// Deletes the oldest segments whose newest record is older than `retention`, after a
+/// durable, signed retention record vouches for where the chain now starts.
+fn apply_retention(
+    st: &mut State,
+    buf: &mut Vec<u8>,
+    signing: &SigningKey,
+    retention: Duration,
+) -> Result<(), AuditError> {
+    let cutoff = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        .saturating_sub(retention.as_millis() as u64);
+    let segs = segments(&st.dir)?;
+    let mut removable = Vec::new();
+    for &n in segs.iter().filter(|&&n| n < st.segment) {
+        let last = last_record(&segment_path(&st.dir, n))?;
+        if last.is_some_and(|r| r.ts_ms < cutoff) {
+            removable.push(n);
+        } else {
+            break;
+        }
+    }
+    let Some(&through) = removable.last() else {
+        return Ok(());
+    };
+    let next = segment_path(&st.dir, through + 1);
+    let Some(first) = first_record(&next)? else {
+        return Ok(());
+    };
+    let signature = hex::encode(
+        signing
+            .sign(&retention_message(first.seq, &first.prev, through))
+            .to_bytes(),
+    );
+    push(
+        st,
+        buf,
+        Event::Retention {
+            removed_through_segment: through,
+            first_kept_seq: first.seq,
+            first_kept_prev: first.prev,
+            public_key: hex::encode(signing.verifying_key().as_bytes()),
+            signature,
+        },
+    );
+    flush(st, buf);
+    for n in removable {
+        let path = segment_path(&st.dir, n);
+        std::fs::remove_file(&path).map_err(io_err(&path))?;
+    }
+    tracing::info!(
+        through_segment = through,
+        "audit retention: expired segments deleted"
+    );
+    Ok(())
+}
+
+fn first_record(path: &Path) -> Result<Option<Record>, AuditError> {
+    let f = File::open(path).map_err(io_err(path))?;
+    let line = BufReader::new(f)
+        .lines()
+        .next()
+        .transpose()
+        .map_err(io_err(path))?;
+    Ok(line.and_then(|l| serde_json::from_str(&l).ok()))
+}
+
+fn last_record(path: &Path) -> Result<Option<Record>, AuditError> {
+    let f = File::open(path).map_err(io_err(path))?;
+    let mut last = None;
+    for line in BufReader::new(f).lines() {
+        last = Some(line.map_err(io_err(path))?);
+    }
+    Ok(last.and_then(|l| serde_json::from_str(&l).ok()))
 }
 
 fn push_checkpoint(st: &mut State, buf: &mut Vec<u8>, signing: &SigningKey) {

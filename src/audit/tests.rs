@@ -19,6 +19,7 @@ fn predict(i: u64) -> Event {
         decision: "allow".into(),
         reason: "ok".into(),
         epsilon: 0.0,
+        rpc: None,
     }
 }
 
@@ -31,6 +32,7 @@ fn write_log(dir: &Path, n: u64) {
             checkpoint_every: 4,
             checkpoint_interval: Duration::from_secs(3600),
             group_linger: Duration::ZERO,
+            ..AuditConfig::default()
         },
     )
     .unwrap();
@@ -164,4 +166,103 @@ fn input_hmac_is_deterministic_and_keyed() {
     let d2 = tempfile::tempdir().unwrap();
     let b = AuditLog::open(d2.path(), key(), [2u8; 32], AuditConfig::default()).unwrap();
     assert_ne!(h1, b.input_hmac(&[1.0, 2.0]));
+}
+
+fn retained_log(dir: &Path) {
+    let log = AuditLog::open(
+        dir,
+        key(),
+        [1u8; 32],
+        AuditConfig {
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(3600),
+            group_linger: Duration::ZERO,
+            segment_records: 5,
+            retention: Some(Duration::from_millis(200)),
+        },
+    )
+    .unwrap();
+    for i in 0..12 {
+        log.append_durable(predict(i)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    // The next group triggers the retention pass; then the log rolls on to a new segment.
+    log.append_durable(predict(99)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..6 {
+        log.append_durable(predict(200 + i)).unwrap();
+    }
+    log.close();
+}
+
+#[test]
+fn retention_deletes_expired_segments_and_the_rest_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    retained_log(dir.path());
+    let segs = segments(dir.path()).unwrap();
+    assert!(
+        segs.first().copied().unwrap_or(0) > 1,
+        "old segments were deleted: {segs:?}"
+    );
+    let report = verify_dir(dir.path(), &[*key().verifying_key().as_bytes()]);
+    assert!(report.is_ok(), "{report:?}");
+    let text: String = segs
+        .iter()
+        .map(|n| std::fs::read_to_string(segment_path(dir.path(), *n)).unwrap())
+        .collect();
+    assert!(text.contains("\"kind\":\"retention\""), "{text}");
+    // The log reopens and keeps appending on the retained chain.
+    let log = AuditLog::open(dir.path(), key(), [1u8; 32], AuditConfig::default()).unwrap();
+    log.append(predict(100));
+    log.close();
+    assert!(verify_dir(dir.path(), &[]).is_ok());
+}
+
+#[test]
+fn deleting_segments_without_a_retention_record_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(
+        dir.path(),
+        key(),
+        [1u8; 32],
+        AuditConfig {
+            segment_records: 5,
+            group_linger: Duration::ZERO,
+            ..AuditConfig::default()
+        },
+    )
+    .unwrap();
+    for i in 0..12 {
+        log.append(predict(i));
+    }
+    log.close();
+    std::fs::remove_file(segment_path(dir.path(), 1)).unwrap();
+    let report = verify_dir(dir.path(), &[]);
+    let failure = report.first_failure.expect("must fail");
+    assert!(
+        failure.problem.contains("no signed retention record"),
+        "{failure:?}"
+    );
+}
+
+#[test]
+fn deleting_a_kept_segment_after_retention_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    retained_log(dir.path());
+    let segs = segments(dir.path()).unwrap();
+    assert!(segs.len() >= 2, "{segs:?}");
+    // Removing the first kept segment moves the start past what the retention record vouches.
+    std::fs::remove_file(segment_path(dir.path(), segs[0])).unwrap();
+    assert!(!verify_dir(dir.path(), &[]).is_ok());
+}
+
+#[test]
+fn lines_are_written_in_canonical_form() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 6);
+    for line in lines(dir.path()) {
+        let r: Record = serde_json::from_str(&line).unwrap();
+        let canonical = String::from_utf8(crate::canonical::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(line, canonical, "one serialization serves hash and line");
+    }
 }

@@ -29,6 +29,8 @@ pub struct VerifyReport {
     pub checkpoints: u64,
     /// The hash of the last verified record.
     pub head: Option<String>,
+    /// The sequence number of the last verified record (0 for an empty log).
+    pub last_seq: u64,
     /// The first failure, if any.
     pub first_failure: Option<Failure>,
 }
@@ -57,6 +59,21 @@ pub fn verify_dir(dir: &Path, trusted: &[[u8; 32]]) -> VerifyReport {
     };
     let mut prev = "0".repeat(64);
     let mut expected_seq = 1u64;
+    // A log whose first segment is not segment 1 (retention deletes whole segments from the
+    // start) must be vouched for by a signed retention record naming exactly its first record.
+    let mut anchor: Option<(u64, String, String)> = None;
+    if let Some(&first_seg) = segs.first().filter(|&&n| n > 1) {
+        let path = segment_path(dir, first_seg);
+        if let Ok(f) = std::fs::File::open(&path)
+            && let Some(Ok(line)) = std::io::BufReader::new(f).lines().next()
+            && let Ok(r) = serde_json::from_str::<Record>(&line)
+        {
+            prev.clone_from(&r.prev);
+            expected_seq = r.seq;
+            anchor = Some((r.seq, r.prev, path.display().to_string()));
+        }
+    }
+    let mut anchor_confirmed = false;
     for (i, n) in segs.iter().enumerate() {
         if i > 0 && *n != segs[i - 1] + 1 {
             report.first_failure = Some(Failure {
@@ -103,11 +120,37 @@ pub fn verify_dir(dir: &Path, trusted: &[[u8; 32]]) -> VerifyReport {
             if matches!(record.event, Event::Checkpoint { .. }) {
                 report.checkpoints += 1;
             }
+            if let (
+                Event::Retention {
+                    first_kept_seq,
+                    first_kept_prev,
+                    ..
+                },
+                Some((seq, p, _)),
+            ) = (&record.event, &anchor)
+                && first_kept_seq == seq
+                && first_kept_prev == p
+            {
+                anchor_confirmed = true;
+            }
             prev = record.hash;
             expected_seq += 1;
             report.records += 1;
             report.head = Some(prev.clone());
+            report.last_seq = record.seq;
         }
+    }
+    if let Some((seq, _, segment)) = anchor
+        && !anchor_confirmed
+    {
+        report.first_failure = Some(Failure {
+            segment,
+            line: 1,
+            problem: format!(
+                "the log starts at record {seq}, and no signed retention record vouches for \
+                 the removal of the records before it"
+            ),
+        });
     }
     report
 }
@@ -150,6 +193,32 @@ fn check(r: &Record, prev: &str, expected_seq: u64, trusted: &[[u8; 32]]) -> Res
             &Signature::from_bytes(&sig),
         )
         .map_err(|_| "checkpoint signature does not verify")?;
+    }
+    if let Event::Retention {
+        removed_through_segment,
+        first_kept_seq,
+        first_kept_prev,
+        public_key,
+        signature,
+    } = &r.event
+    {
+        let mut pk = [0u8; 32];
+        hex::decode_to_slice(public_key, &mut pk)
+            .map_err(|_| "retention key is not 32 hex bytes")?;
+        if !trusted.is_empty() && !trusted.contains(&pk) {
+            return Err(format!(
+                "retention record signed by untrusted key {public_key}"
+            ));
+        }
+        let mut sig = [0u8; 64];
+        hex::decode_to_slice(signature, &mut sig)
+            .map_err(|_| "retention signature is not 64 hex bytes")?;
+        let key = VerifyingKey::from_bytes(&pk).map_err(|_| "retention key is invalid")?;
+        key.verify_strict(
+            &super::retention_message(*first_kept_seq, first_kept_prev, *removed_through_segment),
+            &Signature::from_bytes(&sig),
+        )
+        .map_err(|_| "retention signature does not verify")?;
     }
     Ok(())
 }

@@ -113,10 +113,38 @@ pub fn anonymize(a: AnonymizeArgs) -> Result<()> {
 }
 
 fn check(a: &AnonymizeCheckArgs) -> Result<()> {
-    let table = Table::read_csv(&a.input, a.missing.as_deref())?;
+    let table = read_with_progress(&a.input, a.missing.as_deref())?;
     let stats = anonymize::check(&table, &a.qi, &a.sensitive)?;
     println!("{}", serde_json::to_string_pretty(&stats)?);
     Ok(())
+}
+
+/// Inputs at least this large (bytes, rows) get a progress bar on a terminal.
+const PROGRESS_MIN_BYTES: u64 = 8 << 20;
+const PROGRESS_MIN_ROWS: usize = 200_000;
+
+/// Reads the input table, with a progress bar by bytes on stderr when it is a terminal and
+/// the file is large. The table is held in memory dictionary-encoded: 4 bytes per cell plus
+/// each distinct value once (see docs/anonymize.md for the bound).
+fn read_with_progress(path: &Path, missing: Option<&str>) -> Result<Table> {
+    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = if len >= PROGRESS_MIN_BYTES {
+        indicatif::ProgressBar::new(len)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "reading {msg} {bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(path.display().to_string());
+    let reader = bar.wrap_read(std::io::BufReader::with_capacity(1 << 16, file));
+    let table = Table::from_reader(reader, path, missing);
+    bar.finish_and_clear();
+    Ok(table?)
 }
 
 fn run(a: &AnonymizeRunArgs) -> Result<()> {
@@ -129,11 +157,15 @@ fn run(a: &AnonymizeRunArgs) -> Result<()> {
         "median" => SplitRule::Median,
         other => bail!("unknown --split-rule {other:?} (gain, median)"),
     };
-    let table = Table::read_csv(input, config.missing.as_deref())?;
-    if table.len() > 1_000_000 {
-        tracing::info!(rows = table.len(), "input read; partitioning");
+    let table = read_with_progress(input, config.missing.as_deref())?;
+    let spinner = indicatif::ProgressBar::new_spinner()
+        .with_message(format!("partitioning {} rows (Mondrian)", table.len()));
+    if table.len() >= PROGRESS_MIN_ROWS {
+        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
     }
-    let release = Anonymizer::new(config)?.with_split_rule(rule).run(&table)?;
+    let release = Anonymizer::new(config)?.with_split_rule(rule).run(&table);
+    spinner.finish_and_clear();
+    let release = release?;
     let file = std::fs::File::create(out).with_context(|| format!("{}", out.display()))?;
     release.write_csv(std::io::BufWriter::new(file))?;
     let report = serde_json::to_string_pretty(release.report())?;

@@ -41,6 +41,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Call Predict on a server and print the outputs as JSON.
     Predict(PredictArgs),
+    /// Explain rows by integrated gradients on a running server (explain scope): prints
+    /// {"attributions", "targets", "output_at_input", "output_at_baseline", …}.
+    Explain(ExplainArgs),
     /// List the models a server has loaded.
     Models(ModelsArgs),
     /// Differential privacy: the DP-SGD accountant and noise calibration.
@@ -359,6 +362,10 @@ pub struct PredictArgs {
     /// The purpose of this processing (sent as x-purpose).
     #[arg(long)]
     pub purpose: Option<String>,
+    /// The data subject the rows are about (sent as x-subject-id); the server then requires
+    /// the subject's consent for the purpose.
+    #[arg(long)]
+    pub subject_id: Option<String>,
     /// Server URL, https://HOST:PORT.
     #[arg(long, default_value = "https://127.0.0.1:50051")]
     pub addr: String,
@@ -388,6 +395,17 @@ pub struct PredictArgs {
     /// Data directory, used to find the default --tls-ca.
     #[arg(long, env = "CONFIDANT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+}
+
+/// `confidant explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The request, as for predict.
+    #[command(flatten)]
+    pub predict: PredictArgs,
+    /// The output column to explain [default: each row's predicted column].
+    #[arg(long)]
+    pub target: Option<u32>,
 }
 
 /// `confidant models`.

@@ -47,6 +47,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Inspect(a) => inspect(&a),
         Command::Serve(a) => serve(a).await,
         Command::Predict(a) => predict(a).await,
+        Command::Explain(a) => explain(a).await,
         Command::Models(a) => models(a).await,
         Command::Keys(a) => keys(a),
         Command::Audit(a) => audit(a),
@@ -54,6 +55,8 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Attest(a) => attest::run(a),
         Command::Privacy(a) => match a.command {
             privacy::PrivacyCommand::Budget(b) => privacy_budget(b).await,
+            privacy::PrivacyCommand::Consent(c) => privacy_consent(c).await,
+            privacy::PrivacyCommand::Forget(f) => privacy_forget(f).await,
             _ => privacy::run(&a),
         },
         Command::Bench(a) => bench::run(a).await,
@@ -413,6 +416,7 @@ fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
         },
         screening: file.screening,
         privacy: file.privacy,
+        audit: file.audit,
         unguarded_benchmark_baseline: false,
     };
     config.validate()?;
@@ -601,6 +605,9 @@ async fn predict(a: args::PredictArgs) -> Result<()> {
         purpose: a.purpose.as_deref(),
     })
     .await?;
+    if let Some(subject) = &a.subject_id {
+        client = client.with_subject(subject)?;
+    }
     let rows = match (inline, &a.input_csv) {
         (Some(rows), _) => rows,
         (None, Some(path)) => {
@@ -660,6 +667,111 @@ async fn privacy_budget(a: privacy::BudgetArgs) -> Result<()> {
             "delta": b.delta,
             "window_start": b.window_start,
             "window_end": b.window_end,
+        })
+    );
+    Ok(())
+}
+
+async fn connect_admin(c: privacy::ConnArgs) -> Result<Client> {
+    connect(ConnectOpts {
+        addr: &c.addr,
+        tls_ca: c.tls_ca,
+        tls_identity: c.tls_cert.zip(c.tls_key),
+        data_dir: c.data_dir,
+        api_key: c.api_key.as_deref(),
+        purpose: None,
+    })
+    .await
+}
+
+async fn privacy_consent(a: privacy::ConsentArgs) -> Result<()> {
+    let mut client = connect_admin(a.conn).await?;
+    let r = client
+        .set_consent(&a.subject, &a.purpose, a.grant && !a.withdraw, &a.source)
+        .await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "subject_pseudonym": r.subject_pseudonym,
+            "purpose": r.purpose,
+            "granted": r.granted,
+            "at": r.at,
+            "source": r.source,
+        })
+    );
+    Ok(())
+}
+
+async fn privacy_forget(a: privacy::ForgetArgs) -> Result<()> {
+    let mut client = connect_admin(a.conn).await?;
+    let r = client.forget(&a.subject).await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "existed": r.existed,
+            "subject_pseudonym": r.subject_pseudonym,
+            "consents_deleted": r.consents_deleted,
+            "at": r.at,
+            "statement": r.statement,
+            "signature": r.signature,
+            "public_key": r.public_key,
+        })
+    );
+    Ok(())
+}
+
+async fn explain(e: args::ExplainArgs) -> Result<()> {
+    let a = e.predict;
+    let inline = a.input.as_deref().map(parse_json_rows).transpose()?;
+    let mut client = connect(ConnectOpts {
+        addr: &a.addr,
+        tls_ca: a.tls_ca,
+        tls_identity: a.tls_cert.zip(a.tls_key),
+        data_dir: a.data_dir,
+        api_key: a.api_key.as_deref(),
+        purpose: a.purpose.as_deref(),
+    })
+    .await?;
+    if let Some(subject) = &a.subject_id {
+        client = client.with_subject(subject)?;
+    }
+    let rows = match (inline, &a.input_csv) {
+        (Some(rows), _) => rows,
+        (None, Some(path)) => {
+            let features = client
+                .list_models()
+                .await?
+                .into_iter()
+                .find(|m| m.id == a.model)
+                .map(|m| m.features);
+            read_csv_rows(path, features.as_deref())?
+        }
+        (None, None) => bail!("give --input or --input-csv"),
+    };
+    let r = client.explain(&a.model, &rows, e.target).await?;
+    let features = rows.first().map_or(0, Vec::len);
+    let attributions: Vec<Vec<f32>> = r
+        .attributions
+        .map(|t| {
+            t.values
+                .chunks(features.max(1))
+                .map(<[f32]>::to_vec)
+                .collect()
+        })
+        .unwrap_or_default();
+    println!(
+        "{}",
+        serde_json::json!({
+            "model": r.model,
+            "model_version": r.model_version,
+            "request_id": r.request_id,
+            "attributions": attributions,
+            "targets": r.targets,
+            "output_at_input": r.output_at_input,
+            "output_at_baseline": r.output_at_baseline,
+            "completeness_error": r.completeness_error,
+            "baseline": r.baseline,
+            "steps": r.steps,
         })
     );
     Ok(())

@@ -22,6 +22,71 @@ pub enum PrivacyCommand {
     /// A principal's differential-privacy budget on a running server (Privacy.GetBudget):
     /// {"principal", "epsilon_budget", "epsilon_spent", "epsilon_remaining", …}.
     Budget(BudgetArgs),
+    /// Grant or withdraw a data subject's consent for a purpose (Privacy.SetConsent, admin).
+    Consent(ConsentArgs),
+    /// Forget a data subject: crypto-shred its pseudonym key and consents (Privacy.Forget,
+    /// admin); prints the signed erasure receipt.
+    Forget(ForgetArgs),
+}
+
+/// Connection flags of the privacy commands that talk to a server.
+#[derive(Debug, Args)]
+pub struct ConnArgs {
+    /// API key (sent as x-api-key).
+    #[arg(long, env = "CONFIDANT_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Server URL, https://HOST:PORT.
+    #[arg(long, default_value = "https://127.0.0.1:50051")]
+    pub addr: String,
+    /// CA or server certificate (PEM) to trust [default: <data-dir>/tls/cert.pem].
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Data directory, used to find the default --tls-ca.
+    #[arg(long, env = "CONFIDANT_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+/// `confidant privacy consent`.
+#[derive(Debug, Args)]
+pub struct ConsentArgs {
+    /// The data subject's id.
+    #[arg(long)]
+    pub subject: String,
+    /// The purpose.
+    #[arg(long)]
+    pub purpose: String,
+    /// Grant consent.
+    #[arg(
+        long,
+        conflicts_with = "withdraw",
+        required_unless_present = "withdraw"
+    )]
+    pub grant: bool,
+    /// Withdraw consent.
+    #[arg(long)]
+    pub withdraw: bool,
+    /// Where the consent came from (a form id, a system name).
+    #[arg(long, default_value = "cli")]
+    pub source: String,
+    /// Connection.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// `confidant privacy forget`.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// The data subject's id.
+    pub subject: String,
+    /// Connection.
+    #[command(flatten)]
+    pub conn: ConnArgs,
 }
 
 /// `confidant privacy budget`.
@@ -114,7 +179,9 @@ pub struct NoiseMultiplierArgs {
 /// Runs one privacy subcommand.
 pub fn run(a: &PrivacyArgs) -> Result<()> {
     match &a.command {
-        PrivacyCommand::Budget(_) => anyhow::bail!("privacy budget runs through the async path"),
+        PrivacyCommand::Budget(_) | PrivacyCommand::Consent(_) | PrivacyCommand::Forget(_) => {
+            anyhow::bail!("this privacy command runs through the async path")
+        }
         PrivacyCommand::Epsilon(e) => {
             let kind = AccountantKind::from(e.accountant);
             let mechanism = SubsampledGaussian {

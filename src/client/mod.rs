@@ -114,6 +114,7 @@ pub struct Client {
     privacy: pb::privacy_client::PrivacyClient<Channel>,
     api_key: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     purpose: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    subject: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl Client {
@@ -162,7 +163,18 @@ impl Client {
             privacy: pb::privacy_client::PrivacyClient::new(channel),
             api_key: None,
             purpose: None,
+            subject: None,
         })
+    }
+
+    /// Names a data subject (`x-subject-id`) in every call; the server then requires its
+    /// consent for the declared purpose.
+    pub fn with_subject(mut self, subject: &str) -> Result<Self, ClientError> {
+        let v = subject
+            .parse()
+            .map_err(|_| ClientError::Response("the subject id is not valid header text".into()))?;
+        self.subject = Some(v);
+        Ok(self)
     }
 
     /// Sends this API key (`x-api-key`) with every call.
@@ -193,6 +205,9 @@ impl Client {
         }
         if let Some(p) = &self.purpose {
             req.metadata_mut().insert("x-purpose", p.clone());
+        }
+        if let Some(s) = &self.subject {
+            req.metadata_mut().insert("x-subject-id", s.clone());
         }
         req
     }
@@ -271,6 +286,52 @@ impl Client {
             principal: principal.to_string(),
         });
         Ok(self.privacy.get_budget(req).await?.into_inner())
+    }
+
+    /// Grants or withdraws a data subject's consent for a purpose (admin scope).
+    pub async fn set_consent(
+        &mut self,
+        subject: &str,
+        purpose: &str,
+        granted: bool,
+        source: &str,
+    ) -> Result<pb::ConsentReceipt, ClientError> {
+        let req = self.request(pb::SetConsentRequest {
+            subject: subject.to_string(),
+            purpose: purpose.to_string(),
+            granted,
+            source: source.to_string(),
+        });
+        Ok(self.privacy.set_consent(req).await?.into_inner())
+    }
+
+    /// Forgets a data subject (admin scope); returns the signed erasure receipt.
+    pub async fn forget(&mut self, subject: &str) -> Result<pb::ErasureReceipt, ClientError> {
+        let req = self.request(pb::ForgetRequest {
+            subject: subject.to_string(),
+        });
+        Ok(self.privacy.forget(req).await?.into_inner())
+    }
+
+    /// Explains `rows` by integrated gradients (explain scope); `target` is the output column
+    /// (default: each row's argmax).
+    pub async fn explain(
+        &mut self,
+        model: &str,
+        rows: &[Vec<f32>],
+        target: Option<u32>,
+    ) -> Result<pb::ExplainResponse, ClientError> {
+        let width = rows.first().map_or(0, Vec::len);
+        let req = self.request(pb::ExplainRequest {
+            model: model.to_string(),
+            version: String::new(),
+            input: Some(pb::Tensor {
+                shape: vec![rows.len() as u64, width as u64],
+                values: rows.iter().flatten().copied().collect(),
+            }),
+            target,
+        });
+        Ok(self.inner.explain(req).await?.into_inner())
     }
 
     /// Lists the loaded models.

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
+use super::explain::ExplanationSpec;
 use super::screening::ScreeningSpec;
 use crate::privacy::policy::PrivacyPolicy;
 
@@ -57,6 +58,9 @@ pub struct ModelConfig {
     /// tighten it but not weaken it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<PrivacyPolicy>,
+    /// How Explain explains this model (its integrated-gradients baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<ExplanationSpec>,
 }
 
 /// The network architecture.
@@ -366,6 +370,9 @@ impl ModelConfig {
         }
         if let Some(screening) = &self.screening {
             screening.validate()?;
+        }
+        if let Some(explanation) = &self.explanation {
+            explanation.validate(n)?;
         }
         if let Some(privacy) = &self.privacy {
             privacy

@@ -253,6 +253,38 @@ impl Mlp {
         })
     }
 
+    /// The forward pass built only from differentiable candle operations (for autograd:
+    /// explanations). The same function as [`forward`](Self::forward).
+    pub fn forward_differentiable(&self, x: &Tensor) -> Result<Tensor, EngineError> {
+        let mut h = match &self.normalization {
+            Some((mean, inv_std)) => x.broadcast_sub(mean)?.broadcast_mul(inv_std)?,
+            None => x.clone(),
+        };
+        for layer in &self.layers {
+            h = h.matmul(&layer.weight_t)?;
+            if let Some(b) = &layer.bias {
+                h = h.broadcast_add(b)?;
+            }
+            h = match layer.activation {
+                Activation::Relu => h.relu()?,
+                Activation::Gelu => h.gelu_erf()?,
+                Activation::Tanh => h.tanh()?,
+                Activation::Sigmoid => (h.neg()?.exp()? + 1.0)?.recip()?,
+                Activation::None => h,
+            };
+        }
+        Ok(match self.output {
+            OutputKind::Softmax => {
+                // The max only steadies the exponentials; it carries no gradient.
+                let max = h.max_keepdim(1)?.detach();
+                let e = h.broadcast_sub(&max)?.exp()?;
+                let sum = e.sum_keepdim(1)?;
+                e.broadcast_div(&sum)?
+            }
+            OutputKind::Logits => h,
+        })
+    }
+
     /// The forward pass on `rows` packed row-major f32 values; returns `rows × out` values.
     pub fn forward_rows(&self, values: &[f32], rows: usize) -> Result<Vec<f32>, EngineError> {
         if rows == 0 || values.len() != rows * self.in_features {

@@ -6,6 +6,7 @@
 pub mod batcher;
 pub mod config;
 pub mod error;
+pub mod explain;
 pub mod mlp;
 pub mod registry;
 pub mod screening;

@@ -27,6 +27,7 @@ pub struct LoadedModel {
     provenance: Provenance,
     screening: Option<ScreeningSpec>,
     privacy: PrivacyPolicy,
+    mlp: Arc<Mlp>,
     batcher: Batcher,
 }
 
@@ -49,6 +50,11 @@ impl LoadedModel {
     /// The output privacy policy in force (the manifest's, possibly tightened).
     pub fn privacy(&self) -> &PrivacyPolicy {
         &self.privacy
+    }
+
+    /// The network itself (for explanations, which bypass the batcher).
+    pub fn mlp(&self) -> &Arc<Mlp> {
+        &self.mlp
     }
 
     /// Runs `rows` rows through the batcher.
@@ -127,13 +133,15 @@ impl Registry {
         let screener = screening
             .map(|spec| Screener::new(spec, &config.input))
             .transpose()?;
-        let batcher = Batcher::spawn_screened(Arc::new(mlp), &config.id, batch, screener)
+        let mlp = Arc::new(mlp);
+        let batcher = Batcher::spawn_screened(Arc::clone(&mlp), &config.id, batch, screener)
             .map_err(|e| EngineError::Compute(candle_core::Error::Msg(e.to_string())))?;
         let model = Arc::new(LoadedModel {
             config,
             provenance,
             screening,
             privacy,
+            mlp,
             batcher,
         });
         models.insert(model.config.id.clone(), Arc::clone(&model));

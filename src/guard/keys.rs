@@ -132,6 +132,15 @@ pub struct NewKey {
 #[derive(Clone)]
 pub struct KeyStore {
     db: Arc<Database>,
+    /// Live keys already looked up, valid while SQLite's `data_version` (which changes when
+    /// another connection, such as `confidant keys revoke`, commits) stays the same.
+    cache: Arc<std::sync::Mutex<KeyCache>>,
+}
+
+#[derive(Default)]
+struct KeyCache {
+    data_version: i64,
+    live: std::collections::HashMap<[u8; 32], KeyRecord>,
 }
 
 fn hash(key: &str) -> [u8; 32] {
@@ -156,7 +165,10 @@ pub fn validate_name(kind: &str, s: &str) -> Result<(), GuardError> {
 impl KeyStore {
     /// A store over `db`.
     pub fn new(db: Arc<Database>) -> Self {
-        Self { db }
+        Self {
+            db,
+            cache: Arc::default(),
+        }
     }
 
     /// Creates a key and returns it once; the audit event names the actor `cli`.
@@ -295,14 +307,38 @@ impl KeyStore {
     /// Finds the live key matching a presented token.
     pub fn authenticate(&self, presented: &str) -> Result<Option<KeyRecord>, StorageError> {
         let h = hash(presented);
-        self.db.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT key_id, principal, scopes, purposes, rpm, rpd, created_at, revoked_at, kind
-                 FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL AND kind = 'api_key'",
-            )?;
-            stmt.query_row(params![h.as_slice()], row_to_record)
-                .optional()
-        })
+        // One read decides whether the cache still holds: any commit by another connection
+        // (a revocation by the CLI) bumps `data_version` and empties it.
+        let (version, found) = self.db.read(|conn| {
+            let version: i64 =
+                conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?;
+            {
+                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.data_version != version {
+                    cache.data_version = version;
+                    cache.live.clear();
+                } else if let Some(rec) = cache.live.get(&h) {
+                    return Ok((version, Some(Some(rec.clone()))));
+                }
+            }
+            let rec = conn
+                .prepare_cached(
+                    "SELECT key_id, principal, scopes, purposes, rpm, rpd, created_at, revoked_at, kind
+                     FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL AND kind = 'api_key'",
+                )?
+                .query_row(params![h.as_slice()], row_to_record)
+                .optional()?;
+            Ok((version, Some(rec)))
+        })?;
+        let rec = found.flatten();
+        if let Some(r) = &rec {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            // Unknown tokens are never cached, so the cache grows only with live keys.
+            if cache.data_version == version && cache.live.len() < 100_000 {
+                cache.live.insert(h, r.clone());
+            }
+        }
+        Ok(rec)
     }
 
     /// Finds the live credential registered for a client certificate (DER).
@@ -370,6 +406,12 @@ impl KeyStore {
             }
             Ok(ids)
         })?;
+        // This connection's own commits do not bump data_version: empty the cache here.
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .live
+            .clear();
         if ids.is_empty() {
             return Err(GuardError::InvalidConfig(match selector {
                 RevokeSelector::KeyId(id) => format!("no live key with id {id}"),

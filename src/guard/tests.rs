@@ -251,3 +251,22 @@ fn large_quotas_lease_units_but_never_serve_more_than_the_quota() {
         "a crash loses at most one lease: {served}"
     );
 }
+
+#[test]
+fn a_revocation_by_another_connection_is_seen_at_once_despite_the_cache() {
+    let (dir, g) = guard(RateDefaults::default());
+    let (rec, secret) = g.keys().create(&new_key("frank", None, None), NOW).unwrap();
+    let key = secret.secret_str().to_string();
+    for _ in 0..3 {
+        assert!(
+            g.keys().authenticate(&key).unwrap().is_some(),
+            "cached and live"
+        );
+    }
+    let cli = KeyStore::new(Arc::new(Database::open_in(dir.path()).unwrap()));
+    cli.revoke(&RevokeSelector::KeyId(rec.key_id), NOW).unwrap();
+    assert!(
+        g.keys().authenticate(&key).unwrap().is_none(),
+        "revoked elsewhere"
+    );
+}

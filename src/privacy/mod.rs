@@ -29,5 +29,6 @@ pub mod policy;
 pub mod rng;
 pub mod sampler;
 pub mod special;
+pub mod subjects;
 
 pub use error::PrivacyError;

@@ -62,6 +62,41 @@ impl pb::inference_server::Inference for InferenceService {
         }))
     }
 
+    async fn explain(
+        &self,
+        request: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::ExplainResponse>, Status> {
+        let (ctx, req) = CallContext::split(request);
+        let input = req.input.unwrap_or_default();
+        let call = PredictCall {
+            model: req.model,
+            version: req.version,
+            shape: input.shape,
+            values: input.values,
+        };
+        let out = self.pipeline.explain(&ctx, call, req.target).await?;
+        let config = out.model.config();
+        let a = &out.attributions;
+        Ok(Response::new(pb::ExplainResponse {
+            model: config.id.clone(),
+            model_version: config.version.clone(),
+            request_id: out.request_id,
+            attributions: Some(pb::Tensor {
+                shape: vec![out.rows as u64, out.features as u64],
+                values: a
+                    .iter()
+                    .flat_map(|r| r.attributions.iter().copied())
+                    .collect(),
+            }),
+            targets: a.iter().map(|r| r.target as u32).collect(),
+            output_at_input: a.iter().map(|r| r.output_at_input).collect(),
+            output_at_baseline: a.iter().map(|r| r.output_at_baseline).collect(),
+            completeness_error: a.iter().map(|r| r.completeness_error).collect(),
+            baseline: out.baseline,
+            steps: a.iter().map(|r| r.steps as u32).collect(),
+        }))
+    }
+
     async fn list_models(
         &self,
         request: Request<pb::ListModelsRequest>,

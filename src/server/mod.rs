@@ -105,6 +105,50 @@ pub struct ServeFile {
     /// Differential privacy: budgets, and output policies by model id.
     #[serde(default)]
     pub privacy: PrivacySettings,
+    /// The audit log: segment size and retention.
+    #[serde(default)]
+    pub audit: AuditSettings,
+}
+
+/// `[audit]`: segment size and retention.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Delete audit segments whose newest record is older than this many days (fractions
+    /// allowed, at least one second); absent: keep everything. A signed retention record
+    /// keeps the rest of the chain verifiable.
+    pub retention_days: Option<f64>,
+    /// Records per segment file (10 to 10,000,000).
+    pub segment_records: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            retention_days: None,
+            segment_records: crate::audit::SEGMENT_RECORDS,
+        }
+    }
+}
+
+impl AuditSettings {
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        if let Some(d) = self.retention_days
+            && !(d.is_finite() && d * 86_400.0 >= 1.0 && d <= 36_600.0)
+        {
+            return Err(ServerError::Config(format!(
+                "audit.retention_days must be between one second (1.16e-5) and 36600 days, got {d}"
+            )));
+        }
+        if !(10..=10_000_000).contains(&self.segment_records) {
+            return Err(ServerError::Config(format!(
+                "audit.segment_records must be 10 to 10000000, got {}",
+                self.segment_records
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// `[privacy]`: per-principal budgets and per-model output policies.
@@ -161,6 +205,8 @@ pub struct ServeConfig {
     pub screening: BTreeMap<String, ScreeningSpec>,
     /// Privacy budgets and server-side output policies.
     pub privacy: PrivacySettings,
+    /// Audit segment size and retention.
+    pub audit: AuditSettings,
     /// Benchmarks only: serve with every guard off (no authentication, purposes, input
     /// validation, rate limits, screening or audit records), as the baseline that the
     /// guard-overhead benchmark compares against. Reachable from no flag and no config
@@ -189,6 +235,7 @@ impl ServeConfig {
             .budget
             .validate()
             .map_err(ServerError::Config)?;
+        self.audit.validate()?;
         for (id, spec) in &self.screening {
             spec.validate()
                 .map_err(|e| ServerError::Config(format!("screening.{id}: {e}")))?;
@@ -238,7 +285,7 @@ pub async fn run(
         Database::open_in(&config.data_dir).map_err(|e| ServerError::Config(e.to_string()))?,
     );
     let guard = Arc::new(Guard::new(Arc::clone(&db), config.rate));
-    let audit = Arc::new(open_audit(&config.data_dir)?);
+    let audit = Arc::new(open_audit(&config.data_dir, &config.audit)?);
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -340,7 +387,12 @@ pub async fn run(
         Arc::clone(&db),
         config.privacy.budget,
     ))
-    .map_err(|e| ServerError::Config(e.to_string()))?;
+    .map_err(|e| ServerError::Config(e.to_string()))?
+    .with_subjects(crate::privacy::subjects::Subjects::new(
+        Arc::clone(&db),
+        crate::audit::load_or_create_key(&config.data_dir.join("subjects.key"))
+            .map_err(|e| ServerError::Config(e.to_string()))?,
+    ));
     let pipeline = if config.unguarded_benchmark_baseline {
         if !config.models.is_empty() {
             return Err(ServerError::Config(
@@ -590,7 +642,10 @@ fn load_one(
 
 /// Opens `<data-dir>/audit/` with a fresh checkpoint-signing key made in memory (the
 /// attested key, once evidence binds it) and the persistent input-HMAC key.
-fn open_audit(data_dir: &Path) -> Result<crate::audit::AuditLog, ServerError> {
+fn open_audit(
+    data_dir: &Path,
+    settings: &AuditSettings,
+) -> Result<crate::audit::AuditLog, ServerError> {
     let cfg = |e: crate::audit::AuditError| ServerError::Config(e.to_string());
     let hmac_key = crate::audit::load_or_create_key(&data_dir.join("audit.key")).map_err(cfg)?;
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);
@@ -600,7 +655,13 @@ fn open_audit(data_dir: &Path) -> Result<crate::audit::AuditLog, ServerError> {
         &data_dir.join("audit"),
         signing,
         *hmac_key,
-        crate::audit::AuditConfig::default(),
+        crate::audit::AuditConfig {
+            segment_records: settings.segment_records,
+            retention: settings
+                .retention_days
+                .map(|d| std::time::Duration::from_secs_f64(d * 86_400.0)),
+            ..crate::audit::AuditConfig::default()
+        },
     )
     .map_err(cfg)?;
     tracing::info!(

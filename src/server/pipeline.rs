@@ -16,12 +16,14 @@ use tonic::metadata::MetadataMap;
 
 use super::error::ApiError;
 use crate::audit::{AuditLog, Event};
+use crate::engine::explain::{Attribution, ExplanationSpec, integrated_gradients};
 use crate::engine::{LoadedModel, OutputKind, Registry, ScreenAction, argmax_rows};
 use crate::guard::{Credentials, Guard, GuardError, InputError, KeyRecord, Scope, validate_rows};
 use crate::metrics::{Metrics, RequestSample, UNKNOWN_MODEL};
 use crate::privacy::budget::{BudgetError, BudgetStatus, Budgets, Reservation};
 use crate::privacy::policy::{Charge, PrivacyPolicy};
 use crate::privacy::rng::ChaChaDpRng;
+use crate::privacy::subjects::{SubjectError, Subjects};
 
 /// What a front end knows about the caller: its request metadata and, over mutual TLS, the
 /// certificate chain it presented (already verified by the TLS layer).
@@ -98,6 +100,23 @@ pub struct PredictOutcome {
     pub receipt: Option<Receipt>,
 }
 
+/// Explanations, ready for a front end to encode.
+#[derive(Clone)]
+pub struct ExplainOutcome {
+    /// The model explained.
+    pub model: Arc<LoadedModel>,
+    /// The request id (also in the audit log).
+    pub request_id: String,
+    /// Rows explained.
+    pub rows: usize,
+    /// Features per row.
+    pub features: usize,
+    /// The baseline used.
+    pub baseline: Vec<f32>,
+    /// One explanation per row.
+    pub attributions: Vec<Attribution>,
+}
+
 /// The privacy receipt of one prediction.
 #[derive(Debug, Clone, Copy)]
 pub struct Receipt {
@@ -121,6 +140,7 @@ pub struct Pipeline {
     unguarded: bool,
     budgets: Option<Budgets>,
     dp_rng: Arc<Mutex<ChaChaDpRng>>,
+    subjects: Option<Subjects>,
 }
 
 impl Pipeline {
@@ -142,7 +162,24 @@ impl Pipeline {
             unguarded: false,
             budgets: None,
             dp_rng: Arc::new(Mutex::new(ChaChaDpRng::dangerous_from_seed([0; 32]))),
+            subjects: None,
         }
+    }
+
+    /// Checks consent for requests that name a data subject (`x-subject-id`).
+    pub fn with_subjects(mut self, subjects: Subjects) -> Self {
+        self.subjects = Some(subjects);
+        self
+    }
+
+    /// The subject store, when configured.
+    pub fn subjects(&self) -> Option<&Subjects> {
+        self.subjects.as_ref()
+    }
+
+    /// The audit log, when configured.
+    pub fn audit(&self) -> Option<&Arc<AuditLog>> {
+        self.audit.as_ref()
     }
 
     /// Enforces differential-privacy budgets from `budgets`, with noise from a generator
@@ -239,17 +276,28 @@ impl Pipeline {
                 flagged_rows: record.flagged_rows.len() as u64,
                 epsilon: record.epsilon,
             });
+        self.audit_call(record, result.as_ref().err(), latency, None);
+        result
+    }
+
+    fn audit_call(
+        &self,
+        record: AuditContext,
+        refusal: Option<&Status>,
+        latency: std::time::Duration,
+        rpc: Option<&str>,
+    ) {
         if let Some(audit) = &self.audit {
-            let (decision, reason) = match &result {
-                Ok(_) => ("allow", "OK".to_string()),
-                Err(s) => ("refuse", crate::client::code_name(s.code()).to_string()),
+            let (decision, reason) = match refusal {
+                None => ("allow", "OK".to_string()),
+                Some(s) => ("refuse", crate::client::code_name(s.code()).to_string()),
             };
             audit.append(Event::Predict {
                 request_id: record.request_id,
                 principal: record.principal,
                 model: record.model,
                 purpose: record.purpose,
-                subject: None,
+                subject: record.subject,
                 input_hmac: record.input_hmac,
                 output_argmax: record.output_argmax,
                 flagged_rows: record.flagged_rows,
@@ -258,9 +306,112 @@ impl Pipeline {
                 decision: decision.into(),
                 reason,
                 epsilon: record.epsilon,
+                rpc: rpc.map(str::to_string),
             });
         }
+    }
+
+    /// Explains rows by integrated gradients, through the same guards as Predict (with the
+    /// explain scope), audited whatever the outcome.
+    pub async fn explain(
+        &self,
+        ctx: &CallContext,
+        call: PredictCall,
+        target: Option<u32>,
+    ) -> Result<ExplainOutcome, Status> {
+        let started = Instant::now();
+        let mut record = AuditContext::default();
+        let result = self
+            .explain_inner(ctx, call, target, &mut record)
+            .await
+            .map_err(Status::from);
+        self.audit_call(
+            record,
+            result.as_ref().err(),
+            started.elapsed(),
+            Some("explain"),
+        );
         result
+    }
+
+    async fn explain_inner(
+        &self,
+        ctx: &CallContext,
+        call: PredictCall,
+        target: Option<u32>,
+        record: &mut AuditContext,
+    ) -> Result<ExplainOutcome, ApiError> {
+        let Admitted {
+            key,
+            model,
+            values,
+            rows,
+            ..
+        } = self.admit_call(ctx, Scope::Explain, call, record)?;
+        let config = model.config();
+        let policy = model.privacy();
+        if *policy != PrivacyPolicy::None {
+            return Err(ApiError::Precondition(format!(
+                "model {} releases outputs only under its {} privacy policy; explanations \
+                 would reveal what the policy hides",
+                config.id,
+                policy.name()
+            )));
+        }
+        let baseline = match (&config.explanation, &config.input.normalization) {
+            (Some(ExplanationSpec { baseline: Some(b) }), _) => b.clone(),
+            (_, Some(norm)) => norm.mean.clone(),
+            _ => {
+                return Err(ApiError::Precondition(format!(
+                    "model {} declares no explanation baseline (explanation.baseline in its \
+                     config) and no normalization mean to fall back on",
+                    config.id
+                )));
+            }
+        };
+        if let Some(t) = target
+            && t as usize >= config.output_count()
+        {
+            return Err(ApiError::BadRequest(format!(
+                "target {t} does not exist: model {} has {} outputs",
+                config.id,
+                config.output_count()
+            )));
+        }
+        let admission = self.guard.admit(&key, unix_now())?;
+        let request_id = uuid::Uuid::new_v4().to_string();
+        record.request_id.clone_from(&request_id);
+        let mlp = Arc::clone(model.mlp());
+        let features = config.feature_count();
+        let b = baseline.clone();
+        let explained = tokio::task::spawn_blocking(move || {
+            values
+                .chunks_exact(features)
+                .map(|x| integrated_gradients(&mlp, x, &b, target.map(|t| t as usize)))
+                .collect::<Result<Vec<Attribution>, _>>()
+        })
+        .await;
+        let rows_out = match explained {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                self.guard.limiter().refund(admission);
+                return Err(e.into());
+            }
+            Err(e) => {
+                self.guard.limiter().refund(admission);
+                return Err(ApiError::Internal(format!("explanation task failed: {e}")));
+            }
+        };
+        drop(admission);
+        record.output_argmax = rows_out.iter().map(|a| a.target as u32).collect();
+        Ok(ExplainOutcome {
+            model: Arc::clone(&model),
+            request_id,
+            rows,
+            features,
+            baseline,
+            attributions: rows_out,
+        })
     }
 
     /// The benchmark baseline: the same engine path with no guard, audit or metrics.
@@ -292,18 +443,22 @@ impl Pipeline {
         })
     }
 
-    async fn predict_inner(
+    /// The guards every inference RPC shares, in order, up to (not including) the steps
+    /// that spend: ready, identity and `scope`, model and version, purpose, data-subject
+    /// consent, input validation.
+    fn admit_call(
         &self,
         ctx: &CallContext,
+        scope: Scope,
         call: PredictCall,
         record: &mut AuditContext,
-    ) -> Result<PredictOutcome, ApiError> {
+    ) -> Result<Admitted, ApiError> {
         // The metrics label: the model named, when it is loaded, even if a guard refuses.
         if let Ok(m) = self.registry.get(&call.model) {
             record.loaded_model = Some(m.config().id.clone());
         }
         self.ensure_ready()?;
-        let key = self.caller(ctx, Scope::Predict)?;
+        let key = self.caller(ctx, scope)?;
         record.principal.clone_from(&key.principal);
         record.model.clone_from(&call.model);
         if call.model.is_empty() {
@@ -325,6 +480,26 @@ impl Pipeline {
             &config.purposes,
         )?;
         record.purpose.clone_from(&purpose);
+        if let Some(subject) = ctx.header("x-subject-id") {
+            let Some(purpose) = purpose.as_deref() else {
+                return Err(ApiError::Precondition(
+                    "a request naming a data subject (x-subject-id) must declare its purpose \
+                     (x-purpose)"
+                        .into(),
+                ));
+            };
+            let subjects = self.subjects.as_ref().ok_or_else(|| {
+                ApiError::Precondition("this server keeps no consent records".into())
+            })?;
+            match subjects.check_consent(subject, purpose) {
+                Ok(pseudonym) => record.subject = Some(pseudonym),
+                Err(e @ SubjectError::NoConsent { .. }) => {
+                    return Err(ApiError::Precondition(e.to_string()));
+                }
+                Err(SubjectError::Invalid(m)) => return Err(ApiError::BadRequest(m)),
+                Err(e) => return Err(ApiError::Internal(e.to_string())),
+            }
+        }
         if call.shape.is_empty() && call.values.is_empty() {
             return Err(InputError::Missing.into());
         }
@@ -334,6 +509,29 @@ impl Pipeline {
         let mut values = call.values;
         let rows = validate_rows(config, &call.shape, &mut values, self.max_rows)?;
         record.rows = rows as u64;
+        Ok(Admitted {
+            key,
+            model: Arc::clone(&model),
+            values,
+            rows,
+            purpose,
+        })
+    }
+
+    async fn predict_inner(
+        &self,
+        ctx: &CallContext,
+        call: PredictCall,
+        record: &mut AuditContext,
+    ) -> Result<PredictOutcome, ApiError> {
+        let Admitted {
+            key,
+            model,
+            values,
+            rows,
+            purpose,
+        } = self.admit_call(ctx, Scope::Predict, call, record)?;
+        let config = model.config();
         // The steps that spend come last, and are handed back if nothing is released.
         let policy = *model.privacy();
         let softmax = config.architecture.output == OutputKind::Softmax;
@@ -485,6 +683,15 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// A call that passed every non-spending guard.
+struct Admitted {
+    key: KeyRecord,
+    model: Arc<LoadedModel>,
+    values: Vec<f32>,
+    rows: usize,
+    purpose: Option<String>,
+}
+
 /// What the audit record of one call learns as the call proceeds.
 #[derive(Default)]
 struct AuditContext {
@@ -502,4 +709,6 @@ struct AuditContext {
     engine: Option<(std::time::Duration, std::time::Duration)>,
     /// ε charged (at the budget's δ).
     epsilon: f64,
+    /// The data subject's pseudonym, when the request named one with consent.
+    subject: Option<String>,
 }

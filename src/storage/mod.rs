@@ -76,6 +76,21 @@ const MIGRATIONS: &[&str] = &[
          rho         REAL NOT NULL,
          PRIMARY KEY (scope, name, window)
      );",
+    // 4: data subjects (GDPR): a per-subject pseudonym key, found by a keyed index of the
+    // subject id (the raw id is never stored), and consent per purpose.
+    "CREATE TABLE subjects (
+         idx         BLOB PRIMARY KEY,
+         pkey        BLOB NOT NULL,
+         created_at  INTEGER NOT NULL
+     );
+     CREATE TABLE consents (
+         idx         BLOB NOT NULL REFERENCES subjects(idx) ON DELETE CASCADE,
+         purpose     TEXT NOT NULL,
+         granted     INTEGER NOT NULL,
+         at          INTEGER NOT NULL,
+         source      TEXT NOT NULL,
+         PRIMARY KEY (idx, purpose)
+     );",
 ];
 
 /// A handle to the database. Cheap to share behind an `Arc`.
@@ -97,6 +112,9 @@ impl Database {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        // Deleted rows (a forgotten subject's key) are overwritten, not left in free pages.
+        conn.pragma_update(None, "secure_delete", "ON")
             .map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(err)?;

@@ -275,6 +275,7 @@ pub fn train(
         dp_training,
         screening: None,
         privacy: None,
+        explanation: None,
     };
     config
         .validate()

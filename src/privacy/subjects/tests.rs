@@ -1,0 +1,97 @@
+use std::sync::Arc;
+
+use super::*;
+
+fn store() -> (tempfile::TempDir, Subjects, Arc<Database>) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::open_in(dir.path()).unwrap());
+    let s = Subjects::new(Arc::clone(&db), Zeroizing::new([5; 32]));
+    (dir, s, db)
+}
+
+#[test]
+fn consent_is_per_purpose_and_can_be_withdrawn() {
+    let (_d, s, _) = store();
+    assert!(matches!(
+        s.check_consent("patient-1", "care"),
+        Err(SubjectError::NoConsent { .. })
+    ));
+    let rec = s
+        .set_consent("patient-1", "care", true, "form-17", 100)
+        .unwrap();
+    let p = s.check_consent("patient-1", "care").unwrap();
+    assert_eq!(p, rec.subject_pseudonym);
+    assert!(s.check_consent("patient-1", "research").is_err());
+    s.set_consent("patient-1", "care", false, "phone", 200)
+        .unwrap();
+    let err = s
+        .check_consent("patient-1", "care")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "no consent for purpose care");
+}
+
+#[test]
+fn the_raw_subject_id_is_never_stored_and_pseudonyms_are_stable() {
+    let (dir, s, _) = store();
+    let a = s
+        .set_consent("alice@example.org", "care", true, "f", 1)
+        .unwrap();
+    let b = s
+        .set_consent("alice@example.org", "billing", true, "f", 2)
+        .unwrap();
+    assert_eq!(
+        a.subject_pseudonym, b.subject_pseudonym,
+        "one key per subject"
+    );
+    let other = s
+        .set_consent("bob@example.org", "care", true, "f", 3)
+        .unwrap();
+    assert_ne!(a.subject_pseudonym, other.subject_pseudonym);
+    drop(s);
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(17).any(|w| w == b"alice@example.org"),
+            "the subject id reached the disk"
+        );
+    }
+}
+
+#[test]
+fn forgetting_shreds_the_key_and_is_idempotent() {
+    let (_d, s, db) = store();
+    let rec = s.set_consent("patient-2", "care", true, "f", 1).unwrap();
+    let erased = s.forget("patient-2", 5).unwrap();
+    assert!(erased.existed);
+    assert_eq!(
+        erased.subject_pseudonym.as_deref(),
+        Some(rec.subject_pseudonym.as_str())
+    );
+    assert_eq!(erased.consents_deleted, 1);
+    assert_eq!(s.pseudonym("patient-2").unwrap(), None, "the key is gone");
+    assert!(s.check_consent("patient-2", "care").is_err());
+    let n: i64 = db
+        .read(|c| c.query_row("SELECT COUNT(*) FROM subjects", [], |r| r.get(0)))
+        .unwrap();
+    assert_eq!(n, 0);
+    let again = s.forget("patient-2", 6).unwrap();
+    assert!(!again.existed);
+    assert_eq!(again.consents_deleted, 0);
+    // Consent given again later makes a new, unrelated pseudonym.
+    let fresh = s.set_consent("patient-2", "care", true, "f", 7).unwrap();
+    assert_ne!(fresh.subject_pseudonym, rec.subject_pseudonym);
+}
+
+#[test]
+fn malformed_ids_purposes_and_sources_are_refused() {
+    let (_d, s, _) = store();
+    for bad in ["", "has space", "tab\there", &"x".repeat(257)] {
+        assert!(
+            matches!(s.check_consent(bad, "care"), Err(SubjectError::Invalid(_))),
+            "{bad:?}"
+        );
+    }
+    assert!(s.set_consent("p", "bad purpose", true, "f", 1).is_err());
+    assert!(s.set_consent("p", "care", true, "line\nbreak", 1).is_err());
+}
