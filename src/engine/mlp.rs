@@ -31,6 +31,11 @@ pub struct Mlp {
 /// Measured with `examples/guard_costs.rs`: below it, candle's per-op overhead dominates.
 pub const FUSED_MAX_MACS: usize = 1 << 20;
 
+/// Largest model (multiply-adds per row) run by the fused loop: beyond it candle's gemm
+/// wins even at batch 1 (`benches/engine.rs`: a 64-256-256-2 MLP, 82 k per row, is 7.7 µs
+/// fused against 6.9 µs in candle; the 30-16-2 demo is 0.28 µs fused against 2.3 µs).
+pub const FUSED_MAX_MACS_PER_ROW: usize = 1 << 15;
+
 /// Runs `f` on a contiguous CPU F32 tensor's values in place (no copy: the weights stay in
 /// their locked memory).
 fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R, EngineError> {
@@ -294,7 +299,10 @@ impl Mlp {
                 expected: self.in_features,
             });
         }
-        if self.device.is_cpu() && rows.saturating_mul(self.macs_per_row) <= FUSED_MAX_MACS {
+        if self.device.is_cpu()
+            && self.macs_per_row <= FUSED_MAX_MACS_PER_ROW
+            && rows.saturating_mul(self.macs_per_row) <= FUSED_MAX_MACS
+        {
             return self.forward_fused_cpu(values, rows);
         }
         let x = Tensor::from_slice(values, (rows, self.in_features), &self.device)?;
