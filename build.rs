@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/confidant/v1/inference.proto",
         "proto/confidant/v1/privacy.proto",
+        "proto/confidant/v1/attestation.proto",
         // The Open Inference Protocol (KServe v2; the paths Triton serves).
         "proto/inference/grpc_predict_v2.proto",
     ];

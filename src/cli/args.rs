@@ -370,8 +370,12 @@ pub struct PredictArgs {
     #[arg(long, default_value = "https://127.0.0.1:50051")]
     pub addr: String,
     /// CA or server certificate (PEM) to trust [default: <data-dir>/tls/cert.pem].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "policy")]
     pub tls_ca: Option<PathBuf>,
+    /// A client attestation policy (TOML): verify the server's evidence and its binding to
+    /// this TLS connection before sending anything; no CA is needed.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS; the server maps it to its principal.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -421,8 +425,12 @@ pub struct ModelsArgs {
     #[arg(long, default_value = "https://127.0.0.1:50051")]
     pub addr: String,
     /// CA or server certificate (PEM) to trust [default: <data-dir>/tls/cert.pem].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "policy")]
     pub tls_ca: Option<PathBuf>,
+    /// A client attestation policy (TOML): verify the server's evidence and its binding to
+    /// this TLS connection before sending anything; no CA is needed.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS; the server maps it to its principal.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -31,6 +31,21 @@ pub enum AttestCommand {
     Verify(Box<VerifyArgs>),
     /// Print this binary's simulated-TEE measurement (SHA-384 of the binary).
     Measurement,
+    /// Fetch a running server's evidence over an attested channel, verify it against a
+    /// client policy and its binding to the TLS connection, and print the verified claims.
+    Fetch(FetchArgs),
+}
+
+/// `confidant attest fetch`.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Server URL, https://HOST:PORT.
+    #[arg(long, default_value = "https://127.0.0.1:50051")]
+    pub addr: String,
+    /// Client attestation policy (the attestation crate's TOML: measurement, TCB floor,
+    /// debug, allow_simulated).
+    #[arg(long)]
+    pub policy: PathBuf,
 }
 
 /// `confidant attest report`.
@@ -108,7 +123,23 @@ pub fn run(args: AttestArgs) -> Result<()> {
         AttestCommand::Report(a) => report(&a),
         AttestCommand::Verify(a) => verify_command(&a),
         AttestCommand::Measurement => measurement(),
+        AttestCommand::Fetch(_) => bail!("attest fetch runs through the async path"),
     }
+}
+
+/// Reads a client attestation policy file.
+pub fn read_policy(path: &std::path::Path) -> Result<Policy> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--policy {}: cannot read", path.display()))?;
+    Policy::from_toml(&text).with_context(|| format!("--policy {}", path.display()))
+}
+
+/// `confidant attest fetch`.
+pub async fn fetch(a: FetchArgs) -> Result<()> {
+    let policy = read_policy(&a.policy)?;
+    let (_, verdict) = confidant::client::attested::connect_attested(&a.addr, &policy).await?;
+    println!("{}", serde_json::to_string_pretty(&verdict)?);
+    Ok(())
 }
 
 fn report(a: &ReportArgs) -> Result<()> {

@@ -52,7 +52,10 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Keys(a) => keys(a),
         Command::Audit(a) => audit(a),
         Command::Anonymize(a) => anonymize::anonymize(a),
-        Command::Attest(a) => attest::run(a),
+        Command::Attest(a) => match a.command {
+            attest::AttestCommand::Fetch(f) => attest::fetch(f).await,
+            _ => attest::run(a),
+        },
         Command::Privacy(a) => match a.command {
             privacy::PrivacyCommand::Budget(b) => privacy_budget(b).await,
             privacy::PrivacyCommand::Consent(c) => privacy_consent(c).await,
@@ -529,6 +532,8 @@ fn read_leaf_cert_der(path: &Path) -> Result<Vec<u8>> {
 
 struct ConnectOpts<'a> {
     addr: &'a str,
+    /// A client attestation policy: trust from evidence instead of a CA.
+    policy: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
     tls_identity: Option<(PathBuf, PathBuf)>,
     data_dir: Option<PathBuf>,
@@ -539,6 +544,7 @@ struct ConnectOpts<'a> {
 async fn connect(o: ConnectOpts<'_>) -> Result<Client> {
     let ConnectOpts {
         addr,
+        policy,
         tls_ca,
         tls_identity,
         data_dir,
@@ -546,6 +552,25 @@ async fn connect(o: ConnectOpts<'_>) -> Result<Client> {
         purpose,
     } = o;
     let data_dir_for_demo = data_dir.clone();
+    if let Some(path) = policy {
+        let policy = attest::read_policy(&path)?;
+        let (mut client, verdict) =
+            confidant::client::attested::connect_attested(addr, &policy).await?;
+        eprintln!(
+            "note: server attested ({:?}, measurement {}); the TLS key is bound to the evidence",
+            verdict.tee,
+            verdict.measurement.as_deref().unwrap_or("-")
+        );
+        if let Some(k) = api_key {
+            client = client.with_api_key(k)?;
+        } else if let Some(k) = demo_api_key(data_dir_for_demo.as_deref()) {
+            client = client.with_api_key(&k)?;
+        }
+        if let Some(p) = purpose {
+            client = client.with_purpose(p)?;
+        }
+        return Ok(client);
+    }
     let ca_path = tls_ca.unwrap_or_else(|| {
         resolve_data_dir(data_dir, None)
             .join("tls")
@@ -598,6 +623,7 @@ async fn predict(a: args::PredictArgs) -> Result<()> {
     let inline = a.input.as_deref().map(parse_json_rows).transpose()?;
     let mut client = connect(ConnectOpts {
         addr: &a.addr,
+        policy: a.policy.clone(),
         tls_ca: a.tls_ca,
         tls_identity: a.tls_cert.zip(a.tls_key),
         data_dir: a.data_dir,
@@ -649,6 +675,7 @@ async fn predict(a: args::PredictArgs) -> Result<()> {
 async fn privacy_budget(a: privacy::BudgetArgs) -> Result<()> {
     let mut client = connect(ConnectOpts {
         addr: &a.addr,
+        policy: None,
         tls_ca: a.tls_ca,
         tls_identity: a.tls_cert.zip(a.tls_key),
         data_dir: a.data_dir,
@@ -675,6 +702,7 @@ async fn privacy_budget(a: privacy::BudgetArgs) -> Result<()> {
 async fn connect_admin(c: privacy::ConnArgs) -> Result<Client> {
     connect(ConnectOpts {
         addr: &c.addr,
+        policy: None,
         tls_ca: c.tls_ca,
         tls_identity: c.tls_cert.zip(c.tls_key),
         data_dir: c.data_dir,
@@ -725,6 +753,7 @@ async fn explain(e: args::ExplainArgs) -> Result<()> {
     let inline = a.input.as_deref().map(parse_json_rows).transpose()?;
     let mut client = connect(ConnectOpts {
         addr: &a.addr,
+        policy: a.policy.clone(),
         tls_ca: a.tls_ca,
         tls_identity: a.tls_cert.zip(a.tls_key),
         data_dir: a.data_dir,
@@ -780,6 +809,7 @@ async fn explain(e: args::ExplainArgs) -> Result<()> {
 async fn models(a: args::ModelsArgs) -> Result<()> {
     let mut client = connect(ConnectOpts {
         addr: &a.addr,
+        policy: a.policy.clone(),
         tls_ca: a.tls_ca,
         tls_identity: a.tls_cert.zip(a.tls_key),
         data_dir: a.data_dir,

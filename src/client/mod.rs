@@ -15,6 +15,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use crate::proto::confidant::v1 as pb;
 use pb::inference_client::InferenceClient;
 
+pub mod attested;
+
 /// Client errors.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -51,6 +53,10 @@ pub enum ClientError {
     /// An API key or purpose that cannot be sent.
     #[error("{0}")]
     Credentials(String),
+    /// The server's attestation did not verify, or does not bind this connection; nothing
+    /// was sent.
+    #[error("attestation refused, nothing was sent: {0}")]
+    Attestation(String),
     /// The server's answer is malformed.
     #[error("malformed response: {0}")]
     Response(String),
@@ -158,13 +164,18 @@ impl Client {
                 addr: addr.to_string(),
                 source,
             })?;
-        Ok(Self {
+        Ok(Self::from_channel(channel))
+    }
+
+    /// A client over an established channel.
+    pub(crate) fn from_channel(channel: Channel) -> Self {
+        Self {
             inner: InferenceClient::new(channel.clone()).max_decoding_message_size(1 << 30),
             privacy: pb::privacy_client::PrivacyClient::new(channel),
             api_key: None,
             purpose: None,
             subject: None,
-        })
+        }
     }
 
     /// Names a data subject (`x-subject-id`) in every call; the server then requires its

@@ -4,6 +4,7 @@
 //! any key or plaintext exists; the listener comes up with health NOT_SERVING; models are
 //! verified, decrypted and loaded; only then does health turn SERVING and Predict answer.
 
+pub mod attestation;
 pub mod error;
 pub mod inference;
 pub mod pipeline;
@@ -357,6 +358,29 @@ pub async fn run(
         }
     };
 
+    // The channel binding: evidence will name the SPKI of this certificate.
+    let leaf_der = {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
+            .next()
+            .ok_or_else(|| ServerError::Tls("no certificate in the TLS identity".into()))?
+            .map_err(|e| ServerError::Tls(format!("TLS certificate PEM: {e}")))?
+    };
+    let spki = attestation::spki_sha256(&leaf_der).map_err(ServerError::Tls)?;
+    let attester: Arc<dyn crate::tee::Attester> = Arc::from(
+        crate::tee::detect().map_err(|e| ServerError::Config(format!("attestation: {e}")))?,
+    );
+    tracing::info!(
+        attester = %attester.kind(),
+        tls_spki_sha256 = %hex::encode(spki),
+        "attestation: GetEvidence binds the TLS key"
+    );
+    let attestation_service =
+        crate::proto::confidant::v1::attestation_server::AttestationServer::new(
+            attestation::AttestationService::new(attester, spki),
+        );
+
     let ready = Arc::new(AtomicBool::new(false));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -454,6 +478,7 @@ pub async fn run(
         .add_service(reflection)
         .add_service(inference)
         .add_service(privacy_service)
+        .add_service(attestation_service)
         .add_service(oip);
     drop(identity);
 

@@ -1,0 +1,186 @@
+//! The attested channel: trust from evidence, not from a CA.
+//!
+//! The client opens TLS with a verifier that accepts any certificate but proves the server
+//! holds its key (the handshake signature is checked) and records the certificate's
+//! SubjectPublicKeyInfo. It then sends a fresh nonce to `Attestation.GetEvidence`, verifies
+//! the evidence against the caller's policy (measurement, TCB, debug, simulated), and checks
+//! that the evidence's report_data is `SHA-512("confidant-tls-v1" ‖ nonce ‖ SHA-256(SPKI))`
+//! for the SPKI of *this* connection. Only then does it hand back a [`Client`]; until then
+//! no credential and no data has left it. The SPKI is then pinned: if the channel ever
+//! reconnects to a server with another key, the handshake fails.
+//!
+//! A relay that terminates TLS with its own key and forwards the attestation call is caught:
+//! the evidence binds the real server's key, and the client sees the relay's.
+
+use std::sync::{Arc, Mutex};
+
+use confidant_attestation::{Evidence, Policy, Timestamp, Verdict};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tonic::transport::Endpoint;
+
+use super::{Client, ClientError};
+use crate::proto::confidant::v1 as pb;
+use crate::server::attestation::{spki_sha256, tls_report_data};
+
+#[derive(Debug, Default)]
+struct Binding {
+    /// SHA-256 of the SPKI the last handshake presented.
+    seen: Option<[u8; 32]>,
+    /// Once attested, the only SPKI accepted.
+    pinned: Option<[u8; 32]>,
+}
+
+#[derive(Debug)]
+struct BindingVerifier {
+    binding: Arc<Mutex<Binding>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for BindingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let spki = spki_sha256(end_entity).map_err(rustls::Error::General)?;
+        let mut b = self.binding.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pinned) = b.pinned
+            && pinned != spki
+        {
+            return Err(rustls::Error::General(
+                "the server's TLS key is not the one its attestation bound".into(),
+            ));
+        }
+        b.seen = Some(spki);
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Connects to `addr` (`https://HOST:PORT`), verifies the server's attestation against
+/// `policy` and its binding to this TLS connection, and returns a client and the verdict.
+/// Nothing but the attestation request is sent before both checks pass.
+pub async fn connect_attested(
+    addr: &str,
+    policy: &Policy,
+) -> Result<(Client, Verdict), ClientError> {
+    let bad = |problem: &str| ClientError::Address {
+        addr: addr.to_string(),
+        problem: problem.to_string(),
+    };
+    let rest = addr
+        .strip_prefix("https://")
+        .ok_or_else(|| bad("the scheme must be https:// (Confidant only speaks TLS)"))?;
+    let authority = rest.trim_end_matches('/');
+    let uri: tonic::codegen::http::Uri = format!("http://{authority}")
+        .parse()
+        .map_err(|e| bad(&format!("{e}")))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| bad("no host"))?
+        .trim_matches(['[', ']'])
+        .to_string();
+    let port = uri.port_u16().ok_or_else(|| bad("no port"))?;
+    let server_name =
+        ServerName::try_from(host.clone()).map_err(|e| bad(&format!("server name: {e}")))?;
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let binding = Arc::new(Mutex::new(Binding::default()));
+    let verifier = Arc::new(BindingVerifier {
+        binding: Arc::clone(&binding),
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(Arc::clone(&provider) as Arc<CryptoProvider>)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(&format!("TLS: {e}")))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connect = tower::service_fn(move |_: tonic::codegen::http::Uri| {
+        let (connector, host, server_name) = (connector.clone(), host.clone(), server_name.clone());
+        async move {
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let tls = connector.connect(server_name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    let channel = Endpoint::from(uri)
+        .connect_with_connector(connect)
+        .await
+        .map_err(|source| ClientError::Connect {
+            addr: addr.to_string(),
+            source,
+        })?;
+
+    let mut nonce = [0u8; 32];
+    getrandom::fill(&mut nonce)
+        .map_err(|e| ClientError::Attestation(format!("no randomness: {e}")))?;
+    let response = pb::attestation_client::AttestationClient::new(channel.clone())
+        .get_evidence(pb::GetEvidenceRequest {
+            nonce: nonce.to_vec(),
+        })
+        .await
+        .map_err(ClientError::Status)?
+        .into_inner();
+    let seen = binding
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .seen
+        .ok_or_else(|| ClientError::Attestation("no TLS certificate was seen".into()))?;
+    let evidence = Evidence::from_json(response.evidence_json.as_bytes())
+        .map_err(|e| ClientError::Attestation(format!("the evidence does not parse: {e}")))?;
+    let now = Timestamp::from_unix_seconds(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    );
+    let verdict = confidant_attestation::verify(&evidence, None, policy, now);
+    if !verdict.failures.is_empty() {
+        let reasons: Vec<String> = verdict.failures.iter().map(|f| f.to_string()).collect();
+        return Err(ClientError::Attestation(format!(
+            "the evidence does not meet the policy: {}",
+            reasons.join("; ")
+        )));
+    }
+    let expected = hex::encode(tls_report_data(&nonce, &seen));
+    if verdict.report_data.as_deref() != Some(expected.as_str()) {
+        return Err(ClientError::Attestation(
+            "the evidence does not bind this TLS connection's key (a relay or a \
+             man-in-the-middle terminates TLS), or it answers another nonce"
+                .into(),
+        ));
+    }
+    binding.lock().unwrap_or_else(|p| p.into_inner()).pinned = Some(seen);
+    Ok((Client::from_channel(channel), verdict))
+}
