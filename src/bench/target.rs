@@ -38,6 +38,9 @@ pub struct Target {
     pub addr: String,
     /// PEM CA or server certificate, for `https://`.
     pub ca_pem: Option<Vec<u8>>,
+    /// A client attestation policy: each connection is attested (and its TLS key bound to
+    /// the evidence) instead of checked against a CA.
+    pub policy: Option<std::sync::Arc<confidant_attestation::Policy>>,
     /// Sent as `x-api-key`.
     pub api_key: Option<String>,
     /// Sent as `x-purpose`.
@@ -77,6 +80,12 @@ pub async fn connect(target: &Target) -> Result<Channel, BenchError> {
         addr: addr.clone(),
         problem: e.to_string(),
     })?;
+    if let (Some("https"), Some(policy)) = (endpoint.uri().scheme_str(), &target.policy) {
+        return crate::client::attested::connect_attested_channel(addr, policy)
+            .await
+            .map(|(channel, _)| channel)
+            .map_err(|e| BenchError::Config(format!("{addr}: {e}")));
+    }
     let endpoint = match endpoint.uri().scheme_str() {
         Some("https") => {
             let ca = target

@@ -8,14 +8,11 @@ use confidant::bench::{self, BenchConfig, Protocol, Target, report};
 use super::args::{BenchArgs, BenchProtocol};
 
 fn config(a: BenchArgs) -> Result<(BenchConfig, BenchArgs)> {
-    if let Some(p) = &a.policy {
-        bail!(
-            "--policy {}: the attested channel is not yet supported (it lands with attested \
-             key release); use --tls-ca for now",
-            p.display()
-        );
-    }
-    let ca_pem = if a.addr.starts_with("https://") {
+    let policy = match &a.policy {
+        Some(p) => Some(std::sync::Arc::new(super::attest::read_policy(p)?)),
+        None => None,
+    };
+    let ca_pem = if a.addr.starts_with("https://") && policy.is_none() {
         let path = a.tls_ca.clone().unwrap_or_else(|| {
             a.data_dir
                 .clone()
@@ -54,6 +51,7 @@ fn config(a: BenchArgs) -> Result<(BenchConfig, BenchArgs)> {
         target: Target {
             addr: a.addr.clone(),
             ca_pem,
+            policy,
             api_key,
             purpose: a.purpose.clone(),
             protocol: match a.protocol {

@@ -91,6 +91,16 @@ pub async fn connect_attested(
     addr: &str,
     policy: &Policy,
 ) -> Result<(Client, Verdict), ClientError> {
+    let (channel, verdict) = connect_attested_channel(addr, policy).await?;
+    Ok((Client::from_channel(channel), verdict))
+}
+
+/// Like [`connect_attested`], returning the verified HTTP/2 channel itself (for other
+/// protocols on the same port, such as the Open Inference Protocol).
+pub async fn connect_attested_channel(
+    addr: &str,
+    policy: &Policy,
+) -> Result<(tonic::transport::Channel, Verdict), ClientError> {
     let bad = |problem: &str| ClientError::Address {
         addr: addr.to_string(),
         problem: problem.to_string(),
@@ -182,5 +192,5 @@ pub async fn connect_attested(
         ));
     }
     binding.lock().unwrap_or_else(|p| p.into_inner()).pinned = Some(seen);
-    Ok((Client::from_channel(channel), verdict))
+    Ok((channel, verdict))
 }
