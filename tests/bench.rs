@@ -88,7 +88,7 @@ fn bench_writes_the_results_contract_for_both_protocols() {
 fn bench_refuses_bad_flags_clearly() {
     let base = ["bench", "--addr", "https://127.0.0.1:1", "--model", "m"];
     let cases: [(&[&str], &str); 4] = [
-        (&["--policy", "p.toml"], "not yet supported"),
+        (&["--policy", "p.toml"], "--policy p.toml: cannot read"),
         (&["--batch", "0"], "--batch"),
         (&["--window", "soon"], "--window"),
         (&["--max-trials", "2"], "--max-trials"),
