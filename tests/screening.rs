@@ -78,7 +78,20 @@ fn code(e: &ClientError) -> Code {
 async fn boundary_rows_are_flagged_and_ordinary_rows_are_not() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = Server::start(&["--data-dir", data.to_str().unwrap()]);
+    // A tighter threshold than the manifest's (the server config may tighten it), so that
+    // the randomized score of a boundary row is far above it: the test is not flaky.
+    let toml = dir.path().join("serve.toml");
+    std::fs::write(
+        &toml,
+        "[screening.demo]\ncopies = 16\nnoise = 0.005\nthreshold = 0.03\naction = \"flag\"\n",
+    )
+    .unwrap();
+    let server = Server::start(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--config",
+        toml.to_str().unwrap(),
+    ]);
     let mut client = server.client().await;
 
     let ordinary = client
@@ -117,7 +130,7 @@ async fn the_server_config_can_escalate_to_reject_and_a_rejection_spends_nothing
     // action to reject (allowed).
     std::fs::write(
         &toml,
-        "[screening.demo]\ncopies = 4\nnoise = 0.5\nthreshold = 100.0\naction = \"reject\"\n",
+        "[screening.demo]\ncopies = 16\nnoise = 0.5\nthreshold = 0.03\naction = \"reject\"\n",
     )
     .unwrap();
     // Find a boundary row on a flag-mode server (the same embedded demo model).
