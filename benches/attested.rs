@@ -1,0 +1,89 @@
+//! The attested channel's cost: a fresh connection verified by attestation (TLS handshake,
+//! `GetEvidence` with a new nonce, evidence from the simulated TEE, verification against a
+//! policy, SPKI binding check) against a fresh connection verified by a CA (TLS handshake
+//! only), both to the same in-process server, in the same run.
+//!
+//! Run: `cargo bench --bench attested -- --warm-up-time 1 --measurement-time 5`.
+
+use std::time::Duration;
+
+use confidant::client::Client;
+use confidant::client::attested::connect_attested;
+use confidant::engine::BatchConfig;
+use confidant::guard::RateDefaults;
+use confidant::server::{self, ServeConfig};
+use confidant_attestation::Policy;
+use criterion::Criterion;
+
+#[allow(clippy::expect_used)]
+fn bench(c: &mut Criterion) {
+    confidant::secure::pin_thread_count();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        metrics_listen: None,
+        data_dir: dir.path().to_path_buf(),
+        tls: None,
+        client_ca: None,
+        models: Vec::new(),
+        publisher_keys: Vec::new(),
+        batch: BatchConfig::default(),
+        max_message_bytes: server::DEFAULT_MAX_MESSAGE_BYTES,
+        max_rows_per_request: server::DEFAULT_MAX_ROWS,
+        verify_digests: true,
+        rate: RateDefaults::default(),
+        screening: Default::default(),
+        privacy: Default::default(),
+        audit: Default::default(),
+        unguarded_benchmark_baseline: false,
+    };
+    let ca_path = config.cert_path();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let task = rt.spawn(server::run(
+        config,
+        async move {
+            let _ = stopped.await;
+        },
+        move |running| {
+            let _ = ready_tx.send(running.addr);
+        },
+    ));
+    let addr = format!("https://{}", rt.block_on(ready_rx).expect("server ready"));
+    let ca = std::fs::read(ca_path).expect("cert");
+    let measurement = hex::encode(
+        confidant::tee::Simulated::new()
+            .expect("simulated TEE")
+            .measurement(),
+    );
+    let policy = Policy::from_toml(&format!(
+        "measurements = [\"{measurement}\"]\nallow_simulated = true\n"
+    ))
+    .expect("policy");
+
+    let mut group = c.benchmark_group("channel");
+    group.bench_function("ca_verified_connect", |b| {
+        b.iter(|| rt.block_on(Client::connect(&addr, &ca)).expect("connect"));
+    });
+    group.bench_function("attested_connect", |b| {
+        b.iter(|| {
+            rt.block_on(connect_attested(&addr, &policy))
+                .expect("attested")
+        });
+    });
+    group.finish();
+    let _ = stop.send(());
+    let _ = rt.block_on(task);
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .measurement_time(Duration::from_secs(5));
+    bench(&mut c);
+    c.final_summary();
+}
