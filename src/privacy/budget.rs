@@ -27,6 +27,9 @@ pub struct BudgetConfig {
     pub delta: f64,
     /// The window length in seconds (86400: a UTC day).
     pub window_seconds: u64,
+    /// ε each data subject (a request's `x-subject-id`) may have spent on it per window,
+    /// across all principals; absent: no per-subject budget.
+    pub subject_epsilon: Option<f64>,
 }
 
 impl Default for BudgetConfig {
@@ -35,6 +38,7 @@ impl Default for BudgetConfig {
             epsilon: 10.0,
             delta: 1e-6,
             window_seconds: 86_400,
+            subject_epsilon: None,
         }
     }
 }
@@ -52,6 +56,13 @@ impl BudgetConfig {
             return Err(format!(
                 "privacy budget delta must be in (0, 1), got {}",
                 self.delta
+            ));
+        }
+        if let Some(e) = self.subject_epsilon
+            && !(e.is_finite() && e > 0.0)
+        {
+            return Err(format!(
+                "privacy budget subject_epsilon must be finite and > 0, got {e}"
             ));
         }
         if !(60..=366 * 86_400).contains(&self.window_seconds) {
@@ -86,6 +97,7 @@ pub struct BudgetStatus {
 #[must_use = "refund a reservation whose output is never released"]
 pub struct Reservation {
     principal: String,
+    subject: Option<String>,
     window: i64,
     charge: Charge,
     status: BudgetStatus,
@@ -124,6 +136,21 @@ pub enum BudgetError {
         /// When the window resets.
         window_end: i64,
     },
+    /// The data subject's budget does not fit the charge.
+    #[error(
+        "the privacy budget of this data subject is exhausted: this request needs epsilon \
+         {needed:.6}, {remaining:.6} of {budget} remains until {window_end} (unix time)"
+    )]
+    SubjectExhausted {
+        /// ε the request needs.
+        needed: f64,
+        /// ε left.
+        remaining: f64,
+        /// ε per window.
+        budget: f64,
+        /// When the window resets.
+        window_end: i64,
+    },
     /// The database failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -137,6 +164,55 @@ pub struct Budgets {
 }
 
 const PRINCIPAL: &str = "principal";
+const SUBJECT: &str = "subject";
+
+fn spent_in(
+    tx: &rusqlite::Transaction<'_>,
+    scope: &str,
+    name: &str,
+    window: i64,
+) -> rusqlite::Result<Charge> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT epsilon, rho FROM privacy_spend WHERE scope = ?1 AND name = ?2 AND window = ?3",
+        )?
+        .query_row(params![scope, name, window], |r| {
+            Ok(Charge {
+                epsilon: r.get(0)?,
+                rho: r.get(1)?,
+            })
+        })
+        .optional()?
+        .unwrap_or_default())
+}
+
+fn write_spent(
+    tx: &rusqlite::Transaction<'_>,
+    scope: &str,
+    name: &str,
+    window: i64,
+    total: Charge,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO privacy_spend (scope, name, window, epsilon, rho) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (scope, name, window) DO UPDATE SET epsilon = excluded.epsilon, rho = excluded.rho",
+    )?
+    .execute(params![scope, name, window, total.epsilon, total.rho])?;
+    Ok(())
+}
+
+fn plus(a: Charge, b: Charge) -> Charge {
+    Charge {
+        epsilon: a.epsilon + b.epsilon,
+        rho: a.rho + b.rho,
+    }
+}
+
+/// Which budget refused.
+enum Refused {
+    Principal(Charge),
+    Subject(Charge, f64),
+}
 
 impl Budgets {
     /// Budgets over `db`.
@@ -160,51 +236,47 @@ impl Budgets {
         charge: Charge,
         now: i64,
     ) -> Result<Reservation, BudgetError> {
+        self.reserve_for(principal, None, charge, now)
+    }
+
+    /// Reserves `charge` for `principal` and, when a per-subject budget is configured, for
+    /// the data subject `subject` (its pseudonym), both in one transaction; refuses without
+    /// writing anything if either does not fit.
+    pub fn reserve_for(
+        &self,
+        principal: &str,
+        subject: Option<&str>,
+        charge: Charge,
+        now: i64,
+    ) -> Result<Reservation, BudgetError> {
         let window = self.window(now);
         let cfg = self.config;
+        let subject = subject.filter(|_| cfg.subject_epsilon.is_some());
         let outcome = self.db.transaction(|tx| {
-            let spent: Charge = tx
-                .prepare_cached(
-                    "SELECT epsilon, rho FROM privacy_spend
-                     WHERE scope = ?1 AND name = ?2 AND window = ?3",
-                )?
-                .query_row(params![PRINCIPAL, principal, window], |r| {
-                    Ok(Charge {
-                        epsilon: r.get(0)?,
-                        rho: r.get(1)?,
-                    })
-                })
-                .optional()?
-                .unwrap_or_default();
-            let total = Charge {
-                epsilon: spent.epsilon + charge.epsilon,
-                rho: spent.rho + charge.rho,
-            };
+            let spent = spent_in(tx, PRINCIPAL, principal, window)?;
+            let total = plus(spent, charge);
             if total.epsilon_at(cfg.delta) > cfg.epsilon {
-                return Ok(Err(spent));
+                return Ok(Err(Refused::Principal(spent)));
             }
-            let after = total;
-            tx.prepare_cached(
-                "INSERT INTO privacy_spend (scope, name, window, epsilon, rho)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (scope, name, window)
-                 DO UPDATE SET epsilon = excluded.epsilon, rho = excluded.rho",
-            )?
-            .execute(params![
-                PRINCIPAL,
-                principal,
-                window,
-                total.epsilon,
-                total.rho
-            ])?;
-            Ok(Ok(after))
+            if let (Some(name), Some(limit)) = (subject, cfg.subject_epsilon) {
+                let s_spent = spent_in(tx, SUBJECT, name, window)?;
+                let s_total = plus(s_spent, charge);
+                if s_total.epsilon_at(cfg.delta) > limit {
+                    return Ok(Err(Refused::Subject(s_spent, limit)));
+                }
+                write_spent(tx, SUBJECT, name, window, s_total)?;
+            }
+            write_spent(tx, PRINCIPAL, principal, window, total)?;
+            Ok(Ok(total))
         })?;
         let w = cfg.window_seconds as i64;
+        let window_end = (window + 1) * w;
         match outcome {
             Ok(after) => {
                 let used = after.epsilon_at(cfg.delta);
                 Ok(Reservation {
                     principal: principal.to_string(),
+                    subject: subject.map(str::to_string),
                     window,
                     charge,
                     status: BudgetStatus {
@@ -213,23 +285,27 @@ impl Budgets {
                         epsilon_remaining: (cfg.epsilon - used).max(0.0),
                         delta: cfg.delta,
                         window_start: window * w,
-                        window_end: (window + 1) * w,
+                        window_end,
                     },
                 })
             }
-            Err(spent) => {
+            Err(Refused::Principal(spent)) => {
                 let used = spent.epsilon_at(cfg.delta);
                 Err(BudgetError::Exhausted {
                     principal: principal.to_string(),
-                    needed: (Charge {
-                        epsilon: spent.epsilon + charge.epsilon,
-                        rho: spent.rho + charge.rho,
-                    })
-                    .epsilon_at(cfg.delta)
-                        - used,
+                    needed: plus(spent, charge).epsilon_at(cfg.delta) - used,
                     remaining: (cfg.epsilon - used).max(0.0),
                     budget: cfg.epsilon,
-                    window_end: (window + 1) * cfg.window_seconds as i64,
+                    window_end,
+                })
+            }
+            Err(Refused::Subject(spent, limit)) => {
+                let used = spent.epsilon_at(cfg.delta);
+                Err(BudgetError::SubjectExhausted {
+                    needed: plus(spent, charge).epsilon_at(cfg.delta) - used,
+                    remaining: (limit - used).max(0.0),
+                    budget: limit,
+                    window_end,
                 })
             }
         }
@@ -238,17 +314,27 @@ impl Budgets {
     /// Hands back a reservation whose output was never released.
     pub fn refund(&self, r: Reservation) {
         let result = self.db.transaction(|tx| {
-            tx.prepare_cached(
+            let mut stmt = tx.prepare_cached(
                 "UPDATE privacy_spend SET epsilon = max(epsilon - ?4, 0), rho = max(rho - ?5, 0)
                  WHERE scope = ?1 AND name = ?2 AND window = ?3",
-            )?
-            .execute(params![
+            )?;
+            stmt.execute(params![
                 PRINCIPAL,
                 r.principal,
                 r.window,
                 r.charge.epsilon,
                 r.charge.rho
-            ])
+            ])?;
+            if let Some(subject) = &r.subject {
+                stmt.execute(params![
+                    SUBJECT,
+                    subject,
+                    r.window,
+                    r.charge.epsilon,
+                    r.charge.rho
+                ])?;
+            }
+            Ok(())
         });
         if let Err(e) = result {
             tracing::error!(error = %e, "could not refund a privacy reservation");

@@ -5,9 +5,9 @@
 //! `<data-dir>/subjects.key`, and holds for each subject a random 256-bit **pseudonym key**.
 //! A subject appears in the audit log only as `HMAC(pseudonym key, id)`.
 //!
-//! Forgetting a subject deletes its pseudonym key and its consent records (SQLite's
-//! `secure_delete` overwrites them, and the WAL is checkpointed). The audit records that
-//! carry its pseudonym still verify, but nobody, the server included, can recompute the
+//! Forgetting a subject deletes its pseudonym key, its consent records and its privacy
+//! budget rows (SQLite's `secure_delete` overwrites them, and the WAL is checkpointed). The
+//! audit records that carry its pseudonym still verify, but nobody, the server included, can recompute the
 //! pseudonym from the id any more: the link to the person is gone. A later request naming
 //! the subject fails for lack of consent.
 
@@ -227,6 +227,13 @@ impl Subjects {
                 .execute(params![idx.as_slice()])?;
             tx.prepare_cached("DELETE FROM subjects WHERE idx = ?1")?
                 .execute(params![idx.as_slice()])?;
+            // The subject's privacy odometer is keyed by its pseudonym: it goes too.
+            if let Some(p) = &pseudonym {
+                tx.prepare_cached(
+                    "DELETE FROM privacy_spend WHERE scope = 'subject' AND name = ?1",
+                )?
+                .execute(params![p])?;
+            }
             Ok(n as u64)
         })?;
         // Push the overwritten pages out of the WAL too.

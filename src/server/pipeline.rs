@@ -551,7 +551,7 @@ impl Pipeline {
                     "a model with a privacy policy is served without budgets".into(),
                 ));
             };
-            match budgets.reserve(&key.principal, charge, now) {
+            match budgets.reserve_for(&key.principal, record.subject.as_deref(), charge, now) {
                 Ok(r) => Some(r),
                 Err(BudgetError::Exhausted {
                     principal,
@@ -567,6 +567,15 @@ impl Pipeline {
                              epsilon {needed:.6} and {remaining:.6} of {budget} remains in \
                              this window"
                         ),
+                        retry_after: std::time::Duration::from_secs(
+                            (window_end - now).max(1) as u64
+                        ),
+                    }));
+                }
+                Err(e @ BudgetError::SubjectExhausted { window_end, .. }) => {
+                    self.guard.limiter().refund(admission);
+                    return Err(ApiError::Guard(GuardError::RateLimited {
+                        what: e.to_string(),
                         retry_after: std::time::Duration::from_secs(
                             (window_end - now).max(1) as u64
                         ),

@@ -118,3 +118,46 @@ fn config_ranges() {
         assert!(bad.validate().is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn a_data_subject_budget_binds_across_principals_and_refuses_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::open_in(dir.path()).unwrap());
+    let b = Budgets::new(
+        Arc::clone(&db),
+        BudgetConfig {
+            epsilon: 10.0,
+            subject_epsilon: Some(1.0),
+            ..Default::default()
+        },
+    );
+    let _ = b
+        .reserve_for("bank", Some("subj-a"), eps(0.5), NOW)
+        .unwrap();
+    let _ = b
+        .reserve_for("insurer", Some("subj-a"), eps(0.5), NOW)
+        .unwrap();
+    // The subject's 1.0 is spent, whoever asks; the refusal writes nothing, not even the
+    // principal's share.
+    let err = b
+        .reserve_for("clinic", Some("subj-a"), eps(0.5), NOW)
+        .unwrap_err();
+    assert!(matches!(err, BudgetError::SubjectExhausted { .. }), "{err}");
+    assert!(err.to_string().contains("data subject"), "{err}");
+    assert_eq!(b.status("clinic", NOW).unwrap().epsilon_spent, 0.0);
+    // Another subject, and requests naming none, are unaffected.
+    let _ = b
+        .reserve_for("clinic", Some("subj-b"), eps(0.5), NOW)
+        .unwrap();
+    let r = b.reserve_for("clinic", None, eps(0.5), NOW).unwrap();
+    // A refund hands back both shares.
+    let r2 = b
+        .reserve_for("clinic", Some("subj-b"), eps(0.5), NOW)
+        .unwrap();
+    b.refund(r2);
+    let _ = b
+        .reserve_for("clinic", Some("subj-b"), eps(0.5), NOW)
+        .unwrap();
+    b.refund(r);
+    assert!((b.status("clinic", NOW).unwrap().epsilon_spent - 1.0).abs() < 1e-12);
+}

@@ -95,3 +95,36 @@ fn malformed_ids_purposes_and_sources_are_refused() {
     assert!(s.set_consent("p", "bad purpose", true, "f", 1).is_err());
     assert!(s.set_consent("p", "care", true, "line\nbreak", 1).is_err());
 }
+
+#[test]
+fn forgetting_deletes_the_subjects_privacy_budget_rows() {
+    let (_d, s, db) = store();
+    let rec = s.set_consent("patient-9", "care", true, "f", 1).unwrap();
+    let budgets = crate::privacy::budget::Budgets::new(
+        Arc::clone(&db),
+        crate::privacy::budget::BudgetConfig {
+            subject_epsilon: Some(5.0),
+            ..Default::default()
+        },
+    );
+    let charge = crate::privacy::policy::Charge {
+        epsilon: 0.5,
+        rho: 0.0,
+    };
+    let _ = budgets
+        .reserve_for("bank", Some(&rec.subject_pseudonym), charge, 1_790_000_000)
+        .unwrap();
+    let count = || -> i64 {
+        db.read(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM privacy_spend WHERE scope = 'subject'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .unwrap()
+    };
+    assert_eq!(count(), 1);
+    s.forget("patient-9", 2).unwrap();
+    assert_eq!(count(), 0, "the subject's odometer is gone with its key");
+}
