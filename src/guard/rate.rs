@@ -41,10 +41,22 @@ pub struct RateDefaults {
 /// The limiter.
 pub struct RateLimiter {
     defaults: RateDefaults,
-    minute: Mutex<HashMap<(String, u32), Arc<DefaultDirectRateLimiter>>>,
+    /// Per principal, per per-minute limit (keys of one principal may differ): the GCRA
+    /// state. Looked up by `&str`, so a request allocates nothing here.
+    minute: Mutex<HashMap<String, Vec<MinuteLimit>>>,
     /// Day units reserved in SQLite but not yet handed out, by (principal, day).
-    leases: Mutex<HashMap<(String, i64), u64>>,
+    leases: Mutex<HashMap<String, Lease>>,
     db: Arc<Database>,
+}
+
+/// One per-minute limit of a principal and its GCRA state.
+type MinuteLimit = (u32, Arc<DefaultDirectRateLimiter>);
+
+/// A principal's unused day units, for one day.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    day: i64,
+    units: u64,
 }
 
 /// Most day units one lease reserves.
@@ -79,12 +91,11 @@ impl RateLimiter {
         let mut admission = Admission { day: None };
         if let Some(limit) = day_limit {
             let day = now.div_euclid(DAY);
-            let slot = (principal.clone(), day);
             let from_lease = {
                 let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-                match leases.get_mut(&slot) {
-                    Some(n) if *n > 0 => {
-                        *n -= 1;
+                match leases.get_mut(principal.as_str()) {
+                    Some(l) if l.day == day && l.units > 0 => {
+                        l.units -= 1;
                         true
                     }
                     _ => false,
@@ -101,9 +112,14 @@ impl RateLimiter {
                 }
                 if granted > 1 {
                     let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-                    // Yesterday's leftovers are worthless today.
-                    leases.retain(|(_, d), _| *d >= day);
-                    *leases.entry(slot).or_insert(0) += granted - 1;
+                    let l = leases
+                        .entry(principal.clone())
+                        .or_insert(Lease { day, units: 0 });
+                    if l.day != day {
+                        // Yesterday's leftovers are worthless today.
+                        *l = Lease { day, units: 0 };
+                    }
+                    l.units += granted - 1;
                 }
             }
             admission.day = Some((principal.clone(), day));
@@ -111,10 +127,21 @@ impl RateLimiter {
         if let Some(limit) = minute_limit.and_then(NonZeroU32::new) {
             let limiter = {
                 let mut map = self.minute.lock().unwrap_or_else(|p| p.into_inner());
-                Arc::clone(
-                    map.entry((principal.clone(), limit.get()))
-                        .or_insert_with(|| Arc::new(Gcra::direct(Quota::per_minute(limit)))),
-                )
+                let found = map.get(principal.as_str()).and_then(|v| {
+                    v.iter()
+                        .find(|(l, _)| *l == limit.get())
+                        .map(|(_, g)| Arc::clone(g))
+                });
+                match found {
+                    Some(gcra) => gcra,
+                    None => {
+                        let gcra = Arc::new(Gcra::direct(Quota::per_minute(limit)));
+                        map.entry(principal.clone())
+                            .or_default()
+                            .push((limit.get(), Arc::clone(&gcra)));
+                        gcra
+                    }
+                }
             };
             if let Err(not_until) = limiter.check() {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
@@ -152,22 +179,28 @@ impl RateLimiter {
 
     /// Hands back an admission's day unit (to the in-memory lease; it stays reserved).
     pub fn refund(&self, admission: Admission) {
-        if let Some(slot) = admission.day {
+        if let Some((principal, day)) = admission.day {
             let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-            *leases.entry(slot).or_insert(0) += 1;
+            let l = leases.entry(principal).or_insert(Lease { day, units: 0 });
+            if l.day == day {
+                l.units += 1;
+            } else if l.day < day {
+                *l = Lease { day, units: 1 };
+            }
+            // A unit of a day already past is worthless: nothing to hand back.
         }
     }
 
     /// Returns every unused lease to the database (at a graceful stop).
     pub fn release_leases(&self) {
-        let leases: Vec<((String, i64), u64)> = self
+        let leases: Vec<(String, Lease)> = self
             .leases
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain()
-            .filter(|(_, n)| *n > 0)
+            .filter(|(_, l)| l.units > 0)
             .collect();
-        for ((principal, day), n) in leases {
+        for (principal, Lease { day, units: n }) in leases {
             let r = self.db.transaction(|tx| {
                 tx.prepare_cached(
                     "UPDATE daily_usage SET count = max(count - ?3, 0)
@@ -197,9 +230,9 @@ impl RateLimiter {
             .leases
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&(principal.to_string(), day))
-            .copied()
-            .unwrap_or(0);
+            .get(principal)
+            .filter(|l| l.day == day)
+            .map_or(0, |l| l.units);
         Ok((stored.max(0) as u64).saturating_sub(leased))
     }
 }

@@ -270,3 +270,23 @@ fn a_revocation_by_another_connection_is_seen_at_once_despite_the_cache() {
         "revoked elsewhere"
     );
 }
+
+#[test]
+fn two_keys_of_one_principal_with_different_minute_limits_keep_separate_states() {
+    let (_dir, g) = guard(RateDefaults::default());
+    let (slow, _) = g
+        .keys()
+        .create(&new_key("gina", None, Some(2)), NOW)
+        .unwrap();
+    let (fast, _) = g
+        .keys()
+        .create(&new_key("gina", None, Some(100)), NOW)
+        .unwrap();
+    let _ = g.admit(&slow, NOW).unwrap();
+    let _ = g.admit(&slow, NOW).unwrap();
+    // Interleaving the other key must not reset the slow key's state.
+    for _ in 0..5 {
+        let _ = g.admit(&fast, NOW).unwrap();
+    }
+    assert!(g.admit(&slow, NOW).is_err(), "the 2/minute key is spent");
+}
