@@ -23,6 +23,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use ed25519_dalek::{Signer, SigningKey};
+use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -318,22 +319,12 @@ impl AuditLog {
 
     /// HMAC-SHA256 of `values` (little-endian f32) under the audit key.
     pub fn input_hmac(&self, values: &[f32]) -> String {
-        // HMAC by hand over SHA-256 (RFC 2104), so no extra crate is needed.
-        let mut ipad = [0x36u8; 64];
-        let mut opad = [0x5cu8; 64];
-        for (i, k) in self.hmac_key.iter().enumerate() {
-            ipad[i] ^= k;
-            opad[i] ^= k;
-        }
-        let mut inner = Sha256::new();
-        inner.update(ipad);
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.hmac_key.as_ref())
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
         for v in values {
-            inner.update(v.to_le_bytes());
+            mac.update(&v.to_le_bytes());
         }
-        let mut outer = Sha256::new();
-        outer.update(opad);
-        outer.update(inner.finalize());
-        hex::encode(outer.finalize())
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// Queues an event; it reaches disk with the next group fsync.

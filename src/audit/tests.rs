@@ -266,3 +266,15 @@ fn lines_are_written_in_canonical_form() {
         assert_eq!(line, canonical, "one serialization serves hash and line");
     }
 }
+
+#[test]
+fn input_hmac_is_standard_hmac_sha256_over_little_endian_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path(), key(), [1u8; 32], AuditConfig::default()).unwrap();
+    // Python: hmac.new(bytes([1]*32), struct.pack('<ff', 0.5, 1.0), hashlib.sha256).hexdigest()
+    assert_eq!(
+        log.input_hmac(&[0.5, 1.0]),
+        "8c80062960490542d28e5035c8f035179f6ae8053a4e0398bbb35e23b53b9c16"
+    );
+    log.close();
+}
