@@ -40,3 +40,10 @@ pub mod server;
 pub mod storage;
 pub mod tee;
 pub mod train;
+
+/// Seconds since the Unix epoch (0 if the clock reads earlier).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

@@ -18,6 +18,7 @@ use confidant::sealed::{
 };
 use confidant::server::{self, ModelSource, ServeConfig, ServeFile, TlsFiles};
 use confidant::storage::Database;
+use confidant::unix_now;
 use zeroize::Zeroizing;
 
 use args::{Command, LogFormat};
@@ -100,12 +101,6 @@ fn audit(a: args::AuditArgs) -> Result<()> {
         bail!("{}: no audit records", v.dir.display());
     }
     Ok(())
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn open_keys(data_dir: Option<PathBuf>) -> Result<KeyStore> {

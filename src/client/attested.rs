@@ -170,11 +170,7 @@ pub async fn connect_attested_channel(
         .ok_or_else(|| ClientError::Attestation("no TLS certificate was seen".into()))?;
     let evidence = Evidence::from_json(response.evidence_json.as_bytes())
         .map_err(|e| ClientError::Attestation(format!("the evidence does not parse: {e}")))?;
-    let now = Timestamp::from_unix_seconds(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    );
+    let now = Timestamp::from_unix_seconds(crate::unix_now().max(0) as u64);
     let verdict = confidant_attestation::verify(&evidence, None, policy, now);
     if !verdict.failures.is_empty() {
         let reasons: Vec<String> = verdict.failures.iter().map(|f| f.to_string()).collect();

@@ -711,9 +711,7 @@ fn demo_key(guard: &Guard, data_dir: &Path) -> Result<Option<ApiKeySecret>, Serv
     if !guard.keys().is_empty().map_err(storage)? {
         return Ok(None);
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = crate::unix_now();
     let new = NewKey {
         principal: "demo".into(),
         scopes: [Scope::Predict, Scope::Explain].into(),

@@ -8,6 +8,7 @@ use crate::audit::Event;
 use crate::guard::{GuardError, Scope, keys::validate_name};
 use crate::privacy::subjects::{SubjectError, Subjects};
 use crate::proto::confidant::v1 as pb;
+use crate::unix_now;
 
 /// The Privacy service.
 #[derive(Clone)]
@@ -20,12 +21,6 @@ impl PrivacyService {
     pub fn new(pipeline: Pipeline) -> Self {
         Self { pipeline }
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl PrivacyService {
@@ -176,9 +171,7 @@ impl pb::privacy_server::Privacy for PrivacyService {
         let budgets = self.pipeline.budgets().ok_or_else(|| {
             ApiError::Precondition("this server enforces no privacy budgets".into())
         })?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = unix_now();
         let s = budgets
             .status(&principal, now)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
