@@ -613,8 +613,9 @@ async fn connect(o: ConnectOpts<'_>) -> Result<Client> {
     Ok(client)
 }
 
-async fn predict(a: args::PredictArgs) -> Result<()> {
-    // Parse inline input before connecting, so a typo costs no round trip.
+/// Connects as `predict` and `explain` do, and reads their input rows (inline JSON, parsed
+/// before connecting so a typo costs no round trip, or CSV matched to the model's features).
+async fn connect_with_rows(a: args::PredictArgs) -> Result<(Client, Vec<Vec<f32>>, String)> {
     let inline = a.input.as_deref().map(parse_json_rows).transpose()?;
     let mut client = connect(ConnectOpts {
         addr: &a.addr,
@@ -642,7 +643,12 @@ async fn predict(a: args::PredictArgs) -> Result<()> {
         }
         (None, None) => bail!("give --input or --input-csv"),
     };
-    let p = client.predict(&a.model, &rows).await?;
+    Ok((client, rows, a.model))
+}
+
+async fn predict(a: args::PredictArgs) -> Result<()> {
+    let (mut client, rows, model) = connect_with_rows(a).await?;
+    let p = client.predict(&model, &rows).await?;
     println!(
         "{}",
         serde_json::json!({
@@ -668,16 +674,7 @@ async fn predict(a: args::PredictArgs) -> Result<()> {
 }
 
 async fn privacy_budget(a: privacy::BudgetArgs) -> Result<()> {
-    let mut client = connect(ConnectOpts {
-        addr: &a.addr,
-        policy: None,
-        tls_ca: a.tls_ca,
-        tls_identity: a.tls_cert.zip(a.tls_key),
-        data_dir: a.data_dir,
-        api_key: a.api_key.as_deref(),
-        purpose: None,
-    })
-    .await?;
+    let mut client = connect_args(a.conn).await?;
     let b = client.get_budget(&a.principal).await?;
     println!(
         "{}",
@@ -694,7 +691,7 @@ async fn privacy_budget(a: privacy::BudgetArgs) -> Result<()> {
     Ok(())
 }
 
-async fn connect_admin(c: privacy::ConnArgs) -> Result<Client> {
+async fn connect_args(c: privacy::ConnArgs) -> Result<Client> {
     connect(ConnectOpts {
         addr: &c.addr,
         policy: None,
@@ -708,7 +705,7 @@ async fn connect_admin(c: privacy::ConnArgs) -> Result<Client> {
 }
 
 async fn privacy_consent(a: privacy::ConsentArgs) -> Result<()> {
-    let mut client = connect_admin(a.conn).await?;
+    let mut client = connect_args(a.conn).await?;
     let r = client
         .set_consent(&a.subject, &a.purpose, a.grant && !a.withdraw, &a.source)
         .await?;
@@ -726,7 +723,7 @@ async fn privacy_consent(a: privacy::ConsentArgs) -> Result<()> {
 }
 
 async fn privacy_forget(a: privacy::ForgetArgs) -> Result<()> {
-    let mut client = connect_admin(a.conn).await?;
+    let mut client = connect_args(a.conn).await?;
     let r = client.forget(&a.subject).await?;
     println!(
         "{}",
@@ -744,35 +741,8 @@ async fn privacy_forget(a: privacy::ForgetArgs) -> Result<()> {
 }
 
 async fn explain(e: args::ExplainArgs) -> Result<()> {
-    let a = e.predict;
-    let inline = a.input.as_deref().map(parse_json_rows).transpose()?;
-    let mut client = connect(ConnectOpts {
-        addr: &a.addr,
-        policy: a.policy.clone(),
-        tls_ca: a.tls_ca,
-        tls_identity: a.tls_cert.zip(a.tls_key),
-        data_dir: a.data_dir,
-        api_key: a.api_key.as_deref(),
-        purpose: a.purpose.as_deref(),
-    })
-    .await?;
-    if let Some(subject) = &a.subject_id {
-        client = client.with_subject(subject)?;
-    }
-    let rows = match (inline, &a.input_csv) {
-        (Some(rows), _) => rows,
-        (None, Some(path)) => {
-            let features = client
-                .list_models()
-                .await?
-                .into_iter()
-                .find(|m| m.id == a.model)
-                .map(|m| m.features);
-            read_csv_rows(path, features.as_deref())?
-        }
-        (None, None) => bail!("give --input or --input-csv"),
-    };
-    let r = client.explain(&a.model, &rows, e.target).await?;
+    let (mut client, rows, model) = connect_with_rows(e.predict).await?;
+    let r = client.explain(&model, &rows, e.target).await?;
     let features = rows.first().map_or(0, Vec::len);
     let attributions: Vec<Vec<f32>> = r
         .attributions

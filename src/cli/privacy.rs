@@ -95,24 +95,9 @@ pub struct BudgetArgs {
     /// The principal [default: the caller's own]. Another principal's needs an admin key.
     #[arg(long, default_value = "")]
     pub principal: String,
-    /// API key (sent as x-api-key).
-    #[arg(long, env = "CONFIDANT_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
-    /// Server URL, https://HOST:PORT.
-    #[arg(long, default_value = "https://127.0.0.1:50051")]
-    pub addr: String,
-    /// CA or server certificate (PEM) to trust [default: <data-dir>/tls/cert.pem].
-    #[arg(long)]
-    pub tls_ca: Option<std::path::PathBuf>,
-    /// Client certificate (PEM) for mutual TLS.
-    #[arg(long, requires = "tls_key")]
-    pub tls_cert: Option<std::path::PathBuf>,
-    /// The client certificate's private key (PEM).
-    #[arg(long, requires = "tls_cert")]
-    pub tls_key: Option<std::path::PathBuf>,
-    /// Data directory, used to find the default --tls-ca.
-    #[arg(long, env = "CONFIDANT_DATA_DIR")]
-    pub data_dir: Option<std::path::PathBuf>,
+    /// Connection.
+    #[command(flatten)]
+    pub conn: ConnArgs,
 }
 
 /// Accountants, as named on the command line.
