@@ -5,17 +5,12 @@
 
 mod common;
 
+use common::code;
+
 use common::{Server, confidant, create_key, stderr, stdout};
-use confidant::client::{Client, ClientError};
+use confidant::client::Client;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use tonic::Code;
-
-fn code(e: &ClientError) -> Code {
-    match e {
-        ClientError::Status(s) => s.code(),
-        other => panic!("expected a gRPC status, got {other}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consent_gates_subject_requests_and_forgetting_shreds_the_link() {

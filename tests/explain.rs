@@ -4,16 +4,11 @@
 
 mod common;
 
-use common::{Server, confidant, create_key, fixtures, stderr, stdout};
-use confidant::client::{Client, ClientError};
-use tonic::Code;
+use common::code;
 
-fn code(e: &ClientError) -> Code {
-    match e {
-        ClientError::Status(s) => s.code(),
-        other => panic!("expected a gRPC status, got {other}"),
-    }
-}
+use common::{Server, confidant, create_key, fixtures, stderr, stdout};
+use confidant::client::Client;
+use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attributions_sum_to_the_output_difference_and_the_explain_scope_is_required() {

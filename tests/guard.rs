@@ -4,8 +4,9 @@
 
 mod common;
 
+use common::{code, used_today};
+
 use std::path::Path;
-use std::sync::Arc;
 
 use common::{Server, confidant, create_key, fixtures, stderr};
 use confidant::client::{Client, ClientError};
@@ -45,23 +46,6 @@ fn sealed_model_with_purposes(dir: &Path, purposes: &[&str]) -> Vec<String> {
         "--publisher-key".into(),
         p("keys/publisher.pub"),
     ]
-}
-
-fn code(e: &ClientError) -> Code {
-    match e {
-        ClientError::Status(s) => s.code(),
-        other => panic!("expected a gRPC status, got {other}"),
-    }
-}
-
-fn used_today(data: &Path, principal: &str) -> u64 {
-    let db = Arc::new(confidant::storage::Database::open_in(data).unwrap());
-    let g = confidant::guard::Guard::new(db, Default::default());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    g.limiter().used_today(principal, now).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::code;
+
 use std::path::Path;
 
 use common::{Server, confidant, stderr, stdout};
@@ -45,13 +47,6 @@ fn client_cert(pki: &Pki, dir: &Path, name: &str) -> (Vec<u8>, Vec<u8>) {
 
 async fn connect(server: &Server, identity: Option<(&[u8], &[u8])>) -> Result<Client, ClientError> {
     Client::connect_with_identity(&server.addr, &server.ca(), identity).await
-}
-
-fn code(e: &ClientError) -> Code {
-    match e {
-        ClientError::Status(s) => s.code(),
-        other => panic!("expected a gRPC status, got {other}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

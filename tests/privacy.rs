@@ -4,10 +4,12 @@
 
 mod common;
 
+use common::code;
+
 use std::path::Path;
 
 use common::{Server, confidant, create_key, fixtures, stderr, stdout};
-use confidant::client::{Client, ClientError};
+use confidant::client::Client;
 use tonic::Code;
 
 /// Seals the softmax fixture MLP as model `dp` with `policy` in its signed manifest and
@@ -54,13 +56,6 @@ fn with_config(args: &[String], dir: &Path, toml: &str) -> Vec<String> {
     a.push("--config".into());
     a.push(path.to_str().unwrap().into());
     a
-}
-
-fn code(e: &ClientError) -> Code {
-    match e {
-        ClientError::Status(s) => s.code(),
-        other => panic!("expected a gRPC status, got {other}"),
-    }
 }
 
 fn strs(v: &[String]) -> Vec<&str> {

@@ -3,8 +3,10 @@
 
 mod common;
 
+use common::{code, used_today};
+
 use common::{Server, confidant, fixtures, stderr};
-use confidant::client::{Client, ClientError};
+use confidant::client::Client;
 use tonic::Code;
 
 /// Rows of the held-out breast-cancer split, clamped into the demo model's signed ranges.
@@ -65,13 +67,6 @@ async fn boundary_row(client: &mut Client) -> Vec<f32> {
         }
     }
     lerp(&a, &b, lo)
-}
-
-fn code(e: &ClientError) -> Code {
-    match e {
-        ClientError::Status(s) => s.code(),
-        other => panic!("expected a gRPC status, got {other}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,16 +169,6 @@ async fn the_server_config_can_escalate_to_reject_and_a_rejection_spends_nothing
         before + 1,
         "a rejection spends no quota"
     );
-}
-
-fn used_today(data: &std::path::Path, principal: &str) -> u64 {
-    let db = std::sync::Arc::new(confidant::storage::Database::open_in(data).unwrap());
-    let g = confidant::guard::Guard::new(db, Default::default());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    g.limiter().used_today(principal, now).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

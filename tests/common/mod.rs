@@ -232,3 +232,21 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
         .map_or(0.0, |v| v.parse().unwrap())
 }
+
+/// The gRPC status code of a client error (panics on any other error).
+pub fn code(e: &confidant::client::ClientError) -> tonic::Code {
+    match e {
+        confidant::client::ClientError::Status(s) => s.code(),
+        other => panic!("expected a gRPC status, got {other}"),
+    }
+}
+
+/// Requests the daily quota counts for `principal` today, read from the data directory's
+/// database (includes a running server's unused lease).
+pub fn used_today(data: &Path, principal: &str) -> u64 {
+    let db = Arc::new(confidant::storage::Database::open_in(data).unwrap());
+    let g = confidant::guard::Guard::new(db, Default::default());
+    g.limiter()
+        .used_today(principal, confidant::unix_now())
+        .unwrap()
+}
