@@ -453,22 +453,13 @@ fn scrub(t: Tensor) {
     let _ = t.zero_set();
 }
 
+/// Locks a CPU weight tensor's values in RAM (no-op on other devices).
 fn lock_tensor(t: &Tensor) {
-    let (storage, _) = t.storage_and_layout();
-    if let Storage::Cpu(cpu) = &*storage
-        && let Ok(s) = cpu.as_slice::<f32>()
-    {
-        secure::lock_slice(s);
-    }
+    let _ = with_cpu_f32(t, secure::lock_slice);
 }
 
 fn unlock_tensor(t: &Tensor) {
-    let (storage, _) = t.storage_and_layout();
-    if let Storage::Cpu(cpu) = &*storage
-        && let Ok(s) = cpu.as_slice::<f32>()
-    {
-        secure::unlock_slice(s);
-    }
+    let _ = with_cpu_f32(t, secure::unlock_slice);
 }
 
 #[cfg(test)]

@@ -167,7 +167,7 @@ const PRINCIPAL: &str = "principal";
 const SUBJECT: &str = "subject";
 
 fn spent_in(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     scope: &str,
     name: &str,
     window: i64,
@@ -272,23 +272,13 @@ impl Budgets {
         let w = cfg.window_seconds as i64;
         let window_end = (window + 1) * w;
         match outcome {
-            Ok(after) => {
-                let used = after.epsilon_at(cfg.delta);
-                Ok(Reservation {
-                    principal: principal.to_string(),
-                    subject: subject.map(str::to_string),
-                    window,
-                    charge,
-                    status: BudgetStatus {
-                        epsilon_budget: cfg.epsilon,
-                        epsilon_spent: used,
-                        epsilon_remaining: (cfg.epsilon - used).max(0.0),
-                        delta: cfg.delta,
-                        window_start: window * w,
-                        window_end,
-                    },
-                })
-            }
+            Ok(after) => Ok(Reservation {
+                principal: principal.to_string(),
+                subject: subject.map(str::to_string),
+                window,
+                charge,
+                status: self.status_of(window, after),
+            }),
             Err(Refused::Principal(spent)) => {
                 let used = spent.epsilon_at(cfg.delta);
                 Err(BudgetError::Exhausted {
@@ -344,32 +334,25 @@ impl Budgets {
     /// The principal's budget at `now`.
     pub fn status(&self, principal: &str, now: i64) -> Result<BudgetStatus, StorageError> {
         let window = self.window(now);
-        let spent: Charge = self
+        let spent = self
             .db
-            .read(|conn| {
-                conn.prepare_cached(
-                    "SELECT epsilon, rho FROM privacy_spend
-                     WHERE scope = ?1 AND name = ?2 AND window = ?3",
-                )?
-                .query_row(params![PRINCIPAL, principal, window], |r| {
-                    Ok(Charge {
-                        epsilon: r.get(0)?,
-                        rho: r.get(1)?,
-                    })
-                })
-                .optional()
-            })?
-            .unwrap_or_default();
-        let used = spent.epsilon_at(self.config.delta);
-        let w = self.config.window_seconds as i64;
-        Ok(BudgetStatus {
-            epsilon_budget: self.config.epsilon,
+            .read(|conn| spent_in(conn, PRINCIPAL, principal, window))?;
+        Ok(self.status_of(window, spent))
+    }
+
+    /// A principal's budget in `window`, having spent `spent`.
+    fn status_of(&self, window: i64, spent: Charge) -> BudgetStatus {
+        let cfg = &self.config;
+        let used = spent.epsilon_at(cfg.delta);
+        let w = cfg.window_seconds as i64;
+        BudgetStatus {
+            epsilon_budget: cfg.epsilon,
             epsilon_spent: used,
-            epsilon_remaining: (self.config.epsilon - used).max(0.0),
-            delta: self.config.delta,
+            epsilon_remaining: (cfg.epsilon - used).max(0.0),
+            delta: cfg.delta,
             window_start: window * w,
             window_end: (window + 1) * w,
-        })
+        }
     }
 }
 
