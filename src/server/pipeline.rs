@@ -455,7 +455,8 @@ impl Pipeline {
         record: &mut AuditContext,
     ) -> Result<Admitted, ApiError> {
         // The metrics label: the model named, when it is loaded, even if a guard refuses.
-        if let Ok(m) = self.registry.get(&call.model) {
+        let found = self.registry.get(&call.model);
+        if let Ok(m) = &found {
             record.loaded_model = Some(m.config().id.clone());
         }
         self.ensure_ready()?;
@@ -465,7 +466,7 @@ impl Pipeline {
         if call.model.is_empty() {
             return Err(ApiError::BadRequest("model must be set".into()));
         }
-        let model = self.registry.get(&call.model)?;
+        let model = found?;
         let config = model.config();
         record.model = format!("{}@{}", config.id, config.version);
         if !call.version.is_empty() && call.version != config.version {
