@@ -29,6 +29,7 @@ pub mod canonical;
 pub mod client;
 pub mod demo;
 pub mod engine;
+pub mod gpu;
 pub mod guard;
 pub mod metrics;
 pub mod oip;

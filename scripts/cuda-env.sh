@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Puts a CUDA 13.0 compiler on PATH without a CUDA toolkit: nvcc, ptxas and the headers come
+# from NVIDIA's PyPI wheels, installed once into target/cuda-venv. Source it:
+#
+#     source scripts/cuda-env.sh
+#
+# CUDA 13.0 is pinned (nvvm included: a newer nvvm emits PTX that 13.0's ptxas and the
+# 580-series drivers reject).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/target/cuda-venv"
+cu="$venv/lib/python3.11/site-packages/nvidia/cu13"
+if ! command -v nvcc >/dev/null 2>&1 || [ "${CONFIDANT_PIP_NVCC:-0}" = 1 ]; then
+    if [ ! -x "$cu/bin/nvcc" ]; then
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check \
+            "nvidia-cuda-nvcc==13.0.88" "nvidia-cuda-crt==13.0.88" "nvidia-nvvm==13.0.88" \
+            "nvidia-cuda-runtime==13.0.96" "nvidia-cuda-cccl==13.0.85"
+    fi
+    cu="$(cd "$venv"/lib/python3*/site-packages/nvidia/cu13 && pwd)"
+    export PATH="$cu/bin:$PATH"
+    export CUDA_HOME="$cu" CUDA_PATH="$cu" CUDA_ROOT="$cu"
+fi
+export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
+set +euo pipefail

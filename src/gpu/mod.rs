@@ -1,0 +1,175 @@
+//! The GPU backend: device selection, our CUDA kernels (`kernels/*.cu`) and their CPU
+//! references, and the loaders that put sealed weights into device memory.
+//!
+//! Every kernel has a CPU reference with the same semantics, compiled and tested in every
+//! build. The kernels themselves are compiled only with the `cuda` feature (nvcc at build
+//! time, CUDA libraries at link and run time). Without it, every entry point that would need
+//! a GPU returns [`GpuError::NotBuilt`], so a `--device cuda:0` on a CPU build is a clear
+//! error at start, never a panic.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::Device;
+
+#[cfg(feature = "cuda")]
+pub mod cuda;
+
+/// The PTX of every `kernels/*.cu`, compiled by `build.rs` (one `&str` constant per file,
+/// named after it in capitals: `ptx::MLP` for `kernels/mlp.cu`).
+#[cfg(feature = "cuda")]
+pub mod ptx {
+    include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
+}
+
+/// Why a GPU operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    /// This binary was built without the `cuda` feature.
+    #[error("{what} needs CUDA, but this binary was built without it (rebuild with `--features cuda`)")]
+    NotBuilt {
+        /// What was asked for.
+        what: String,
+    },
+    /// A `--device` value that is not `auto`, `cpu` or `cuda:N`.
+    #[error("invalid device {value:?}: {reason} (expected auto, cpu, cuda or cuda:N)")]
+    Spec {
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No usable CUDA driver or device.
+    #[error("CUDA device {ordinal} is not available: {reason}")]
+    Unavailable {
+        /// The device asked for.
+        ordinal: usize,
+        /// The driver's answer.
+        reason: String,
+    },
+    /// A kernel's arguments do not fit its contract (shape, dtype, size).
+    #[error("{kernel}: {reason}")]
+    Arguments {
+        /// The kernel.
+        kernel: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The device-side AES-GCM tag check failed; the device buffers were zeroized.
+    #[error("sealed chunk {chunk} failed authentication on the device; the load was aborted and the device buffers zeroized")]
+    TagMismatch {
+        /// The STREAM chunk index.
+        chunk: u64,
+    },
+    /// The CUDA driver or candle reported an error.
+    #[error("CUDA: {0}")]
+    Driver(String),
+}
+
+impl From<candle_core::Error> for GpuError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Driver(e.to_string())
+    }
+}
+
+/// Where the server runs its models: `--device auto|cpu|cuda:N`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeviceSpec {
+    /// The first CUDA device if this build has CUDA and a device answers, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// CUDA device N.
+    Cuda(usize),
+}
+
+/// The largest CUDA ordinal accepted (a sanity bound for the parser, not a hardware limit).
+const MAX_ORDINAL: usize = 1023;
+
+impl FromStr for DeviceSpec {
+    type Err = GpuError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |reason| GpuError::Spec {
+            value: s.to_string(),
+            reason,
+        };
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => {
+                let n = s
+                    .strip_prefix("cuda:")
+                    .ok_or_else(|| bad("unknown device kind"))?;
+                if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad("the CUDA ordinal must be a decimal number"));
+                }
+                let n: usize = n.parse().map_err(|_| bad("the CUDA ordinal is too large"))?;
+                if n > MAX_ORDINAL {
+                    return Err(bad("the CUDA ordinal is too large"));
+                }
+                Ok(Self::Cuda(n))
+            }
+        }
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// Whether this binary was built with the `cuda` feature.
+pub const fn cuda_built() -> bool {
+    cfg!(feature = "cuda")
+}
+
+/// The number of CUDA devices the driver reports (0 without the `cuda` feature, or when the
+/// driver does not initialise).
+pub fn cuda_device_count() -> usize {
+    #[cfg(feature = "cuda")]
+    {
+        cuda::device_count().unwrap_or(0)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        0
+    }
+}
+
+/// Opens the device `spec` names. `Auto` falls back to the CPU when there is no CUDA build
+/// or no device; an explicit `cuda:N` never falls back.
+pub fn open(spec: DeviceSpec) -> Result<Device, GpuError> {
+    match spec {
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+        DeviceSpec::Auto => {
+            if cuda_device_count() > 0 {
+                open(DeviceSpec::Cuda(0))
+            } else {
+                Ok(Device::Cpu)
+            }
+        }
+        DeviceSpec::Cuda(ordinal) => {
+            #[cfg(feature = "cuda")]
+            {
+                cuda::open(ordinal)
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                Err(GpuError::NotBuilt {
+                    what: format!("--device cuda:{ordinal}"),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
