@@ -6,8 +6,7 @@
 #
 # CUDA 13.0 is pinned (nvvm included: a newer nvvm emits PTX that 13.0's ptxas and the
 # 580-series drivers reject).
-set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)" || return 1
 venv="$root/target/cuda-venv"
 cu="$venv/lib/python3.11/site-packages/nvidia/cu13"
 if ! command -v nvcc >/dev/null 2>&1 || [ "${CONFIDANT_PIP_NVCC:-0}" = 1 ]; then
@@ -22,4 +21,3 @@ if ! command -v nvcc >/dev/null 2>&1 || [ "${CONFIDANT_PIP_NVCC:-0}" = 1 ]; then
     export CUDA_HOME="$cu" CUDA_PATH="$cu" CUDA_ROOT="$cu"
 fi
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
-set +euo pipefail
