@@ -40,6 +40,8 @@ fn bench(c: &mut Criterion) {
         privacy: Default::default(),
         audit: Default::default(),
         unguarded_benchmark_baseline: false,
+        device: confidant::gpu::DeviceSpec::Cpu,
+        gpu_load: confidant::gpu::LoadPath::Staged,
     };
     let ca_path = config.cert_path();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -66,6 +66,8 @@ async fn start(dir: &std::path::Path, unguarded: bool) -> Target {
         privacy: Default::default(),
         audit: Default::default(),
         unguarded_benchmark_baseline: unguarded,
+        device: confidant::gpu::DeviceSpec::Cpu,
+        gpu_load: confidant::gpu::LoadPath::Staged,
     };
     let ca_path = config.cert_path();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

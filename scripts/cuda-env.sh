@@ -19,5 +19,15 @@ if ! command -v nvcc >/dev/null 2>&1 || [ "${CONFIDANT_PIP_NVCC:-0}" = 1 ]; then
     cu="$(cd "$venv"/lib/python3*/site-packages/nvidia/cu13 && pwd)"
     export PATH="$cu/bin:$PATH"
     export CUDA_HOME="$cu" CUDA_PATH="$cu" CUDA_ROOT="$cu"
+    # Link-time stubs of the driver and the CUDA libraries cudarc links (cudarc searches
+    # $CUDA_ROOT/lib/stubs), so `--features cuda` binaries link here; they run on a GPU host.
+    if [ ! -e "$cu/lib/stubs/libcuda.so" ]; then
+        cudarc_src="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.10/src 2>/dev/null | head -1)"
+        if [ -z "$cudarc_src" ]; then
+            (cd "$root" && cargo fetch -q) && \
+            cudarc_src="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.10/src | head -1)"
+        fi
+        python3 "$root/scripts/cuda-stubs.py" "$cudarc_src" "$cu/lib/stubs" >/dev/null
+    fi
 fi
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"

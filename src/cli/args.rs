@@ -310,6 +310,15 @@ pub struct ServeArgs {
     /// A sealed model to serve (repeatable; pair each with --key-file, in order).
     #[arg(long = "model")]
     pub models: Vec<PathBuf>,
+    /// Where models run: auto (the first CUDA device if this build has CUDA and one
+    /// answers, else the CPU), cpu, or cuda:N.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    pub device: confidant::gpu::DeviceSpec,
+    /// How sealed weights reach a CUDA device: staged (CPU decryption into page-locked
+    /// buffers, zeroized after each copy) or device-decrypt (AES-GCM on the GPU: no host
+    /// plaintext).
+    #[arg(long, default_value = "staged", value_parser = parse_gpu_load)]
+    pub gpu_load: confidant::gpu::LoadPath,
     /// The data-key file of the --model at the same position (development path).
     #[arg(long = "key-file")]
     pub key_files: Vec<PathBuf>,
@@ -440,4 +449,13 @@ pub struct ModelsArgs {
     /// Data directory, used to find the default --tls-ca.
     #[arg(long, env = "CONFIDANT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+}
+
+fn parse_device(s: &str) -> Result<confidant::gpu::DeviceSpec, String> {
+    s.parse()
+        .map_err(|e: confidant::gpu::GpuError| e.to_string())
+}
+
+fn parse_gpu_load(s: &str) -> Result<confidant::gpu::LoadPath, String> {
+    s.parse()
 }

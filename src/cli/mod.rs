@@ -416,6 +416,8 @@ fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
         privacy: file.privacy,
         audit: file.audit,
         unguarded_benchmark_baseline: false,
+        device: a.device,
+        gpu_load: a.gpu_load,
     };
     config.validate()?;
     Ok(config)

@@ -251,6 +251,17 @@ impl Worker<'_> {
                 }
                 (model.forward_rows(&all, rows), None)
             }
+            Some(screener) if model.device().is_cuda() => {
+                // On the GPU the copies are made on the device (kernels/sensitivity.cu).
+                let mut all = Vec::with_capacity(rows * model.in_features());
+                for j in &batch {
+                    all.extend_from_slice(&j.values);
+                }
+                match model.forward_screened(&all, rows, screener.sigmas(), screener.copies()) {
+                    Ok((out, scores)) => (Ok(out), Some(scores)),
+                    Err(e) => (Err(e), None),
+                }
+            }
             Some(screener) => {
                 // The request rows first, then every row's perturbed copies: one forward pass.
                 let copies = screener.copies();

@@ -25,6 +25,9 @@ pub struct Mlp {
     /// Multiply-adds per row, for choosing between the fused CPU loop and candle.
     macs_per_row: usize,
     device: Device,
+    /// On a CUDA device: the packed parameters and the plan of the fused kernel
+    /// (`kernels/mlp.cu`), when the model fits in a block's shared memory.
+    fused_gpu: Option<(Tensor, crate::gpu::mlp::MlpDesc)>,
 }
 
 /// Largest batch (in multiply-adds) run by the fused CPU loop rather than candle's matmul.
@@ -136,11 +139,44 @@ impl Mlp {
         config.validate()?;
         let st = SafeTensors::deserialize(weights)
             .map_err(|e| EngineError::Safetensors(e.to_string()))?;
+        Self::from_loader(config, device, |name, layer| {
+            load_f32(&st, name, layer, device)
+        })
+    }
+
+    /// Builds the MLP from tensors that `load(name, layer)` returns (already on `device`,
+    /// F32): the GPU loaders hand over tensors that were decrypted into device memory. The
+    /// same shape and finiteness checks as [`from_safetensors`](Self::from_safetensors).
+    pub fn from_loader(
+        config: &ModelConfig,
+        device: &Device,
+        mut load: impl FnMut(&str, usize) -> Result<Tensor, EngineError>,
+    ) -> Result<Self, EngineError> {
+        config.validate()?;
+        let mut load_f32 =
+            |name: &str, layer: usize, _device: &Device| -> Result<Tensor, EngineError> {
+                let t = load(name, layer)?;
+                if t.dtype() != DType::F32 || !all_finite(&t)? {
+                    let dtype = t.dtype();
+                    scrub(t);
+                    return Err(if dtype == DType::F32 {
+                        EngineError::NonFinite {
+                            name: name.to_string(),
+                        }
+                    } else {
+                        EngineError::Dtype {
+                            name: name.to_string(),
+                            dtype: format!("{dtype:?}"),
+                        }
+                    });
+                }
+                Ok(t)
+            };
         let mut layers = Vec::with_capacity(config.architecture.layers.len());
         let mut width = config.feature_count();
         let last = config.architecture.layers.len() - 1;
         for (i, spec) in config.architecture.layers.iter().enumerate() {
-            let w = load_f32(&st, &spec.weight, i, device)?;
+            let w = load_f32(&spec.weight, i, device)?;
             let dims = w.dims().to_vec();
             let out = match dims.as_slice() {
                 [out, inp] if *inp == width && *out > 0 => *out,
@@ -165,7 +201,7 @@ impl Mlp {
             scrub(w);
             let bias = match &spec.bias {
                 Some(name) => {
-                    let b = load_f32(&st, name, i, device)?;
+                    let b = load_f32(name, i, device)?;
                     if b.dims() != [out] {
                         let found = b.dims().to_vec();
                         scrub(b);
@@ -207,7 +243,7 @@ impl Mlp {
             macs_per_row = macs_per_row.saturating_add(w_in.saturating_mul(out));
             w_in = out;
         }
-        Ok(Self {
+        let mut mlp = Self {
             layers,
             normalization,
             output: config.architecture.output,
@@ -215,7 +251,141 @@ impl Mlp {
             out_features: config.output_count(),
             macs_per_row,
             device: device.clone(),
+            fused_gpu: None,
+        };
+        mlp.fused_gpu = mlp.plan_fused_gpu()?;
+        Ok(mlp)
+    }
+
+    /// Packs every parameter into one f32 tensor on the model's device, in the layout the
+    /// fused kernel reads ([`crate::gpu::mlp::MlpDesc`]): normalization mean and 1/std, then
+    /// each layer's `[in, out]` weight and bias.
+    pub fn pack(&self) -> Result<(Tensor, crate::gpu::mlp::MlpDesc), EngineError> {
+        use crate::gpu::mlp::{MAX_LAYERS, MlpDesc, MlpLayer, NONE, activation_code};
+        let too_big = |what: &str| {
+            EngineError::Compute(candle_core::Error::Msg(format!(
+                "the fused kernel cannot take this model: {what}"
+            )))
+        };
+        if self.layers.len() > MAX_LAYERS {
+            return Err(too_big("too many layers"));
+        }
+        let mut parts: Vec<Tensor> = Vec::new();
+        let mut len = 0usize;
+        let mut push = |t: &Tensor, parts: &mut Vec<Tensor>| -> Result<u32, EngineError> {
+            let off = u32::try_from(len).map_err(|_| too_big("over 2^32 parameters"))?;
+            len += t.elem_count();
+            parts.push(t.flatten_all()?);
+            Ok(off)
+        };
+        let mut desc = MlpDesc {
+            n_layers: self.layers.len() as u32,
+            in_features: self.in_features as u32,
+            out_features: self.out_features as u32,
+            norm_off: NONE,
+            softmax: u32::from(self.output == OutputKind::Softmax),
+            ..MlpDesc::default()
+        };
+        if let Some((mean, inv_std)) = &self.normalization {
+            desc.norm_off = push(mean, &mut parts)?;
+            push(inv_std, &mut parts)?;
+        }
+        let mut max_width = self.in_features;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (inp, out) = layer.weight_t.dims2()?;
+            max_width = max_width.max(out);
+            let w_off = push(&layer.weight_t, &mut parts)?;
+            let b_off = match &layer.bias {
+                Some(b) => push(b, &mut parts)?,
+                None => NONE,
+            };
+            desc.layers[i] = MlpLayer {
+                inp: inp as u32,
+                out: out as u32,
+                act: activation_code(layer.activation),
+                w_off,
+                b_off,
+            };
+        }
+        desc.max_width = u32::try_from(max_width).map_err(|_| too_big("too wide"))?;
+        desc.param_len = u32::try_from(len).map_err(|_| too_big("over 2^32 parameters"))?;
+        Ok((Tensor::cat(&parts, 0)?, desc))
+    }
+
+    /// The fused kernel's plan on a CUDA device, if the model fits its shared memory.
+    #[cfg(feature = "cuda")]
+    fn plan_fused_gpu(&self) -> Result<Option<(Tensor, crate::gpu::mlp::MlpDesc)>, EngineError> {
+        let Device::Cuda(dev) = &self.device else {
+            return Ok(None);
+        };
+        let limit = crate::gpu::mlp::device_shared_limit(dev)
+            .map_err(|e| EngineError::Compute(candle_core::Error::Msg(e.to_string())))?;
+        if self.layers.len() > crate::gpu::mlp::MAX_LAYERS {
+            return Ok(None);
+        }
+        let (params, desc) = self.pack()?;
+        Ok(match desc.plan(limit) {
+            Some(desc) => Some((params, desc)),
+            None => {
+                scrub(params);
+                None
+            }
         })
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn plan_fused_gpu(&self) -> Result<Option<(Tensor, crate::gpu::mlp::MlpDesc)>, EngineError> {
+        Ok(None)
+    }
+
+    /// Whether the fused MLP kernel serves this model (CUDA, and it fits shared memory).
+    pub fn uses_fused_kernel(&self) -> bool {
+        self.fused_gpu.is_some()
+    }
+
+    /// The forward pass and the sensitivity scores of `rows` rows in one pass on the model's
+    /// device: the perturbed copies are made by the `perturb_rows` kernel (or its CPU
+    /// reference), batched with the rows, and reduced by `sensitivity_scores`. Returns the
+    /// rows' outputs (`rows × out`) and one score per row.
+    pub fn forward_screened(
+        &self,
+        values: &[f32],
+        rows: usize,
+        sigmas: &[f32],
+        copies: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>), EngineError> {
+        use crate::gpu::sensitivity::{PerturbOp, ScoresOp};
+        let compute = |m: String| EngineError::Compute(candle_core::Error::Msg(m));
+        if rows == 0 || values.len() != rows * self.in_features || sigmas.len() != self.in_features
+        {
+            return Err(compute(format!(
+                "forward_screened: {} values, {} sigmas for {rows} rows of {}",
+                values.len(),
+                sigmas.len(),
+                self.in_features
+            )));
+        }
+        let copies32 = u32::try_from(copies).map_err(|_| compute("too many copies".into()))?;
+        let rows32 = u32::try_from(rows).map_err(|_| compute("too many rows".into()))?;
+        let op =
+            PerturbOp::from_os(copies32).map_err(|e| compute(format!("OS randomness: {e}")))?;
+        let x = Tensor::from_slice(values, (rows, self.in_features), &self.device)?;
+        let sigma = Tensor::from_slice(sigmas, self.in_features, &self.device)?;
+        let perturbed = x.apply_op2_no_bwd(&sigma, &op)?;
+        let all = Tensor::cat(&[&x, &perturbed], 0)?;
+        let y = self.forward(&all)?;
+        let scores = y
+            .apply_op1_no_bwd(&ScoresOp {
+                rows: rows32,
+                copies: copies32,
+            })?
+            .to_vec1::<f32>()?;
+        let out = y.narrow(0, 0, rows)?.flatten_all()?.to_vec1::<f32>()?;
+        scrub(x);
+        scrub(perturbed);
+        scrub(all);
+        scrub(y);
+        Ok((out, scores))
     }
 
     /// The input width.
@@ -233,8 +403,16 @@ impl Mlp {
         &self.device
     }
 
-    /// The forward pass on a `[rows, in]` tensor.
+    /// The forward pass on a `[rows, in]` tensor. On a CUDA device it is the fused kernel
+    /// when the model fits shared memory, else cuBLAS per layer with the fused bias and
+    /// activation epilogue.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, EngineError> {
+        if let Some((params, desc)) = &self.fused_gpu {
+            return Ok(x.apply_op2_no_bwd(params, &crate::gpu::mlp::MlpOp { desc: *desc })?);
+        }
+        if self.device.is_cuda() {
+            return self.forward_cublas(x);
+        }
         let mut h = match &self.normalization {
             Some((mean, inv_std)) => x.broadcast_sub(mean)?.broadcast_mul(inv_std)?,
             None => x.clone(),
@@ -250,6 +428,31 @@ impl Mlp {
                 Activation::Tanh => h.tanh()?,
                 Activation::Sigmoid => candle_nn::ops::sigmoid(&h)?,
                 Activation::None => h,
+            };
+        }
+        Ok(match self.output {
+            OutputKind::Softmax => candle_nn::ops::softmax_last_dim(&h)?,
+            OutputKind::Logits => h,
+        })
+    }
+
+    /// cuBLAS (through candle) per layer, with bias and activation fused in one epilogue
+    /// kernel (`bias_act_f32`).
+    fn forward_cublas(&self, x: &Tensor) -> Result<Tensor, EngineError> {
+        use crate::gpu::mlp::{BiasAct, activation_code};
+        let mut h = match &self.normalization {
+            Some((mean, inv_std)) => x.broadcast_sub(mean)?.broadcast_mul(inv_std)?,
+            None => x.clone(),
+        };
+        for layer in &self.layers {
+            h = h.matmul(&layer.weight_t)?;
+            let act = activation_code(layer.activation);
+            h = match &layer.bias {
+                Some(b) => h.apply_op2_no_bwd(b, &BiasAct { act })?,
+                None => {
+                    let zeros = Tensor::zeros(h.dim(1)?, DType::F32, &self.device)?;
+                    h.apply_op2_no_bwd(&zeros, &BiasAct { act })?
+                }
             };
         }
         Ok(match self.output {
@@ -376,6 +579,9 @@ impl Mlp {
 
 impl Drop for Mlp {
     fn drop(&mut self) {
+        if let Some((params, _)) = self.fused_gpu.take() {
+            scrub(params);
+        }
         for layer in self.layers.drain(..) {
             unlock_tensor(&layer.weight_t);
             scrub(layer.weight_t);
@@ -419,12 +625,7 @@ fn load_f32(
         scrub(t);
         converted
     };
-    if !all_finite(&t)? {
-        scrub(t);
-        return Err(EngineError::NonFinite {
-            name: name.to_string(),
-        });
-    }
+    // from_loader checks finiteness on whichever device the tensor landed.
     Ok(t)
 }
 
@@ -439,9 +640,17 @@ fn all_finite(t: &Tensor) -> Result<bool, EngineError> {
             Ok(s.get(start..end)
                 .is_some_and(|v| v.iter().all(|x| x.is_finite())))
         }
-        // Weights are checked on the CPU before they move to a device.
+        // On a device: x − x is NaN exactly for NaN and ±Inf, and a NaN makes the sum NaN.
         #[allow(unreachable_patterns)]
-        _ => Ok(true),
+        _ => {
+            drop(storage);
+            let probe = t
+                .sub(t)?
+                .sum_all()?
+                .to_dtype(DType::F32)?
+                .to_scalar::<f32>()?;
+            Ok(probe == 0.0)
+        }
     }
 }
 

@@ -153,6 +153,11 @@ impl Screener {
         &self.spec
     }
 
+    /// Each feature's noise scale (σ = noise × the feature's range).
+    pub fn sigmas(&self) -> &[f32] {
+        &self.sigmas
+    }
+
     /// Copies per row.
     pub fn copies(&self) -> usize {
         self.spec.copies as usize

@@ -14,6 +14,12 @@ use candle_core::Device;
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(feature = "cuda")]
+#[allow(unsafe_code)]
+pub mod loader;
+pub mod mlp;
+pub mod sensitivity;
+pub mod synthetic;
 
 /// The PTX of every `kernels/*.cu`, compiled by `build.rs` (one `&str` constant per file,
 /// named after it in capitals: `ptx::MLP` for `kernels/mlp.cu`).
@@ -22,11 +28,37 @@ pub mod ptx {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 }
 
+/// How sealed weights reach a CUDA device (`serve --gpu-load`); see `gpu::loader`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LoadPath {
+    /// CPU decryption into page-locked staging buffers, double-buffered copies.
+    #[default]
+    Staged,
+    /// Ciphertext to the device, AES-GCM on the device.
+    DeviceDecrypt,
+}
+
+impl std::str::FromStr for LoadPath {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "staged" => Ok(Self::Staged),
+            "device-decrypt" => Ok(Self::DeviceDecrypt),
+            _ => Err(format!(
+                "unknown GPU load path {s:?} (expected staged or device-decrypt)"
+            )),
+        }
+    }
+}
+
 /// Why a GPU operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
     /// This binary was built without the `cuda` feature.
-    #[error("{what} needs CUDA, but this binary was built without it (rebuild with `--features cuda`)")]
+    #[error(
+        "{what} needs CUDA, but this binary was built without it (rebuild with `--features cuda`)"
+    )]
     NotBuilt {
         /// What was asked for.
         what: String,
@@ -56,7 +88,9 @@ pub enum GpuError {
         reason: String,
     },
     /// The device-side AES-GCM tag check failed; the device buffers were zeroized.
-    #[error("sealed chunk {chunk} failed authentication on the device; the load was aborted and the device buffers zeroized")]
+    #[error(
+        "sealed chunk {chunk} failed authentication on the device; the load was aborted and the device buffers zeroized"
+    )]
     TagMismatch {
         /// The STREAM chunk index.
         chunk: u64,
@@ -106,7 +140,9 @@ impl FromStr for DeviceSpec {
                 if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(bad("the CUDA ordinal must be a decimal number"));
                 }
-                let n: usize = n.parse().map_err(|_| bad("the CUDA ordinal is too large"))?;
+                let n: usize = n
+                    .parse()
+                    .map_err(|_| bad("the CUDA ordinal is too large"))?;
                 if n > MAX_ORDINAL {
                     return Err(bad("the CUDA ordinal is too large"));
                 }

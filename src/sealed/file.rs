@@ -246,6 +246,65 @@ impl VerifiedSealedFile {
         })
     }
 
+    /// The chunk layout: `(chunk size, chunk count, plaintext length)`.
+    pub fn chunk_layout(&self) -> Result<(usize, u64, usize), SealedError> {
+        let m = &self.file.manifest;
+        let len = self.plaintext_len()?;
+        let chunk = m.encryption.chunk_size as usize;
+        Ok((
+            chunk,
+            super::manifest::chunk_count(len as u64, chunk as u32),
+            len,
+        ))
+    }
+
+    /// Decrypts chunks `first..first + n` into `out[..bytes]` and returns `bytes`, leaving the
+    /// file intact: the GPU loader's staging step (a group of chunks at a time into a
+    /// page-locked buffer). On failure `out` is zeroized.
+    pub fn decrypt_chunks_into(
+        &self,
+        key: &DataKey,
+        first: u64,
+        n: u64,
+        out: &mut [u8],
+    ) -> Result<usize, SealedError> {
+        let m = &self.file.manifest;
+        let (chunk, count, len) = self.chunk_layout()?;
+        if n == 0 || first.checked_add(n).is_none_or(|end| end > count) {
+            return Err(SealedError::ManifestInvalid(format!(
+                "chunks {first}..{} of {count}",
+                first.saturating_add(n)
+            )));
+        }
+        let start = first as usize * chunk;
+        let end = (start + n as usize * chunk).min(len);
+        let bytes = end - start;
+        if out.len() < bytes {
+            return Err(SealedError::CiphertextLength {
+                found: out.len() as u64,
+                expected: bytes as u64,
+            });
+        }
+        let ct = self.file.ciphertext();
+        let tag = super::manifest::TAG_LEN as usize;
+        let tags = &ct[len + first as usize * tag..len + (first + n) as usize * tag];
+        out[..bytes].copy_from_slice(&ct[start..end]);
+        let r = stream::decrypt_chunk_range(
+            key,
+            &m.nonce_prefix()?,
+            &m.aad_digest()?,
+            chunk,
+            first,
+            count,
+            &mut out[..bytes],
+            tags,
+        );
+        if r.is_err() {
+            zeroize::Zeroize::zeroize(out);
+        }
+        r.map(|()| bytes)
+    }
+
     /// Checks decrypted weights against the signed plaintext SHA-256. The AEAD tags already
     /// authenticate every byte; this also pins the weights to what the publisher hashed, so
     /// a broker that hands out another key for a crafted ciphertext is caught (AES-GCM is not

@@ -160,6 +160,50 @@ pub(crate) fn decrypt_in_place(
     result
 }
 
+/// Decrypts chunks `first..first + n` of a region of `count` chunks in place: `bodies` holds
+/// exactly their bodies, `tags` their tags. On failure the bodies are zeroized. The GPU
+/// loader decrypts a group of chunks at a time into a page-locked staging buffer with it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn decrypt_chunk_range(
+    key: &DataKey,
+    prefix: &[u8; NONCE_PREFIX_LEN],
+    aad: &[u8; 32],
+    chunk_size: usize,
+    first: u64,
+    count: u64,
+    bodies: &mut [u8],
+    tags: &[u8],
+) -> Result<(), SealedError> {
+    let aead = key.aead();
+    let open = |i: u64, body: &mut [u8], tag: &[u8]| -> Result<(), SealedError> {
+        let fail = || SealedError::ChunkAuthentication { index: i, count };
+        let tag = Tag::try_from(tag).map_err(|_| fail())?;
+        let last = i + 1 == count;
+        aead.open_in_place_separate_tag(nonce(prefix, i, last), Aad::from(aad), tag, body, 0..)
+            .map(|_| ())
+            .map_err(|_| fail())
+    };
+    let n = tags.len() / TAG_LEN as usize;
+    let result = if bodies.is_empty() && n == 1 {
+        open(first, bodies, tags)
+    } else if bodies.len().div_ceil(chunk_size) != n || tags.len() % TAG_LEN as usize != 0 {
+        Err(SealedError::CiphertextLength {
+            found: bodies.len() as u64,
+            expected: (n * chunk_size) as u64,
+        })
+    } else {
+        bodies
+            .par_chunks_mut(chunk_size)
+            .zip(tags.par_chunks(TAG_LEN as usize))
+            .enumerate()
+            .try_for_each(|(i, (body, tag))| open(first + i as u64, body, tag))
+    };
+    if result.is_err() {
+        zeroize::Zeroize::zeroize(bodies);
+    }
+    result
+}
+
 /// Decrypts `ciphertext` (bodies then tags) into `out`, leaving `ciphertext` untouched:
 /// copies the region into `out` and decrypts there. `out` must hold the whole region; its
 /// first `plaintext_len` bytes are the plaintext afterwards.

@@ -214,6 +214,10 @@ pub struct ServeConfig {
     /// file; `run` refuses to start with it unless the models are the embedded demo.
     #[doc(hidden)]
     pub unguarded_benchmark_baseline: bool,
+    /// Where models run (`--device auto|cpu|cuda:N`).
+    pub device: crate::gpu::DeviceSpec,
+    /// How sealed weights reach a CUDA device (`--gpu-load staged|device-decrypt`).
+    pub gpu_load: crate::gpu::LoadPath,
 }
 
 impl ServeConfig {
@@ -591,9 +595,12 @@ async fn load_models(config: &ServeConfig, registry: &Registry) -> Result<(), Se
     let registry = registry.clone();
     // Decryption and weight loading are CPU-bound; keep them off the async workers.
     tokio::task::spawn_blocking(move || {
+        let device = crate::gpu::open(config.device)
+            .map_err(|e| ServerError::Config(format!("--device {}: {e}", config.device)))?;
+        tracing::info!(device = ?device, requested = %config.device, "model device");
         if config.models.is_empty() {
             let (source, publisher) = prepare_demo(&config.data_dir)?;
-            return load_one(&source, &[publisher], &config, &registry);
+            return load_one(&source, &[publisher], &config, &registry, &device);
         }
         let trusted = config
             .publisher_keys
@@ -611,7 +618,7 @@ async fn load_models(config: &ServeConfig, registry: &Registry) -> Result<(), Se
                 key_file = %source.key_file.display(),
                 "loading a data key from a file: a development path, not attested key release"
             );
-            load_one(source, &trusted, &config, &registry)?;
+            load_one(source, &trusted, &config, &registry, &device)?;
         }
         Ok(())
     })
@@ -624,32 +631,39 @@ fn load_one(
     trusted: &[PublisherKey],
     config: &ServeConfig,
     registry: &Registry,
+    device: &candle_core::Device,
 ) -> Result<(), ServerError> {
     let path = source.sealed.display().to_string();
     let model_err = |e| ServerError::Model {
         path: path.clone(),
         source: e,
     };
-    let key = DataKey::from_file(&source.key_file).map_err(model_err)?;
-    let unsealed = sealed::unseal_file(&source.sealed, trusted, &key, config.verify_digests)
-        .map_err(model_err)?;
-    drop(key);
-    let mlp = Mlp::from_safetensors(
-        &unsealed.manifest.model,
-        unsealed.weights.secret_bytes(),
-        &candle_core::Device::Cpu,
-    )
-    .map_err(|e| ServerError::Engine {
+    let engine_err = |e| ServerError::Engine {
         path: path.clone(),
         source: e,
-    })?;
-    drop(unsealed.weights);
-    let provenance = Provenance {
-        weights_sha256: unsealed.manifest.weights.sha256.clone(),
-        publisher_key_id: unsealed.publisher_key_id,
     };
-    let id = unsealed.manifest.model.id.clone();
-    let mut model_config = unsealed.manifest.model;
+    let key = DataKey::from_file(&source.key_file).map_err(model_err)?;
+    let (manifest, publisher_key_id, mlp) = if device.is_cuda() {
+        load_to_cuda(source, trusted, config, &key, device)?
+    } else {
+        let unsealed = sealed::unseal_file(&source.sealed, trusted, &key, config.verify_digests)
+            .map_err(model_err)?;
+        let mlp = Mlp::from_safetensors(
+            &unsealed.manifest.model,
+            unsealed.weights.secret_bytes(),
+            device,
+        )
+        .map_err(engine_err)?;
+        drop(unsealed.weights);
+        (unsealed.manifest, unsealed.publisher_key_id, mlp)
+    };
+    drop(key);
+    let provenance = Provenance {
+        weights_sha256: manifest.weights.sha256.clone(),
+        publisher_key_id,
+    };
+    let id = manifest.model.id.clone();
+    let mut model_config = manifest.model;
     let mut options = ServingOptions {
         screening: config.screening.get(&id).copied(),
         privacy: config.privacy.models.get(&id).copied(),
@@ -663,6 +677,65 @@ fn load_one(
         .insert_with(model_config, provenance, mlp, config.batch, options)
         .map_err(|e| ServerError::Engine { path, source: e })?;
     Ok(())
+}
+
+/// Verifies a sealed model and decrypts it straight into CUDA memory (`config.gpu_load`):
+/// no plaintext copy of the weights is made in ordinary host memory.
+#[cfg(feature = "cuda")]
+fn load_to_cuda(
+    source: &ModelSource,
+    trusted: &[PublisherKey],
+    config: &ServeConfig,
+    key: &DataKey,
+    device: &candle_core::Device,
+) -> Result<(sealed::Manifest, String, Mlp), ServerError> {
+    let path = source.sealed.display().to_string();
+    let model_err = |e| ServerError::Model {
+        path: path.clone(),
+        source: e,
+    };
+    let candle_core::Device::Cuda(cuda) = device else {
+        return Err(ServerError::Config(
+            "load_to_cuda needs a CUDA device".into(),
+        ));
+    };
+    let verified = sealed::SealedFile::read(&source.sealed)
+        .and_then(|f| f.verify(trusted))
+        .map_err(model_err)?;
+    if config.verify_digests {
+        // The plaintext digest would need the plaintext on the host; on the device paths the
+        // signed ciphertext digest and every chunk's GCM tag authenticate the weights.
+        verified
+            .file()
+            .verify_ciphertext_digest()
+            .map_err(model_err)?;
+    }
+    let plain = crate::gpu::loader::load_sealed(&verified, key, cuda, config.gpu_load)
+        .map_err(|e| ServerError::Config(format!("{path}: loading onto {device:?}: {e}")))?;
+    let manifest = verified.manifest().clone();
+    let mlp =
+        crate::gpu::loader::mlp_from_device(&manifest.model, &plain, device).map_err(|e| {
+            ServerError::Engine {
+                path: path.clone(),
+                source: e,
+            }
+        })?;
+    drop(plain);
+    tracing::info!(model = %manifest.model.id, path = ?config.gpu_load, fused = mlp.uses_fused_kernel(), "model decrypted into CUDA memory");
+    Ok((manifest, verified.publisher().key_id(), mlp))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn load_to_cuda(
+    _source: &ModelSource,
+    _trusted: &[PublisherKey],
+    _config: &ServeConfig,
+    _key: &DataKey,
+    _device: &candle_core::Device,
+) -> Result<(sealed::Manifest, String, Mlp), ServerError> {
+    Err(ServerError::Config(
+        "a CUDA device needs a binary built with --features cuda".into(),
+    ))
 }
 
 /// Opens `<data-dir>/audit/` with a fresh checkpoint-signing key made in memory (the
