@@ -413,6 +413,13 @@ impl Mlp {
         if self.device.is_cuda() {
             return self.forward_cublas(x);
         }
+        self.forward_candle(x)
+    }
+
+    /// The forward pass in plain candle operations on any device (matmul, broadcast add,
+    /// activation, softmax: one kernel each on a GPU): the baseline the fused kernel is
+    /// measured against.
+    pub fn forward_candle(&self, x: &Tensor) -> Result<Tensor, EngineError> {
         let mut h = match &self.normalization {
             Some((mean, inv_std)) => x.broadcast_sub(mean)?.broadcast_mul(inv_std)?,
             None => x.clone(),

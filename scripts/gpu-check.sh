@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# One-command GPU check. On a GPU host, in one pass:
+#   1. builds with --features cuda (the host's nvcc; profile `gpu`): the server, the
+#      kernel-vs-reference tests and the GPU benchmarks;
+#   2. runs every kernel-vs-reference test (tests/cuda_gpu.rs, tests/cuda_kernels.rs);
+#   3. serves the demo model on cuda:0 and predicts through it, end to end over gRPC;
+#   4. runs the GPU benchmarks (P4 load paths, P5 fused MLP, noise GB/s) and prints their
+#      table last.
+# Full logs go to LOGDIR. It fits in 10 minutes on an H100/H200.
+#
+# usage: scripts/gpu-check.sh LOGDIR                 build here, then run
+#        scripts/gpu-check.sh --build-only BINDIR    build and collect the binaries (a machine
+#                                                   with Rust and nvcc, no GPU needed)
+#        scripts/gpu-check.sh --prebuilt BINDIR LOGDIR   run binaries built by --build-only
+#                                                   (a GPU host without a Rust toolchain)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+build() {
+    local out="$1"
+    mkdir -p "$out"
+    if ! command -v nvcc >/dev/null 2>&1; then
+        # shellcheck source=/dev/null
+        source scripts/cuda-env.sh
+    fi
+    export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
+    local msgs
+    msgs="$(mktemp)"
+    cargo build --profile gpu --features cuda --bin confidant --message-format=json-render-diagnostics >"$msgs"
+    cargo test --profile gpu --features cuda --no-run --test cuda_gpu --test cuda_kernels --message-format=json-render-diagnostics >>"$msgs"
+    cargo bench --profile gpu --features cuda --no-run --bench gpu --message-format=json-render-diagnostics >>"$msgs"
+    python3 - "$msgs" "$out" <<'PY'
+import json, shutil, sys
+msgs, out = sys.argv[1], sys.argv[2]
+for line in open(msgs):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        t = m["target"]
+        name = t["name"] if t["kind"] != ["bin"] else "confidant"
+        if t["kind"] == ["bench"]:
+            name = "bench-" + name
+        shutil.copy(m["executable"], f"{out}/{name}")
+        print(f"{out}/{name}")
+PY
+    rm -f "$msgs"
+}
+
+libpath() {
+    # The CUDA libraries the binaries link (cudarc: driver, NVRTC, cuRAND, cuBLAS, cuBLASLt).
+    local dirs=""
+    for lib in libcuda.so.1 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13; do
+        local f
+        f="$(ldconfig -p 2>/dev/null | awk -v l="$lib" '$1 == l {print $NF; exit}')"
+        if [ -z "$f" ]; then
+            f="$(find /usr/local/nvidia /usr/local/cuda* /usr/lib /opt /usr/local/lib -name "$lib" 2>/dev/null | head -1 || true)"
+        fi
+        [ -n "$f" ] && dirs="$dirs:$(dirname "$f")"
+    done
+    echo "${dirs#:}"
+}
+
+run() {
+    local bin="$1" logs="$2"
+    mkdir -p "$logs"
+    export LD_LIBRARY_PATH="$(libpath)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    local status=0
+    {
+        echo "== host"
+        nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv || true
+        echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+    } 2>&1 | tee "$logs/host.txt"
+
+    echo "== kernel-vs-reference tests"
+    for t in cuda_gpu cuda_kernels; do
+        if [ -x "$bin/$t" ]; then
+            if ! "$bin/$t" --test-threads=1 --nocapture >"$logs/test-$t.txt" 2>&1; then
+                status=1
+                echo "FAILED: $t (see $logs/test-$t.txt)"
+                tail -40 "$logs/test-$t.txt"
+            fi
+            grep -E '^test |test result|max rel err|bit-identical|GB/s' "$logs/test-$t.txt" || true
+        else
+            echo "missing test binary $t"; status=1
+        fi
+    done
+
+    echo "== end to end: serve on cuda:0, predict over gRPC"
+    local data port
+    data="$(mktemp -d)"
+    port=$((20000 + RANDOM % 20000))
+    "$bin/confidant" serve --device cuda:0 --data-dir "$data" --listen "127.0.0.1:$port" \
+        --metrics-listen off >"$logs/serve.txt" 2>&1 &
+    local pid=$!
+    for _ in $(seq 1 120); do
+        grep -q "confidant: serving on" "$logs/serve.txt" && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.5
+    done
+    local row
+    row='[[17.99,10.38,122.8,1001,0.1184,0.2776,0.3001,0.1471,0.2419,0.07871,1.095,0.9053,8.589,153.4,0.006399,0.04904,0.05373,0.01587,0.03003,0.006193,25.38,17.33,184.6,2019,0.1622,0.6656,0.7119,0.2654,0.4601,0.1189]]'
+    if "$bin/confidant" predict --addr "https://127.0.0.1:$port" --tls-ca "$data/tls/cert.pem" \
+        --data-dir "$data" --model demo --input "$row" >"$logs/predict.txt" 2>&1; then
+        echo "predict on cuda:0: ok"; cat "$logs/predict.txt"
+    else
+        status=1; echo "FAILED: predict on cuda:0"; cat "$logs/predict.txt"; tail -20 "$logs/serve.txt"
+    fi
+    grep -iE 'device|cuda|decrypted into' "$logs/serve.txt" | head -5 || true
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+
+    echo "== GPU benchmarks"
+    if [ -x "$bin/bench-gpu" ]; then
+        CRITERION_HOME="$logs/criterion" "$bin/bench-gpu" --bench >"$logs/bench.txt" 2>&1 || status=1
+        sed -n '/== GPU summary/,$p' "$logs/bench.txt"
+    else
+        echo "missing bench binary"; status=1
+    fi
+    return $status
+}
+
+case "${1:-}" in
+    --build-only) build "${2:?BINDIR}" ;;
+    --prebuilt) run "${2:?BINDIR}" "${3:?LOGDIR}" ;;
+    ""|-h|--help) sed -n '2,16p' "$0"; exit 2 ;;
+    *)
+        logs="$1"
+        bin="$logs/bin"
+        build "$bin" >"$logs.build.txt" 2>&1 || { cat "$logs.build.txt"; exit 1; }
+        run "$bin" "$logs"
+        ;;
+esac
