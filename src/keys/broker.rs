@@ -222,17 +222,17 @@ fn load_or_create_tls(
     let cert_path = dir.join("cert.pem");
     let key_path = dir.join("key.pem");
     if cert_path.exists() && key_path.exists() {
-        let cert = std::fs::read_to_string(&cert_path).map_err(io(cert_path.display().to_string()))?;
+        let cert =
+            std::fs::read_to_string(&cert_path).map_err(io(cert_path.display().to_string()))?;
         let key = Zeroizing::new(
             std::fs::read_to_string(&key_path).map_err(io(key_path.display().to_string()))?,
         );
         return Ok((cert, key));
     }
     crate::server::create_private_dir(dir).map_err(server_err)?;
-    let id = crate::server::tls::TlsIdentity::self_signed(&crate::server::tls::default_names(
-        listen,
-    ))
-    .map_err(server_err)?;
+    let id =
+        crate::server::tls::TlsIdentity::self_signed(&crate::server::tls::default_names(listen))
+            .map_err(server_err)?;
     crate::server::write_file(&key_path, id.key_pem.as_bytes(), 0o600).map_err(server_err)?;
     crate::server::write_file(&cert_path, id.cert_pem.as_bytes(), 0o644).map_err(server_err)?;
     tracing::info!(cert = %cert_path.display(), "broker: self-signed TLS certificate written");
@@ -267,7 +267,8 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerStartErr
     let master = crate::audit::load_or_create_key(&config.data_dir.join("master.key"))
         .map_err(|e| BrokerStartError::Key(format!("master key: {e}")))?;
     let db = Arc::new(Database::open_in(&config.data_dir)?);
-    let store = ResourceStore::new(db, &master).map_err(|e| BrokerStartError::Key(e.to_string()))?;
+    let store =
+        ResourceStore::new(db, &master).map_err(|e| BrokerStartError::Key(e.to_string()))?;
     drop(master);
     let listener = TcpListener::bind(config.listen)
         .await
@@ -279,8 +280,9 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerStartErr
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
         .map_err(|_| BrokerStartError::Key("token signing key".into()))?;
-    let token_key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-        .map_err(|_| BrokerStartError::Key("token signing key".into()))?;
+    let token_key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .map_err(|_| BrokerStartError::Key("token signing key".into()))?;
     let state = Arc::new(Shared {
         store,
         sessions: Mutex::new(HashMap::new()),
@@ -331,16 +333,15 @@ async fn serve_tls(
         let _ = tcp.set_nodelay(true);
         let (acceptor, router) = (acceptor.clone(), router.clone());
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "broker: TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "broker: TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let service = hyper_util::service::TowerToHyperService::new(router);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
@@ -422,7 +423,9 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<
             if too_large {
                 Err(BrokerError::TooLarge { limit })
             } else {
-                Err(BrokerError::BadRequest(format!("reading the request body: {e}")))
+                Err(BrokerError::BadRequest(format!(
+                    "reading the request body: {e}"
+                )))
             }
         }
     }
@@ -548,7 +551,11 @@ fn set_cookie(response: &mut Response<Body>, id: &str, ttl: Duration) -> Result<
     Ok(())
 }
 
-async fn attest(State(state): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response<Body> {
+async fn attest(
+    State(state): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response<Body> {
     let id = session_id(&headers);
     match attest_inner(&state, id.as_deref(), &headers, body).await {
         Ok(r) => r,
@@ -563,7 +570,9 @@ async fn attest_inner(
     body: Body,
 ) -> Result<Response<Body>, BrokerError> {
     let id = id.ok_or_else(|| {
-        BrokerError::Attestation(format!("no {SESSION_COOKIE} cookie: call /kbs/v0/auth first"))
+        BrokerError::Attestation(format!(
+            "no {SESSION_COOKIE} cookie: call /kbs/v0/auth first"
+        ))
     })?;
     // The challenge is taken out of the table before anything else: whatever happens next,
     // its nonce is spent.
@@ -601,6 +610,11 @@ async fn attest_inner(
                 .into(),
         ));
     }
+    // This broker encrypts only to P-256 keys; say so now rather than at the resource.
+    runtime
+        .tee_pubkey
+        .p256_point()
+        .map_err(|e| BrokerError::BadRequest(format!("runtime-data.tee-pubkey: {e}")))?;
     let evidence = parse_evidence(&request.tee_evidence.primary_evidence, &tee)?;
     let digest = runtime_data_digest(
         &runtime.nonce,
@@ -717,22 +731,36 @@ fn issue_token(
         .token_key
         .sign(&state.rng, signing_input.as_bytes())
         .map_err(|_| BrokerError::Internal("token signature".into()))?;
-    Ok(format!("{signing_input}.{}", B64URL.encode(signature.as_ref())))
+    Ok(format!(
+        "{signing_input}.{}",
+        B64URL.encode(signature.as_ref())
+    ))
 }
 
-async fn resource(State(state): State<Arc<Shared>>, headers: HeaderMap, uri: Uri) -> Response<Body> {
+async fn resource(
+    State(state): State<Arc<Shared>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response<Body> {
     let id = session_id(&headers);
-    let path = uri.path().strip_prefix("/kbs/v0/resource/").unwrap_or("").to_owned();
+    let path = uri
+        .path()
+        .strip_prefix("/kbs/v0/resource/")
+        .unwrap_or("")
+        .to_owned();
     match resource_inner(&state, id.as_deref(), &uri) {
         Ok(r) => r,
         Err(e) => refuse(&format!("resource {path}"), id.as_deref(), &e),
     }
 }
 
-fn resource_inner(state: &Shared, id: Option<&str>, uri: &Uri) -> Result<Response<Body>, BrokerError> {
-    let id = id.ok_or_else(|| {
-        BrokerError::Session(format!("no {SESSION_COOKIE} cookie: attest first"))
-    })?;
+fn resource_inner(
+    state: &Shared,
+    id: Option<&str>,
+    uri: &Uri,
+) -> Result<Response<Body>, BrokerError> {
+    let id = id
+        .ok_or_else(|| BrokerError::Session(format!("no {SESSION_COOKIE} cookie: attest first")))?;
     let path = resource_path(uri, "/kbs/v0/resource/")?;
     let (evidence, tee_pubkey, expected) = {
         let mut sessions = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -820,7 +848,12 @@ async fn put_resource(
         check_admin(&state, &headers)?;
         let path = resource_path(&uri, "/kbs/v0/resource/")?;
         let bytes = Zeroizing::new(
-            read_body(&headers, body, MAX_RESOURCE_BYTES.min(state.config.max_body_bytes)).await?,
+            read_body(
+                &headers,
+                body,
+                MAX_RESOURCE_BYTES.min(state.config.max_body_bytes),
+            )
+            .await?,
         );
         if bytes.is_empty() {
             return Err(BrokerError::BadRequest("the resource is empty".into()));

@@ -20,8 +20,7 @@ use super::error::RcarError;
 use super::jwe::{TeeKeyPair, TeePubKey};
 use super::protocol::{
     AttestRequest, AttestResponse, AuthRequest, Challenge, ERROR_TYPE_PREFIX, ErrorBody,
-    PROTOCOL_VERSION, RuntimeData, SESSION_COOKIE, TeeEvidence, report_data,
-    runtime_data_digest,
+    PROTOCOL_VERSION, RuntimeData, SESSION_COOKIE, TeeEvidence, report_data, runtime_data_digest,
 };
 use crate::tee::Attester;
 use confidant_attestation::TeeKind;
@@ -41,7 +40,9 @@ pub struct BrokerEndpoint {
 
 impl std::fmt::Debug for BrokerEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BrokerEndpoint").field("url", &self.url).finish()
+        f.debug_struct("BrokerEndpoint")
+            .field("url", &self.url)
+            .finish()
     }
 }
 
@@ -284,8 +285,13 @@ impl Connection {
             ),
             Err(_) => (
                 String::new(),
-                String::from_utf8_lossy(answer.body.get(..answer.body.len().min(512)).unwrap_or_default())
-                    .into_owned(),
+                String::from_utf8_lossy(
+                    answer
+                        .body
+                        .get(..answer.body.len().min(512))
+                        .unwrap_or_default(),
+                )
+                .into_owned(),
             ),
         };
         Err(RcarError::Refused {

@@ -29,8 +29,10 @@ pub fn to_vec(value: &Value) -> Result<Vec<u8>, JcsError> {
 fn write(v: &Value, out: &mut Vec<u8>) -> Result<(), JcsError> {
     match v {
         Value::Object(map) => {
-            let mut entries: Vec<(Vec<u16>, &String, &Value)> =
-                map.iter().map(|(k, v)| (k.encode_utf16().collect(), k, v)).collect();
+            let mut entries: Vec<(Vec<u16>, &String, &Value)> = map
+                .iter()
+                .map(|(k, v)| (k.encode_utf16().collect(), k, v))
+                .collect();
             entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             out.push(b'{');
             for (i, (_, k, val)) in entries.into_iter().enumerate() {

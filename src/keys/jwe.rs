@@ -122,7 +122,9 @@ impl TeePubKey {
                     y: B64URL.encode(y),
                 })
             }
-            _ => Err(JweError::Crypto("P-256 public key is not an uncompressed point")),
+            _ => Err(JweError::Crypto(
+                "P-256 public key is not an uncompressed point",
+            )),
         }
     }
 }
@@ -200,11 +202,11 @@ pub fn encrypt(recipient: &TeePubKey, plaintext: &[u8]) -> Result<Vec<u8>, JweEr
             y: &y,
         },
     };
-    let protected = B64URL.encode(
-        serde_json::to_vec(&header).map_err(|_| JweError::Crypto("protected header"))?,
-    );
+    let protected = B64URL
+        .encode(serde_json::to_vec(&header).map_err(|_| JweError::Crypto("protected header"))?);
     let mut iv = [0u8; IV_LEN];
-    rng.fill(&mut iv).map_err(|_| JweError::Crypto("random IV"))?;
+    rng.fill(&mut iv)
+        .map_err(|_| JweError::Crypto("random IV"))?;
     let key = aes_gcm_key(&cek)?;
     let mut ciphertext = plaintext.to_vec();
     let tag = key
@@ -313,11 +315,10 @@ impl ParsedJwe {
             reason: e.to_string(),
         })?;
         let header_bytes = b64("protected header", &jwe.protected)?;
-        let protected_json =
-            String::from_utf8(header_bytes).map_err(|_| JweError::Malformed {
-                what: "protected header",
-                reason: "not UTF-8".into(),
-            })?;
+        let protected_json = String::from_utf8(header_bytes).map_err(|_| JweError::Malformed {
+            what: "protected header",
+            reason: "not UTF-8".into(),
+        })?;
         let header: ProtectedHeader =
             serde_json::from_str(&protected_json).map_err(|e| JweError::Malformed {
                 what: "protected header",
@@ -392,8 +393,18 @@ impl ParsedJwe {
             protected_b64: jwe.protected,
             protected_json,
             epk_point,
-            apu: header.apu.as_deref().map(|a| b64("apu", a)).transpose()?.unwrap_or_default(),
-            apv: header.apv.as_deref().map(|a| b64("apv", a)).transpose()?.unwrap_or_default(),
+            apu: header
+                .apu
+                .as_deref()
+                .map(|a| b64("apu", a))
+                .transpose()?
+                .unwrap_or_default(),
+            apv: header
+                .apv
+                .as_deref()
+                .map(|a| b64("apv", a))
+                .transpose()?
+                .unwrap_or_default(),
             encrypted_key,
             iv,
             ciphertext: b64("ciphertext", &jwe.ciphertext)?,
