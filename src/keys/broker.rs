@@ -575,23 +575,24 @@ async fn attest_inner(
         ))
     })?;
     // The challenge is taken out of the table before anything else: whatever happens next,
-    // its nonce is spent.
-    let session = state
-        .sessions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(id);
+    // its nonce is spent. An attested session stays (a repeated attest does not end it).
+    let session = {
+        let mut sessions = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        match sessions.get(id) {
+            Some(Session::Attested { .. }) => {
+                return Err(BrokerError::Attestation(
+                    "this session has already attested and its nonce is spent; start again \
+                     at /kbs/v0/auth"
+                        .into(),
+                ));
+            }
+            _ => sessions.remove(id),
+        }
+    };
     let (nonce, tee) = match session {
         None => {
             return Err(BrokerError::Attestation(
                 "unknown session (never issued, expired, or its nonce already spent)".into(),
-            ));
-        }
-        Some(Session::Attested { .. }) => {
-            return Err(BrokerError::Attestation(
-                "this session has already attested and its nonce is spent; start again at \
-                 /kbs/v0/auth"
-                    .into(),
             ));
         }
         Some(Session::Challenged { expires, .. }) if expires <= Instant::now() => {
@@ -600,6 +601,9 @@ async fn attest_inner(
             ));
         }
         Some(Session::Challenged { nonce, tee, .. }) => (nonce, tee),
+        Some(Session::Attested { .. }) => {
+            return Err(BrokerError::Internal("session state changed".into()));
+        }
     };
     let bytes = read_body(headers, body, state.config.max_body_bytes).await?;
     let request: AttestRequest = parse_json("attest request", &bytes)?;
