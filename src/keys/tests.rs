@@ -815,3 +815,23 @@ async fn bad_attest(f: &Fixture, mutate: fn(&mut serde_json::Value)) -> (u16, St
         String::from_utf8_lossy(&a.body).into_owned(),
     )
 }
+
+#[test]
+fn any_single_byte_change_to_a_jwe_is_refused_without_panicking() {
+    use rand::{Rng as _, SeedableRng as _};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+    for _ in 0..400 {
+        let key = TeeKeyPair::generate().unwrap();
+        let mut jwe = jwe::encrypt(key.public_key(), b"the data key").unwrap();
+        let at = rng.random_range(0..jwe.len());
+        let old = jwe[at];
+        while jwe[at] == old {
+            jwe[at] = rng.random();
+        }
+        assert!(
+            key.decrypt(&jwe).is_err(),
+            "byte {at}: {old} -> {}",
+            jwe[at]
+        );
+    }
+}
