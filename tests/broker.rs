@@ -641,3 +641,80 @@ fn admin_commands_reject_bad_credentials_and_input() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn the_demo_releases_its_key_through_the_embedded_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&["--data-dir", data.to_str().unwrap()]);
+    let logs = server.logs();
+    assert!(logs.contains("NOTHING HERE IS CONFIDENTIAL"), "{logs}");
+    assert!(
+        logs.contains("broker: evidence verified; session attested"),
+        "{logs}"
+    );
+    assert!(logs.contains("broker: resource released"), "{logs}");
+    assert!(
+        logs.contains("data key released by the broker after attestation"),
+        "{logs}"
+    );
+    // The demo's data key is held by the embedded broker, never beside the model.
+    assert!(data.join("demo/demo.sealed").is_file());
+    assert!(!data.join("demo/demo.dek").exists());
+    assert!(data.join("broker/confidant.db").is_file());
+    drop(server);
+    // A restart reuses the sealed model and the broker's resource.
+    let again = Server::start(&["--data-dir", data.to_str().unwrap()]);
+    assert!(
+        !again.logs().contains("sealed the embedded demo model"),
+        "{}",
+        again.logs()
+    );
+    assert!(again.logs().contains("broker: resource released"));
+}
+
+#[test]
+fn the_broker_can_be_configured_in_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let broker = Broker::start(&d.join("broker"), "127.0.0.1:0", &[]);
+    let (sealed, dek, publisher) = seal(d, None);
+    let policy = write_policy(d, "policy.toml", &measurement(), true);
+    broker.register("default/models/fixture-softmax", &dek, &policy);
+    let config = d.join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\npublisher_keys = [{:?}]\n\n[broker]\nurl = {:?}\nca = {:?}\n\n[[models]]\nsealed = {:?}\n",
+            d.join("data"),
+            publisher,
+            broker.url,
+            broker.cert,
+            sealed
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    assert!(
+        server.logs().contains("data key released by the broker"),
+        "{}",
+        server.logs()
+    );
+    // Without a broker, a model without a key file is a configuration error.
+    let bare = d.join("bare.toml");
+    std::fs::write(
+        &bare,
+        format!(
+            "publisher_keys = [{:?}]\n[[models]]\nsealed = {:?}\n",
+            publisher, sealed
+        ),
+    )
+    .unwrap();
+    let out = confidant(&["serve", "--config", bare.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no key broker is configured"),
+        "{}",
+        stderr(&out)
+    );
+}
