@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
-use confidant::keys::{BrokerConfig, BrokerEndpoint};
+use confidant::keys::{BrokerConfig, BrokerEndpoint, broker};
 use zeroize::Zeroizing;
 
 /// `confidant broker`.
@@ -39,10 +39,10 @@ pub struct BrokerServeArgs {
     #[arg(long)]
     pub data_dir: PathBuf,
     /// Seconds an attested session lasts (tests shorten it).
-    #[arg(long, hide = true, default_value_t = confidant::keys::broker::DEFAULT_SESSION_TTL.as_secs())]
+    #[arg(long, hide = true, default_value_t = broker::DEFAULT_SESSION_TTL.as_secs())]
     pub session_ttl_secs: u64,
     /// Seconds a challenge (nonce) lasts before attest must answer it.
-    #[arg(long, hide = true, default_value_t = confidant::keys::broker::DEFAULT_CHALLENGE_TTL.as_secs())]
+    #[arg(long, hide = true, default_value_t = broker::DEFAULT_CHALLENGE_TTL.as_secs())]
     pub challenge_ttl_secs: u64,
 }
 
@@ -144,15 +144,15 @@ async fn serve(a: BrokerServeArgs, shutdown: impl std::future::Future<Output = (
     let mut config = BrokerConfig::new(listen, a.data_dir);
     config.session_ttl = Duration::from_secs(a.session_ttl_secs);
     config.challenge_ttl = Duration::from_secs(a.challenge_ttl_secs);
-    let broker = confidant::keys::broker::start(config.clone()).await?;
+    let running = broker::start(config.clone()).await?;
     println!(
         "confidant broker: listening on {} (TLS certificate: {}; admin key: {})",
-        broker.url,
+        running.url,
         config.cert_path().display(),
         config.admin_key_path().display()
     );
     shutdown.await;
-    broker.shutdown().await;
+    running.shutdown().await;
     Ok(())
 }
 

@@ -301,7 +301,11 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerStartErr
     } else {
         addr.ip().to_string()
     };
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "broker: listening (KBS RCAR 0.4.0 over HTTPS)");
+    tracing::info!(
+        %addr,
+        data_dir = %config.data_dir.display(),
+        "broker: listening (KBS RCAR 0.4.0 over HTTPS)"
+    );
     Ok(RunningBroker {
         addr,
         url: format!("https://{host}:{}", addr.port()),
@@ -393,11 +397,16 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Body> {
 fn refuse(step: &str, session: Option<&str>, e: &BrokerError) -> Response<Body> {
     match e {
         BrokerError::Internal(detail) => {
-            tracing::error!(step, session, reason = %detail, "broker: internal error")
+            tracing::error!(
+                step,
+                session = session.map(session_tag),
+                reason = %detail,
+                "broker: internal error"
+            )
         }
         other => tracing::warn!(
             step,
-            session,
+            session = session.map(session_tag),
             status = other.status(),
             reason = %other,
             "broker: refused"
@@ -444,6 +453,12 @@ fn session_id(headers: &HeaderMap) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .find_map(|c| c.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
         .map(str::to_owned)
+}
+
+/// The first 8 hex digits of a session id: enough to follow a session through the log,
+/// not enough to present its cookie.
+fn session_tag(id: &str) -> &str {
+    id.get(..8).unwrap_or("-")
 }
 
 fn now_timestamp() -> Timestamp {
@@ -528,7 +543,7 @@ async fn auth_inner(
             },
         );
     }
-    tracing::info!(session = %id, tee = %request.tee, "broker: challenge issued");
+    tracing::info!(session = session_tag(&id), tee = %request.tee, "broker: challenge issued");
     let body = serde_json::to_vec(&Challenge {
         nonce,
         extra_params: serde_json::Value::String(String::new()),
@@ -644,7 +659,7 @@ async fn attest_inner(
     }
     let token = issue_token(state, &verdict, &request)?;
     tracing::info!(
-        session = %id,
+        session = session_tag(id),
         tee = %verdict.tee,
         measurement = verdict.measurement.as_deref().unwrap_or("-"),
         debug = ?verdict.debug,
@@ -710,7 +725,13 @@ fn issue_token(
     let header = serde_json::json!({
         "typ": "JWT",
         "alg": "ES256",
-        "jwk": {"kty": "EC", "crv": "P-256", "alg": "ES256", "x": B64URL.encode(x), "y": B64URL.encode(y)},
+        "jwk": {
+            "kty": "EC",
+            "crv": "P-256",
+            "alg": "ES256",
+            "x": B64URL.encode(x),
+            "y": B64URL.encode(y),
+        },
     });
     let iat = crate::unix_now();
     let claims = serde_json::json!({
@@ -817,7 +838,7 @@ fn resource_inner(
         reason: format!("cannot encrypt to the TEE key: {e}"),
     })?;
     tracing::info!(
-        session = %id,
+        session = session_tag(id),
         path,
         tee = %verdict.tee,
         measurement = verdict.measurement.as_deref().unwrap_or("-"),
