@@ -30,6 +30,7 @@ fn bench(c: &mut Criterion) {
         tls: None,
         client_ca: None,
         models: Vec::new(),
+        broker: None,
         publisher_keys: Vec::new(),
         batch: BatchConfig::default(),
         max_message_bytes: server::DEFAULT_MAX_MESSAGE_BYTES,

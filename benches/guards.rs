@@ -49,6 +49,7 @@ async fn start(dir: &std::path::Path, unguarded: bool) -> Target {
         tls: None,
         client_ca: None,
         models: Vec::new(),
+        broker: None,
         publisher_keys: Vec::new(),
         batch: BatchConfig::default(),
         max_message_bytes: server::DEFAULT_MAX_MESSAGE_BYTES,

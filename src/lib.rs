@@ -15,6 +15,7 @@
 //! - [`privacy`]: DP samplers, mechanisms and the accountant.
 //! - [`secure`]: process hardening and locked memory.
 //! - [`demo`]: the embedded demo model.
+//! - [`keys`]: attested key release: the KBS (RCAR) broker and its client.
 //! - [`tee`]: attesters (configfs-tsm, `/dev/sev-guest`, the simulated TEE).
 //! - [`train`]: DP-SGD training of servable MLPs, and evaluation through the engine.
 //!
@@ -31,6 +32,7 @@ pub mod demo;
 pub mod engine;
 pub mod gpu;
 pub mod guard;
+pub mod keys;
 pub mod metrics;
 pub mod oip;
 pub mod privacy;

@@ -51,7 +51,7 @@ const TCB: SimTcb = SimTcb {
 };
 
 /// Guest policy: SMT allowed, reserved bit 17 set, no debug, no migration agent.
-const GUEST_POLICY: u64 = 0x3_0000;
+pub const GUEST_POLICY: u64 = 0x3_0000;
 
 /// Default certificate validity: 2020-01-01T00:00:00Z to 2100-01-01T00:00:00Z, wide so that
 /// tests pinned at any plausible time accept it.
@@ -360,11 +360,40 @@ impl SimulatedTee {
         )))
     }
 
+    /// Like [`SimulatedTee::attest`], with another SNP guest policy (SEV-SNP ABI, Table 9),
+    /// e.g. with the DEBUG bit (19) set, so that verifiers' refusals can be tested.
+    pub fn attest_with_guest_policy(
+        &self,
+        report_data: &[u8; 64],
+        measurement: &[u8; 48],
+        guest_policy: u64,
+    ) -> Result<Evidence, Error> {
+        let report = self.sign_report_with_guest_policy(report_data, measurement, guest_policy)?;
+        Ok(Evidence::Simulated(SnpEvidence::new(
+            report,
+            vec![
+                CertTableEntry::new(CertType::Vcek, self.vcek_der.clone()),
+                CertTableEntry::new(CertType::Ask, self.ask_der.clone()),
+                CertTableEntry::new(CertType::Ark, self.ark_der.clone()),
+            ],
+        )))
+    }
+
     /// Produces the raw 1184-byte signed report (SEV-SNP ABI, Table 22, version 3).
     pub fn sign_report(
         &self,
         report_data: &[u8; 64],
         measurement: &[u8; 48],
+    ) -> Result<Vec<u8>, Error> {
+        self.sign_report_with_guest_policy(report_data, measurement, GUEST_POLICY)
+    }
+
+    /// [`SimulatedTee::sign_report`] with another SNP guest policy.
+    pub fn sign_report_with_guest_policy(
+        &self,
+        report_data: &[u8; 64],
+        measurement: &[u8; 48],
+        guest_policy: u64,
     ) -> Result<Vec<u8>, Error> {
         let mut report = vec![0u8; SNP_REPORT_LEN];
         let tcb = TCB.to_bytes();
@@ -376,7 +405,7 @@ impl SimulatedTee {
             Ok(())
         };
         put(0x00, &3u32.to_le_bytes())?; // VERSION
-        put(0x08, &GUEST_POLICY.to_le_bytes())?; // POLICY
+        put(0x08, &guest_policy.to_le_bytes())?; // POLICY
         put(0x34, &1u32.to_le_bytes())?; // SIGNATURE_ALGO: ECDSA P-384 with SHA-384
         put(0x38, &tcb)?; // CURRENT_TCB
         put(0x50, report_data)?; // REPORT_DATA

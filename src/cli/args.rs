@@ -61,6 +61,9 @@ pub enum Command {
     Keys(KeysArgs),
     /// Check the tamper-evident audit log.
     Audit(AuditArgs),
+    /// The key broker (KBS protocol, RCAR 0.4.0): serve it, store resources (data keys) and
+    /// set their release policies.
+    Broker(super::broker::BrokerArgs),
     /// Load-test a server (confidant.v1 or the Open Inference Protocol): throughput and
     /// latency percentiles per batch size and concurrency.
     Bench(BenchArgs),
@@ -307,7 +310,8 @@ pub struct ServeArgs {
     /// Data directory [default: $CONFIDANT_DATA_DIR or ./confidant-data].
     #[arg(long, env = "CONFIDANT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// A sealed model to serve (repeatable; pair each with --key-file, in order).
+    /// A sealed model to serve (repeatable). Its data key comes from --broker, or, on the
+    /// development path, from the --key-file at the same position.
     #[arg(long = "model")]
     pub models: Vec<PathBuf>,
     /// Where models run: auto (the first CUDA device if this build has CUDA and one
@@ -319,9 +323,17 @@ pub struct ServeArgs {
     /// plaintext).
     #[arg(long, default_value = "staged", value_parser = parse_gpu_load)]
     pub gpu_load: confidant::gpu::LoadPath,
-    /// The data-key file of the --model at the same position (development path).
+    /// The data-key file of the --model at the same position. DEVELOPMENT PATH: it bypasses
+    /// attestation, and the server logs a warning.
     #[arg(long = "key-file")]
     pub key_files: Vec<PathBuf>,
+    /// Key broker URL (https://HOST:PORT; ours or a Trustee KBS): each model's data key is
+    /// released after attestation (RCAR), for the manifest's resource path.
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// The broker's CA or self-signed certificate (PEM), e.g. <broker-data>/tls/cert.pem.
+    #[arg(long, requires = "broker")]
+    pub broker_ca: Option<PathBuf>,
     /// A trusted publisher public key (repeatable).
     #[arg(long = "publisher-key")]
     pub publisher_keys: Vec<PathBuf>,

@@ -4,6 +4,7 @@ pub mod anonymize;
 pub mod args;
 pub mod attest;
 pub mod bench;
+pub mod broker;
 pub mod privacy;
 pub mod train;
 
@@ -52,6 +53,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Models(a) => models(a).await,
         Command::Keys(a) => keys(a),
         Command::Audit(a) => audit(a),
+        Command::Broker(a) => broker::run(a, shutdown_signal()).await,
         Command::Anonymize(a) => anonymize::anonymize(a),
         Command::Attest(a) => match a.command {
             attest::AttestCommand::Fetch(f) => attest::fetch(f).await,
@@ -342,20 +344,28 @@ fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
     let listen = listen_text.parse().with_context(|| {
         format!("--listen {listen_text:?}: expected HOST:PORT, e.g. 127.0.0.1:50051")
     })?;
-    if a.models.len() != a.key_files.len() {
+    let broker = match a.broker {
+        Some(url) => Some(server::BrokerSettings {
+            url,
+            ca: a.broker_ca,
+        }),
+        None => file.broker,
+    };
+    let keys_from_broker = broker.is_some() && a.key_files.is_empty();
+    if a.models.len() != a.key_files.len() && !keys_from_broker {
         bail!(
-            "each --model needs a --key-file (got {} --model and {} --key-file)",
+            "each --model needs a --key-file, or none with --broker (got {} --model and {} \
+             --key-file)",
             a.models.len(),
             a.key_files.len()
         );
     }
     let mut models = file.models;
-    models.extend(
-        a.models
-            .into_iter()
-            .zip(a.key_files)
-            .map(|(sealed, key_file)| ModelSource { sealed, key_file }),
-    );
+    let mut key_files = a.key_files.into_iter();
+    models.extend(a.models.into_iter().map(|sealed| ModelSource {
+        sealed,
+        key_file: key_files.next(),
+    }));
     let mut publisher_keys = file.publisher_keys;
     publisher_keys.extend(a.publisher_keys);
     let tls = match (a.tls_cert, a.tls_key) {
@@ -392,6 +402,7 @@ fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
         data_dir: resolve_data_dir(a.data_dir, file.data_dir),
         tls,
         models,
+        broker,
         publisher_keys,
         batch,
         max_message_bytes: a
@@ -433,7 +444,8 @@ async fn serve(a: ServeArgs) -> Result<()> {
             eprintln!("{}", DEMO_WARNING);
         }
         tracing::warn!(
-            "demo mode: NOT CONFIDENTIAL (simulated environment, data key on local disk)"
+            "demo mode: NOT CONFIDENTIAL (simulated TEE, embedded key broker whose master key \
+             is on local disk)"
         );
     }
     let cert_path = match &config.tls {
@@ -468,9 +480,11 @@ async fn serve(a: ServeArgs) -> Result<()> {
 const DEMO_WARNING: &str = "\
 ╔══════════════════════════════════════════════════════════════════════════╗
 ║  WARNING: DEMO MODE. NOTHING HERE IS CONFIDENTIAL.                       ║
-║  No TEE: the data key of the embedded demo model sits in the data dir    ║
-║  and the operator of this machine can read weights, inputs and outputs.  ║
-║  Serve sealed models with attested key release for real use.             ║
+║  The demo model's data key is held by an in-process key broker and is    ║
+║  released to a SIMULATED TEE after attestation: the whole chain runs,    ║
+║  but the broker's master key sits in the data dir and the operator of    ║
+║  this machine can read weights, inputs and outputs. For real use, run    ║
+║  `confidant broker` apart and `serve --broker` inside a confidential VM. ║
 ╚══════════════════════════════════════════════════════════════════════════╝";
 
 async fn shutdown_signal() {

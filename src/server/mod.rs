@@ -47,16 +47,35 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:8002";
 /// Default most rows per Predict request.
 pub const DEFAULT_MAX_ROWS: usize = 4096;
 
-/// A sealed model and the file holding its data key (the development path; the attested key
-/// broker replaces the key file).
+/// A sealed model, and where its data key comes from: the key broker (attested key
+/// release, the manifest's resource path), or a key file (the development path).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSource {
     /// The sealed file.
     pub sealed: PathBuf,
-    /// The data-key file (32 raw bytes).
-    pub key_file: PathBuf,
+    /// The data-key file (32 raw bytes): a development path that bypasses attestation;
+    /// absent means the key broker releases the key.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
+
+/// `[broker]`: the key broker (ours or a Trustee KBS) that releases data keys after
+/// attestation.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSettings {
+    /// `https://HOST:PORT` (or `http://` for a development KBS).
+    pub url: String,
+    /// The CA or self-signed certificate (PEM) the broker's TLS certificate must chain to.
+    pub ca: Option<PathBuf>,
+}
+
+/// First and longest wait between attempts to obtain a data key from the broker.
+const BROKER_RETRY: (std::time::Duration, std::time::Duration) = (
+    std::time::Duration::from_millis(500),
+    std::time::Duration::from_secs(30),
+);
 
 /// A configured TLS identity.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -86,6 +105,8 @@ pub struct ServeFile {
     /// Sealed models to load.
     #[serde(default)]
     pub models: Vec<ModelSource>,
+    /// The key broker that releases the models' data keys.
+    pub broker: Option<BrokerSettings>,
     /// Trusted publisher public keys (PEM files).
     #[serde(default)]
     pub publisher_keys: Vec<PathBuf>,
@@ -188,8 +209,10 @@ pub struct ServeConfig {
     pub tls: Option<TlsFiles>,
     /// CA for client certificates (mutual TLS), if enabled.
     pub client_ca: Option<PathBuf>,
-    /// Models to load; empty means the embedded demo.
+    /// Models to load; empty (and no broker) means the embedded demo.
     pub models: Vec<ModelSource>,
+    /// The key broker, for models without a key file.
+    pub broker: Option<BrokerSettings>,
     /// Trusted publisher keys.
     pub publisher_keys: Vec<PathBuf>,
     /// Batching.
@@ -244,6 +267,22 @@ impl ServeConfig {
         for (id, spec) in &self.screening {
             spec.validate()
                 .map_err(|e| ServerError::Config(format!("screening.{id}: {e}")))?;
+        }
+        if self.broker.is_some() && self.models.is_empty() {
+            return Err(ServerError::Config(
+                "--broker releases the keys of sealed models: give at least one --model".into(),
+            ));
+        }
+        if self.broker.is_none()
+            && let Some(m) = self.models.iter().find(|m| m.key_file.is_none())
+        {
+            return Err(ServerError::Config(format!(
+                "model {} has no key file and no key broker is configured (--broker URL)",
+                m.sealed.display()
+            )));
+        }
+        if let Some(b) = &self.broker {
+            broker_endpoint(b)?;
         }
         if !self.models.is_empty() && self.publisher_keys.is_empty() {
             return Err(ServerError::Config(
@@ -382,7 +421,7 @@ pub async fn run(
     );
     let attestation_service =
         crate::proto::confidant::v1::attestation_server::AttestationServer::new(
-            attestation::AttestationService::new(attester, spki),
+            attestation::AttestationService::new(Arc::clone(&attester), spki),
         );
 
     let ready = Arc::new(AtomicBool::new(false));
@@ -501,7 +540,11 @@ pub async fn run(
         let _ = shutdown_seen_tx.send(true);
     });
 
-    let load = load_models(&config, &registry);
+    tracing::info!(
+        %addr,
+        "listening; health is NOT_SERVING until every model's key is released and it loads"
+    );
+    let load = load_models(&config, &registry, Arc::clone(&attester));
     let loaded = tokio::select! {
         r = load => Some(r),
         _ = shutdown_seen.wait_for(|s| *s) => None,
@@ -590,19 +633,27 @@ fn metrics_router(metrics: Arc<crate::metrics::Metrics>, registry: Registry) -> 
 }
 
 /// Loads every configured model, or the embedded demo when none is configured.
-async fn load_models(config: &ServeConfig, registry: &Registry) -> Result<(), ServerError> {
-    let config = config.clone();
-    let registry = registry.clone();
-    // Decryption and weight loading are CPU-bound; keep them off the async workers.
-    tokio::task::spawn_blocking(move || {
-        let device = crate::gpu::open(config.device)
-            .map_err(|e| ServerError::Config(format!("--device {}: {e}", config.device)))?;
-        tracing::info!(device = ?device, requested = %config.device, "model device");
-        if config.models.is_empty() {
-            let (source, publisher) = prepare_demo(&config.data_dir)?;
-            return load_one(&source, &[publisher], &config, &registry, &device);
-        }
-        let trusted = config
+///
+/// A model without a key file gets its data key from the broker: its signature is verified
+/// first (so the resource path asked for is the publisher's), then RCAR runs with evidence
+/// from `attester`, retrying with backoff for as long as the broker is unreachable or
+/// refuses; health stays NOT_SERVING meanwhile.
+async fn load_models(
+    config: &ServeConfig,
+    registry: &Registry,
+    attester: Arc<dyn crate::tee::Attester>,
+) -> Result<(), ServerError> {
+    let spec = config.device;
+    let device = blocking(move || {
+        crate::gpu::open(spec).map_err(|e| ServerError::Config(format!("--device {spec}: {e}")))
+    })
+    .await?;
+    tracing::info!(device = ?device, requested = %spec, "model device");
+    if config.models.is_empty() {
+        return load_demo(config, registry, device).await;
+    }
+    let trusted = Arc::new(
+        config
             .publisher_keys
             .iter()
             .map(|p| {
@@ -611,29 +662,187 @@ async fn load_models(config: &ServeConfig, registry: &Registry) -> Result<(), Se
                     source,
                 })
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        for source in &config.models {
-            tracing::warn!(
-                model = %source.sealed.display(),
-                key_file = %source.key_file.display(),
-                "loading a data key from a file: a development path, not attested key release"
-            );
-            load_one(source, &trusted, &config, &registry, &device)?;
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|e| ServerError::Config(format!("model loading task failed: {e}")))?
+            .collect::<Result<Vec<_>, _>>()?,
+    );
+    let endpoint = config.broker.as_ref().map(broker_endpoint).transpose()?;
+    for source in &config.models {
+        let key = match (&source.key_file, &endpoint) {
+            (Some(key_file), _) => {
+                tracing::warn!(
+                    model = %source.sealed.display(),
+                    key_file = %key_file.display(),
+                    "loading a data key from a file: a development path, not attested key release"
+                );
+                DataKey::from_file(key_file).map_err(|e| ServerError::Model {
+                    path: source.sealed.display().to_string(),
+                    source: e,
+                })?
+            }
+            (None, Some(endpoint)) => {
+                let verified = blocking({
+                    let (path, trusted) = (source.sealed.clone(), Arc::clone(&trusted));
+                    move || {
+                        sealed::SealedFile::read(&path)
+                            .and_then(|f| f.verify(&trusted))
+                            .map_err(|e| ServerError::Model {
+                                path: path.display().to_string(),
+                                source: e,
+                            })
+                    }
+                })
+                .await?;
+                let resource = verified.manifest().encryption.key_resource.clone();
+                release_key(endpoint, Arc::clone(&attester), &resource, &source.sealed).await?
+            }
+            (None, None) => {
+                return Err(ServerError::Config(format!(
+                    "model {} has no key file and no key broker",
+                    source.sealed.display()
+                )));
+            }
+        };
+        let (source, trusted, config, registry, device) = (
+            source.clone(),
+            Arc::clone(&trusted),
+            config.clone(),
+            registry.clone(),
+            device.clone(),
+        );
+        blocking(move || load_one(&source.sealed, &key, &trusted, &config, &registry, &device))
+            .await?;
+    }
+    Ok(())
 }
 
+/// Runs CPU-bound or blocking work (decryption, weight loading, file reads) off the async
+/// workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServerError> + Send + 'static,
+) -> Result<T, ServerError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServerError::Config(format!("model loading task failed: {e}")))?
+}
+
+/// The broker endpoint of the settings (reads the CA file).
+fn broker_endpoint(b: &BrokerSettings) -> Result<crate::keys::BrokerEndpoint, ServerError> {
+    let ca =
+        b.ca.as_ref()
+            .map(|p| {
+                std::fs::read(p).map_err(|source| ServerError::Io {
+                    what: format!("broker CA {}", p.display()),
+                    source,
+                })
+            })
+            .transpose()?;
+    if b.url.starts_with("http://") {
+        tracing::warn!(broker = %b.url, "the key broker is plain HTTP: development only");
+    }
+    crate::keys::BrokerEndpoint::new(&b.url, ca.as_deref())
+        .map_err(|e| ServerError::Config(e.to_string()))
+}
+
+/// Obtains a data key by RCAR, retrying with exponential backoff until the broker releases
+/// it. Each refusal is logged with the broker's reason; the key never touches disk.
+async fn release_key(
+    endpoint: &crate::keys::BrokerEndpoint,
+    attester: Arc<dyn crate::tee::Attester>,
+    resource: &str,
+    model: &Path,
+) -> Result<DataKey, ServerError> {
+    let (mut wait, longest) = BROKER_RETRY;
+    loop {
+        match crate::keys::fetch_resource(endpoint, Arc::clone(&attester), resource).await {
+            Ok(bytes) => {
+                let key = DataKey::from_bytes(&bytes).map_err(|problem| ServerError::Model {
+                    path: model.display().to_string(),
+                    source: sealed::SealedError::KeyFile {
+                        path: format!("broker resource {resource}"),
+                        problem,
+                    },
+                })?;
+                tracing::info!(
+                    model = %model.display(),
+                    resource,
+                    broker = endpoint.url(),
+                    "data key released by the broker after attestation"
+                );
+                return Ok(key);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    model = %model.display(),
+                    resource,
+                    broker = endpoint.url(),
+                    error = %e,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "no data key from the broker; not serving this model; retrying"
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(longest);
+            }
+        }
+    }
+}
+
+/// The embedded default: an in-process broker (HTTPS on 127.0.0.1:0) holds the demo
+/// model's data key and releases it to the simulated TEE after attestation, the same chain
+/// as production with nothing confidential in it.
+async fn load_demo(
+    config: &ServeConfig,
+    registry: &Registry,
+    device: candle_core::Device,
+) -> Result<(), ServerError> {
+    let cfg = |e: &dyn std::fmt::Display| ServerError::Config(format!("embedded broker: {e}"));
+    let broker = crate::keys::broker::start(crate::keys::BrokerConfig::new(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        config.data_dir.join("broker"),
+    ))
+    .await
+    .map_err(|e| cfg(&e))?;
+    let data_dir = config.data_dir.clone();
+    let (source, publisher, broker) = {
+        let broker = Arc::new(broker);
+        let b = Arc::clone(&broker);
+        let (source, publisher) = blocking(move || prepare_demo(&data_dir, &b)).await?;
+        let broker = Arc::try_unwrap(broker).map_err(|_| cfg(&"still shared"))?;
+        (source, publisher, broker)
+    };
+    let simulated = blocking(|| {
+        crate::tee::Simulated::new().map_err(|e| ServerError::Config(format!("simulated TEE: {e}")))
+    })
+    .await?;
+    // The release policy pins this binary's simulated measurement, as a publisher pins a
+    // build's launch measurement.
+    broker
+        .set_policy(
+            DEMO_RESOURCE,
+            &format!(
+                "measurements = [\"{}\"]\nallow_simulated = true\n",
+                hex::encode(simulated.measurement())
+            ),
+        )
+        .map_err(|e| cfg(&e))?;
+    let endpoint = crate::keys::BrokerEndpoint::new(&broker.url, Some(broker.cert_pem.as_bytes()))
+        .map_err(|e| cfg(&e))?;
+    let key = release_key(&endpoint, Arc::new(simulated), DEMO_RESOURCE, &source).await?;
+    broker.shutdown().await;
+    let (config, registry) = (config.clone(), registry.clone());
+    blocking(move || load_one(&source, &key, &[publisher], &config, &registry, &device)).await
+}
+
+/// The demo model's resource path at the embedded broker.
+const DEMO_RESOURCE: &str = "default/models/demo";
+
 fn load_one(
-    source: &ModelSource,
+    sealed_path: &Path,
+    key: &DataKey,
     trusted: &[PublisherKey],
     config: &ServeConfig,
     registry: &Registry,
     device: &candle_core::Device,
 ) -> Result<(), ServerError> {
-    let path = source.sealed.display().to_string();
+    let path = sealed_path.display().to_string();
     let model_err = |e| ServerError::Model {
         path: path.clone(),
         source: e,
@@ -642,11 +851,10 @@ fn load_one(
         path: path.clone(),
         source: e,
     };
-    let key = DataKey::from_file(&source.key_file).map_err(model_err)?;
     let (manifest, publisher_key_id, mlp) = if device.is_cuda() {
-        load_to_cuda(source, trusted, config, &key, device)?
+        load_to_cuda(sealed_path, trusted, config, key, device)?
     } else {
-        let unsealed = sealed::unseal_file(&source.sealed, trusted, &key, config.verify_digests)
+        let unsealed = sealed::unseal_file(sealed_path, trusted, key, config.verify_digests)
             .map_err(model_err)?;
         let mlp = Mlp::from_safetensors(
             &unsealed.manifest.model,
@@ -657,7 +865,6 @@ fn load_one(
         drop(unsealed.weights);
         (unsealed.manifest, unsealed.publisher_key_id, mlp)
     };
-    drop(key);
     let provenance = Provenance {
         weights_sha256: manifest.weights.sha256.clone(),
         publisher_key_id,
@@ -683,13 +890,13 @@ fn load_one(
 /// no plaintext copy of the weights is made in ordinary host memory.
 #[cfg(feature = "cuda")]
 fn load_to_cuda(
-    source: &ModelSource,
+    sealed_path: &Path,
     trusted: &[PublisherKey],
     config: &ServeConfig,
     key: &DataKey,
     device: &candle_core::Device,
 ) -> Result<(sealed::Manifest, String, Mlp), ServerError> {
-    let path = source.sealed.display().to_string();
+    let path = sealed_path.display().to_string();
     let model_err = |e| ServerError::Model {
         path: path.clone(),
         source: e,
@@ -699,7 +906,7 @@ fn load_to_cuda(
             "load_to_cuda needs a CUDA device".into(),
         ));
     };
-    let verified = sealed::SealedFile::read(&source.sealed)
+    let verified = sealed::SealedFile::read(sealed_path)
         .and_then(|f| f.verify(trusted))
         .map_err(model_err)?;
     if config.verify_digests {
@@ -727,7 +934,7 @@ fn load_to_cuda(
 
 #[cfg(not(feature = "cuda"))]
 fn load_to_cuda(
-    _source: &ModelSource,
+    _sealed_path: &Path,
     _trusted: &[PublisherKey],
     _config: &ServeConfig,
     _key: &DataKey,
@@ -816,22 +1023,26 @@ fn drain_outbox(db: &Database, audit: &crate::audit::AuditLog) {
 }
 
 /// Seals the embedded demo model into `<data-dir>/demo/` on first start (with its own
-/// publisher key), and returns it with the publisher's public key.
-fn prepare_demo(data_dir: &Path) -> Result<(ModelSource, PublisherKey), ServerError> {
+/// publisher key) and registers its data key with the embedded broker (never on disk in
+/// the clear); returns the sealed file and the publisher's public key.
+fn prepare_demo(
+    data_dir: &Path,
+    broker: &crate::keys::RunningBroker,
+) -> Result<(PathBuf, PublisherKey), ServerError> {
     let dir = data_dir.join("demo");
     create_private_dir(&dir)?;
-    let source = ModelSource {
-        sealed: dir.join("demo.sealed"),
-        key_file: dir.join("demo.dek"),
-    };
+    let sealed_path = dir.join("demo.sealed");
     let key_path = dir.join("publisher.key");
     let demo_err = |e| ServerError::Model {
         path: dir.display().to_string(),
         source: e,
     };
-    if source.sealed.exists() && source.key_file.exists() && key_path.exists() {
+    let registered = broker
+        .has_resource(DEMO_RESOURCE)
+        .map_err(|e| ServerError::Config(format!("embedded broker: {e}")))?;
+    if sealed_path.exists() && key_path.exists() && registered {
         let signing = PublisherSigningKey::from_pem_file(&key_path).map_err(demo_err)?;
-        return Ok((source, signing.public_key()));
+        return Ok((sealed_path, signing.public_key()));
     }
     let config =
         crate::demo::config().map_err(|e| ServerError::Config(format!("demo model: {e}")))?;
@@ -840,9 +1051,15 @@ fn prepare_demo(data_dir: &Path) -> Result<(ModelSource, PublisherKey), ServerEr
         &config,
         crate::demo::WEIGHTS,
         &signing,
-        &SealOptions::default(),
+        &SealOptions {
+            key_resource: Some(DEMO_RESOURCE.to_owned()),
+            ..SealOptions::default()
+        },
     )
     .map_err(demo_err)?;
+    broker
+        .put_resource(DEMO_RESOURCE, sealed.data_key.secret_bytes())
+        .map_err(|e| ServerError::Config(format!("embedded broker: {e}")))?;
     write_file(
         &key_path,
         signing.to_pem().map_err(demo_err)?.as_bytes(),
@@ -853,10 +1070,13 @@ fn prepare_demo(data_dir: &Path) -> Result<(ModelSource, PublisherKey), ServerEr
         signing.public_key().to_pem().as_bytes(),
         0o644,
     )?;
-    write_file(&source.key_file, sealed.data_key.secret_bytes(), 0o600)?;
-    write_file(&source.sealed, &sealed.file, 0o644)?;
-    tracing::info!(dir = %dir.display(), "sealed the embedded demo model");
-    Ok((source, signing.public_key()))
+    write_file(&sealed_path, &sealed.file, 0o644)?;
+    tracing::info!(
+        dir = %dir.display(),
+        resource = DEMO_RESOURCE,
+        "sealed the embedded demo model; its data key is held by the embedded broker"
+    );
+    Ok((sealed_path, signing.public_key()))
 }
 
 /// Creates a directory (and parents) readable only by its owner.

@@ -91,6 +91,19 @@ const MIGRATIONS: &[&str] = &[
          source      TEXT NOT NULL,
          PRIMARY KEY (idx, purpose)
      );",
+    // 5: the key broker: resources sealed under the broker's master key (AES-256-GCM, the
+    // resource path as AAD) and their release policies (attestation-policy TOML).
+    "CREATE TABLE broker_resources (
+         path        TEXT PRIMARY KEY,
+         nonce       BLOB NOT NULL,
+         ciphertext  BLOB NOT NULL,
+         updated_at  INTEGER NOT NULL
+     );
+     CREATE TABLE broker_policies (
+         path        TEXT PRIMARY KEY,
+         policy      TEXT NOT NULL,
+         updated_at  INTEGER NOT NULL
+     );",
 ];
 
 /// A handle to the database. Cheap to share behind an `Arc`.

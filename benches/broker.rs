@@ -1,0 +1,77 @@
+//! Attested key release latency on loopback: one full RCAR exchange (new TLS connection,
+//! `auth`, a fresh P-256 TEE key, simulated evidence binding the runtime data, `attest` with
+//! evidence verification, `GET resource` with release-policy verification and JWE
+//! encryption, JWE decryption) against a bare TLS round trip to the same broker (new
+//! connection, one request), in the same run.
+//!
+//! Run: `cargo bench --bench broker -- --warm-up-time 1 --measurement-time 5`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use confidant::keys::broker::{self, BrokerConfig};
+use confidant::keys::{BrokerEndpoint, fetch_resource};
+use criterion::Criterion;
+use hyper::Method;
+
+#[allow(clippy::expect_used)]
+fn bench(c: &mut Criterion) {
+    confidant::secure::pin_thread_count();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = BrokerConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        dir.path().join("broker"),
+    );
+    let running = rt.block_on(broker::start(config)).expect("broker");
+    let binary = dir.path().join("binary");
+    std::fs::write(&binary, b"a stand-in for the measured binary").expect("binary");
+    let attester = Arc::new(confidant::tee::Simulated::measuring(&binary).expect("simulated"));
+    let path = "default/models/bench";
+    running.put_resource(path, &[7u8; 32]).expect("resource");
+    running
+        .set_policy(
+            path,
+            &format!(
+                "measurements = [\"{}\"]\nallow_simulated = true\n",
+                hex::encode(attester.measurement())
+            ),
+        )
+        .expect("policy");
+    let endpoint =
+        BrokerEndpoint::new(&running.url, Some(running.cert_pem.as_bytes())).expect("endpoint");
+    // The simulated chain is generated once per process; not part of any measurement.
+    rt.block_on(fetch_resource(&endpoint, attester.clone(), path))
+        .expect("warm-up release");
+
+    let mut group = c.benchmark_group("broker");
+    group.bench_function("tls_round_trip", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut conn = endpoint.connect().await.expect("connect");
+                conn.send(Method::GET, "/kbs/v0/ping", Vec::new(), None)
+                    .await
+                    .expect("round trip")
+            })
+        });
+    });
+    group.bench_function("key_release", |b| {
+        b.iter(|| {
+            rt.block_on(fetch_resource(&endpoint, attester.clone(), path))
+                .expect("release")
+        });
+    });
+    group.finish();
+    rt.block_on(running.shutdown());
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .measurement_time(Duration::from_secs(5));
+    bench(&mut c);
+    c.final_summary();
+}

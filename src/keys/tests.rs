@@ -1,0 +1,837 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
+use confidant_attestation::{Evidence, SimulatedTee, SnpEvidence};
+use hyper::Method;
+
+use super::broker::{self, BrokerConfig, RunningBroker};
+use super::client::{BrokerEndpoint, Connection, attest_request, fetch_resource};
+use super::error::{JweError, RcarError};
+use super::jwe::{self, ParsedJwe, TeeKeyPair, TeePubKey};
+use super::protocol::{AttestRequest, canonical_runtime_data, runtime_data_digest};
+use super::{jcs, protocol};
+use crate::tee::{Attester, AttesterKind, TeeError};
+
+const VECTOR: &str = include_str!("../../tests/vectors/kbs-rcar-0.4.0-exchange.json");
+
+fn vector() -> serde_json::Value {
+    serde_json::from_str(VECTOR).unwrap()
+}
+
+// ---- JCS and the runtime-data binding, against the recorded Trustee exchange ----
+
+#[test]
+fn runtime_data_hash_matches_the_recorded_trustee_exchange() {
+    let v = vector();
+    let request: AttestRequest =
+        serde_json::from_value(v["attest_request"].clone()).expect("the recorded request parses");
+    let rd = &request.runtime_data;
+    let canonical = canonical_runtime_data(
+        &rd.nonce,
+        &rd.tee_pubkey,
+        &request.tee_evidence.additional_evidence,
+    )
+    .unwrap();
+    assert_eq!(
+        std::str::from_utf8(&canonical).unwrap(),
+        v["canonical_runtime_data"].as_str().unwrap()
+    );
+    let digest = runtime_data_digest(&rd.nonce, &rd.tee_pubkey, "").unwrap();
+    assert_eq!(
+        hex::encode(digest),
+        v["runtime_data_sha384"].as_str().unwrap()
+    );
+    // The sample evidence carried exactly that digest.
+    let sample_rd = request.tee_evidence.primary_evidence["report_data"]
+        .as_str()
+        .unwrap();
+    assert_eq!(B64.decode(sample_rd).unwrap(), digest);
+}
+
+#[test]
+fn unknown_jwk_members_are_dropped_before_hashing_as_trustee_does() {
+    let v = vector();
+    let mut key = v["attest_request"]["runtime-data"]["tee-pubkey"].clone();
+    key["use"] = "enc".into();
+    key["kid"] = "k1".into();
+    let key: TeePubKey = serde_json::from_value(key).unwrap();
+    let nonce = v["attest_request"]["runtime-data"]["nonce"]
+        .as_str()
+        .unwrap();
+    let digest = runtime_data_digest(nonce, &key, "").unwrap();
+    assert_eq!(
+        hex::encode(digest),
+        v["runtime_data_sha384"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn jcs_sorts_by_utf16_code_units_and_refuses_non_integers() {
+    // U+E000 sorts after U+10000 in UTF-8 byte order but before it in UTF-16.
+    let value = serde_json::json!({"\u{10000}": 1, "\u{e000}": 2, "a": {"z": "\n\u{1}é", "b": [true, null]}});
+    let out = String::from_utf8(jcs::to_vec(&value).unwrap()).unwrap();
+    assert_eq!(
+        out,
+        "{\"a\":{\"b\":[true,null],\"z\":\"\\n\\u0001é\"},\"\u{10000}\":1,\"\u{e000}\":2}"
+    );
+    let err = jcs::to_vec(&serde_json::json!({"x": 0.5})).unwrap_err();
+    assert!(err.to_string().contains("not an integer"), "{err}");
+}
+
+#[test]
+fn report_data_is_the_digest_then_sixteen_zero_bytes() {
+    let rd = protocol::report_data(&[7u8; 48]);
+    assert_eq!(&rd[..48], &[7u8; 48]);
+    assert_eq!(&rd[48..], &[0u8; 16]);
+}
+
+// ---- JWE ----
+
+#[test]
+fn jwe_round_trip_with_a_fresh_key() {
+    let key = TeeKeyPair::generate().unwrap();
+    let jwe = jwe::encrypt(key.public_key(), b"a 32-byte data key, or anything").unwrap();
+    let text: serde_json::Value = serde_json::from_slice(&jwe).unwrap();
+    let mut members: Vec<_> = text.as_object().unwrap().keys().cloned().collect();
+    members.sort();
+    assert_eq!(
+        members,
+        ["ciphertext", "encrypted_key", "iv", "protected", "tag"]
+    );
+    let parsed = ParsedJwe::parse(&jwe).unwrap();
+    assert!(parsed.protected_json.starts_with(
+        r#"{"alg":"ECDH-ES+A256KW","enc":"A256GCM","epk":{"crv":"P-256","kty":"EC","x":"#
+    ));
+    let plain = key.decrypt(&jwe).unwrap();
+    assert_eq!(plain.as_slice(), b"a 32-byte data key, or anything");
+}
+
+#[test]
+fn jwe_for_another_key_or_tampered_does_not_open() {
+    let alice = TeeKeyPair::generate().unwrap();
+    let mallory = TeeKeyPair::generate().unwrap();
+    let jwe = jwe::encrypt(alice.public_key(), b"secret").unwrap();
+    let err = mallory.decrypt(&jwe).unwrap_err();
+    assert!(
+        matches!(err, JweError::Decrypt { step: "key unwrap" }),
+        "{err}"
+    );
+
+    let mut v: serde_json::Value = serde_json::from_slice(&jwe).unwrap();
+    let mut ct = B64URL.decode(v["ciphertext"].as_str().unwrap()).unwrap();
+    ct[0] ^= 1;
+    v["ciphertext"] = B64URL.encode(ct).into();
+    let err = alice.decrypt(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+    assert!(
+        matches!(err, JweError::Decrypt { step: "content" }),
+        "{err}"
+    );
+}
+
+#[test]
+fn jwe_parser_rejects_malformed_input_precisely() {
+    let key = TeeKeyPair::generate().unwrap();
+    let good: serde_json::Value =
+        serde_json::from_slice(&jwe::encrypt(key.public_key(), b"x").unwrap()).unwrap();
+    let cases: Vec<(serde_json::Value, &str)> = vec![
+        (
+            {
+                let mut v = good.clone();
+                v["iv"] = "!!".into();
+                v
+            },
+            "JWE iv: not base64url",
+        ),
+        (
+            {
+                let mut v = good.clone();
+                v["iv"] = B64URL.encode([0u8; 16]).into();
+                v
+            },
+            "JWE iv: 16 bytes, A256GCM uses 12",
+        ),
+        (
+            {
+                let mut v = good.clone();
+                v["tag"] = B64URL.encode([0u8; 4]).into();
+                v
+            },
+            "JWE tag: 4 bytes",
+        ),
+        (
+            {
+                let mut v = good.clone();
+                v["encrypted_key"] = B64URL.encode([0u8; 24]).into();
+                v
+            },
+            "JWE encrypted_key: 24 bytes",
+        ),
+        (
+            {
+                let mut v = good.clone();
+                v["header"] = serde_json::json!({});
+                v
+            },
+            "unknown field `header`",
+        ),
+        (
+            {
+                let mut v = good.clone();
+                v["protected"] = B64URL
+                    .encode(r#"{"alg":"RSA-OAEP-256","enc":"A256GCM"}"#)
+                    .into();
+                v
+            },
+            "unsupported alg \"RSA-OAEP-256\"",
+        ),
+        (
+            {
+                let mut v = good.clone();
+                v["protected"] = B64URL
+                    .encode(r#"{"alg":"ECDH-ES+A256KW","enc":"A128GCM"}"#)
+                    .into();
+                v
+            },
+            "unsupported enc \"A128GCM\"",
+        ),
+        (
+            {
+                let mut v = good.clone();
+                v["protected"] = B64URL.encode("not json").into();
+                v
+            },
+            "JWE protected header:",
+        ),
+        (serde_json::json!({"protected": 1}), "JWE JSON:"),
+    ];
+    for (jwe, expected) in cases {
+        let err = ParsedJwe::parse(&serde_json::to_vec(&jwe).unwrap()).unwrap_err();
+        assert!(
+            err.to_string().contains(expected),
+            "{err} should contain {expected}"
+        );
+    }
+    let err = ParsedJwe::parse(b"{not json").unwrap_err();
+    assert!(err.to_string().starts_with("JWE JSON:"), "{err}");
+}
+
+#[test]
+fn the_recorded_trustee_jwe_parses_with_the_expected_shape() {
+    let v = vector();
+    let body = v["resource_response"]["body"].as_str().unwrap();
+    let parsed = ParsedJwe::parse(body.as_bytes()).unwrap();
+    assert_eq!(parsed.encrypted_key.len(), 40);
+    assert_eq!(parsed.ciphertext.len(), "interop-secret-0123456789".len());
+    let header: serde_json::Value = serde_json::from_str(&parsed.protected_json).unwrap();
+    assert_eq!(header, v["jwe_protected_header"]);
+    // Without the recorded TEE's private key it cannot open: a fresh key fails at unwrap.
+    let err = TeeKeyPair::generate()
+        .unwrap()
+        .decrypt(body.as_bytes())
+        .unwrap_err();
+    assert!(
+        matches!(err, JweError::Decrypt { step: "key unwrap" }),
+        "{err}"
+    );
+}
+
+#[test]
+fn keys_this_broker_cannot_encrypt_to_are_named() {
+    let rsa = TeePubKey::Rsa {
+        alg: "RSA-OAEP-256".into(),
+        n: "AQAB".into(),
+        e: "AQAB".into(),
+    };
+    assert_eq!(
+        jwe::encrypt(&rsa, b"x").unwrap_err().to_string(),
+        "unsupported kty \"RSA\" (supported: EC)"
+    );
+    let p384 = TeePubKey::Ec {
+        crv: "P-384".into(),
+        alg: "ECDH-ES+A256KW".into(),
+        x: String::new(),
+        y: String::new(),
+    };
+    assert!(
+        jwe::encrypt(&p384, b"x")
+            .unwrap_err()
+            .to_string()
+            .contains("unsupported crv \"P-384\"")
+    );
+    let short = TeePubKey::Ec {
+        crv: "P-256".into(),
+        alg: "ECDH-ES+A256KW".into(),
+        x: "AAAA".into(),
+        y: "AAAA".into(),
+    };
+    assert!(
+        jwe::encrypt(&short, b"x")
+            .unwrap_err()
+            .to_string()
+            .contains("x is 3 bytes")
+    );
+}
+
+// ---- the client against the recorded Trustee responses ----
+
+/// Replays the recorded Trustee answers over plain HTTP (as the recording was made) and
+/// checks what our client sends.
+async fn replay_kbs() -> (
+    String,
+    tokio::task::JoinHandle<()>,
+    Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use axum::http::{HeaderMap, header};
+    let v = vector();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let cookie = v["auth_response"]["set_cookie"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let answer = |body: String, cookie: Option<String>| {
+        let mut r = axum::response::Response::new(axum::body::Body::from(body));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        if let Some(c) = cookie {
+            r.headers_mut()
+                .insert(header::SET_COOKIE, c.parse().unwrap());
+        }
+        r
+    };
+    let (s1, s2, s3) = (Arc::clone(&seen), Arc::clone(&seen), Arc::clone(&seen));
+    let (auth_body, token_body, jwe_body) = (
+        v["auth_response"]["body"].as_str().unwrap().to_owned(),
+        v["attest_response"]["body"].as_str().unwrap().to_owned(),
+        v["resource_response"]["body"].as_str().unwrap().to_owned(),
+    );
+    let (c1, c2, sess2, sess3) = (
+        cookie.clone(),
+        cookie.clone(),
+        session.clone(),
+        session.clone(),
+    );
+    let app = axum::Router::new()
+        .route(
+            "/kbs/v0/auth",
+            axum::routing::post(move |body: String| async move {
+                s1.lock().unwrap().push(format!("auth {body}"));
+                answer(auth_body, Some(c1))
+            }),
+        )
+        .route(
+            "/kbs/v0/attest",
+            axum::routing::post(move |h: HeaderMap, body: String| async move {
+                let ok =
+                    h.get(header::COOKIE).and_then(|c| c.to_str().ok()) == Some(sess2.as_str());
+                s2.lock()
+                    .unwrap()
+                    .push(format!("attest cookie_ok={ok} {body}"));
+                answer(token_body, Some(c2))
+            }),
+        )
+        .route(
+            "/kbs/v0/resource/{*path}",
+            axum::routing::get(move |h: HeaderMap, uri: axum::http::Uri| async move {
+                let ok =
+                    h.get(header::COOKIE).and_then(|c| c.to_str().ok()) == Some(sess3.as_str());
+                s3.lock()
+                    .unwrap()
+                    .push(format!("resource cookie_ok={ok} {}", uri.path()));
+                answer(jwe_body, None)
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), task, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_follows_the_recorded_trustee_exchange() {
+    let v = vector();
+    let (url, task, seen) = replay_kbs().await;
+    let endpoint = BrokerEndpoint::new(&url, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let attester: Arc<dyn Attester> = Arc::new(simulated(dir.path()));
+    let err = fetch_resource(&endpoint, attester, "default/test/dummy")
+        .await
+        .unwrap_err();
+    // The recorded JWE is for the recorded TEE key, not ours: everything up to the
+    // decryption followed the protocol.
+    assert!(
+        matches!(
+            err,
+            RcarError::Jwe(JweError::Decrypt { step: "key unwrap" })
+        ),
+        "{err}"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let auth: serde_json::Value =
+        serde_json::from_str(seen[0].strip_prefix("auth ").unwrap()).unwrap();
+    assert_eq!(auth["version"], "0.4.0");
+    assert_eq!(auth["tee"], "snp");
+    assert_eq!(auth["extra-params"], "");
+    let attest = seen[1]
+        .strip_prefix("attest cookie_ok=true ")
+        .expect("cookie sent on attest");
+    let attest: serde_json::Value = serde_json::from_str(attest).unwrap();
+    let recorded_nonce =
+        serde_json::from_str::<serde_json::Value>(v["auth_response"]["body"].as_str().unwrap())
+            .unwrap()["nonce"]
+            .clone();
+    assert_eq!(attest["runtime-data"]["nonce"], recorded_nonce);
+    assert_eq!(
+        attest["runtime-data"]["tee-pubkey"]["alg"],
+        "ECDH-ES+A256KW"
+    );
+    assert_eq!(attest["tee-evidence"]["additional_evidence"], "");
+    assert!(attest["tee-evidence"]["primary_evidence"]["attestation_report"].is_object());
+    assert_eq!(
+        seen[2],
+        "resource cookie_ok=true /kbs/v0/resource/default/test/dummy"
+    );
+    task.abort();
+}
+
+#[test]
+fn broker_urls_are_checked() {
+    for (url, msg) in [
+        ("ftp://x", "must start with https://"),
+        ("https://127.0.0.1:8443", "give the CA"),
+        ("http://host:notaport", "bad HOST:PORT"),
+    ] {
+        let err = BrokerEndpoint::new(url, None).unwrap_err().to_string();
+        assert!(err.contains(msg), "{url}: {err}");
+    }
+    assert!(BrokerEndpoint::new("http://[::1]:8080/prefix/", None).is_ok());
+    let err = BrokerEndpoint::new("https://x:1", Some(b"nothing"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no PEM certificate"), "{err}");
+}
+
+// ---- the broker, in process over real HTTPS ----
+
+fn simulated(dir: &std::path::Path) -> crate::tee::Simulated {
+    let bin = dir.join("fake-binary");
+    std::fs::write(&bin, b"the binary whose hash is the simulated measurement").unwrap();
+    crate::tee::Simulated::measuring(&bin).unwrap()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    broker: RunningBroker,
+    endpoint: BrokerEndpoint,
+    admin: String,
+    attester: Arc<crate::tee::Simulated>,
+}
+
+async fn fixture(tweak: impl FnOnce(&mut BrokerConfig)) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = BrokerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("broker"));
+    tweak(&mut config);
+    let broker = broker::start(config.clone()).await.unwrap();
+    let ca = std::fs::read(config.cert_path()).unwrap();
+    let endpoint = BrokerEndpoint::new(&broker.url, Some(&ca)).unwrap();
+    let admin = std::fs::read_to_string(config.admin_key_path())
+        .unwrap()
+        .trim()
+        .to_owned();
+    let attester = Arc::new(simulated(dir.path()));
+    Fixture {
+        _dir: dir,
+        broker,
+        endpoint,
+        admin,
+        attester,
+    }
+}
+
+impl Fixture {
+    fn measurement(&self) -> String {
+        hex::encode(self.attester.measurement())
+    }
+
+    fn register(&self, path: &str, secret: &[u8], policy: &str) {
+        self.broker.put_resource(path, secret).unwrap();
+        self.broker.set_policy(path, policy).unwrap();
+    }
+
+    fn good_policy(&self) -> String {
+        format!(
+            "measurements = [\"{}\"]\nallow_simulated = true\n",
+            self.measurement()
+        )
+    }
+
+    /// auth + attest with `attester`, returning the connection and the key.
+    async fn attested(
+        &self,
+        attester: &dyn Attester,
+    ) -> Result<(Connection, TeeKeyPair), RcarError> {
+        let mut conn = self.endpoint.connect().await?;
+        let challenge = conn.auth("snp").await?;
+        let key = TeeKeyPair::generate()?;
+        let request = attest_request(attester, &challenge.nonce, key.public_key())?;
+        conn.attest(&request).await?;
+        Ok((conn, key))
+    }
+}
+
+fn refused(e: RcarError) -> (u16, String, String) {
+    match e {
+        RcarError::Refused {
+            status,
+            kind,
+            detail,
+            ..
+        } => (status, kind, detail),
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_is_released_to_matching_evidence_and_decrypts() {
+    let f = fixture(|_| {}).await;
+    f.register("default/models/m1", &[9u8; 32], &f.good_policy());
+    let key = fetch_resource(&f.endpoint, f.attester.clone(), "default/models/m1")
+        .await
+        .unwrap();
+    assert_eq!(key.as_slice(), &[9u8; 32]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_policy_refusals_name_the_failed_check() {
+    let f = fixture(|_| {}).await;
+    f.broker
+        .put_resource("default/models/nopolicy", &[1u8; 32])
+        .unwrap();
+    f.register(
+        "default/models/other",
+        &[1u8; 32],
+        &format!(
+            "measurements = [\"{}\"]\nallow_simulated = true\n",
+            "ab".repeat(48)
+        ),
+    );
+    f.register(
+        "default/models/prod",
+        &[1u8; 32],
+        &format!("measurements = [\"{}\"]\n", f.measurement()),
+    );
+    for (path, status, expected) in [
+        ("default/models/nopolicy", 403, "no release policy is set"),
+        ("default/models/other", 403, "is not on the allowlist"),
+        ("default/models/prod", 403, "does not set allow_simulated"),
+        (
+            "default/models/absent",
+            404,
+            "no resource at default/models/absent",
+        ),
+    ] {
+        let err = fetch_resource(&f.endpoint, f.attester.clone(), path)
+            .await
+            .unwrap_err();
+        let (s, _, detail) = refused(err);
+        assert_eq!(s, status, "{path}: {detail}");
+        assert!(detail.contains(expected), "{path}: {detail}");
+    }
+    let (s, _, detail) = refused(
+        fetch_resource(&f.endpoint, f.attester.clone(), "../etc/passwd")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(s, 400, "{detail}");
+}
+
+/// Evidence rigged in ways the broker must notice.
+#[derive(Debug)]
+enum Rigged {
+    Debug([u8; 48]),
+    Tampered([u8; 48]),
+    Genuine,
+}
+
+impl Attester for Rigged {
+    fn kind(&self) -> AttesterKind {
+        AttesterKind::Simulated
+    }
+
+    fn evidence(&self, report_data: &[u8; 64]) -> Result<Evidence, TeeError> {
+        let tee = SimulatedTee::shared()?;
+        Ok(match self {
+            Self::Debug(m) => tee.attest_with_guest_policy(
+                report_data,
+                m,
+                confidant_attestation::simulated::GUEST_POLICY | 1 << 19,
+            )?,
+            Self::Tampered(m) => {
+                let Evidence::Simulated(e) = tee.attest(report_data, m)? else {
+                    unreachable!()
+                };
+                let mut report = e.report().to_vec();
+                report[0x90] ^= 1; // the measurement, after signing
+                Evidence::Simulated(SnpEvidence::new(report, e.cert_chain().to_vec()))
+            }
+            Self::Genuine => Evidence::Snp(
+                SnpEvidence::from_parts(
+                    include_bytes!("../../attestation/tests/data/snp/virtee-milan-v2/report.bin"),
+                    include_bytes!("../../attestation/tests/data/snp/virtee-milan-v2/vcek.der"),
+                    None,
+                )
+                .unwrap(),
+            ),
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_tampered_and_unbound_evidence_get_no_key() {
+    let f = fixture(|_| {}).await;
+    f.register("default/models/m", &[1u8; 32], &f.good_policy());
+    let m = *f.attester.measurement();
+
+    // Debug: attests (the signature is good), but the release policy forbids debug.
+    let (mut conn, _) = f.attested(&Rigged::Debug(m)).await.unwrap();
+    let (s, kind, detail) = refused(conn.resource("default/models/m").await.unwrap_err());
+    assert_eq!((s, kind.as_str()), (403, "PolicyDeny"), "{detail}");
+    assert!(detail.contains("debug"), "{detail}");
+
+    // Tampered after signing: refused at attest.
+    let (s, kind, detail) = refused(f.attested(&Rigged::Tampered(m)).await.err().unwrap());
+    assert_eq!((s, kind.as_str()), (401, "AttestationError"), "{detail}");
+    assert!(
+        detail.contains("evidence rejected") && detail.contains("signature"),
+        "{detail}"
+    );
+
+    // A genuine SNP report cannot bind our nonce.
+    let (s, _, detail) = refused(f.attested(&Rigged::Genuine).await.err().unwrap());
+    assert_eq!(s, 401, "{detail}");
+    assert!(detail.contains("report_data"), "{detail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonces_are_single_use() {
+    let f = fixture(|_| {}).await;
+    f.register("default/models/m", &[1u8; 32], &f.good_policy());
+    let mut conn = f.endpoint.connect().await.unwrap();
+    let challenge = conn.auth("snp").await.unwrap();
+    let key = TeeKeyPair::generate().unwrap();
+    let request = attest_request(f.attester.as_ref(), &challenge.nonce, key.public_key()).unwrap();
+    conn.attest(&request).await.unwrap();
+    // The same evidence again on the same session: its nonce is spent.
+    let (s, _, detail) = refused(conn.attest(&request).await.unwrap_err());
+    assert_eq!(s, 401);
+    assert!(detail.contains("already attested"), "{detail}");
+    // ... and on a fresh session: not that session's nonce.
+    let mut other = f.endpoint.connect().await.unwrap();
+    other.auth("snp").await.unwrap();
+    let (s, _, detail) = refused(other.attest(&request).await.unwrap_err());
+    assert_eq!(s, 401);
+    assert!(detail.contains("replayed or stale"), "{detail}");
+    // A failed attest spends the nonce too: the session is gone.
+    let (_, _, detail) = refused(other.attest(&request).await.unwrap_err());
+    assert!(detail.contains("unknown session"), "{detail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn challenges_and_sessions_expire() {
+    let f = fixture(|c| {
+        c.challenge_ttl = Duration::from_millis(300);
+        c.session_ttl = Duration::from_millis(300);
+    })
+    .await;
+    f.register("default/models/m", &[1u8; 32], &f.good_policy());
+    let mut conn = f.endpoint.connect().await.unwrap();
+    let challenge = conn.auth("snp").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let key = TeeKeyPair::generate().unwrap();
+    let request = attest_request(f.attester.as_ref(), &challenge.nonce, key.public_key()).unwrap();
+    let (_, _, detail) = refused(conn.attest(&request).await.unwrap_err());
+    assert!(detail.contains("challenge expired"), "{detail}");
+
+    let (mut conn, _) = f.attested(f.attester.as_ref()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (s, kind, detail) = refused(conn.resource("default/models/m").await.unwrap_err());
+    assert_eq!((s, kind.as_str()), (401, "TokenNotFound"));
+    assert!(detail.contains("session expired"), "{detail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_needs_the_admin_key() {
+    let f = fixture(|_| {}).await;
+    let mut conn = f.endpoint.connect().await.unwrap();
+    let a = conn
+        .send(
+            Method::POST,
+            "/kbs/v0/resource/default/models/x",
+            vec![1; 32],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.status.as_u16(), 401, "{:?}", a.body);
+    assert!(String::from_utf8_lossy(&a.body).contains("Authorization: Bearer"));
+    let a = conn
+        .send(
+            Method::POST,
+            "/kbs/v0/resource/default/models/x",
+            vec![1; 32],
+            Some("wrong"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.status.as_u16(), 403);
+    assert!(String::from_utf8_lossy(&a.body).contains("the admin key is not valid"));
+    assert!(!f.broker.has_resource("default/models/x").unwrap());
+    conn.admin_post("/kbs/v0/resource/default/models/x", &f.admin, vec![1; 32])
+        .await
+        .unwrap();
+    assert!(f.broker.has_resource("default/models/x").unwrap());
+    let err = conn
+        .admin_post(
+            "/kbs/v0/resource-policy/default/models/x",
+            &f.admin,
+            b"measurement = []".to_vec(),
+        )
+        .await
+        .unwrap_err();
+    let (s, _, detail) = refused(err);
+    assert_eq!(s, 400);
+    assert!(
+        detail.contains("release policy") && detail.contains("measurement"),
+        "{detail}"
+    );
+    conn.admin_post(
+        "/kbs/v0/resource-policy/default/models/x",
+        &f.admin,
+        f.good_policy().into_bytes(),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_precise_errors() {
+    let f = fixture(|c| c.max_body_bytes = 16 << 10).await;
+    let mut conn = f.endpoint.connect().await.unwrap();
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "/kbs/v0/auth",
+            b"{".to_vec(),
+            400,
+            "auth request: malformed JSON",
+        ),
+        (
+            "/kbs/v0/auth",
+            br#"{"version":"0.4.0","tee":"snp"}"#.to_vec(),
+            400,
+            "missing field `extra-params`",
+        ),
+        (
+            "/kbs/v0/auth",
+            br#"{"version":"0.3.0","tee":"snp","extra-params":""}"#.to_vec(),
+            401,
+            "protocol version \"0.3.0\"",
+        ),
+        (
+            "/kbs/v0/auth",
+            br#"{"version":"0.4.0","tee":"sgx","extra-params":""}"#.to_vec(),
+            401,
+            "TEE \"sgx\" is not supported",
+        ),
+        (
+            "/kbs/v0/auth",
+            vec![b' '; 20_000],
+            413,
+            "exceeds 16384 bytes",
+        ),
+        (
+            "/kbs/v0/attest",
+            b"{}".to_vec(),
+            401,
+            "no kbs-session-id cookie",
+        ),
+    ];
+    for (path, body, status, expected) in cases {
+        let a = conn.send(Method::POST, path, body, None).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        let text = body["detail"].as_str().unwrap();
+        assert_eq!(a.status.as_u16(), status, "{path}: {text}");
+        assert!(text.contains(expected), "{path}: {text}");
+    }
+    // Attest bodies: bad JSON, a bad base64 key coordinate, evidence that is not an object.
+    let (s, t) = bad_attest(&f, |v| v["runtime-data"] = serde_json::json!("x")).await;
+    assert_eq!(s, 400, "{t}");
+    assert!(t.contains("attest request: malformed JSON"), "{t}");
+    let (s, t) = bad_attest(&f, |v| v["runtime-data"]["tee-pubkey"]["x"] = "***".into()).await;
+    assert_eq!(s, 400, "{t}");
+    assert!(
+        t.contains("tee-pubkey: TEE public key: x is not base64url"),
+        "{t}"
+    );
+    let (s, t) = bad_attest(&f, |v| {
+        v["tee-evidence"]["primary_evidence"] = serde_json::json!([1])
+    })
+    .await;
+    assert_eq!(s, 400, "{t}");
+    assert!(t.contains("primary_evidence must be a JSON object"), "{t}");
+    let (s, t) = bad_attest(&f, |v| {
+        v["tee-evidence"]["primary_evidence"]["attestation_report"] = "AAAA".into()
+    })
+    .await;
+    assert_eq!(s, 400, "{t}");
+    assert!(t.contains("tee-evidence.primary_evidence"), "{t}");
+}
+
+/// An attest request for a fresh session, changed by `mutate`: the status and body.
+async fn bad_attest(f: &Fixture, mutate: fn(&mut serde_json::Value)) -> (u16, String) {
+    let mut conn = f.endpoint.connect().await.unwrap();
+    let challenge = conn.auth("snp").await.unwrap();
+    let key = TeeKeyPair::generate().unwrap();
+    let request = attest_request(f.attester.as_ref(), &challenge.nonce, key.public_key()).unwrap();
+    let mut v = serde_json::to_value(&request).unwrap();
+    mutate(&mut v);
+    let a = conn
+        .send(
+            Method::POST,
+            "/kbs/v0/attest",
+            serde_json::to_vec(&v).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    (
+        a.status.as_u16(),
+        String::from_utf8_lossy(&a.body).into_owned(),
+    )
+}
+
+#[test]
+fn any_single_byte_change_to_a_jwe_is_refused_without_panicking() {
+    use rand::{Rng as _, SeedableRng as _};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+    for _ in 0..400 {
+        let key = TeeKeyPair::generate().unwrap();
+        let mut jwe = jwe::encrypt(key.public_key(), b"the data key").unwrap();
+        let at = rng.random_range(0..jwe.len());
+        let old = jwe[at];
+        while jwe[at] == old {
+            jwe[at] = rng.random();
+        }
+        assert!(
+            key.decrypt(&jwe).is_err(),
+            "byte {at}: {old} -> {}",
+            jwe[at]
+        );
+    }
+}

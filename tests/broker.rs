@@ -1,0 +1,720 @@
+//! Attested key release end to end, with real processes on loopback: `confidant broker
+//! serve`, `confidant broker put-resource / set-policy`, `confidant serve --broker`, and a
+//! client. In every refusal no key is released, the server stays NOT_SERVING, and the log
+//! names the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Server, bin, confidant, create_key, fixtures, stderr, stdout};
+
+/// A child process whose stdout and stderr lines are collected.
+struct Proc {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(bin())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("CONFIDANT_DATA_DIR")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn confidant");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let sink = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        }
+        Self { child, lines }
+    }
+
+    /// Waits for a line containing `needle`; panics with the log after `secs`.
+    fn wait_for(&mut self, needle: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return l.clone();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(200));
+                panic!("exited with {status} before {needle:?}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} within {secs} s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+/// A running `confidant broker serve`.
+struct Broker {
+    proc: Proc,
+    url: String,
+    cert: PathBuf,
+    admin_key: PathBuf,
+}
+
+impl Broker {
+    fn start(data: &Path, listen: &str, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "broker",
+            "serve",
+            "--listen",
+            listen,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let mut proc = Proc::spawn(&args);
+        let line = proc.wait_for("confidant broker: listening on ", 60);
+        let url = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
+        let cert = data.join("tls/cert.pem");
+        let admin_key = data.join("admin.key");
+        assert!(cert.is_file() && admin_key.is_file());
+        Self {
+            proc,
+            url,
+            cert,
+            admin_key,
+        }
+    }
+
+    fn admin(&self, command: &str, path: &str, flag: &str, file: &Path) -> std::process::Output {
+        confidant(&[
+            "broker",
+            command,
+            "--broker",
+            &self.url,
+            "--broker-ca",
+            self.cert.to_str().unwrap(),
+            "--admin-key",
+            self.admin_key.to_str().unwrap(),
+            "--path",
+            path,
+            flag,
+            file.to_str().unwrap(),
+        ])
+    }
+
+    fn register(&self, path: &str, dek: &Path, policy: &Path) {
+        let out = self.admin("put-resource", path, "--file", dek);
+        assert!(out.status.success(), "put-resource: {}", stderr(&out));
+        let out = self.admin("set-policy", path, "--policy", policy);
+        assert!(out.status.success(), "set-policy: {}", stderr(&out));
+    }
+}
+
+fn measurement() -> String {
+    let out = confidant(&["attest", "measurement"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    v["measurement"].as_str().unwrap().to_owned()
+}
+
+/// keygen + seal of the fixture model; returns (sealed, dek, publisher.pub).
+fn seal(d: &Path, resource_path: Option<&str>) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |n: &str| d.join(n).to_str().unwrap().to_owned();
+    if !d.join("keys/publisher.key").exists() {
+        let out = confidant(&["keygen", "--out", &p("keys")]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let fx = fixtures().join("mlp");
+    let name = resource_path.map_or("m", |_| "m-moved");
+    let (sealed, dek) = (format!("{name}.sealed"), format!("{name}.dek"));
+    let mut args = vec![
+        "seal".to_owned(),
+        "--weights".into(),
+        fx.join("weights.safetensors").to_str().unwrap().into(),
+        "--config".into(),
+        fx.join("softmax.json").to_str().unwrap().into(),
+        "--signing-key".into(),
+        p("keys/publisher.key"),
+        "--out".into(),
+        p(&sealed),
+        "--key-out".into(),
+        p(&dek),
+    ];
+    if let Some(r) = resource_path {
+        args.extend(["--resource-path".into(), r.into()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = confidant(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        v["key_resource"],
+        resource_path.unwrap_or("default/models/fixture-softmax")
+    );
+    (d.join(sealed), d.join(dek), d.join("keys/publisher.pub"))
+}
+
+fn write_policy(d: &Path, name: &str, measurement: &str, allow_simulated: bool) -> PathBuf {
+    let path = d.join(name);
+    std::fs::write(
+        &path,
+        format!("measurements = [\"{measurement}\"]\nallow_simulated = {allow_simulated}\n"),
+    )
+    .unwrap();
+    path
+}
+
+fn serve_args<'a>(
+    data: &'a str,
+    sealed: &'a str,
+    publisher: &'a str,
+    broker: &'a Broker,
+) -> Vec<&'a str> {
+    vec![
+        "--data-dir",
+        data,
+        "--model",
+        sealed,
+        "--publisher-key",
+        publisher,
+        "--broker",
+        &broker.url,
+        "--broker-ca",
+        broker.cert.to_str().unwrap(),
+    ]
+}
+
+/// Starts `confidant serve` expecting it NOT to become ready: waits for the broker's
+/// refusal in the log, checks gRPC health says NOT_SERVING, and returns the log.
+async fn refused_server(args: &[&str], data: &Path, reason: &str) -> String {
+    let mut full = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "off",
+    ];
+    full.extend_from_slice(args);
+    let mut server = Proc::spawn(&full);
+    let listening = server.wait_for("health is NOT_SERVING until", 60);
+    // The address field (the log may carry ANSI colour codes around `addr=`).
+    let port: String = listening
+        .rsplit("127.0.0.1:")
+        .next()
+        .unwrap()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let addr = format!("127.0.0.1:{port}");
+    server.wait_for("no data key from the broker", 60);
+    let line = server.wait_for(reason, 60);
+    assert!(
+        !server.log().contains("confidant: serving on"),
+        "{}",
+        server.log()
+    );
+    let ca = std::fs::read(data.join("tls/cert.pem")).unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let status = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
+    line
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_releases_the_key_to_an_attested_server_which_then_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let broker = Broker::start(&d.join("broker"), "127.0.0.1:0", &[]);
+    let (sealed, dek, publisher) = seal(d, None);
+    let policy = write_policy(d, "policy.toml", &measurement(), true);
+    broker.register("default/models/fixture-softmax", &dek, &policy);
+
+    let data = d.join("data");
+    let api_key = create_key(&data, "alice", &["--purposes", "testing"]);
+    let (data_s, sealed_s, pub_s) = (
+        data.to_str().unwrap(),
+        sealed.to_str().unwrap(),
+        publisher.to_str().unwrap(),
+    );
+    let server = Server::start(&serve_args(data_s, sealed_s, pub_s, &broker));
+    let logs = server.logs();
+    assert!(
+        logs.contains("data key released by the broker after attestation"),
+        "{logs}"
+    );
+    assert!(!logs.contains("development path"), "{logs}");
+    let mut client = server
+        .client()
+        .await
+        .with_api_key(&api_key)
+        .unwrap()
+        .with_purpose("testing")
+        .unwrap();
+    let p = client.predict("fixture-softmax", &[vec![0.5; 8]]).await;
+    assert!(p.is_ok(), "{p:?}");
+    drop(server);
+    let broker_log = broker.proc.log();
+    assert!(
+        broker_log.contains("broker: resource released"),
+        "{broker_log}"
+    );
+    assert!(
+        broker_log.contains("default/models/fixture-softmax"),
+        "{broker_log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_keep_the_server_not_serving_and_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let broker = Broker::start(&d.join("broker"), "127.0.0.1:0", &[]);
+    let (sealed, dek, publisher) = seal(d, None);
+    let (moved, _, _) = seal(d, Some("default/models/elsewhere"));
+    let m = measurement();
+    let pub_s = publisher.to_str().unwrap();
+
+    // Wrong measurement in the broker's policy.
+    let wrong = write_policy(d, "wrong.toml", &"ab".repeat(48), true);
+    broker.register("default/models/fixture-softmax", &dek, &wrong);
+    let data = d.join("data-measurement");
+    let line = refused_server(
+        &serve_args(
+            data.to_str().unwrap(),
+            sealed.to_str().unwrap(),
+            pub_s,
+            &broker,
+        ),
+        &data,
+        "is not on the allowlist",
+    )
+    .await;
+    assert!(
+        line.contains("PolicyDeny") && line.contains("measurement"),
+        "{line}"
+    );
+
+    // Simulated evidence under a production policy (allow_simulated unset).
+    let production = write_policy(d, "production.toml", &m, false);
+    let out = broker.admin(
+        "set-policy",
+        "default/models/fixture-softmax",
+        "--policy",
+        &production,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let data = d.join("data-simulated");
+    let line = refused_server(
+        &serve_args(
+            data.to_str().unwrap(),
+            sealed.to_str().unwrap(),
+            pub_s,
+            &broker,
+        ),
+        &data,
+        "allow_simulated",
+    )
+    .await;
+    assert!(line.contains("simulated"), "{line}");
+
+    // A model whose manifest names a resource the broker does not hold.
+    let data = d.join("data-path");
+    let line = refused_server(
+        &serve_args(
+            data.to_str().unwrap(),
+            moved.to_str().unwrap(),
+            pub_s,
+            &broker,
+        ),
+        &data,
+        "no resource at default/models/elsewhere",
+    )
+    .await;
+    assert!(line.contains("404"), "{line}");
+
+    let broker_log = broker.proc.log();
+    assert!(
+        !broker_log.contains("broker: resource released"),
+        "{broker_log}"
+    );
+    assert!(broker_log.contains("broker: refused"), "{broker_log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_broker_is_retried_until_it_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let (sealed, dek, publisher) = seal(d, None);
+    let policy = write_policy(d, "policy.toml", &measurement(), true);
+    let broker = Broker::start(&d.join("broker"), &listen, &[]);
+    broker.register("default/models/fixture-softmax", &dek, &policy);
+    let (url, cert) = (broker.url.clone(), broker.cert.clone());
+    drop(broker);
+
+    let data = d.join("data");
+    let mut server = Proc::spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "off",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--model",
+        sealed.to_str().unwrap(),
+        "--publisher-key",
+        publisher.to_str().unwrap(),
+        "--broker",
+        &url,
+        "--broker-ca",
+        cert.to_str().unwrap(),
+    ]);
+    server.wait_for("broker unreachable", 60);
+    assert!(!server.log().contains("serving on"));
+    // The same data directory: the same TLS identity, resources and policies.
+    let _broker = Broker::start(&d.join("broker"), &listen, &[]);
+    server.wait_for("confidant: serving on", 90);
+}
+
+// ---- protocol-level refusals against the broker process ----
+
+use confidant::keys::client::{BrokerEndpoint, attest_request};
+use confidant::keys::{RcarError, TeeKeyPair};
+use confidant::tee::{Attester, AttesterKind, TeeError};
+use confidant_attestation::{Evidence, SimulatedTee, SnpEvidence};
+
+/// Simulated evidence, honest or rigged.
+#[derive(Debug)]
+enum Evidencer {
+    Honest([u8; 48]),
+    Debug([u8; 48]),
+    Tampered([u8; 48]),
+}
+
+impl Attester for Evidencer {
+    fn kind(&self) -> AttesterKind {
+        AttesterKind::Simulated
+    }
+
+    fn evidence(&self, report_data: &[u8; 64]) -> Result<Evidence, TeeError> {
+        let tee = SimulatedTee::shared()?;
+        Ok(match self {
+            Self::Honest(m) => tee.attest(report_data, m)?,
+            Self::Debug(m) => tee.attest_with_guest_policy(
+                report_data,
+                m,
+                confidant_attestation::simulated::GUEST_POLICY | 1 << 19,
+            )?,
+            Self::Tampered(m) => {
+                let Evidence::Simulated(e) = tee.attest(report_data, m)? else {
+                    unreachable!()
+                };
+                let mut report = e.report().to_vec();
+                report[0x90] ^= 1;
+                Evidence::Simulated(SnpEvidence::new(report, e.cert_chain().to_vec()))
+            }
+        })
+    }
+}
+
+fn detail(e: RcarError) -> (u16, String) {
+    match e {
+        RcarError::Refused { status, detail, .. } => (status, detail),
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_nonces_expired_sessions_debug_and_tampered_evidence_get_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let broker = Broker::start(
+        &d.join("broker"),
+        "127.0.0.1:0",
+        &["--session-ttl-secs", "1"],
+    );
+    let m: [u8; 48] = hex::decode("11".repeat(48)).unwrap().try_into().unwrap();
+    let dek = d.join("k.dek");
+    std::fs::write(&dek, [7u8; 32]).unwrap();
+    let policy = write_policy(d, "policy.toml", &"11".repeat(48), true);
+    broker.register("default/models/x", &dek, &policy);
+    let endpoint =
+        BrokerEndpoint::new(&broker.url, Some(&std::fs::read(&broker.cert).unwrap())).unwrap();
+
+    // The honest exchange works (the control).
+    let key = confidant::keys::fetch_resource(
+        &endpoint,
+        Arc::new(Evidencer::Honest(m)),
+        "default/models/x",
+    )
+    .await
+    .unwrap();
+    assert_eq!(key.as_slice(), &[7u8; 32]);
+
+    // Replay: a captured attest request, on its own session and on a fresh one.
+    let mut conn = endpoint.connect().await.unwrap();
+    let challenge = conn.auth("snp").await.unwrap();
+    let tee_key = TeeKeyPair::generate().unwrap();
+    let captured = attest_request(
+        &Evidencer::Honest(m),
+        &challenge.nonce,
+        tee_key.public_key(),
+    )
+    .unwrap();
+    conn.attest(&captured).await.unwrap();
+    let (s, why) = detail(conn.attest(&captured).await.unwrap_err());
+    assert_eq!(s, 401);
+    assert!(why.contains("nonce is spent"), "{why}");
+    let mut fresh = endpoint.connect().await.unwrap();
+    fresh.auth("snp").await.unwrap();
+    let (s, why) = detail(fresh.attest(&captured).await.unwrap_err());
+    assert_eq!(s, 401);
+    assert!(why.contains("replayed or stale"), "{why}");
+
+    // Expired session (--session-ttl-secs 1).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (s, why) = detail(conn.resource("default/models/x").await.unwrap_err());
+    assert_eq!(s, 401);
+    assert!(why.contains("session expired"), "{why}");
+
+    // Debug evidence: attests, but the policy forbids debug.
+    let err = confidant::keys::fetch_resource(
+        &endpoint,
+        Arc::new(Evidencer::Debug(m)),
+        "default/models/x",
+    )
+    .await
+    .unwrap_err();
+    let (s, why) = detail(err);
+    assert_eq!(s, 403);
+    assert!(why.contains("debug"), "{why}");
+
+    // Tampered evidence: the signature no longer verifies.
+    let err = confidant::keys::fetch_resource(
+        &endpoint,
+        Arc::new(Evidencer::Tampered(m)),
+        "default/models/x",
+    )
+    .await
+    .unwrap_err();
+    let (s, why) = detail(err);
+    assert_eq!(s, 401);
+    assert!(why.contains("signature"), "{why}");
+
+    let log = broker.proc.log();
+    assert_eq!(log.matches("broker: resource released").count(), 1, "{log}");
+}
+
+#[test]
+fn admin_commands_reject_bad_credentials_and_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let broker = Broker::start(&d.join("broker"), "127.0.0.1:0", &[]);
+    let dek = d.join("k.dek");
+    std::fs::write(&dek, [7u8; 32]).unwrap();
+    let wrong = d.join("wrong.key");
+    std::fs::write(&wrong, "00".repeat(32)).unwrap();
+    let run = |key: &Path, path: &str, flag: &str, file: &Path, cmd: &str| {
+        confidant(&[
+            "broker",
+            cmd,
+            "--broker",
+            &broker.url,
+            "--broker-ca",
+            broker.cert.to_str().unwrap(),
+            "--admin-key",
+            key.to_str().unwrap(),
+            "--path",
+            path,
+            flag,
+            file.to_str().unwrap(),
+        ])
+    };
+    let out = run(&wrong, "default/models/x", "--file", &dek, "put-resource");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("403") && stderr(&out).contains("admin key is not valid"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&broker.admin_key, "../x", "--file", &dek, "put-resource");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--path"), "{}", stderr(&out));
+    let bad = d.join("bad.toml");
+    std::fs::write(&bad, "allow_simulatd = true\n").unwrap();
+    let out = run(
+        &broker.admin_key,
+        "default/models/x",
+        "--policy",
+        &bad,
+        "set-policy",
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("allow_simulatd"), "{}", stderr(&out));
+    // The literal key is accepted too.
+    let literal = std::fs::read_to_string(&broker.admin_key).unwrap();
+    let out = confidant(&[
+        "broker",
+        "put-resource",
+        "--broker",
+        &broker.url,
+        "--broker-ca",
+        broker.cert.to_str().unwrap(),
+        "--admin-key",
+        literal.trim(),
+        "--path",
+        "default/models/x",
+        "--file",
+        dek.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn the_demo_releases_its_key_through_the_embedded_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&["--data-dir", data.to_str().unwrap()]);
+    let logs = server.logs();
+    assert!(logs.contains("NOTHING HERE IS CONFIDENTIAL"), "{logs}");
+    assert!(
+        logs.contains("broker: evidence verified; session attested"),
+        "{logs}"
+    );
+    assert!(logs.contains("broker: resource released"), "{logs}");
+    assert!(
+        logs.contains("data key released by the broker after attestation"),
+        "{logs}"
+    );
+    // The demo's data key is held by the embedded broker, never beside the model.
+    assert!(data.join("demo/demo.sealed").is_file());
+    assert!(!data.join("demo/demo.dek").exists());
+    assert!(data.join("broker/confidant.db").is_file());
+    drop(server);
+    // A restart reuses the sealed model and the broker's resource.
+    let again = Server::start(&["--data-dir", data.to_str().unwrap()]);
+    assert!(
+        !again.logs().contains("sealed the embedded demo model"),
+        "{}",
+        again.logs()
+    );
+    assert!(again.logs().contains("broker: resource released"));
+}
+
+#[test]
+fn the_broker_can_be_configured_in_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let broker = Broker::start(&d.join("broker"), "127.0.0.1:0", &[]);
+    let (sealed, dek, publisher) = seal(d, None);
+    let policy = write_policy(d, "policy.toml", &measurement(), true);
+    broker.register("default/models/fixture-softmax", &dek, &policy);
+    let config = d.join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\npublisher_keys = [{:?}]\n\n[broker]\nurl = {:?}\nca = {:?}\n\n[[models]]\nsealed = {:?}\n",
+            d.join("data"),
+            publisher,
+            broker.url,
+            broker.cert,
+            sealed
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    assert!(
+        server.logs().contains("data key released by the broker"),
+        "{}",
+        server.logs()
+    );
+    // Without a broker, a model without a key file is a configuration error.
+    let bare = d.join("bare.toml");
+    std::fs::write(
+        &bare,
+        format!(
+            "publisher_keys = [{:?}]\n[[models]]\nsealed = {:?}\n",
+            publisher, sealed
+        ),
+    )
+    .unwrap();
+    let out = confidant(&["serve", "--config", bare.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no key broker is configured"),
+        "{}",
+        stderr(&out)
+    );
+}
