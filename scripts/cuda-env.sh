@@ -29,5 +29,7 @@ if ! command -v nvcc >/dev/null 2>&1 || [ "${CONFIDANT_PIP_NVCC:-0}" = 1 ]; then
         fi
         python3 "$root/scripts/cuda-stubs.py" "$cudarc_src" "$cu/lib/stubs" >/dev/null
     fi
+    # candle-kernels links the CUDA runtime too (-lcudart): the wheel ships only the soname.
+    [ -e "$cu/lib/stubs/libcudart.so" ] || ln -s ../libcudart.so.13 "$cu/lib/stubs/libcudart.so"
 fi
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"

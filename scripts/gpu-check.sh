@@ -50,9 +50,10 @@ PY
 }
 
 libpath() {
-    # The CUDA libraries the binaries link (cudarc: driver, NVRTC, cuRAND, cuBLAS, cuBLASLt).
+    # The CUDA libraries the binaries link (cudarc: driver, NVRTC, cuRAND, cuBLAS, cuBLASLt;
+    # candle-kernels: the runtime).
     local dirs=""
-    for lib in libcuda.so.1 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13; do
+    for lib in libcuda.so.1 libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13; do
         local f
         f="$(ldconfig -p 2>/dev/null | awk -v l="$lib" '$1 == l {print $NF; exit}')"
         if [ -z "$f" ]; then
