@@ -12,8 +12,11 @@ use std::str::FromStr;
 
 use candle_core::Device;
 
+pub mod aes_gcm;
+pub mod chacha;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod noise;
 
 /// The PTX of every `kernels/*.cu`, compiled by `build.rs` (one `&str` constant per file,
 /// named after it in capitals: `ptx::MLP` for `kernels/mlp.cu`).
