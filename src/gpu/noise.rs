@@ -257,7 +257,7 @@ mod device {
 
     use candle_core::CudaDevice;
     use candle_core::cuda_backend::cudarc::driver::{
-        CudaSlice, CudaView, LaunchConfig, PushKernelArg,
+        CudaFunction, CudaSlice, CudaView, LaunchConfig, PushKernelArg,
     };
 
     use super::super::GpuError;
@@ -270,11 +270,10 @@ mod device {
     const MODULE: &str = "confidant_noise";
     const THREADS: u32 = 256;
 
-    fn function(
-        dev: &CudaDevice,
-        name: &'static str,
-    ) -> Result<candle_core::cuda_backend::CudaFunc, GpuError> {
-        Ok(dev.get_or_load_custom_func(name, MODULE, super::super::ptx::NOISE)?)
+    fn function(dev: &CudaDevice, name: &'static str) -> Result<CudaFunction, GpuError> {
+        Ok(dev
+            .get_or_load_custom_func(name, MODULE, super::super::ptx::NOISE)?
+            .into_cuda_function())
     }
 
     /// A 1-D grid of 256-thread blocks covering `units` work items (the kernels grid-stride,
@@ -342,7 +341,8 @@ mod device {
         let n = positive("chacha20_fill", out.len())?;
         let f = function(dev, "chacha20_fill")?;
         let k = key.kernel_words();
-        let mut b = f.builder();
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
         b.arg(out);
         b.arg(&n);
         b.arg(&k[0]).arg(&k[1]).arg(&k[2]).arg(&k[3]);
@@ -370,7 +370,7 @@ mod device {
         let k = key.kernel_words();
         let (scale, shift, cap) = (sampler.scale(), sampler.shift(), sampler.cap());
         let cap_f = cap as f64; // exact: K < 2^35, and FastDiscreteLaplace keeps K = cap_f
-        let mut b = f.builder();
+        let mut b = stream.launch_builder(&f);
         b.arg(&mut out);
         b.arg(&n64);
         b.arg(&k[0]).arg(&k[1]).arg(&k[2]).arg(&k[3]);
@@ -422,7 +422,7 @@ mod device {
         let k = key.kernel_words();
         let (num_lo, num_hi) = split(param.num);
         let (den_lo, den_hi) = split(param.den);
-        let mut b = f.builder();
+        let mut b = stream.launch_builder(&f);
         b.arg(&mut out);
         b.arg(&n64);
         b.arg(&k[0]).arg(&k[1]).arg(&k[2]).arg(&k[3]);
@@ -504,7 +504,7 @@ mod device {
         let step = mechanism.grid().step();
         let (eps_lo, eps_hi) = split(eps.num);
         let (den_lo, den_hi) = split(den);
-        let mut b = f.builder();
+        let mut b = stream.launch_builder(&f);
         b.arg(&mut labels);
         b.arg(scores);
         b.arg(&rows64).arg(&classes32);
