@@ -51,66 +51,27 @@ aes_gcm_stream_decrypt(uint8_t* __restrict__ out, const uint8_t* __restrict__ re
         uint32_t nonce[3];
         stream_chunk_nonce(prefix0, prefix1, (uint32_t)c, c + 1 == count, nonce);
 
+        const uint8_t* body = region + start;
+        uint8_t* dst = out + start;
         Gf128 acc = {0, 0};
         uint32_t last = 0;
         bool any = false;
         for (uint32_t k = t; k < total; k += GCM_LANES) {
-            Gf128 x;
-            if (k < aad_blocks) {
-                const uint32_t off = 16 * k;
-                x = gf_load_partial(aad + off, aad_len - off);
-            } else {
-                const uint32_t b = k - aad_blocks;
-                const uint64_t off = start + 16 * (uint64_t)b;
-                uint32_t ks[4] = {nonce[0], nonce[1], nonce[2], b + 2};  // inc32(J0) + b
-                aes256_encrypt_block(sh.tables, sh.rk, ks);
-                if (16 * (b + 1) <= len) {
-                    const uint4 cw = *reinterpret_cast<const uint4*>(region + off);
-                    const uint32_t c0 = __byte_perm(cw.x, 0, 0x0123), c1 = __byte_perm(cw.y, 0, 0x0123);
-                    const uint32_t c2 = __byte_perm(cw.z, 0, 0x0123), c3 = __byte_perm(cw.w, 0, 0x0123);
-                    x = gf_from_words(c0, c1, c2, c3);
-                    uint4 pw;
-                    pw.x = cw.x ^ __byte_perm(ks[0], 0, 0x0123);
-                    pw.y = cw.y ^ __byte_perm(ks[1], 0, 0x0123);
-                    pw.z = cw.z ^ __byte_perm(ks[2], 0, 0x0123);
-                    pw.w = cw.w ^ __byte_perm(ks[3], 0, 0x0123);
-                    *reinterpret_cast<uint4*>(out + off) = pw;
-                } else {
-                    const uint32_t n = len - 16 * b;  // 1..15 bytes
-                    x = gf_load_partial(region + off, n);
-                    for (uint32_t i = 0; i < 16; ++i) {
-                        if (i < n) {
-                            const uint8_t kb = (uint8_t)(ks[i / 4] >> (24 - 8 * (i % 4)));
-                            out[off + i] = region[off + i] ^ kb;
-                        }
-                    }
-                }
-            }
-            acc = gf_xor(gf_mul_table(acc, sh.hl), x);
+            gcm_lane_block(sh.tables, sh.rk, sh.hl, nonce, k, aad, aad_len, body, len, dst, acc);
             last = k;
             any = true;
         }
-        // Lane share: acc·H^(N - k_last + 1), an exponent in 2 ..= LANES + 1 (N - k_last is
-        // 1 ..= LANES because every lane's last block is among the final LANES).
-        Gf128 share = {0, 0};
-        if (any) share = gf_mul(acc, sh.hpow[total - last]);
-        sh.share[t] = share;
+        // Every lane's last block is among the final LANES, so the power is H^2..H^(LANES+1).
+        sh.share[t] = gcm_lane_share(acc, last, any, total, sh.hpow);
         __syncthreads();
         for (uint32_t width = GCM_LANES / 2; width > 0; width /= 2) {
             if (t < width) sh.share[t] = gf_xor(sh.share[t], sh.share[t + width]);
             __syncthreads();
         }
         if (t == 0) {
-            const Gf128 lengths = {(uint64_t)aad_len * 8, (uint64_t)len * 8};
-            const Gf128 s = gf_xor(sh.share[0], gf_mul(lengths, sh.hpow[0]));
-            uint32_t j0[4] = {nonce[0], nonce[1], nonce[2], 1};
-            aes256_encrypt_block(sh.tables, sh.rk, j0);
-            const Gf128 tag = gf_xor(s, gf_from_words(j0[0], j0[1], j0[2], j0[3]));
-            // Constant-time comparison with the stored tag.
-            const uint8_t* stored = region + plaintext_len + 16 * c;
-            uint32_t diff = 0;
-            for (int i = 0; i < 16; ++i) diff |= (uint32_t)(stored[i] ^ (uint8_t)gf_byte(tag, i));
-            ok[c] = diff == 0 ? 1u : 0u;
+            const bool good = gcm_finish(sh.tables, sh.rk, sh.hpow[0], sh.share[0], nonce, aad_len,
+                                         len, region + plaintext_len + 16 * c);
+            ok[c] = good ? 1u : 0u;
         }
         __syncthreads();  // sh.share is reused by the next chunk
     }

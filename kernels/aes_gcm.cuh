@@ -255,3 +255,69 @@ CONFIDANT_HD void stream_chunk_nonce(uint32_t prefix0, uint32_t prefix1, uint32_
     n[1] = (prefix1 << 8) | (index >> 24);
     n[2] = (index << 8) | (last ? 1u : 0u);
 }
+
+// One GHASH block of a chunk, for the lane that owns it: X-block k is AAD block k when
+// k < aad_blocks, else ciphertext block b = k - aad_blocks, which is also decrypted into
+// out (CTR counter b + 2, i.e. inc32(J0) + b). body/out point at the chunk's first byte and
+// hold len bytes; on the device both are 16-byte aligned (the host checks it). Folds the block
+// into the lane accumulator: acc = acc·H^LANES ⊕ X_k.
+CONFIDANT_HD void gcm_lane_block(const AesTables& tables, const uint32_t* rk, const GhashTable& hl,
+                                 const uint32_t nonce[3], uint32_t k, const uint8_t* aad,
+                                 uint32_t aad_len, const uint8_t* body, uint32_t len, uint8_t* out,
+                                 Gf128& acc) {
+    const uint32_t aad_blocks = (aad_len + 15) / 16;
+    Gf128 x;
+    if (k < aad_blocks) {
+        x = gf_load_partial(aad + 16 * k, aad_len - 16 * k);
+    } else {
+        const uint32_t b = k - aad_blocks;
+        const uint32_t off = 16 * b;
+        uint32_t ks[4] = {nonce[0], nonce[1], nonce[2], b + 2};
+        aes256_encrypt_block(tables, rk, ks);
+#ifdef __CUDA_ARCH__
+        if (off + 16 <= len) {
+            const uint4 cw = *reinterpret_cast<const uint4*>(body + off);
+            const uint32_t c0 = __byte_perm(cw.x, 0, 0x0123), c1 = __byte_perm(cw.y, 0, 0x0123);
+            const uint32_t c2 = __byte_perm(cw.z, 0, 0x0123), c3 = __byte_perm(cw.w, 0, 0x0123);
+            x = gf_from_words(c0, c1, c2, c3);
+            uint4 pw;
+            pw.x = cw.x ^ __byte_perm(ks[0], 0, 0x0123);
+            pw.y = cw.y ^ __byte_perm(ks[1], 0, 0x0123);
+            pw.z = cw.z ^ __byte_perm(ks[2], 0, 0x0123);
+            pw.w = cw.w ^ __byte_perm(ks[3], 0, 0x0123);
+            *reinterpret_cast<uint4*>(out + off) = pw;
+            acc = gf_xor(gf_mul_table(acc, hl), x);
+            return;
+        }
+#endif
+        const uint32_t n = len - off < 16 ? len - off : 16;
+        x = gf_load_partial(body + off, n);
+        for (uint32_t i = 0; i < 16; ++i) {
+            if (i < n) out[off + i] = body[off + i] ^ (uint8_t)(ks[i / 4] >> (24 - 8 * (i % 4)));
+        }
+    }
+    acc = gf_xor(gf_mul_table(acc, hl), x);
+}
+
+// A lane's share of GHASH: acc·H^(total - last + 1); hpow[e - 1] = H^e. Zero for a lane
+// with no block (any == false).
+CONFIDANT_HD Gf128 gcm_lane_share(Gf128 acc, uint32_t last, bool any, uint32_t total,
+                                  const Gf128* hpow) {
+    Gf128 zero = {0, 0};
+    return any ? gf_mul(acc, hpow[total - last]) : zero;
+}
+
+// The tag check once the shares are XORed: E_K(J0) ⊕ shares ⊕ L·H against the stored tag,
+// in constant time. True when they match.
+CONFIDANT_HD bool gcm_finish(const AesTables& tables, const uint32_t* rk, Gf128 h, Gf128 shares,
+                             const uint32_t nonce[3], uint32_t aad_len, uint32_t len,
+                             const uint8_t* stored) {
+    const Gf128 lengths = {(uint64_t)aad_len * 8, (uint64_t)len * 8};
+    const Gf128 s = gf_xor(shares, gf_mul(lengths, h));
+    uint32_t j0[4] = {nonce[0], nonce[1], nonce[2], 1};
+    aes256_encrypt_block(tables, rk, j0);
+    const Gf128 tag = gf_xor(s, gf_from_words(j0[0], j0[1], j0[2], j0[3]));
+    uint32_t diff = 0;
+    for (int i = 0; i < 16; ++i) diff |= (uint32_t)(stored[i] ^ (uint8_t)gf_byte(tag, i));
+    return diff == 0;
+}

@@ -10,6 +10,8 @@
 // through DADD/DMUL/DDIV, which on the device are the _rn intrinsics: nvcc would otherwise
 // contract a*b+c into an FMA and the result would differ from Rust's in the last bit.
 #pragma once
+#include <math.h>
+
 #include "chacha20.cuh"
 
 typedef unsigned __int128 dp_u128;
@@ -265,7 +267,8 @@ CONFIDANT_HD double dp_log(double x) {
     int k = 0;
     if (hx < 0x00100000u || (hx >> 31) != 0) {
         if ((ui << 1) == 0) return DDIV(-1.0, DMUL(x, x));
-        if ((hx >> 31) != 0) return DDIV(DSUB(x, x), 0.0);
+        // NaN, as libm's (x - x) / 0.0 (written without a literal zero divisor, which nvcc flags).
+        if ((hx >> 31) != 0) return DDIV(DSUB(x, x), DSUB(x, x));
         k -= 54;
         x = DMUL(x, x1p54);
         ui = dp_f64_bits(x);
@@ -379,7 +382,7 @@ CONFIDANT_HD int dp_permute_and_flip(ChaChaStream& rng, const float* row, uint32
     }
     for (uint32_t k = 0; k < classes; ++k) {
         const uint32_t r = order[k];
-        int64_t n;
+        int64_t n = 0;
         dp_to_steps((double)row[r], step, &n);  // succeeded above
         const uint64_t gap = (uint64_t)best - (uint64_t)n;  // best >= n
         dp_u128 num;
