@@ -252,6 +252,27 @@ static void vector_line(const std::string& line) {
         CHECK(n[0] == aes_load_be32(want.data()) && n[1] == aes_load_be32(want.data() + 4) &&
                   n[2] == aes_load_be32(want.data() + 8),
               "stream chunk nonce");
+    } else if (kind == "stream") {
+        // The kernel's chunk loop (one GPU thread block per chunk) on the CPU.
+        const std::vector<uint8_t> key = unhex(f[0]), prefix = unhex(f[1]), aad = unhex(f[2]);
+        const uint32_t chunk = (uint32_t)std::stoul(f[3]);
+        const uint64_t len = std::stoull(f[4]);
+        const std::vector<uint8_t> region = unhex(f[5]), pt = unhex(f[6]);
+        const uint64_t count = len == 0 ? 1 : (len + chunk - 1) / chunk;
+        CHECK(region.size() == len + 16 * count, "stream region length");
+        const uint32_t p0 = aes_load_be32(prefix.data());
+        const uint32_t p1 = ((uint32_t)prefix[4] << 16) | ((uint32_t)prefix[5] << 8) | prefix[6];
+        std::vector<uint8_t> all;
+        for (uint64_t c = 0; c < count; ++c) {
+            const uint64_t start = c * chunk;
+            const uint64_t n = len - start < chunk ? len - start : chunk;
+            uint32_t nonce[3];
+            stream_chunk_nonce(p0, p1, (uint32_t)c, c + 1 == count, nonce);
+            std::vector<uint8_t> body(region.begin() + start, region.begin() + start + n), out;
+            CHECK(gcm_chunk(key.data(), nonce, aad, body, region.data() + len + 16 * c, out), "stream chunk %" PRIu64, c);
+            all.insert(all.end(), out.begin(), out.end());
+        }
+        CHECK(all == pt, "stream plaintext");
     } else if (kind == "gcm") {
         check_gcm("vector gcm", unhex(f[0]), unhex(f[1]), unhex(f[2]), unhex(f[3]), unhex(f[4]), unhex(f[5]));
     } else {

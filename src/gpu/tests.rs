@@ -225,6 +225,24 @@ mod host_check_vectors {
             )
             .unwrap();
         }
+        // A multi-chunk STREAM region, sealed by the sealing code itself.
+        for (len, chunk) in [(4096 * 3 + 100, 4096u32), (4096, 4096), (1, 4096)] {
+            let key = crate::sealed::DataKey::from_bytes(&[0x5a; 32]).unwrap();
+            let prefix = [9, 8, 7, 6, 5, 4, 3];
+            let aad: [u8; 32] = std::array::from_fn(|i| (i * 3) as u8);
+            let pt: Vec<u8> = (0..len).map(|i| (i * 17 % 256) as u8).collect();
+            let region = crate::sealed::stream::encrypt(&key, &prefix, &aad, chunk as usize, &pt).unwrap();
+            writeln!(
+                s,
+                "stream {} {} {} {chunk} {len} {} {}",
+                hex::encode(key.secret_bytes()),
+                hex::encode(prefix),
+                hex::encode(aad),
+                hex::encode(&region),
+                hex::encode(&pt)
+            )
+            .unwrap();
+        }
         s
     }
 }
