@@ -12,7 +12,7 @@
 #pragma once
 #include <math.h>
 
-#include "chacha20.cuh"
+#include "chacha_stream.cuh"
 
 typedef unsigned __int128 dp_u128;
 
@@ -333,7 +333,7 @@ CONFIDANT_HD int64_t dp_fast_laplace_tail(const FastLaplaceParams& p, ChaChaStre
 
 // One sample of FastDiscreteLaplace::fill from its word w; the cold path (probability about
 // 2^-10) reads stream (key, tail_nonce) from block 0.
-CONFIDANT_HD int64_t dp_fast_laplace(const FastLaplaceParams& p, uint64_t w, const ChaChaKey& key,
+CONFIDANT_HD int64_t dp_fast_laplace(const FastLaplaceParams& p, uint64_t w, const ConfidantChachaKey& key,
                                      uint64_t tail_nonce) {
     const double v = DADD(dp_inversion_value(w, p.scale), p.shift);
     int64_t magnitude;

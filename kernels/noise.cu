@@ -1,6 +1,6 @@
 // DP noise on the device: the ChaCha20 keystream, the privacy module's samplers over
 // per-sample ChaCha20 streams, and permute-and-flip noisy argmax over score rows. The math is
-// in chacha20.cuh and dp_samplers.cuh (CONFIDANT_HD, checked on the CPU by
+// in chacha_stream.cuh and dp_samplers.cuh (CONFIDANT_HD, checked on the CPU by
 // kernels/host_check); the kernels here only map threads to samples. Launched by
 // src/gpu/noise.rs, whose CPU reference runs the Rust samplers over the same streams.
 //
@@ -24,7 +24,7 @@
 extern "C" __global__ void chacha20_fill(uint32_t* __restrict__ out, uint64_t n, uint64_t k0,
                                          uint64_t k1, uint64_t k2, uint64_t k3, uint64_t nonce,
                                          uint64_t counter0) {
-    const ChaChaKey key = chacha_key_from_u64(k0, k1, k2, k3);
+    const ConfidantChachaKey key = chacha_key_from_u64(k0, k1, k2, k3);
     const bool aligned = ((uintptr_t)out & 15) == 0;
     const uint64_t blocks = n / 16 + (n % 16 != 0);
     CONFIDANT_GRID_STRIDE(b, blocks) {
@@ -51,7 +51,7 @@ extern "C" __global__ void chacha20_fill(uint32_t* __restrict__ out, uint64_t n,
 extern "C" __global__ void grid_laplace(int64_t* __restrict__ out, uint64_t n, uint64_t k0,
                                         uint64_t k1, uint64_t k2, uint64_t k3, uint64_t nonce,
                                         double scale, double shift, double cap_f, int64_t cap) {
-    const ChaChaKey key = chacha_key_from_u64(k0, k1, k2, k3);
+    const ConfidantChachaKey key = chacha_key_from_u64(k0, k1, k2, k3);
     const FastLaplaceParams p = {scale, shift, cap_f, cap};
     const uint64_t blocks = n / 8 + (n % 8 != 0);
     CONFIDANT_GRID_STRIDE(b, blocks) {
@@ -75,7 +75,7 @@ extern "C" __global__ void discrete_laplace(int64_t* __restrict__ out, uint64_t 
                                             uint64_t nonce, uint64_t t_lo, uint64_t t_hi,
                                             uint64_t s_lo, uint64_t s_hi,
                                             uint32_t* __restrict__ status) {
-    const ChaChaKey key = chacha_key_from_u64(k0, k1, k2, k3);
+    const ConfidantChachaKey key = chacha_key_from_u64(k0, k1, k2, k3);
     const dp_u128 t = ((dp_u128)t_hi << 64) | t_lo, s = ((dp_u128)s_hi << 64) | s_lo;
     CONFIDANT_GRID_STRIDE(i, n) {
         ChaChaStream rng;
@@ -93,7 +93,7 @@ extern "C" __global__ void discrete_gaussian(int64_t* __restrict__ out, uint64_t
                                              uint64_t nonce, uint64_t a_lo, uint64_t a_hi,
                                              uint64_t b_lo, uint64_t b_hi,
                                              uint32_t* __restrict__ status) {
-    const ChaChaKey key = chacha_key_from_u64(k0, k1, k2, k3);
+    const ConfidantChachaKey key = chacha_key_from_u64(k0, k1, k2, k3);
     DgParams p;
     const int pst = dp_gaussian_params(((dp_u128)a_hi << 64) | a_lo, ((dp_u128)b_hi << 64) | b_lo, &p);
     if (pst != DP_OK) {
@@ -121,7 +121,7 @@ extern "C" __global__ void noisy_argmax(uint32_t* __restrict__ labels,
                                         uint64_t nonce, double step, uint64_t eps_lo,
                                         uint64_t eps_hi, uint64_t den_lo, uint64_t den_hi,
                                         uint32_t* __restrict__ status) {
-    const ChaChaKey key = chacha_key_from_u64(k0, k1, k2, k3);
+    const ConfidantChachaKey key = chacha_key_from_u64(k0, k1, k2, k3);
     const dp_u128 eps = ((dp_u128)eps_hi << 64) | eps_lo, den = ((dp_u128)den_hi << 64) | den_lo;
     CONFIDANT_GRID_STRIDE(r, rows) {
         ChaChaStream rng;

@@ -17,7 +17,9 @@ fn device() -> Option<(Device, CudaDevice)> {
         return None;
     }
     let dev = gpu::open(gpu::DeviceSpec::Cuda(0)).expect("open cuda:0");
-    let cuda = gpu::cuda::cuda_device(&dev, "test").expect("cuda device").clone();
+    let cuda = gpu::cuda::cuda_device(&dev, "test")
+        .expect("cuda device")
+        .clone();
     Some((dev, cuda))
 }
 
@@ -29,7 +31,12 @@ fn key(seed: u8) -> NoiseKey {
 fn chacha20_fill_equals_the_reference() {
     let Some((_, dev)) = device() else { return };
     let stream = dev.cuda_stream();
-    for (n, nonce, counter0) in [(1usize, 0u64, 0u64), (16, 1, 0), (1000, 7, 3), (1 << 20, u64::MAX, 1 << 33)] {
+    for (n, nonce, counter0) in [
+        (1usize, 0u64, 0u64),
+        (16, 1, 0),
+        (1000, 7, 3),
+        (1 << 20, u64::MAX, 1 << 33),
+    ] {
         let k = key(n as u8);
         let mut out = stream.alloc_zeros::<u32>(n).unwrap();
         noise::chacha20_fill_on_device(&dev, &mut out, &k, nonce, counter0).unwrap();
@@ -80,16 +87,24 @@ fn exact_samplers_equal_the_reference() {
 fn noisy_argmax_op_equals_the_reference() {
     let Some((cuda, _)) = device() else { return };
     let (rows, classes) = (513, 10);
-    let scores: Vec<f32> = (0..rows * classes).map(|i| ((i * 7919) % 101) as f32 / 17.0).collect();
+    let scores: Vec<f32> = (0..rows * classes)
+        .map(|i| ((i * 7919) % 101) as f32 / 17.0)
+        .collect();
     for (eps, sens, mono) in [(1.0, 1.0, false), (0.05, 0.5, true), (20.0, 0.01, false)] {
         let m = NoisyArgmax::new(eps, sens, mono).unwrap();
         let k = key(7);
         let on_gpu = Tensor::from_vec(scores.clone(), (rows, classes), &cuda).unwrap();
-        let got = noise::noisy_argmax(&on_gpu, &k, 100, &m).unwrap().to_vec1::<u32>().unwrap();
+        let got = noise::noisy_argmax(&on_gpu, &k, 100, &m)
+            .unwrap()
+            .to_vec1::<u32>()
+            .unwrap();
         let want = noise::noisy_argmax_reference(&k, 100, &m, &scores, classes).unwrap();
         assert_eq!(got, want, "eps {eps}");
         let on_cpu = Tensor::from_vec(scores.clone(), (rows, classes), &Device::Cpu).unwrap();
-        let cpu = noise::noisy_argmax(&on_cpu, &k, 100, &m).unwrap().to_vec1::<u32>().unwrap();
+        let cpu = noise::noisy_argmax(&on_cpu, &k, 100, &m)
+            .unwrap()
+            .to_vec1::<u32>()
+            .unwrap();
         assert_eq!(cpu, want);
     }
     // A non-finite score is an error, not a label.
@@ -124,7 +139,11 @@ fn confidant_seal(key: &DataKey, layout: &StreamLayout, plaintext: &[u8]) -> Vec
     for (i, body) in bodies.chunks_mut(layout.chunk_size as usize).enumerate() {
         let nonce = aes_gcm::chunk_nonce(&layout.nonce_prefix, i as u32, i as u64 + 1 == count);
         let tag = k
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&layout.aad), body)
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&layout.aad),
+                body,
+            )
             .unwrap();
         tags.extend_from_slice(tag.as_ref());
     }
@@ -136,7 +155,13 @@ fn confidant_seal(key: &DataKey, layout: &StreamLayout, plaintext: &[u8]) -> Vec
 fn device_decryption_equals_ring_and_the_reference() {
     let Some((_, dev)) = device() else { return };
     let stream = dev.cuda_stream();
-    for (len, chunk) in [(1usize, 4096u32), (4096, 4096), (4096 * 5 + 77, 4096), (3 << 20, 1 << 20), (100_000, 65_536)] {
+    for (len, chunk) in [
+        (1usize, 4096u32),
+        (4096, 4096),
+        (4096 * 5 + 77, 4096),
+        (3 << 20, 1 << 20),
+        (100_000, 65_536),
+    ] {
         let (key, layout, region, plaintext) = sealed_region(len, chunk);
         let mut ct = stream.clone_htod(&region[..]).unwrap();
         let out = aes_gcm::decrypt_chunks_on_device(&dev, &key, &mut ct, &layout).unwrap();
@@ -179,9 +204,15 @@ fn tampering_is_detected_and_the_buffers_zeroized() {
         let mut ct = stream.clone_htod(&bad[..]).unwrap();
         match aes_gcm::decrypt_chunks_on_device(&dev, &key, &mut ct, &layout) {
             Err(GpuError::TagMismatch { chunk: c }) => assert_eq!(c, chunk, "byte {at}"),
-            other => panic!("byte {at}: expected a tag mismatch, got {:?}", other.map(|_| ())),
+            other => panic!(
+                "byte {at}: expected a tag mismatch, got {:?}",
+                other.map(|_| ())
+            ),
         }
-        assert!(stream.clone_dtoh(&ct).unwrap().iter().all(|&b| b == 0), "input zeroized");
+        assert!(
+            stream.clone_dtoh(&ct).unwrap().iter().all(|&b| b == 0),
+            "input zeroized"
+        );
     }
     let wrong = DataKey::generate().unwrap();
     let mut ct = stream.clone_htod(&region[..]).unwrap();
@@ -196,6 +227,8 @@ fn bench_helpers_report_throughput() {
     let Some((_, dev)) = device() else { return };
     let (noise_gbps, copy_gbps) = noise::bench_noise_gbps(&dev, 256 << 20).unwrap();
     let aes_gbps = aes_gcm::bench_decrypt_gbps(&dev, 256 << 20).unwrap();
-    eprintln!("BENCH chacha20_fill {noise_gbps:.1} GB/s, dtod copy {copy_gbps:.1} GB/s, aes-gcm decrypt {aes_gbps:.1} GB/s");
+    eprintln!(
+        "BENCH chacha20_fill {noise_gbps:.1} GB/s, dtod copy {copy_gbps:.1} GB/s, aes-gcm decrypt {aes_gbps:.1} GB/s"
+    );
     assert!(noise_gbps > 0.0 && copy_gbps > 0.0 && aes_gbps > 0.0);
 }

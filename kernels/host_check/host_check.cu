@@ -1,4 +1,4 @@
-// Runs the kernels' per-thread math (the CONFIDANT_HD functions of chacha20.cuh,
+// Runs the kernels' per-thread math (the CONFIDANT_HD functions of chacha_stream.cuh,
 // dp_samplers.cuh and aes_gcm.cuh) on the CPU against known answers: RFC 7539 (ChaCha20),
 // FIPS 197 C.3 (AES-256), McGrew–Viega test case 16 (AES-256-GCM), and vectors.txt, written by
 // the Rust CPU references. Host code only: scripts/check-kernels-host.sh compiles it with nvcc
@@ -36,9 +36,9 @@ static std::vector<uint8_t> unhex(const std::string& s) {
     return out;
 }
 
-static ChaChaKey key_from_hex(const std::string& s) {
+static ConfidantChachaKey key_from_hex(const std::string& s) {
     const std::vector<uint8_t> b = unhex(s);
-    ChaChaKey k;
+    ConfidantChachaKey k;
     for (int i = 0; i < 8; ++i)
         k.w[i] = (uint32_t)b[4 * i] | ((uint32_t)b[4 * i + 1] << 8) | ((uint32_t)b[4 * i + 2] << 16) |
                  ((uint32_t)b[4 * i + 3] << 24);
@@ -62,7 +62,7 @@ static Gf128 gf_hex(const std::string& s) {
 
 static void rfc7539() {
     // §2.3.2, in the original layout (see src/gpu/chacha/tests.rs).
-    ChaChaKey k;
+    ConfidantChachaKey k;
     for (int i = 0; i < 8; ++i)
         k.w[i] = (uint32_t)(4 * i) | ((uint32_t)(4 * i + 1) << 8) | ((uint32_t)(4 * i + 2) << 16) |
                  ((uint32_t)(4 * i + 3) << 24);
@@ -164,7 +164,7 @@ static void vector_line(const std::string& line) {
     std::vector<std::string> f;
     for (std::string tok; in >> tok;) f.push_back(tok);
     if (kind == "chacha") {
-        const ChaChaKey k = key_from_hex(f[0]);
+        const ConfidantChachaKey k = key_from_hex(f[0]);
         const uint64_t nonce = hex64(f[1]), counter0 = hex64(f[2]);
         const size_t n = std::stoul(f[3]);
         for (size_t j = 0; j < n; ++j) {
@@ -183,7 +183,7 @@ static void vector_line(const std::string& line) {
         const double x = dp_f64_from_bits(hex64(f[0]));
         CHECK(dp_f64_bits(dp_log(x)) == hex64(f[1]), "log(%a) = %a", x, dp_log(x));
     } else if (kind == "grid_laplace") {
-        const ChaChaKey k = key_from_hex(f[0]);
+        const ConfidantChachaKey k = key_from_hex(f[0]);
         const uint64_t nonce = std::stoull(f[1]);
         const double cap_f = (double)std::stoll(f[4]);
         const FastLaplaceParams p = {dp_f64_from_bits(hex64(f[2])), dp_f64_from_bits(hex64(f[3])), cap_f,
@@ -201,7 +201,7 @@ static void vector_line(const std::string& line) {
             }
         }
     } else if (kind == "dlaplace" || kind == "dgauss") {
-        const ChaChaKey k = key_from_hex(f[0]);
+        const ConfidantChachaKey k = key_from_hex(f[0]);
         const uint64_t nonce = std::stoull(f[1]);
         const dp_u128 a = dec128(f[2]), b = dec128(f[3]);
         const size_t n = std::stoul(f[4]);
@@ -215,7 +215,7 @@ static void vector_line(const std::string& line) {
             CHECK(st == DP_OK && y == std::stoll(f[5 + i]), "%s sample %zu: %" PRId64, kind.c_str(), i, y);
         }
     } else if (kind == "argmax") {
-        const ChaChaKey k = key_from_hex(f[0]);
+        const ConfidantChachaKey k = key_from_hex(f[0]);
         const uint64_t nonce = std::stoull(f[1]);
         const double step = dp_f64_from_bits(hex64(f[2]));
         const dp_u128 eps = dec128(f[3]), den = dec128(f[4]);

@@ -118,7 +118,8 @@ impl RoundKeys {
     pub fn encrypt_block(&self, s: [u32; 4]) -> [u32; 4] {
         let rk = &*self.words;
         let b = |x: u32, shift: u32| ((x >> shift) & 0xff) as usize;
-        let [mut s0, mut s1, mut s2, mut s3] = [s[0] ^ rk[0], s[1] ^ rk[1], s[2] ^ rk[2], s[3] ^ rk[3]];
+        let [mut s0, mut s1, mut s2, mut s3] =
+            [s[0] ^ rk[0], s[1] ^ rk[1], s[2] ^ rk[2], s[3] ^ rk[3]];
         for r in 1..14 {
             let k = &rk[4 * r..4 * r + 4];
             let t0 = TE[0][b(s0, 24)] ^ TE[1][b(s1, 16)] ^ TE[2][b(s2, 8)] ^ TE[3][b(s3, 0)] ^ k[0];
@@ -392,7 +393,9 @@ pub fn decrypt_chunks_reference(
         .enumerate()
     {
         let nonce = chunk_nonce(&layout.nonce_prefix, c as u32, c as u64 + 1 == count);
-        let tag: &[u8; 16] = tag.try_into().map_err(|_| GpuError::TagMismatch { chunk: c as u64 })?;
+        let tag: &[u8; 16] = tag
+            .try_into()
+            .map_err(|_| GpuError::TagMismatch { chunk: c as u64 })?;
         if !decrypt_chunk(&keys, &hpow, &nonce, &layout.aad, body, tag, dst) {
             return Err(GpuError::TagMismatch { chunk: c as u64 });
         }
@@ -465,10 +468,11 @@ mod device {
     ) -> Result<CudaSlice<u8>, GpuError> {
         layout.check(ciphertext.len() as u64)?;
         let count = layout.chunk_count();
-        let plaintext_len = usize::try_from(layout.plaintext_len).map_err(|_| GpuError::Arguments {
-            kernel: KERNEL,
-            reason: "the plaintext does not fit in memory".into(),
-        })?;
+        let plaintext_len =
+            usize::try_from(layout.plaintext_len).map_err(|_| GpuError::Arguments {
+                kernel: KERNEL,
+                reason: "the plaintext does not fit in memory".into(),
+            })?;
         let chunks = usize::try_from(count).map_err(driver)?;
         let key_bytes = super::data_key_bytes(key)?;
         let keys = RoundKeys::expand(&key_bytes);
@@ -484,7 +488,11 @@ mod device {
         let prefix1 = u32::from_be_bytes([0, p[4], p[5], p[6]]);
         let aad_len = layout.aad.len() as u32;
         let chunk_size = layout.chunk_size;
-        let f = device.get_or_load_custom_func(KERNEL, "confidant_aes_gcm", super::super::ptx::AES_GCM)?;
+        let f = device.get_or_load_custom_func(
+            KERNEL,
+            "confidant_aes_gcm",
+            super::super::ptx::AES_GCM,
+        )?;
         let mut b = f.builder();
         b.arg(&mut out);
         b.arg(&*ciphertext);

@@ -1,4 +1,5 @@
-//! ChaCha20 as a counter-based generator: the CPU reference of `kernels/chacha20.cuh`.
+//! ChaCha20 as a counter-based generator: the CPU reference of `kernels/chacha20.cuh` and
+//! `kernels/chacha_stream.cuh`.
 //!
 //! D. J. Bernstein's original layout: words 0–3 the constants, 4–11 the 256-bit key, 12–13 a
 //! 64-bit block counter and 14–15 a 64-bit nonce, which we use as a stream id. Word `j` of
@@ -117,7 +118,7 @@ pub fn fill_words(key: &NoiseKey, nonce: u64, counter0: u64, out: &mut [u32]) {
 }
 
 /// A sequential reader of one ChaCha20 stream, the twin of `ChaChaStream` in
-/// `kernels/chacha20.cuh`. As a [`DpRng`] it feeds the existing Rust samplers exactly the
+/// `kernels/chacha_stream.cuh`. As a [`DpRng`] it feeds the existing Rust samplers exactly the
 /// words the device samplers read. No `Debug` or `Clone`: its state is the noise.
 pub struct ChaChaStream {
     key: Zeroizing<[u32; 8]>,

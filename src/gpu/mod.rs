@@ -29,7 +29,9 @@ pub mod ptx {
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
     /// This binary was built without the `cuda` feature.
-    #[error("{what} needs CUDA, but this binary was built without it (rebuild with `--features cuda`)")]
+    #[error(
+        "{what} needs CUDA, but this binary was built without it (rebuild with `--features cuda`)"
+    )]
     NotBuilt {
         /// What was asked for.
         what: String,
@@ -59,7 +61,9 @@ pub enum GpuError {
         reason: String,
     },
     /// The device-side AES-GCM tag check failed; the device buffers were zeroized.
-    #[error("sealed chunk {chunk} failed authentication on the device; the load was aborted and the device buffers zeroized")]
+    #[error(
+        "sealed chunk {chunk} failed authentication on the device; the load was aborted and the device buffers zeroized"
+    )]
     TagMismatch {
         /// The STREAM chunk index.
         chunk: u64,
@@ -109,7 +113,9 @@ impl FromStr for DeviceSpec {
                 if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(bad("the CUDA ordinal must be a decimal number"));
                 }
-                let n: usize = n.parse().map_err(|_| bad("the CUDA ordinal is too large"))?;
+                let n: usize = n
+                    .parse()
+                    .map_err(|_| bad("the CUDA ordinal is too large"))?;
                 if n > MAX_ORDINAL {
                     return Err(bad("the CUDA ordinal is too large"));
                 }

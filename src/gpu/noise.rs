@@ -200,9 +200,8 @@ impl CustomOp1 for NoisyArgmaxOp<'_> {
         let scores = v
             .get(start..end)
             .ok_or_else(|| candle_core::Error::Msg("noisy argmax: bad layout".into()))?;
-        let labels =
-            noisy_argmax_reference(self.key, self.nonce, self.mechanism, scores, classes)
-                .map_err(|e| candle_core::Error::Msg(format!("noisy argmax: {e}")))?;
+        let labels = noisy_argmax_reference(self.key, self.nonce, self.mechanism, scores, classes)
+            .map_err(|e| candle_core::Error::Msg(format!("noisy argmax: {e}")))?;
         Ok((CpuStorage::U32(labels), Shape::from(rows)))
     }
 
@@ -455,15 +454,7 @@ mod device {
                 reason: format!("{} scores are not rows of {classes}", scores.len()),
             });
         }
-        noisy_argmax(
-            dev,
-            &scores.slice(..),
-            rows,
-            classes,
-            key,
-            nonce,
-            mechanism,
-        )
+        noisy_argmax(dev, &scores.slice(..), rows, classes, key, nonce, mechanism)
     }
 
     pub(super) fn noisy_argmax(

@@ -54,7 +54,8 @@ fn cuda_on_a_cpu_build_is_a_clear_error() {
 /// produce now; `CONFIDANT_WRITE_VECTORS=1 cargo test --lib host_check_vectors` rewrites it.
 #[test]
 fn host_check_vectors_are_current() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels/host_check/vectors.txt");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels/host_check/vectors.txt");
     let text = host_check_vectors::generate();
     if std::env::var_os("CONFIDANT_WRITE_VECTORS").is_some() {
         std::fs::write(&path, &text).unwrap();
@@ -79,7 +80,8 @@ mod host_check_vectors {
 
     fn key(seed: u8) -> NoiseKey {
         NoiseKey::dangerous_from_bytes(std::array::from_fn(|i| {
-            seed.wrapping_mul(101).wrapping_add((i as u8).wrapping_mul(53))
+            seed.wrapping_mul(101)
+                .wrapping_add((i as u8).wrapping_mul(53))
         }))
     }
 
@@ -92,7 +94,10 @@ mod host_check_vectors {
     }
 
     fn join<T: ToString>(v: impl IntoIterator<Item = T>) -> String {
-        v.into_iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" ")
+        v.into_iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     pub(super) fn generate() -> String {
@@ -100,15 +105,40 @@ mod host_check_vectors {
             "# Written by the Rust CPU references (src/gpu/tests.rs, host_check_vectors_are_current);\n\
              # read by kernels/host_check/host_check.cu. One vector per line, fields space-separated.\n",
         );
-        for (seed, nonce, counter0, n) in [(1u8, 0u64, 0u64, 40usize), (2, u64::MAX, 5, 16), (3, 77, 1 << 40, 3)] {
+        for (seed, nonce, counter0, n) in [
+            (1u8, 0u64, 0u64, 40usize),
+            (2, u64::MAX, 5, 16),
+            (3, 77, 1 << 40, 3),
+        ] {
             let k = key(seed);
             let mut w = vec![0u32; n];
             chacha::fill_words(&k, nonce, counter0, &mut w);
             let words = join(w.iter().map(|x| format!("{x:08x}")));
-            writeln!(s, "chacha {} {nonce:x} {counter0:x} {n} {words}", hex::encode(k.secret_bytes())).unwrap();
+            writeln!(
+                s,
+                "chacha {} {nonce:x} {counter0:x} {n} {words}",
+                hex::encode(k.secret_bytes())
+            )
+            .unwrap();
         }
-        for x in [1.0f64, 0.5, 0.999_999_9, 1e-300, 5e-324, 2f64.powi(-63), 0.75, 3.0e-5, 0.0] {
-            writeln!(s, "log {:016x} {:016x}", x.to_bits(), libm::log(x).to_bits()).unwrap();
+        for x in [
+            1.0f64,
+            0.5,
+            0.999_999_9,
+            1e-300,
+            5e-324,
+            2f64.powi(-63),
+            0.75,
+            3.0e-5,
+            0.0,
+        ] {
+            writeln!(
+                s,
+                "log {:016x} {:016x}",
+                x.to_bits(),
+                libm::log(x).to_bits()
+            )
+            .unwrap();
         }
         for (seed, scale, n) in [(4u8, 0.25f64, 300usize), (5, 3.7, 100), (6, 1048576.0, 64)] {
             let k = key(seed);
@@ -129,8 +159,15 @@ mod host_check_vectors {
         for (seed, t, sd) in [(7u8, 1u128, 1u128), (8, 13, 4), (9, 1 << 20, 1)] {
             let k = key(seed);
             let mut out = vec![0i64; 50];
-            noise::discrete_laplace_reference(&k, 3, Rational::new(t, sd).unwrap(), &mut out).unwrap();
-            writeln!(s, "dlaplace {} 3 {t} {sd} 50 {}", hex::encode(k.secret_bytes()), join(out)).unwrap();
+            noise::discrete_laplace_reference(&k, 3, Rational::new(t, sd).unwrap(), &mut out)
+                .unwrap();
+            writeln!(
+                s,
+                "dlaplace {} 3 {t} {sd} 50 {}",
+                hex::encode(k.secret_bytes()),
+                join(out)
+            )
+            .unwrap();
         }
         for (seed, sigma) in [(10u8, 0.7f64), (11, 4.25), (12, 300.0)] {
             let k = key(seed);
@@ -147,9 +184,11 @@ mod host_check_vectors {
             )
             .unwrap();
         }
-        for (seed, eps, sens, mono, rows, classes) in
-            [(13u8, 1.0f64, 1.0f64, false, 6usize, 10usize), (14, 0.1, 0.5, true, 3, 1), (15, 8.0, 0.01, false, 4, 33)]
-        {
+        for (seed, eps, sens, mono, rows, classes) in [
+            (13u8, 1.0f64, 1.0f64, false, 6usize, 10usize),
+            (14, 0.1, 0.5, true, 3, 1),
+            (15, 8.0, 0.01, false, 4, 33),
+        ] {
             let k = key(seed);
             let m = NoisyArgmax::new(eps, sens, mono).unwrap();
             let scores: Vec<f32> = (0..rows * classes)
@@ -177,8 +216,14 @@ mod host_check_vectors {
             x
         };
         for _ in 0..4 {
-            let a = aes_gcm::Gf128 { hi: next(), lo: next() };
-            let b = aes_gcm::Gf128 { hi: next(), lo: next() };
+            let a = aes_gcm::Gf128 {
+                hi: next(),
+                lo: next(),
+            };
+            let b = aes_gcm::Gf128 {
+                hi: next(),
+                lo: next(),
+            };
             let c = a.mul(b);
             writeln!(
                 s,
@@ -192,11 +237,23 @@ mod host_check_vectors {
         for (index, last) in [(0u32, false), (0x0102_0304, true)] {
             let prefix = [1, 2, 3, 4, 5, 6, 7];
             let n = aes_gcm::chunk_nonce(&prefix, index, last);
-            writeln!(s, "nonce {} {index} {} {}", hex::encode(prefix), u8::from(last), hex::encode(n)).unwrap();
+            writeln!(
+                s,
+                "nonce {} {index} {} {}",
+                hex::encode(prefix),
+                u8::from(last),
+                hex::encode(n)
+            )
+            .unwrap();
         }
-        for (i, len) in [0usize, 5, 16, 100, 4096 + 3, 16 * aes_gcm::LANES + 40].into_iter().enumerate() {
+        for (i, len) in [0usize, 5, 16, 100, 4096 + 3, 16 * aes_gcm::LANES + 40]
+            .into_iter()
+            .enumerate()
+        {
             let bytes = |salt: u64, n: usize| -> Vec<u8> {
-                (0..n).map(|j| ((j as u64 * 131 + salt * 7 + i as u64) % 251) as u8).collect()
+                (0..n)
+                    .map(|j| ((j as u64 * 131 + salt * 7 + i as u64) % 251) as u8)
+                    .collect()
             };
             let key: [u8; 32] = bytes(1, 32).try_into().unwrap();
             let nonce: [u8; 12] = bytes(2, 12).try_into().unwrap();
@@ -231,7 +288,8 @@ mod host_check_vectors {
             let prefix = [9, 8, 7, 6, 5, 4, 3];
             let aad: [u8; 32] = std::array::from_fn(|i| (i * 3) as u8);
             let pt: Vec<u8> = (0..len).map(|i| (i * 17 % 256) as u8).collect();
-            let region = crate::sealed::stream::encrypt(&key, &prefix, &aad, chunk as usize, &pt).unwrap();
+            let region =
+                crate::sealed::stream::encrypt(&key, &prefix, &aad, chunk as usize, &pt).unwrap();
             writeln!(
                 s,
                 "stream {} {} {} {chunk} {len} {} {}",

@@ -21,16 +21,31 @@ fn bytes(seed: u64, n: usize) -> Vec<u8> {
 }
 
 /// ring's AES-256-GCM (an independent implementation): ciphertext and tag.
-fn ring_seal(key: &[u8; 32], nonce: &[u8; 12], aad: &[u8], plaintext: &[u8]) -> (Vec<u8>, [u8; 16]) {
+fn ring_seal(
+    key: &[u8; 32],
+    nonce: &[u8; 12],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> (Vec<u8>, [u8; 16]) {
     let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).unwrap());
     let mut ct = plaintext.to_vec();
     let tag = k
-        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut ct)
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(*nonce),
+            Aad::from(aad),
+            &mut ct,
+        )
         .unwrap();
     (ct, tag.as_ref().try_into().unwrap())
 }
 
-fn open(key: &[u8; 32], nonce: &[u8; 12], aad: &[u8], ct: &[u8], tag: &[u8; 16]) -> (Vec<u8>, bool) {
+fn open(
+    key: &[u8; 32],
+    nonce: &[u8; 12],
+    aad: &[u8],
+    ct: &[u8],
+    tag: &[u8; 16],
+) -> (Vec<u8>, bool) {
     let keys = RoundKeys::expand(key);
     let hpow = hash_powers(Gf128::from_words(keys.encrypt_block([0; 4])));
     let mut out = vec![0u8; ct.len()];
@@ -44,7 +59,12 @@ fn fips_197_aes_256() {
     let key: [u8; 32] = std::array::from_fn(|i| i as u8);
     let keys = RoundKeys::expand(&key);
     let pt = Gf128::from_bytes(&hex("00112233445566778899aabbccddeeff"));
-    let words = [(pt.hi >> 32) as u32, pt.hi as u32, (pt.lo >> 32) as u32, pt.lo as u32];
+    let words = [
+        (pt.hi >> 32) as u32,
+        pt.hi as u32,
+        (pt.lo >> 32) as u32,
+        pt.lo as u32,
+    ];
     let ct = Gf128::from_words(keys.encrypt_block(words)).to_bytes();
     assert_eq!(ct.to_vec(), hex("8ea2b7ca516745bfeafc49904b496089"));
 }
@@ -67,7 +87,11 @@ fn gcm_test_case_16() {
         "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662"
     ));
     let tag: [u8; 16] = hex("76fc6ece0f4e1768cddf8853bb2d551b").try_into().unwrap();
-    assert_eq!(ring_seal(&key, &nonce, &aad, &pt), (ct.clone(), tag), "the vector itself");
+    assert_eq!(
+        ring_seal(&key, &nonce, &aad, &pt),
+        (ct.clone(), tag),
+        "the vector itself"
+    );
     let (out, ok) = open(&key, &nonce, &aad, &ct, &tag);
     assert!(ok);
     assert_eq!(out, pt);
@@ -77,7 +101,13 @@ fn gcm_test_case_16() {
 fn lane_ghash_equals_sequential_ghash() {
     let h = Gf128::from_bytes(&bytes(1, 16));
     let hpow = hash_powers(h);
-    for (aad_len, ct_len) in [(0, 0), (32, 0), (0, 1), (32, 4096), (20, 16 * LANES * 3 + 5)] {
+    for (aad_len, ct_len) in [
+        (0, 0),
+        (32, 0),
+        (0, 1),
+        (32, 4096),
+        (20, 16 * LANES * 3 + 5),
+    ] {
         let aad = bytes(2, aad_len);
         let ct = bytes(3, ct_len);
         let mut y = Gf128::default();
@@ -89,15 +119,29 @@ fn lane_ghash_equals_sequential_ghash() {
             lo: ct_len as u64 * 8,
         };
         y = y.xor(lengths).mul(h);
-        assert_eq!(ghash_lanes(&hpow, &aad, &ct), y, "aad {aad_len} ct {ct_len}");
+        assert_eq!(
+            ghash_lanes(&hpow, &aad, &ct),
+            y,
+            "aad {aad_len} ct {ct_len}"
+        );
     }
 }
 
 #[test]
 fn random_chunks_equal_ring_and_tampering_is_detected() {
-    for (i, len) in [0usize, 1, 15, 16, 17, 255, 4096, 4101, 16 * LANES + 16 * 3 + 9]
-        .into_iter()
-        .enumerate()
+    for (i, len) in [
+        0usize,
+        1,
+        15,
+        16,
+        17,
+        255,
+        4096,
+        4101,
+        16 * LANES + 16 * 3 + 9,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let key: [u8; 32] = bytes(10 + i as u64, 32).try_into().unwrap();
         let nonce: [u8; 12] = bytes(20 + i as u64, 12).try_into().unwrap();

@@ -20,9 +20,22 @@ fn rfc_7539_block_function() {
     let words = NoiseKey::dangerous_from_bytes(k).words();
     let out = chacha20_block(&words, 0x0900_0000_0000_0001, 0x4a00_0000);
     let want = [
-        0xe4e7_f110, 0x1559_3bd1, 0x1fdd_0f50, 0xc471_20a3, 0xc7f4_d1c7, 0x0368_c033, 0x9aaa_2204,
-        0x4e6c_d4c3, 0x4664_82d2, 0x09aa_9f07, 0x05d7_c214, 0xa202_8bd9, 0xd19c_12b5, 0xb94e_16de,
-        0xe883_d0cb, 0x4e3c_50a2,
+        0xe4e7_f110,
+        0x1559_3bd1,
+        0x1fdd_0f50,
+        0xc471_20a3,
+        0xc7f4_d1c7,
+        0x0368_c033,
+        0x9aaa_2204,
+        0x4e6c_d4c3,
+        0x4664_82d2,
+        0x09aa_9f07,
+        0x05d7_c214,
+        0xa202_8bd9,
+        0xd19c_12b5,
+        0xb94e_16de,
+        0xe883_d0cb,
+        0x4e3c_50a2,
     ];
     assert_eq!(out, want);
 }
@@ -36,7 +49,11 @@ fn streams_equal_rand_chacha() {
             theirs.set_stream(nonce);
             let mut ours = ChaChaStream::new(&k, nonce);
             for i in 0..300 {
-                assert_eq!(ours.next_u64(), theirs.next_u64(), "seed {seed} nonce {nonce} word {i}");
+                assert_eq!(
+                    ours.next_u64(),
+                    theirs.next_u64(),
+                    "seed {seed} nonce {nonce} word {i}"
+                );
             }
         }
     }

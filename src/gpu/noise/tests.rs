@@ -18,9 +18,15 @@ fn grid_laplace_without_a_tail_is_fill_on_the_shared_stream() {
     let mut plain = vec![0i64; 200];
     sampler.fill(&mut ChaChaStream::new(&k, 5), &mut plain);
     let cap = sampler.cap();
-    let first_tail = ours.iter().position(|x| x.abs() >= cap).unwrap_or(ours.len());
+    let first_tail = ours
+        .iter()
+        .position(|x| x.abs() >= cap)
+        .unwrap_or(ours.len());
     assert_eq!(ours[..first_tail], plain[..first_tail]);
-    assert!(first_tail > 50, "a tail this early is unlikely: {first_tail}");
+    assert!(
+        first_tail > 50,
+        "a tail this early is unlikely: {first_tail}"
+    );
 }
 
 #[test]
@@ -30,7 +36,10 @@ fn grid_laplace_tails_read_their_own_stream() {
     let k = key(2);
     let mut out = vec![0i64; 2000];
     grid_laplace_reference(&k, 0, &sampler, &mut out);
-    assert!(out.iter().any(|x| x.abs() >= sampler.cap()), "no tail sample");
+    assert!(
+        out.iter().any(|x| x.abs() >= sampler.cap()),
+        "no tail sample"
+    );
     let mut again = vec![0i64; 2000];
     grid_laplace_reference(&k, 0, &sampler, &mut again);
     assert_eq!(out, again, "deterministic for a key");
@@ -73,7 +82,10 @@ fn noisy_argmax_reference_is_the_mechanism_per_row() {
     // A huge ε makes it the plain argmax.
     let sharp = NoisyArgmax::new(10.0, 1e-3, false).unwrap();
     let rows = [0.1f32, 0.9, 0.3, 5.0, 1.0, 2.0];
-    assert_eq!(noisy_argmax_reference(&key(6), 0, &sharp, &rows, 3).unwrap(), vec![1, 0]);
+    assert_eq!(
+        noisy_argmax_reference(&key(6), 0, &sharp, &rows, 3).unwrap(),
+        vec![1, 0]
+    );
 }
 
 #[test]
@@ -87,7 +99,15 @@ fn the_custom_op_on_the_cpu_is_the_reference() {
     assert_eq!(labels.to_vec1::<u32>().unwrap(), want);
     // Non-contiguous or non-f32 input is refused, not misread.
     assert!(noisy_argmax(&t.t().unwrap(), &key(7), 3, &m).is_err());
-    assert!(noisy_argmax(&t.to_dtype(candle_core::DType::F64).unwrap(), &key(7), 3, &m).is_err());
+    assert!(
+        noisy_argmax(
+            &t.to_dtype(candle_core::DType::F64).unwrap(),
+            &key(7),
+            3,
+            &m
+        )
+        .is_err()
+    );
 }
 
 #[test]
