@@ -79,11 +79,7 @@ fn compile_kernels() -> Result<(), Box<dyn std::error::Error>> {
             .arg(&ptx)
             .arg(src)
             .status()
-            .map_err(|e| {
-                format!(
-                    "cannot run {nvcc} (the cuda feature needs nvcc; see scripts/cuda-env.sh): {e}"
-                )
-            })?;
+            .map_err(|e| format!("cannot run {nvcc} (the cuda feature needs nvcc; see scripts/cuda-env.sh): {e}"))?;
         if !status.success() {
             return Err(format!("nvcc failed on {}", src.display()).into());
         }

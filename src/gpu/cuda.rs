@@ -35,10 +35,7 @@ pub fn open(ordinal: usize) -> Result<Device, GpuError> {
 }
 
 /// The candle CUDA device behind `device`, or an error naming `kernel`.
-pub fn cuda_device<'a>(
-    device: &'a Device,
-    kernel: &'static str,
-) -> Result<&'a CudaDevice, GpuError> {
+pub fn cuda_device<'a>(device: &'a Device, kernel: &'static str) -> Result<&'a CudaDevice, GpuError> {
     match device {
         Device::Cuda(d) => Ok(d),
         _ => Err(GpuError::Arguments {
