@@ -193,7 +193,7 @@ impl Gf128 {
     }
 
     /// Multiplication (SP 800-38D Algorithm 1), branch-free like the kernel's `gf_mul`.
-    pub fn mul(self, y: Self) -> Self {
+    pub fn times(self, y: Self) -> Self {
         let (mut zh, mut zl, mut vh, mut vl) = (0u64, 0u64, y.hi, y.lo);
         for i in 0..128 {
             let word = if i < 64 { self.hi } else { self.lo };
@@ -213,11 +213,11 @@ impl Gf128 {
         let mut base = self;
         while e != 0 {
             if e & 1 == 1 {
-                result = Some(result.map_or(base, |r| r.mul(base)));
+                result = Some(result.map_or(base, |r| r.times(base)));
             }
             e >>= 1;
             if e != 0 {
-                base = base.mul(base);
+                base = base.times(base);
             }
         }
         result.unwrap_or(Self { hi: 0, lo: 0 })
@@ -230,7 +230,7 @@ pub fn hash_powers(h: Gf128) -> Vec<Gf128> {
     let mut x = h;
     for _ in 0..=LANES {
         p.push(x);
-        x = x.mul(h);
+        x = x.times(h);
     }
     p
 }
@@ -246,20 +246,20 @@ pub fn ghash_lanes(hpow: &[Gf128], aad: &[u8], ciphertext: &[u8]) -> Gf128 {
     let mut last = vec![None; LANES];
     for (k, x) in blocks.enumerate() {
         let lane = k % LANES;
-        acc[lane] = acc[lane].mul(h_lanes).xor(Gf128::from_bytes(x));
+        acc[lane] = acc[lane].times(h_lanes).xor(Gf128::from_bytes(x));
         last[lane] = Some(k);
     }
     let mut s = Gf128::default();
     for (a, l) in acc.iter().zip(&last) {
         if let Some(l) = l {
-            s = s.xor(a.mul(hpow[total - l]));
+            s = s.xor(a.times(hpow[total - l]));
         }
     }
     let lengths = Gf128 {
         hi: aad.len() as u64 * 8,
         lo: ciphertext.len() as u64 * 8,
     };
-    s.xor(lengths.mul(h))
+    s.xor(lengths.times(h))
 }
 
 /// The 12-byte nonce of STREAM chunk `index` (as `sealed::stream` derives it).
@@ -351,7 +351,8 @@ impl StreamLayout {
         if self.plaintext_len == 0 {
             return bad("the plaintext is empty".into());
         }
-        if self.chunk_size == 0 || self.chunk_size % 16 != 0 || self.chunk_size > 64 << 20 {
+        if self.chunk_size == 0 || !self.chunk_size.is_multiple_of(16) || self.chunk_size > 64 << 20
+        {
             return bad(format!(
                 "chunk size {} is not a multiple of 16 in 16 ..= 64 MiB",
                 self.chunk_size

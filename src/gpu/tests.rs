@@ -224,7 +224,7 @@ mod host_check_vectors {
                 hi: next(),
                 lo: next(),
             };
-            let c = a.mul(b);
+            let c = a.times(b);
             writeln!(
                 s,
                 "gfmul {} {} {}",

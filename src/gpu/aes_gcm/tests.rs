@@ -112,13 +112,13 @@ fn lane_ghash_equals_sequential_ghash() {
         let ct = bytes(3, ct_len);
         let mut y = Gf128::default();
         for x in aad.chunks(16).chain(ct.chunks(16)) {
-            y = y.xor(Gf128::from_bytes(x)).mul(h);
+            y = y.xor(Gf128::from_bytes(x)).times(h);
         }
         let lengths = Gf128 {
             hi: aad_len as u64 * 8,
             lo: ct_len as u64 * 8,
         };
-        y = y.xor(lengths).mul(h);
+        y = y.xor(lengths).times(h);
         assert_eq!(
             ghash_lanes(&hpow, &aad, &ct),
             y,
