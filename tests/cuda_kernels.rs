@@ -116,7 +116,7 @@ fn noisy_argmax_op_equals_the_reference() {
 }
 
 fn sealed_region(len: usize, chunk_size: u32) -> (DataKey, StreamLayout, Vec<u8>, Vec<u8>) {
-    let key = DataKey::generate().unwrap();
+    let key = DataKey::generate().expect("OS randomness");
     let layout = StreamLayout {
         plaintext_len: len as u64,
         chunk_size,
@@ -132,7 +132,8 @@ fn sealed_region(len: usize, chunk_size: u32) -> (DataKey, StreamLayout, Vec<u8>
 /// does (it is crate-private), with ring as the independent AES-GCM.
 fn confidant_seal(key: &DataKey, layout: &StreamLayout, plaintext: &[u8]) -> Vec<u8> {
     use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-    let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key.secret_bytes()).unwrap());
+    let k =
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key.secret_bytes()).expect("a 32-byte key"));
     let count = layout.chunk_count();
     let mut bodies = plaintext.to_vec();
     let mut tags = Vec::new();
@@ -144,7 +145,7 @@ fn confidant_seal(key: &DataKey, layout: &StreamLayout, plaintext: &[u8]) -> Vec
                 Aad::from(&layout.aad),
                 body,
             )
-            .unwrap();
+            .expect("AES-GCM seal");
         tags.extend_from_slice(tag.as_ref());
     }
     bodies.extend_from_slice(&tags);
