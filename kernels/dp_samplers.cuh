@@ -397,3 +397,36 @@ CONFIDANT_HD int dp_permute_and_flip(ChaChaStream& rng, const float* row, uint32
     }
     return DP_INVALID;  // unreachable: the best candidate has gap 0 and is always accepted
 }
+
+// FastLaplaceScores::release_in_place on one row, then the label policy::apply takes from the
+// noisy scores (the first maximum): element i of the whole matrix (global index gi) reads
+// word gi of stream (key, nonce) and, in the cold path, stream (key, nonce + 1 + gi), as
+// grid_laplace's sample gi. noisy[c] = the released value; *label = the first argmax.
+CONFIDANT_HD int dp_laplace_argmax(const ConfidantChachaKey& key, uint64_t nonce, uint64_t gi,
+                                   const float* row, uint32_t classes, double step,
+                                   const FastLaplaceParams& p, double* noisy, uint32_t* label) {
+    if (classes == 0) return DP_INVALID;
+    uint32_t w[16];
+    int64_t best = 0;
+    uint32_t best_c = 0;
+    for (uint32_t c = 0; c < classes; ++c, ++gi) {
+        if (c == 0 || gi % 8 == 0) chacha20_block(key, gi / 8, nonce, w);
+        const uint32_t j = (uint32_t)(gi % 8);
+        const uint64_t word = (uint64_t)w[2 * j] | ((uint64_t)w[2 * j + 1] << 32);
+        int64_t n;
+        const int st = dp_to_steps((double)row[c], step, &n);
+        if (st != DP_OK) return st;
+        const int64_t z = dp_fast_laplace(p, word, key, nonce + 1 + gi);
+        // n + z with |n| < 2^52; the sum must stay below 2^53 (Grid's exactness bound).
+        if ((z > 0 && n > INT64_MAX - z) || (z < 0 && n < INT64_MIN - z)) return DP_OFF_GRID;
+        const int64_t s = n + z;
+        if (s >= 9007199254740992ll || s <= -9007199254740992ll) return DP_OFF_GRID;
+        noisy[c] = DMUL((double)s, step);
+        if (c == 0 || s > best) {
+            best = s;
+            best_c = c;
+        }
+    }
+    *label = best_c;
+    return DP_OK;
+}

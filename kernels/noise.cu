@@ -133,3 +133,24 @@ extern "C" __global__ void noisy_argmax(uint32_t* __restrict__ labels,
         labels[r] = st == DP_OK ? label : 0xffffffffu;
     }
 }
+
+// FastLaplaceScores on each row of scores [rows, classes] (grid step `step`, sampler fields
+// scale/shift/cap) and the label of each noisy row (first maximum): the report-noisy-max
+// form of the Laplace-scores policy. noisy: rows·classes f64. Uses nonces nonce ..=
+// nonce + rows·classes. Errors OR a DP_* code into *status and write UINT32_MAX.
+extern "C" __global__ void laplace_argmax(uint32_t* __restrict__ labels, double* __restrict__ noisy,
+                                          const float* __restrict__ scores, uint64_t rows,
+                                          uint32_t classes, uint64_t k0, uint64_t k1, uint64_t k2,
+                                          uint64_t k3, uint64_t nonce, double step, double scale,
+                                          double shift, double cap_f, int64_t cap,
+                                          uint32_t* __restrict__ status) {
+    const ConfidantChachaKey key = chacha_key_from_u64(k0, k1, k2, k3);
+    const FastLaplaceParams p = {scale, shift, cap_f, cap};
+    CONFIDANT_GRID_STRIDE(r, rows) {
+        const uint64_t off = r * (uint64_t)classes;
+        uint32_t label = 0;
+        const int st = dp_laplace_argmax(key, nonce, off, scores + off, classes, step, p, noisy + off, &label);
+        if (st != DP_OK) atomicOr(status, (uint32_t)st);
+        labels[r] = st == DP_OK ? label : 0xffffffffu;
+    }
+}

@@ -115,6 +115,33 @@ fn noisy_argmax_op_equals_the_reference() {
     assert!(noise::noisy_argmax(&t, &key(1), 0, &m).is_err());
 }
 
+#[test]
+fn laplace_argmax_op_equals_the_reference() {
+    let Some((cuda, dev)) = device() else { return };
+    let (rows, classes) = (1000, 7);
+    let scores: Vec<f32> = (0..rows * classes)
+        .map(|i| ((i * 104_729) % 89) as f32 / 7.0)
+        .collect();
+    for eps in [0.05, 1.0, 50.0] {
+        let m = confidant::privacy::mechanism::LaplaceScores::new(eps, 1.0, classes)
+            .unwrap()
+            .fast()
+            .unwrap();
+        let k = key(9);
+        let (want, want_noisy) =
+            noise::laplace_argmax_reference(&k, 5, &m, &scores, classes).unwrap();
+        let t = Tensor::from_vec(scores.clone(), (rows, classes), &cuda).unwrap();
+        let got = noise::laplace_argmax(&t, &k, 5, &m)
+            .unwrap()
+            .to_vec1::<u32>()
+            .unwrap();
+        assert_eq!(got, want, "eps {eps}");
+        let s = dev.cuda_stream().clone_htod(&scores[..]).unwrap();
+        let (_, noisy) = noise::laplace_argmax_on_device(&dev, &s, classes, &k, 5, &m).unwrap();
+        assert_eq!(dev.cuda_stream().clone_dtoh(&noisy).unwrap(), want_noisy);
+    }
+}
+
 fn sealed_region(len: usize, chunk_size: u32) -> (DataKey, StreamLayout, Vec<u8>, Vec<u8>) {
     let key = DataKey::generate().expect("OS randomness");
     let layout = StreamLayout {

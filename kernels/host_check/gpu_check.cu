@@ -185,6 +185,33 @@ static void vector_line(const std::string& line) {
         CHECK(to_host(st, 1)[0] == 0, "argmax status");
         for (uint64_t r = 0; r < rows; ++r) CHECK(got[r] == std::stoul(f[7 + rows * classes + r]), "argmax row %" PRIu64 ": %u", r, got[r]);
         cudaFree(ds); cudaFree(labels); cudaFree(order); cudaFree(st);
+    } else if (kind == "laplace_argmax") {
+        key_args(f[0], k);
+        const uint64_t nonce = std::stoull(f[1]);
+        const double step = dp_f64_from_bits(hex64(f[2])), scale = dp_f64_from_bits(hex64(f[3])),
+                     shift = dp_f64_from_bits(hex64(f[4]));
+        const int64_t cap = std::stoll(f[5]);
+        const uint64_t rows = std::stoull(f[6]);
+        const uint32_t classes = (uint32_t)std::stoul(f[7]);
+        std::vector<float> scores(rows * classes);
+        for (size_t i = 0; i < scores.size(); ++i) {
+            const uint32_t bits = (uint32_t)hex64(f[8 + i]);
+            std::memcpy(&scores[i], &bits, 4);
+        }
+        float* ds = dev_alloc<float>(scores.size());
+        CUDA(cudaMemcpy(ds, scores.data(), scores.size() * 4, cudaMemcpyHostToDevice));
+        uint32_t *labels = dev_alloc<uint32_t>(rows), *st = dev_alloc<uint32_t>(1);
+        double* noisy = dev_alloc<double>(scores.size());
+        laplace_argmax<<<blocks_for(rows), 256>>>(labels, noisy, ds, rows, classes, k[0], k[1], k[2], k[3], nonce, step,
+                                                  scale, shift, (double)cap, cap, st);
+        CUDA(cudaGetLastError());
+        std::vector<uint32_t> got = to_host(labels, rows);
+        std::vector<double> gn = to_host(noisy, scores.size());
+        CHECK(to_host(st, 1)[0] == 0, "laplace_argmax status");
+        const size_t labels_at = 8 + rows * classes, noisy_at = labels_at + rows;
+        for (uint64_t r = 0; r < rows; ++r) CHECK(got[r] == std::stoul(f[labels_at + r]), "laplace_argmax row %" PRIu64, r);
+        for (size_t i = 0; i < gn.size(); ++i) CHECK(dp_f64_bits(gn[i]) == hex64(f[noisy_at + i]), "laplace_argmax noisy %zu", i);
+        cudaFree(ds); cudaFree(labels); cudaFree(st); cudaFree(noisy);
     } else if (kind == "stream") {
         const std::vector<uint8_t> key = unhex(f[0]), prefix = unhex(f[1]), aad = unhex(f[2]);
         const uint32_t chunk = (uint32_t)std::stoul(f[3]);

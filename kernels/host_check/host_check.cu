@@ -234,6 +234,28 @@ static void vector_line(const std::string& line) {
                                                order.data(), &label);
             CHECK(st == DP_OK && label == std::stoul(f[7 + rows * classes + r]), "argmax row %zu: %u", r, label);
         }
+    } else if (kind == "laplace_argmax") {
+        const ConfidantChachaKey k = key_from_hex(f[0]);
+        const uint64_t nonce = std::stoull(f[1]);
+        const double step = dp_f64_from_bits(hex64(f[2]));
+        const int64_t cap = std::stoll(f[5]);
+        const FastLaplaceParams p = {dp_f64_from_bits(hex64(f[3])), dp_f64_from_bits(hex64(f[4])), (double)cap, cap};
+        const size_t rows = std::stoul(f[6]), classes = std::stoul(f[7]);
+        std::vector<float> scores(rows * classes);
+        for (size_t i = 0; i < scores.size(); ++i) {
+            const uint32_t bits = (uint32_t)hex64(f[8 + i]);
+            std::memcpy(&scores[i], &bits, 4);
+        }
+        const size_t labels_at = 8 + rows * classes, noisy_at = labels_at + rows;
+        std::vector<double> noisy(rows * classes);
+        for (size_t r = 0; r < rows; ++r) {
+            uint32_t label = 0;
+            const int st = dp_laplace_argmax(k, nonce, r * classes, scores.data() + r * classes, (uint32_t)classes,
+                                             step, p, noisy.data() + r * classes, &label);
+            CHECK(st == DP_OK && label == std::stoul(f[labels_at + r]), "laplace_argmax row %zu: %u", r, label);
+        }
+        for (size_t i = 0; i < noisy.size(); ++i)
+            CHECK(dp_f64_bits(noisy[i]) == hex64(f[noisy_at + i]), "laplace_argmax noisy %zu", i);
     } else if (kind == "gfmul") {
         const Gf128 x = gf_hex(f[0]), y = gf_hex(f[1]), z = gf_hex(f[2]);
         const Gf128 g = gf_mul(x, y);

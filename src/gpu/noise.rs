@@ -17,6 +17,7 @@
 //! | [`grid_laplace_reference`] | 64-bit word `i` of stream `b`; its rare cold path stream `b + 1 + i` | `b ..= b + n` |
 //! | [`discrete_laplace_reference`], [`discrete_gaussian_reference`] | stream `b + i` from block 0 | `b .. b + n` |
 //! | [`noisy_argmax_reference`] | row `r`: stream `b + r` from block 0 | `b .. b + rows` |
+//! | [`laplace_argmax_reference`] | element `i` of the matrix as grid-Laplace sample `i` | `b ..= b + rows·classes` |
 //!
 //! Two calls under one key must use disjoint nonce ranges ([`nonces_used`]); the simplest
 //! rule is a fresh [`NoiseKey::from_os`] per call.
@@ -26,6 +27,9 @@
 //! - `grid_laplace`: [`FastDiscreteLaplace`] noise, the sampler of `FastLaplaceScores`;
 //!   added to scores on the grid it is pure `(Δ₁ + d·g)/b + s`-DP (mechanism docs), and any
 //!   argmax of the noisy scores is post-processing with the same guarantee.
+//! - `laplace_argmax`: report-noisy-max with that noise: [`FastLaplaceScores`] on every score
+//!   of a row, then the first maximum, exactly the label `policy` derives from Laplace
+//!   scores; post-processing, so the same guarantee as releasing the noisy scores.
 //! - `discrete_gaussian`: the exact CKS sampler of `GaussianScores`: ρ-zCDP.
 //! - `noisy_argmax`: this codebase's `noisy_argmax` policy is permute-and-flip
 //!   ([`NoisyArgmax`], McKenna & Sheldon 2020), pure ε-DP. Permute-and-flip is *identical in
@@ -43,9 +47,9 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use super::GpuError;
 use super::chacha::{ChaChaStream, NoiseKey};
 use crate::privacy::error::Result;
-use crate::privacy::mechanism::NoisyArgmax;
+use crate::privacy::mechanism::{FastLaplaceScores, NoisyArgmax};
 use crate::privacy::rng::DpRng;
-use crate::privacy::sampler::fast::FastDiscreteLaplace;
+use crate::privacy::sampler::fast::{self, FastDiscreteLaplace};
 use crate::privacy::sampler::{self, Rational};
 
 /// The nonces a kernel call of `samples` samples (or rows) uses from its base, so that the
@@ -147,6 +151,50 @@ pub fn noisy_argmax_reference(
         .collect()
 }
 
+/// The reference of the `laplace_argmax` kernel: [`FastLaplaceScores::release_in_place`]'s
+/// noise ([`fast::add_grid_laplace`]) on every score, element `i` of the row-major matrix
+/// with the generator of grid-Laplace sample `i` (module docs, "Streams"), then each noisy
+/// row's label as `policy` takes it (the first maximum). Returns the labels and the noisy
+/// scores.
+pub fn laplace_argmax_reference(
+    key: &NoiseKey,
+    nonce: u64,
+    mechanism: &FastLaplaceScores,
+    scores: &[f32],
+    classes: usize,
+) -> Result<(Vec<u32>, Vec<f64>)> {
+    let mut words = ChaChaStream::new(key, nonce);
+    let mut noisy: Vec<f64> = scores.iter().map(|&x| f64::from(x)).collect();
+    for (i, o) in noisy.iter_mut().enumerate() {
+        let mut rng = GridLaplaceSample {
+            first: Some(words.next_u64()),
+            key,
+            tail_nonce: nonce.wrapping_add(1).wrapping_add(i as u64),
+            tail: None,
+        };
+        fast::add_grid_laplace(
+            &mut rng,
+            mechanism.sampler(),
+            mechanism.grid(),
+            std::slice::from_mut(o),
+        )?;
+    }
+    let labels = noisy
+        .chunks_exact(classes.max(1))
+        .map(|row| {
+            let mut best = 0;
+            for (c, x) in row.iter().enumerate() {
+                if *x > row[best] {
+                    best = c;
+                }
+            }
+            // classes < 2^32 is checked by the callers (the kernel indexes with u32).
+            best as u32
+        })
+        .collect();
+    Ok((labels, noisy))
+}
+
 /// Permute-and-flip noisy argmax over the rows of a `[rows, classes]` f32 score tensor, as a
 /// candle [`CustomOp1`]: `cpu_fwd` is [`noisy_argmax_reference`], `cuda_fwd` the
 /// `noisy_argmax` kernel; both give the same labels (a `[rows]` u32 tensor) for the same key.
@@ -231,6 +279,91 @@ impl CustomOp1 for NoisyArgmaxOp<'_> {
     }
 }
 
+/// Report-noisy-max with grid-Laplace noise ([`FastLaplaceScores`]) over the rows of a
+/// `[rows, classes]` f32 score tensor, as a candle [`CustomOp1`] giving the `[rows]` u32
+/// labels: `cpu_fwd` is [`laplace_argmax_reference`], `cuda_fwd` the `laplace_argmax`
+/// kernel. The label is post-processing of the noisy scores, so it carries the Laplace-scores
+/// guarantee (`FastLaplaceScores::guarantee`).
+pub struct LaplaceArgmaxOp<'a> {
+    key: &'a NoiseKey,
+    nonce: u64,
+    mechanism: &'a FastLaplaceScores,
+}
+
+impl<'a> LaplaceArgmaxOp<'a> {
+    /// Element `i` of the matrix uses word `i` of stream `nonce` of `key` and stream
+    /// `nonce + 1 + i` (nonces `nonce ..= nonce + rows·classes`).
+    pub fn new(key: &'a NoiseKey, nonce: u64, mechanism: &'a FastLaplaceScores) -> Self {
+        Self {
+            key,
+            nonce,
+            mechanism,
+        }
+    }
+}
+
+impl CustomOp1 for LaplaceArgmaxOp<'_> {
+    fn name(&self) -> &'static str {
+        "confidant-laplace-argmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (rows, classes, start, end) = score_shape(layout)?;
+        let CpuStorage::F32(v) = storage else {
+            return Err(candle_core::Error::Msg(
+                "laplace argmax: the scores must be f32".into(),
+            ));
+        };
+        let scores = v
+            .get(start..end)
+            .ok_or_else(|| candle_core::Error::Msg("laplace argmax: bad layout".into()))?;
+        let (labels, _) =
+            laplace_argmax_reference(self.key, self.nonce, self.mechanism, scores, classes)
+                .map_err(|e| candle_core::Error::Msg(format!("laplace argmax: {e}")))?;
+        Ok((CpuStorage::U32(labels), Shape::from(rows)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let (rows, classes, start, end) = score_shape(layout)?;
+        let dev = storage.device.clone();
+        let scores = storage.as_cuda_slice::<f32>()?.slice(start..end);
+        let (labels, _) = device::laplace_argmax(
+            &dev,
+            &scores,
+            rows,
+            classes,
+            self.key,
+            self.nonce,
+            self.mechanism,
+        )
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Ok((
+            candle_core::CudaStorage::wrap_cuda_slice(labels, dev),
+            Shape::from(rows),
+        ))
+    }
+}
+
+/// Grid-Laplace report-noisy-max labels for a `[rows, classes]` f32 score tensor on any
+/// device (the kernel on CUDA, the reference on the CPU).
+pub fn laplace_argmax(
+    scores: &Tensor,
+    key: &NoiseKey,
+    nonce: u64,
+    mechanism: &FastLaplaceScores,
+) -> std::result::Result<Tensor, GpuError> {
+    Ok(scores.apply_op1_no_bwd(&LaplaceArgmaxOp::new(key, nonce, mechanism))?)
+}
+
 /// Permute-and-flip labels for a `[rows, classes]` f32 score tensor on any device (the
 /// kernel on CUDA, the reference on the CPU).
 pub fn noisy_argmax(
@@ -245,7 +378,8 @@ pub fn noisy_argmax(
 #[cfg(feature = "cuda")]
 pub use device::{
     bench_noise_gbps, chacha20_fill_on_device, discrete_gaussian_on_device,
-    discrete_laplace_on_device, grid_laplace_on_device, noisy_argmax_on_device,
+    discrete_laplace_on_device, grid_laplace_on_device, laplace_argmax_on_device,
+    noisy_argmax_on_device,
 };
 
 /// The launch wrappers (feature `cuda`): safe functions that check sizes, then launch.
@@ -262,7 +396,7 @@ mod device {
     use super::super::GpuError;
     use super::super::chacha::NoiseKey;
     use super::super::cuda::driver;
-    use crate::privacy::mechanism::NoisyArgmax;
+    use crate::privacy::mechanism::{FastLaplaceScores, NoisyArgmax};
     use crate::privacy::sampler::Rational;
     use crate::privacy::sampler::fast::FastDiscreteLaplace;
 
@@ -511,6 +645,72 @@ mod device {
         unsafe { b.launch(config(rows64)) }.map_err(driver)?;
         check_status(dev, "noisy_argmax", &status)?;
         Ok(labels)
+    }
+
+    /// Grid-Laplace report-noisy-max on `rows` rows of `classes` scores (row-major f32 on the
+    /// device): the labels and the noisy scores (f64, on the grid). The reference is
+    /// [`super::laplace_argmax_reference`]. Uses nonces `nonce ..= nonce + rows·classes`.
+    pub fn laplace_argmax_on_device(
+        dev: &CudaDevice,
+        scores: &CudaSlice<f32>,
+        classes: usize,
+        key: &NoiseKey,
+        nonce: u64,
+        mechanism: &FastLaplaceScores,
+    ) -> Result<(CudaSlice<u32>, CudaSlice<f64>), GpuError> {
+        let rows = scores.len().checked_div(classes).unwrap_or(0);
+        laplace_argmax(dev, &scores.slice(..), rows, classes, key, nonce, mechanism)
+    }
+
+    pub(super) fn laplace_argmax(
+        dev: &CudaDevice,
+        scores: &CudaView<'_, f32>,
+        rows: usize,
+        classes: usize,
+        key: &NoiseKey,
+        nonce: u64,
+        mechanism: &FastLaplaceScores,
+    ) -> Result<(CudaSlice<u32>, CudaSlice<f64>), GpuError> {
+        let bad = |reason: String| GpuError::Arguments {
+            kernel: "laplace_argmax",
+            reason,
+        };
+        let classes32 = u32::try_from(classes)
+            .ok()
+            .filter(|&c| c > 0)
+            .ok_or_else(|| bad(format!("needs 1 ..= 2^32 - 1 classes, got {classes}")))?;
+        if rows == 0 || rows.checked_mul(classes) != Some(scores.len()) {
+            return Err(bad(format!(
+                "{} scores are not {rows} rows of {classes}",
+                scores.len()
+            )));
+        }
+        let stream = dev.cuda_stream();
+        let mut labels = stream.alloc_zeros::<u32>(rows).map_err(driver)?;
+        let mut noisy = stream.alloc_zeros::<f64>(scores.len()).map_err(driver)?;
+        let mut status = stream.alloc_zeros::<u32>(1).map_err(driver)?;
+        let f = function(dev, "laplace_argmax")?;
+        let k = key.kernel_words();
+        let rows64 = rows as u64;
+        let step = mechanism.grid().step();
+        let sampler = mechanism.sampler();
+        let (scale, shift, cap) = (sampler.scale(), sampler.shift(), sampler.cap());
+        let cap_f = cap as f64; // exact: K < 2^35
+        let mut b = stream.launch_builder(&f);
+        b.arg(&mut labels).arg(&mut noisy);
+        b.arg(scores);
+        b.arg(&rows64).arg(&classes32);
+        b.arg(&k[0]).arg(&k[1]).arg(&k[2]).arg(&k[3]);
+        b.arg(&nonce).arg(&step);
+        b.arg(&scale).arg(&shift).arg(&cap_f).arg(&cap);
+        b.arg(&mut status);
+        // SAFETY: the arguments match laplace_argmax(u32*, f64*, const f32*, u64, u32, u64 ×4,
+        // u64, f64, f64, f64, f64, i64, u32*) in kernels/noise.cu. scores and noisy hold
+        // rows·classes elements (checked above), labels rows, status one; the kernel touches
+        // only those.
+        unsafe { b.launch(config(rows64)) }.map_err(driver)?;
+        check_status(dev, "laplace_argmax", &status)?;
+        Ok((labels, noisy))
     }
 
     /// Throughput of [`chacha20_fill_on_device`] on `bytes` bytes (rounded down to whole

@@ -208,6 +208,36 @@ mod host_check_vectors {
             )
             .unwrap();
         }
+        for (seed, eps, dim, rows) in [
+            (16u8, 1.0f64, 5usize, 7usize),
+            (17, 0.05, 1, 3),
+            (18, 20.0, 12, 4),
+        ] {
+            let k = key(seed);
+            let m = crate::privacy::mechanism::LaplaceScores::new(eps, 1.0, dim)
+                .unwrap()
+                .fast()
+                .unwrap();
+            let scores: Vec<f32> = (0..rows * dim)
+                .map(|i| ((i * 104_729) % 89) as f32 / 7.0 - 5.0)
+                .collect();
+            let (labels, noisy) =
+                noise::laplace_argmax_reference(&k, 33, &m, &scores, dim).unwrap();
+            let sampler = m.sampler();
+            writeln!(
+                s,
+                "laplace_argmax {} 33 {:016x} {:016x} {:016x} {} {rows} {dim} {} {} {}",
+                hex::encode(k.secret_bytes()),
+                m.grid().step().to_bits(),
+                sampler.scale().to_bits(),
+                sampler.shift().to_bits(),
+                sampler.cap(),
+                join(scores.iter().map(|x| format!("{:08x}", x.to_bits()))),
+                join(labels),
+                join(noisy.iter().map(|x| format!("{:016x}", x.to_bits())))
+            )
+            .unwrap();
+        }
         let mut x = 0x1234_5678_9abc_def0u64;
         let mut next = move || {
             x ^= x << 13;

@@ -115,3 +115,35 @@ fn nonce_ranges() {
     assert_eq!(nonces_used(10, false), 10);
     assert_eq!(nonces_used(10, true), 11);
 }
+
+#[test]
+fn laplace_argmax_reference_is_add_grid_laplace_then_the_first_maximum() {
+    use crate::privacy::mechanism::LaplaceScores;
+    let m = LaplaceScores::new(1.0, 1.0, 4).unwrap().fast().unwrap();
+    let scores: Vec<f32> = (0..40).map(|i| ((i * 13) % 9) as f32 * 0.25).collect();
+    let (labels, noisy) = laplace_argmax_reference(&key(8), 50, &m, &scores, 4).unwrap();
+    assert_eq!(labels.len(), 10);
+    let grid = m.grid();
+    for (r, row) in noisy.chunks(4).enumerate() {
+        // Every released value is on the grid, and the label is the first maximum.
+        for &x in row {
+            assert_eq!(grid.from_steps(grid.to_steps(x, 0).unwrap()), x);
+        }
+        let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        assert_eq!(
+            labels[r] as usize,
+            row.iter().position(|&x| x == max).unwrap()
+        );
+    }
+    // The CPU custom op is the reference.
+    let t = Tensor::from_vec(scores.clone(), (10, 4), &Device::Cpu).unwrap();
+    let op = laplace_argmax(&t, &key(8), 50, &m).unwrap();
+    assert_eq!(op.to_vec1::<u32>().unwrap(), labels);
+    // Without tails, the noise is grid_laplace's on the same stream.
+    let mut z = vec![0i64; 40];
+    grid_laplace_reference(&key(8), 50, m.sampler(), &mut z);
+    for (i, (&x, &y)) in scores.iter().zip(&noisy).enumerate() {
+        let n = grid.to_steps(f64::from(x), i).unwrap();
+        assert_eq!(grid.to_steps(y, i).unwrap(), n + z[i], "element {i}");
+    }
+}
