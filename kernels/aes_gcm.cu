@@ -14,9 +14,10 @@ struct GcmShared {
 
 // One thread block of exactly GCM_LANES threads per chunk (grid-stride over chunks).
 //
-// region: the chunk bodies (plaintext_len bytes) then `count` 16-byte tags, 16-byte aligned;
-// out: plaintext_len bytes, 16-byte aligned; chunk_size a multiple of 16; count = max(1,
-// ceil(plaintext_len / chunk_size)) < 2^32; round_keys: the 60 expanded key words; aad:
+// region: the chunk bodies (plaintext_len bytes), then `count` 16-byte tags; out:
+// plaintext_len bytes. With both 16-byte aligned and chunk_size a multiple of 16 the blocks
+// move as 16-byte vectors, else byte by byte. count = max(1, ceil(plaintext_len /
+// chunk_size)) < 2^32, chunk_size <= 64 MiB; round_keys: the 60 expanded key words; aad:
 // aad_len bytes; ok[c] is set to 1 when chunk c authenticates, 0 when not (the host
 // zero-fills it first, so a launch that does nothing also reads as failure). The host
 // (src/gpu/aes_gcm.rs) checks all of this before launching.
@@ -42,6 +43,9 @@ aes_gcm_stream_decrypt(uint8_t* __restrict__ out, const uint8_t* __restrict__ re
     __syncthreads();
 
     const uint32_t aad_blocks = (aad_len + 15) / 16;
+    // The host hands over 256-byte-aligned allocations and chunk sizes that are multiples of 16;
+    // checked here too, so a misaligned buffer takes the byte path instead of faulting.
+    const bool aligned = ((((uintptr_t)region) | ((uintptr_t)out) | chunk_size) & 15) == 0;
     for (uint64_t c = blockIdx.x; c < count; c += gridDim.x) {
         const uint64_t start = c * (uint64_t)chunk_size;
         const uint64_t rest = plaintext_len > start ? plaintext_len - start : 0;
@@ -57,7 +61,8 @@ aes_gcm_stream_decrypt(uint8_t* __restrict__ out, const uint8_t* __restrict__ re
         uint32_t last = 0;
         bool any = false;
         for (uint32_t k = t; k < total; k += GCM_LANES) {
-            gcm_lane_block(sh.tables, sh.rk, sh.hl, nonce, k, aad, aad_len, body, len, dst, acc);
+            gcm_lane_block(sh.tables, sh.rk, sh.hl, nonce, k, aad, aad_len, body, len, dst, aligned,
+                           acc);
             last = k;
             any = true;
         }

@@ -259,12 +259,13 @@ CONFIDANT_HD void stream_chunk_nonce(uint32_t prefix0, uint32_t prefix1, uint32_
 // One GHASH block of a chunk, for the lane that owns it: X-block k is AAD block k when
 // k < aad_blocks, else ciphertext block b = k - aad_blocks, which is also decrypted into
 // out (CTR counter b + 2, i.e. inc32(J0) + b). body/out point at the chunk's first byte and
-// hold len bytes; on the device both are 16-byte aligned (the host checks it). Folds the block
-// into the lane accumulator: acc = acc·H^LANES ⊕ X_k.
+// hold len bytes; `aligned` says both are 16-byte aligned, which lets the device use 16-byte
+// loads and stores (otherwise, and on the host, it goes byte by byte). Folds the block into
+// the lane accumulator: acc = acc·H^LANES ⊕ X_k.
 CONFIDANT_HD void gcm_lane_block(const AesTables& tables, const uint32_t* rk, const GhashTable& hl,
                                  const uint32_t nonce[3], uint32_t k, const uint8_t* aad,
                                  uint32_t aad_len, const uint8_t* body, uint32_t len, uint8_t* out,
-                                 Gf128& acc) {
+                                 bool aligned, Gf128& acc) {
     const uint32_t aad_blocks = (aad_len + 15) / 16;
     Gf128 x;
     if (k < aad_blocks) {
@@ -275,7 +276,7 @@ CONFIDANT_HD void gcm_lane_block(const AesTables& tables, const uint32_t* rk, co
         uint32_t ks[4] = {nonce[0], nonce[1], nonce[2], b + 2};
         aes256_encrypt_block(tables, rk, ks);
 #ifdef __CUDA_ARCH__
-        if (off + 16 <= len) {
+        if (aligned && off + 16 <= len) {
             const uint4 cw = *reinterpret_cast<const uint4*>(body + off);
             const uint32_t c0 = __byte_perm(cw.x, 0, 0x0123), c1 = __byte_perm(cw.y, 0, 0x0123);
             const uint32_t c2 = __byte_perm(cw.z, 0, 0x0123), c3 = __byte_perm(cw.w, 0, 0x0123);

@@ -189,6 +189,7 @@ fn device_decryption_equals_ring_and_the_reference() {
         (4096 * 5 + 77, 4096),
         (3 << 20, 1 << 20),
         (100_000, 65_536),
+        (4100 * 3 + 9, 4100),
     ] {
         let (key, layout, region, plaintext) = sealed_region(len, chunk);
         let mut ct = stream.clone_htod(&region[..]).unwrap();

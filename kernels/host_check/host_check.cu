@@ -119,7 +119,8 @@ static bool gcm_chunk(const uint8_t key[32], const uint32_t nonce[3], const std:
         uint32_t last = 0;
         bool any = false;
         for (uint32_t k = lane; k < total; k += GCM_LANES) {
-            gcm_lane_block(t, rk, hl, nonce, k, aad.data(), (uint32_t)aad.size(), ct.data(), len, out.data(), acc);
+            gcm_lane_block(t, rk, hl, nonce, k, aad.data(), (uint32_t)aad.size(), ct.data(), len, out.data(), false,
+                           acc);
             last = k;
             any = true;
         }

@@ -304,8 +304,9 @@ pub fn decrypt_chunk(
 pub struct StreamLayout {
     /// Plaintext bytes (the sum of the chunk bodies).
     pub plaintext_len: u64,
-    /// Plaintext bytes per chunk (the last may be shorter). The device path needs a multiple
-    /// of 16 (every size `seal` writes by default is a power of two).
+    /// Plaintext bytes per chunk (the last may be shorter). A multiple of 16 (every size
+    /// `seal` writes by default is a power of two) lets the kernel move 16-byte vectors;
+    /// other sizes take its byte path.
     pub chunk_size: u32,
     /// The 7-byte STREAM nonce prefix.
     pub nonce_prefix: [u8; NONCE_PREFIX_LEN],
@@ -338,9 +339,9 @@ impl StreamLayout {
         self.plaintext_len + self.chunk_count() * TAG_LEN
     }
 
-    /// Checks what the device path relies on: a positive plaintext length, a chunk size that
-    /// is a positive multiple of 16 and at most 64 MiB, fewer than 2^32 chunks, and a region
-    /// of exactly [`Self::ciphertext_len`] bytes.
+    /// Checks what the device path relies on: a positive plaintext length, a chunk size in
+    /// 1 ..= 64 MiB, fewer than 2^32 chunks, and a region of exactly
+    /// [`Self::ciphertext_len`] bytes.
     pub fn check(&self, region_len: u64) -> Result<(), GpuError> {
         let bad = |reason: String| {
             Err(GpuError::Arguments {
@@ -351,10 +352,9 @@ impl StreamLayout {
         if self.plaintext_len == 0 {
             return bad("the plaintext is empty".into());
         }
-        if self.chunk_size == 0 || !self.chunk_size.is_multiple_of(16) || self.chunk_size > 64 << 20
-        {
+        if self.chunk_size == 0 || self.chunk_size > 64 << 20 {
             return bad(format!(
-                "chunk size {} is not a multiple of 16 in 16 ..= 64 MiB",
+                "chunk size {} is outside 1 ..= 64 MiB",
                 self.chunk_size
             ));
         }
@@ -458,8 +458,7 @@ mod device {
     ///   authenticate (wrong key, a modified, reordered, truncated or foreign chunk): both the
     ///   plaintext buffer and `ciphertext` are zeroized (device memset) before it returns, so
     ///   no unauthenticated plaintext survives.
-    /// - [`GpuError::Arguments`] when the layout does not fit (see [`StreamLayout::check`]:
-    ///   a chunk size that is not a multiple of 16 is refused; fall back to the CPU path).
+    /// - [`GpuError::Arguments`] when the layout does not fit ([`StreamLayout::check`]).
     /// - [`GpuError::Driver`] on CUDA errors.
     pub fn decrypt_chunks_on_device(
         device: &CudaDevice,
@@ -510,9 +509,8 @@ mod device {
         // SAFETY: the arguments match aes_gcm_stream_decrypt(u8*, const u8*, u64, u32, u64,
         // const u32*, u32, u32, const u8*, u32, u32*) in kernels/aes_gcm.cu in type and
         // order. layout.check established what the kernel assumes: ciphertext holds
-        // plaintext_len + 16·count bytes, chunk_size is a positive multiple of 16 (so with
-        // cudarc's 256-byte-aligned allocations every 16-byte load and store is aligned),
-        // count < 2^32; out holds plaintext_len bytes, ok count words, round_keys 60 words,
+        // plaintext_len + 16·count bytes, 0 < chunk_size <= 64 MiB, count < 2^32 (the kernel
+        // uses 16-byte accesses only when it finds the pointers and chunk size aligned); out holds plaintext_len bytes, ok count words, round_keys 60 words,
         // aad aad_len bytes; the block is LANES threads, as the kernel requires.
         unsafe { b.launch(cfg) }.map_err(driver)?;
         drop(b);

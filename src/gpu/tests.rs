@@ -313,7 +313,12 @@ mod host_check_vectors {
             .unwrap();
         }
         // A multi-chunk STREAM region, sealed by the sealing code itself.
-        for (len, chunk) in [(4096 * 3 + 100, 4096u32), (4096, 4096), (1, 4096)] {
+        for (len, chunk) in [
+            (4096 * 3 + 100, 4096u32),
+            (4096, 4096),
+            (1, 4096),
+            (4100 * 2 + 50, 4100),
+        ] {
             let key = crate::sealed::DataKey::from_bytes(&[0x5a; 32]).unwrap();
             let prefix = [9, 8, 7, 6, 5, 4, 3];
             let aad: [u8; 32] = std::array::from_fn(|i| (i * 3) as u8);
