@@ -2,7 +2,7 @@
 //! CPU reference.
 //!
 //! The loader copies a sealed model's ciphertext region (every chunk body, then every tag;
-//! [`crate::sealed::stream`]) to the device and calls [`decrypt_chunks_on_device`]: the
+//! [`crate::sealed::stream`]) to the device and calls `decrypt_chunks_on_device` (feature `cuda`): the
 //! plaintext weights then exist only in device memory, never in host memory.
 //!
 //! # Algorithm
@@ -298,7 +298,7 @@ pub fn decrypt_chunk(
     subtle::ConstantTimeEq::ct_eq(&computed.to_bytes()[..], &tag[..]).into()
 }
 
-/// What [`decrypt_chunks_on_device`] needs to know about a sealed region: its manifest's
+/// What `decrypt_chunks_on_device` (feature `cuda`) needs to know about a sealed region: its manifest's
 /// plaintext length, chunk size, nonce prefix and AAD digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamLayout {
@@ -371,7 +371,7 @@ impl StreamLayout {
     }
 }
 
-/// The CPU reference of [`decrypt_chunks_on_device`]: decrypts every chunk of `region`
+/// The CPU reference of `decrypt_chunks_on_device` (feature `cuda`): decrypts every chunk of `region`
 /// (bodies then tags) in the kernel's lane-parallel form. On the first chunk that fails
 /// authentication the partial plaintext is dropped (zeroized) and the error names it.
 pub fn decrypt_chunks_reference(
@@ -526,7 +526,7 @@ mod device {
         Ok(out)
     }
 
-    /// Throughput of [`decrypt_chunks_on_device`] on a synthetic sealed region of about
+    /// Throughput of `decrypt_chunks_on_device` (feature `cuda`) on a synthetic sealed region of about
     /// `bytes` plaintext bytes in 1 MiB chunks, in GB/s of plaintext (10^9 bytes per second),
     /// over 10 timed repetitions after a warm-up; each repetition includes the key upload and
     /// the tag read-back the loader pays.
