@@ -5,8 +5,9 @@
 // reference is src/gpu/aes_gcm.rs.
 //
 // Side channels: the T-table and GHASH-table lookups are indexed by secret-dependent values,
-// as in every table-based GPU AES. Shared-memory bank conflicts are observable only to code
-// on the same SM; the threat model (SECURITY.md) puts the GPU inside the TEE boundary.
+// as in every table-based GPU AES. Bank-conflict timing is observable only to code on the
+// same SM; SECURITY.md trusts a GPU in CC mode together with the CVM, so no co-tenant runs
+// there.
 #pragma once
 #include "common.cuh"
 
