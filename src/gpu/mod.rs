@@ -12,11 +12,8 @@ use std::str::FromStr;
 
 use candle_core::Device;
 
-pub mod aes_gcm;
-pub mod chacha;
 #[cfg(feature = "cuda")]
 pub mod cuda;
-pub mod noise;
 
 /// The PTX of every `kernels/*.cu`, compiled by `build.rs` (one `&str` constant per file,
 /// named after it in capitals: `ptx::MLP` for `kernels/mlp.cu`).
@@ -180,5 +177,13 @@ pub fn open(spec: DeviceSpec) -> Result<Device, GpuError> {
     }
 }
 
+// DP noise and sealed-weight decryption on the device (kernels/noise.cu, kernels/aes_gcm.cu),
+// with their CPU references.
+pub mod aes_gcm;
+pub mod chacha;
+pub mod noise;
+
+#[cfg(test)]
+mod host_check_vectors;
 #[cfg(test)]
 mod tests;
