@@ -207,5 +207,13 @@ pub fn open(spec: DeviceSpec) -> Result<Device, GpuError> {
     }
 }
 
+// DP noise and sealed-weight decryption on the device (kernels/noise.cu, kernels/aes_gcm.cu),
+// with their CPU references.
+pub mod aes_gcm;
+pub mod chacha;
+pub mod noise;
+
+#[cfg(test)]
+mod host_check_vectors;
 #[cfg(test)]
 mod tests;

@@ -324,6 +324,17 @@ impl NoisyArgmax {
         self.grid
     }
 
+    /// ε as the exact rational the coins use (rounded down from the requested ε).
+    pub fn epsilon_rational(&self) -> Rational {
+        self.epsilon
+    }
+
+    /// `c·D`: the coin for a candidate `gap` steps below the best is
+    /// Bernoulli(exp(−ε·gap / (c·D))). Exposed for the device port (`kernels/noise.cu`).
+    pub fn divisor(&self) -> u128 {
+        self.divisor
+    }
+
     /// The privacy map, evaluated: ε-DP with ε at most the requested one.
     pub fn guarantee(&self) -> Guarantee {
         let epsilon = self.epsilon.to_f64();

@@ -34,4 +34,4 @@ pub use publisher::{PublisherKey, PublisherSigningKey};
 pub use stream::DataKey;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -137,6 +137,17 @@ impl FastDiscreteLaplace {
         self.scale
     }
 
+    /// `c = t·ln(2/(1+p))`, the shift added to every inversion value (module docs). Exposed
+    /// so the device port (`kernels/dp_samplers.cuh`) uses the same bits.
+    pub fn shift(&self) -> f64 {
+        self.shift
+    }
+
+    /// The cap `K`, in steps (module docs). Exposed for the device port, as [`Self::shift`].
+    pub fn cap(&self) -> i64 {
+        self.cap
+    }
+
     /// `η`: every point probability below the cap, and every geometric step of the tail, is
     /// within this relative distance of the exact one.
     pub fn point_deviation(&self) -> f64 {
