@@ -8,8 +8,8 @@
 //! - **P5** `p5_mlp/{fused,candle}/B`: one prediction round trip (upload, forward, download)
 //!   of a 64-128-128-10 MLP at batch B, the fused kernel against candle's cuBLAS path.
 //!   Target: ≥ 2× at B ≤ 256.
-//! - **noise** `noise/{chacha20,dtod_copy}`: ChaCha20 noise generation against a
-//!   device-to-device copy of the same bytes (GB/s).
+//! - **noise**: ChaCha20 noise generation against a device-to-device copy of the same bytes
+//!   (GB/s), and AES-GCM decryption on the device (GB/s), timed with stream synchronisation.
 //!
 //! After the groups it prints a table of the ratios, read from criterion's estimates.
 //! Run: `CRITERION_HOME=DIR cargo bench --features cuda --bench gpu`.
@@ -23,7 +23,6 @@ use confidant::gpu::{self, DeviceSpec, LoadPath, synthetic};
 use confidant::sealed::{self, PublisherSigningKey, SealOptions, SealedFile};
 use criterion::{BenchmarkId, Criterion, Throughput};
 
-#[cfg(feature = "cuda")]
 #[allow(clippy::expect_used)]
 fn bench_load(c: &mut Criterion, dev: &Device) {
     let Device::Cuda(cuda) = dev else { return };
@@ -42,7 +41,10 @@ fn bench_load(c: &mut Criterion, dev: &Device) {
             m.forward_rows(&x, 1).expect("predict")
         })
     });
-    for (name, path) in [("staged", LoadPath::Staged), ("device_decrypt", LoadPath::DeviceDecrypt)] {
+    for (name, path) in [
+        ("staged", LoadPath::Staged),
+        ("device_decrypt", LoadPath::DeviceDecrypt),
+    ] {
         g.bench_function(name, |b| {
             b.iter(|| {
                 let file = SealedFile::parse(black_box(sealed.file.clone())).expect("parse");
@@ -91,9 +93,32 @@ fn bench_mlp(c: &mut Criterion, dev: &Device) {
     g.finish();
 }
 
-#[cfg(feature = "cuda")]
-fn bench_noise(c: &mut Criterion, dev: &Device) {
-    confidant::gpu::noise::bench_group(c, dev);
+/// ChaCha20 noise generation and AES-GCM device decryption throughput, timed with stream
+/// synchronisation (`gpu::noise::bench_noise_gbps`, `gpu::aes_gcm::bench_decrypt_gbps`):
+/// summary lines for the table.
+#[allow(clippy::expect_used)]
+fn bench_throughput(dev: &Device) -> Vec<String> {
+    let cuda = gpu::cuda::cuda_device(dev, "bench").expect("cuda device");
+    let bytes = 1usize << 30;
+    let mut lines = Vec::new();
+    match gpu::noise::bench_noise_gbps(cuda, bytes) {
+        Ok((noise, copy)) => lines.push(format!(
+            "{:<34} {:>10.0} GB/s {:>10.0} GB/s {:>7.2}x  (noise / device-to-device copy, 1 GiB)",
+            "ChaCha20 noise generation",
+            noise,
+            copy,
+            noise / copy
+        )),
+        Err(e) => lines.push(format!("noise bench failed: {e}")),
+    }
+    match gpu::aes_gcm::bench_decrypt_gbps(cuda, bytes) {
+        Ok(gbps) => lines.push(format!(
+            "{:<34} {:>10.0} GB/s  (1 MiB STREAM chunks, 1 GiB)",
+            "AES-256-GCM decrypt on device", gbps
+        )),
+        Err(e) => lines.push(format!("decrypt bench failed: {e}")),
+    }
+    lines
 }
 
 /// Mean time of one criterion benchmark, from its estimates file.
@@ -103,28 +128,54 @@ fn mean_ns(home: &std::path::Path, id: &str) -> Option<f64> {
     v["mean"]["point_estimate"].as_f64()
 }
 
-fn table() {
+fn table(extra: &[String]) {
     let home = std::path::PathBuf::from(
         std::env::var("CRITERION_HOME").unwrap_or_else(|_| "target/criterion".into()),
     );
     let m = |id: &str| mean_ns(&home, id);
-    println!("\n== GPU summary (criterion means; ratio = baseline / ours, higher is better, except P4)");
-    println!("{:<34} {:>14} {:>14} {:>8}", "measure", "ours", "baseline", "ratio");
+    println!(
+        "\n== GPU summary (criterion means; ratio = baseline / ours, higher is better, except P4)"
+    );
+    println!(
+        "{:<34} {:>14} {:>14} {:>8}",
+        "measure", "ours", "baseline", "ratio"
+    );
     if let (Some(p), Some(s), Some(d), Some(c)) = (
         m("p4_load/plaintext"),
         m("p4_load/staged"),
         m("p4_load/device_decrypt"),
         m("p4_load/clone_only"),
     ) {
-        println!("{:<34} {:>11.1} ms {:>11.1} ms {:>7.2}x  (time/plaintext; target <= 1.1x for device_decrypt)", "P4 staged -> first predict", (s - c) / 1e6, p / 1e6, (s - c) / p);
-        println!("{:<34} {:>11.1} ms {:>11.1} ms {:>7.2}x", "P4 device_decrypt -> first predict", (d - c) / 1e6, p / 1e6, (d - c) / p);
+        println!(
+            "{:<34} {:>11.1} ms {:>11.1} ms {:>7.2}x  (time/plaintext; target <= 1.1x for device_decrypt)",
+            "P4 staged -> first predict",
+            (s - c) / 1e6,
+            p / 1e6,
+            (s - c) / p
+        );
+        println!(
+            "{:<34} {:>11.1} ms {:>11.1} ms {:>7.2}x",
+            "P4 device_decrypt -> first predict",
+            (d - c) / 1e6,
+            p / 1e6,
+            (d - c) / p
+        );
     }
     for b in [1, 16, 64, 256, 1024, 4096] {
-        if let (Some(f), Some(c)) = (m(&format!("p5_mlp/fused/{b}")), m(&format!("p5_mlp/candle/{b}"))) {
-            println!("{:<34} {:>11.1} us {:>11.1} us {:>7.2}x  (target >= 2x at B <= 256)", format!("P5 fused MLP, batch {b}"), f / 1e3, c / 1e3, c / f);
+        if let (Some(f), Some(c)) = (
+            m(&format!("p5_mlp/fused/{b}")),
+            m(&format!("p5_mlp/candle/{b}")),
+        ) {
+            println!(
+                "{:<34} {:>11.1} us {:>11.1} us {:>7.2}x  (target >= 2x at B <= 256)",
+                format!("P5 fused MLP, batch {b}"),
+                f / 1e3,
+                c / 1e3,
+                c / f
+            );
         }
     }
-    if let Some(line) = confidant::gpu::noise::bench_summary(&home) {
+    for line in extra {
         println!("{line}");
     }
 }
@@ -138,11 +189,9 @@ fn main() {
         }
     };
     let mut c = Criterion::default().configure_from_args();
-    #[cfg(feature = "cuda")]
     bench_load(&mut c, &dev);
     bench_mlp(&mut c, &dev);
-    #[cfg(feature = "cuda")]
-    bench_noise(&mut c, &dev);
     c.final_summary();
-    table();
+    let extra = bench_throughput(&dev);
+    table(&extra);
 }

@@ -65,7 +65,11 @@ fn perturbations_and_scores_match_the_reference() {
     let x = synthetic::values(rows * width, 3, 10.0);
     let sigma: Vec<f32> = (0..width).map(|i| 0.01 * (1 + i % 5) as f32).collect();
     let key = [0x0102_0304, 5, 6, 7, 8, 9, 10, 0xdead_beef];
-    let op = PerturbOp { copies, key, stream: 42 };
+    let op = PerturbOp {
+        copies,
+        key,
+        stream: 42,
+    };
     let want = reference_perturb(&x, &sigma, copies as usize, &key, 42);
     let xt = Tensor::from_slice(&x, (rows, width), &dev).unwrap();
     let st = Tensor::from_slice(&sigma, width, &dev).unwrap();
@@ -73,12 +77,18 @@ fn perturbations_and_scores_match_the_reference() {
     let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let identical = got.iter().zip(&want).filter(|(a, b)| a == b).count();
     let e = rel_err(&got, &want);
-    println!("perturb: {identical}/{} bit-identical, max rel err {e:.2e}", want.len());
+    println!(
+        "perturb: {identical}/{} bit-identical, max rel err {e:.2e}",
+        want.len()
+    );
     assert!(e <= 1e-6, "{e}");
     assert!(identical * 100 >= want.len() * 99, "{identical}");
 
     let outputs = synthetic::values(rows * (1 + copies as usize) * 3, 9, 1.0);
-    let sc = ScoresOp { rows: rows as u32, copies };
+    let sc = ScoresOp {
+        rows: rows as u32,
+        copies,
+    };
     let got = Tensor::from_slice(&outputs, (rows * (1 + copies as usize), 3), &dev)
         .unwrap()
         .apply_op1_no_bwd(&sc)
@@ -100,14 +110,22 @@ fn screened_forward_on_the_gpu_agrees_with_the_cpu() {
     assert!(rel_err(&out, &cpu.forward_fused_cpu(&x, 8).unwrap()) <= 1e-5);
     assert!(scores.iter().all(|s| *s == 0.0), "{scores:?}");
     let (_, scores) = gpu.forward_screened(&x, 8, &[0.05; 30], 8).unwrap();
-    assert!(scores.iter().all(|s| *s > 0.0 && s.is_finite()), "{scores:?}");
+    assert!(
+        scores.iter().all(|s| *s > 0.0 && s.is_finite()),
+        "{scores:?}"
+    );
 }
 
-fn sealed_model(widths: &[usize]) -> (sealed::VerifiedSealedFile, sealed::DataKey, Mlp, Vec<usize>) {
+fn sealed_model(
+    widths: &[usize],
+) -> (sealed::VerifiedSealedFile, sealed::DataKey, Mlp, Vec<usize>) {
     let (config, weights) = synthetic::mlp(widths, 21).unwrap();
     let signing = PublisherSigningKey::generate().unwrap();
     let s = sealed::seal(&config, &weights, &signing, &SealOptions::default()).unwrap();
-    let verified = SealedFile::parse(s.file).unwrap().verify(&[signing.public_key()]).unwrap();
+    let verified = SealedFile::parse(s.file)
+        .unwrap()
+        .verify(&[signing.public_key()])
+        .unwrap();
     let cpu = Mlp::from_safetensors(&config, &weights, &Device::Cpu).unwrap();
     (verified, s.data_key, cpu, widths.to_vec())
 }
@@ -115,7 +133,9 @@ fn sealed_model(widths: &[usize]) -> (sealed::VerifiedSealedFile, sealed::DataKe
 #[test]
 fn both_load_paths_give_the_cpu_model() {
     let Some(dev) = cuda() else { return };
-    let Device::Cuda(cuda) = &dev else { unreachable!() };
+    let Device::Cuda(cuda) = &dev else {
+        unreachable!()
+    };
     let (verified, key, cpu, widths) = sealed_model(&[64, 512, 512, 10]);
     let x = synthetic::values(5 * widths[0], 4, 4.0);
     let want = cpu.forward_fused_cpu(&x, 5).unwrap();
@@ -130,7 +150,9 @@ fn both_load_paths_give_the_cpu_model() {
 #[test]
 fn a_tampered_chunk_aborts_both_load_paths() {
     let Some(dev) = cuda() else { return };
-    let Device::Cuda(cuda) = &dev else { unreachable!() };
+    let Device::Cuda(cuda) = &dev else {
+        unreachable!()
+    };
     let (config, weights) = synthetic::mlp(&[64, 512, 10], 8).unwrap();
     let signing = PublisherSigningKey::generate().unwrap();
     let s = sealed::seal(&config, &weights, &signing, &SealOptions::default()).unwrap();
@@ -140,7 +162,10 @@ fn a_tampered_chunk_aborts_both_load_paths() {
     bad[offset] ^= 1;
     // Signature checks cover the manifest, not the ciphertext bytes (the digest does): the
     // tag check on the device must catch the flip.
-    let verified = SealedFile::parse(bad).unwrap().verify(&[signing.public_key()]).unwrap();
+    let verified = SealedFile::parse(bad)
+        .unwrap()
+        .verify(&[signing.public_key()])
+        .unwrap();
     for path in [LoadPath::Staged, LoadPath::DeviceDecrypt] {
         let e = gpu::loader::load_sealed(&verified, &s.data_key, cuda, path)
             .err()

@@ -232,13 +232,24 @@ pub fn mlp_from_device(
     })
 }
 
-/// The plaintext-free path (integrated with kernels/aes_gcm.cu at merge).
+/// The plaintext-free path: the ciphertext region (bodies, then tags) is copied to the
+/// device as stored and decrypted there (`kernels/aes_gcm.cu`); on a tag mismatch both
+/// device buffers are zeroized before the error returns.
 fn load_device_decrypt(
-    _file: &VerifiedSealedFile,
-    _key: &DataKey,
-    _device: &CudaDevice,
+    file: &VerifiedSealedFile,
+    key: &DataKey,
+    device: &CudaDevice,
 ) -> Result<DevicePlaintext, GpuError> {
-    Err(GpuError::Driver(
-        "device decryption is not wired yet".into(),
-    ))
+    let layout = super::aes_gcm::StreamLayout::from_manifest(file.manifest())?;
+    let stream = device.cuda_stream();
+    let mut ciphertext = stream
+        .clone_htod(file.file().ciphertext())
+        .map_err(driver)?;
+    let buf = super::aes_gcm::decrypt_chunks_on_device(device, key, &mut ciphertext, &layout)?;
+    let len = usize::try_from(layout.plaintext_len).map_err(driver)?;
+    Ok(DevicePlaintext {
+        buf,
+        len,
+        device: device.clone(),
+    })
 }

@@ -434,12 +434,13 @@ mod cuda {
                 .arg(&n64)
                 .arg(&cols32)
                 .arg(&act);
-            // SAFETY: y and out hold n values, bias holds cols values and n is a multiple of cols.
             let cfg = LaunchConfig {
                 grid_dim: (grid, 1, 1),
                 block_dim: (256, 1, 1),
                 shared_mem_bytes: 0,
             };
+            // SAFETY: y and out hold n values, bias holds cols values and n is a multiple of
+            // cols (bias_cols checked the shapes).
             unsafe { b.launch(cfg) }.map_err(driver)?;
         }
         Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))

@@ -186,7 +186,8 @@ pub(crate) fn decrypt_chunk_range(
     let n = tags.len() / TAG_LEN as usize;
     let result = if bodies.is_empty() && n == 1 {
         open(first, bodies, tags)
-    } else if bodies.len().div_ceil(chunk_size) != n || tags.len() % TAG_LEN as usize != 0 {
+    } else if bodies.len().div_ceil(chunk_size) != n || !tags.len().is_multiple_of(TAG_LEN as usize)
+    {
         Err(SealedError::CiphertextLength {
             found: bodies.len() as u64,
             expected: (n * chunk_size) as u64,
