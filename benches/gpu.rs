@@ -33,7 +33,9 @@ fn bench_load(c: &mut Criterion, dev: &Device) {
     let trusted = [signing.public_key()];
     let x = synthetic::values(widths[0], 2, 4.0);
     let mut g = c.benchmark_group("p4_load");
-    g.sample_size(10).measurement_time(Duration::from_secs(4));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
     g.throughput(Throughput::Bytes(weights.len() as u64));
     g.bench_function("plaintext", |b| {
         b.iter(|| {

@@ -47,6 +47,8 @@ for line in open(msgs):
         print(f"{out}/{name}")
 PY
     rm -f "$msgs"
+    bash scripts/check-kernels-host.sh --gpu >/dev/null
+    cp target/host_check/gpu_check "$out/gpu_check"
 }
 
 libpath() {
@@ -89,33 +91,52 @@ run() {
         fi
     done
 
-    echo "== end to end: serve on cuda:0, predict over gRPC"
-    local data port
-    data="$(mktemp -d)"
-    port=$((20000 + RANDOM % 20000))
-    "$bin/confidant" serve --device cuda:0 --data-dir "$data" --listen "127.0.0.1:$port" \
-        --metrics-listen off >"$logs/serve.txt" 2>&1 &
-    local pid=$!
-    for _ in $(seq 1 120); do
-        grep -q "confidant: serving on" "$logs/serve.txt" && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.5
-    done
-    local row
-    row='[[17.99,10.38,122.8,1001,0.1184,0.2776,0.3001,0.1471,0.2419,0.07871,1.095,0.9053,8.589,153.4,0.006399,0.04904,0.05373,0.01587,0.03003,0.006193,25.38,17.33,184.6,2019,0.1622,0.6656,0.7119,0.2654,0.4601,0.1189]]'
-    if "$bin/confidant" predict --addr "https://127.0.0.1:$port" --tls-ca "$data/tls/cert.pem" \
-        --data-dir "$data" --model demo --input "$row" >"$logs/predict.txt" 2>&1; then
-        echo "predict on cuda:0: ok"; cat "$logs/predict.txt"
-    else
-        status=1; echo "FAILED: predict on cuda:0"; cat "$logs/predict.txt"; tail -20 "$logs/serve.txt"
+    if [ -x "$bin/gpu_check" ]; then
+        echo "== kernels/host_check/gpu_check: the compiled kernels against the reference vectors"
+        if ! "$bin/gpu_check" kernels/host_check/vectors.txt >"$logs/gpu_check.txt" 2>&1; then
+            status=1; echo "FAILED: gpu_check"
+        fi
+        tail -5 "$logs/gpu_check.txt"
     fi
-    grep -iE 'device|cuda|decrypted into' "$logs/serve.txt" | head -5 || true
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+
+    echo "== end to end: the demo served on cuda:0 and on the CPU, the same rows through both"
+    local csv=tests/fixtures/breast_cancer_test.csv
+    for dev in cuda:0 cpu; do
+        local data port tag="${dev%%:*}"
+        data="$(mktemp -d)"
+        port=$((20000 + RANDOM % 20000))
+        "$bin/confidant" serve --device "$dev" --data-dir "$data" --listen "127.0.0.1:$port" \
+            --metrics-listen off >>"$logs/serve.txt" 2>&1 &
+        local pid=$!
+        for _ in $(seq 1 240); do
+            grep -q "serving on https://127.0.0.1:$port" "$logs/serve.txt" && break
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.25
+        done
+        if "$bin/confidant" predict --addr "https://127.0.0.1:$port" --tls-ca "$data/tls/cert.pem" \
+            --data-dir "$data" --model demo --input-csv "$csv" >"$logs/predict-$tag.json" 2>&1; then
+            echo "predict on $dev: ok ($(wc -c <"$logs/predict-$tag.json") bytes)"
+        else
+            status=1; echo "FAILED: predict on $dev"; cat "$logs/predict-$tag.json"; tail -20 "$logs/serve.txt"
+        fi
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    grep -E 'model device|decrypted into CUDA' "$logs/serve.txt" | head -4 || true
+    python3 - "$logs/predict-cuda.json" "$logs/predict-cpu.json" <<'PY' || status=1
+import json, sys
+g, c = (json.load(open(p)) for p in sys.argv[1:3])
+go, co = g["outputs"], c["outputs"]
+assert len(go) == len(co) and len(go) > 0, (len(go), len(co))
+err = max(abs(a - b) / max(1.0, abs(b)) for r, s in zip(go, co) for a, b in zip(r, s))
+same = sum(1 for a, b in zip(g["labels"], c["labels"]) if a == b)
+print(f"cuda:0 vs cpu over {len(go)} rows: max rel err {err:.2e}, labels equal {same}/{len(go)}")
+sys.exit(0 if err <= 1e-5 and same == len(go) else 1)
+PY
 
     echo "== GPU benchmarks"
     if [ -x "$bin/bench-gpu" ]; then
-        CRITERION_HOME="$logs/criterion" "$bin/bench-gpu" --bench >"$logs/bench.txt" 2>&1 || status=1
+        CRITERION_HOME="${CRITERION_HOME:-$logs/criterion}" "$bin/bench-gpu" --bench >"$logs/bench.txt" 2>&1 || status=1
         sed -n '/== GPU summary/,$p' "$logs/bench.txt"
     else
         echo "missing bench binary"; status=1
