@@ -114,7 +114,7 @@ run() {
             sleep 0.25
         done
         if "$bin/confidant" predict --addr "https://127.0.0.1:$port" --tls-ca "$data/tls/cert.pem" \
-            --data-dir "$data" --model demo --input-csv "$csv" >"$logs/predict-$tag.json" 2>&1; then
+            --data-dir "$data" --model demo --input-csv "$csv" >"$logs/predict-$tag.json" 2>>"$logs/serve.txt"; then
             echo "predict on $dev: ok ($(wc -c <"$logs/predict-$tag.json") bytes)"
         else
             status=1; echo "FAILED: predict on $dev"; cat "$logs/predict-$tag.json"; tail -20 "$logs/serve.txt"

@@ -26,7 +26,7 @@ use crate::engine::{EngineError, Mlp, ModelConfig};
 use crate::sealed::{DataKey, VerifiedSealedFile};
 
 /// Bytes per staging buffer (two are used).
-pub const STAGING_BYTES: usize = 8 << 20;
+pub const STAGING_BYTES: usize = 32 << 20;
 
 /// The model's plaintext safetensors in device memory (`len` bytes; the allocation may be
 /// longer). Zeroized on the device when dropped.

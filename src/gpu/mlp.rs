@@ -367,15 +367,25 @@ mod cuda {
         rows: usize,
     ) -> Result<CudaStorage, GpuError> {
         let dev = &s1.device;
-        let d = op.desc;
+        let mut d = op.desc;
         let x = view(s1, l1, "x")?;
         let p = view(s2, l2, "params")?;
         let out_len = rows * d.out_features as usize;
         let stream = dev.cuda_stream();
-        let mut y = stream.alloc_zeros::<f32>(out_len.max(1)).map_err(driver)?;
+        // SAFETY: the kernel writes every one of the rows × out_features outputs before
+        // anything reads them (and rows = 0 allocates one unread element).
+        let mut y = unsafe { stream.alloc::<f32>(out_len.max(1)) }.map_err(driver)?;
         if rows > 0 {
+            let sms = stream
+                .context()
+                .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+                .map_err(driver)?
+                .max(1) as usize;
+            // Spread the rows over every multiprocessor: small batches get one-row tiles
+            // (one block per row), large ones up to the planned tile height.
+            d.tile_rows = rows.div_ceil(sms).clamp(1, d.tile_rows.max(1) as usize) as u32;
             let shared = d.shared_bytes(d.tile_rows);
-            if d.tile_rows == 0 || shared > max_shared_bytes(dev)? {
+            if op.desc.tile_rows == 0 || shared > max_shared_bytes(dev)? {
                 return Err(GpuError::Arguments {
                     kernel: "mlp_fused_f32",
                     reason: format!("{shared} bytes of shared memory do not fit this device"),
@@ -387,12 +397,7 @@ mod cuda {
                 i32::try_from(shared).unwrap_or(i32::MAX),
             )
             .map_err(driver)?;
-            let tiles = rows.div_ceil(d.tile_rows as usize);
-            let sms = stream
-                .context()
-                .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
-                .map_err(driver)? as usize;
-            let grid = tiles.min(sms.max(1) * 4) as u32;
+            let grid = rows.div_ceil(d.tile_rows as usize).min(sms * 8) as u32;
             let rows32 = rows as u32;
             let cfg = LaunchConfig {
                 grid_dim: (grid, 1, 1),
@@ -403,7 +408,7 @@ mod cuda {
             b.arg(&p).arg(&x).arg(&mut y).arg(&rows32).arg(&d);
             // SAFETY: the descriptor was validated against the parameter buffer's length, x
             // holds rows × in_features values, y rows × out_features, and the shared memory
-            // size is the one the kernel indexes (MlpDesc::shared_bytes).
+            // size is the one the kernel indexes (MlpDesc::shared_bytes of its tile height).
             unsafe { b.launch(cfg) }.map_err(driver)?;
         }
         Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
