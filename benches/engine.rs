@@ -23,26 +23,14 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use confidant::engine::{BatchConfig, Batcher, Mlp, ModelConfig};
+// Deterministic values in [-scale/2, scale/2).
+use confidant::gpu::synthetic::values;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use safetensors::tensor::TensorView;
 
 const IN: usize = 64;
 const HIDDEN: usize = 256;
 const OUT: usize = 2;
-
-/// Deterministic values in [-scale/2, scale/2).
-fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            let r = s.wrapping_mul(0x2545_F491_4F6C_DD1D);
-            ((r >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
-        })
-        .collect()
-}
 
 fn bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()

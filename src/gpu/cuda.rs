@@ -58,3 +58,17 @@ pub fn stream(device: &CudaDevice) -> Arc<CudaStream> {
 pub fn driver(e: impl std::fmt::Display) -> GpuError {
     GpuError::Driver(e.to_string())
 }
+
+/// A contiguous CUDA F32 tensor's values as a view (the kernels' input access).
+pub fn f32_view<'a>(
+    s: &'a candle_core::CudaStorage,
+    l: &candle_core::Layout,
+    kernel: &'static str,
+    what: &str,
+) -> Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, f32>, GpuError> {
+    let (a, b) = l.contiguous_offsets().ok_or_else(|| GpuError::Arguments {
+        kernel,
+        reason: format!("{what} must be contiguous"),
+    })?;
+    Ok(s.as_cuda_slice::<f32>()?.slice(a..b))
+}

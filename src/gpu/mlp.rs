@@ -191,13 +191,6 @@ pub fn reference_forward(params: &[f32], d: &MlpDesc, x: &[f32], rows: usize) ->
     cur
 }
 
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let v = s.as_slice::<f32>()?;
-    l.contiguous_offsets()
-        .and_then(|(a, b)| v.get(a..b))
-        .ok_or_else(|| candle_core::Error::Msg(format!("{what} must be contiguous")))
-}
-
 /// `(x [rows, in], params [len]) -> [rows, out]`: the whole MLP in one kernel.
 #[derive(Clone, Copy, Debug)]
 pub struct MlpOp {
@@ -240,8 +233,8 @@ impl CustomOp2 for MlpOp {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let rows = self.check(l1, l2)?;
-        let x = contiguous_f32(s1, l1, "x")?;
-        let p = contiguous_f32(s2, l2, "params")?;
+        let x = crate::gpu::cpu_f32(s1, l1, "x")?;
+        let p = crate::gpu::cpu_f32(s2, l2, "params")?;
         let y = reference_forward(p, &self.desc, x, rows);
         Ok((
             CpuStorage::F32(y),
@@ -284,8 +277,8 @@ impl CustomOp2 for BiasAct {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let cols = bias_cols(l1, l2)?;
-        let y = contiguous_f32(s1, l1, "y")?;
-        let b = contiguous_f32(s2, l2, "bias")?;
+        let y = crate::gpu::cpu_f32(s1, l1, "y")?;
+        let b = crate::gpu::cpu_f32(s2, l2, "bias")?;
         let out = y
             .iter()
             .enumerate()
@@ -329,7 +322,8 @@ mod cuda {
     use candle_core::{CudaStorage, Layout};
 
     use super::{BLOCK, MlpDesc, MlpOp};
-    use crate::gpu::{GpuError, cuda::driver, ptx};
+    use crate::gpu::cuda::{driver, f32_view};
+    use crate::gpu::{GpuError, ptx};
 
     // SAFETY: MlpDesc and MlpLayer are repr(C) plain integers mirroring the C structs.
     unsafe impl DeviceRepr for MlpDesc {}
@@ -346,18 +340,6 @@ mod cuda {
         Ok(usize::try_from(n).unwrap_or(48 * 1024))
     }
 
-    fn view<'a>(
-        s: &'a CudaStorage,
-        l: &Layout,
-        what: &str,
-    ) -> Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, f32>, GpuError> {
-        let (a, b) = l.contiguous_offsets().ok_or_else(|| GpuError::Arguments {
-            kernel: "mlp",
-            reason: format!("{what} must be contiguous"),
-        })?;
-        Ok(s.as_cuda_slice::<f32>()?.slice(a..b))
-    }
-
     pub fn launch_mlp(
         op: &MlpOp,
         s1: &CudaStorage,
@@ -368,8 +350,8 @@ mod cuda {
     ) -> Result<CudaStorage, GpuError> {
         let dev = &s1.device;
         let mut d = op.desc;
-        let x = view(s1, l1, "x")?;
-        let p = view(s2, l2, "params")?;
+        let x = f32_view(s1, l1, "mlp", "x")?;
+        let p = f32_view(s2, l2, "mlp", "params")?;
         let out_len = rows * d.out_features as usize;
         let stream = dev.cuda_stream();
         // SAFETY: the kernel writes every one of the rows × out_features outputs before
@@ -423,8 +405,8 @@ mod cuda {
         cols: usize,
     ) -> Result<CudaStorage, GpuError> {
         let dev = &s1.device;
-        let y = view(s1, l1, "y")?;
-        let bias = view(s2, l2, "bias")?;
+        let y = f32_view(s1, l1, "mlp", "y")?;
+        let bias = f32_view(s2, l2, "mlp", "bias")?;
         let n = l1.shape().elem_count();
         let stream = dev.cuda_stream();
         let mut out = stream.alloc_zeros::<f32>(n.max(1)).map_err(driver)?;

@@ -215,5 +215,17 @@ pub mod noise;
 
 #[cfg(test)]
 mod host_check_vectors;
+/// The values of a contiguous CPU F32 tensor (the CPU references' input access).
+pub(crate) fn cpu_f32<'a>(
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let v = s.as_slice::<f32>()?;
+    l.contiguous_offsets()
+        .and_then(|(a, b)| v.get(a..b))
+        .ok_or_else(|| candle_core::Error::Msg(format!("{what} must be contiguous")))
+}
+
 #[cfg(test)]
 mod tests;

@@ -107,11 +107,7 @@ pub fn discrete_laplace_reference(
     scale: Rational,
     out: &mut [i64],
 ) -> Result<()> {
-    for (i, o) in out.iter_mut().enumerate() {
-        let mut rng = ChaChaStream::new(key, nonce.wrapping_add(i as u64));
-        *o = sampler::discrete_laplace(&mut rng, scale)?;
-    }
-    Ok(())
+    per_stream(key, nonce, out, |rng| sampler::discrete_laplace(rng, scale))
 }
 
 /// The reference of the `discrete_gaussian` kernel: `out[i]` is
@@ -122,9 +118,20 @@ pub fn discrete_gaussian_reference(
     sigma2: Rational,
     out: &mut [i64],
 ) -> Result<()> {
+    per_stream(key, nonce, out, |rng| {
+        sampler::discrete_gaussian(rng, sigma2)
+    })
+}
+
+/// `out[i] = sample(stream nonce + i)`: the exact samplers' one-stream-per-sample layout.
+fn per_stream(
+    key: &NoiseKey,
+    nonce: u64,
+    out: &mut [i64],
+    mut sample: impl FnMut(&mut ChaChaStream) -> Result<i64>,
+) -> Result<()> {
     for (i, o) in out.iter_mut().enumerate() {
-        let mut rng = ChaChaStream::new(key, nonce.wrapping_add(i as u64));
-        *o = sampler::discrete_gaussian(&mut rng, sigma2)?;
+        *o = sample(&mut ChaChaStream::new(key, nonce.wrapping_add(i as u64)))?;
     }
     Ok(())
 }

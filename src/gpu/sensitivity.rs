@@ -123,13 +123,6 @@ impl PerturbOp {
     }
 }
 
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let v = s.as_slice::<f32>()?;
-    l.contiguous_offsets()
-        .and_then(|(a, b)| v.get(a..b))
-        .ok_or_else(|| candle_core::Error::Msg(format!("{what} must be contiguous")))
-}
-
 impl CustomOp2 for PerturbOp {
     fn name(&self) -> &'static str {
         "perturb_rows"
@@ -143,8 +136,8 @@ impl CustomOp2 for PerturbOp {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (rows, width) = self.check(l1, l2)?;
-        let x = contiguous_f32(s1, l1, "x")?;
-        let sigma = contiguous_f32(s2, l2, "sigma")?;
+        let x = crate::gpu::cpu_f32(s1, l1, "x")?;
+        let sigma = crate::gpu::cpu_f32(s2, l2, "sigma")?;
         let out = reference_perturb(x, sigma, self.copies as usize, &self.key, self.stream);
         Ok((
             CpuStorage::F32(out),
@@ -199,7 +192,7 @@ impl CustomOp1 for ScoresOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let width = self.check(l)?;
-        let o = contiguous_f32(s, l, "outputs")?;
+        let o = crate::gpu::cpu_f32(s, l, "outputs")?;
         let scores = reference_scores(o, self.rows as usize, width, self.copies as usize);
         Ok((CpuStorage::F32(scores), Shape::from(self.rows as usize)))
     }
@@ -225,7 +218,8 @@ mod cuda {
     use candle_core::{CudaStorage, Layout};
 
     use super::{PerturbOp, ScoresOp};
-    use crate::gpu::{GpuError, cuda::driver, ptx};
+    use crate::gpu::cuda::{driver, f32_view};
+    use crate::gpu::{GpuError, ptx};
 
     const MODULE: &str = "confidant_sensitivity";
 
@@ -235,18 +229,6 @@ mod cuda {
     struct ChachaKey([u32; 8]);
     // SAFETY: eight u32s, the layout of the C struct.
     unsafe impl DeviceRepr for ChachaKey {}
-
-    fn view<'a>(
-        s: &'a CudaStorage,
-        l: &Layout,
-        what: &str,
-    ) -> Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, f32>, GpuError> {
-        let (a, b) = l.contiguous_offsets().ok_or_else(|| GpuError::Arguments {
-            kernel: "sensitivity",
-            reason: format!("{what} must be contiguous"),
-        })?;
-        Ok(s.as_cuda_slice::<f32>()?.slice(a..b))
-    }
 
     fn grid(work: u64) -> u32 {
         work.div_ceil(256).clamp(1, 65_535) as u32
@@ -262,8 +244,8 @@ mod cuda {
         width: usize,
     ) -> Result<CudaStorage, GpuError> {
         let dev = &s1.device;
-        let x = view(s1, l1, "x")?;
-        let sigma = view(s2, l2, "sigma")?;
+        let x = f32_view(s1, l1, "sensitivity", "x")?;
+        let sigma = f32_view(s2, l2, "sensitivity", "sigma")?;
         let n = rows * op.copies as usize * width;
         let mut out = dev
             .cuda_stream()
@@ -300,7 +282,7 @@ mod cuda {
         width: usize,
     ) -> Result<CudaStorage, GpuError> {
         let dev = &s.device;
-        let outputs = view(s, l, "outputs")?;
+        let outputs = f32_view(s, l, "sensitivity", "outputs")?;
         let mut out = dev
             .cuda_stream()
             .alloc_zeros::<f32>((op.rows as usize).max(1))

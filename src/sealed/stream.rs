@@ -127,7 +127,6 @@ pub(crate) fn decrypt_in_place(
     plaintext_len: usize,
     region: &mut [u8],
 ) -> Result<(), SealedError> {
-    let aead = key.aead();
     let count = super::manifest::chunk_count(plaintext_len as u64, chunk_size as u32);
     let expected = plaintext_len as u64 + count * TAG_LEN;
     if region.len() as u64 != expected {
@@ -137,27 +136,7 @@ pub(crate) fn decrypt_in_place(
         });
     }
     let (bodies, tags) = region.split_at_mut(plaintext_len);
-    let open = |i: u64, body: &mut [u8], tag: &[u8]| -> Result<(), SealedError> {
-        let fail = || SealedError::ChunkAuthentication { index: i, count };
-        let tag = Tag::try_from(tag).map_err(|_| fail())?;
-        let last = i + 1 == count;
-        aead.open_in_place_separate_tag(nonce(prefix, i, last), Aad::from(aad), tag, body, 0..)
-            .map(|_| ())
-            .map_err(|_| fail())
-    };
-    let result = if bodies.is_empty() {
-        open(0, bodies, tags)
-    } else {
-        bodies
-            .par_chunks_mut(chunk_size)
-            .zip(tags.par_chunks(TAG_LEN as usize))
-            .enumerate()
-            .try_for_each(|(i, (body, tag))| open(i as u64, body, tag))
-    };
-    if result.is_err() {
-        zeroize::Zeroize::zeroize(bodies);
-    }
-    result
+    decrypt_chunk_range(key, prefix, aad, chunk_size, 0, count, bodies, tags)
 }
 
 /// Decrypts chunks `first..first + n` of a region of `count` chunks in place: `bodies` holds
