@@ -261,7 +261,10 @@ struct State {
 pub struct AuditLog {
     tx: std::sync::RwLock<Option<crossbeam_channel::Sender<Msg>>>,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
-    hmac_key: Zeroizing<[u8; 32]>,
+    /// HMAC-SHA256 keyed with the audit key: the key schedule runs once, and each input
+    /// clones the keyed state. The state is as secret as the key; it is zeroized on drop
+    /// (the `zeroize` features of `hmac` and `sha2`), as each per-request copy is.
+    input_mac: Hmac<Sha256>,
     public_key: String,
     /// The checkpoint key, also used to sign receipts (erasure) the server hands out.
     signing: SigningKey,
@@ -312,7 +315,8 @@ impl AuditLog {
         Ok(Self {
             tx: std::sync::RwLock::new(Some(tx)),
             worker: Mutex::new(Some(worker)),
-            hmac_key: Zeroizing::new(hmac_key),
+            input_mac: <Hmac<Sha256> as KeyInit>::new_from_slice(Zeroizing::new(hmac_key).as_ref())
+                .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length")),
             public_key,
             signing,
         })
@@ -333,12 +337,16 @@ impl AuditLog {
 
     /// HMAC-SHA256 of `values` (little-endian f32) under the audit key.
     pub fn input_hmac(&self, values: &[f32]) -> String {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.hmac_key.as_ref())
-            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-        for v in values {
-            mac.update(&v.to_le_bytes());
+        let mut mac = self.input_mac.clone();
+        // In blocks of 64 values, so that the MAC sees few, large updates.
+        let mut block = [0u8; 256];
+        for chunk in values.chunks(64) {
+            for (out, v) in block.chunks_exact_mut(4).zip(chunk) {
+                out.copy_from_slice(&v.to_le_bytes());
+            }
+            mac.update(&block[..chunk.len() * 4]);
         }
-        hex::encode(mac.finalize().into_bytes())
+        hex_lower(&mac.finalize().into_bytes().into())
     }
 
     /// Queues an event; it reaches disk with the next group fsync.

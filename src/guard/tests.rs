@@ -225,7 +225,8 @@ fn large_quotas_lease_units_but_never_serve_more_than_the_quota() {
         RateDefaults::default(),
     );
     let stored = other.limiter().used_today("erin", NOW).unwrap();
-    assert!((100..100 + MAX_LEASE).contains(&stored), "{stored}");
+    // One lease is at most a sixteenth of what was left.
+    assert!((100..100 + MAX_LEASE.min(1000 / 16)).contains(&stored), "{stored}");
     // A graceful stop returns the unused lease: the database is exact again.
     g.limiter().release_leases();
     assert_eq!(other.limiter().used_today("erin", NOW).unwrap(), 100);
@@ -247,7 +248,7 @@ fn large_quotas_lease_units_but_never_serve_more_than_the_quota() {
     }
     assert!(served <= 1000, "{served} served against a quota of 1000");
     assert!(
-        served > 1000 - MAX_LEASE,
+        served > 1000 - MAX_LEASE.min(1000 / 16),
         "a crash loses at most one lease: {served}"
     );
 }

@@ -380,7 +380,7 @@ impl Pipeline {
             )));
         }
         let admission = self.guard.admit(&key, unix_now())?;
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = super::request_id::new();
         record.request_id.clone_from(&request_id);
         let mlp = Arc::clone(model.mlp());
         let features = config.feature_count();
@@ -595,7 +595,7 @@ impl Pipeline {
             }
             self.guard.limiter().refund(admission);
         };
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = super::request_id::new();
         record.request_id.clone_from(&request_id);
         let out = match model.infer(values, rows).await {
             Ok(out) => out,
