@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+mod wal_index;
+
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -110,13 +112,13 @@ const MIGRATIONS: &[&str] = &[
 pub struct Database {
     conn: Mutex<Connection>,
     path: PathBuf,
-    /// The WAL index (`<db>-shm`), read-only, for [`Database::commit_marker`].
-    shm: Option<std::fs::File>,
+    /// The WAL index (`<db>-shm`), mapped read-only, for [`Database::commit_marker`].
+    shm: Option<wal_index::WalIndexView>,
 }
 
 /// The two copies of the WAL-index header at the start of `<db>-shm` (SQLite's "WAL-index
 /// format": `WalIndexHdr`, 48 bytes, stored twice). See [`Database::commit_marker`].
-pub type CommitMarker = [u8; 96];
+pub type CommitMarker = [u8; wal_index::HEADER];
 
 impl Database {
     /// Opens (creating if needed) the database file and applies pending migrations.
@@ -153,7 +155,9 @@ impl Database {
         // keeps it (SQLite removes it only when the last connection closes).
         let mut shm_path = path.as_os_str().to_owned();
         shm_path.push("-shm");
-        db.shm = std::fs::File::open(shm_path).ok();
+        db.shm = std::fs::File::open(shm_path)
+            .ok()
+            .and_then(|f| wal_index::WalIndexView::map(&f));
         Ok(db)
     }
 
@@ -208,15 +212,11 @@ impl Database {
     /// restarts with new salts, and the `iChange` counter steps). Two equal markers therefore
     /// mean that nothing was committed between the two reads, and a cache validated by a
     /// read of the database after marker `m` was taken is still valid while the marker is
-    /// `m`. One `pread` of the shared-memory file, instead of a read transaction (several
-    /// `fcntl` locks). `None` (no WAL index, a read error, or the two header copies caught
-    /// mid-update) means "unknown": take the slow path.
+    /// `m`. A read of the mapped shared-memory file, instead of a read transaction (several
+    /// `fcntl` locks). `None` (no WAL index, or the two header copies caught mid-update)
+    /// means "unknown": take the slow path.
     pub fn commit_marker(&self) -> Option<CommitMarker> {
-        use std::os::unix::fs::FileExt;
-        let mut m = [0u8; 96];
-        self.shm.as_ref()?.read_exact_at(&mut m, 0).ok()?;
-        // A writer updates the second copy, then the first: equal copies are a whole header.
-        (m[..48] == m[48..]).then_some(m)
+        self.shm.as_ref()?.header()
     }
 
     /// Runs a read-only `f` on the connection.
