@@ -145,7 +145,7 @@ struct KeyCache {
     /// Steps at every explicit `clear`, so that a lookup that read the database before a
     /// revocation by this connection cannot put its (now revoked) key back afterwards.
     epoch: u64,
-    live: std::collections::HashMap<[u8; 32], KeyRecord>,
+    live: std::collections::HashMap<[u8; 32], Arc<KeyRecord>>,
 }
 
 impl KeyCache {
@@ -318,7 +318,8 @@ fn check_new(new: &NewKey) -> Result<(), GuardError> {
 
 impl KeyStore {
     /// Finds the live key matching a presented token.
-    pub fn authenticate(&self, presented: &str) -> Result<Option<KeyRecord>, StorageError> {
+    /// A hit shares the cached record (no copy of its strings and sets per request).
+    pub fn authenticate(&self, presented: &str) -> Result<Option<Arc<KeyRecord>>, StorageError> {
         let h = hash(presented);
         // Taken before anything is read, so that whatever the reads below see is at least
         // as new as the marker (see `Database::commit_marker`).
@@ -329,7 +330,7 @@ impl KeyStore {
             if cache.marker == Some(m)
                 && let Some(rec) = cache.live.get(&h)
             {
-                return Ok(Some(rec.clone()));
+                return Ok(Some(Arc::clone(rec)));
             }
         }
         // One read decides whether the cache still holds: any commit by another connection
@@ -346,7 +347,7 @@ impl KeyStore {
                 // The cache is valid as of this read, which is no older than `marker`.
                 cache.marker = marker;
                 if let Some(rec) = cache.live.get(&h) {
-                    return Ok((version, cache.epoch, Some(Some(rec.clone()))));
+                    return Ok((version, cache.epoch, Some(Some(Arc::clone(rec)))));
                 }
                 cache.epoch
             };
@@ -356,7 +357,8 @@ impl KeyStore {
                      FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL AND kind = 'api_key'",
                 )?
                 .query_row(params![h.as_slice()], row_to_record)
-                .optional()?;
+                .optional()?
+                .map(Arc::new);
             Ok((version, epoch, Some(rec)))
         })?;
         let rec = found.flatten();
@@ -365,7 +367,7 @@ impl KeyStore {
             // Unknown tokens are never cached, so the cache grows only with live keys.
             if cache.data_version == version && cache.epoch == epoch && cache.live.len() < 100_000
             {
-                cache.live.insert(h, r.clone());
+                cache.live.insert(h, Arc::clone(r));
             }
         }
         Ok(rec)

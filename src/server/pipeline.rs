@@ -239,7 +239,7 @@ impl Pipeline {
     }
 
     /// Authenticates the caller and checks that it holds `scope`.
-    pub fn caller(&self, ctx: &CallContext, scope: Scope) -> Result<KeyRecord, ApiError> {
+    pub fn caller(&self, ctx: &CallContext, scope: Scope) -> Result<Arc<KeyRecord>, ApiError> {
         let key = self.guard.authenticate(Credentials {
             api_key: ctx.header("x-api-key"),
             authorization: ctx.header("authorization"),
@@ -697,7 +697,7 @@ impl Pipeline {
 
 /// A call that passed every non-spending guard.
 struct Admitted {
-    key: KeyRecord,
+    key: Arc<KeyRecord>,
     model: Arc<LoadedModel>,
     values: Vec<f32>,
     rows: usize,
