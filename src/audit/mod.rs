@@ -16,6 +16,7 @@
 pub mod outbox;
 pub mod verify;
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -118,14 +119,14 @@ pub enum Event {
         /// Server-side latency in microseconds.
         latency_us: u64,
         /// `allow` or `refuse`.
-        decision: String,
+        decision: Cow<'static, str>,
         /// Why (the gRPC status name for refusals).
-        reason: String,
+        reason: Cow<'static, str>,
         /// Privacy budget spent.
         epsilon: f64,
         /// The RPC, when not Predict (`explain`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        rpc: Option<String>,
+        rpc: Option<Cow<'static, str>>,
     },
     /// An administrative or data-access event (key creation, consent, erasure, start).
     Admin {

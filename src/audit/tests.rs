@@ -334,7 +334,7 @@ fn the_predict_fast_path_writes_exactly_the_canonical_body() {
             decision: "refuse".into(),
             reason: reason.into(),
             epsilon,
-            rpc: rpc.map(str::to_string),
+            rpc: rpc.map(Into::into),
         });
     }
     for event in shapes {
