@@ -71,16 +71,16 @@ impl Ziggurat {
     fn sample(&self, rng: &mut impl RngCore, mut bits: u32) -> f32 {
         loop {
             let layer = (bits & 0x7f) as usize;
-            let negative = bits & 0x80 != 0;
+            // Bit 7 is the sign, moved to the float's sign bit: no branch to mispredict.
+            let sign = (bits & 0x80) << 24;
             let position = bits >> 8;
-            let sign = if negative { -1.0 } else { 1.0 };
             // `layer` < 128 by the mask.
             let (k, w) = (self.k[layer], self.w[layer]);
             if position < k {
-                return sign * position as f32 * w;
+                return f32::from_bits((position as f32 * w).to_bits() ^ sign);
             }
             if let Some(x) = self.edge(rng, layer, position) {
-                return sign * x;
+                return f32::from_bits(x.to_bits() ^ sign);
             }
             bits = rng.next_u32();
         }
