@@ -365,8 +365,7 @@ impl KeyStore {
         if let Some(r) = &rec {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             // Unknown tokens are never cached, so the cache grows only with live keys.
-            if cache.data_version == version && cache.epoch == epoch && cache.live.len() < 100_000
-            {
+            if cache.data_version == version && cache.epoch == epoch && cache.live.len() < 100_000 {
                 cache.live.insert(h, Arc::clone(r));
             }
         }
@@ -439,10 +438,7 @@ impl KeyStore {
             Ok(ids)
         })?;
         // This connection's own commits do not bump data_version: empty the cache here.
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
         if ids.is_empty() {
             return Err(GuardError::InvalidConfig(match selector {
                 RevokeSelector::KeyId(id) => format!("no live key with id {id}"),

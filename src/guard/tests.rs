@@ -226,7 +226,10 @@ fn large_quotas_lease_units_but_never_serve_more_than_the_quota() {
     );
     let stored = other.limiter().used_today("erin", NOW).unwrap();
     // One lease is at most a sixteenth of what was left.
-    assert!((100..100 + MAX_LEASE.min(1000 / 16)).contains(&stored), "{stored}");
+    assert!(
+        (100..100 + MAX_LEASE.min(1000 / 16)).contains(&stored),
+        "{stored}"
+    );
     // A graceful stop returns the unused lease: the database is exact again.
     g.limiter().release_leases();
     assert_eq!(other.limiter().used_today("erin", NOW).unwrap(), 100);
@@ -298,7 +301,11 @@ fn the_commit_marker_moves_with_every_commit_of_any_connection() {
     let server = Database::open_in(dir.path()).unwrap();
     let cli = Database::open_in(dir.path()).unwrap();
     let m0 = server.commit_marker().expect("a WAL index");
-    assert_eq!(server.commit_marker(), Some(m0), "stable while nothing commits");
+    assert_eq!(
+        server.commit_marker(),
+        Some(m0),
+        "stable while nothing commits"
+    );
     let bump = |db: &Database, day: i64| {
         db.transaction(|tx| {
             tx.execute(
