@@ -63,7 +63,7 @@ struct Lease {
 /// Most day units one lease reserves.
 pub const MAX_LEASE: u64 = 1024;
 
-/// A day-quota unit held by an admitted request. Call [`Admission::refund`] if the request
+/// A day-quota unit held by an admitted request. Call [`RateLimiter::refund`] if the request
 /// fails before producing a result.
 #[derive(Debug)]
 pub struct Admission {
