@@ -158,20 +158,26 @@ fn main() {
         let on = start(dir_on.path(), false).await;
         let off = start(dir_off.path(), true).await;
         let (c_on, c_off) = (clients(&on).await, clients(&off).await);
+        // Profiling aid: GUARDS_BENCH_ONLY=on|off runs one side's windows only (its own
+        // warm-up included, so that a profile holds that side's requests and no other).
+        let only = std::env::var("GUARDS_BENCH_ONLY").ok();
+        if let Some(side) = only.as_deref() {
+            let c = if side == "on" { &c_on } else { &c_off };
+            window(c, length / 2).await;
+            let mut total = 0.0;
+            for _ in 0..pairs {
+                let rate = window(c, length).await;
+                total += rate * length.as_secs_f64();
+                println!("{side}: {rate:.0} req/s");
+            }
+            println!("{side}: about {total:.0} requests after the warm-up");
+            return;
+        }
         // Warm-up.
         window(&c_on, length / 2).await;
         window(&c_off, length / 2).await;
         let mut ratios = Vec::new();
         let (mut sum_on, mut sum_off) = (0.0, 0.0);
-        // Profiling aid: GUARDS_BENCH_ONLY=on|off runs one side's windows only.
-        let only = std::env::var("GUARDS_BENCH_ONLY").ok();
-        if let Some(side) = only.as_deref() {
-            let c = if side == "on" { &c_on } else { &c_off };
-            for _ in 0..pairs {
-                println!("{side}: {:.0} req/s", window(c, length).await);
-            }
-            return;
-        }
         for i in 0..pairs {
             // Alternate which side goes first.
             let (a, b) = if i % 2 == 0 {

@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
         authorization: None,
         client_cert: None,
     })?;
-    time("authenticate (SQLite read)", 20_000, || {
+    time("authenticate (cache hit, WAL-index check)", 20_000, || {
         guard
             .authenticate(Credentials {
                 api_key: Some(&key),
@@ -58,7 +58,7 @@ fn main() -> anyhow::Result<()> {
             })
             .unwrap();
     });
-    time("admit: GCRA + daily quota (SQLite write)", 20_000, || {
+    time("admit: GCRA + daily quota (leased)", 20_000, || {
         let _ = guard.admit(&rec, 1_790_000_000).unwrap();
     });
     let config = confidant::demo::config()?;
@@ -109,14 +109,17 @@ fn main() -> anyhow::Result<()> {
     time("input HMAC", 100_000, || {
         log.input_hmac(&row);
     });
-    time("uuid v4", 100_000, || {
+    time("uuid v4 (getrandom per id)", 100_000, || {
         uuid::Uuid::new_v4().to_string();
+    });
+    time("request id (per-thread ChaCha20)", 100_000, || {
+        confidant::server::request_id::new();
     });
     let n = 50_000;
     let t = Instant::now();
     for i in 0..n {
         log.append(confidant::audit::Event::Predict {
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: confidant::server::request_id::new(),
             principal: "p".into(),
             model: "demo@1.0.0".into(),
             purpose: Some("demonstration".into()),

@@ -16,6 +16,7 @@
 pub mod outbox;
 pub mod verify;
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -118,14 +119,14 @@ pub enum Event {
         /// Server-side latency in microseconds.
         latency_us: u64,
         /// `allow` or `refuse`.
-        decision: String,
+        decision: Cow<'static, str>,
         /// Why (the gRPC status name for refusals).
-        reason: String,
+        reason: Cow<'static, str>,
         /// Privacy budget spent.
         epsilon: f64,
         /// The RPC, when not Predict (`explain`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        rpc: Option<String>,
+        rpc: Option<Cow<'static, str>>,
     },
     /// An administrative or data-access event (key creation, consent, erasure, start).
     Admin {
@@ -178,7 +179,18 @@ fn hash_body(prev: &str, body: &[u8]) -> String {
     h.update(DOMAIN);
     h.update(prev.as_bytes());
     h.update(body);
-    hex::encode(h.finalize())
+    hex_lower(&h.finalize().into())
+}
+
+/// Lower-case hex of a 32-byte digest, through a table rather than `hex::encode`'s
+/// per-character iterator (this runs once or twice per request).
+pub(crate) fn hex_lower(bytes: &[u8; 32]) -> String {
+    let mut out = [0u8; 64];
+    // 64 is exactly twice 32, the only length `encode_to_slice` checks.
+    if hex::encode_to_slice(bytes, &mut out).is_err() {
+        return hex::encode(bytes);
+    }
+    std::str::from_utf8(&out).map_or_else(|_| hex::encode(bytes), str::to_owned)
 }
 
 /// The message a checkpoint signs.
@@ -241,6 +253,8 @@ struct State {
     last_checkpoint: std::time::Instant,
     in_segment: u64,
     segment_records: u64,
+    /// Scratch space for one record's canonical body.
+    body: Vec<u8>,
 }
 
 /// The audit log writer. Appends are queued to one writer thread that writes in groups with
@@ -248,7 +262,10 @@ struct State {
 pub struct AuditLog {
     tx: std::sync::RwLock<Option<crossbeam_channel::Sender<Msg>>>,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
-    hmac_key: Zeroizing<[u8; 32]>,
+    /// HMAC-SHA256 keyed with the audit key: the key schedule runs once, and each input
+    /// clones the keyed state. The state is as secret as the key; it is zeroized on drop
+    /// (the `zeroize` features of `hmac` and `sha2`), as each per-request copy is.
+    input_mac: Hmac<Sha256>,
     public_key: String,
     /// The checkpoint key, also used to sign receipts (erasure) the server hands out.
     signing: SigningKey,
@@ -286,6 +303,7 @@ impl AuditLog {
             last_checkpoint: std::time::Instant::now(),
             in_segment,
             segment_records: config.segment_records.max(1),
+            body: Vec::with_capacity(1024),
         };
         let (tx, rx) = crossbeam_channel::unbounded();
         let worker = std::thread::Builder::new()
@@ -298,7 +316,8 @@ impl AuditLog {
         Ok(Self {
             tx: std::sync::RwLock::new(Some(tx)),
             worker: Mutex::new(Some(worker)),
-            hmac_key: Zeroizing::new(hmac_key),
+            input_mac: <Hmac<Sha256> as KeyInit>::new_from_slice(Zeroizing::new(hmac_key).as_ref())
+                .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length")),
             public_key,
             signing,
         })
@@ -319,12 +338,16 @@ impl AuditLog {
 
     /// HMAC-SHA256 of `values` (little-endian f32) under the audit key.
     pub fn input_hmac(&self, values: &[f32]) -> String {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.hmac_key.as_ref())
-            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-        for v in values {
-            mac.update(&v.to_le_bytes());
+        let mut mac = self.input_mac.clone();
+        // In blocks of 64 values, so that the MAC sees few, large updates.
+        let mut block = [0u8; 256];
+        for chunk in values.chunks(64) {
+            for (out, v) in block.chunks_exact_mut(4).zip(chunk) {
+                out.copy_from_slice(&v.to_le_bytes());
+            }
+            mac.update(&block[..chunk.len() * 4]);
         }
-        hex::encode(mac.finalize().into_bytes())
+        hex_lower(&mac.finalize().into_bytes().into())
     }
 
     /// Queues an event; it reaches disk with the next group fsync.
@@ -522,6 +545,115 @@ fn writer(
     flush(&mut st, &mut buf);
 }
 
+/// Writes the canonical body (see [`crate::canonical`]) of a record whose event is
+/// `Predict`, with an empty `hash`, straight from the event's fields: no `serde_json::Value`
+/// tree, no key sort. Returns where the hash belongs (between the quotes of `"hash":""`), or
+/// `None` for any other event (those take the generic path). A test checks the bytes against
+/// `canonical::to_vec` for every shape of the event.
+fn write_predict_body(
+    out: &mut Vec<u8>,
+    seq: u64,
+    ts_ms: u64,
+    prev: &str,
+    event: &Event,
+) -> Option<usize> {
+    let Event::Predict {
+        request_id,
+        principal,
+        model,
+        purpose,
+        subject,
+        input_hmac,
+        output_argmax,
+        flagged_rows,
+        rows,
+        latency_us,
+        decision,
+        reason,
+        epsilon,
+        rpc,
+    } = event
+    else {
+        return None;
+    };
+    // Keys in byte order, as `canonical::to_vec` sorts them.
+    out.extend_from_slice(b"{\"event\":{\"decision\":");
+    json_str(out, decision);
+    out.extend_from_slice(b",\"epsilon\":");
+    json_f64(out, *epsilon);
+    if !flagged_rows.is_empty() {
+        out.extend_from_slice(b",\"flagged_rows\":");
+        json_u32s(out, flagged_rows);
+    }
+    out.extend_from_slice(b",\"input_hmac\":");
+    json_opt_str(out, input_hmac.as_deref());
+    out.extend_from_slice(b",\"kind\":\"predict\",\"latency_us\":");
+    json_u64(out, *latency_us);
+    out.extend_from_slice(b",\"model\":");
+    json_str(out, model);
+    out.extend_from_slice(b",\"output_argmax\":");
+    json_u32s(out, output_argmax);
+    out.extend_from_slice(b",\"principal\":");
+    json_str(out, principal);
+    out.extend_from_slice(b",\"purpose\":");
+    json_opt_str(out, purpose.as_deref());
+    out.extend_from_slice(b",\"reason\":");
+    json_str(out, reason);
+    out.extend_from_slice(b",\"request_id\":");
+    json_str(out, request_id);
+    out.extend_from_slice(b",\"rows\":");
+    json_u64(out, *rows);
+    if let Some(rpc) = rpc {
+        out.extend_from_slice(b",\"rpc\":");
+        json_str(out, rpc);
+    }
+    out.extend_from_slice(b",\"subject\":");
+    json_opt_str(out, subject.as_deref());
+    out.extend_from_slice(b"},\"hash\":\"");
+    let at = out.len();
+    out.extend_from_slice(b"\",\"prev\":");
+    json_str(out, prev);
+    out.extend_from_slice(b",\"seq\":");
+    json_u64(out, seq);
+    out.extend_from_slice(b",\"ts_ms\":");
+    json_u64(out, ts_ms);
+    out.push(b'}');
+    Some(at)
+}
+
+// The scalars are written by serde_json itself, so escaping and number formatting are the
+// ones `canonical::to_vec` uses. Writing to a `Vec` cannot fail.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn json_u64(out: &mut Vec<u8>, n: u64) {
+    let _ = serde_json::to_writer(&mut *out, &n);
+}
+
+fn json_f64(out: &mut Vec<u8>, x: f64) {
+    // As `serde_json::Value` does: a non-finite number becomes null.
+    let _ = serde_json::to_writer(&mut *out, &x);
+}
+
+fn json_u32s(out: &mut Vec<u8>, items: &[u32]) {
+    out.push(b'[');
+    for (i, n) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_u64(out, u64::from(*n));
+    }
+    out.push(b']');
+}
+
 fn push(st: &mut State, buf: &mut Vec<u8>, event: Event) {
     if st.in_segment >= st.segment_records {
         flush(st, buf);
@@ -535,36 +667,51 @@ fn push(st: &mut State, buf: &mut Vec<u8>, event: Event) {
     }
     let is_checkpoint = matches!(event, Event::Checkpoint { .. });
     st.seq += 1;
-    let mut r = Record {
-        seq: st.seq,
-        ts_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-        event,
-        prev: st.head.clone(),
-        hash: String::new(),
-    };
+    let ts_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     // One canonical serialization serves both the hash and the line: the canonical body has
     // `"hash":""` right after the event object (keys are sorted and no event field is named
     // `hash`), so the line is the body with the hash spliced in there.
-    let body = crate::canonical::to_vec(&r).unwrap_or_default();
-    r.hash = hash_body(&r.prev, &body);
-    st.head = r.hash.clone();
-    const EMPTY_HASH: &[u8] = b"},\"hash\":\"\",";
-    match body.windows(EMPTY_HASH.len()).position(|w| w == EMPTY_HASH) {
+    let body = &mut st.body;
+    body.clear();
+    let (at, generic) = match write_predict_body(body, st.seq, ts_ms, &st.head, &event) {
+        Some(at) => (Some(at), None),
+        None => {
+            let r = Record {
+                seq: st.seq,
+                ts_ms,
+                event,
+                prev: st.head.clone(),
+                hash: String::new(),
+            };
+            *body = crate::canonical::to_vec(&r).unwrap_or_default();
+            const EMPTY_HASH: &[u8] = b"},\"hash\":\"\",";
+            let at = body
+                .windows(EMPTY_HASH.len())
+                .position(|w| w == EMPTY_HASH)
+                .map(|p| p + EMPTY_HASH.len() - 2);
+            (at, Some(r))
+        }
+    };
+    let hash = hash_body(&st.head, body);
+    match at {
         Some(at) => {
             buf.extend_from_slice(&body[..at]);
-            buf.extend_from_slice(b"},\"hash\":\"");
-            buf.extend_from_slice(r.hash.as_bytes());
-            buf.extend_from_slice(b"\",");
-            buf.extend_from_slice(&body[at + EMPTY_HASH.len()..]);
+            buf.extend_from_slice(hash.as_bytes());
+            buf.extend_from_slice(&body[at..]);
         }
         None => {
-            if let Ok(line) = serde_json::to_vec(&r) {
-                buf.extend_from_slice(&line);
+            // Not reached for a canonical body; kept so that a record is never lost.
+            if let Some(mut r) = generic {
+                r.hash.clone_from(&hash);
+                if let Ok(line) = serde_json::to_vec(&r) {
+                    buf.extend_from_slice(&line);
+                }
             }
         }
     }
+    st.head = hash;
     buf.push(b'\n');
     st.in_segment += 1;
     if is_checkpoint {

@@ -278,3 +278,78 @@ fn input_hmac_is_standard_hmac_sha256_over_little_endian_f32() {
     );
     log.close();
 }
+
+#[test]
+fn the_predict_fast_path_writes_exactly_the_canonical_body() {
+    let base = predict(7);
+    let mut shapes = vec![base.clone()];
+    let Event::Predict {
+        request_id,
+        principal,
+        model,
+        latency_us,
+        rows,
+        ..
+    } = base.clone()
+    else {
+        unreachable!()
+    };
+    for (purpose, subject, input_hmac, flagged, argmax, epsilon, rpc, reason) in [
+        (None, None, None, vec![], vec![], 0.0, None, "OK"),
+        (
+            Some("p\"q\\\n\u{1}é"),
+            Some("s"),
+            Some("ab"),
+            vec![0, 3],
+            vec![1, 0, 4_000_000_000],
+            0.125,
+            Some("explain"),
+            "INVALID_ARGUMENT",
+        ),
+        (Some(""), None, None, vec![], vec![2], f64::NAN, None, "x"),
+        (None, Some("t"), None, vec![9], vec![], 1e-300, None, "y"),
+        (None, None, None, vec![], vec![], f64::INFINITY, None, "z"),
+        (None, None, None, vec![], vec![], 123_456.789, None, "z"),
+    ] {
+        shapes.push(Event::Predict {
+            request_id: request_id.clone(),
+            principal: principal.clone(),
+            model: model.clone(),
+            purpose: purpose.map(str::to_string),
+            subject: subject.map(str::to_string),
+            input_hmac: input_hmac.map(str::to_string),
+            output_argmax: argmax,
+            flagged_rows: flagged,
+            rows,
+            latency_us,
+            decision: "refuse".into(),
+            reason: reason.into(),
+            epsilon,
+            rpc: rpc.map(Into::into),
+        });
+    }
+    for event in shapes {
+        let record = Record {
+            seq: 42,
+            ts_ms: 1_790_000_000_123,
+            event: event.clone(),
+            prev: "ab".repeat(32),
+            hash: String::new(),
+        };
+        let want = crate::canonical::to_vec(&record).unwrap();
+        let mut got = Vec::new();
+        let at = write_predict_body(&mut got, 42, 1_790_000_000_123, &record.prev, &event)
+            .expect("a predict event");
+        assert_eq!(
+            String::from_utf8(got.clone()).unwrap(),
+            String::from_utf8(want).unwrap()
+        );
+        assert_eq!(&got[at - 8..at + 1], b"\"hash\":\"\"");
+    }
+    let admin = Event::Admin {
+        actor: "a".into(),
+        action: "b".into(),
+        detail: "c".into(),
+    };
+    assert!(write_predict_body(&mut Vec::new(), 1, 1, "", &admin).is_none());
+}

@@ -140,7 +140,20 @@ pub struct KeyStore {
 #[derive(Default)]
 struct KeyCache {
     data_version: i64,
-    live: std::collections::HashMap<[u8; 32], KeyRecord>,
+    /// The commit marker taken before the last read that validated `live` (`None`: none).
+    marker: Option<crate::storage::CommitMarker>,
+    /// Steps at every explicit `clear`, so that a lookup that read the database before a
+    /// revocation by this connection cannot put its (now revoked) key back afterwards.
+    epoch: u64,
+    live: std::collections::HashMap<[u8; 32], Arc<KeyRecord>>,
+}
+
+impl KeyCache {
+    fn clear(&mut self) {
+        self.live.clear();
+        self.marker = None;
+        self.epoch += 1;
+    }
 }
 
 fn hash(key: &str) -> [u8; 32] {
@@ -305,37 +318,55 @@ fn check_new(new: &NewKey) -> Result<(), GuardError> {
 
 impl KeyStore {
     /// Finds the live key matching a presented token.
-    pub fn authenticate(&self, presented: &str) -> Result<Option<KeyRecord>, StorageError> {
+    /// A hit shares the cached record (no copy of its strings and sets per request).
+    pub fn authenticate(&self, presented: &str) -> Result<Option<Arc<KeyRecord>>, StorageError> {
         let h = hash(presented);
+        // Taken before anything is read, so that whatever the reads below see is at least
+        // as new as the marker (see `Database::commit_marker`).
+        let marker = self.db.commit_marker();
+        if let Some(m) = marker {
+            // Nothing was committed, by any connection, since a read validated the cache.
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.marker == Some(m)
+                && let Some(rec) = cache.live.get(&h)
+            {
+                return Ok(Some(Arc::clone(rec)));
+            }
+        }
         // One read decides whether the cache still holds: any commit by another connection
         // (a revocation by the CLI) bumps `data_version` and empties it.
-        let (version, found) = self.db.read(|conn| {
+        let (version, epoch, found) = self.db.read(|conn| {
             let version: i64 =
                 conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?;
-            {
+            let epoch = {
                 let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
                 if cache.data_version != version {
                     cache.data_version = version;
                     cache.live.clear();
-                } else if let Some(rec) = cache.live.get(&h) {
-                    return Ok((version, Some(Some(rec.clone()))));
                 }
-            }
+                // The cache is valid as of this read, which is no older than `marker`.
+                cache.marker = marker;
+                if let Some(rec) = cache.live.get(&h) {
+                    return Ok((version, cache.epoch, Some(Some(Arc::clone(rec)))));
+                }
+                cache.epoch
+            };
             let rec = conn
                 .prepare_cached(
                     "SELECT key_id, principal, scopes, purposes, rpm, rpd, created_at, revoked_at, kind
                      FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL AND kind = 'api_key'",
                 )?
                 .query_row(params![h.as_slice()], row_to_record)
-                .optional()?;
-            Ok((version, Some(rec)))
+                .optional()?
+                .map(Arc::new);
+            Ok((version, epoch, Some(rec)))
         })?;
         let rec = found.flatten();
         if let Some(r) = &rec {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             // Unknown tokens are never cached, so the cache grows only with live keys.
-            if cache.data_version == version && cache.live.len() < 100_000 {
-                cache.live.insert(h, r.clone());
+            if cache.data_version == version && cache.epoch == epoch && cache.live.len() < 100_000 {
+                cache.live.insert(h, Arc::clone(r));
             }
         }
         Ok(rec)
@@ -407,11 +438,7 @@ impl KeyStore {
             Ok(ids)
         })?;
         // This connection's own commits do not bump data_version: empty the cache here.
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .live
-            .clear();
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
         if ids.is_empty() {
             return Err(GuardError::InvalidConfig(match selector {
                 RevokeSelector::KeyId(id) => format!("no live key with id {id}"),

@@ -59,14 +59,18 @@ impl Guard {
 
     /// Finds the credential the request presents: an API key if the request carries one,
     /// otherwise its mutual-TLS client certificate.
-    pub fn authenticate(&self, creds: Credentials<'_>) -> Result<KeyRecord, GuardError> {
+    pub fn authenticate(&self, creds: Credentials<'_>) -> Result<Arc<KeyRecord>, GuardError> {
         if let (None, None, Some(der)) = (creds.api_key, creds.authorization, creds.client_cert) {
-            return self.keys.authenticate_cert(der)?.ok_or_else(|| {
-                GuardError::Unauthenticated(
-                    "the client certificate is not registered to a principal, or was revoked"
-                        .into(),
-                )
-            });
+            return self
+                .keys
+                .authenticate_cert(der)?
+                .map(Arc::new)
+                .ok_or_else(|| {
+                    GuardError::Unauthenticated(
+                        "the client certificate is not registered to a principal, or was revoked"
+                            .into(),
+                    )
+                });
         }
         let token = match (creds.api_key, creds.authorization) {
             (Some(k), _) => k.trim(),

@@ -6,11 +6,12 @@
 //! refused later (for example by a full queue) hands its day unit back too; only its GCRA
 //! cell stays spent (governor has no refund).
 //!
-//! Day units are reserved in SQLite in leases: one transaction reserves up to 64 units at
+//! Day units are reserved in SQLite in leases: one transaction reserves up to 1024 units at
 //! once (a sixteenth of what is left, at least one), and the server hands them out from
 //! memory. The database therefore always holds at least what was served, so a crash or a
 //! restart never resets the quota; a crash can only lose the unused part of a lease (the
-//! principal gets up to 63 fewer requests that day, never more). A graceful stop returns
+//! principal gets fewer requests that day, never more: at most a sixteenth of what was left,
+//! and at most 1023). A graceful stop returns
 //! unused leases. Small quotas lease one unit at a time and so stay exact in the database;
 //! large ones pay one SQLite commit per lease instead of per request.
 
@@ -60,9 +61,9 @@ struct Lease {
 }
 
 /// Most day units one lease reserves.
-pub const MAX_LEASE: u64 = 64;
+pub const MAX_LEASE: u64 = 1024;
 
-/// A day-quota unit held by an admitted request. Call [`Admission::refund`] if the request
+/// A day-quota unit held by an admitted request. Call [`RateLimiter::refund`] if the request
 /// fails before producing a result.
 #[derive(Debug)]
 pub struct Admission {

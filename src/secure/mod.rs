@@ -1,7 +1,8 @@
 //! Process hardening and locked, zeroizing memory for secrets.
 //!
-//! This is one of the two places in the crate that may use `unsafe` (the other is the GPU
-//! launcher). Everything here wraps a libc call whose preconditions are checked in safe code:
+//! This is one of the few places in the crate that may use `unsafe` (the others are the GPU
+//! launcher and `storage::wal_index`, a read-only mapping of SQLite's WAL-index header).
+//! Everything here wraps a libc call whose preconditions are checked in safe code:
 //!
 //! - [`harden_process`] turns off core dumps and ptrace-style access (`PR_SET_DUMPABLE=0`,
 //!   `RLIMIT_CORE=0`), so plaintext weights and keys cannot leave through a crash dump.

@@ -9,6 +9,7 @@ pub mod error;
 pub mod inference;
 pub mod pipeline;
 pub mod privacy;
+pub mod request_id;
 pub mod tls;
 
 use std::collections::BTreeMap;

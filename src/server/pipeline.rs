@@ -239,7 +239,7 @@ impl Pipeline {
     }
 
     /// Authenticates the caller and checks that it holds `scope`.
-    pub fn caller(&self, ctx: &CallContext, scope: Scope) -> Result<KeyRecord, ApiError> {
+    pub fn caller(&self, ctx: &CallContext, scope: Scope) -> Result<Arc<KeyRecord>, ApiError> {
         let key = self.guard.authenticate(Credentials {
             api_key: ctx.header("x-api-key"),
             authorization: ctx.header("authorization"),
@@ -268,7 +268,12 @@ impl Pipeline {
         let result = result.map_err(Status::from);
         let latency = started.elapsed();
         self.metrics
-            .model(record.loaded_model.as_deref().unwrap_or(UNKNOWN_MODEL))
+            .model(
+                record
+                    .loaded_model
+                    .as_ref()
+                    .map_or(UNKNOWN_MODEL, |m| m.config().id.as_str()),
+            )
             .record(&RequestSample {
                 code: result.as_ref().map_or_else(|s| s.code() as i32, |_| 0),
                 latency,
@@ -286,12 +291,12 @@ impl Pipeline {
         record: AuditContext,
         refusal: Option<&Status>,
         latency: std::time::Duration,
-        rpc: Option<&str>,
+        rpc: Option<&'static str>,
     ) {
         if let Some(audit) = &self.audit {
             let (decision, reason) = match refusal {
-                None => ("allow", "OK".to_string()),
-                Some(s) => ("refuse", crate::client::code_name(s.code()).to_string()),
+                None => ("allow", "OK"),
+                Some(s) => ("refuse", crate::client::code_name(s.code())),
             };
             audit.append(Event::Predict {
                 request_id: record.request_id,
@@ -305,9 +310,9 @@ impl Pipeline {
                 rows: record.rows,
                 latency_us: latency.as_micros() as u64,
                 decision: decision.into(),
-                reason,
+                reason: reason.into(),
                 epsilon: record.epsilon,
-                rpc: rpc.map(str::to_string),
+                rpc: rpc.map(Into::into),
             });
         }
     }
@@ -380,7 +385,7 @@ impl Pipeline {
             )));
         }
         let admission = self.guard.admit(&key, unix_now())?;
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = super::request_id::new();
         record.request_id.clone_from(&request_id);
         let mlp = Arc::clone(model.mlp());
         let features = config.feature_count();
@@ -457,16 +462,21 @@ impl Pipeline {
         // The metrics label: the model named, when it is loaded, even if a guard refuses.
         let found = self.registry.get(&call.model);
         if let Ok(m) = &found {
-            record.loaded_model = Some(m.config().id.clone());
+            record.loaded_model = Some(Arc::clone(m));
         }
         self.ensure_ready()?;
         let key = self.caller(ctx, scope)?;
         record.principal.clone_from(&key.principal);
-        record.model.clone_from(&call.model);
         if call.model.is_empty() {
             return Err(ApiError::BadRequest("model must be set".into()));
         }
-        let model = found?;
+        let model = match found {
+            Ok(m) => m,
+            Err(e) => {
+                record.model.clone_from(&call.model);
+                return Err(e.into());
+            }
+        };
         let config = model.config();
         record.model = format!("{}@{}", config.id, config.version);
         if !call.version.is_empty() && call.version != config.version {
@@ -481,9 +491,9 @@ impl Pipeline {
             &config.id,
             &config.purposes,
         )?;
-        record.purpose.clone_from(&purpose);
+        record.purpose = purpose;
         if let Some(subject) = ctx.header("x-subject-id") {
-            let Some(purpose) = purpose.as_deref() else {
+            let Some(purpose) = record.purpose.as_deref() else {
                 return Err(ApiError::Precondition(
                     "a request naming a data subject (x-subject-id) must declare its purpose \
                      (x-purpose)"
@@ -516,7 +526,6 @@ impl Pipeline {
             model: Arc::clone(&model),
             values,
             rows,
-            purpose,
         })
     }
 
@@ -531,7 +540,6 @@ impl Pipeline {
             model,
             values,
             rows,
-            purpose,
         } = self.admit_call(ctx, Scope::Predict, call, record)?;
         let config = model.config();
         // The steps that spend come last, and are handed back if nothing is released.
@@ -595,7 +603,7 @@ impl Pipeline {
             }
             self.guard.limiter().refund(admission);
         };
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = super::request_id::new();
         record.request_id.clone_from(&request_id);
         let out = match model.infer(values, rows).await {
             Ok(out) => out,
@@ -673,7 +681,7 @@ impl Pipeline {
         tracing::debug!(
             request_id = %request_id,
             principal = %key.principal,
-            purpose = purpose.as_deref().unwrap_or("-"),
+            purpose = record.purpose.as_deref().unwrap_or("-"),
             model = %config.id,
             rows,
             batch_rows = out.batch_rows,
@@ -697,11 +705,10 @@ impl Pipeline {
 
 /// A call that passed every non-spending guard.
 struct Admitted {
-    key: KeyRecord,
+    key: Arc<KeyRecord>,
     model: Arc<LoadedModel>,
     values: Vec<f32>,
     rows: usize,
-    purpose: Option<String>,
 }
 
 /// What the audit record of one call learns as the call proceeds.
@@ -715,8 +722,8 @@ struct AuditContext {
     output_argmax: Vec<u32>,
     flagged_rows: Vec<u32>,
     rows: u64,
-    /// The id of the loaded model the request reached (the metrics label).
-    loaded_model: Option<String>,
+    /// The loaded model the request named (its id is the metrics label).
+    loaded_model: Option<Arc<LoadedModel>>,
     /// Queue and compute time, once the engine answered.
     engine: Option<(std::time::Duration, std::time::Duration)>,
     /// ε charged (at the budget's δ).

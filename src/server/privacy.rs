@@ -31,7 +31,7 @@ impl PrivacyService {
     }
 
     fn admin(&self, ctx: &CallContext) -> Result<String, ApiError> {
-        Ok(self.pipeline.caller(ctx, Scope::Admin)?.principal)
+        Ok(self.pipeline.caller(ctx, Scope::Admin)?.principal.clone())
     }
 
     /// Records an admin event durably (a consent change or an erasure must not be lost).

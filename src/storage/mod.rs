@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+mod wal_index;
+
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -110,7 +112,13 @@ const MIGRATIONS: &[&str] = &[
 pub struct Database {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// The WAL index (`<db>-shm`), mapped read-only, for [`Database::commit_marker`].
+    shm: Option<wal_index::WalIndexView>,
 }
+
+/// The two copies of the WAL-index header at the start of `<db>-shm` (SQLite's "WAL-index
+/// format": `WalIndexHdr`, 48 bytes, stored twice). See [`Database::commit_marker`].
+pub type CommitMarker = [u8; wal_index::HEADER];
 
 impl Database {
     /// Opens (creating if needed) the database file and applies pending migrations.
@@ -137,11 +145,19 @@ impl Database {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
-        let db = Self {
+        let mut db = Self {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+            shm: None,
         };
         db.migrate()?;
+        // The migration ran a transaction, so the WAL index exists now; this connection
+        // keeps it (SQLite removes it only when the last connection closes).
+        let mut shm_path = path.as_os_str().to_owned();
+        shm_path.push("-shm");
+        db.shm = std::fs::File::open(shm_path)
+            .ok()
+            .and_then(|f| wal_index::WalIndexView::map(&f));
         Ok(db)
     }
 
@@ -189,6 +205,18 @@ impl Database {
         let out = f(&tx).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(out)
+    }
+
+    /// A snapshot of the WAL-index header, which every committed write transaction, by any
+    /// connection or process, changes before its commit returns (`mxFrame` grows, or the WAL
+    /// restarts with new salts, and the `iChange` counter steps). Two equal markers therefore
+    /// mean that nothing was committed between the two reads, and a cache validated by a
+    /// read of the database after marker `m` was taken is still valid while the marker is
+    /// `m`. A read of the mapped shared-memory file, instead of a read transaction (several
+    /// `fcntl` locks). `None` (no WAL index, or the two header copies caught mid-update)
+    /// means "unknown": take the slow path.
+    pub fn commit_marker(&self) -> Option<CommitMarker> {
+        self.shm.as_ref()?.header()
     }
 
     /// Runs a read-only `f` on the connection.
