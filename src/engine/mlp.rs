@@ -27,7 +27,7 @@ pub struct Mlp {
     device: Device,
     /// On a CUDA device: the packed parameters and the plan of the fused kernel
     /// (`kernels/mlp.cu`), when the model fits in a block's shared memory.
-    fused_gpu: Option<(Tensor, crate::gpu::mlp::MlpDesc)>,
+    fused_gpu: Option<(Tensor, crate::gpu::mlp::MlpOp)>,
 }
 
 /// Largest batch (in multiply-adds) run by the fused CPU loop rather than candle's matmul.
@@ -314,7 +314,7 @@ impl Mlp {
 
     /// The fused kernel's plan on a CUDA device, if the model fits its shared memory.
     #[cfg(feature = "cuda")]
-    fn plan_fused_gpu(&self) -> Result<Option<(Tensor, crate::gpu::mlp::MlpDesc)>, EngineError> {
+    fn plan_fused_gpu(&self) -> Result<Option<(Tensor, crate::gpu::mlp::MlpOp)>, EngineError> {
         let Device::Cuda(dev) = &self.device else {
             return Ok(None);
         };
@@ -325,7 +325,13 @@ impl Mlp {
         }
         let (params, desc) = self.pack()?;
         Ok(match desc.plan(limit) {
-            Some(desc) => Some((params, desc)),
+            Some(desc) => match crate::gpu::mlp::prepare(dev, desc) {
+                Ok(op) => Some((params, op)),
+                Err(e) => {
+                    scrub(params);
+                    return Err(EngineError::Compute(candle_core::Error::Msg(e.to_string())));
+                }
+            },
             None => {
                 scrub(params);
                 None
@@ -334,7 +340,7 @@ impl Mlp {
     }
 
     #[cfg(not(feature = "cuda"))]
-    fn plan_fused_gpu(&self) -> Result<Option<(Tensor, crate::gpu::mlp::MlpDesc)>, EngineError> {
+    fn plan_fused_gpu(&self) -> Result<Option<(Tensor, crate::gpu::mlp::MlpOp)>, EngineError> {
         Ok(None)
     }
 
@@ -407,8 +413,8 @@ impl Mlp {
     /// when the model fits shared memory, else cuBLAS per layer with the fused bias and
     /// activation epilogue.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, EngineError> {
-        if let Some((params, desc)) = &self.fused_gpu {
-            return Ok(x.apply_op2_no_bwd(params, &crate::gpu::mlp::MlpOp { desc: *desc })?);
+        if let Some((params, op)) = &self.fused_gpu {
+            return Ok(x.apply_op2_no_bwd(params, op)?);
         }
         if self.device.is_cuda() {
             return self.forward_cublas(x);

@@ -196,9 +196,18 @@ pub fn reference_forward(params: &[f32], d: &MlpDesc, x: &[f32], rows: usize) ->
 pub struct MlpOp {
     /// The packed layout (planned for the device it runs on).
     pub desc: MlpDesc,
+    /// Multiprocessors of the CUDA device the op was prepared for
+    /// ([`prepare`](cuda::prepare), once at load); 0 when not prepared, and then each launch
+    /// queries the device and raises the kernel's shared-memory limit itself.
+    pub sms: u32,
 }
 
 impl MlpOp {
+    /// An op for `desc`, not yet prepared for a CUDA device.
+    pub fn new(desc: MlpDesc) -> Self {
+        Self { desc, sms: 0 }
+    }
+
     fn check(&self, x: &Layout, p: &Layout) -> candle_core::Result<usize> {
         let bad = |m: String| candle_core::Error::Msg(format!("mlp_fused: {m}"));
         let [rows, width] = x.dims() else {
@@ -340,6 +349,33 @@ mod cuda {
         Ok(usize::try_from(n).unwrap_or(48 * 1024))
     }
 
+    /// Prepares `desc` (planned) for `dev`, once per model: checks its largest tile against
+    /// the device's shared memory, raises the kernel's dynamic shared-memory limit to it (the
+    /// attribute stays with the loaded function), and records the multiprocessor count, so
+    /// that a launch makes no driver queries.
+    pub fn prepare(dev: &candle_core::CudaDevice, desc: MlpDesc) -> Result<MlpOp, GpuError> {
+        let shared = desc.shared_bytes(desc.tile_rows);
+        if desc.tile_rows == 0 || shared > max_shared_bytes(dev)? {
+            return Err(GpuError::Arguments {
+                kernel: "mlp_fused_f32",
+                reason: format!("{shared} bytes of shared memory do not fit this device"),
+            });
+        }
+        let func = dev.get_or_load_custom_func("mlp_fused_f32", MODULE, ptx::MLP)?;
+        func.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            i32::try_from(shared).unwrap_or(i32::MAX),
+        )
+        .map_err(driver)?;
+        let sms = dev
+            .cuda_stream()
+            .context()
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(driver)?
+            .max(1) as u32;
+        Ok(MlpOp { desc, sms })
+    }
+
     pub fn launch_mlp(
         op: &MlpOp,
         s1: &CudaStorage,
@@ -358,27 +394,24 @@ mod cuda {
         // anything reads them (and rows = 0 allocates one unread element).
         let mut y = unsafe { stream.alloc::<f32>(out_len.max(1)) }.map_err(driver)?;
         if rows > 0 {
-            let sms = stream
-                .context()
-                .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
-                .map_err(driver)?
-                .max(1) as usize;
-            // Spread the rows over every multiprocessor: small batches get one-row tiles
-            // (one block per row), large ones up to the planned tile height.
-            d.tile_rows = rows.div_ceil(sms).clamp(1, d.tile_rows.max(1) as usize) as u32;
-            let shared = d.shared_bytes(d.tile_rows);
-            if op.desc.tile_rows == 0 || shared > max_shared_bytes(dev)? {
+            if op.desc.tile_rows == 0 {
                 return Err(GpuError::Arguments {
                     kernel: "mlp_fused_f32",
-                    reason: format!("{shared} bytes of shared memory do not fit this device"),
+                    reason: "the descriptor has no shared-memory plan".into(),
                 });
             }
+            let op = if op.sms == 0 {
+                prepare(dev, op.desc)?
+            } else {
+                *op
+            };
+            let sms = op.sms as usize;
+            // Spread the rows over every multiprocessor: small batches get one-row tiles
+            // (one block per row), large ones up to the planned tile height, whose shared
+            // memory `prepare` allowed.
+            d.tile_rows = rows.div_ceil(sms).clamp(1, d.tile_rows as usize) as u32;
+            let shared = d.shared_bytes(d.tile_rows);
             let func = dev.get_or_load_custom_func("mlp_fused_f32", MODULE, ptx::MLP)?;
-            func.set_attribute(
-                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                i32::try_from(shared).unwrap_or(i32::MAX),
-            )
-            .map_err(driver)?;
             let grid = rows.div_ceil(d.tile_rows as usize).min(sms * 8) as u32;
             let rows32 = rows as u32;
             let cfg = LaunchConfig {
@@ -437,4 +470,4 @@ mod cuda {
 }
 
 #[cfg(feature = "cuda")]
-pub use cuda::device_shared_limit;
+pub use cuda::{device_shared_limit, prepare};

@@ -75,7 +75,7 @@ mod kernels_cpu {
                 let x = synthetic::values(rows * widths[0], rows as u64, 8.0);
                 let want = mlp.forward_fused_cpu(&x, rows).unwrap();
                 let xt = Tensor::from_slice(&x, (rows, widths[0]), &Device::Cpu).unwrap();
-                let got = xt.apply_op2_no_bwd(&params, &MlpOp { desc }).unwrap();
+                let got = xt.apply_op2_no_bwd(&params, &MlpOp::new(desc)).unwrap();
                 let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
                 assert!(close(&got, &want, 1e-5), "{widths:?} rows {rows}");
             }
@@ -109,7 +109,7 @@ mod kernels_cpu {
         // A wrong input width is an error, not an out-of-bounds read.
         let x = Tensor::zeros((2, 7), candle_core::DType::F32, &Device::Cpu).unwrap();
         let e = x
-            .apply_op2_no_bwd(&params, &MlpOp { desc: planned })
+            .apply_op2_no_bwd(&params, &MlpOp::new(planned))
             .unwrap_err();
         assert!(e.to_string().contains("7 features"), "{e}");
     }
