@@ -598,6 +598,27 @@ mod device {
         noisy_argmax(dev, &scores.slice(..), rows, classes, key, nonce, mechanism)
     }
 
+    /// Checks that `len` scores are `rows` rows of `classes` (both non-zero, `classes` < 2^32)
+    /// and returns `classes` as the kernels take it.
+    fn score_shape(
+        kernel: &'static str,
+        len: usize,
+        rows: usize,
+        classes: usize,
+    ) -> Result<u32, GpuError> {
+        let bad = |reason: String| GpuError::Arguments { kernel, reason };
+        let classes32 = u32::try_from(classes)
+            .ok()
+            .filter(|&c| c > 0)
+            .ok_or_else(|| bad(format!("needs 1 ..= 2^32 - 1 classes, got {classes}")))?;
+        if rows == 0 || rows.checked_mul(classes) != Some(len) {
+            return Err(bad(format!(
+                "{len} scores are not {rows} rows of {classes}"
+            )));
+        }
+        Ok(classes32)
+    }
+
     pub(super) fn noisy_argmax(
         dev: &CudaDevice,
         scores: &CudaView<'_, f32>,
@@ -607,20 +628,11 @@ mod device {
         nonce: u64,
         mechanism: &NoisyArgmax,
     ) -> Result<CudaSlice<u32>, GpuError> {
+        let classes32 = score_shape("noisy_argmax", scores.len(), rows, classes)?;
         let bad = |reason: String| GpuError::Arguments {
             kernel: "noisy_argmax",
             reason,
         };
-        let classes32 = u32::try_from(classes)
-            .ok()
-            .filter(|&c| c > 0)
-            .ok_or_else(|| bad(format!("needs 1 ..= 2^32 - 1 classes, got {classes}")))?;
-        if rows == 0 || rows.checked_mul(classes) != Some(scores.len()) {
-            return Err(bad(format!(
-                "{} scores are not {rows} rows of {classes}",
-                scores.len()
-            )));
-        }
         let eps = mechanism.epsilon_rational();
         let den = eps
             .den
@@ -678,20 +690,7 @@ mod device {
         nonce: u64,
         mechanism: &FastLaplaceScores,
     ) -> Result<(CudaSlice<u32>, CudaSlice<f64>), GpuError> {
-        let bad = |reason: String| GpuError::Arguments {
-            kernel: "laplace_argmax",
-            reason,
-        };
-        let classes32 = u32::try_from(classes)
-            .ok()
-            .filter(|&c| c > 0)
-            .ok_or_else(|| bad(format!("needs 1 ..= 2^32 - 1 classes, got {classes}")))?;
-        if rows == 0 || rows.checked_mul(classes) != Some(scores.len()) {
-            return Err(bad(format!(
-                "{} scores are not {rows} rows of {classes}",
-                scores.len()
-            )));
-        }
+        let classes32 = score_shape("laplace_argmax", scores.len(), rows, classes)?;
         let stream = dev.cuda_stream();
         let mut labels = stream.alloc_zeros::<u32>(rows).map_err(driver)?;
         let mut noisy = stream.alloc_zeros::<f64>(scores.len()).map_err(driver)?;
