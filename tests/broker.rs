@@ -549,27 +549,25 @@ async fn replayed_nonces_expired_sessions_debug_and_tampered_evidence_get_no_key
     assert_eq!(s, 401);
     assert!(why.contains("session expired"), "{why}");
 
+    // Evidence the broker must refuse: the status and the reason of the refusal.
+    let refused = |evidencer: Evidencer| {
+        let endpoint = &endpoint;
+        async move {
+            let err =
+                confidant::keys::fetch_resource(endpoint, Arc::new(evidencer), "default/models/x")
+                    .await
+                    .unwrap_err();
+            detail(err)
+        }
+    };
+
     // Debug evidence: attests, but the policy forbids debug.
-    let err = confidant::keys::fetch_resource(
-        &endpoint,
-        Arc::new(Evidencer::Debug(m)),
-        "default/models/x",
-    )
-    .await
-    .unwrap_err();
-    let (s, why) = detail(err);
+    let (s, why) = refused(Evidencer::Debug(m)).await;
     assert_eq!(s, 403);
     assert!(why.contains("debug"), "{why}");
 
     // Tampered evidence: the signature no longer verifies.
-    let err = confidant::keys::fetch_resource(
-        &endpoint,
-        Arc::new(Evidencer::Tampered(m)),
-        "default/models/x",
-    )
-    .await
-    .unwrap_err();
-    let (s, why) = detail(err);
+    let (s, why) = refused(Evidencer::Tampered(m)).await;
     assert_eq!(s, 401);
     assert!(why.contains("signature"), "{why}");
 
