@@ -65,7 +65,14 @@ async fn start(dir: &std::path::Path, unguarded: bool) -> Target {
         },
         screening: Default::default(),
         privacy: Default::default(),
-        audit: Default::default(),
+        // Profiling aid: GUARDS_BENCH_GROUP_MS overrides `[audit] group_commit_ms`.
+        audit: server::AuditSettings {
+            group_commit_ms: std::env::var("GUARDS_BENCH_GROUP_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(confidant::audit::DEFAULT_GROUP_COMMIT_MS),
+            ..Default::default()
+        },
         unguarded_benchmark_baseline: unguarded,
         device: confidant::gpu::DeviceSpec::Cpu,
         gpu_load: confidant::gpu::LoadPath::Staged,
@@ -164,6 +171,8 @@ fn main() {
         if let Some(side) = only.as_deref() {
             let c = if side == "on" { &c_on } else { &c_off };
             window(c, length / 2).await;
+            // A marker for tools that sample system-wide CPU time over the measured windows.
+            println!("{side}: warmed up");
             let mut total = 0.0;
             for _ in 0..pairs {
                 let rate = window(c, length).await;

@@ -59,4 +59,12 @@ async fn expired_segments_are_deleted_and_the_rest_verifies() {
     std::fs::write(&toml, "[audit]\nretention_days = -1\n").unwrap();
     let err = Server::try_start(&bad).err().expect("refused");
     assert!(err.contains("retention_days"), "{err}");
+    for bad_group in ["0", "1001"] {
+        std::fs::write(&toml, format!("[audit]\ngroup_commit_ms = {bad_group}\n")).unwrap();
+        let err = Server::try_start(&bad).err().expect("refused");
+        assert!(
+            err.contains("audit.group_commit_ms must be 1 to 1000"),
+            "{err}"
+        );
+    }
 }

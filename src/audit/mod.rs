@@ -214,6 +214,10 @@ pub fn retention_message(
     m
 }
 
+/// How long the writer gathers a group of records before one write and one fsync, by
+/// default (`[audit] group_commit_ms`).
+pub const DEFAULT_GROUP_COMMIT_MS: u64 = 10;
+
 /// Settings.
 #[derive(Debug, Clone, Copy)]
 pub struct AuditConfig {
@@ -236,7 +240,7 @@ impl Default for AuditConfig {
         Self {
             checkpoint_every: 1000,
             checkpoint_interval: Duration::from_secs(60),
-            group_linger: Duration::from_millis(2),
+            group_linger: Duration::from_millis(DEFAULT_GROUP_COMMIT_MS),
             segment_records: SEGMENT_RECORDS,
             retention: None,
         }

@@ -82,37 +82,7 @@ fn dense_fused(
             row.copy_from_slice(b);
         }
     }
-    // Four output rows share each pass over a weight row.
-    let mut r = 0;
-    while r + 4 <= rows {
-        let (y0, rest) = y[r * out..(r + 4) * out].split_at_mut(out);
-        let (y1, rest) = rest.split_at_mut(out);
-        let (y2, y3) = rest.split_at_mut(out);
-        for (k, wk) in w.chunks_exact(out).enumerate() {
-            let a = [
-                x[r * inp + k],
-                x[(r + 1) * inp + k],
-                x[(r + 2) * inp + k],
-                x[(r + 3) * inp + k],
-            ];
-            for (j, &wv) in wk.iter().enumerate() {
-                y0[j] += a[0] * wv;
-                y1[j] += a[1] * wv;
-                y2[j] += a[2] * wv;
-                y3[j] += a[3] * wv;
-            }
-        }
-        r += 4;
-    }
-    for r in r..rows {
-        let yr = &mut y[r * out..(r + 1) * out];
-        for (k, wk) in w.chunks_exact(out).enumerate() {
-            let a = x[r * inp + k];
-            for (yv, &wv) in yr.iter_mut().zip(wk) {
-                *yv += a * wv;
-            }
-        }
-    }
+    dense_accumulate(x, rows, inp, w, out, y);
     match activation {
         Activation::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
         Activation::Gelu => y
@@ -121,6 +91,85 @@ fn dense_fused(
         Activation::Tanh => y.iter_mut().for_each(|v| *v = v.tanh()),
         Activation::Sigmoid => y.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
         Activation::None => {}
+    }
+}
+
+/// Output columns one register tile covers (one AVX-512 register, two AVX2 ones).
+const TILE: usize = 16;
+
+/// `y += x · W` for `rows` rows (`W` stored `[inp, out]`), compiled for the host's widest
+/// vector unit at run time (`multiversion`: the binary itself targets baseline x86-64).
+/// Blocks of four rows by [`TILE`] columns of `y` stay in registers for a whole pass over
+/// `W`; columns past the last full tile (a classifier's two outputs, say) are dot products
+/// with register accumulators, never read-modify-writes of `y` per weight.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
+fn dense_accumulate(x: &[f32], rows: usize, inp: usize, w: &[f32], out: usize, y: &mut [f32]) {
+    if inp == 0 || out == 0 {
+        return;
+    }
+    let mut xs = x.chunks_exact(inp);
+    let mut ys = y.chunks_exact_mut(out);
+    let mut left = rows;
+    while left >= 4 {
+        let (Some(x0), Some(x1), Some(x2), Some(x3)) = (xs.next(), xs.next(), xs.next(), xs.next())
+        else {
+            return;
+        };
+        let (Some(y0), Some(y1), Some(y2), Some(y3)) = (ys.next(), ys.next(), ys.next(), ys.next())
+        else {
+            return;
+        };
+        dense_block([x0, x1, x2, x3], w, out, [y0, y1, y2, y3]);
+        left -= 4;
+    }
+    for (xr, yr) in xs.zip(ys).take(left) {
+        dense_block([xr], w, out, [yr]);
+    }
+}
+
+/// `R` rows of [`dense_accumulate`]; inlined into each of its target-specific copies.
+#[inline(always)]
+fn dense_block<const R: usize>(x: [&[f32]; R], w: &[f32], out: usize, mut y: [&mut [f32]; R]) {
+    let full = out - out % TILE;
+    for c in (0..full).step_by(TILE) {
+        let mut acc = [[0f32; TILE]; R];
+        for (k, wk) in w.chunks_exact(out).enumerate() {
+            let Some(wt) = wk
+                .get(c..c + TILE)
+                .and_then(|t| <&[f32; TILE]>::try_from(t).ok())
+            else {
+                break;
+            };
+            for (acc_r, x_r) in acc.iter_mut().zip(&x) {
+                let a = x_r.get(k).copied().unwrap_or(0.0);
+                for (v, wv) in acc_r.iter_mut().zip(wt) {
+                    *v += a * wv;
+                }
+            }
+        }
+        for (acc_r, y_r) in acc.iter().zip(y.iter_mut()) {
+            if let Some(dst) = y_r.get_mut(c..c + TILE) {
+                for (v, s) in dst.iter_mut().zip(acc_r) {
+                    *v += s;
+                }
+            }
+        }
+    }
+    for j in full..out {
+        let mut acc = [0f32; R];
+        for (k, wk) in w.chunks_exact(out).enumerate() {
+            let wv = wk[j];
+            for (v, x_r) in acc.iter_mut().zip(&x) {
+                *v += x_r.get(k).copied().unwrap_or(0.0) * wv;
+            }
+        }
+        for (v, y_r) in acc.iter().zip(y.iter_mut()) {
+            y_r[j] += v;
+        }
     }
 }
 
@@ -531,21 +580,18 @@ impl Mlp {
     /// of small tabular models where candle's per-operation overhead dominates. It computes
     /// the same function as [`forward`](Self::forward), in a different summation order.
     pub fn forward_fused_cpu(&self, values: &[f32], rows: usize) -> Result<Vec<f32>, EngineError> {
-        let mut x: Vec<f32> = match &self.normalization {
-            Some((mean, inv_std)) => with_cpu_f32(mean, |mean| {
+        let mut x = values.to_vec();
+        if let Some((mean, inv_std)) = &self.normalization {
+            with_cpu_f32(mean, |mean| {
                 with_cpu_f32(inv_std, |inv| {
-                    values
-                        .chunks_exact(self.in_features)
-                        .flat_map(|row| {
-                            row.iter()
-                                .zip(mean.iter().zip(inv.iter()))
-                                .map(|(v, (m, i))| (v - m) * i)
-                        })
-                        .collect()
+                    for row in x.chunks_exact_mut(self.in_features) {
+                        for ((v, m), i) in row.iter_mut().zip(mean).zip(inv) {
+                            *v = (*v - m) * i;
+                        }
+                    }
                 })
-            })??,
-            None => values.to_vec(),
-        };
+            })??;
+        }
         let mut width = self.in_features;
         let mut y = Vec::new();
         for layer in &self.layers {

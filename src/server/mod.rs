@@ -143,6 +143,10 @@ pub struct AuditSettings {
     pub retention_days: Option<f64>,
     /// Records per segment file (10 to 10,000,000).
     pub segment_records: u64,
+    /// How long the writer gathers records before it writes and fsyncs them as one group,
+    /// in milliseconds (1 to 1000). Records reach disk within about this long plus one
+    /// fsync; a longer group costs fewer fsyncs per record (see BENCHMARKS.md, guards).
+    pub group_commit_ms: u64,
 }
 
 impl Default for AuditSettings {
@@ -150,6 +154,7 @@ impl Default for AuditSettings {
         Self {
             retention_days: None,
             segment_records: crate::audit::SEGMENT_RECORDS,
+            group_commit_ms: crate::audit::DEFAULT_GROUP_COMMIT_MS,
         }
     }
 }
@@ -168,6 +173,12 @@ impl AuditSettings {
             return Err(ServerError::Config(format!(
                 "audit.segment_records must be 10 to 10000000, got {}",
                 self.segment_records
+            )));
+        }
+        if !(1..=1000).contains(&self.group_commit_ms) {
+            return Err(ServerError::Config(format!(
+                "audit.group_commit_ms must be 1 to 1000, got {}",
+                self.group_commit_ms
             )));
         }
         Ok(())
@@ -963,6 +974,7 @@ fn open_audit(
         *hmac_key,
         crate::audit::AuditConfig {
             segment_records: settings.segment_records,
+            group_linger: std::time::Duration::from_millis(settings.group_commit_ms),
             retention: settings
                 .retention_days
                 .map(|d| std::time::Duration::from_secs_f64(d * 86_400.0)),

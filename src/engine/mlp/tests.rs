@@ -190,3 +190,42 @@ fn config_validation_names_the_problem() {
         assert!(err.contains(needle), "{json}: {err}");
     }
 }
+
+#[test]
+fn the_blocked_dense_kernel_matches_a_plain_triple_loop_for_every_tile_shape() {
+    // Widths on both sides of the 16-column tile and the four-row block, with a tail.
+    let mut seed = 0x9e37_79b9_u32;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        (seed as f32 / u32::MAX as f32) * 2.0 - 1.0
+    };
+    for out in [1, 2, 3, 15, 16, 17, 32, 33, 40] {
+        for inp in [1, 5, 30] {
+            for rows in [1, 2, 3, 4, 5, 7, 8, 9, 13] {
+                let x: Vec<f32> = (0..rows * inp).map(|_| next()).collect();
+                let w: Vec<f32> = (0..inp * out).map(|_| next()).collect();
+                let start: Vec<f32> = (0..rows * out).map(|_| next()).collect();
+                let mut want = start.clone();
+                for r in 0..rows {
+                    for j in 0..out {
+                        let mut s = 0f64;
+                        for k in 0..inp {
+                            s += f64::from(x[r * inp + k]) * f64::from(w[k * out + j]);
+                        }
+                        want[r * out + j] = (f64::from(want[r * out + j]) + s) as f32;
+                    }
+                }
+                let mut got = start;
+                dense_accumulate(&x, rows, inp, &w, out, &mut got);
+                for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                        "rows {rows} inp {inp} out {out}, value {i}: got {g}, want {e}"
+                    );
+                }
+            }
+        }
+    }
+}
