@@ -628,7 +628,18 @@ fn write_predict_body(
 // The scalars are written by serde_json itself, so escaping and number formatting are the
 // ones `canonical::to_vec` uses. Writing to a `Vec` cannot fail.
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    let _ = serde_json::to_writer(&mut *out, s);
+    // Most fields (ids, hex digests, names) need no escape: copy them between quotes, which
+    // is byte for byte what serde_json writes for them. Anything else goes through serde_json.
+    if s.bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f)
+    {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }
 
 fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {

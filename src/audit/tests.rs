@@ -353,3 +353,23 @@ fn the_predict_fast_path_writes_exactly_the_canonical_body() {
     };
     assert!(write_predict_body(&mut Vec::new(), 1, 1, "", &admin).is_none());
 }
+
+#[test]
+fn strings_are_written_as_serde_json_writes_them() {
+    for s in [
+        "",
+        "plain-id_0123",
+        "é ü 漢字",
+        "q\"uote",
+        "back\\slash",
+        "tab\t",
+        "nl\n",
+        "\u{1f}",
+        "\u{7f}del",
+        " ~",
+    ] {
+        let mut got = Vec::new();
+        json_str(&mut got, s);
+        assert_eq!(got, serde_json::to_vec(s).unwrap(), "{s:?}");
+    }
+}

@@ -263,25 +263,36 @@ impl Worker<'_> {
                 }
             }
             Some(screener) => {
-                // The request rows first, then every row's perturbed copies: one forward pass.
                 let copies = screener.copies();
-                let mut all = Vec::with_capacity(rows * (1 + copies) * model.in_features());
+                let mut all = Vec::with_capacity(rows * model.in_features());
                 for j in &batch {
                     all.extend_from_slice(&j.values);
                 }
-                let originals = all.len();
-                let mut perturbed = Vec::new();
-                screener.perturb_into(&all[..originals], &mut perturbed);
-                all.extend_from_slice(&perturbed);
-                drop(perturbed);
-                match model.forward_rows(&all, rows * (1 + copies)) {
-                    Ok(mut out) => {
-                        let scores =
-                            screener.scores(&out[..rows * width], &out[rows * width..], width);
-                        out.truncate(rows * width);
-                        (Ok(out), Some(scores))
+                // On the fused CPU path the copies are drawn in the first layer's
+                // pre-activation space (`PreactFactor`), still in one forward pass.
+                match screener.forward_cpu(model, &all, rows) {
+                    Some(Ok((out, scores))) => (Ok(out), Some(scores)),
+                    Some(Err(e)) => (Err(e), None),
+                    None => {
+                        // The request rows first, then every row's perturbed copies.
+                        let originals = all.len();
+                        let mut perturbed = Vec::new();
+                        screener.perturb_into(&all[..originals], &mut perturbed);
+                        all.extend_from_slice(&perturbed);
+                        drop(perturbed);
+                        match model.forward_rows(&all, rows * (1 + copies)) {
+                            Ok(mut out) => {
+                                let scores = screener.scores(
+                                    &out[..rows * width],
+                                    &out[rows * width..],
+                                    width,
+                                );
+                                out.truncate(rows * width);
+                                (Ok(out), Some(scores))
+                            }
+                            Err(e) => (Err(e), None),
+                        }
                     }
-                    Err(e) => (Err(e), None),
                 }
             }
         };

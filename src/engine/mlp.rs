@@ -83,6 +83,11 @@ fn dense_fused(
         }
     }
     dense_accumulate(x, rows, inp, w, out, y);
+    activate(y, activation);
+}
+
+/// Applies `activation` in place.
+fn activate(y: &mut [f32], activation: Activation) {
     match activation {
         Activation::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
         Activation::Gelu => y
@@ -171,6 +176,102 @@ fn dense_block<const R: usize>(x: [&[f32]; R], w: &[f32], out: usize, mut y: [&m
             y_r[j] += v;
         }
     }
+}
+
+/// Screening perturbations drawn in the first layer's pre-activation space.
+///
+/// A copy `x + δ` with `δᵢ = σᵢ zᵢ`, `z ~ N(0, I)`, reaches the rest of the network only
+/// through the first layer's pre-activation, which moves by `Mᵀ z` where `M = diag(s) W₁`
+/// (`s` is `σ` after standardization). That move is Gaussian with covariance `Mᵀ M`, so it
+/// has exactly the distribution of `Fᵀ u`, `u ~ N(0, I_r)`, for any `F` with `Fᵀ F = Mᵀ M`.
+/// When the first layer is narrower than the input (the demo: 30 features, 16 hidden), `F`
+/// comes from a pivoted Cholesky factorization of `Mᵀ M` and `r ≤ hidden`: fewer normals per
+/// copy and a smaller matrix product than perturbing the inputs, for scores with the same
+/// distribution. Otherwise `F = M`.
+#[derive(Debug, Clone)]
+pub struct PreactFactor {
+    /// `F`, `[rank, hidden]` row-major.
+    f: Vec<f32>,
+    rank: usize,
+    hidden: usize,
+}
+
+impl PreactFactor {
+    /// The factor for the input map `m` (`[inp, hidden]` row-major, f64).
+    fn from_input_map(m: &[f64], inp: usize, hidden: usize) -> Self {
+        if inp <= hidden {
+            return Self {
+                f: m.iter().map(|&v| v as f32).collect(),
+                rank: inp,
+                hidden,
+            };
+        }
+        // C = Mᵀ M, `[hidden, hidden]`.
+        let mut c = vec![0f64; hidden * hidden];
+        for row in m.chunks_exact(hidden) {
+            for (a, &ra) in row.iter().enumerate() {
+                for (b, &rb) in row.iter().enumerate().skip(a) {
+                    c[a * hidden + b] += ra * rb;
+                }
+            }
+        }
+        for a in 0..hidden {
+            for b in 0..a {
+                c[a * hidden + b] = c[b * hidden + a];
+            }
+        }
+        let l = pivoted_cholesky(&c, hidden);
+        let rank = l.len();
+        let mut f = Vec::with_capacity(rank * hidden);
+        for col in &l {
+            f.extend(col.iter().map(|&v| v as f32));
+        }
+        Self { f, rank, hidden }
+    }
+
+    /// Standard normals each copy needs.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// `F`, `[rank, hidden]` row-major.
+    pub fn matrix(&self) -> &[f32] {
+        &self.f
+    }
+}
+
+/// Pivoted Cholesky of the positive semi-definite `n × n` matrix `c`: columns `l_k` (each of
+/// length `n`, in the original index order) with `Σ_k l_k l_kᵀ = c` up to a relative
+/// tolerance; it stops at the numerical rank.
+fn pivoted_cholesky(c: &[f64], n: usize) -> Vec<Vec<f64>> {
+    let mut d: Vec<f64> = (0..n).map(|i| c[i * n + i].max(0.0)).collect();
+    let tol = d.iter().copied().fold(0.0, f64::max) * 1e-12;
+    let mut piv: Vec<usize> = (0..n).collect();
+    let mut cols: Vec<Vec<f64>> = Vec::new();
+    for k in 0..n {
+        let Some(p) = (k..n).max_by(|&a, &b| d[piv[a]].total_cmp(&d[piv[b]])) else {
+            break;
+        };
+        piv.swap(k, p);
+        let pk = piv[k];
+        let dk = d[pk];
+        // A NaN pivot (a model with non-finite weights never loads) also stops here.
+        if dk.is_nan() || dk <= tol {
+            break;
+        }
+        let root = dk.sqrt();
+        let mut col = vec![0f64; n];
+        col[pk] = root;
+        for &pi in &piv[k + 1..] {
+            let dot: f64 = cols.iter().map(|l| l[pi] * l[pk]).sum();
+            let v = (c[pi * n + pk] - dot) / root;
+            col[pi] = v;
+            d[pi] -= v * v;
+        }
+        d[pk] = 0.0;
+        cols.push(col);
+    }
+    cols
 }
 
 impl Mlp {
@@ -564,10 +665,7 @@ impl Mlp {
                 expected: self.in_features,
             });
         }
-        if self.device.is_cpu()
-            && self.macs_per_row <= FUSED_MAX_MACS_PER_ROW
-            && rows.saturating_mul(self.macs_per_row) <= FUSED_MAX_MACS
-        {
+        if self.fused_cpu_fits(rows) {
             return self.forward_fused_cpu(values, rows);
         }
         let x = Tensor::from_slice(values, (rows, self.in_features), &self.device)?;
@@ -580,6 +678,20 @@ impl Mlp {
     /// of small tabular models where candle's per-operation overhead dominates. It computes
     /// the same function as [`forward`](Self::forward), in a different summation order.
     pub fn forward_fused_cpu(&self, values: &[f32], rows: usize) -> Result<Vec<f32>, EngineError> {
+        let x = self.normalized(values)?;
+        self.fused_layers(x, rows, 0)
+    }
+
+    /// Whether [`forward_fused_cpu`](Self::forward_fused_cpu) is the path `forward_rows`
+    /// takes for `rows` rows.
+    pub fn fused_cpu_fits(&self, rows: usize) -> bool {
+        self.device.is_cpu()
+            && self.macs_per_row <= FUSED_MAX_MACS_PER_ROW
+            && rows.saturating_mul(self.macs_per_row) <= FUSED_MAX_MACS
+    }
+
+    /// The input rows, standardized when the model declares a normalization.
+    fn normalized(&self, values: &[f32]) -> Result<Vec<f32>, EngineError> {
         let mut x = values.to_vec();
         if let Some((mean, inv_std)) = &self.normalization {
             with_cpu_f32(mean, |mean| {
@@ -592,9 +704,23 @@ impl Mlp {
                 })
             })??;
         }
-        let mut width = self.in_features;
+        Ok(x)
+    }
+
+    /// Runs layers `from..` of the fused CPU forward pass on `x` (the input of layer
+    /// `from`, `rows` rows), then the softmax.
+    fn fused_layers(
+        &self,
+        mut x: Vec<f32>,
+        rows: usize,
+        from: usize,
+    ) -> Result<Vec<f32>, EngineError> {
+        let mut width = match from.checked_sub(1) {
+            None => self.in_features,
+            Some(prev) => self.layer_width(prev),
+        };
         let mut y = Vec::new();
-        for layer in &self.layers {
+        for layer in self.layers.iter().skip(from) {
             let out = layer.weight_t.dims().get(1).copied().unwrap_or(0);
             with_cpu_f32(&layer.weight_t, |w| match &layer.bias {
                 Some(b) => with_cpu_f32(b, |b| {
@@ -623,6 +749,134 @@ impl Mlp {
         }
         y.fill(0.0);
         Ok(x)
+    }
+
+    /// Outputs of layer `i`.
+    fn layer_width(&self, i: usize) -> usize {
+        self.layers
+            .get(i)
+            .and_then(|l| l.weight_t.dims().get(1).copied())
+            .unwrap_or(0)
+    }
+
+    /// The factor that lets adversarial-sensitivity screening draw its perturbations in the
+    /// first layer's pre-activation space (see [`PreactFactor`]), for input noise of
+    /// standard deviation `sigmas[i]` on raw feature `i`. `None` when the model does not run
+    /// on the fused CPU path, where the copies are made in input space instead.
+    pub fn preact_factor(&self, sigmas: &[f32]) -> Result<Option<PreactFactor>, EngineError> {
+        if !self.device.is_cpu()
+            || self.macs_per_row > FUSED_MAX_MACS_PER_ROW
+            || sigmas.len() != self.in_features
+        {
+            return Ok(None);
+        }
+        let Some(first) = self.layers.first() else {
+            return Ok(None);
+        };
+        let hidden = self.layer_width(0);
+        let inp = self.in_features;
+        // s_i: the noise scale of feature i after standardization.
+        let mut scale: Vec<f64> = sigmas.iter().map(|&s| f64::from(s)).collect();
+        if let Some((_, inv_std)) = &self.normalization {
+            with_cpu_f32(inv_std, |inv| {
+                for (s, i) in scale.iter_mut().zip(inv) {
+                    *s *= f64::from(*i);
+                }
+            })?;
+        }
+        // M = diag(s) · W1, `[inp, hidden]`: the pre-activation moves by Mᵀ z for z ~ N(0, I).
+        let m: Vec<f64> = with_cpu_f32(&first.weight_t, |w| {
+            w.chunks_exact(hidden.max(1))
+                .zip(&scale)
+                .flat_map(|(row, s)| row.iter().map(move |v| f64::from(*v) * s))
+                .collect()
+        })?;
+        let factor = PreactFactor::from_input_map(&m, inp, hidden);
+        Ok(Some(factor))
+    }
+
+    /// The fused CPU forward pass of `rows` rows and, after them, `copies` perturbed copies
+    /// of each (row 0's copies first), with each copy's first-layer pre-activation moved by
+    /// `Fᵀ u` for its `factor.rank()` standard normals in `normals` (`rows × copies × rank`
+    /// values). Returns `rows × (1 + copies)` output rows, in the layout the input-space
+    /// path ([`Screener::perturb_into`](super::Screener::perturb_into) then
+    /// [`forward_rows`](Self::forward_rows)) produces.
+    pub fn forward_screened_cpu(
+        &self,
+        values: &[f32],
+        rows: usize,
+        copies: usize,
+        factor: &PreactFactor,
+        normals: &[f32],
+    ) -> Result<Vec<f32>, EngineError> {
+        let hidden = self.layer_width(0);
+        if rows == 0
+            || values.len() != rows * self.in_features
+            || factor.hidden != hidden
+            || normals.len() != rows * copies * factor.rank
+        {
+            return Err(EngineError::Compute(candle_core::Error::Msg(format!(
+                "screened forward: {} values, {} normals for {rows} rows, {copies} copies, \
+                 rank {} (model: {} features, {hidden} hidden)",
+                values.len(),
+                normals.len(),
+                factor.rank,
+                self.in_features
+            ))));
+        }
+        let Some(first) = self.layers.first() else {
+            return Err(EngineError::Compute(candle_core::Error::Msg(
+                "screened forward: the model has no layers".into(),
+            )));
+        };
+        let x = self.normalized(values)?;
+        let mut base = Vec::new();
+        with_cpu_f32(&first.weight_t, |w| match &first.bias {
+            Some(b) => with_cpu_f32(b, |b| {
+                dense_fused(
+                    &x,
+                    rows,
+                    self.in_features,
+                    w,
+                    Some(b),
+                    hidden,
+                    Activation::None,
+                    &mut base,
+                );
+            }),
+            None => {
+                dense_fused(
+                    &x,
+                    rows,
+                    self.in_features,
+                    w,
+                    None,
+                    hidden,
+                    Activation::None,
+                    &mut base,
+                );
+                Ok(())
+            }
+        })??;
+        let mut all = Vec::with_capacity(rows * (1 + copies) * hidden);
+        all.extend_from_slice(&base);
+        for row in base.chunks_exact(hidden.max(1)) {
+            for _ in 0..copies {
+                all.extend_from_slice(row);
+            }
+        }
+        if factor.rank > 0 {
+            dense_accumulate(
+                normals,
+                rows * copies,
+                factor.rank,
+                &factor.f,
+                hidden,
+                &mut all[rows * hidden..],
+            );
+        }
+        activate(&mut all, first.activation);
+        self.fused_layers(all, rows * (1 + copies), 1)
     }
 
     /// The matmuls alone, with no bias, activation or normalization: the baseline that the

@@ -132,6 +132,8 @@ impl Registry {
             ScreeningSpec::effective(config.screening.as_ref(), server_screening.as_ref());
         let screener = screening
             .map(|spec| Screener::new(spec, &config.input))
+            .transpose()?
+            .map(|s| s.for_model(&mlp))
             .transpose()?;
         let mlp = Arc::new(mlp);
         let batcher = Batcher::spawn_screened(Arc::clone(&mlp), &config.id, batch, screener)

@@ -176,3 +176,192 @@ fn the_ziggurat_draws_standard_normal_samples() {
     zig.fill(&mut rng, &mut a);
     assert!(a.iter().all(|x| x.is_finite() && *x != 0.0));
 }
+
+fn demo() -> (Mlp, InputSchema) {
+    let config = crate::demo::config().unwrap();
+    let mlp =
+        Mlp::from_safetensors(&config, crate::demo::WEIGHTS, &candle_core::Device::Cpu).unwrap();
+    (mlp, config.input.clone())
+}
+
+/// A model whose first layer (16) is wider than its input (8), so that `F = M` and the
+/// pre-activation path must reproduce input perturbations exactly.
+fn wide_first_layer() -> Mlp {
+    let config = crate::engine::ModelConfig::from_json(include_bytes!(
+        "../../../tests/fixtures/mlp/softmax.json"
+    ))
+    .unwrap();
+    Mlp::from_safetensors(
+        &config,
+        include_bytes!("../../../tests/fixtures/mlp/weights.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+}
+
+#[test]
+fn with_a_wide_first_layer_preactivation_copies_equal_perturbed_inputs() {
+    let mlp = wide_first_layer();
+    let sigmas: Vec<f32> = (0..mlp.in_features())
+        .map(|i| 0.01 + 0.02 * i as f32)
+        .collect();
+    let factor = mlp.preact_factor(&sigmas).unwrap().expect("a CPU model");
+    assert_eq!(factor.rank(), mlp.in_features());
+    let (rows, copies, inp) = (3, 5, mlp.in_features());
+    let input: Vec<f32> = (0..rows * inp).map(|i| (i as f32 * 0.37).sin()).collect();
+    let z: Vec<f32> = (0..rows * copies * inp)
+        .map(|i| (i as f32 * 1.71).cos() * 1.5)
+        .collect();
+    let got = mlp
+        .forward_screened_cpu(&input, rows, copies, &factor, &z)
+        .unwrap();
+    // The same copies made in input space: x + σ ∘ z.
+    let mut all = input.clone();
+    let mut zs = z.chunks_exact(inp);
+    for row in input.chunks_exact(inp) {
+        for zc in zs.by_ref().take(copies) {
+            all.extend(row.iter().zip(&sigmas).zip(zc).map(|((x, s), z)| x + s * z));
+        }
+    }
+    let want = mlp.forward_rows(&all, rows * (1 + copies)).unwrap();
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-5, "value {i}: {g} vs {w}");
+    }
+}
+
+#[test]
+fn the_factor_reproduces_the_preactivation_covariance_of_input_noise() {
+    let (mlp, schema) = demo();
+    let screener = Screener::with_seed(
+        ScreeningSpec {
+            copies: 8,
+            noise: 0.005,
+            threshold: 0.15,
+            action: ScreenAction::Flag,
+        },
+        &schema,
+        [7; 32],
+    )
+    .for_model(&mlp)
+    .unwrap();
+    let factor = screener
+        .factor()
+        .expect("the demo runs on the fused CPU path");
+    let (inp, hidden) = (mlp.in_features(), 16);
+    assert!(
+        factor.rank() <= hidden && factor.rank() < inp,
+        "rank {}",
+        factor.rank()
+    );
+    // Mᵀ M, computed here from the demo's raw weights and standardization rather than
+    // through the engine's own tensors.
+    let rank = factor.rank();
+    let m = preactivation_map(screener.sigmas());
+    let f = factor.matrix();
+    for a in 0..hidden {
+        for b in 0..hidden {
+            let want: f64 = m.iter().map(|row| row[a] * row[b]).sum();
+            let got: f64 = (0..rank)
+                .map(|k| f64::from(f[k * hidden + a]) * f64::from(f[k * hidden + b]))
+                .sum();
+            assert!(
+                (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                "C[{a}][{b}]: factor {got}, input noise {want}"
+            );
+        }
+    }
+}
+
+/// `M`, `[inp][hidden]`: how the demo's first-layer pre-activation moves per unit of
+/// standard noise on each raw feature (PyTorch layout: `weight[j][i]`).
+fn preactivation_map(sigmas: &[f32]) -> Vec<Vec<f64>> {
+    let config = crate::demo::config().unwrap();
+    let st = safetensors::SafeTensors::deserialize(crate::demo::WEIGHTS).unwrap();
+    let w = st.tensor(&config.architecture.layers[0].weight).unwrap();
+    let w: Vec<f32> = w
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let norm = config
+        .input
+        .normalization
+        .as_ref()
+        .expect("the demo standardizes");
+    let (hidden, inp) = (16, sigmas.len());
+    (0..inp)
+        .map(|i| {
+            (0..hidden)
+                .map(|j| f64::from(w[j * inp + i]) * f64::from(sigmas[i]) / f64::from(norm.std[i]))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn preactivation_and_input_space_scores_have_the_same_distribution() {
+    let (mlp, schema) = demo();
+    let spec = ScreeningSpec {
+        copies: 64,
+        noise: 0.02,
+        threshold: 0.15,
+        action: ScreenAction::Flag,
+    };
+    let mut fast = Screener::with_seed(spec, &schema, [1; 32])
+        .for_model(&mlp)
+        .unwrap();
+    let mut slow = Screener::with_seed(spec, &schema, [2; 32]);
+    assert!(fast.factor().is_some() && slow.factor().is_none());
+    // Rows from the schema's range, some near the decision boundary.
+    let inp = mlp.in_features();
+    // 24 rows × 65 forward rows stays within the fused loop's batch limit.
+    let rows = 24;
+    let input: Vec<f32> = (0..rows * inp)
+        .map(|i| {
+            let f = i % inp;
+            let t = ((i * 7919) % 1000) as f32 / 1000.0;
+            schema.min[f] + t * (schema.max[f] - schema.min[f]) * 0.3
+        })
+        .collect();
+    let reps = 40;
+    let width = mlp.out_features();
+    let (mut fast_scores, mut slow_scores) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let (out, s_fast) = fast.forward_cpu(&mlp, &input, rows).unwrap().unwrap();
+        let mut perturbed = Vec::new();
+        slow.perturb_into(&input, &mut perturbed);
+        let mut all = input.clone();
+        all.extend_from_slice(&perturbed);
+        let slow_out = mlp.forward_rows(&all, rows * (1 + 64)).unwrap();
+        assert_eq!(
+            out,
+            slow_out[..rows * width].to_vec(),
+            "the rows themselves are exact"
+        );
+        slow_scores.push(slow.scores(&slow_out[..rows * width], &slow_out[rows * width..], width));
+        fast_scores.push(s_fast);
+    }
+    // Per row: the two means of `reps` independent scores (each over 64 copies) must agree
+    // within 4.5 standard errors of their difference. (Scaling the noise wrongly by even 20%
+    // moves the busy rows' means by many standard errors.)
+    let stats = |s: &[Vec<f32>], r: usize| {
+        let v: Vec<f64> = s.iter().map(|x| f64::from(x[r])).collect();
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64;
+        (mean, var / v.len() as f64)
+    };
+    let mut compared = 0;
+    for r in 0..rows {
+        let ((a, va), (b, vb)) = (stats(&fast_scores, r), stats(&slow_scores, r));
+        if a.max(b) > 1e-3 {
+            compared += 1;
+            let se = (va + vb).sqrt();
+            assert!(
+                (a - b).abs() <= 4.5 * se,
+                "row {r}: {a} vs {b} (standard error {se})"
+            );
+        }
+    }
+    assert!(compared >= 4, "only {compared} rows had measurable scores");
+}
