@@ -150,8 +150,12 @@ fn main() {
     let pairs_env = std::env::var("GUARDS_BENCH_PAIRS")
         .ok()
         .and_then(|v| v.parse().ok());
+    let window_env = std::env::var("GUARDS_BENCH_WINDOW_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis);
     let (pairs, length) = if full {
-        (pairs_env.unwrap_or(8), Duration::from_secs(2))
+        (pairs_env.unwrap_or(8), window_env.unwrap_or(Duration::from_secs(2)))
     } else {
         (1, Duration::from_millis(200))
     };

@@ -163,6 +163,102 @@ pub enum Event {
     },
 }
 
+/// A Predict event by reference, for [`AuditLog::append_predict`]: the request path writes
+/// its canonical JSON itself, so the record crosses to the writer thread as one buffer
+/// rather than as a dozen strings allocated on one thread and freed on another.
+#[derive(Debug, Clone, Copy)]
+pub struct PredictEvent<'a> {
+    /// As in [`Event::Predict`].
+    pub request_id: &'a str,
+    /// As in [`Event::Predict`].
+    pub principal: &'a str,
+    /// As in [`Event::Predict`].
+    pub model: &'a str,
+    /// As in [`Event::Predict`].
+    pub purpose: Option<&'a str>,
+    /// As in [`Event::Predict`].
+    pub subject: Option<&'a str>,
+    /// As in [`Event::Predict`].
+    pub input_hmac: Option<&'a str>,
+    /// As in [`Event::Predict`].
+    pub output_argmax: &'a [u32],
+    /// As in [`Event::Predict`].
+    pub flagged_rows: &'a [u32],
+    /// As in [`Event::Predict`].
+    pub rows: u64,
+    /// As in [`Event::Predict`].
+    pub latency_us: u64,
+    /// As in [`Event::Predict`].
+    pub decision: &'a str,
+    /// As in [`Event::Predict`].
+    pub reason: &'a str,
+    /// As in [`Event::Predict`].
+    pub epsilon: f64,
+    /// As in [`Event::Predict`].
+    pub rpc: Option<&'a str>,
+}
+
+impl<'a> PredictEvent<'a> {
+    /// The borrowed view of an owned Predict event (`None` for any other event).
+    pub fn of(event: &'a Event) -> Option<Self> {
+        let Event::Predict {
+            request_id,
+            principal,
+            model,
+            purpose,
+            subject,
+            input_hmac,
+            output_argmax,
+            flagged_rows,
+            rows,
+            latency_us,
+            decision,
+            reason,
+            epsilon,
+            rpc,
+        } = event
+        else {
+            return None;
+        };
+        Some(Self {
+            request_id,
+            principal,
+            model,
+            purpose: purpose.as_deref(),
+            subject: subject.as_deref(),
+            input_hmac: input_hmac.as_deref(),
+            output_argmax,
+            flagged_rows,
+            rows: *rows,
+            latency_us: *latency_us,
+            decision,
+            reason,
+            epsilon: *epsilon,
+            rpc: rpc.as_deref(),
+        })
+    }
+
+    /// The owned event (tests, and callers that want one).
+    pub fn to_event(&self) -> Event {
+        Event::Predict {
+            request_id: self.request_id.to_string(),
+            principal: self.principal.to_string(),
+            model: self.model.to_string(),
+            purpose: self.purpose.map(str::to_string),
+            subject: self.subject.map(str::to_string),
+            input_hmac: self.input_hmac.map(str::to_string),
+            output_argmax: self.output_argmax.to_vec(),
+            flagged_rows: self.flagged_rows.to_vec(),
+            rows: self.rows,
+            latency_us: self.latency_us,
+            decision: Cow::Owned(self.decision.to_string()),
+            reason: Cow::Owned(self.reason.to_string()),
+            epsilon: self.epsilon,
+            rpc: self.rpc.map(|r| Cow::Owned(r.to_string())),
+        }
+    }
+}
+
 impl Record {
     /// The chain hash of this record given its `prev`.
     pub fn compute_hash(&self) -> String {
@@ -276,7 +372,17 @@ pub struct AuditLog {
 }
 
 enum Msg {
-    Append(Event, Option<std::sync::mpsc::Sender<()>>),
+    // Boxed: these are rare (admin, consent, erasure), and a channel slot is as large as
+    // its largest message.
+    Append(Box<Event>, Option<std::sync::mpsc::Sender<()>>),
+    /// A Predict event's canonical JSON object, written by [`write_predict_event`].
+    Predict(Vec<u8>),
+}
+
+/// What the writer appends: an event, or a Predict event already serialized.
+enum Content {
+    Event(Box<Event>),
+    Prepared(Vec<u8>),
 }
 
 impl AuditLog {
@@ -340,8 +446,14 @@ impl AuditLog {
         &self.public_key
     }
 
-    /// HMAC-SHA256 of `values` (little-endian f32) under the audit key.
+    /// HMAC-SHA256 of `values` (little-endian f32) under the audit key, in hex.
     pub fn input_hmac(&self, values: &[f32]) -> String {
+        let hex = self.input_hmac_hex(values);
+        String::from_utf8_lossy(&hex).into_owned()
+    }
+
+    /// [`input_hmac`](Self::input_hmac) as 64 lower-case hex bytes, with no allocation.
+    pub fn input_hmac_hex(&self, values: &[f32]) -> [u8; 64] {
         let mut mac = self.input_mac.clone();
         // In blocks of 64 values, so that the MAC sees few, large updates.
         let mut block = [0u8; 256];
@@ -351,14 +463,30 @@ impl AuditLog {
             }
             mac.update(&block[..chunk.len() * 4]);
         }
-        hex_lower(&mac.finalize().into_bytes().into())
+        let digest: [u8; 32] = mac.finalize().into_bytes().into();
+        let mut out = [b'0'; 64];
+        // 64 is exactly twice 32, the only length `encode_to_slice` checks.
+        let _ = hex::encode_to_slice(digest, &mut out);
+        out
+    }
+
+    /// Queues a Predict event, serialized here (see [`PredictEvent`]); it reaches disk with
+    /// the next group fsync.
+    pub fn append_predict(&self, event: &PredictEvent<'_>) {
+        let mut json = Vec::with_capacity(448);
+        write_predict_event(&mut json, event);
+        let tx = self.tx.read().unwrap_or_else(|p| p.into_inner());
+        match tx.as_ref() {
+            Some(tx) if tx.send(Msg::Predict(json)).is_ok() => {}
+            _ => tracing::error!("audit writer stopped; an audit event was lost"),
+        }
     }
 
     /// Queues an event; it reaches disk with the next group fsync.
     pub fn append(&self, event: Event) {
         let tx = self.tx.read().unwrap_or_else(|p| p.into_inner());
         match tx.as_ref() {
-            Some(tx) if tx.send(Msg::Append(event, None)).is_ok() => {}
+            Some(tx) if tx.send(Msg::Append(Box::new(event), None)).is_ok() => {}
             _ => tracing::error!("audit writer stopped; an audit event was lost"),
         }
     }
@@ -370,7 +498,7 @@ impl AuditLog {
             let tx = self.tx.read().unwrap_or_else(|p| p.into_inner());
             tx.as_ref()
                 .ok_or(AuditError::Stopped)?
-                .send(Msg::Append(event, Some(done)))
+                .send(Msg::Append(Box::new(event), Some(done)))
                 .map_err(|_| AuditError::Stopped)?;
         }
         wait.recv().map_err(|_| AuditError::Stopped)
@@ -518,10 +646,15 @@ fn writer(
         }
         let mut batch: Vec<Msg> = first.into_iter().collect();
         batch.extend(rx.try_iter().take(65_536));
-        for Msg::Append(event, done) in batch {
-            push(&mut st, &mut buf, event);
-            if let Some(d) = done {
-                waiters.push(d);
+        for msg in batch {
+            match msg {
+                Msg::Append(event, done) => {
+                    push(&mut st, &mut buf, Content::Event(event));
+                    if let Some(d) = done {
+                        waiters.push(d);
+                    }
+                }
+                Msg::Predict(json) => push(&mut st, &mut buf, Content::Prepared(json)),
             }
             if st.since_checkpoint >= config.checkpoint_every {
                 push_checkpoint(&mut st, &mut buf, &signing);
@@ -561,59 +694,54 @@ fn write_predict_body(
     prev: &str,
     event: &Event,
 ) -> Option<usize> {
-    let Event::Predict {
-        request_id,
-        principal,
-        model,
-        purpose,
-        subject,
-        input_hmac,
-        output_argmax,
-        flagged_rows,
-        rows,
-        latency_us,
-        decision,
-        reason,
-        epsilon,
-        rpc,
-    } = event
-    else {
-        return None;
-    };
-    // Keys in byte order, as `canonical::to_vec` sorts them.
-    out.extend_from_slice(b"{\"event\":{\"decision\":");
-    json_str(out, decision);
+    let e = PredictEvent::of(event)?;
+    out.extend_from_slice(b"{\"event\":");
+    write_predict_event(out, &e);
+    Some(write_body_tail(out, seq, ts_ms, prev))
+}
+
+/// The canonical JSON object of a Predict event: keys in byte order, as
+/// `canonical::to_vec` sorts them.
+fn write_predict_event(out: &mut Vec<u8>, e: &PredictEvent<'_>) {
+    out.extend_from_slice(b"{\"decision\":");
+    json_str(out, e.decision);
     out.extend_from_slice(b",\"epsilon\":");
-    json_f64(out, *epsilon);
-    if !flagged_rows.is_empty() {
+    json_f64(out, e.epsilon);
+    if !e.flagged_rows.is_empty() {
         out.extend_from_slice(b",\"flagged_rows\":");
-        json_u32s(out, flagged_rows);
+        json_u32s(out, e.flagged_rows);
     }
     out.extend_from_slice(b",\"input_hmac\":");
-    json_opt_str(out, input_hmac.as_deref());
+    json_opt_str(out, e.input_hmac);
     out.extend_from_slice(b",\"kind\":\"predict\",\"latency_us\":");
-    json_u64(out, *latency_us);
+    json_u64(out, e.latency_us);
     out.extend_from_slice(b",\"model\":");
-    json_str(out, model);
+    json_str(out, e.model);
     out.extend_from_slice(b",\"output_argmax\":");
-    json_u32s(out, output_argmax);
+    json_u32s(out, e.output_argmax);
     out.extend_from_slice(b",\"principal\":");
-    json_str(out, principal);
+    json_str(out, e.principal);
     out.extend_from_slice(b",\"purpose\":");
-    json_opt_str(out, purpose.as_deref());
+    json_opt_str(out, e.purpose);
     out.extend_from_slice(b",\"reason\":");
-    json_str(out, reason);
+    json_str(out, e.reason);
     out.extend_from_slice(b",\"request_id\":");
-    json_str(out, request_id);
+    json_str(out, e.request_id);
     out.extend_from_slice(b",\"rows\":");
-    json_u64(out, *rows);
-    if let Some(rpc) = rpc {
+    json_u64(out, e.rows);
+    if let Some(rpc) = e.rpc {
         out.extend_from_slice(b",\"rpc\":");
         json_str(out, rpc);
     }
     out.extend_from_slice(b",\"subject\":");
-    json_opt_str(out, subject.as_deref());
-    out.extend_from_slice(b"},\"hash\":\"");
+    json_opt_str(out, e.subject);
+    out.push(b'}');
+}
+
+/// The rest of a canonical record body after its event object (`"hash"` empty); returns
+/// where the hash belongs (between the quotes of `"hash":""`).
+fn write_body_tail(out: &mut Vec<u8>, seq: u64, ts_ms: u64, prev: &str) -> usize {
+    out.extend_from_slice(b",\"hash\":\"");
     let at = out.len();
     out.extend_from_slice(b"\",\"prev\":");
     json_str(out, prev);
@@ -622,7 +750,7 @@ fn write_predict_body(
     out.extend_from_slice(b",\"ts_ms\":");
     json_u64(out, ts_ms);
     out.push(b'}');
-    Some(at)
+    at
 }
 
 // The scalars are written by serde_json itself, so escaping and number formatting are the
@@ -669,7 +797,7 @@ fn json_u32s(out: &mut Vec<u8>, items: &[u32]) {
     out.push(b']');
 }
 
-fn push(st: &mut State, buf: &mut Vec<u8>, event: Event) {
+fn push(st: &mut State, buf: &mut Vec<u8>, content: Content) {
     if st.in_segment >= st.segment_records {
         flush(st, buf);
         st.segment += 1;
@@ -680,7 +808,8 @@ fn push(st: &mut State, buf: &mut Vec<u8>, event: Event) {
             Err(e) => tracing::error!(error = %e, "audit log: cannot open a new segment"),
         }
     }
-    let is_checkpoint = matches!(event, Event::Checkpoint { .. });
+    let is_checkpoint =
+        matches!(&content, Content::Event(e) if matches!(**e, Event::Checkpoint { .. }));
     st.seq += 1;
     let ts_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -690,24 +819,31 @@ fn push(st: &mut State, buf: &mut Vec<u8>, event: Event) {
     // `hash`), so the line is the body with the hash spliced in there.
     let body = &mut st.body;
     body.clear();
-    let (at, generic) = match write_predict_body(body, st.seq, ts_ms, &st.head, &event) {
-        Some(at) => (Some(at), None),
-        None => {
-            let r = Record {
-                seq: st.seq,
-                ts_ms,
-                event,
-                prev: st.head.clone(),
-                hash: String::new(),
-            };
-            *body = crate::canonical::to_vec(&r).unwrap_or_default();
-            const EMPTY_HASH: &[u8] = b"},\"hash\":\"\",";
-            let at = body
-                .windows(EMPTY_HASH.len())
-                .position(|w| w == EMPTY_HASH)
-                .map(|p| p + EMPTY_HASH.len() - 2);
-            (at, Some(r))
+    let (at, generic) = match content {
+        Content::Prepared(json) => {
+            body.extend_from_slice(b"{\"event\":");
+            body.extend_from_slice(&json);
+            (Some(write_body_tail(body, st.seq, ts_ms, &st.head)), None)
         }
+        Content::Event(event) => match write_predict_body(body, st.seq, ts_ms, &st.head, &event) {
+            Some(at) => (Some(at), None),
+            None => {
+                let r = Record {
+                    seq: st.seq,
+                    ts_ms,
+                    event: *event,
+                    prev: st.head.clone(),
+                    hash: String::new(),
+                };
+                *body = crate::canonical::to_vec(&r).unwrap_or_default();
+                const EMPTY_HASH: &[u8] = b"},\"hash\":\"\",";
+                let at = body
+                    .windows(EMPTY_HASH.len())
+                    .position(|w| w == EMPTY_HASH)
+                    .map(|p| p + EMPTY_HASH.len() - 2);
+                (at, Some(r))
+            }
+        },
     };
     let hash = hash_body(&st.head, body);
     match at {
@@ -774,13 +910,13 @@ fn apply_retention(
     push(
         st,
         buf,
-        Event::Retention {
+        Content::Event(Box::new(Event::Retention {
             removed_through_segment: through,
             first_kept_seq: first.seq,
             first_kept_prev: first.prev,
             public_key: hex::encode(signing.verifying_key().as_bytes()),
             signature,
-        },
+        })),
     );
     flush(st, buf);
     for n in removable {
@@ -823,7 +959,7 @@ fn push_checkpoint(st: &mut State, buf: &mut Vec<u8>, signing: &SigningKey) {
         public_key: hex::encode(signing.verifying_key().as_bytes()),
         signature,
     };
-    push(st, buf, event);
+    push(st, buf, Content::Event(Box::new(event)));
 }
 
 fn flush(st: &mut State, buf: &mut Vec<u8>) {

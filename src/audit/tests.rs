@@ -373,3 +373,58 @@ fn strings_are_written_as_serde_json_writes_them() {
         assert_eq!(got, serde_json::to_vec(s).unwrap(), "{s:?}");
     }
 }
+
+#[test]
+fn a_prepared_predict_event_writes_the_same_record_as_the_owned_event() {
+    let d = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(
+        d.path(),
+        key(),
+        [1u8; 32],
+        AuditConfig {
+            group_linger: Duration::ZERO,
+            ..AuditConfig::default()
+        },
+    )
+    .unwrap();
+    let hmac = log.input_hmac_hex(&[1.0, -2.5, f32::MIN_POSITIVE]);
+    assert_eq!(
+        std::str::from_utf8(&hmac).unwrap(),
+        log.input_hmac(&[1.0, -2.5, f32::MIN_POSITIVE])
+    );
+    let event = PredictEvent {
+        request_id: "0e5b8d9c-2f1a-4c3b-9d7e-6a5f4e3d2c1b",
+        principal: "al\"ice",
+        model: "m@1",
+        purpose: Some("p"),
+        subject: None,
+        input_hmac: std::str::from_utf8(&hmac).ok(),
+        output_argmax: &[1, 0],
+        flagged_rows: &[1],
+        rows: 2,
+        latency_us: 10,
+        decision: "allow",
+        reason: "OK",
+        epsilon: 0.25,
+        rpc: Some("explain"),
+    };
+    log.append_predict(&event);
+    log.append(event.to_event());
+    log.close();
+    let lines = lines(d.path());
+    // The two records, then the closing checkpoint.
+    let records: Vec<Record> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let predicts: Vec<&Record> = records
+        .iter()
+        .filter(|r| matches!(r.event, Event::Predict { .. }))
+        .collect();
+    assert_eq!(predicts.len(), 2);
+    assert_eq!(predicts[0].event, event.to_event());
+    assert_eq!(predicts[0].event, predicts[1].event);
+    // Both lines are canonical and chained.
+    let r = verify_dir(d.path(), &[*key().verifying_key().as_bytes()]);
+    assert!(r.is_ok(), "{r:?}");
+}

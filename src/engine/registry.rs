@@ -24,6 +24,8 @@ pub struct Provenance {
 /// A model ready to serve.
 pub struct LoadedModel {
     config: ModelConfig,
+    /// `id@version`, as audit records name the model.
+    label: String,
     provenance: Provenance,
     screening: Option<ScreeningSpec>,
     privacy: PrivacyPolicy,
@@ -32,6 +34,11 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// `id@version`, as audit records name the model.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
     /// The signed config.
     pub fn config(&self) -> &ModelConfig {
         &self.config
@@ -139,6 +146,7 @@ impl Registry {
         let batcher = Batcher::spawn_screened(Arc::clone(&mlp), &config.id, batch, screener)
             .map_err(|e| EngineError::Compute(candle_core::Error::Msg(e.to_string())))?;
         let model = Arc::new(LoadedModel {
+            label: format!("{}@{}", config.id, config.version),
             config,
             provenance,
             screening,

@@ -15,7 +15,7 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use super::error::ApiError;
-use crate::audit::{AuditLog, Event};
+use crate::audit::{AuditLog, PredictEvent};
 use crate::engine::explain::{Attribution, ExplanationSpec, integrated_gradients};
 use crate::engine::{LoadedModel, OutputKind, Registry, ScreenAction, argmax_rows};
 use crate::guard::{Credentials, Guard, GuardError, InputError, KeyRecord, Scope, validate_rows};
@@ -298,21 +298,31 @@ impl Pipeline {
                 None => ("allow", "OK"),
                 Some(s) => ("refuse", crate::client::code_name(s.code())),
             };
-            audit.append(Event::Predict {
-                request_id: record.request_id,
-                principal: record.principal,
-                model: record.model,
-                purpose: record.purpose,
-                subject: record.subject,
-                input_hmac: record.input_hmac,
-                output_argmax: record.output_argmax,
-                flagged_rows: record.flagged_rows,
+            let model = match &record.loaded_model {
+                Some(m) if record.model_resolved => m.label(),
+                _ => record.model.as_str(),
+            };
+            audit.append_predict(&PredictEvent {
+                request_id: record
+                    .request_id
+                    .as_ref()
+                    .map_or("", super::request_id::as_str),
+                principal: record.key.as_ref().map_or("", |k| k.principal.as_str()),
+                model,
+                purpose: record.purpose.as_deref(),
+                subject: record.subject.as_deref(),
+                input_hmac: record
+                    .input_hmac
+                    .as_ref()
+                    .and_then(|h| std::str::from_utf8(h).ok()),
+                output_argmax: &record.output_argmax,
+                flagged_rows: &record.flagged_rows,
                 rows: record.rows,
                 latency_us: latency.as_micros() as u64,
-                decision: decision.into(),
-                reason: reason.into(),
+                decision,
+                reason,
                 epsilon: record.epsilon,
-                rpc: rpc.map(Into::into),
+                rpc,
             });
         }
     }
@@ -385,8 +395,9 @@ impl Pipeline {
             )));
         }
         let admission = self.guard.admit(&key, unix_now())?;
-        let request_id = super::request_id::new();
-        record.request_id.clone_from(&request_id);
+        let id = super::request_id::new_bytes();
+        record.request_id = Some(id);
+        let request_id = super::request_id::as_str(&id).to_string();
         let mlp = Arc::clone(model.mlp());
         let features = config.feature_count();
         let b = baseline.clone();
@@ -466,7 +477,7 @@ impl Pipeline {
         }
         self.ensure_ready()?;
         let key = self.caller(ctx, scope)?;
-        record.principal.clone_from(&key.principal);
+        record.key = Some(Arc::clone(&key));
         if call.model.is_empty() {
             return Err(ApiError::BadRequest("model must be set".into()));
         }
@@ -478,7 +489,7 @@ impl Pipeline {
             }
         };
         let config = model.config();
-        record.model = format!("{}@{}", config.id, config.version);
+        record.model_resolved = true;
         if !call.version.is_empty() && call.version != config.version {
             return Err(ApiError::Precondition(format!(
                 "model {} is at version {}, request asked for {}",
@@ -516,7 +527,7 @@ impl Pipeline {
             return Err(InputError::Missing.into());
         }
         if let Some(audit) = &self.audit {
-            record.input_hmac = Some(audit.input_hmac(&call.values));
+            record.input_hmac = Some(audit.input_hmac_hex(&call.values));
         }
         let mut values = call.values;
         let rows = validate_rows(config, &call.shape, &mut values, self.max_rows)?;
@@ -603,8 +614,9 @@ impl Pipeline {
             }
             self.guard.limiter().refund(admission);
         };
-        let request_id = super::request_id::new();
-        record.request_id.clone_from(&request_id);
+        let id = super::request_id::new_bytes();
+        record.request_id = Some(id);
+        let request_id = super::request_id::as_str(&id).to_string();
         let out = match model.infer(values, rows).await {
             Ok(out) => out,
             Err(e) => {
@@ -711,14 +723,20 @@ struct Admitted {
     rows: usize,
 }
 
-/// What the audit record of one call learns as the call proceeds.
+/// What the audit record of one call learns as the call proceeds. It borrows or holds fixed
+/// buffers where it can, so that recording costs no allocation beyond the record itself.
 #[derive(Default)]
 struct AuditContext {
-    request_id: String,
-    principal: String,
+    request_id: Option<[u8; 36]>,
+    /// The authenticated caller.
+    key: Option<Arc<KeyRecord>>,
+    /// The model named, when it is not loaded.
     model: String,
+    /// Whether the record names `loaded_model` (once the caller is authenticated and the
+    /// model resolved), by its label.
+    model_resolved: bool,
     purpose: Option<String>,
-    input_hmac: Option<String>,
+    input_hmac: Option<[u8; 64]>,
     output_argmax: Vec<u32>,
     flagged_rows: Vec<u32>,
     rows: u64,

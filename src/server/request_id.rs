@@ -16,6 +16,12 @@ thread_local! {
 
 /// A fresh request id (a random UUID v4, hyphenated, lower case).
 pub fn new() -> String {
+    let id = new_bytes();
+    as_str(&id).to_string()
+}
+
+/// [`new`] as its 36 ASCII bytes, with no allocation.
+pub fn new_bytes() -> [u8; uuid::fmt::Hyphenated::LENGTH] {
     let bytes = STREAM.with(|cell| {
         let mut stream = cell.borrow_mut();
         if stream.is_none() {
@@ -29,18 +35,19 @@ pub fn new() -> String {
         stream.as_mut()?.fill_bytes(&mut bytes);
         Some(bytes)
     });
-    match bytes {
-        Some(b) => {
-            let mut out = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            uuid::Builder::from_random_bytes(b)
-                .into_uuid()
-                .hyphenated()
-                .encode_lower(&mut out)
-                .to_string()
-        }
+    let id = match bytes {
+        Some(b) => uuid::Builder::from_random_bytes(b).into_uuid(),
         // No OS randomness to key the stream: let uuid ask the OS itself, as it always did.
-        None => uuid::Uuid::new_v4().to_string(),
-    }
+        None => uuid::Uuid::new_v4(),
+    };
+    let mut out = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut out);
+    out
+}
+
+/// The id in `bytes` (from [`new_bytes`]: always ASCII).
+pub fn as_str(bytes: &[u8; uuid::fmt::Hyphenated::LENGTH]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
 }
 
 #[cfg(test)]
