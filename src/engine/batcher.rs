@@ -85,6 +85,8 @@ pub struct BatchOutput {
 struct Job {
     values: Vec<f32>,
     rows: usize,
+    /// Screening normals drawn by the caller's thread (empty: the worker draws them).
+    noise: Vec<f32>,
     enqueued: Instant,
     reply: oneshot::Sender<Result<BatchOutput, EngineError>>,
 }
@@ -93,6 +95,8 @@ struct Job {
 /// the requests already queued and exit.
 pub struct Batcher {
     tx: Sender<Job>,
+    /// Screening normals per request row that callers draw themselves (0: none).
+    normals_per_row: usize,
     exec: Arc<ExecMetrics>,
     model_id: String,
     capacity: usize,
@@ -113,6 +117,7 @@ impl Batcher {
         config: BatchConfig,
         screener: Option<Screener>,
     ) -> std::io::Result<Self> {
+        let normals_per_row = screener.as_ref().map_or(0, Screener::normals_per_row);
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
         let id = model_id.to_string();
         let exec = Arc::new(ExecMetrics::default());
@@ -130,6 +135,7 @@ impl Batcher {
             })?;
         Ok(Self {
             tx,
+            normals_per_row,
             exec,
             model_id: model_id.to_string(),
             capacity: config.queue_capacity,
@@ -140,9 +146,19 @@ impl Batcher {
     /// Queues `rows` rows for the next batch and waits for their outputs.
     pub async fn infer(&self, values: Vec<f32>, rows: usize) -> Result<BatchOutput, EngineError> {
         let (reply, rx) = oneshot::channel();
+        // The request's thread draws its rows' screening noise, in parallel with other
+        // requests, rather than the one batch worker drawing every row's in turn.
+        let mut noise = Vec::new();
+        if self.normals_per_row > 0 {
+            noise.resize(rows * self.normals_per_row, 0.0);
+            if !super::screening::draw_normals(&mut noise) {
+                noise = Vec::new();
+            }
+        }
         let job = Job {
             values,
             rows,
+            noise,
             enqueued: Instant::now(),
             reply,
         };
@@ -270,7 +286,14 @@ impl Worker<'_> {
                 }
                 // On the fused CPU path the copies are drawn in the first layer's
                 // pre-activation space (`PreactFactor`), still in one forward pass.
-                match screener.forward_cpu(model, &all, rows) {
+                let mut drawn = Vec::new();
+                if batch.iter().all(|j| !j.noise.is_empty()) {
+                    drawn.reserve(batch.iter().map(|j| j.noise.len()).sum());
+                    for j in &batch {
+                        drawn.extend_from_slice(&j.noise);
+                    }
+                }
+                match screener.forward_cpu(model, &all, rows, &drawn) {
                     Some(Ok((out, scores))) => (Ok(out), Some(scores)),
                     Some(Err(e)) => (Err(e), None),
                     None => {

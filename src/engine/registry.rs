@@ -26,6 +26,9 @@ pub struct LoadedModel {
     config: ModelConfig,
     /// `id@version`, as audit records name the model.
     label: String,
+    /// This model's request metrics, bound on first use to the server's registry (see
+    /// [`metrics_cell`](Self::metrics_cell)).
+    metrics: std::sync::OnceLock<Arc<crate::metrics::ModelMetrics>>,
     provenance: Provenance,
     screening: Option<ScreeningSpec>,
     privacy: PrivacyPolicy,
@@ -37,6 +40,12 @@ impl LoadedModel {
     /// `id@version`, as audit records name the model.
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// Where the serving pipeline keeps this model's request series once it has looked
+    /// them up, so that a request records without a registry lookup or a reference count.
+    pub fn metrics_cell(&self) -> &std::sync::OnceLock<Arc<crate::metrics::ModelMetrics>> {
+        &self.metrics
     }
 
     /// The signed config.
@@ -147,6 +156,7 @@ impl Registry {
             .map_err(|e| EngineError::Compute(candle_core::Error::Msg(e.to_string())))?;
         let model = Arc::new(LoadedModel {
             label: format!("{}@{}", config.id, config.version),
+            metrics: std::sync::OnceLock::new(),
             config,
             provenance,
             screening,

@@ -180,6 +180,14 @@ impl Screener {
         Ok(self)
     }
 
+    /// Normals each request row needs on the pre-activation path (`copies × rank`), which
+    /// the request's own thread may draw ([`draw_normals`]); 0 when the path does not apply.
+    pub fn normals_per_row(&self) -> usize {
+        self.factor
+            .as_ref()
+            .map_or(0, |f| f.rank() * self.spec.copies as usize)
+    }
+
     /// The pre-activation factor in use, if any.
     pub fn factor(&self) -> Option<&PreactFactor> {
         self.factor.as_ref()
@@ -189,23 +197,34 @@ impl Screener {
     /// with the copies drawn in pre-activation space, and returns the rows' outputs and
     /// scores. `None` when that path does not apply (no factor, or a batch too large for
     /// the fused loop); the caller then perturbs inputs.
+    ///
+    /// `drawn` holds the normals the requests' own threads drew
+    /// ([`draw_normals`]), `rows × copies × rank` of them, or is empty for the screener to
+    /// draw them itself.
     pub fn forward_cpu(
         &mut self,
         model: &Mlp,
         input: &[f32],
         rows: usize,
+        drawn: &[f32],
     ) -> Option<Result<ScreenedOutputs, EngineError>> {
         let factor = self.factor.as_ref()?;
         let copies = self.spec.copies as usize;
         if !model.fused_cpu_fits(rows * (1 + copies)) {
             return None;
         }
-        self.noise.resize(rows * copies * factor.rank(), 0.0);
-        self.normal.fill(&mut self.rng, &mut self.noise);
+        let needed = rows * copies * factor.rank();
+        let normals = if drawn.len() == needed {
+            drawn
+        } else {
+            self.noise.resize(needed, 0.0);
+            self.normal.fill(&mut self.rng, &mut self.noise);
+            &self.noise
+        };
         let width = model.out_features();
         Some(
             model
-                .forward_screened_cpu(input, rows, copies, factor, &self.noise)
+                .forward_screened_cpu(input, rows, copies, factor, normals)
                 .map(|mut out| {
                     let scores = self.scores(&out[..rows * width], &out[rows * width..], width);
                     out.truncate(rows * width);
@@ -279,6 +298,36 @@ impl Screener {
     pub fn is_flagged(&self, score: f32) -> bool {
         self.spec.is_flagged(score)
     }
+}
+
+thread_local! {
+    /// This thread's screening stream: ChaCha8 seeded from the OS, as the screener's own.
+    static THREAD_NOISE: std::cell::RefCell<Option<(ChaCha8Rng, normal::Ziggurat)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Fills `out` with standard normals from the calling thread's own OS-seeded ChaCha8 stream,
+/// so that request threads draw their rows' screening noise in parallel instead of the
+/// batch worker drawing everyone's in turn. Returns false (leaving `out` alone) if the OS
+/// has no randomness to seed the stream; the worker then draws the noise itself.
+pub fn draw_normals(out: &mut [f32]) -> bool {
+    THREAD_NOISE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+            if getrandom::fill(seed.as_mut()).is_err() {
+                return false;
+            }
+            *slot = Some((ChaCha8Rng::from_seed(*seed), normal::Ziggurat::new()));
+        }
+        match slot.as_mut() {
+            Some((rng, zig)) => {
+                zig.fill(rng, out);
+                true
+            }
+            None => false,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -42,16 +42,21 @@ pub struct RateDefaults {
 /// The limiter.
 pub struct RateLimiter {
     defaults: RateDefaults,
-    /// Per principal, per per-minute limit (keys of one principal may differ): the GCRA
-    /// state. Looked up by `&str`, so a request allocates nothing here.
-    minute: Mutex<HashMap<String, Vec<MinuteLimit>>>,
-    /// Day units reserved in SQLite but not yet handed out, by (principal, day).
-    leases: Mutex<HashMap<String, Lease>>,
+    /// Per principal: unused day units and the per-minute GCRA states, under one lock, so
+    /// that admitting a request takes one lock and one lookup by `&str` and allocates
+    /// nothing.
+    principals: Mutex<HashMap<String, PrincipalState>>,
     db: Arc<Database>,
 }
 
-/// One per-minute limit of a principal and its GCRA state.
-type MinuteLimit = (u32, Arc<DefaultDirectRateLimiter>);
+/// One principal's limiter state.
+#[derive(Default)]
+struct PrincipalState {
+    /// Day units reserved in SQLite but not yet handed out.
+    lease: Option<Lease>,
+    /// One GCRA state per per-minute limit (keys of one principal may differ).
+    minute: Vec<(u32, DefaultDirectRateLimiter)>,
+}
 
 /// A principal's unused day units, for one day.
 #[derive(Debug, Clone, Copy)]
@@ -60,14 +65,42 @@ struct Lease {
     units: u64,
 }
 
+impl PrincipalState {
+    /// Takes one unit of `day`'s lease, if it holds one.
+    fn take(&mut self, day: i64) -> bool {
+        match &mut self.lease {
+            Some(l) if l.day == day && l.units > 0 => {
+                l.units -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Adds `units` of `day` (yesterday's leftovers are worthless today; a unit of a day
+    /// already past is worthless too).
+    fn give(&mut self, day: i64, units: u64) {
+        match &mut self.lease {
+            Some(l) if l.day == day => l.units += units,
+            Some(l) if l.day > day => {}
+            _ => self.lease = Some(Lease { day, units }),
+        }
+    }
+}
+
 /// Most day units one lease reserves.
 pub const MAX_LEASE: u64 = 1024;
 
-/// A day-quota unit held by an admitted request. Call [`RateLimiter::refund`] if the request
-/// fails before producing a result.
+/// A day-quota unit held by an admitted request. Call [`RateLimiter::refund`] (with the key
+/// it was admitted for) if the request fails before producing a result.
 #[derive(Debug)]
 pub struct Admission {
-    day: Option<(String, i64)>,
+    day: Option<i64>,
+}
+
+impl Admission {
+    /// Marks the admission used: the request produced a result, so its day unit stays spent.
+    pub fn commit(self) {}
 }
 
 const DAY: i64 = 86_400;
@@ -77,32 +110,28 @@ impl RateLimiter {
     pub fn new(defaults: RateDefaults, db: Arc<Database>) -> Self {
         Self {
             defaults,
-            minute: Mutex::new(HashMap::new()),
-            leases: Mutex::new(HashMap::new()),
+            principals: Mutex::new(HashMap::new()),
             db,
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PrincipalState>> {
+        self.principals.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Admits one request for `key`'s principal at `now` (seconds since the epoch), or says
     /// how long to wait.
     pub fn admit(&self, key: &KeyRecord, now: i64) -> Result<Admission, GuardError> {
-        let principal = &key.principal;
+        let principal = key.principal.as_str();
         let day_limit = key.rpd.or(self.defaults.rpd);
-        let minute_limit = key.rpm.or(self.defaults.rpm);
+        let minute_limit = key.rpm.or(self.defaults.rpm).and_then(NonZeroU32::new);
+        let day = now.div_euclid(DAY);
+        let mut map = self.lock();
         let mut admission = Admission { day: None };
         if let Some(limit) = day_limit {
-            let day = now.div_euclid(DAY);
-            let from_lease = {
-                let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-                match leases.get_mut(principal.as_str()) {
-                    Some(l) if l.day == day && l.units > 0 => {
-                        l.units -= 1;
-                        true
-                    }
-                    _ => false,
-                }
-            };
-            if !from_lease {
+            if !map.get_mut(principal).is_some_and(|st| st.take(day)) {
+                // Reserve a lease outside the lock: SQLite must not stall other principals.
+                drop(map);
                 let granted = self.lease(principal, day, u64::from(limit))?;
                 if granted == 0 {
                     let retry = (day + 1) * DAY - now;
@@ -111,42 +140,28 @@ impl RateLimiter {
                         retry_after: Duration::from_secs(retry.max(1) as u64),
                     });
                 }
+                map = self.lock();
                 if granted > 1 {
-                    let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-                    let l = leases
-                        .entry(principal.clone())
-                        .or_insert(Lease { day, units: 0 });
-                    if l.day != day {
-                        // Yesterday's leftovers are worthless today.
-                        *l = Lease { day, units: 0 };
-                    }
-                    l.units += granted - 1;
+                    entry(&mut map, principal).give(day, granted - 1);
                 }
             }
-            admission.day = Some((principal.clone(), day));
+            admission.day = Some(day);
         }
-        if let Some(limit) = minute_limit.and_then(NonZeroU32::new) {
-            let limiter = {
-                let mut map = self.minute.lock().unwrap_or_else(|p| p.into_inner());
-                let found = map.get(principal.as_str()).and_then(|v| {
-                    v.iter()
-                        .find(|(l, _)| *l == limit.get())
-                        .map(|(_, g)| Arc::clone(g))
-                });
-                match found {
-                    Some(gcra) => gcra,
-                    None => {
-                        let gcra = Arc::new(Gcra::direct(Quota::per_minute(limit)));
-                        map.entry(principal.clone())
-                            .or_default()
-                            .push((limit.get(), Arc::clone(&gcra)));
-                        gcra
-                    }
+        if let Some(limit) = minute_limit {
+            let st = entry(&mut map, principal);
+            let gcra = match st.minute.iter().position(|(l, _)| *l == limit.get()) {
+                Some(i) => &st.minute[i].1,
+                None => {
+                    st.minute
+                        .push((limit.get(), Gcra::direct(Quota::per_minute(limit))));
+                    &st.minute[st.minute.len() - 1].1
                 }
             };
-            if let Err(not_until) = limiter.check() {
+            if let Err(not_until) = gcra.check() {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
-                self.refund(admission);
+                if let Some(day) = admission.day {
+                    st.give(day, 1);
+                }
                 return Err(GuardError::RateLimited {
                     what: format!("rate limit of {limit} requests per minute for {principal}"),
                     retry_after: wait.max(Duration::from_millis(1)),
@@ -178,27 +193,20 @@ impl RateLimiter {
         })?)
     }
 
-    /// Hands back an admission's day unit (to the in-memory lease; it stays reserved).
-    pub fn refund(&self, admission: Admission) {
-        if let Some((principal, day)) = admission.day {
-            let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-            let l = leases.entry(principal).or_insert(Lease { day, units: 0 });
-            if l.day == day {
-                l.units += 1;
-            } else if l.day < day {
-                *l = Lease { day, units: 1 };
-            }
-            // A unit of a day already past is worthless: nothing to hand back.
+    /// Hands back an admission's day unit (to the in-memory lease; it stays reserved). `key`
+    /// is the key the admission was made for.
+    pub fn refund(&self, key: &KeyRecord, admission: Admission) {
+        if let Some(day) = admission.day {
+            entry(&mut self.lock(), &key.principal).give(day, 1);
         }
     }
 
     /// Returns every unused lease to the database (at a graceful stop).
     pub fn release_leases(&self) {
         let leases: Vec<(String, Lease)> = self
-            .leases
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
+            .iter_mut()
+            .filter_map(|(p, st)| st.lease.take().map(|l| (p.clone(), l)))
             .filter(|(_, l)| l.units > 0)
             .collect();
         for (principal, Lease { day, units: n }) in leases {
@@ -228,12 +236,26 @@ impl RateLimiter {
             )
         })?;
         let leased = self
-            .leases
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .get(principal)
+            .and_then(|st| st.lease)
             .filter(|l| l.day == day)
             .map_or(0, |l| l.units);
         Ok((stored.max(0) as u64).saturating_sub(leased))
     }
+}
+
+/// `principal`'s state, created on first use (the only allocation, once per principal).
+fn entry<'a>(
+    map: &'a mut HashMap<String, PrincipalState>,
+    principal: &str,
+) -> &'a mut PrincipalState {
+    if !map.contains_key(principal) {
+        map.insert(principal.to_string(), PrincipalState::default());
+    }
+    #[allow(clippy::expect_used)]
+    // Invariant: the entry exists, inserted just above if it was missing (and `map` is
+    // borrowed mutably throughout, so nothing removed it).
+    map.get_mut(principal)
+        .expect("the principal's entry was just ensured")
 }

@@ -204,7 +204,7 @@ fn refusals_and_refunds_leave_no_count_behind() {
         other => panic!("expected a minute refusal, got {other:?}"),
     }
     assert_eq!(g.limiter().used_today("dave", NOW).unwrap(), 2);
-    g.limiter().refund(a);
+    g.limiter().refund(&rec, a);
     assert_eq!(g.limiter().used_today("dave", NOW).unwrap(), 1);
 }
 

@@ -70,6 +70,24 @@ impl Histogram {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// Renders the sum of `parts` (histograms over the same bounds) as one histogram.
+    fn render_merged(parts: &[&Histogram], out: &mut String, name: &str, labels: &str) {
+        let Some(first) = parts.first() else {
+            return;
+        };
+        let merged = Histogram::new(first.bounds);
+        for h in parts {
+            for (m, b) in merged.buckets.iter().zip(&h.buckets) {
+                m.fetch_add(b.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            merged.count.fetch_add(h.count(), Ordering::Relaxed);
+            merged
+                .sum_micros
+                .fetch_add(h.sum_micros.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        merged.render(out, name, labels);
+    }
+
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         let sep = if labels.is_empty() { "" } else { "," };
@@ -106,9 +124,30 @@ const CODES: [&str; 17] = [
     "UNAUTHENTICATED",
 ];
 
+/// Shards per model's series: each thread records into one (chosen once per thread), so
+/// that two cores serving the same model do not bounce the same cache lines on every
+/// request; readers sum the shards.
+const SHARDS: usize = 4;
+
+/// This thread's shard.
+fn shard() -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static SHARD: usize = (NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS as u64) as usize;
+    }
+    SHARD.with(|s| *s)
+}
+
 /// One model's request-side series.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ModelMetrics {
+    shards: [ModelShard; SHARDS],
+}
+
+/// One shard of a model's series (on its own cache lines).
+#[derive(Debug)]
+#[repr(align(128))]
+struct ModelShard {
     by_code: [AtomicU64; 17],
     /// Rows inferred by successful requests (Triton's inference count).
     inferences: AtomicU64,
@@ -128,7 +167,7 @@ pub struct ModelMetrics {
     pub compute_seconds: Histogram,
 }
 
-impl Default for ModelMetrics {
+impl Default for ModelShard {
     fn default() -> Self {
         Self {
             by_code: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -164,6 +203,46 @@ pub struct RequestSample {
 impl ModelMetrics {
     /// Records one finished request.
     pub fn record(&self, s: &RequestSample) {
+        self.shards[shard()].record(s);
+    }
+
+    /// Requests finished with `code` so far.
+    pub fn count(&self, code: tonic::Code) -> u64 {
+        let i = (code as usize).min(16);
+        self.total(|s| &s.by_code[i])
+    }
+
+    fn successes(&self) -> u64 {
+        self.total(|s| &s.by_code[0])
+    }
+
+    fn failures(&self) -> u64 {
+        (1..17).map(|i| self.total(|s| &s.by_code[i])).sum()
+    }
+
+    /// The sum over the shards of one counter.
+    fn total(&self, counter: impl Fn(&ModelShard) -> &AtomicU64) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| counter(s).load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// One histogram, merged over the shards.
+    fn render_histogram(
+        &self,
+        out: &mut String,
+        name: &str,
+        labels: &str,
+        which: impl Fn(&ModelShard) -> &Histogram,
+    ) {
+        let parts: Vec<&Histogram> = self.shards.iter().map(which).collect();
+        Histogram::render_merged(&parts, out, name, labels);
+    }
+}
+
+impl ModelShard {
+    fn record(&self, s: &RequestSample) {
         let code = usize::try_from(s.code).unwrap_or(2).min(16);
         self.by_code[code].fetch_add(1, Ordering::Relaxed);
         self.request_seconds.observe_duration(s.latency);
@@ -188,22 +267,6 @@ impl ModelMetrics {
             let micros = (s.epsilon * 1e6).round() as u64;
             self.epsilon_micros.fetch_add(micros, Ordering::Relaxed);
         }
-    }
-
-    /// Requests finished with `code` so far.
-    pub fn count(&self, code: tonic::Code) -> u64 {
-        self.by_code[(code as usize).min(16)].load(Ordering::Relaxed)
-    }
-
-    fn successes(&self) -> u64 {
-        self.by_code[0].load(Ordering::Relaxed)
-    }
-
-    fn failures(&self) -> u64 {
-        self.by_code[1..]
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
     }
 }
 
@@ -303,8 +366,8 @@ impl Metrics {
             "Requests finished, by model and gRPC status code.",
         );
         for (m, s) in &models {
-            for (code, n) in CODES.iter().zip(&s.by_code) {
-                let n = n.load(Ordering::Relaxed);
+            for (i, code) in CODES.iter().enumerate() {
+                let n = s.total(|x| &x.by_code[i]);
                 if n > 0 || *code == "OK" {
                     let _ = writeln!(
                         out,
@@ -321,8 +384,12 @@ impl Metrics {
             "Server-side request latency.",
         );
         for (m, s) in &models {
-            s.request_seconds
-                .render(&mut out, "confidant_request_duration_seconds", &label(m));
+            s.render_histogram(
+                &mut out,
+                "confidant_request_duration_seconds",
+                &label(m),
+                |x| &x.request_seconds,
+            );
         }
         header(
             &mut out,
@@ -331,8 +398,12 @@ impl Metrics {
             "Time requests waited in the batch queue.",
         );
         for (m, s) in &models {
-            s.queue_seconds
-                .render(&mut out, "confidant_queue_duration_seconds", &label(m));
+            s.render_histogram(
+                &mut out,
+                "confidant_queue_duration_seconds",
+                &label(m),
+                |x| &x.queue_seconds,
+            );
         }
         header(
             &mut out,
@@ -341,8 +412,12 @@ impl Metrics {
             "Forward-pass time of the batch that served each request.",
         );
         for (m, s) in &models {
-            s.compute_seconds
-                .render(&mut out, "confidant_compute_duration_seconds", &label(m));
+            s.render_histogram(
+                &mut out,
+                "confidant_compute_duration_seconds",
+                &label(m),
+                |x| &x.compute_seconds,
+            );
         }
         header(
             &mut out,
@@ -380,7 +455,7 @@ impl Metrics {
                 out,
                 "confidant_sensitivity_flagged_rows_total{{{}}} {}",
                 label(m),
-                s.flagged_rows.load(Ordering::Relaxed)
+                s.total(|x| &x.flagged_rows)
             );
         }
         header(
@@ -390,7 +465,7 @@ impl Metrics {
             "Differential-privacy epsilon charged to all principals, summed.",
         );
         for (m, s) in &models {
-            let eps = s.epsilon_micros.load(Ordering::Relaxed) as f64 / 1e6;
+            let eps = s.total(|x| &x.epsilon_micros) as f64 / 1e6;
             let _ = writeln!(
                 out,
                 "confidant_privacy_epsilon_spent_total{{{}}} {eps}",
@@ -436,19 +511,19 @@ impl Metrics {
             &mut out,
             "nv_inference_count",
             "Number of inferences performed (rows; does not include cached requests).",
-            &|s| s.inferences.load(Ordering::Relaxed),
+            &|s| s.total(|x| &x.inferences),
         );
         triton(
             &mut out,
             "nv_inference_queue_duration_us",
             "Cumulative inference queuing duration in microseconds.",
-            &|s| s.queue_us.load(Ordering::Relaxed),
+            &|s| s.total(|x| &x.queue_us),
         );
         triton(
             &mut out,
             "nv_inference_compute_infer_duration_us",
             "Cumulative compute inference duration in microseconds.",
-            &|s| s.compute_us.load(Ordering::Relaxed),
+            &|s| s.total(|x| &x.compute_us),
         );
         header(
             &mut out,

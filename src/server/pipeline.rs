@@ -267,21 +267,21 @@ impl Pipeline {
         let result = self.predict_inner(ctx, call, &mut record).await;
         let result = result.map_err(Status::from);
         let latency = started.elapsed();
-        self.metrics
-            .model(
-                record
-                    .loaded_model
-                    .as_ref()
-                    .map_or(UNKNOWN_MODEL, |m| m.config().id.as_str()),
-            )
-            .record(&RequestSample {
-                code: result.as_ref().map_or_else(|s| s.code() as i32, |_| 0),
-                latency,
-                rows: record.rows,
-                engine: record.engine,
-                flagged_rows: record.flagged_rows.len() as u64,
-                epsilon: record.epsilon,
-            });
+        let sample = RequestSample {
+            code: result.as_ref().map_or_else(|s| s.code() as i32, |_| 0),
+            latency,
+            rows: record.rows,
+            engine: record.engine,
+            flagged_rows: record.flagged_rows.len() as u64,
+            epsilon: record.epsilon,
+        };
+        match &record.loaded_model {
+            Some(m) => m
+                .metrics_cell()
+                .get_or_init(|| self.metrics.model(&m.config().id))
+                .record(&sample),
+            None => self.metrics.model(UNKNOWN_MODEL).record(&sample),
+        }
         self.audit_call(record, result.as_ref().err(), latency, None);
         result
     }
@@ -411,15 +411,15 @@ impl Pipeline {
         let rows_out = match explained {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                self.guard.limiter().refund(admission);
+                self.guard.limiter().refund(&key, admission);
                 return Err(e.into());
             }
             Err(e) => {
-                self.guard.limiter().refund(admission);
+                self.guard.limiter().refund(&key, admission);
                 return Err(ApiError::Internal(format!("explanation task failed: {e}")));
             }
         };
-        drop(admission);
+        admission.commit();
         record.output_argmax = rows_out.iter().map(|a| a.target as u32).collect();
         Ok(ExplainOutcome {
             model: Arc::clone(&model),
@@ -567,7 +567,7 @@ impl Pipeline {
             None
         } else {
             let Some(budgets) = &self.budgets else {
-                self.guard.limiter().refund(admission);
+                self.guard.limiter().refund(&key, admission);
                 return Err(ApiError::Internal(
                     "a model with a privacy policy is served without budgets".into(),
                 ));
@@ -581,7 +581,7 @@ impl Pipeline {
                     budget,
                     window_end,
                 }) => {
-                    self.guard.limiter().refund(admission);
+                    self.guard.limiter().refund(&key, admission);
                     return Err(ApiError::Guard(GuardError::RateLimited {
                         what: format!(
                             "privacy budget of {principal} is exhausted: this request needs \
@@ -594,7 +594,7 @@ impl Pipeline {
                     }));
                 }
                 Err(e @ BudgetError::SubjectExhausted { window_end, .. }) => {
-                    self.guard.limiter().refund(admission);
+                    self.guard.limiter().refund(&key, admission);
                     return Err(ApiError::Guard(GuardError::RateLimited {
                         what: e.to_string(),
                         retry_after: std::time::Duration::from_secs(
@@ -603,7 +603,7 @@ impl Pipeline {
                     }));
                 }
                 Err(e) => {
-                    self.guard.limiter().refund(admission);
+                    self.guard.limiter().refund(&key, admission);
                     return Err(ApiError::Internal(e.to_string()));
                 }
             }
@@ -612,7 +612,7 @@ impl Pipeline {
             if let (Some(r), Some(b)) = (reservation, &self.budgets) {
                 b.refund(r);
             }
-            self.guard.limiter().refund(admission);
+            self.guard.limiter().refund(&key, admission);
         };
         let id = super::request_id::new_bytes();
         record.request_id = Some(id);
@@ -666,7 +666,7 @@ impl Pipeline {
                 return Err(ApiError::Internal(format!("privacy mechanism: {e}")));
             }
         };
-        drop(admission);
+        admission.commit();
         let indices = released.labels;
         record.output_argmax = indices.iter().map(|&i| i as u32).collect();
         let labels = indices

@@ -328,7 +328,7 @@ fn preactivation_and_input_space_scores_have_the_same_distribution() {
     let width = mlp.out_features();
     let (mut fast_scores, mut slow_scores) = (Vec::new(), Vec::new());
     for _ in 0..reps {
-        let (out, s_fast) = fast.forward_cpu(&mlp, &input, rows).unwrap().unwrap();
+        let (out, s_fast) = fast.forward_cpu(&mlp, &input, rows, &[]).unwrap().unwrap();
         let mut perturbed = Vec::new();
         slow.perturb_into(&input, &mut perturbed);
         let mut all = input.clone();
@@ -364,4 +364,22 @@ fn preactivation_and_input_space_scores_have_the_same_distribution() {
         }
     }
     assert!(compared >= 4, "only {compared} rows had measurable scores");
+}
+
+#[test]
+fn request_threads_draw_standard_normals_from_their_own_streams() {
+    let mut a = vec![0f32; 20_000];
+    assert!(draw_normals(&mut a));
+    let mean = a.iter().map(|&x| f64::from(x)).sum::<f64>() / a.len() as f64;
+    let var = a.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / a.len() as f64;
+    assert!(mean.abs() < 0.05 && (var - 1.0).abs() < 0.05, "mean {mean}, var {var}");
+    // Another thread's stream is seeded on its own.
+    let b = std::thread::spawn(|| {
+        let mut b = vec![0f32; 64];
+        assert!(draw_normals(&mut b));
+        b
+    })
+    .join()
+    .unwrap();
+    assert_ne!(&a[..64], &b[..]);
 }
