@@ -99,6 +99,17 @@ fn main() -> anyhow::Result<()> {
         let out = mlp.forward_rows(&all, 9).unwrap();
         screener.scores(&out[..2], &out[2..], 2);
     });
+    let mut preact = Screener::new(config.screening.unwrap(), &config.input)?.for_model(&mlp)?;
+    let per_row = preact.normals_per_row();
+    time("screening: pre-activation normals (caller)", 20_000, || {
+        let mut z = vec![0f32; per_row];
+        confidant::engine::screening::draw_normals(&mut z);
+    });
+    let mut z = vec![0f32; per_row];
+    confidant::engine::screening::draw_normals(&mut z);
+    time("screening: pre-activation copies + forward", 20_000, || {
+        preact.forward_cpu(&mlp, &row, 1, &z).unwrap().unwrap();
+    });
     let audit_dir = tempfile::tempdir()?;
     let log = confidant::audit::AuditLog::open(
         audit_dir.path(),
@@ -118,19 +129,22 @@ fn main() -> anyhow::Result<()> {
     let n = 50_000;
     let t = Instant::now();
     for i in 0..n {
-        log.append(confidant::audit::Event::Predict {
-            request_id: confidant::server::request_id::new(),
-            principal: "p".into(),
-            model: "demo@1.0.0".into(),
-            purpose: Some("demonstration".into()),
+        // As the server does: borrowed fields, serialized on this thread.
+        let id = confidant::server::request_id::new_bytes();
+        let hmac = log.input_hmac_hex(&row);
+        log.append_predict(&confidant::audit::PredictEvent {
+            request_id: confidant::server::request_id::as_str(&id),
+            principal: "p",
+            model: "demo@1.0.0",
+            purpose: Some("demonstration"),
             subject: None,
-            input_hmac: Some(log.input_hmac(&row)),
-            output_argmax: vec![1],
-            flagged_rows: Vec::new(),
+            input_hmac: std::str::from_utf8(&hmac).ok(),
+            output_argmax: &[1],
+            flagged_rows: &[],
             rows: 1,
             latency_us: i,
-            decision: "allow".into(),
-            reason: "OK".into(),
+            decision: "allow",
+            reason: "OK",
             epsilon: 0.0,
             rpc: None,
         });

@@ -371,8 +371,15 @@ fn request_threads_draw_standard_normals_from_their_own_streams() {
     let mut a = vec![0f32; 20_000];
     assert!(draw_normals(&mut a));
     let mean = a.iter().map(|&x| f64::from(x)).sum::<f64>() / a.len() as f64;
-    let var = a.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / a.len() as f64;
-    assert!(mean.abs() < 0.05 && (var - 1.0).abs() < 0.05, "mean {mean}, var {var}");
+    let var = a
+        .iter()
+        .map(|&x| (f64::from(x) - mean).powi(2))
+        .sum::<f64>()
+        / a.len() as f64;
+    assert!(
+        mean.abs() < 0.05 && (var - 1.0).abs() < 0.05,
+        "mean {mean}, var {var}"
+    );
     // Another thread's stream is seeded on its own.
     let b = std::thread::spawn(|| {
         let mut b = vec![0f32; 64];
