@@ -281,12 +281,15 @@ fn hash_body(prev: &str, body: &[u8]) -> String {
 /// Lower-case hex of a 32-byte digest, through a table rather than `hex::encode`'s
 /// per-character iterator (this runs once or twice per request).
 pub(crate) fn hex_lower(bytes: &[u8; 32]) -> String {
-    let mut out = [0u8; 64];
+    String::from_utf8_lossy(&hex32(bytes)).into_owned()
+}
+
+/// Lower-case hex of a 32-byte digest as 64 ASCII bytes, with no allocation.
+fn hex32(bytes: &[u8; 32]) -> [u8; 64] {
+    let mut out = [b'0'; 64];
     // 64 is exactly twice 32, the only length `encode_to_slice` checks.
-    if hex::encode_to_slice(bytes, &mut out).is_err() {
-        return hex::encode(bytes);
-    }
-    std::str::from_utf8(&out).map_or_else(|_| hex::encode(bytes), str::to_owned)
+    let _ = hex::encode_to_slice(bytes, &mut out);
+    out
 }
 
 /// The message a checkpoint signs.
@@ -371,18 +374,36 @@ pub struct AuditLog {
     signing: SigningKey,
 }
 
-enum Msg {
-    // Boxed: these are rare (admin, consent, erasure), and a channel slot is as large as
-    // its largest message.
-    Append(Box<Event>, Option<std::sync::mpsc::Sender<()>>),
-    /// A Predict event's canonical JSON object, written by [`write_predict_event`].
-    Predict(Vec<u8>),
+/// One record for the writer, and whom to tell once it is on disk.
+struct Msg {
+    content: Content,
+    done: Option<std::sync::mpsc::Sender<()>>,
 }
 
-/// What the writer appends: an event, or a Predict event already serialized.
+/// What the writer appends.
 enum Content {
+    /// An event other than Predict. Boxed: these are rare (admin, consent, erasure,
+    /// checkpoints), and a channel slot is as large as its largest message.
     Event(Box<Event>),
+    /// A Predict event's canonical JSON object, written by [`write_predict_event`] on the
+    /// caller's thread.
     Prepared(Vec<u8>),
+}
+
+impl Content {
+    /// A Predict event serialized here; any other event as it is.
+    fn of(event: Event) -> Self {
+        match PredictEvent::of(&event) {
+            Some(e) => Self::predict(&e),
+            None => Self::Event(Box::new(event)),
+        }
+    }
+
+    fn predict(event: &PredictEvent<'_>) -> Self {
+        let mut json = Vec::with_capacity(448);
+        write_predict_event(&mut json, event);
+        Self::Prepared(json)
+    }
 }
 
 impl AuditLog {
@@ -463,45 +484,43 @@ impl AuditLog {
             }
             mac.update(&block[..chunk.len() * 4]);
         }
-        let digest: [u8; 32] = mac.finalize().into_bytes().into();
-        let mut out = [b'0'; 64];
-        // 64 is exactly twice 32, the only length `encode_to_slice` checks.
-        let _ = hex::encode_to_slice(digest, &mut out);
-        out
+        hex32(&mac.finalize().into_bytes().into())
     }
 
     /// Queues a Predict event, serialized here (see [`PredictEvent`]); it reaches disk with
     /// the next group fsync.
     pub fn append_predict(&self, event: &PredictEvent<'_>) {
-        let mut json = Vec::with_capacity(448);
-        write_predict_event(&mut json, event);
-        let tx = self.tx.read().unwrap_or_else(|p| p.into_inner());
-        match tx.as_ref() {
-            Some(tx) if tx.send(Msg::Predict(json)).is_ok() => {}
-            _ => tracing::error!("audit writer stopped; an audit event was lost"),
-        }
+        self.queue(Content::predict(event));
     }
 
     /// Queues an event; it reaches disk with the next group fsync.
     pub fn append(&self, event: Event) {
-        let tx = self.tx.read().unwrap_or_else(|p| p.into_inner());
-        match tx.as_ref() {
-            Some(tx) if tx.send(Msg::Append(Box::new(event), None)).is_ok() => {}
-            _ => tracing::error!("audit writer stopped; an audit event was lost"),
+        self.queue(Content::of(event));
+    }
+
+    fn queue(&self, content: Content) {
+        if self.send(content, None).is_err() {
+            tracing::error!("audit writer stopped; an audit event was lost");
         }
     }
 
     /// Appends an event and waits until it is on disk.
     pub fn append_durable(&self, event: Event) -> Result<(), AuditError> {
         let (done, wait) = std::sync::mpsc::channel();
-        {
-            let tx = self.tx.read().unwrap_or_else(|p| p.into_inner());
-            tx.as_ref()
-                .ok_or(AuditError::Stopped)?
-                .send(Msg::Append(Box::new(event), Some(done)))
-                .map_err(|_| AuditError::Stopped)?;
-        }
+        self.send(Content::of(event), Some(done))?;
         wait.recv().map_err(|_| AuditError::Stopped)
+    }
+
+    fn send(
+        &self,
+        content: Content,
+        done: Option<std::sync::mpsc::Sender<()>>,
+    ) -> Result<(), AuditError> {
+        let tx = self.tx.read().unwrap_or_else(|p| p.into_inner());
+        tx.as_ref()
+            .ok_or(AuditError::Stopped)?
+            .send(Msg { content, done })
+            .map_err(|_| AuditError::Stopped)
     }
 
     /// Flushes, writes a final checkpoint and stops the writer.
@@ -646,15 +665,10 @@ fn writer(
         }
         let mut batch: Vec<Msg> = first.into_iter().collect();
         batch.extend(rx.try_iter().take(65_536));
-        for msg in batch {
-            match msg {
-                Msg::Append(event, done) => {
-                    push(&mut st, &mut buf, Content::Event(event));
-                    if let Some(d) = done {
-                        waiters.push(d);
-                    }
-                }
-                Msg::Predict(json) => push(&mut st, &mut buf, Content::Prepared(json)),
+        for Msg { content, done } in batch {
+            push(&mut st, &mut buf, content);
+            if let Some(d) = done {
+                waiters.push(d);
             }
             if st.since_checkpoint >= config.checkpoint_every {
                 push_checkpoint(&mut st, &mut buf, &signing);
@@ -682,22 +696,21 @@ fn writer(
     flush(&mut st, &mut buf);
 }
 
-/// Writes the canonical body (see [`crate::canonical`]) of a record whose event is
-/// `Predict`, with an empty `hash`, straight from the event's fields: no `serde_json::Value`
-/// tree, no key sort. Returns where the hash belongs (between the quotes of `"hash":""`), or
-/// `None` for any other event (those take the generic path). A test checks the bytes against
-/// `canonical::to_vec` for every shape of the event.
-fn write_predict_body(
+/// Writes the canonical body (see [`crate::canonical`]) of a record around an event object
+/// already in canonical form (a Predict event from [`write_predict_event`]), with an empty
+/// `hash`: no `serde_json::Value` tree, no key sort. Returns where the hash belongs (between
+/// the quotes of `"hash":""`). A test checks the bytes against `canonical::to_vec` for every
+/// shape of the Predict event.
+fn write_prepared_body(
     out: &mut Vec<u8>,
     seq: u64,
     ts_ms: u64,
     prev: &str,
-    event: &Event,
-) -> Option<usize> {
-    let e = PredictEvent::of(event)?;
+    event_json: &[u8],
+) -> usize {
     out.extend_from_slice(b"{\"event\":");
-    write_predict_event(out, &e);
-    Some(write_body_tail(out, seq, ts_ms, prev))
+    out.extend_from_slice(event_json);
+    write_body_tail(out, seq, ts_ms, prev)
 }
 
 /// The canonical JSON object of a Predict event: keys in byte order, as
@@ -820,30 +833,26 @@ fn push(st: &mut State, buf: &mut Vec<u8>, content: Content) {
     let body = &mut st.body;
     body.clear();
     let (at, generic) = match content {
-        Content::Prepared(json) => {
-            body.extend_from_slice(b"{\"event\":");
-            body.extend_from_slice(&json);
-            (Some(write_body_tail(body, st.seq, ts_ms, &st.head)), None)
+        Content::Prepared(json) => (
+            Some(write_prepared_body(body, st.seq, ts_ms, &st.head, &json)),
+            None,
+        ),
+        Content::Event(event) => {
+            let r = Record {
+                seq: st.seq,
+                ts_ms,
+                event: *event,
+                prev: st.head.clone(),
+                hash: String::new(),
+            };
+            *body = crate::canonical::to_vec(&r).unwrap_or_default();
+            const EMPTY_HASH: &[u8] = b"},\"hash\":\"\",";
+            let at = body
+                .windows(EMPTY_HASH.len())
+                .position(|w| w == EMPTY_HASH)
+                .map(|p| p + EMPTY_HASH.len() - 2);
+            (at, Some(r))
         }
-        Content::Event(event) => match write_predict_body(body, st.seq, ts_ms, &st.head, &event) {
-            Some(at) => (Some(at), None),
-            None => {
-                let r = Record {
-                    seq: st.seq,
-                    ts_ms,
-                    event: *event,
-                    prev: st.head.clone(),
-                    hash: String::new(),
-                };
-                *body = crate::canonical::to_vec(&r).unwrap_or_default();
-                const EMPTY_HASH: &[u8] = b"},\"hash\":\"\",";
-                let at = body
-                    .windows(EMPTY_HASH.len())
-                    .position(|w| w == EMPTY_HASH)
-                    .map(|p| p + EMPTY_HASH.len() - 2);
-                (at, Some(r))
-            }
-        },
     };
     let hash = hash_body(&st.head, body);
     match at {

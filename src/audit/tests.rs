@@ -338,8 +338,12 @@ fn the_predict_fast_path_writes_exactly_the_canonical_body() {
         };
         let want = crate::canonical::to_vec(&record).unwrap();
         let mut got = Vec::new();
-        let at = write_predict_body(&mut got, 42, 1_790_000_000_123, &record.prev, &event)
-            .expect("a predict event");
+        let mut json = Vec::new();
+        write_predict_event(
+            &mut json,
+            &PredictEvent::of(&event).expect("a predict event"),
+        );
+        let at = write_prepared_body(&mut got, 42, 1_790_000_000_123, &record.prev, &json);
         assert_eq!(
             String::from_utf8(got.clone()).unwrap(),
             String::from_utf8(want).unwrap()
@@ -351,7 +355,7 @@ fn the_predict_fast_path_writes_exactly_the_canonical_body() {
         action: "b".into(),
         detail: "c".into(),
     };
-    assert!(write_predict_body(&mut Vec::new(), 1, 1, "", &admin).is_none());
+    assert!(PredictEvent::of(&admin).is_none());
 }
 
 #[test]
