@@ -136,7 +136,6 @@ pub struct Screener {
     spec: ScreeningSpec,
     sigmas: Vec<f32>,
     rng: ChaCha8Rng,
-    normal: normal::Ziggurat,
     /// Scratch for one batch's noise.
     noise: Vec<f32>,
     /// On the fused CPU path: the copies are drawn in the first layer's pre-activation
@@ -148,10 +147,9 @@ impl Screener {
     /// A screener for a model with this input schema, seeded from the OS.
     pub fn new(spec: ScreeningSpec, schema: &InputSchema) -> Result<Self, ConfigError> {
         spec.validate()?;
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed)
+        let seed = crate::secure::os_seed()
             .map_err(|e| ConfigError::Invalid(format!("screening: OS randomness: {e}")))?;
-        Ok(Self::with_seed(spec, schema, seed))
+        Ok(Self::with_seed(spec, schema, *seed))
     }
 
     /// A screener with a fixed seed (tests and benchmarks only).
@@ -166,7 +164,6 @@ impl Screener {
             spec,
             sigmas,
             rng: ChaCha8Rng::from_seed(seed),
-            normal: normal::Ziggurat::new(),
             noise: Vec::new(),
             factor: None,
         }
@@ -218,7 +215,7 @@ impl Screener {
             drawn
         } else {
             self.noise.resize(needed, 0.0);
-            self.normal.fill(&mut self.rng, &mut self.noise);
+            normal::table().fill(&mut self.rng, &mut self.noise);
             &self.noise
         };
         let width = model.out_features();
@@ -259,7 +256,7 @@ impl Screener {
         let rows = input.len() / width;
         // All of the batch's noise in one block, then one pass that scales and adds it.
         self.noise.resize(rows * copies * width, 0.0);
-        self.normal.fill(&mut self.rng, &mut self.noise);
+        normal::table().fill(&mut self.rng, &mut self.noise);
         out.reserve(rows * copies * width);
         let mut noise = self.noise.chunks_exact(width);
         for row in input.chunks_exact(width) {
@@ -302,7 +299,7 @@ impl Screener {
 
 thread_local! {
     /// This thread's screening stream: ChaCha8 seeded from the OS, as the screener's own.
-    static THREAD_NOISE: std::cell::RefCell<Option<(ChaCha8Rng, normal::Ziggurat)>> =
+    static THREAD_NOISE: std::cell::RefCell<Option<ChaCha8Rng>> =
         const { std::cell::RefCell::new(None) };
 }
 
@@ -314,15 +311,14 @@ pub fn draw_normals(out: &mut [f32]) -> bool {
     THREAD_NOISE.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
-            let mut seed = zeroize::Zeroizing::new([0u8; 32]);
-            if getrandom::fill(seed.as_mut()).is_err() {
+            let Ok(seed) = crate::secure::os_seed() else {
                 return false;
-            }
-            *slot = Some((ChaCha8Rng::from_seed(*seed), normal::Ziggurat::new()));
+            };
+            *slot = Some(ChaCha8Rng::from_seed(*seed));
         }
         match slot.as_mut() {
-            Some((rng, zig)) => {
-                zig.fill(rng, out);
+            Some(rng) => {
+                normal::table().fill(rng, out);
                 true
             }
             None => false,

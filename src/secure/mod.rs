@@ -62,6 +62,14 @@ pub fn memlock_limit() -> Option<u64> {
     }
 }
 
+/// A 32-byte seed from the OS CSPRNG, zeroized when dropped: what every ChaCha stream the
+/// server keys for itself (request ids, screening noise) starts from.
+pub fn os_seed() -> Result<zeroize::Zeroizing<[u8; 32]>, getrandom::Error> {
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(seed.as_mut())?;
+    Ok(seed)
+}
+
 /// Sets `RAYON_NUM_THREADS` (unless the user set it) so that candle sizes its work once.
 ///
 /// Must be called at the very start of `main`, before any other thread is spawned: writing

@@ -25,11 +25,7 @@ pub fn new_bytes() -> [u8; uuid::fmt::Hyphenated::LENGTH] {
     let bytes = STREAM.with(|cell| {
         let mut stream = cell.borrow_mut();
         if stream.is_none() {
-            let mut seed = zeroize::Zeroizing::new([0u8; 32]);
-            if getrandom::fill(seed.as_mut()).is_err() {
-                return None;
-            }
-            *stream = Some(ChaCha20Rng::from_seed(*seed));
+            *stream = Some(ChaCha20Rng::from_seed(*crate::secure::os_seed().ok()?));
         }
         let mut bytes = [0u8; 16];
         stream.as_mut()?.fill_bytes(&mut bytes);

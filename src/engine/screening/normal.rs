@@ -29,6 +29,12 @@ pub(super) struct Ziggurat {
     f: [f64; LAYERS],
 }
 
+/// The tables, built once per process: they are constants of the method.
+pub(super) fn table() -> &'static Ziggurat {
+    static TABLE: std::sync::LazyLock<Ziggurat> = std::sync::LazyLock::new(Ziggurat::new);
+    &TABLE
+}
+
 impl Ziggurat {
     pub(super) fn new() -> Self {
         let mut k = [0u32; LAYERS];
