@@ -15,6 +15,35 @@ struct Dense {
     activation: Activation,
 }
 
+impl Dense {
+    /// Outputs of the layer.
+    fn out(&self) -> usize {
+        self.weight_t.dims().get(1).copied().unwrap_or(0)
+    }
+
+    /// The fused CPU layer on `rows` rows of `x` (`inp` wide) into `y`, with `activation`
+    /// (the layer's own, or `None` for the pre-activation).
+    fn apply_cpu(
+        &self,
+        x: &[f32],
+        rows: usize,
+        inp: usize,
+        activation: Activation,
+        y: &mut Vec<f32>,
+    ) -> Result<(), EngineError> {
+        let out = self.out();
+        with_cpu_f32(&self.weight_t, |w| match &self.bias {
+            Some(b) => with_cpu_f32(b, |b| {
+                dense_fused(x, rows, inp, w, Some(b), out, activation, y)
+            }),
+            None => {
+                dense_fused(x, rows, inp, w, None, out, activation, y);
+                Ok(())
+            }
+        })?
+    }
+}
+
 /// A loaded MLP. Its weight tensors are locked in RAM and zeroed when it is dropped.
 pub struct Mlp {
     layers: Vec<Dense>,
@@ -389,7 +418,7 @@ impl Mlp {
         let mut macs_per_row = 0usize;
         let mut w_in = config.feature_count();
         for l in &layers {
-            let out = l.weight_t.dims().get(1).copied().unwrap_or(0);
+            let out = l.out();
             macs_per_row = macs_per_row.saturating_add(w_in.saturating_mul(out));
             w_in = out;
         }
@@ -721,18 +750,9 @@ impl Mlp {
         };
         let mut y = Vec::new();
         for layer in self.layers.iter().skip(from) {
-            let out = layer.weight_t.dims().get(1).copied().unwrap_or(0);
-            with_cpu_f32(&layer.weight_t, |w| match &layer.bias {
-                Some(b) => with_cpu_f32(b, |b| {
-                    dense_fused(&x, rows, width, w, Some(b), out, layer.activation, &mut y);
-                }),
-                None => {
-                    dense_fused(&x, rows, width, w, None, out, layer.activation, &mut y);
-                    Ok(())
-                }
-            })??;
+            layer.apply_cpu(&x, rows, width, layer.activation, &mut y)?;
             std::mem::swap(&mut x, &mut y);
-            width = out;
+            width = layer.out();
         }
         if self.output == OutputKind::Softmax {
             for row in x.chunks_exact_mut(width.max(1)) {
@@ -753,10 +773,7 @@ impl Mlp {
 
     /// Outputs of layer `i`.
     fn layer_width(&self, i: usize) -> usize {
-        self.layers
-            .get(i)
-            .and_then(|l| l.weight_t.dims().get(1).copied())
-            .unwrap_or(0)
+        self.layers.get(i).map_or(0, Dense::out)
     }
 
     /// The factor that lets adversarial-sensitivity screening draw its perturbations in the
@@ -764,10 +781,7 @@ impl Mlp {
     /// standard deviation `sigmas[i]` on raw feature `i`. `None` when the model does not run
     /// on the fused CPU path, where the copies are made in input space instead.
     pub fn preact_factor(&self, sigmas: &[f32]) -> Result<Option<PreactFactor>, EngineError> {
-        if !self.device.is_cpu()
-            || self.macs_per_row > FUSED_MAX_MACS_PER_ROW
-            || sigmas.len() != self.in_features
-        {
+        if !self.fused_cpu_fits(1) || sigmas.len() != self.in_features {
             return Ok(None);
         }
         let Some(first) = self.layers.first() else {
@@ -831,33 +845,7 @@ impl Mlp {
         };
         let x = self.normalized(values)?;
         let mut base = Vec::new();
-        with_cpu_f32(&first.weight_t, |w| match &first.bias {
-            Some(b) => with_cpu_f32(b, |b| {
-                dense_fused(
-                    &x,
-                    rows,
-                    self.in_features,
-                    w,
-                    Some(b),
-                    hidden,
-                    Activation::None,
-                    &mut base,
-                );
-            }),
-            None => {
-                dense_fused(
-                    &x,
-                    rows,
-                    self.in_features,
-                    w,
-                    None,
-                    hidden,
-                    Activation::None,
-                    &mut base,
-                );
-                Ok(())
-            }
-        })??;
+        first.apply_cpu(&x, rows, self.in_features, Activation::None, &mut base)?;
         let mut all = Vec::with_capacity(rows * (1 + copies) * hidden);
         all.extend_from_slice(&base);
         for row in base.chunks_exact(hidden.max(1)) {

@@ -395,9 +395,7 @@ impl Pipeline {
             )));
         }
         let admission = self.guard.admit(&key, unix_now())?;
-        let id = super::request_id::new_bytes();
-        record.request_id = Some(id);
-        let request_id = super::request_id::as_str(&id).to_string();
+        let request_id = record.new_request_id();
         let mlp = Arc::clone(model.mlp());
         let features = config.feature_count();
         let b = baseline.clone();
@@ -614,9 +612,7 @@ impl Pipeline {
             }
             self.guard.limiter().refund(&key, admission);
         };
-        let id = super::request_id::new_bytes();
-        record.request_id = Some(id);
-        let request_id = super::request_id::as_str(&id).to_string();
+        let request_id = record.new_request_id();
         let out = match model.infer(values, rows).await {
             Ok(out) => out,
             Err(e) => {
@@ -712,6 +708,15 @@ impl Pipeline {
             flagged_rows: flagged,
             receipt,
         })
+    }
+}
+
+impl AuditContext {
+    /// Makes the call's request id, keeps it for the record and returns it for the response.
+    fn new_request_id(&mut self) -> String {
+        let id = super::request_id::new_bytes();
+        self.request_id = Some(id);
+        super::request_id::as_str(&id).to_string()
     }
 }
 
