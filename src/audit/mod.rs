@@ -265,23 +265,17 @@ impl Record {
         let mut unhashed = self.clone();
         unhashed.hash = String::new();
         let body = crate::canonical::to_vec(&unhashed).unwrap_or_default();
-        hash_body(&self.prev, &body)
+        String::from_utf8_lossy(&hash_body(&self.prev, &body)).into_owned()
     }
 }
 
-/// The chain hash over a record's canonical body (with an empty `hash`).
-fn hash_body(prev: &str, body: &[u8]) -> String {
+/// The chain hash over a record's canonical body (with an empty `hash`), as lower-case hex.
+fn hash_body(prev: &str, body: &[u8]) -> [u8; 64] {
     let mut h = Sha256::new();
     h.update(DOMAIN);
     h.update(prev.as_bytes());
     h.update(body);
-    hex_lower(&h.finalize().into())
-}
-
-/// Lower-case hex of a 32-byte digest, through a table rather than `hex::encode`'s
-/// per-character iterator (this runs once or twice per request).
-pub(crate) fn hex_lower(bytes: &[u8; 32]) -> String {
-    String::from_utf8_lossy(&hex32(bytes)).into_owned()
+    hex32(&h.finalize().into())
 }
 
 /// Lower-case hex of a 32-byte digest as 64 ASCII bytes, with no allocation.
@@ -858,20 +852,22 @@ fn push(st: &mut State, buf: &mut Vec<u8>, content: Content) {
     match at {
         Some(at) => {
             buf.extend_from_slice(&body[..at]);
-            buf.extend_from_slice(hash.as_bytes());
+            buf.extend_from_slice(&hash);
             buf.extend_from_slice(&body[at..]);
         }
         None => {
             // Not reached for a canonical body; kept so that a record is never lost.
             if let Some(mut r) = generic {
-                r.hash.clone_from(&hash);
+                r.hash = String::from_utf8_lossy(&hash).into_owned();
                 if let Ok(line) = serde_json::to_vec(&r) {
                     buf.extend_from_slice(&line);
                 }
             }
         }
     }
-    st.head = hash;
+    // The hex digits are ASCII; the head keeps its allocation from record to record.
+    st.head.clear();
+    st.head.extend(hash.iter().map(|&b| char::from(b)));
     buf.push(b'\n');
     st.in_segment += 1;
     if is_checkpoint {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
 use super::error::EngineError;
@@ -79,7 +80,8 @@ pub struct BatchOutput {
     /// Rows in that forward pass (request rows, not counting screening copies).
     pub batch_rows: usize,
     /// Each row's adversarial-sensitivity score, when the model is screened.
-    pub sensitivity: Option<Vec<f32>>,
+    /// Inline up to four rows: a one-row request's score costs no allocation.
+    pub sensitivity: Option<SmallVec<[f32; 4]>>,
 }
 
 struct Job {
@@ -206,6 +208,15 @@ impl Drop for Batcher {
     }
 }
 
+/// Buffers a worker reuses from batch to batch.
+#[derive(Default)]
+struct Scratch {
+    /// The batch's rows, gathered.
+    rows: Vec<f32>,
+    /// The batch's screening normals, gathered.
+    noise: Vec<f32>,
+}
+
 struct Worker<'a> {
     model: &'a Mlp,
     model_id: &'a str,
@@ -216,6 +227,7 @@ impl Worker<'_> {
     fn run(&self, config: BatchConfig, rx: &Receiver<Job>, mut screener: Option<&mut Screener>) {
         let max_wait = Duration::from_micros(config.max_wait_us);
         let mut carried: Option<Job> = None;
+        let mut scratch = Scratch::default();
         loop {
             let first = match carried.take() {
                 Some(j) => j,
@@ -244,11 +256,16 @@ impl Worker<'_> {
                 rows += next.rows;
                 batch.push(next);
             }
-            self.run_batch(batch, screener.as_deref_mut());
+            self.run_batch(batch, screener.as_deref_mut(), &mut scratch);
         }
     }
 
-    fn run_batch(&self, mut batch: Vec<Job>, screener: Option<&mut Screener>) {
+    fn run_batch(
+        &self,
+        mut batch: Vec<Job>,
+        screener: Option<&mut Screener>,
+        scratch: &mut Scratch,
+    ) {
         let (model, model_id) = (self.model, self.model_id);
         // Callers that gave up (deadline, disconnect) need no compute.
         batch.retain(|j| !j.reply.is_closed());
@@ -258,51 +275,50 @@ impl Worker<'_> {
         let started = Instant::now();
         let rows: usize = batch.iter().map(|j| j.rows).sum();
         let width = model.out_features();
-        let (result, scores) = match screener {
-            None if batch.len() == 1 => (model.forward_rows(&batch[0].values, rows), None),
-            None => {
-                let mut all = Vec::with_capacity(rows * model.in_features());
-                for j in &batch {
-                    all.extend_from_slice(&j.values);
-                }
-                (model.forward_rows(&all, rows), None)
+        // The batch's rows in one block: the request's own buffer when it is alone, else
+        // the worker's reused buffer.
+        let input: &[f32] = if let [only] = batch.as_slice() {
+            &only.values
+        } else {
+            scratch.rows.clear();
+            scratch.rows.reserve(rows * model.in_features());
+            for j in &batch {
+                scratch.rows.extend_from_slice(&j.values);
             }
+            &scratch.rows
+        };
+        let (result, scores) = match screener {
+            None => (model.forward_rows(input, rows), None),
             Some(screener) if model.device().is_cuda() => {
                 // On the GPU the copies are made on the device (kernels/sensitivity.cu).
-                let mut all = Vec::with_capacity(rows * model.in_features());
-                for j in &batch {
-                    all.extend_from_slice(&j.values);
-                }
-                match model.forward_screened(&all, rows, screener.sigmas(), screener.copies()) {
+                match model.forward_screened(input, rows, screener.sigmas(), screener.copies()) {
                     Ok((out, scores)) => (Ok(out), Some(scores)),
                     Err(e) => (Err(e), None),
                 }
             }
             Some(screener) => {
                 let copies = screener.copies();
-                let mut all = Vec::with_capacity(rows * model.in_features());
-                for j in &batch {
-                    all.extend_from_slice(&j.values);
-                }
                 // On the fused CPU path the copies are drawn in the first layer's
-                // pre-activation space (`PreactFactor`), still in one forward pass.
-                let mut drawn = Vec::new();
-                if batch.iter().all(|j| !j.noise.is_empty()) {
-                    drawn.reserve(batch.iter().map(|j| j.noise.len()).sum());
-                    for j in &batch {
-                        drawn.extend_from_slice(&j.noise);
+                // pre-activation space (`PreactFactor`), still in one forward pass, from the
+                // normals the callers drew (the screener draws them if any caller did not).
+                let drawn: &[f32] = match batch.as_slice() {
+                    [only] => &only.noise,
+                    _ if batch.iter().all(|j| !j.noise.is_empty()) => {
+                        scratch.noise.clear();
+                        for j in &batch {
+                            scratch.noise.extend_from_slice(&j.noise);
+                        }
+                        &scratch.noise
                     }
-                }
-                match screener.forward_cpu(model, &all, rows, &drawn) {
+                    _ => &[],
+                };
+                match screener.forward_cpu(model, input, rows, drawn) {
                     Some(Ok((out, scores))) => (Ok(out), Some(scores)),
                     Some(Err(e)) => (Err(e), None),
                     None => {
                         // The request rows first, then every row's perturbed copies.
-                        let originals = all.len();
-                        let mut perturbed = Vec::new();
-                        screener.perturb_into(&all[..originals], &mut perturbed);
-                        all.extend_from_slice(&perturbed);
-                        drop(perturbed);
+                        let mut all = input.to_vec();
+                        screener.perturb_into(input, &mut all);
                         match model.forward_rows(&all, rows * (1 + copies)) {
                             Ok(mut out) => {
                                 let scores = screener.scores(
@@ -331,7 +347,7 @@ impl Worker<'_> {
                     let sensitivity = scores
                         .as_ref()
                         .and_then(|s| s.get(row_offset..row_offset + j.rows))
-                        .map(<[f32]>::to_vec);
+                        .map(SmallVec::from_slice);
                     offset += n;
                     row_offset += j.rows;
                     let reply = match values {

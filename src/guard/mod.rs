@@ -117,13 +117,13 @@ impl Guard {
     /// Checks the declared purpose against the key's allowed purposes and the model's
     /// (from its signed manifest). A model that lists purposes needs one of them declared; a
     /// declared purpose must always be allowed by the key.
-    pub fn check_purpose(
+    pub fn check_purpose<'d>(
         &self,
         key: &KeyRecord,
-        declared: Option<&str>,
+        declared: Option<&'d str>,
         model_id: &str,
         model_purposes: &[String],
-    ) -> Result<Option<String>, GuardError> {
+    ) -> Result<Option<&'d str>, GuardError> {
         let Some(purpose) = declared.map(str::trim).filter(|p| !p.is_empty()) else {
             if model_purposes.is_empty() {
                 return Ok(None);
@@ -146,7 +146,7 @@ impl Guard {
                 model_purposes.join(", ")
             )));
         }
-        Ok(Some(purpose.to_string()))
+        Ok(Some(purpose))
     }
 
     /// Admits one request against the principal's rate limits.

@@ -107,7 +107,7 @@ fn scopes_and_purposes() {
     assert_eq!(
         g.check_purpose(&rec, Some("fraud-detection"), "m", &model_purposes)
             .unwrap(),
-        Some("fraud-detection".into())
+        Some("fraud-detection")
     );
     let err = g
         .check_purpose(&rec, Some("marketing"), "m", &model_purposes)

@@ -12,7 +12,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tonic::Status;
+use tonic::codegen::http::{
+    self,
+    header::{AUTHORIZATION, HeaderName},
+};
 use tonic::metadata::MetadataMap;
+
+/// The request headers the guards read.
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const X_PURPOSE: HeaderName = HeaderName::from_static("x-purpose");
+const X_SUBJECT_ID: HeaderName = HeaderName::from_static("x-subject-id");
 
 use super::error::ApiError;
 use crate::audit::{AuditLog, PredictEvent};
@@ -58,8 +67,12 @@ impl CallContext {
         }
     }
 
-    fn header(&self, name: &str) -> Option<&str> {
-        self.metadata.get(name).and_then(|v| v.to_str().ok())
+    /// A header as text, looked up by a parsed name (a `&str` would be parsed and
+    /// validated again on every lookup).
+    fn header(&self, name: &HeaderName) -> Option<&str> {
+        AsRef::<http::HeaderMap>::as_ref(&self.metadata)
+            .get(name)
+            .and_then(|v| v.to_str().ok())
     }
 }
 
@@ -241,8 +254,8 @@ impl Pipeline {
     /// Authenticates the caller and checks that it holds `scope`.
     pub fn caller(&self, ctx: &CallContext, scope: Scope) -> Result<Arc<KeyRecord>, ApiError> {
         let key = self.guard.authenticate(Credentials {
-            api_key: ctx.header("x-api-key"),
-            authorization: ctx.header("authorization"),
+            api_key: ctx.header(&X_API_KEY),
+            authorization: ctx.header(&AUTHORIZATION),
             client_cert: ctx
                 .peer_certs
                 .as_ref()
@@ -282,14 +295,19 @@ impl Pipeline {
                 .record(&sample),
             None => self.metrics.model(UNKNOWN_MODEL).record(&sample),
         }
-        self.audit_call(record, result.as_ref().err(), latency, None);
+        match &result {
+            // The record's argmax is the response's: no second copy.
+            Ok(out) => self.audit_call(record, None, &out.label_indices, latency, None),
+            Err(refusal) => self.audit_call(record, Some(refusal), &[], latency, None),
+        }
         result
     }
 
     fn audit_call(
         &self,
-        record: AuditContext,
+        record: AuditContext<'_>,
         refusal: Option<&Status>,
+        output_argmax: &[u32],
         latency: std::time::Duration,
         rpc: Option<&'static str>,
     ) {
@@ -309,13 +327,13 @@ impl Pipeline {
                     .map_or("", super::request_id::as_str),
                 principal: record.key.as_ref().map_or("", |k| k.principal.as_str()),
                 model,
-                purpose: record.purpose.as_deref(),
+                purpose: record.purpose,
                 subject: record.subject.as_deref(),
                 input_hmac: record
                     .input_hmac
                     .as_ref()
                     .and_then(|h| std::str::from_utf8(h).ok()),
-                output_argmax: &record.output_argmax,
+                output_argmax,
                 flagged_rows: &record.flagged_rows,
                 rows: record.rows,
                 latency_us: latency.as_micros() as u64,
@@ -341,21 +359,26 @@ impl Pipeline {
             .explain_inner(ctx, call, target, &mut record)
             .await
             .map_err(Status::from);
+        let targets: Vec<u32> = match &result {
+            Ok(out) => out.attributions.iter().map(|a| a.target as u32).collect(),
+            Err(_) => Vec::new(),
+        };
         self.audit_call(
             record,
             result.as_ref().err(),
+            &targets,
             started.elapsed(),
             Some("explain"),
         );
         result
     }
 
-    async fn explain_inner(
+    async fn explain_inner<'c>(
         &self,
-        ctx: &CallContext,
+        ctx: &'c CallContext,
         call: PredictCall,
         target: Option<u32>,
-        record: &mut AuditContext,
+        record: &mut AuditContext<'c>,
     ) -> Result<ExplainOutcome, ApiError> {
         let Admitted {
             key,
@@ -418,7 +441,6 @@ impl Pipeline {
             }
         };
         admission.commit();
-        record.output_argmax = rows_out.iter().map(|a| a.target as u32).collect();
         Ok(ExplainOutcome {
             model: Arc::clone(&model),
             request_id,
@@ -461,12 +483,12 @@ impl Pipeline {
     /// The guards every inference RPC shares, in order, up to (not including) the steps
     /// that spend: ready, identity and `scope`, model and version, purpose, data-subject
     /// consent, input validation.
-    fn admit_call(
+    fn admit_call<'c>(
         &self,
-        ctx: &CallContext,
+        ctx: &'c CallContext,
         scope: Scope,
         call: PredictCall,
-        record: &mut AuditContext,
+        record: &mut AuditContext<'c>,
     ) -> Result<Admitted, ApiError> {
         // The metrics label: the model named, when it is loaded, even if a guard refuses.
         let found = self.registry.get(&call.model);
@@ -494,15 +516,12 @@ impl Pipeline {
                 config.id, config.version, call.version
             )));
         }
-        let purpose = self.guard.check_purpose(
-            &key,
-            ctx.header("x-purpose"),
-            &config.id,
-            &config.purposes,
-        )?;
+        let purpose =
+            self.guard
+                .check_purpose(&key, ctx.header(&X_PURPOSE), &config.id, &config.purposes)?;
         record.purpose = purpose;
-        if let Some(subject) = ctx.header("x-subject-id") {
-            let Some(purpose) = record.purpose.as_deref() else {
+        if let Some(subject) = ctx.header(&X_SUBJECT_ID) {
+            let Some(purpose) = record.purpose else {
                 return Err(ApiError::Precondition(
                     "a request naming a data subject (x-subject-id) must declare its purpose \
                      (x-purpose)"
@@ -538,11 +557,11 @@ impl Pipeline {
         })
     }
 
-    async fn predict_inner(
+    async fn predict_inner<'c>(
         &self,
-        ctx: &CallContext,
+        ctx: &'c CallContext,
         call: PredictCall,
-        record: &mut AuditContext,
+        record: &mut AuditContext<'c>,
     ) -> Result<PredictOutcome, ApiError> {
         let Admitted {
             key,
@@ -664,7 +683,6 @@ impl Pipeline {
         };
         admission.commit();
         let indices = released.labels;
-        record.output_argmax = indices.iter().map(|&i| i as u32).collect();
         let labels = indices
             .iter()
             .map(|&i| config.labels.get(i).cloned().unwrap_or_default())
@@ -689,7 +707,7 @@ impl Pipeline {
         tracing::debug!(
             request_id = %request_id,
             principal = %key.principal,
-            purpose = record.purpose.as_deref().unwrap_or("-"),
+            purpose = record.purpose.unwrap_or("-"),
             model = %config.id,
             rows,
             batch_rows = out.batch_rows,
@@ -711,7 +729,7 @@ impl Pipeline {
     }
 }
 
-impl AuditContext {
+impl AuditContext<'_> {
     /// Makes the call's request id, keeps it for the record and returns it for the response.
     fn new_request_id(&mut self) -> String {
         let id = super::request_id::new_bytes();
@@ -731,7 +749,7 @@ struct Admitted {
 /// What the audit record of one call learns as the call proceeds. It borrows or holds fixed
 /// buffers where it can, so that recording costs no allocation beyond the record itself.
 #[derive(Default)]
-struct AuditContext {
+struct AuditContext<'c> {
     request_id: Option<[u8; 36]>,
     /// The authenticated caller.
     key: Option<Arc<KeyRecord>>,
@@ -740,9 +758,9 @@ struct AuditContext {
     /// Whether the record names `loaded_model` (once the caller is authenticated and the
     /// model resolved), by its label.
     model_resolved: bool,
-    purpose: Option<String>,
+    /// The declared purpose, once checked (borrowed from the call's metadata).
+    purpose: Option<&'c str>,
     input_hmac: Option<[u8; 64]>,
-    output_argmax: Vec<u32>,
     flagged_rows: Vec<u32>,
     rows: u64,
     /// The loaded model the request named (its id is the metrics label).
