@@ -20,7 +20,7 @@ use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::{Signer, SigningKey};
@@ -91,8 +91,8 @@ pub struct Record {
 /// The events the log records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-// Predict dominates the traffic: boxing it would add an allocation per request, and each
-// event is moved exactly once, into the writer's channel.
+// Predict dominates the traffic: boxing it would add an allocation per request for an event
+// that is only serialized (onto the writer's queue) and dropped.
 #[allow(clippy::large_enum_variant)]
 pub enum Event {
     /// A Predict call, allowed or refused.
@@ -357,7 +357,7 @@ struct State {
 /// The audit log writer. Appends are queued to one writer thread that writes in groups with
 /// one fsync per group.
 pub struct AuditLog {
-    tx: std::sync::RwLock<Option<crossbeam_channel::Sender<Msg>>>,
+    queue: Arc<Queue>,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// HMAC-SHA256 keyed with the audit key: the key schedule runs once, and each input
     /// clones the keyed state. The state is as secret as the key; it is zeroized on drop
@@ -368,35 +368,46 @@ pub struct AuditLog {
     signing: SigningKey,
 }
 
-/// One record for the writer, and whom to tell once it is on disk.
-struct Msg {
-    content: Content,
-    done: Option<std::sync::mpsc::Sender<()>>,
+/// The events on their way to the writer, in the order they were appended: each event's
+/// canonical JSON object, back to back in one buffer. Appending is a copy under a lock: no
+/// allocation per event, and nothing allocated on one thread is freed on another. The writer
+/// swaps the whole buffer out once per group, so both buffers keep their capacity.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    /// Where each event ends in `bytes`, and whom to tell once it is on disk.
+    events: Vec<(usize, Option<std::sync::mpsc::Sender<()>>)>,
+    /// No more events: the log is closing, or the writer is gone.
+    closed: bool,
 }
 
-/// What the writer appends.
-enum Content {
-    /// An event other than Predict. Boxed: these are rare (admin, consent, erasure,
-    /// checkpoints), and a channel slot is as large as its largest message.
-    Event(Box<Event>),
-    /// A Predict event's canonical JSON object, written by [`write_predict_event`] on the
-    /// caller's thread.
-    Prepared(Vec<u8>),
+struct Queue {
+    pending: Mutex<Pending>,
+    /// Signalled when an event lands in an empty queue, and on close.
+    ready: std::sync::Condvar,
 }
 
-impl Content {
-    /// A Predict event serialized here; any other event as it is.
-    fn of(event: Event) -> Self {
-        match PredictEvent::of(&event) {
-            Some(e) => Self::predict(&e),
-            None => Self::Event(Box::new(event)),
-        }
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn predict(event: &PredictEvent<'_>) -> Self {
-        let mut json = Vec::with_capacity(448);
-        write_predict_event(&mut json, event);
-        Self::Prepared(json)
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+}
+
+/// The canonical JSON object of an event: Predict events by [`write_predict_event`], others
+/// through [`crate::canonical`].
+fn write_event(out: &mut Vec<u8>, event: &Event) {
+    match PredictEvent::of(event) {
+        Some(e) => write_predict_event(out, &e),
+        None => match crate::canonical::to_vec(event) {
+            Ok(json) => out.extend_from_slice(&json),
+            // Not reached: every event serializes. Kept visible rather than a panic.
+            Err(e) => tracing::error!(error = %e, "audit event could not be serialized"),
+        },
     }
 }
 
@@ -430,16 +441,31 @@ impl AuditLog {
             segment_records: config.segment_records.max(1),
             body: Vec::with_capacity(1024),
         };
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let queue = Arc::new(Queue {
+            pending: Mutex::new(Pending::default()),
+            ready: std::sync::Condvar::new(),
+        });
         let worker = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn({
                 let signing = signing.clone();
-                move || writer(state, signing, config, &rx)
+                let queue = Arc::clone(&queue);
+                move || {
+                    // However the writer ends, appends stop being accepted (and are
+                    // reported lost) rather than piling up unseen.
+                    struct CloseOnExit<'a>(&'a Queue);
+                    impl Drop for CloseOnExit<'_> {
+                        fn drop(&mut self) {
+                            self.0.close();
+                        }
+                    }
+                    let _close = CloseOnExit(&queue);
+                    writer(state, signing, config, &queue);
+                }
             })
             .map_err(io_err(dir))?;
         Ok(Self {
-            tx: std::sync::RwLock::new(Some(tx)),
+            queue,
             worker: Mutex::new(Some(worker)),
             input_mac: <Hmac<Sha256> as KeyInit>::new_from_slice(Zeroizing::new(hmac_key).as_ref())
                 .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length")),
@@ -484,16 +510,16 @@ impl AuditLog {
     /// Queues a Predict event, serialized here (see [`PredictEvent`]); it reaches disk with
     /// the next group fsync.
     pub fn append_predict(&self, event: &PredictEvent<'_>) {
-        self.queue(Content::predict(event));
+        self.queue(|out| write_predict_event(out, event));
     }
 
     /// Queues an event; it reaches disk with the next group fsync.
     pub fn append(&self, event: Event) {
-        self.queue(Content::of(event));
+        self.queue(|out| write_event(out, &event));
     }
 
-    fn queue(&self, content: Content) {
-        if self.send(content, None).is_err() {
+    fn queue(&self, write: impl FnOnce(&mut Vec<u8>)) {
+        if self.enqueue(write, None).is_err() {
             tracing::error!("audit writer stopped; an audit event was lost");
         }
     }
@@ -501,25 +527,35 @@ impl AuditLog {
     /// Appends an event and waits until it is on disk.
     pub fn append_durable(&self, event: Event) -> Result<(), AuditError> {
         let (done, wait) = std::sync::mpsc::channel();
-        self.send(Content::of(event), Some(done))?;
+        self.enqueue(|out| write_event(out, &event), Some(done))?;
         wait.recv().map_err(|_| AuditError::Stopped)
     }
 
-    fn send(
+    /// Writes one event's JSON onto the queue (under its lock, so that the queue's order is
+    /// the order of the appends), and wakes the writer if the queue was empty.
+    fn enqueue(
         &self,
-        content: Content,
+        write: impl FnOnce(&mut Vec<u8>),
         done: Option<std::sync::mpsc::Sender<()>>,
     ) -> Result<(), AuditError> {
-        let tx = self.tx.read().unwrap_or_else(|p| p.into_inner());
-        tx.as_ref()
-            .ok_or(AuditError::Stopped)?
-            .send(Msg { content, done })
-            .map_err(|_| AuditError::Stopped)
+        let mut pending = self.queue.lock();
+        if pending.closed {
+            return Err(AuditError::Stopped);
+        }
+        write(&mut pending.bytes);
+        let end = pending.bytes.len();
+        pending.events.push((end, done));
+        let first = pending.events.len() == 1;
+        drop(pending);
+        if first {
+            self.queue.ready.notify_one();
+        }
+        Ok(())
     }
 
     /// Flushes, writes a final checkpoint and stops the writer.
     pub fn close(&self) {
-        drop(self.tx.write().unwrap_or_else(|p| p.into_inner()).take());
+        self.queue.close();
         if let Some(w) = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = w.join();
         }
@@ -632,14 +668,10 @@ fn recover(dir: &Path) -> Result<(u64, u64, String, u64), AuditError> {
     ))
 }
 
-fn writer(
-    mut st: State,
-    signing: SigningKey,
-    config: AuditConfig,
-    rx: &crossbeam_channel::Receiver<Msg>,
-) {
+fn writer(mut st: State, signing: SigningKey, config: AuditConfig, queue: &Queue) {
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut waiters = Vec::new();
+    let mut taken = Pending::default();
     let retention_every = config
         .retention
         .map(|r| (r / 2).clamp(Duration::from_secs(1), Duration::from_secs(60)));
@@ -648,19 +680,33 @@ fn writer(
         let wait = retention_every.map_or(config.checkpoint_interval, |r| {
             r.min(config.checkpoint_interval)
         });
-        let first = match rx.recv_timeout(wait) {
-            Ok(m) => Some(m),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        let closed = {
+            let mut pending = queue.lock();
+            if pending.events.is_empty() && !pending.closed {
+                pending = queue
+                    .ready
+                    .wait_timeout(pending, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            if !pending.events.is_empty()
+                && !pending.closed
+                && !config.group_linger.is_zero()
+                && pending.events.len() < 4096
+            {
+                // Gather the group: appends to a non-empty queue wake nobody.
+                drop(pending);
+                std::thread::sleep(config.group_linger);
+                pending = queue.lock();
+            }
+            std::mem::swap(&mut pending.bytes, &mut taken.bytes);
+            std::mem::swap(&mut pending.events, &mut taken.events);
+            pending.closed
         };
-        if first.is_some() && !config.group_linger.is_zero() && rx.len() < 4096 {
-            // Gather the group: senders find no blocked receiver, so they wake nobody.
-            std::thread::sleep(config.group_linger);
-        }
-        let mut batch: Vec<Msg> = first.into_iter().collect();
-        batch.extend(rx.try_iter().take(65_536));
-        for Msg { content, done } in batch {
-            push(&mut st, &mut buf, content);
+        let mut start = 0;
+        for (end, done) in taken.events.drain(..) {
+            push(&mut st, &mut buf, &taken.bytes[start..end], false);
+            start = end;
             if let Some(d) = done {
                 waiters.push(d);
             }
@@ -668,12 +714,17 @@ fn writer(
                 push_checkpoint(&mut st, &mut buf, &signing);
             }
         }
+        taken.bytes.clear();
         if st.since_checkpoint > 0 && st.last_checkpoint.elapsed() >= config.checkpoint_interval {
             push_checkpoint(&mut st, &mut buf, &signing);
         }
         flush(&mut st, &mut buf);
         for w in waiters.drain(..) {
             let _ = w.send(());
+        }
+        if closed {
+            // Appends stopped with the flag: nothing can arrive after this group.
+            break;
         }
         if let (Some(retention), Some(every)) = (config.retention, retention_every)
             && last_retention.is_none_or(|t| t.elapsed() >= every)
@@ -804,7 +855,8 @@ fn json_u32s(out: &mut Vec<u8>, items: &[u32]) {
     out.push(b']');
 }
 
-fn push(st: &mut State, buf: &mut Vec<u8>, content: Content) {
+/// Appends the record of one event (its canonical JSON object) to `buf`, chained to the head.
+fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], is_checkpoint: bool) {
     if st.in_segment >= st.segment_records {
         flush(st, buf);
         st.segment += 1;
@@ -815,8 +867,6 @@ fn push(st: &mut State, buf: &mut Vec<u8>, content: Content) {
             Err(e) => tracing::error!(error = %e, "audit log: cannot open a new segment"),
         }
     }
-    let is_checkpoint =
-        matches!(&content, Content::Event(e) if matches!(**e, Event::Checkpoint { .. }));
     st.seq += 1;
     let ts_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -826,45 +876,11 @@ fn push(st: &mut State, buf: &mut Vec<u8>, content: Content) {
     // `hash`), so the line is the body with the hash spliced in there.
     let body = &mut st.body;
     body.clear();
-    let (at, generic) = match content {
-        Content::Prepared(json) => (
-            Some(write_prepared_body(body, st.seq, ts_ms, &st.head, &json)),
-            None,
-        ),
-        Content::Event(event) => {
-            let r = Record {
-                seq: st.seq,
-                ts_ms,
-                event: *event,
-                prev: st.head.clone(),
-                hash: String::new(),
-            };
-            *body = crate::canonical::to_vec(&r).unwrap_or_default();
-            const EMPTY_HASH: &[u8] = b"},\"hash\":\"\",";
-            let at = body
-                .windows(EMPTY_HASH.len())
-                .position(|w| w == EMPTY_HASH)
-                .map(|p| p + EMPTY_HASH.len() - 2);
-            (at, Some(r))
-        }
-    };
+    let at = write_prepared_body(body, st.seq, ts_ms, &st.head, event_json);
     let hash = hash_body(&st.head, body);
-    match at {
-        Some(at) => {
-            buf.extend_from_slice(&body[..at]);
-            buf.extend_from_slice(&hash);
-            buf.extend_from_slice(&body[at..]);
-        }
-        None => {
-            // Not reached for a canonical body; kept so that a record is never lost.
-            if let Some(mut r) = generic {
-                r.hash = String::from_utf8_lossy(&hash).into_owned();
-                if let Ok(line) = serde_json::to_vec(&r) {
-                    buf.extend_from_slice(&line);
-                }
-            }
-        }
-    }
+    buf.extend_from_slice(&body[..at]);
+    buf.extend_from_slice(&hash);
+    buf.extend_from_slice(&body[at..]);
     // The hex digits are ASCII; the head keeps its allocation from record to record.
     st.head.clear();
     st.head.extend(hash.iter().map(|&b| char::from(b)));
@@ -876,6 +892,13 @@ fn push(st: &mut State, buf: &mut Vec<u8>, content: Content) {
     } else {
         st.since_checkpoint += 1;
     }
+}
+
+/// [`push`] for an event the writer makes itself (checkpoints, retention records).
+fn push_event(st: &mut State, buf: &mut Vec<u8>, event: &Event) {
+    let mut json = Vec::new();
+    write_event(&mut json, event);
+    push(st, buf, &json, matches!(event, Event::Checkpoint { .. }));
 }
 
 /// Deletes the oldest segments whose newest record is older than `retention`, after a
@@ -912,16 +935,16 @@ fn apply_retention(
             .sign(&retention_message(first.seq, &first.prev, through))
             .to_bytes(),
     );
-    push(
+    push_event(
         st,
         buf,
-        Content::Event(Box::new(Event::Retention {
+        &Event::Retention {
             removed_through_segment: through,
             first_kept_seq: first.seq,
             first_kept_prev: first.prev,
             public_key: hex::encode(signing.verifying_key().as_bytes()),
             signature,
-        })),
+        },
     );
     flush(st, buf);
     for n in removable {
@@ -964,7 +987,7 @@ fn push_checkpoint(st: &mut State, buf: &mut Vec<u8>, signing: &SigningKey) {
         public_key: hex::encode(signing.verifying_key().as_bytes()),
         signature,
     };
-    push(st, buf, Content::Event(Box::new(event)));
+    push_event(st, buf, &event);
 }
 
 fn flush(st: &mut State, buf: &mut Vec<u8>) {
