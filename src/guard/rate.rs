@@ -6,12 +6,12 @@
 //! refused later (for example by a full queue) hands its day unit back too; only its GCRA
 //! cell stays spent (governor has no refund).
 //!
-//! Day units are reserved in SQLite in leases: one transaction reserves up to 1024 units at
+//! Day units are reserved in SQLite in leases: one transaction reserves up to 4096 units at
 //! once (a sixteenth of what is left, at least one), and the server hands them out from
 //! memory. The database therefore always holds at least what was served, so a crash or a
 //! restart never resets the quota; a crash can only lose the unused part of a lease (the
 //! principal gets fewer requests that day, never more: at most a sixteenth of what was left,
-//! and at most 1023). A graceful stop returns
+//! and at most 4095). A graceful stop returns
 //! unused leases. Small quotas lease one unit at a time and so stay exact in the database;
 //! large ones pay one SQLite commit per lease instead of per request.
 
@@ -89,7 +89,7 @@ impl PrincipalState {
 }
 
 /// Most day units one lease reserves.
-pub const MAX_LEASE: u64 = 1024;
+pub const MAX_LEASE: u64 = 4096;
 
 /// A day-quota unit held by an admitted request. Call [`RateLimiter::refund`] (with the key
 /// it was admitted for) if the request fails before producing a result.
