@@ -20,16 +20,17 @@
 //! the first layer is narrower than the input (the demo: 16 normals instead of 30). Other
 //! models, and the CUDA kernel, perturb the inputs.
 //!
-//! The perturbations come from a ChaCha8 stream seeded from the OS per worker, so a client
-//! cannot predict them and craft a row that is stable only under the copies it will get. The
-//! stream is turned into Gaussian noise by a ziggurat in `f32` (`normal`), two samples per
-//! 64-bit draw.
+//! The perturbations come from an AES-128-CTR stream keyed from the OS per thread (`stream`),
+//! so a client cannot predict them and craft a row that is stable only under the copies it
+//! will get. The stream is turned into Gaussian noise by a ziggurat in `f32` (`normal`), two
+//! samples per 64-bit draw.
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 mod normal;
+mod stream;
+
+use stream::{NoiseRng, noise_rng};
 
 use super::config::InputSchema;
 use super::error::{ConfigError, EngineError};
@@ -135,7 +136,7 @@ pub type ScreenedOutputs = (Vec<f32>, Vec<f32>);
 pub struct Screener {
     spec: ScreeningSpec,
     sigmas: Vec<f32>,
-    rng: ChaCha8Rng,
+    rng: NoiseRng,
     /// Scratch for one batch's noise.
     noise: Vec<f32>,
     /// On the fused CPU path: the copies are drawn in the first layer's pre-activation
@@ -163,7 +164,7 @@ impl Screener {
         Self {
             spec,
             sigmas,
-            rng: ChaCha8Rng::from_seed(seed),
+            rng: noise_rng(&seed),
             noise: Vec::new(),
             factor: None,
         }
@@ -298,12 +299,12 @@ impl Screener {
 }
 
 thread_local! {
-    /// This thread's screening stream: ChaCha8 seeded from the OS, as the screener's own.
-    static THREAD_NOISE: std::cell::RefCell<Option<ChaCha8Rng>> =
+    /// This thread's screening stream, keyed from the OS, as the screener's own.
+    static THREAD_NOISE: std::cell::RefCell<Option<NoiseRng>> =
         const { std::cell::RefCell::new(None) };
 }
 
-/// Fills `out` with standard normals from the calling thread's own OS-seeded ChaCha8 stream,
+/// Fills `out` with standard normals from the calling thread's own OS-keyed stream,
 /// so that request threads draw their rows' screening noise in parallel instead of the
 /// batch worker drawing everyone's in turn. Returns false (leaving `out` alone) if the OS
 /// has no randomness to seed the stream; the worker then draws the noise itself.
@@ -314,7 +315,7 @@ pub fn draw_normals(out: &mut [f32]) -> bool {
             let Ok(seed) = crate::secure::os_seed() else {
                 return false;
             };
-            *slot = Some(ChaCha8Rng::from_seed(*seed));
+            *slot = Some(noise_rng(&seed));
         }
         match slot.as_mut() {
             Some(rng) => {

@@ -1,5 +1,7 @@
 use super::*;
 use crate::engine::config::{InputSchema, RangePolicy};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 fn schema() -> InputSchema {
     InputSchema {
