@@ -145,7 +145,7 @@ struct KeyCache {
     /// Steps at every explicit `clear`, so that a lookup that read the database before a
     /// revocation by this connection cannot put its (now revoked) key back afterwards.
     epoch: u64,
-    live: std::collections::HashMap<[u8; 32], Arc<KeyRecord>>,
+    live: foldhash::HashMap<[u8; 32], Arc<KeyRecord>>,
 }
 
 impl KeyCache {

@@ -15,7 +15,8 @@
 //! unused leases. Small quotas lease one unit at a time and so stay exact in the database;
 //! large ones pay one SQLite commit per lease instead of per request.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
+use foldhash::HashMapExt;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
