@@ -741,21 +741,37 @@ fn writer(mut st: State, signing: SigningKey, config: AuditConfig, queue: &Queue
     flush(&mut st, &mut buf);
 }
 
-/// Writes the canonical body (see [`crate::canonical`]) of a record around an event object
-/// already in canonical form (a Predict event from [`write_predict_event`]), with an empty
-/// `hash`: no `serde_json::Value` tree, no key sort. Returns where the hash belongs (between
-/// the quotes of `"hash":""`). A test checks the bytes against `canonical::to_vec` for every
-/// shape of the Predict event.
-fn write_prepared_body(
-    out: &mut Vec<u8>,
+/// Appends the line of a record (its canonical JSON, see [`crate::canonical`], without the
+/// newline) around an event object already in canonical form, and returns its chain hash.
+/// `tail` is scratch space. No `serde_json::Value` tree, no key sort, and the event is not
+/// copied to be hashed: the hash runs over the pieces of the body (the record with an empty
+/// `hash`, which sorts right after `event`), and the line is the same pieces with the hash
+/// in place. A test checks the line against `canonical::to_vec` for every kind of event.
+fn write_record(
+    buf: &mut Vec<u8>,
+    tail: &mut Vec<u8>,
     seq: u64,
     ts_ms: u64,
     prev: &str,
     event_json: &[u8],
-) -> usize {
-    out.extend_from_slice(b"{\"event\":");
-    out.extend_from_slice(event_json);
-    write_body_tail(out, seq, ts_ms, prev)
+) -> [u8; 64] {
+    const OPEN: &[u8] = b"{\"event\":";
+    tail.clear();
+    let at = write_body_tail(tail, seq, ts_ms, prev);
+    let mut h = Sha256::new();
+    h.update(DOMAIN);
+    h.update(prev.as_bytes());
+    h.update(OPEN);
+    h.update(event_json);
+    h.update(&tail[..]);
+    let hash = hex32(&h.finalize().into());
+    buf.reserve(OPEN.len() + event_json.len() + tail.len() + hash.len());
+    buf.extend_from_slice(OPEN);
+    buf.extend_from_slice(event_json);
+    buf.extend_from_slice(&tail[..at]);
+    buf.extend_from_slice(&hash);
+    buf.extend_from_slice(&tail[at..]);
+    hash
 }
 
 /// The canonical JSON object of a Predict event: keys in byte order, as
@@ -873,16 +889,7 @@ fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], is_checkpoint: boo
     let ts_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    // One canonical serialization serves both the hash and the line: the canonical body has
-    // `"hash":""` right after the event object (keys are sorted and no event field is named
-    // `hash`), so the line is the body with the hash spliced in there.
-    let body = &mut st.body;
-    body.clear();
-    let at = write_prepared_body(body, st.seq, ts_ms, &st.head, event_json);
-    let hash = hash_body(&st.head, body);
-    buf.extend_from_slice(&body[..at]);
-    buf.extend_from_slice(&hash);
-    buf.extend_from_slice(&body[at..]);
+    let hash = write_record(buf, &mut st.body, st.seq, ts_ms, &st.head, event_json);
     // The hex digits are ASCII; the head keeps its allocation from record to record.
     st.head.clear();
     st.head.extend(hash.iter().map(|&b| char::from(b)));

@@ -349,23 +349,32 @@ fn the_prepared_path_writes_exactly_the_canonical_body_for_every_event() {
         },
     ]);
     for event in shapes {
-        let record = Record {
+        let mut record = Record {
             seq: 42,
             ts_ms: 1_790_000_000_123,
             event: event.clone(),
             prev: "ab".repeat(32),
             hash: String::new(),
         };
-        let want = crate::canonical::to_vec(&record).unwrap();
-        let mut got = Vec::new();
         let mut json = Vec::new();
         write_event(&mut json, &event);
-        let at = write_prepared_body(&mut got, 42, 1_790_000_000_123, &record.prev, &json);
-        assert_eq!(
-            String::from_utf8(got.clone()).unwrap(),
-            String::from_utf8(want).unwrap()
+        let (mut got, mut tail) = (b"earlier lines\n".to_vec(), Vec::new());
+        let hash = write_record(
+            &mut got,
+            &mut tail,
+            42,
+            1_790_000_000_123,
+            &record.prev,
+            &json,
         );
-        assert_eq!(&got[at - 8..at + 1], b"\"hash\":\"\"");
+        let hash = String::from_utf8(hash.to_vec()).unwrap();
+        assert_eq!(hash, record.compute_hash());
+        record.hash = hash;
+        let want = crate::canonical::to_vec(&record).unwrap();
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            format!("earlier lines\n{}", String::from_utf8(want).unwrap())
+        );
     }
     let admin = Event::Admin {
         actor: "a".into(),
