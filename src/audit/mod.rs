@@ -271,11 +271,17 @@ impl Record {
 
 /// The chain hash over a record's canonical body (with an empty `hash`), as lower-case hex.
 fn hash_body(prev: &str, body: &[u8]) -> [u8; 64] {
+    let mut h = chain_hasher(prev);
+    h.update(body);
+    hex32(&h.finalize().into())
+}
+
+/// A record's chain hash, before its canonical body: the domain, then the previous hash.
+fn chain_hasher(prev: &str) -> Sha256 {
     let mut h = Sha256::new();
     h.update(DOMAIN);
     h.update(prev.as_bytes());
-    h.update(body);
-    hex32(&h.finalize().into())
+    h
 }
 
 /// Lower-case hex of a 32-byte digest as 64 ASCII bytes, with no allocation.
@@ -350,8 +356,8 @@ struct State {
     last_checkpoint: std::time::Instant,
     in_segment: u64,
     segment_records: u64,
-    /// Scratch space for one record's canonical body.
-    body: Vec<u8>,
+    /// Scratch space for the tail of one record's line (see [`write_record`]).
+    tail: Vec<u8>,
 }
 
 /// The audit log writer. Appends are queued to one writer thread that writes in groups with
@@ -439,7 +445,7 @@ impl AuditLog {
             last_checkpoint: std::time::Instant::now(),
             in_segment,
             segment_records: config.segment_records.max(1),
-            body: Vec::with_capacity(1024),
+            tail: Vec::with_capacity(256),
         };
         let queue = Arc::new(Queue {
             pending: Mutex::new(Pending::default()),
@@ -758,9 +764,7 @@ fn write_record(
     const OPEN: &[u8] = b"{\"event\":";
     tail.clear();
     let at = write_body_tail(tail, seq, ts_ms, prev);
-    let mut h = Sha256::new();
-    h.update(DOMAIN);
-    h.update(prev.as_bytes());
+    let mut h = chain_hasher(prev);
     h.update(OPEN);
     h.update(event_json);
     h.update(&tail[..]);
@@ -889,7 +893,7 @@ fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], is_checkpoint: boo
     let ts_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let hash = write_record(buf, &mut st.body, st.seq, ts_ms, &st.head, event_json);
+    let hash = write_record(buf, &mut st.tail, st.seq, ts_ms, &st.head, event_json);
     // The hex digits are ASCII; the head keeps its allocation from record to record.
     st.head.clear();
     st.head.extend(hash.iter().map(|&b| char::from(b)));

@@ -23,19 +23,21 @@ fn predict(i: u64) -> Event {
     }
 }
 
+/// A log under the test signing key and audit key `[1; 32]`.
+fn open_log(dir: &Path, config: AuditConfig) -> AuditLog {
+    AuditLog::open(dir, key(), [1u8; 32], config).unwrap()
+}
+
 fn write_log(dir: &Path, n: u64) {
-    let log = AuditLog::open(
+    let log = open_log(
         dir,
-        key(),
-        [1u8; 32],
         AuditConfig {
             checkpoint_every: 4,
             checkpoint_interval: Duration::from_secs(3600),
             group_linger: Duration::ZERO,
             ..AuditConfig::default()
         },
-    )
-    .unwrap();
+    );
     for i in 0..n {
         log.append(predict(i));
     }
@@ -158,7 +160,7 @@ fn opening_a_damaged_log_is_refused() {
 #[test]
 fn input_hmac_is_deterministic_and_keyed() {
     let d = tempfile::tempdir().unwrap();
-    let a = AuditLog::open(d.path(), key(), [1u8; 32], AuditConfig::default()).unwrap();
+    let a = open_log(d.path(), AuditConfig::default());
     let h1 = a.input_hmac(&[1.0, 2.0]);
     assert_eq!(h1, a.input_hmac(&[1.0, 2.0]));
     assert_ne!(h1, a.input_hmac(&[1.0, 2.5]));
@@ -169,10 +171,8 @@ fn input_hmac_is_deterministic_and_keyed() {
 }
 
 fn retained_log(dir: &Path) {
-    let log = AuditLog::open(
+    let log = open_log(
         dir,
-        key(),
-        [1u8; 32],
         AuditConfig {
             checkpoint_every: 1000,
             checkpoint_interval: Duration::from_secs(3600),
@@ -180,8 +180,7 @@ fn retained_log(dir: &Path) {
             segment_records: 5,
             retention: Some(Duration::from_millis(200)),
         },
-    )
-    .unwrap();
+    );
     for i in 0..12 {
         log.append_durable(predict(i)).unwrap();
     }
@@ -212,7 +211,7 @@ fn retention_deletes_expired_segments_and_the_rest_still_verifies() {
         .collect();
     assert!(text.contains("\"kind\":\"retention\""), "{text}");
     // The log reopens and keeps appending on the retained chain.
-    let log = AuditLog::open(dir.path(), key(), [1u8; 32], AuditConfig::default()).unwrap();
+    let log = open_log(dir.path(), AuditConfig::default());
     log.append(predict(100));
     log.close();
     assert!(verify_dir(dir.path(), &[]).is_ok());
@@ -221,17 +220,14 @@ fn retention_deletes_expired_segments_and_the_rest_still_verifies() {
 #[test]
 fn deleting_segments_without_a_retention_record_is_caught() {
     let dir = tempfile::tempdir().unwrap();
-    let log = AuditLog::open(
+    let log = open_log(
         dir.path(),
-        key(),
-        [1u8; 32],
         AuditConfig {
             segment_records: 5,
             group_linger: Duration::ZERO,
             ..AuditConfig::default()
         },
-    )
-    .unwrap();
+    );
     for i in 0..12 {
         log.append(predict(i));
     }
@@ -270,7 +266,7 @@ fn lines_are_written_in_canonical_form() {
 #[test]
 fn input_hmac_is_standard_hmac_sha256_over_little_endian_f32() {
     let dir = tempfile::tempdir().unwrap();
-    let log = AuditLog::open(dir.path(), key(), [1u8; 32], AuditConfig::default()).unwrap();
+    let log = open_log(dir.path(), AuditConfig::default());
     // Python: hmac.new(bytes([1]*32), struct.pack('<ff', 0.5, 1.0), hashlib.sha256).hexdigest()
     assert_eq!(
         log.input_hmac(&[0.5, 1.0]),
@@ -407,16 +403,13 @@ fn strings_are_written_as_serde_json_writes_them() {
 #[test]
 fn a_prepared_predict_event_writes_the_same_record_as_the_owned_event() {
     let d = tempfile::tempdir().unwrap();
-    let log = AuditLog::open(
+    let log = open_log(
         d.path(),
-        key(),
-        [1u8; 32],
         AuditConfig {
             group_linger: Duration::ZERO,
             ..AuditConfig::default()
         },
-    )
-    .unwrap();
+    );
     let hmac = log.input_hmac_hex(&[1.0, -2.5, f32::MIN_POSITIVE]);
     assert_eq!(
         std::str::from_utf8(&hmac).unwrap(),
@@ -462,20 +455,15 @@ fn a_prepared_predict_event_writes_the_same_record_as_the_owned_event() {
 #[test]
 fn concurrent_appends_keep_each_threads_order_and_durable_appends_wait_for_disk() {
     let d = tempfile::tempdir().unwrap();
-    let log = Arc::new(
-        AuditLog::open(
-            d.path(),
-            key(),
-            [1u8; 32],
-            AuditConfig {
-                checkpoint_every: 100,
-                checkpoint_interval: Duration::from_secs(3600),
-                group_linger: Duration::from_millis(2),
-                ..AuditConfig::default()
-            },
-        )
-        .unwrap(),
-    );
+    let log = Arc::new(open_log(
+        d.path(),
+        AuditConfig {
+            checkpoint_every: 100,
+            checkpoint_interval: Duration::from_secs(3600),
+            group_linger: Duration::from_millis(2),
+            ..AuditConfig::default()
+        },
+    ));
     let threads: Vec<_> = (0..4u64)
         .map(|t| {
             let log = Arc::clone(&log);
