@@ -217,6 +217,24 @@ struct Scratch {
     noise: Vec<f32>,
 }
 
+/// One buffer of every job in `batch`, back to back: a lone job's own buffer as it is, else
+/// `buf`, refilled (the worker's, reused from batch to batch).
+fn gathered<'a>(
+    batch: &'a [Job],
+    buf: &'a mut Vec<f32>,
+    field: impl Fn(&Job) -> &[f32],
+) -> &'a [f32] {
+    if let [only] = batch {
+        return field(only);
+    }
+    buf.clear();
+    buf.reserve(batch.iter().map(|j| field(j).len()).sum());
+    for j in batch {
+        buf.extend_from_slice(field(j));
+    }
+    buf
+}
+
 struct Worker<'a> {
     model: &'a Mlp,
     model_id: &'a str,
@@ -275,18 +293,7 @@ impl Worker<'_> {
         let started = Instant::now();
         let rows: usize = batch.iter().map(|j| j.rows).sum();
         let width = model.out_features();
-        // The batch's rows in one block: the request's own buffer when it is alone, else
-        // the worker's reused buffer.
-        let input: &[f32] = if let [only] = batch.as_slice() {
-            &only.values
-        } else {
-            scratch.rows.clear();
-            scratch.rows.reserve(rows * model.in_features());
-            for j in &batch {
-                scratch.rows.extend_from_slice(&j.values);
-            }
-            &scratch.rows
-        };
+        let input = gathered(&batch, &mut scratch.rows, |j| &j.values);
         let (result, scores) = match screener {
             None => (model.forward_rows(input, rows), None),
             Some(screener) if model.device().is_cuda() => {
@@ -301,16 +308,10 @@ impl Worker<'_> {
                 // On the fused CPU path the copies are drawn in the first layer's
                 // pre-activation space (`PreactFactor`), still in one forward pass, from the
                 // normals the callers drew (the screener draws them if any caller did not).
-                let drawn: &[f32] = match batch.as_slice() {
-                    [only] => &only.noise,
-                    _ if batch.iter().all(|j| !j.noise.is_empty()) => {
-                        scratch.noise.clear();
-                        for j in &batch {
-                            scratch.noise.extend_from_slice(&j.noise);
-                        }
-                        &scratch.noise
-                    }
-                    _ => &[],
+                let drawn = if batch.iter().all(|j| !j.noise.is_empty()) {
+                    gathered(&batch, &mut scratch.noise, |j| &j.noise)
+                } else {
+                    &[]
                 };
                 match screener.forward_cpu(model, input, rows, drawn) {
                     Some(Ok((out, scores))) => (Ok(out), Some(scores)),

@@ -26,8 +26,8 @@ pub struct LoadedModel {
     config: ModelConfig,
     /// `id@version`, as audit records name the model.
     label: String,
-    /// This model's request metrics, bound on first use to the server's registry (see
-    /// [`metrics_cell`](Self::metrics_cell)).
+    /// This model's request metrics, bound on first use to the series of the one pipeline
+    /// that serves this registry (see [`metrics_cell`](Self::metrics_cell)).
     metrics: std::sync::OnceLock<Arc<crate::metrics::ModelMetrics>>,
     provenance: Provenance,
     screening: Option<ScreeningSpec>,

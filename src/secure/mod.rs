@@ -62,7 +62,7 @@ pub fn memlock_limit() -> Option<u64> {
     }
 }
 
-/// A 32-byte seed from the OS CSPRNG, zeroized when dropped: what every ChaCha stream the
+/// A 32-byte seed from the OS CSPRNG, zeroized when dropped: what every random stream the
 /// server keys for itself (request ids, screening noise) starts from.
 pub fn os_seed() -> Result<zeroize::Zeroizing<[u8; 32]>, getrandom::Error> {
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);

@@ -18,11 +18,6 @@ use tonic::codegen::http::{
 };
 use tonic::metadata::MetadataMap;
 
-/// The request headers the guards read.
-const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-const X_PURPOSE: HeaderName = HeaderName::from_static("x-purpose");
-const X_SUBJECT_ID: HeaderName = HeaderName::from_static("x-subject-id");
-
 use super::error::ApiError;
 use crate::audit::{AuditLog, PredictEvent};
 use crate::engine::explain::{Attribution, ExplanationSpec, integrated_gradients};
@@ -34,6 +29,11 @@ use crate::privacy::policy::{Charge, PrivacyPolicy, Released};
 use crate::privacy::rng::ChaChaDpRng;
 use crate::privacy::subjects::{SubjectError, Subjects};
 use crate::unix_now;
+
+/// The request headers the guards read.
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const X_PURPOSE: HeaderName = HeaderName::from_static("x-purpose");
+const X_SUBJECT_ID: HeaderName = HeaderName::from_static("x-subject-id");
 
 /// What a front end knows about the caller: its request metadata and, over mutual TLS, the
 /// certificate chain it presented (already verified by the TLS layer).
