@@ -62,6 +62,10 @@ pub enum AuditError {
     /// The writer thread is gone.
     #[error("audit writer stopped")]
     Stopped,
+    /// The event has no JSON form (not reached: every event serializes). It is refused
+    /// rather than written as a line that would break the chain.
+    #[error("audit event could not be serialized: {0}")]
+    Unserializable(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
@@ -405,16 +409,16 @@ impl Queue {
 }
 
 /// The canonical JSON object of an event: Predict events by [`write_predict_event`], others
-/// through [`crate::canonical`].
-fn write_event(out: &mut Vec<u8>, event: &Event) {
+/// through [`crate::canonical`]. On error `out` is left as it was.
+fn write_event(out: &mut Vec<u8>, event: &Event) -> Result<(), AuditError> {
     match PredictEvent::of(event) {
         Some(e) => write_predict_event(out, &e),
-        None => match crate::canonical::to_vec(event) {
-            Ok(json) => out.extend_from_slice(&json),
-            // Not reached: every event serializes. Kept visible rather than a panic.
-            Err(e) => tracing::error!(error = %e, "audit event could not be serialized"),
-        },
+        None => out.extend_from_slice(
+            &crate::canonical::to_vec(event)
+                .map_err(|e| AuditError::Unserializable(e.to_string()))?,
+        ),
     }
+    Ok(())
 }
 
 impl AuditLog {
@@ -516,7 +520,10 @@ impl AuditLog {
     /// Queues a Predict event, serialized here (see [`PredictEvent`]); it reaches disk with
     /// the next group fsync.
     pub fn append_predict(&self, event: &PredictEvent<'_>) {
-        self.queue(|out| write_predict_event(out, event));
+        self.queue(|out| {
+            write_predict_event(out, event);
+            Ok(())
+        });
     }
 
     /// Queues an event; it reaches disk with the next group fsync.
@@ -524,9 +531,9 @@ impl AuditLog {
         self.queue(|out| write_event(out, &event));
     }
 
-    fn queue(&self, write: impl FnOnce(&mut Vec<u8>)) {
-        if self.enqueue(write, None).is_err() {
-            tracing::error!("audit writer stopped; an audit event was lost");
+    fn queue(&self, write: impl FnOnce(&mut Vec<u8>) -> Result<(), AuditError>) {
+        if let Err(e) = self.enqueue(write, None) {
+            tracing::error!(error = %e, "an audit event was lost");
         }
     }
 
@@ -538,17 +545,22 @@ impl AuditLog {
     }
 
     /// Writes one event's JSON onto the queue (under its lock, so that the queue's order is
-    /// the order of the appends), and wakes the writer if the queue was empty.
+    /// the order of the appends), and wakes the writer if the queue was empty. An event that
+    /// fails to serialize leaves the queue as it was.
     fn enqueue(
         &self,
-        write: impl FnOnce(&mut Vec<u8>),
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), AuditError>,
         done: Option<std::sync::mpsc::Sender<()>>,
     ) -> Result<(), AuditError> {
         let mut pending = self.queue.lock();
         if pending.closed {
             return Err(AuditError::Stopped);
         }
-        write(&mut pending.bytes);
+        let start = pending.bytes.len();
+        if let Err(e) = write(&mut pending.bytes) {
+            pending.bytes.truncate(start);
+            return Err(e);
+        }
         let end = pending.bytes.len();
         pending.events.push((end, done));
         let first = pending.events.len() == 1;
@@ -910,8 +922,10 @@ fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], is_checkpoint: boo
 /// [`push`] for an event the writer makes itself (checkpoints, retention records).
 fn push_event(st: &mut State, buf: &mut Vec<u8>, event: &Event) {
     let mut json = Vec::new();
-    write_event(&mut json, event);
-    push(st, buf, &json, matches!(event, Event::Checkpoint { .. }));
+    match write_event(&mut json, event) {
+        Ok(()) => push(st, buf, &json, matches!(event, Event::Checkpoint { .. })),
+        Err(e) => tracing::error!(error = %e, "an audit event was lost"),
+    }
 }
 
 /// Deletes the oldest segments whose newest record is older than `retention`, after a
