@@ -150,11 +150,12 @@ impl Screener {
         spec.validate()?;
         let seed = crate::secure::os_seed()
             .map_err(|e| ConfigError::Invalid(format!("screening: OS randomness: {e}")))?;
-        Ok(Self::with_seed(spec, schema, *seed))
+        // By reference: the seed is not copied out of its zeroizing wrapper.
+        Ok(Self::with_seed(spec, schema, &seed))
     }
 
     /// A screener with a fixed seed (tests and benchmarks only).
-    pub fn with_seed(spec: ScreeningSpec, schema: &InputSchema, seed: [u8; 32]) -> Self {
+    pub fn with_seed(spec: ScreeningSpec, schema: &InputSchema, seed: &[u8; 32]) -> Self {
         let sigmas = schema
             .min
             .iter()
@@ -164,7 +165,7 @@ impl Screener {
         Self {
             spec,
             sigmas,
-            rng: noise_rng(&seed),
+            rng: noise_rng(seed),
             noise: Vec::new(),
             factor: None,
         }

@@ -36,7 +36,7 @@ pub(super) fn table() -> &'static Ziggurat {
 }
 
 impl Ziggurat {
-    pub(super) fn new() -> Self {
+    fn new() -> Self {
         let mut k = [0u32; LAYERS];
         let mut w = [0f32; LAYERS];
         let mut f = [0f64; LAYERS];

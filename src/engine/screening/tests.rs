@@ -86,7 +86,7 @@ fn perturbations_are_scaled_to_each_feature_range() {
         copies: 64,
         ..spec(ScreenAction::Flag)
     };
-    let mut s = Screener::with_seed(spec, &schema(), [7; 32]);
+    let mut s = Screener::with_seed(spec, &schema(), &[7; 32]);
     let rows: Vec<f32> = [0.5, 0.0].repeat(500);
     let mut out = Vec::new();
     s.perturb_into(&rows, &mut out);
@@ -114,8 +114,8 @@ fn perturbations_are_scaled_to_each_feature_range() {
 
 #[test]
 fn different_seeds_give_different_perturbations() {
-    let mut a = Screener::with_seed(spec(ScreenAction::Flag), &schema(), [1; 32]);
-    let mut b = Screener::with_seed(spec(ScreenAction::Flag), &schema(), [2; 32]);
+    let mut a = Screener::with_seed(spec(ScreenAction::Flag), &schema(), &[1; 32]);
+    let mut b = Screener::with_seed(spec(ScreenAction::Flag), &schema(), &[2; 32]);
     let (mut oa, mut ob) = (Vec::new(), Vec::new());
     a.perturb_into(&[0.5, 0.0], &mut oa);
     b.perturb_into(&[0.5, 0.0], &mut ob);
@@ -128,7 +128,7 @@ fn scores_are_the_mean_absolute_output_change() {
         copies: 2,
         ..spec(ScreenAction::Flag)
     };
-    let s = Screener::with_seed(spec, &schema(), [0; 32]);
+    let s = Screener::with_seed(spec, &schema(), &[0; 32]);
     // Two rows, two outputs; copies of row 0 move by (0.1, 0.1) and (0.3, 0.1), row 1's not.
     let outputs = [0.5, 0.5, 1.0, 0.0];
     let perturbed = [0.6, 0.4, 0.8, 0.6, 1.0, 0.0, 1.0, 0.0];
@@ -243,7 +243,7 @@ fn the_factor_reproduces_the_preactivation_covariance_of_input_noise() {
             action: ScreenAction::Flag,
         },
         &schema,
-        [7; 32],
+        &[7; 32],
     )
     .for_model(&mlp)
     .unwrap();
@@ -310,10 +310,10 @@ fn preactivation_and_input_space_scores_have_the_same_distribution() {
         threshold: 0.15,
         action: ScreenAction::Flag,
     };
-    let mut fast = Screener::with_seed(spec, &schema, [1; 32])
+    let mut fast = Screener::with_seed(spec, &schema, &[1; 32])
         .for_model(&mlp)
         .unwrap();
-    let mut slow = Screener::with_seed(spec, &schema, [2; 32]);
+    let mut slow = Screener::with_seed(spec, &schema, &[2; 32]);
     assert!(fast.factor().is_some() && slow.factor().is_none());
     // Rows from the schema's range, some near the decision boundary.
     let inp = mlp.in_features();
