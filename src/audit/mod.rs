@@ -409,16 +409,21 @@ impl Queue {
 }
 
 /// The canonical JSON object of an event: Predict events by [`write_predict_event`], others
-/// through [`crate::canonical`]. On error `out` is left as it was.
-fn write_event(out: &mut Vec<u8>, event: &Event) -> Result<(), AuditError> {
+/// through [`crate::canonical`]. Events other than the server's Predicts (which go through
+/// [`AuditLog::append_predict`]) are encoded with this before they reach the queue, so that
+/// the queue's lock is never held over a `serde_json::Value` tree, and an event that fails
+/// to serialize never reaches it.
+fn event_json(event: &Event) -> Result<Vec<u8>, AuditError> {
     match PredictEvent::of(event) {
-        Some(e) => write_predict_event(out, &e),
-        None => out.extend_from_slice(
-            &crate::canonical::to_vec(event)
-                .map_err(|e| AuditError::Unserializable(e.to_string()))?,
-        ),
+        Some(e) => {
+            let mut out = Vec::with_capacity(448);
+            write_predict_event(&mut out, &e);
+            Ok(out)
+        }
+        None => {
+            crate::canonical::to_vec(event).map_err(|e| AuditError::Unserializable(e.to_string()))
+        }
     }
-    Ok(())
 }
 
 impl AuditLog {
@@ -520,47 +525,44 @@ impl AuditLog {
     /// Queues a Predict event, serialized here (see [`PredictEvent`]); it reaches disk with
     /// the next group fsync.
     pub fn append_predict(&self, event: &PredictEvent<'_>) {
-        self.queue(|out| {
-            write_predict_event(out, event);
-            Ok(())
-        });
+        self.queue(|out| write_predict_event(out, event));
     }
 
     /// Queues an event; it reaches disk with the next group fsync.
     pub fn append(&self, event: Event) {
-        self.queue(|out| write_event(out, &event));
+        match event_json(&event) {
+            Ok(json) => self.queue(|out| out.extend_from_slice(&json)),
+            Err(e) => tracing::error!(error = %e, "an audit event was lost"),
+        }
     }
 
-    fn queue(&self, write: impl FnOnce(&mut Vec<u8>) -> Result<(), AuditError>) {
-        if let Err(e) = self.enqueue(write, None) {
-            tracing::error!(error = %e, "an audit event was lost");
+    fn queue(&self, write: impl FnOnce(&mut Vec<u8>)) {
+        if self.enqueue(write, None).is_err() {
+            tracing::error!("audit writer stopped; an audit event was lost");
         }
     }
 
     /// Appends an event and waits until it is on disk.
     pub fn append_durable(&self, event: Event) -> Result<(), AuditError> {
+        let json = event_json(&event)?;
         let (done, wait) = std::sync::mpsc::channel();
-        self.enqueue(|out| write_event(out, &event), Some(done))?;
+        self.enqueue(|out| out.extend_from_slice(&json), Some(done))?;
         wait.recv().map_err(|_| AuditError::Stopped)
     }
 
     /// Writes one event's JSON onto the queue (under its lock, so that the queue's order is
-    /// the order of the appends), and wakes the writer if the queue was empty. An event that
-    /// fails to serialize leaves the queue as it was.
+    /// the order of the appends), and wakes the writer if the queue was empty. `write` only
+    /// appends bytes already known to be a whole event: it cannot fail half-way.
     fn enqueue(
         &self,
-        write: impl FnOnce(&mut Vec<u8>) -> Result<(), AuditError>,
+        write: impl FnOnce(&mut Vec<u8>),
         done: Option<std::sync::mpsc::Sender<()>>,
     ) -> Result<(), AuditError> {
         let mut pending = self.queue.lock();
         if pending.closed {
             return Err(AuditError::Stopped);
         }
-        let start = pending.bytes.len();
-        if let Err(e) = write(&mut pending.bytes) {
-            pending.bytes.truncate(start);
-            return Err(e);
-        }
+        write(&mut pending.bytes);
         let end = pending.bytes.len();
         pending.events.push((end, done));
         let first = pending.events.len() == 1;
@@ -921,9 +923,8 @@ fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], is_checkpoint: boo
 
 /// [`push`] for an event the writer makes itself (checkpoints, retention records).
 fn push_event(st: &mut State, buf: &mut Vec<u8>, event: &Event) {
-    let mut json = Vec::new();
-    match write_event(&mut json, event) {
-        Ok(()) => push(st, buf, &json, matches!(event, Event::Checkpoint { .. })),
+    match event_json(event) {
+        Ok(json) => push(st, buf, &json, matches!(event, Event::Checkpoint { .. })),
         Err(e) => tracing::error!(error = %e, "an audit event was lost"),
     }
 }
