@@ -184,10 +184,6 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BrokerStartErro
     move |source| BrokerStartError::Io { what, source }
 }
 
-fn server_err(e: crate::server::ServerError) -> BrokerStartError {
-    BrokerStartError::Key(e.to_string())
-}
-
 /// Reads `<data-dir>/admin.key` (64 hex digits), creating it on first start.
 fn load_or_create_admin_key(path: &Path) -> Result<Zeroizing<String>, BrokerStartError> {
     match std::fs::read_to_string(path) {
@@ -205,8 +201,7 @@ fn load_or_create_admin_key(path: &Path) -> Result<Zeroizing<String>, BrokerStar
             let mut raw = Zeroizing::new([0u8; 32]);
             getrandom::fill(raw.as_mut()).map_err(|e| BrokerStartError::Key(e.to_string()))?;
             let key = Zeroizing::new(hex::encode(raw.as_ref()));
-            crate::server::write_file(path, format!("{}\n", key.as_str()).as_bytes(), 0o600)
-                .map_err(server_err)?;
+            crate::files::write_file(path, format!("{}\n", key.as_str()).as_bytes(), 0o600)?;
             tracing::info!(path = %path.display(), "broker: admin key created");
             Ok(key)
         }
@@ -229,12 +224,10 @@ fn load_or_create_tls(
         );
         return Ok((cert, key));
     }
-    crate::server::create_private_dir(dir).map_err(server_err)?;
-    let id =
-        crate::server::tls::TlsIdentity::self_signed(&crate::server::tls::default_names(listen))
-            .map_err(server_err)?;
-    crate::server::write_file(&key_path, id.key_pem.as_bytes(), 0o600).map_err(server_err)?;
-    crate::server::write_file(&cert_path, id.cert_pem.as_bytes(), 0o644).map_err(server_err)?;
+    crate::files::create_private_dir(dir)?;
+    let id = crate::tls::TlsIdentity::self_signed(&crate::tls::default_names(listen))?;
+    crate::files::write_file(&key_path, id.key_pem.as_bytes(), 0o600)?;
+    crate::files::write_file(&cert_path, id.cert_pem.as_bytes(), 0o644)?;
     tracing::info!(cert = %cert_path.display(), "broker: self-signed TLS certificate written");
     Ok((id.cert_pem, id.key_pem))
 }
@@ -262,10 +255,9 @@ fn tls_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig, Bro
 /// Starts the broker: opens (or initializes) its data directory, binds, and serves until
 /// the returned handle is shut down or dropped.
 pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerStartError> {
-    crate::server::create_private_dir(&config.data_dir).map_err(server_err)?;
+    crate::files::create_private_dir(&config.data_dir)?;
     let admin_key = load_or_create_admin_key(&config.admin_key_path())?;
-    let master = crate::audit::load_or_create_key(&config.data_dir.join("master.key"))
-        .map_err(|e| BrokerStartError::Key(format!("master key: {e}")))?;
+    let master = crate::files::load_or_create_key(&config.data_dir.join("master.key"))?;
     let db = Arc::new(Database::open_in(&config.data_dir)?);
     let store =
         ResourceStore::new(db, &master).map_err(|e| BrokerStartError::Key(e.to_string()))?;

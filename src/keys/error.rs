@@ -141,6 +141,12 @@ pub enum BrokerStartError {
     /// The database failed.
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    /// A file in the data directory could not be read or written.
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
+    /// The TLS identity could not be made.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Why an RCAR exchange with a broker (ours or a Trustee KBS) did not release a key.

@@ -2,10 +2,10 @@
 
 use tonic::{Request, Response, Status};
 
-use super::error::ApiError;
-use super::pipeline::{CallContext, Pipeline};
 use crate::audit::Event;
-use crate::guard::{GuardError, Scope, keys::validate_name};
+use crate::guard::{GuardError, Scope};
+use crate::names::validate_name;
+use crate::pipeline::{ApiError, CallContext, Pipeline};
 use crate::privacy::subjects::{SubjectError, Subjects};
 use crate::proto::confidant::v1 as pb;
 use crate::unix_now;

@@ -160,19 +160,9 @@ fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// Checks a principal or purpose name.
-pub fn validate_name(kind: &str, s: &str) -> Result<(), GuardError> {
-    let ok = !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
-    if ok {
-        Ok(())
-    } else {
-        Err(GuardError::InvalidConfig(format!(
-            "{kind} {s:?} must be 1 to 128 characters of [A-Za-z0-9._@-]"
-        )))
-    }
+/// Checks a principal or purpose name (the rule is [`crate::names::validate_name`]).
+pub fn validate_name(kind: &'static str, s: &str) -> Result<(), GuardError> {
+    crate::names::validate_name(kind, s).map_err(|e| GuardError::InvalidConfig(e.to_string()))
 }
 
 impl KeyStore {
