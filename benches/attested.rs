@@ -40,6 +40,7 @@ fn bench(c: &mut Criterion) {
         screening: Default::default(),
         privacy: Default::default(),
         audit: Default::default(),
+        deployment: "default".into(),
         unguarded_benchmark_baseline: false,
         device: confidant::gpu::DeviceSpec::Cpu,
         gpu_load: confidant::gpu::LoadPath::Staged,

@@ -77,6 +77,7 @@ async fn start(dir: &std::path::Path, unguarded: bool) -> Target {
                 .unwrap_or(confidant::audit::DEFAULT_GROUP_COMMIT_MS),
             ..Default::default()
         },
+        deployment: "default".into(),
         unguarded_benchmark_baseline: unguarded,
         device: confidant::gpu::DeviceSpec::Cpu,
         gpu_load: confidant::gpu::LoadPath::Staged,

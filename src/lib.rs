@@ -43,6 +43,7 @@ pub mod proto;
 pub mod sealed;
 pub mod secure;
 pub mod server;
+pub mod state;
 pub mod storage;
 pub mod tee;
 pub mod tls;

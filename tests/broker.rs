@@ -149,6 +149,34 @@ impl Broker {
         ])
     }
 
+    /// Provisions the default deployment's state key (`put-resource --generate`) with a
+    /// release policy for this binary's simulated measurement, as an operator does once.
+    fn provision_state(&self, d: &Path) {
+        let out = confidant(&[
+            "broker",
+            "put-resource",
+            "--broker",
+            &self.url,
+            "--broker-ca",
+            self.cert.to_str().unwrap(),
+            "--admin-key",
+            self.admin_key.to_str().unwrap(),
+            "--path",
+            "default/state/default",
+            "--generate",
+        ]);
+        assert!(
+            out.status.success(),
+            "put-resource --generate: {}",
+            stderr(&out)
+        );
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(v["bytes"], 32);
+        let policy = write_policy(d, "state-policy.toml", &measurement(), true);
+        let out = self.admin("set-policy", "default/state/default", "--policy", &policy);
+        assert!(out.status.success(), "set-policy: {}", stderr(&out));
+    }
+
     fn register(&self, path: &str, dek: &Path, policy: &Path) {
         let out = self.admin("put-resource", path, "--file", dek);
         assert!(out.status.success(), "put-resource: {}", stderr(&out));
@@ -291,12 +319,25 @@ async fn the_broker_releases_the_key_to_an_attested_server_which_then_serves() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let broker = Broker::start(&d.join("broker"), "127.0.0.1:0", &[]);
+    broker.provision_state(d);
     let (sealed, dek, publisher) = seal(d, None);
     let policy = write_policy(d, "policy.toml", &measurement(), true);
     broker.register("default/models/fixture-softmax", &dek, &policy);
 
     let data = d.join("data");
-    let api_key = create_key(&data, "alice", &["--purposes", "testing"]);
+    // The database is encrypted under the state key: `keys` obtains it as the server does.
+    let api_key = create_key(
+        &data,
+        "alice",
+        &[
+            "--purposes",
+            "testing",
+            "--broker",
+            &broker.url,
+            "--broker-ca",
+            broker.cert.to_str().unwrap(),
+        ],
+    );
     let (data_s, sealed_s, pub_s) = (
         data.to_str().unwrap(),
         sealed.to_str().unwrap(),
@@ -335,6 +376,7 @@ async fn refusals_keep_the_server_not_serving_and_say_why() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let broker = Broker::start(&d.join("broker"), "127.0.0.1:0", &[]);
+    broker.provision_state(d);
     let (sealed, dek, publisher) = seal(d, None);
     let (moved, _, _) = seal(d, Some("default/models/elsewhere"));
     let m = measurement();
@@ -400,7 +442,9 @@ async fn refusals_keep_the_server_not_serving_and_say_why() {
 
     let broker_log = broker.proc.log();
     assert!(
-        !broker_log.contains("broker: resource released"),
+        !broker_log
+            .lines()
+            .any(|l| l.contains("broker: resource released") && l.contains("default/models")),
         "{broker_log}"
     );
     assert!(broker_log.contains("broker: refused"), "{broker_log}");
@@ -419,6 +463,7 @@ async fn an_unreachable_broker_is_retried_until_it_comes_back() {
     let (sealed, dek, publisher) = seal(d, None);
     let policy = write_policy(d, "policy.toml", &measurement(), true);
     let broker = Broker::start(&d.join("broker"), &listen, &[]);
+    broker.provision_state(d);
     broker.register("default/models/fixture-softmax", &dek, &policy);
     let (url, cert) = (broker.url.clone(), broker.cert.clone());
     drop(broker);
@@ -638,6 +683,33 @@ fn admin_commands_reject_bad_credentials_and_input() {
         dek.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // A generated state key never replaces a resource, its own or another.
+    let generate = |path: &str| {
+        confidant(&[
+            "broker",
+            "put-resource",
+            "--broker",
+            &broker.url,
+            "--broker-ca",
+            broker.cert.to_str().unwrap(),
+            "--admin-key",
+            literal.trim(),
+            "--path",
+            path,
+            "--generate",
+        ])
+    };
+    let out = generate("default/state/prod");
+    assert!(out.status.success(), "{}", stderr(&out));
+    for path in ["default/state/prod", "default/models/x"] {
+        let out = generate(path);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("409") && stderr(&out).contains("exists"),
+            "{}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]
@@ -676,6 +748,7 @@ fn the_broker_can_be_configured_in_the_config_file() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let broker = Broker::start(&d.join("broker"), "127.0.0.1:0", &[]);
+    broker.provision_state(d);
     let (sealed, dek, publisher) = seal(d, None);
     let policy = write_policy(d, "policy.toml", &measurement(), true);
     broker.register("default/models/fixture-softmax", &dek, &policy);

@@ -93,7 +93,7 @@ async fn attributions_sum_to_the_output_difference_and_the_explain_scope_is_requ
 
     // Explanations are audited as such.
     assert!(server.stop().success());
-    let log = std::fs::read_to_string(data.join("audit/segment-000001.jsonl")).unwrap();
+    let log = common::audit_export(&data);
     assert!(log.contains("\"rpc\":\"explain\""), "{log}");
 }
 

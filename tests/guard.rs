@@ -379,7 +379,12 @@ async fn the_audit_log_of_a_real_run_verifies_holds_no_inputs_and_breaks_at_an_e
 
     // Nothing secret or personal in the server's logs or in the audit log.
     let segment = std::fs::read_to_string(audit_dir.join("segment-000001.jsonl")).unwrap();
-    for (name, text) in [("server log", &logs), ("audit log", &segment)] {
+    let exported = common::audit_export(&data);
+    for (name, text) in [
+        ("server log", &logs),
+        ("audit log", &segment),
+        ("exported audit log", &exported),
+    ] {
         assert!(
             !text.contains("13.371337") && !text.contains("13.37134"),
             "{name} holds an input value"
@@ -390,15 +395,17 @@ async fn the_audit_log_of_a_real_run_verifies_holds_no_inputs_and_breaks_at_an_e
             "{name} holds an output score"
         );
     }
-    assert!(segment.contains("\"decision\":\"allow\"") && segment.contains("UNAUTHENTICATED"));
-    assert!(segment.contains("INVALID_ARGUMENT"));
+    assert!(exported.contains("\"decision\":\"allow\"") && exported.contains("UNAUTHENTICATED"));
+    assert!(exported.contains("INVALID_ARGUMENT"));
+    assert!(
+        !segment.contains("UNAUTHENTICATED") && !segment.contains("\"decision\""),
+        "events are encrypted on disk"
+    );
 
     // Edit one line: verify fails, naming that line.
     let mut lines: Vec<String> = segment.lines().map(str::to_string).collect();
     let target = 2;
-    lines[target] = lines[target]
-        .replacen("\"rows\":1", "\"rows\":7", 1)
-        .replacen("demo", "deme", 1);
+    lines[target] = lines[target].replacen("\"ts_ms\":", "\"ts_ms\":9", 1);
     std::fs::write(
         audit_dir.join("segment-000001.jsonl"),
         lines.join("\n") + "\n",

@@ -146,8 +146,24 @@ async fn exercise(format: &str) {
             secrets.push(("an output value".into(), s));
         }
     }
-    let audit_key = std::fs::read(data.join("audit.key")).unwrap();
-    secrets.push(("the audit HMAC key".into(), hex::encode(&audit_key)));
+    let state = common::state_key(&data);
+    for (what, subkey) in [
+        (
+            "the audit HMAC key",
+            confidant::state::Subkey::AuditInputHmac,
+        ),
+        (
+            "the audit record key",
+            confidant::state::Subkey::AuditRecords,
+        ),
+        ("the database key", confidant::state::Subkey::Database),
+        (
+            "the pseudonym-index key",
+            confidant::state::Subkey::Pseudonyms,
+        ),
+    ] {
+        secrets.push((what.into(), hex::encode(state.subkey(subkey).as_ref())));
+    }
     for line in &lines {
         for (what, s) in &secrets {
             assert!(

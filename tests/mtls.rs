@@ -210,10 +210,7 @@ async fn client_certificates_map_to_principals() {
     // the chain verifies.
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert!(server.stop().success());
-    let log: String = std::fs::read_dir(data.join("audit"))
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
-        .collect();
+    let log = common::audit_export(&data);
     let admin: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())

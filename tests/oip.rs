@@ -385,8 +385,7 @@ async fn bad_requests_get_the_pipelines_codes() {
     // of those above and two from input validation.
     drop(c);
     server.stop();
-    let segment =
-        std::fs::read_to_string(dir.path().join("data/audit/segment-000001.jsonl")).unwrap();
+    let segment = common::audit_export(&dir.path().join("data"));
     let invalid = segment
         .lines()
         .filter(|l| l.contains("INVALID_ARGUMENT"))

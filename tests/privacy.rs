@@ -151,7 +151,7 @@ async fn noisy_argmax_spends_the_budget_and_refuses_cleanly_when_it_is_exhausted
 
     // The audit log records the epsilon of each release.
     assert!(server.stop().success());
-    let log = std::fs::read_to_string(data.join("audit/segment-000001.jsonl")).unwrap();
+    let log = common::audit_export(&data);
     let charged = log
         .lines()
         .filter(|l| l.contains("\"kind\":\"predict\"") && l.contains("\"epsilon\":0.5"))

@@ -112,7 +112,7 @@ async fn boundary_rows_are_flagged_and_ordinary_rows_are_not() {
     // The audit log records the flag (and no input).
     let stopped = server.stop();
     assert!(stopped.success());
-    let audit = std::fs::read_to_string(data.join("audit/segment-000001.jsonl")).unwrap();
+    let audit = common::audit_export(&data);
     assert!(audit.contains("\"flagged_rows\":["), "{audit}");
 }
 

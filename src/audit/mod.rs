@@ -7,7 +7,11 @@
 //! `checkpoint_every` records (and at shutdown) a `checkpoint` record signs the chain head.
 //!
 //! Records hold ids, digests and decisions, never inputs or outputs: the input appears only as
-//! an HMAC-SHA256 under the server's audit key, and the output only as its argmax class.
+//! an HMAC-SHA256 under the audit input key, and the output only as its argmax class. Even
+//! those are encrypted: every event but checkpoints and retention records is written sealed
+//! (AES-256-GCM under a subkey of the deployment's state key, the sequence number as
+//! associated data; see [`seal`]), and the chain hash covers the ciphertext, so anyone can
+//! verify the chain and signatures while only the state key's holder reads the events.
 //!
 //! Writes go through one writer thread that appends in groups and fsyncs once per group, so a
 //! burst of requests costs one fsync. On start, a torn final line (a crash mid-write) is cut
@@ -16,6 +20,7 @@
 mod encode;
 pub mod outbox;
 mod record;
+pub mod seal;
 mod segments;
 pub mod verify;
 mod writer;
@@ -35,7 +40,7 @@ use record::*;
 pub use record::{Event, PredictEvent, Record, checkpoint_message, retention_message};
 use segments::*;
 pub use segments::{segment_path, segments};
-pub use verify::{VerifyReport, verify_dir};
+pub use verify::{VerifyReport, export_dir, verify_dir};
 use writer::*;
 
 const DOMAIN: &[u8] = b"confidant.audit.v1\0";
@@ -69,10 +74,49 @@ pub enum AuditError {
     /// The writer thread is gone.
     #[error("audit writer stopped")]
     Stopped,
+    /// The operating system's random generator failed.
+    #[error("random generator: {0}")]
+    Random(String),
+    /// The existing log is signed by another key than this deployment's checkpoint key.
+    #[error(
+        "audit log {path} is signed by another key than this deployment's checkpoint key \
+         {expected} ({problem}): it was written under another state key, or forged"
+    )]
+    ForeignKey {
+        /// The segment.
+        path: String,
+        /// This deployment's key (hex).
+        expected: String,
+        /// What the verifier found.
+        problem: String,
+    },
     /// The event has no JSON form (not reached: every event serializes). It is refused
     /// rather than written as a line that would break the chain.
     #[error("audit event could not be serialized: {0}")]
     Unserializable(String),
+}
+
+/// Creates `dir` (and parents) as 0700, and tightens an existing one to 0700.
+fn create_private_dir(dir: &Path) -> Result<(), AuditError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err(dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err(dir))
+}
+
+/// Opens a segment for appending, creating it 0600.
+fn open_segment(path: &Path) -> Result<File, AuditError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io_err(path))
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
@@ -115,8 +159,38 @@ impl Default for AuditConfig {
     }
 }
 
+/// The keys of an audit log, all derived from the deployment's state key
+/// ([`crate::state::Subkey`]).
+pub struct AuditKeys {
+    /// Signs checkpoints and retention records (stable per deployment, so that `audit verify
+    /// --pubkey` has one key to check against).
+    pub signing: SigningKey,
+    /// Keys the `input_hmac` of Predict records.
+    pub input_hmac: Zeroizing<[u8; 32]>,
+    /// Encrypts event bodies (see [`seal`]).
+    pub records: Zeroizing<[u8; 32]>,
+}
+
+impl AuditKeys {
+    /// The audit keys of a deployment's state key.
+    pub fn from_state(state: &crate::state::StateKey) -> Self {
+        use crate::state::Subkey;
+        Self {
+            signing: SigningKey::from_bytes(&state.subkey(Subkey::CheckpointSeed)),
+            input_hmac: state.subkey(Subkey::AuditInputHmac),
+            records: state.subkey(Subkey::AuditRecords),
+        }
+    }
+}
+
 struct State {
     dir: PathBuf,
+    /// Encrypts each event body in the writer thread.
+    sealer: seal::Sealer,
+    /// Scratch space for one sealed event.
+    sealed: Vec<u8>,
+    /// Records after the last checkpoint when the log was opened (a crash's uncovered tail).
+    uncovered_at_open: u64,
     file: File,
     segment: u64,
     seq: u64,
@@ -192,24 +266,25 @@ fn event_json(event: &Event) -> Result<Vec<u8>, AuditError> {
 }
 
 impl AuditLog {
-    /// Opens `<dir>` (creating it), checks the existing chain, cuts a torn final line, and
-    /// starts the writer. `signing` signs checkpoints; `hmac_key` keys input digests.
-    pub fn open(
-        dir: &Path,
-        signing: SigningKey,
-        hmac_key: [u8; 32],
-        config: AuditConfig,
-    ) -> Result<Self, AuditError> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let (segment, seq, head, in_segment) = recover(dir)?;
+    /// Opens `<dir>` (creating it, 0700), checks that the existing chain verifies under
+    /// `keys.signing`, cuts a torn final line, and starts the writer. `keys.signing` signs
+    /// checkpoints, `keys.input_hmac` keys input digests, `keys.records` encrypts events.
+    pub fn open(dir: &Path, keys: AuditKeys, config: AuditConfig) -> Result<Self, AuditError> {
+        let AuditKeys {
+            signing,
+            input_hmac,
+            records,
+        } = keys;
+        create_private_dir(dir)?;
+        let public = *signing.verifying_key().as_bytes();
+        let (segment, seq, head, in_segment, uncovered) = recover(dir, &public)?;
         let path = segment_path(dir, segment);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        let public_key = hex::encode(signing.verifying_key().as_bytes());
+        let file = open_segment(&path)?;
+        let public_key = hex::encode(public);
         let state = State {
+            sealer: seal::Sealer::new(&records)?,
+            sealed: Vec::with_capacity(1024),
+            uncovered_at_open: uncovered,
             dir: dir.to_path_buf(),
             file,
             segment,
@@ -247,7 +322,7 @@ impl AuditLog {
         Ok(Self {
             queue,
             worker: Mutex::new(Some(worker)),
-            input_mac: <Hmac<Sha256> as KeyInit>::new_from_slice(Zeroizing::new(hmac_key).as_ref())
+            input_mac: <Hmac<Sha256> as KeyInit>::new_from_slice(input_hmac.as_ref())
                 .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length")),
             public_key,
             signing,

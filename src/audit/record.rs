@@ -44,7 +44,7 @@ pub enum Event {
         purpose: Option<String>,
         /// The data subject's pseudonym, if the request named one.
         subject: Option<String>,
-        /// Hex HMAC-SHA256 of the input under the audit key.
+        /// Hex HMAC-SHA256 of the input under the audit input key.
         input_hmac: Option<String>,
         /// The argmax class per row (no scores).
         output_argmax: Vec<u32>,
@@ -88,6 +88,15 @@ pub enum Event {
         public_key: String,
         /// Hex Ed25519 signature over [`retention_message`].
         signature: String,
+    },
+    /// An event encrypted under the deployment's state key (see the `seal` module): every
+    /// event but checkpoints and retention records is written in this form, so the log
+    /// shows an auditor without the key only sequence, time, hash links and signatures.
+    Sealed {
+        /// Base64 of the AES-256-GCM ciphertext and tag of the event's canonical JSON.
+        ciphertext: String,
+        /// Hex of the writer's 16-byte salt, from which its record key is derived.
+        key_salt: String,
     },
     /// A signed statement of the chain head.
     Checkpoint {

@@ -33,13 +33,17 @@ pub fn segments(dir: &Path) -> Result<Vec<u64>, AuditError> {
     Ok(out)
 }
 
-/// Verifies the existing chain, cuts a torn last line, and returns
-/// (segment, last seq, head hash, records in that segment).
-pub(super) fn recover(dir: &Path) -> Result<(u64, u64, String, u64), AuditError> {
+/// Verifies the existing chain (every signature by `key`), cuts a torn last line, and
+/// returns (segment, last seq, head hash, records in that segment, records after the last
+/// checkpoint).
+pub(super) fn recover(
+    dir: &Path,
+    key: &[u8; 32],
+) -> Result<(u64, u64, String, u64, u64), AuditError> {
     let zero = "0".repeat(64);
     let segs = segments(dir)?;
     let Some(&last) = segs.last() else {
-        return Ok((1, 0, zero, 0));
+        return Ok((1, 0, zero, 0, 0));
     };
     // Cut a torn final line: anything after the last newline of the last segment.
     let path = segment_path(dir, last);
@@ -58,8 +62,15 @@ pub(super) fn recover(dir: &Path) -> Result<(u64, u64, String, u64), AuditError>
         f.set_len(keep as u64).map_err(io_err(&path))?;
         f.sync_all().map_err(io_err(&path))?;
     }
-    let report = verify_dir(dir, &[]);
+    let report = verify_dir(dir, &[*key]);
     if let Some(fail) = report.first_failure {
+        if fail.problem.contains("untrusted key") {
+            return Err(AuditError::ForeignKey {
+                path: fail.segment,
+                expected: hex::encode(key),
+                problem: fail.problem,
+            });
+        }
         return Err(AuditError::Damaged {
             path: fail.segment,
             line: fail.line,
@@ -73,6 +84,7 @@ pub(super) fn recover(dir: &Path) -> Result<(u64, u64, String, u64), AuditError>
         report.last_seq,
         report.head.unwrap_or(zero),
         in_segment,
+        report.uncovered,
     ))
 }
 

@@ -23,9 +23,50 @@ fn predict(i: u64) -> Event {
     }
 }
 
-/// A log under the test signing key and audit key `[1; 32]`.
+/// The test keys: signing key `[7; 32]`, input HMAC key `hmac`, records key `[3; 32]`.
+fn keys_with(hmac: u8) -> AuditKeys {
+    AuditKeys {
+        signing: key(),
+        input_hmac: Zeroizing::new([hmac; 32]),
+        records: Zeroizing::new([3u8; 32]),
+    }
+}
+
+/// A log under the test keys, with audit input key `[1; 32]`.
 fn open_log(dir: &Path, config: AuditConfig) -> AuditLog {
-    AuditLog::open(dir, key(), [1u8; 32], config).unwrap()
+    AuditLog::open(dir, keys_with(1), config).unwrap()
+}
+
+/// Every record of the log with its event decrypted (under the records key `[3; 32]`).
+fn plain_records(dir: &Path) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut opener = seal::Opener::new(Zeroizing::new([3u8; 32]));
+    export_dir(dir, &[], &mut opener, &mut out).unwrap();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Rewrites segment 1 as `lines`, recomputing every record's `prev` and `hash` (what anyone
+/// can do without a key), and leaving checkpoint signatures as they are.
+fn rechain(dir: &Path, lines: &[String]) {
+    let mut prev = "0".repeat(64);
+    let mut out = String::new();
+    for (i, l) in lines.iter().enumerate() {
+        let mut r: Record = serde_json::from_str(l).unwrap();
+        r.seq = i as u64 + 1;
+        r.prev = prev.clone();
+        if let Event::Checkpoint { head, .. } = &mut r.event {
+            *head = prev.clone();
+        }
+        r.hash = r.compute_hash();
+        prev = r.hash.clone();
+        out.push_str(&String::from_utf8(crate::canonical::to_vec(&r).unwrap()).unwrap());
+        out.push('\n');
+    }
+    std::fs::write(segment_path(dir, 1), out).unwrap();
 }
 
 fn write_log(dir: &Path, n: u64) {
@@ -149,9 +190,9 @@ fn opening_a_damaged_log_is_refused() {
     let d = tempfile::tempdir().unwrap();
     write_log(d.path(), 3);
     let mut l = lines(d.path());
-    l[1] = l[1].replacen("alice", "mallory", 1);
+    l[1] = l[1].replacen("\"ts_ms\":", "\"ts_ms\":1", 1);
     std::fs::write(segment_path(d.path(), 1), l.join("\n") + "\n").unwrap();
-    let err = AuditLog::open(d.path(), key(), [1u8; 32], AuditConfig::default())
+    let err = AuditLog::open(d.path(), keys_with(1), AuditConfig::default())
         .err()
         .unwrap();
     assert!(err.to_string().contains("line 2"), "{err}");
@@ -166,7 +207,7 @@ fn input_hmac_is_deterministic_and_keyed() {
     assert_ne!(h1, a.input_hmac(&[1.0, 2.5]));
     a.close();
     let d2 = tempfile::tempdir().unwrap();
-    let b = AuditLog::open(d2.path(), key(), [2u8; 32], AuditConfig::default()).unwrap();
+    let b = AuditLog::open(d2.path(), keys_with(2), AuditConfig::default()).unwrap();
     assert_ne!(h1, b.input_hmac(&[1.0, 2.0]));
 }
 
@@ -433,12 +474,8 @@ fn a_prepared_predict_event_writes_the_same_record_as_the_owned_event() {
     log.append_predict(&event);
     log.append(event.to_event());
     log.close();
-    let lines = lines(d.path());
     // The two records, then the closing checkpoint.
-    let records: Vec<Record> = lines
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = plain_records(d.path());
     let predicts: Vec<&Record> = records
         .iter()
         .filter(|r| matches!(r.event, Event::Predict { .. }))
@@ -473,8 +510,11 @@ fn concurrent_appends_keep_each_threads_order_and_durable_appends_wait_for_disk(
                     if i % 100 == 99 {
                         log.append_durable(predict(id)).unwrap();
                         // On disk when append_durable returns.
-                        let on_disk = std::fs::read_to_string(segment_path(&dir, 1)).unwrap();
-                        assert!(on_disk.contains(&format!("\"request_id\":\"r{id}\"")));
+                        let on_disk = plain_records(&dir);
+                        assert!(on_disk.iter().any(|r| matches!(
+                            &r.event,
+                            Event::Predict { request_id, .. } if *request_id == format!("r{id}")
+                        )));
                     } else if i % 2 == 0 {
                         log.append(predict(id));
                     } else {
@@ -521,8 +561,7 @@ fn concurrent_appends_keep_each_threads_order_and_durable_appends_wait_for_disk(
     assert!(r.is_ok(), "{r:?}");
     let mut next = [0u64; 4];
     let mut predicts = 0;
-    for line in lines(d.path()) {
-        let rec: Record = serde_json::from_str(&line).unwrap();
+    for rec in plain_records(d.path()) {
         if let Event::Predict { request_id, .. } = rec.event {
             let id: u64 = request_id[1..].parse().unwrap();
             let (t, i) = ((id / 1000) as usize, id % 1000);
@@ -533,4 +572,152 @@ fn concurrent_appends_keep_each_threads_order_and_durable_appends_wait_for_disk(
     }
     assert_eq!(predicts, 1200);
     assert_eq!(next, [300; 4]);
+}
+
+#[test]
+fn events_are_sealed_on_disk_and_export_opens_them_with_the_key_only() {
+    let d = tempfile::tempdir().unwrap();
+    write_log(d.path(), 6);
+    let text = std::fs::read_to_string(segment_path(d.path(), 1)).unwrap();
+    for clear in ["alice", "request_id", "output_argmax", "\"r3\"", "predict"] {
+        assert!(!text.contains(clear), "{clear} is in clear: {text}");
+    }
+    assert!(text.contains("\"kind\":\"sealed\""));
+    assert!(
+        text.contains("\"kind\":\"checkpoint\""),
+        "checkpoints stay in clear"
+    );
+    // No key needed to verify.
+    let r = verify_dir(d.path(), &[*key().verifying_key().as_bytes()]);
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(r.uncovered, 0, "a closed log ends with a checkpoint");
+    // With the key, every event comes back.
+    let records = plain_records(d.path());
+    let predicts: Vec<_> = records
+        .iter()
+        .filter(|r| matches!(r.event, Event::Predict { .. }))
+        .collect();
+    assert_eq!(predicts.len(), 6);
+    assert_eq!(predicts[3].event, predict(3));
+    // Another state key opens nothing.
+    let mut wrong = seal::Opener::new(Zeroizing::new([4u8; 32]));
+    let err = export_dir(d.path(), &[], &mut wrong, &mut Vec::new()).unwrap_err();
+    assert!(err.to_string().contains("does not decrypt"), "{err}");
+}
+
+#[test]
+fn an_edited_and_rechained_record_is_caught_by_the_signatures_or_the_uncovered_tail() {
+    let d = tempfile::tempdir().unwrap();
+    write_log(d.path(), 8);
+    let original = lines(d.path());
+    let pinned = [*key().verifying_key().as_bytes()];
+    // Replace record 2's event by record 3's ciphertext (a well-formed sealed event) and
+    // recompute the whole chain: the next checkpoint's signature no longer matches.
+    let mut edited = original.clone();
+    edited[1] = edited[1].replacen("\"ts_ms\":", "\"ts_ms\":1", 1);
+    rechain(d.path(), &edited);
+    let f = verify_dir(d.path(), &pinned)
+        .first_failure
+        .expect("edit caught");
+    assert!(f.problem.contains("signature does not verify"), "{f:?}");
+    assert_eq!(f.line, 5, "the first checkpoint after the edit");
+    // Without --pubkey, the same: the log's own key does not sign the new head.
+    assert!(!verify_dir(d.path(), &[]).is_ok());
+    // Dropping every checkpoint after the edit leaves the records uncovered.
+    let kept: Vec<String> = edited
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| *i < 4 || !l.contains("\"kind\":\"checkpoint\""))
+        .map(|(_, l)| l.clone())
+        .collect();
+    rechain(d.path(), &kept);
+    let r = verify_dir(d.path(), &pinned);
+    assert!(r.is_ok(), "the chain itself is consistent: {r:?}");
+    assert_eq!(
+        r.uncovered, 8,
+        "no checkpoint covers any of the 8 records now"
+    );
+    // Moving a ciphertext to another position fails authentication (the seq is bound).
+    let mut moved = original.clone();
+    let a: Record = serde_json::from_str(&moved[1]).unwrap();
+    let mut b: Record = serde_json::from_str(&moved[2]).unwrap();
+    b.event = a.event.clone();
+    moved[2] = String::from_utf8(crate::canonical::to_vec(&b).unwrap()).unwrap();
+    rechain(d.path(), &moved);
+    let mut opener = seal::Opener::new(Zeroizing::new([3u8; 32]));
+    // The chain breaks at the signature first; export refuses a log that does not verify.
+    assert!(export_dir(d.path(), &[], &mut opener, &mut Vec::new()).is_err());
+    assert!(matches!(
+        opener.open(b.seq, "00000000000000000000000000000000", "AAAA"),
+        Err(seal::OpenError::Authentication)
+    ));
+    let Event::Sealed {
+        ciphertext,
+        key_salt,
+    } = &a.event
+    else {
+        unreachable!()
+    };
+    assert!(opener.open(a.seq, key_salt, ciphertext).is_ok());
+    assert!(matches!(
+        opener.open(b.seq, key_salt, ciphertext),
+        Err(seal::OpenError::Authentication)
+    ));
+}
+
+#[test]
+fn without_a_pinned_key_a_second_signer_is_refused_and_the_report_says_not_pinned() {
+    let d = tempfile::tempdir().unwrap();
+    write_log(d.path(), 3);
+    let r = verify_dir(d.path(), &[]);
+    assert_eq!(r.signatures, verify::NOT_PINNED);
+    assert_eq!(
+        r.signing_key.as_deref(),
+        Some(hex::encode(key().verifying_key().as_bytes()).as_str())
+    );
+    let r = verify_dir(d.path(), &[*key().verifying_key().as_bytes()]);
+    assert_eq!(r.signatures, verify::PINNED);
+    // A log continued under another key (another state key) is refused at open ...
+    let other = AuditKeys {
+        signing: SigningKey::from_bytes(&[9u8; 32]),
+        ..keys_with(1)
+    };
+    let err = AuditLog::open(d.path(), other, AuditConfig::default())
+        .err()
+        .unwrap();
+    assert!(matches!(err, AuditError::ForeignKey { .. }), "{err}");
+    // ... and a checkpoint by a second key, appended by hand, fails verify without --pubkey.
+    let mut l = lines(d.path());
+    let last: Record = serde_json::from_str(l.last().unwrap()).unwrap();
+    let forger = SigningKey::from_bytes(&[9u8; 32]);
+    let seq = last.seq + 1;
+    let mut r = Record {
+        seq,
+        ts_ms: last.ts_ms,
+        event: Event::Checkpoint {
+            head: last.hash.clone(),
+            public_key: hex::encode(forger.verifying_key().as_bytes()),
+            signature: hex::encode(forger.sign(&checkpoint_message(seq, &last.hash)).to_bytes()),
+        },
+        prev: last.hash.clone(),
+        hash: String::new(),
+    };
+    r.hash = r.compute_hash();
+    l.push(String::from_utf8(crate::canonical::to_vec(&r).unwrap()).unwrap());
+    std::fs::write(segment_path(d.path(), 1), l.join("\n") + "\n").unwrap();
+    let f = verify_dir(d.path(), &[])
+        .first_failure
+        .expect("second key caught");
+    assert!(f.problem.contains("does not change"), "{f:?}");
+}
+
+#[test]
+fn segments_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("audit");
+    write_log(&dir, 2);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&segment_path(&dir, 1)), 0o600);
 }

@@ -31,9 +31,25 @@ pub struct VerifyReport {
     pub head: Option<String>,
     /// The sequence number of the last verified record (0 for an empty log).
     pub last_seq: u64,
+    /// Records after the last checkpoint: no signature covers them yet (a live log's
+    /// current group, or a tail someone could have rewritten after a crash). 0 when the log
+    /// ends with a checkpoint.
+    pub uncovered: u64,
+    /// What the signatures were checked against: `"pinned"` (the keys given with
+    /// `--pubkey`) or `"checked against the key the log names, not pinned"` (without
+    /// `--pubkey`: every checkpoint and retention record must be signed by the first key the
+    /// log names, which proves consistency, not who signed).
+    pub signatures: &'static str,
+    /// The key that signed the log's checkpoints and retention records (hex).
+    pub signing_key: Option<String>,
     /// The first failure, if any.
     pub first_failure: Option<Failure>,
 }
+
+/// [`VerifyReport::signatures`] when keys were given.
+pub const PINNED: &str = "pinned";
+/// [`VerifyReport::signatures`] without keys.
+pub const NOT_PINNED: &str = "checked against the key the log names, not pinned";
 
 impl VerifyReport {
     /// Whether the whole log verified.
@@ -43,9 +59,19 @@ impl VerifyReport {
 }
 
 /// Verifies every segment in `dir`. With `trusted` keys (raw Ed25519 public keys), every
-/// checkpoint must be signed by one of them; otherwise by the key it names.
+/// checkpoint and retention record must be signed by one of them. Without, every one must be
+/// signed by the first key the log names (a deployment's checkpoint key is stable), which a
+/// forger who rewrites the whole log can choose: only `trusted` keys say who signed.
 pub fn verify_dir(dir: &Path, trusted: &[[u8; 32]]) -> VerifyReport {
-    let mut report = VerifyReport::default();
+    let mut report = VerifyReport {
+        signatures: if trusted.is_empty() {
+            NOT_PINNED
+        } else {
+            PINNED
+        },
+        ..VerifyReport::default()
+    };
+    let mut named: Option<[u8; 32]> = None;
     let segs = match segments(dir) {
         Ok(s) => s,
         Err(e) => {
@@ -113,12 +139,18 @@ pub fn verify_dir(dir: &Path, trusted: &[[u8; 32]]) -> VerifyReport {
                     return report;
                 }
             };
-            if let Err(problem) = check(&record, &prev, expected_seq, trusted) {
+            if let Err(problem) = check(&record, &prev, expected_seq, trusted, &mut named) {
                 report.first_failure = Some(fail(lineno, problem));
                 return report;
             }
             if matches!(record.event, Event::Checkpoint { .. }) {
                 report.checkpoints += 1;
+                report.uncovered = 0;
+            } else {
+                report.uncovered += 1;
+            }
+            if report.signing_key.is_none() {
+                report.signing_key = named.map(hex::encode);
             }
             if let (
                 Event::Retention {
@@ -155,7 +187,40 @@ pub fn verify_dir(dir: &Path, trusted: &[[u8; 32]]) -> VerifyReport {
     report
 }
 
-fn check(r: &Record, prev: &str, expected_seq: u64, trusted: &[[u8; 32]]) -> Result<(), String> {
+/// The key of a signed record: one of `trusted`, or else the first key the log named.
+fn signer(
+    what: &str,
+    public_key: &str,
+    trusted: &[[u8; 32]],
+    named: &mut Option<[u8; 32]>,
+) -> Result<VerifyingKey, String> {
+    let mut pk = [0u8; 32];
+    hex::decode_to_slice(public_key, &mut pk)
+        .map_err(|_| format!("{what} key is not 32 hex bytes"))?;
+    if !trusted.is_empty() && !trusted.contains(&pk) {
+        return Err(format!("{what} signed by untrusted key {public_key}"));
+    }
+    match named {
+        Some(first) if *first != pk && trusted.is_empty() => {
+            return Err(format!(
+                "{what} signed by key {public_key}, while the log's earlier signatures are by \
+                 {} (a deployment's checkpoint key does not change)",
+                hex::encode(*first)
+            ));
+        }
+        Some(_) => {}
+        None => *named = Some(pk),
+    }
+    VerifyingKey::from_bytes(&pk).map_err(|_| format!("{what} key is invalid"))
+}
+
+fn check(
+    r: &Record,
+    prev: &str,
+    expected_seq: u64,
+    trusted: &[[u8; 32]],
+    named: &mut Option<[u8; 32]>,
+) -> Result<(), String> {
     if r.seq != expected_seq {
         return Err(format!(
             "sequence number {} where {expected_seq} was expected (a record was deleted, \
@@ -178,16 +243,10 @@ fn check(r: &Record, prev: &str, expected_seq: u64, trusted: &[[u8; 32]]) -> Res
         if head != prev {
             return Err("checkpoint head does not match the chain".into());
         }
-        let mut pk = [0u8; 32];
-        hex::decode_to_slice(public_key, &mut pk)
-            .map_err(|_| "checkpoint key is not 32 hex bytes")?;
-        if !trusted.is_empty() && !trusted.contains(&pk) {
-            return Err(format!("checkpoint signed by untrusted key {public_key}"));
-        }
+        let key = signer("checkpoint", public_key, trusted, named)?;
         let mut sig = [0u8; 64];
         hex::decode_to_slice(signature, &mut sig)
             .map_err(|_| "checkpoint signature is not 64 hex bytes")?;
-        let key = VerifyingKey::from_bytes(&pk).map_err(|_| "checkpoint key is invalid")?;
         key.verify_strict(
             &checkpoint_message(r.seq, head),
             &Signature::from_bytes(&sig),
@@ -202,18 +261,10 @@ fn check(r: &Record, prev: &str, expected_seq: u64, trusted: &[[u8; 32]]) -> Res
         signature,
     } = &r.event
     {
-        let mut pk = [0u8; 32];
-        hex::decode_to_slice(public_key, &mut pk)
-            .map_err(|_| "retention key is not 32 hex bytes")?;
-        if !trusted.is_empty() && !trusted.contains(&pk) {
-            return Err(format!(
-                "retention record signed by untrusted key {public_key}"
-            ));
-        }
+        let key = signer("retention record", public_key, trusted, named)?;
         let mut sig = [0u8; 64];
         hex::decode_to_slice(signature, &mut sig)
             .map_err(|_| "retention signature is not 64 hex bytes")?;
-        let key = VerifyingKey::from_bytes(&pk).map_err(|_| "retention key is invalid")?;
         key.verify_strict(
             &super::retention_message(*first_kept_seq, first_kept_prev, *removed_through_segment),
             &Signature::from_bytes(&sig),
@@ -221,4 +272,82 @@ fn check(r: &Record, prev: &str, expected_seq: u64, trusted: &[[u8; 32]]) -> Res
         .map_err(|_| "retention signature does not verify")?;
     }
     Ok(())
+}
+
+/// Why [`export_dir`] stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// The chain does not verify: nothing is exported from a damaged log.
+    #[error("audit log broken at {} line {}: {}", .0.segment, .0.line, .0.problem)]
+    Broken(Failure),
+    /// A segment could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The segment.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A sealed event does not open.
+    #[error("{path} record {seq}: {source}")]
+    Open {
+        /// The segment.
+        path: String,
+        /// The record.
+        seq: u64,
+        /// Why.
+        source: super::seal::OpenError,
+    },
+    /// The output could not be written.
+    #[error("writing the export: {0}")]
+    Write(std::io::Error),
+}
+
+/// Verifies `dir` (against `trusted`, as [`verify_dir`]) and then writes every record to
+/// `out` as one JSON line, each sealed event replaced by its plaintext. Returns the report.
+pub fn export_dir(
+    dir: &Path,
+    trusted: &[[u8; 32]],
+    opener: &mut super::seal::Opener,
+    out: &mut dyn std::io::Write,
+) -> Result<VerifyReport, ExportError> {
+    let report = verify_dir(dir, trusted);
+    if let Some(f) = report.first_failure {
+        return Err(ExportError::Broken(f));
+    }
+    let segs = segments(dir).map_err(|e| ExportError::Io {
+        path: dir.display().to_string(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    for n in segs {
+        let path = segment_path(dir, n);
+        let io = |source| ExportError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = std::fs::File::open(&path).map_err(io)?;
+        for line in std::io::BufReader::new(file).lines() {
+            let line = line.map_err(io)?;
+            let mut record: Record = serde_json::from_str(&line)
+                .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+            if let Event::Sealed {
+                ciphertext,
+                key_salt,
+            } = &record.event
+            {
+                record.event = opener
+                    .open(record.seq, key_salt, ciphertext)
+                    .map_err(|source| ExportError::Open {
+                        path: path.display().to_string(),
+                        seq: record.seq,
+                        source,
+                    })?;
+            }
+            serde_json::to_writer(&mut *out, &record)
+                .map_err(|e| ExportError::Write(std::io::Error::other(e)))?;
+            out.write_all(b"\n").map_err(ExportError::Write)?;
+        }
+    }
+    Ok(report)
 }

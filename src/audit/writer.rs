@@ -1,7 +1,6 @@
 //! The writer thread: gathers queued events into groups, chains and writes them with one
 //! fsync per group, rotates segments, and signs checkpoints.
 
-use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 
 use ed25519_dalek::{Signer, SigningKey};
@@ -16,6 +15,18 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
         .retention
         .map(|r| (r / 2).clamp(Duration::from_secs(1), Duration::from_secs(60)));
     let mut last_retention: Option<std::time::Instant> = None;
+    if st.uncovered_at_open > 0 {
+        // A crash left records after the last checkpoint. They verified as a chain, but no
+        // signature covered them: whoever could write the disk since could have rewritten
+        // them. Sign them now, and say so (the window of loss, SECURITY.md).
+        tracing::warn!(
+            records = st.uncovered_at_open,
+            "audit log: records written after the last checkpoint before a crash were not \
+             covered by a signature; they are checkpointed now as found"
+        );
+        push_checkpoint(&mut st, &mut buf, &signing);
+        flush(&mut st, &mut buf);
+    }
     loop {
         let wait = retention_every.map_or(config.checkpoint_interval, |r| {
             r.min(config.checkpoint_interval)
@@ -45,7 +56,7 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
         };
         let mut start = 0;
         for (end, done) in taken.events.drain(..) {
-            push(&mut st, &mut buf, &taken.bytes[start..end], false);
+            push(&mut st, &mut buf, &taken.bytes[start..end], Kind::Sealed);
             start = end;
             if let Some(d) = done {
                 waiters.push(d);
@@ -81,14 +92,26 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
     flush(&mut st, &mut buf);
 }
 
-/// Appends the record of one event (its canonical JSON object) to `buf`, chained to the head.
-pub(super) fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], is_checkpoint: bool) {
+/// How a record is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// An event, encrypted (see [`super::seal`]).
+    Sealed,
+    /// A retention record, in clear: an auditor checks its signature.
+    Retention,
+    /// A checkpoint, in clear.
+    Checkpoint,
+}
+
+/// Appends the record of one event (its canonical JSON object) to `buf`, chained to the head;
+/// a `Kind::Sealed` event is encrypted first, here in the writer thread.
+pub(super) fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], kind: Kind) {
     if st.in_segment >= st.segment_records {
         flush(st, buf);
         st.segment += 1;
         st.in_segment = 0;
         let path = segment_path(&st.dir, st.segment);
-        match OpenOptions::new().create(true).append(true).open(&path) {
+        match open_segment(&path) {
             Ok(f) => st.file = f,
             Err(e) => tracing::error!(error = %e, "audit log: cannot open a new segment"),
         }
@@ -97,13 +120,19 @@ pub(super) fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], is_chec
     let ts_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let hash = write_record(buf, &mut st.tail, st.seq, ts_ms, &st.head, event_json);
+    let hash = if kind == Kind::Sealed {
+        st.sealed.clear();
+        st.sealer.seal(st.seq, event_json, &mut st.sealed);
+        write_record(buf, &mut st.tail, st.seq, ts_ms, &st.head, &st.sealed)
+    } else {
+        write_record(buf, &mut st.tail, st.seq, ts_ms, &st.head, event_json)
+    };
     // The hex digits are ASCII; the head keeps its allocation from record to record.
     st.head.clear();
     st.head.extend(hash.iter().map(|&b| char::from(b)));
     buf.push(b'\n');
     st.in_segment += 1;
-    if is_checkpoint {
+    if kind == Kind::Checkpoint {
         st.since_checkpoint = 0;
         st.last_checkpoint = std::time::Instant::now();
     } else {
@@ -114,7 +143,14 @@ pub(super) fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], is_chec
 /// [`push`] for an event the writer makes itself (checkpoints, retention records).
 pub(super) fn push_event(st: &mut State, buf: &mut Vec<u8>, event: &Event) {
     match event_json(event) {
-        Ok(json) => push(st, buf, &json, matches!(event, Event::Checkpoint { .. })),
+        Ok(json) => {
+            let kind = match event {
+                Event::Checkpoint { .. } => Kind::Checkpoint,
+                Event::Retention { .. } => Kind::Retention,
+                _ => Kind::Sealed,
+            };
+            push(st, buf, &json, kind);
+        }
         Err(e) => tracing::error!(error = %e, "an audit event was lost"),
     }
 }

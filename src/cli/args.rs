@@ -155,8 +155,12 @@ pub struct AuditArgs {
 /// `confidant audit …` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Verify the hash chain and the signed checkpoints; report the first broken record.
+    /// Verify the hash chain and the signed checkpoints (no key needed); report the first
+    /// broken record, and fail on records no checkpoint covers.
     Verify(AuditVerifyArgs),
+    /// Verify, then print every record as a JSON line with its event decrypted (needs the
+    /// deployment's state key).
+    Export(AuditExportArgs),
 }
 
 /// `confidant audit verify`.
@@ -167,6 +171,48 @@ pub struct AuditVerifyArgs {
     /// A trusted checkpoint key: 64 hex digits, or a file holding them (repeatable).
     #[arg(long = "pubkey")]
     pub pubkeys: Vec<String>,
+    /// Accept records after the last checkpoint (a running server's log). Without it they
+    /// fail the check: no signature covers them, so they could have been rewritten.
+    #[arg(long)]
+    pub allow_uncovered_tail: bool,
+}
+
+/// `confidant audit export`.
+#[derive(Debug, Args)]
+pub struct AuditExportArgs {
+    /// The audit directory (`<data-dir>/audit`).
+    pub dir: PathBuf,
+    /// A trusted checkpoint key: 64 hex digits, or a file holding them (repeatable).
+    #[arg(long = "pubkey")]
+    pub pubkeys: Vec<String>,
+    /// The state key: a file of 32 bytes or 64 hex digits (development). Without it, the
+    /// key is found as `confidant keys` finds it, from the data directory (the parent of
+    /// DIR unless --data-dir) or the broker.
+    #[arg(long, conflicts_with_all = ["broker", "data_dir"])]
+    pub state_key_file: Option<PathBuf>,
+    /// Where the state key comes from.
+    #[command(flatten)]
+    pub state: StateSourceArgs,
+    /// The data directory [default: the parent of DIR].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Where a command beside the server gets the deployment's state key, which encrypts the
+/// database and the audit log: the broker (run inside the attested VM: the command attests
+/// as the server does), else the demo's embedded broker in `<data-dir>/broker`, else the
+/// development key file `<data-dir>/state.key` (created on first use).
+#[derive(Debug, Args, Default)]
+pub struct StateSourceArgs {
+    /// Key broker URL: obtain the state key by attestation, as the server does.
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// The broker's CA or self-signed certificate (PEM).
+    #[arg(long, requires = "broker")]
+    pub broker_ca: Option<PathBuf>,
+    /// The deployment (state key resource default/state/<NAME>) [default: default].
+    #[arg(long, value_name = "NAME")]
+    pub deployment: Option<String>,
 }
 
 /// `confidant keys`.
@@ -194,6 +240,9 @@ pub struct KeysCreateArgs {
     /// The server's data directory.
     #[arg(long, env = "CONFIDANT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where the state key comes from.
+    #[command(flatten)]
+    pub state: StateSourceArgs,
     /// Who the key belongs to.
     #[arg(long)]
     pub principal: String,
@@ -221,6 +270,9 @@ pub struct KeysDirArgs {
     /// The server's data directory.
     #[arg(long, env = "CONFIDANT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where the state key comes from.
+    #[command(flatten)]
+    pub state: StateSourceArgs,
 }
 
 /// `confidant keys revoke`.
@@ -229,6 +281,9 @@ pub struct KeysRevokeArgs {
     /// The server's data directory.
     #[arg(long, env = "CONFIDANT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where the state key comes from.
+    #[command(flatten)]
+    pub state: StateSourceArgs,
     /// The key id (from `keys list`).
     #[arg(
         long,
@@ -334,6 +389,10 @@ pub struct ServeArgs {
     /// The broker's CA or self-signed certificate (PEM), e.g. <broker-data>/tls/cert.pem.
     #[arg(long, requires = "broker")]
     pub broker_ca: Option<PathBuf>,
+    /// The deployment: the server's state key (which keys its database and audit log) is
+    /// the broker resource default/state/<NAME> [default: default].
+    #[arg(long, value_name = "NAME")]
+    pub deployment: Option<String>,
     /// A trusted publisher public key (repeatable).
     #[arg(long = "publisher-key")]
     pub publisher_keys: Vec<PathBuf>,

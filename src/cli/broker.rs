@@ -70,8 +70,17 @@ pub struct PutResourceArgs {
     #[arg(long)]
     pub path: String,
     /// The file holding the resource (e.g. the data key).
+    #[arg(
+        long,
+        required_unless_present = "generate",
+        conflicts_with = "generate"
+    )]
+    pub file: Option<PathBuf>,
+    /// Have the broker make the resource: 32 random bytes that never leave it except to an
+    /// attested server (a deployment's state key, `--path default/state/<NAME>`). Refused
+    /// if the resource exists.
     #[arg(long)]
-    pub file: PathBuf,
+    pub generate: bool,
 }
 
 /// `confidant broker set-policy`.
@@ -96,9 +105,22 @@ pub async fn run(args: BrokerArgs, shutdown: impl std::future::Future<Output = (
             confidant::sealed::manifest::validate_resource_path(&a.path)
                 .map_err(anyhow::Error::msg)
                 .context("--path")?;
+            let Some(file) = a.file.as_ref().filter(|_| !a.generate) else {
+                admin_post(
+                    &a.admin,
+                    &format!("/kbs/v0/resource-generate/{}", a.path),
+                    Vec::new(),
+                )
+                .await?;
+                println!(
+                    "{}",
+                    serde_json::json!({"stored": a.path, "bytes": 32, "generated": true})
+                );
+                return Ok(());
+            };
             let bytes = Zeroizing::new(
-                std::fs::read(&a.file)
-                    .with_context(|| format!("--file {}: cannot read", a.file.display()))?,
+                std::fs::read(file)
+                    .with_context(|| format!("--file {}: cannot read", file.display()))?,
             );
             admin_post(
                 &a.admin,

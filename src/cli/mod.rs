@@ -51,8 +51,8 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Predict(a) => predict(a).await,
         Command::Explain(a) => explain(a).await,
         Command::Models(a) => models(a).await,
-        Command::Keys(a) => keys(a),
-        Command::Audit(a) => audit(a),
+        Command::Keys(a) => keys(a).await,
+        Command::Audit(a) => audit(a).await,
         Command::Broker(a) => broker::run(a, shutdown_signal()).await,
         Command::Anonymize(a) => anonymize::anonymize(a),
         Command::Attest(a) => match a.command {
@@ -71,24 +71,18 @@ pub async fn run(command: Command) -> Result<()> {
     }
 }
 
-fn audit(a: args::AuditArgs) -> Result<()> {
-    let args::AuditCommand::Verify(v) = a.command;
+async fn audit(a: args::AuditArgs) -> Result<()> {
+    match a.command {
+        args::AuditCommand::Verify(v) => audit_verify(&v),
+        args::AuditCommand::Export(e) => audit_export(e).await,
+    }
+}
+
+fn audit_verify(v: &args::AuditVerifyArgs) -> Result<()> {
     if !v.dir.is_dir() {
         bail!("{}: not a directory", v.dir.display());
     }
-    let mut trusted = Vec::new();
-    for k in &v.pubkeys {
-        let text = if Path::new(k).is_file() {
-            std::fs::read_to_string(k).with_context(|| format!("--pubkey {k}"))?
-        } else {
-            k.clone()
-        };
-        let mut key = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut key).map_err(|_| {
-            anyhow::anyhow!("--pubkey {k}: expected 64 hex digits (a raw Ed25519 key)")
-        })?;
-        trusted.push(key);
-    }
+    let trusted = pubkeys(&v.pubkeys)?;
     let report = confidant::audit::verify_dir(&v.dir, &trusted);
     println!("{}", serde_json::to_string_pretty(&report)?);
     if let Some(f) = &report.first_failure {
@@ -102,10 +96,124 @@ fn audit(a: args::AuditArgs) -> Result<()> {
     if report.records == 0 {
         bail!("{}: no audit records", v.dir.display());
     }
+    if report.uncovered > 0 && !v.allow_uncovered_tail {
+        bail!(
+            "{}: the last {} records are not covered by a signed checkpoint (a running \
+             server's log: pass --allow-uncovered-tail; otherwise they may have been rewritten)",
+            v.dir.display(),
+            report.uncovered
+        );
+    }
     Ok(())
 }
 
-fn open_keys(data_dir: Option<PathBuf>) -> Result<KeyStore> {
+async fn audit_export(e: args::AuditExportArgs) -> Result<()> {
+    if !e.dir.is_dir() {
+        bail!("{}: not a directory", e.dir.display());
+    }
+    let trusted = pubkeys(&e.pubkeys)?;
+    let state_key = match &e.state_key_file {
+        Some(f) => confidant::state::StateKey::from_file(f)?,
+        None => {
+            let data = e
+                .data_dir
+                .clone()
+                .or_else(|| e.dir.parent().map(Path::to_path_buf))
+                .context("--data-dir: the audit directory has no parent")?;
+            resolve_state_key(&data, &e.state, false).await?
+        }
+    };
+    let mut opener = confidant::audit::seal::Opener::new(
+        state_key.subkey(confidant::state::Subkey::AuditRecords),
+    );
+    drop(state_key);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let report = confidant::audit::export_dir(&e.dir, &trusted, &mut opener, &mut out)?;
+    std::io::Write::flush(&mut out)?;
+    if report.uncovered > 0 {
+        tracing::warn!(
+            records = report.uncovered,
+            "the last records are not covered by a signed checkpoint"
+        );
+    }
+    Ok(())
+}
+
+/// The deployment's state key for a command beside the server (see
+/// [`args::StateSourceArgs`]). `create`: make the development key file when no source
+/// exists yet (only `keys create` may start a data directory).
+async fn resolve_state_key(
+    data_dir: &Path,
+    source: &args::StateSourceArgs,
+    create: bool,
+) -> Result<confidant::state::StateKey> {
+    use confidant::state::{DEV_KEY_FILE, StateKey};
+    let deployment = source
+        .deployment
+        .as_deref()
+        .unwrap_or(confidant::state::DEFAULT_DEPLOYMENT);
+    let resource = confidant::state::resource_path(deployment)?;
+    if let Some(url) = &source.broker {
+        let ca = source
+            .broker_ca
+            .as_ref()
+            .map(|p| std::fs::read(p).with_context(|| format!("--broker-ca {}", p.display())))
+            .transpose()?;
+        let endpoint = confidant::keys::BrokerEndpoint::new(url, ca.as_deref())?;
+        let attester: std::sync::Arc<dyn confidant::tee::Attester> =
+            std::sync::Arc::from(confidant::tee::detect()?);
+        let bytes = confidant::keys::fetch_resource(&endpoint, attester, &resource).await?;
+        return Ok(StateKey::from_bytes(
+            &bytes,
+            confidant::state::Source::Broker,
+            &format!("broker resource {resource}"),
+        )?);
+    }
+    if data_dir.join(DEV_KEY_FILE).exists() {
+        return Ok(StateKey::dev_file(data_dir)?);
+    }
+    if data_dir.join("broker").is_dir() {
+        return Ok(confidant::demo::obtain_state_key(data_dir, &resource).await?);
+    }
+    if create {
+        eprintln!(
+            "note: {} has no state key yet; created the development key file {DEV_KEY_FILE} \
+             (a demo server adopts it; a server with --broker needs --broker here too)",
+            data_dir.display()
+        );
+        return Ok(StateKey::dev_file(data_dir)?);
+    }
+    bail!(
+        "{}: no state key: no {DEV_KEY_FILE} and no demo broker; the database and audit log \
+         are encrypted under the deployment's state key (pass --broker URL --broker-ca CA to \
+         obtain it by attestation, inside the attested VM)",
+        data_dir.display()
+    )
+}
+
+fn pubkeys(args: &[String]) -> Result<Vec<[u8; 32]>> {
+    let mut trusted = Vec::new();
+    for k in args {
+        let text = if Path::new(k).is_file() {
+            std::fs::read_to_string(k).with_context(|| format!("--pubkey {k}"))?
+        } else {
+            k.clone()
+        };
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut key).map_err(|_| {
+            anyhow::anyhow!("--pubkey {k}: expected 64 hex digits (a raw Ed25519 key)")
+        })?;
+        trusted.push(key);
+    }
+    Ok(trusted)
+}
+
+async fn open_keys(
+    data_dir: Option<PathBuf>,
+    state: &args::StateSourceArgs,
+    create: bool,
+) -> Result<KeyStore> {
     let dir = resolve_data_dir(data_dir, None);
     if !dir.is_dir() {
         bail!(
@@ -113,11 +221,12 @@ fn open_keys(data_dir: Option<PathBuf>) -> Result<KeyStore> {
             dir.display()
         );
     }
-    let db = Database::open_in(&dir)?;
+    let key = resolve_state_key(&dir, state, create).await?;
+    let db = Database::open_encrypted_in(&dir, &key.subkey(confidant::state::Subkey::Database))?;
     Ok(KeyStore::new(std::sync::Arc::new(db)))
 }
 
-fn keys(a: args::KeysArgs) -> Result<()> {
+async fn keys(a: args::KeysArgs) -> Result<()> {
     match a.command {
         args::KeysCommand::Create(c) => {
             let scopes = c
@@ -134,7 +243,7 @@ fn keys(a: args::KeysArgs) -> Result<()> {
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
                 .collect();
-            let store = open_keys(c.data_dir)?;
+            let store = open_keys(c.data_dir, &c.state, true).await?;
             let new = NewKey {
                 principal: c.principal,
                 scopes,
@@ -174,7 +283,7 @@ fn keys(a: args::KeysArgs) -> Result<()> {
             );
         }
         args::KeysCommand::List(c) => {
-            let list = open_keys(c.data_dir)?.list()?;
+            let list = open_keys(c.data_dir, &c.state, false).await?.list()?;
             println!("{}", serde_json::to_string_pretty(&list)?);
         }
         args::KeysCommand::Revoke(c) => {
@@ -183,7 +292,9 @@ fn keys(a: args::KeysArgs) -> Result<()> {
                 (None, Some(p)) => RevokeSelector::Principal(p),
                 (None, None) => bail!("give --key-id or --principal"),
             };
-            let ids = open_keys(c.data_dir)?.revoke(&selector, unix_now())?;
+            let ids = open_keys(c.data_dir, &c.state, false)
+                .await?
+                .revoke(&selector, unix_now())?;
             println!("{}", serde_json::json!({ "revoked": ids }));
         }
     }
@@ -426,6 +537,10 @@ fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
         screening: file.screening,
         privacy: file.privacy,
         audit: file.audit,
+        deployment: a
+            .deployment
+            .or(file.deployment)
+            .unwrap_or_else(|| confidant::state::DEFAULT_DEPLOYMENT.to_string()),
         unguarded_benchmark_baseline: false,
         device: a.device,
         gpu_load: a.gpu_load,

@@ -116,6 +116,69 @@ pub async fn obtain_demo_model(data_dir: &Path) -> Result<DemoModel, DemoError> 
     })
 }
 
+/// The demo's state key (resource `resource`, `default/state/<deployment>`), released by the
+/// embedded broker after (simulated) attestation: on first start the broker is given 32
+/// random bytes for it and a release policy that pins this binary's simulated measurement,
+/// as for the demo model's key. Not confidential: the embedded broker's master key lies in
+/// `<data-dir>/broker`, so the host can read the key; the demo shows the mechanism.
+pub async fn obtain_state_key(
+    data_dir: &Path,
+    resource: &str,
+) -> Result<crate::state::StateKey, DemoError> {
+    let broker_err = |e: &dyn std::fmt::Display| DemoError::Broker(e.to_string());
+    let broker = crate::keys::broker::start(BrokerConfig::new(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir.join("broker"),
+    ))
+    .await
+    .map_err(|e| broker_err(&e))?;
+    if !broker.has_resource(resource).map_err(|e| broker_err(&e))? {
+        // `confidant keys` may have run before the first start and made the development
+        // key file: the embedded broker adopts it, and the file goes.
+        let dev = crate::state::StateKey::dev_file_bytes(data_dir).map_err(|e| broker_err(&e))?;
+        let key = match &dev {
+            Some(k) => k.clone(),
+            None => crate::state::StateKey::random_bytes().map_err(|e| broker_err(&e))?,
+        };
+        broker
+            .put_resource(resource, key.as_ref())
+            .map_err(|e| broker_err(&e))?;
+        if dev.is_some() {
+            let path = data_dir.join(crate::state::DEV_KEY_FILE);
+            std::fs::remove_file(&path).map_err(|e| broker_err(&e))?;
+        }
+        tracing::info!(
+            resource,
+            adopted_dev_file = dev.is_some(),
+            "the demo deployment's state key is held by the embedded broker"
+        );
+    }
+    let simulated = tokio::task::spawn_blocking(crate::tee::Simulated::new)
+        .await
+        .map_err(|e| DemoError::Task(e.to_string()))??;
+    broker
+        .set_policy(
+            resource,
+            &format!(
+                "measurements = [\"{}\"]\nallow_simulated = true\n",
+                hex::encode(simulated.measurement())
+            ),
+        )
+        .map_err(|e| broker_err(&e))?;
+    let endpoint = BrokerEndpoint::new(&broker.url, Some(broker.cert_pem.as_bytes()))
+        .map_err(|e| broker_err(&e))?;
+    let bytes =
+        crate::keys::fetch_resource_retrying(&endpoint, Arc::new(simulated), resource, "state key")
+            .await;
+    broker.shutdown().await;
+    crate::state::StateKey::from_bytes(
+        &bytes,
+        crate::state::Source::Demo,
+        &format!("embedded broker resource {resource}"),
+    )
+    .map_err(|e| broker_err(&e))
+}
+
 /// Seals the embedded demo model into `<data-dir>/demo/` on first start (with its own
 /// publisher key) and registers its data key with the embedded broker (never on disk in
 /// the clear); returns the sealed file and the publisher's public key.
@@ -158,9 +221,9 @@ fn prepare(data_dir: &Path, broker: &RunningBroker) -> Result<(PathBuf, Publishe
     write_file(
         &dir.join("publisher.pub"),
         signing.public_key().to_pem().as_bytes(),
-        0o644,
+        0o600,
     )?;
-    write_file(&sealed_path, &sealed.file, 0o644)?;
+    write_file(&sealed_path, &sealed.file, 0o600)?;
     tracing::info!(
         dir = %dir.display(),
         resource = DEMO_RESOURCE,

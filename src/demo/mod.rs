@@ -6,7 +6,9 @@ use crate::engine::{ConfigError, ModelConfig};
 
 pub mod bootstrap;
 
-pub use bootstrap::{DemoError, DemoModel, create_demo_api_key, obtain_demo_model};
+pub use bootstrap::{
+    DemoError, DemoModel, create_demo_api_key, obtain_demo_model, obtain_state_key,
+};
 
 /// The demo model's config JSON.
 pub const CONFIG_JSON: &[u8] = include_bytes!("demo.json");

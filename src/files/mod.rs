@@ -63,6 +63,13 @@ pub fn create_private_dir(dir: &Path) -> Result<(), FileError> {
         .map_err(io(dir))
 }
 
+/// Tightens an existing directory to 0700 (readable, writable and searchable by its owner
+/// only).
+pub fn restrict_dir(dir: &Path) -> Result<(), FileError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))
+}
+
 /// Writes `bytes` to `path` atomically with the given mode (see the module docs). The
 /// temporary file is mode 0600 while it is written, whatever `mode` is.
 pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {

@@ -7,6 +7,7 @@
 //! | `GET /kbs/v0/resource/<repo>/<type>/<tag>` | TEE | the resource as a JWE to the TEE key, if the resource's release policy accepts the evidence |
 //! | `POST /kbs/v0/resource/<repo>/<type>/<tag>` | admin | store a resource (the raw bytes) |
 //! | `POST /kbs/v0/resource-policy/<repo>/<type>/<tag>` | admin | set its release policy (attestation-policy TOML) |
+//! | `POST /kbs/v0/resource-generate/<repo>/<type>/<tag>` | admin | store 32 random bytes the broker makes (a deployment's state key); refused if the resource exists |
 //!
 //! At attest the evidence is verified for integrity (signatures, chain, report_data binding
 //! the runtime data) under a permissive base policy; at each resource request it is verified
@@ -227,7 +228,7 @@ fn load_or_create_tls(
     crate::files::create_private_dir(dir)?;
     let id = crate::tls::TlsIdentity::self_signed(&crate::tls::default_names(listen))?;
     crate::files::write_file(&key_path, id.key_pem.as_bytes(), 0o600)?;
-    crate::files::write_file(&cert_path, id.cert_pem.as_bytes(), 0o644)?;
+    crate::files::write_file(&cert_path, id.cert_pem.as_bytes(), 0o600)?;
     tracing::info!(cert = %cert_path.display(), "broker: self-signed TLS certificate written");
     Ok((id.cert_pem, id.key_pem))
 }
@@ -355,6 +356,7 @@ fn router(state: Arc<Shared>) -> axum::Router {
         .route("/kbs/v0/attest", post(attest))
         .route("/kbs/v0/resource/{*path}", get(resource).post(put_resource))
         .route("/kbs/v0/resource-policy/{*path}", post(put_policy))
+        .route("/kbs/v0/resource-generate/{*path}", post(generate_resource))
         .fallback(|uri: Uri| async move {
             error_response(&BrokerError::NotFound(format!("endpoint {}", uri.path())))
         })
@@ -881,6 +883,39 @@ async fn put_resource(
     }
     .await;
     result.unwrap_or_else(|e| refuse("admin resource", None, &e))
+}
+
+/// Stores 32 random bytes made here (a deployment's state key, `put-resource --generate`):
+/// the key exists only in the broker and in attested servers. Never replaces a resource:
+/// a new state key would make the deployment's state unreadable.
+async fn generate_resource(
+    State(state): State<Arc<Shared>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response<Body> {
+    let result = async {
+        check_admin(&state, &headers)?;
+        let path = resource_path(&uri, "/kbs/v0/resource-generate/")?;
+        if state.store.contains(path)? {
+            return Err(BrokerError::Conflict(format!(
+                "{path} exists; a generated key never replaces a resource (a new state key \
+                 would make the deployment's state unreadable)"
+            )));
+        }
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        getrandom::fill(bytes.as_mut())
+            .map_err(|e| BrokerError::Internal(format!("random generator: {e}")))?;
+        state.store.put(path, bytes.as_ref())?;
+        tracing::info!(path, bytes = 32, "broker: admin had a resource generated");
+        Ok(json_response(
+            StatusCode::OK,
+            serde_json::json!({"generated": path, "bytes": 32})
+                .to_string()
+                .into_bytes(),
+        ))
+    }
+    .await;
+    result.unwrap_or_else(|e| refuse("admin generate", None, &e))
 }
 
 async fn put_policy(

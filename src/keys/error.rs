@@ -85,6 +85,9 @@ pub enum BrokerError {
     /// The admin API was called with a wrong key (403).
     #[error("the admin key is not valid")]
     AdminForbidden,
+    /// The resource exists and the request would replace it (409).
+    #[error("{0}")]
+    Conflict(String),
     /// Too many sessions in flight (503); retry later.
     #[error("too many sessions in flight ({0}); retry later")]
     Busy(usize),
@@ -102,6 +105,7 @@ impl BrokerError {
             Self::Attestation(_) | Self::Session(_) | Self::AdminUnauthenticated => 401,
             Self::PolicyDeny { .. } | Self::AdminForbidden => 403,
             Self::NotFound(_) => 404,
+            Self::Conflict(_) => 409,
             Self::Busy(_) => 503,
             Self::Internal(_) => 500,
         }
@@ -116,6 +120,7 @@ impl BrokerError {
             Self::Session(_) => "TokenNotFound",
             Self::PolicyDeny { .. } => "PolicyDeny",
             Self::NotFound(_) => "ResourceNotFound",
+            Self::Conflict(_) => "Conflict",
             Self::AdminUnauthenticated | Self::AdminForbidden => "AdminAuth",
             Self::Busy(_) => "Busy",
             Self::Internal(_) => "InternalError",

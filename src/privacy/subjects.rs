@@ -1,8 +1,9 @@
 //! Data subjects (GDPR): consent per purpose, pseudonyms, and erasure by crypto-shredding.
 //!
 //! A subject id (sent by a client in `x-subject-id`) is never stored. The database finds a
-//! subject by a keyed index, `HMAC(index key, id)`, under a server key kept in
-//! `<data-dir>/subjects.key`, and holds for each subject a random 256-bit **pseudonym key**.
+//! subject by a keyed index, `HMAC(index key, id)`, under a subkey of the deployment's state
+//! key (see [`crate::state`]; the server passes it in), and holds for each subject a random
+//! 256-bit **pseudonym key**. The database itself is encrypted under another subkey.
 //! A subject appears in the audit log only as `HMAC(pseudonym key, id)`.
 //!
 //! Forgetting a subject deletes its pseudonym key, its consent records and its privacy

@@ -78,6 +78,9 @@ pub struct ServeFile {
     pub models: Vec<ModelSource>,
     /// The key broker that releases the models' data keys.
     pub broker: Option<BrokerSettings>,
+    /// The deployment whose state key (broker resource `default/state/<deployment>`) keys
+    /// everything the server persists; `default` when absent.
+    pub deployment: Option<String>,
     /// Trusted publisher public keys (PEM files).
     #[serde(default)]
     pub publisher_keys: Vec<PathBuf>,
@@ -213,6 +216,9 @@ pub struct ServeConfig {
     pub privacy: PrivacySettings,
     /// Audit segment size and retention.
     pub audit: AuditSettings,
+    /// The deployment whose state key keys everything the server persists: the broker (or
+    /// the demo's embedded broker) releases it as `default/state/<deployment>`.
+    pub deployment: String,
     /// Benchmarks only: serve with every guard off (no authentication, purposes, input
     /// validation, rate limits, screening or audit records), as the baseline that the
     /// guard-overhead benchmark compares against. Reachable from no flag and no config
@@ -246,6 +252,8 @@ impl ServeConfig {
             .validate()
             .map_err(ServerError::Config)?;
         self.audit.validate()?;
+        crate::state::check_deployment(&self.deployment)
+            .map_err(|e| ServerError::Config(format!("--deployment: {e}")))?;
         for (id, spec) in &self.screening {
             spec.validate()
                 .map_err(|e| ServerError::Config(format!("screening.{id}: {e}")))?;

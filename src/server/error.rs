@@ -75,6 +75,9 @@ pub enum ServerError {
     /// The demo's key-release chain failed.
     #[error(transparent)]
     Demo(#[from] crate::demo::DemoError),
+    /// The state key could not be had.
+    #[error("state key: {0}")]
+    State(#[from] crate::state::StateError),
     /// TLS setup failed.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),

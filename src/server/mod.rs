@@ -10,6 +10,7 @@ pub mod error;
 pub mod inference;
 mod models;
 pub mod privacy;
+mod state;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -63,9 +64,18 @@ pub async fn run(
         );
     }
     create_private_dir(&config.data_dir)?;
-    let db = Arc::new(Database::open_in(&config.data_dir)?);
+    crate::files::restrict_dir(&config.data_dir)?;
+    // The state key first: nothing persisted is opened without it.
+    let attester: Arc<dyn crate::tee::Attester> = Arc::from(crate::tee::detect()?);
+    let state_key = state::obtain(&config, Arc::clone(&attester)).await?;
+    let db = Arc::new(Database::open_encrypted_in(
+        &config.data_dir,
+        &state_key.subkey(crate::state::Subkey::Database),
+    )?);
     let guard = Arc::new(Guard::new(Arc::clone(&db), config.rate));
-    let audit = Arc::new(open_audit(&config.data_dir, &config.audit)?);
+    let audit = Arc::new(open_audit(&config.data_dir, &config.audit, &state_key)?);
+    let pseudonym_key = state_key.subkey(crate::state::Subkey::Pseudonyms);
+    drop(state_key);
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -131,7 +141,7 @@ pub async fn run(
             let id = TlsIdentity::self_signed(&tls::default_names(&addr))?;
             let cert_path = config.cert_path();
             create_private_dir(cert_path.parent().unwrap_or(&config.data_dir))?;
-            write_file(&cert_path, id.cert_pem.as_bytes(), 0o644)?;
+            write_file(&cert_path, id.cert_pem.as_bytes(), 0o600)?;
             tracing::info!(cert = %cert_path.display(), "self-signed TLS certificate written");
             id
         }
@@ -147,7 +157,6 @@ pub async fn run(
             .map_err(|e| tls::TlsError::Certificate(format!("PEM: {e}")))?
     };
     let spki = tls::spki_sha256(&leaf_der)?;
-    let attester: Arc<dyn crate::tee::Attester> = Arc::from(crate::tee::detect()?);
     tracing::info!(
         attester = %attester.kind(),
         tls_spki_sha256 = %hex::encode(spki),
@@ -190,7 +199,7 @@ pub async fn run(
     ))?
     .with_subjects(crate::privacy::subjects::Subjects::new(
         Arc::clone(&db),
-        crate::files::load_or_create_key(&config.data_dir.join("subjects.key"))?,
+        pseudonym_key,
     ));
     let pipeline = if config.unguarded_benchmark_baseline {
         if !config.models.is_empty() {
@@ -366,20 +375,16 @@ fn metrics_router(metrics: Arc<crate::metrics::Metrics>, registry: Registry) -> 
     )
 }
 
-/// Opens `<data-dir>/audit/` with a fresh checkpoint-signing key made in memory (the
-/// attested key, once evidence binds it) and the persistent input-HMAC key.
+/// Opens `<data-dir>/audit/` with the audit keys of the state key: the checkpoint signing
+/// key (stable per deployment), the input-HMAC key and the record encryption key.
 fn open_audit(
     data_dir: &Path,
     settings: &AuditSettings,
+    state_key: &crate::state::StateKey,
 ) -> Result<crate::audit::AuditLog, ServerError> {
-    let hmac_key = crate::files::load_or_create_key(&data_dir.join("audit.key"))?;
-    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
-    getrandom::fill(seed.as_mut()).map_err(|e| ServerError::Random(e.to_string()))?;
-    let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
     let log = crate::audit::AuditLog::open(
         &data_dir.join("audit"),
-        signing,
-        *hmac_key,
+        crate::audit::AuditKeys::from_state(state_key),
         crate::audit::AuditConfig {
             segment_records: settings.segment_records,
             group_linger: std::time::Duration::from_millis(settings.group_commit_ms),

@@ -2,7 +2,13 @@
 //! and the admin commands (`confidant keys …`) that run beside it.
 //!
 //! Each domain module owns its tables and SQL; this module owns the connection, the pragmas
-//! and the schema migrations. Writes go through [`Database::transaction`], so a refused or
+//! and the schema migrations.
+//!
+//! The server's database is encrypted: SQLCipher (rusqlite's `bundled-sqlcipher-vendored-
+//! openssl`, AES-256-CBC pages with an HMAC-SHA512 per page, under a raw 256-bit key that is
+//! a subkey of the deployment's state key; see [`Database::open_encrypted`]). The file, its
+//! WAL and its shared-memory index are created 0600. The key broker's own database
+//! ([`Database::open_in`]) holds only resources already sealed under its master key. Writes go through [`Database::transaction`], so a refused or
 //! failed operation never leaves half its changes behind.
 
 use std::path::{Path, PathBuf};
@@ -24,6 +30,27 @@ pub enum StorageError {
         path: String,
         /// The error.
         source: rusqlite::Error,
+    },
+    /// The key does not open the database (another state key, or a plaintext database from
+    /// before encryption).
+    #[error(
+        "database {path} does not open under this deployment's state key: it was written \
+         under another state key, or before the database was encrypted (not a database: \
+         {source})"
+    )]
+    WrongKey {
+        /// The database file.
+        path: String,
+        /// SQLCipher's error.
+        source: rusqlite::Error,
+    },
+    /// The file could not be created with mode 0600.
+    #[error("database {path}: {source}")]
+    Io {
+        /// The database file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
     },
     /// The database was written by a newer Confidant.
     #[error("database {path} has schema version {found}; this build knows up to {known}")]
@@ -121,13 +148,67 @@ pub struct Database {
 pub type CommitMarker = [u8; wal_index::HEADER];
 
 impl Database {
-    /// Opens (creating if needed) the database file and applies pending migrations.
+    /// Opens (creating if needed) the database file, unencrypted, and applies pending
+    /// migrations. For the key broker's database, whose resources are sealed under its
+    /// master key; the server's database is [`Database::open_encrypted`].
     pub fn open(path: &Path) -> Result<Self, StorageError> {
+        Self::open_with(path, None)
+    }
+
+    /// Opens (creating if needed) `path` encrypted by SQLCipher under the raw 256-bit `key`
+    /// (a subkey of the state key), and applies pending migrations. A wrong key, or a
+    /// plaintext file, is refused with [`StorageError::WrongKey`].
+    pub fn open_encrypted(path: &Path, key: &[u8; 32]) -> Result<Self, StorageError> {
+        Self::open_with(path, Some(key))
+    }
+
+    /// [`Database::open_encrypted`] on `<data-dir>/confidant.db`.
+    pub fn open_encrypted_in(data_dir: &Path, key: &[u8; 32]) -> Result<Self, StorageError> {
+        Self::open_encrypted(&data_dir.join("confidant.db"), key)
+    }
+
+    fn open_with(path: &Path, key: Option<&[u8; 32]>) -> Result<Self, StorageError> {
         let err = |source| StorageError::Sqlite {
             path: path.display().to_string(),
             source,
         };
+        // Created 0600 before SQLite opens it: SQLite gives the WAL and the shared-memory
+        // index the database file's mode.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+                .map_err(|source| StorageError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+        }
         let conn = Connection::open(path).map_err(err)?;
+        if let Some(key) = key {
+            // SQLCipher's raw-key form, x'<64 hex>': no passphrase derivation. The statement
+            // text holds the key, so it is zeroized after use.
+            let mut hex = zeroize::Zeroizing::new([0u8; 64]);
+            let _ = hex::encode_to_slice(key, hex.as_mut());
+            let mut sql = zeroize::Zeroizing::new(String::with_capacity(80));
+            sql.push_str("PRAGMA key = \"x'");
+            sql.push_str(std::str::from_utf8(hex.as_ref()).unwrap_or_default());
+            sql.push_str("'\";");
+            conn.execute_batch(&sql).map_err(err)?;
+            // The first read of the schema is where a wrong key shows.
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(|source| StorageError::WrongKey {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
         // WAL lets `confidant keys` write while the server reads; NORMAL sync is durable
         // across process crashes (the WAL is fsync'd at checkpoints).
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -140,7 +221,6 @@ impl Database {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
-        #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
@@ -229,5 +309,52 @@ impl Database {
             path: self.path.display().to_string(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_encrypted_database_reads_back_only_under_its_key_and_holds_no_plaintext() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let key = [5u8; 32];
+        let secret = "principal-visible-in-clear";
+        {
+            let db = Database::open_encrypted_in(d.path(), &key).unwrap();
+            db.transaction(|tx| {
+                tx.execute(
+                    "INSERT INTO audit_outbox (at_ms, actor, action, detail) VALUES (1, ?1, 'a', 'd')",
+                    [secret],
+                )
+            })
+            .unwrap();
+        }
+        let db = Database::open_encrypted_in(d.path(), &key).unwrap();
+        let actor: String = db
+            .read(|c| c.query_row("SELECT actor FROM audit_outbox", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(actor, secret);
+        drop(db);
+        for entry in std::fs::read_dir(d.path()).unwrap() {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} holds the plaintext",
+                path.display()
+            );
+            assert!(!bytes.starts_with(b"SQLite format 3"), "{}", path.display());
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", path.display());
+        }
+        let err = Database::open_encrypted_in(d.path(), &[6u8; 32])
+            .err()
+            .unwrap();
+        assert!(matches!(err, StorageError::WrongKey { .. }), "{err}");
+        let err = Database::open_in(d.path()).err().unwrap();
+        assert!(err.to_string().contains("not a database"), "{err}");
     }
 }

@@ -241,10 +241,50 @@ pub fn code(e: &confidant::client::ClientError) -> tonic::Code {
     }
 }
 
+/// The deployment's state key for a data directory, as `confidant keys` finds it: the
+/// development key file, else the demo's embedded broker (on a thread of its own, so that
+/// async tests may call it).
+pub fn state_key(data: &Path) -> confidant::state::StateKey {
+    if data.join(confidant::state::DEV_KEY_FILE).exists() {
+        return confidant::state::StateKey::dev_file(data).unwrap();
+    }
+    let data = data.to_path_buf();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(confidant::demo::obtain_state_key(
+                &data,
+                "default/state/default",
+            ))
+            .unwrap()
+    })
+    .join()
+    .unwrap()
+}
+
+/// The data directory's database, opened under its state key.
+pub fn open_db(data: &Path) -> confidant::storage::Database {
+    let key = state_key(data);
+    confidant::storage::Database::open_encrypted_in(
+        data,
+        &key.subkey(confidant::state::Subkey::Database),
+    )
+    .unwrap()
+}
+
+/// `confidant audit export <data>/audit`: every record, events decrypted, one JSON a line.
+pub fn audit_export(data: &Path) -> String {
+    let out = confidant(&["audit", "export", data.join("audit").to_str().unwrap()]);
+    assert!(out.status.success(), "audit export: {}", stderr(&out));
+    stdout(&out)
+}
+
 /// Requests the daily quota counts for `principal` today, read from the data directory's
 /// database (includes a running server's unused lease).
 pub fn used_today(data: &Path, principal: &str) -> u64 {
-    let db = Arc::new(confidant::storage::Database::open_in(data).unwrap());
+    let db = Arc::new(open_db(data));
     let g = confidant::guard::Guard::new(db, Default::default());
     g.limiter()
         .used_today(principal, confidant::unix_now())
