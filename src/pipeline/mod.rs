@@ -4,8 +4,10 @@
 //! messages into a [`PredictCall`] and hand it here, so that both run exactly the same
 //! guards, in the same order, with the same audit record and the same metrics:
 //!
-//! ready → authenticate → scope → model and version → purpose → validate input → rate
-//! limits (the only step that spends a counter; refunded if a later step fails) → engine.
+//! ready → authenticate → scope → model and version → purpose → consent → validate input →
+//! privacy charge → rate limits (an [`Admission`] that refunds itself unless committed) →
+//! privacy budget reservation → engine (batcher, screening) → release (output policy) →
+//! metrics → audit record. `docs/architecture.md` walks through it function by function.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
