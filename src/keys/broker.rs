@@ -11,8 +11,13 @@
 //! At attest the evidence is verified for integrity (signatures, chain, report_data binding
 //! the runtime data) under a permissive base policy; at each resource request it is verified
 //! again under that resource's release policy (measurement, TCB floor, debug,
-//! allow_simulated). A resource without a policy is never released. Every release and every
+//! allow_simulated). A resource without a policy is never released, a policy that does not pin
+//! what it accepts is refused when it is set (and at start, if one was stored before), and
+//! every release under a deliberately open policy logs a warning. Every release and every
 //! refusal is logged with its reason.
+//!
+//! TDX quotes are judged with the broker's own collateral ([`BrokerConfig::tdx_collateral`],
+//! see [`super::collateral`]); collateral carried in the evidence is dropped unread.
 //!
 //! Nonces are single-use: a session attests once, and a challenge expires after
 //! [`BrokerConfig::challenge_ttl`]; an attested session expires after
@@ -32,7 +37,9 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use confidant_attestation::policy::TDX_STATUSES;
-use confidant_attestation::{Evidence, Policy, TeeKind, Timestamp, Verdict, verify};
+use confidant_attestation::{
+    Evidence, Policy, TdxCollateral, TeeKind, Timestamp, Verdict, verify,
+};
 use ring::rand::{SecureRandom as _, SystemRandom};
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use sha2::{Digest as _, Sha256};
@@ -40,6 +47,7 @@ use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
+use super::collateral::CollateralSource;
 use super::error::{BrokerError, BrokerStartError};
 use super::jwe::{self, TeePubKey};
 use super::protocol::{
@@ -72,6 +80,9 @@ pub struct BrokerConfig {
     pub session_ttl: Duration,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// The broker's TDX collateral: a QuoteCollateralV3 JSON file or a directory of them,
+    /// re-read at each TDX verification. Without it TDX evidence is refused.
+    pub tdx_collateral: Option<PathBuf>,
 }
 
 impl BrokerConfig {
@@ -83,6 +94,7 @@ impl BrokerConfig {
             challenge_ttl: DEFAULT_CHALLENGE_TTL,
             session_ttl: DEFAULT_SESSION_TTL,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            tdx_collateral: None,
         }
     }
 
@@ -270,6 +282,22 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerStartErr
     let store =
         ResourceStore::new(db, &master).map_err(|e| BrokerStartError::Key(e.to_string()))?;
     drop(master);
+    // A policy stored before policies had to pin what they accept is refused here, at load,
+    // rather than at the first release.
+    if let Some((path, reason)) = store
+        .first_refused_policy()
+        .map_err(|e| BrokerStartError::Key(e.to_string()))?
+    {
+        return Err(BrokerStartError::StoredPolicy { path, reason });
+    }
+    if let Some(path) = &config.tdx_collateral {
+        let set = CollateralSource::new(path).load()?;
+        tracing::info!(
+            path = %path.display(),
+            platforms = set.len(),
+            "broker: TDX collateral loaded (re-read at each TDX verification)"
+        );
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(io(format!("listen on {}", config.listen)))?;
@@ -642,21 +670,8 @@ async fn attest_inner(
     )
     .map_err(|e| BrokerError::BadRequest(e.to_string()))?;
     let expected = report_data(&digest);
-    // Integrity only: signatures, chain, report_data. The release policy is judged per
-    // resource.
-    let mut base = Policy::default();
-    base.dangerous_allow_simulated = true;
-    base.allow_debug = true;
-    base.allow_migration_agent = true;
-    base.tdx_statuses = TDX_STATUSES.iter().map(|s| (*s).to_owned()).collect();
-    base.report_data = Some(expected);
-    let verdict = verify(&evidence, None, &base, now_timestamp());
-    if !verdict.is_accept() {
-        return Err(BrokerError::Attestation(format!(
-            "evidence rejected: {}",
-            failures(&verdict)
-        )));
-    }
+    let (evidence, verdict) =
+        verify_integrity(&state.config, evidence, &expected, now_timestamp())?;
     let token = issue_token(state, &verdict, &request)?;
     tracing::info!(
         session = session_tag(id),
@@ -683,6 +698,67 @@ async fn attest_inner(
     let mut response = json_response(StatusCode::OK, body);
     set_cookie(&mut response, id, state.config.session_ttl)?;
     Ok(response)
+}
+
+/// The attest step's check: integrity only (signatures, chain, dates, report_data binding
+/// the runtime data), under a permissive base policy; the release policy is judged per
+/// resource. Collateral the attester carries is dropped: TDX quotes are judged with the
+/// broker's own. Returns the evidence as kept for the session, and the verdict.
+pub(crate) fn verify_integrity(
+    config: &BrokerConfig,
+    evidence: Evidence,
+    expected_report_data: &[u8; 64],
+    now: Timestamp,
+) -> Result<(Evidence, Verdict), BrokerError> {
+    let evidence = evidence.without_tdx_collateral();
+    let collateral = tdx_collateral(config, &evidence)?;
+    let mut base = Policy::dangerous_authenticity_only();
+    base.dangerous_allow_simulated = true;
+    base.allow_debug = true;
+    base.allow_migration_agent = true;
+    base.tdx_statuses = TDX_STATUSES.iter().map(|s| (*s).to_owned()).collect();
+    base.report_data = Some(*expected_report_data);
+    let verdict = verify(&evidence, collateral.as_ref(), &base, now);
+    if !verdict.is_accept() {
+        return Err(BrokerError::Attestation(format!(
+            "evidence rejected: {}",
+            failures(&verdict)
+        )));
+    }
+    Ok((evidence, verdict))
+}
+
+/// The broker's collateral for TDX `evidence` (none for other TEEs): read from
+/// [`BrokerConfig::tdx_collateral`] now, so that the operator's refresh takes effect at once.
+fn tdx_collateral(
+    config: &BrokerConfig,
+    evidence: &Evidence,
+) -> Result<Option<TdxCollateral>, BrokerError> {
+    let Evidence::Tdx(tdx) = evidence else {
+        return Ok(None);
+    };
+    let Some(path) = &config.tdx_collateral else {
+        return Err(BrokerError::Attestation(
+            "TDX evidence, but this broker holds no TDX collateral (start it with \
+             --tdx-collateral)"
+                .into(),
+        ));
+    };
+    let set = CollateralSource::new(path)
+        .load()
+        .map_err(|e| BrokerError::Internal(e.to_string()))?;
+    match set.for_quote(tdx.quote()) {
+        Ok(Some(collateral)) => Ok(Some(collateral.clone())),
+        Ok(None) => {
+            let fmspc = confidant_attestation::tdx::quote_fmspc(tdx.quote())
+                .map(hex::encode)
+                .unwrap_or_default();
+            Err(BrokerError::Attestation(format!(
+                "this broker holds no TDX collateral for the quote's platform (FMSPC {fmspc})"
+            )))
+        }
+        Err(e) => Err(BrokerError::Attestation(format!("TDX quote: {e}"))),
+    }
 }
 
 /// Reads `primary_evidence`: this crate's tagged evidence, or Trustee's untagged SNP/TDX
@@ -824,9 +900,11 @@ fn resource_inner(
             reason: "no release policy is set for this resource (broker set-policy)".into(),
         });
     };
+    let open = release.policy.deliberately_open();
     let mut policy = release.policy;
     policy.report_data = Some(expected);
-    let verdict = verify(&evidence, None, &policy, now_timestamp());
+    let collateral = tdx_collateral(&state.config, &evidence)?;
+    let verdict = verify(&evidence, collateral.as_ref(), &policy, now_timestamp());
     if !verdict.is_accept() {
         return Err(BrokerError::PolicyDeny {
             path: path.to_owned(),
@@ -837,6 +915,14 @@ fn resource_inner(
         path: path.to_owned(),
         reason: format!("cannot encrypt to the TEE key: {e}"),
     })?;
+    if !open.is_empty() {
+        tracing::warn!(
+            session = session_tag(id),
+            path,
+            accepts = open.join("; "),
+            "broker: the release policy is deliberately open"
+        );
+    }
     tracing::info!(
         session = session_tag(id),
         path,
