@@ -469,12 +469,19 @@ fn a_policy_file_must_pin_measurements() {
     ];
     let at = "2025-06-01T00:00:00Z";
     let tmp = tempfile::tempdir().unwrap();
-    for (name, text) in [("empty.toml", ""), ("nodebug.toml", "allow_debug = false\n")] {
+    for (name, text) in [
+        ("empty.toml", ""),
+        ("nodebug.toml", "allow_debug = false\n"),
+    ] {
         let policy = tmp.path().join(name);
         std::fs::write(&policy, text).unwrap();
         let run = confidant(&verify_args(&input, at, &["--policy", &path_str(&policy)]));
         assert_ne!(run.code, 0, "{name}: {}", run.stdout);
-        assert!(run.stdout.is_empty(), "{name}: no verdict is printed: {}", run.stdout);
+        assert!(
+            run.stdout.is_empty(),
+            "{name}: no verdict is printed: {}",
+            run.stdout
+        );
         assert!(
             run.stderr.contains("measurements is missing"),
             "{name}: {}",
@@ -504,7 +511,11 @@ fn a_policy_file_must_pin_measurements() {
         "measurements = \"any\"\ni_understand_this_accepts_any_guest = true\n",
     )
     .unwrap();
-    let run = confidant(&verify_args(&input, at, &["--policy", &path_str(&no_floor)]));
+    let run = confidant(&verify_args(
+        &input,
+        at,
+        &["--policy", &path_str(&no_floor)],
+    ));
     assert_verdict(&run, false, &["min_tcb"], "no min_tcb");
 }
 

@@ -760,9 +760,13 @@ async fn unpinned_policies_are_refused_and_open_ones_warn_at_every_release() {
     // Nothing was stored: the resource is still never released.
     let m: [u8; 48] = [0x11; 48];
     let (s, why) = detail(
-        confidant::keys::fetch_resource(&endpoint, Arc::new(Evidencer::Honest(m)), "default/models/x")
-            .await
-            .unwrap_err(),
+        confidant::keys::fetch_resource(
+            &endpoint,
+            Arc::new(Evidencer::Honest(m)),
+            "default/models/x",
+        )
+        .await
+        .unwrap_err(),
     );
     assert_eq!(s, 403, "{why}");
     assert!(why.contains("no release policy"), "{why}");
@@ -776,7 +780,11 @@ async fn unpinned_policies_are_refused_and_open_ones_warn_at_every_release() {
     .unwrap();
     let out = broker.admin("set-policy", "default/models/x", "--policy", &open);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("deliberately accepts any guest"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("deliberately accepts any guest"),
+        "{}",
+        stderr(&out)
+    );
     // ... and the broker warns at every release under it.
     for measurement in [[0x11; 48], [0x22; 48]] {
         let key = confidant::keys::fetch_resource(
@@ -795,5 +803,10 @@ async fn unpinned_policies_are_refused_and_open_ones_warn_at_every_release() {
         .filter(|l| l.contains("the release policy is deliberately open"))
         .collect();
     assert_eq!(warnings.len(), 2, "{log}");
-    assert!(warnings.iter().all(|l| l.contains("WARN") && l.contains("any guest")), "{log}");
+    assert!(
+        warnings
+            .iter()
+            .all(|l| l.contains("WARN") && l.contains("any guest")),
+        "{log}"
+    );
 }

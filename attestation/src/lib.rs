@@ -95,10 +95,8 @@ pub fn verify(
             simulated_ark_sha256 = appraisal.carried_ark_sha256;
             appraisal.claims.map(|c| Claims::Snp(Box::new(c)))
         }
-        Evidence::Tdx(e) => {
-            tdx::appraise(e, collateral, policy.allow_debug, now, &mut failures)
-                .map(|c| Claims::Tdx(Box::new(c)))
-        }
+        Evidence::Tdx(e) => tdx::appraise(e, collateral, policy.allow_debug, now, &mut failures)
+            .map(|c| Claims::Tdx(Box::new(c))),
     };
     if let Some(claims) = &claims {
         let context = policy::Context {

@@ -157,9 +157,11 @@ fn evidence_age_is_enforced_when_asked() {
     else {
         panic!("simulated evidence");
     };
-    let policy =
-        Policy::from_toml(&format!("{}allow_simulated = true\nmax_evidence_age_secs = 600", pin()))
-            .expect("policy");
+    let policy = Policy::from_toml(&format!(
+        "{}allow_simulated = true\nmax_evidence_age_secs = 600",
+        pin()
+    ))
+    .expect("policy");
     let undated = Evidence::Simulated(inner.clone());
     assert!(verify(&undated, None, &policy, now()).failed(Check::EvidenceAge));
     let fresh = Evidence::Simulated(inner.clone().with_generated_at(now()));

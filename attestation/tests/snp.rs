@@ -38,7 +38,12 @@ fn every_vector_gets_its_expected_verdict() {
             .as_bool()
             .expect("debug");
         for evidence in [vector.evidence(), vector.evidence_with_chain()] {
-            let verdict = verify(&evidence, None, &Policy::dangerous_authenticity_only(), vector.now());
+            let verdict = verify(
+                &evidence,
+                None,
+                &Policy::dangerous_authenticity_only(),
+                vector.now(),
+            );
             if debug {
                 assert_eq!(
                     checks(&verdict),
@@ -107,7 +112,12 @@ fn products_are_resolved() {
         (GCP_MILAN_V5, Product::Milan),
     ];
     for (vector, product) in cases {
-        let verdict = verify(&vector.evidence(), None, &Policy::dangerous_authenticity_only(), vector.now());
+        let verdict = verify(
+            &vector.evidence(),
+            None,
+            &Policy::dangerous_authenticity_only(),
+            vector.now(),
+        );
         assert_eq!(verdict.product, Some(product), "{}", vector.name);
     }
 }
@@ -153,7 +163,12 @@ fn trustee_json_evidence_is_accepted() {
     let mut value: serde_json::Value = serde_json::from_str(GENOA_TRUSTEE_EVIDENCE).expect("json");
     value["tee"] = "snp".into();
     let evidence = Evidence::from_json(value.to_string().as_bytes()).expect("evidence parses");
-    let verdict = verify(&evidence, None, &Policy::dangerous_authenticity_only(), TRUSTEE_GENOA_V3.now());
+    let verdict = verify(
+        &evidence,
+        None,
+        &Policy::dangerous_authenticity_only(),
+        TRUSTEE_GENOA_V3.now(),
+    );
     assert!(verdict.is_accept(), "{:#?}", verdict.failures);
     // And it round-trips through our serializer to the same bytes.
     let again =
@@ -198,7 +213,12 @@ fn twin_wrong_vcek() {
         SnpEvidence::from_parts(VIRTEE_MILAN_V2.report, GOSEV_MILAN_V2_DEBUG.vek, None)
             .expect("parts"),
     );
-    let verdict = verify(&evidence, None, &Policy::dangerous_authenticity_only(), VIRTEE_MILAN_V2.now());
+    let verdict = verify(
+        &evidence,
+        None,
+        &Policy::dangerous_authenticity_only(),
+        VIRTEE_MILAN_V2.now(),
+    );
     let failed = checks(&verdict);
     for check in [Check::ReportSignature, Check::TcbExtensions, Check::ChipId] {
         assert!(failed.contains(&check), "{check:?} missing from {failed:?}");
@@ -218,7 +238,12 @@ fn twin_genoa_vcek_on_milan_chain() {
         )
         .expect("parts"),
     );
-    let verdict = verify(&evidence, None, &Policy::dangerous_authenticity_only(), VIRTEE_MILAN_V2.now());
+    let verdict = verify(
+        &evidence,
+        None,
+        &Policy::dangerous_authenticity_only(),
+        VIRTEE_MILAN_V2.now(),
+    );
     let failed = checks(&verdict);
     assert!(failed.contains(&Check::RootPinning), "{failed:?}");
     assert!(failed.contains(&Check::ReportSignature), "{failed:?}");
@@ -232,7 +257,12 @@ fn twin_genoa_vcek_on_milan_chain() {
         )
         .expect("parts"),
     );
-    let verdict = verify(&evidence, None, &Policy::dangerous_authenticity_only(), VIRTEE_MILAN_V2.now());
+    let verdict = verify(
+        &evidence,
+        None,
+        &Policy::dangerous_authenticity_only(),
+        VIRTEE_MILAN_V2.now(),
+    );
     assert_eq!(
         checks(&verdict),
         vec![Check::RootPinning, Check::RootPinning],
@@ -244,7 +274,12 @@ fn twin_genoa_vcek_on_milan_chain() {
         SnpEvidence::from_parts(TRUSTEE_MILAN_V3_VLEK.report, TRUSTEE_GENOA_V3.vek, None)
             .expect("parts"),
     );
-    let verdict = verify(&evidence, None, &Policy::dangerous_authenticity_only(), TRUSTEE_GENOA_V3.now());
+    let verdict = verify(
+        &evidence,
+        None,
+        &Policy::dangerous_authenticity_only(),
+        TRUSTEE_GENOA_V3.now(),
+    );
     assert!(!verdict.is_accept());
 }
 
@@ -313,7 +348,12 @@ fn twin_outside_validity_window() {
         (TRUSTEE_GENOA_V3, "2025-05-01T00:00:00Z"),
     ];
     for (vector, time) in cases {
-        let verdict = verify(&vector.evidence(), None, &Policy::dangerous_authenticity_only(), at(time));
+        let verdict = verify(
+            &vector.evidence(),
+            None,
+            &Policy::dangerous_authenticity_only(),
+            at(time),
+        );
         assert_eq!(
             checks(&verdict),
             vec![Check::CertificateValidity],
@@ -358,9 +398,10 @@ fn twin_wrong_measurement() {
             "{}",
             vector.name
         );
-        let policy =
-            Policy::from_toml(&format!("{ANY_VMPL_ANY_TCB}allow_debug = true\nmeasurements = [\"{right}\"]"))
-                .expect("policy");
+        let policy = Policy::from_toml(&format!(
+            "{ANY_VMPL_ANY_TCB}allow_debug = true\nmeasurements = [\"{right}\"]"
+        ))
+        .expect("policy");
         assert!(
             verify(&vector.evidence(), None, &policy, vector.now()).is_accept(),
             "{}",
@@ -389,7 +430,7 @@ fn twin_wrong_report_data() {
         let policy = Policy::from_toml(&format!(
             "{ANY_GUEST}{ANY_VMPL_ANY_TCB}allow_debug = true\nreport_data = \"{right}\""
         ))
-            .expect("policy");
+        .expect("policy");
         assert!(
             verify(&vector.evidence(), None, &policy, vector.now()).is_accept(),
             "{}",
@@ -401,9 +442,10 @@ fn twin_wrong_report_data() {
 #[test]
 fn short_report_data_is_zero_padded() {
     // The debug vector's report_data is 0102030405 then zeros.
-    let mut policy =
-        Policy::from_toml(&format!("{ANY_GUEST}min_tcb = \"any\"\nallow_debug = true\nreport_data = \"0102030405\""))
-            .expect("policy");
+    let mut policy = Policy::from_toml(&format!(
+        "{ANY_GUEST}min_tcb = \"any\"\nallow_debug = true\nreport_data = \"0102030405\""
+    ))
+    .expect("policy");
     assert!(
         verify(
             &GOSEV_MILAN_V2_DEBUG.evidence(),
@@ -427,8 +469,8 @@ fn short_report_data_is_zero_padded() {
 
 #[test]
 fn twin_vmpl_and_product_and_tcb_policies() {
-    let vmpl0 = Policy::from_toml(&format!("{ANY_GUEST}vmpls = [0]\nmin_tcb = \"any\""))
-        .expect("policy");
+    let vmpl0 =
+        Policy::from_toml(&format!("{ANY_GUEST}vmpls = [0]\nmin_tcb = \"any\"")).expect("policy");
     let verdict = verify(
         &GCP_MILAN_V5_REPORTDATA.evidence(),
         None,
@@ -460,9 +502,10 @@ fn twin_vmpl_and_product_and_tcb_policies() {
     );
 
     // virtee reports bootloader 3, snp 8, microcode 115.
-    let floor =
-        Policy::from_toml(&format!("{ANY_GUEST}[min_tcb]\nbootloader = 3\nsnp = 8\nmicrocode = 115"))
-            .expect("policy");
+    let floor = Policy::from_toml(&format!(
+        "{ANY_GUEST}[min_tcb]\nbootloader = 3\nsnp = 8\nmicrocode = 115"
+    ))
+    .expect("policy");
     assert!(
         verify(
             &VIRTEE_MILAN_V2.evidence(),
@@ -539,7 +582,12 @@ fn missing_or_garbage_reports_are_rejected_not_panics() {
         VIRTEE_MILAN_V2.report.to_vec(),
         Vec::new(),
     ));
-    let verdict = verify(&no_vek, None, &Policy::dangerous_authenticity_only(), VIRTEE_MILAN_V2.now());
+    let verdict = verify(
+        &no_vek,
+        None,
+        &Policy::dangerous_authenticity_only(),
+        VIRTEE_MILAN_V2.now(),
+    );
     assert!(verdict.failed(Check::EndorsementKey));
     let garbage_vek = Evidence::Snp(SnpEvidence::new(
         VIRTEE_MILAN_V2.report.to_vec(),
@@ -594,13 +642,21 @@ fn pinned_ark_fingerprints_are_published() {
 #[test]
 fn a_genuine_report_needs_a_pinned_measurement_vmpl_zero_and_a_tcb_floor() {
     let vector = GCP_MILAN_V5_REPORTDATA; // VMPL 1
-    let measurement = vector.field("measurement").as_str().expect("hex").to_owned();
+    let measurement = vector
+        .field("measurement")
+        .as_str()
+        .expect("hex")
+        .to_owned();
     let verdict = verify(&vector.evidence(), None, &Policy::default(), vector.now());
     assert!(verdict.failed(Check::Measurement), "{verdict:#?}");
 
     let pinned = Policy::from_toml(&format!("measurements = [\"{measurement}\"]")).expect("policy");
     let verdict = verify(&vector.evidence(), None, &pinned, vector.now());
-    assert_eq!(checks(&verdict), vec![Check::Vmpl, Check::MinTcb], "{verdict:#?}");
+    assert_eq!(
+        checks(&verdict),
+        vec![Check::Vmpl, Check::MinTcb],
+        "{verdict:#?}"
+    );
     assert!(verdict.failures[1].detail.contains("min_tcb"));
 
     let at_vmpl1 = Policy::from_toml(&format!(

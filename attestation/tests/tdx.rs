@@ -33,7 +33,12 @@ fn pinned_rtmrs(vector: &TdxVector) -> String {
 #[test]
 fn every_vector_gets_its_expected_verdict() {
     for vector in TDX_VECTORS {
-        let verdict = verify(&vector.evidence(), None, &Policy::dangerous_authenticity_only(), vector.now());
+        let verdict = verify(
+            &vector.evidence(),
+            None,
+            &Policy::dangerous_authenticity_only(),
+            vector.now(),
+        );
         let expected = &vector.expected()["dcap_qvl_0_7_1"]["quote.bin"]["at_pinned_time"];
         let claims = tdx_claims(&verdict);
         if expected["result"] == "ok" {
@@ -141,7 +146,12 @@ fn twin_outside_collateral_window() {
             let Some(time) = vector.time(case) else {
                 continue;
             };
-            let verdict = verify(&vector.evidence(), None, &Policy::dangerous_authenticity_only(), time);
+            let verdict = verify(
+                &vector.evidence(),
+                None,
+                &Policy::dangerous_authenticity_only(),
+                time,
+            );
             assert!(
                 verdict.failed(Check::QuoteVerification),
                 "{} {case}: {verdict:#?}",
@@ -173,8 +183,11 @@ fn twin_bit_flip_in_quote() {
 fn twin_wrong_measurement_and_report_data_and_rtmr() {
     let vector = DCAPQVL_V4;
     let rtmrs = pinned_rtmrs(&vector);
-    let policy = Policy::from_toml(&format!("measurements = [\"{}\"]\n{rtmrs}", "11".repeat(48)))
-        .expect("policy");
+    let policy = Policy::from_toml(&format!(
+        "measurements = [\"{}\"]\n{rtmrs}",
+        "11".repeat(48)
+    ))
+    .expect("policy");
     assert_eq!(
         checks(&verify(&vector.evidence(), None, &policy, vector.now())),
         vec![Check::Measurement]
@@ -186,9 +199,8 @@ fn twin_wrong_measurement_and_report_data_and_rtmr() {
     .expect("policy");
     assert!(verify(&vector.evidence(), None, &policy, vector.now()).is_accept());
 
-    let policy =
-        Policy::from_toml(&format!("{ANY_GUEST}report_data = \"{}\"", "22".repeat(64)))
-            .expect("policy");
+    let policy = Policy::from_toml(&format!("{ANY_GUEST}report_data = \"{}\"", "22".repeat(64)))
+        .expect("policy");
     assert_eq!(
         checks(&verify(&vector.evidence(), None, &policy, vector.now())),
         vec![Check::ReportData]
@@ -224,7 +236,12 @@ fn tcb_status_is_judged_by_policy() {
 #[test]
 fn collateral_is_required_and_may_be_passed_separately() {
     let bare = Evidence::Tdx(TdxEvidence::new(DCAPQVL_V4.quote.to_vec()));
-    let verdict = verify(&bare, None, &Policy::dangerous_authenticity_only(), DCAPQVL_V4.now());
+    let verdict = verify(
+        &bare,
+        None,
+        &Policy::dangerous_authenticity_only(),
+        DCAPQVL_V4.now(),
+    );
     assert_eq!(checks(&verdict), vec![Check::Collateral]);
     // Claims are still decoded for diagnosis.
     assert_eq!(
@@ -246,8 +263,13 @@ fn collateral_is_required_and_may_be_passed_separately() {
     // The wrong collateral (another FMSPC) does not verify.
     let wrong = GOTDX_V5.collateral();
     assert!(
-        verify(&bare, Some(&wrong), &Policy::dangerous_authenticity_only(), DCAPQVL_V4.now())
-            .failed(Check::QuoteVerification)
+        verify(
+            &bare,
+            Some(&wrong),
+            &Policy::dangerous_authenticity_only(),
+            DCAPQVL_V4.now()
+        )
+        .failed(Check::QuoteVerification)
     );
 }
 
@@ -298,7 +320,11 @@ fn a_policy_pinning_only_mrtd_rejects_unless_it_accepts_any_os() {
     let mrtd_only = Policy::from_toml(&format!("measurements = [\"{mrtd}\"]")).expect("policy");
     let verdict = verify(&vector.evidence(), None, &mrtd_only, vector.now());
     assert_eq!(checks(&verdict), vec![Check::Rtmr; 4], "{verdict:#?}");
-    assert!(verdict.failures[0].detail.contains("MRTD identifies only the firmware"));
+    assert!(
+        verdict.failures[0]
+            .detail
+            .contains("MRTD identifies only the firmware")
+    );
 
     let any_os = Policy::from_toml(&format!(
         "measurements = [\"{mrtd}\"]\n[tdx]\ni_understand_this_accepts_any_os = true"
@@ -367,14 +393,18 @@ fn min_tcb_evaluation_data_number_judges_the_collateral() {
 /// The verifier's own collateral, selected by FMSPC; the attester's is dropped.
 #[test]
 fn a_collateral_set_selects_by_fmspc_and_the_attesters_is_dropped() {
-    let set = TdxCollateralSet::new(vec![DCAPQVL_V4.collateral(), GOTDX_V5.collateral()])
-        .expect("set");
+    let set =
+        TdxCollateralSet::new(vec![DCAPQVL_V4.collateral(), GOTDX_V5.collateral()]).expect("set");
     assert_eq!(set.len(), 2);
     for vector in [DCAPQVL_V4, GOTDX_V5] {
         let chosen = set.for_quote(vector.quote).expect("fmspc").expect("held");
         assert_eq!(chosen, &vector.collateral(), "{}", vector.name);
     }
-    assert!(set.for_quote(TRUSTEE_V4_DEBUG.quote).expect("fmspc").is_none());
+    assert!(
+        set.for_quote(TRUSTEE_V4_DEBUG.quote)
+            .expect("fmspc")
+            .is_none()
+    );
     assert!(TdxCollateralSet::new(vec![DCAPQVL_V4.collateral(), DCAPQVL_V4.collateral()]).is_err());
     assert_eq!(
         hex::encode(confidant_attestation::tdx::quote_fmspc(DCAPQVL_V4.quote).expect("fmspc")),

@@ -37,9 +37,7 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use confidant_attestation::policy::TDX_STATUSES;
-use confidant_attestation::{
-    Evidence, Policy, TdxCollateral, TeeKind, Timestamp, Verdict, verify,
-};
+use confidant_attestation::{Evidence, Policy, TdxCollateral, TeeKind, Timestamp, Verdict, verify};
 use ring::rand::{SecureRandom as _, SystemRandom};
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use sha2::{Digest as _, Sha256};

@@ -146,7 +146,9 @@ pub enum BrokerStartError {
     Collateral(#[from] super::collateral::CollateralError),
     /// A release policy stored in the database no longer loads (it was set before policies
     /// had to pin what they accept); set it again with `broker set-policy`.
-    #[error("the stored release policy of {path} is refused: {reason}; set it again with `confidant broker set-policy`")]
+    #[error(
+        "the stored release policy of {path} is refused: {reason}; set it again with `confidant broker set-policy`"
+    )]
     StoredPolicy {
         /// The resource path.
         path: String,

@@ -162,7 +162,8 @@ impl ResourceStore {
         let rows: Vec<(String, String)> = self
             .db
             .read(|c| {
-                let mut stmt = c.prepare("SELECT path, policy FROM broker_policies ORDER BY path")?;
+                let mut stmt =
+                    c.prepare("SELECT path, policy FROM broker_policies ORDER BY path")?;
                 let rows = stmt
                     .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect::<Result<Vec<_>, _>>();
@@ -170,7 +171,9 @@ impl ResourceStore {
             })
             .map_err(|e| BrokerError::Internal(e.to_string()))?;
         Ok(rows.into_iter().find_map(|(path, toml)| {
-            Policy::from_toml(&toml).err().map(|e| (path, e.to_string()))
+            Policy::from_toml(&toml)
+                .err()
+                .map(|e| (path, e.to_string()))
         }))
     }
 

@@ -893,7 +893,10 @@ fn the_broker_judges_tdx_quotes_with_its_own_collateral_only() {
         let Evidence::Tdx(kept) = kept else {
             panic!("TDX evidence")
         };
-        assert!(kept.collateral().is_none(), "the session keeps no attester collateral");
+        assert!(
+            kept.collateral().is_none(),
+            "the session keeps no attester collateral"
+        );
     }
 
     // One file, for another platform only: refused, naming the FMSPC.

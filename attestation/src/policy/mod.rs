@@ -724,11 +724,15 @@ impl Policy {
 
     fn check_measurement(&self, actual: &[u8; 48], name: &str, failures: &mut Failures) {
         if self.measurements.is_empty() {
-            failures.require(self.dangerous_accept_any_measurement, Check::Measurement, || {
-                "the policy pins no measurement: list the accepted measurements, or write \
+            failures.require(
+                self.dangerous_accept_any_measurement,
+                Check::Measurement,
+                || {
+                    "the policy pins no measurement: list the accepted measurements, or write \
                  measurements = \"any\" with i_understand_this_accepts_any_guest = true"
-                    .to_owned()
-            });
+                        .to_owned()
+                },
+            );
             return;
         }
         let listed = self

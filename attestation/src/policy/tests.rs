@@ -20,10 +20,20 @@ fn default_policy_forbids_debug_and_simulated_and_pins_nothing() {
 /// as the default and accepted any genuine guest.
 #[test]
 fn a_policy_without_measurements_is_refused_when_loaded() {
-    for text in ["", "allow_debug = false", "allow_simulated = true\n[min_tcb]\nsnp = 8"] {
+    for text in [
+        "",
+        "allow_debug = false",
+        "allow_simulated = true\n[min_tcb]\nsnp = 8",
+    ] {
         let err = Policy::from_toml(text).expect_err(text);
         assert!(
-            matches!(err, Error::PolicyMissing { key: "measurements", .. }),
+            matches!(
+                err,
+                Error::PolicyMissing {
+                    key: "measurements",
+                    ..
+                }
+            ),
             "{text:?}: {err}"
         );
         assert!(err.to_string().contains("measurements is missing"), "{err}");
@@ -37,21 +47,32 @@ fn a_policy_without_measurements_is_refused_when_loaded() {
 fn the_open_form_must_be_said_in_words() {
     let err = Policy::from_toml("measurements = \"any\"").expect_err("unconfirmed");
     assert!(
-        err.to_string().contains("i_understand_this_accepts_any_guest"),
+        err.to_string()
+            .contains("i_understand_this_accepts_any_guest"),
         "{err}"
     );
-    let err = Policy::from_toml("measurements = \"all\"\ni_understand_this_accepts_any_guest = true")
-        .expect_err("not the word");
+    let err =
+        Policy::from_toml("measurements = \"all\"\ni_understand_this_accepts_any_guest = true")
+            .expect_err("not the word");
     assert!(err.to_string().contains("measurements"), "{err}");
     let err = Policy::from_toml(&format!("{PIN}i_understand_this_accepts_any_guest = true"))
         .expect_err("contradiction");
-    assert!(err.to_string().contains("i_understand_this_accepts_any_guest"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("i_understand_this_accepts_any_guest"),
+        "{err}"
+    );
 
-    let open = Policy::from_toml("measurements = \"any\"\ni_understand_this_accepts_any_guest = true")
-        .expect("open policy");
+    let open =
+        Policy::from_toml("measurements = \"any\"\ni_understand_this_accepts_any_guest = true")
+            .expect("open policy");
     assert!(open.dangerous_accept_any_measurement && open.measurements.is_empty());
     assert!(open.is_applied());
-    assert!(open.deliberately_open().iter().any(|w| w.contains("any guest")));
+    assert!(
+        open.deliberately_open()
+            .iter()
+            .any(|w| w.contains("any guest"))
+    );
     let pinned = Policy::from_toml(&format!("{PIN}[min_tcb]\nsnp = 8")).expect("pinned");
     assert!(pinned.deliberately_open().is_empty());
 }
@@ -87,7 +108,13 @@ fn a_tdx_policy_pins_the_rtmrs_or_says_any_os() {
     let missing = format!("{PIN}[tdx]\n{}{}{}", r(0), r(1), r(2));
     let err = Policy::from_toml(&missing).expect_err("rtmr3 missing");
     assert!(
-        matches!(err, Error::PolicyMissing { key: "tdx.rtmr3", .. }),
+        matches!(
+            err,
+            Error::PolicyMissing {
+                key: "tdx.rtmr3",
+                ..
+            }
+        ),
         "{err}"
     );
     let mrtd_only = format!("{PIN}[tdx]\nmin_tcb_evaluation_data_number = 17");
@@ -96,7 +123,12 @@ fn a_tdx_policy_pins_the_rtmrs_or_says_any_os() {
     let err = Policy::from_toml(&none_pinned).expect_err("pins nothing");
     assert!(err.to_string().contains("pinned_rtmrs"), "{err}");
 
-    let explicit = format!("{PIN}[tdx]\npinned_rtmrs = [\"rtmr0\", \"rtmr1\", \"rtmr2\"]\n{}{}{}", r(0), r(1), r(2));
+    let explicit = format!(
+        "{PIN}[tdx]\npinned_rtmrs = [\"rtmr0\", \"rtmr1\", \"rtmr2\"]\n{}{}{}",
+        r(0),
+        r(1),
+        r(2)
+    );
     let policy = Policy::from_toml(&explicit).expect("explicit list");
     assert_eq!(policy.tdx_pinned_rtmrs, [true, true, true, false]);
     let unlisted = format!("{PIN}[tdx]\npinned_rtmrs = [\"rtmr0\"]\n{}{}", r(0), r(1));
@@ -110,7 +142,12 @@ fn a_tdx_policy_pins_the_rtmrs_or_says_any_os() {
     let policy = Policy::from_toml(&any_os).expect("any OS said in words");
     assert!(policy.dangerous_accept_any_os);
     assert_eq!(policy.tdx_min_tcb_evaluation_data_number, Some(17));
-    assert!(policy.deliberately_open().iter().any(|w| w.contains("any OS")));
+    assert!(
+        policy
+            .deliberately_open()
+            .iter()
+            .any(|w| w.contains("any OS"))
+    );
 }
 
 #[test]
