@@ -164,10 +164,8 @@ impl ResourceStore {
             .read(|c| {
                 let mut stmt =
                     c.prepare("SELECT path, policy FROM broker_policies ORDER BY path")?;
-                let rows = stmt
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<Result<Vec<_>, _>>();
-                rows
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()
             })
             .map_err(|e| BrokerError::Internal(e.to_string()))?;
         Ok(rows.into_iter().find_map(|(path, toml)| {
