@@ -725,7 +725,21 @@ fn the_broker_can_be_configured_in_the_config_file() {
 async fn unpinned_policies_are_refused_and_open_ones_warn_at_every_release() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let broker = Broker::start(&d.join("broker"), "127.0.0.1:0", &[]);
+    // The broker's own TDX collateral (a directory, one file per FMSPC) is read at start.
+    let collateral = d.join("tdx-collateral");
+    std::fs::create_dir(&collateral).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("attestation/tests/data/tdx/dcapqvl-b0c06f-v4-uptodate/collateral.json"),
+        collateral.join("b0c06f000000.json"),
+    )
+    .unwrap();
+    let mut broker = Broker::start(
+        &d.join("broker"),
+        "127.0.0.1:0",
+        &["--tdx-collateral", collateral.to_str().unwrap()],
+    );
+    broker.proc.wait_for("broker: TDX collateral loaded", 10);
     let dek = d.join("k.dek");
     std::fs::write(&dek, [7u8; 32]).unwrap();
     let out = broker.admin("put-resource", "default/models/x", "--file", &dek);
