@@ -10,6 +10,9 @@
 //!   trusted. TDX quotes are anchored in the pinned Intel SGX Root CA.
 //! - **Complete.** The [`Verdict`] lists every failed check, not the first, with the
 //!   normalized [`Claims`].
+//! - **Policies pin what they accept.** [`Policy::from_toml`] refuses a policy without
+//!   `measurements`; accepting any guest, any SNP TCB or any TDX OS must be said in words, and
+//!   [`Policy::default`] accepts nothing until it is told what to accept.
 //! - **No simulated trust by default.** Evidence from the [`SimulatedTee`] verifies only under
 //!   a policy that sets `allow_simulated = true`.
 //!

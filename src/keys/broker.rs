@@ -37,7 +37,7 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use confidant_attestation::policy::TDX_STATUSES;
-use confidant_attestation::{Evidence, Policy, TdxCollateral, TeeKind, Timestamp, Verdict, verify};
+use confidant_attestation::{Evidence, Policy, TeeKind, Timestamp, Verdict, verify};
 use ring::rand::{SecureRandom as _, SystemRandom};
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use sha2::{Digest as _, Sha256};
@@ -45,7 +45,7 @@ use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
-use super::collateral::CollateralSource;
+use super::collateral::{CollateralSource, for_evidence};
 use super::error::{BrokerError, BrokerStartError};
 use super::jwe::{self, TeePubKey};
 use super::protocol::{
@@ -709,7 +709,7 @@ pub(crate) fn verify_integrity(
     now: Timestamp,
 ) -> Result<(Evidence, Verdict), BrokerError> {
     let evidence = evidence.without_tdx_collateral();
-    let collateral = tdx_collateral(config, &evidence)?;
+    let collateral = for_evidence(config.tdx_collateral.as_deref(), &evidence)?;
     let mut base = Policy::dangerous_authenticity_only();
     base.dangerous_allow_simulated = true;
     base.allow_debug = true;
@@ -724,39 +724,6 @@ pub(crate) fn verify_integrity(
         )));
     }
     Ok((evidence, verdict))
-}
-
-/// The broker's collateral for TDX `evidence` (none for other TEEs): read from
-/// [`BrokerConfig::tdx_collateral`] now, so that the operator's refresh takes effect at once.
-fn tdx_collateral(
-    config: &BrokerConfig,
-    evidence: &Evidence,
-) -> Result<Option<TdxCollateral>, BrokerError> {
-    let Evidence::Tdx(tdx) = evidence else {
-        return Ok(None);
-    };
-    let Some(path) = &config.tdx_collateral else {
-        return Err(BrokerError::Attestation(
-            "TDX evidence, but this broker holds no TDX collateral (start it with \
-             --tdx-collateral)"
-                .into(),
-        ));
-    };
-    let set = CollateralSource::new(path)
-        .load()
-        .map_err(|e| BrokerError::Internal(e.to_string()))?;
-    match set.for_quote(tdx.quote()) {
-        Ok(Some(collateral)) => Ok(Some(collateral.clone())),
-        Ok(None) => {
-            let fmspc = confidant_attestation::tdx::quote_fmspc(tdx.quote())
-                .map(hex::encode)
-                .unwrap_or_default();
-            Err(BrokerError::Attestation(format!(
-                "this broker holds no TDX collateral for the quote's platform (FMSPC {fmspc})"
-            )))
-        }
-        Err(e) => Err(BrokerError::Attestation(format!("TDX quote: {e}"))),
-    }
 }
 
 /// Reads `primary_evidence`: this crate's tagged evidence, or Trustee's untagged SNP/TDX
@@ -901,7 +868,7 @@ fn resource_inner(
     let open = release.policy.deliberately_open();
     let mut policy = release.policy;
     policy.report_data = Some(expected);
-    let collateral = tdx_collateral(&state.config, &evidence)?;
+    let collateral = for_evidence(state.config.tdx_collateral.as_deref(), &evidence)?;
     let verdict = verify(&evidence, collateral.as_ref(), &policy, now_timestamp());
     if !verdict.is_accept() {
         return Err(BrokerError::PolicyDeny {

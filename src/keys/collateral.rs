@@ -10,7 +10,9 @@
 
 use std::path::{Path, PathBuf};
 
-use confidant_attestation::{TdxCollateral, TdxCollateralSet};
+use confidant_attestation::{Evidence, TdxCollateral, TdxCollateralSet};
+
+use super::error::BrokerError;
 
 /// The largest collateral file read (Intel's are tens of KiB).
 const MAX_FILE_BYTES: u64 = 4 << 20;
@@ -112,5 +114,39 @@ impl CollateralSource {
             path: self.path.clone(),
             reason: e.to_string(),
         })
+    }
+}
+
+/// The broker's collateral for TDX `evidence` (none for other TEEs), read from `source` now,
+/// so that the operator's refresh takes effect at once. TDX evidence without a source, or
+/// from a platform the source has no file for, is refused.
+pub(crate) fn for_evidence(
+    source: Option<&Path>,
+    evidence: &Evidence,
+) -> Result<Option<TdxCollateral>, BrokerError> {
+    let Evidence::Tdx(tdx) = evidence else {
+        return Ok(None);
+    };
+    let Some(path) = source else {
+        return Err(BrokerError::Attestation(
+            "TDX evidence, but this broker holds no TDX collateral (start it with \
+             --tdx-collateral)"
+                .into(),
+        ));
+    };
+    let set = CollateralSource::new(path)
+        .load()
+        .map_err(|e| BrokerError::Internal(e.to_string()))?;
+    match set.for_quote(tdx.quote()) {
+        Ok(Some(collateral)) => Ok(Some(collateral.clone())),
+        Ok(None) => {
+            let fmspc = confidant_attestation::tdx::quote_fmspc(tdx.quote())
+                .map(hex::encode)
+                .unwrap_or_default();
+            Err(BrokerError::Attestation(format!(
+                "this broker holds no TDX collateral for the quote's platform (FMSPC {fmspc})"
+            )))
+        }
+        Err(e) => Err(BrokerError::Attestation(format!("TDX quote: {e}"))),
     }
 }
