@@ -933,6 +933,19 @@ async fn a_broker_with_bad_collateral_does_not_start() {
         panic!("started with bad collateral")
     };
     assert!(err.to_string().contains("bad.json"), "{err}");
+    // Two files for one platform: which is current would be a guess.
+    let twice = dir.path().join("twice");
+    std::fs::create_dir(&twice).unwrap();
+    std::fs::write(twice.join("a.json"), TDX_V4_COLLATERAL).unwrap();
+    std::fs::write(twice.join("b.json"), TDX_V4_COLLATERAL).unwrap();
+    let err = super::collateral::CollateralSource::new(&twice)
+        .load()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("two collaterals for FMSPC b0c06f000000"),
+        "{err}"
+    );
 }
 
 /// Fails before issue 16: the in-process path stored a policy without measurements.
