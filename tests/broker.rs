@@ -303,7 +303,7 @@ async fn the_broker_releases_the_key_to_an_attested_server_which_then_serves() {
         publisher.to_str().unwrap(),
     );
     let server = Server::start(&serve_args(data_s, sealed_s, pub_s, &broker));
-    let logs = server.logs();
+    let logs = server.logs_with(&["data key released by the broker after attestation"], 20);
     assert!(
         logs.contains("data key released by the broker after attestation"),
         "{logs}"
@@ -698,11 +698,8 @@ fn the_broker_can_be_configured_in_the_config_file() {
     )
     .unwrap();
     let server = Server::start(&["--config", config.to_str().unwrap()]);
-    assert!(
-        server.logs().contains("data key released by the broker"),
-        "{}",
-        server.logs()
-    );
+    let logs = server.logs_with(&["data key released by the broker"], 20);
+    assert!(logs.contains("data key released by the broker"), "{logs}");
     // Without a broker, a model without a key file is a configuration error.
     let bare = d.join("bare.toml");
     std::fs::write(
