@@ -12,8 +12,13 @@
 //! At attest the evidence is verified for integrity (signatures, chain, report_data binding
 //! the runtime data) under a permissive base policy; at each resource request it is verified
 //! again under that resource's release policy (measurement, TCB floor, debug,
-//! allow_simulated). A resource without a policy is never released. Every release and every
+//! allow_simulated). A resource without a policy is never released, a policy that does not pin
+//! what it accepts is refused when it is set (and at start, if one was stored before), and
+//! every release under a deliberately open policy logs a warning. Every release and every
 //! refusal is logged with its reason.
+//!
+//! TDX quotes are judged with the broker's own collateral ([`BrokerConfig::tdx_collateral`],
+//! see [`super::collateral`]); collateral carried in the evidence is dropped unread.
 //!
 //! Nonces are single-use: a session attests once, and a challenge expires after
 //! [`BrokerConfig::challenge_ttl`]; an attested session expires after
@@ -41,6 +46,7 @@ use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
+use super::collateral::{CollateralSource, for_evidence};
 use super::error::{BrokerError, BrokerStartError};
 use super::jwe::{self, TeePubKey};
 use super::protocol::{
@@ -73,6 +79,9 @@ pub struct BrokerConfig {
     pub session_ttl: Duration,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// The broker's TDX collateral: a QuoteCollateralV3 JSON file or a directory of them,
+    /// re-read at each TDX verification. Without it TDX evidence is refused.
+    pub tdx_collateral: Option<PathBuf>,
 }
 
 impl BrokerConfig {
@@ -84,6 +93,7 @@ impl BrokerConfig {
             challenge_ttl: DEFAULT_CHALLENGE_TTL,
             session_ttl: DEFAULT_SESSION_TTL,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            tdx_collateral: None,
         }
     }
 
@@ -263,6 +273,22 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerStartErr
     let store =
         ResourceStore::new(db, &master).map_err(|e| BrokerStartError::Key(e.to_string()))?;
     drop(master);
+    // A policy stored before policies had to pin what they accept is refused here, at load,
+    // rather than at the first release.
+    if let Some((path, reason)) = store
+        .first_refused_policy()
+        .map_err(|e| BrokerStartError::Key(e.to_string()))?
+    {
+        return Err(BrokerStartError::StoredPolicy { path, reason });
+    }
+    if let Some(path) = &config.tdx_collateral {
+        let set = CollateralSource::new(path).load()?;
+        tracing::info!(
+            path = %path.display(),
+            platforms = set.len(),
+            "broker: TDX collateral loaded (re-read at each TDX verification)"
+        );
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(io(format!("listen on {}", config.listen)))?;
@@ -636,21 +662,8 @@ async fn attest_inner(
     )
     .map_err(|e| BrokerError::BadRequest(e.to_string()))?;
     let expected = report_data(&digest);
-    // Integrity only: signatures, chain, report_data. The release policy is judged per
-    // resource.
-    let mut base = Policy::default();
-    base.dangerous_allow_simulated = true;
-    base.allow_debug = true;
-    base.allow_migration_agent = true;
-    base.tdx_statuses = TDX_STATUSES.iter().map(|s| (*s).to_owned()).collect();
-    base.report_data = Some(expected);
-    let verdict = verify(&evidence, None, &base, now_timestamp());
-    if !verdict.is_accept() {
-        return Err(BrokerError::Attestation(format!(
-            "evidence rejected: {}",
-            failures(&verdict)
-        )));
-    }
+    let (evidence, verdict) =
+        verify_integrity(&state.config, evidence, &expected, now_timestamp())?;
     let token = issue_token(state, &verdict, &request)?;
     tracing::info!(
         session = session_tag(id),
@@ -677,6 +690,34 @@ async fn attest_inner(
     let mut response = json_response(StatusCode::OK, body);
     set_cookie(&mut response, id, state.config.session_ttl)?;
     Ok(response)
+}
+
+/// The attest step's check: integrity only (signatures, chain, dates, report_data binding
+/// the runtime data), under a permissive base policy; the release policy is judged per
+/// resource. Collateral the attester carries is dropped: TDX quotes are judged with the
+/// broker's own. Returns the evidence as kept for the session, and the verdict.
+pub(crate) fn verify_integrity(
+    config: &BrokerConfig,
+    evidence: Evidence,
+    expected_report_data: &[u8; 64],
+    now: Timestamp,
+) -> Result<(Evidence, Verdict), BrokerError> {
+    let evidence = evidence.without_tdx_collateral();
+    let collateral = for_evidence(config.tdx_collateral.as_deref(), &evidence)?;
+    let mut base = Policy::dangerous_authenticity_only();
+    base.dangerous_allow_simulated = true;
+    base.allow_debug = true;
+    base.allow_migration_agent = true;
+    base.tdx_statuses = TDX_STATUSES.iter().map(|s| (*s).to_owned()).collect();
+    base.report_data = Some(*expected_report_data);
+    let verdict = verify(&evidence, collateral.as_ref(), &base, now);
+    if !verdict.is_accept() {
+        return Err(BrokerError::Attestation(format!(
+            "evidence rejected: {}",
+            failures(&verdict)
+        )));
+    }
+    Ok((evidence, verdict))
 }
 
 /// Reads `primary_evidence`: this crate's tagged evidence, or Trustee's untagged SNP/TDX
@@ -818,9 +859,11 @@ fn resource_inner(
             reason: "no release policy is set for this resource (broker set-policy)".into(),
         });
     };
+    let open = release.policy.deliberately_open();
     let mut policy = release.policy;
     policy.report_data = Some(expected);
-    let verdict = verify(&evidence, None, &policy, now_timestamp());
+    let collateral = for_evidence(state.config.tdx_collateral.as_deref(), &evidence)?;
+    let verdict = verify(&evidence, collateral.as_ref(), &policy, now_timestamp());
     if !verdict.is_accept() {
         return Err(BrokerError::PolicyDeny {
             path: path.to_owned(),
@@ -831,6 +874,14 @@ fn resource_inner(
         path: path.to_owned(),
         reason: format!("cannot encrypt to the TEE key: {e}"),
     })?;
+    if !open.is_empty() {
+        tracing::warn!(
+            session = session_tag(id),
+            path,
+            accepts = open.join("; "),
+            "broker: the release policy is deliberately open"
+        );
+    }
     tracing::info!(
         session = session_tag(id),
         path,
