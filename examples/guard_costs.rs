@@ -113,8 +113,11 @@ fn main() -> anyhow::Result<()> {
     let audit_dir = tempfile::tempdir()?;
     let log = confidant::audit::AuditLog::open(
         audit_dir.path(),
-        ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
-        [1; 32],
+        confidant::audit::AuditKeys {
+            signing: ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+            input_hmac: zeroize::Zeroizing::new([1; 32]),
+            records: zeroize::Zeroizing::new([3; 32]),
+        },
         confidant::audit::AuditConfig::default(),
     )?;
     time("input HMAC", 100_000, || {

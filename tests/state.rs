@@ -242,3 +242,34 @@ async fn nothing_persisted_is_readable_by_the_host_and_an_edited_record_is_caugh
     rechain(&segment, &original);
     assert!(verify(&["--pubkey", &pubkey]).status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_created_before_the_first_demo_start_is_kept_under_the_demo_state_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // No server has run: `keys create` starts the data directory with a development key
+    // file, which the demo's embedded broker adopts at the first start.
+    let key = create_key(&data, "early", &["--purposes", "demonstration"]);
+    assert!(data.join(confidant::state::DEV_KEY_FILE).is_file());
+    let server = Server::start(&["--data-dir", data.to_str().unwrap()]);
+    assert!(
+        !data.join(confidant::state::DEV_KEY_FILE).exists(),
+        "the embedded broker holds the state key now"
+    );
+    let mut client = Client::connect(&server.addr, &server.ca())
+        .await
+        .unwrap()
+        .with_api_key(&key)
+        .unwrap()
+        .with_purpose("demonstration")
+        .unwrap();
+    client
+        .predict("demo", &[confidant::demo::SAMPLE_ROW.to_vec()])
+        .await
+        .unwrap();
+    // `keys list` beside the server finds the same key through the embedded broker.
+    let out = confidant(&["keys", "list", "--data-dir", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("early"), "{}", stdout(&out));
+    assert!(server.stop().success());
+}
