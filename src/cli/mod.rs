@@ -426,6 +426,7 @@ fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
         screening: file.screening,
         privacy: file.privacy,
         audit: file.audit,
+        explain: file.explain,
         unguarded_benchmark_baseline: false,
         device: a.device,
         gpu_load: a.gpu_load,

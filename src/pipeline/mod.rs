@@ -4,8 +4,10 @@
 //! messages into a [`PredictCall`] and hand it here, so that both run exactly the same
 //! guards, in the same order, with the same audit record and the same metrics:
 //!
-//! ready → authenticate → scope → model and version → purpose → validate input → rate
-//! limits (the only step that spends a counter; refunded if a later step fails) → engine.
+//! ready → names (model, version, purpose: refused before anything records or echoes them)
+//! → audit log writable → authenticate → scope → model and version → purpose → validate
+//! input → rate limits (the only step that spends a counter; refunded if a later step fails)
+//! → engine.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,12 +21,15 @@ use tonic::codegen::http::{
 use tonic::metadata::MetadataMap;
 
 use crate::audit::{AuditLog, PredictEvent};
-use crate::engine::explain::{Attribution, ExplanationSpec, integrated_gradients};
+use crate::engine::explain::{
+    Attribution, ExplanationSpec, MAX_POINTS_PER_ROW, integrated_gradients,
+};
 use crate::engine::{LoadedModel, OutputKind, Registry, ScreenAction, argmax_rows};
 use crate::guard::{
     Admission, Credentials, Guard, GuardError, InputError, KeyRecord, Scope, validate_rows,
 };
 use crate::metrics::{Metrics, RequestSample, UNKNOWN_MODEL};
+use crate::names::{NameError, validate_id, validate_name};
 use crate::privacy::budget::{BudgetError, BudgetStatus, Budgets, Reservation};
 use crate::privacy::policy::{Charge, PrivacyPolicy, Released};
 use crate::privacy::rng::ChaChaDpRng;
@@ -135,6 +140,55 @@ pub struct ExplainOutcome {
     pub baseline: Vec<f32>,
     /// One explanation per row.
     pub attributions: Vec<Attribution>,
+    /// Rows that adversarial-sensitivity screening flagged (ascending), as Predict reports
+    /// them. (Explanations are refused under any privacy policy, so nothing hides them.)
+    pub flagged_rows: Vec<u32>,
+}
+
+/// `[explain]`: the bound on one Explain request's work and the pool that runs it.
+///
+/// Integrated gradients evaluates up to [`MAX_POINTS_PER_ROW`] path points per row; a
+/// request whose rows × that bound exceeds `max_points_per_request` is refused with
+/// RESOURCE_EXHAUSTED before anything is spent. Explanations run on at most `workers`
+/// threads at once; a request that finds them all busy is refused with RESOURCE_EXHAUSTED,
+/// so explanations can never occupy every core that Predict needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExplainLimits {
+    /// The most path points one request may cost (rows × [`MAX_POINTS_PER_ROW`]).
+    pub max_points_per_request: u64,
+    /// Explanations computed at once (at least 1).
+    pub workers: usize,
+}
+
+impl Default for ExplainLimits {
+    /// 64 rows per request; half the cores (at least one) for explanations.
+    fn default() -> Self {
+        Self {
+            max_points_per_request: 64 * MAX_POINTS_PER_ROW,
+            workers: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+        }
+    }
+}
+
+impl ExplainLimits {
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_points_per_request < MAX_POINTS_PER_ROW {
+            return Err(format!(
+                "explain.max_points_per_request must be at least {MAX_POINTS_PER_ROW} (one \
+                 row), got {}",
+                self.max_points_per_request
+            ));
+        }
+        if !(1..=1024).contains(&self.workers) {
+            return Err(format!(
+                "explain.workers must be 1 to 1024, got {}",
+                self.workers
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The privacy receipt of one prediction.
@@ -159,8 +213,13 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     unguarded: bool,
     budgets: Option<Budgets>,
-    dp_rng: Arc<Mutex<ChaChaDpRng>>,
+    /// The noise generator, seeded from the OS by [`Pipeline::with_privacy`]. Without it
+    /// no noise is released: there is no default seed.
+    dp_rng: Option<Arc<Mutex<ChaChaDpRng>>>,
     subjects: Option<Subjects>,
+    explain_limits: ExplainLimits,
+    /// The explanation pool's free workers.
+    explain_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Pipeline {
@@ -181,9 +240,20 @@ impl Pipeline {
             metrics: Arc::new(Metrics::new()),
             unguarded: false,
             budgets: None,
-            dp_rng: Arc::new(Mutex::new(ChaChaDpRng::dangerous_from_seed([0; 32]))),
+            dp_rng: None,
             subjects: None,
+            explain_limits: ExplainLimits::default(),
+            explain_slots: Arc::new(tokio::sync::Semaphore::new(
+                ExplainLimits::default().workers,
+            )),
         }
+    }
+
+    /// Bounds explanations: the work of one request and the workers of all.
+    pub fn with_explain_limits(mut self, limits: ExplainLimits) -> Self {
+        self.explain_slots = Arc::new(tokio::sync::Semaphore::new(limits.workers.max(1)));
+        self.explain_limits = limits;
+        self
     }
 
     /// Checks consent for requests that name a data subject (`x-subject-id`).
@@ -207,7 +277,7 @@ impl Pipeline {
     pub fn with_privacy(mut self, budgets: Budgets) -> Result<Self, ApiError> {
         let rng = ChaChaDpRng::from_os()
             .map_err(|e| ApiError::Unavailable(format!("no OS randomness for DP noise: {e}")))?;
-        self.dp_rng = Arc::new(Mutex::new(rng));
+        self.dp_rng = Some(Arc::new(Mutex::new(rng)));
         self.budgets = Some(budgets);
         Ok(self)
     }
@@ -257,6 +327,17 @@ impl Pipeline {
         }
     }
 
+    /// Refuses with UNAVAILABLE while the audit log cannot be written: a request that
+    /// cannot be recorded is not served.
+    pub fn ensure_audit_writable(&self) -> Result<(), ApiError> {
+        match &self.audit {
+            Some(audit) if !audit.is_writable() => Err(ApiError::Unavailable(
+                "the audit log cannot be written; requests are refused until it can".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Authenticates the caller and checks that it holds `scope`.
     pub fn caller(&self, ctx: &CallContext, scope: Scope) -> Result<Arc<KeyRecord>, ApiError> {
         let key = self.guard.authenticate(Credentials {
@@ -286,12 +367,22 @@ impl Pipeline {
         let result = self.predict_inner(ctx, call, &mut record).await;
         let result = result.map_err(Status::from);
         let latency = started.elapsed();
+        // A flag is a non-private function of the scores: under a private output policy
+        // it goes to the audit record only, never to a public counter.
+        let flags_public = record
+            .loaded_model
+            .as_ref()
+            .is_none_or(|m| !m.privacy().is_private());
         let sample = RequestSample {
             code: result.as_ref().map_or_else(|s| s.code() as i32, |_| 0),
             latency,
             rows: record.rows,
             engine: record.engine,
-            flagged_rows: record.flagged_rows.len() as u64,
+            flagged_rows: if flags_public {
+                record.flagged_rows.len() as u64
+            } else {
+                0
+            },
             epsilon: record.epsilon,
         };
         match &record.loaded_model {
@@ -420,12 +511,62 @@ impl Pipeline {
                 config.output_count()
             )));
         }
+        // The work is bounded before anything is spent: the worst case of every row.
+        let points = (rows as u64).saturating_mul(MAX_POINTS_PER_ROW);
+        if points > self.explain_limits.max_points_per_request {
+            return Err(ApiError::Exhausted(format!(
+                "an explanation of {rows} rows may cost {points} path points; this server \
+                 allows at most {} per request (explain.max_points_per_request): send fewer \
+                 rows",
+                self.explain_limits.max_points_per_request
+            )));
+        }
         let admission = self.guard.admit(&key, unix_now())?;
         let request_id = record.new_request_id();
+        // The model's screening, as Predict runs it: a row Predict refuses is not explained,
+        // and a flagged row is reported.
+        let flagged = match model.screening() {
+            Some(spec) => {
+                let out = model.infer(values.clone(), rows).await?;
+                record.engine = Some((out.queue_time, out.compute_time));
+                let Some(scores) = out.sensitivity else {
+                    return Err(ApiError::Internal(format!(
+                        "model {} declares screening but its engine returned no scores",
+                        config.id
+                    )));
+                };
+                let flagged: Vec<u32> = scores
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| spec.is_flagged(**s))
+                    .map(|(i, _)| i as u32)
+                    .collect();
+                record.flagged_rows.clone_from(&flagged);
+                if let Some(first) = flagged.first()
+                    && spec.action == ScreenAction::Reject
+                {
+                    return Err(screening_refusal(*first));
+                }
+                flagged
+            }
+            None => Vec::new(),
+        };
+        // A bounded pool: a request that finds every worker busy is refused (its admission
+        // refunds itself), and a worker stays taken until its computation ends, even if
+        // the caller goes away.
+        let slot = Arc::clone(&self.explain_slots)
+            .try_acquire_owned()
+            .map_err(|_| {
+                ApiError::Exhausted(format!(
+                    "all {} explanation workers are busy; retry later",
+                    self.explain_limits.workers
+                ))
+            })?;
         let mlp = Arc::clone(model.mlp());
         let features = config.feature_count();
         let b = baseline.clone();
         let explained = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             values
                 .chunks_exact(features)
                 .map(|x| integrated_gradients(&mlp, x, &b, target.map(|t| t as usize)))
@@ -449,6 +590,7 @@ impl Pipeline {
             features,
             baseline,
             attributions: rows_out,
+            flagged_rows: flagged,
         })
     }
 
@@ -491,17 +633,22 @@ impl Pipeline {
         call: PredictCall,
         record: &mut AuditContext<'c>,
     ) -> Result<Admitted, ApiError> {
+        // What the caller named is checked against its rule before anything records or
+        // echoes it (the audit record, a NOT_FOUND message, a log line).
+        check_model_ref(&call.model, &call.version)?;
+        let declared_purpose = ctx.header(&X_PURPOSE).map(str::trim).filter(|p| !p.is_empty());
+        if let Some(p) = declared_purpose {
+            validate_name("purpose (x-purpose)", p).map_err(bad_name)?;
+        }
         // The metrics label: the model named, when it is loaded, even if a guard refuses.
         let found = self.registry.get(&call.model);
         if let Ok(m) = &found {
             record.loaded_model = Some(Arc::clone(m));
         }
         self.ensure_ready()?;
+        self.ensure_audit_writable()?;
         let key = self.caller(ctx, scope)?;
         record.key = Some(Arc::clone(&key));
-        if call.model.is_empty() {
-            return Err(ApiError::BadRequest("model must be set".into()));
-        }
         let model = match found {
             Ok(m) => m,
             Err(e) => {
@@ -519,7 +666,7 @@ impl Pipeline {
         }
         let purpose =
             self.guard
-                .check_purpose(&key, ctx.header(&X_PURPOSE), &config.id, &config.purposes)?;
+                .check_purpose(&key, declared_purpose, &config.id, &config.purposes)?;
         record.purpose = purpose;
         if let Some(subject) = ctx.header(&X_SUBJECT_ID) {
             let Some(purpose) = record.purpose else {
@@ -579,6 +726,18 @@ impl Pipeline {
             .per_row(softmax, width)
             .map_err(|e| ApiError::Internal(format!("privacy policy of {}: {e}", config.id)))?;
         let charge = Charge::of(&per_row, rows);
+        let dp_rng = match (policy, &self.dp_rng) {
+            (PrivacyPolicy::None, _) => None,
+            (_, Some(rng)) => Some(rng),
+            (_, None) => {
+                return Err(ApiError::Internal(format!(
+                    "model {} has the {} privacy policy, but this pipeline has no noise \
+                     generator seeded from the OS (Pipeline::with_privacy)",
+                    config.id,
+                    policy.name()
+                )));
+            }
+        };
         let now = unix_now();
         let admission = self.guard.admit(&key, now)?;
         let reservation = if charge.is_zero() {
@@ -651,27 +810,24 @@ impl Pipeline {
                     // A refused request spends nothing; the audit record keeps the rows.
                     refund(reservation, admission);
                     record.flagged_rows.clone_from(&flagged);
-                    return Err(ApiError::BadRequest(format!(
-                        "row {} was refused by adversarial-sensitivity screening: its \
-                         prediction is unstable under small perturbations of the input",
-                        flagged[0]
-                    )));
+                    return Err(screening_refusal(flagged[0]));
                 }
                 flagged
             }
             _ => Vec::new(),
         };
         record.flagged_rows.clone_from(&flagged);
-        let released = if policy == PrivacyPolicy::None {
+        let released = match dp_rng {
             // Nothing to add: no copy, no lock on the noise generator.
-            Ok(Released {
+            None => Ok(Released {
                 labels: argmax_rows(&out.values, width),
                 values: Some(out.values),
                 charge: Charge::default(),
-            })
-        } else {
-            let mut rng = self.dp_rng.lock().unwrap_or_else(|p| p.into_inner());
-            policy.apply(&mut *rng, &out.values, width, softmax)
+            }),
+            Some(rng) => {
+                let mut rng = rng.lock().unwrap_or_else(|p| p.into_inner());
+                policy.apply(&mut *rng, &out.values, width, softmax)
+            }
         };
         let released = match released {
             Ok(r) => r,
@@ -726,6 +882,32 @@ impl Pipeline {
             receipt,
         })
     }
+}
+
+/// Checks a model id and version that a caller named (an empty version means any) against
+/// the id rule, before anything records or echoes them: INVALID_ARGUMENT, and the message
+/// gives the length, never the value.
+pub fn check_model_ref(model: &str, version: &str) -> Result<(), ApiError> {
+    if model.is_empty() {
+        return Err(ApiError::BadRequest("model must be set".into()));
+    }
+    validate_id("model name", model).map_err(bad_name)?;
+    if !version.is_empty() {
+        validate_id("model version", version).map_err(bad_name)?;
+    }
+    Ok(())
+}
+
+fn bad_name(e: NameError) -> ApiError {
+    ApiError::BadRequest(e.to_string())
+}
+
+/// The refusal of a row that sensitivity screening flags under `action = "reject"`.
+fn screening_refusal(row: u32) -> ApiError {
+    ApiError::BadRequest(format!(
+        "row {row} was refused by adversarial-sensitivity screening: its prediction is \
+         unstable under small perturbations of the input"
+    ))
 }
 
 impl AuditContext<'_> {
