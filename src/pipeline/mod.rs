@@ -38,6 +38,8 @@ use crate::unix_now;
 
 pub mod error;
 pub mod request_id;
+#[cfg(test)]
+mod tests;
 
 pub use error::ApiError;
 
