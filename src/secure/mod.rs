@@ -80,8 +80,9 @@ pub fn os_seed() -> Result<zeroize::Zeroizing<[u8; 32]>, getrandom::Error> {
 /// [`std::env::set_var`], and a concurrent read of the environment from another thread
 /// (including one inside libc, such as `getenv` in a resolver) is undefined behaviour.
 ///
-/// ```compile_fail
-/// // An `unsafe fn`: calling it outside an `unsafe` block does not compile.
+/// ```compile_fail,E0133
+/// // An `unsafe fn`: calling it outside an `unsafe` block does not compile. (It was a
+/// // safe `fn` before issue 16, when this compiled and so this doctest failed.)
 /// let _ = confidant::secure::pin_thread_count();
 /// ```
 pub unsafe fn pin_thread_count() -> usize {
