@@ -489,8 +489,17 @@ async fn caller_chosen_names_are_bounded_before_they_are_echoed_or_audited() {
     let rows = vec![confidant::demo::SAMPLE_ROW.to_vec()];
     let huge = "x".repeat(512 * 1024);
     let short = |s: tonic::Status| {
-        assert_eq!(s.code(), Code::InvalidArgument, "{}", &s.message()[..200.min(s.message().len())]);
-        assert!(s.message().len() < 300, "{} bytes echoed", s.message().len());
+        assert_eq!(
+            s.code(),
+            Code::InvalidArgument,
+            "{}",
+            &s.message()[..200.min(s.message().len())]
+        );
+        assert!(
+            s.message().len() < 300,
+            "{} bytes echoed",
+            s.message().len()
+        );
         assert!(!s.message().contains("xxxx"));
     };
     for _ in 0..5 {

@@ -791,7 +791,12 @@ fn output_to_a_closed_pipe_ends_quietly() {
     assert!(out.status.success(), "{}", stderr(&out));
     let (sealed, public) = (p("m.sealed"), p("keys/publisher.pub"));
     for args in [
-        vec!["inspect", sealed.as_str(), "--publisher-key", public.as_str()],
+        vec![
+            "inspect",
+            sealed.as_str(),
+            "--publisher-key",
+            public.as_str(),
+        ],
         vec!["attest", "measurement"],
     ] {
         let (status, err) = run_into_closed_pipe(&args);

@@ -638,7 +638,10 @@ impl Pipeline {
         // What the caller named is checked against its rule before anything records or
         // echoes it (the audit record, a NOT_FOUND message, a log line).
         check_model_ref(&call.model, &call.version)?;
-        let declared_purpose = ctx.header(&X_PURPOSE).map(str::trim).filter(|p| !p.is_empty());
+        let declared_purpose = ctx
+            .header(&X_PURPOSE)
+            .map(str::trim)
+            .filter(|p| !p.is_empty());
         if let Some(p) = declared_purpose {
             validate_name("purpose (x-purpose)", p).map_err(bad_name)?;
         }

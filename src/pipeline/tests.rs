@@ -191,8 +191,10 @@ async fn hostile_names_are_refused_before_they_are_recorded_or_echoed() {
         }),
         (call("demo", &[sample()]), {
             let mut ctx = h.ctx();
-            ctx.metadata
-                .insert("x-purpose", MetadataValue::from_static("a purpose; with=junk"));
+            ctx.metadata.insert(
+                "x-purpose",
+                MetadataValue::from_static("a purpose; with=junk"),
+            );
             ctx
         }),
     ];
@@ -205,11 +207,19 @@ async fn hostile_names_are_refused_before_they_are_recorded_or_echoed() {
         assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
     }
     // An unknown model with a lawful name is still NOT_FOUND, and named.
-    let err = p.predict(&h.ctx(), call("nope", &[sample()])).await.err().unwrap();
+    let err = p
+        .predict(&h.ctx(), call("nope", &[sample()]))
+        .await
+        .err()
+        .unwrap();
     assert_eq!(err.code(), Code::NotFound);
     h.audit.close();
     let audit = h.audit_text();
-    assert!(audit.len() < 16 * 1024, "audit log grew to {} bytes", audit.len());
+    assert!(
+        audit.len() < 16 * 1024,
+        "audit log grew to {} bytes",
+        audit.len()
+    );
     assert!(!audit.contains("mmmm") && !audit.contains("vvvv") && !audit.contains("pppp"));
     assert!(!audit.contains("forged") && !audit.contains("junk"));
     assert!(audit.contains("\"nope\""));
@@ -242,7 +252,10 @@ async fn explain_refuses_what_predict_screening_refuses() {
         .lines()
         .find(|l| l.contains("\"rpc\":\"explain\""))
         .unwrap();
-    assert!(explain_line.contains("\"flagged_rows\":[0]"), "{explain_line}");
+    assert!(
+        explain_line.contains("\"flagged_rows\":[0]"),
+        "{explain_line}"
+    );
 }
 
 /// Before the change a flagged row was explained with no sign of the flag. Now, under
@@ -259,8 +272,15 @@ async fn explain_reports_flagged_rows_as_predict_does() {
     let p = h.pipeline();
     let rows = [middle_row(), middle_row()];
     let predicted = p.predict(&h.ctx(), call("demo", &rows)).await.unwrap();
-    assert_eq!(predicted.flagged_rows, vec![0, 1], "the setup flags both rows");
-    let explained = p.explain(&h.ctx(), call("demo", &rows), None).await.unwrap();
+    assert_eq!(
+        predicted.flagged_rows,
+        vec![0, 1],
+        "the setup flags both rows"
+    );
+    let explained = p
+        .explain(&h.ctx(), call("demo", &rows), None)
+        .await
+        .unwrap();
     assert_eq!(explained.flagged_rows, vec![0, 1]);
     assert_eq!(explained.attributions.len(), 2);
 }
@@ -285,7 +305,11 @@ async fn explain_work_is_capped_per_request_and_runs_on_a_bounded_pool() {
         .err()
         .expect("three rows exceed a two-row cap");
     assert_eq!(err.code(), Code::ResourceExhausted);
-    assert!(err.message().contains("max_points_per_request"), "{}", err.message());
+    assert!(
+        err.message().contains("max_points_per_request"),
+        "{}",
+        err.message()
+    );
     assert_eq!(used(&h), before, "a refused explanation spends nothing");
     // Two rows fit.
     p.explain(&h.ctx(), call("demo", &vec![sample(); 2]), None)
@@ -343,7 +367,10 @@ async fn predict_stops_while_the_audit_log_cannot_be_written() {
             }
         }
     }
-    assert!(refused, "Predict kept answering while the audit log could not be written");
+    assert!(
+        refused,
+        "Predict kept answering while the audit log could not be written"
+    );
     assert!(!h.audit.is_writable());
     // The disk is back: the writer's retry reopens the segment and writes what it kept.
     std::fs::remove_file(&next).unwrap();
@@ -355,7 +382,10 @@ async fn predict_stops_while_the_audit_log_cannot_be_written() {
             break;
         }
     }
-    assert!(served, "Predict did not resume once the audit log was writable");
+    assert!(
+        served,
+        "Predict did not resume once the audit log was writable"
+    );
     h.audit.close();
     let report = crate::audit::verify_dir(&audit_dir, &[]);
     assert!(report.first_failure.is_none(), "{:?}", report.first_failure);
@@ -422,7 +452,10 @@ async fn metrics_do_not_count_flags_that_a_private_policy_hides() {
         quick_audit(),
     );
     let p = private.pipeline();
-    let out = p.predict(&private.ctx(), call("demo", &rows)).await.unwrap();
+    let out = p
+        .predict(&private.ctx(), call("demo", &rows))
+        .await
+        .unwrap();
     assert!(out.flagged_rows.is_empty(), "the response hides the flags");
     assert_eq!(flagged_metric(&p, &private.registry), 0.0);
     // The audit record keeps them.
