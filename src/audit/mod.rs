@@ -75,6 +75,9 @@ pub enum AuditError {
     /// The writer thread is gone.
     #[error("audit writer stopped")]
     Stopped,
+    /// The last group failed to reach disk and the retry has not succeeded yet.
+    #[error("the audit log cannot be written at the moment")]
+    Unwritable,
     /// The event has no JSON form (not reached: every event serializes). It is refused
     /// rather than written as a line that would break the chain.
     #[error("audit event could not be serialized: {0}")]
@@ -330,8 +333,12 @@ impl AuditLog {
         }
     }
 
-    /// Appends an event and waits until it is on disk.
+    /// Appends an event and waits until it is on disk. Refused at once while the log is
+    /// not writable (an event queued just before a failure waits for the retry).
     pub fn append_durable(&self, event: Event) -> Result<(), AuditError> {
+        if !self.is_writable() {
+            return Err(AuditError::Unwritable);
+        }
         let json = event_json(&event)?;
         let (done, wait) = std::sync::mpsc::channel();
         self.enqueue(|out| out.extend_from_slice(&json), Some(done))?;

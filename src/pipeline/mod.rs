@@ -410,7 +410,9 @@ impl Pipeline {
         latency: std::time::Duration,
         rpc: Option<&'static str>,
     ) {
-        if let Some(audit) = &self.audit {
+        if let Some(audit) = &self.audit
+            && !record.unrecordable
+        {
             let (decision, reason) = match refusal {
                 None => ("allow", "OK"),
                 Some(s) => ("refuse", crate::proto::code_name(s.code())),
@@ -651,7 +653,12 @@ impl Pipeline {
             record.loaded_model = Some(Arc::clone(m));
         }
         self.ensure_ready()?;
-        self.ensure_audit_writable()?;
+        if let Err(e) = self.ensure_audit_writable() {
+            // Not recorded either: the log cannot take it, and a flood of such refusals
+            // must not pile up in the writer's memory while the disk is failing.
+            record.unrecordable = true;
+            return Err(e);
+        }
         let key = self.caller(ctx, scope)?;
         record.key = Some(Arc::clone(&key));
         let model = match found {
@@ -957,4 +964,6 @@ struct AuditContext<'c> {
     epsilon: f64,
     /// The data subject's pseudonym, when the request named one with consent.
     subject: Option<String>,
+    /// Refused because the audit log cannot be written: no record is queued.
+    unrecordable: bool,
 }
