@@ -151,9 +151,10 @@ pub struct ExplainOutcome {
 ///
 /// Integrated gradients evaluates up to [`MAX_POINTS_PER_ROW`] path points per row; a
 /// request whose rows × that bound exceeds `max_points_per_request` is refused with
-/// RESOURCE_EXHAUSTED before anything is spent. Explanations run on at most `workers`
-/// threads at once; a request that finds them all busy is refused with RESOURCE_EXHAUSTED,
-/// so explanations can never occupy every core that Predict needs.
+/// RESOURCE_EXHAUSTED before anything is spent. Explanations run on a pool of `workers`
+/// threads of their own (candle's parallel kernels inside them included), one request per
+/// thread; a request that finds them all busy is refused with RESOURCE_EXHAUSTED, so
+/// explanations can never occupy every core that Predict needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExplainLimits {
@@ -222,6 +223,9 @@ pub struct Pipeline {
     explain_limits: ExplainLimits,
     /// The explanation pool's free workers.
     explain_slots: Arc<tokio::sync::Semaphore>,
+    /// The threads explanations run on (candle's parallel kernels included), made at the
+    /// first explanation; `None` if they could not be started.
+    explain_pool: Arc<std::sync::OnceLock<Option<rayon::ThreadPool>>>,
 }
 
 impl Pipeline {
@@ -248,14 +252,34 @@ impl Pipeline {
             explain_slots: Arc::new(tokio::sync::Semaphore::new(
                 ExplainLimits::default().workers,
             )),
+            explain_pool: Arc::default(),
         }
     }
 
     /// Bounds explanations: the work of one request and the workers of all.
     pub fn with_explain_limits(mut self, limits: ExplainLimits) -> Self {
         self.explain_slots = Arc::new(tokio::sync::Semaphore::new(limits.workers.max(1)));
+        self.explain_pool = Arc::default();
         self.explain_limits = limits;
         self
+    }
+
+    /// The explanation threads: `workers` of them, so that explanations (and the parallel
+    /// kernels candle runs inside them, which use the pool they are called from) never
+    /// occupy more cores than that.
+    fn explain_pool(&self) -> Result<&rayon::ThreadPool, ApiError> {
+        self.explain_pool
+            .get_or_init(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(self.explain_limits.workers.max(1))
+                    .thread_name(|i| format!("explain-{i}"))
+                    .panic_handler(|_| tracing::error!("an explanation panicked"))
+                    .build()
+                    .inspect_err(|e| tracing::error!(error = %e, "no explanation threads"))
+                    .ok()
+            })
+            .as_ref()
+            .ok_or_else(|| ApiError::Internal("the explanation threads could not start".into()))
     }
 
     /// Checks consent for requests that name a data subject (`x-subject-id`).
@@ -569,21 +593,25 @@ impl Pipeline {
         let mlp = Arc::clone(model.mlp());
         let features = config.feature_count();
         let b = baseline.clone();
-        let explained = tokio::task::spawn_blocking(move || {
+        let (done, explained) = tokio::sync::oneshot::channel();
+        self.explain_pool()?.spawn(move || {
             let _slot = slot;
-            values
+            let result = values
                 .chunks_exact(features)
                 .map(|x| integrated_gradients(&mlp, x, &b, target.map(|t| t as usize)))
-                .collect::<Result<Vec<Attribution>, _>>()
-        })
-        .await;
-        let rows_out = match explained {
+                .collect::<Result<Vec<Attribution>, _>>();
+            // The caller may have gone; its worker is free again either way.
+            let _ = done.send(result);
+        });
+        let rows_out = match explained.await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 return Err(e.into());
             }
-            Err(e) => {
-                return Err(ApiError::Internal(format!("explanation task failed: {e}")));
+            Err(_) => {
+                return Err(ApiError::Internal(
+                    "an explanation worker ended without an answer".into(),
+                ));
             }
         };
         admission.commit();
