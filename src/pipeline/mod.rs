@@ -216,8 +216,9 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     unguarded: bool,
     budgets: Option<Budgets>,
-    /// The noise generator, seeded from the OS by [`Pipeline::with_privacy`]. Without it
-    /// no noise is released: there is no default seed.
+    /// The noise generator, seeded from the OS by [`Pipeline::with_privacy`]. There is no
+    /// default seed: without it, a model with any output policy other than `none` is
+    /// refused (every policy's release goes through the generator).
     dp_rng: Option<Arc<Mutex<ChaChaDpRng>>>,
     subjects: Option<Subjects>,
     explain_limits: ExplainLimits,
