@@ -783,6 +783,7 @@ async fn explain(e: args::ExplainArgs) -> Result<()> {
             "completeness_error": r.completeness_error,
             "baseline": r.baseline,
             "steps": r.steps,
+            "flagged_rows": r.flagged_rows,
         })
     );
     Ok(())
