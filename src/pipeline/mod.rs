@@ -596,12 +596,13 @@ impl Pipeline {
         let b = baseline.clone();
         let (done, explained) = tokio::sync::oneshot::channel();
         self.explain_pool()?.spawn(move || {
-            let _slot = slot;
             let result = values
                 .chunks_exact(features)
                 .map(|x| integrated_gradients(&mlp, x, &b, target.map(|t| t as usize)))
                 .collect::<Result<Vec<Attribution>, _>>();
-            // The caller may have gone; its worker is free again either way.
+            // The worker is free before the caller hears back (so a caller's next request
+            // finds it free); the caller may have gone, which changes nothing.
+            drop(slot);
             let _ = done.send(result);
         });
         let rows_out = match explained.await {
