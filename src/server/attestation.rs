@@ -1,4 +1,9 @@
 //! `confidant.v1.Attestation`: evidence binding the server's TLS key to this TEE.
+//!
+//! Evidence vouches only for a key born inside the TEE. When the TLS key came from files
+//! the operator gave (`--tls-cert`/`--tls-key`, `[tls]`), anyone holding a copy could
+//! terminate TLS and relay this call, and the binding would pass every client check: so
+//! `GetEvidence` is refused (FAILED_PRECONDITION) and no evidence is produced at all.
 
 use std::sync::Arc;
 
@@ -6,21 +11,24 @@ use tonic::{Request, Response, Status};
 
 use crate::proto::confidant::v1 as pb;
 use crate::tee::Attester;
-use crate::tls::tls_report_data;
+use crate::tls::{KeyOrigin, tls_report_data};
 
 /// The Attestation service.
 #[derive(Clone)]
 pub struct AttestationService {
     attester: Arc<dyn Attester>,
     spki_sha256: [u8; 32],
+    key_origin: KeyOrigin,
 }
 
 impl AttestationService {
-    /// The service for a server whose TLS leaf certificate has this SPKI hash.
-    pub fn new(attester: Arc<dyn Attester>, spki_sha256: [u8; 32]) -> Self {
+    /// The service for a server whose TLS leaf certificate has this SPKI hash, and whose
+    /// private key was born as `key_origin` says.
+    pub fn new(attester: Arc<dyn Attester>, spki_sha256: [u8; 32], key_origin: KeyOrigin) -> Self {
         Self {
             attester,
             spki_sha256,
+            key_origin,
         }
     }
 }
@@ -31,6 +39,14 @@ impl pb::attestation_server::Attestation for AttestationService {
         &self,
         request: Request<pb::GetEvidenceRequest>,
     ) -> Result<Response<pb::GetEvidenceResponse>, Status> {
+        if self.key_origin != KeyOrigin::InProcess {
+            return Err(Status::failed_precondition(
+                "this server's TLS key was given by the operator (--tls-cert/--tls-key or \
+                 [tls]), not made inside the TEE: evidence cannot vouch that the TLS peer is \
+                 this server, so none is given. Serve without a configured TLS key to be \
+                 attested.",
+            ));
+        }
         let nonce = request.into_inner().nonce;
         if !(16..=64).contains(&nonce.len()) {
             return Err(Status::invalid_argument(format!(
