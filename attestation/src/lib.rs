@@ -49,6 +49,7 @@
 pub mod claims;
 pub mod error;
 pub mod evidence;
+pub mod nvidia;
 pub mod policy;
 pub mod simulated;
 pub mod snp;
@@ -58,6 +59,7 @@ pub mod verdict;
 
 pub use claims::{Claims, Product, SnpClaims, TdxClaims};
 pub use error::Error;
+pub use nvidia::{GpuCheck, GpuClaims, GpuEvidence, GpuReferences, GpuVerdict, verify_gpu};
 pub use evidence::{
     CertTableEntry, CertType, Evidence, SnpEvidence, TdxCollateral, TdxEvidence, TeeKind,
 };
