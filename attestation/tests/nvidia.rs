@@ -73,11 +73,6 @@ impl Vector {
     }
 }
 
-/// The verdict's checks as JSON, to compare with expected.json.
-fn checks_json(verdict: &GpuVerdict) -> Value {
-    serde_json::to_value(&verdict.checks).unwrap()
-}
-
 fn assert_matches_expected(name: &str, verdict: &GpuVerdict, expected: &Value) {
     let ours = serde_json::to_value(verdict).unwrap();
     assert_eq!(ours["verdict"], expected["verdict"], "{name}: verdict");
@@ -170,4 +165,283 @@ fn hopper_rims_compare_33_indices_and_report_each_rim() {
     }
     let compared: usize = c.rims.iter().map(|r| r.active_indices.len()).sum();
     assert_eq!(compared as u64, expected["golden_indices_compared"].as_u64().unwrap());
+}
+
+/// Asserts a rejection whose failed checks are exactly `failed`, in order.
+fn assert_rejected(verdict: &GpuVerdict, failed: &[GpuCheck]) {
+    assert!(!verdict.is_accept());
+    let ours: Vec<GpuCheck> = verdict
+        .checks
+        .0
+        .iter()
+        .filter(|(_, o)| *o == Outcome::Failed)
+        .map(|(c, _)| *c)
+        .collect();
+    assert_eq!(ours, failed, "{:#?}", verdict.failures);
+    assert_eq!(verdict.first_failure, failed.first().copied());
+    for check in failed {
+        assert!(
+            verdict.failures.iter().any(|f| f.check == *check && !f.detail.is_empty()),
+            "{check} has no reason"
+        );
+    }
+}
+
+fn at(text: &str) -> Timestamp {
+    Timestamp::parse_rfc3339(text).unwrap()
+}
+
+fn pem_blocks(pem: &str) -> Vec<String> {
+    pem.split_inclusive("-----END CERTIFICATE-----")
+        .filter(|b| b.contains("BEGIN"))
+        .map(|b| b.trim_start().to_owned() + "\n")
+        .collect()
+}
+
+#[test]
+fn wrong_nonce_is_refused_by_the_nonce_check_alone() {
+    for v in &VECTORS {
+        let mut nonce = v.nonce();
+        nonce[31] ^= 1;
+        let verdict = verify_gpu(&v.evidence(), &nonce, GpuReferences { rims: v.rims, ocsp: &[] }, v.at());
+        assert_rejected(&verdict, &[GpuCheck::Nonce]);
+    }
+}
+
+#[test]
+fn trailing_byte_and_truncation_are_refused_as_unparsed() {
+    for v in &VECTORS {
+        let mut trailing = v.report_bin.to_vec();
+        trailing.push(0);
+        let verdict = v.verify_with(&GpuEvidence::new(trailing, v.chain.to_owned()), v.rims, v.at());
+        assert_rejected(&verdict, &[GpuCheck::ReportParsed]);
+        assert!(verdict.failures[0].detail.contains("after the signature"), "{:?}", verdict.failures);
+        assert_eq!(
+            verdict.check(GpuCheck::ReportSignature),
+            Some(&Outcome::Skipped("report not parsed".to_owned()))
+        );
+        for cut in [0, 1, 36, 37, 44, 45, 3000, v.report_bin.len() - 97, v.report_bin.len() - 1] {
+            let evidence = GpuEvidence::new(v.report_bin[..cut].to_vec(), v.chain.to_owned());
+            let verdict = v.verify_with(&evidence, v.rims, v.at());
+            assert_eq!(verdict.first_failure, Some(GpuCheck::ReportParsed), "cut {cut}");
+            assert!(!verdict.is_accept());
+        }
+    }
+}
+
+#[test]
+fn hex_text_given_as_raw_report_is_refused() {
+    let evidence = GpuEvidence::new(HOPPER.report_hex.to_vec(), HOPPER.chain.to_owned());
+    let verdict = HOPPER.verify_with(&evidence, &[], HOPPER.at());
+    assert_eq!(verdict.first_failure, Some(GpuCheck::ReportParsed));
+}
+
+#[test]
+fn chains_that_do_not_reach_the_pinned_root_are_refused() {
+    let hopper = pem_blocks(HOPPER.chain);
+    let blackwell = pem_blocks(BLACKWELL.chain);
+    assert_eq!((hopper.len(), blackwell.len()), (5, 5));
+    // GB100 Identity in place of GH100 Identity: the ICA's issuer does not verify.
+    let mut swapped = hopper.clone();
+    swapped[3] = blackwell[3].clone();
+    let verdict = HOPPER.verify_with(
+        &GpuEvidence::new(HOPPER.report_bin.to_vec(), swapped.concat()),
+        HOPPER.rims,
+        HOPPER.at(),
+    );
+    assert_rejected(&verdict, &[GpuCheck::CertChain]);
+    // Without the root: nvtrust needs all five.
+    let verdict = HOPPER.verify_with(
+        &GpuEvidence::new(HOPPER.report_bin.to_vec(), hopper[..4].concat()),
+        &[],
+        HOPPER.at(),
+    );
+    assert_rejected(&verdict, &[GpuCheck::CertChain]);
+    // A chain anchored in another root: the RIM root in place of the Identity CA's issuer.
+    let rim_root = include_str!("data/nvidia/roots/verifier_RIM_root.pem");
+    let mut other_root = hopper.clone();
+    other_root[3] = rim_root.to_owned();
+    let verdict = HOPPER.verify_with(
+        &GpuEvidence::new(HOPPER.report_bin.to_vec(), other_root.concat()),
+        &[],
+        HOPPER.at(),
+    );
+    assert_rejected(&verdict, &[GpuCheck::CertChain]);
+    // The carried root is never trusted: a different last certificate is replaced by the
+    // pinned root, so the chain still verifies, and the verdict says the carried one differs.
+    let mut carried = hopper.clone();
+    carried[4] = rim_root.to_owned();
+    let verdict = HOPPER.verify_with(
+        &GpuEvidence::new(HOPPER.report_bin.to_vec(), carried.concat()),
+        &[],
+        HOPPER.at(),
+    );
+    assert!(verdict.is_accept(), "{:?}", verdict.failures);
+    assert_eq!(verdict.claims.carried_root_is_pinned, Some(false));
+    // Not PEM at all.
+    let verdict = HOPPER.verify_with(
+        &GpuEvidence::new(HOPPER.report_bin.to_vec(), "junk".to_owned()),
+        &[],
+        HOPPER.at(),
+    );
+    assert_rejected(&verdict, &[GpuCheck::CertChain, GpuCheck::ReportSignature]);
+}
+
+#[test]
+fn evidence_signed_by_another_gpu_is_refused() {
+    // The Blackwell report under the Hopper chain: FWID and signature both fail.
+    let verdict = BLACKWELL.verify_with(
+        &GpuEvidence::new(BLACKWELL.report_bin.to_vec(), HOPPER.chain.to_owned()),
+        &[],
+        BLACKWELL.at(),
+    );
+    assert_rejected(&verdict, &[GpuCheck::FwidMatchesLeafCert, GpuCheck::ReportSignature]);
+    // The Hopper report (no FWID) under the Blackwell chain: the signature fails.
+    let verdict = HOPPER.verify_with(
+        &GpuEvidence::new(HOPPER.report_bin.to_vec(), BLACKWELL.chain.to_owned()),
+        &[],
+        HOPPER.at(),
+    );
+    assert_rejected(&verdict, &[GpuCheck::ReportSignature]);
+}
+
+#[test]
+fn certificates_are_judged_at_the_given_time() {
+    // Before the Hopper Provisioner ICA (2022-03-01).
+    let verdict = HOPPER.verify_with(&HOPPER.evidence(), &[], at("2022-02-01T00:00:00Z"));
+    assert_rejected(&verdict, &[GpuCheck::CertChain]);
+    // The device chain alone is valid long after; the RIM signers expire in June 2025.
+    assert!(HOPPER.verify_with(&HOPPER.evidence(), &[], at("2030-01-01T00:00:00Z")).is_accept());
+    let verdict = HOPPER.verify_with(&HOPPER.evidence(), HOPPER.rims, at("2025-06-23T00:00:00Z"));
+    assert_rejected(&verdict, &[GpuCheck::RimCertChain(RimKind::Vbios)]);
+    let verdict = HOPPER.verify_with(&HOPPER.evidence(), HOPPER.rims, at("2025-06-27T00:00:00Z"));
+    assert_rejected(
+        &verdict,
+        &[GpuCheck::RimCertChain(RimKind::Driver), GpuCheck::RimCertChain(RimKind::Vbios)],
+    );
+    // The window README gives for an accept with RIMs.
+    for ok in ["2023-06-27T06:10:12Z", "2025-06-22T09:30:33Z"] {
+        assert!(HOPPER.verify_with(&HOPPER.evidence(), HOPPER.rims, at(ok)).is_accept(), "{ok}");
+    }
+    assert!(!HOPPER.verify_with(&HOPPER.evidence(), HOPPER.rims, at("2023-06-27T06:10:11Z")).is_accept());
+    // Blackwell: from 2023-06-20.
+    assert!(!BLACKWELL.verify_with(&BLACKWELL.evidence(), &[], at("2023-06-19T23:59:59Z")).is_accept());
+    assert!(BLACKWELL.verify_with(&BLACKWELL.evidence(), &[], at("2023-06-20T00:00:00Z")).is_accept());
+}
+
+/// The driver RIM with the golden value of index 7 replaced (still valid hex of 48 bytes).
+fn driver_rim_with_index_7(value: &str) -> Vec<u8> {
+    let text = std::str::from_utf8(HOPPER_DRIVER_RIM).unwrap();
+    let golden = "0e0ee161b59bf124ce6b6dca6efa7616d28077862c0e57dca7d5efd63d00eeed4851922941e846a38c464cbedbc168d9";
+    assert_eq!(text.matches(golden).count(), 1);
+    text.replace(golden, value).into_bytes()
+}
+
+#[test]
+fn tampered_rims_are_refused() {
+    // A changed golden value: the digest no longer matches, and neither does index 7.
+    let tampered = driver_rim_with_index_7(&"ab".repeat(48));
+    let verdict = HOPPER.verify_with(&HOPPER.evidence(), &[&tampered, HOPPER_VBIOS_RIM], HOPPER.at());
+    assert_rejected(
+        &verdict,
+        &[GpuCheck::RimSignature(RimKind::Driver), GpuCheck::MeasurementsMatch],
+    );
+    let mismatch = &verdict.claims.measurement_mismatches;
+    assert_eq!(mismatch.len(), 1);
+    assert_eq!((mismatch[0].index, mismatch[0].rim), (7, RimKind::Driver));
+    assert_eq!(mismatch[0].expected, vec!["ab".repeat(48)]);
+    assert_eq!(verdict.claims.secure_boot, None);
+    assert_eq!(verdict.claims.debug_status, None);
+
+    // A second alternative that the report does match makes the measurements pass; the
+    // signature still fails, since the RIM is not NVIDIA's any more.
+    let text = std::str::from_utf8(HOPPER_DRIVER_RIM).unwrap().replacen(
+        "index=\"7\" active=\"True\" alternatives=\"1\"",
+        &format!("index=\"7\" active=\"True\" alternatives=\"2\" ns2:Hash1=\"{}\"", "cd".repeat(48)),
+        1,
+    );
+    let verdict = HOPPER.verify_with(&HOPPER.evidence(), &[text.as_bytes(), HOPPER_VBIOS_RIM], HOPPER.at());
+    assert_rejected(&verdict, &[GpuCheck::RimSignature(RimKind::Driver)]);
+
+    // Whitespace is signed too.
+    let text = std::str::from_utf8(HOPPER_VBIOS_RIM).unwrap().replacen("\n    <ns0:Entity", "\n     <ns0:Entity", 1);
+    let verdict = HOPPER.verify_with(&HOPPER.evidence(), &[HOPPER_DRIVER_RIM, text.as_bytes()], HOPPER.at());
+    assert_rejected(&verdict, &[GpuCheck::RimSignature(RimKind::Vbios)]);
+
+    // The signature value itself.
+    let text = std::str::from_utf8(HOPPER_DRIVER_RIM).unwrap().replacen(
+        "<ds:SignatureValue>/BgnH",
+        "<ds:SignatureValue>/BgnI",
+        1,
+    );
+    let verdict = HOPPER.verify_with(&HOPPER.evidence(), &[text.as_bytes(), HOPPER_VBIOS_RIM], HOPPER.at());
+    assert_rejected(&verdict, &[GpuCheck::RimSignature(RimKind::Driver)]);
+
+    // A second, unsigned Payload would be read instead of the signed one: refused.
+    let text = std::str::from_utf8(HOPPER_DRIVER_RIM).unwrap().replacen(
+        "<ds:Signature ",
+        "<ns0:Payload/><ds:Signature ",
+        1,
+    );
+    let verdict = HOPPER.verify_with(&HOPPER.evidence(), &[text.as_bytes(), HOPPER_VBIOS_RIM], HOPPER.at());
+    assert_eq!(verdict.first_failure, Some(GpuCheck::RimSignature(RimKind::Driver)));
+
+    // Not XML.
+    let verdict = HOPPER.verify_with(&HOPPER.evidence(), &[b"not xml", HOPPER_VBIOS_RIM], HOPPER.at());
+    assert_eq!(verdict.first_failure, Some(GpuCheck::RimSignature(RimKind::Driver)));
+    assert!(!verdict.is_accept());
+}
+
+#[test]
+fn rims_for_another_gpu_or_version_are_refused() {
+    // Hopper's RIMs against the Blackwell report: wrong versions and product, and the
+    // golden values do not match.
+    let verdict = BLACKWELL.verify_with(&BLACKWELL.evidence(), HOPPER.rims, BLACKWELL.at());
+    assert_rejected(
+        &verdict,
+        &[
+            GpuCheck::RimVersionMatch(RimKind::Driver),
+            GpuCheck::RimProductMatch(RimKind::Driver),
+            GpuCheck::RimVersionMatch(RimKind::Vbios),
+            GpuCheck::RimProductMatch(RimKind::Vbios),
+            GpuCheck::MeasurementsMatch,
+        ],
+    );
+    // Only one RIM: the other kind's checks fail, and nothing is compared half-way.
+    let verdict = HOPPER.verify_with(&HOPPER.evidence(), &[HOPPER_DRIVER_RIM], HOPPER.at());
+    assert_rejected(
+        &verdict,
+        &[
+            GpuCheck::RimSignature(RimKind::Vbios),
+            GpuCheck::RimCertChain(RimKind::Vbios),
+            GpuCheck::RimVersionMatch(RimKind::Vbios),
+            GpuCheck::RimProductMatch(RimKind::Vbios),
+            GpuCheck::MeasurementsMatch,
+        ],
+    );
+    // The same RIM twice: refused, and every index conflicts.
+    let verdict = HOPPER.verify_with(
+        &HOPPER.evidence(),
+        &[HOPPER_DRIVER_RIM, HOPPER_DRIVER_RIM, HOPPER_VBIOS_RIM],
+        HOPPER.at(),
+    );
+    assert!(verdict.failed(GpuCheck::RimSignature(RimKind::Driver)));
+    assert!(verdict.failed(GpuCheck::RimIndexConflictFree));
+    // Order does not matter: the kind is read from each RIM.
+    let verdict = HOPPER.verify_with(&HOPPER.evidence(), &[HOPPER_VBIOS_RIM, HOPPER_DRIVER_RIM], HOPPER.at());
+    assert!(verdict.is_accept(), "{:?}", verdict.failures);
+}
+
+#[test]
+fn verdict_json_names_every_check_and_the_first_failure() {
+    let mut nonce = HOPPER.nonce();
+    nonce[0] ^= 0x80;
+    let verdict = verify_gpu(&HOPPER.evidence(), &nonce, GpuReferences { rims: HOPPER.rims, ocsp: &[] }, HOPPER.at());
+    let json = serde_json::to_value(&verdict).unwrap();
+    assert_eq!(json["verdict"], "reject");
+    assert_eq!(json["first_failure"], "nonce");
+    assert_eq!(json["checks"]["nonce"], false);
+    assert_eq!(json["checks"]["fwid_matches_leaf_cert"], "skipped: no FWID opaque field");
+    assert_eq!(json["failures"][0]["check"], "nonce");
+    assert_eq!(json["claims"]["revocation"]["summary"], "not_checked");
 }
