@@ -33,13 +33,14 @@ mod c14n;
 pub mod certs;
 pub mod error;
 pub mod ocsp;
+pub mod policy;
 pub mod rim;
 pub mod spdm;
 
 use std::fmt;
 
 use serde::ser::SerializeMap as _;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use subtle::ConstantTimeEq as _;
 
 pub use certs::{DEVICE_ROOT_SHA256, NvidiaRoot, RIM_ROOT_SHA256};
@@ -139,6 +140,64 @@ impl Serialize for GpuCheck {
     }
 }
 
+impl GpuCheck {
+    /// Every check, in the order they run.
+    pub const ALL: [GpuCheck; 16] = [
+        Self::ReportParsed,
+        Self::FwidMatchesLeafCert,
+        Self::CertChain,
+        Self::Nonce,
+        Self::ReportSignature,
+        Self::RimSignature(RimKind::Driver),
+        Self::RimCertChain(RimKind::Driver),
+        Self::RimVersionMatch(RimKind::Driver),
+        Self::RimProductMatch(RimKind::Driver),
+        Self::RimSignature(RimKind::Vbios),
+        Self::RimCertChain(RimKind::Vbios),
+        Self::RimVersionMatch(RimKind::Vbios),
+        Self::RimProductMatch(RimKind::Vbios),
+        Self::RimIndexConflictFree,
+        Self::MeasurementsMatch,
+        Self::Ocsp,
+    ];
+
+    /// The check named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// The same check in the TEE-wide [`Check`](crate::Check) list.
+    pub fn as_check(self) -> crate::Check {
+        use crate::Check as C;
+        match self {
+            Self::ReportParsed => C::ReportParsed,
+            Self::FwidMatchesLeafCert => C::FwidMatchesLeafCert,
+            Self::CertChain => C::CertChain,
+            Self::Nonce => C::Nonce,
+            Self::ReportSignature => C::ReportSignature,
+            Self::RimSignature(RimKind::Driver) => C::RimDriverSignature,
+            Self::RimCertChain(RimKind::Driver) => C::RimDriverCertChain,
+            Self::RimVersionMatch(RimKind::Driver) => C::RimDriverVersionMatch,
+            Self::RimProductMatch(RimKind::Driver) => C::RimDriverProductMatch,
+            Self::RimSignature(RimKind::Vbios) => C::RimVbiosSignature,
+            Self::RimCertChain(RimKind::Vbios) => C::RimVbiosCertChain,
+            Self::RimVersionMatch(RimKind::Vbios) => C::RimVbiosVersionMatch,
+            Self::RimProductMatch(RimKind::Vbios) => C::RimVbiosProductMatch,
+            Self::RimIndexConflictFree => C::RimIndexConflictFree,
+            Self::MeasurementsMatch => C::MeasurementsMatch,
+            Self::Ocsp => C::Ocsp,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for GpuCheck {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Self::from_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown GPU check {name:?}")))
+    }
+}
+
 /// The result of one check: serialized as `true`, `false` or `"skipped: <reason>"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -160,6 +219,25 @@ impl Serialize for Outcome {
     }
 }
 
+impl<'de> Deserialize<'de> for Outcome {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Ran(bool),
+            Skipped(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Ran(true) => Ok(Self::Passed),
+            Raw::Ran(false) => Ok(Self::Failed),
+            Raw::Skipped(text) => text
+                .strip_prefix("skipped: ")
+                .map(|r| Self::Skipped(r.to_owned()))
+                .ok_or_else(|| serde::de::Error::custom("expected true, false or \"skipped: …\"")),
+        }
+    }
+}
+
 /// Every check in the order it ran; serialized as an ordered JSON map.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Checks(pub Vec<(GpuCheck, Outcome)>);
@@ -168,6 +246,26 @@ impl Checks {
     /// The outcome of `check`, if it ran.
     pub fn get(&self, check: GpuCheck) -> Option<&Outcome> {
         self.0.iter().find(|(c, _)| *c == check).map(|(_, o)| o)
+    }
+}
+
+impl<'de> Deserialize<'de> for Checks {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Checks;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of GPU check names to outcomes")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checks, A::Error> {
+                let mut checks = Vec::new();
+                while let Some((check, outcome)) = map.next_entry::<GpuCheck, Outcome>()? {
+                    checks.push((check, outcome));
+                }
+                Ok(Checks(checks))
+            }
+        }
+        d.deserialize_map(Visitor)
     }
 }
 
@@ -182,7 +280,7 @@ impl Serialize for Checks {
 }
 
 /// One failed check and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GpuFailure {
     /// The check.
     pub check: GpuCheck,
@@ -221,7 +319,7 @@ pub struct RimSummary {
 }
 
 /// What the GPU evidence says, for policies. Trustworthy only in an accepting verdict.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct GpuClaims {
     /// `HOPPER` or `BLACKWELL`, from the chip.
@@ -335,6 +433,82 @@ impl GpuVerdict {
     /// Whether `check` ran and failed.
     pub fn failed(&self, check: GpuCheck) -> bool {
         self.check(check) == Some(&Outcome::Failed)
+    }
+}
+
+/// The claims of a GPU verdict as [`Claims::NvidiaGpu`](crate::Claims::NvidiaGpu) carries them
+/// in a TEE-wide [`Verdict`](crate::Verdict): every check, the first failure, what was not
+/// compared, and the GPU's claims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct GpuVerdictClaims {
+    /// Every check in order: `true`, `false` or `"skipped: reason"`.
+    pub checks: Checks,
+    /// The first check that failed.
+    pub first_failure: Option<GpuCheck>,
+    /// What the verdict does not cover (measurements not compared, revocation not checked).
+    pub notes: Vec<String>,
+    /// The GPU's claims.
+    pub gpu: GpuClaims,
+}
+
+impl GpuVerdict {
+    /// The verdict judged by `policy`'s `[gpu]` section, in the TEE-wide form: every failed
+    /// check of the evidence, then the policy's. A policy without `[gpu]` accepts no GPU
+    /// evidence.
+    pub fn judge(&self, policy: &crate::Policy) -> crate::Verdict {
+        let mut verdict = self.to_verdict();
+        let mut failures = crate::verdict::Failures::default();
+        match &policy.gpu {
+            None => failures.push(
+                crate::Check::GpuPolicy,
+                "the policy has no [gpu] section, so it accepts no GPU evidence",
+            ),
+            Some(gpu) => gpu.evaluate(self, &mut failures),
+        }
+        verdict.failures.extend(failures.into_vec());
+        if !verdict.failures.is_empty() {
+            verdict.verdict = Decision::Reject;
+        }
+        verdict
+    }
+
+    /// The verdict in the TEE-wide form that SNP and TDX verdicts have (what `confidant
+    /// attest verify` prints): `tee` is `nvidia_gpu`, each failed check is named, and the
+    /// claims carry every check. No policy is applied.
+    pub fn to_verdict(&self) -> crate::Verdict {
+        let mut notes = Vec::new();
+        if !self.claims.measurements_compared {
+            notes.push(
+                "measurements not compared: no RIM was given, so only the evidence's authenticity was checked"
+                    .to_owned(),
+            );
+        }
+        if self.claims.revocation.summary != "good" {
+            notes.push(format!(
+                "certificate revocation (OCSP): {}",
+                self.claims.revocation.summary
+            ));
+        }
+        let failures = self
+            .failures
+            .iter()
+            .map(|f| crate::Failure {
+                check: f.check.as_check(),
+                detail: f.detail.clone(),
+            })
+            .collect();
+        crate::Verdict::new(
+            crate::TeeKind::NvidiaGpu,
+            Some(crate::Claims::NvidiaGpu(Box::new(GpuVerdictClaims {
+                checks: self.checks.clone(),
+                first_failure: self.first_failure,
+                notes,
+                gpu: self.claims.clone(),
+            }))),
+            failures,
+            self.verified_at,
+        )
     }
 }
 

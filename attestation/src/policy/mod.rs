@@ -22,6 +22,7 @@
 //! | `max_evidence_age_secs` | integer | none | reject evidence whose `generated_at` is older than this, or absent |
 //! | `[tdx]` `rtmr0` … `rtmr3` | hex strings (48 bytes) | any | allowlist per TDX RTMR |
 //! | `simulated_ark_sha256` | hex strings (32 bytes) | any | pin the simulated TEE's ARK by DER SHA-256 |
+//! | `[gpu]` | table | none | how NVIDIA GPU evidence is judged; see [`crate::nvidia::policy`]. Without it no GPU evidence is accepted |
 //!
 //! Unknown keys are an error, so that a misspelt key cannot silently weaken a policy.
 //!
@@ -50,6 +51,7 @@ use subtle::ConstantTimeEq as _;
 use crate::claims::{Claims, Product, SnpClaims, TdxClaims};
 use crate::error::{Error, decode_hex};
 use crate::evidence::TeeKind;
+use crate::nvidia::policy::GpuPolicy;
 use crate::timestamp::Timestamp;
 use crate::verdict::{Check, Failures};
 
@@ -121,6 +123,8 @@ pub struct Policy {
     /// Pinned simulated ARKs (DER SHA-256); empty means any. Only consulted when simulated
     /// evidence is allowed at all.
     pub simulated_ark_sha256: Vec<[u8; 32]>,
+    /// The `[gpu]` section; `None` accepts no GPU evidence.
+    pub gpu: Option<GpuPolicy>,
 }
 
 impl Default for Policy {
@@ -139,6 +143,7 @@ impl Default for Policy {
             tdx_rtmrs: Default::default(),
             max_evidence_age_secs: None,
             simulated_ark_sha256: Vec::new(),
+            gpu: None,
         }
     }
 }
@@ -160,6 +165,7 @@ struct PolicyFile {
     tdx: Option<TdxFile>,
     max_evidence_age_secs: Option<u64>,
     simulated_ark_sha256: Option<Vec<String>>,
+    gpu: Option<GpuPolicy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -235,6 +241,7 @@ impl Policy {
             ],
             max_evidence_age_secs: file.max_evidence_age_secs,
             simulated_ark_sha256: hex_list("simulated_ark_sha256", file.simulated_ark_sha256)?,
+            gpu: file.gpu,
         })
     }
 
@@ -276,6 +283,11 @@ impl Policy {
         match claims {
             Claims::Snp(c) => self.evaluate_snp(tee, c, failures),
             Claims::Tdx(c) => self.evaluate_tdx(c, failures),
+            // GPU evidence is judged by `nvidia::verify_gpu`, never by a CPU policy.
+            Claims::NvidiaGpu(_) => failures.push(
+                Check::EvidenceFormat,
+                "GPU claims cannot be judged by a CPU attestation policy",
+            ),
         }
         if let Some(max_age) = self.max_evidence_age_secs {
             match context.generated_at {
