@@ -132,8 +132,13 @@ fn random_single_bit_flips_in_signed_regions_are_rejected() {
     let mut counts = [0u64; 3];
     for i in 0..total {
         let gpu = &gpus[(i % 2) as usize];
-        let targets = 1 + 4 + gpu.rims.len() as u64;
-        let target = (rng.next() % targets) as usize;
+        // A region kind first (report, certificate, RIM), so that each gets a fair share.
+        let kinds = if gpu.rims.is_empty() { 2 } else { 3 };
+        let target = match rng.next() % kinds {
+            0 => 0,
+            1 => 1 + (rng.next() % 4) as usize,
+            _ => 5 + (rng.next() % gpu.rims.len() as u64) as usize,
+        };
         let mut report = gpu.report.to_vec();
         let mut chain = gpu.chain.clone();
         let mut rims: Vec<Vec<u8>> = gpu.rims.iter().map(|r| r.to_vec()).collect();
