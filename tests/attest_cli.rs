@@ -788,7 +788,10 @@ struct GpuCase {
 const GPU_CASES: [GpuCase; 2] = [
     GpuCase {
         dir: "hopper-h100-545.00-nvtrust",
-        rims: &["rim-driver-545.00.swidtag", "rim-vbios-96.00.5E.00.01.swidtag"],
+        rims: &[
+            "rim-driver-545.00.swidtag",
+            "rim-vbios-96.00.5E.00.01.swidtag",
+        ],
     },
     GpuCase {
         dir: "blackwell-gb100-575.32-asdk",
@@ -817,7 +820,10 @@ impl GpuCase {
             }
         }
         args.extend(["--nonce".to_owned(), nonce.to_owned()]);
-        args.extend(["--at".to_owned(), self.expected()["at"].as_str().unwrap().to_owned()]);
+        args.extend([
+            "--at".to_owned(),
+            self.expected()["at"].as_str().unwrap().to_owned(),
+        ]);
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         args
     }
@@ -842,10 +848,16 @@ fn gpu_vectors_get_their_expected_verdicts() {
             assert_eq!(v["claims"]["checks"], expected["checks"], "{context}");
             assert_eq!(v["claims"]["first_failure"], Value::Null, "{context}");
             let gpu = &v["claims"]["gpu"];
-            assert_eq!(gpu["driver_version"], expected["driver_version"], "{context}");
+            assert_eq!(
+                gpu["driver_version"], expected["driver_version"],
+                "{context}"
+            );
             assert_eq!(gpu["vbios_version"], expected["vbios_version"], "{context}");
             let notes = v["claims"]["notes"].to_string();
-            assert!(notes.contains("revocation (OCSP): not_checked"), "{context}: {notes}");
+            assert!(
+                notes.contains("revocation (OCSP): not_checked"),
+                "{context}: {notes}"
+            );
             assert_eq!(
                 notes.contains("measurements not compared"),
                 case.rims.is_empty(),
@@ -859,7 +871,11 @@ fn gpu_vectors_get_their_expected_verdicts() {
     assert_verdict(&run, true, &[], "hopper without RIMs");
     let v = run.json();
     assert_eq!(v["claims"]["checks"].as_object().unwrap().len(), 5);
-    assert!(v["claims"]["notes"].to_string().contains("measurements not compared"));
+    assert!(
+        v["claims"]["notes"]
+            .to_string()
+            .contains("measurements not compared")
+    );
     assert_eq!(v["debug"], Value::Null);
 }
 
@@ -887,7 +903,11 @@ fn gpu_reject_twins_through_the_cli() {
     // A tampered RIM.
     let rim = std::fs::read_to_string(hopper.file(hopper.rims[0]))
         .unwrap()
-        .replacen("index=\"7\" active=\"True\"", "index=\"7\" active=\"False\"", 1);
+        .replacen(
+            "index=\"7\" active=\"True\"",
+            "index=\"7\" active=\"False\"",
+            1,
+        );
     let tampered = tmp.path().join("rim.swidtag");
     std::fs::write(&tampered, rim).unwrap();
     let mut args = hopper.args(&hopper.file("report.bin"), false, &hopper.nonce(), &[]);
@@ -901,7 +921,12 @@ fn gpu_reject_twins_through_the_cli() {
     assert_verdict(&run, false, &["rim_driver_signature"], "tampered RIM");
     // The Blackwell evidence with the Hopper RIMs.
     let blackwell = &GPU_CASES[1];
-    let mut args = blackwell.args(&blackwell.file("report.hex"), false, &blackwell.nonce(), &[]);
+    let mut args = blackwell.args(
+        &blackwell.file("report.hex"),
+        false,
+        &blackwell.nonce(),
+        &[],
+    );
     for rim in hopper.rims {
         args.extend(["--rim".to_owned(), hopper.file(rim)]);
     }
@@ -935,9 +960,15 @@ fn gpu_policies_through_the_cli() {
         std::fs::write(&path, text).unwrap();
         path_str(&path)
     };
-    let cc_on = write("cc.toml", "[gpu]\ncc_mode = \"on\"\ndriver_versions = [\"545.00\"]\n");
+    let cc_on = write(
+        "cc.toml",
+        "[gpu]\ncc_mode = \"on\"\ndriver_versions = [\"545.00\"]\n",
+    );
     let no_gpu = write("cpu.toml", "allow_debug = false\n");
-    let ocsp = write("ocsp.toml", "[gpu]\ncc_mode = \"any\"\nrequire_ocsp = true\n");
+    let ocsp = write(
+        "ocsp.toml",
+        "[gpu]\ncc_mode = \"any\"\nrequire_ocsp = true\n",
+    );
     let old_driver = write("old.toml", "[gpu]\ndriver_versions = [\"535.86\"]\n");
     let report = hopper.file("report.bin");
     let nonce = hopper.nonce();
@@ -964,35 +995,87 @@ fn gpu_flags_are_refused_precisely() {
     let nonce = hopper.nonce();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
-            vec!["attest", "verify", "--gpu-evidence", &report, "--gpu-chain", &chain, "--at", at],
+            vec![
+                "attest",
+                "verify",
+                "--gpu-evidence",
+                &report,
+                "--gpu-chain",
+                &chain,
+                "--at",
+                at,
+            ],
             "--nonce <HEX>",
         ),
         (
-            vec!["attest", "verify", "--gpu-evidence", &report, "--nonce", &nonce, "--at", at],
+            vec![
+                "attest",
+                "verify",
+                "--gpu-evidence",
+                &report,
+                "--nonce",
+                &nonce,
+                "--at",
+                at,
+            ],
             "--gpu-chain <FILE>",
         ),
         (
             vec![
-                "attest", "verify", "--gpu-evidence", &report, "--gpu-chain", &chain, "--nonce",
-                "abcd", "--at", at,
+                "attest",
+                "verify",
+                "--gpu-evidence",
+                &report,
+                "--gpu-chain",
+                &chain,
+                "--nonce",
+                "abcd",
+                "--at",
+                at,
             ],
             "2 bytes, expected 32",
         ),
         (
-            vec!["attest", "verify", "--gpu-chain", &chain, "--nonce", &nonce, "--at", at],
+            vec![
+                "attest",
+                "verify",
+                "--gpu-chain",
+                &chain,
+                "--nonce",
+                &nonce,
+                "--at",
+                at,
+            ],
             "--gpu-evidence <FILE>",
         ),
         (
             vec![
-                "attest", "verify", "--gpu-evidence", &report, "--gpu-chain", &chain, "--nonce",
-                &nonce, "--at", at, "--allow-debug",
+                "attest",
+                "verify",
+                "--gpu-evidence",
+                &report,
+                "--gpu-chain",
+                &chain,
+                "--nonce",
+                &nonce,
+                "--at",
+                at,
+                "--allow-debug",
             ],
             "apply to CPU evidence",
         ),
         (
             vec![
-                "attest", "verify", "--gpu-evidence", "/nonexistent/report.bin", "--gpu-chain",
-                &chain, "--nonce", &nonce, "--at", at,
+                "attest",
+                "verify",
+                "--gpu-evidence",
+                "/nonexistent/report.bin",
+                "--gpu-chain",
+                &chain,
+                "--nonce",
+                &nonce,
+                "--at",
+                at,
             ],
             "--gpu-evidence /nonexistent/report.bin: cannot read",
         ),

@@ -21,8 +21,10 @@ const GENOA_VCEK: &[u8] = include_bytes!("../tests/data/snp/trustee-genoa-v3/vce
 const TDX_QUOTE: &[u8] = include_bytes!("../tests/data/tdx/dcapqvl-b0c06f-v4-uptodate/quote.bin");
 const TDX_COLLATERAL: &[u8] =
     include_bytes!("../tests/data/tdx/dcapqvl-b0c06f-v4-uptodate/collateral.json");
-const HOPPER_REPORT: &[u8] = include_bytes!("../tests/data/nvidia/hopper-h100-545.00-nvtrust/report.bin");
-const HOPPER_CHAIN: &str = include_str!("../tests/data/nvidia/hopper-h100-545.00-nvtrust/chain.pem");
+const HOPPER_REPORT: &[u8] =
+    include_bytes!("../tests/data/nvidia/hopper-h100-545.00-nvtrust/report.bin");
+const HOPPER_CHAIN: &str =
+    include_str!("../tests/data/nvidia/hopper-h100-545.00-nvtrust/chain.pem");
 const HOPPER_DRIVER_RIM: &[u8] =
     include_bytes!("../tests/data/nvidia/hopper-h100-545.00-nvtrust/rim-driver-545.00.swidtag");
 const HOPPER_VBIOS_RIM: &[u8] = include_bytes!(
@@ -78,12 +80,8 @@ fn benches(c: &mut Criterion) {
     });
 
     let gpu_now = Timestamp::from_unix_seconds(1_735_689_600); // 2025-01-01
-    let nonce = |h: &str| -> [u8; 32] {
-        hex::decode(h)
-            .expect("hex")
-            .try_into()
-            .expect("32 bytes")
-    };
+    let nonce =
+        |h: &str| -> [u8; 32] { hex::decode(h).expect("hex").try_into().expect("32 bytes") };
     let hopper = GpuEvidence::new(HOPPER_REPORT.to_vec(), HOPPER_CHAIN.to_owned());
     let hopper_nonce = nonce("4cff7f5380ead8fad8ec2c531c110aca4302a88f603792801a8ca29ee151af2e");
     let rims: [&[u8]; 2] = [HOPPER_DRIVER_RIM, HOPPER_VBIOS_RIM];
@@ -107,7 +105,15 @@ fn benches(c: &mut Criterion) {
     });
     let blackwell = GpuEvidence::new(BLACKWELL_REPORT.to_vec(), BLACKWELL_CHAIN.to_owned());
     let blackwell_nonce = nonce("931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb");
-    assert!(verify_gpu(&blackwell, &blackwell_nonce, GpuReferences::default(), gpu_now).is_accept());
+    assert!(
+        verify_gpu(
+            &blackwell,
+            &blackwell_nonce,
+            GpuReferences::default(),
+            gpu_now
+        )
+        .is_accept()
+    );
     c.bench_function("gpu_verify_blackwell_evidence_only", |b| {
         b.iter(|| {
             verify_gpu(

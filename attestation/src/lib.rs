@@ -59,10 +59,10 @@ pub mod verdict;
 
 pub use claims::{Claims, Product, SnpClaims, TdxClaims};
 pub use error::Error;
-pub use nvidia::{GpuCheck, GpuClaims, GpuEvidence, GpuReferences, GpuVerdict, verify_gpu};
 pub use evidence::{
     CertTableEntry, CertType, Evidence, SnpEvidence, TdxCollateral, TdxEvidence, TeeKind,
 };
+pub use nvidia::{GpuCheck, GpuClaims, GpuEvidence, GpuReferences, GpuVerdict, verify_gpu};
 pub use policy::{MinTcb, Policy};
 pub use simulated::SimulatedTee;
 pub use timestamp::Timestamp;

@@ -1,5 +1,6 @@
 //! NVIDIA GPU evidence: every genuine vector gets its expected verdict and every check its
 //! expected value; hand-made negative cases are refused with the check that should fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use confidant_attestation::nvidia::{self, GpuCheck, Outcome, RimKind};
 use confidant_attestation::{GpuEvidence, GpuReferences, GpuVerdict, Timestamp, verify_gpu};
@@ -91,7 +92,10 @@ fn assert_matches_expected(name: &str, verdict: &GpuVerdict, expected: &Value) {
             _ => assert_eq!(our, value, "{name}: {check}: {:?}", verdict.failures),
         }
     }
-    assert_eq!(ours["first_failure"], expected["first_failure"], "{name}: first_failure");
+    assert_eq!(
+        ours["first_failure"], expected["first_failure"],
+        "{name}: first_failure"
+    );
 }
 
 #[test]
@@ -101,20 +105,49 @@ fn every_vector_gets_its_expected_verdict_and_checks() {
         let expected = v.expected();
         assert_matches_expected(v.name, &verdict, &expected);
         let c = &verdict.claims;
-        assert_eq!(c.driver_version.as_deref(), expected["driver_version"].as_str(), "{}", v.name);
-        assert_eq!(c.vbios_version.as_deref(), expected["vbios_version"].as_str(), "{}", v.name);
+        assert_eq!(
+            c.driver_version.as_deref(),
+            expected["driver_version"].as_str(),
+            "{}",
+            v.name
+        );
+        assert_eq!(
+            c.vbios_version.as_deref(),
+            expected["vbios_version"].as_str(),
+            "{}",
+            v.name
+        );
         assert_eq!(c.project.as_deref(), expected["project"].as_str());
         assert_eq!(c.project_sku.as_deref(), expected["project_sku"].as_str());
         assert_eq!(c.chip_sku.as_deref(), expected["chip_sku"].as_str());
         assert_eq!(c.vbios_rim_id.as_deref(), expected["vbios_rim_id"].as_str());
         assert_eq!(c.hwmodel.as_deref(), expected["hwmodel"].as_str());
         assert_eq!(c.architecture.as_deref(), expected["arch"].as_str());
-        assert_eq!(c.request_nonce.as_deref(), expected["request_nonce"].as_str());
-        assert_eq!(c.responder_nonce.as_deref(), expected["responder_nonce"].as_str());
-        assert_eq!(c.nvdec0_status.as_deref(), expected["nvdec0_status"].as_str());
+        assert_eq!(
+            c.request_nonce.as_deref(),
+            expected["request_nonce"].as_str()
+        );
+        assert_eq!(
+            c.responder_nonce.as_deref(),
+            expected["responder_nonce"].as_str()
+        );
+        assert_eq!(
+            c.nvdec0_status.as_deref(),
+            expected["nvdec0_status"].as_str()
+        );
         assert_eq!(c.fwid.as_deref(), expected["fwid"].as_str());
-        assert_eq!(c.leaf_cert_fwid.as_deref(), expected["leaf_cert_fwid"].as_str());
-        let types: Vec<u64> = c.opaque.as_ref().unwrap().types.iter().map(|t| u64::from(*t)).collect();
+        assert_eq!(
+            c.leaf_cert_fwid.as_deref(),
+            expected["leaf_cert_fwid"].as_str()
+        );
+        let types: Vec<u64> = c
+            .opaque
+            .as_ref()
+            .unwrap()
+            .types
+            .iter()
+            .map(|t| u64::from(*t))
+            .collect();
         let exp_types: Vec<u64> = expected["opaque_types_present"]
             .as_array()
             .unwrap()
@@ -122,11 +155,17 @@ fn every_vector_gets_its_expected_verdict_and_checks() {
             .map(|t| t.as_u64().unwrap())
             .collect();
         assert_eq!(types, exp_types, "{}", v.name);
-        assert_eq!(c.measurements.len() as u64, expected["number_of_blocks"].as_u64().unwrap());
+        assert_eq!(
+            c.measurements.len() as u64,
+            expected["number_of_blocks"].as_u64().unwrap()
+        );
         assert_eq!(c.carried_root_is_pinned, Some(true));
         assert_eq!(c.revocation.summary, "not_checked");
         let report = nvidia::SpdmReport::parse(v.report_bin).unwrap();
-        assert_eq!(report.signed_len as u64, expected["signed_len"].as_u64().unwrap());
+        assert_eq!(
+            report.signed_len as u64,
+            expected["signed_len"].as_u64().unwrap()
+        );
         assert_eq!(
             report.signed_len as u64,
             expected["layout"]["signature"].as_u64().unwrap()
@@ -137,11 +176,20 @@ fn every_vector_gets_its_expected_verdict_and_checks() {
 #[test]
 fn hex_and_raw_reports_are_the_same() {
     for v in &VECTORS {
-        assert_eq!(nvidia::report_from_file(v.report_hex).unwrap(), v.report_bin);
-        assert_eq!(nvidia::report_from_file(v.report_bin).unwrap(), v.report_bin);
+        assert_eq!(
+            nvidia::report_from_file(v.report_hex).unwrap(),
+            v.report_bin
+        );
+        assert_eq!(
+            nvidia::report_from_file(v.report_bin).unwrap(),
+            v.report_bin
+        );
         let mut with_newline = v.report_hex.to_vec();
         with_newline.push(b'\n');
-        assert_eq!(nvidia::report_from_file(&with_newline).unwrap(), v.report_bin);
+        assert_eq!(
+            nvidia::report_from_file(&with_newline).unwrap(),
+            v.report_bin
+        );
     }
 }
 
@@ -156,15 +204,25 @@ fn hopper_rims_compare_33_indices_and_report_each_rim() {
     assert_eq!(c.debug_status.as_deref(), Some("disabled"));
     for (rim, exp) in c.rims.iter().zip(expected["rims"].as_array().unwrap()) {
         assert_eq!(rim.kind.name(), exp["kind"].as_str().unwrap());
-        assert_eq!(rim.colloquial_version, exp["colloquial_version"].as_str().unwrap());
+        assert_eq!(
+            rim.colloquial_version,
+            exp["colloquial_version"].as_str().unwrap()
+        );
         assert_eq!(rim.product, exp["product"].as_str().unwrap());
         let active: Vec<u64> = rim.active_indices.iter().map(|i| u64::from(*i)).collect();
-        let exp_active: Vec<u64> =
-            exp["active_indices"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap()).collect();
+        let exp_active: Vec<u64> = exp["active_indices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_u64().unwrap())
+            .collect();
         assert_eq!(active, exp_active);
     }
     let compared: usize = c.rims.iter().map(|r| r.active_indices.len()).sum();
-    assert_eq!(compared as u64, expected["golden_indices_compared"].as_u64().unwrap());
+    assert_eq!(
+        compared as u64,
+        expected["golden_indices_compared"].as_u64().unwrap()
+    );
 }
 
 /// Asserts a rejection whose failed checks are exactly `failed`, in order.
@@ -181,7 +239,10 @@ fn assert_rejected(verdict: &GpuVerdict, failed: &[GpuCheck]) {
     assert_eq!(verdict.first_failure, failed.first().copied());
     for check in failed {
         assert!(
-            verdict.failures.iter().any(|f| f.check == *check && !f.detail.is_empty()),
+            verdict
+                .failures
+                .iter()
+                .any(|f| f.check == *check && !f.detail.is_empty()),
             "{check} has no reason"
         );
     }
@@ -203,7 +264,15 @@ fn wrong_nonce_is_refused_by_the_nonce_check_alone() {
     for v in &VECTORS {
         let mut nonce = v.nonce();
         nonce[31] ^= 1;
-        let verdict = verify_gpu(&v.evidence(), &nonce, GpuReferences { rims: v.rims, ocsp: &[] }, v.at());
+        let verdict = verify_gpu(
+            &v.evidence(),
+            &nonce,
+            GpuReferences {
+                rims: v.rims,
+                ocsp: &[],
+            },
+            v.at(),
+        );
         assert_rejected(&verdict, &[GpuCheck::Nonce]);
     }
 }
@@ -213,17 +282,39 @@ fn trailing_byte_and_truncation_are_refused_as_unparsed() {
     for v in &VECTORS {
         let mut trailing = v.report_bin.to_vec();
         trailing.push(0);
-        let verdict = v.verify_with(&GpuEvidence::new(trailing, v.chain.to_owned()), v.rims, v.at());
+        let verdict = v.verify_with(
+            &GpuEvidence::new(trailing, v.chain.to_owned()),
+            v.rims,
+            v.at(),
+        );
         assert_rejected(&verdict, &[GpuCheck::ReportParsed]);
-        assert!(verdict.failures[0].detail.contains("after the signature"), "{:?}", verdict.failures);
+        assert!(
+            verdict.failures[0].detail.contains("after the signature"),
+            "{:?}",
+            verdict.failures
+        );
         assert_eq!(
             verdict.check(GpuCheck::ReportSignature),
             Some(&Outcome::Skipped("report not parsed".to_owned()))
         );
-        for cut in [0, 1, 36, 37, 44, 45, 3000, v.report_bin.len() - 97, v.report_bin.len() - 1] {
+        for cut in [
+            0,
+            1,
+            36,
+            37,
+            44,
+            45,
+            3000,
+            v.report_bin.len() - 97,
+            v.report_bin.len() - 1,
+        ] {
             let evidence = GpuEvidence::new(v.report_bin[..cut].to_vec(), v.chain.to_owned());
             let verdict = v.verify_with(&evidence, v.rims, v.at());
-            assert_eq!(verdict.first_failure, Some(GpuCheck::ReportParsed), "cut {cut}");
+            assert_eq!(
+                verdict.first_failure,
+                Some(GpuCheck::ReportParsed),
+                "cut {cut}"
+            );
             assert!(!verdict.is_accept());
         }
     }
@@ -295,7 +386,10 @@ fn evidence_signed_by_another_gpu_is_refused() {
         &[],
         BLACKWELL.at(),
     );
-    assert_rejected(&verdict, &[GpuCheck::FwidMatchesLeafCert, GpuCheck::ReportSignature]);
+    assert_rejected(
+        &verdict,
+        &[GpuCheck::FwidMatchesLeafCert, GpuCheck::ReportSignature],
+    );
     // The Hopper report (no FWID) under the Blackwell chain: the signature fails.
     let verdict = HOPPER.verify_with(
         &GpuEvidence::new(HOPPER.report_bin.to_vec(), BLACKWELL.chain.to_owned()),
@@ -311,22 +405,46 @@ fn certificates_are_judged_at_the_given_time() {
     let verdict = HOPPER.verify_with(&HOPPER.evidence(), &[], at("2022-02-01T00:00:00Z"));
     assert_rejected(&verdict, &[GpuCheck::CertChain]);
     // The device chain alone is valid long after; the RIM signers expire in June 2025.
-    assert!(HOPPER.verify_with(&HOPPER.evidence(), &[], at("2030-01-01T00:00:00Z")).is_accept());
+    assert!(
+        HOPPER
+            .verify_with(&HOPPER.evidence(), &[], at("2030-01-01T00:00:00Z"))
+            .is_accept()
+    );
     let verdict = HOPPER.verify_with(&HOPPER.evidence(), HOPPER.rims, at("2025-06-23T00:00:00Z"));
     assert_rejected(&verdict, &[GpuCheck::RimCertChain(RimKind::Vbios)]);
     let verdict = HOPPER.verify_with(&HOPPER.evidence(), HOPPER.rims, at("2025-06-27T00:00:00Z"));
     assert_rejected(
         &verdict,
-        &[GpuCheck::RimCertChain(RimKind::Driver), GpuCheck::RimCertChain(RimKind::Vbios)],
+        &[
+            GpuCheck::RimCertChain(RimKind::Driver),
+            GpuCheck::RimCertChain(RimKind::Vbios),
+        ],
     );
     // The window README gives for an accept with RIMs.
     for ok in ["2023-06-27T06:10:12Z", "2025-06-22T09:30:33Z"] {
-        assert!(HOPPER.verify_with(&HOPPER.evidence(), HOPPER.rims, at(ok)).is_accept(), "{ok}");
+        assert!(
+            HOPPER
+                .verify_with(&HOPPER.evidence(), HOPPER.rims, at(ok))
+                .is_accept(),
+            "{ok}"
+        );
     }
-    assert!(!HOPPER.verify_with(&HOPPER.evidence(), HOPPER.rims, at("2023-06-27T06:10:11Z")).is_accept());
+    assert!(
+        !HOPPER
+            .verify_with(&HOPPER.evidence(), HOPPER.rims, at("2023-06-27T06:10:11Z"))
+            .is_accept()
+    );
     // Blackwell: from 2023-06-20.
-    assert!(!BLACKWELL.verify_with(&BLACKWELL.evidence(), &[], at("2023-06-19T23:59:59Z")).is_accept());
-    assert!(BLACKWELL.verify_with(&BLACKWELL.evidence(), &[], at("2023-06-20T00:00:00Z")).is_accept());
+    assert!(
+        !BLACKWELL
+            .verify_with(&BLACKWELL.evidence(), &[], at("2023-06-19T23:59:59Z"))
+            .is_accept()
+    );
+    assert!(
+        BLACKWELL
+            .verify_with(&BLACKWELL.evidence(), &[], at("2023-06-20T00:00:00Z"))
+            .is_accept()
+    );
 }
 
 /// The driver RIM with the golden value of index 7 replaced (still valid hex of 48 bytes).
@@ -341,10 +459,17 @@ fn driver_rim_with_index_7(value: &str) -> Vec<u8> {
 fn tampered_rims_are_refused() {
     // A changed golden value: the digest no longer matches, and neither does index 7.
     let tampered = driver_rim_with_index_7(&"ab".repeat(48));
-    let verdict = HOPPER.verify_with(&HOPPER.evidence(), &[&tampered, HOPPER_VBIOS_RIM], HOPPER.at());
+    let verdict = HOPPER.verify_with(
+        &HOPPER.evidence(),
+        &[&tampered, HOPPER_VBIOS_RIM],
+        HOPPER.at(),
+    );
     assert_rejected(
         &verdict,
-        &[GpuCheck::RimSignature(RimKind::Driver), GpuCheck::MeasurementsMatch],
+        &[
+            GpuCheck::RimSignature(RimKind::Driver),
+            GpuCheck::MeasurementsMatch,
+        ],
     );
     let mismatch = &verdict.claims.measurement_mismatches;
     assert_eq!(mismatch.len(), 1);
@@ -357,15 +482,30 @@ fn tampered_rims_are_refused() {
     // signature still fails, since the RIM is not NVIDIA's any more.
     let text = std::str::from_utf8(HOPPER_DRIVER_RIM).unwrap().replacen(
         "index=\"7\" active=\"True\" alternatives=\"1\"",
-        &format!("index=\"7\" active=\"True\" alternatives=\"2\" ns2:Hash1=\"{}\"", "cd".repeat(48)),
+        &format!(
+            "index=\"7\" active=\"True\" alternatives=\"2\" ns2:Hash1=\"{}\"",
+            "cd".repeat(48)
+        ),
         1,
     );
-    let verdict = HOPPER.verify_with(&HOPPER.evidence(), &[text.as_bytes(), HOPPER_VBIOS_RIM], HOPPER.at());
+    let verdict = HOPPER.verify_with(
+        &HOPPER.evidence(),
+        &[text.as_bytes(), HOPPER_VBIOS_RIM],
+        HOPPER.at(),
+    );
     assert_rejected(&verdict, &[GpuCheck::RimSignature(RimKind::Driver)]);
 
     // Whitespace is signed too.
-    let text = std::str::from_utf8(HOPPER_VBIOS_RIM).unwrap().replacen("\n    <ns0:Entity", "\n     <ns0:Entity", 1);
-    let verdict = HOPPER.verify_with(&HOPPER.evidence(), &[HOPPER_DRIVER_RIM, text.as_bytes()], HOPPER.at());
+    let text = std::str::from_utf8(HOPPER_VBIOS_RIM).unwrap().replacen(
+        "\n    <ns0:Entity",
+        "\n     <ns0:Entity",
+        1,
+    );
+    let verdict = HOPPER.verify_with(
+        &HOPPER.evidence(),
+        &[HOPPER_DRIVER_RIM, text.as_bytes()],
+        HOPPER.at(),
+    );
     assert_rejected(&verdict, &[GpuCheck::RimSignature(RimKind::Vbios)]);
 
     // The signature value itself.
@@ -374,7 +514,11 @@ fn tampered_rims_are_refused() {
         "<ds:SignatureValue>/BgnI",
         1,
     );
-    let verdict = HOPPER.verify_with(&HOPPER.evidence(), &[text.as_bytes(), HOPPER_VBIOS_RIM], HOPPER.at());
+    let verdict = HOPPER.verify_with(
+        &HOPPER.evidence(),
+        &[text.as_bytes(), HOPPER_VBIOS_RIM],
+        HOPPER.at(),
+    );
     assert_rejected(&verdict, &[GpuCheck::RimSignature(RimKind::Driver)]);
 
     // A second, unsigned Payload would be read instead of the signed one: refused.
@@ -383,12 +527,26 @@ fn tampered_rims_are_refused() {
         "<ns0:Payload/><ds:Signature ",
         1,
     );
-    let verdict = HOPPER.verify_with(&HOPPER.evidence(), &[text.as_bytes(), HOPPER_VBIOS_RIM], HOPPER.at());
-    assert_eq!(verdict.first_failure, Some(GpuCheck::RimSignature(RimKind::Driver)));
+    let verdict = HOPPER.verify_with(
+        &HOPPER.evidence(),
+        &[text.as_bytes(), HOPPER_VBIOS_RIM],
+        HOPPER.at(),
+    );
+    assert_eq!(
+        verdict.first_failure,
+        Some(GpuCheck::RimSignature(RimKind::Driver))
+    );
 
     // Not XML.
-    let verdict = HOPPER.verify_with(&HOPPER.evidence(), &[b"not xml", HOPPER_VBIOS_RIM], HOPPER.at());
-    assert_eq!(verdict.first_failure, Some(GpuCheck::RimSignature(RimKind::Driver)));
+    let verdict = HOPPER.verify_with(
+        &HOPPER.evidence(),
+        &[b"not xml", HOPPER_VBIOS_RIM],
+        HOPPER.at(),
+    );
+    assert_eq!(
+        verdict.first_failure,
+        Some(GpuCheck::RimSignature(RimKind::Driver))
+    );
     assert!(!verdict.is_accept());
 }
 
@@ -428,7 +586,11 @@ fn rims_for_another_gpu_or_version_are_refused() {
     assert!(verdict.failed(GpuCheck::RimSignature(RimKind::Driver)));
     assert!(verdict.failed(GpuCheck::RimIndexConflictFree));
     // Order does not matter: the kind is read from each RIM.
-    let verdict = HOPPER.verify_with(&HOPPER.evidence(), &[HOPPER_VBIOS_RIM, HOPPER_DRIVER_RIM], HOPPER.at());
+    let verdict = HOPPER.verify_with(
+        &HOPPER.evidence(),
+        &[HOPPER_VBIOS_RIM, HOPPER_DRIVER_RIM],
+        HOPPER.at(),
+    );
     assert!(verdict.is_accept(), "{:?}", verdict.failures);
 }
 
@@ -436,12 +598,23 @@ fn rims_for_another_gpu_or_version_are_refused() {
 fn verdict_json_names_every_check_and_the_first_failure() {
     let mut nonce = HOPPER.nonce();
     nonce[0] ^= 0x80;
-    let verdict = verify_gpu(&HOPPER.evidence(), &nonce, GpuReferences { rims: HOPPER.rims, ocsp: &[] }, HOPPER.at());
+    let verdict = verify_gpu(
+        &HOPPER.evidence(),
+        &nonce,
+        GpuReferences {
+            rims: HOPPER.rims,
+            ocsp: &[],
+        },
+        HOPPER.at(),
+    );
     let json = serde_json::to_value(&verdict).unwrap();
     assert_eq!(json["verdict"], "reject");
     assert_eq!(json["first_failure"], "nonce");
     assert_eq!(json["checks"]["nonce"], false);
-    assert_eq!(json["checks"]["fwid_matches_leaf_cert"], "skipped: no FWID opaque field");
+    assert_eq!(
+        json["checks"]["fwid_matches_leaf_cert"],
+        "skipped: no FWID opaque field"
+    );
     assert_eq!(json["failures"][0]["check"], "nonce");
     assert_eq!(json["claims"]["revocation"]["summary"], "not_checked");
 }

@@ -254,7 +254,9 @@ impl VerifyConfig {
         };
         if let Some(report) = &a.gpu_evidence {
             if a.evidence.is_some() || a.snp_report.is_some() || a.tdx_quote.is_some() {
-                bail!("give exactly one of --evidence, --snp-report, --tdx-quote or --gpu-evidence");
+                bail!(
+                    "give exactly one of --evidence, --snp-report, --tdx-quote or --gpu-evidence"
+                );
             }
             if a.collateral.is_some()
                 || a.measurement.is_some()

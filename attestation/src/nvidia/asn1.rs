@@ -68,8 +68,12 @@ impl<'a> Reader<'a> {
             }
             (len, after_len.get(count..).ok_or("DER: truncated length")?)
         };
-        let value = body.get(..len).ok_or("DER: value runs past its container")?;
-        self.rest = body.get(len..).ok_or("DER: value runs past its container")?;
+        let value = body
+            .get(..len)
+            .ok_or("DER: value runs past its container")?;
+        self.rest = body
+            .get(len..)
+            .ok_or("DER: value runs past its container")?;
         Ok(Tlv { tag, value })
     }
 
@@ -79,7 +83,10 @@ impl<'a> Reader<'a> {
         if tlv.tag == tag {
             Ok(tlv.value)
         } else {
-            Err(format!("DER: expected tag {tag:#04x}, found {:#04x}", tlv.tag))
+            Err(format!(
+                "DER: expected tag {tag:#04x}, found {:#04x}",
+                tlv.tag
+            ))
         }
     }
 }

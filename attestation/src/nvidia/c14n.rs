@@ -63,7 +63,12 @@ fn in_scope(node: &Node<'_, '_>) -> Vec<(String, String)> {
     let mut namespaces: Vec<(String, String)> = node
         .namespaces()
         .filter(|ns| ns.name() != Some("xml"))
-        .map(|ns| (ns.name().unwrap_or_default().to_owned(), ns.uri().to_owned()))
+        .map(|ns| {
+            (
+                ns.name().unwrap_or_default().to_owned(),
+                ns.uri().to_owned(),
+            )
+        })
         .collect();
     namespaces.sort();
     namespaces.dedup_by(|a, b| a.0 == b.0);
@@ -87,7 +92,8 @@ impl Canonicalizer {
         // Namespace axis (§4.5 / C14N 1.0 §2.3): render what the output parent does not
         // already have in scope with the same URI.
         for (prefix, uri) in &scope {
-            let inherited = parent.is_some_and(|p| p.iter().any(|(pp, pu)| pp == prefix && pu == uri));
+            let inherited =
+                parent.is_some_and(|p| p.iter().any(|(pp, pu)| pp == prefix && pu == uri));
             if inherited || (prefix.is_empty() && uri.is_empty()) {
                 continue;
             }
@@ -103,7 +109,8 @@ impl Canonicalizer {
         }
         // An element without a default namespace under a parent with one: xmlns="".
         let has_default = scope.iter().any(|(p, u)| p.is_empty() && !u.is_empty());
-        let parent_default = parent.is_some_and(|p| p.iter().any(|(pp, pu)| pp.is_empty() && !pu.is_empty()));
+        let parent_default =
+            parent.is_some_and(|p| p.iter().any(|(pp, pu)| pp.is_empty() && !pu.is_empty()));
         if !has_default && parent_default {
             self.out.push_str(" xmlns=\"\"");
         }
@@ -113,7 +120,12 @@ impl Canonicalizer {
             .attributes()
             .map(|a| {
                 let qname = input.get(a.range_qname()).unwrap_or_else(|| a.name());
-                (a.namespace().unwrap_or_default(), a.name(), qname, a.value())
+                (
+                    a.namespace().unwrap_or_default(),
+                    a.name(),
+                    qname,
+                    a.value(),
+                )
             })
             .collect();
         attributes.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
@@ -217,7 +229,9 @@ mod tests {
     #[test]
     fn empty_elements_attribute_order_and_redundant_namespaces() {
         assert_eq!(
-            c14n(r#"<doc><e1   /><e2   ></e2><e3   name = "elem3"   id="elem3"   /><e5 a:attr="out" b:attr="sorted" attr2="all" attr="I'm" xmlns:b="http://www.ietf.org" xmlns:a="http://www.w3.org" xmlns="http://example.org"/><e6 xmlns="" xmlns:a="http://www.w3.org"><e7 xmlns="http://www.ietf.org"><e8 xmlns="" xmlns:a="http://www.w3.org"><e9 xmlns="" xmlns:a="http://www.ietf.org"/></e8></e7></e6></doc>"#),
+            c14n(
+                r#"<doc><e1   /><e2   ></e2><e3   name = "elem3"   id="elem3"   /><e5 a:attr="out" b:attr="sorted" attr2="all" attr="I'm" xmlns:b="http://www.ietf.org" xmlns:a="http://www.w3.org" xmlns="http://example.org"/><e6 xmlns="" xmlns:a="http://www.w3.org"><e7 xmlns="http://www.ietf.org"><e8 xmlns="" xmlns:a="http://www.w3.org"><e9 xmlns="" xmlns:a="http://www.ietf.org"/></e8></e7></e6></doc>"#
+            ),
             r#"<doc><e1></e1><e2></e2><e3 id="elem3" name="elem3"></e3><e5 xmlns="http://example.org" xmlns:a="http://www.w3.org" xmlns:b="http://www.ietf.org" attr="I'm" attr2="all" b:attr="sorted" a:attr="out"></e5><e6 xmlns:a="http://www.w3.org"><e7 xmlns="http://www.ietf.org"><e8 xmlns=""><e9 xmlns:a="http://www.ietf.org"></e9></e8></e7></e6></doc>"#
         );
     }
@@ -225,16 +239,22 @@ mod tests {
     #[test]
     fn character_escaping_and_pis() {
         assert_eq!(
-            c14n("<?xml version=\"1.0\"?>\n<?pi-before x?>\n<!-- gone -->\n<doc a=\"&quot;&#x9;&#xA;&lt;&amp;\">&lt;&gt;&amp;&#xD; <![CDATA[<x>]]><!-- gone --></doc>\n<?pi-after?>"),
+            c14n(
+                "<?xml version=\"1.0\"?>\n<?pi-before x?>\n<!-- gone -->\n<doc a=\"&quot;&#x9;&#xA;&lt;&amp;\">&lt;&gt;&amp;&#xD; <![CDATA[<x>]]><!-- gone --></doc>\n<?pi-after?>"
+            ),
             "<?pi-before x?>\n<doc a=\"&quot;&#x9;&#xA;&lt;&amp;\">&lt;&gt;&amp;&#xD; &lt;x&gt;</doc>\n<?pi-after?>"
         );
     }
 
     #[test]
     fn apex_of_a_subset_renders_inherited_namespaces() {
-        let xml = r#"<r xmlns="urn:d" xmlns:p="urn:p"><p:s xmlns:q="urn:q"><p:t q:a="1"/></p:s></r>"#;
+        let xml =
+            r#"<r xmlns="urn:d" xmlns:p="urn:p"><p:s xmlns:q="urn:q"><p:t q:a="1"/></p:s></r>"#;
         let doc = roxmltree::Document::parse(xml).unwrap();
-        let s = doc.descendants().find(|n| n.has_tag_name(("urn:p", "s"))).unwrap();
+        let s = doc
+            .descendants()
+            .find(|n| n.has_tag_name(("urn:p", "s")))
+            .unwrap();
         assert_eq!(
             subtree(s),
             r#"<p:s xmlns="urn:d" xmlns:p="urn:p" xmlns:q="urn:q"><p:t q:a="1"></p:t></p:s>"#

@@ -33,18 +33,18 @@ const DICE_TCB_INFO: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.23.133.5
 /// Extensions whose meaning this verifier handles or that carry no constraint it must
 /// enforce; any other extension marked critical is refused.
 const KNOWN_EXTENSIONS: [&str; 12] = [
-    "2.5.29.19",          // basicConstraints
-    "2.5.29.15",          // keyUsage
-    "2.5.29.37",          // extKeyUsage
-    "2.5.29.17",          // subjectAltName
-    "2.5.29.14",          // subjectKeyIdentifier
-    "2.5.29.35",          // authorityKeyIdentifier
-    "2.5.29.31",          // cRLDistributionPoints
-    "2.5.29.32",          // certificatePolicies
-    "1.3.6.1.5.5.7.1.1",  // authorityInfoAccess
-    "2.23.133.5.4.1",     // TCG DICE FWID (Hopper)
-    "2.23.133.5.4.1.1",   // TCG DiceTcbInfo (Blackwell)
-    "2.23.133.5.4.4",     // TCG DICE UEID
+    "2.5.29.19",         // basicConstraints
+    "2.5.29.15",         // keyUsage
+    "2.5.29.37",         // extKeyUsage
+    "2.5.29.17",         // subjectAltName
+    "2.5.29.14",         // subjectKeyIdentifier
+    "2.5.29.35",         // authorityKeyIdentifier
+    "2.5.29.31",         // cRLDistributionPoints
+    "2.5.29.32",         // certificatePolicies
+    "1.3.6.1.5.5.7.1.1", // authorityInfoAccess
+    "2.23.133.5.4.1",    // TCG DICE FWID (Hopper)
+    "2.23.133.5.4.1.1",  // TCG DiceTcbInfo (Blackwell)
+    "2.23.133.5.4.4",    // TCG DICE UEID
 ];
 
 /// One certificate, kept as DER and decoded.
@@ -126,10 +126,19 @@ impl Cert {
     }
 
     fn check_extensions(&self) -> Result<(), String> {
-        let exts = self.x509.tbs_certificate.extensions.as_deref().unwrap_or(&[]);
+        let exts = self
+            .x509
+            .tbs_certificate
+            .extensions
+            .as_deref()
+            .unwrap_or(&[]);
         for (i, e) in exts.iter().enumerate() {
             if exts.iter().skip(i + 1).any(|o| o.extn_id == e.extn_id) {
-                return Err(format!("{}: extension {} repeated", self.subject(), e.extn_id));
+                return Err(format!(
+                    "{}: extension {} repeated",
+                    self.subject(),
+                    e.extn_id
+                ));
             }
             if e.critical && !KNOWN_EXTENSIONS.contains(&e.extn_id.to_string().as_str()) {
                 return Err(format!(
@@ -311,7 +320,10 @@ pub(crate) fn verify_link(issuer: &Cert, subject: &Cert) -> Result<(), String> {
         ));
     }
     if subject.x509.signature_algorithm.parameters.is_some() {
-        return Err(format!("{}: ECDSA signature algorithm with parameters", subject.subject()));
+        return Err(format!(
+            "{}: ECDSA signature algorithm with parameters",
+            subject.subject()
+        ));
     }
     let key = issuer.p384_key()?;
     let signature = subject
@@ -347,24 +359,33 @@ fn check_validity(cert: &Cert, now: Timestamp) -> Result<(), String> {
 
 /// The role a certificate plays in a path, for the checks that differ.
 fn check_ca(cert: &Cert, cas_below: usize) -> Result<(), String> {
-    let bc = cert
-        .basic_constraints()?
-        .ok_or_else(|| format!("{} issues certificates but has no basicConstraints", cert.subject()))?;
+    let bc = cert.basic_constraints()?.ok_or_else(|| {
+        format!(
+            "{} issues certificates but has no basicConstraints",
+            cert.subject()
+        )
+    })?;
     if !bc.ca {
-        return Err(format!("{} is not a CA (basicConstraints cA false)", cert.subject()));
+        return Err(format!(
+            "{} is not a CA (basicConstraints cA false)",
+            cert.subject()
+        ));
     }
-    if let Some(limit) = bc.path_len_constraint {
-        if cas_below > usize::from(limit) {
-            return Err(format!(
-                "{} allows {limit} CA(s) below it, the path has {cas_below}",
-                cert.subject()
-            ));
-        }
+    if let Some(limit) = bc.path_len_constraint
+        && cas_below > usize::from(limit)
+    {
+        return Err(format!(
+            "{} allows {limit} CA(s) below it, the path has {cas_below}",
+            cert.subject()
+        ));
     }
-    if let Some(ku) = cert.key_usage()? {
-        if !ku.key_cert_sign() {
-            return Err(format!("{} may not sign certificates (keyUsage)", cert.subject()));
-        }
+    if let Some(ku) = cert.key_usage()?
+        && !ku.key_cert_sign()
+    {
+        return Err(format!(
+            "{} may not sign certificates (keyUsage)",
+            cert.subject()
+        ));
     }
     Ok(())
 }
@@ -386,14 +407,15 @@ pub(crate) fn verify_chain<'a>(
     now: Timestamp,
     expected_len: Option<usize>,
 ) -> Result<Path, String> {
-    if let Some(n) = expected_len {
-        if chain.len() != n {
-            return Err(format!("the chain has {} certificates, expected {n}", chain.len()));
-        }
+    if let Some(n) = expected_len
+        && chain.len() != n
+    {
+        return Err(format!(
+            "the chain has {} certificates, expected {n}",
+            chain.len()
+        ));
     }
-    let (carried_root, below_root) = chain
-        .split_last()
-        .ok_or("the certificate chain is empty")?;
+    let (carried_root, below_root) = chain.split_last().ok_or("the certificate chain is empty")?;
     if below_root.is_empty() {
         return Err("the chain holds no certificate below the root".to_owned());
     }
@@ -412,10 +434,10 @@ pub(crate) fn verify_chain<'a>(
         verify_link(issuer, subject)?;
     }
     if let Some(leaf) = path.first() {
-        if let Some(ku) = leaf.key_usage()? {
-            if !ku.digital_signature() {
-                return Err(format!("{} may not sign (keyUsage)", leaf.subject()));
-            }
+        if let Some(ku) = leaf.key_usage()?
+            && !ku.digital_signature()
+        {
+            return Err(format!("{} may not sign (keyUsage)", leaf.subject()));
         }
         leaf.p384_key()?;
     }
@@ -431,16 +453,24 @@ mod tests {
     #[test]
     fn pinned_roots_load() {
         let device = pinned(NvidiaRoot::DeviceIdentity).unwrap();
-        assert_eq!(device.common_name().as_deref(), Some("NVIDIA Device Identity CA"));
+        assert_eq!(
+            device.common_name().as_deref(),
+            Some("NVIDIA Device Identity CA")
+        );
         let rim = pinned(NvidiaRoot::RimSigning).unwrap();
-        assert_eq!(rim.common_name().as_deref(), Some("NVIDIA CoRIM signing Root CA"));
+        assert_eq!(
+            rim.common_name().as_deref(),
+            Some("NVIDIA CoRIM signing Root CA")
+        );
     }
 
     #[test]
     fn pem_without_certificates_is_refused() {
         assert!(parse_pem_chain(b"hello").is_err());
         assert!(parse_pem_chain(b"-----BEGIN CERTIFICATE-----\nAAAA").is_err());
-        assert!(parse_pem_chain(b"-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----").is_err());
+        assert!(
+            parse_pem_chain(b"-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----").is_err()
+        );
     }
 
     #[test]

@@ -257,7 +257,10 @@ impl<'de> Deserialize<'de> for Checks {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a map of GPU check names to outcomes")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checks, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Checks, A::Error> {
                 let mut checks = Vec::new();
                 while let Some((check, outcome)) = map.next_entry::<GpuCheck, Outcome>()? {
                     checks.push((check, outcome));
@@ -540,7 +543,8 @@ impl Recorder {
     }
 
     fn skip(&mut self, check: GpuCheck, reason: &str) {
-        self.checks.push((check, Outcome::Skipped(reason.to_owned())));
+        self.checks
+            .push((check, Outcome::Skipped(reason.to_owned())));
     }
 }
 
@@ -671,7 +675,10 @@ pub fn verify_gpu(
                     if certs::verify_fixed_signature(key, signed, &r.signature) {
                         Ok(())
                     } else {
-                        Err("the report signature does not verify under the leaf certificate's key".to_owned())
+                        Err(
+                            "the report signature does not verify under the leaf certificate's key"
+                                .to_owned(),
+                        )
                     }
                 }
             };
@@ -813,7 +820,11 @@ fn appraise_rims(
                 for check in checks {
                     rec.record(
                         check,
-                        Err(format!("{} {} RIMs were supplied, expected one", of_kind.len(), kind.name())),
+                        Err(format!(
+                            "{} {} RIMs were supplied, expected one",
+                            of_kind.len(),
+                            kind.name()
+                        )),
                     );
                 }
                 continue;
@@ -824,7 +835,10 @@ fn appraise_rims(
             Err(e) => {
                 rec.record(checks[0], Err(e.to_string()));
                 for check in &checks[1..] {
-                    rec.record(*check, Err(format!("the {} RIM could not be read", kind.name())));
+                    rec.record(
+                        *check,
+                        Err(format!("the {} RIM could not be read", kind.name())),
+                    );
                 }
                 continue;
             }
@@ -915,7 +929,9 @@ fn appraise_rims(
         if conflicts.is_empty() {
             Ok(())
         } else {
-            Err(format!("indices active in more than one RIM: {conflicts:?}"))
+            Err(format!(
+                "indices active in more than one RIM: {conflicts:?}"
+            ))
         },
     );
 

@@ -114,7 +114,10 @@ struct Decoded {
 fn decode(der: &[u8]) -> Result<Decoded, String> {
     let response = OcspResponse::from_der(der).map_err(|e| format!("OCSP response: {e}"))?;
     if response.response_status != OcspResponseStatus::Successful {
-        return Err(format!("OCSP response status {:?}", response.response_status));
+        return Err(format!(
+            "OCSP response status {:?}",
+            response.response_status
+        ));
     }
     let bytes = response
         .response_bytes
@@ -123,7 +126,8 @@ fn decode(der: &[u8]) -> Result<Decoded, String> {
         return Err(format!("OCSP response type {}", bytes.response_type));
     }
     let inner = bytes.response.as_bytes();
-    let basic = BasicOcspResponse::from_der(inner).map_err(|e| format!("BasicOCSPResponse: {e}"))?;
+    let basic =
+        BasicOcspResponse::from_der(inner).map_err(|e| format!("BasicOCSPResponse: {e}"))?;
     let tbs = Reader::new(Reader::new(inner).expect(asn1::SEQUENCE)?)
         .raw_next()?
         .to_vec();
@@ -142,7 +146,12 @@ fn digest(alg: &ObjectIdentifier, data: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Verifies `signature` over `message` by `signer` with the X.509 algorithm `alg`.
-fn verify_signature(signer: &Cert, alg: &ObjectIdentifier, message: &[u8], signature: &[u8]) -> bool {
+fn verify_signature(
+    signer: &Cert,
+    alg: &ObjectIdentifier,
+    message: &[u8],
+    signature: &[u8],
+) -> bool {
     use ring::signature as s;
     let spki = &signer.x509.tbs_certificate.subject_public_key_info;
     let curve = spki
@@ -152,16 +161,17 @@ fn verify_signature(signer: &Cert, alg: &ObjectIdentifier, message: &[u8], signa
         .and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
         .map(|o| o.to_string());
     let key = spki.subject_public_key.raw_bytes();
-    let algorithm: &dyn s::VerificationAlgorithm = match (alg.to_string().as_str(), curve.as_deref()) {
-        ("1.2.840.10045.4.3.3", Some("1.3.132.0.34")) => &s::ECDSA_P384_SHA384_ASN1,
-        ("1.2.840.10045.4.3.2", Some("1.3.132.0.34")) => &s::ECDSA_P384_SHA256_ASN1,
-        ("1.2.840.10045.4.3.2", Some("1.2.840.10045.3.1.7")) => &s::ECDSA_P256_SHA256_ASN1,
-        ("1.2.840.10045.4.3.3", Some("1.2.840.10045.3.1.7")) => &s::ECDSA_P256_SHA384_ASN1,
-        ("1.2.840.113549.1.1.11", _) => &s::RSA_PKCS1_2048_8192_SHA256,
-        ("1.2.840.113549.1.1.12", _) => &s::RSA_PKCS1_2048_8192_SHA384,
-        ("1.2.840.113549.1.1.13", _) => &s::RSA_PKCS1_2048_8192_SHA512,
-        _ => return false,
-    };
+    let algorithm: &dyn s::VerificationAlgorithm =
+        match (alg.to_string().as_str(), curve.as_deref()) {
+            ("1.2.840.10045.4.3.3", Some("1.3.132.0.34")) => &s::ECDSA_P384_SHA384_ASN1,
+            ("1.2.840.10045.4.3.2", Some("1.3.132.0.34")) => &s::ECDSA_P384_SHA256_ASN1,
+            ("1.2.840.10045.4.3.2", Some("1.2.840.10045.3.1.7")) => &s::ECDSA_P256_SHA256_ASN1,
+            ("1.2.840.10045.4.3.3", Some("1.2.840.10045.3.1.7")) => &s::ECDSA_P256_SHA384_ASN1,
+            ("1.2.840.113549.1.1.11", _) => &s::RSA_PKCS1_2048_8192_SHA256,
+            ("1.2.840.113549.1.1.12", _) => &s::RSA_PKCS1_2048_8192_SHA384,
+            ("1.2.840.113549.1.1.13", _) => &s::RSA_PKCS1_2048_8192_SHA512,
+            _ => return false,
+        };
     s::UnparsedPublicKey::new(algorithm, key)
         .verify(message, signature)
         .is_ok()
@@ -177,7 +187,9 @@ fn delegated(responder: &Cert, issuer: &Cert, now: Timestamp) -> bool {
         .unwrap_or(&[])
         .iter()
         .find(|e| e.extn_id == EXTENDED_KEY_USAGE)
-        .and_then(|e| x509_cert::ext::pkix::ExtendedKeyUsage::from_der(e.extn_value.as_bytes()).ok())
+        .and_then(|e| {
+            x509_cert::ext::pkix::ExtendedKeyUsage::from_der(e.extn_value.as_bytes()).ok()
+        })
         .is_some_and(|eku| eku.0.contains(&ID_KP_OCSP_SIGNING));
     let (not_before, not_after) = responder.validity();
     eku_ok
@@ -195,14 +207,19 @@ fn status_in(response: &Decoded, cert: &Cert, issuer: &Cert, now: Timestamp) -> 
         .subject_public_key_info
         .subject_public_key
         .raw_bytes();
-    let single = response.basic.tbs_response_data.responses.iter().find(|r| {
-        let id = &r.cert_id;
-        id.serial_number == cert.x509.tbs_certificate.serial_number
-            && digest(&id.hash_algorithm.oid, &issuer_name).as_deref()
-                == Some(id.issuer_name_hash.as_bytes())
-            && digest(&id.hash_algorithm.oid, issuer_key).as_deref()
-                == Some(id.issuer_key_hash.as_bytes())
-    })?;
+    let single = response
+        .basic
+        .tbs_response_data
+        .responses
+        .iter()
+        .find(|r| {
+            let id = &r.cert_id;
+            id.serial_number == cert.x509.tbs_certificate.serial_number
+                && digest(&id.hash_algorithm.oid, &issuer_name).as_deref()
+                    == Some(id.issuer_name_hash.as_bytes())
+                && digest(&id.hash_algorithm.oid, issuer_key).as_deref()
+                    == Some(id.issuer_key_hash.as_bytes())
+        })?;
     let invalid = |reason: String| Some(OcspStatus::Invalid { reason });
     // The signature: by the issuer, or by a delegated responder the issuer certified.
     let alg = &response.basic.signature_algorithm.oid;
@@ -273,7 +290,10 @@ fn status_of(responses: &[Decoded], cert: &Cert, issuer: &Cert, now: Timestamp) 
         OcspStatus::Good => 3,
         OcspStatus::NotChecked => 4,
     });
-    statuses.into_iter().next().unwrap_or(OcspStatus::NotChecked)
+    statuses
+        .into_iter()
+        .next()
+        .unwrap_or(OcspStatus::NotChecked)
 }
 
 /// The certificates of `chain` (pinned root in place of the carried one) from `first` to the
@@ -350,7 +370,12 @@ pub(crate) fn assess(
 
 /// Verifies OCSP responses for one certificate issued by `issuer`: for tests and tools that
 /// judge a single response.
-pub fn status_for(cert_der: &[u8], issuer_der: &[u8], response: &[u8], now: Timestamp) -> OcspStatus {
+pub fn status_for(
+    cert_der: &[u8],
+    issuer_der: &[u8],
+    response: &[u8],
+    now: Timestamp,
+) -> OcspStatus {
     let (Ok(cert), Ok(issuer)) = (
         Cert::from_der(cert_der.to_vec(), 0),
         Cert::from_der(issuer_der.to_vec(), 1),
@@ -413,8 +438,12 @@ mod tests {
         extensions: Vec<Extension>,
     ) -> Vec<u8> {
         let validity = Validity {
-            not_before: Time::UtcTime(UtcTime::from_unix_duration(Duration::from_secs(NOW - 365 * DAY)).unwrap()),
-            not_after: Time::UtcTime(UtcTime::from_unix_duration(Duration::from_secs(NOW + 365 * DAY)).unwrap()),
+            not_before: Time::UtcTime(
+                UtcTime::from_unix_duration(Duration::from_secs(NOW - 365 * DAY)).unwrap(),
+            ),
+            not_after: Time::UtcTime(
+                UtcTime::from_unix_duration(Duration::from_secs(NOW + 365 * DAY)).unwrap(),
+            ),
         };
         let spki_der = key.verifying_key().to_public_key_der().unwrap();
         let tbs = TbsCertificate {
@@ -424,7 +453,8 @@ mod tests {
             issuer: Name::from_str(issuer).unwrap(),
             validity,
             subject: Name::from_str(subject).unwrap(),
-            subject_public_key_info: SubjectPublicKeyInfoOwned::from_der(spki_der.as_bytes()).unwrap(),
+            subject_public_key_info: SubjectPublicKeyInfoOwned::from_der(spki_der.as_bytes())
+                .unwrap(),
             issuer_unique_id: None,
             subject_unique_id: None,
             extensions: Some(extensions),
@@ -458,15 +488,29 @@ mod tests {
         let leaf_key = p384::ecdsa::SigningKey::random(&mut OsRng);
         let ca_ext = ext(
             ID_CE_BASIC_CONSTRAINTS,
-            BasicConstraints { ca: true, path_len_constraint: None }.to_der().unwrap(),
+            BasicConstraints {
+                ca: true,
+                path_len_constraint: None,
+            }
+            .to_der()
+            .unwrap(),
         );
-        let ca = cert(1, "CN=Test CA", "CN=Test CA", &ca_key, &ca_key, vec![ca_ext]);
+        let ca = cert(
+            1,
+            "CN=Test CA",
+            "CN=Test CA",
+            &ca_key,
+            &ca_key,
+            vec![ca_ext],
+        );
         let leaf = cert(2, "CN=Test CA", "CN=Test Leaf", &leaf_key, &ca_key, vec![]);
         Pki { ca_key, ca, leaf }
     }
 
     fn generalized(seconds: u64) -> OcspGeneralizedTime {
-        OcspGeneralizedTime(GeneralizedTime::from_unix_duration(Duration::from_secs(seconds)).unwrap())
+        OcspGeneralizedTime(
+            GeneralizedTime::from_unix_duration(Duration::from_secs(seconds)).unwrap(),
+        )
     }
 
     /// An OCSP response about `leaf`, signed by `signer` (with `certs` attached).
@@ -482,15 +526,24 @@ mod tests {
         let leaf = Certificate::from_der(&pki.leaf).unwrap();
         let sha1 = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
         let name_hash = digest(&sha1, &ca.tbs_certificate.subject.to_der().unwrap()).unwrap();
-        let key_hash =
-            digest(&sha1, ca.tbs_certificate.subject_public_key_info.subject_public_key.raw_bytes()).unwrap();
+        let key_hash = digest(
+            &sha1,
+            ca.tbs_certificate
+                .subject_public_key_info
+                .subject_public_key
+                .raw_bytes(),
+        )
+        .unwrap();
         let data = ResponseData {
             version: x509_ocsp::Version::V1,
             responder_id: ResponderId::ByKey(OctetString::new(key_hash.clone()).unwrap()),
             produced_at: generalized(this_update),
             responses: vec![SingleResponse {
                 cert_id: CertId {
-                    hash_algorithm: AlgorithmIdentifierOwned { oid: sha1, parameters: None },
+                    hash_algorithm: AlgorithmIdentifierOwned {
+                        oid: sha1,
+                        parameters: None,
+                    },
                     issuer_name_hash: OctetString::new(name_hash).unwrap(),
                     issuer_key_hash: OctetString::new(key_hash).unwrap(),
                     serial_number: leaf.tbs_certificate.serial_number.clone(),
@@ -547,33 +600,85 @@ mod tests {
                 reason: None
             }
         );
-        let unknown = response(&pki, CertStatus::Unknown(Null), NOW - DAY, Some(NOW + DAY), &pki.ca_key, None);
-        assert_eq!(status_for(&pki.leaf, &pki.ca, &unknown, now), OcspStatus::Unknown);
+        let unknown = response(
+            &pki,
+            CertStatus::Unknown(Null),
+            NOW - DAY,
+            Some(NOW + DAY),
+            &pki.ca_key,
+            None,
+        );
+        assert_eq!(
+            status_for(&pki.leaf, &pki.ca, &unknown, now),
+            OcspStatus::Unknown
+        );
     }
 
     #[test]
     fn stale_future_forged_and_foreign_responses_are_not_good() {
         let pki = new_pki();
         let now = Timestamp::from_unix_seconds(NOW);
-        let expired = response(&pki, good(), NOW - 3 * DAY, Some(NOW - DAY), &pki.ca_key, None);
-        assert!(matches!(status_for(&pki.leaf, &pki.ca, &expired, now), OcspStatus::Invalid { .. }));
+        let expired = response(
+            &pki,
+            good(),
+            NOW - 3 * DAY,
+            Some(NOW - DAY),
+            &pki.ca_key,
+            None,
+        );
+        assert!(matches!(
+            status_for(&pki.leaf, &pki.ca, &expired, now),
+            OcspStatus::Invalid { .. }
+        ));
         let no_next = response(&pki, good(), NOW - 2 * DAY, None, &pki.ca_key, None);
-        assert!(matches!(status_for(&pki.leaf, &pki.ca, &no_next, now), OcspStatus::Invalid { .. }));
-        let future = response(&pki, good(), NOW + DAY, Some(NOW + 2 * DAY), &pki.ca_key, None);
-        assert!(matches!(status_for(&pki.leaf, &pki.ca, &future, now), OcspStatus::Invalid { .. }));
+        assert!(matches!(
+            status_for(&pki.leaf, &pki.ca, &no_next, now),
+            OcspStatus::Invalid { .. }
+        ));
+        let future = response(
+            &pki,
+            good(),
+            NOW + DAY,
+            Some(NOW + 2 * DAY),
+            &pki.ca_key,
+            None,
+        );
+        assert!(matches!(
+            status_for(&pki.leaf, &pki.ca, &future, now),
+            OcspStatus::Invalid { .. }
+        ));
         let stranger = p384::ecdsa::SigningKey::random(&mut OsRng);
         let forged = response(&pki, good(), NOW - DAY, Some(NOW + DAY), &stranger, None);
-        assert!(matches!(status_for(&pki.leaf, &pki.ca, &forged, now), OcspStatus::Invalid { .. }));
+        assert!(matches!(
+            status_for(&pki.leaf, &pki.ca, &forged, now),
+            OcspStatus::Invalid { .. }
+        ));
         // A response about another certificate says nothing about this one.
         let other = new_pki();
-        let theirs = response(&other, good(), NOW - DAY, Some(NOW + DAY), &other.ca_key, None);
-        assert_eq!(status_for(&pki.leaf, &pki.ca, &theirs, now), OcspStatus::NotChecked);
+        let theirs = response(
+            &other,
+            good(),
+            NOW - DAY,
+            Some(NOW + DAY),
+            &other.ca_key,
+            None,
+        );
+        assert_eq!(
+            status_for(&pki.leaf, &pki.ca, &theirs, now),
+            OcspStatus::NotChecked
+        );
         // Garbage.
-        assert!(matches!(status_for(&pki.leaf, &pki.ca, b"\x30\x00", now), OcspStatus::Invalid { .. }));
+        assert!(matches!(
+            status_for(&pki.leaf, &pki.ca, b"\x30\x00", now),
+            OcspStatus::Invalid { .. }
+        ));
         let mut flipped = response(&pki, good(), NOW - DAY, Some(NOW + DAY), &pki.ca_key, None);
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        assert_ne!(status_for(&pki.leaf, &pki.ca, &flipped, now), OcspStatus::Good);
+        assert_ne!(
+            status_for(&pki.leaf, &pki.ca, &flipped, now),
+            OcspStatus::Good
+        );
     }
 
     #[test]
@@ -585,8 +690,22 @@ mod tests {
             ID_CE_EXT_KEY_USAGE,
             ExtendedKeyUsage(vec![ID_KP_OCSP_SIGNING]).to_der().unwrap(),
         );
-        let delegated = cert(3, "CN=Test CA", "CN=Responder", &responder_key, &pki.ca_key, vec![eku]);
-        let plain = cert(4, "CN=Test CA", "CN=Not a responder", &responder_key, &pki.ca_key, vec![]);
+        let delegated = cert(
+            3,
+            "CN=Test CA",
+            "CN=Responder",
+            &responder_key,
+            &pki.ca_key,
+            vec![eku],
+        );
+        let plain = cert(
+            4,
+            "CN=Test CA",
+            "CN=Not a responder",
+            &responder_key,
+            &pki.ca_key,
+            vec![],
+        );
         let with = |der: &[u8]| {
             response(
                 &pki,
@@ -597,7 +716,10 @@ mod tests {
                 Some(vec![Certificate::from_der(der).unwrap()]),
             )
         };
-        assert_eq!(status_for(&pki.leaf, &pki.ca, &with(&delegated), now), OcspStatus::Good);
+        assert_eq!(
+            status_for(&pki.leaf, &pki.ca, &with(&delegated), now),
+            OcspStatus::Good
+        );
         assert!(matches!(
             status_for(&pki.leaf, &pki.ca, &with(&plain), now),
             OcspStatus::Invalid { .. }

@@ -75,18 +75,27 @@ impl GpuPolicy {
             },
         );
         let allowed = |list: &[String], value: Option<&str>| {
-            list.is_empty()
-                || value.is_some_and(|v| list.iter().any(|a| a.eq_ignore_ascii_case(v)))
+            list.is_empty() || value.is_some_and(|v| list.iter().any(|a| a.eq_ignore_ascii_case(v)))
         };
         failures.require(
             allowed(&self.driver_versions, c.driver_version.as_deref()),
             Check::GpuDriverVersion,
-            || format!("driver version {:?} is not in the policy's list", c.driver_version),
+            || {
+                format!(
+                    "driver version {:?} is not in the policy's list",
+                    c.driver_version
+                )
+            },
         );
         failures.require(
             allowed(&self.vbios_versions, c.vbios_version.as_deref()),
             Check::GpuVbiosVersion,
-            || format!("VBIOS version {:?} is not in the policy's list", c.vbios_version),
+            || {
+                format!(
+                    "VBIOS version {:?} is not in the policy's list",
+                    c.vbios_version
+                )
+            },
         );
         failures.require(
             allowed(&self.gpu_modes, c.gpu_mode.as_deref()),

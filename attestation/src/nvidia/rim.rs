@@ -148,8 +148,12 @@ fn only_child<'a, 'i>(node: Node<'a, 'i>, ns: &str, name: &str) -> Result<Node<'
 }
 
 fn attribute<'a>(node: Node<'a, '_>, name: &str) -> Result<&'a str, RimError> {
-    node.attribute(name)
-        .ok_or_else(|| structure(format!("{} has no {name} attribute", node.tag_name().name())))
+    node.attribute(name).ok_or_else(|| {
+        structure(format!(
+            "{} has no {name} attribute",
+            node.tag_name().name()
+        ))
+    })
 }
 
 fn base64(text: &str, what: &str) -> Result<Vec<u8>, RimError> {
@@ -293,13 +297,16 @@ fn signature_parts<'a, 'i>(signature: Node<'a, 'i>) -> Result<SignatureParts<'a,
         )));
     }
     if reference.attribute("URI") != Some("") {
-        return Err(form("the Reference must cover the whole document (URI=\"\")"));
+        return Err(form(
+            "the Reference must cover the whole document (URI=\"\")",
+        ));
     }
     let [transforms, digest_method, digest_value] =
         exact_children(reference, ["Transforms", "DigestMethod", "DigestValue"])?;
     let [enveloped, canonical] = exact_children(transforms, ["Transform", "Transform"])?;
     let c14n_transform = algorithm(canonical)?;
-    if algorithm(enveloped)? != ENVELOPED || (c14n_transform != C14N_11 && c14n_transform != C14N_10)
+    if algorithm(enveloped)? != ENVELOPED
+        || (c14n_transform != C14N_11 && c14n_transform != C14N_10)
     {
         return Err(form(
             "transforms must be enveloped-signature then Canonical XML",
@@ -362,7 +369,11 @@ pub(crate) fn appraise(bytes: &[u8]) -> Result<RimAppraisal, RimError> {
     let signature = match (signatures.next(), signatures.next()) {
         (Some(one), None) if one.parent_element() == Some(root) => one,
         (None, _) => return Err(form("no Signature element")),
-        _ => return Err(form("exactly one Signature, a child of the root, is accepted")),
+        _ => {
+            return Err(form(
+                "exactly one Signature, a child of the root, is accepted",
+            ));
+        }
     };
     no_xml_attributes(root)?;
     no_xml_attributes(signature)?;

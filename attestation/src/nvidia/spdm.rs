@@ -132,7 +132,9 @@ mod hex_option {
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
         Option::<String>::deserialize(d)?
             .map(|text| hex::decode(text).map_err(serde::de::Error::custom))
             .transpose()
@@ -339,8 +341,7 @@ fn parse_record(record: &[u8], number_of_blocks: u8) -> Result<Vec<MeasurementBl
 fn ascii(t: u16, value: &[u8]) -> Result<String, SpdmError> {
     let end = value.iter().position(|b| *b == 0).unwrap_or(value.len());
     let (text, padding) = value.split_at(end);
-    if padding.iter().any(|b| *b != 0) || !text.iter().all(|b| b.is_ascii_graphic() || *b == b' ')
-    {
+    if padding.iter().any(|b| *b != 0) || !text.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
         return Err(SpdmError::Opaque {
             t,
             reason: "not NUL-terminated printable ASCII".to_owned(),
@@ -426,7 +427,11 @@ fn parse_opaque(data: &[u8]) -> Result<OpaqueData, SpdmError> {
                 out.msrscnt = Some(
                     value
                         .chunks_exact(4)
-                        .map(|w| w.iter().rev().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)))
+                        .map(|w| {
+                            w.iter()
+                                .rev()
+                                .fold(0u32, |acc, b| (acc << 8) | u32::from(*b))
+                        })
                         .collect(),
                 );
             }
