@@ -93,6 +93,12 @@ fn benches(c: &mut Criterion) {
     c.bench_function("gpu_verify_hopper_with_rims", |b| {
         b.iter(|| verify_gpu(black_box(&hopper), &hopper_nonce, with_rims, gpu_now))
     });
+    c.bench_function("gpu_verify_hopper_with_rims_cold", |b| {
+        b.iter(|| {
+            confidant_attestation::nvidia::certs::forget_verified_links();
+            verify_gpu(black_box(&hopper), &hopper_nonce, with_rims, gpu_now)
+        })
+    });
     c.bench_function("gpu_verify_hopper_evidence_only", |b| {
         b.iter(|| {
             verify_gpu(

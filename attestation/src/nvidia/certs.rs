@@ -300,6 +300,37 @@ pub(crate) fn verify_fixed_signature(key: &[u8], message: &[u8], signature: &[u8
         .is_ok()
 }
 
+/// Most remembered verified signatures (certificate links) before the memo starts over.
+const MAX_VERIFIED_LINKS: usize = 4096;
+
+/// Signatures on certificates that have verified in this process, keyed by SHA-256 over both
+/// DER encodings. A signature check is a pure function of the two certificates, so
+/// remembering a success changes no verdict; it spares the ECDSA work for NVIDIA's
+/// intermediates, which every GPU and RIM of a product shares. Names, constraints and
+/// validity are still checked every time.
+fn verified_links()
+-> Result<std::sync::MutexGuard<'static, std::collections::HashSet<[u8; 32]>>, ()> {
+    static LINKS: OnceLock<std::sync::Mutex<std::collections::HashSet<[u8; 32]>>> = OnceLock::new();
+    LINKS.get_or_init(Default::default).lock().map_err(|_| ())
+}
+
+fn link_key(issuer: &Cert, subject: &Cert) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update((issuer.der.len() as u64).to_be_bytes());
+    hash.update(&issuer.der);
+    hash.update(&subject.der);
+    hash.finalize().into()
+}
+
+/// Forgets every remembered certificate signature, so that the next verification does all
+/// the ECDSA work again (for benchmarks of the cold path).
+#[doc(hidden)]
+pub fn forget_verified_links() {
+    if let Ok(mut links) = verified_links() {
+        links.clear();
+    }
+}
+
 /// Checks that `issuer` issued `subject`: names chain, the signature verifies.
 pub(crate) fn verify_link(issuer: &Cert, subject: &Cert) -> Result<(), String> {
     if subject.x509.tbs_certificate.issuer != issuer.x509.tbs_certificate.subject {
@@ -331,7 +362,17 @@ pub(crate) fn verify_link(issuer: &Cert, subject: &Cert) -> Result<(), String> {
         .signature
         .as_bytes()
         .ok_or_else(|| format!("{}: signature is not whole bytes", subject.subject()))?;
+    let memo = link_key(issuer, subject);
+    if verified_links().is_ok_and(|links| links.contains(&memo)) {
+        return Ok(());
+    }
     if verify_der_signature(key, subject.tbs_bytes()?, signature) {
+        if let Ok(mut links) = verified_links() {
+            if links.len() >= MAX_VERIFIED_LINKS {
+                links.clear();
+            }
+            links.insert(memo);
+        }
         Ok(())
     } else {
         Err(format!(
