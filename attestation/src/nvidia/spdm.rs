@@ -461,3 +461,85 @@ pub fn report_from_file(bytes: &[u8]) -> Result<Vec<u8>, SpdmError> {
         Ok(bytes.to_vec())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOPPER: &[u8] =
+        include_bytes!("../../tests/data/nvidia/hopper-h100-545.00-nvtrust/report.bin");
+
+    #[test]
+    fn genuine_layout() {
+        let r = SpdmReport::parse(HOPPER).unwrap();
+        assert_eq!(r.signed_len, 3953);
+        assert_eq!(r.measurements.len(), 64);
+        assert!(
+            r.measurements
+                .iter()
+                .all(|m| m.value.len() == 48 && m.value_type == 1)
+        );
+        assert_eq!(r.opaque.driver_version.as_deref(), Some("545.00"));
+        assert_eq!(r.opaque.vbios_version.as_deref(), Some("96.00.5e.00.01"));
+        assert_eq!(r.opaque.project.as_deref(), Some("1010"));
+        assert_eq!(r.opaque.chip_sku.as_deref(), Some("882"));
+        assert_eq!(r.opaque.nvdec0_status, Some(NVDEC0_DISABLED));
+        assert_eq!(r.opaque.msrscnt.as_ref().map(Vec::len), Some(64));
+        assert_eq!(r.measurement(1).map(|m| m.index), Some(1));
+        assert!(r.measurement(65).is_none());
+    }
+
+    fn with(offset: usize, value: u8) -> Vec<u8> {
+        let mut r = HOPPER.to_vec();
+        r[offset] = value;
+        r
+    }
+
+    #[test]
+    fn fixed_fields_are_checked() {
+        for (offset, value) in [(0, 0x12), (1, 0xE1), (37, 0x10), (38, 0x61), (41, 0)] {
+            assert!(SpdmReport::parse(&with(offset, value)).is_err(), "{offset}");
+        }
+        // Param1 without the signature bit.
+        assert!(SpdmReport::parse(&with(2, 0)).is_err());
+        // A block that is not DMTF, a measurement size that disagrees with its value size.
+        assert!(SpdmReport::parse(&with(46, 2)).is_err());
+        assert!(SpdmReport::parse(&with(47, 52)).is_err());
+        // A repeated index (block 2 claims index 1).
+        assert!(SpdmReport::parse(&with(45 + 55, 1)).is_err());
+        // NumberOfBlocks one short: the record has bytes left over.
+        assert!(SpdmReport::parse(&with(41, 63)).is_err());
+    }
+
+    #[test]
+    fn opaque_data_is_checked() {
+        let opaque = 3599;
+        // The first TLV is type 6 (VBIOS), 8 bytes. Unknown type:
+        assert!(matches!(
+            SpdmReport::parse(&with(opaque, 26)),
+            Err(SpdmError::Opaque { t: 26, .. })
+        ));
+        // Type 3 (driver version) repeated:
+        assert!(matches!(
+            SpdmReport::parse(&with(opaque, 3)),
+            Err(SpdmError::Opaque { t: 3, .. })
+        ));
+        // A length that runs past the opaque data.
+        assert!(SpdmReport::parse(&with(opaque + 3, 0x10)).is_err());
+        // Non-ASCII in the driver version.
+        let driver = HOPPER.windows(7).position(|w| w == b"545.00\0").unwrap();
+        assert!(SpdmReport::parse(&with(driver, 0xFF)).is_err());
+        // Empty opaque data.
+        let mut empty = HOPPER[..3597].to_vec();
+        empty.extend([0, 0]);
+        empty.extend([0u8; 96]);
+        assert!(SpdmReport::parse(&empty).is_err());
+    }
+
+    #[test]
+    fn file_forms() {
+        assert_eq!(report_from_file(b"  11e0\n").unwrap(), vec![0x11, 0xE0]);
+        assert!(report_from_file(b"11e").is_err());
+        assert_eq!(report_from_file(&[0x11, 0xE0]).unwrap(), vec![0x11, 0xE0]);
+    }
+}
