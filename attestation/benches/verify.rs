@@ -96,6 +96,7 @@ fn benches(c: &mut Criterion) {
     c.bench_function("gpu_verify_hopper_with_rims_cold", |b| {
         b.iter(|| {
             confidant_attestation::nvidia::certs::forget_verified_links();
+            confidant_attestation::nvidia::rim::forget_remembered_rims();
             verify_gpu(black_box(&hopper), &hopper_nonce, with_rims, gpu_now)
         })
     });
