@@ -27,6 +27,9 @@ fuzz_target!(|data: &[u8]| {
             Timestamp::from_unix_seconds(1_735_689_600),
         );
         // Only the genuine report verifies under the genuine chain.
-        assert!(!verdict.is_accept() || data == REPORT, "a mutated report was accepted");
+        assert!(
+            !verdict.is_accept() || data == REPORT,
+            "a mutated report was accepted"
+        );
     }
 });

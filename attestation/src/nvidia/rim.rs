@@ -350,6 +350,13 @@ fn signature_parts<'a, 'i>(signature: Node<'a, 'i>) -> Result<SignatureParts<'a,
     })
 }
 
+/// Reads a RIM and checks its XML signature (digest and ECDSA, under the first certificate in
+/// `KeyInfo`; not the signer chain, which [`verify_gpu`](super::verify_gpu) checks): the
+/// content, and `Ok` if the signature verified or why not.
+pub fn read(bytes: &[u8]) -> Result<(RimContent, Result<(), String>), RimError> {
+    appraise(bytes).map(|a| (a.content, a.signature))
+}
+
 /// Most remembered RIM appraisals before the memo starts over.
 const MAX_REMEMBERED_RIMS: usize = 64;
 
