@@ -24,7 +24,7 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use confidant::engine::{BatchConfig, Batcher, Mlp, ModelConfig};
 // Deterministic values in [-scale/2, scale/2).
-use confidant::gpu::synthetic::values;
+use confidant::engine::synthetic::values;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use safetensors::tensor::TensorView;
 

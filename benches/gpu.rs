@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use candle_core::{Device, Tensor};
 use confidant::engine::Mlp;
-use confidant::gpu::{self, DeviceSpec, LoadPath, synthetic};
+use confidant::engine::synthetic;
+use confidant::gpu::{self, DeviceSpec, LoadPath};
+use confidant::loading;
 use confidant::sealed::{self, PublisherSigningKey, SealOptions, SealedFile};
 use criterion::{BenchmarkId, Criterion, Throughput};
 
@@ -59,9 +61,9 @@ fn bench_load(c: &mut Criterion, dev: &Device) {
             b.iter(|| {
                 let file = SealedFile::read(black_box(&sealed_path)).expect("read");
                 let verified = file.verify(&trusted).expect("verify");
-                let plain = gpu::loader::load_sealed(&verified, &sealed.data_key, cuda, path)
+                let plain = loading::cuda::load_sealed(&verified, &sealed.data_key, cuda, path)
                     .expect("decrypt");
-                let m = gpu::loader::mlp_from_device(&verified.manifest().model, &plain, dev)
+                let m = loading::cuda::mlp_from_device(&verified.manifest().model, &plain, dev)
                     .expect("build");
                 drop(plain);
                 m.forward_rows(&x, 1).expect("predict")
@@ -110,7 +112,7 @@ fn bench_mlp(c: &mut Criterion, dev: &Device) {
 }
 
 /// ChaCha20 noise generation and AES-GCM device decryption throughput, timed with stream
-/// synchronisation (`gpu::noise::bench_noise_gbps`, `gpu::aes_gcm::bench_decrypt_gbps`):
+/// synchronisation (`gpu::noise::bench_noise_gbps`, `loading::cuda::bench_decrypt_gbps`):
 /// summary lines for the table.
 #[allow(clippy::expect_used)]
 fn bench_throughput(dev: &Device) -> Vec<String> {
@@ -127,7 +129,7 @@ fn bench_throughput(dev: &Device) -> Vec<String> {
         )),
         Err(e) => lines.push(format!("noise bench failed: {e}")),
     }
-    match gpu::aes_gcm::bench_decrypt_gbps(cuda, bytes) {
+    match loading::cuda::bench_decrypt_gbps(cuda, bytes) {
         Ok(gbps) => lines.push(format!(
             "{:<34} {:>10.0} GB/s  (1 MiB STREAM chunks, 1 GiB)",
             "AES-256-GCM decrypt on device", gbps

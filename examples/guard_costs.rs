@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<()> {
             .unwrap();
     });
     time("admit: GCRA + daily quota (leased)", 20_000, || {
-        let _ = guard.admit(&rec, 1_790_000_000).unwrap();
+        guard.admit(&rec, 1_790_000_000).unwrap().commit();
     });
     let config = confidant::demo::config()?;
     let mlp = Mlp::from_safetensors(&config, confidant::demo::WEIGHTS, &candle_core::Device::Cpu)?;
@@ -124,16 +124,16 @@ fn main() -> anyhow::Result<()> {
         uuid::Uuid::new_v4().to_string();
     });
     time("request id (per-thread ChaCha20)", 100_000, || {
-        confidant::server::request_id::new();
+        confidant::pipeline::request_id::new();
     });
     let n = 50_000;
     let t = Instant::now();
     for i in 0..n {
         // As the server does: borrowed fields, serialized on this thread.
-        let id = confidant::server::request_id::new_bytes();
+        let id = confidant::pipeline::request_id::new_bytes();
         let hmac = log.input_hmac_hex(&row);
         log.append_predict(&confidant::audit::PredictEvent {
-            request_id: confidant::server::request_id::as_str(&id),
+            request_id: confidant::pipeline::request_id::as_str(&id),
             principal: "p",
             model: "demo@1.0.0",
             purpose: Some("demonstration"),

@@ -4,20 +4,19 @@
 //! server unseals them only inside a TEE, serves predictions over gRPC behind guards, and
 //! keeps plaintext weights and keys out of disks, logs, core dumps and swap.
 //!
-//! Modules, by domain (see DESIGN.md in the repository):
-//! - [`anonymize`]: pseudonyms, generalization hierarchies, Mondrian k-anonymity, metrics.
-//! - [`sealed`]: the sealed-model format.
-//! - [`engine`]: model configs, the candle MLP, the dynamic batcher, the registry.
-//! - [`server`]: the tonic services and their wiring.
-//! - [`oip`]: the Open Inference Protocol front end (Triton's and KServe's gRPC API).
-//! - [`client`]: the Rust client.
-//! - [`bench`](mod@bench): `confidant bench`, the gRPC load generator (confidant.v1 and OIP).
-//! - [`privacy`]: DP samplers, mechanisms and the accountant.
-//! - [`secure`]: process hardening and locked memory.
-//! - [`demo`]: the embedded demo model.
-//! - [`keys`]: attested key release: the KBS (RCAR) broker and its client.
-//! - [`tee`]: attesters (configfs-tsm, `/dev/sev-guest`, the simulated TEE).
-//! - [`train`]: DP-SGD training of servable MLPs, and evaluation through the engine.
+//! The modules, their jobs and the dependency rules between them are in
+//! `docs/architecture.md` (checked by `tests/architecture.rs`). In short, from the leaves up:
+//! - leaves: [`files`], [`tls`], [`names`], [`canonical`], [`storage`], [`secure`],
+//!   [`metrics`], [`proto`], [`tee`], [`anonymize`];
+//! - [`audit`] (the tamper-evident log), [`privacy`] (DP mechanisms, budgets, accountant),
+//!   [`gpu`] (CUDA kernels and their CPU references);
+//! - [`engine`] (model configs, the MLP, batcher, registry), [`sealed`] (the sealed-model
+//!   format), [`loading`] (a sealed file to a served model), [`guard`] (keys, limits,
+//!   validation), [`train`] (DP-SGD);
+//! - [`keys`] (attested key release: the KBS broker and its client), [`client`],
+//!   [`loadgen`] (`confidant bench`), [`demo`] (the embedded demo and its key-release chain);
+//! - [`pipeline`] (the one way through for every request), [`oip`] and [`server`] (the front
+//!   doors).
 //!
 //! ## Feature flags
 //! - `cuda`: build the CUDA kernels and the GPU weight loader (needs nvcc). Off by default.
@@ -25,16 +24,20 @@
 
 pub mod anonymize;
 pub mod audit;
-pub mod bench;
 pub mod canonical;
 pub mod client;
 pub mod demo;
 pub mod engine;
+pub mod files;
 pub mod gpu;
 pub mod guard;
 pub mod keys;
+pub mod loadgen;
+pub mod loading;
 pub mod metrics;
+pub mod names;
 pub mod oip;
+pub mod pipeline;
 pub mod privacy;
 pub mod proto;
 pub mod sealed;
@@ -42,6 +45,7 @@ pub mod secure;
 pub mod server;
 pub mod storage;
 pub mod tee;
+pub mod tls;
 pub mod train;
 
 /// Seconds since the Unix epoch (0 if the clock reads earlier).

@@ -6,12 +6,20 @@
 
 use candle_core::{Device, Tensor};
 use confidant::engine::Mlp;
+use confidant::engine::synthetic;
 use confidant::gpu::sensitivity::{PerturbOp, ScoresOp, reference_perturb, reference_scores};
-use confidant::gpu::{self, DeviceSpec, LoadPath, synthetic};
+use confidant::gpu::{self, DeviceSpec, LoadPath};
+use confidant::loading;
 use confidant::sealed::{self, PublisherSigningKey, SealOptions, SealedFile};
 
 fn cuda() -> Option<Device> {
     if gpu::cuda_device_count() == 0 {
+        // On a machine where a GPU is expected (scripts/gpu-check.sh sets this), a skip is
+        // a failure: a check that cannot run must not pass.
+        assert!(
+            std::env::var_os("CONFIDANT_EXPECT_GPU").is_none_or(|v| v != "1"),
+            "CONFIDANT_EXPECT_GPU=1 but no CUDA device is visible"
+        );
         eprintln!("no CUDA device: skipped");
         return None;
     }
@@ -140,8 +148,8 @@ fn both_load_paths_give_the_cpu_model() {
     let x = synthetic::values(5 * widths[0], 4, 4.0);
     let want = cpu.forward_fused_cpu(&x, 5).unwrap();
     for path in [LoadPath::Staged, LoadPath::DeviceDecrypt] {
-        let plain = gpu::loader::load_sealed(&verified, &key, cuda, path).unwrap();
-        let m = gpu::loader::mlp_from_device(&verified.manifest().model, &plain, &dev).unwrap();
+        let plain = loading::cuda::load_sealed(&verified, &key, cuda, path).unwrap();
+        let m = loading::cuda::mlp_from_device(&verified.manifest().model, &plain, &dev).unwrap();
         let got = m.forward_rows(&x, 5).unwrap();
         assert!(rel_err(&got, &want) <= 1e-5, "{path:?}");
     }
@@ -167,7 +175,7 @@ fn a_tampered_chunk_aborts_both_load_paths() {
         .verify(&[signing.public_key()])
         .unwrap();
     for path in [LoadPath::Staged, LoadPath::DeviceDecrypt] {
-        let e = gpu::loader::load_sealed(&verified, &s.data_key, cuda, path)
+        let e = loading::cuda::load_sealed(&verified, &s.data_key, cuda, path)
             .err()
             .expect("tampered chunk must fail");
         println!("{path:?}: {e}");

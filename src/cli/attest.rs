@@ -106,8 +106,10 @@ pub struct VerifyArgs {
     /// The nonce the GPU report must carry (32 bytes, hex).
     #[arg(long, value_name = "HEX", value_parser = parse_nonce, requires = "gpu_evidence")]
     pub nonce: Option<[u8; 32]>,
-    /// Policy TOML [default: no debug, no simulated evidence, any measurement; for GPU
-    /// evidence, its `[gpu]` section, and without --policy every GPU check must pass].
+    /// Policy TOML; it must pin `measurements` (or say `"any"` in words). Without one only
+    /// authenticity is checked (and the flags below), and the verdict says
+    /// `"policy_applied": false`. For --gpu-evidence, its `[gpu]` section applies;
+    /// without --policy every GPU check must pass.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
     /// Require this measurement (SNP measurement or TDX MRTD, 48 bytes hex); replaces the
@@ -234,7 +236,7 @@ impl VerifyConfig {
                     .with_context(|| format!("--policy {}: cannot read", path.display()))?;
                 Policy::from_toml(&text).with_context(|| format!("--policy {}", path.display()))?
             }
-            None => Policy::default(),
+            None => Policy::dangerous_authenticity_only(),
         };
         if let Some(m) = a.measurement {
             policy.measurements = vec![m];

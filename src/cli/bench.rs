@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use confidant::bench::{self, BenchConfig, Protocol, Target, report};
+use confidant::loadgen::{self, BenchConfig, Protocol, Target, report};
 
 use super::args::{BenchArgs, BenchProtocol};
 
@@ -35,7 +35,7 @@ fn config(a: BenchArgs) -> Result<(BenchConfig, BenchArgs)> {
         None => None,
     };
     let fallback_range = {
-        let parts = bench::parse_list_f32(&a.input_range)?;
+        let parts = loadgen::parse_list_f32(&a.input_range)?;
         let &[lo, hi] = parts.as_slice() else {
             bail!("--input-range {:?}: expected LO,HI", a.input_range);
         };
@@ -61,10 +61,10 @@ fn config(a: BenchArgs) -> Result<(BenchConfig, BenchArgs)> {
             model: a.model.clone(),
             fallback_range,
         },
-        batches: bench::parse_list("--batch", &a.batch)?,
-        concurrencies: bench::parse_list("--concurrency", &a.concurrency)?,
-        window: bench::parse_duration(&a.window).context("--window")?,
-        warmup: bench::parse_duration(&a.warmup).context("--warmup")?,
+        batches: loadgen::parse_list("--batch", &a.batch)?,
+        concurrencies: loadgen::parse_list("--concurrency", &a.concurrency)?,
+        window: loadgen::parse_duration(&a.window).context("--window")?,
+        warmup: loadgen::parse_duration(&a.warmup).context("--warmup")?,
         max_trials: a.max_trials,
         connections: a.connections,
         seed: a.seed,
@@ -92,7 +92,7 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         config.time_bound()
     );
     println!("{}", report::table_header());
-    let results = bench::run(&config, |m| println!("{}", report::table_row(m))).await?;
+    let results = loadgen::run(&config, |m| println!("{}", report::table_row(m))).await?;
     let mut series = vec![report::Series {
         label: &a.label,
         points: &results,

@@ -191,15 +191,15 @@ fn keys(a: args::KeysArgs) -> Result<()> {
 }
 
 fn keygen(a: &args::KeygenArgs) -> Result<()> {
-    server::create_private_dir(&a.out)?;
+    confidant::files::create_private_dir(&a.out)?;
     let key_path = a.out.join("publisher.key");
     let pub_path = a.out.join("publisher.pub");
     for p in [&key_path, &pub_path] {
         refuse_overwrite(p, a.force)?;
     }
     let key = PublisherSigningKey::generate()?;
-    server::write_file(&key_path, key.to_pem()?.as_bytes(), 0o600)?;
-    server::write_file(&pub_path, key.public_key().to_pem().as_bytes(), 0o644)?;
+    confidant::files::write_file(&key_path, key.to_pem()?.as_bytes(), 0o600)?;
+    confidant::files::write_file(&pub_path, key.public_key().to_pem().as_bytes(), 0o644)?;
     println!(
         "{}",
         serde_json::json!({
@@ -274,8 +274,8 @@ pub(crate) fn seal_model(
         ..SealOptions::default()
     };
     let sealed = sealed::seal(config, weights, &signing, &options)?;
-    server::write_file(target.key_out, sealed.data_key.secret_bytes(), 0o600)?;
-    server::write_file(target.out, &sealed.file, 0o644)?;
+    confidant::files::write_file(target.key_out, sealed.data_key.secret_bytes(), 0o600)?;
+    confidant::files::write_file(target.out, &sealed.file, 0o644)?;
     Ok(serde_json::json!({
         "model": sealed.manifest.model.id,
         "version": sealed.manifest.model.version,

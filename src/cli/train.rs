@@ -9,7 +9,6 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use confidant::engine::ModelConfig;
 use confidant::privacy::rng::ChaChaDpRng;
-use confidant::server;
 use confidant::train::{self, Dataset, ModelInfo, Privacy, Schedule, TrainOptions};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -339,8 +338,8 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     let weights = Zeroizing::new(model.weights()?);
     let mut config_bytes = serde_json::to_vec_pretty(&model.config)?;
     config_bytes.push(b'\n');
-    server::write_file(&a.out, &weights, 0o600)?;
-    server::write_file(&a.config, &config_bytes, 0o644)?;
+    confidant::files::write_file(&a.out, &weights, 0o600)?;
+    confidant::files::write_file(&a.config, &config_bytes, 0o644)?;
     let sealed = match (&a.seal, &a.signing_key, &a.key_out) {
         (Some(out), Some(signing_key), Some(key_out)) => {
             // Seal what was written, parsed back, exactly as `confidant seal` would.

@@ -23,7 +23,7 @@ use tonic::transport::Endpoint;
 
 use super::{Client, ClientError};
 use crate::proto::confidant::v1 as pb;
-use crate::server::attestation::{spki_sha256, tls_report_data};
+use crate::tls::{spki_sha256, tls_report_data};
 
 #[derive(Debug, Default)]
 struct Binding {
@@ -48,7 +48,7 @@ impl ServerCertVerifier for BindingVerifier {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let spki = spki_sha256(end_entity).map_err(rustls::Error::General)?;
+        let spki = spki_sha256(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
         let mut b = self.binding.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(pinned) = b.pinned
             && pinned != spki

@@ -4,6 +4,10 @@
 
 use crate::engine::{ConfigError, ModelConfig};
 
+pub mod bootstrap;
+
+pub use bootstrap::{DemoError, DemoModel, create_demo_api_key, obtain_demo_model};
+
 /// The demo model's config JSON.
 pub const CONFIG_JSON: &[u8] = include_bytes!("demo.json");
 /// The demo model's safetensors weights.

@@ -10,6 +10,7 @@ pub mod explain;
 pub mod mlp;
 pub mod registry;
 pub mod screening;
+pub mod synthetic;
 
 pub use batcher::{BatchConfig, BatchOutput, Batcher};
 pub use config::{ModelConfig, OutputKind};

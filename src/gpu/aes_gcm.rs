@@ -22,9 +22,16 @@
 use zeroize::Zeroizing;
 
 use super::GpuError;
-use crate::sealed::Manifest;
-use crate::sealed::manifest::{NONCE_PREFIX_LEN, TAG_LEN, chunk_count};
-use crate::sealed::stream::DataKey;
+/// The STREAM nonce prefix length (the sealed format's; `kernels/aes_gcm.cu` builds its
+/// nonces from it).
+pub const NONCE_PREFIX_LEN: usize = 7;
+/// The AES-GCM tag length.
+pub const TAG_LEN: u64 = 16;
+
+/// The number of chunks of a `size`-byte plaintext in `chunk_size`-byte chunks (at least one).
+pub fn chunk_count(size: u64, chunk_size: u32) -> u64 {
+    size.div_ceil(u64::from(chunk_size.max(1))).max(1)
+}
 
 /// Lanes of the parallel GHASH: threads per chunk on the device (`GCM_LANES`).
 pub const LANES: usize = 256;
@@ -315,20 +322,6 @@ pub struct StreamLayout {
 }
 
 impl StreamLayout {
-    /// The layout a (verified) manifest describes.
-    pub fn from_manifest(m: &Manifest) -> Result<Self, GpuError> {
-        let bad = |e: crate::sealed::SealedError| GpuError::Arguments {
-            kernel: "aes_gcm_stream_decrypt",
-            reason: e.to_string(),
-        };
-        Ok(Self {
-            plaintext_len: m.weights.size,
-            chunk_size: m.encryption.chunk_size,
-            nonce_prefix: m.nonce_prefix().map_err(bad)?,
-            aad: m.aad_digest().map_err(bad)?,
-        })
-    }
-
     /// The number of chunks, `max(1, ⌈plaintext_len / chunk_size⌉)`.
     pub fn chunk_count(&self) -> u64 {
         chunk_count(self.plaintext_len, self.chunk_size)
@@ -404,28 +397,13 @@ pub fn decrypt_chunks_reference(
     Ok(out)
 }
 
-/// The key bytes of a data key as an array.
-pub fn data_key_bytes(key: &DataKey) -> Result<Zeroizing<[u8; 32]>, GpuError> {
-    let mut k = Zeroizing::new([0u8; 32]);
-    let bytes = key.secret_bytes();
-    if bytes.len() != 32 {
-        return Err(GpuError::Arguments {
-            kernel: "aes_gcm_stream_decrypt",
-            reason: "the data key is not 32 bytes".into(),
-        });
-    }
-    k.copy_from_slice(bytes);
-    Ok(k)
-}
-
 #[cfg(feature = "cuda")]
-pub use device::{bench_decrypt_gbps, decrypt_chunks_on_device};
+pub use device::decrypt_chunks_on_device;
 
 /// The launch wrapper (feature `cuda`).
 #[cfg(feature = "cuda")]
 #[allow(unsafe_code)]
 mod device {
-    use std::time::Instant;
 
     use candle_core::CudaDevice;
     use candle_core::cuda_backend::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
@@ -434,7 +412,6 @@ mod device {
     use super::super::GpuError;
     use super::super::cuda::driver;
     use super::{LANES, RoundKeys, StreamLayout};
-    use crate::sealed::stream::DataKey;
 
     const KERNEL: &str = "aes_gcm_stream_decrypt";
 
@@ -462,7 +439,7 @@ mod device {
     /// - [`GpuError::Driver`] on CUDA errors.
     pub fn decrypt_chunks_on_device(
         device: &CudaDevice,
-        key: &DataKey,
+        key: &[u8; 32],
         ciphertext: &mut CudaSlice<u8>,
         layout: &StreamLayout,
     ) -> Result<CudaSlice<u8>, GpuError> {
@@ -474,8 +451,7 @@ mod device {
                 reason: "the plaintext does not fit in memory".into(),
             })?;
         let chunks = usize::try_from(count).map_err(driver)?;
-        let key_bytes = super::data_key_bytes(key)?;
-        let keys = RoundKeys::expand(&key_bytes);
+        let keys = RoundKeys::expand(key);
         let stream = device.cuda_stream();
         let mut round_keys = stream
             .clone_htod(&keys.secret_words()[..])
@@ -524,41 +500,6 @@ mod device {
             return Err(GpuError::TagMismatch { chunk: bad as u64 });
         }
         Ok(out)
-    }
-
-    /// Throughput of `decrypt_chunks_on_device` (feature `cuda`) on a synthetic sealed region of about
-    /// `bytes` plaintext bytes in 1 MiB chunks, in GB/s of plaintext (10^9 bytes per second),
-    /// over 10 timed repetitions after a warm-up; each repetition includes the key upload and
-    /// the tag read-back the loader pays.
-    pub fn bench_decrypt_gbps(dev: &CudaDevice, bytes: usize) -> Result<f64, GpuError> {
-        const REPS: u32 = 10;
-        let len = bytes.max(16).next_multiple_of(16);
-        let layout = StreamLayout {
-            plaintext_len: len as u64,
-            chunk_size: 1 << 20,
-            nonce_prefix: [7; 7],
-            aad: [9; 32],
-        };
-        let key = DataKey::generate().map_err(|e| GpuError::Driver(e.to_string()))?;
-        let plaintext: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
-        let region = crate::sealed::stream::encrypt(
-            &key,
-            &layout.nonce_prefix,
-            &layout.aad,
-            layout.chunk_size as usize,
-            &plaintext,
-        )
-        .map_err(|e| GpuError::Driver(e.to_string()))?;
-        let stream = dev.cuda_stream();
-        let mut ct = stream.clone_htod(&region[..]).map_err(driver)?;
-        drop(decrypt_chunks_on_device(dev, &key, &mut ct, &layout)?);
-        stream.synchronize().map_err(driver)?;
-        let t = Instant::now();
-        for _ in 0..REPS {
-            drop(decrypt_chunks_on_device(dev, &key, &mut ct, &layout)?);
-        }
-        stream.synchronize().map_err(driver)?;
-        Ok(len as f64 * f64::from(REPS) / 1e9 / t.elapsed().as_secs_f64())
     }
 }
 

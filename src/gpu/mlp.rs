@@ -7,9 +7,7 @@
 //! epilogue (`act(y + bias)`) for models too wide for shared memory, which run each matmul in
 //! cuBLAS through candle.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
-
-use crate::engine::config::Activation;
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
 /// Most layers the fused kernel takes (`MLP_MAX_LAYERS` in `kernels/mlp.cu`).
 pub const MAX_LAYERS: usize = 8;
@@ -61,15 +59,110 @@ pub struct MlpDesc {
     pub layers: [MlpLayer; MAX_LAYERS],
 }
 
+/// The activations the kernels apply (`MLP_ACT_*` in `kernels/mlp.cu`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelActivation {
+    /// Identity.
+    None,
+    /// `max(0, x)`.
+    Relu,
+    /// The exact (erf) GELU.
+    Gelu,
+    /// `tanh(x)`.
+    Tanh,
+    /// The logistic function.
+    Sigmoid,
+}
+
 /// The kernel's code for an activation.
-pub fn activation_code(a: Activation) -> u32 {
+pub fn activation_code(a: KernelActivation) -> u32 {
     match a {
-        Activation::None => 0,
-        Activation::Relu => 1,
-        Activation::Gelu => 2,
-        Activation::Tanh => 3,
-        Activation::Sigmoid => 4,
+        KernelActivation::None => 0,
+        KernelActivation::Relu => 1,
+        KernelActivation::Gelu => 2,
+        KernelActivation::Tanh => 3,
+        KernelActivation::Sigmoid => 4,
     }
+}
+
+/// One layer to pack: its `[in, out]` weight (transposed from PyTorch's `[out, in]`), its
+/// bias and its activation.
+pub struct PackLayer<'a> {
+    /// The `[in, out]` weight.
+    pub weight_t: &'a Tensor,
+    /// The `[out]` bias, if any.
+    pub bias: Option<&'a Tensor>,
+    /// The activation after the layer.
+    pub activation: KernelActivation,
+}
+
+/// Why a model cannot be packed for the fused kernel.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PackError {
+    /// The model does not fit the kernel's limits.
+    #[error("the fused kernel cannot take this model: {0}")]
+    TooBig(&'static str),
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
+}
+
+/// Packs every parameter into one f32 tensor on the tensors' device, in the layout the fused
+/// kernel reads ([`MlpDesc`]): the normalization mean and 1/std (if any), then each layer's
+/// `[in, out]` weight and bias.
+pub fn pack(
+    normalization: Option<(&Tensor, &Tensor)>,
+    layers: &[PackLayer<'_>],
+    in_features: usize,
+    out_features: usize,
+    softmax: bool,
+) -> Result<(Tensor, MlpDesc), PackError> {
+    if layers.len() > MAX_LAYERS {
+        return Err(PackError::TooBig("too many layers"));
+    }
+    let narrow =
+        |v: usize, what: &'static str| u32::try_from(v).map_err(|_| PackError::TooBig(what));
+    let mut parts: Vec<Tensor> = Vec::new();
+    let mut len = 0usize;
+    let mut push = |t: &Tensor, parts: &mut Vec<Tensor>| -> Result<u32, PackError> {
+        let off = u32::try_from(len).map_err(|_| PackError::TooBig("over 2^32 parameters"))?;
+        len += t.elem_count();
+        parts.push(t.flatten_all()?);
+        Ok(off)
+    };
+    let mut desc = MlpDesc {
+        n_layers: narrow(layers.len(), "too many layers")?,
+        in_features: narrow(in_features, "too wide")?,
+        out_features: narrow(out_features, "too wide")?,
+        norm_off: NONE,
+        softmax: u32::from(softmax),
+        ..MlpDesc::default()
+    };
+    if let Some((mean, inv_std)) = normalization {
+        desc.norm_off = push(mean, &mut parts)?;
+        push(inv_std, &mut parts)?;
+    }
+    let mut max_width = in_features;
+    for (i, layer) in layers.iter().enumerate() {
+        let (inp, out) = layer.weight_t.dims2()?;
+        max_width = max_width.max(out);
+        let w_off = push(layer.weight_t, &mut parts)?;
+        let b_off = match layer.bias {
+            Some(b) => push(b, &mut parts)?,
+            None => NONE,
+        };
+        desc.layers[i] = MlpLayer {
+            inp: narrow(inp, "too wide")?,
+            out: narrow(out, "too wide")?,
+            act: activation_code(layer.activation),
+            w_off,
+            b_off,
+        };
+    }
+    desc.max_width = narrow(max_width, "too wide")?;
+    desc.param_len = narrow(len, "over 2^32 parameters")?;
+    Ok((Tensor::cat(&parts, 0)?, desc))
 }
 
 /// The activation, on the CPU, as the kernel computes it.

@@ -14,12 +14,8 @@ use candle_core::Device;
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
-#[cfg(feature = "cuda")]
-#[allow(unsafe_code)]
-pub mod loader;
 pub mod mlp;
 pub mod sensitivity;
-pub mod synthetic;
 
 /// The PTX of every `kernels/*.cu`, compiled by `build.rs` (one `&str` constant per file,
 /// named after it in capitals: `ptx::MLP` for `kernels/mlp.cu`).
@@ -28,7 +24,7 @@ pub mod ptx {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 }
 
-/// How sealed weights reach a CUDA device (`serve --gpu-load`); see `gpu::loader`.
+/// How sealed weights reach a CUDA device (`serve --gpu-load`); see `crate::loading`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LoadPath {
     /// CPU decryption into page-locked staging buffers, double-buffered copies.

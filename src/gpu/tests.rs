@@ -53,9 +53,9 @@ mod kernels_cpu {
     use candle_core::{Device, Tensor};
 
     use crate::engine::Mlp;
+    use crate::engine::synthetic;
     use crate::gpu::mlp::{BiasAct, MlpDesc, MlpOp, NONE};
     use crate::gpu::sensitivity::{PerturbOp, ScoresOp, reference_perturb, reference_scores};
-    use crate::gpu::synthetic;
 
     fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
         a.len() == b.len()

@@ -5,16 +5,16 @@
 //! authorize (scope) → purpose → validate input → rate limits (the only step that spends a
 //! counter, and it hands its reservation back if the request is refused later).
 
+pub mod api_keys;
 pub mod error;
-pub mod keys;
 pub mod rate;
 pub mod validation;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+pub use api_keys::{ApiKeySecret, KeyRecord, KeyStore, NewKey, RevokeSelector, Scope};
 pub use error::GuardError;
-pub use keys::{ApiKeySecret, KeyRecord, KeyStore, NewKey, RevokeSelector, Scope};
 pub use rate::{Admission, RateDefaults, RateLimiter};
 pub use validation::{InputError, validate_rows};
 
@@ -150,7 +150,7 @@ impl Guard {
     }
 
     /// Admits one request against the principal's rate limits.
-    pub fn admit(&self, key: &KeyRecord, now: i64) -> Result<Admission, GuardError> {
+    pub fn admit<'a>(&'a self, key: &'a KeyRecord, now: i64) -> Result<Admission<'a>, GuardError> {
         self.limiter.admit(key, now)
     }
 }

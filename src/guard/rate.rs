@@ -26,8 +26,8 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter as Gcra};
 use rusqlite::params;
 use serde::Deserialize;
 
+use super::api_keys::KeyRecord;
 use super::error::GuardError;
-use super::keys::KeyRecord;
 use crate::storage::Database;
 
 /// Server-wide default limits; a key's own `rpm`/`rpd` override them.
@@ -92,16 +92,38 @@ impl PrincipalState {
 /// Most day units one lease reserves.
 pub const MAX_LEASE: u64 = 4096;
 
-/// A day-quota unit held by an admitted request. Call [`RateLimiter::refund`] (with the key
-/// it was admitted for) if the request fails before producing a result.
-#[derive(Debug)]
-pub struct Admission {
+/// A day-quota unit held by an admitted request. Dropping it hands the unit back (the
+/// request failed before producing a result); [`Admission::commit`] keeps it spent. So a
+/// refusal after admission can never forget the refund, and an early `?` return refunds too.
+#[must_use = "an admission refunds its day unit when dropped: call commit() once the request has produced a result"]
+pub struct Admission<'a> {
+    limiter: &'a RateLimiter,
+    principal: &'a str,
     day: Option<i64>,
 }
 
-impl Admission {
+impl Admission<'_> {
     /// Marks the admission used: the request produced a result, so its day unit stays spent.
-    pub fn commit(self) {}
+    pub fn commit(mut self) {
+        self.day = None;
+    }
+}
+
+impl std::fmt::Debug for Admission<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("principal", &self.principal)
+            .field("day", &self.day)
+            .finish()
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if let Some(day) = self.day.take() {
+            entry(&mut self.limiter.lock(), self.principal).give(day, 1);
+        }
+    }
 }
 
 const DAY: i64 = 86_400;
@@ -122,13 +144,13 @@ impl RateLimiter {
 
     /// Admits one request for `key`'s principal at `now` (seconds since the epoch), or says
     /// how long to wait.
-    pub fn admit(&self, key: &KeyRecord, now: i64) -> Result<Admission, GuardError> {
+    pub fn admit<'a>(&'a self, key: &'a KeyRecord, now: i64) -> Result<Admission<'a>, GuardError> {
         let principal = key.principal.as_str();
         let day_limit = key.rpd.or(self.defaults.rpd);
         let minute_limit = key.rpm.or(self.defaults.rpm).and_then(NonZeroU32::new);
         let day = now.div_euclid(DAY);
         let mut map = self.lock();
-        let mut admission = Admission { day: None };
+        let mut taken_day = None;
         if let Some(limit) = day_limit {
             if !map.get_mut(principal).is_some_and(|st| st.take(day)) {
                 // Reserve a lease outside the lock: SQLite must not stall other principals.
@@ -146,7 +168,7 @@ impl RateLimiter {
                     entry(&mut map, principal).give(day, granted - 1);
                 }
             }
-            admission.day = Some(day);
+            taken_day = Some(day);
         }
         if let Some(limit) = minute_limit {
             let st = entry(&mut map, principal);
@@ -160,7 +182,7 @@ impl RateLimiter {
             };
             if let Err(not_until) = gcra.check() {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
-                if let Some(day) = admission.day {
+                if let Some(day) = taken_day {
                     st.give(day, 1);
                 }
                 return Err(GuardError::RateLimited {
@@ -169,7 +191,12 @@ impl RateLimiter {
                 });
             }
         }
-        Ok(admission)
+        drop(map);
+        Ok(Admission {
+            limiter: self,
+            principal,
+            day: taken_day,
+        })
     }
 
     /// Reserves a lease of day units in one transaction; returns how many (0: spent).
@@ -192,14 +219,6 @@ impl RateLimiter {
             }
             Ok(grant)
         })?)
-    }
-
-    /// Hands back an admission's day unit (to the in-memory lease; it stays reserved). `key`
-    /// is the key the admission was made for.
-    pub fn refund(&self, key: &KeyRecord, admission: Admission) {
-        if let Some(day) = admission.day {
-            entry(&mut self.lock(), &key.principal).give(day, 1);
-        }
     }
 
     /// Returns every unused lease to the database (at a graceful stop).

@@ -159,7 +159,7 @@ fn the_daily_quota_is_exact_under_concurrency_and_survives_a_restart() {
         .map(|_| {
             let g = Arc::clone(&g);
             let rec = rec.clone();
-            std::thread::spawn(move || g.admit(&rec, NOW).is_ok())
+            std::thread::spawn(move || g.admit(&rec, NOW).map(Admission::commit).is_ok())
         })
         .collect();
     let ok = threads
@@ -185,7 +185,7 @@ fn the_daily_quota_is_exact_under_concurrency_and_survives_a_restart() {
     );
     assert!(g.admit(&rec, NOW).is_err());
     assert_eq!(g.limiter().used_today("carol", NOW).unwrap(), 20);
-    assert!(g.admit(&rec, NOW + 86_400).is_ok());
+    assert!(g.admit(&rec, NOW + 86_400).map(Admission::commit).is_ok());
 }
 
 #[test]
@@ -204,7 +204,7 @@ fn refusals_and_refunds_leave_no_count_behind() {
         other => panic!("expected a minute refusal, got {other:?}"),
     }
     assert_eq!(g.limiter().used_today("dave", NOW).unwrap(), 2);
-    g.limiter().refund(&rec, a);
+    drop(a);
     assert_eq!(g.limiter().used_today("dave", NOW).unwrap(), 1);
 }
 
@@ -216,7 +216,7 @@ fn large_quotas_lease_units_but_never_serve_more_than_the_quota() {
     });
     let (rec, _) = g.keys().create(&new_key("erin", None, None), NOW).unwrap();
     for _ in 0..100 {
-        let _ = g.admit(&rec, NOW).unwrap();
+        g.admit(&rec, NOW).unwrap().commit();
     }
     // In process, usage is exact; the database holds at least that (the unused lease).
     assert_eq!(g.limiter().used_today("erin", NOW).unwrap(), 100);
@@ -235,7 +235,7 @@ fn large_quotas_lease_units_but_never_serve_more_than_the_quota() {
     assert_eq!(other.limiter().used_today("erin", NOW).unwrap(), 100);
     // A crash (no release) never resets the quota: a new limiter starts from the stored count.
     for _ in 0..10 {
-        let _ = g.admit(&rec, NOW).unwrap();
+        g.admit(&rec, NOW).unwrap().commit();
     }
     drop(g);
     let restarted = Guard::new(
@@ -246,7 +246,7 @@ fn large_quotas_lease_units_but_never_serve_more_than_the_quota() {
         },
     );
     let mut served = 110;
-    while restarted.admit(&rec, NOW).is_ok() {
+    while restarted.admit(&rec, NOW).map(Admission::commit).is_ok() {
         served += 1;
     }
     assert!(served <= 1000, "{served} served against a quota of 1000");
@@ -286,11 +286,11 @@ fn two_keys_of_one_principal_with_different_minute_limits_keep_separate_states()
         .keys()
         .create(&new_key("gina", None, Some(100)), NOW)
         .unwrap();
-    let _ = g.admit(&slow, NOW).unwrap();
-    let _ = g.admit(&slow, NOW).unwrap();
+    g.admit(&slow, NOW).unwrap().commit();
+    g.admit(&slow, NOW).unwrap().commit();
     // Interleaving the other key must not reset the slow key's state.
     for _ in 0..5 {
-        let _ = g.admit(&fast, NOW).unwrap();
+        g.admit(&fast, NOW).unwrap().commit();
     }
     assert!(g.admit(&slow, NOW).is_err(), "the 2/minute key is spent");
 }
@@ -344,7 +344,7 @@ fn revocations_by_another_connection_between_cached_requests_are_never_missed() 
             assert!(g.keys().authenticate(&key).unwrap().is_some());
         }
         // Leases and other commits of the server's own connection in between.
-        g.admit(&rec, NOW).unwrap();
+        g.admit(&rec, NOW).unwrap().commit();
         assert!(g.keys().authenticate(&key).unwrap().is_some());
         cli.revoke(&RevokeSelector::KeyId(rec.key_id), NOW).unwrap();
         assert!(g.keys().authenticate(&key).unwrap().is_none(), "round {i}");

@@ -11,8 +11,13 @@
 //! At attest the evidence is verified for integrity (signatures, chain, report_data binding
 //! the runtime data) under a permissive base policy; at each resource request it is verified
 //! again under that resource's release policy (measurement, TCB floor, debug,
-//! allow_simulated). A resource without a policy is never released. Every release and every
+//! allow_simulated). A resource without a policy is never released, a policy that does not pin
+//! what it accepts is refused when it is set (and at start, if one was stored before), and
+//! every release under a deliberately open policy logs a warning. Every release and every
 //! refusal is logged with its reason.
+//!
+//! TDX quotes are judged with the broker's own collateral ([`BrokerConfig::tdx_collateral`],
+//! see [`super::collateral`]); collateral carried in the evidence is dropped unread.
 //!
 //! Nonces are single-use: a session attests once, and a challenge expires after
 //! [`BrokerConfig::challenge_ttl`]; an attested session expires after
@@ -40,6 +45,7 @@ use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
+use super::collateral::{CollateralSource, for_evidence};
 use super::error::{BrokerError, BrokerStartError};
 use super::jwe::{self, TeePubKey};
 use super::protocol::{
@@ -72,6 +78,9 @@ pub struct BrokerConfig {
     pub session_ttl: Duration,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// The broker's TDX collateral: a QuoteCollateralV3 JSON file or a directory of them,
+    /// re-read at each TDX verification. Without it TDX evidence is refused.
+    pub tdx_collateral: Option<PathBuf>,
 }
 
 impl BrokerConfig {
@@ -83,6 +92,7 @@ impl BrokerConfig {
             challenge_ttl: DEFAULT_CHALLENGE_TTL,
             session_ttl: DEFAULT_SESSION_TTL,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            tdx_collateral: None,
         }
     }
 
@@ -184,10 +194,6 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BrokerStartErro
     move |source| BrokerStartError::Io { what, source }
 }
 
-fn server_err(e: crate::server::ServerError) -> BrokerStartError {
-    BrokerStartError::Key(e.to_string())
-}
-
 /// Reads `<data-dir>/admin.key` (64 hex digits), creating it on first start.
 fn load_or_create_admin_key(path: &Path) -> Result<Zeroizing<String>, BrokerStartError> {
     match std::fs::read_to_string(path) {
@@ -205,8 +211,7 @@ fn load_or_create_admin_key(path: &Path) -> Result<Zeroizing<String>, BrokerStar
             let mut raw = Zeroizing::new([0u8; 32]);
             getrandom::fill(raw.as_mut()).map_err(|e| BrokerStartError::Key(e.to_string()))?;
             let key = Zeroizing::new(hex::encode(raw.as_ref()));
-            crate::server::write_file(path, format!("{}\n", key.as_str()).as_bytes(), 0o600)
-                .map_err(server_err)?;
+            crate::files::write_file(path, format!("{}\n", key.as_str()).as_bytes(), 0o600)?;
             tracing::info!(path = %path.display(), "broker: admin key created");
             Ok(key)
         }
@@ -229,12 +234,10 @@ fn load_or_create_tls(
         );
         return Ok((cert, key));
     }
-    crate::server::create_private_dir(dir).map_err(server_err)?;
-    let id =
-        crate::server::tls::TlsIdentity::self_signed(&crate::server::tls::default_names(listen))
-            .map_err(server_err)?;
-    crate::server::write_file(&key_path, id.key_pem.as_bytes(), 0o600).map_err(server_err)?;
-    crate::server::write_file(&cert_path, id.cert_pem.as_bytes(), 0o644).map_err(server_err)?;
+    crate::files::create_private_dir(dir)?;
+    let id = crate::tls::TlsIdentity::self_signed(&crate::tls::default_names(listen))?;
+    crate::files::write_file(&key_path, id.key_pem.as_bytes(), 0o600)?;
+    crate::files::write_file(&cert_path, id.cert_pem.as_bytes(), 0o644)?;
     tracing::info!(cert = %cert_path.display(), "broker: self-signed TLS certificate written");
     Ok((id.cert_pem, id.key_pem))
 }
@@ -262,14 +265,29 @@ fn tls_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig, Bro
 /// Starts the broker: opens (or initializes) its data directory, binds, and serves until
 /// the returned handle is shut down or dropped.
 pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerStartError> {
-    crate::server::create_private_dir(&config.data_dir).map_err(server_err)?;
+    crate::files::create_private_dir(&config.data_dir)?;
     let admin_key = load_or_create_admin_key(&config.admin_key_path())?;
-    let master = crate::audit::load_or_create_key(&config.data_dir.join("master.key"))
-        .map_err(|e| BrokerStartError::Key(format!("master key: {e}")))?;
+    let master = crate::files::load_or_create_key(&config.data_dir.join("master.key"))?;
     let db = Arc::new(Database::open_in(&config.data_dir)?);
     let store =
         ResourceStore::new(db, &master).map_err(|e| BrokerStartError::Key(e.to_string()))?;
     drop(master);
+    // A policy stored before policies had to pin what they accept is refused here, at load,
+    // rather than at the first release.
+    if let Some((path, reason)) = store
+        .first_refused_policy()
+        .map_err(|e| BrokerStartError::Key(e.to_string()))?
+    {
+        return Err(BrokerStartError::StoredPolicy { path, reason });
+    }
+    if let Some(path) = &config.tdx_collateral {
+        let set = CollateralSource::new(path).load()?;
+        tracing::info!(
+            path = %path.display(),
+            platforms = set.len(),
+            "broker: TDX collateral loaded (re-read at each TDX verification)"
+        );
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(io(format!("listen on {}", config.listen)))?;
@@ -642,21 +660,8 @@ async fn attest_inner(
     )
     .map_err(|e| BrokerError::BadRequest(e.to_string()))?;
     let expected = report_data(&digest);
-    // Integrity only: signatures, chain, report_data. The release policy is judged per
-    // resource.
-    let mut base = Policy::default();
-    base.dangerous_allow_simulated = true;
-    base.allow_debug = true;
-    base.allow_migration_agent = true;
-    base.tdx_statuses = TDX_STATUSES.iter().map(|s| (*s).to_owned()).collect();
-    base.report_data = Some(expected);
-    let verdict = verify(&evidence, None, &base, now_timestamp());
-    if !verdict.is_accept() {
-        return Err(BrokerError::Attestation(format!(
-            "evidence rejected: {}",
-            failures(&verdict)
-        )));
-    }
+    let (evidence, verdict) =
+        verify_integrity(&state.config, evidence, &expected, now_timestamp())?;
     let token = issue_token(state, &verdict, &request)?;
     tracing::info!(
         session = session_tag(id),
@@ -683,6 +688,34 @@ async fn attest_inner(
     let mut response = json_response(StatusCode::OK, body);
     set_cookie(&mut response, id, state.config.session_ttl)?;
     Ok(response)
+}
+
+/// The attest step's check: integrity only (signatures, chain, dates, report_data binding
+/// the runtime data), under a permissive base policy; the release policy is judged per
+/// resource. Collateral the attester carries is dropped: TDX quotes are judged with the
+/// broker's own. Returns the evidence as kept for the session, and the verdict.
+pub(crate) fn verify_integrity(
+    config: &BrokerConfig,
+    evidence: Evidence,
+    expected_report_data: &[u8; 64],
+    now: Timestamp,
+) -> Result<(Evidence, Verdict), BrokerError> {
+    let evidence = evidence.without_tdx_collateral();
+    let collateral = for_evidence(config.tdx_collateral.as_deref(), &evidence)?;
+    let mut base = Policy::dangerous_authenticity_only();
+    base.dangerous_allow_simulated = true;
+    base.allow_debug = true;
+    base.allow_migration_agent = true;
+    base.tdx_statuses = TDX_STATUSES.iter().map(|s| (*s).to_owned()).collect();
+    base.report_data = Some(*expected_report_data);
+    let verdict = verify(&evidence, collateral.as_ref(), &base, now);
+    if !verdict.is_accept() {
+        return Err(BrokerError::Attestation(format!(
+            "evidence rejected: {}",
+            failures(&verdict)
+        )));
+    }
+    Ok((evidence, verdict))
 }
 
 /// Reads `primary_evidence`: this crate's tagged evidence, or Trustee's untagged SNP/TDX
@@ -824,9 +857,11 @@ fn resource_inner(
             reason: "no release policy is set for this resource (broker set-policy)".into(),
         });
     };
+    let open = release.policy.deliberately_open();
     let mut policy = release.policy;
     policy.report_data = Some(expected);
-    let verdict = verify(&evidence, None, &policy, now_timestamp());
+    let collateral = for_evidence(state.config.tdx_collateral.as_deref(), &evidence)?;
+    let verdict = verify(&evidence, collateral.as_ref(), &policy, now_timestamp());
     if !verdict.is_accept() {
         return Err(BrokerError::PolicyDeny {
             path: path.to_owned(),
@@ -837,6 +872,14 @@ fn resource_inner(
         path: path.to_owned(),
         reason: format!("cannot encrypt to the TEE key: {e}"),
     })?;
+    if !open.is_empty() {
+        tracing::warn!(
+            session = session_tag(id),
+            path,
+            accepts = open.join("; "),
+            "broker: the release policy is deliberately open"
+        );
+    }
     tracing::info!(
         session = session_tag(id),
         path,

@@ -419,3 +419,38 @@ pub async fn fetch_resource(
     let jwe = conn.resource(path).await?;
     Ok(key.decrypt(&jwe)?)
 }
+
+/// First and longest wait between attempts of [`fetch_resource_retrying`].
+pub const RETRY_BACKOFF: (std::time::Duration, std::time::Duration) = (
+    std::time::Duration::from_millis(500),
+    std::time::Duration::from_secs(30),
+);
+
+/// [`fetch_resource`], retried with exponential backoff ([`RETRY_BACKOFF`]) for as long as
+/// the broker is unreachable or refuses; each refusal is logged with the broker's reason and
+/// `what` (the model the resource is for).
+pub async fn fetch_resource_retrying(
+    endpoint: &BrokerEndpoint,
+    attester: Arc<dyn Attester>,
+    path: &str,
+    what: &str,
+) -> Zeroizing<Vec<u8>> {
+    let (mut wait, longest) = RETRY_BACKOFF;
+    loop {
+        match fetch_resource(endpoint, Arc::clone(&attester), path).await {
+            Ok(bytes) => return bytes,
+            Err(e) => {
+                tracing::warn!(
+                    model = what,
+                    resource = path,
+                    broker = endpoint.url(),
+                    error = %e,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "no data key from the broker; not serving this model; retrying"
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(longest);
+            }
+        }
+    }
+}

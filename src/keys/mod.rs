@@ -26,6 +26,7 @@
 
 pub mod broker;
 pub mod client;
+pub mod collateral;
 pub mod error;
 pub mod jcs;
 pub mod jwe;
@@ -36,6 +37,6 @@ pub mod store;
 mod tests;
 
 pub use broker::{BrokerConfig, RunningBroker};
-pub use client::{BrokerEndpoint, fetch_resource};
+pub use client::{BrokerEndpoint, fetch_resource, fetch_resource_retrying};
 pub use error::{BrokerError, BrokerStartError, JcsError, JweError, RcarError};
 pub use jwe::{TeeKeyPair, TeePubKey};

@@ -1,6 +1,6 @@
 //! Why an Open Inference Protocol request's tensors were refused.
 
-use crate::server::ApiError;
+use crate::pipeline::ApiError;
 
 /// A tensor the server cannot turn into the model's `[rows, features]` f32 input, or an output
 /// it cannot produce. Messages name the tensor and its datatype, never a value.

@@ -3,7 +3,7 @@
 //! (`tritonclient`, `perf_analyzer`) and KServe tooling can call a Confidant server.
 //!
 //! - [`service`]: `inference.GRPCInferenceService`, translated onto the shared
-//!   [`Pipeline`](crate::server::pipeline::Pipeline).
+//!   [`Pipeline`](crate::pipeline::Pipeline).
 //! - [`tensor`]: protocol tensors (raw little-endian or typed contents) to the engine's f32
 //!   rows, refusing every lossy conversion.
 //! - [`error`]: why a tensor was refused (INVALID_ARGUMENT).

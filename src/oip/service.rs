@@ -13,9 +13,8 @@ use super::error::TensorError;
 use super::tensor::{self, InputTensor};
 use crate::engine::LoadedModel;
 use crate::guard::Scope;
+use crate::pipeline::{ApiError, CallContext, Pipeline, PredictCall};
 use crate::proto::inference as pb;
-use crate::server::ApiError;
-use crate::server::pipeline::{CallContext, Pipeline, PredictCall};
 
 /// The `platform` reported in model metadata.
 pub const PLATFORM: &str = "confidant_mlp";

@@ -164,7 +164,7 @@ impl Subjects {
         now: i64,
     ) -> Result<ConsentRecord, SubjectError> {
         validate_subject(id)?;
-        crate::guard::keys::validate_name("purpose", purpose)
+        crate::names::validate_name("purpose", purpose)
             .map_err(|e| SubjectError::Invalid(e.to_string()))?;
         if source.len() > 256 || source.chars().any(char::is_control) {
             return Err(SubjectError::Invalid(

@@ -2,32 +2,11 @@
 
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256, Sha512};
 use tonic::{Request, Response, Status};
 
 use crate::proto::confidant::v1 as pb;
 use crate::tee::Attester;
-
-/// The domain tag of the TLS binding.
-pub const TLS_BINDING_DOMAIN: &[u8] = b"confidant-tls-v1";
-
-/// `SHA-512("confidant-tls-v1" ‖ nonce ‖ spki_sha256)`: the report_data of channel evidence.
-pub fn tls_report_data(nonce: &[u8], spki_sha256: &[u8; 32]) -> [u8; 64] {
-    Sha512::new()
-        .chain_update(TLS_BINDING_DOMAIN)
-        .chain_update(nonce)
-        .chain_update(spki_sha256)
-        .finalize()
-        .into()
-}
-
-/// SHA-256 of the SubjectPublicKeyInfo of a DER certificate.
-pub fn spki_sha256(cert_der: &[u8]) -> Result<[u8; 32], String> {
-    let der = rustls::pki_types::CertificateDer::from(cert_der);
-    let cert = webpki::EndEntityCert::try_from(&der)
-        .map_err(|e| format!("the certificate does not parse: {e:?}"))?;
-    Ok(Sha256::digest(cert.subject_public_key_info().as_ref()).into())
-}
+use crate::tls::tls_report_data;
 
 /// The Attestation service.
 #[derive(Clone)]

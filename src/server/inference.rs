@@ -2,8 +2,8 @@
 
 use tonic::{Request, Response, Status};
 
-use super::pipeline::{CallContext, Pipeline, PredictCall};
 use crate::guard::Scope;
+use crate::pipeline::{CallContext, Pipeline, PredictCall};
 use crate::proto::confidant::v1 as pb;
 
 /// The Inference service.

@@ -473,12 +473,13 @@ impl GpuVerdict {
         if !verdict.failures.is_empty() {
             verdict.verdict = Decision::Reject;
         }
+        verdict.policy_applied = policy.gpu.is_some();
         verdict
     }
 
     /// The verdict in the TEE-wide form that SNP and TDX verdicts have (what `confidant
     /// attest verify` prints): `tee` is `nvidia_gpu`, each failed check is named, and the
-    /// claims carry every check. No policy is applied.
+    /// claims carry every check. No policy is applied (`policy_applied` is false).
     pub fn to_verdict(&self) -> crate::Verdict {
         let mut notes = Vec::new();
         if !self.claims.measurements_compared {
@@ -511,6 +512,9 @@ impl GpuVerdict {
             }))),
             failures,
             self.verified_at,
+            // No `[gpu]` policy judged it: the accept says the evidence is authentic (and,
+            // with RIMs, that it matches them), nothing more.
+            false,
         )
     }
 }

@@ -176,7 +176,7 @@ fn sealed_demo() -> (crate::sealed::Sealed, StreamLayout, Vec<u8>, Vec<u8>) {
     };
     let sealed = seal(&config, &weights, &publisher, &options).unwrap();
     let file = SealedFile::parse(sealed.file.clone()).unwrap();
-    let layout = StreamLayout::from_manifest(file.manifest()).unwrap();
+    let layout = crate::loading::stream_layout(file.manifest()).unwrap();
     let region = file.ciphertext().to_vec();
     (sealed, layout, region, weights)
 }
@@ -185,7 +185,7 @@ fn sealed_demo() -> (crate::sealed::Sealed, StreamLayout, Vec<u8>, Vec<u8>) {
 fn the_reference_opens_every_chunk_of_a_sealed_model() {
     let (sealed, layout, region, weights) = sealed_demo();
     assert!(layout.chunk_count() >= 3, "the test needs several chunks");
-    let key = data_key_bytes(&sealed.data_key).unwrap();
+    let key = crate::loading::data_key_bytes(&sealed.data_key).unwrap();
     let plaintext = decrypt_chunks_reference(&key, &layout, &region).unwrap();
     assert_eq!(&plaintext[..], &weights[..]);
 }
@@ -193,7 +193,7 @@ fn the_reference_opens_every_chunk_of_a_sealed_model() {
 #[test]
 fn the_reference_rejects_a_tampered_sealed_model() {
     let (sealed, layout, region, _) = sealed_demo();
-    let key = data_key_bytes(&sealed.data_key).unwrap();
+    let key = crate::loading::data_key_bytes(&sealed.data_key).unwrap();
     let body_byte = 4096 + 100; // in chunk 1
     let tag_byte = region.len() - 16 + 3; // the last chunk's tag
     for (at, chunk) in [(body_byte, 1u64), (tag_byte, layout.chunk_count() - 1)] {

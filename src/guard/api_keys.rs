@@ -40,17 +40,20 @@ impl Scope {
     }
 
     /// Parses a scope name.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, UnknownScope> {
         match s.trim() {
             "predict" => Ok(Self::Predict),
             "explain" => Ok(Self::Explain),
             "admin" => Ok(Self::Admin),
-            other => Err(format!(
-                "unknown scope {other:?} (expected predict, explain or admin)"
-            )),
+            other => Err(UnknownScope(other.chars().take(64).collect())),
         }
     }
 }
+
+/// A scope name that is not `predict`, `explain` or `admin`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown scope {0:?} (expected predict, explain or admin)")]
+pub struct UnknownScope(String);
 
 /// A stored key's public facts (never the key itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -160,19 +163,9 @@ fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// Checks a principal or purpose name.
-pub fn validate_name(kind: &str, s: &str) -> Result<(), GuardError> {
-    let ok = !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
-    if ok {
-        Ok(())
-    } else {
-        Err(GuardError::InvalidConfig(format!(
-            "{kind} {s:?} must be 1 to 128 characters of [A-Za-z0-9._@-]"
-        )))
-    }
+/// Checks a principal or purpose name (the rule is [`crate::names::validate_name`]).
+pub fn validate_name(kind: &'static str, s: &str) -> Result<(), GuardError> {
+    crate::names::validate_name(kind, s).map_err(|e| GuardError::InvalidConfig(e.to_string()))
 }
 
 impl KeyStore {

@@ -4,8 +4,10 @@
 //! messages into a [`PredictCall`] and hand it here, so that both run exactly the same
 //! guards, in the same order, with the same audit record and the same metrics:
 //!
-//! ready → authenticate → scope → model and version → purpose → validate input → rate
-//! limits (the only step that spends a counter; refunded if a later step fails) → engine.
+//! ready → authenticate → scope → model and version → purpose → consent → validate input →
+//! privacy charge → rate limits (an [`Admission`] that refunds itself unless committed) →
+//! privacy budget reservation → engine (batcher, screening) → release (output policy) →
+//! metrics → audit record. `docs/architecture.md` walks through it function by function.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,17 +20,21 @@ use tonic::codegen::http::{
 };
 use tonic::metadata::MetadataMap;
 
-use super::error::ApiError;
 use crate::audit::{AuditLog, PredictEvent};
 use crate::engine::explain::{Attribution, ExplanationSpec, integrated_gradients};
 use crate::engine::{LoadedModel, OutputKind, Registry, ScreenAction, argmax_rows};
-use crate::guard::{Credentials, Guard, GuardError, InputError, KeyRecord, Scope, validate_rows};
+use crate::guard::{Admission, Credentials, Guard, InputError, KeyRecord, Scope, validate_rows};
 use crate::metrics::{Metrics, RequestSample, UNKNOWN_MODEL};
-use crate::privacy::budget::{BudgetError, BudgetStatus, Budgets, Reservation};
+use crate::privacy::budget::{BudgetStatus, Budgets, Reservation};
 use crate::privacy::policy::{Charge, PrivacyPolicy, Released};
 use crate::privacy::rng::ChaChaDpRng;
-use crate::privacy::subjects::{SubjectError, Subjects};
+use crate::privacy::subjects::Subjects;
 use crate::unix_now;
+
+pub mod error;
+pub mod request_id;
+
+pub use error::ApiError;
 
 /// The request headers the guards read.
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
@@ -314,17 +320,14 @@ impl Pipeline {
         if let Some(audit) = &self.audit {
             let (decision, reason) = match refusal {
                 None => ("allow", "OK"),
-                Some(s) => ("refuse", crate::client::code_name(s.code())),
+                Some(s) => ("refuse", crate::proto::code_name(s.code())),
             };
             let model = match &record.loaded_model {
                 Some(m) if record.model_resolved => m.label(),
                 _ => record.model.as_str(),
             };
             audit.append_predict(&PredictEvent {
-                request_id: record
-                    .request_id
-                    .as_ref()
-                    .map_or("", super::request_id::as_str),
+                request_id: record.request_id.as_ref().map_or("", request_id::as_str),
                 principal: record.key.as_ref().map_or("", |k| k.principal.as_str()),
                 model,
                 purpose: record.purpose,
@@ -432,11 +435,9 @@ impl Pipeline {
         let rows_out = match explained {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                self.guard.limiter().refund(&key, admission);
                 return Err(e.into());
             }
             Err(e) => {
-                self.guard.limiter().refund(&key, admission);
                 return Err(ApiError::Internal(format!("explanation task failed: {e}")));
             }
         };
@@ -533,11 +534,7 @@ impl Pipeline {
             })?;
             match subjects.check_consent(subject, purpose) {
                 Ok(pseudonym) => record.subject = Some(pseudonym),
-                Err(e @ SubjectError::NoConsent { .. }) => {
-                    return Err(ApiError::Precondition(e.to_string()));
-                }
-                Err(SubjectError::Invalid(m)) => return Err(ApiError::BadRequest(m)),
-                Err(e) => return Err(ApiError::Internal(e.to_string())),
+                Err(e) => return Err(e.into()),
             }
         }
         if call.shape.is_empty() && call.values.is_empty() {
@@ -584,52 +581,19 @@ impl Pipeline {
             None
         } else {
             let Some(budgets) = &self.budgets else {
-                self.guard.limiter().refund(&key, admission);
                 return Err(ApiError::Internal(
                     "a model with a privacy policy is served without budgets".into(),
                 ));
             };
-            match budgets.reserve_for(&key.principal, record.subject.as_deref(), charge, now) {
-                Ok(r) => Some(r),
-                Err(BudgetError::Exhausted {
-                    principal,
-                    needed,
-                    remaining,
-                    budget,
-                    window_end,
-                }) => {
-                    self.guard.limiter().refund(&key, admission);
-                    return Err(ApiError::Guard(GuardError::RateLimited {
-                        what: format!(
-                            "privacy budget of {principal} is exhausted: this request needs \
-                             epsilon {needed:.6} and {remaining:.6} of {budget} remains in \
-                             this window"
-                        ),
-                        retry_after: std::time::Duration::from_secs(
-                            (window_end - now).max(1) as u64
-                        ),
-                    }));
-                }
-                Err(e @ BudgetError::SubjectExhausted { window_end, .. }) => {
-                    self.guard.limiter().refund(&key, admission);
-                    return Err(ApiError::Guard(GuardError::RateLimited {
-                        what: e.to_string(),
-                        retry_after: std::time::Duration::from_secs(
-                            (window_end - now).max(1) as u64
-                        ),
-                    }));
-                }
-                Err(e) => {
-                    self.guard.limiter().refund(&key, admission);
-                    return Err(ApiError::Internal(e.to_string()));
-                }
-            }
+            Some(budgets.reserve_for(&key.principal, record.subject.as_deref(), charge, now)?)
         };
-        let refund = |reservation: Option<Reservation>, admission| {
+        // The admission refunds its day unit when dropped; the budget reservation is
+        // handed back here.
+        let refund = |reservation: Option<Reservation>, admission: Admission<'_>| {
             if let (Some(r), Some(b)) = (reservation, &self.budgets) {
                 b.refund(r);
             }
-            self.guard.limiter().refund(&key, admission);
+            drop(admission);
         };
         let request_id = record.new_request_id();
         let out = match model.infer(values, rows).await {
@@ -732,9 +696,9 @@ impl Pipeline {
 impl AuditContext<'_> {
     /// Makes the call's request id, keeps it for the record and returns it for the response.
     fn new_request_id(&mut self) -> String {
-        let id = super::request_id::new_bytes();
+        let id = request_id::new_bytes();
         self.request_id = Some(id);
-        super::request_id::as_str(&id).to_string()
+        request_id::as_str(&id).to_string()
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use safetensors::tensor::TensorView;
 
-use crate::engine::{EngineError, ModelConfig};
+use super::{EngineError, ModelConfig};
 
 /// Deterministic values in `[-scale/2, scale/2)` (xorshift; not random, only spread).
 pub fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {

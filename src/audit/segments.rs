@@ -1,0 +1,153 @@
+//! Segment files: naming, listing, recovery of the chain at start (a torn last line is cut),
+//! and age-based retention behind a signed retention record.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signer, SigningKey};
+
+use super::*;
+
+/// The path of segment `n`.
+pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("segment-{n:06}.jsonl"))
+}
+
+/// The segment numbers present in `dir`, ascending.
+pub fn segments(dir: &Path) -> Result<Vec<u64>, AuditError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(n) = name
+            .strip_prefix("segment-")
+            .and_then(|s| s.strip_suffix(".jsonl"))
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Verifies the existing chain, cuts a torn last line, and returns
+/// (segment, last seq, head hash, records in that segment).
+pub(super) fn recover(dir: &Path) -> Result<(u64, u64, String, u64), AuditError> {
+    let zero = "0".repeat(64);
+    let segs = segments(dir)?;
+    let Some(&last) = segs.last() else {
+        return Ok((1, 0, zero, 0));
+    };
+    // Cut a torn final line: anything after the last newline of the last segment.
+    let path = segment_path(dir, last);
+    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+    let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if keep < bytes.len() {
+        tracing::warn!(
+            segment = %path.display(),
+            bytes = bytes.len() - keep,
+            "audit log: cutting a torn final line left by a crash"
+        );
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        f.set_len(keep as u64).map_err(io_err(&path))?;
+        f.sync_all().map_err(io_err(&path))?;
+    }
+    let report = verify_dir(dir, &[]);
+    if let Some(fail) = report.first_failure {
+        return Err(AuditError::Damaged {
+            path: fail.segment,
+            line: fail.line,
+            problem: fail.problem,
+        });
+    }
+    let f = File::open(&path).map_err(io_err(&path))?;
+    let in_segment = BufReader::new(f).lines().count() as u64;
+    Ok((
+        last,
+        report.last_seq,
+        report.head.unwrap_or(zero),
+        in_segment,
+    ))
+}
+
+/// Deletes the oldest segments whose newest record is older than `retention`, after a
+/// durable, signed retention record vouches for where the chain now starts.
+pub(super) fn apply_retention(
+    st: &mut State,
+    buf: &mut Vec<u8>,
+    signing: &SigningKey,
+    retention: Duration,
+) -> Result<(), AuditError> {
+    let cutoff = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        .saturating_sub(retention.as_millis() as u64);
+    let segs = segments(&st.dir)?;
+    let mut removable = Vec::new();
+    for &n in segs.iter().filter(|&&n| n < st.segment) {
+        let last = last_record(&segment_path(&st.dir, n))?;
+        if last.is_some_and(|r| r.ts_ms < cutoff) {
+            removable.push(n);
+        } else {
+            break;
+        }
+    }
+    let Some(&through) = removable.last() else {
+        return Ok(());
+    };
+    let next = segment_path(&st.dir, through + 1);
+    let Some(first) = first_record(&next)? else {
+        return Ok(());
+    };
+    let signature = hex::encode(
+        signing
+            .sign(&retention_message(first.seq, &first.prev, through))
+            .to_bytes(),
+    );
+    push_event(
+        st,
+        buf,
+        &Event::Retention {
+            removed_through_segment: through,
+            first_kept_seq: first.seq,
+            first_kept_prev: first.prev,
+            public_key: hex::encode(signing.verifying_key().as_bytes()),
+            signature,
+        },
+    );
+    flush(st, buf);
+    for n in removable {
+        let path = segment_path(&st.dir, n);
+        std::fs::remove_file(&path).map_err(io_err(&path))?;
+    }
+    tracing::info!(
+        through_segment = through,
+        "audit retention: expired segments deleted"
+    );
+    Ok(())
+}
+
+pub(super) fn first_record(path: &Path) -> Result<Option<Record>, AuditError> {
+    let f = File::open(path).map_err(io_err(path))?;
+    let line = BufReader::new(f)
+        .lines()
+        .next()
+        .transpose()
+        .map_err(io_err(path))?;
+    Ok(line.and_then(|l| serde_json::from_str(&l).ok()))
+}
+
+pub(super) fn last_record(path: &Path) -> Result<Option<Record>, AuditError> {
+    let f = File::open(path).map_err(io_err(path))?;
+    let mut last = None;
+    for line in BufReader::new(f).lines() {
+        last = Some(line.map_err(io_err(path))?);
+    }
+    Ok(last.and_then(|l| serde_json::from_str(&l).ok()))
+}

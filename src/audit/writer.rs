@@ -1,0 +1,148 @@
+//! The writer thread: gathers queued events into groups, chains and writes them with one
+//! fsync per group, rotates segments, and signs checkpoints.
+
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
+
+use ed25519_dalek::{Signer, SigningKey};
+
+use super::*;
+
+pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, queue: &Queue) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut waiters = Vec::new();
+    let mut taken = Pending::default();
+    let retention_every = config
+        .retention
+        .map(|r| (r / 2).clamp(Duration::from_secs(1), Duration::from_secs(60)));
+    let mut last_retention: Option<std::time::Instant> = None;
+    loop {
+        let wait = retention_every.map_or(config.checkpoint_interval, |r| {
+            r.min(config.checkpoint_interval)
+        });
+        let closed = {
+            let mut pending = queue.lock();
+            if pending.events.is_empty() && !pending.closed {
+                pending = queue
+                    .ready
+                    .wait_timeout(pending, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            if !pending.events.is_empty()
+                && !pending.closed
+                && !config.group_linger.is_zero()
+                && pending.events.len() < 4096
+            {
+                // Gather the group: appends to a non-empty queue wake nobody.
+                drop(pending);
+                std::thread::sleep(config.group_linger);
+                pending = queue.lock();
+            }
+            std::mem::swap(&mut pending.bytes, &mut taken.bytes);
+            std::mem::swap(&mut pending.events, &mut taken.events);
+            pending.closed
+        };
+        let mut start = 0;
+        for (end, done) in taken.events.drain(..) {
+            push(&mut st, &mut buf, &taken.bytes[start..end], false);
+            start = end;
+            if let Some(d) = done {
+                waiters.push(d);
+            }
+            if st.since_checkpoint >= config.checkpoint_every {
+                push_checkpoint(&mut st, &mut buf, &signing);
+            }
+        }
+        taken.bytes.clear();
+        if st.since_checkpoint > 0 && st.last_checkpoint.elapsed() >= config.checkpoint_interval {
+            push_checkpoint(&mut st, &mut buf, &signing);
+        }
+        flush(&mut st, &mut buf);
+        for w in waiters.drain(..) {
+            let _ = w.send(());
+        }
+        if closed {
+            // Appends stopped with the flag: nothing can arrive after this group.
+            break;
+        }
+        if let (Some(retention), Some(every)) = (config.retention, retention_every)
+            && last_retention.is_none_or(|t| t.elapsed() >= every)
+        {
+            last_retention = Some(std::time::Instant::now());
+            if let Err(e) = apply_retention(&mut st, &mut buf, &signing, retention) {
+                tracing::error!(error = %e, "audit retention failed; nothing was deleted");
+            }
+        }
+    }
+    if st.since_checkpoint > 0 {
+        push_checkpoint(&mut st, &mut buf, &signing);
+    }
+    flush(&mut st, &mut buf);
+}
+
+/// Appends the record of one event (its canonical JSON object) to `buf`, chained to the head.
+pub(super) fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], is_checkpoint: bool) {
+    if st.in_segment >= st.segment_records {
+        flush(st, buf);
+        st.segment += 1;
+        st.in_segment = 0;
+        let path = segment_path(&st.dir, st.segment);
+        match OpenOptions::new().create(true).append(true).open(&path) {
+            Ok(f) => st.file = f,
+            Err(e) => tracing::error!(error = %e, "audit log: cannot open a new segment"),
+        }
+    }
+    st.seq += 1;
+    let ts_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let hash = write_record(buf, &mut st.tail, st.seq, ts_ms, &st.head, event_json);
+    // The hex digits are ASCII; the head keeps its allocation from record to record.
+    st.head.clear();
+    st.head.extend(hash.iter().map(|&b| char::from(b)));
+    buf.push(b'\n');
+    st.in_segment += 1;
+    if is_checkpoint {
+        st.since_checkpoint = 0;
+        st.last_checkpoint = std::time::Instant::now();
+    } else {
+        st.since_checkpoint += 1;
+    }
+}
+
+/// [`push`] for an event the writer makes itself (checkpoints, retention records).
+pub(super) fn push_event(st: &mut State, buf: &mut Vec<u8>, event: &Event) {
+    match event_json(event) {
+        Ok(json) => push(st, buf, &json, matches!(event, Event::Checkpoint { .. })),
+        Err(e) => tracing::error!(error = %e, "an audit event was lost"),
+    }
+}
+
+pub(super) fn push_checkpoint(st: &mut State, buf: &mut Vec<u8>, signing: &SigningKey) {
+    // The checkpoint signs the head as of the record before it, at its own seq.
+    let seq = st.seq + 1;
+    let head = st.head.clone();
+    let signature = hex::encode(signing.sign(&checkpoint_message(seq, &head)).to_bytes());
+    let event = Event::Checkpoint {
+        head,
+        public_key: hex::encode(signing.verifying_key().as_bytes()),
+        signature,
+    };
+    push_event(st, buf, &event);
+}
+
+pub(super) fn flush(st: &mut State, buf: &mut Vec<u8>) {
+    if buf.is_empty() {
+        return;
+    }
+    let r = st
+        .file
+        .write_all(buf)
+        .and_then(|()| st.file.sync_data())
+        .and_then(|()| st.file.seek(SeekFrom::End(0)).map(|_| ()));
+    if let Err(e) = r {
+        tracing::error!(error = %e, "audit log write failed");
+    }
+    buf.clear();
+}

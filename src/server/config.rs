@@ -1,0 +1,279 @@
+//! The server's configuration: the TOML file (`--config`), the settings it holds, and the
+//! validated [`ServeConfig`] that `run` takes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::ServerError;
+use crate::engine::{BatchConfig, ScreeningSpec};
+use crate::guard::RateDefaults;
+use crate::privacy::budget::BudgetConfig;
+use crate::privacy::policy::PrivacyPolicy;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default data directory (relative to the working directory), unless `CONFIDANT_DATA_DIR`.
+pub const DEFAULT_DATA_DIR: &str = "confidant-data";
+/// Default largest gRPC message, in bytes (16 MiB).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// Default Prometheus endpoint (Triton's metrics port), loopback only.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:8002";
+/// Default most rows per Predict request.
+pub const DEFAULT_MAX_ROWS: usize = 4096;
+
+/// A sealed model, and where its data key comes from: the key broker (attested key
+/// release, the manifest's resource path), or a key file (the development path).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSource {
+    /// The sealed file.
+    pub sealed: PathBuf,
+    /// The data-key file (32 raw bytes): a development path that bypasses attestation;
+    /// absent means the key broker releases the key.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[broker]`: the key broker (ours or a Trustee KBS) that releases data keys after
+/// attestation.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSettings {
+    /// `https://HOST:PORT` (or `http://` for a development KBS).
+    pub url: String,
+    /// The CA or self-signed certificate (PEM) the broker's TLS certificate must chain to.
+    pub ca: Option<PathBuf>,
+}
+
+/// A configured TLS identity.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// The serve config file (TOML). Every key is optional; command-line flags override it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeFile {
+    /// Listen address, `host:port`.
+    pub listen: Option<String>,
+    /// Prometheus `/metrics` listen address, `host:port`, or `off`.
+    pub metrics_listen: Option<String>,
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// TLS certificate and key; absent means self-signed at start.
+    pub tls: Option<TlsFiles>,
+    /// CA (PEM) for mutual TLS: clients may authenticate with a certificate it issued and
+    /// that is registered to a principal.
+    pub client_ca: Option<PathBuf>,
+    /// Sealed models to load.
+    #[serde(default)]
+    pub models: Vec<ModelSource>,
+    /// The key broker that releases the models' data keys.
+    pub broker: Option<BrokerSettings>,
+    /// Trusted publisher public keys (PEM files).
+    #[serde(default)]
+    pub publisher_keys: Vec<PathBuf>,
+    /// Batching.
+    pub batch: Option<BatchConfig>,
+    /// Largest gRPC message in bytes.
+    pub max_message_bytes: Option<usize>,
+    /// Most rows per request.
+    pub max_rows_per_request: Option<usize>,
+    /// Recompute both SHA-256 digests of every model at load (on by default).
+    pub verify_digests: Option<bool>,
+    /// Default per-principal rate limits (keys may override them).
+    pub rate: Option<RateDefaults>,
+    /// Adversarial-sensitivity screening by model id (`[screening.<model-id>]`). Applies
+    /// where the signed manifest declares none; otherwise it can only tighten the manifest's.
+    #[serde(default)]
+    pub screening: BTreeMap<String, ScreeningSpec>,
+    /// Differential privacy: budgets, and output policies by model id.
+    #[serde(default)]
+    pub privacy: PrivacySettings,
+    /// The audit log: segment size and retention.
+    #[serde(default)]
+    pub audit: AuditSettings,
+}
+
+/// `[audit]`: segment size and retention.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Delete audit segments whose newest record is older than this many days (fractions
+    /// allowed, at least one second); absent: keep everything. A signed retention record
+    /// keeps the rest of the chain verifiable.
+    pub retention_days: Option<f64>,
+    /// Records per segment file (10 to 10,000,000).
+    pub segment_records: u64,
+    /// How long the writer gathers records before it writes and fsyncs them as one group,
+    /// in milliseconds (1 to 1000). Records reach disk within about this long plus one
+    /// fsync; a longer group costs fewer fsyncs per record (see BENCHMARKS.md, guards).
+    pub group_commit_ms: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            retention_days: None,
+            segment_records: crate::audit::SEGMENT_RECORDS,
+            group_commit_ms: crate::audit::DEFAULT_GROUP_COMMIT_MS,
+        }
+    }
+}
+
+impl AuditSettings {
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        if let Some(d) = self.retention_days
+            && !(d.is_finite() && d * 86_400.0 >= 1.0 && d <= 36_600.0)
+        {
+            return Err(ServerError::Config(format!(
+                "audit.retention_days must be between one second (1.16e-5) and 36600 days, got {d}"
+            )));
+        }
+        if !(10..=10_000_000).contains(&self.segment_records) {
+            return Err(ServerError::Config(format!(
+                "audit.segment_records must be 10 to 10000000, got {}",
+                self.segment_records
+            )));
+        }
+        if !(1..=1000).contains(&self.group_commit_ms) {
+            return Err(ServerError::Config(format!(
+                "audit.group_commit_ms must be 1 to 1000, got {}",
+                self.group_commit_ms
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `[privacy]`: per-principal budgets and per-model output policies.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacySettings {
+    /// `[privacy.budget]`: ε per principal per window, δ, window length.
+    #[serde(default)]
+    pub budget: BudgetConfig,
+    /// `[privacy.models.<model-id>]`: a policy that tightens (never weakens) the manifest's.
+    #[serde(default)]
+    pub models: BTreeMap<String, PrivacyPolicy>,
+}
+
+impl ServeFile {
+    /// Reads and parses a TOML config file.
+    pub fn read(path: &Path) -> Result<Self, ServerError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ServerError::Io {
+            what: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))
+    }
+}
+
+/// The validated server configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Where `/metrics` is served (plain HTTP), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Data directory (created 0700 if absent).
+    pub data_dir: PathBuf,
+    /// Configured TLS identity, else self-signed.
+    pub tls: Option<TlsFiles>,
+    /// CA for client certificates (mutual TLS), if enabled.
+    pub client_ca: Option<PathBuf>,
+    /// Models to load; empty (and no broker) means the embedded demo.
+    pub models: Vec<ModelSource>,
+    /// The key broker, for models without a key file.
+    pub broker: Option<BrokerSettings>,
+    /// Trusted publisher keys.
+    pub publisher_keys: Vec<PathBuf>,
+    /// Batching.
+    pub batch: BatchConfig,
+    /// Largest gRPC message in bytes.
+    pub max_message_bytes: usize,
+    /// Most rows per request.
+    pub max_rows_per_request: usize,
+    /// Recompute both SHA-256 digests at load.
+    pub verify_digests: bool,
+    /// Default per-principal rate limits.
+    pub rate: RateDefaults,
+    /// Server-side screening by model id.
+    pub screening: BTreeMap<String, ScreeningSpec>,
+    /// Privacy budgets and server-side output policies.
+    pub privacy: PrivacySettings,
+    /// Audit segment size and retention.
+    pub audit: AuditSettings,
+    /// Benchmarks only: serve with every guard off (no authentication, purposes, input
+    /// validation, rate limits, screening or audit records), as the baseline that the
+    /// guard-overhead benchmark compares against. Reachable from no flag and no config
+    /// file; `run` refuses to start with it unless the models are the embedded demo.
+    #[doc(hidden)]
+    pub unguarded_benchmark_baseline: bool,
+    /// Where models run (`--device auto|cpu|cuda:N`).
+    pub device: crate::gpu::DeviceSpec,
+    /// How sealed weights reach a CUDA device (`--gpu-load staged|device-decrypt`).
+    pub gpu_load: crate::gpu::LoadPath,
+}
+
+impl ServeConfig {
+    /// Validates the ranges and combinations.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        self.batch.validate()?;
+        if !(4096..=1 << 30).contains(&self.max_message_bytes) {
+            return Err(ServerError::Config(format!(
+                "max_message_bytes must be 4096..=1073741824, got {}",
+                self.max_message_bytes
+            )));
+        }
+        if !(1..=1 << 20).contains(&self.max_rows_per_request) {
+            return Err(ServerError::Config(format!(
+                "max_rows_per_request must be 1..=1048576, got {}",
+                self.max_rows_per_request
+            )));
+        }
+        self.privacy.budget.validate()?;
+        self.audit.validate()?;
+        for (id, spec) in &self.screening {
+            spec.validate()
+                .map_err(|e| ServerError::Config(format!("screening.{id}: {e}")))?;
+        }
+        if self.broker.is_some() && self.models.is_empty() {
+            return Err(ServerError::Config(
+                "--broker releases the keys of sealed models: give at least one --model".into(),
+            ));
+        }
+        if self.broker.is_none()
+            && let Some(m) = self.models.iter().find(|m| m.key_file.is_none())
+        {
+            return Err(ServerError::Config(format!(
+                "model {} has no key file and no key broker is configured (--broker URL)",
+                m.sealed.display()
+            )));
+        }
+        if let Some(b) = &self.broker {
+            super::models::broker_endpoint(b)?;
+        }
+        if !self.models.is_empty() && self.publisher_keys.is_empty() {
+            return Err(ServerError::Config(
+                "sealed models need at least one trusted publisher key (--publisher-key P.pub)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The data directory's TLS certificate path.
+    pub fn cert_path(&self) -> PathBuf {
+        self.data_dir.join("tls").join("cert.pem")
+    }
+}

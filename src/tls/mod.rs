@@ -1,0 +1,132 @@
+//! The TLS identity of the server and the broker, and its attestation binding.
+//!
+//! A leaf module: the identity (configured files, or a key pair made in memory with a
+//! self-signed certificate) and the binding of its SubjectPublicKeyInfo into attestation
+//! evidence ([`tls_report_data`]), which the server's Attestation service produces and the
+//! client's attested channel checks.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256, Sha512};
+use zeroize::Zeroizing;
+
+/// Why a TLS identity could not be read or made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A configured file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A configured file holds no PEM item of the expected kind.
+    #[error("{} holds no PEM {expected}", path.display())]
+    NotPem {
+        /// The file.
+        path: PathBuf,
+        /// `certificate` or `private key`.
+        expected: &'static str,
+    },
+    /// The self-signed certificate could not be made.
+    #[error("self-signed certificate: {0}")]
+    SelfSigned(String),
+    /// A certificate does not parse.
+    #[error("the certificate does not parse: {0}")]
+    Certificate(String),
+}
+
+/// The domain tag of the TLS binding.
+pub const TLS_BINDING_DOMAIN: &[u8] = b"confidant-tls-v1";
+
+/// `SHA-512("confidant-tls-v1" ‖ nonce ‖ spki_sha256)`: the report_data of channel evidence.
+pub fn tls_report_data(nonce: &[u8], spki_sha256: &[u8; 32]) -> [u8; 64] {
+    Sha512::new()
+        .chain_update(TLS_BINDING_DOMAIN)
+        .chain_update(nonce)
+        .chain_update(spki_sha256)
+        .finalize()
+        .into()
+}
+
+/// SHA-256 of the SubjectPublicKeyInfo of a DER certificate.
+pub fn spki_sha256(cert_der: &[u8]) -> Result<[u8; 32], TlsError> {
+    let der = rustls::pki_types::CertificateDer::from(cert_der);
+    let cert = webpki::EndEntityCert::try_from(&der)
+        .map_err(|e| TlsError::Certificate(format!("{e:?}")))?;
+    Ok(Sha256::digest(cert.subject_public_key_info().as_ref()).into())
+}
+
+/// A certificate chain and its private key, in PEM.
+pub struct TlsIdentity {
+    /// The certificate chain.
+    pub cert_pem: String,
+    /// The private key. Never written to disk by the server.
+    pub key_pem: Zeroizing<String>,
+}
+
+impl TlsIdentity {
+    /// Reads a configured certificate and key.
+    pub fn from_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|source| TlsError::Io {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        let cert_pem = read(cert)?;
+        let key_pem = Zeroizing::new(read(key)?);
+        if !cert_pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(TlsError::NotPem {
+                path: cert.to_path_buf(),
+                expected: "certificate",
+            });
+        }
+        if !key_pem.contains("PRIVATE KEY-----") {
+            return Err(TlsError::NotPem {
+                path: key.to_path_buf(),
+                expected: "private key",
+            });
+        }
+        Ok(Self { cert_pem, key_pem })
+    }
+
+    /// Makes a fresh key pair in memory and a self-signed certificate for `names` (DNS
+    /// names or IP addresses). The key never leaves the process.
+    pub fn self_signed(names: &[String]) -> Result<Self, TlsError> {
+        let ck = rcgen::generate_simple_self_signed(names.to_vec())
+            .map_err(|e| TlsError::SelfSigned(e.to_string()))?;
+        Ok(Self {
+            cert_pem: ck.cert.pem(),
+            key_pem: Zeroizing::new(ck.signing_key.serialize_pem()),
+        })
+    }
+
+    /// The tonic identity.
+    pub fn to_tonic(&self) -> tonic::transport::Identity {
+        tonic::transport::Identity::from_pem(&self.cert_pem, self.key_pem.as_bytes())
+    }
+}
+
+/// The names a self-signed certificate covers: localhost, the loopback addresses, and the
+/// listen address when it is a specific IP.
+pub fn default_names(listen: &std::net::SocketAddr) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let ip = listen.ip();
+    if !ip.is_unspecified() && !ip.is_loopback() {
+        names.push(ip.to_string());
+    }
+    if let Ok(host) = std::env::var("HOSTNAME")
+        && !host.is_empty()
+        && !names.contains(&host)
+    {
+        names.push(host);
+    }
+    names
+}
