@@ -618,3 +618,36 @@ fn verdict_json_names_every_check_and_the_first_failure() {
     assert_eq!(json["failures"][0]["check"], "nonce");
     assert_eq!(json["claims"]["revocation"]["summary"], "not_checked");
 }
+
+#[test]
+fn tee_wide_verdicts_round_trip_through_json() {
+    for v in &VECTORS {
+        let verdict = v.verify().to_verdict();
+        assert!(verdict.is_accept());
+        assert!(!verdict.policy_applied);
+        let json = verdict.to_json_pretty();
+        let back: confidant_attestation::Verdict = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, verdict, "{}", v.name);
+    }
+    let mut nonce = HOPPER.nonce();
+    nonce[5] ^= 4;
+    let verdict = verify_gpu(
+        &HOPPER.evidence(),
+        &nonce,
+        GpuReferences {
+            rims: HOPPER.rims,
+            ocsp: &[],
+        },
+        HOPPER.at(),
+    )
+    .to_verdict();
+    assert!(!verdict.is_accept());
+    assert_eq!(verdict.failures.len(), 1);
+    assert_eq!(
+        verdict.failures[0].check,
+        confidant_attestation::Check::Nonce
+    );
+    let back: confidant_attestation::Verdict =
+        serde_json::from_str(&verdict.to_json_pretty()).unwrap();
+    assert_eq!(back, verdict);
+}
