@@ -541,6 +541,7 @@ fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
             .deployment
             .or(file.deployment)
             .unwrap_or_else(|| confidant::state::DEFAULT_DEPLOYMENT.to_string()),
+        explain: file.explain,
         unguarded_benchmark_baseline: false,
         device: a.device,
         gpu_load: a.gpu_load,
@@ -897,6 +898,7 @@ async fn explain(e: args::ExplainArgs) -> Result<()> {
             "completeness_error": r.completeness_error,
             "baseline": r.baseline,
             "steps": r.steps,
+            "flagged_rows": r.flagged_rows,
         })
     );
     Ok(())

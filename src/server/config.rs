@@ -104,6 +104,9 @@ pub struct ServeFile {
     /// The audit log: segment size and retention.
     #[serde(default)]
     pub audit: AuditSettings,
+    /// Explanations: the most work one request may cost, and the workers of all.
+    #[serde(default)]
+    pub explain: crate::pipeline::ExplainLimits,
 }
 
 /// `[audit]`: segment size and retention.
@@ -219,6 +222,8 @@ pub struct ServeConfig {
     /// The deployment whose state key keys everything the server persists: the broker (or
     /// the demo's embedded broker) releases it as `default/state/<deployment>`.
     pub deployment: String,
+    /// Explanations: the most work one request may cost, and the workers of all.
+    pub explain: crate::pipeline::ExplainLimits,
     /// Benchmarks only: serve with every guard off (no authentication, purposes, input
     /// validation, rate limits, screening or audit records), as the baseline that the
     /// guard-overhead benchmark compares against. Reachable from no flag and no config
@@ -251,6 +256,7 @@ impl ServeConfig {
         self.audit.validate()?;
         crate::state::check_deployment(&self.deployment)
             .map_err(|e| ServerError::Config(format!("--deployment: {e}")))?;
+        self.explain.validate().map_err(ServerError::Config)?;
         for (id, spec) in &self.screening {
             spec.validate()
                 .map_err(|e| ServerError::Config(format!("screening.{id}: {e}")))?;

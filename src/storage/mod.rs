@@ -2,14 +2,14 @@
 //! and the admin commands (`confidant keys …`) that run beside it.
 //!
 //! Each domain module owns its tables and SQL; this module owns the connection, the pragmas
-//! and the schema migrations.
+//! and the schema migrations. Writes go through [`Database::transaction`], so a refused or
+//! failed operation never leaves half its changes behind.
 //!
 //! The server's database is encrypted: SQLCipher (rusqlite's `bundled-sqlcipher-vendored-
 //! openssl`, AES-256-CBC pages with an HMAC-SHA512 per page, under a raw 256-bit key that is
 //! a subkey of the deployment's state key; see [`Database::open_encrypted`]). The file, its
 //! WAL and its shared-memory index are created 0600. The key broker's own database
-//! ([`Database::open_in`]) holds only resources already sealed under its master key. Writes go through [`Database::transaction`], so a refused or
-//! failed operation never leaves half its changes behind.
+//! ([`Database::open_in`]) holds only resources already sealed under its master key.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
