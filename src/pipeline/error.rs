@@ -22,6 +22,9 @@ pub enum ApiError {
     /// A precondition (for example the model version) does not hold.
     #[error("{0}")]
     Precondition(String),
+    /// Something the request names (other than a model) does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// The server is not ready (still loading, or shutting down).
     #[error("{0}")]
     Unavailable(String),
@@ -42,6 +45,7 @@ impl From<ApiError> for Status {
             ApiError::Input(_) | ApiError::BadRequest(_) => Code::InvalidArgument,
             ApiError::Precondition(_) => Code::FailedPrecondition,
             ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::NotFound(_) => Code::NotFound,
             ApiError::Internal(_) => Code::Internal,
             ApiError::Guard(guard) => match guard {
                 GuardError::Unauthenticated(_) => Code::Unauthenticated,
