@@ -610,7 +610,8 @@ async fn triton_config_statistics_and_index_tell_what_happened() {
 
     // Statistics: nothing yet.
     let s0 = demo_stats(&mut c, &key).await;
-    assert_eq!((s0.name.as_str(), s0.version.as_str()), ("demo", "1.0.0"));
+    // Triton numbers versions: "1.0.0" is reported by its major number.
+    assert_eq!((s0.name.as_str(), s0.version.as_str()), ("demo", "1"));
     assert_eq!((s0.inference_count, s0.execution_count), (0, 0));
     assert_eq!(s0.last_inference, 0);
     let st0 = s0.inference_stats.clone().unwrap();

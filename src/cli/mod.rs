@@ -105,8 +105,14 @@ fn audit(a: args::AuditArgs) -> Result<()> {
     Ok(())
 }
 
-fn open_keys(data_dir: Option<PathBuf>) -> Result<KeyStore> {
+/// The key store of the data directory. `create`: make the directory (0700, as the server
+/// does on its first start) when it does not exist yet, so that keys can be made before the
+/// first `serve`; the database is created and migrated as the server would.
+fn open_keys(data_dir: Option<PathBuf>, create: bool) -> Result<KeyStore> {
     let dir = resolve_data_dir(data_dir, None);
+    if create && !dir.exists() {
+        confidant::files::create_private_dir(&dir)?;
+    }
     if !dir.is_dir() {
         bail!(
             "data directory {} does not exist (pass --data-dir, or start the server once)",
@@ -134,7 +140,7 @@ fn keys(a: args::KeysArgs) -> Result<()> {
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
                 .collect();
-            let store = open_keys(c.data_dir)?;
+            let store = open_keys(c.data_dir, true)?;
             let new = NewKey {
                 principal: c.principal,
                 scopes,
@@ -174,7 +180,7 @@ fn keys(a: args::KeysArgs) -> Result<()> {
             );
         }
         args::KeysCommand::List(c) => {
-            let list = open_keys(c.data_dir)?.list()?;
+            let list = open_keys(c.data_dir, false)?.list()?;
             println!("{}", serde_json::to_string_pretty(&list)?);
         }
         args::KeysCommand::Revoke(c) => {
@@ -183,7 +189,7 @@ fn keys(a: args::KeysArgs) -> Result<()> {
                 (None, Some(p)) => RevokeSelector::Principal(p),
                 (None, None) => bail!("give --key-id or --principal"),
             };
-            let ids = open_keys(c.data_dir)?.revoke(&selector, unix_now())?;
+            let ids = open_keys(c.data_dir, false)?.revoke(&selector, unix_now())?;
             println!("{}", serde_json::json!({ "revoked": ids }));
         }
     }

@@ -171,7 +171,11 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for OipService {
             .iter()
             .map(|m| {
                 let config = m.config();
-                statistics(&config.id, &config.version, &m.stats().snapshot())
+                statistics(
+                    &config.id,
+                    triton_version(&config.version),
+                    &m.stats().snapshot(),
+                )
             })
             .collect();
         Ok(Response::new(pb::ModelStatisticsResponse { model_stats }))
@@ -371,6 +375,27 @@ fn model_config(model: &LoadedModel, max_rows: usize) -> pb::ModelConfig {
             gpus,
         }],
         model_transaction_policy: Some(pb::ModelTransactionPolicy { decoupled: false }),
+    }
+}
+
+/// A version as Triton numbers versions: Triton's are decimal integers, and its clients parse
+/// the `version` of a statistics entry as one (perf_analyzer looks its model up under
+/// `to_string(stoll(version))`, so "1.0.0" would never be found). A semantic version is
+/// reported by its major number ("1.0.0" → "1"); a registry holds one version of a model
+/// at a time, so the number names it as well as the full version does. A version that does
+/// not start with a canonical decimal number is reported as it is.
+pub fn triton_version(version: &str) -> &str {
+    let end = version
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(version.len());
+    let (number, rest) = version.split_at(end);
+    let canonical = !number.is_empty()
+        && (number == "0" || !number.starts_with('0'))
+        && number.parse::<i64>().is_ok();
+    if canonical && (rest.is_empty() || rest.starts_with('.')) {
+        number
+    } else {
+        version
     }
 }
 
