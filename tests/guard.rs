@@ -429,8 +429,7 @@ async fn keys_create_makes_a_missing_data_dir_that_the_server_then_uses() {
         "early",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value =
-        serde_json::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
     let key = v["api_key"].as_str().unwrap().to_string();
     let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);

@@ -614,7 +614,7 @@ async fn triton_config_statistics_and_index_tell_what_happened() {
     assert_eq!((s0.name.as_str(), s0.version.as_str()), ("demo", "1"));
     assert_eq!((s0.inference_count, s0.execution_count), (0, 0));
     assert_eq!(s0.last_inference, 0);
-    let st0 = s0.inference_stats.clone().unwrap();
+    let st0 = s0.inference_stats.unwrap();
     assert_eq!(pair(&st0.success), (0, 0));
     assert!(s0.batch_stats.is_empty());
     expect_code(
@@ -643,16 +643,22 @@ async fn triton_config_statistics_and_index_tell_what_happened() {
             .unwrap();
     }
     // Refusals: a stranger's and a wrong version move nothing; a bad tensor is a failure.
-    let _ = c.model_infer(raw_request("demo", &rows[..1])).await.unwrap_err();
+    let _ = c
+        .model_infer(raw_request("demo", &rows[..1]))
+        .await
+        .unwrap_err();
     let mut wrong_version = raw_request("demo", &rows[..1]);
     wrong_version.model_version = "9.9.9".into();
-    let _ = c.model_infer(authed(wrong_version, &key)).await.unwrap_err();
+    let _ = c
+        .model_infer(authed(wrong_version, &key))
+        .await
+        .unwrap_err();
     let mut bad = raw_request("demo", &rows[..1]);
     bad.raw_input_contents = vec![vec![0; 3]];
     let _ = c.model_infer(authed(bad, &key)).await.unwrap_err();
 
     let s1 = demo_stats(&mut c, &key).await;
-    let st = s1.inference_stats.clone().unwrap();
+    let st = s1.inference_stats.unwrap();
     assert_eq!(s1.inference_count, 8, "{s1:?}");
     assert_eq!(s1.execution_count, 3, "{s1:?}");
     let (success, success_ns) = pair(&st.success);
@@ -660,7 +666,12 @@ async fn triton_config_statistics_and_index_tell_what_happened() {
     assert_eq!(pair(&st.fail).0, 1, "{st:?}");
     assert!(pair(&st.fail).1 > 0);
     let mut engine_ns = 0;
-    for d in [&st.queue, &st.compute_input, &st.compute_infer, &st.compute_output] {
+    for d in [
+        &st.queue,
+        &st.compute_input,
+        &st.compute_infer,
+        &st.compute_output,
+    ] {
         assert_eq!(pair(d).0, 3, "{st:?}");
         engine_ns += pair(d).1;
     }
@@ -679,7 +690,11 @@ async fn triton_config_statistics_and_index_tell_what_happened() {
         .map(|b| (b.batch_size, pair(&b.compute_infer).0))
         .collect();
     assert_eq!(sizes, [(1, 1), (2, 1), (5, 1)]);
-    let batch_infer_ns: u64 = s1.batch_stats.iter().map(|b| pair(&b.compute_infer).1).sum();
+    let batch_infer_ns: u64 = s1
+        .batch_stats
+        .iter()
+        .map(|b| pair(&b.compute_infer).1)
+        .sum();
     assert_eq!(batch_infer_ns, pair(&st.compute_infer).1);
 
     // Concurrent requests: whatever the batcher made of them, the rows add up.
@@ -706,7 +721,11 @@ async fn triton_config_statistics_and_index_tell_what_happened() {
         .iter()
         .map(|b| b.batch_size * pair(&b.compute_infer).0)
         .sum();
-    let executions: u64 = s2.batch_stats.iter().map(|b| pair(&b.compute_input).0).sum();
+    let executions: u64 = s2
+        .batch_stats
+        .iter()
+        .map(|b| pair(&b.compute_input).0)
+        .sum();
     assert_eq!(executed_rows, 32, "{:?}", s2.batch_stats);
     assert_eq!(executions, s2.execution_count);
     assert!((4..=27).contains(&s2.execution_count), "{s2:?}");

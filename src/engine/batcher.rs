@@ -236,7 +236,12 @@ struct Scratch {
     rows: Vec<f32>,
     /// The batch's screening normals, gathered.
     noise: Vec<f32>,
+    /// Each request's share of the batch's output, split before any reply is sent.
+    parts: Vec<Option<Part>>,
 }
+
+/// One request's outputs and sensitivity scores.
+type Part = (Vec<f32>, Option<SmallVec<[f32; 4]>>);
 
 /// One buffer of every job in `batch`, back to back: a lone job's own buffer as it is, else
 /// `buf`, refilled (the worker's, reused from batch to batch).
@@ -367,24 +372,22 @@ impl Worker<'_> {
                 let split_started = Instant::now();
                 let mut offset = 0;
                 let mut row_offset = 0;
-                let parts: Vec<Option<(Vec<f32>, Option<SmallVec<[f32; 4]>>)>> = batch
-                    .iter()
-                    .map(|j| {
-                        let n = j.rows * width;
-                        let values = out.get(offset..offset + n).map(<[f32]>::to_vec);
-                        let sensitivity = scores
-                            .as_ref()
-                            .and_then(|s| s.get(row_offset..row_offset + j.rows))
-                            .map(SmallVec::from_slice);
-                        offset += n;
-                        row_offset += j.rows;
-                        values.map(|v| (v, sensitivity))
-                    })
-                    .collect();
+                scratch.parts.clear();
+                scratch.parts.extend(batch.iter().map(|j| {
+                    let n = j.rows * width;
+                    let values = out.get(offset..offset + n).map(<[f32]>::to_vec);
+                    let sensitivity = scores
+                        .as_ref()
+                        .and_then(|s| s.get(row_offset..row_offset + j.rows))
+                        .map(SmallVec::from_slice);
+                    offset += n;
+                    row_offset += j.rows;
+                    values.map(|v| (v, sensitivity))
+                }));
                 let output_time = split_started.elapsed();
                 self.stats
                     .record_execution(rows, input_time, compute_time, output_time);
-                for (j, part) in batch.into_iter().zip(parts) {
+                for (j, part) in batch.into_iter().zip(scratch.parts.drain(..)) {
                     let reply = match part {
                         Some((values, sensitivity)) => Ok(BatchOutput {
                             values,

@@ -167,13 +167,15 @@ impl InferStats {
         s.compute_input.add(1, engine.compute_input);
         s.compute_infer.add(1, engine.compute_infer);
         s.compute_output.add(1, engine.compute_output);
-        self.last_inference_ms.fetch_max(now_ms(), Ordering::Relaxed);
+        self.last_inference_ms
+            .fetch_max(now_ms(), Ordering::Relaxed);
     }
 
     /// Records a failed request that spent `total` in the pipeline.
     pub fn record_failure(&self, total: Duration) {
         self.shards[shard()].fail.add(1, total);
-        self.last_inference_ms.fetch_max(now_ms(), Ordering::Relaxed);
+        self.last_inference_ms
+            .fetch_max(now_ms(), Ordering::Relaxed);
     }
 
     /// Records one successful forward pass over `batch_size` rows (the batch worker).

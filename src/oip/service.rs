@@ -28,7 +28,11 @@ pub const REQUEST_ID_PARAMETER: &str = "confidant_request_id";
 /// The `backend` reported in model configurations.
 pub const BACKEND: &str = "confidant";
 /// The protocol extensions announced in server metadata (Triton's names).
-pub const EXTENSIONS: [&str; 3] = ["model_configuration", "statistics", "model_repository(index)"];
+pub const EXTENSIONS: [&str; 3] = [
+    "model_configuration",
+    "statistics",
+    "model_repository(index)",
+];
 /// A model's state in the repository index when it serves.
 pub const STATE_READY: &str = "READY";
 /// A model's state in the repository index while the server is not ready.
@@ -197,7 +201,9 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for OipService {
         }
         let ready = self.pipeline.is_ready();
         if req.ready && !ready {
-            return Ok(Response::new(pb::RepositoryIndexResponse { models: Vec::new() }));
+            return Ok(Response::new(pb::RepositoryIndexResponse {
+                models: Vec::new(),
+            }));
         }
         let models = self
             .pipeline
@@ -209,7 +215,12 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for OipService {
                 pb::repository_index_response::ModelIndex {
                     name: config.id.clone(),
                     version: config.version.clone(),
-                    state: if ready { STATE_READY } else { STATE_UNAVAILABLE }.into(),
+                    state: if ready {
+                        STATE_READY
+                    } else {
+                        STATE_UNAVAILABLE
+                    }
+                    .into(),
                     reason: if ready {
                         String::new()
                     } else {
