@@ -15,6 +15,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/confidant/v1/attestation.proto",
         // The Open Inference Protocol (KServe v2; the paths Triton serves).
         "proto/inference/grpc_predict_v2.proto",
+        // Triton's extension messages (ModelConfig, ModelStatistics, RepositoryIndex).
+        "proto/inference/triton_extensions.proto",
+        "proto/inference/triton_model_config.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

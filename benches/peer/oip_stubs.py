@@ -15,13 +15,15 @@ def load():
 
     out = tempfile.mkdtemp(prefix="oip-stubs-")
     proto_dir = os.path.join(REPO, "proto")
+    # The service and the Triton extension messages it imports.
+    protos = ["grpc_predict_v2.proto", "triton_extensions.proto", "triton_model_config.proto"]
     rc = protoc.main(
         [
             "protoc",
             f"-I{proto_dir}",
             f"--python_out={out}",
             f"--grpc_python_out={out}",
-            os.path.join(proto_dir, "inference", "grpc_predict_v2.proto"),
+            *(os.path.join(proto_dir, "inference", name) for name in protos),
         ]
     )
     if rc != 0:

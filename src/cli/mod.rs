@@ -215,6 +215,9 @@ async fn open_keys(
     create: bool,
 ) -> Result<KeyStore> {
     let dir = resolve_data_dir(data_dir, None);
+    if create && !dir.exists() {
+        confidant::files::create_private_dir(&dir)?;
+    }
     if !dir.is_dir() {
         bail!(
             "data directory {} does not exist (pass --data-dir, or start the server once)",

@@ -20,6 +20,7 @@ use super::error::EngineError;
 use super::mlp::Mlp;
 use super::screening::Screener;
 use crate::metrics::ExecMetrics;
+use crate::metrics::stats::InferStats;
 
 /// Batching settings for one model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +83,10 @@ pub struct BatchOutput {
     pub queue_time: Duration,
     /// Time of the forward pass that served this request (shared by its batch).
     pub compute_time: Duration,
+    /// Time spent gathering its batch's input (shared by its batch).
+    pub input_time: Duration,
+    /// Time spent splitting its batch's output into each request's rows (shared).
+    pub output_time: Duration,
     /// Rows in that forward pass (request rows, not counting screening copies).
     pub batch_rows: usize,
     /// Each row's adversarial-sensitivity score, when the model is screened.
@@ -105,8 +110,9 @@ pub struct Batcher {
     /// Screening normals per request row that callers draw themselves (0: none).
     normals_per_row: usize,
     exec: Arc<ExecMetrics>,
+    stats: Arc<InferStats>,
     model_id: String,
-    capacity: usize,
+    config: BatchConfig,
     worker: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -129,6 +135,8 @@ impl Batcher {
         let id = model_id.to_string();
         let exec = Arc::new(ExecMetrics::default());
         let worker_exec = Arc::clone(&exec);
+        let stats = Arc::new(InferStats::default());
+        let worker_stats = Arc::clone(&stats);
         let worker = std::thread::Builder::new()
             .name(format!("batch-{model_id}"))
             .spawn(move || {
@@ -137,6 +145,7 @@ impl Batcher {
                     model: &model,
                     model_id: &id,
                     exec: &worker_exec,
+                    stats: &worker_stats,
                 };
                 worker.run(config, &rx, screener.as_mut());
             })?;
@@ -144,8 +153,9 @@ impl Batcher {
             tx,
             normals_per_row,
             exec,
+            stats,
             model_id: model_id.to_string(),
-            capacity: config.queue_capacity,
+            config,
             worker: Some(worker),
         })
     }
@@ -174,7 +184,7 @@ impl Batcher {
             Err(TrySendError::Full(_)) => {
                 return Err(EngineError::QueueFull {
                     model: self.model_id.clone(),
-                    capacity: self.capacity,
+                    capacity: self.config.queue_capacity,
                 });
             }
             Err(TrySendError::Disconnected(_)) => {
@@ -190,6 +200,11 @@ impl Batcher {
         })
     }
 
+    /// The batching settings.
+    pub fn config(&self) -> &BatchConfig {
+        &self.config
+    }
+
     /// Requests waiting now.
     pub fn queue_depth(&self) -> usize {
         self.tx.len()
@@ -198,6 +213,12 @@ impl Batcher {
     /// Executions and batch sizes so far.
     pub fn exec_metrics(&self) -> &Arc<ExecMetrics> {
         &self.exec
+    }
+
+    /// This model's Triton statistics (the worker records executions; the pipeline records
+    /// requests).
+    pub fn stats(&self) -> &Arc<InferStats> {
+        &self.stats
     }
 }
 
@@ -220,7 +241,12 @@ struct Scratch {
     rows: Vec<f32>,
     /// The batch's screening normals, gathered.
     noise: Vec<f32>,
+    /// Each request's share of the batch's output, split before any reply is sent.
+    parts: Vec<Option<Part>>,
 }
+
+/// One request's outputs and sensitivity scores.
+type Part = (Vec<f32>, Option<SmallVec<[f32; 4]>>);
 
 /// One buffer of every job in `batch`, back to back: a lone job's own buffer as it is, else
 /// `buf`, refilled (the worker's, reused from batch to batch).
@@ -244,6 +270,7 @@ struct Worker<'a> {
     model: &'a Mlp,
     model_id: &'a str,
     exec: &'a ExecMetrics,
+    stats: &'a InferStats,
 }
 
 impl Worker<'_> {
@@ -299,6 +326,7 @@ impl Worker<'_> {
         let rows: usize = batch.iter().map(|j| j.rows).sum();
         let width = model.out_features();
         let input = gathered(&batch, &mut scratch.rows, |j| &j.values);
+        let input_time = started.elapsed();
         let (result, scores) = match screener {
             None => (model.forward_rows(input, rows), None),
             Some(screener) if model.device().is_cuda() => {
@@ -341,13 +369,16 @@ impl Worker<'_> {
                 }
             }
         };
-        let compute_time = started.elapsed();
+        let compute_time = started.elapsed().saturating_sub(input_time);
         self.exec.record(rows);
         match result {
             Ok(out) => {
+                // Split first, then reply, so that each reply carries the split's duration.
+                let split_started = Instant::now();
                 let mut offset = 0;
                 let mut row_offset = 0;
-                for j in batch {
+                scratch.parts.clear();
+                scratch.parts.extend(batch.iter().map(|j| {
                     let n = j.rows * width;
                     let values = out.get(offset..offset + n).map(<[f32]>::to_vec);
                     let sensitivity = scores
@@ -356,11 +387,19 @@ impl Worker<'_> {
                         .map(SmallVec::from_slice);
                     offset += n;
                     row_offset += j.rows;
-                    let reply = match values {
-                        Some(values) => Ok(BatchOutput {
+                    values.map(|v| (v, sensitivity))
+                }));
+                let output_time = split_started.elapsed();
+                self.stats
+                    .record_execution(rows, input_time, compute_time, output_time);
+                for (j, part) in batch.into_iter().zip(scratch.parts.drain(..)) {
+                    let reply = match part {
+                        Some((values, sensitivity)) => Ok(BatchOutput {
                             values,
                             queue_time: started.saturating_duration_since(j.enqueued),
                             compute_time,
+                            input_time,
+                            output_time,
                             batch_rows: rows,
                             sensitivity,
                         }),

@@ -87,6 +87,16 @@ impl LoadedModel {
     pub fn exec_metrics(&self) -> &Arc<ExecMetrics> {
         self.batcher.exec_metrics()
     }
+
+    /// This version's Triton statistics (`ModelStatistics`).
+    pub fn stats(&self) -> &Arc<crate::metrics::stats::InferStats> {
+        self.batcher.stats()
+    }
+
+    /// Its batching settings.
+    pub fn batch_config(&self) -> &BatchConfig {
+        self.batcher.config()
+    }
 }
 
 /// What the server config adds to a model's signed manifest.

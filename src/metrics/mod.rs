@@ -8,6 +8,8 @@
 //! `nv_inference_compute_infer_duration_us`) is exported with Triton's semantics next to our
 //! own `confidant_*` series, so dashboards built for Triton work unchanged.
 
+pub mod stats;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};

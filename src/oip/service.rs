@@ -5,7 +5,9 @@
 //! orchestrators probe them without credentials). Everything that names or uses a model —
 //! `ModelReady`, `ModelMetadata`, `ModelInfer` — and `ServerMetadata` need a key with the
 //! `predict` scope, as `confidant.v1.ListModels` and `Predict` do, so that a caller without a
-//! key cannot learn which models a server holds.
+//! key cannot learn which models a server holds. So do Triton's extensions `ModelConfig`,
+//! `ModelStatistics` and `RepositoryIndex`, which perf_analyzer calls with the key it infers
+//! with (the statistics are aggregates over every caller, as the `/metrics` endpoint shows).
 
 use tonic::{Request, Response, Status};
 
@@ -13,6 +15,7 @@ use super::error::TensorError;
 use super::tensor::{self, InputTensor};
 use crate::engine::LoadedModel;
 use crate::guard::Scope;
+use crate::metrics::stats::{StatDuration, StatsSnapshot};
 use crate::names::validate_id;
 use crate::pipeline::{ApiError, CallContext, Pipeline, PredictCall, check_model_ref};
 use crate::proto::inference as pb;
@@ -23,6 +26,18 @@ pub const PLATFORM: &str = "confidant_mlp";
 pub const SERVER_NAME: &str = "confidant";
 /// The response parameter carrying the server's request id (the one in the audit log).
 pub const REQUEST_ID_PARAMETER: &str = "confidant_request_id";
+/// The `backend` reported in model configurations.
+pub const BACKEND: &str = "confidant";
+/// The protocol extensions announced in server metadata (Triton's names).
+pub const EXTENSIONS: [&str; 3] = [
+    "model_configuration",
+    "statistics",
+    "model_repository(index)",
+];
+/// A model's state in the repository index when it serves.
+pub const STATE_READY: &str = "READY";
+/// A model's state in the repository index while the server is not ready.
+pub const STATE_UNAVAILABLE: &str = "UNAVAILABLE";
 
 /// The Open Inference Protocol service.
 #[derive(Clone)]
@@ -102,8 +117,9 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for OipService {
         Ok(Response::new(pb::ServerMetadataResponse {
             name: SERVER_NAME.into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            // No optional protocol extensions (statistics, shared memory, repository, …).
-            extensions: Vec::new(),
+            // Of Triton's optional extensions, the model configuration, the statistics and the
+            // repository index (not load/unload, shared memory, tracing or logging).
+            extensions: EXTENSIONS.iter().map(|e| (*e).to_string()).collect(),
         }))
     }
 
@@ -126,6 +142,96 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for OipService {
             inputs: vec![tensor(config.input_tensor_name(), config.feature_count())],
             outputs: vec![tensor(config.output_tensor_name(), config.output_count())],
         }))
+    }
+
+    async fn model_config(
+        &self,
+        request: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
+        let (ctx, req) = CallContext::split(request);
+        let model = self.model(&ctx, &req.name, &req.version)?;
+        Ok(Response::new(pb::ModelConfigResponse {
+            config: Some(model_config(&model, self.pipeline.max_rows())),
+        }))
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<pb::ModelStatisticsRequest>,
+    ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
+        let (ctx, req) = CallContext::split(request);
+        let models = if req.name.is_empty() {
+            self.pipeline.ensure_ready()?;
+            self.pipeline.caller(&ctx, Scope::Predict)?;
+            if !req.version.is_empty() {
+                return Err(ApiError::BadRequest(
+                    "a version without a model name: name the model".into(),
+                )
+                .into());
+            }
+            self.pipeline.registry().list()
+        } else {
+            vec![self.model(&ctx, &req.name, &req.version)?]
+        };
+        let model_stats = models
+            .iter()
+            .map(|m| {
+                let config = m.config();
+                statistics(
+                    &config.id,
+                    triton_version(&config.version),
+                    &m.stats().snapshot(),
+                )
+            })
+            .collect();
+        Ok(Response::new(pb::ModelStatisticsResponse { model_stats }))
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        let (ctx, req) = CallContext::split(request);
+        self.pipeline.caller(&ctx, Scope::Predict)?;
+        if !req.repository_name.is_empty() {
+            // One repository, the server's own, which has no name.
+            return Err(ApiError::NotFound(format!(
+                "no model repository named {:?}: this server has one, unnamed",
+                req.repository_name
+            ))
+            .into());
+        }
+        let ready = self.pipeline.is_ready();
+        if req.ready && !ready {
+            return Ok(Response::new(pb::RepositoryIndexResponse {
+                models: Vec::new(),
+            }));
+        }
+        let models = self
+            .pipeline
+            .registry()
+            .list()
+            .iter()
+            .map(|m| {
+                let config = m.config();
+                pb::repository_index_response::ModelIndex {
+                    name: config.id.clone(),
+                    version: config.version.clone(),
+                    state: if ready {
+                        STATE_READY
+                    } else {
+                        STATE_UNAVAILABLE
+                    }
+                    .into(),
+                    reason: if ready {
+                        String::new()
+                    } else {
+                        "the server is not ready: models are still loading".into()
+                    },
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
     }
 
     async fn model_infer(
@@ -253,6 +359,123 @@ fn check_fields(req: &pb::ModelInferRequest) -> Result<(), TensorError> {
         }
     }
     Ok(())
+}
+
+/// The model's configuration as Triton describes one: batched (`max_batch_size` is the most
+/// rows a request may carry, so dims leave out the batch dimension), FP32 in and out, one
+/// instance on the model's device, the dynamic batcher with its queue delay.
+fn model_config(model: &LoadedModel, max_rows: usize) -> pb::ModelConfig {
+    use pb::model_instance_group::Kind;
+    let config = model.config();
+    let device = model.mlp().device().location();
+    let (kind, gpus) = match device {
+        candle_core::DeviceLocation::Cuda { gpu_id } => {
+            (Kind::Gpu, vec![i32::try_from(gpu_id).unwrap_or(i32::MAX)])
+        }
+        _ => (Kind::Cpu, Vec::new()),
+    };
+    // Under a label-only policy the response carries no scores: zero values per row.
+    let released = if model.privacy().releases_scores() {
+        config.output_count()
+    } else {
+        0
+    };
+    pb::ModelConfig {
+        name: config.id.clone(),
+        platform: PLATFORM.into(),
+        backend: BACKEND.into(),
+        version_policy: Some(pb::ModelVersionPolicy {
+            policy_choice: Some(pb::model_version_policy::PolicyChoice::Latest(
+                pb::model_version_policy::Latest { num_versions: 1 },
+            )),
+        }),
+        max_batch_size: i32::try_from(max_rows).unwrap_or(i32::MAX),
+        input: vec![pb::ModelInput {
+            name: config.input_tensor_name().to_string(),
+            data_type: pb::DataType::TypeFp32.into(),
+            dims: vec![config.feature_count() as i64],
+            ..Default::default()
+        }],
+        output: vec![pb::ModelOutput {
+            name: config.output_tensor_name().to_string(),
+            data_type: pb::DataType::TypeFp32.into(),
+            dims: vec![released as i64],
+        }],
+        scheduling_choice: Some(pb::model_config::SchedulingChoice::DynamicBatching(
+            pb::ModelDynamicBatching {
+                preferred_batch_size: Vec::new(),
+                max_queue_delay_microseconds: model.batch_config().max_wait_us,
+                preserve_ordering: false,
+            },
+        )),
+        instance_group: vec![pb::ModelInstanceGroup {
+            name: format!("{}_0", config.id),
+            kind: kind.into(),
+            count: 1,
+            gpus,
+        }],
+        model_transaction_policy: Some(pb::ModelTransactionPolicy { decoupled: false }),
+    }
+}
+
+/// A version as Triton numbers versions: Triton's are decimal integers, and its clients parse
+/// the `version` of a statistics entry as one (perf_analyzer looks its model up under
+/// `to_string(stoll(version))`, so "1.0.0" would never be found). A semantic version is
+/// reported by its major number ("1.0.0" → "1"); a registry holds one version of a model
+/// at a time, so the number names it as well as the full version does. A version that does
+/// not start with a canonical decimal number is reported as it is.
+pub fn triton_version(version: &str) -> &str {
+    let end = version
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(version.len());
+    let (number, rest) = version.split_at(end);
+    let canonical = !number.is_empty()
+        && (number == "0" || !number.starts_with('0'))
+        && number.parse::<i64>().is_ok();
+    if canonical && (rest.is_empty() || rest.starts_with('.')) {
+        number
+    } else {
+        version
+    }
+}
+
+fn duration(d: StatDuration) -> Option<pb::StatisticDuration> {
+    Some(pb::StatisticDuration {
+        count: d.count,
+        ns: d.ns,
+    })
+}
+
+/// One version's statistics on the wire.
+fn statistics(name: &str, version: &str, s: &StatsSnapshot) -> pb::ModelStatistics {
+    pb::ModelStatistics {
+        name: name.to_string(),
+        version: version.to_string(),
+        last_inference: s.last_inference_ms,
+        inference_count: s.inference_count,
+        execution_count: s.execution_count,
+        inference_stats: Some(pb::InferStatistics {
+            success: duration(s.success),
+            fail: duration(s.fail),
+            queue: duration(s.queue),
+            compute_input: duration(s.compute_input),
+            compute_infer: duration(s.compute_infer),
+            compute_output: duration(s.compute_output),
+            // No response cache.
+            cache_hit: duration(StatDuration::default()),
+            cache_miss: duration(StatDuration::default()),
+        }),
+        batch_stats: s
+            .batches
+            .iter()
+            .map(|b| pb::InferBatchStatistics {
+                batch_size: b.batch_size,
+                compute_input: duration(b.compute_input),
+                compute_infer: duration(b.compute_infer),
+                compute_output: duration(b.compute_output),
+            })
+            .collect(),
+    }
 }
 
 /// Checks the request's tensors against the model's names and decodes its one input.

@@ -230,3 +230,21 @@ fn unsupported_datatypes_shapes_and_lengths_are_refused_with_names() {
     .unwrap_err();
     assert!(matches!(e, TensorError::MixedContents { .. }));
 }
+
+#[test]
+fn versions_are_reported_as_triton_numbers_where_they_start_with_one() {
+    use super::service::triton_version;
+    for (version, want) in [
+        ("1.0.0", "1"),
+        ("12.3", "12"),
+        ("7", "7"),
+        ("0.9.1", "0"),
+        ("01.0.0", "01.0.0"),
+        ("v1.0.0", "v1.0.0"),
+        ("1a", "1a"),
+        ("2024-05", "2024-05"),
+        ("99999999999999999999.1", "99999999999999999999.1"),
+    ] {
+        assert_eq!(triton_version(version), want, "{version}");
+    }
+}

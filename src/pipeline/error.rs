@@ -24,6 +24,9 @@ pub enum ApiError {
     /// A precondition (for example the model version) does not hold.
     #[error("{0}")]
     Precondition(String),
+    /// Something the request names (other than a model) does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// The server is not ready (still loading, or shutting down).
     #[error("{0}")]
     Unavailable(String),
@@ -50,6 +53,7 @@ impl From<ApiError> for Status {
             ApiError::Precondition(_) => Code::FailedPrecondition,
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Exhausted(_) => Code::ResourceExhausted,
+            ApiError::NotFound(_) => Code::NotFound,
             ApiError::Internal(_) => Code::Internal,
             // Every variant is named: a new refusal must choose its code here.
             ApiError::Guard(guard) => match guard {

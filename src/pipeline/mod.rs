@@ -28,6 +28,7 @@ use crate::engine::explain::{
 };
 use crate::engine::{LoadedModel, OutputKind, Registry, ScreenAction, argmax_rows};
 use crate::guard::{Admission, Credentials, Guard, InputError, KeyRecord, Scope, validate_rows};
+use crate::metrics::stats::EngineTimes;
 use crate::metrics::{Metrics, RequestSample, UNKNOWN_MODEL};
 use crate::names::{NameError, validate_id, validate_name};
 use crate::privacy::budget::{BudgetStatus, Budgets, Reservation};
@@ -338,6 +339,11 @@ impl Pipeline {
         &self.registry
     }
 
+    /// The most rows one request may carry.
+    pub fn max_rows(&self) -> usize {
+        self.max_rows
+    }
+
     /// Whether the models are loaded and the server answers requests.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
@@ -418,6 +424,16 @@ impl Pipeline {
                 .get_or_init(|| self.metrics.model(&m.config().id))
                 .record(&sample),
             None => self.metrics.model(UNKNOWN_MODEL).record(&sample),
+        }
+        // Triton's statistics count what reached this model version: authenticated calls
+        // that named it (a stranger's refused call moves no figure of the model).
+        if let (true, Some(m)) = (record.version_matched, &record.loaded_model) {
+            match &result {
+                Ok(out) => m
+                    .stats()
+                    .record_success(latency, out.rows as u64, &record.engine_times),
+                Err(_) => m.stats().record_failure(latency),
+            }
         }
         match &result {
             // The record's argmax is the response's: no second copy.
@@ -706,6 +722,7 @@ impl Pipeline {
                 config.id, config.version, call.version
             )));
         }
+        record.version_matched = true;
         let purpose =
             self.guard
                 .check_purpose(&key, declared_purpose, &config.id, &config.purposes)?;
@@ -805,6 +822,12 @@ impl Pipeline {
             }
         };
         record.engine = Some((out.queue_time, out.compute_time));
+        record.engine_times = EngineTimes {
+            queue: out.queue_time,
+            compute_input: out.input_time,
+            compute_infer: out.compute_time,
+            compute_output: out.output_time,
+        };
         let flagged = match (model.screening(), &out.sensitivity) {
             (Some(spec), Some(scores)) => {
                 let flagged: Vec<u32> = scores
@@ -946,6 +969,9 @@ struct AuditContext<'c> {
     /// Whether the record names `loaded_model` (once the caller is authenticated and the
     /// model resolved), by its label.
     model_resolved: bool,
+    /// Whether the model's loaded version is the one asked for (and the caller is
+    /// authenticated): the call counts in that version's Triton statistics.
+    version_matched: bool,
     /// The declared purpose, once checked (borrowed from the call's metadata).
     purpose: Option<&'c str>,
     input_hmac: Option<[u8; 64]>,
@@ -955,6 +981,8 @@ struct AuditContext<'c> {
     loaded_model: Option<Arc<LoadedModel>>,
     /// Queue and compute time, once the engine answered.
     engine: Option<(std::time::Duration, std::time::Duration)>,
+    /// The engine's timing of the request, for the Triton statistics.
+    engine_times: EngineTimes,
     /// ε charged (at the budget's δ).
     epsilon: f64,
     /// The data subject's pseudonym, when the request named one with consent.

@@ -54,6 +54,24 @@ def main():
     check(np.array_equal(got, want), f"infer outputs equal the Rust client's (max diff {np.abs(got - want).max():.3g})")
     check(result.get_response().id == "stock-1", "request id echoed")
 
+    # Triton's extensions, decoded by the stock client from Triton's own messages.
+    config = client.get_model_config("demo", headers=headers).config
+    check(config.max_batch_size > 0, f"model config max_batch_size {config.max_batch_size}")
+    check(
+        [(i.name, list(i.dims)) for i in config.input] == [("input__0", [30])],
+        "model config input (dims without the batch dimension)",
+    )
+    stats = client.get_inference_statistics("demo", headers=headers).model_stats
+    check(len(stats) == 1 and stats[0].name == "demo", "inference statistics for demo")
+    s = stats[0].inference_stats
+    # The reference Predict (confidant.v1) and this infer are the two successful requests so
+    # far; the refused calls below come after.
+    check(s.success.count == 2 and s.queue.count == 2, f"statistics count both requests: {s.success.count}")
+    check(stats[0].inference_count == 2 * rows.shape[0], f"inference count {stats[0].inference_count}")
+    check(s.compute_infer.ns > 0 and s.success.ns >= s.compute_infer.ns, "statistics durations")
+    index = client.get_model_repository_index(headers=headers).models
+    check([(m.name, m.state) for m in index] == [("demo", "READY")], "repository index")
+
     # Without a key: UNAUTHENTICATED, as on confidant.v1.
     try:
         client.infer("demo", [inp])

@@ -1,0 +1,71 @@
+"""Checks a perf_analyzer run against `confidant bench` at the same concurrency: the two
+throughputs agree within the tolerance, and the server-side statistics perf_analyzer read
+(ModelStatistics) count the requests it made. Exits non-zero on any disagreement."""
+
+import argparse
+import csv
+import json
+import re
+import sys
+
+
+def fail(msg):
+    sys.exit(f"FAILED: {msg}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--perf-log", required=True)
+    ap.add_argument("--perf-csv", required=True)
+    ap.add_argument("--bench", required=True, nargs="+", help="results.json of each bench run")
+    ap.add_argument("--concurrency", type=int, required=True)
+    ap.add_argument("--tolerance", type=float, default=0.20)
+    a = ap.parse_args()
+
+    rows = list(csv.DictReader(open(a.perf_csv)))
+    row = next((r for r in rows if int(r["Concurrency"]) == a.concurrency), None)
+    if row is None:
+        fail(f"perf_analyzer reported no row for concurrency {a.concurrency}: {rows}")
+    perf = float(row["Inferences/Second"])
+
+    bench = []
+    for path in a.bench:
+        points = [
+            p
+            for p in json.load(open(path))
+            if p["batch"] == 1 and p["concurrency"] == a.concurrency
+        ]
+        if len(points) != 1 or points[0]["errors"] != 0:
+            fail(f"{path}: expected one error-free batch-1 point at concurrency {a.concurrency}: {points}")
+        bench.append(points[0]["inferences_per_s"])
+    reference = sum(bench) / len(bench)
+
+    # The server-side section perf_analyzer prints from ModelStatistics.
+    log = open(a.perf_log).read()
+    client = re.search(r"Client:\s*\n\s*Request count: (\d+)", log)
+    server = re.search(r"Server:\s*\n\s*Inference count: (\d+)\s*\n\s*Execution count: (\d+)\s*\n"
+                       r"\s*Successful request count: (\d+)", log)
+    if not client or not server:
+        fail("perf_analyzer printed no client or server-side statistics")
+    client_count = int(client.group(1))
+    infer_count, exec_count, success_count = (int(g) for g in server.groups())
+    # The windows of client and server differ by the requests in flight at either edge.
+    if abs(success_count - client_count) > 2 * a.concurrency or infer_count != success_count:
+        fail(f"server statistics ({success_count} requests, {infer_count} inferences) do not "
+             f"match the {client_count} requests perf_analyzer counted")
+    if not 0 < exec_count <= infer_count:
+        fail(f"execution count {exec_count} against {infer_count} inferences")
+    print(f"ok: ModelStatistics counted {success_count} requests ({exec_count} executions) for "
+          f"perf_analyzer's {client_count}")
+
+    ratio = perf / reference
+    line = (f"perf_analyzer {perf:.0f} infer/s, confidant bench {reference:.0f} infer/s "
+            f"(runs: {', '.join(f'{b:.0f}' for b in bench)}), ratio {ratio:.3f} at concurrency "
+            f"{a.concurrency}, batch 1")
+    if abs(ratio - 1) > a.tolerance:
+        fail(f"{line}: outside {a.tolerance:.0%}")
+    print(f"ok: {line}")
+
+
+if __name__ == "__main__":
+    main()
