@@ -521,6 +521,7 @@ impl Pipeline {
             self.guard
                 .check_purpose(&key, ctx.header(&X_PURPOSE), &config.id, &config.purposes)?;
         record.purpose = purpose;
+        let mut subject_budget = None;
         if let Some(subject) = ctx.header(&X_SUBJECT_ID) {
             let Some(purpose) = record.purpose else {
                 return Err(ApiError::Precondition(
@@ -532,8 +533,14 @@ impl Pipeline {
             let subjects = self.subjects.as_ref().ok_or_else(|| {
                 ApiError::Precondition("this server keeps no consent records".into())
             })?;
-            match subjects.check_consent(subject, purpose) {
-                Ok(pseudonym) => record.subject = Some(pseudonym),
+            match subjects
+                .check_consent(subject, purpose)
+                .and_then(|pseudonym| Ok((pseudonym, subjects.budget_key(subject)?)))
+            {
+                Ok((pseudonym, budget_key)) => {
+                    record.subject = Some(pseudonym);
+                    subject_budget = Some(budget_key);
+                }
                 Err(e @ SubjectError::NoConsent { .. }) => {
                     return Err(ApiError::Precondition(e.to_string()));
                 }
@@ -555,6 +562,7 @@ impl Pipeline {
             model: Arc::clone(&model),
             values,
             rows,
+            subject_budget,
         })
     }
 
@@ -569,6 +577,7 @@ impl Pipeline {
             model,
             values,
             rows,
+            subject_budget,
         } = self.admit_call(ctx, Scope::Predict, call, record)?;
         let config = model.config();
         // The steps that spend come last, and are handed back if nothing is released.
@@ -589,7 +598,7 @@ impl Pipeline {
                     "a model with a privacy policy is served without budgets".into(),
                 ));
             };
-            match budgets.reserve_for(&key.principal, record.subject.as_deref(), charge, now) {
+            match budgets.reserve_for(&key.principal, subject_budget.as_deref(), charge, now) {
                 Ok(r) => Some(r),
                 Err(BudgetError::Exhausted {
                     principal,
@@ -743,6 +752,8 @@ struct Admitted {
     model: Arc<LoadedModel>,
     values: Vec<f32>,
     rows: usize,
+    /// The data subject's budget key ([`Subjects::budget_key`]), when the call names one.
+    subject_budget: Option<String>,
 }
 
 /// What the audit record of one call learns as the call proceeds. It borrows or holds fixed
