@@ -360,7 +360,8 @@ fn tdx_vectors_get_their_expected_verdicts() {
                         assert_eq!(run.json()["tcb"]["status"], pinned["tcb_status"]);
                     } else {
                         assert_eq!(pinned["error"], "Debug mode is enabled");
-                        assert_verdict(&run, false, &["debug"], &context);
+                        // dcap-qvl's own attribute check refuses it, and the policy's rule.
+                        assert_verdict(&run, false, &["quote_verification", "debug"], &context);
                         let run = confidant(&verify_args(
                             &input,
                             &case.at("at_pinned_time"),
@@ -454,6 +455,70 @@ fn snp_reject_twins_through_the_cli() {
     );
 }
 
+/// Fails before issue 16: `--policy` with an empty file (or only `allow_debug = false`)
+/// accepted the genuine Milan report. Now the file is refused at load, naming the key; with
+/// no `--policy` at all, only authenticity is checked and the JSON says no policy applied.
+#[test]
+fn a_policy_file_must_pin_measurements() {
+    let dir = data().join("snp/virtee-milan-v2");
+    let input = vec![
+        "--snp-report".to_owned(),
+        path_str(&dir.join("report.bin")),
+        "--vek".to_owned(),
+        path_str(&dir.join("vcek.der")),
+    ];
+    let at = "2025-06-01T00:00:00Z";
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        ("empty.toml", ""),
+        ("nodebug.toml", "allow_debug = false\n"),
+    ] {
+        let policy = tmp.path().join(name);
+        std::fs::write(&policy, text).unwrap();
+        let run = confidant(&verify_args(&input, at, &["--policy", &path_str(&policy)]));
+        assert_ne!(run.code, 0, "{name}: {}", run.stdout);
+        assert!(
+            run.stdout.is_empty(),
+            "{name}: no verdict is printed: {}",
+            run.stdout
+        );
+        assert!(
+            run.stderr.contains("measurements is missing"),
+            "{name}: {}",
+            run.stderr
+        );
+    }
+
+    // No --policy: authenticity only, and the JSON says so.
+    let run = confidant(&verify_args(&input, at, &[]));
+    assert_verdict(&run, true, &[], "no policy");
+    assert_eq!(run.json()["policy_applied"], false);
+
+    // The open form, said in words, with a floor: applied, and it accepts.
+    let open = tmp.path().join("open.toml");
+    std::fs::write(
+        &open,
+        "measurements = \"any\"\ni_understand_this_accepts_any_guest = true\n[min_tcb]\nsnp = 8\n",
+    )
+    .unwrap();
+    let run = confidant(&verify_args(&input, at, &["--policy", &path_str(&open)]));
+    assert_verdict(&run, true, &[], "open policy");
+    assert_eq!(run.json()["policy_applied"], true);
+    // Without a TCB floor the genuine SNP report is refused.
+    let no_floor = tmp.path().join("nofloor.toml");
+    std::fs::write(
+        &no_floor,
+        "measurements = \"any\"\ni_understand_this_accepts_any_guest = true\n",
+    )
+    .unwrap();
+    let run = confidant(&verify_args(
+        &input,
+        at,
+        &["--policy", &path_str(&no_floor)],
+    ));
+    assert_verdict(&run, false, &["min_tcb"], "no min_tcb");
+}
+
 /// No TEE here: `attest report` falls back to the simulated TEE with a warning; its evidence
 /// verifies only under allow_simulated = true, and its measurement is `attest measurement`.
 #[test]
@@ -483,8 +548,20 @@ fn simulated_report_round_trips_only_with_allow_simulated() {
     assert_verdict(&rejected, false, &["simulated"], "default policy");
     assert_eq!(rejected.json()["tee"], "simulated");
 
+    let measurement = confidant(&["attest", "measurement"]);
+    assert_eq!(measurement.code, 0, "{}", measurement.stderr);
+    let m = measurement.json()["measurement"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(m.len(), 96);
+
     let policy = tmp.path().join("dev.toml");
-    std::fs::write(&policy, "allow_simulated = true\n").unwrap();
+    std::fs::write(
+        &policy,
+        format!("measurements = [\"{m}\"]\nallow_simulated = true\n"),
+    )
+    .unwrap();
     let policy = path_str(&policy);
     let mut want_rd = "c0ffee".to_owned();
     want_rd.push_str(&"00".repeat(61));
@@ -496,14 +573,7 @@ fn simulated_report_round_trips_only_with_allow_simulated() {
     assert_verdict(&accepted, true, &[], "allow_simulated");
     let v = accepted.json();
     assert_eq!(v["report_data"], want_rd);
-
-    let measurement = confidant(&["attest", "measurement"]);
-    assert_eq!(measurement.code, 0, "{}", measurement.stderr);
-    let m = measurement.json()["measurement"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(m.len(), 96);
+    assert_eq!(v["policy_applied"], true);
     assert_eq!(v["measurement"], m);
 
     // The measurement pins the binary: another measurement is refused.

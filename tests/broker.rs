@@ -303,7 +303,7 @@ async fn the_broker_releases_the_key_to_an_attested_server_which_then_serves() {
         publisher.to_str().unwrap(),
     );
     let server = Server::start(&serve_args(data_s, sealed_s, pub_s, &broker));
-    let logs = server.logs();
+    let logs = server.logs_with(&["data key released by the broker after attestation"], 20);
     assert!(
         logs.contains("data key released by the broker after attestation"),
         "{logs}"
@@ -761,7 +761,15 @@ fn the_demo_releases_its_key_through_the_embedded_broker() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start(&["--data-dir", data.to_str().unwrap()]);
-    let logs = server.logs();
+    let logs = server.logs_with(
+        &[
+            "NOTHING HERE IS CONFIDENTIAL",
+            "broker: evidence verified; session attested",
+            "broker: resource released",
+            "data key released by the broker after attestation",
+        ],
+        20,
+    );
     assert!(logs.contains("NOTHING HERE IS CONFIDENTIAL"), "{logs}");
     assert!(
         logs.contains("broker: evidence verified; session attested"),
@@ -779,12 +787,9 @@ fn the_demo_releases_its_key_through_the_embedded_broker() {
     drop(server);
     // A restart reuses the sealed model and the broker's resource.
     let again = Server::start(&["--data-dir", data.to_str().unwrap()]);
-    assert!(
-        !again.logs().contains("sealed the embedded demo model"),
-        "{}",
-        again.logs()
-    );
-    assert!(again.logs().contains("broker: resource released"));
+    let logs = again.logs_with(&["broker: resource released"], 20);
+    assert!(!logs.contains("sealed the embedded demo model"), "{logs}");
+    assert!(logs.contains("broker: resource released"), "{logs}");
 }
 
 #[test]
@@ -809,11 +814,8 @@ fn the_broker_can_be_configured_in_the_config_file() {
     )
     .unwrap();
     let server = Server::start(&["--config", config.to_str().unwrap()]);
-    assert!(
-        server.logs().contains("data key released by the broker"),
-        "{}",
-        server.logs()
-    );
+    let logs = server.logs_with(&["data key released by the broker"], 20);
+    assert!(logs.contains("data key released by the broker"), "{logs}");
     // Without a broker, a model without a key file is a configuration error.
     let bare = d.join("bare.toml");
     std::fs::write(
@@ -830,5 +832,113 @@ fn the_broker_can_be_configured_in_the_config_file() {
         stderr(&out).contains("no key broker is configured"),
         "{}",
         stderr(&out)
+    );
+}
+
+/// Fails before issue 16: `set-policy` stored a policy without `measurements` (it then
+/// released the key to any guest), and nothing marked a deliberately open policy. Now the
+/// CLI and the broker itself refuse it, naming the key; the open form, said in words, is
+/// accepted, and every release under it logs a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpinned_policies_are_refused_and_open_ones_warn_at_every_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The broker's own TDX collateral (a directory, one file per FMSPC) is read at start.
+    let collateral = d.join("tdx-collateral");
+    std::fs::create_dir(&collateral).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("attestation/tests/data/tdx/dcapqvl-b0c06f-v4-uptodate/collateral.json"),
+        collateral.join("b0c06f000000.json"),
+    )
+    .unwrap();
+    let mut broker = Broker::start(
+        &d.join("broker"),
+        "127.0.0.1:0",
+        &["--tdx-collateral", collateral.to_str().unwrap()],
+    );
+    broker.proc.wait_for("broker: TDX collateral loaded", 10);
+    let dek = d.join("k.dek");
+    std::fs::write(&dek, [7u8; 32]).unwrap();
+    let out = broker.admin("put-resource", "default/models/x", "--file", &dek);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The CLI refuses before sending.
+    let unpinned = d.join("unpinned.toml");
+    std::fs::write(&unpinned, "allow_simulated = true\n").unwrap();
+    let out = broker.admin("set-policy", "default/models/x", "--policy", &unpinned);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("measurements is missing"),
+        "{}",
+        stderr(&out)
+    );
+    // So does the broker, for a client that skips the CLI's check.
+    let endpoint =
+        BrokerEndpoint::new(&broker.url, Some(&std::fs::read(&broker.cert).unwrap())).unwrap();
+    let admin_key = std::fs::read_to_string(&broker.admin_key).unwrap();
+    let mut conn = endpoint.connect().await.unwrap();
+    let (s, why) = detail(
+        conn.admin_post(
+            "/kbs/v0/resource-policy/default/models/x",
+            admin_key.trim(),
+            b"allow_simulated = true\n".to_vec(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(s, 400, "{why}");
+    assert!(why.contains("measurements is missing"), "{why}");
+    // Nothing was stored: the resource is still never released.
+    let m: [u8; 48] = [0x11; 48];
+    let (s, why) = detail(
+        confidant::keys::fetch_resource(
+            &endpoint,
+            Arc::new(Evidencer::Honest(m)),
+            "default/models/x",
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(s, 403, "{why}");
+    assert!(why.contains("no release policy"), "{why}");
+
+    // The open form is accepted, with a warning from the CLI ...
+    let open = d.join("open.toml");
+    std::fs::write(
+        &open,
+        "measurements = \"any\"\ni_understand_this_accepts_any_guest = true\nallow_simulated = true\n",
+    )
+    .unwrap();
+    let out = broker.admin("set-policy", "default/models/x", "--policy", &open);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("deliberately accepts any guest"),
+        "{}",
+        stderr(&out)
+    );
+    // ... and the broker warns at every release under it.
+    for measurement in [[0x11; 48], [0x22; 48]] {
+        let key = confidant::keys::fetch_resource(
+            &endpoint,
+            Arc::new(Evidencer::Honest(measurement)),
+            "default/models/x",
+        )
+        .await
+        .unwrap();
+        assert_eq!(key.as_slice(), &[7u8; 32]);
+    }
+    let log = broker.proc.log();
+    assert_eq!(log.matches("broker: resource released").count(), 2, "{log}");
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("the release policy is deliberately open"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{log}");
+    assert!(
+        warnings
+            .iter()
+            .all(|l| l.contains("WARN") && l.contains("any guest")),
+        "{log}"
     );
 }

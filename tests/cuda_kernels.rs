@@ -13,6 +13,12 @@ use confidant::sealed::stream::DataKey;
 
 fn device() -> Option<(Device, CudaDevice)> {
     if gpu::cuda_device_count() == 0 {
+        // On a machine where a GPU is expected (scripts/gpu-check.sh sets this), a skip is
+        // a failure: a check that cannot run must not pass.
+        assert!(
+            std::env::var_os("CONFIDANT_EXPECT_GPU").is_none_or(|v| v != "1"),
+            "CONFIDANT_EXPECT_GPU=1 but no CUDA device is visible"
+        );
         eprintln!("no CUDA device: skipping the kernel check");
         return None;
     }

@@ -51,7 +51,9 @@ async fn demo_mode_serves_the_embedded_model_over_tls() {
     let data = dir.path().join("data");
     let server = Server::start(&["--data-dir", data.to_str().unwrap()]);
     assert!(
-        server.logs().contains("NOT CONFIDENTIAL"),
+        server
+            .logs_with(&["NOT CONFIDENTIAL"], 20)
+            .contains("NOT CONFIDENTIAL"),
         "no loud demo warning"
     );
     assert!(data.join("tls/cert.pem").exists());
@@ -361,7 +363,9 @@ fn tour_keygen_seal_inspect_serve_predict_matches_the_reference() {
         &p("keys/publisher.pub"),
     ]);
     assert!(
-        server.logs().contains("development path"),
+        server
+            .logs_with(&["development path"], 20)
+            .contains("development path"),
         "key-file path must warn"
     );
 

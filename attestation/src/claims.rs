@@ -358,6 +358,10 @@ pub struct TdxClaims {
     pub tcb_status: Option<String>,
     /// Intel security advisories that apply to this TCB level.
     pub advisory_ids: Vec<String>,
+    /// The `tcbEvaluationDataNumber` of the collateral the quote verified against (the lower
+    /// of the TCB info's and the QE identity's), once verified.
+    #[serde(default)]
+    pub tcb_evaluation_data_number: Option<u32>,
     /// TEE TCB SVN of the TDX module.
     #[serde(with = "hex::serde")]
     pub tee_tcb_svn: [u8; 16],
@@ -373,7 +377,8 @@ pub struct TdxClaims {
     /// TD attributes; bit 0 is DEBUG.
     #[serde(with = "hex::serde")]
     pub td_attributes: [u8; 8],
-    /// Whether the TD is a debug TD (TD_ATTRIBUTES.TUD.DEBUG).
+    /// Whether the TD is a debug TD: TD_ATTRIBUTES.TUD.DEBUG or any other TUD bit (the
+    /// profiling bits), each of which lets the host inspect the TD.
     pub debug: bool,
     /// Extended features allowed (XFAM).
     #[serde(with = "hex::serde")]
@@ -434,12 +439,13 @@ impl TdxClaims {
             body: body.to_owned(),
             tcb_status: None,
             advisory_ids: Vec::new(),
+            tcb_evaluation_data_number: None,
             tee_tcb_svn: td.tee_tcb_svn,
             mr_seam: td.mr_seam,
             mr_signer_seam: td.mr_signer_seam,
             seam_attributes: td.seam_attributes,
             td_attributes: td.td_attributes,
-            debug: td.td_attributes[0] & 1 == 1,
+            debug: td.td_attributes[0] != 0,
             xfam: td.xfam,
             mr_td: td.mr_td,
             mr_config_id: td.mr_config_id,

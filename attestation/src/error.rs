@@ -16,6 +16,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// The policy leaves out a key it needs to pin what it accepts (`measurements`, or a
+    /// TDX RTMR allowlist), or an open value without the words that confirm it.
+    #[error("invalid policy: {key} is missing: {how}")]
+    PolicyMissing {
+        /// The missing key, as written in TOML.
+        key: &'static str,
+        /// How to write it.
+        how: &'static str,
+    },
+
     /// The evidence JSON or its parts could not be decoded.
     #[error("invalid evidence: {reason}")]
     Evidence {

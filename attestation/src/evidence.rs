@@ -70,6 +70,16 @@ impl Evidence {
         serde_json::from_slice(json).map_err(|e| Error::evidence(e.to_string()))
     }
 
+    /// The same evidence without any TDX collateral the attester attached: a verifier that
+    /// holds its own collateral must not judge the quote by the attester's (it may be stale).
+    #[must_use]
+    pub fn without_tdx_collateral(self) -> Self {
+        match self {
+            Self::Tdx(e) => Self::Tdx(e.without_collateral()),
+            other => other,
+        }
+    }
+
     /// Serializes to the `tee`-tagged JSON form.
     ///
     /// Fails only for an SNP report whose bytes cannot be decoded into the structured form.
@@ -334,6 +344,13 @@ impl TdxEvidence {
     pub fn collateral(&self) -> Option<&TdxCollateral> {
         self.collateral.as_deref()
     }
+
+    /// Drops the collateral the evidence carries, so that only the verifier's is used.
+    #[must_use]
+    pub fn without_collateral(mut self) -> Self {
+        self.collateral = None;
+        self
+    }
 }
 
 mod base64_bytes {
@@ -361,12 +378,47 @@ mod base64_bytes {
 #[serde(transparent)]
 pub struct TdxCollateral(pub(crate) dcap_qvl::QuoteCollateralV3);
 
+/// The fields of a TCB info or QE identity document this crate reads besides dcap-qvl.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CollateralDocument {
+    tcb_evaluation_data_number: u32,
+    #[serde(default)]
+    fmspc: Option<String>,
+}
+
 impl TdxCollateral {
     /// Parses collateral JSON as dcap-qvl and Intel PCCS tooling write it.
     pub fn from_json(json: &[u8]) -> Result<Self, Error> {
         serde_json::from_slice(json).map_err(|e| Error::Collateral {
             reason: e.to_string(),
         })
+    }
+
+    fn document(json: &str, name: &str) -> Result<CollateralDocument, Error> {
+        serde_json::from_str(json).map_err(|e| Error::Collateral {
+            reason: format!("{name}: {e}"),
+        })
+    }
+
+    /// The FMSPC the TCB info applies to. Not authenticated here: dcap-qvl checks the TCB
+    /// info's signature and that its FMSPC matches the quote's when it verifies.
+    pub fn fmspc(&self) -> Result<[u8; 6], Error> {
+        let fmspc = Self::document(&self.0.tcb_info, "tcb_info")?
+            .fmspc
+            .ok_or_else(|| Error::Collateral {
+                reason: "tcb_info has no fmspc".to_owned(),
+            })?;
+        crate::error::decode_hex::<6>("tcb_info.fmspc", &fmspc, false)
+    }
+
+    /// The lower of the TCB info's and the QE identity's `tcbEvaluationDataNumber`: how
+    /// recent Intel's TCB evaluation behind this collateral is (it grows with each TCB
+    /// recovery). Trustworthy once a quote has verified against this collateral.
+    pub fn tcb_evaluation_data_number(&self) -> Result<u32, Error> {
+        let tcb = Self::document(&self.0.tcb_info, "tcb_info")?.tcb_evaluation_data_number;
+        let qe = Self::document(&self.0.qe_identity, "qe_identity")?.tcb_evaluation_data_number;
+        Ok(tcb.min(qe))
     }
 }
 

@@ -10,6 +10,9 @@
 //!   trusted. TDX quotes are anchored in the pinned Intel SGX Root CA.
 //! - **Complete.** The [`Verdict`] lists every failed check, not the first, with the
 //!   normalized [`Claims`].
+//! - **Policies pin what they accept.** [`Policy::from_toml`] refuses a policy without
+//!   `measurements`; accepting any guest, any SNP TCB or any TDX OS must be said in words, and
+//!   [`Policy::default`] accepts nothing until it is told what to accept.
 //! - **No simulated trust by default.** Evidence from the [`SimulatedTee`] verifies only under
 //!   a policy that sets `allow_simulated = true`.
 //!
@@ -63,6 +66,7 @@ pub use evidence::{
 };
 pub use policy::{MinTcb, Policy};
 pub use simulated::SimulatedTee;
+pub use tdx::TdxCollateralSet;
 pub use timestamp::Timestamp;
 pub use verdict::{Check, Decision, Failure, Verdict};
 
@@ -71,7 +75,8 @@ use verdict::Failures;
 /// Verifies `evidence` against `policy` at time `now`.
 ///
 /// `collateral` is the Intel PCS collateral for a TDX quote; when `None`, the collateral the
-/// evidence carries is used. It is ignored for SNP and simulated evidence.
+/// evidence carries is used (a verifier that holds its own collateral strips the attester's
+/// with [`Evidence::without_tdx_collateral`]). It is ignored for SNP and simulated evidence.
 ///
 /// Never fails: every problem, from an unparsable report to a policy violation, is a
 /// [`Failure`] in the returned [`Verdict`], which accepts only if there is none.
@@ -133,6 +138,7 @@ impl Appraised {
             Some(self.claims.clone()),
             failures.into_vec(),
             now,
+            policy.is_applied(),
         )
     }
 }
@@ -156,9 +162,8 @@ pub fn verify_and_keep(
             simulated_ark_sha256 = appraisal.carried_ark_sha256;
             appraisal.claims.map(|c| Claims::Snp(Box::new(c)))
         }
-        Evidence::Tdx(e) => {
-            tdx::appraise(e, collateral, now, &mut failures).map(|c| Claims::Tdx(Box::new(c)))
-        }
+        Evidence::Tdx(e) => tdx::appraise(e, collateral, policy.allow_debug, now, &mut failures)
+            .map(|c| Claims::Tdx(Box::new(c))),
     };
     if let Some(claims) = &claims {
         let context = policy::Context {
@@ -174,7 +179,7 @@ pub fn verify_and_keep(
             "simulated evidence and allow_simulated is not set",
         );
     }
-    let verdict = Verdict::new(tee, claims, failures.into_vec(), now);
+    let verdict = Verdict::new(tee, claims, failures.into_vec(), now, policy.is_applied());
     let kept = match (&verdict.claims, verdict.is_accept()) {
         (Some(claims), true) => Some(Appraised {
             tee,
@@ -212,6 +217,7 @@ pub fn verify_json(
                     detail: e.to_string(),
                 }],
                 now,
+                policy.is_applied(),
             )
         }
     }

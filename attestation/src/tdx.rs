@@ -2,15 +2,27 @@
 //!
 //! dcap-qvl checks the quote signature, the QE report and its binding to the attestation key,
 //! the PCK chain, the CRLs, the TCB info and QE identity (signatures and validity at `now`),
-//! and matches the TCB level. It returns success for any matched level, OutOfDate included, so
-//! the status is judged by policy here. Debug TDs are let through dcap-qvl and judged by
-//! policy too, so that a debug TD's verdict lists the debug rule rather than a generic error.
+//! matches the TCB level, and checks the TD attributes. It returns success for any matched
+//! level, OutOfDate included, so the status is judged by policy here.
+//!
+//! dcap-qvl's attribute check stays on: it refuses the DEBUG and profiling (TUD) bits unless
+//! the policy sets `allow_debug`, and always refuses reserved bits, a migratable TD, a TD
+//! without SEPT_VE_DISABLE and service-TD binding. The policy judges the TUD bits as well, so
+//! that a debug TD's verdict also names the debug rule.
+//!
+//! Collateral is the verifier's: [`TdxCollateralSet`] holds what a verifier keeps (one
+//! collateral per FMSPC, as Intel PCS serves it) and picks the one for a quote. Collateral
+//! that an attester carries in its evidence is Intel-signed but may be stale (an older TCB
+//! info under which an unpatched platform was still `UpToDate`); a verifier that must not
+//! take the attester's word strips it ([`crate::Evidence::without_tdx_collateral`]), and a
+//! policy may require `min_tcb_evaluation_data_number`.
 
 use std::sync::OnceLock;
 
 use sha2::{Digest as _, Sha256};
 
 use crate::claims::TdxClaims;
+use crate::error::Error;
 use crate::evidence::{TdxCollateral, TdxEvidence};
 use crate::timestamp::Timestamp;
 use crate::verdict::{Check, Failures};
@@ -37,6 +49,7 @@ fn intel_root() -> Result<&'static [u8], String> {
 pub(crate) fn appraise(
     evidence: &TdxEvidence,
     collateral: Option<&TdxCollateral>,
+    allow_debug: bool,
     now: Timestamp,
     failures: &mut Failures,
 ) -> Option<TdxClaims> {
@@ -81,13 +94,77 @@ pub(crate) fn appraise(
         dcap_qvl::verify::QuoteVerifier::<dcap_qvl::configs::RingConfig>::new_with_config(
             root.to_vec(),
         )
-        .allow_debug(true);
+        .allow_debug(allow_debug);
     match verifier.verify(raw, &collateral.0, now.unix_seconds()) {
         Ok(report) => {
             claims.tcb_status = Some(report.status);
             claims.advisory_ids = report.advisory_ids;
+            // dcap-qvl verified the signatures over these documents, so their numbers hold.
+            match collateral.tcb_evaluation_data_number() {
+                Ok(n) => claims.tcb_evaluation_data_number = Some(n),
+                Err(e) => failures.push(Check::Collateral, e.to_string()),
+            }
         }
         Err(e) => failures.push(Check::QuoteVerification, format!("{e:#}")),
     }
     Some(claims)
+}
+
+/// The 6-byte FMSPC (family-model-stepping-platform-customSKU) of a quote's PCK certificate,
+/// which selects its TCB info.
+pub fn quote_fmspc(quote: &[u8]) -> Result<[u8; 6], Error> {
+    let parsed = dcap_qvl::quote::Quote::parse(quote)
+        .map_err(|e| Error::evidence(format!("TDX quote does not parse: {e}")))?;
+    dcap_qvl::intel::quote_fmspc_with::<dcap_qvl::configs::RingConfig>(&parsed)
+        .map_err(|e| Error::evidence(format!("TDX quote: no FMSPC in its PCK certificate: {e:#}")))
+}
+
+/// The TDX collateral a verifier holds: at most one per FMSPC.
+///
+/// Loading it is the caller's (files refreshed from Intel PCS or a PCCS by the operator);
+/// this type only indexes and selects, so that verification stays pure.
+#[derive(Debug, Clone, Default)]
+pub struct TdxCollateralSet {
+    entries: Vec<([u8; 6], TdxCollateral)>,
+}
+
+impl TdxCollateralSet {
+    /// Indexes `collaterals` by the FMSPC of their TCB info. Two for the same FMSPC are an
+    /// error (which one is current would be a guess).
+    pub fn new(collaterals: Vec<TdxCollateral>) -> Result<Self, Error> {
+        let mut entries: Vec<([u8; 6], TdxCollateral)> = Vec::with_capacity(collaterals.len());
+        for collateral in collaterals {
+            let fmspc = collateral.fmspc()?;
+            if entries.iter().any(|(f, _)| *f == fmspc) {
+                return Err(Error::Collateral {
+                    reason: format!(
+                        "two collaterals for FMSPC {}; keep one per platform",
+                        hex::encode(fmspc)
+                    ),
+                });
+            }
+            entries.push((fmspc, collateral));
+        }
+        Ok(Self { entries })
+    }
+
+    /// How many collaterals the set holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The collateral for `quote`'s FMSPC, if the set has it.
+    pub fn for_quote(&self, quote: &[u8]) -> Result<Option<&TdxCollateral>, Error> {
+        let fmspc = quote_fmspc(quote)?;
+        Ok(self
+            .entries
+            .iter()
+            .find(|(f, _)| *f == fmspc)
+            .map(|(_, c)| c))
+    }
 }

@@ -76,6 +76,9 @@ pub enum Check {
     MinTcb,
     /// The TDX TCB status is one the policy accepts.
     TdxTcbStatus,
+    /// The TDX collateral is at least as recent as the policy's minimum
+    /// `tcbEvaluationDataNumber`.
+    TcbEvaluationDataNumber,
     /// The evidence is not older than the policy's maximum age.
     EvidenceAge,
 }
@@ -149,8 +152,17 @@ pub struct Verdict {
     pub tcb: Option<TcbSummary>,
     /// The time verification was judged at.
     pub verified_at: Timestamp,
+    /// Whether a policy that pins the guest was applied: `false` under
+    /// [`Policy::dangerous_authenticity_only`](crate::Policy::dangerous_authenticity_only),
+    /// whose accept says only that the evidence is authentic.
+    #[serde(default = "applied_by_default")]
+    pub policy_applied: bool,
     /// All decoded claims (`None` if the evidence could not be decoded).
     pub claims: Option<Claims>,
+}
+
+fn applied_by_default() -> bool {
+    true
 }
 
 impl Verdict {
@@ -159,6 +171,7 @@ impl Verdict {
         claims: Option<Claims>,
         failures: Vec<Failure>,
         verified_at: Timestamp,
+        policy_applied: bool,
     ) -> Self {
         let verdict = if failures.is_empty() {
             Decision::Accept
@@ -196,6 +209,7 @@ impl Verdict {
             debug,
             tcb,
             verified_at,
+            policy_applied,
             claims,
         }
     }

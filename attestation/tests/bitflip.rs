@@ -41,7 +41,7 @@ fn random_single_bit_flips_in_signed_region_are_rejected() {
     let seed = env_u64("ATTESTATION_BITFLIP_SEED", 0x5EED_C0FF_EE00_0003);
     let mut rng = SplitMix(seed);
     // The debug vector is judged with debug allowed, so that only the flip can reject it.
-    let mut policy = Policy::default();
+    let mut policy = Policy::dangerous_authenticity_only();
     policy.allow_debug = true;
     for vector in &SNP_VECTORS {
         assert!(

@@ -17,14 +17,23 @@ fn tee() -> &'static SimulatedTee {
     SimulatedTee::shared().expect("simulated TEE generates")
 }
 
+/// `measurements = [MEASUREMENT]`, the line every policy here starts with.
+fn pin() -> String {
+    format!("measurements = [\"{}\"]\n", hex::encode(MEASUREMENT))
+}
+
+/// Pins the measurement and allows simulated evidence; no `min_tcb`, which simulated
+/// evidence does not need (it has no TCB worth judging).
 fn allow_simulated() -> Policy {
-    Policy::from_toml("allow_simulated = true").expect("policy")
+    Policy::from_toml(&format!("{}allow_simulated = true", pin())).expect("policy")
 }
 
 #[test]
 fn simulated_is_rejected_by_the_default_policy() {
     let evidence = tee().attest(&REPORT_DATA, &MEASUREMENT).expect("attest");
-    let verdict = verify(&evidence, None, &Policy::default(), now());
+    let mut pinned = Policy::default();
+    pinned.measurements = vec![MEASUREMENT];
+    let verdict = verify(&evidence, None, &pinned, now());
     assert!(!verdict.is_accept());
     assert_eq!(verdict.failures.len(), 1, "{:#?}", verdict.failures);
     assert_eq!(verdict.failures[0].check, Check::Simulated);
@@ -33,7 +42,7 @@ fn simulated_is_rejected_by_the_default_policy() {
     let verdict = verify(
         &evidence,
         None,
-        &Policy::from_toml("allow_debug = false").expect("policy"),
+        &Policy::from_toml(&format!("{}allow_debug = false", pin())).expect("policy"),
         now(),
     );
     assert!(verdict.failed(Check::Simulated));
@@ -127,13 +136,15 @@ fn tampered_simulated_report_is_rejected() {
 fn simulated_root_can_be_pinned() {
     let evidence = tee().attest(&REPORT_DATA, &MEASUREMENT).expect("attest");
     let pinned = Policy::from_toml(&format!(
-        "allow_simulated = true\nsimulated_ark_sha256 = [\"{}\"]",
+        "{}allow_simulated = true\nsimulated_ark_sha256 = [\"{}\"]",
+        pin(),
         hex::encode(tee().ark_sha256())
     ))
     .expect("policy");
     assert!(verify(&evidence, None, &pinned, now()).is_accept());
     let other = Policy::from_toml(&format!(
-        "allow_simulated = true\nsimulated_ark_sha256 = [\"{}\"]",
+        "{}allow_simulated = true\nsimulated_ark_sha256 = [\"{}\"]",
+        pin(),
         "00".repeat(32)
     ))
     .expect("policy");
@@ -146,8 +157,11 @@ fn evidence_age_is_enforced_when_asked() {
     else {
         panic!("simulated evidence");
     };
-    let policy =
-        Policy::from_toml("allow_simulated = true\nmax_evidence_age_secs = 600").expect("policy");
+    let policy = Policy::from_toml(&format!(
+        "{}allow_simulated = true\nmax_evidence_age_secs = 600",
+        pin()
+    ))
+    .expect("policy");
     let undated = Evidence::Simulated(inner.clone());
     assert!(verify(&undated, None, &policy, now()).failed(Check::EvidenceAge));
     let fresh = Evidence::Simulated(inner.clone().with_generated_at(now()));
@@ -155,4 +169,18 @@ fn evidence_age_is_enforced_when_asked() {
     assert!(verify(&fresh, None, &policy, now().saturating_add(601)).failed(Check::EvidenceAge));
     let future = Evidence::Simulated(inner.with_generated_at(now().saturating_add(3600)));
     assert!(verify(&future, None, &policy, now()).failed(Check::EvidenceAge));
+}
+
+/// Fails before issue 16: a policy without measurements accepted any simulated guest.
+#[test]
+fn simulated_evidence_needs_a_pinned_measurement_but_no_tcb() {
+    let evidence = tee().attest(&REPORT_DATA, &MEASUREMENT).expect("attest");
+    let mut unpinned = Policy::default();
+    unpinned.dangerous_allow_simulated = true;
+    let verdict = verify(&evidence, None, &unpinned, now());
+    let failed: Vec<Check> = verdict.failures.iter().map(|f| f.check).collect();
+    assert_eq!(failed, vec![Check::Measurement], "{verdict:#?}");
+    assert!(Policy::from_toml("allow_simulated = true").is_err());
+    // Pinned, with no min_tcb: simulated evidence has no TCB to judge.
+    assert!(verify(&evidence, None, &allow_simulated(), now()).is_accept());
 }

@@ -38,7 +38,12 @@ fn every_vector_gets_its_expected_verdict() {
             .as_bool()
             .expect("debug");
         for evidence in [vector.evidence(), vector.evidence_with_chain()] {
-            let verdict = verify(&evidence, None, &Policy::default(), vector.now());
+            let verdict = verify(
+                &evidence,
+                None,
+                &Policy::dangerous_authenticity_only(),
+                vector.now(),
+            );
             if debug {
                 assert_eq!(
                     checks(&verdict),
@@ -107,7 +112,12 @@ fn products_are_resolved() {
         (GCP_MILAN_V5, Product::Milan),
     ];
     for (vector, product) in cases {
-        let verdict = verify(&vector.evidence(), None, &Policy::default(), vector.now());
+        let verdict = verify(
+            &vector.evidence(),
+            None,
+            &Policy::dangerous_authenticity_only(),
+            vector.now(),
+        );
         assert_eq!(verdict.product, Some(product), "{}", vector.name);
     }
 }
@@ -117,7 +127,7 @@ fn v3_and_later_expose_cpuid() {
     let verdict = verify(
         &TRUSTEE_GENOA_V3.evidence(),
         None,
-        &Policy::default(),
+        &Policy::dangerous_authenticity_only(),
         TRUSTEE_GENOA_V3.now(),
     );
     let cpuid = snp_claims(&verdict).cpuid.expect("v3 has CPUID");
@@ -128,7 +138,7 @@ fn v3_and_later_expose_cpuid() {
     let verdict = verify(
         &VIRTEE_MILAN_V2.evidence(),
         None,
-        &Policy::default(),
+        &Policy::dangerous_authenticity_only(),
         VIRTEE_MILAN_V2.now(),
     );
     assert_eq!(snp_claims(&verdict).cpuid, None);
@@ -136,7 +146,7 @@ fn v3_and_later_expose_cpuid() {
 
 #[test]
 fn the_debug_vector_is_accepted_when_debug_is_allowed() {
-    let mut policy = Policy::default();
+    let mut policy = Policy::dangerous_authenticity_only();
     policy.allow_debug = true;
     let verdict = verify(
         &GOSEV_MILAN_V2_DEBUG.evidence(),
@@ -153,7 +163,12 @@ fn trustee_json_evidence_is_accepted() {
     let mut value: serde_json::Value = serde_json::from_str(GENOA_TRUSTEE_EVIDENCE).expect("json");
     value["tee"] = "snp".into();
     let evidence = Evidence::from_json(value.to_string().as_bytes()).expect("evidence parses");
-    let verdict = verify(&evidence, None, &Policy::default(), TRUSTEE_GENOA_V3.now());
+    let verdict = verify(
+        &evidence,
+        None,
+        &Policy::dangerous_authenticity_only(),
+        TRUSTEE_GENOA_V3.now(),
+    );
     assert!(verdict.is_accept(), "{:#?}", verdict.failures);
     // And it round-trips through our serializer to the same bytes.
     let again =
@@ -177,7 +192,7 @@ fn twin_bit_flip_in_signed_region() {
             let verdict = verify(
                 &vector.evidence_from(&report),
                 None,
-                &Policy::default(),
+                &Policy::dangerous_authenticity_only(),
                 vector.now(),
             );
             assert!(!verdict.is_accept(), "{} flip at {offset:#x}", vector.name);
@@ -198,7 +213,12 @@ fn twin_wrong_vcek() {
         SnpEvidence::from_parts(VIRTEE_MILAN_V2.report, GOSEV_MILAN_V2_DEBUG.vek, None)
             .expect("parts"),
     );
-    let verdict = verify(&evidence, None, &Policy::default(), VIRTEE_MILAN_V2.now());
+    let verdict = verify(
+        &evidence,
+        None,
+        &Policy::dangerous_authenticity_only(),
+        VIRTEE_MILAN_V2.now(),
+    );
     let failed = checks(&verdict);
     for check in [Check::ReportSignature, Check::TcbExtensions, Check::ChipId] {
         assert!(failed.contains(&check), "{check:?} missing from {failed:?}");
@@ -218,7 +238,12 @@ fn twin_genoa_vcek_on_milan_chain() {
         )
         .expect("parts"),
     );
-    let verdict = verify(&evidence, None, &Policy::default(), VIRTEE_MILAN_V2.now());
+    let verdict = verify(
+        &evidence,
+        None,
+        &Policy::dangerous_authenticity_only(),
+        VIRTEE_MILAN_V2.now(),
+    );
     let failed = checks(&verdict);
     assert!(failed.contains(&Check::RootPinning), "{failed:?}");
     assert!(failed.contains(&Check::ReportSignature), "{failed:?}");
@@ -232,7 +257,12 @@ fn twin_genoa_vcek_on_milan_chain() {
         )
         .expect("parts"),
     );
-    let verdict = verify(&evidence, None, &Policy::default(), VIRTEE_MILAN_V2.now());
+    let verdict = verify(
+        &evidence,
+        None,
+        &Policy::dangerous_authenticity_only(),
+        VIRTEE_MILAN_V2.now(),
+    );
     assert_eq!(
         checks(&verdict),
         vec![Check::RootPinning, Check::RootPinning],
@@ -244,7 +274,12 @@ fn twin_genoa_vcek_on_milan_chain() {
         SnpEvidence::from_parts(TRUSTEE_MILAN_V3_VLEK.report, TRUSTEE_GENOA_V3.vek, None)
             .expect("parts"),
     );
-    let verdict = verify(&evidence, None, &Policy::default(), TRUSTEE_GENOA_V3.now());
+    let verdict = verify(
+        &evidence,
+        None,
+        &Policy::dangerous_authenticity_only(),
+        TRUSTEE_GENOA_V3.now(),
+    );
     assert!(!verdict.is_accept());
 }
 
@@ -262,7 +297,7 @@ fn twin_vlek_with_ordinary_ask() {
     let verdict = verify(
         &evidence,
         None,
-        &Policy::default(),
+        &Policy::dangerous_authenticity_only(),
         TRUSTEE_MILAN_V3_VLEK.now(),
     );
     assert_eq!(checks(&verdict), vec![Check::RootPinning], "{verdict:#?}");
@@ -278,7 +313,7 @@ fn twin_vlek_with_ordinary_ask() {
     let verdict = verify(
         &evidence,
         None,
-        &Policy::default(),
+        &Policy::dangerous_authenticity_only(),
         TRUSTEE_MILAN_V3_VLEK.now(),
     );
     assert!(verdict.failed(Check::EndorsementKey), "{verdict:#?}");
@@ -294,7 +329,7 @@ fn twin_vlek_with_ordinary_ask() {
     let verdict = verify(
         &evidence,
         None,
-        &Policy::default(),
+        &Policy::dangerous_authenticity_only(),
         TRUSTEE_MILAN_V3_VLEK.now(),
     );
     assert!(verdict.failed(Check::CertificateChain), "{verdict:#?}");
@@ -313,7 +348,12 @@ fn twin_outside_validity_window() {
         (TRUSTEE_GENOA_V3, "2025-05-01T00:00:00Z"),
     ];
     for (vector, time) in cases {
-        let verdict = verify(&vector.evidence(), None, &Policy::default(), at(time));
+        let verdict = verify(
+            &vector.evidence(),
+            None,
+            &Policy::dangerous_authenticity_only(),
+            at(time),
+        );
         assert_eq!(
             checks(&verdict),
             vec![Check::CertificateValidity],
@@ -328,7 +368,7 @@ fn twin_debug_under_default_policy() {
     let verdict = verify(
         &GOSEV_MILAN_V2_DEBUG.evidence(),
         None,
-        &Policy::default(),
+        &Policy::dangerous_authenticity_only(),
         GOSEV_MILAN_V2_DEBUG.now(),
     );
     assert!(!verdict.is_accept());
@@ -347,7 +387,7 @@ fn twin_wrong_measurement() {
         let mut wrong = hex::decode(&right).expect("hex");
         wrong[0] ^= 0xFF;
         let policy = Policy::from_toml(&format!(
-            "allow_debug = true\nmeasurements = [\"{}\"]",
+            "{ANY_VMPL_ANY_TCB}allow_debug = true\nmeasurements = [\"{}\"]",
             hex::encode(wrong)
         ))
         .expect("policy");
@@ -358,9 +398,10 @@ fn twin_wrong_measurement() {
             "{}",
             vector.name
         );
-        let policy =
-            Policy::from_toml(&format!("allow_debug = true\nmeasurements = [\"{right}\"]"))
-                .expect("policy");
+        let policy = Policy::from_toml(&format!(
+            "{ANY_VMPL_ANY_TCB}allow_debug = true\nmeasurements = [\"{right}\"]"
+        ))
+        .expect("policy");
         assert!(
             verify(&vector.evidence(), None, &policy, vector.now()).is_accept(),
             "{}",
@@ -380,14 +421,16 @@ fn twin_wrong_report_data() {
         let mut wrong = hex::decode(&right).expect("hex");
         wrong[63] ^= 0x01;
         let policy = Policy::from_toml(&format!(
-            "allow_debug = true\nreport_data = \"{}\"",
+            "{ANY_GUEST}{ANY_VMPL_ANY_TCB}allow_debug = true\nreport_data = \"{}\"",
             hex::encode(wrong)
         ))
         .expect("policy");
         let verdict = verify(&vector.evidence(), None, &policy, vector.now());
         assert_eq!(checks(&verdict), vec![Check::ReportData], "{}", vector.name);
-        let policy = Policy::from_toml(&format!("allow_debug = true\nreport_data = \"{right}\""))
-            .expect("policy");
+        let policy = Policy::from_toml(&format!(
+            "{ANY_GUEST}{ANY_VMPL_ANY_TCB}allow_debug = true\nreport_data = \"{right}\""
+        ))
+        .expect("policy");
         assert!(
             verify(&vector.evidence(), None, &policy, vector.now()).is_accept(),
             "{}",
@@ -399,8 +442,10 @@ fn twin_wrong_report_data() {
 #[test]
 fn short_report_data_is_zero_padded() {
     // The debug vector's report_data is 0102030405 then zeros.
-    let mut policy =
-        Policy::from_toml("allow_debug = true\nreport_data = \"0102030405\"").expect("policy");
+    let mut policy = Policy::from_toml(&format!(
+        "{ANY_GUEST}min_tcb = \"any\"\nallow_debug = true\nreport_data = \"0102030405\""
+    ))
+    .expect("policy");
     assert!(
         verify(
             &GOSEV_MILAN_V2_DEBUG.evidence(),
@@ -424,7 +469,8 @@ fn short_report_data_is_zero_padded() {
 
 #[test]
 fn twin_vmpl_and_product_and_tcb_policies() {
-    let vmpl0 = Policy::from_toml("vmpls = [0]").expect("policy");
+    let vmpl0 =
+        Policy::from_toml(&format!("{ANY_GUEST}vmpls = [0]\nmin_tcb = \"any\"")).expect("policy");
     let verdict = verify(
         &GCP_MILAN_V5_REPORTDATA.evidence(),
         None,
@@ -434,7 +480,10 @@ fn twin_vmpl_and_product_and_tcb_policies() {
     assert_eq!(checks(&verdict), vec![Check::Vmpl]);
     assert!(verify(&GCP_MILAN_V5.evidence(), None, &vmpl0, GCP_MILAN_V5.now()).is_accept());
 
-    let genoa_only = Policy::from_toml("products = [\"Genoa\"]").expect("policy");
+    let genoa_only = Policy::from_toml(&format!(
+        "{ANY_GUEST}{ANY_VMPL_ANY_TCB}products = [\"Genoa\"]"
+    ))
+    .expect("policy");
     let verdict = verify(
         &VIRTEE_MILAN_V2.evidence(),
         None,
@@ -453,8 +502,10 @@ fn twin_vmpl_and_product_and_tcb_policies() {
     );
 
     // virtee reports bootloader 3, snp 8, microcode 115.
-    let floor =
-        Policy::from_toml("[min_tcb]\nbootloader = 3\nsnp = 8\nmicrocode = 115").expect("policy");
+    let floor = Policy::from_toml(&format!(
+        "{ANY_GUEST}[min_tcb]\nbootloader = 3\nsnp = 8\nmicrocode = 115"
+    ))
+    .expect("policy");
     assert!(
         verify(
             &VIRTEE_MILAN_V2.evidence(),
@@ -464,7 +515,8 @@ fn twin_vmpl_and_product_and_tcb_policies() {
         )
         .is_accept()
     );
-    let stale = Policy::from_toml("[min_tcb]\nsnp = 9\nmicrocode = 116").expect("policy");
+    let stale = Policy::from_toml(&format!("{ANY_GUEST}[min_tcb]\nsnp = 9\nmicrocode = 116"))
+        .expect("policy");
     let verdict = verify(
         &VIRTEE_MILAN_V2.evidence(),
         None,
@@ -521,7 +573,7 @@ fn missing_or_garbage_reports_are_rejected_not_panics() {
         let verdict = verify(
             &VIRTEE_MILAN_V2.evidence_from(report),
             None,
-            &Policy::default(),
+            &Policy::dangerous_authenticity_only(),
             VIRTEE_MILAN_V2.now(),
         );
         assert!(verdict.failed(Check::EvidenceFormat), "{verdict:#?}");
@@ -530,7 +582,12 @@ fn missing_or_garbage_reports_are_rejected_not_panics() {
         VIRTEE_MILAN_V2.report.to_vec(),
         Vec::new(),
     ));
-    let verdict = verify(&no_vek, None, &Policy::default(), VIRTEE_MILAN_V2.now());
+    let verdict = verify(
+        &no_vek,
+        None,
+        &Policy::dangerous_authenticity_only(),
+        VIRTEE_MILAN_V2.now(),
+    );
     assert!(verdict.failed(Check::EndorsementKey));
     let garbage_vek = Evidence::Snp(SnpEvidence::new(
         VIRTEE_MILAN_V2.report.to_vec(),
@@ -543,7 +600,7 @@ fn missing_or_garbage_reports_are_rejected_not_panics() {
         verify(
             &garbage_vek,
             None,
-            &Policy::default(),
+            &Policy::dangerous_authenticity_only(),
             VIRTEE_MILAN_V2.now()
         )
         .failed(Check::EndorsementKey)
@@ -578,4 +635,59 @@ fn pinned_ark_fingerprints_are_published() {
         snp::ark_sha256(Product::Milan),
         "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd"
     );
+}
+
+/// Fails before issue 16: a policy with a pinned measurement and nothing else accepted the
+/// genuine report at any VMPL with any TCB, and an unpinned policy accepted any guest.
+#[test]
+fn a_genuine_report_needs_a_pinned_measurement_vmpl_zero_and_a_tcb_floor() {
+    let vector = GCP_MILAN_V5_REPORTDATA; // VMPL 1
+    let measurement = vector
+        .field("measurement")
+        .as_str()
+        .expect("hex")
+        .to_owned();
+    let verdict = verify(&vector.evidence(), None, &Policy::default(), vector.now());
+    assert!(verdict.failed(Check::Measurement), "{verdict:#?}");
+
+    let pinned = Policy::from_toml(&format!("measurements = [\"{measurement}\"]")).expect("policy");
+    let verdict = verify(&vector.evidence(), None, &pinned, vector.now());
+    assert_eq!(
+        checks(&verdict),
+        vec![Check::Vmpl, Check::MinTcb],
+        "{verdict:#?}"
+    );
+    assert!(verdict.failures[1].detail.contains("min_tcb"));
+
+    let at_vmpl1 = Policy::from_toml(&format!(
+        "measurements = [\"{measurement}\"]\nvmpls = [1]\nmin_tcb = \"any\""
+    ))
+    .expect("policy");
+    assert!(verify(&vector.evidence(), None, &at_vmpl1, vector.now()).is_accept());
+
+    // The VMPL 0 report of the same guest passes with the defaults and a floor.
+    let vmpl0 = GCP_MILAN_V5;
+    let floor = Policy::from_toml(&format!(
+        "measurements = [\"{}\"]\n[min_tcb]\nsnp = 1",
+        vmpl0.field("measurement").as_str().expect("hex")
+    ))
+    .expect("policy");
+    let verdict = verify(&vmpl0.evidence(), None, &floor, vmpl0.now());
+    assert!(verdict.is_accept(), "{verdict:#?}");
+    assert!(verdict.policy_applied);
+}
+
+/// Without a policy the verdict says so: authenticity only.
+#[test]
+fn authenticity_only_verdicts_say_no_policy_was_applied() {
+    let verdict = verify(
+        &VIRTEE_MILAN_V2.evidence(),
+        None,
+        &Policy::dangerous_authenticity_only(),
+        VIRTEE_MILAN_V2.now(),
+    );
+    assert!(verdict.is_accept());
+    assert!(!verdict.policy_applied);
+    let json: serde_json::Value = serde_json::from_str(&verdict.to_json_pretty()).expect("json");
+    assert_eq!(json["policy_applied"], false);
 }

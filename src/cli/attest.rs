@@ -87,7 +87,9 @@ pub struct VerifyArgs {
     /// that carries none.
     #[arg(long, value_name = "FILE", conflicts_with = "snp_report")]
     pub collateral: Option<PathBuf>,
-    /// Policy TOML [default: no debug, no simulated evidence, any measurement].
+    /// Policy TOML; it must pin `measurements` (or say `"any"` in words). Without one only
+    /// authenticity is checked (and the flags below), and the verdict says
+    /// `"policy_applied": false`.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
     /// Require this measurement (SNP measurement or TDX MRTD, 48 bytes hex); replaces the
@@ -197,7 +199,7 @@ impl VerifyConfig {
                     .with_context(|| format!("--policy {}: cannot read", path.display()))?;
                 Policy::from_toml(&text).with_context(|| format!("--policy {}", path.display()))?
             }
-            None => Policy::default(),
+            None => Policy::dangerous_authenticity_only(),
         };
         if let Some(m) = a.measurement {
             policy.measurements = vec![m];

@@ -25,7 +25,8 @@ pub enum BrokerCommand {
     /// Store a resource (e.g. a model's data key from `confidant seal --key-out`).
     PutResource(PutResourceArgs),
     /// Set a resource's release policy (the attestation crate's TOML: measurements, TCB
-    /// floor, allow_debug, allow_simulated). Without one a resource is never released.
+    /// floor, allow_debug, allow_simulated). Without one a resource is never released; one
+    /// that does not pin `measurements` is refused.
     SetPolicy(SetPolicyArgs),
 }
 
@@ -44,6 +45,12 @@ pub struct BrokerServeArgs {
     /// Seconds a challenge (nonce) lasts before attest must answer it.
     #[arg(long, hide = true, default_value_t = broker::DEFAULT_CHALLENGE_TTL.as_secs())]
     pub challenge_ttl_secs: u64,
+    /// The broker's own TDX collateral (Intel PCS QuoteCollateralV3 JSON): a file, or a
+    /// directory with one file per platform FMSPC. Re-read at each TDX verification; keep it
+    /// current (docs/broker.md). Without it TDX evidence is refused; collateral an attester
+    /// sends is never used.
+    #[arg(long, value_name = "PATH")]
+    pub tdx_collateral: Option<PathBuf>,
 }
 
 /// How to reach the admin API.
@@ -118,9 +125,19 @@ pub async fn run(args: BrokerArgs, shutdown: impl std::future::Future<Output = (
                 .context("--path")?;
             let text = std::fs::read_to_string(&a.policy)
                 .with_context(|| format!("--policy {}: cannot read", a.policy.display()))?;
-            // Checked here too, so that a typo is reported before anything is sent.
-            confidant_attestation::Policy::from_toml(&text)
+            // Checked here too, so that a typo or a missing key is reported before anything
+            // is sent.
+            let policy = confidant_attestation::Policy::from_toml(&text)
                 .with_context(|| format!("--policy {}", a.policy.display()))?;
+            let open = policy.deliberately_open();
+            if !open.is_empty() {
+                eprintln!(
+                    "warning: --policy {} deliberately accepts {}; the broker logs a warning at \
+                     every release under it",
+                    a.policy.display(),
+                    open.join(", ")
+                );
+            }
             admin_post(
                 &a.admin,
                 &format!("/kbs/v0/resource-policy/{}", a.path),
@@ -144,6 +161,7 @@ async fn serve(a: BrokerServeArgs, shutdown: impl std::future::Future<Output = (
     let mut config = BrokerConfig::new(listen, a.data_dir);
     config.session_ttl = Duration::from_secs(a.session_ttl_secs);
     config.challenge_ttl = Duration::from_secs(a.challenge_ttl_secs);
+    config.tdx_collateral = a.tdx_collateral;
     let running = broker::start(config.clone()).await?;
     println!(
         "confidant broker: listening on {} (TLS certificate: {}; admin key: {})",

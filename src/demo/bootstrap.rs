@@ -101,6 +101,12 @@ pub async fn obtain_demo_model(data_dir: &Path) -> Result<DemoModel, DemoError> 
     let bytes =
         crate::keys::fetch_resource_retrying(&endpoint, Arc::new(simulated), DEMO_RESOURCE, &what)
             .await;
+    tracing::info!(
+        model = %what,
+        resource = DEMO_RESOURCE,
+        broker = endpoint.url(),
+        "data key released by the broker after attestation"
+    );
     broker.shutdown().await;
     let key = DataKey::from_bytes(&bytes).map_err(|problem| DemoError::Sealed {
         dir: what,

@@ -43,26 +43,31 @@ impl Default for BatchConfig {
     }
 }
 
+/// A batching setting outside its range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BatchConfigError(String);
+
 impl BatchConfig {
     /// Checks the ranges.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BatchConfigError> {
         if !(1..=1 << 20).contains(&self.max_batch) {
-            return Err(format!(
+            return Err(BatchConfigError(format!(
                 "max_batch must be 1..=1048576, got {}",
                 self.max_batch
-            ));
+            )));
         }
         if self.max_wait_us > 1_000_000 {
-            return Err(format!(
+            return Err(BatchConfigError(format!(
                 "max_wait_us must be at most 1000000 (1 s), got {}",
                 self.max_wait_us
-            ));
+            )));
         }
         if !(1..=1 << 20).contains(&self.queue_capacity) {
-            return Err(format!(
+            return Err(BatchConfigError(format!(
                 "queue_capacity must be 1..=1048576, got {}",
                 self.queue_capacity
-            ));
+            )));
         }
         Ok(())
     }

@@ -40,17 +40,20 @@ impl Scope {
     }
 
     /// Parses a scope name.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, UnknownScope> {
         match s.trim() {
             "predict" => Ok(Self::Predict),
             "explain" => Ok(Self::Explain),
             "admin" => Ok(Self::Admin),
-            other => Err(format!(
-                "unknown scope {other:?} (expected predict, explain or admin)"
-            )),
+            other => Err(UnknownScope(other.chars().take(64).collect())),
         }
     }
 }
+
+/// A scope name that is not `predict`, `explain` or `admin`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown scope {0:?} (expected predict, explain or admin)")]
+pub struct UnknownScope(String);
 
 /// A stored key's public facts (never the key itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

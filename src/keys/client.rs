@@ -446,7 +446,7 @@ pub async fn fetch_resource_retrying(
                     broker = endpoint.url(),
                     error = %e,
                     retry_in_ms = wait.as_millis() as u64,
-                    "no key from the broker; not serving this model; retrying"
+                    "no data key from the broker; not serving this model; retrying"
                 );
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(longest);

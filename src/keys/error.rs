@@ -174,6 +174,20 @@ pub enum BrokerStartError {
     /// The TLS identity could not be made.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The TDX collateral given to `broker serve` could not be loaded.
+    #[error(transparent)]
+    Collateral(#[from] super::collateral::CollateralError),
+    /// A release policy stored in the database no longer loads (it was set before policies
+    /// had to pin what they accept); set it again with `broker set-policy`.
+    #[error(
+        "the stored release policy of {path} is refused: {reason}; set it again with `confidant broker set-policy`"
+    )]
+    StoredPolicy {
+        /// The resource path.
+        path: String,
+        /// Why it is refused.
+        reason: String,
+    },
 }
 
 /// Why an RCAR exchange with a broker (ours or a Trustee KBS) did not release a key.

@@ -26,6 +26,7 @@
 
 pub mod broker;
 pub mod client;
+pub mod collateral;
 pub mod error;
 pub mod jcs;
 pub mod jwe;

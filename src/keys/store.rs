@@ -156,6 +156,25 @@ impl ResourceStore {
         })
     }
 
+    /// Loads every stored release policy, returning the first that no longer loads (one
+    /// stored before policies had to pin what they accept) as `(path, reason)`.
+    pub fn first_refused_policy(&self) -> Result<Option<(String, String)>, BrokerError> {
+        let rows: Vec<(String, String)> = self
+            .db
+            .read(|c| {
+                let mut stmt =
+                    c.prepare("SELECT path, policy FROM broker_policies ORDER BY path")?;
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(|e| BrokerError::Internal(e.to_string()))?;
+        Ok(rows.into_iter().find_map(|(path, toml)| {
+            Policy::from_toml(&toml)
+                .err()
+                .map(|e| (path, e.to_string()))
+        }))
+    }
+
     /// The release policy of `path`, if one is set.
     pub fn policy(&self, path: &str) -> Result<Option<ReleasePolicy>, BrokerError> {
         let toml: Option<String> = self

@@ -854,3 +854,159 @@ fn any_single_byte_change_to_a_jwe_is_refused_without_panicking() {
         );
     }
 }
+
+// ---- issue 16: policies pin what they accept; TDX collateral is the broker's own ----
+
+const TDX_V4_QUOTE: &[u8] =
+    include_bytes!("../../attestation/tests/data/tdx/dcapqvl-b0c06f-v4-uptodate/quote.bin");
+const TDX_V4_COLLATERAL: &[u8] =
+    include_bytes!("../../attestation/tests/data/tdx/dcapqvl-b0c06f-v4-uptodate/collateral.json");
+const TDX_V5_COLLATERAL: &[u8] =
+    include_bytes!("../../attestation/tests/data/tdx/gotdx-90c06f-v5-uptodate/collateral.json");
+/// The v4 vector's pinned time (expected.json `at_pinned_time`).
+const TDX_V4_NOW: u64 = 1_750_809_600;
+/// The v4 quote's report_data (expected.json).
+const TDX_V4_REPORT_DATA: &str = "9a9d48e7f6799642d3d1b34e1e5e1742d4bb02dd6ddd551862c1211d35c304f9eca3efdbb481601c163cf52493d6e44aed55d51ec39b7e518fadb92c2b523f20";
+
+fn tdx_evidence(with_collateral: bool) -> Evidence {
+    let evidence = confidant_attestation::TdxEvidence::new(TDX_V4_QUOTE.to_vec());
+    Evidence::Tdx(if with_collateral {
+        evidence.with_collateral(
+            confidant_attestation::TdxCollateral::from_json(TDX_V4_COLLATERAL).unwrap(),
+        )
+    } else {
+        evidence
+    })
+}
+
+fn tdx_config(collateral: Option<&std::path::Path>) -> BrokerConfig {
+    let mut config = BrokerConfig::new("127.0.0.1:0".parse().unwrap(), "/nonexistent".into());
+    config.tdx_collateral = collateral.map(std::path::Path::to_owned);
+    config
+}
+
+/// Fails before issue 16: the broker verified a TDX quote with the collateral the attester
+/// sent (it accepted this evidence with no collateral of its own), and a TDX server, whose
+/// attester sends none, could not attest at all.
+#[test]
+fn the_broker_judges_tdx_quotes_with_its_own_collateral_only() {
+    let now = confidant_attestation::Timestamp::from_unix_seconds(TDX_V4_NOW);
+    let report_data: [u8; 64] = hex::decode(TDX_V4_REPORT_DATA).unwrap().try_into().unwrap();
+
+    // The attester's collateral is not used: without the broker's own, refused.
+    let err = broker::verify_integrity(&tdx_config(None), tdx_evidence(true), &report_data, now)
+        .unwrap_err();
+    assert!(err.to_string().contains("holds no TDX collateral"), "{err}");
+
+    // A directory the operator keeps: the quote's FMSPC is selected from it, and evidence
+    // without collateral (what a TDX server sends) attests.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("b0c06f.json"), TDX_V4_COLLATERAL).unwrap();
+    std::fs::write(dir.path().join("90c06f.json"), TDX_V5_COLLATERAL).unwrap();
+    std::fs::write(dir.path().join("README"), "not collateral").unwrap();
+    let config = tdx_config(Some(dir.path()));
+    for carried in [false, true] {
+        let (kept, verdict) =
+            broker::verify_integrity(&config, tdx_evidence(carried), &report_data, now).unwrap();
+        assert!(verdict.is_accept(), "{verdict:?}");
+        // The session keeps the verified claims only: no evidence, so no attester collateral.
+        assert_eq!(kept.tee(), confidant_attestation::TeeKind::Tdx);
+        assert!(matches!(
+            kept.claims(),
+            confidant_attestation::Claims::Tdx(c) if c.tcb_evaluation_data_number.is_some()
+        ));
+    }
+
+    // One file, for another platform only: refused, naming the FMSPC.
+    let other = dir.path().join("90c06f.json");
+    let err = broker::verify_integrity(
+        &tdx_config(Some(&other)),
+        tdx_evidence(true),
+        &report_data,
+        now,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("FMSPC b0c06f000000"), "{err}");
+
+    // Stale collateral is judged by the release policy's floor.
+    let policy = confidant_attestation::Policy::from_toml(
+        "measurements = \"any\"\ni_understand_this_accepts_any_guest = true\n\
+         [tdx]\nmin_tcb_evaluation_data_number = 18\n",
+    )
+    .unwrap();
+    let collateral = confidant_attestation::TdxCollateral::from_json(TDX_V4_COLLATERAL).unwrap();
+    let verdict =
+        confidant_attestation::verify(&tdx_evidence(false), Some(&collateral), &policy, now);
+    assert!(verdict.failed(confidant_attestation::Check::TcbEvaluationDataNumber));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_with_bad_collateral_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{}").unwrap();
+    let mut config = BrokerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("b"));
+    config.tdx_collateral = Some(bad);
+    let Err(err) = broker::start(config).await else {
+        panic!("started with bad collateral")
+    };
+    assert!(err.to_string().contains("bad.json"), "{err}");
+    // Two files for one platform: which is current would be a guess.
+    let twice = dir.path().join("twice");
+    std::fs::create_dir(&twice).unwrap();
+    std::fs::write(twice.join("a.json"), TDX_V4_COLLATERAL).unwrap();
+    std::fs::write(twice.join("b.json"), TDX_V4_COLLATERAL).unwrap();
+    let err = super::collateral::CollateralSource::new(&twice)
+        .load()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("two collaterals for FMSPC b0c06f000000"),
+        "{err}"
+    );
+}
+
+/// Fails before issue 16: the in-process path stored a policy without measurements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_policy_refuses_a_policy_without_measurements() {
+    let f = fixture(|_| {}).await;
+    let err = f
+        .broker
+        .set_policy("default/models/m1", "allow_simulated = true\n")
+        .unwrap_err();
+    assert!(err.to_string().contains("measurements is missing"), "{err}");
+    f.broker
+        .set_policy(
+            "default/models/m1",
+            "measurements = \"any\"\ni_understand_this_accepts_any_guest = true\n",
+        )
+        .unwrap();
+}
+
+/// A policy stored before policies had to pin `measurements` is refused when the broker
+/// loads it, at start, naming the resource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_unpinned_policy_stops_the_broker_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("b"));
+    let running = broker::start(config.clone()).await.unwrap();
+    running.shutdown().await;
+    // What an older broker stored.
+    let db = crate::storage::Database::open_in(&config.data_dir).unwrap();
+    db.transaction(|tx| {
+        tx.execute(
+            "INSERT INTO broker_policies (path, policy, updated_at) VALUES (?1, ?2, 0)",
+            rusqlite::params!["default/models/old", "allow_simulated = true\n"],
+        )
+    })
+    .unwrap();
+    drop(db);
+    let Err(err) = broker::start(config).await else {
+        panic!("started with an unpinned stored policy")
+    };
+    let text = err.to_string();
+    assert!(
+        text.contains("default/models/old") && text.contains("measurements is missing"),
+        "{text}"
+    );
+}

@@ -4,6 +4,8 @@ use tonic::{Code, Status};
 
 use crate::engine::EngineError;
 use crate::guard::{GuardError, InputError};
+use crate::privacy::budget::BudgetError;
+use crate::privacy::subjects::SubjectError;
 
 /// Why a request was refused. Converted to a [`Status`] in exactly one place (the `From`
 /// impl below); messages never include inputs, outputs, keys or internal paths.
@@ -43,18 +45,28 @@ impl From<ApiError> for Status {
             ApiError::Precondition(_) => Code::FailedPrecondition,
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Internal(_) => Code::Internal,
+            // Every variant is named: a new refusal must choose its code here.
             ApiError::Guard(guard) => match guard {
                 GuardError::Unauthenticated(_) => Code::Unauthenticated,
                 GuardError::PermissionDenied(_) => Code::PermissionDenied,
                 GuardError::RateLimited { .. } => Code::ResourceExhausted,
-                _ => Code::Internal,
+                GuardError::InvalidConfig(_) | GuardError::Storage(_) | GuardError::Internal(_) => {
+                    Code::Internal
+                }
             },
             ApiError::Engine(engine) => match engine {
                 EngineError::UnknownModel(_) => Code::NotFound,
                 EngineError::Width { .. } => Code::InvalidArgument,
                 EngineError::QueueFull { .. } => Code::ResourceExhausted,
                 EngineError::ShuttingDown { .. } => Code::Unavailable,
-                _ => Code::Internal,
+                EngineError::Config(_)
+                | EngineError::Safetensors(_)
+                | EngineError::MissingTensor { .. }
+                | EngineError::Shape { .. }
+                | EngineError::Dtype { .. }
+                | EngineError::NonFinite { .. }
+                | EngineError::DuplicateModel(_)
+                | EngineError::Compute(_) => Code::Internal,
             },
         };
         if code == Code::Internal {
@@ -76,4 +88,42 @@ fn rate_limited(message: &str, retry_after: std::time::Duration) -> Status {
         status.metadata_mut().insert("retry-after-ms", v);
     }
     status
+}
+
+impl From<SubjectError> for ApiError {
+    fn from(e: SubjectError) -> Self {
+        match e {
+            SubjectError::Invalid(m) => ApiError::BadRequest(m),
+            e @ SubjectError::NoConsent { .. } => ApiError::Precondition(e.to_string()),
+            e @ SubjectError::Storage(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<BudgetError> for ApiError {
+    fn from(e: BudgetError) -> Self {
+        let now = crate::unix_now();
+        match e {
+            BudgetError::Exhausted {
+                ref principal,
+                needed,
+                remaining,
+                budget,
+                window_end,
+            } => ApiError::Guard(GuardError::RateLimited {
+                what: format!(
+                    "privacy budget of {principal} is exhausted: this request needs epsilon \
+                     {needed:.6} and {remaining:.6} of {budget} remains in this window"
+                ),
+                retry_after: std::time::Duration::from_secs((window_end - now).max(1) as u64),
+            }),
+            e @ BudgetError::SubjectExhausted { window_end, .. } => {
+                ApiError::Guard(GuardError::RateLimited {
+                    what: e.to_string(),
+                    retry_after: std::time::Duration::from_secs((window_end - now).max(1) as u64),
+                })
+            }
+            e @ BudgetError::Storage(_) => ApiError::Internal(e.to_string()),
+        }
+    }
 }

@@ -4,8 +4,10 @@
 //! messages into a [`PredictCall`] and hand it here, so that both run exactly the same
 //! guards, in the same order, with the same audit record and the same metrics:
 //!
-//! ready → authenticate → scope → model and version → purpose → validate input → rate
-//! limits (the only step that spends a counter; refunded if a later step fails) → engine.
+//! ready → authenticate → scope → model and version → purpose → consent → validate input →
+//! privacy charge → rate limits (an [`Admission`] that refunds itself unless committed) →
+//! privacy budget reservation → engine (batcher, screening) → release (output policy) →
+//! metrics → audit record. `docs/architecture.md` walks through it function by function.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,14 +23,12 @@ use tonic::metadata::MetadataMap;
 use crate::audit::{AuditLog, PredictEvent};
 use crate::engine::explain::{Attribution, ExplanationSpec, integrated_gradients};
 use crate::engine::{LoadedModel, OutputKind, Registry, ScreenAction, argmax_rows};
-use crate::guard::{
-    Admission, Credentials, Guard, GuardError, InputError, KeyRecord, Scope, validate_rows,
-};
+use crate::guard::{Admission, Credentials, Guard, InputError, KeyRecord, Scope, validate_rows};
 use crate::metrics::{Metrics, RequestSample, UNKNOWN_MODEL};
-use crate::privacy::budget::{BudgetError, BudgetStatus, Budgets, Reservation};
+use crate::privacy::budget::{BudgetStatus, Budgets, Reservation};
 use crate::privacy::policy::{Charge, PrivacyPolicy, Released};
 use crate::privacy::rng::ChaChaDpRng;
-use crate::privacy::subjects::{SubjectError, Subjects};
+use crate::privacy::subjects::Subjects;
 use crate::unix_now;
 
 pub mod error;
@@ -541,11 +541,7 @@ impl Pipeline {
                     record.subject = Some(pseudonym);
                     subject_budget = Some(budget_key);
                 }
-                Err(e @ SubjectError::NoConsent { .. }) => {
-                    return Err(ApiError::Precondition(e.to_string()));
-                }
-                Err(SubjectError::Invalid(m)) => return Err(ApiError::BadRequest(m)),
-                Err(e) => return Err(ApiError::Internal(e.to_string())),
+                Err(e) => return Err(e.into()),
             }
         }
         if call.shape.is_empty() && call.values.is_empty() {
@@ -598,38 +594,7 @@ impl Pipeline {
                     "a model with a privacy policy is served without budgets".into(),
                 ));
             };
-            match budgets.reserve_for(&key.principal, subject_budget.as_deref(), charge, now) {
-                Ok(r) => Some(r),
-                Err(BudgetError::Exhausted {
-                    principal,
-                    needed,
-                    remaining,
-                    budget,
-                    window_end,
-                }) => {
-                    return Err(ApiError::Guard(GuardError::RateLimited {
-                        what: format!(
-                            "privacy budget of {principal} is exhausted: this request needs \
-                             epsilon {needed:.6} and {remaining:.6} of {budget} remains in \
-                             this window"
-                        ),
-                        retry_after: std::time::Duration::from_secs(
-                            (window_end - now).max(1) as u64
-                        ),
-                    }));
-                }
-                Err(e @ BudgetError::SubjectExhausted { window_end, .. }) => {
-                    return Err(ApiError::Guard(GuardError::RateLimited {
-                        what: e.to_string(),
-                        retry_after: std::time::Duration::from_secs(
-                            (window_end - now).max(1) as u64
-                        ),
-                    }));
-                }
-                Err(e) => {
-                    return Err(ApiError::Internal(e.to_string()));
-                }
-            }
+            Some(budgets.reserve_for(&key.principal, subject_budget.as_deref(), charge, now)?)
         };
         // The admission refunds its day unit when dropped; the budget reservation is
         // handed back here.

@@ -45,33 +45,38 @@ impl Default for BudgetConfig {
     }
 }
 
+/// A privacy-budget setting outside its range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BudgetConfigError(String);
+
 impl BudgetConfig {
     /// Checks the ranges.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BudgetConfigError> {
         if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
-            return Err(format!(
+            return Err(BudgetConfigError(format!(
                 "privacy budget epsilon must be finite and > 0, got {}",
                 self.epsilon
-            ));
+            )));
         }
         if !(self.delta > 0.0 && self.delta < 1.0) {
-            return Err(format!(
+            return Err(BudgetConfigError(format!(
                 "privacy budget delta must be in (0, 1), got {}",
                 self.delta
-            ));
+            )));
         }
         if let Some(e) = self.subject_epsilon
             && !(e.is_finite() && e > 0.0)
         {
-            return Err(format!(
+            return Err(BudgetConfigError(format!(
                 "privacy budget subject_epsilon must be finite and > 0, got {e}"
-            ));
+            )));
         }
         if !(60..=366 * 86_400).contains(&self.window_seconds) {
-            return Err(format!(
+            return Err(BudgetConfigError(format!(
                 "privacy budget window_seconds must be 60 to 31622400, got {}",
                 self.window_seconds
-            ));
+            )));
         }
         Ok(())
     }

@@ -228,7 +228,7 @@ pub struct ServeConfig {
 impl ServeConfig {
     /// Validates the ranges and combinations.
     pub fn validate(&self) -> Result<(), ServerError> {
-        self.batch.validate().map_err(ServerError::Config)?;
+        self.batch.validate()?;
         if !(4096..=1 << 30).contains(&self.max_message_bytes) {
             return Err(ServerError::Config(format!(
                 "max_message_bytes must be 4096..=1073741824, got {}",
@@ -241,10 +241,7 @@ impl ServeConfig {
                 self.max_rows_per_request
             )));
         }
-        self.privacy
-            .budget
-            .validate()
-            .map_err(ServerError::Config)?;
+        self.privacy.budget.validate()?;
         self.audit.validate()?;
         for (id, spec) in &self.screening {
             spec.validate()

@@ -10,6 +10,12 @@ pub enum ServerError {
     /// A config value is unusable (the message names the setting).
     #[error("configuration: {0}")]
     Config(String),
+    /// A batching setting is out of range.
+    #[error("configuration: [batch]: {0}")]
+    Batch(#[from] crate::engine::batcher::BatchConfigError),
+    /// A privacy-budget setting is out of range.
+    #[error("configuration: [privacy.budget]: {0}")]
+    Budget(#[from] crate::privacy::budget::BudgetConfigError),
     /// The serving device could not be opened.
     #[error("--device {spec}: {source}")]
     Device {

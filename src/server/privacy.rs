@@ -6,7 +6,7 @@ use crate::audit::Event;
 use crate::guard::{GuardError, Scope};
 use crate::names::validate_name;
 use crate::pipeline::{ApiError, CallContext, Pipeline};
-use crate::privacy::subjects::{SubjectError, Subjects};
+use crate::privacy::subjects::Subjects;
 use crate::proto::confidant::v1 as pb;
 use crate::unix_now;
 
@@ -49,14 +49,6 @@ impl PrivacyService {
     }
 }
 
-fn subject_error(e: SubjectError) -> ApiError {
-    match e {
-        SubjectError::Invalid(m) => ApiError::BadRequest(m),
-        SubjectError::NoConsent { .. } => ApiError::Precondition(e.to_string()),
-        other => ApiError::Internal(other.to_string()),
-    }
-}
-
 /// The domain tag of erasure receipts.
 pub const ERASURE_DOMAIN: &[u8] = b"confidant.erasure.v1\0";
 
@@ -77,7 +69,7 @@ impl pb::privacy_server::Privacy for PrivacyService {
                 &req.source,
                 unix_now(),
             )
-            .map_err(subject_error)?;
+            .map_err(ApiError::from)?;
         self.audit(
             &actor,
             if rec.granted {
@@ -108,7 +100,7 @@ impl pb::privacy_server::Privacy for PrivacyService {
         let erased = self
             .subjects()?
             .forget(&req.subject, unix_now())
-            .map_err(subject_error)?;
+            .map_err(ApiError::from)?;
         self.audit(
             &actor,
             "subject.forget",

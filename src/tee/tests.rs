@@ -159,7 +159,7 @@ fn configfs_snp_report_maps_to_snp_evidence_and_verifies() {
     assert!(is_empty_dir(root.path()));
     // The evidence is genuine: it verifies at the vector's pinned time.
     let now = Timestamp::parse_rfc3339("2025-06-01T00:00:00Z").unwrap();
-    let verdict = verify(&evidence, None, &Policy::default(), now);
+    let verdict = verify(&evidence, None, &Policy::dangerous_authenticity_only(), now);
     assert!(verdict.is_accept(), "{:?}", verdict.failures);
     // And it survives the JSON round trip `attest report` performs.
     let json = evidence.to_json().unwrap();
@@ -304,12 +304,18 @@ fn simulated_evidence_carries_the_measurement_and_needs_allow_simulated() {
     let evidence = simulated.evidence(&report_data).unwrap();
     assert_eq!(evidence.tee(), TeeKind::Simulated);
     let now = Timestamp::parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
-    let rejected = verify(&evidence, None, &Policy::default(), now);
+    let want: [u8; 48] = Sha384::digest(b"a binary").into();
+    let mut production = Policy::default();
+    production.measurements = vec![want];
+    let rejected = verify(&evidence, None, &production, now);
     assert!(!rejected.is_accept());
-    let policy = Policy::from_toml("allow_simulated = true").unwrap();
+    let policy = Policy::from_toml(&format!(
+        "measurements = [\"{}\"]\nallow_simulated = true",
+        hex::encode(want)
+    ))
+    .unwrap();
     let verdict = verify(&evidence, None, &policy, now);
     assert!(verdict.is_accept(), "{:?}", verdict.failures);
-    let want: [u8; 48] = Sha384::digest(b"a binary").into();
     assert_eq!(verdict.measurement, Some(hex::encode(want)));
     assert_eq!(verdict.report_data, Some(hex::encode(report_data)));
 }

@@ -169,6 +169,21 @@ impl Server {
     pub fn logs(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
     }
+
+    /// The logs once they hold every one of `needles`, or as they are after `secs` seconds:
+    /// stderr is read by its own thread, so a line written before the server said it was
+    /// serving may not have been read yet when `start` returns.
+    #[allow(dead_code)]
+    pub fn logs_with(&self, needles: &[&str], secs: u64) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let logs = self.logs();
+            if needles.iter().all(|n| logs.contains(n)) || std::time::Instant::now() > deadline {
+                return logs;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Server {

@@ -188,3 +188,8 @@ impl TdxVector {
         Evidence::Tdx(TdxEvidence::new(quote.to_vec()).with_collateral(self.collateral()))
     }
 }
+
+/// Policy lines that accept any VMPL and any TCB, for twins that test one other rule.
+pub const ANY_VMPL_ANY_TCB: &str = "vmpls = [0, 1, 2, 3]\nmin_tcb = \"any\"\n";
+/// Policy lines that accept any guest, said in words.
+pub const ANY_GUEST: &str = "measurements = \"any\"\ni_understand_this_accepts_any_guest = true\n";

@@ -13,8 +13,13 @@
 //! claims; at each resource request the claims are judged under that resource's release
 //! policy (measurement, TCB floor, debug, allow_simulated) before the resource is decrypted.
 //! A resource without a policy is never released, and a caller the policy does not admit
-//! gets the same answer whether or not the resource exists. Every release and every refusal
+//! gets the same answer whether or not the resource exists. A policy that does not pin what
+//! it accepts is refused when it is set (and at start, if one was stored before), and every
+//! release under a deliberately open policy logs a warning. Every release and every refusal
 //! is logged with its reason.
+//!
+//! TDX quotes are judged with the broker's own collateral ([`BrokerConfig::tdx_collateral`],
+//! see [`super::collateral`]); collateral carried in the evidence is dropped unread.
 //!
 //! Nonces are single-use: a session attests once, and a challenge expires after
 //! [`BrokerConfig::challenge_ttl`]; an attested session expires after
@@ -50,9 +55,11 @@ use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 use zeroize::Zeroizing;
 
+use super::collateral::CollateralSource;
 use super::error::{BrokerError, BrokerStartError};
 use super::store::ResourceStore;
 use crate::storage::Database;
+pub(crate) use rcar::verify_integrity;
 use sessions::Sessions;
 pub use sessions::{MAX_SESSIONS, PeerLimits};
 
@@ -88,6 +95,9 @@ pub struct BrokerConfig {
     pub max_evidence_bytes: usize,
     /// What one peer, and all peers, may make the broker hold.
     pub limits: PeerLimits,
+    /// The broker's TDX collateral: a QuoteCollateralV3 JSON file or a directory of them,
+    /// re-read at each TDX verification. Without it TDX evidence is refused.
+    pub tdx_collateral: Option<PathBuf>,
 }
 
 impl BrokerConfig {
@@ -101,6 +111,7 @@ impl BrokerConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_evidence_bytes: DEFAULT_MAX_EVIDENCE_BYTES,
             limits: PeerLimits::default(),
+            tdx_collateral: None,
         }
     }
 
@@ -255,6 +266,22 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerStartErr
     let store =
         ResourceStore::new(db, &master).map_err(|e| BrokerStartError::Key(e.to_string()))?;
     drop(master);
+    // A policy stored before policies had to pin what they accept is refused here, at load,
+    // rather than at the first release.
+    if let Some((path, reason)) = store
+        .first_refused_policy()
+        .map_err(|e| BrokerStartError::Key(e.to_string()))?
+    {
+        return Err(BrokerStartError::StoredPolicy { path, reason });
+    }
+    if let Some(path) = &config.tdx_collateral {
+        let set = CollateralSource::new(path).load()?;
+        tracing::info!(
+            path = %path.display(),
+            platforms = set.len(),
+            "broker: TDX collateral loaded (re-read at each TDX verification)"
+        );
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(io(format!("listen on {}", config.listen)))?;

@@ -11,7 +11,9 @@ use axum::http::{HeaderMap, Response, StatusCode, Uri};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use confidant_attestation::policy::TDX_STATUSES;
-use confidant_attestation::{Evidence, Policy, TeeKind, Verdict, verify_and_keep};
+use confidant_attestation::{
+    Appraised, Evidence, Policy, TeeKind, Timestamp, Verdict, verify_and_keep,
+};
 use ring::rand::SecureRandom as _;
 use ring::signature::KeyPair as _;
 use subtle::ConstantTimeEq as _;
@@ -21,7 +23,8 @@ use super::http::{
     session_id, session_tag, set_cookie,
 };
 use super::sessions::{Attested, NoChallenge, Peer};
-use super::{MAX_AUTH_BODY_BYTES, MAX_CERT_ENTRIES, Shared};
+use super::{BrokerConfig, MAX_AUTH_BODY_BYTES, MAX_CERT_ENTRIES, Shared};
+use crate::keys::collateral::for_evidence;
 use crate::keys::error::BrokerError;
 use crate::keys::jwe;
 use crate::keys::protocol::{
@@ -168,23 +171,8 @@ async fn attest_inner(
     )
     .map_err(|e| BrokerError::BadRequest(e.to_string()))?;
     let expected = report_data(&digest);
-    // Integrity only: signatures, chain, report_data. The release policy is judged per
-    // resource.
-    let mut base = Policy::default();
-    base.dangerous_allow_simulated = true;
-    base.allow_debug = true;
-    base.allow_migration_agent = true;
-    base.tdx_statuses = TDX_STATUSES.iter().map(|s| (*s).to_owned()).collect();
-    base.report_data = Some(expected);
-    let (verdict, appraised) = verify_and_keep(&evidence, None, &base, now_timestamp());
-    let Some(appraised) = appraised.filter(|_| verdict.is_accept()) else {
-        return Err(BrokerError::Attestation(format!(
-            "evidence rejected: {}",
-            failures(&verdict)
-        )));
-    };
-    // The evidence itself (report, certificates, quote) is not kept: only the claims.
-    drop(evidence);
+    let (appraised, verdict) =
+        verify_integrity(&state.config, evidence, &expected, now_timestamp())?;
     let token = issue_token(state, &verdict, &request)?;
     tracing::info!(
         session = session_tag(id),
@@ -208,6 +196,35 @@ async fn attest_inner(
     let mut response = json_response(StatusCode::OK, body);
     set_cookie(&mut response, id, state.config.session_ttl)?;
     Ok(response)
+}
+
+/// The attest step's check: integrity only (signatures, chain, dates, report_data binding
+/// the runtime data), under a permissive base policy; the release policy is judged per
+/// resource on the claims kept. Collateral the attester carries is dropped: TDX quotes are
+/// judged with the broker's own. Returns what the session keeps (the verified claims, not
+/// the evidence), and the verdict.
+pub(crate) fn verify_integrity(
+    config: &BrokerConfig,
+    evidence: Evidence,
+    expected_report_data: &[u8; 64],
+    now: Timestamp,
+) -> Result<(Appraised, Verdict), BrokerError> {
+    let evidence = evidence.without_tdx_collateral();
+    let collateral = for_evidence(config.tdx_collateral.as_deref(), &evidence)?;
+    let mut base = Policy::dangerous_authenticity_only();
+    base.dangerous_allow_simulated = true;
+    base.allow_debug = true;
+    base.allow_migration_agent = true;
+    base.tdx_statuses = TDX_STATUSES.iter().map(|s| (*s).to_owned()).collect();
+    base.report_data = Some(*expected_report_data);
+    let (verdict, appraised) = verify_and_keep(&evidence, collateral.as_ref(), &base, now);
+    match appraised.filter(|_| verdict.is_accept()) {
+        Some(appraised) => Ok((appraised, verdict)),
+        None => Err(BrokerError::Attestation(format!(
+            "evidence rejected: {}",
+            failures(&verdict)
+        ))),
+    }
 }
 
 /// Reads `primary_evidence`: this crate's tagged evidence, or Trustee's untagged SNP/TDX
@@ -337,6 +354,7 @@ fn resource_inner(
             reason: reason.into(),
         });
     };
+    let open = release.policy.deliberately_open();
     let mut policy = release.policy;
     policy.report_data = Some(session.report_data);
     let verdict = session.appraised.judge(&policy, now_timestamp());
@@ -355,6 +373,14 @@ fn resource_inner(
         path: path.to_owned(),
         reason: format!("cannot encrypt to the TEE key: {e}"),
     })?;
+    if !open.is_empty() {
+        tracing::warn!(
+            session = session_tag(id),
+            path,
+            accepts = open.join("; "),
+            "broker: the release policy is deliberately open"
+        );
+    }
     tracing::info!(
         session = session_tag(id),
         path,

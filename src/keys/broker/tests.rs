@@ -48,7 +48,7 @@ fn open(s: &Sessions, p: Peer, id: &str, now: Instant) {
 fn attested() -> Attested {
     let tee = confidant_attestation::SimulatedTee::shared().unwrap();
     let evidence = tee.attest(&[0; 64], &[1; 48]).unwrap();
-    let mut base = confidant_attestation::Policy::default();
+    let mut base = confidant_attestation::Policy::dangerous_authenticity_only();
     base.dangerous_allow_simulated = true;
     let (verdict, appraised) = confidant_attestation::verify_and_keep(
         &evidence,
