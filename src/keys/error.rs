@@ -143,7 +143,9 @@ impl BrokerError {
         match self {
             Self::Internal(_) => "internal error; see the broker's log".to_owned(),
             Self::PolicyDeny { path, .. } => format!(
-                "policy denied {path}: the resource is not released to this session (no                  release policy admits its evidence, or there is no such resource); the                  broker's log says why"
+                "policy denied {path}: the resource is not released to this session (no \
+                 release policy admits its evidence, or there is no such resource); the \
+                 broker's log says why"
             ),
             other => other.to_string(),
         }
