@@ -59,6 +59,7 @@ use super::collateral::CollateralSource;
 use super::error::{BrokerError, BrokerStartError};
 use super::store::ResourceStore;
 use crate::storage::Database;
+#[cfg(test)]
 pub(crate) use rcar::verify_integrity;
 use sessions::Sessions;
 pub use sessions::{MAX_SESSIONS, PeerLimits};
