@@ -17,7 +17,9 @@ use criterion::Criterion;
 
 #[allow(clippy::expect_used)]
 fn bench(c: &mut Criterion) {
-    confidant::secure::pin_thread_count();
+    // SAFETY: criterion has started no thread before its first benchmark function.
+    #[allow(unsafe_code)]
+    let _ = unsafe { confidant::secure::pin_thread_count() };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -40,6 +42,7 @@ fn bench(c: &mut Criterion) {
         screening: Default::default(),
         privacy: Default::default(),
         audit: Default::default(),
+        explain: Default::default(),
         unguarded_benchmark_baseline: false,
         device: confidant::gpu::DeviceSpec::Cpu,
         gpu_load: confidant::gpu::LoadPath::Staged,

@@ -16,7 +16,9 @@ use hyper::Method;
 
 #[allow(clippy::expect_used)]
 fn bench(c: &mut Criterion) {
-    confidant::secure::pin_thread_count();
+    // SAFETY: criterion has started no thread before its first benchmark function.
+    #[allow(unsafe_code)]
+    let _ = unsafe { confidant::secure::pin_thread_count() };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

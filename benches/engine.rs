@@ -128,7 +128,9 @@ fn bench_batcher(c: &mut Criterion) {
 fn main() {
     // Before any thread exists (criterion, rayon, candle, the batcher): fixes
     // RAYON_NUM_THREADS so that candle does not re-read /proc on every matmul.
-    let threads = confidant::secure::pin_thread_count();
+    // SAFETY: the first statement of `main`: no other thread exists yet.
+    #[allow(unsafe_code)]
+    let threads = unsafe { confidant::secure::pin_thread_count() };
     eprintln!("engine bench: {threads} rayon threads");
     let mut c = Criterion::default().configure_from_args();
     bench_forward(&mut c);

@@ -77,6 +77,7 @@ async fn start(dir: &std::path::Path, unguarded: bool) -> Target {
                 .unwrap_or(confidant::audit::DEFAULT_GROUP_COMMIT_MS),
             ..Default::default()
         },
+        explain: Default::default(),
         unguarded_benchmark_baseline: unguarded,
         device: confidant::gpu::DeviceSpec::Cpu,
         gpu_load: confidant::gpu::LoadPath::Staged,
@@ -157,7 +158,9 @@ async fn window(clients: &[Client], length: Duration) -> f64 {
 
 fn main() {
     // As the binary does: fix candle's thread count before any thread exists.
-    confidant::secure::pin_thread_count();
+    // SAFETY: the first statement of `main`: no other thread exists yet.
+    #[allow(unsafe_code)]
+    let _ = unsafe { confidant::secure::pin_thread_count() };
     let full = std::env::args().any(|a| a == "--bench");
     let pairs_env = std::env::var("GUARDS_BENCH_PAIRS")
         .ok()

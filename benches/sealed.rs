@@ -201,7 +201,9 @@ fn bench_decrypt(c: &mut Criterion) {
 
 fn main() {
     // Before any thread exists (criterion, rayon, candle): fixes RAYON_NUM_THREADS.
-    let threads = confidant::secure::pin_thread_count();
+    // SAFETY: the first statement of `main`: no other thread exists yet.
+    #[allow(unsafe_code)]
+    let threads = unsafe { confidant::secure::pin_thread_count() };
     eprintln!("sealed bench: {threads} rayon threads");
     let mut c = Criterion::default().configure_from_args();
     bench_decrypt(&mut c);

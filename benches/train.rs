@@ -143,7 +143,9 @@ fn interleaved(data: &Dataset, batch: usize, pairs: usize) {
 }
 
 fn main() {
-    let threads = confidant::secure::pin_thread_count();
+    // SAFETY: the first statement of `main`: no other thread exists yet.
+    #[allow(unsafe_code)]
+    let threads = unsafe { confidant::secure::pin_thread_count() };
     eprintln!("train bench: {threads} rayon threads (the trainer itself is single-threaded)");
     let data = digits();
     // `cargo bench` passes --bench; `cargo test --benches` (the CI smoke run) does not, and

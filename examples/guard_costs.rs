@@ -23,7 +23,9 @@ fn time(name: &str, n: u32, mut f: impl FnMut()) {
 }
 
 fn main() -> anyhow::Result<()> {
-    confidant::secure::pin_thread_count();
+    // SAFETY: the first statement of `main`: no other thread exists yet.
+    #[allow(unsafe_code)]
+    let _ = unsafe { confidant::secure::pin_thread_count() };
     let dir = tempfile::tempdir()?;
     let db = Arc::new(confidant::storage::Database::open_in(dir.path())?);
     let guard = Guard::new(

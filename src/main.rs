@@ -8,9 +8,15 @@ mod cli;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    // Before any thread exists: fix the thread count candle and rayon will use.
-    let threads = confidant::secure::pin_thread_count();
+    // SAFETY: the first statement of `main`: no other thread exists yet, so nothing reads
+    // the environment while `pin_thread_count` writes it.
+    #[allow(unsafe_code)]
+    let threads = unsafe { confidant::secure::pin_thread_count() };
     let args = <cli::args::Cli as clap::Parser>::parse();
+    if !args.command.is_server() {
+        // Output to a closed pipe (`confidant inspect … | head`) ends the command quietly.
+        confidant::secure::restore_default_sigpipe();
+    }
     cli::init_logging(args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -672,7 +672,7 @@ fn bad_flags_are_refused_precisely() {
         ),
         (
             vec!["attest", "verify", "--at", at],
-            "<--evidence <FILE>|--snp-report <FILE>|--tdx-quote <FILE>>",
+            "<--evidence <FILE>|--snp-report <FILE>|--tdx-quote <FILE>|--gpu-evidence <FILE>>",
         ),
         (
             vec![
@@ -847,4 +847,318 @@ fn garbage_evidence_is_a_reject_verdict() {
         &[],
     ));
     assert_verdict(&run, false, &["evidence_format"], "garbage");
+}
+
+/// An NVIDIA GPU vector in attestation/tests/data/nvidia.
+struct GpuCase {
+    dir: &'static str,
+    rims: &'static [&'static str],
+}
+
+const GPU_CASES: [GpuCase; 2] = [
+    GpuCase {
+        dir: "hopper-h100-545.00-nvtrust",
+        rims: &[
+            "rim-driver-545.00.swidtag",
+            "rim-vbios-96.00.5E.00.01.swidtag",
+        ],
+    },
+    GpuCase {
+        dir: "blackwell-gb100-575.32-asdk",
+        rims: &[],
+    },
+];
+
+impl GpuCase {
+    fn file(&self, name: &str) -> String {
+        path_str(&data().join("nvidia").join(self.dir).join(name))
+    }
+
+    fn expected(&self) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(self.file("expected.json")).unwrap()).unwrap()
+    }
+
+    fn args(&self, report: &str, rims: bool, nonce: &str, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = ["attest", "verify", "--gpu-evidence", report, "--gpu-chain"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        args.push(self.file("chain.pem"));
+        if rims {
+            for rim in self.rims {
+                args.extend(["--rim".to_owned(), self.file(rim)]);
+            }
+        }
+        args.extend(["--nonce".to_owned(), nonce.to_owned()]);
+        args.extend([
+            "--at".to_owned(),
+            self.expected()["at"].as_str().unwrap().to_owned(),
+        ]);
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    }
+
+    fn nonce(&self) -> String {
+        self.expected()["nonce"].as_str().unwrap().to_owned()
+    }
+}
+
+#[test]
+fn gpu_vectors_get_their_expected_verdicts() {
+    for case in &GPU_CASES {
+        let expected = case.expected();
+        for report in ["report.bin", "report.hex"] {
+            let context = format!("{} {report}", case.dir);
+            let run = confidant(&case.args(&case.file(report), true, &case.nonce(), &[]));
+            assert_verdict(&run, true, &[], &context);
+            let v = run.json();
+            assert_eq!(v["tee"], "nvidia_gpu", "{context}");
+            assert_eq!(v["report_data"], expected["nonce"], "{context}");
+            assert_eq!(v["claims"]["format"], "nvidia_gpu", "{context}");
+            assert_eq!(v["claims"]["checks"], expected["checks"], "{context}");
+            assert_eq!(v["claims"]["first_failure"], Value::Null, "{context}");
+            let gpu = &v["claims"]["gpu"];
+            assert_eq!(
+                gpu["driver_version"], expected["driver_version"],
+                "{context}"
+            );
+            assert_eq!(gpu["vbios_version"], expected["vbios_version"], "{context}");
+            let notes = v["claims"]["notes"].to_string();
+            assert!(
+                notes.contains("revocation (OCSP): not_checked"),
+                "{context}: {notes}"
+            );
+            assert_eq!(
+                notes.contains("measurements not compared"),
+                case.rims.is_empty(),
+                "{context}: {notes}"
+            );
+        }
+    }
+    // Hopper without its RIMs: authenticity only, and the verdict says so.
+    let hopper = &GPU_CASES[0];
+    let run = confidant(&hopper.args(&hopper.file("report.bin"), false, &hopper.nonce(), &[]));
+    assert_verdict(&run, true, &[], "hopper without RIMs");
+    let v = run.json();
+    assert_eq!(v["claims"]["checks"].as_object().unwrap().len(), 5);
+    assert!(
+        v["claims"]["notes"]
+            .to_string()
+            .contains("measurements not compared")
+    );
+    assert_eq!(v["debug"], Value::Null);
+}
+
+#[test]
+fn gpu_reject_twins_through_the_cli() {
+    let hopper = &GPU_CASES[0];
+    let tmp = tempfile::tempdir().unwrap();
+    // Wrong nonce.
+    let mut nonce = hopper.nonce();
+    nonce.replace_range(0..2, "00");
+    let run = confidant(&hopper.args(&hopper.file("report.bin"), true, &nonce, &[]));
+    assert_verdict(&run, false, &["nonce"], "wrong nonce");
+    assert_eq!(run.json()["claims"]["first_failure"], "nonce");
+    // A byte after the signature, raw and hex.
+    let mut report = std::fs::read(hopper.file("report.bin")).unwrap();
+    report.push(0);
+    let trailing = tmp.path().join("trailing.bin");
+    std::fs::write(&trailing, &report).unwrap();
+    let run = confidant(&hopper.args(&path_str(&trailing), true, &hopper.nonce(), &[]));
+    assert_verdict(&run, false, &["report_parsed"], "trailing byte");
+    let trailing_hex = tmp.path().join("trailing.hex");
+    std::fs::write(&trailing_hex, hex::encode(&report)).unwrap();
+    let run = confidant(&hopper.args(&path_str(&trailing_hex), true, &hopper.nonce(), &[]));
+    assert_verdict(&run, false, &["report_parsed"], "trailing byte, hex");
+    // A tampered RIM.
+    let rim = std::fs::read_to_string(hopper.file(hopper.rims[0]))
+        .unwrap()
+        .replacen(
+            "index=\"7\" active=\"True\"",
+            "index=\"7\" active=\"False\"",
+            1,
+        );
+    let tampered = tmp.path().join("rim.swidtag");
+    std::fs::write(&tampered, rim).unwrap();
+    let mut args = hopper.args(&hopper.file("report.bin"), false, &hopper.nonce(), &[]);
+    args.extend([
+        "--rim".to_owned(),
+        path_str(&tampered),
+        "--rim".to_owned(),
+        hopper.file(hopper.rims[1]),
+    ]);
+    let run = confidant(&args);
+    assert_verdict(&run, false, &["rim_driver_signature"], "tampered RIM");
+    // The Blackwell evidence with the Hopper RIMs.
+    let blackwell = &GPU_CASES[1];
+    let mut args = blackwell.args(
+        &blackwell.file("report.hex"),
+        false,
+        &blackwell.nonce(),
+        &[],
+    );
+    for rim in hopper.rims {
+        args.extend(["--rim".to_owned(), hopper.file(rim)]);
+    }
+    let run = confidant(&args);
+    assert_verdict(
+        &run,
+        false,
+        &[
+            "rim_driver_version_match",
+            "rim_driver_product_match",
+            "rim_vbios_version_match",
+            "rim_vbios_product_match",
+            "measurements_match",
+        ],
+        "RIMs for another GPU",
+    );
+    // Before the chain is valid.
+    let mut args = hopper.args(&hopper.file("report.bin"), false, &hopper.nonce(), &[]);
+    let at = args.iter().position(|a| a == "--at").unwrap() + 1;
+    args[at] = "2022-01-01T00:00:00Z".to_owned();
+    let run = confidant(&args);
+    assert_verdict(&run, false, &["cert_chain"], "before the chain");
+}
+
+#[test]
+fn gpu_policies_through_the_cli() {
+    let hopper = &GPU_CASES[0];
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path_str(&path)
+    };
+    // Every policy must pin the CPU measurement, or say in words that it does not.
+    let cpu = "measurements = \"any\"\ni_understand_this_accepts_any_guest = true\n";
+    let cc_on = write(
+        "cc.toml",
+        &format!("{cpu}[gpu]\ncc_mode = \"on\"\ndriver_versions = [\"545.00\"]\n"),
+    );
+    let no_gpu = write("cpu.toml", cpu);
+    let ocsp = write(
+        "ocsp.toml",
+        &format!("{cpu}[gpu]\ncc_mode = \"any\"\nrequire_ocsp = true\n"),
+    );
+    let old_driver = write(
+        "old.toml",
+        &format!("{cpu}[gpu]\ndriver_versions = [\"535.86\"]\n"),
+    );
+    let report = hopper.file("report.bin");
+    let nonce = hopper.nonce();
+
+    let run = confidant(&hopper.args(&report, true, &nonce, &["--policy", &cc_on]));
+    assert_verdict(&run, true, &[], "cc_mode on with RIMs");
+    assert_eq!(run.json()["debug"], false);
+    let run = confidant(&hopper.args(&report, false, &nonce, &["--policy", &cc_on]));
+    assert_verdict(&run, false, &["gpu_cc_mode"], "cc_mode on without RIMs");
+    let run = confidant(&hopper.args(&report, true, &nonce, &["--policy", &no_gpu]));
+    assert_verdict(&run, false, &["gpu_policy"], "policy without [gpu]");
+    let run = confidant(&hopper.args(&report, true, &nonce, &["--policy", &ocsp]));
+    assert_verdict(&run, false, &["ocsp"], "OCSP required, none given");
+    let run = confidant(&hopper.args(&report, true, &nonce, &["--policy", &old_driver]));
+    assert_verdict(&run, false, &["gpu_driver_version"], "driver not allowed");
+}
+
+#[test]
+fn gpu_flags_are_refused_precisely() {
+    let hopper = &GPU_CASES[0];
+    let report = hopper.file("report.bin");
+    let chain = hopper.file("chain.pem");
+    let at = "2025-01-01T00:00:00Z";
+    let nonce = hopper.nonce();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "attest",
+                "verify",
+                "--gpu-evidence",
+                &report,
+                "--gpu-chain",
+                &chain,
+                "--at",
+                at,
+            ],
+            "--nonce <HEX>",
+        ),
+        (
+            vec![
+                "attest",
+                "verify",
+                "--gpu-evidence",
+                &report,
+                "--nonce",
+                &nonce,
+                "--at",
+                at,
+            ],
+            "--gpu-chain <FILE>",
+        ),
+        (
+            vec![
+                "attest",
+                "verify",
+                "--gpu-evidence",
+                &report,
+                "--gpu-chain",
+                &chain,
+                "--nonce",
+                "abcd",
+                "--at",
+                at,
+            ],
+            "2 bytes, expected 32",
+        ),
+        (
+            vec![
+                "attest",
+                "verify",
+                "--gpu-chain",
+                &chain,
+                "--nonce",
+                &nonce,
+                "--at",
+                at,
+            ],
+            "--gpu-evidence <FILE>",
+        ),
+        (
+            vec![
+                "attest",
+                "verify",
+                "--gpu-evidence",
+                &report,
+                "--gpu-chain",
+                &chain,
+                "--nonce",
+                &nonce,
+                "--at",
+                at,
+                "--allow-debug",
+            ],
+            "apply to CPU evidence",
+        ),
+        (
+            vec![
+                "attest",
+                "verify",
+                "--gpu-evidence",
+                "/nonexistent/report.bin",
+                "--gpu-chain",
+                &chain,
+                "--nonce",
+                &nonce,
+                "--at",
+                at,
+            ],
+            "--gpu-evidence /nonexistent/report.bin: cannot read",
+        ),
+    ];
+    for (args, message) in cases {
+        let run = confidant(&args);
+        assert_ne!(run.code, 0, "{args:?}");
+        assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout);
+        assert!(run.stderr.contains(message), "{args:?}: {}", run.stderr);
+    }
 }

@@ -133,13 +133,20 @@ async fn the_client_sends_nothing_until_the_evidence_and_its_binding_verify() {
     assert_eq!(predictions_seen(&server), 1.0);
 }
 
+fn self_signed() -> rcgen::CertifiedKey<rcgen::KeyPair> {
+    rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap()
+}
+
 /// A relay that terminates TLS with its own key and forwards everything, attestation
 /// included, to the real server over a second TLS connection.
 async fn start_mitm(upstream: String) -> String {
+    start_relay(upstream, &self_signed()).await
+}
+
+/// A relay that terminates TLS with the key `ck` and forwards everything to `upstream`.
+async fn start_relay(upstream: String, ck: &rcgen::CertifiedKey<rcgen::KeyPair>) -> String {
     use tokio::net::{TcpListener, TcpStream};
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap();
     let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
     let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -239,4 +246,44 @@ async fn a_tls_terminating_relay_is_caught_by_the_channel_binding() {
     connect_attested(&server.addr, &policy(&m, true))
         .await
         .unwrap();
+}
+
+/// Before the change, a server given its TLS key by the operator (`--tls-cert/--tls-key`)
+/// bound that key into its evidence, so a relay holding a copy of the key, terminating TLS
+/// and forwarding `GetEvidence`, passed every client check. Now the server refuses
+/// `GetEvidence` (FAILED_PRECONDITION) for a key born outside the process, and a client with
+/// an ordinary policy refuses it, through the relay and directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_tls_key_came_from_the_operator_is_refused_even_through_a_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = self_signed();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let server = Server::start(&[
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let m = measurement();
+    // The relay presents the operator's key: the very key the server would have bound.
+    let relay = start_relay(server.addr.clone(), &ck).await;
+    for addr in [&relay, &server.addr] {
+        let msg = refusal(
+            connect_attested(addr, &policy(&m, true))
+                .await
+                .err()
+                .expect("refused"),
+        );
+        assert!(msg.contains("gives no evidence"), "{msg}");
+        assert!(msg.contains("--tls-cert"), "{msg}");
+    }
+    assert_eq!(predictions_seen(&server), 0.0);
+    assert!(
+        server.logs().contains("GetEvidence is refused"),
+        "the server says so at start"
+    );
 }

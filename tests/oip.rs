@@ -473,3 +473,82 @@ async fn tensor_names_come_from_the_signed_config() {
         .concat();
     assert_eq!(decode_raw_output(&resp), want);
 }
+
+/// Before the change, the model name of a request was copied into the audit record and the
+/// NOT_FOUND message before any rate limit, and tensor names, datatypes, shapes and the
+/// request id went back in messages (or the response) at whatever length they came. Now
+/// each is checked against its bound first and refused with INVALID_ARGUMENT, echoed by
+/// length only, and the audit log does not grow with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_chosen_names_are_bounded_before_they_are_echoed_or_audited() {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    let server = Server::start(&["--data-dir", data.to_str().unwrap(), "--rpm", "1"]);
+    let key = server.api_key.clone().unwrap();
+    let mut c = oip(&server).await;
+    let rows = vec![confidant::demo::SAMPLE_ROW.to_vec()];
+    let huge = "x".repeat(512 * 1024);
+    let short = |s: tonic::Status| {
+        assert_eq!(
+            s.code(),
+            Code::InvalidArgument,
+            "{}",
+            &s.message()[..200.min(s.message().len())]
+        );
+        assert!(
+            s.message().len() < 300,
+            "{} bytes echoed",
+            s.message().len()
+        );
+        assert!(!s.message().contains("xxxx"));
+    };
+    for _ in 0..5 {
+        short(
+            c.model_infer(authed(raw_request(&huge, &rows), &key))
+                .await
+                .unwrap_err(),
+        );
+    }
+    let mut r = raw_request("demo", &rows);
+    r.model_version = huge.clone();
+    short(c.model_infer(authed(r, &key)).await.unwrap_err());
+    let mut r = raw_request("demo", &rows);
+    r.id = huge.clone();
+    short(c.model_infer(authed(r, &key)).await.unwrap_err());
+    let mut r = raw_request("demo", &rows);
+    r.inputs[0].name = huge.clone();
+    short(c.model_infer(authed(r, &key)).await.unwrap_err());
+    let mut r = raw_request("demo", &rows);
+    r.inputs[0].datatype = huge.clone();
+    short(c.model_infer(authed(r, &key)).await.unwrap_err());
+    let mut r = raw_request("demo", &rows);
+    r.outputs = vec![pb::model_infer_request::InferRequestedOutputTensor {
+        name: huge.clone(),
+        ..Default::default()
+    }];
+    short(c.model_infer(authed(r, &key)).await.unwrap_err());
+    let mut r = raw_request("demo", &rows);
+    r.inputs[0].shape = vec![1; 100_000];
+    short(c.model_infer(authed(r, &key)).await.unwrap_err());
+    short(
+        c.model_metadata(authed(
+            pb::ModelMetadataRequest {
+                name: huge.clone(),
+                version: String::new(),
+            },
+            &key,
+        ))
+        .await
+        .unwrap_err(),
+    );
+    // A lawful request still passes (the refusals above spent no rate unit).
+    c.model_infer(authed(raw_request("demo", &rows), &key))
+        .await
+        .unwrap();
+    assert!(server.stop().success());
+    let audit: u64 = std::fs::read_dir(data.join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(audit < 64 * 1024, "the audit log grew to {audit} bytes");
+}

@@ -745,3 +745,69 @@ key_file = "{k2}"
         stderr(&out)
     );
 }
+
+/// Runs `confidant ARGS` with its stdout a pipe whose reading end is already closed (as
+/// `confidant … | head` leaves it), and returns the exit status and stderr.
+fn run_into_closed_pipe(args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(common::bin())
+        .args(args)
+        .env_remove("CONFIDANT_DATA_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (child.wait().unwrap(), err)
+}
+
+/// Before the change, `confidant inspect … | head` panicked on the closed pipe ("failed
+/// printing to stdout: Broken pipe", exit 101). Now a command whose output pipe closes ends
+/// quietly, as other Unix tools do (by SIGPIPE, with nothing on stderr).
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tmp();
+    let d = dir.path();
+    let p = |name: &str| d.join(name).to_str().unwrap().to_string();
+    let fx = fixtures().join("mlp");
+    assert!(confidant(&["keygen", "--out", &p("keys")]).status.success());
+    let out = confidant(&[
+        "seal",
+        "--weights",
+        fx.join("weights.safetensors").to_str().unwrap(),
+        "--config",
+        fx.join("softmax.json").to_str().unwrap(),
+        "--signing-key",
+        &p("keys/publisher.key"),
+        "--out",
+        &p("m.sealed"),
+        "--key-out",
+        &p("m.dek"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (sealed, public) = (p("m.sealed"), p("keys/publisher.pub"));
+    for args in [
+        vec![
+            "inspect",
+            sealed.as_str(),
+            "--publisher-key",
+            public.as_str(),
+        ],
+        vec!["attest", "measurement"],
+    ] {
+        let (status, err) = run_into_closed_pipe(&args);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            status.success() || status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {status}: {err}"
+        );
+    }
+}

@@ -80,6 +80,9 @@ pub enum Claims {
     Snp(Box<SnpClaims>),
     /// From a TDX quote.
     Tdx(Box<TdxClaims>),
+    /// From NVIDIA GPU evidence: every check and the GPU's claims.
+    #[serde(rename = "nvidia_gpu")]
+    NvidiaGpu(Box<crate::nvidia::GpuVerdictClaims>),
 }
 
 /// An SEV-SNP `TCB_VERSION` (SEV-SNP ABI, Table 3), decoded for the report's CPU generation.

@@ -38,6 +38,9 @@ pub enum TeeKind {
     Tdx,
     /// The simulated TEE for development machines: no hardware trust at all.
     Simulated,
+    /// An NVIDIA GPU in confidential-computing mode (see [`crate::nvidia`]).
+    #[serde(rename = "nvidia_gpu")]
+    NvidiaGpu,
 }
 
 impl fmt::Display for TeeKind {
@@ -46,6 +49,7 @@ impl fmt::Display for TeeKind {
             Self::Snp => "snp",
             Self::Tdx => "tdx",
             Self::Simulated => "simulated",
+            Self::NvidiaGpu => "nvidia_gpu",
         })
     }
 }

@@ -52,6 +52,7 @@
 pub mod claims;
 pub mod error;
 pub mod evidence;
+pub mod nvidia;
 pub mod policy;
 pub mod simulated;
 pub mod snp;
@@ -64,6 +65,7 @@ pub use error::Error;
 pub use evidence::{
     CertTableEntry, CertType, Evidence, SnpEvidence, TdxCollateral, TdxEvidence, TeeKind,
 };
+pub use nvidia::{GpuCheck, GpuClaims, GpuEvidence, GpuReferences, GpuVerdict, verify_gpu};
 pub use policy::{MinTcb, Policy};
 pub use simulated::SimulatedTee;
 pub use tdx::TdxCollateralSet;

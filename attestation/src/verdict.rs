@@ -81,6 +81,47 @@ pub enum Check {
     TcbEvaluationDataNumber,
     /// The evidence is not older than the policy's maximum age.
     EvidenceAge,
+    /// GPU: the SPDM report parses exactly (no byte after the signature).
+    ReportParsed,
+    /// GPU: the report's FWID equals the leaf certificate's.
+    FwidMatchesLeafCert,
+    /// GPU: the device chain reaches the pinned NVIDIA Device Identity CA.
+    CertChain,
+    /// GPU: the report's nonce is the verifier's.
+    Nonce,
+    /// GPU: the driver RIM's XML signature verifies.
+    RimDriverSignature,
+    /// GPU: the driver RIM's signer chain reaches the pinned NVIDIA RIM root.
+    RimDriverCertChain,
+    /// GPU: the driver RIM is for the report's driver version.
+    RimDriverVersionMatch,
+    /// GPU: the driver RIM is for the report's chip.
+    RimDriverProductMatch,
+    /// GPU: the VBIOS RIM's XML signature verifies.
+    RimVbiosSignature,
+    /// GPU: the VBIOS RIM's signer chain reaches the pinned NVIDIA RIM root.
+    RimVbiosCertChain,
+    /// GPU: the VBIOS RIM is for the report's VBIOS version.
+    RimVbiosVersionMatch,
+    /// GPU: the VBIOS RIM is for the report's chip.
+    RimVbiosProductMatch,
+    /// GPU: no index is active in both RIMs.
+    RimIndexConflictFree,
+    /// GPU: every active golden measurement matches.
+    MeasurementsMatch,
+    /// GPU: supplied OCSP responses verify and revoke nothing (and, when the policy
+    /// requires OCSP, every certificate has a good status).
+    Ocsp,
+    /// GPU policy: a `[gpu]` section exists to judge GPU evidence at all.
+    GpuPolicy,
+    /// GPU policy `cc_mode = "on"`: RIMs compared and every golden measurement matched.
+    GpuCcMode,
+    /// GPU policy: the driver version is allowed.
+    GpuDriverVersion,
+    /// GPU policy: the VBIOS version is allowed.
+    GpuVbiosVersion,
+    /// GPU policy: the GPU mode (SPT, MPT, PPCIE) is allowed.
+    GpuMode,
 }
 
 impl fmt::Display for Check {
@@ -144,9 +185,10 @@ pub struct Verdict {
     pub product: Option<Product>,
     /// SNP measurement or TDX MRTD, hex.
     pub measurement: Option<String>,
-    /// report_data, hex.
+    /// report_data, hex (GPU evidence: the request nonce).
     pub report_data: Option<String>,
-    /// Whether the guest is debuggable.
+    /// Whether the guest is debuggable (GPU evidence: `false` only when every golden
+    /// measurement matched, else unknown).
     pub debug: Option<bool>,
     /// The TCB, summarized.
     pub tcb: Option<TcbSummary>,
@@ -196,6 +238,13 @@ impl Verdict {
                     advisory_ids: c.advisory_ids.clone(),
                     tee_tcb_svn: hex::encode(c.tee_tcb_svn),
                 }),
+            ),
+            Some(Claims::NvidiaGpu(c)) => (
+                None,
+                None,
+                c.gpu.request_nonce.clone(),
+                c.gpu.debug_status.as_deref().map(|s| s != "disabled"),
+                None,
             ),
             None => (None, None, None, None, None),
         };

@@ -12,6 +12,11 @@
 //! Writes go through one writer thread that appends in groups and fsyncs once per group, so a
 //! burst of requests costs one fsync. On start, a torn final line (a crash mid-write) is cut
 //! with a warning; every line that was fsync'd survives.
+//!
+//! A group that fails to write or fsync is cut back out of the file and kept; the writer
+//! retries it (reopening the segment) until it is on disk, and meanwhile
+//! [`AuditLog::is_writable`] is false, so that the server refuses requests rather than
+//! serve them with records it cannot keep. The chain stays whole: no record is skipped.
 
 mod encode;
 pub mod outbox;
@@ -22,6 +27,7 @@ mod writer;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,6 +75,9 @@ pub enum AuditError {
     /// The writer thread is gone.
     #[error("audit writer stopped")]
     Stopped,
+    /// The last group failed to reach disk and the retry has not succeeded yet.
+    #[error("the audit log cannot be written at the moment")]
+    Unwritable,
     /// The event has no JSON form (not reached: every event serializes). It is refused
     /// rather than written as a line that would break the chain.
     #[error("audit event could not be serialized: {0}")]
@@ -127,6 +136,11 @@ struct State {
     segment_records: u64,
     /// Scratch space for the tail of one record's line (see [`write_record`]).
     tail: Vec<u8>,
+    /// False from a failed write or fsync until a retry succeeds (shared with the log).
+    writable: Arc<AtomicBool>,
+    /// The segment file must be opened again before the next write (a failed write, or a
+    /// segment that could not be opened).
+    reopen: bool,
 }
 
 /// The audit log writer. Appends are queued to one writer thread that writes in groups with
@@ -141,6 +155,8 @@ pub struct AuditLog {
     public_key: String,
     /// The checkpoint key, also used to sign receipts (erasure) the server hands out.
     signing: SigningKey,
+    /// Whether the last group reached disk (see [`AuditLog::is_writable`]).
+    writable: Arc<AtomicBool>,
 }
 
 /// The events on their way to the writer, in the order they were appended: each event's
@@ -209,6 +225,7 @@ impl AuditLog {
             .open(&path)
             .map_err(io_err(&path))?;
         let public_key = hex::encode(signing.verifying_key().as_bytes());
+        let writable = Arc::new(AtomicBool::new(true));
         let state = State {
             dir: dir.to_path_buf(),
             file,
@@ -220,6 +237,8 @@ impl AuditLog {
             in_segment,
             segment_records: config.segment_records.max(1),
             tail: Vec::with_capacity(256),
+            writable: Arc::clone(&writable),
+            reopen: false,
         };
         let queue = Arc::new(Queue {
             pending: Mutex::new(Pending::default()),
@@ -251,7 +270,14 @@ impl AuditLog {
                 .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length")),
             public_key,
             signing,
+            writable,
         })
+    }
+
+    /// Whether records reach disk: false from a failed write or fsync until the writer's
+    /// retry succeeds. The pipeline refuses requests (UNAVAILABLE) while it is false.
+    pub fn is_writable(&self) -> bool {
+        self.writable.load(Ordering::Acquire)
     }
 
     /// Signs `message` under a domain tag with the server's checkpoint key (whose public key
@@ -307,8 +333,12 @@ impl AuditLog {
         }
     }
 
-    /// Appends an event and waits until it is on disk.
+    /// Appends an event and waits until it is on disk. Refused at once while the log is
+    /// not writable (an event queued just before a failure waits for the retry).
     pub fn append_durable(&self, event: Event) -> Result<(), AuditError> {
+        if !self.is_writable() {
+            return Err(AuditError::Unwritable);
+        }
         let json = event_json(&event)?;
         let (done, wait) = std::sync::mpsc::channel();
         self.enqueue(|out| out.extend_from_slice(&json), Some(done))?;

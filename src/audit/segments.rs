@@ -121,7 +121,14 @@ pub(super) fn apply_retention(
             signature,
         },
     );
-    flush(st, buf);
+    if !flush(st, buf) {
+        // Nothing is deleted unless the record that vouches for the deletion is on disk.
+        let path = segment_path(&st.dir, st.segment);
+        return Err(AuditError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::other("the retention record could not be written"),
+        });
+    }
     for n in removable {
         let path = segment_path(&st.dir, n);
         std::fs::remove_file(&path).map_err(io_err(&path))?;

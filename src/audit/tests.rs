@@ -534,3 +534,63 @@ fn concurrent_appends_keep_each_threads_order_and_durable_appends_wait_for_disk(
     assert_eq!(predicts, 1200);
     assert_eq!(next, [300; 4]);
 }
+
+/// Before the change a failed write or fsync was logged, its group dropped and the writer
+/// went on chaining new records onto hashes that were never written: the chain broke and
+/// nothing told the server. Now the group is kept and retried, the log says it is not
+/// writable meanwhile (durable appends are refused), and once the disk is back every record
+/// is on disk and the chain verifies.
+#[test]
+fn a_failed_write_is_retried_until_it_lands_and_the_chain_stays_whole() {
+    let d = tempfile::tempdir().unwrap();
+    let log = open_log(
+        d.path(),
+        AuditConfig {
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(3600),
+            group_linger: Duration::ZERO,
+            segment_records: 2,
+            retention: None,
+        },
+    );
+    // The second segment is a device on which every write fails with ENOSPC.
+    let next = segment_path(d.path(), 2);
+    std::os::unix::fs::symlink("/dev/full", &next).unwrap();
+    log.append_durable(predict(0)).unwrap();
+    log.append_durable(predict(1)).unwrap();
+    assert!(log.is_writable());
+    log.append(predict(2));
+    let wait_for = |want: bool| {
+        for _ in 0..200 {
+            if log.is_writable() == want {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("is_writable never became {want}");
+    };
+    wait_for(false);
+    assert!(matches!(
+        log.append_durable(predict(3)),
+        Err(AuditError::Unwritable)
+    ));
+    log.append(predict(4));
+    std::fs::remove_file(&next).unwrap();
+    wait_for(true);
+    log.append_durable(predict(5)).unwrap();
+    log.close();
+    let report = verify_dir(d.path(), &[]);
+    assert!(report.first_failure.is_none(), "{:?}", report.first_failure);
+    let text: String = segments(d.path())
+        .unwrap()
+        .into_iter()
+        .map(|n| std::fs::read_to_string(segment_path(d.path(), n)).unwrap())
+        .collect();
+    for id in ["\"r2\"", "\"r4\"", "\"r5\""] {
+        assert!(text.contains(id), "{id} missing from {text}");
+    }
+    assert!(
+        !text.contains("\"r3\""),
+        "the refused durable append was not queued"
+    );
+}

@@ -17,9 +17,13 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
         .map(|r| (r / 2).clamp(Duration::from_secs(1), Duration::from_secs(60)));
     let mut last_retention: Option<std::time::Instant> = None;
     loop {
-        let wait = retention_every.map_or(config.checkpoint_interval, |r| {
+        let mut wait = retention_every.map_or(config.checkpoint_interval, |r| {
             r.min(config.checkpoint_interval)
         });
+        if !buf.is_empty() {
+            // A group that failed to reach disk is retried soon, even if nothing arrives.
+            wait = wait.min(RETRY_EVERY);
+        }
         let closed = {
             let mut pending = queue.lock();
             if pending.events.is_empty() && !pending.closed {
@@ -58,9 +62,10 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
         if st.since_checkpoint > 0 && st.last_checkpoint.elapsed() >= config.checkpoint_interval {
             push_checkpoint(&mut st, &mut buf, &signing);
         }
-        flush(&mut st, &mut buf);
-        for w in waiters.drain(..) {
-            let _ = w.send(());
+        if flush(&mut st, &mut buf) {
+            for w in waiters.drain(..) {
+                let _ = w.send(());
+            }
         }
         if closed {
             // Appends stopped with the flag: nothing can arrive after this group.
@@ -78,19 +83,34 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
     if st.since_checkpoint > 0 {
         push_checkpoint(&mut st, &mut buf, &signing);
     }
-    flush(&mut st, &mut buf);
+    if !flush(&mut st, &mut buf) {
+        // Durable appends still waiting see the writer stop (their senders drop).
+        tracing::error!(
+            bytes = buf.len(),
+            "the audit log is closing and its last records could not be written"
+        );
+    }
 }
+
+/// How soon a group that failed to reach disk is retried.
+const RETRY_EVERY: Duration = Duration::from_millis(200);
 
 /// Appends the record of one event (its canonical JSON object) to `buf`, chained to the head.
 pub(super) fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], is_checkpoint: bool) {
-    if st.in_segment >= st.segment_records {
-        flush(st, buf);
+    // A segment's records go to its own file: rotate only once what precedes is on disk
+    // (until then the current segment grows past its size).
+    if st.in_segment >= st.segment_records && flush(st, buf) {
         st.segment += 1;
         st.in_segment = 0;
         let path = segment_path(&st.dir, st.segment);
         match OpenOptions::new().create(true).append(true).open(&path) {
             Ok(f) => st.file = f,
-            Err(e) => tracing::error!(error = %e, "audit log: cannot open a new segment"),
+            Err(e) => {
+                tracing::error!(error = %e, "audit log: cannot open a new segment");
+                // The next flush opens it or fails (and marks the log unwritable): the
+                // records are never written to the previous segment's file.
+                st.reopen = true;
+            }
         }
     }
     st.seq += 1;
@@ -132,17 +152,47 @@ pub(super) fn push_checkpoint(st: &mut State, buf: &mut Vec<u8>, signing: &Signi
     push_event(st, buf, &event);
 }
 
-pub(super) fn flush(st: &mut State, buf: &mut Vec<u8>) {
+/// Writes and fsyncs `buf`. On success it is cleared and the log is writable; on failure
+/// whatever part reached the file is cut off again, `buf` is kept for the retry, the segment
+/// will be reopened, and the log is unwritable until a retry succeeds. Returns whether the
+/// group is on disk.
+pub(super) fn flush(st: &mut State, buf: &mut Vec<u8>) -> bool {
     if buf.is_empty() {
-        return;
+        return true;
     }
-    let r = st
-        .file
-        .write_all(buf)
-        .and_then(|()| st.file.sync_data())
-        .and_then(|()| st.file.seek(SeekFrom::End(0)).map(|_| ()));
-    if let Err(e) = r {
-        tracing::error!(error = %e, "audit log write failed");
+    let r = write_group(st, buf);
+    match r {
+        Ok(()) => {
+            buf.clear();
+            if !st.writable.swap(true, Ordering::AcqRel) {
+                tracing::warn!("the audit log is writable again; requests are served");
+            }
+            true
+        }
+        Err(e) => {
+            st.reopen = true;
+            if st.writable.swap(false, Ordering::AcqRel) {
+                tracing::error!(
+                    error = %e,
+                    "audit log write failed; requests are refused until it can be written"
+                );
+            }
+            false
+        }
     }
-    buf.clear();
+}
+
+fn write_group(st: &mut State, buf: &[u8]) -> std::io::Result<()> {
+    if st.reopen {
+        let path = segment_path(&st.dir, st.segment);
+        st.file = OpenOptions::new().create(true).append(true).open(&path)?;
+        st.reopen = false;
+    }
+    let before = st.file.seek(SeekFrom::End(0))?;
+    let r = st.file.write_all(buf).and_then(|()| st.file.sync_data());
+    if r.is_err() {
+        // Best effort: a torn group is also cut when the log is next opened.
+        let _ = st.file.set_len(before);
+    }
+    r
 }

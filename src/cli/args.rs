@@ -69,6 +69,18 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
+impl Command {
+    /// Whether the command is a long-running server (it keeps the runtime's `SIGPIPE`
+    /// setting; every other command ends quietly when its output pipe closes).
+    pub fn is_server(&self) -> bool {
+        match self {
+            Self::Serve(_) => true,
+            Self::Broker(b) => matches!(b.command, super::broker::BrokerCommand::Serve(_)),
+            _ => false,
+        }
+    }
+}
+
 /// Wire protocols `confidant bench` can drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BenchProtocol {

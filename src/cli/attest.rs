@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use clap::{ArgGroup, Args, Subcommand};
 use confidant::tee;
+use confidant_attestation::nvidia::{self, GpuEvidence, GpuReferences};
 use confidant_attestation::{
     Evidence, Policy, SnpEvidence, TdxCollateral, TdxEvidence, Timestamp, Verdict, verify,
     verify_json,
@@ -64,7 +65,7 @@ pub struct ReportArgs {
 #[command(group(
     ArgGroup::new("input")
         .required(true)
-        .args(["evidence", "snp_report", "tdx_quote"])
+        .args(["evidence", "snp_report", "tdx_quote", "gpu_evidence"])
 ))]
 pub struct VerifyArgs {
     /// Evidence JSON (`{"tee": "snp" | "tdx" | "simulated", ...}`).
@@ -87,9 +88,28 @@ pub struct VerifyArgs {
     /// that carries none.
     #[arg(long, value_name = "FILE", conflicts_with = "snp_report")]
     pub collateral: Option<PathBuf>,
+    /// An NVIDIA GPU attestation report as NVML returns it (SPDM GET_MEASUREMENTS request
+    /// followed by the response), raw (`report.bin`) or hex text (`report.hex`).
+    #[arg(long, value_name = "FILE", requires_all = ["gpu_chain", "nonce"])]
+    pub gpu_evidence: Option<PathBuf>,
+    /// The GPU's device certificate chain, PEM, leaf first.
+    #[arg(long, value_name = "FILE", requires = "gpu_evidence")]
+    pub gpu_chain: Option<PathBuf>,
+    /// An NVIDIA RIM (`.swidtag`) for --gpu-evidence: give the driver's and the VBIOS's.
+    /// Without any, only authenticity is checked and the measurements are not compared.
+    #[arg(long = "rim", value_name = "FILE", requires = "gpu_evidence")]
+    pub rims: Vec<PathBuf>,
+    /// A DER OCSP response for a device or RIM certificate (repeatable). Without any,
+    /// revocation is reported as not checked.
+    #[arg(long = "ocsp", value_name = "FILE", requires = "gpu_evidence")]
+    pub ocsp: Vec<PathBuf>,
+    /// The nonce the GPU report must carry (32 bytes, hex).
+    #[arg(long, value_name = "HEX", value_parser = parse_nonce, requires = "gpu_evidence")]
+    pub nonce: Option<[u8; 32]>,
     /// Policy TOML; it must pin `measurements` (or say `"any"` in words). Without one only
     /// authenticity is checked (and the flags below), and the verdict says
-    /// `"policy_applied": false`.
+    /// `"policy_applied": false`. For --gpu-evidence, its `[gpu]` section applies;
+    /// without --policy every GPU check must pass.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
     /// Require this measurement (SNP measurement or TDX MRTD, 48 bytes hex); replaces the
@@ -113,6 +133,12 @@ fn parse_report_data(text: &str) -> Result<[u8; 64], String> {
 
 fn parse_measurement(text: &str) -> Result<[u8; 48], String> {
     Policy::measurement_from_hex(text).map_err(|e| e.to_string())
+}
+
+fn parse_nonce(text: &str) -> Result<[u8; 32], String> {
+    let bytes = hex::decode(text.trim()).map_err(|e| format!("not hex: {e}"))?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| format!("{} bytes, expected 32", bytes.len()))
 }
 
 fn parse_at(text: &str) -> Result<Timestamp, String> {
@@ -189,6 +215,17 @@ enum Input {
     /// Evidence JSON, verified as given (a malformed file is a rejecting verdict).
     Json(Vec<u8>),
     Evidence(Evidence),
+    Gpu(Box<GpuInput>),
+}
+
+/// The validated inputs for GPU evidence.
+struct GpuInput {
+    evidence: GpuEvidence,
+    nonce: [u8; 32],
+    rims: Vec<Vec<u8>>,
+    ocsp: Vec<Vec<u8>>,
+    /// Judge with the policy's `[gpu]` section (only when --policy was given).
+    judge: bool,
 }
 
 impl VerifyConfig {
@@ -217,6 +254,52 @@ impl VerifyConfig {
             ),
             None => None,
         };
+        if let Some(report) = &a.gpu_evidence {
+            if a.evidence.is_some() || a.snp_report.is_some() || a.tdx_quote.is_some() {
+                bail!(
+                    "give exactly one of --evidence, --snp-report, --tdx-quote or --gpu-evidence"
+                );
+            }
+            if a.collateral.is_some()
+                || a.measurement.is_some()
+                || a.report_data.is_some()
+                || a.allow_debug
+            {
+                bail!(
+                    "--collateral, --measurement, --report-data and --allow-debug apply to CPU \
+                     evidence, not --gpu-evidence"
+                );
+            }
+            let (Some(chain), Some(nonce)) = (&a.gpu_chain, a.nonce) else {
+                bail!("--gpu-evidence needs --gpu-chain and --nonce");
+            };
+            let report = nvidia::report_from_file(&read(report, "--gpu-evidence")?)
+                .with_context(|| format!("--gpu-evidence {}", report.display()))?;
+            let chain = String::from_utf8(read(chain, "--gpu-chain")?)
+                .with_context(|| format!("--gpu-chain {}: not PEM text", chain.display()))?;
+            let rims = a
+                .rims
+                .iter()
+                .map(|path| read(path, "--rim"))
+                .collect::<Result<_>>()?;
+            let ocsp = a
+                .ocsp
+                .iter()
+                .map(|path| read(path, "--ocsp"))
+                .collect::<Result<_>>()?;
+            return Ok(Self {
+                input: Input::Gpu(Box::new(GpuInput {
+                    evidence: GpuEvidence::new(report, chain),
+                    nonce,
+                    rims,
+                    ocsp,
+                    judge: a.policy.is_some(),
+                })),
+                collateral: None,
+                policy,
+                at: a.at,
+            });
+        }
         let input = match (&a.evidence, &a.snp_report, &a.tdx_quote) {
             (Some(path), None, None) => Input::Json(read(path, "--evidence")?),
             (None, Some(report), None) => {
@@ -256,6 +339,20 @@ impl VerifyConfig {
         match &self.input {
             Input::Json(bytes) => verify_json(bytes, collateral, &self.policy, self.at),
             Input::Evidence(e) => verify(e, collateral, &self.policy, self.at),
+            Input::Gpu(g) => {
+                let rims: Vec<&[u8]> = g.rims.iter().map(Vec::as_slice).collect();
+                let ocsp: Vec<&[u8]> = g.ocsp.iter().map(Vec::as_slice).collect();
+                let references = GpuReferences {
+                    rims: &rims,
+                    ocsp: &ocsp,
+                };
+                let verdict = nvidia::verify_gpu(&g.evidence, &g.nonce, references, self.at);
+                if g.judge {
+                    verdict.judge(&self.policy)
+                } else {
+                    verdict.to_verdict()
+                }
+            }
         }
     }
 }

@@ -426,6 +426,7 @@ fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
         screening: file.screening,
         privacy: file.privacy,
         audit: file.audit,
+        explain: file.explain,
         unguarded_benchmark_baseline: false,
         device: a.device,
         gpu_load: a.gpu_load,
@@ -782,6 +783,7 @@ async fn explain(e: args::ExplainArgs) -> Result<()> {
             "completeness_error": r.completeness_error,
             "baseline": r.baseline,
             "steps": r.steps,
+            "flagged_rows": r.flagged_rows,
         })
     );
     Ok(())

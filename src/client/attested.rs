@@ -161,7 +161,15 @@ pub async fn connect_attested_channel(
             nonce: nonce.to_vec(),
         })
         .await
-        .map_err(ClientError::Status)?
+        .map_err(|s| match s.code() {
+            // A server that will not vouch for its TLS key (one the operator gave it) is a
+            // refusal of attestation, not a transport failure.
+            tonic::Code::FailedPrecondition => ClientError::Attestation(format!(
+                "the server gives no evidence for this channel: {}",
+                s.message()
+            )),
+            _ => ClientError::Status(s),
+        })?
         .into_inner();
     let seen = binding
         .lock()

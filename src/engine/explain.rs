@@ -44,6 +44,19 @@ const FIRST_STEPS: usize = 64;
 const MAX_STEPS: usize = 8192;
 const REL_TOLERANCE: f64 = 1e-4;
 
+/// The most path points [`integrated_gradients`] evaluates for one row (forward and
+/// backward): every doubling from 64 to 8192 points, when the sum never converges. A
+/// request's worst-case work is its rows times this; the server bounds that product.
+pub const MAX_POINTS_PER_ROW: u64 = {
+    let mut total = 0;
+    let mut steps = FIRST_STEPS;
+    while steps <= MAX_STEPS {
+        total += steps as u64;
+        steps *= 2;
+    }
+    total
+};
+
 impl ExplanationSpec {
     /// Checks the baseline against the number of features.
     pub fn validate(&self, features: usize) -> Result<(), ConfigError> {

@@ -129,6 +129,18 @@ pub enum TensorError {
         /// The tensor name.
         name: String,
     },
+    /// A name the caller chose (tensor name, datatype, request id) that breaks the id rule:
+    /// refused before it is echoed in any message.
+    #[error(transparent)]
+    Name(#[from] crate::names::NameError),
+    /// A shape with more dimensions than any tensor this server takes (not echoed).
+    #[error("input tensor {name:?}: shape has {dims} dimensions; it must be [rows, features]")]
+    Rank {
+        /// The tensor name.
+        name: String,
+        /// Dimensions sent.
+        dims: usize,
+    },
     /// `raw_input_contents` does not hold one entry per input.
     #[error("raw_input_contents has {raw} entries for {inputs} input tensors")]
     RawCount {

@@ -13,7 +13,8 @@ use super::error::TensorError;
 use super::tensor::{self, InputTensor};
 use crate::engine::LoadedModel;
 use crate::guard::Scope;
-use crate::pipeline::{ApiError, CallContext, Pipeline, PredictCall};
+use crate::names::validate_id;
+use crate::pipeline::{ApiError, CallContext, Pipeline, PredictCall, check_model_ref};
 use crate::proto::inference as pb;
 
 /// The `platform` reported in model metadata.
@@ -43,6 +44,7 @@ impl OipService {
         name: &str,
         version: &str,
     ) -> Result<std::sync::Arc<LoadedModel>, ApiError> {
+        check_model_ref(name, version)?;
         self.pipeline.ensure_ready()?;
         self.pipeline.caller(ctx, Scope::Predict)?;
         let model = self.pipeline.registry().get(name)?;
@@ -226,11 +228,39 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for OipService {
     }
 }
 
+/// The most dimensions of a shape that an error message repeats.
+const MAX_ECHOED_DIMS: usize = 8;
+
+/// Checks every field of the request that a message may repeat (the request id, which the
+/// response echoes; tensor names; datatypes; the shape's rank) against its bound, so that no
+/// reply and no log line carries a caller's unbounded text. (The request's `parameters`
+/// are neither read, logged nor echoed.)
+fn check_fields(req: &pb::ModelInferRequest) -> Result<(), TensorError> {
+    if !req.id.is_empty() {
+        validate_id("request id", &req.id)?;
+    }
+    for out in &req.outputs {
+        validate_id("output tensor name", &out.name)?;
+    }
+    for input in &req.inputs {
+        validate_id("input tensor name", &input.name)?;
+        validate_id("input datatype", &input.datatype)?;
+        if input.shape.len() > MAX_ECHOED_DIMS {
+            return Err(TensorError::Rank {
+                name: input.name.clone(),
+                dims: input.shape.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Checks the request's tensors against the model's names and decodes its one input.
 fn decode_request(
     model: &LoadedModel,
     req: &pb::ModelInferRequest,
 ) -> Result<tensor::Rows, TensorError> {
+    check_fields(req)?;
     let config = model.config();
     let expected = config.input_tensor_name();
     for out in &req.outputs {

@@ -30,6 +30,11 @@ pub enum ApiError {
     /// A guard refused (identity, scope, purpose, rate limit).
     #[error(transparent)]
     Guard(#[from] GuardError),
+    /// The request asks for more work than the server allows one request, or the bounded
+    /// pool that would run it is busy (RESOURCE_EXHAUSTED, with no retry delay: a smaller
+    /// request, or a later one, may pass).
+    #[error("{0}")]
+    Exhausted(String),
     /// A server-side failure: logged in full, reported without detail.
     #[error("{0}")]
     Internal(String),
@@ -44,6 +49,7 @@ impl From<ApiError> for Status {
             ApiError::Input(_) | ApiError::BadRequest(_) => Code::InvalidArgument,
             ApiError::Precondition(_) => Code::FailedPrecondition,
             ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::Exhausted(_) => Code::ResourceExhausted,
             ApiError::Internal(_) => Code::Internal,
             // Every variant is named: a new refusal must choose its code here.
             ApiError::Guard(guard) => match guard {

@@ -4,10 +4,12 @@
 //! messages into a [`PredictCall`] and hand it here, so that both run exactly the same
 //! guards, in the same order, with the same audit record and the same metrics:
 //!
-//! ready → authenticate → scope → model and version → purpose → consent → validate input →
-//! privacy charge → rate limits (an [`Admission`] that refunds itself unless committed) →
-//! privacy budget reservation → engine (batcher, screening) → release (output policy) →
-//! metrics → audit record. `docs/architecture.md` walks through it function by function.
+//! names (model, version, purpose: refused before anything records or echoes them) →
+//! ready → audit log writable → authenticate → scope → model and version → purpose →
+//! consent → validate input → privacy charge → rate limits (an [`Admission`] that refunds
+//! itself unless committed) → privacy budget reservation → engine (batcher, screening) →
+//! release (output policy) → metrics → audit record. `docs/architecture.md` walks through
+//! it function by function.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,10 +23,13 @@ use tonic::codegen::http::{
 use tonic::metadata::MetadataMap;
 
 use crate::audit::{AuditLog, PredictEvent};
-use crate::engine::explain::{Attribution, ExplanationSpec, integrated_gradients};
+use crate::engine::explain::{
+    Attribution, ExplanationSpec, MAX_POINTS_PER_ROW, integrated_gradients,
+};
 use crate::engine::{LoadedModel, OutputKind, Registry, ScreenAction, argmax_rows};
 use crate::guard::{Admission, Credentials, Guard, InputError, KeyRecord, Scope, validate_rows};
 use crate::metrics::{Metrics, RequestSample, UNKNOWN_MODEL};
+use crate::names::{NameError, validate_id, validate_name};
 use crate::privacy::budget::{BudgetStatus, Budgets, Reservation};
 use crate::privacy::policy::{Charge, PrivacyPolicy, Released};
 use crate::privacy::rng::ChaChaDpRng;
@@ -33,6 +38,8 @@ use crate::unix_now;
 
 pub mod error;
 pub mod request_id;
+#[cfg(test)]
+mod tests;
 
 pub use error::ApiError;
 
@@ -135,6 +142,56 @@ pub struct ExplainOutcome {
     pub baseline: Vec<f32>,
     /// One explanation per row.
     pub attributions: Vec<Attribution>,
+    /// Rows that adversarial-sensitivity screening flagged (ascending), as Predict reports
+    /// them. (Explanations are refused under any privacy policy, so nothing hides them.)
+    pub flagged_rows: Vec<u32>,
+}
+
+/// `[explain]`: the bound on one Explain request's work and the pool that runs it.
+///
+/// Integrated gradients evaluates up to [`MAX_POINTS_PER_ROW`] path points per row; a
+/// request whose rows × that bound exceeds `max_points_per_request` is refused with
+/// RESOURCE_EXHAUSTED before anything is spent. Explanations run on a pool of `workers`
+/// threads of their own (candle's parallel kernels inside them included), one request per
+/// thread; a request that finds them all busy is refused with RESOURCE_EXHAUSTED, so
+/// explanations can never occupy every core that Predict needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExplainLimits {
+    /// The most path points one request may cost (rows × [`MAX_POINTS_PER_ROW`]).
+    pub max_points_per_request: u64,
+    /// Explanations computed at once (at least 1).
+    pub workers: usize,
+}
+
+impl Default for ExplainLimits {
+    /// 64 rows per request; half the cores (at least one) for explanations.
+    fn default() -> Self {
+        Self {
+            max_points_per_request: 64 * MAX_POINTS_PER_ROW,
+            workers: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+        }
+    }
+}
+
+impl ExplainLimits {
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_points_per_request < MAX_POINTS_PER_ROW {
+            return Err(format!(
+                "explain.max_points_per_request must be at least {MAX_POINTS_PER_ROW} (one \
+                 row), got {}",
+                self.max_points_per_request
+            ));
+        }
+        if !(1..=1024).contains(&self.workers) {
+            return Err(format!(
+                "explain.workers must be 1 to 1024, got {}",
+                self.workers
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The privacy receipt of one prediction.
@@ -159,8 +216,17 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     unguarded: bool,
     budgets: Option<Budgets>,
-    dp_rng: Arc<Mutex<ChaChaDpRng>>,
+    /// The noise generator, seeded from the OS by [`Pipeline::with_privacy`]. There is no
+    /// default seed: without it, a model with any output policy other than `none` is
+    /// refused (every policy's release goes through the generator).
+    dp_rng: Option<Arc<Mutex<ChaChaDpRng>>>,
     subjects: Option<Subjects>,
+    explain_limits: ExplainLimits,
+    /// The explanation pool's free workers.
+    explain_slots: Arc<tokio::sync::Semaphore>,
+    /// The threads explanations run on (candle's parallel kernels included), made at the
+    /// first explanation; `None` if they could not be started.
+    explain_pool: Arc<std::sync::OnceLock<Option<rayon::ThreadPool>>>,
 }
 
 impl Pipeline {
@@ -181,9 +247,40 @@ impl Pipeline {
             metrics: Arc::new(Metrics::new()),
             unguarded: false,
             budgets: None,
-            dp_rng: Arc::new(Mutex::new(ChaChaDpRng::dangerous_from_seed([0; 32]))),
+            dp_rng: None,
             subjects: None,
+            explain_limits: ExplainLimits::default(),
+            explain_slots: Arc::new(tokio::sync::Semaphore::new(
+                ExplainLimits::default().workers,
+            )),
+            explain_pool: Arc::default(),
         }
+    }
+
+    /// Bounds explanations: the work of one request and the workers of all.
+    pub fn with_explain_limits(mut self, limits: ExplainLimits) -> Self {
+        self.explain_slots = Arc::new(tokio::sync::Semaphore::new(limits.workers.max(1)));
+        self.explain_pool = Arc::default();
+        self.explain_limits = limits;
+        self
+    }
+
+    /// The explanation threads: `workers` of them, so that explanations (and the parallel
+    /// kernels candle runs inside them, which use the pool they are called from) never
+    /// occupy more cores than that.
+    fn explain_pool(&self) -> Result<&rayon::ThreadPool, ApiError> {
+        self.explain_pool
+            .get_or_init(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(self.explain_limits.workers.max(1))
+                    .thread_name(|i| format!("explain-{i}"))
+                    .panic_handler(|_| tracing::error!("an explanation panicked"))
+                    .build()
+                    .inspect_err(|e| tracing::error!(error = %e, "no explanation threads"))
+                    .ok()
+            })
+            .as_ref()
+            .ok_or_else(|| ApiError::Internal("the explanation threads could not start".into()))
     }
 
     /// Checks consent for requests that name a data subject (`x-subject-id`).
@@ -207,7 +304,7 @@ impl Pipeline {
     pub fn with_privacy(mut self, budgets: Budgets) -> Result<Self, ApiError> {
         let rng = ChaChaDpRng::from_os()
             .map_err(|e| ApiError::Unavailable(format!("no OS randomness for DP noise: {e}")))?;
-        self.dp_rng = Arc::new(Mutex::new(rng));
+        self.dp_rng = Some(Arc::new(Mutex::new(rng)));
         self.budgets = Some(budgets);
         Ok(self)
     }
@@ -257,6 +354,17 @@ impl Pipeline {
         }
     }
 
+    /// Refuses with UNAVAILABLE while the audit log cannot be written: a request that
+    /// cannot be recorded is not served.
+    pub fn ensure_audit_writable(&self) -> Result<(), ApiError> {
+        match &self.audit {
+            Some(audit) if !audit.is_writable() => Err(ApiError::Unavailable(
+                "the audit log cannot be written; requests are refused until it can".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Authenticates the caller and checks that it holds `scope`.
     pub fn caller(&self, ctx: &CallContext, scope: Scope) -> Result<Arc<KeyRecord>, ApiError> {
         let key = self.guard.authenticate(Credentials {
@@ -286,12 +394,22 @@ impl Pipeline {
         let result = self.predict_inner(ctx, call, &mut record).await;
         let result = result.map_err(Status::from);
         let latency = started.elapsed();
+        // A flag is a non-private function of the scores: under a private output policy
+        // it goes to the audit record only, never to a public counter.
+        let flags_public = record
+            .loaded_model
+            .as_ref()
+            .is_none_or(|m| !m.privacy().is_private());
         let sample = RequestSample {
             code: result.as_ref().map_or_else(|s| s.code() as i32, |_| 0),
             latency,
             rows: record.rows,
             engine: record.engine,
-            flagged_rows: record.flagged_rows.len() as u64,
+            flagged_rows: if flags_public {
+                record.flagged_rows.len() as u64
+            } else {
+                0
+            },
             epsilon: record.epsilon,
         };
         match &record.loaded_model {
@@ -317,7 +435,9 @@ impl Pipeline {
         latency: std::time::Duration,
         rpc: Option<&'static str>,
     ) {
-        if let Some(audit) = &self.audit {
+        if let Some(audit) = &self.audit
+            && !record.unrecordable
+        {
             let (decision, reason) = match refusal {
                 None => ("allow", "OK"),
                 Some(s) => ("refuse", crate::proto::code_name(s.code())),
@@ -420,25 +540,80 @@ impl Pipeline {
                 config.output_count()
             )));
         }
+        // The work is bounded before anything is spent: the worst case of every row.
+        let points = (rows as u64).saturating_mul(MAX_POINTS_PER_ROW);
+        if points > self.explain_limits.max_points_per_request {
+            return Err(ApiError::Exhausted(format!(
+                "an explanation of {rows} rows may cost {points} path points; this server \
+                 allows at most {} per request (explain.max_points_per_request): send fewer \
+                 rows",
+                self.explain_limits.max_points_per_request
+            )));
+        }
         let admission = self.guard.admit(&key, unix_now())?;
         let request_id = record.new_request_id();
+        // The model's screening, as Predict runs it: a row Predict refuses is not explained,
+        // and a flagged row is reported.
+        let flagged = match model.screening() {
+            Some(spec) => {
+                let out = model.infer(values.clone(), rows).await?;
+                record.engine = Some((out.queue_time, out.compute_time));
+                let Some(scores) = out.sensitivity else {
+                    return Err(ApiError::Internal(format!(
+                        "model {} declares screening but its engine returned no scores",
+                        config.id
+                    )));
+                };
+                let flagged: Vec<u32> = scores
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| spec.is_flagged(**s))
+                    .map(|(i, _)| i as u32)
+                    .collect();
+                record.flagged_rows.clone_from(&flagged);
+                if let Some(first) = flagged.first()
+                    && spec.action == ScreenAction::Reject
+                {
+                    return Err(screening_refusal(*first));
+                }
+                flagged
+            }
+            None => Vec::new(),
+        };
+        // A bounded pool: a request that finds every worker busy is refused (its admission
+        // refunds itself), and a worker stays taken until its computation ends, even if
+        // the caller goes away.
+        let slot = Arc::clone(&self.explain_slots)
+            .try_acquire_owned()
+            .map_err(|_| {
+                ApiError::Exhausted(format!(
+                    "all {} explanation workers are busy; retry later",
+                    self.explain_limits.workers
+                ))
+            })?;
         let mlp = Arc::clone(model.mlp());
         let features = config.feature_count();
         let b = baseline.clone();
-        let explained = tokio::task::spawn_blocking(move || {
-            values
+        let (done, explained) = tokio::sync::oneshot::channel();
+        self.explain_pool()?.spawn(move || {
+            let result = values
                 .chunks_exact(features)
                 .map(|x| integrated_gradients(&mlp, x, &b, target.map(|t| t as usize)))
-                .collect::<Result<Vec<Attribution>, _>>()
-        })
-        .await;
-        let rows_out = match explained {
+                .collect::<Result<Vec<Attribution>, _>>();
+            // The worker is free before the caller hears back (so a caller's next request
+            // finds it free); the caller may have gone, which changes nothing.
+            drop(slot);
+            let _ = done.send(result);
+        });
+        let rows_out = match explained.await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 return Err(e.into());
             }
-            Err(e) => {
-                return Err(ApiError::Internal(format!("explanation task failed: {e}")));
+            Err(_) => {
+                return Err(ApiError::Internal(
+                    "an explanation worker ended without an answer".into(),
+                ));
             }
         };
         admission.commit();
@@ -449,6 +624,7 @@ impl Pipeline {
             features,
             baseline,
             attributions: rows_out,
+            flagged_rows: flagged,
         })
     }
 
@@ -491,17 +667,30 @@ impl Pipeline {
         call: PredictCall,
         record: &mut AuditContext<'c>,
     ) -> Result<Admitted, ApiError> {
+        // What the caller named is checked against its rule before anything records or
+        // echoes it (the audit record, a NOT_FOUND message, a log line).
+        check_model_ref(&call.model, &call.version)?;
+        let declared_purpose = ctx
+            .header(&X_PURPOSE)
+            .map(str::trim)
+            .filter(|p| !p.is_empty());
+        if let Some(p) = declared_purpose {
+            validate_name("purpose (x-purpose)", p).map_err(bad_name)?;
+        }
         // The metrics label: the model named, when it is loaded, even if a guard refuses.
         let found = self.registry.get(&call.model);
         if let Ok(m) = &found {
             record.loaded_model = Some(Arc::clone(m));
         }
         self.ensure_ready()?;
+        if let Err(e) = self.ensure_audit_writable() {
+            // Not recorded either: the log cannot take it, and a flood of such refusals
+            // must not pile up in the writer's memory while the disk is failing.
+            record.unrecordable = true;
+            return Err(e);
+        }
         let key = self.caller(ctx, scope)?;
         record.key = Some(Arc::clone(&key));
-        if call.model.is_empty() {
-            return Err(ApiError::BadRequest("model must be set".into()));
-        }
         let model = match found {
             Ok(m) => m,
             Err(e) => {
@@ -519,7 +708,7 @@ impl Pipeline {
         }
         let purpose =
             self.guard
-                .check_purpose(&key, ctx.header(&X_PURPOSE), &config.id, &config.purposes)?;
+                .check_purpose(&key, declared_purpose, &config.id, &config.purposes)?;
         record.purpose = purpose;
         let mut subject_budget = None;
         if let Some(subject) = ctx.header(&X_SUBJECT_ID) {
@@ -584,6 +773,18 @@ impl Pipeline {
             .per_row(softmax, width)
             .map_err(|e| ApiError::Internal(format!("privacy policy of {}: {e}", config.id)))?;
         let charge = Charge::of(&per_row, rows);
+        let dp_rng = match (policy, &self.dp_rng) {
+            (PrivacyPolicy::None, _) => None,
+            (_, Some(rng)) => Some(rng),
+            (_, None) => {
+                return Err(ApiError::Internal(format!(
+                    "model {} has the {} privacy policy, but this pipeline has no noise \
+                     generator seeded from the OS (Pipeline::with_privacy)",
+                    config.id,
+                    policy.name()
+                )));
+            }
+        };
         let now = unix_now();
         let admission = self.guard.admit(&key, now)?;
         let reservation = if charge.is_zero() {
@@ -625,27 +826,24 @@ impl Pipeline {
                     // A refused request spends nothing; the audit record keeps the rows.
                     refund(reservation, admission);
                     record.flagged_rows.clone_from(&flagged);
-                    return Err(ApiError::BadRequest(format!(
-                        "row {} was refused by adversarial-sensitivity screening: its \
-                         prediction is unstable under small perturbations of the input",
-                        flagged[0]
-                    )));
+                    return Err(screening_refusal(flagged[0]));
                 }
                 flagged
             }
             _ => Vec::new(),
         };
         record.flagged_rows.clone_from(&flagged);
-        let released = if policy == PrivacyPolicy::None {
+        let released = match dp_rng {
             // Nothing to add: no copy, no lock on the noise generator.
-            Ok(Released {
+            None => Ok(Released {
                 labels: argmax_rows(&out.values, width),
                 values: Some(out.values),
                 charge: Charge::default(),
-            })
-        } else {
-            let mut rng = self.dp_rng.lock().unwrap_or_else(|p| p.into_inner());
-            policy.apply(&mut *rng, &out.values, width, softmax)
+            }),
+            Some(rng) => {
+                let mut rng = rng.lock().unwrap_or_else(|p| p.into_inner());
+                policy.apply(&mut *rng, &out.values, width, softmax)
+            }
         };
         let released = match released {
             Ok(r) => r,
@@ -702,6 +900,32 @@ impl Pipeline {
     }
 }
 
+/// Checks a model id and version that a caller named (an empty version means any) against
+/// the id rule, before anything records or echoes them: INVALID_ARGUMENT, and the message
+/// gives the length, never the value.
+pub fn check_model_ref(model: &str, version: &str) -> Result<(), ApiError> {
+    if model.is_empty() {
+        return Err(ApiError::BadRequest("model must be set".into()));
+    }
+    validate_id("model name", model).map_err(bad_name)?;
+    if !version.is_empty() {
+        validate_id("model version", version).map_err(bad_name)?;
+    }
+    Ok(())
+}
+
+fn bad_name(e: NameError) -> ApiError {
+    ApiError::BadRequest(e.to_string())
+}
+
+/// The refusal of a row that sensitivity screening flags under `action = "reject"`.
+fn screening_refusal(row: u32) -> ApiError {
+    ApiError::BadRequest(format!(
+        "row {row} was refused by adversarial-sensitivity screening: its prediction is \
+         unstable under small perturbations of the input"
+    ))
+}
+
 impl AuditContext<'_> {
     /// Makes the call's request id, keeps it for the record and returns it for the response.
     fn new_request_id(&mut self) -> String {
@@ -746,4 +970,6 @@ struct AuditContext<'c> {
     epsilon: f64,
     /// The data subject's pseudonym, when the request named one with consent.
     subject: Option<String>,
+    /// Refused because the audit log cannot be written: no record is queued.
+    unrecordable: bool,
 }

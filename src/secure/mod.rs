@@ -71,10 +71,21 @@ pub fn os_seed() -> Result<zeroize::Zeroizing<[u8; 32]>, getrandom::Error> {
 }
 
 /// Sets `RAYON_NUM_THREADS` (unless the user set it) so that candle sizes its work once.
+/// Returns the count.
 ///
-/// Must be called at the very start of `main`, before any other thread is spawned: writing
-/// the environment while another thread reads it is undefined behaviour. Returns the count.
-pub fn pin_thread_count() -> usize {
+/// # Safety
+///
+/// No other thread may exist when it is called (call it first thing in `main`, before any
+/// runtime, pool or logger starts a thread): it writes the environment with
+/// [`std::env::set_var`], and a concurrent read of the environment from another thread
+/// (including one inside libc, such as `getenv` in a resolver) is undefined behaviour.
+///
+/// ```compile_fail,E0133
+/// // An `unsafe fn`: calling it outside an `unsafe` block does not compile. (It was a
+/// // safe `fn` before issue 16, when this compiled and so this doctest failed.)
+/// let _ = confidant::secure::pin_thread_count();
+/// ```
+pub unsafe fn pin_thread_count() -> usize {
     if let Some(n) = std::env::var("RAYON_NUM_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
@@ -83,10 +94,23 @@ pub fn pin_thread_count() -> usize {
         return n;
     }
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // SAFETY: documented precondition of this function: no other thread exists yet, so
+    // SAFETY: the caller's obligation (see `# Safety`): no other thread exists yet, so
     // nothing can read the environment concurrently.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
     n
+}
+
+/// Restores the default action of `SIGPIPE` (the Rust runtime ignores it), so that a
+/// command whose output goes to a closed pipe (`confidant inspect … | head`) ends quietly,
+/// as other Unix tools do, instead of panicking in `println!`. Only for commands that write
+/// to stdout and exit: a server keeps the runtime's setting (its sockets never raise
+/// `SIGPIPE` anyway: Rust writes to them with `MSG_NOSIGNAL`).
+pub fn restore_default_sigpipe() {
+    // SAFETY: `signal` with a valid signal number and `SIG_DFL` only changes this process's
+    // disposition of that signal; no memory is shared with the call.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 static MLOCK_WARNED: AtomicBool = AtomicBool::new(false);

@@ -1,26 +1,36 @@
 //! `confidant.v1.Attestation`: evidence binding the server's TLS key to this TEE.
+//!
+//! Evidence vouches only for a key born inside the TEE. When the TLS key came from files
+//! the operator gave (`--tls-cert`/`--tls-key`, `[tls]`), anyone holding a copy could
+//! terminate TLS and relay this call, and the binding would pass every client check: so
+//! `GetEvidence` is refused (FAILED_PRECONDITION) and no evidence is produced at all.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::pipeline::ApiError;
+
 use crate::proto::confidant::v1 as pb;
 use crate::tee::Attester;
-use crate::tls::tls_report_data;
+use crate::tls::{KeyOrigin, tls_report_data};
 
 /// The Attestation service.
 #[derive(Clone)]
 pub struct AttestationService {
     attester: Arc<dyn Attester>,
     spki_sha256: [u8; 32],
+    key_origin: KeyOrigin,
 }
 
 impl AttestationService {
-    /// The service for a server whose TLS leaf certificate has this SPKI hash.
-    pub fn new(attester: Arc<dyn Attester>, spki_sha256: [u8; 32]) -> Self {
+    /// The service for a server whose TLS leaf certificate has this SPKI hash, and whose
+    /// private key was born as `key_origin` says.
+    pub fn new(attester: Arc<dyn Attester>, spki_sha256: [u8; 32], key_origin: KeyOrigin) -> Self {
         Self {
             attester,
             spki_sha256,
+            key_origin,
         }
     }
 }
@@ -31,26 +41,38 @@ impl pb::attestation_server::Attestation for AttestationService {
         &self,
         request: Request<pb::GetEvidenceRequest>,
     ) -> Result<Response<pb::GetEvidenceResponse>, Status> {
+        // Every refusal is an ApiError, so its status code is chosen in the one place
+        // (`pipeline::error`) that all services share.
+        if self.key_origin != KeyOrigin::InProcess {
+            return Err(ApiError::Precondition(
+                "this server's TLS key was given by the operator (--tls-cert/--tls-key or \
+                 [tls]), not made inside the TEE: evidence cannot vouch that the TLS peer is \
+                 this server, so none is given. Serve without a configured TLS key to be \
+                 attested."
+                    .into(),
+            )
+            .into());
+        }
         let nonce = request.into_inner().nonce;
         if !(16..=64).contains(&nonce.len()) {
-            return Err(Status::invalid_argument(format!(
+            return Err(ApiError::BadRequest(format!(
                 "the nonce must be 16 to 64 bytes, got {}",
                 nonce.len()
-            )));
+            ))
+            .into());
         }
         let report_data = tls_report_data(&nonce, &self.spki_sha256);
         let attester = Arc::clone(&self.attester);
         let evidence = tokio::task::spawn_blocking(move || attester.evidence(&report_data))
             .await
-            .map_err(|e| Status::internal(format!("attestation task failed: {e}")))?
+            .map_err(|e| ApiError::Internal(format!("attestation task failed: {e}")))?
             .map_err(|e| {
                 tracing::error!(error = %e, "the TEE refused to produce evidence");
-                Status::unavailable(format!("the TEE could not produce evidence: {e}"))
+                ApiError::Unavailable(format!("the TEE could not produce evidence: {e}"))
             })?;
-        let evidence_json = evidence.to_json().map_err(|e| {
-            tracing::error!(error = %e, "evidence does not serialize");
-            Status::internal("internal error; see server logs")
-        })?;
+        let evidence_json = evidence
+            .to_json()
+            .map_err(|e| ApiError::Internal(format!("evidence does not serialize: {e}")))?;
         Ok(Response::new(pb::GetEvidenceResponse {
             evidence_json,
             tls_spki_sha256: hex::encode(self.spki_sha256),

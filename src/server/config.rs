@@ -101,6 +101,9 @@ pub struct ServeFile {
     /// The audit log: segment size and retention.
     #[serde(default)]
     pub audit: AuditSettings,
+    /// Explanations: the most work one request may cost, and the workers of all.
+    #[serde(default)]
+    pub explain: crate::pipeline::ExplainLimits,
 }
 
 /// `[audit]`: segment size and retention.
@@ -213,6 +216,8 @@ pub struct ServeConfig {
     pub privacy: PrivacySettings,
     /// Audit segment size and retention.
     pub audit: AuditSettings,
+    /// Explanations: the most work one request may cost, and the workers of all.
+    pub explain: crate::pipeline::ExplainLimits,
     /// Benchmarks only: serve with every guard off (no authentication, purposes, input
     /// validation, rate limits, screening or audit records), as the baseline that the
     /// guard-overhead benchmark compares against. Reachable from no flag and no config
@@ -243,6 +248,7 @@ impl ServeConfig {
         }
         self.privacy.budget.validate()?;
         self.audit.validate()?;
+        self.explain.validate().map_err(ServerError::Config)?;
         for (id, spec) in &self.screening {
             spec.validate()
                 .map_err(|e| ServerError::Config(format!("screening.{id}: {e}")))?;

@@ -94,6 +94,7 @@ impl pb::inference_server::Inference for InferenceService {
             completeness_error: a.iter().map(|r| r.completeness_error).collect(),
             baseline: out.baseline,
             steps: a.iter().map(|r| r.steps as u32).collect(),
+            flagged_rows: out.flagged_rows,
         }))
     }
 

@@ -148,14 +148,21 @@ pub async fn run(
     };
     let spki = tls::spki_sha256(&leaf_der)?;
     let attester: Arc<dyn crate::tee::Attester> = Arc::from(crate::tee::detect()?);
-    tracing::info!(
-        attester = %attester.kind(),
-        tls_spki_sha256 = %hex::encode(spki),
-        "attestation: GetEvidence binds the TLS key"
-    );
+    if identity.origin() == tls::KeyOrigin::InProcess {
+        tracing::info!(
+            attester = %attester.kind(),
+            tls_spki_sha256 = %hex::encode(spki),
+            "attestation: GetEvidence binds the TLS key"
+        );
+    } else {
+        tracing::warn!(
+            "attestation: GetEvidence is refused, since the TLS key was given by the operator \
+             (--tls-cert/--tls-key or [tls]) rather than made inside the TEE"
+        );
+    }
     let attestation_service =
         crate::proto::confidant::v1::attestation_server::AttestationServer::new(
-            attestation::AttestationService::new(Arc::clone(&attester), spki),
+            attestation::AttestationService::new(Arc::clone(&attester), spki, identity.origin()),
         );
 
     let ready = Arc::new(AtomicBool::new(false));
@@ -184,6 +191,7 @@ pub async fn run(
         config.max_rows_per_request,
     )
     .with_metrics(Arc::clone(&metrics))
+    .with_explain_limits(config.explain)
     .with_privacy(crate::privacy::budget::Budgets::new(
         Arc::clone(&db),
         config.privacy.budget,

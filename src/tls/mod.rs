@@ -59,12 +59,25 @@ pub fn spki_sha256(cert_der: &[u8]) -> Result<[u8; 32], TlsError> {
     Ok(Sha256::digest(cert.subject_public_key_info().as_ref()).into())
 }
 
+/// Where a TLS private key was born: what attestation evidence may vouch for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyOrigin {
+    /// Made in this process's memory and never written out: inside the TEE when the
+    /// process is. Evidence binding it vouches that the TLS peer is this process.
+    InProcess,
+    /// Read from files the operator gave (`--tls-cert`/`--tls-key`, `[tls]`): whoever else
+    /// holds a copy (a relay, a load balancer) can present it, so evidence must not bind it.
+    OperatorFiles,
+}
+
 /// A certificate chain and its private key, in PEM.
 pub struct TlsIdentity {
     /// The certificate chain.
     pub cert_pem: String,
     /// The private key. Never written to disk by the server.
     pub key_pem: Zeroizing<String>,
+    origin: KeyOrigin,
 }
 
 impl TlsIdentity {
@@ -90,7 +103,16 @@ impl TlsIdentity {
                 expected: "private key",
             });
         }
-        Ok(Self { cert_pem, key_pem })
+        Ok(Self {
+            cert_pem,
+            key_pem,
+            origin: KeyOrigin::OperatorFiles,
+        })
+    }
+
+    /// Where the private key was born.
+    pub fn origin(&self) -> KeyOrigin {
+        self.origin
     }
 
     /// Makes a fresh key pair in memory and a self-signed certificate for `names` (DNS
@@ -101,6 +123,7 @@ impl TlsIdentity {
         Ok(Self {
             cert_pem: ck.cert.pem(),
             key_pem: Zeroizing::new(ck.signing_key.serialize_pem()),
+            origin: KeyOrigin::InProcess,
         })
     }
 

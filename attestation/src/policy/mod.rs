@@ -31,6 +31,7 @@
 //! | `[tdx]` `i_understand_this_accepts_any_os` | bool | `false` | accept any OS on the pinned firmware (MRTD): no RTMR need be pinned |
 //! | `[tdx]` `min_tcb_evaluation_data_number` | integer | none | the verifier's TDX collateral (TCB info and QE identity) must be at least this recent |
 //! | `simulated_ark_sha256` | hex strings (32 bytes) | any | pin the simulated TEE's ARK by DER SHA-256 |
+//! | `[gpu]` | table | none | how NVIDIA GPU evidence is judged; see [`crate::nvidia::policy`]. Without it no GPU evidence is accepted |
 //!
 //! Unknown keys are an error, so that a misspelt key cannot silently weaken a policy.
 //!
@@ -77,6 +78,7 @@ use subtle::ConstantTimeEq as _;
 use crate::claims::{Claims, Product, SnpClaims, TdxClaims};
 use crate::error::{Error, decode_hex};
 use crate::evidence::TeeKind;
+use crate::nvidia::policy::GpuPolicy;
 use crate::timestamp::Timestamp;
 use crate::verdict::{Check, Failures};
 
@@ -182,6 +184,8 @@ pub struct Policy {
     /// Pinned simulated ARKs (DER SHA-256); empty means any. Only consulted when simulated
     /// evidence is allowed at all.
     pub simulated_ark_sha256: Vec<[u8; 32]>,
+    /// The `[gpu]` section; `None` accepts no GPU evidence.
+    pub gpu: Option<GpuPolicy>,
     /// False only for [`Policy::dangerous_authenticity_only`]; reported in the verdict.
     applied: bool,
 }
@@ -207,6 +211,7 @@ impl Default for Policy {
             tdx_min_tcb_evaluation_data_number: None,
             max_evidence_age_secs: None,
             simulated_ark_sha256: Vec::new(),
+            gpu: None,
             applied: true,
         }
     }
@@ -232,6 +237,7 @@ struct PolicyFile {
     tdx: Option<TdxFile>,
     max_evidence_age_secs: Option<u64>,
     simulated_ark_sha256: Option<Vec<String>>,
+    gpu: Option<GpuPolicy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -481,6 +487,7 @@ impl Policy {
             tdx_min_tcb_evaluation_data_number: tdx.min_tcb_evaluation_data_number,
             max_evidence_age_secs: file.max_evidence_age_secs,
             simulated_ark_sha256: hex_list("simulated_ark_sha256", file.simulated_ark_sha256)?,
+            gpu: file.gpu,
             applied: true,
         })
     }
@@ -570,6 +577,11 @@ impl Policy {
         match claims {
             Claims::Snp(c) => self.evaluate_snp(tee, c, failures),
             Claims::Tdx(c) => self.evaluate_tdx(c, failures),
+            // GPU evidence is judged by `nvidia::verify_gpu`, never by a CPU policy.
+            Claims::NvidiaGpu(_) => failures.push(
+                Check::EvidenceFormat,
+                "GPU claims cannot be judged by a CPU attestation policy",
+            ),
         }
         if let Some(max_age) = self.max_evidence_age_secs {
             match context.generated_at {
