@@ -24,10 +24,15 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = BrokerConfig::new(
+    let mut config = BrokerConfig::new(
         "127.0.0.1:0".parse().expect("addr"),
         dir.path().join("broker"),
     );
+    // The bench is one peer making thousands of exchanges: lift the per-peer limits.
+    config.limits.auth_burst = u32::MAX;
+    config.limits.auth_per_second = 1e9;
+    config.limits.sessions_per_peer = usize::MAX;
+    config.limits.max_sessions = usize::MAX;
     let running = rt.block_on(broker::start(config)).expect("broker");
     let binary = dir.path().join("binary");
     std::fs::write(&binary, b"a stand-in for the measured binary").expect("binary");

@@ -88,6 +88,70 @@ pub fn verify(
     policy: &Policy,
     now: Timestamp,
 ) -> Verdict {
+    verify_and_keep(evidence, collateral, policy, now).0
+}
+
+/// What verification established about accepted evidence: its TEE and decoded claims, and
+/// what policy evaluation needs besides them. It holds none of the evidence itself (report,
+/// certificates, quote, collateral), so a verifier can keep it, instead of the evidence, to
+/// judge the same evidence against further policies later ([`Appraised::judge`]).
+///
+/// Only [`verify_and_keep`] makes one, and only for evidence it accepted, so holding one
+/// means the evidence's authenticity checks (chain, signatures, dates) passed at
+/// [`Appraised::verified_at`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appraised {
+    tee: TeeKind,
+    claims: Claims,
+    generated_at: Option<Timestamp>,
+    simulated_ark_sha256: Option<[u8; 32]>,
+    verified_at: Timestamp,
+}
+
+impl Appraised {
+    /// The TEE the evidence came from.
+    pub fn tee(&self) -> TeeKind {
+        self.tee
+    }
+
+    /// The decoded claims.
+    pub fn claims(&self) -> &Claims {
+        &self.claims
+    }
+
+    /// When the evidence was verified.
+    pub fn verified_at(&self) -> Timestamp {
+        self.verified_at
+    }
+
+    /// Judges the claims against `policy` at `now`: the same policy checks [`verify`] runs
+    /// after the authenticity checks, which are not repeated (they passed at
+    /// [`Appraised::verified_at`]).
+    pub fn judge(&self, policy: &Policy, now: Timestamp) -> Verdict {
+        let mut failures = Failures::default();
+        let context = policy::Context {
+            now,
+            generated_at: self.generated_at,
+            simulated_ark_sha256: self.simulated_ark_sha256,
+        };
+        policy.evaluate(self.tee, &self.claims, &context, &mut failures);
+        Verdict::new(
+            self.tee,
+            Some(self.claims.clone()),
+            failures.into_vec(),
+            now,
+            policy.is_applied(),
+        )
+    }
+}
+
+/// [`verify`], also returning the [`Appraised`] claims when the verdict accepts.
+pub fn verify_and_keep(
+    evidence: &Evidence,
+    collateral: Option<&TdxCollateral>,
+    policy: &Policy,
+    now: Timestamp,
+) -> (Verdict, Option<Appraised>) {
     let mut failures = Failures::default();
     let tee = evidence.tee();
     let mut simulated_ark_sha256 = None;
@@ -117,7 +181,18 @@ pub fn verify(
             "simulated evidence and allow_simulated is not set",
         );
     }
-    Verdict::new(tee, claims, failures.into_vec(), now, policy.is_applied())
+    let verdict = Verdict::new(tee, claims, failures.into_vec(), now, policy.is_applied());
+    let kept = match (&verdict.claims, verdict.is_accept()) {
+        (Some(claims), true) => Some(Appraised {
+            tee,
+            claims: claims.clone(),
+            generated_at: evidence.generated_at(),
+            simulated_ark_sha256,
+            verified_at: now,
+        }),
+        _ => None,
+    };
+    (verdict, kept)
 }
 
 /// Parses evidence JSON and verifies it; JSON that does not parse yields a rejecting verdict

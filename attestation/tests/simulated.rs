@@ -184,3 +184,60 @@ fn simulated_evidence_needs_a_pinned_measurement_but_no_tcb() {
     // Pinned, with no min_tcb: simulated evidence has no TCB to judge.
     assert!(verify(&evidence, None, &allow_simulated(), now()).is_accept());
 }
+
+/// The broker keeps `Appraised` claims instead of the evidence and judges each resource's
+/// release policy on them: that must give the verdict re-verifying the evidence gives.
+#[test]
+fn judging_kept_claims_equals_verifying_the_evidence() {
+    let evidence = tee().attest(&REPORT_DATA, &MEASUREMENT).expect("attest");
+    let mut base = Policy::dangerous_authenticity_only();
+    base.dangerous_allow_simulated = true;
+    let (verdict, kept) = confidant_attestation::verify_and_keep(&evidence, None, &base, now());
+    assert!(verdict.is_accept(), "{:#?}", verdict.failures);
+    let kept = kept.expect("accepted evidence is kept");
+    assert_eq!(kept.tee(), TeeKind::Simulated);
+    assert_eq!(kept.verified_at(), now());
+    let later = Timestamp::parse_rfc3339("2026-01-01T00:04:00Z").expect("time");
+    for policy in [
+        allow_simulated(),
+        Policy::from_toml(&pin()).expect("policy"),
+        Policy::from_toml(&format!(
+            "measurements = [\"{}\"]\nallow_simulated = true",
+            "11".repeat(48)
+        ))
+        .expect("policy"),
+        Policy::from_toml(&format!(
+            "{}allow_simulated = true\nreport_data = \"00\"",
+            pin()
+        ))
+        .expect("policy"),
+    ] {
+        let judged = kept.judge(&policy, later);
+        let verified = verify(&evidence, None, &policy, later);
+        assert_eq!(judged.verdict, verified.verdict, "{policy:?}");
+        assert_eq!(judged.failures, verified.failures, "{policy:?}");
+        assert_eq!(judged.claims, verified.claims);
+    }
+    // Rejected evidence is not kept.
+    let (verdict, kept) =
+        confidant_attestation::verify_and_keep(&evidence, None, &allow_simulated(), now());
+    assert!(verdict.is_accept());
+    assert!(kept.is_some());
+    let mut tampered = match evidence {
+        Evidence::Simulated(e) => e,
+        _ => unreachable!("simulated"),
+    }
+    .report()
+    .to_vec();
+    tampered[0x90] ^= 1;
+    let tampered = Evidence::Simulated(SnpEvidence::new(
+        tampered,
+        match tee().attest(&REPORT_DATA, &MEASUREMENT).expect("attest") {
+            Evidence::Simulated(e) => e.cert_chain().to_vec(),
+            _ => unreachable!("simulated"),
+        },
+    ));
+    let (verdict, kept) = confidant_attestation::verify_and_keep(&tampered, None, &base, now());
+    assert!(!verdict.is_accept());
+    assert!(kept.is_none());
+}

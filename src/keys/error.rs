@@ -68,7 +68,10 @@ pub enum BrokerError {
     /// No attested, unexpired session for a resource request (401).
     #[error("{0}")]
     Session(String),
-    /// The release policy denied the resource (403).
+    /// The resource is not released to this session (403): no release policy admits its
+    /// evidence, or there is no policy, or no such resource. The caller is told only that
+    /// (the same answer whether or not the path exists, see [`BrokerError::public_detail`]);
+    /// `reason` goes to the broker's log.
     #[error("policy denied {path}: {reason}")]
     PolicyDeny {
         /// The resource path.
@@ -76,7 +79,8 @@ pub enum BrokerError {
         /// The failed checks.
         reason: String,
     },
-    /// The resource does not exist (404).
+    /// The resource does not exist (404); said only to a session whose evidence the path's
+    /// release policy admits.
     #[error("no resource at {0}")]
     NotFound(String),
     /// The admin API was called without credentials (401).
@@ -88,6 +92,14 @@ pub enum BrokerError {
     /// The resource exists and the request would replace it (409).
     #[error("{0}")]
     Conflict(String),
+    /// The caller is over one of its per-peer limits (429); retry after `retry_after`.
+    #[error("too many requests: {what}; retry in {} s", retry_after.as_secs().max(1))]
+    TooManyRequests {
+        /// Which limit.
+        what: String,
+        /// When to retry.
+        retry_after: std::time::Duration,
+    },
     /// Too many sessions in flight (503); retry later.
     #[error("too many sessions in flight ({0}); retry later")]
     Busy(usize),
@@ -106,6 +118,7 @@ impl BrokerError {
             Self::PolicyDeny { .. } | Self::AdminForbidden => 403,
             Self::NotFound(_) => 404,
             Self::Conflict(_) => 409,
+            Self::TooManyRequests { .. } => 429,
             Self::Busy(_) => 503,
             Self::Internal(_) => 500,
         }
@@ -122,8 +135,24 @@ impl BrokerError {
             Self::NotFound(_) => "ResourceNotFound",
             Self::Conflict(_) => "Conflict",
             Self::AdminUnauthenticated | Self::AdminForbidden => "AdminAuth",
+            Self::TooManyRequests { .. } => "TooManyRequests",
             Self::Busy(_) => "Busy",
             Self::Internal(_) => "InternalError",
+        }
+    }
+
+    /// What the caller is told: the error's text, except that an internal error is not
+    /// detailed and a policy denial does not say why, so that a caller the policy does not
+    /// admit learns nothing about the resource, not even whether it exists.
+    pub fn public_detail(&self) -> String {
+        match self {
+            Self::Internal(_) => "internal error; see the broker's log".to_owned(),
+            Self::PolicyDeny { path, .. } => format!(
+                "policy denied {path}: the resource is not released to this session (no \
+                 release policy admits its evidence, or there is no such resource); the \
+                 broker's log says why"
+            ),
+            other => other.to_string(),
         }
     }
 }

@@ -727,6 +727,7 @@ impl Pipeline {
             self.guard
                 .check_purpose(&key, declared_purpose, &config.id, &config.purposes)?;
         record.purpose = purpose;
+        let mut subject_budget = None;
         if let Some(subject) = ctx.header(&X_SUBJECT_ID) {
             let Some(purpose) = record.purpose else {
                 return Err(ApiError::Precondition(
@@ -738,8 +739,14 @@ impl Pipeline {
             let subjects = self.subjects.as_ref().ok_or_else(|| {
                 ApiError::Precondition("this server keeps no consent records".into())
             })?;
-            match subjects.check_consent(subject, purpose) {
-                Ok(pseudonym) => record.subject = Some(pseudonym),
+            match subjects
+                .check_consent(subject, purpose)
+                .and_then(|pseudonym| Ok((pseudonym, subjects.budget_key(subject)?)))
+            {
+                Ok((pseudonym, budget_key)) => {
+                    record.subject = Some(pseudonym);
+                    subject_budget = Some(budget_key);
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -757,6 +764,7 @@ impl Pipeline {
             model: Arc::clone(&model),
             values,
             rows,
+            subject_budget,
         })
     }
 
@@ -771,6 +779,7 @@ impl Pipeline {
             model,
             values,
             rows,
+            subject_budget,
         } = self.admit_call(ctx, Scope::Predict, call, record)?;
         let config = model.config();
         // The steps that spend come last, and are handed back if nothing is released.
@@ -803,7 +812,7 @@ impl Pipeline {
                     "a model with a privacy policy is served without budgets".into(),
                 ));
             };
-            Some(budgets.reserve_for(&key.principal, record.subject.as_deref(), charge, now)?)
+            Some(budgets.reserve_for(&key.principal, subject_budget.as_deref(), charge, now)?)
         };
         // The admission refunds its day unit when dropped; the budget reservation is
         // handed back here.
@@ -955,6 +964,8 @@ struct Admitted {
     model: Arc<LoadedModel>,
     values: Vec<f32>,
     rows: usize,
+    /// The data subject's budget key ([`Subjects::budget_key`]), when the call names one.
+    subject_budget: Option<String>,
 }
 
 /// What the audit record of one call learns as the call proceeds. It borrows or holds fixed

@@ -10,6 +10,7 @@
 //! and compared with the budget as `ε + ρ + 2√(ρ ln(1/δ))` at the budget's δ.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -28,7 +29,8 @@ pub struct BudgetConfig {
     /// The window length in seconds (86400: a UTC day).
     pub window_seconds: u64,
     /// ε each data subject (a request's `x-subject-id`) may have spent on it per window,
-    /// across all principals; absent: no per-subject budget.
+    /// across all principals; absent: no per-subject budget. The spend is kept under a keyed
+    /// hash of the subject id and outlives the subject's erasure until the window ends.
     pub subject_epsilon: Option<f64>,
 }
 
@@ -166,6 +168,8 @@ pub enum BudgetError {
 pub struct Budgets {
     db: Arc<Database>,
     config: BudgetConfig,
+    /// The last window whose start deleted the per-subject rows of ended windows.
+    swept: Arc<AtomicI64>,
 }
 
 const PRINCIPAL: &str = "principal";
@@ -222,7 +226,26 @@ enum Refused {
 impl Budgets {
     /// Budgets over `db`.
     pub fn new(db: Arc<Database>, config: BudgetConfig) -> Self {
-        Self { db, config }
+        Self {
+            db,
+            config,
+            swept: Arc::new(AtomicI64::new(i64::MIN)),
+        }
+    }
+
+    /// Deletes per-subject spend of windows that have ended, once per window: it no longer
+    /// limits anything, and a forgotten subject's spend is kept only while it does.
+    fn sweep_subjects(&self, window: i64) {
+        if self.swept.fetch_max(window, Ordering::AcqRel) >= window {
+            return;
+        }
+        let result = self.db.transaction(|tx| {
+            tx.prepare_cached("DELETE FROM privacy_spend WHERE scope = ?1 AND window < ?2")?
+                .execute(params![SUBJECT, window])
+        });
+        if let Err(e) = result {
+            tracing::error!(error = %e, "could not delete the per-subject spend of ended windows");
+        }
     }
 
     /// The settings.
@@ -257,6 +280,9 @@ impl Budgets {
         let window = self.window(now);
         let cfg = self.config;
         let subject = subject.filter(|_| cfg.subject_epsilon.is_some());
+        if subject.is_some() {
+            self.sweep_subjects(window);
+        }
         let outcome = self.db.transaction(|tx| {
             let spent = spent_in(tx, PRINCIPAL, principal, window)?;
             let total = plus(spent, charge);

@@ -6,11 +6,19 @@
 //! 256-bit **pseudonym key**. The database itself is encrypted under another subkey.
 //! A subject appears in the audit log only as `HMAC(pseudonym key, id)`.
 //!
-//! Forgetting a subject deletes its pseudonym key, its consent records and its privacy
-//! budget rows (SQLite's `secure_delete` overwrites them, and the WAL is checkpointed). The
-//! audit records that carry its pseudonym still verify, but nobody, the server included, can recompute the
+//! Forgetting a subject deletes its pseudonym key and its consent records (SQLite's
+//! `secure_delete` overwrites them, and the WAL is checkpointed). The audit records that
+//! carry its pseudonym still verify, but nobody, the server included, can recompute the
 //! pseudonym from the id any more: the link to the person is gone. A later request naming
 //! the subject fails for lack of consent.
+//!
+//! The ε already spent on a subject is not erased with it: otherwise `forget` followed by a
+//! new consent would hand the subject a fresh privacy budget in the same window. The
+//! per-subject budget is kept under [`Subjects::budget_key`], `HMAC(index key,
+//! "confidant-subject-budget-v1" ‖ 0 ‖ id)`: a keyed hash under the server's index key, which
+//! is not erased, so a new consent for the same id finds the same spend, and which says
+//! nothing about the subject to whoever lacks that key. It holds two numbers per window, and
+//! [`crate::privacy::budget::Budgets`] deletes per-subject rows once their window has ended.
 
 use std::sync::Arc;
 
@@ -75,6 +83,9 @@ pub struct Subjects {
     index_key: Arc<Zeroizing<[u8; 32]>>,
 }
 
+/// The domain of [`Subjects::budget_key`].
+const BUDGET_DOMAIN: &[u8] = b"confidant-subject-budget-v1\0";
+
 /// Longest subject id, in bytes.
 pub const MAX_SUBJECT_LEN: usize = 256;
 
@@ -107,6 +118,15 @@ impl Subjects {
 
     fn index(&self, id: &str) -> [u8; 32] {
         hmac(&self.index_key, id.as_bytes())
+    }
+
+    /// The name the subject's privacy budget is kept under: a keyed hash of the id under the
+    /// server's index key (domain-separated from the consent index), hex. It survives
+    /// [`Subjects::forget`], so that erasure cannot reset the ε spent on a subject.
+    pub fn budget_key(&self, id: &str) -> Result<String, SubjectError> {
+        validate_subject(id)?;
+        let message = [BUDGET_DOMAIN, id.as_bytes()].concat();
+        Ok(hex::encode(hmac(&self.index_key, &message)))
     }
 
     fn pseudonym_key(&self, idx: &[u8; 32]) -> Result<Option<Zeroizing<[u8; 32]>>, StorageError> {
@@ -208,7 +228,8 @@ impl Subjects {
         })
     }
 
-    /// Forgets a subject: deletes its pseudonym key and consents. Idempotent.
+    /// Forgets a subject: deletes its pseudonym key and consents; the ε spent on it in the
+    /// current window still counts ([`Subjects::budget_key`]). Idempotent.
     pub fn forget(&self, id: &str, now: i64) -> Result<Erasure, SubjectError> {
         validate_subject(id)?;
         let pseudonym = self.pseudonym(id)?;
@@ -219,7 +240,9 @@ impl Subjects {
                 .execute(params![idx.as_slice()])?;
             tx.prepare_cached("DELETE FROM subjects WHERE idx = ?1")?
                 .execute(params![idx.as_slice()])?;
-            // The subject's privacy odometer is keyed by its pseudonym: it goes too.
+            // The ε spent on the subject stays, under its budget key, until its window ends
+            // (see the module's documentation). Rows kept under the pseudonym by earlier
+            // versions go with the pseudonym.
             if let Some(p) = &pseudonym {
                 tx.prepare_cached(
                     "DELETE FROM privacy_spend WHERE scope = 'subject' AND name = ?1",

@@ -161,3 +161,41 @@ fn a_data_subject_budget_binds_across_principals_and_refuses_atomically() {
     b.refund(r);
     assert!((b.status("clinic", NOW).unwrap().epsilon_spent - 1.0).abs() < 1e-12);
 }
+
+/// A subject's spend is kept only while it limits anything: the first reservation of a new
+/// window deletes the per-subject rows of ended windows (principals' rows stay).
+#[test]
+fn per_subject_spend_of_ended_windows_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::open_in(dir.path()).unwrap());
+    let b = Budgets::new(
+        Arc::clone(&db),
+        BudgetConfig {
+            subject_epsilon: Some(5.0),
+            ..Default::default()
+        },
+    );
+    let rows = |scope: &str| -> i64 {
+        db.read(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM privacy_spend WHERE scope = ?1",
+                [scope],
+                |r| r.get(0),
+            )
+        })
+        .unwrap()
+    };
+    let _ = b
+        .reserve_for("bank", Some("subj-a"), eps(0.5), NOW)
+        .unwrap();
+    let _ = b
+        .reserve_for("bank", Some("subj-b"), eps(0.5), NOW)
+        .unwrap();
+    assert_eq!((rows("subject"), rows("principal")), (2, 1));
+    // The next window: subj-a and subj-b no longer limit anything.
+    let next_window = NOW + 86_400;
+    let _ = b
+        .reserve_for("bank", Some("subj-c"), eps(0.5), next_window)
+        .unwrap();
+    assert_eq!((rows("subject"), rows("principal")), (1, 2));
+}

@@ -96,35 +96,51 @@ fn malformed_ids_purposes_and_sources_are_refused() {
     assert!(s.set_consent("p", "care", true, "line\nbreak", 1).is_err());
 }
 
+/// Issue 16 item 7. Before this change the per-subject budget was kept under the subject's
+/// pseudonym, which `forget` deleted with its rows: a new consent made a new pseudonym and
+/// the subject's budget started again from zero in the same window. It is now kept under
+/// `budget_key`, which survives erasure.
 #[test]
-fn forgetting_deletes_the_subjects_privacy_budget_rows() {
+fn the_budget_spent_on_a_subject_survives_forget_and_a_new_consent() {
     let (_d, s, db) = store();
-    let rec = s.set_consent("patient-9", "care", true, "f", 1).unwrap();
+    let now = 1_790_000_000;
     let budgets = crate::privacy::budget::Budgets::new(
         Arc::clone(&db),
         crate::privacy::budget::BudgetConfig {
-            subject_epsilon: Some(5.0),
+            subject_epsilon: Some(1.0),
             ..Default::default()
         },
     );
     let charge = crate::privacy::policy::Charge {
-        epsilon: 0.5,
+        epsilon: 0.75,
         rho: 0.0,
     };
+    // As the pipeline does: consent gives the pseudonym, the budget key names the spend.
+    let before = s.set_consent("patient-9", "care", true, "f", 1).unwrap();
+    let key = s.budget_key("patient-9").unwrap();
+    assert_ne!(key, before.subject_pseudonym);
     let _ = budgets
-        .reserve_for("bank", Some(&rec.subject_pseudonym), charge, 1_790_000_000)
+        .reserve_for("bank", Some(&key), charge, now)
         .unwrap();
-    let count = || -> i64 {
-        db.read(|c| {
-            c.query_row(
-                "SELECT COUNT(*) FROM privacy_spend WHERE scope = 'subject'",
-                [],
-                |r| r.get(0),
-            )
-        })
-        .unwrap()
-    };
-    assert_eq!(count(), 1);
-    s.forget("patient-9", 2).unwrap();
-    assert_eq!(count(), 0, "the subject's odometer is gone with its key");
+    let erased = s.forget("patient-9", 2).unwrap();
+    assert!(erased.existed);
+    let after = s.set_consent("patient-9", "care", true, "f", 3).unwrap();
+    assert_ne!(
+        after.subject_pseudonym, before.subject_pseudonym,
+        "erasure shredded the old pseudonym"
+    );
+    let again = s.budget_key("patient-9").unwrap();
+    assert_eq!(again, key, "the budget key survives erasure");
+    // 0.75 of 1.0 is spent: another 0.75 does not fit, for any principal.
+    let err = budgets
+        .reserve_for("insurer", Some(&again), charge, now)
+        .unwrap_err();
+    assert!(
+        matches!(err, crate::privacy::budget::BudgetError::SubjectExhausted { remaining, .. } if (remaining - 0.25).abs() < 1e-9),
+        "{err}"
+    );
+    // The budget key is neither the id nor the consent index, and differs per subject.
+    assert_ne!(s.budget_key("patient-10").unwrap(), key);
+    assert_ne!(key, hex::encode(s.index("patient-9")));
+    assert!(!key.contains("patient"));
 }

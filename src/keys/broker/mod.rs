@@ -1,0 +1,396 @@
+//! The key broker: a KBS (RCAR 0.4.0) over HTTPS, with an authenticated admin API.
+//!
+//! | method and path | who | what |
+//! | --- | --- | --- |
+//! | `POST /kbs/v0/auth` | TEE | a session cookie and a single-use nonce |
+//! | `POST /kbs/v0/attest` | TEE | evidence binding the nonce and the TEE key; verified |
+//! | `GET /kbs/v0/resource/<repo>/<type>/<tag>` | TEE | the resource as a JWE to the TEE key, if the resource's release policy accepts the evidence |
+//! | `POST /kbs/v0/resource/<repo>/<type>/<tag>` | admin | store a resource (the raw bytes) |
+//! | `POST /kbs/v0/resource-policy/<repo>/<type>/<tag>` | admin | set its release policy (attestation-policy TOML) |
+//! | `POST /kbs/v0/resource-generate/<repo>/<type>/<tag>` | admin | store 32 random bytes the broker makes (a deployment's state key); refused if the resource exists |
+//!
+//! At attest the evidence is verified for integrity (signatures, chain, report_data binding
+//! the runtime data) under a permissive base policy, and the session keeps only the verified
+//! claims; at each resource request the claims are judged under that resource's release
+//! policy (measurement, TCB floor, debug, allow_simulated) before the resource is decrypted.
+//! A resource without a policy is never released, and a caller the policy does not admit
+//! gets the same answer whether or not the resource exists. A policy that does not pin what
+//! it accepts is refused when it is set (and at start, if one was stored before), and every
+//! release under a deliberately open policy logs a warning. Every release and every refusal
+//! is logged with its reason.
+//!
+//! TDX quotes are judged with the broker's own collateral ([`BrokerConfig::tdx_collateral`],
+//! see [`super::collateral`]); collateral carried in the evidence is dropped unread.
+//!
+//! Nonces are single-use: a session attests once, and a challenge expires after
+//! [`BrokerConfig::challenge_ttl`]; an attested session expires after
+//! [`BrokerConfig::session_ttl`]. What anonymous callers can make the broker hold is bounded
+//! per peer and in all ([`PeerLimits`], [`sessions`]). The admin API takes
+//! `Authorization: Bearer <admin key>`, the key being the contents of
+//! `<data-dir>/admin.key`.
+//!
+//! The files: this one starts the broker and accepts connections; [`http`] has the HTTP
+//! helpers, [`rcar`] the TEE-facing handlers, [`admin`] the admin API and [`sessions`] the
+//! session table with its limits.
+
+mod admin;
+mod http;
+mod rcar;
+pub mod sessions;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::connect_info::ConnectInfo;
+use axum::http::Uri;
+use axum::routing::{get, post};
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+use sha2::{Digest as _, Sha256};
+use tokio::net::TcpListener;
+use tower::ServiceExt as _;
+use zeroize::Zeroizing;
+
+use super::collateral::CollateralSource;
+use super::error::{BrokerError, BrokerStartError};
+use super::store::ResourceStore;
+use crate::storage::Database;
+#[cfg(test)]
+pub(crate) use rcar::verify_integrity;
+use sessions::Sessions;
+pub use sessions::{MAX_SESSIONS, PeerLimits};
+
+/// Default lifetime of an unanswered challenge (nonce).
+pub const DEFAULT_CHALLENGE_TTL: Duration = Duration::from_secs(60);
+/// Default lifetime of an attested session.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(300);
+/// Default largest admin request body (a resource or a release policy).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+/// Default largest `attest` body: SNP evidence with its certificate chain is about 15 KiB in
+/// JSON, a TDX quote without collateral under 10 KiB (the broker holds TDX collateral itself).
+pub const DEFAULT_MAX_EVIDENCE_BYTES: usize = 64 << 10;
+/// Largest `auth` body (`{"version","tee","extra-params"}`).
+pub const MAX_AUTH_BODY_BYTES: usize = 4 << 10;
+/// Most certificate-table entries accepted in SNP evidence (ARK, ASK or ASVK, VCEK or VLEK,
+/// and room for one more, such as a CRL).
+pub const MAX_CERT_ENTRIES: usize = 4;
+
+/// The broker's configuration.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Data directory: `tls/`, `admin.key`, `master.key`, `confidant.db`.
+    pub data_dir: PathBuf,
+    /// Lifetime of a challenge's nonce.
+    pub challenge_ttl: Duration,
+    /// Lifetime of an attested session.
+    pub session_ttl: Duration,
+    /// Largest admin request body.
+    pub max_body_bytes: usize,
+    /// Largest `attest` body (the evidence and the runtime data).
+    pub max_evidence_bytes: usize,
+    /// What one peer, and all peers, may make the broker hold.
+    pub limits: PeerLimits,
+    /// The broker's TDX collateral: a QuoteCollateralV3 JSON file or a directory of them,
+    /// re-read at each TDX verification. Without it TDX evidence is refused.
+    pub tdx_collateral: Option<PathBuf>,
+}
+
+impl BrokerConfig {
+    /// The defaults, listening on `listen` with data in `data_dir`.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            listen,
+            data_dir,
+            challenge_ttl: DEFAULT_CHALLENGE_TTL,
+            session_ttl: DEFAULT_SESSION_TTL,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_evidence_bytes: DEFAULT_MAX_EVIDENCE_BYTES,
+            limits: PeerLimits::default(),
+            tdx_collateral: None,
+        }
+    }
+
+    /// `<data-dir>/tls/cert.pem`.
+    pub fn cert_path(&self) -> PathBuf {
+        self.data_dir.join("tls").join("cert.pem")
+    }
+
+    /// `<data-dir>/admin.key`.
+    pub fn admin_key_path(&self) -> PathBuf {
+        self.data_dir.join("admin.key")
+    }
+}
+
+struct Shared {
+    store: ResourceStore,
+    sessions: Sessions,
+    admin_key_sha256: [u8; 32],
+    token_key: EcdsaKeyPair,
+    config: BrokerConfig,
+    rng: SystemRandom,
+}
+
+/// A running broker.
+pub struct RunningBroker {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// `https://127.0.0.1:PORT` (or the bound IP).
+    pub url: String,
+    /// The TLS certificate (PEM) clients must trust.
+    pub cert_pem: String,
+    state: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningBroker {
+    /// Stores a resource directly (the in-process path of the embedded demo).
+    pub fn put_resource(&self, path: &str, bytes: &[u8]) -> Result<(), BrokerError> {
+        http::check_path(path)?;
+        self.state.store.put(path, bytes)
+    }
+
+    /// Sets a release policy directly (the in-process path of the embedded demo).
+    pub fn set_policy(&self, path: &str, toml: &str) -> Result<(), BrokerError> {
+        http::check_path(path)?;
+        self.state.store.set_policy(path, toml).map(|_| ())
+    }
+
+    /// Whether a resource exists at `path`.
+    pub fn has_resource(&self, path: &str) -> Result<bool, BrokerError> {
+        self.state.store.contains(path)
+    }
+
+    /// Stops accepting connections.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for RunningBroker {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BrokerStartError {
+    let what = what.into();
+    move |source| BrokerStartError::Io { what, source }
+}
+
+/// Reads `<data-dir>/admin.key` (64 hex digits), creating it on first start.
+fn load_or_create_admin_key(path: &Path) -> Result<Zeroizing<String>, BrokerStartError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let key = Zeroizing::new(text.trim().to_owned());
+            if key.len() < 32 {
+                return Err(BrokerStartError::Key(format!(
+                    "{}: the admin key is shorter than 32 characters",
+                    path.display()
+                )));
+            }
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut raw = Zeroizing::new([0u8; 32]);
+            getrandom::fill(raw.as_mut()).map_err(|e| BrokerStartError::Key(e.to_string()))?;
+            let key = Zeroizing::new(hex::encode(raw.as_ref()));
+            crate::files::write_file(path, format!("{}\n", key.as_str()).as_bytes(), 0o600)?;
+            tracing::info!(path = %path.display(), "broker: admin key created");
+            Ok(key)
+        }
+        Err(e) => Err(io(path.display().to_string())(e)),
+    }
+}
+
+/// Reads `<data-dir>/tls/{cert,key}.pem`, or makes a self-signed pair on first start.
+fn load_or_create_tls(
+    dir: &Path,
+    listen: &SocketAddr,
+) -> Result<(String, Zeroizing<String>), BrokerStartError> {
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    if cert_path.exists() && key_path.exists() {
+        let cert =
+            std::fs::read_to_string(&cert_path).map_err(io(cert_path.display().to_string()))?;
+        let key = Zeroizing::new(
+            std::fs::read_to_string(&key_path).map_err(io(key_path.display().to_string()))?,
+        );
+        return Ok((cert, key));
+    }
+    crate::files::create_private_dir(dir)?;
+    let id = crate::tls::TlsIdentity::self_signed(&crate::tls::default_names(listen))?;
+    crate::files::write_file(&key_path, id.key_pem.as_bytes(), 0o600)?;
+    crate::files::write_file(&cert_path, id.cert_pem.as_bytes(), 0o600)?;
+    tracing::info!(cert = %cert_path.display(), "broker: self-signed TLS certificate written");
+    Ok((id.cert_pem, id.key_pem))
+}
+
+fn tls_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig, BrokerStartError> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BrokerStartError::Key(format!("broker TLS certificate: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| BrokerStartError::Key(format!("broker TLS key: {e}")))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| BrokerStartError::Key(format!("TLS: {e}")))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| BrokerStartError::Key(format!("broker TLS identity: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Starts the broker: opens (or initializes) its data directory, binds, and serves until
+/// the returned handle is shut down or dropped.
+pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerStartError> {
+    crate::files::create_private_dir(&config.data_dir)?;
+    let admin_key = load_or_create_admin_key(&config.admin_key_path())?;
+    let master = crate::files::load_or_create_key(&config.data_dir.join("master.key"))?;
+    let db = Arc::new(Database::open_in(&config.data_dir)?);
+    let store =
+        ResourceStore::new(db, &master).map_err(|e| BrokerStartError::Key(e.to_string()))?;
+    drop(master);
+    // A policy stored before policies had to pin what they accept is refused here, at load,
+    // rather than at the first release.
+    if let Some((path, reason)) = store
+        .first_refused_policy()
+        .map_err(|e| BrokerStartError::Key(e.to_string()))?
+    {
+        return Err(BrokerStartError::StoredPolicy { path, reason });
+    }
+    if let Some(path) = &config.tdx_collateral {
+        let set = CollateralSource::new(path).load()?;
+        tracing::info!(
+            path = %path.display(),
+            platforms = set.len(),
+            "broker: TDX collateral loaded (re-read at each TDX verification)"
+        );
+    }
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(io(format!("listen on {}", config.listen)))?;
+    let addr = listener.local_addr().map_err(io("local address"))?;
+    let (cert_pem, key_pem) = load_or_create_tls(&config.data_dir.join("tls"), &addr)?;
+    let tls = tls_config(&cert_pem, &key_pem)?;
+    drop(key_pem);
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .map_err(|_| BrokerStartError::Key("token signing key".into()))?;
+    let token_key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .map_err(|_| BrokerStartError::Key("token signing key".into()))?;
+    let state = Arc::new(Shared {
+        store,
+        sessions: Sessions::new(config.limits, config.challenge_ttl, config.session_ttl),
+        admin_key_sha256: Sha256::digest(admin_key.as_bytes()).into(),
+        token_key,
+        config: config.clone(),
+        rng,
+    });
+    drop(admin_key);
+    let router = router(Arc::clone(&state));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let task = tokio::spawn(serve_tls(listener, acceptor, router, stop_rx));
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    tracing::info!(
+        %addr,
+        data_dir = %config.data_dir.display(),
+        "broker: listening (KBS RCAR 0.4.0 over HTTPS)"
+    );
+    Ok(RunningBroker {
+        addr,
+        url: format!("https://{host}:{}", addr.port()),
+        cert_pem,
+        state,
+        stop: Some(stop_tx),
+        task,
+    })
+}
+
+async fn serve_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: axum::Router,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "broker: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "broker: TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            // The handlers read the peer's address (the per-peer limits) from the request.
+            let router = router.map_request(move |mut request: hyper::Request<_>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await
+            {
+                tracing::debug!(error = %e, "broker: connection ended with an error");
+            }
+        });
+    }
+}
+
+fn router(state: Arc<Shared>) -> axum::Router {
+    axum::Router::new()
+        .route("/kbs/v0/auth", post(rcar::auth))
+        .route("/kbs/v0/attest", post(rcar::attest))
+        .route(
+            "/kbs/v0/resource/{*path}",
+            get(rcar::resource).post(admin::put_resource),
+        )
+        .route("/kbs/v0/resource-policy/{*path}", post(admin::put_policy))
+        .route(
+            "/kbs/v0/resource-generate/{*path}",
+            post(admin::generate_resource),
+        )
+        .fallback(|uri: Uri| async move {
+            http::error_response(&BrokerError::NotFound(format!("endpoint {}", uri.path())))
+        })
+        .with_state(state)
+}
