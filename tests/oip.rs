@@ -534,6 +534,24 @@ async fn caller_chosen_names_are_bounded_before_they_are_echoed_or_audited() {
             pb::ModelMetadataRequest {
                 name: huge.clone(),
                 version: String::new(),
+            },
+            &key,
+        ))
+        .await
+        .unwrap_err(),
+    );
+    // A lawful request still passes (the refusals above spent no rate unit).
+    c.model_infer(authed(raw_request("demo", &rows), &key))
+        .await
+        .unwrap();
+    assert!(server.stop().success());
+    let audit: u64 = std::fs::read_dir(data.join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(audit < 64 * 1024, "the audit log grew to {audit} bytes");
+}
+
 /// The statistics of `demo`, as `ModelStatistics` reports them for the model named.
 async fn demo_stats(c: &mut GrpcInferenceServiceClient<Channel>, key: &str) -> pb::ModelStatistics {
     let resp = c
@@ -643,18 +661,6 @@ async fn triton_config_statistics_and_index_tell_what_happened() {
             &key,
         ))
         .await
-        .unwrap_err(),
-    );
-    // A lawful request still passes (the refusals above spent no rate unit).
-    c.model_infer(authed(raw_request("demo", &rows), &key))
-        .await
-        .unwrap();
-    assert!(server.stop().success());
-    let audit: u64 = std::fs::read_dir(data.join("audit"))
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum();
-    assert!(audit < 64 * 1024, "the audit log grew to {audit} bytes");
         .unwrap()
         .into_inner();
     assert_eq!(index.models.len(), 1, "{index:?}");
