@@ -144,3 +144,16 @@ fn accountant_rejects_bad_parameters() {
     assert!(epsilon(&m, 1e-5, AccountantKind::Pld).is_err());
     assert!(noise_multiplier(-1.0, 1e-5, 0.1, 10, AccountantKind::Rdp).is_err());
 }
+
+#[test]
+fn probe_long_horizon() {
+    for (q, s, t) in [(0.001, 0.6, 10_000u64)] {
+        let m = SubsampledGaussian { sample_rate: q, noise_multiplier: s, steps: t };
+        let start = std::time::Instant::now();
+        let e = pld::epsilons(&m, &[1e-5, 1e-6], &PldOptions::default());
+        let c = pld::composed(&m, pld::Direction::Remove, 1e-6, &PldOptions::default()).unwrap();
+        let c2 = pld::composed(&m, pld::Direction::Add, 1e-6, &PldOptions::default()).unwrap();
+        eprintln!("remove {}\nadd {}", c.probe(1e-6), c2.probe(1e-6));
+        eprintln!("{q} {s} {t}: {e:?} in {:?}; remove len {} h {} floor {:e}", start.elapsed(), c.len(), c.step(), c.floor());
+    }
+}
