@@ -21,7 +21,8 @@ pub enum AccountantKind {
     /// The pessimistic privacy loss distribution.
     Pld,
     /// The privacy random variable (Gopi, Lee & Wutschitz 2021): the same distribution as
-    /// the PLD seen as a random variable; computed here by the pessimistic PLD code.
+    /// the PLD seen as a random variable; computed here by the pessimistic PLD code, so its
+    /// ε equals [`AccountantKind::Pld`]'s.
     Prv,
 }
 
@@ -126,17 +127,46 @@ pub fn noise_multiplier(
         }
     };
     let step = NOISE_GRID_RATIO.ln();
-    // Bracket: f(lo) > 0 ≥ f(hi). ε falls roughly like 1/σ to 1/σ², so a first move of
-    // ln(ε/target) in ln σ lands near the answer.
+    // Where to start, and how fast ln ε falls per grid step there. RDP is cheap and its ε is
+    // an upper bound on the PLD's, so its σ is a close guess from above for the PLD; without
+    // it, ε falls roughly like 1/σ.
+    let (j0, slope) = match kind {
+        AccountantKind::Rdp => (0i64, -step),
+        AccountantKind::Pld | AccountantKind::Prv => {
+            match noise_multiplier(target_epsilon, delta, sample_rate, steps, AccountantKind::Rdp)
+            {
+                Ok(s) => {
+                    let j = (s.ln() / step).round() as i64;
+                    let rdp_at = |j: i64| {
+                        epsilon(
+                            &SubsampledGaussian {
+                                sample_rate,
+                                noise_multiplier: noise_grid_point(j),
+                                steps,
+                            },
+                            delta,
+                            AccountantKind::Rdp,
+                        )
+                        .map(|e| e.max(1e-300).ln())
+                    };
+                    let slope = match (rdp_at(j), rdp_at(j - 50)) {
+                        (Ok(a), Ok(b)) if a < b => (a - b) / 50.0,
+                        _ => -step,
+                    };
+                    (j.clamp(J_MIN, J_MAX), slope)
+                }
+                Err(_) => (0, -step),
+            }
+        }
+    };
+    // Bracket: f(lo) > 0 ≥ f(hi), moving by the slope's estimate of the distance, 2% past it.
     let (mut j_lo, mut f_lo, mut j_hi, mut f_hi);
-    let j0 = 0i64;
-    let f0 = f(j0)?;
     let mut j = j0;
-    let mut fj = f0;
+    let mut fj = f(j0)?;
     let mut stride = 1i64;
     loop {
         let guess = if fj.is_finite() {
-            (fj / step).abs().ceil() as i64
+            ((fj / slope).abs() * 1.02).ceil() as i64 + 1
         } else {
             0
         };
