@@ -109,11 +109,14 @@ fn accountant_long_horizon(c: &mut Criterion) {
             noise_multiplier: sigma,
             steps: 10_000,
         };
-        group.bench_function(format!("pld_epsilon_q{q}_sigma{sigma}_T10000_delta1e-6"), |b| {
-            b.iter(|| {
-                black_box(accountant::epsilon(&m, 1e-6, AccountantKind::Pld).expect("epsilon"))
-            })
-        });
+        group.bench_function(
+            format!("pld_epsilon_q{q}_sigma{sigma}_T10000_delta1e-6"),
+            |b| {
+                b.iter(|| {
+                    black_box(accountant::epsilon(&m, 1e-6, AccountantKind::Pld).expect("epsilon"))
+                })
+            },
+        );
     }
     group.bench_function("pld_noise_multiplier_eps2_q0.004_T10000_delta1e-6", |b| {
         b.iter(|| {

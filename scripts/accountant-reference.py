@@ -60,6 +60,11 @@ def load_opacus_rdp():
     return mod
 
 
+NOTE = ("# dp_accounting_pld_optimistic: dp_accounting from_gaussian_mechanism(pessimistic_estimate="
+        "False, use_connect_dots=False, value_discretization_interval=1e-4).self_compose(T), a "
+        "lower bound.")
+
+
 def optimistic_pld(q, sigma, steps, deltas):
     from dp_accounting.pld import privacy_loss_distribution as pl
     one = pl.from_gaussian_mechanism(
@@ -77,7 +82,10 @@ def augment(path):
     for line in lines:
         if line.startswith("#"):
             out.append(line)
-        elif line.startswith("sample_rate"):
+            continue
+        if line.startswith("sample_rate") and not any(l.startswith("# dp_accounting_pld_optimistic") for l in out):
+            out.append(NOTE)
+        if line.startswith("sample_rate"):
             out.append(line if line.endswith("_optimistic") else line + ",dp_accounting_pld_optimistic")
         else:
             f = line.split(",")
@@ -140,6 +148,7 @@ def main():
         f.write("# dp_accounting PLD at value_discretization_interval=1e-4; prv-accountant "
                 "eps_error=1e-3*max(1, eps) (coarser where refused), delta_error=delta/1000; Opacus RDP at its default "
                 "orders and at Confidant's (plus 128, 256).\n")
+        f.write(NOTE + "\n")
         f.write("sample_rate,noise_multiplier,steps,delta,dp_accounting_pld,prv_lower,prv_estimate,"
                 "prv_upper,opacus_rdp,opacus_rdp_ours,dp_accounting_pld_optimistic\n")
         for r in rows:

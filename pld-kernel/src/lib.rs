@@ -367,7 +367,12 @@ mod tests {
         let (out, err) = cyclic_power(&a, 8, 3, 2);
         assert!(err > 0.0 && err < 1e-13, "{err}");
         for n in 0..5 {
-            assert!((out[n] - c[n + 2]).abs() < 1e-15, "{n}: {} {}", out[n], c[n + 2]);
+            assert!(
+                (out[n] - c[n + 2]).abs() < 1e-15,
+                "{n}: {} {}",
+                out[n],
+                c[n + 2]
+            );
         }
     }
 

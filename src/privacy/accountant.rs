@@ -133,8 +133,13 @@ pub fn noise_multiplier(
     let (j0, slope) = match kind {
         AccountantKind::Rdp => (0i64, -step),
         AccountantKind::Pld | AccountantKind::Prv => {
-            match noise_multiplier(target_epsilon, delta, sample_rate, steps, AccountantKind::Rdp)
-            {
+            match noise_multiplier(
+                target_epsilon,
+                delta,
+                sample_rate,
+                steps,
+                AccountantKind::Rdp,
+            ) {
                 Ok(s) => {
                     let j = (s.ln() / step).round() as i64;
                     let rdp_at = |j: i64| {

@@ -191,9 +191,7 @@ fn single_step(
         Direction::Add => normal_cdf(t / sigma),
     };
     let p_above = |t: f64| match direction {
-        Direction::Remove => {
-            (1.0 - q) * normal_cdf(-t / sigma) + q * normal_cdf((1.0 - t) / sigma)
-        }
+        Direction::Remove => (1.0 - q) * normal_cdf(-t / sigma) + q * normal_cdf((1.0 - t) / sigma),
         Direction::Add => normal_cdf(-t / sigma),
     };
     let (x_min, x_max) = (-Z * sigma, 1.0 + Z * sigma);
@@ -207,8 +205,7 @@ fn single_step(
     }
     let len = span as usize;
     let k_lo = k_lo as i64;
-    let (mut pmf, weighted_abs_loss) =
-        kernel::connect_the_dots(&loss, h, k_lo, len, x_min, x_max);
+    let (mut pmf, weighted_abs_loss) = kernel::connect_the_dots(&loss, h, k_lo, len, x_min, x_max);
     // The x-tails: one side has losses below the grid's exact part (they go to the first
     // grid point at or above l_lo, which raises them), the other above it (they go to +∞).
     let (low_tail, high_tail) = match direction {
