@@ -106,7 +106,7 @@ impl SubsampledGaussianLoss {
 
 /// Gauss–Legendre nodes and weights on [−1, 1], five points.
 const GL5: [(f64, f64); 5] = [
-    (0.0, 0.568_888_888_888_888_9),
+    (0.0, 0.568_888_888_888_889),
     (-0.538_469_310_105_683, 0.478_628_670_499_366_47),
     (0.538_469_310_105_683, 0.478_628_670_499_366_47),
     (-0.906_179_845_938_664, 0.236_926_885_056_189_08),
@@ -115,7 +115,7 @@ const GL5: [(f64, f64); 5] = [
 
 /// Gauss–Legendre nodes and weights on [−1, 1], three points.
 const GL3: [(f64, f64); 3] = [
-    (0.0, 0.888_888_888_888_888_9),
+    (0.0, 0.888_888_888_888_889),
     (-0.774_596_669_241_483_4, 0.555_555_555_555_555_6),
     (0.774_596_669_241_483_4, 0.555_555_555_555_555_6),
 ];
@@ -356,7 +356,7 @@ mod tests {
     fn cyclic_power_matches_direct_convolution() {
         let a = [0.5, 0.25, 0.25];
         // a * a * a directly.
-        let mut c = vec![0.0; 7];
+        let mut c = [0.0; 7];
         for (i, x) in a.iter().enumerate() {
             for (j, y) in a.iter().enumerate() {
                 for (k, z) in a.iter().enumerate() {
