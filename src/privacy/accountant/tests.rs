@@ -369,3 +369,4 @@ fn noise_multiplier_is_the_smallest_grid_point_meeting_the_target() {
         );
     }
 }
+
