@@ -90,9 +90,18 @@ pub fn epsilon(mechanism: &SubsampledGaussian, delta: f64, kind: AccountantKind)
 /// The ratio between neighbouring points of the noise-multiplier grid: σ_j = 1.001^j.
 pub const NOISE_GRID_RATIO: f64 = 1.001;
 
-/// The noise multiplier at point `j` of the grid, `1.001^j`.
+/// The noise multiplier at point `j` of the grid: `1.001^j` rounded to 12 significant
+/// digits, so that it survives a round trip through decimal text (JSON) exactly.
 pub fn noise_grid_point(j: i64) -> f64 {
-    (j as f64 * NOISE_GRID_RATIO.ln()).exp()
+    let x = (j as f64 * NOISE_GRID_RATIO.ln()).exp();
+    // m / 10^k with m < 2^53 and 10^k exact (k ≤ 22) is the double nearest the decimal.
+    let k = 11 - x.log10().floor() as i32;
+    if (0..=22).contains(&k) {
+        let scale = 10f64.powi(k);
+        (x * scale).round() / scale
+    } else {
+        x
+    }
 }
 
 /// The smallest noise multiplier on the grid `1.001^j` (j an integer; a relative step of

@@ -369,4 +369,3 @@ fn noise_multiplier_is_the_smallest_grid_point_meeting_the_target() {
         );
     }
 }
-
