@@ -1,6 +1,7 @@
 //! Sampler throughput: the fast grid-Laplace path against two baselines measured in the same
 //! run (raw ChaCha20 words, and an unsafe float Laplace on the same generator, which is what
-//! numpy's `laplace` computes), then the exact samplers.
+//! numpy's `laplace` computes), then the exact samplers; then the accountant at long horizons
+//! (one PLD ε, and a noise-multiplier calibration, at 10⁴ steps).
 // criterion_group! generates an undocumented function.
 #![allow(missing_docs)]
 
@@ -10,6 +11,7 @@ use rand_core::{RngCore, SeedableRng};
 use rand_distr::{Distribution, Exp1};
 use std::hint::black_box;
 
+use confidant::privacy::accountant::{self, AccountantKind, SubsampledGaussian};
 use confidant::privacy::mechanism::LaplaceScores;
 use confidant::privacy::rng::{ChaChaDpRng, DpRng};
 use confidant::privacy::sampler::fast::FastDiscreteLaplace;
@@ -97,5 +99,43 @@ fn samplers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, samplers);
+fn accountant_long_horizon(c: &mut Criterion) {
+    let mut group = c.benchmark_group("privacy_accountant");
+    group.sample_size(10);
+    group.warm_up_time(std::time::Duration::from_secs(1));
+    for (q, sigma) in [(0.05, 0.8), (0.001, 0.6), (0.2, 0.6)] {
+        let m = SubsampledGaussian {
+            sample_rate: q,
+            noise_multiplier: sigma,
+            steps: 10_000,
+        };
+        group.bench_function(
+            format!("pld_epsilon_q{q}_sigma{sigma}_T10000_delta1e-6"),
+            |b| {
+                b.iter(|| {
+                    black_box(accountant::epsilon(&m, 1e-6, AccountantKind::Pld).expect("epsilon"))
+                })
+            },
+        );
+    }
+    group.bench_function("pld_noise_multiplier_eps2_q0.004_T10000_delta1e-6", |b| {
+        b.iter(|| {
+            black_box(
+                accountant::noise_multiplier(2.0, 1e-6, 0.004, 10_000, AccountantKind::Pld)
+                    .expect("sigma"),
+            )
+        })
+    });
+    group.bench_function("rdp_noise_multiplier_eps2_q0.004_T10000_delta1e-6", |b| {
+        b.iter(|| {
+            black_box(
+                accountant::noise_multiplier(2.0, 1e-6, 0.004, 10_000, AccountantKind::Rdp)
+                    .expect("sigma"),
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, samplers, accountant_long_horizon);
 criterion_main!(benches);

@@ -17,7 +17,7 @@ pub struct PrivacyArgs {
 pub enum PrivacyCommand {
     /// The ε of DP-SGD (Poisson-subsampled Gaussian) after some steps: {"epsilon", "accountant"}.
     Epsilon(EpsilonArgs),
-    /// The smallest noise multiplier meeting a target ε: {"noise_multiplier"}.
+    /// The smallest noise multiplier on the grid 1.001^j meeting a target ε: {"noise_multiplier"}.
     NoiseMultiplier(NoiseMultiplierArgs),
     /// A principal's differential-privacy budget on a running server (Privacy.GetBudget):
     /// {"principal", "epsilon_budget", "epsilon_spent", "epsilon_remaining", …}.

@@ -4,7 +4,8 @@
 //! - [`rdp`]: Rényi DP at integer and fractional orders (Mironov, Talwar & Zhang 2019),
 //!   converted to (ε, δ) by Balle et al. 2020 (or the classic Mironov 2017 bound).
 //! - [`pld`]: a privacy loss distribution discretized pessimistically, so the reported ε is
-//!   an upper bound; tight to the discretization step.
+//!   an upper bound; tight to the discretization step. Long horizons (10⁴ steps and more)
+//!   are composed in one FFT pass over a loss range sized by a Chernoff bound.
 
 pub mod pld;
 pub mod rdp;
@@ -20,7 +21,8 @@ pub enum AccountantKind {
     /// The pessimistic privacy loss distribution.
     Pld,
     /// The privacy random variable (Gopi, Lee & Wutschitz 2021): the same distribution as
-    /// the PLD seen as a random variable; computed here by the pessimistic PLD code.
+    /// the PLD seen as a random variable; computed here by the pessimistic PLD code, so its
+    /// ε equals [`AccountantKind::Pld`]'s.
     Prv,
 }
 
@@ -85,9 +87,27 @@ pub fn epsilon(mechanism: &SubsampledGaussian, delta: f64, kind: AccountantKind)
     }
 }
 
-/// The smallest noise multiplier (to a relative 1e-4, rounded up) at which `steps` steps at
-/// `sample_rate` are (target_epsilon, δ)-DP. The returned value has been checked: its ε is
-/// at most the target.
+/// The ratio between neighbouring points of the noise-multiplier grid: σ_j = 1.001^j.
+pub const NOISE_GRID_RATIO: f64 = 1.001;
+
+/// The noise multiplier at point `j` of the grid: `1.001^j` rounded to 12 significant
+/// digits, so that it survives a round trip through decimal text (JSON) exactly.
+pub fn noise_grid_point(j: i64) -> f64 {
+    let x = (j as f64 * NOISE_GRID_RATIO.ln()).exp();
+    // m / 10^k with m < 2^53 and 10^k exact (k ≤ 22) is the double nearest the decimal.
+    let k = 11 - x.log10().floor() as i32;
+    if (0..=22).contains(&k) {
+        let scale = 10f64.powi(k);
+        (x * scale).round() / scale
+    } else {
+        x
+    }
+}
+
+/// The smallest noise multiplier on the grid `1.001^j` (j an integer; a relative step of
+/// 1e-3) at which `steps` steps at `sample_rate` are (target_epsilon, δ)-DP by `kind`. Both
+/// sides are checked: the ε of the returned σ is at most the target, and the ε of the grid
+/// point below it exceeds the target.
 pub fn noise_multiplier(
     target_epsilon: f64,
     delta: f64,
@@ -96,43 +116,126 @@ pub fn noise_multiplier(
     kind: AccountantKind,
 ) -> Result<f64> {
     check_range("epsilon", target_epsilon, 0.0, 1e4, false)?;
-    let eps_at = |sigma: f64| {
-        epsilon(
-            &SubsampledGaussian {
-                sample_rate,
-                noise_multiplier: sigma,
-                steps,
-            },
-            delta,
-            kind,
-        )
+    check_range("delta", delta, 0.0, 1.0, false)?;
+    let ln_target = target_epsilon.ln();
+    // j ∈ [J_MIN, J_MAX] spans σ from about 1e-3 to 1e6 (the range `epsilon` accepts).
+    const J_MIN: i64 = -6_900;
+    const J_MAX: i64 = 13_800;
+    // f(j) = ln ε(σ_j) − ln target: positive where σ_j is too small. A support too large for
+    // the PLD grid (σ tiny) counts as too small a σ, which only ever moves the answer up.
+    let f = |j: i64| -> Result<f64> {
+        let m = SubsampledGaussian {
+            sample_rate,
+            noise_multiplier: noise_grid_point(j),
+            steps,
+        };
+        match epsilon(&m, delta, kind) {
+            Ok(e) => Ok(e.max(1e-300).ln() - ln_target),
+            Err(PrivacyError::Overflow { .. }) => Ok(f64::INFINITY),
+            Err(e) => Err(e),
+        }
     };
-    let mut hi = 1.0;
-    let mut tries = 0;
-    while eps_at(hi)? > target_epsilon {
-        hi *= 2.0;
-        tries += 1;
-        if tries > 20 {
+    let step = NOISE_GRID_RATIO.ln();
+    // Where to start, and how fast ln ε falls per grid step there. RDP is cheap and its ε is
+    // an upper bound on the PLD's, so its σ is a close guess from above for the PLD; without
+    // it, ε falls roughly like 1/σ.
+    let (j0, slope) = match kind {
+        AccountantKind::Rdp => (0i64, -step),
+        AccountantKind::Pld | AccountantKind::Prv => {
+            match noise_multiplier(
+                target_epsilon,
+                delta,
+                sample_rate,
+                steps,
+                AccountantKind::Rdp,
+            ) {
+                Ok(s) => {
+                    let j = (s.ln() / step).round() as i64;
+                    let rdp_at = |j: i64| {
+                        epsilon(
+                            &SubsampledGaussian {
+                                sample_rate,
+                                noise_multiplier: noise_grid_point(j),
+                                steps,
+                            },
+                            delta,
+                            AccountantKind::Rdp,
+                        )
+                        .map(|e| e.max(1e-300).ln())
+                    };
+                    let slope = match (rdp_at(j), rdp_at(j - 50)) {
+                        (Ok(a), Ok(b)) if a < b => (a - b) / 50.0,
+                        _ => -step,
+                    };
+                    (j.clamp(J_MIN, J_MAX), slope)
+                }
+                Err(_) => (0, -step),
+            }
+        }
+    };
+    // Bracket: f(lo) > 0 ≥ f(hi), moving by the slope's estimate of the distance, 2% past it.
+    let (mut j_lo, mut f_lo, mut j_hi, mut f_hi);
+    let mut j = j0;
+    let mut fj = f(j0)?;
+    let mut stride = 1i64;
+    loop {
+        let guess = if fj.is_finite() {
+            ((fj / slope).abs() * 1.02).ceil() as i64 + 1
+        } else {
+            0
+        };
+        let mv = guess.max(stride);
+        let next = if fj > 0.0 { j + mv } else { j - mv }.clamp(J_MIN, J_MAX);
+        if next == j {
             return Err(PrivacyError::Unreachable {
-                reason: format!("ε = {target_epsilon} needs a noise multiplier above 1e6"),
+                reason: format!(
+                    "ε = {target_epsilon} at δ = {delta} needs a noise multiplier outside \
+                     [1e-3, 1e6]"
+                ),
             });
         }
-    }
-    let mut lo = hi / 2.0;
-    while lo > 1e-3 && eps_at(lo)? <= target_epsilon {
-        hi = lo;
-        lo /= 2.0;
-    }
-    // Invariant: ε(hi) ≤ target. Bisect on a log scale to relative precision 1e-4.
-    while hi / lo > 1.0 + 1e-4 {
-        let mid = (lo * hi).sqrt();
-        if eps_at(mid)? <= target_epsilon {
-            hi = mid;
-        } else {
-            lo = mid;
+        let fn_ = f(next)?;
+        if (fj > 0.0) != (fn_ > 0.0) {
+            if fj > 0.0 {
+                (j_lo, f_lo, j_hi, f_hi) = (j, fj, next, fn_);
+            } else {
+                (j_lo, f_lo, j_hi, f_hi) = (next, fn_, j, fj);
+            }
+            break;
         }
+        j = next;
+        fj = fn_;
+        stride *= 2;
     }
-    Ok(hi)
+    // Narrow to neighbours by false position on ln ε (Illinois), with bisection whenever the
+    // bracket fails to halve.
+    let mut width_before = j_hi - j_lo;
+    let mut slow = 0;
+    while j_hi - j_lo > 1 {
+        let (a, b) = (f_lo.min(1e300), f_hi.max(-1e300));
+        let root = j_lo as f64 + (j_hi - j_lo) as f64 * a / (a - b);
+        let mut c = if slow >= 2 || !root.is_finite() {
+            slow = 0;
+            j_lo + (j_hi - j_lo) / 2
+        } else {
+            root.ceil() as i64
+        };
+        c = c.clamp(j_lo + 1, j_hi - 1);
+        let fc = f(c)?;
+        if fc > 0.0 {
+            (j_lo, f_lo) = (c, fc);
+            f_hi *= 0.5;
+        } else {
+            (j_hi, f_hi) = (c, fc);
+            f_lo *= 0.5;
+        }
+        let width = j_hi - j_lo;
+        if width * 2 > width_before {
+            slow += 1;
+        }
+        width_before = width;
+    }
+    Ok(noise_grid_point(j_hi))
 }
 
 #[cfg(test)]
