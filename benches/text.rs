@@ -31,7 +31,10 @@ fn model_dir() -> PathBuf {
         return PathBuf::from(d);
     }
     let out = std::process::Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-minilm.sh"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/fetch-minilm.sh"
+        ))
         .output()
         .expect("run scripts/fetch-minilm.sh");
     assert!(
@@ -64,16 +67,15 @@ fn bench(c: &mut Criterion) {
         "truncation": "truncate"}}"#,
     )
     .expect("config");
-    let encoder = BertEncoder::load(
-        &config,
-        dir.bert_files().expect("files"),
-        &Device::Cpu,
-    )
-    .expect("load MiniLM");
+    let encoder = BertEncoder::load(&config, dir.bert_files().expect("files"), &Device::Cpu)
+        .expect("load MiniLM");
     let texts = texts();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let tokens = encoder.tokenize(&refs).expect("tokenize");
-    assert!(tokens.iter().all(|t| t.len() == TOKENS), "every text must be 128 tokens");
+    assert!(
+        tokens.iter().all(|t| t.len() == TOKENS),
+        "every text must be 128 tokens"
+    );
     let batch: Vec<_> = tokens.iter().collect();
     eprintln!(
         "text bench: candle CPU threads = {}",

@@ -133,7 +133,8 @@ fn run_grouped(
     forward: impl Fn(&[&Tokens]) -> Result<Vec<f32>, EngineError>,
 ) -> Result<TextOutput, EngineError> {
     let lengths: Vec<usize> = tokens.iter().map(Tokens::len).collect();
-    let groups = super::bert::group_by_length(&lengths, DEFAULT_MAX_PADDED_TOKENS, DEFAULT_MAX_ROWS);
+    let groups =
+        super::bert::group_by_length(&lengths, DEFAULT_MAX_PADDED_TOKENS, DEFAULT_MAX_ROWS);
     let mut values = vec![0f32; tokens.len() * width];
     let mut padded_tokens = 0;
     for group in groups {

@@ -21,9 +21,9 @@ use sha2::{Digest, Sha256};
 
 use super::error::SealedError;
 use super::manifest::{
-    ALGORITHM, DEFAULT_CHUNK_SIZE, EncryptionInfo, MANIFEST_VERSION, MAX_CHUNK_SIZE,
-    MIN_CHUNK_SIZE, Manifest, NONCE_PREFIX_LEN, PublisherInfo, WeightsInfo, chunk_count,
-    validate_resource_path, BUNDLE_VERSION, EntryInfo, SealedModel, validate_entry_name,
+    ALGORITHM, BUNDLE_VERSION, DEFAULT_CHUNK_SIZE, EncryptionInfo, EntryInfo, MANIFEST_VERSION,
+    MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Manifest, NONCE_PREFIX_LEN, PublisherInfo, SealedModel,
+    WeightsInfo, chunk_count, validate_entry_name, validate_resource_path,
 };
 use super::publisher::{PublisherKey, PublisherSigningKey};
 use super::stream::{self, DataKey};
@@ -601,7 +601,12 @@ pub fn unseal_as<M: SealedModel>(
     key: &DataKey,
     check_digests: bool,
 ) -> Result<Unsealed<M>, SealedError> {
-    unseal_parsed(SealedFile::<M>::parse_as(bytes)?, trusted, key, check_digests)
+    unseal_parsed(
+        SealedFile::<M>::parse_as(bytes)?,
+        trusted,
+        key,
+        check_digests,
+    )
 }
 
 fn unseal_parsed<M: SealedModel>(

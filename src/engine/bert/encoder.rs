@@ -189,7 +189,11 @@ fn check_pooling(json: &[u8], pooling: Pooling, hidden: usize) -> Result<(), Eng
         problem,
     };
     let v: serde_json::Value = serde_json::from_slice(json).map_err(|e| bad(e.to_string()))?;
-    let flag = |k: &str| v.get(k).and_then(serde_json::Value::as_bool).unwrap_or(false);
+    let flag = |k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+    };
     let modes: Vec<&str> = [
         ("pooling_mode_cls_token", "cls"),
         ("pooling_mode_mean_tokens", "mean"),
@@ -208,7 +212,9 @@ fn check_pooling(json: &[u8], pooling: Pooling, hidden: usize) -> Result<(), Eng
             pooling.as_str()
         )));
     }
-    if let Some(d) = v.get("word_embedding_dimension").and_then(serde_json::Value::as_u64)
+    if let Some(d) = v
+        .get("word_embedding_dimension")
+        .and_then(serde_json::Value::as_u64)
         && d != hidden as u64
     {
         return Err(bad(format!(
@@ -235,7 +241,11 @@ fn check_normalize(json: &[u8], normalize: bool) -> Result<(), EngineError> {
     if normalizes != normalize {
         return Err(bad(format!(
             "the model {} its embeddings but the config says \"normalize\": {normalize}",
-            if normalizes { "normalizes" } else { "does not normalize" }
+            if normalizes {
+                "normalizes"
+            } else {
+                "does not normalize"
+            }
         )));
     }
     Ok(())

@@ -84,7 +84,9 @@ impl BertShape {
         {
             // RoBERTa-family models number positions from pad_token_id + 1, which this
             // forward pass does not do.
-            return Err(bad(format!("model_type {t:?} is not supported (only \"bert\")")));
+            return Err(bad(format!(
+                "model_type {t:?} is not supported (only \"bert\")"
+            )));
         }
         // Hugging Face's "gelu" is the exact erf form, as is PyTorch's nn.GELU().
         if raw.hidden_act != "gelu" {

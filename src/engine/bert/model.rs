@@ -103,10 +103,13 @@ impl<'a> TensorSource<'a> {
     /// Loads `name` as contiguous F32 of exactly `shape`, finite, locked in RAM.
     fn load(&self, name: &str, shape: &[usize], layer: usize) -> Result<Tensor, EngineError> {
         use candle_core::safetensors::Load;
-        let view = self.st.tensor(name).map_err(|_| EngineError::MissingTensor {
-            name: name.to_string(),
-            layer,
-        })?;
+        let view = self
+            .st
+            .tensor(name)
+            .map_err(|_| EngineError::MissingTensor {
+                name: name.to_string(),
+                layer,
+            })?;
         if view.shape() != shape {
             return Err(EngineError::Shape {
                 name: name.to_string(),
@@ -159,7 +162,13 @@ impl<'a> TensorSource<'a> {
         Ok(Linear { weight_t, bias })
     }
 
-    fn norm(&self, name: &str, width: usize, eps: f64, layer: usize) -> Result<LayerNorm, EngineError> {
+    fn norm(
+        &self,
+        name: &str,
+        width: usize,
+        eps: f64,
+        layer: usize,
+    ) -> Result<LayerNorm, EngineError> {
         Ok(LayerNorm {
             weight: self.load(&format!("{name}.weight"), &[width], layer)?,
             bias: self.load(&format!("{name}.bias"), &[width], layer)?,
@@ -204,7 +213,12 @@ impl BertWeights {
                 weight_t: Tensor::cat(&[&q.weight_t, &k.weight_t, &v.weight_t], 1)?,
                 bias: Tensor::cat(&[&q.bias, &k.bias, &v.bias], 0)?,
             };
-            for t in q.tensors().into_iter().chain(k.tensors()).chain(v.tensors()) {
+            for t in q
+                .tensors()
+                .into_iter()
+                .chain(k.tensors())
+                .chain(v.tensors())
+            {
                 unlock(t);
                 scrub(t);
             }
@@ -214,7 +228,12 @@ impl BertWeights {
             layers.push(Layer {
                 qkv,
                 attention_out: src.linear(&format!("{base}.attention.output.dense"), h, h, i)?,
-                attention_norm: src.norm(&format!("{base}.attention.output.LayerNorm"), h, eps, i)?,
+                attention_norm: src.norm(
+                    &format!("{base}.attention.output.LayerNorm"),
+                    h,
+                    eps,
+                    i,
+                )?,
                 intermediate: src.linear(
                     &format!("{base}.intermediate.dense"),
                     h,
@@ -273,7 +292,8 @@ impl BertWeights {
             .reshape((rows * seq, h))?;
         let mut x = self.embedding_norm.forward(&x)?;
         // 0 where attended, the most negative float at padding: softmax gives padding 0.
-        let bias = ((mask.ones_like()? - mask)? * f64::from(f32::MIN))?.reshape((rows, 1, 1, seq))?;
+        let bias =
+            ((mask.ones_like()? - mask)? * f64::from(f32::MIN))?.reshape((rows, 1, 1, seq))?;
         let scale = 1.0 / (head_dim as f64).sqrt();
         for layer in &self.layers {
             let qkv = layer
@@ -340,7 +360,11 @@ pub(super) fn mean_pool(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<T
 
 /// Each row scaled to unit L2 norm (PyTorch's `F.normalize`, eps 1e-12).
 pub(super) fn l2_normalize(x: &Tensor) -> candle_core::Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12f32, f32::MAX)?;
     x.broadcast_div(&norm)
 }
 

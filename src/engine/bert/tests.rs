@@ -10,14 +10,14 @@ use std::collections::BTreeMap;
 use candle_core::Device;
 
 use super::*;
-use crate::engine::config::{EncoderConfig, Truncation};
+use crate::engine::config::EncoderConfig;
 use crate::engine::error::EngineError;
 use crate::engine::text::TextEncoder;
 
 const VOCAB: &[&str] = &[
-    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "quick", "brown", "fox", "jumps",
-    "over", "lazy", "dog", "hello", "world", "a", "b", "c", "##s", "##ing", ".", ",", "!",
-    "?", "cafe", "secret", "data", "model", "text", "is", "not", "ok",
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "quick", "brown", "fox", "jumps", "over",
+    "lazy", "dog", "hello", "world", "a", "b", "c", "##s", "##ing", ".", ",", "!", "?", "cafe",
+    "secret", "data", "model", "text", "is", "not", "ok",
 ];
 const HIDDEN: usize = 8;
 const HEADS: usize = 2;
@@ -99,28 +99,67 @@ fn tiny_tensors(seed: u64, labels: Option<usize>, pooler: bool) -> Tensors {
         let n = shape.iter().product();
         t.insert(name, (shape, rng.vec(n)));
     };
-    put("embeddings.word_embeddings.weight".into(), vec![VOCAB.len(), HIDDEN], &mut rng);
-    put("embeddings.position_embeddings.weight".into(), vec![POSITIONS, HIDDEN], &mut rng);
-    put("embeddings.token_type_embeddings.weight".into(), vec![2, HIDDEN], &mut rng);
+    put(
+        "embeddings.word_embeddings.weight".into(),
+        vec![VOCAB.len(), HIDDEN],
+        &mut rng,
+    );
+    put(
+        "embeddings.position_embeddings.weight".into(),
+        vec![POSITIONS, HIDDEN],
+        &mut rng,
+    );
+    put(
+        "embeddings.token_type_embeddings.weight".into(),
+        vec![2, HIDDEN],
+        &mut rng,
+    );
     let norm = |t: &mut Tensors, name: &str, rng: &mut Rng| {
         let w: Vec<f32> = rng.vec(HIDDEN).iter().map(|v| 1.0 + v).collect();
         t.insert(format!("{name}.weight"), (vec![HIDDEN], w));
         t.insert(format!("{name}.bias"), (vec![HIDDEN], rng.vec(HIDDEN)));
     };
-    let mut lin = |t: &mut Tensors, name: &str, inp: usize, out: usize, rng: &mut Rng| {
-        t.insert(format!("{name}.weight"), (vec![out, inp], rng.vec(out * inp)));
+    let lin = |t: &mut Tensors, name: &str, inp: usize, out: usize, rng: &mut Rng| {
+        t.insert(
+            format!("{name}.weight"),
+            (vec![out, inp], rng.vec(out * inp)),
+        );
         t.insert(format!("{name}.bias"), (vec![out], rng.vec(out)));
     };
     norm(&mut t, "embeddings.LayerNorm", &mut rng);
     for i in 0..LAYERS {
         let b = format!("encoder.layer.{i}");
         for p in ["query", "key", "value"] {
-            lin(&mut t, &format!("{b}.attention.self.{p}"), HIDDEN, HIDDEN, &mut rng);
+            lin(
+                &mut t,
+                &format!("{b}.attention.self.{p}"),
+                HIDDEN,
+                HIDDEN,
+                &mut rng,
+            );
         }
-        lin(&mut t, &format!("{b}.attention.output.dense"), HIDDEN, HIDDEN, &mut rng);
+        lin(
+            &mut t,
+            &format!("{b}.attention.output.dense"),
+            HIDDEN,
+            HIDDEN,
+            &mut rng,
+        );
         norm(&mut t, &format!("{b}.attention.output.LayerNorm"), &mut rng);
-        lin(&mut t, &format!("{b}.intermediate.dense"), HIDDEN, INTER, &mut rng);
-        lin(&mut t, &format!("{b}.output.dense"), INTER, HIDDEN, &mut rng);
+        lin(
+            &mut t,
+            &format!("{b}.intermediate.dense"),
+            HIDDEN,
+            INTER,
+            &mut rng,
+        );
+        lin(
+            &mut t,
+            &format!("{b}.output.dense"),
+            INTER,
+            HIDDEN,
+            &mut rng,
+        );
         norm(&mut t, &format!("{b}.output.LayerNorm"), &mut rng);
     }
     if pooler {
@@ -135,7 +174,13 @@ fn tiny_tensors(seed: u64, labels: Option<usize>, pooler: bool) -> Tensors {
 fn serialize(t: &Tensors) -> Vec<u8> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = t
         .iter()
-        .map(|(n, (s, v))| (n.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .map(|(n, (s, v))| {
+            (
+                n.clone(),
+                s.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
         .iter()
@@ -209,7 +254,12 @@ fn linear(t: &Tensors, name: &str, x: &[f64]) -> Vec<f64> {
     let (_, b) = &t[&format!("{name}.bias")];
     let (out, inp) = (shape[0], shape[1]);
     (0..out)
-        .map(|o| f64::from(b[o]) + (0..inp).map(|i| f64::from(w[o * inp + i]) * x[i]).sum::<f64>())
+        .map(|o| {
+            f64::from(b[o])
+                + (0..inp)
+                    .map(|i| f64::from(w[o * inp + i]) * x[i])
+                    .sum::<f64>()
+        })
         .collect()
 }
 
@@ -231,22 +281,37 @@ fn reference_hidden(t: &Tensors, ids: &[u32]) -> Vec<Vec<f64>> {
                         + f64::from(g("embeddings.token_type_embeddings.weight")[j])
                 })
                 .collect();
-            layer_norm(&e, g("embeddings.LayerNorm.weight"), g("embeddings.LayerNorm.bias"))
+            layer_norm(
+                &e,
+                g("embeddings.LayerNorm.weight"),
+                g("embeddings.LayerNorm.bias"),
+            )
         })
         .collect();
     let hd = HIDDEN / HEADS;
     for l in 0..LAYERS {
         let b = format!("encoder.layer.{l}");
-        let q: Vec<_> = x.iter().map(|v| linear(t, &format!("{b}.attention.self.query"), v)).collect();
-        let k: Vec<_> = x.iter().map(|v| linear(t, &format!("{b}.attention.self.key"), v)).collect();
-        let v: Vec<_> = x.iter().map(|v| linear(t, &format!("{b}.attention.self.value"), v)).collect();
+        let q: Vec<_> = x
+            .iter()
+            .map(|v| linear(t, &format!("{b}.attention.self.query"), v))
+            .collect();
+        let k: Vec<_> = x
+            .iter()
+            .map(|v| linear(t, &format!("{b}.attention.self.key"), v))
+            .collect();
+        let v: Vec<_> = x
+            .iter()
+            .map(|v| linear(t, &format!("{b}.attention.self.value"), v))
+            .collect();
         let n = x.len();
         let mut ctx = vec![vec![0f64; HIDDEN]; n];
         for h in 0..HEADS {
             for i in 0..n {
                 let s: Vec<f64> = (0..n)
                     .map(|j| {
-                        (0..hd).map(|d| q[i][h * hd + d] * k[j][h * hd + d]).sum::<f64>()
+                        (0..hd)
+                            .map(|d| q[i][h * hd + d] * k[j][h * hd + d])
+                            .sum::<f64>()
                             / (hd as f64).sqrt()
                     })
                     .collect();
@@ -309,7 +374,11 @@ fn assert_close(got: &[f32], want: &[f64], tol: f64) {
 fn forward_matches_a_plain_reference_implementation() {
     let (tiny, tensors) = Tiny::new(None, true);
     let enc = tiny.load(&config(serde_json::json!({}))).unwrap();
-    let texts = ["the quick brown fox jumps over the lazy dog.", "hello world", ""];
+    let texts = [
+        "the quick brown fox jumps over the lazy dog.",
+        "hello world",
+        "",
+    ];
     let tokens = enc.tokenize(&texts).unwrap();
     let out = enc.embed(&texts).unwrap();
     for (tok, got) in tokens.iter().zip(&out) {
@@ -320,7 +389,11 @@ fn forward_matches_a_plain_reference_implementation() {
         .load(&config(serde_json::json!({"normalize": false})))
         .unwrap();
     let got = raw.embed(&["hello world"]).unwrap();
-    assert_close(&got[0], &reference_mean(&tensors, &[2, 13, 14, 3], false), 2e-5);
+    assert_close(
+        &got[0],
+        &reference_mean(&tensors, &[2, 13, 14, 3], false),
+        2e-5,
+    );
 }
 
 #[test]
@@ -328,7 +401,9 @@ fn padding_does_not_change_an_embedding() {
     let (tiny, _) = Tiny::new(None, true);
     let enc = tiny.load(&config(serde_json::json!({}))).unwrap();
     let short = enc.tokenize(&["hello"]).unwrap();
-    let long = enc.tokenize(&["the quick brown fox jumps over the lazy dog"]).unwrap();
+    let long = enc
+        .tokenize(&["the quick brown fox jumps over the lazy dog"])
+        .unwrap();
     let alone = enc.embed_tokens(&[&short[0]]).unwrap();
     let padded = enc.embed_tokens(&[&long[0], &short[0]]).unwrap();
     assert_eq!(padded.len(), 2 * HIDDEN);
@@ -341,7 +416,9 @@ fn padding_does_not_change_an_embedding() {
 fn cls_pooling_reads_the_first_token() {
     let (tiny, tensors) = Tiny::new(None, true);
     let enc = tiny
-        .load(&config(serde_json::json!({"pooling": "cls", "normalize": false})))
+        .load(&config(
+            serde_json::json!({"pooling": "cls", "normalize": false}),
+        ))
         .unwrap();
     let got = enc.embed(&["secret data", "a"]).unwrap();
     let want = reference_hidden(&tensors, &[2, 25, 26, 3]);
@@ -352,17 +429,24 @@ fn cls_pooling_reads_the_first_token() {
 fn tokenization_ignores_the_stored_limits_and_adds_special_tokens() {
     let (tiny, _) = Tiny::new(None, true);
     let enc = tiny.load(&config(serde_json::json!({}))).unwrap();
-    let t = enc.tokenize(&["", "Hello, World!", "unknownword foxs"]).unwrap();
+    let t = enc
+        .tokenize(&["", "Hello, World!", "unknownword foxs"])
+        .unwrap();
     assert_eq!(t[0].ids, [2, 3]);
     assert_eq!(t[1].ids, [2, 13, 21, 14, 22, 3]);
     assert_eq!(t[2].ids, [2, 1, 8, 18, 3]);
-    assert!(t.iter().all(|t| !t.truncated() && t.type_ids.iter().all(|&x| x == 0)));
+    assert!(
+        t.iter()
+            .all(|t| !t.truncated() && t.type_ids.iter().all(|&x| x == 0))
+    );
 }
 
 #[test]
 fn truncate_keeps_max_tokens_and_the_final_sep() {
     let (tiny, tensors) = Tiny::new(None, true);
-    let enc = tiny.load(&config(serde_json::json!({"max_tokens": 6}))).unwrap();
+    let enc = tiny
+        .load(&config(serde_json::json!({"max_tokens": 6})))
+        .unwrap();
     let text = "the quick brown fox jumps over the lazy dog";
     let t = &enc.tokenize(&[text]).unwrap()[0];
     assert_eq!(t.ids, [2, 5, 6, 7, 8, 3]);
@@ -376,7 +460,9 @@ fn truncate_keeps_max_tokens_and_the_final_sep() {
 fn refuse_names_the_text_its_tokens_and_the_limit() {
     let (tiny, _) = Tiny::new(None, true);
     let enc = tiny
-        .load(&config(serde_json::json!({"max_tokens": 6, "truncation": "refuse"})))
+        .load(&config(
+            serde_json::json!({"max_tokens": 6, "truncation": "refuse"}),
+        ))
         .unwrap();
     // Exactly at the limit is accepted.
     assert_eq!(enc.tokenize(&["a b c d"]).unwrap()[0].len(), 6);
@@ -407,13 +493,23 @@ fn classifier_head_follows_bert_for_sequence_classification() {
     let enc = tiny.load(&cfg("logits")).unwrap();
     let logits = enc.classify(&["hello world"]).unwrap();
     let cls = &reference_hidden(&tensors, &[2, 13, 14, 3])[0];
-    let pooled: Vec<f64> = linear(&tensors, "pooler.dense", cls).iter().map(|v| v.tanh()).collect();
+    let pooled: Vec<f64> = linear(&tensors, "pooler.dense", cls)
+        .iter()
+        .map(|v| v.tanh())
+        .collect();
     assert_close(&logits[0], &linear(&tensors, "classifier", &pooled), 2e-5);
-    let probs = tiny.load(&cfg("softmax")).unwrap().classify(&["hello world"]).unwrap();
+    let probs = tiny
+        .load(&cfg("softmax"))
+        .unwrap()
+        .classify(&["hello world"])
+        .unwrap();
     assert!((probs[0].iter().sum::<f32>() - 1.0).abs() < 1e-5);
     // An embedding model has no scores to give.
     let emb = tiny.load(&config(serde_json::json!({}))).unwrap();
-    assert!(matches!(emb.classify(&["x"]), Err(EngineError::WrongTask { .. })));
+    assert!(matches!(
+        emb.classify(&["x"]),
+        Err(EngineError::WrongTask { .. })
+    ));
     // A classifier whose checkpoint has no head is refused at load time.
     let (headless, _) = Tiny::new(None, true);
     match headless.load(&cfg("logits")) {
@@ -441,9 +537,15 @@ fn load_refuses_weights_that_do_not_fit() {
     let e = with(&|t| {
         t.remove("encoder.layer.1.output.dense.bias");
     });
-    assert!(matches!(e, EngineError::MissingTensor { layer: 1, .. }), "{e}");
+    assert!(
+        matches!(e, EngineError::MissingTensor { layer: 1, .. }),
+        "{e}"
+    );
     let e = with(&|t| {
-        t.insert("encoder.layer.0.attention.self.key.weight".into(), (vec![HIDDEN, 4], vec![0.0; HIDDEN * 4]));
+        t.insert(
+            "encoder.layer.0.attention.self.key.weight".into(),
+            (vec![HIDDEN, 4], vec![0.0; HIDDEN * 4]),
+        );
     });
     assert!(matches!(e, EngineError::Shape { .. }), "{e}");
     let e = with(&|t| {
@@ -456,8 +558,14 @@ fn load_refuses_weights_that_do_not_fit() {
 fn load_refuses_configs_that_do_not_fit_the_model() {
     let (tiny, _) = Tiny::new(None, true);
     // max_tokens above the position embeddings.
-    let e = tiny.load(&config(serde_json::json!({"max_tokens": 17}))).err().unwrap();
-    assert!(e.to_string().contains("max_position_embeddings is 16"), "{e}");
+    let e = tiny
+        .load(&config(serde_json::json!({"max_tokens": 17})))
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string().contains("max_position_embeddings is 16"),
+        "{e}"
+    );
     // A tokenizer with more tokens than the embedding table.
     let mut big: Vec<&str> = VOCAB.to_vec();
     big.push("extra");
@@ -477,7 +585,10 @@ fn load_refuses_configs_that_do_not_fit_the_model() {
             tokenizer: Vec::new(),
         }
     };
-    assert!(matches!(t.load(&config(serde_json::json!({}))), Err(EngineError::Tokenizer(_))));
+    assert!(matches!(
+        t.load(&config(serde_json::json!({}))),
+        Err(EngineError::Tokenizer(_))
+    ));
     // An activation this engine does not compute.
     let mut hf: serde_json::Value = serde_json::from_slice(&tiny.config).unwrap();
     hf["hidden_act"] = "relu".into();
@@ -486,7 +597,10 @@ fn load_refuses_configs_that_do_not_fit_the_model() {
         config: serde_json::to_vec(&hf).unwrap(),
         tokenizer: tiny.tokenizer.clone(),
     };
-    assert!(matches!(t.load(&config(serde_json::json!({}))), Err(EngineError::ModelFile { .. })));
+    assert!(matches!(
+        t.load(&config(serde_json::json!({}))),
+        Err(EngineError::ModelFile { .. })
+    ));
     // sentence-transformers files that disagree with the config.
     let pooling = br#"{"word_embedding_dimension": 8, "pooling_mode_cls_token": true,
         "pooling_mode_mean_tokens": false}"#;
@@ -505,20 +619,43 @@ fn load_refuses_configs_that_do_not_fit_the_model() {
     };
     assert!(BertEncoder::load(&cfg, files, &Device::Cpu).is_ok());
     let unnormalized = config(serde_json::json!({"normalize": false}));
-    let e = BertEncoder::load(&unnormalized, files, &Device::Cpu).err().unwrap();
+    let e = BertEncoder::load(&unnormalized, files, &Device::Cpu)
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("normalizes"), "{e}");
 }
 
 #[test]
 fn config_validation_names_the_problem() {
     let bad = [
-        (r#"{"kind":"bert","task":"embedding","pooling":"mean","max_tokens":1,"truncation":"truncate"}"#, "max_tokens"),
-        (r#"{"kind":"bert","task":"embedding","pooling":"max","max_tokens":8,"truncation":"truncate"}"#, "unknown variant"),
-        (r#"{"kind":"bert","task":"embedding","pooling":"mean","max_tokens":8,"truncation":"cut"}"#, "unknown variant"),
-        (r#"{"kind":"bert","task":"embedding","pooling":"mean","max_tokens":8,"truncation":"truncate","extra":1}"#, "unknown field"),
-        (r#"{"kind":"bert","task":"classification","pooling":"cls","max_tokens":8,"truncation":"truncate"}"#, "labels"),
-        (r#"{"kind":"bert","task":"embedding","pooling":"mean","max_tokens":8,"truncation":"truncate","labels":["x"]}"#, "no labels"),
-        (r#"{"kind":"mlp","task":"embedding","pooling":"mean","max_tokens":8,"truncation":"truncate"}"#, "not a text encoder"),
+        (
+            r#"{"kind":"bert","task":"embedding","pooling":"mean","max_tokens":1,"truncation":"truncate"}"#,
+            "max_tokens",
+        ),
+        (
+            r#"{"kind":"bert","task":"embedding","pooling":"max","max_tokens":8,"truncation":"truncate"}"#,
+            "unknown variant",
+        ),
+        (
+            r#"{"kind":"bert","task":"embedding","pooling":"mean","max_tokens":8,"truncation":"cut"}"#,
+            "unknown variant",
+        ),
+        (
+            r#"{"kind":"bert","task":"embedding","pooling":"mean","max_tokens":8,"truncation":"truncate","extra":1}"#,
+            "unknown field",
+        ),
+        (
+            r#"{"kind":"bert","task":"classification","pooling":"cls","max_tokens":8,"truncation":"truncate"}"#,
+            "labels",
+        ),
+        (
+            r#"{"kind":"bert","task":"embedding","pooling":"mean","max_tokens":8,"truncation":"truncate","labels":["x"]}"#,
+            "no labels",
+        ),
+        (
+            r#"{"kind":"mlp","task":"embedding","pooling":"mean","max_tokens":8,"truncation":"truncate"}"#,
+            "not a text encoder",
+        ),
     ];
     for (arch, want) in bad {
         let json = format!(r#"{{"id":"m","version":"1","architecture":{arch}}}"#);
@@ -533,12 +670,18 @@ fn config_validation_names_the_problem() {
     assert_eq!(c.output_tensor_name(), "embedding");
     let spec = crate::engine::ModelSpec::from_json(contract).unwrap();
     assert_eq!(spec.kind(), crate::engine::config::ArchitectureKind::Bert);
-    assert_eq!(serde_json::to_value(&spec).unwrap(), serde_json::to_value(&c).unwrap());
+    assert_eq!(
+        serde_json::to_value(&spec).unwrap(),
+        serde_json::to_value(&c).unwrap()
+    );
     // Labels inside architecture, as a classifier may give them.
     let clf = br#"{"id": "c", "version": "1", "architecture": {"kind": "bert",
         "task": "classification", "labels": ["neg", "pos"], "pooling": "cls",
         "max_tokens": 128, "truncation": "refuse"}}"#;
-    assert_eq!(EncoderConfig::from_json(clf).unwrap().labels(), ["neg", "pos"]);
+    assert_eq!(
+        EncoderConfig::from_json(clf).unwrap().labels(),
+        ["neg", "pos"]
+    );
     // An MLP config saying kind bert is refused by the MLP schema.
     let e = crate::engine::ModelConfig::from_json(
         br#"{"id":"m","version":"1","architecture":{"kind":"bert","output":"logits",
@@ -567,8 +710,16 @@ fn grouping_by_length_respects_the_budget_and_keeps_every_text() {
     assert!(groups.contains(&vec![3, 1]));
     assert!(group_by_length(&[], 256, 8).is_empty());
     let padded = PaddedBatch::pad(&[
-        &crate::engine::text::Tokens { ids: vec![2, 5, 3], type_ids: vec![0; 3], original_len: 3 },
-        &crate::engine::text::Tokens { ids: vec![2, 3], type_ids: vec![0; 2], original_len: 2 },
+        &crate::engine::text::Tokens {
+            ids: vec![2, 5, 3],
+            type_ids: vec![0; 3],
+            original_len: 3,
+        },
+        &crate::engine::text::Tokens {
+            ids: vec![2, 3],
+            type_ids: vec![0; 2],
+            original_len: 2,
+        },
     ]);
     assert_eq!(padded.ids, [2, 5, 3, 2, 3, 0]);
     assert_eq!(padded.mask, [1.0, 1.0, 1.0, 1.0, 1.0, 0.0]);
@@ -601,14 +752,24 @@ fn seal_and_unseal_a_model_directory() {
     assert_eq!(&sealed.file[8..10], &2u16.to_be_bytes());
 
     let trusted = [signing.public_key()];
-    let unsealed =
-        crate::sealed::unseal_as::<ModelSpec>(sealed.file.clone(), &trusted, &sealed.data_key, true)
-            .unwrap();
-    assert_eq!(unsealed.entry("tokenizer.json").unwrap(), tiny.tokenizer.as_slice());
+    let unsealed = crate::sealed::unseal_as::<ModelSpec>(
+        sealed.file.clone(),
+        &trusted,
+        &sealed.data_key,
+        true,
+    )
+    .unwrap();
+    assert_eq!(
+        unsealed.entry("tokenizer.json").unwrap(),
+        tiny.tokenizer.as_slice()
+    );
     let from_sealed = load_encoder(&unsealed, &Device::Cpu).unwrap();
     let direct = tiny.load(&cfg).unwrap();
     let texts = ["hello world", "the lazy dog"];
-    assert_eq!(from_sealed.embed(&texts).unwrap(), direct.embed(&texts).unwrap());
+    assert_eq!(
+        from_sealed.embed(&texts).unwrap(),
+        direct.embed(&texts).unwrap()
+    );
 
     // The MLP reader refuses a bundle instead of misreading it.
     assert!(matches!(
@@ -632,7 +793,9 @@ fn seal_and_unseal_a_model_directory() {
     ]);
     assert!(seal_encoder(&cfg, &broken, &signing, &options).is_err());
     let missing = ModelDirectory::from_files(vec![("config.json".into(), tiny.config.clone())]);
-    let e = seal_encoder(&cfg, &missing, &signing, &options).err().unwrap();
+    let e = seal_encoder(&cfg, &missing, &signing, &options)
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("model.safetensors"), "{e}");
 }
 

@@ -119,10 +119,7 @@ impl TextTokenizer {
                 }
             }
         }
-        let encoding = self
-            .tokenizer
-            .post_process(raw, None, true)
-            .map_err(fail)?;
+        let encoding = self.tokenizer.post_process(raw, None, true).map_err(fail)?;
         let ids = encoding.get_ids().to_vec();
         let type_ids = encoding.get_type_ids().to_vec();
         if ids.len() > self.max_tokens || type_ids.len() != ids.len() {

@@ -184,9 +184,11 @@ impl EncoderConfig {
             ));
         }
         if !self.labels.is_empty() && !a.labels.is_empty() {
-            return bad("labels are given both at the top level and in architecture; \
+            return bad(
+                "labels are given both at the top level and in architecture; \
                         give them once"
-                .into());
+                    .into(),
+            );
         }
         let labels = self.labels();
         match a.task {
