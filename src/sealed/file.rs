@@ -122,6 +122,9 @@ impl<M: SealedModel> SealedFile<M> {
                 supported: BUNDLE_VERSION,
             });
         }
+        if !M::reads_format(version) {
+            return Err(SealedError::BundleNotReadHere { found: version });
+        }
         let mlen = u32::from_be_bytes([header[10], header[11], header[12], header[13]]);
         if mlen == 0 || mlen > MAX_MANIFEST_LEN {
             return Err(SealedError::ManifestLength {

@@ -45,6 +45,8 @@ pub trait SealedModel: Serialize + DeserializeOwned + Clone + PartialEq + std::f
     fn sealed_format(&self) -> u16;
     /// Checks the config on its own (without the weights).
     fn validate_model(&self) -> Result<(), crate::engine::ConfigError>;
+    /// Whether a reader of this config type reads files of format `version` at all.
+    fn reads_format(version: u16) -> bool;
 }
 
 impl SealedModel for ModelConfig {
@@ -56,6 +58,9 @@ impl SealedModel for ModelConfig {
     }
     fn validate_model(&self) -> Result<(), crate::engine::ConfigError> {
         self.validate()
+    }
+    fn reads_format(version: u16) -> bool {
+        version == MANIFEST_VERSION
     }
 }
 
@@ -71,6 +76,9 @@ impl SealedModel for ModelSpec {
     }
     fn validate_model(&self) -> Result<(), crate::engine::ConfigError> {
         self.validate()
+    }
+    fn reads_format(version: u16) -> bool {
+        version == MANIFEST_VERSION || version == BUNDLE_VERSION
     }
 }
 

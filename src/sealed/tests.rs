@@ -365,10 +365,16 @@ fn unknown_format_version_is_refused() {
         err.contains("unsupported sealed-model format version 3"),
         "{err}"
     );
-    // Version 2 (a bundle) is known, but must be the signed manifest's format.
+    // Version 2 (a bundle) is known to the any-kind reader, but must be the signed
+    // manifest's format; the MLP reader refuses it by name.
     let mut b = f.sealed.file.clone();
     b[8..10].copy_from_slice(&2u16.to_be_bytes());
-    let err = load(&f, b).unwrap_err();
+    let err = load(&f, b.clone()).unwrap_err();
+    assert!(err.contains("this is a sealed bundle (format 2"), "{err}");
+    let err = SealedFile::<crate::engine::ModelSpec>::parse_as(b)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         err.contains("the header says format 2 but the manifest says 1"),
         "{err}"

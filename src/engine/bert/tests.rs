@@ -774,7 +774,7 @@ fn seal_and_unseal_a_model_directory() {
     // The MLP reader refuses a bundle instead of misreading it.
     assert!(matches!(
         SealedFile::parse(sealed.file.clone()),
-        Err(SealedError::ManifestSyntax(_))
+        Err(SealedError::BundleNotReadHere { found: 2 })
     ));
     // Any flipped ciphertext byte fails authentication.
     let mut bad = sealed.file.clone();
