@@ -209,10 +209,15 @@ impl BertWeights {
             let q = src.linear(&format!("{base}.attention.self.query"), h, h, i)?;
             let k = src.linear(&format!("{base}.attention.self.key"), h, h, i)?;
             let v = src.linear(&format!("{base}.attention.self.value"), h, h, i)?;
+            // The attention scale 1/√d folded into the query projection: (s·q)·kᵀ = s·(q·kᵀ).
+            let scale = 1.0 / (shape.head_dim() as f64).sqrt();
+            let (q_w, q_b) = ((&q.weight_t * scale)?, (&q.bias * scale)?);
             let qkv = Linear {
-                weight_t: Tensor::cat(&[&q.weight_t, &k.weight_t, &v.weight_t], 1)?,
-                bias: Tensor::cat(&[&q.bias, &k.bias, &v.bias], 0)?,
+                weight_t: Tensor::cat(&[&q_w, &k.weight_t, &v.weight_t], 1)?,
+                bias: Tensor::cat(&[&q_b, &k.bias, &v.bias], 0)?,
             };
+            scrub(&q_w);
+            scrub(&q_b);
             for t in q
                 .tensors()
                 .into_iter()
@@ -294,7 +299,6 @@ impl BertWeights {
         // 0 where attended, the most negative float at padding: softmax gives padding 0.
         let bias =
             ((mask.ones_like()? - mask)? * f64::from(f32::MIN))?.reshape((rows, 1, 1, seq))?;
-        let scale = 1.0 / (head_dim as f64).sqrt();
         for layer in &self.layers {
             let qkv = layer
                 .qkv
@@ -302,7 +306,7 @@ impl BertWeights {
                 .reshape((rows, seq, 3, heads, head_dim))?
                 .permute((2, 0, 3, 1, 4))?
                 .contiguous()?;
-            let q = (qkv.get(0)? * scale)?;
+            let q = qkv.get(0)?;
             let k = qkv.get(1)?;
             let v = qkv.get(2)?;
             let scores = q.matmul(&k.t()?)?.broadcast_add(&bias)?;
