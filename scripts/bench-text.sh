@@ -7,15 +7,18 @@
 #
 #     PYTHON=/work/.venvs/bert/bin/python bash scripts/bench-text.sh
 #
-# $PYTHON needs torch and sentence-transformers (CPU is enough).
+# $PYTHON needs torch and sentence-transformers (CPU is enough). PROFILE=dev builds the bench
+# in the dev profile (dependencies, candle included, at opt-level 2; this crate at 0) instead
+# of the optimized bench profile, when a release build of the dependency graph is too slow.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 DIR=$(bash scripts/fetch-minilm.sh)
 export CONFIDANT_MINILM_DIR=$DIR RAYON_NUM_THREADS=2
-cargo bench --bench text --no-run >&2
+PROFILE=${PROFILE:-bench}
+cargo bench --bench text --profile "$PROFILE" --no-run >&2
 torch1=$("$PYTHON" benches/text_torch.py "$DIR" --threads 2)
-cargo bench --bench text -- --warm-up-time 3 --measurement-time 15 minilm/forward_b32_t128 \
+cargo bench --bench text --profile "$PROFILE" -- --warm-up-time 3 --measurement-time 15 minilm/forward_b32_t128 \
     | tee target/bench-text.txt >&2
 torch2=$("$PYTHON" benches/text_torch.py "$DIR" --threads 2)
 "$PYTHON" - "$torch1" "$torch2" <<'PY'

@@ -66,7 +66,7 @@ pub fn group_by_length(
     let max_rows = max_rows.max(1);
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     // Longest first; ties keep request order (stable sort).
-    order.sort_by(|&a, &b| lengths[b].cmp(&lengths[a]));
+    order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
     let mut batches: Vec<Vec<usize>> = Vec::new();
     let mut current: Vec<usize> = Vec::new();
     let mut longest = 0usize;
