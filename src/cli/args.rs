@@ -323,8 +323,13 @@ pub struct KeygenArgs {
 #[derive(Debug, Args)]
 pub struct SealArgs {
     /// The weights, in safetensors (PyTorch `nn.Sequential` names: `0.weight`, `0.bias`, ...).
+    #[arg(long, required_unless_present = "hf_dir", conflicts_with = "hf_dir")]
+    pub weights: Option<PathBuf>,
+    /// A Hugging Face model directory (model.safetensors, config.json, tokenizer.json and
+    /// the sentence-transformers configs) to seal as one bundle, for a text encoder config
+    /// (`architecture.kind = "bert"`).
     #[arg(long)]
-    pub weights: PathBuf,
+    pub hf_dir: Option<PathBuf>,
     /// The model config (JSON; see README).
     #[arg(long)]
     pub config: PathBuf,

@@ -6,6 +6,7 @@ pub mod attest;
 pub mod bench;
 pub mod broker;
 pub mod privacy;
+pub mod text;
 pub mod train;
 
 use std::path::{Path, PathBuf};
@@ -328,10 +329,15 @@ fn keygen(a: &args::KeygenArgs) -> Result<()> {
 fn seal(a: &args::SealArgs) -> Result<()> {
     let config_bytes =
         std::fs::read(&a.config).with_context(|| format!("{}", a.config.display()))?;
+    let weights_path = match (&a.weights, &a.hf_dir) {
+        (Some(w), None) => w,
+        (None, Some(dir)) => return text::seal_hf_dir(a, dir, &config_bytes),
+        _ => bail!("give exactly one of --weights and --hf-dir"),
+    };
     let config =
         ModelConfig::from_json(&config_bytes).with_context(|| format!("{}", a.config.display()))?;
     let weights = Zeroizing::new(
-        std::fs::read(&a.weights).with_context(|| format!("{}", a.weights.display()))?,
+        std::fs::read(weights_path).with_context(|| format!("{}", weights_path.display()))?,
     );
     let summary = seal_model(
         &config,
@@ -348,7 +354,7 @@ fn seal(a: &args::SealArgs) -> Result<()> {
     .with_context(|| {
         format!(
             "sealing {} with {}",
-            a.weights.display(),
+            weights_path.display(),
             a.config.display()
         )
     })?;
@@ -402,7 +408,9 @@ pub(crate) fn seal_model(
 }
 
 fn inspect(a: &args::InspectArgs) -> Result<()> {
-    let file = SealedFile::read(&a.sealed).with_context(|| format!("{}", a.sealed.display()))?;
+    // Any kind of model: an MLP (format 1) or a bundle such as a text encoder (format 2).
+    let file = SealedFile::<confidant::engine::ModelSpec>::read_as(&a.sealed)
+        .with_context(|| format!("{}", a.sealed.display()))?;
     let manifest: serde_json::Value = serde_json::from_slice(file.manifest_bytes())?;
     file.verify_ciphertext_digest()
         .with_context(|| format!("{}", a.sealed.display()))?;

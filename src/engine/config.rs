@@ -11,6 +11,13 @@ use super::explain::ExplanationSpec;
 use super::screening::ScreeningSpec;
 use crate::privacy::policy::PrivacyPolicy;
 
+mod encoder;
+
+pub use encoder::{
+    DEFAULT_EMBEDDING_OUTPUT_TENSOR, DEFAULT_TEXT_INPUT_TENSOR, EncoderArchitecture, EncoderConfig,
+    MAX_TOKENS_LIMIT, Pooling, TextTask, Truncation,
+};
+
 /// Longest accepted model id, in bytes.
 pub const MAX_ID_LEN: usize = 128;
 /// Most input features a model may declare.
@@ -81,6 +88,100 @@ pub struct Architecture {
 pub enum ArchitectureKind {
     /// A multi-layer perceptron: dense layers with element-wise activations.
     Mlp,
+    /// A BERT-family transformer text encoder ([`EncoderConfig`]).
+    Bert,
+}
+
+impl ArchitectureKind {
+    /// The name used in configs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mlp => "mlp",
+            Self::Bert => "bert",
+        }
+    }
+}
+
+/// A model config of any kind, told apart by `architecture.kind`; it serializes exactly as
+/// the config it holds.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ModelSpec {
+    /// `architecture.kind = "mlp"`.
+    Mlp(ModelConfig),
+    /// `architecture.kind = "bert"`.
+    Bert(EncoderConfig),
+}
+
+impl ModelSpec {
+    /// Parses and validates a config of any kind from JSON bytes.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let spec: Self =
+            serde_json::from_slice(bytes).map_err(|e| ConfigError::Json(e.to_string()))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// The model id.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Mlp(c) => &c.id,
+            Self::Bert(c) => &c.id,
+        }
+    }
+
+    /// The model version.
+    pub fn version(&self) -> &str {
+        match self {
+            Self::Mlp(c) => &c.version,
+            Self::Bert(c) => &c.version,
+        }
+    }
+
+    /// The kind of network.
+    pub fn kind(&self) -> ArchitectureKind {
+        match self {
+            Self::Mlp(_) => ArchitectureKind::Mlp,
+            Self::Bert(_) => ArchitectureKind::Bert,
+        }
+    }
+
+    /// Checks everything that can be checked without the weights.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self {
+            Self::Mlp(c) => c.validate(),
+            Self::Bert(c) => c.validate(),
+        }
+    }
+}
+
+impl Serialize for ModelSpec {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Mlp(c) => c.serialize(serializer),
+            Self::Bert(c) => c.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let kind = value
+            .get("architecture")
+            .and_then(|a| a.get("kind"))
+            .ok_or_else(|| D::Error::missing_field("architecture.kind"))?;
+        let kind = ArchitectureKind::deserialize(kind).map_err(D::Error::custom)?;
+        match kind {
+            ArchitectureKind::Mlp => serde_json::from_value(value)
+                .map(Self::Mlp)
+                .map_err(D::Error::custom),
+            ArchitectureKind::Bert => serde_json::from_value(value)
+                .map(Self::Bert)
+                .map_err(D::Error::custom),
+        }
+    }
 }
 
 /// The output transform.
@@ -322,6 +423,13 @@ impl ModelConfig {
                 self.input_tensor_name()
             )));
         }
+        if self.architecture.kind != ArchitectureKind::Mlp {
+            return Err(ConfigError::Invalid(format!(
+                "architecture.kind {:?} is not an MLP; a text encoder's config has no input \
+                 schema or layers (see EncoderConfig)",
+                self.architecture.kind.as_str()
+            )));
+        }
         let layers = &self.architecture.layers;
         if layers.is_empty() || layers.len() > MAX_LAYERS {
             return Err(ConfigError::Invalid(format!(
@@ -329,44 +437,9 @@ impl ModelConfig {
                 layers.len()
             )));
         }
-        for p in &self.purposes {
-            let ok = !p.is_empty()
-                && p.len() <= 128
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
-            if !ok {
-                return Err(ConfigError::Invalid(format!(
-                    "purpose {p:?} must be 1 to 128 characters of [A-Za-z0-9._@-]"
-                )));
-            }
-        }
-        if let Some(dp) = &self.dp_training
-            && !(dp.epsilon.is_finite()
-                && dp.epsilon > 0.0
-                && dp.delta.is_finite()
-                && (0.0..1.0).contains(&dp.delta))
-        {
-            return Err(ConfigError::Invalid(
-                "dp_training needs a finite epsilon > 0 and 0 <= delta < 1".into(),
-            ));
-        }
-        if let Some(m) = self.dp_training.as_ref().and_then(|d| d.mechanism.as_ref()) {
-            let ok = m.sample_rate.is_finite()
-                && m.sample_rate > 0.0
-                && m.sample_rate <= 1.0
-                && m.noise_multiplier.is_finite()
-                && m.noise_multiplier > 0.0
-                && m.steps >= 1
-                && m.clip_norm.is_finite()
-                && m.clip_norm > 0.0
-                && matches!(m.accountant.as_str(), "pld" | "prv" | "rdp");
-            if !ok {
-                return Err(ConfigError::Invalid(
-                    "dp_training.mechanism needs 0 < sample_rate <= 1, a finite noise_multiplier \
-                     > 0, steps >= 1, a finite clip_norm > 0 and accountant pld, prv or rdp"
-                        .into(),
-                ));
-            }
+        validate_purposes(&self.purposes)?;
+        if let Some(dp) = &self.dp_training {
+            dp.validate()?;
         }
         if let Some(screening) = &self.screening {
             screening.validate()?;
@@ -381,6 +454,57 @@ impl ModelConfig {
         }
         Ok(())
     }
+}
+
+impl DpGuarantee {
+    /// Checks the ranges of ε, δ and the recorded mechanism.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.epsilon.is_finite()
+            && self.epsilon > 0.0
+            && self.delta.is_finite()
+            && (0.0..1.0).contains(&self.delta))
+        {
+            return Err(ConfigError::Invalid(
+                "dp_training needs a finite epsilon > 0 and 0 <= delta < 1".into(),
+            ));
+        }
+        if let Some(m) = &self.mechanism {
+            let ok = m.sample_rate.is_finite()
+                && m.sample_rate > 0.0
+                && m.sample_rate <= 1.0
+                && m.noise_multiplier.is_finite()
+                && m.noise_multiplier > 0.0
+                && m.steps >= 1
+                && m.clip_norm.is_finite()
+                && m.clip_norm > 0.0
+                && matches!(m.accountant.as_str(), "pld" | "prv" | "rdp");
+            if !ok {
+                return Err(ConfigError::Invalid(
+                    "dp_training.mechanism needs 0 < sample_rate <= 1, a finite noise_multiplier \
+                         > 0, steps >= 1, a finite clip_norm > 0 and accountant pld, prv or rdp"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks declared purposes: each 1 to 128 characters of `[A-Za-z0-9._@-]`.
+pub fn validate_purposes(purposes: &[String]) -> Result<(), ConfigError> {
+    for p in purposes {
+        let ok = !p.is_empty()
+            && p.len() <= 128
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
+        if !ok {
+            return Err(ConfigError::Invalid(format!(
+                "purpose {p:?} must be 1 to 128 characters of [A-Za-z0-9._@-]"
+            )));
+        }
+    }
+
+    Ok(())
 }
 
 /// Checks a model id: 1 to 128 bytes of `[A-Za-z0-9._-]`, not starting with `.`.

@@ -84,6 +84,55 @@ pub enum EngineError {
     /// Two models with one id.
     #[error("model {0:?} is already loaded")]
     DuplicateModel(String),
+    /// A file of a Hugging Face model directory (`config.json`, `1_Pooling/config.json`,
+    /// ...) is not what a supported model has.
+    #[error("{file}: {problem}")]
+    ModelFile {
+        /// The file, as named in the model directory.
+        file: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A file the model needs is not in the sealed bundle.
+    #[error("the sealed model has no {0:?}")]
+    MissingEntry(String),
+    /// `tokenizer.json` does not load or does not fit the model.
+    #[error("tokenizer.json is not usable: {0}")]
+    Tokenizer(String),
+    /// A text could not be tokenized.
+    #[error("text {index} could not be tokenized: {problem}")]
+    Tokenize {
+        /// The text's index in the request.
+        index: usize,
+        /// What the tokenizer said.
+        problem: String,
+    },
+    /// A text has more tokens than the model accepts and its policy is `refuse`.
+    #[error(
+        "text {index} has {tokens} tokens; model {model} accepts at most {limit}          (truncation: refuse)"
+    )]
+    TooManyTokens {
+        /// The model id.
+        model: String,
+        /// The text's index in the request.
+        index: usize,
+        /// Its tokens, special tokens included.
+        tokens: usize,
+        /// The model's `max_tokens`.
+        limit: usize,
+    },
+    /// The operation needs another task (logits from an embedding model, say).
+    #[error("model {model} is a {task} model; {operation} needs a {needed} model")]
+    WrongTask {
+        /// The model id.
+        model: String,
+        /// The model's task.
+        task: &'static str,
+        /// What was asked.
+        operation: &'static str,
+        /// The task the operation needs.
+        needed: &'static str,
+    },
     /// A failure inside candle (a bug or resource exhaustion, never bad input).
     #[error("compute failed: {0}")]
     Compute(#[from] candle_core::Error),

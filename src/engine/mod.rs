@@ -1,9 +1,11 @@
-//! The inference engine: model configs, the candle MLP, the dynamic batcher and the registry.
+//! The inference engine: model configs, the candle MLP, BERT text encoders, the dynamic
+//! batcher and the registry.
 //!
 //! The engine knows nothing of gRPC, keys or sealing: it takes a validated config and
 //! plaintext safetensors bytes, and serves forward passes.
 
 pub mod batcher;
+pub mod bert;
 pub mod config;
 pub mod error;
 pub mod explain;
@@ -11,13 +13,15 @@ pub mod mlp;
 pub mod registry;
 pub mod screening;
 pub mod synthetic;
+pub mod text;
 
 pub use batcher::{BatchConfig, BatchOutput, Batcher};
-pub use config::{ModelConfig, OutputKind};
+pub use config::{EncoderConfig, ModelConfig, ModelSpec, OutputKind};
 pub use error::{ConfigError, EngineError};
 pub use mlp::Mlp;
 pub use registry::{LoadedModel, Provenance, Registry, ServingOptions};
 pub use screening::{ScreenAction, Screener, ScreeningSpec};
+pub use text::{TextEncoder, TextOutput, Tokens};
 
 /// The index of the largest value in each row of a row-major `[rows, width]` matrix.
 /// NaN never wins; ties go to the lowest index.

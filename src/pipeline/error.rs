@@ -66,7 +66,10 @@ impl From<ApiError> for Status {
             },
             ApiError::Engine(engine) => match engine {
                 EngineError::UnknownModel(_) => Code::NotFound,
-                EngineError::Width { .. } => Code::InvalidArgument,
+                EngineError::Width { .. }
+                | EngineError::Tokenize { .. }
+                | EngineError::TooManyTokens { .. } => Code::InvalidArgument,
+                EngineError::WrongTask { .. } => Code::FailedPrecondition,
                 EngineError::QueueFull { .. } => Code::ResourceExhausted,
                 EngineError::ShuttingDown { .. } => Code::Unavailable,
                 EngineError::Config(_)
@@ -76,6 +79,9 @@ impl From<ApiError> for Status {
                 | EngineError::Dtype { .. }
                 | EngineError::NonFinite { .. }
                 | EngineError::DuplicateModel(_)
+                | EngineError::ModelFile { .. }
+                | EngineError::MissingEntry(_)
+                | EngineError::Tokenizer(_)
                 | EngineError::Compute(_) => Code::Internal,
             },
         };

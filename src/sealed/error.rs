@@ -18,6 +18,16 @@ pub enum SealedError {
         /// The version this build reads.
         supported: u16,
     },
+    /// The file is a bundle (a model directory such as a text encoder) and this load path
+    /// reads single-file (MLP) models only.
+    #[error(
+        "this is a sealed bundle (format {found}, a model directory such as a text encoder); \
+         this load path reads single-file MLP models (format 1) only"
+    )]
+    BundleNotReadHere {
+        /// The version in the file.
+        found: u16,
+    },
     /// The file ends before a part that the header or manifest promises.
     #[error("truncated: the file ends inside the {part}")]
     Truncated {

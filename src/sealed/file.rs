@@ -21,9 +21,9 @@ use sha2::{Digest, Sha256};
 
 use super::error::SealedError;
 use super::manifest::{
-    ALGORITHM, DEFAULT_CHUNK_SIZE, EncryptionInfo, MANIFEST_VERSION, MAX_CHUNK_SIZE,
-    MIN_CHUNK_SIZE, Manifest, NONCE_PREFIX_LEN, PublisherInfo, WeightsInfo, chunk_count,
-    validate_resource_path,
+    ALGORITHM, BUNDLE_VERSION, DEFAULT_CHUNK_SIZE, EncryptionInfo, EntryInfo, MANIFEST_VERSION,
+    MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Manifest, NONCE_PREFIX_LEN, PublisherInfo, SealedModel,
+    WeightsInfo, chunk_count, validate_entry_name, validate_resource_path,
 };
 use super::publisher::{PublisherKey, PublisherSigningKey};
 use super::stream::{self, DataKey};
@@ -32,18 +32,22 @@ use crate::secure::SecretBuffer;
 
 /// The 8-byte magic that starts every sealed model.
 pub const MAGIC: &[u8; 8] = b"CNFDSEAL";
-/// The file format version this build writes and reads.
+/// The file format version of a single-file (MLP) model; [`BUNDLE_VERSION`] marks a bundle.
+/// This build reads and writes both.
 pub const FORMAT_VERSION: u16 = MANIFEST_VERSION;
+/// The file format versions this build reads.
+pub const SUPPORTED_VERSIONS: [u16; 2] = [MANIFEST_VERSION, BUNDLE_VERSION];
 /// Largest accepted manifest.
 pub const MAX_MANIFEST_LEN: u32 = 4 << 20;
 const HEADER_LEN: usize = 14;
 const SIGNATURE_LEN: usize = 64;
 
 /// A sealed model whose structure parsed, but whose signature is not yet checked. Its bytes
-/// live in locked memory, because decryption turns them into the plaintext in place.
-pub struct SealedFile {
+/// live in locked memory, because decryption turns them into the plaintext in place. `M` is
+/// the manifest's model config (see [`Manifest`]).
+pub struct SealedFile<M = ModelConfig> {
     bytes: SecretBuffer,
-    manifest: Manifest,
+    manifest: Manifest<M>,
     manifest_range: std::ops::Range<usize>,
     signature: [u8; SIGNATURE_LEN],
     ciphertext_offset: usize,
@@ -51,14 +55,32 @@ pub struct SealedFile {
 
 /// A sealed model whose manifest signature verified under a trusted publisher key. Only this
 /// type can decrypt.
-pub struct VerifiedSealedFile {
-    file: SealedFile,
+pub struct VerifiedSealedFile<M = ModelConfig> {
+    file: SealedFile<M>,
     publisher: PublisherKey,
 }
 
 impl SealedFile {
-    /// Reads a sealed file straight into locked memory and parses it.
+    /// Reads a sealed MLP straight into locked memory and parses it.
     pub fn read(path: &Path) -> Result<Self, SealedError> {
+        Self::read_as(path)
+    }
+
+    /// Parses sealed-MLP bytes (copied into locked memory).
+    pub fn parse(bytes: Vec<u8>) -> Result<Self, SealedError> {
+        Self::parse_as(bytes)
+    }
+
+    /// Parses the layout of a sealed MLP.
+    pub fn parse_buffer(buffer: SecretBuffer) -> Result<Self, SealedError> {
+        Self::parse_buffer_as(buffer)
+    }
+}
+
+impl<M: SealedModel> SealedFile<M> {
+    /// Reads a sealed file straight into locked memory and parses it, with manifest model
+    /// type `M` (`SealedFile::<ModelSpec>::read_as` reads a model of any kind).
+    pub fn read_as(path: &Path) -> Result<Self, SealedError> {
         use std::io::Read;
         let mut f = std::fs::File::open(path).map_err(|e| SealedError::io(path, e))?;
         let len = f.metadata().map_err(|e| SealedError::io(path, e))?.len();
@@ -75,16 +97,17 @@ impl SealedFile {
                 expected: len as u64,
             });
         }
-        Self::parse_buffer(buf)
+        Self::parse_buffer_as(buf)
     }
 
     /// Parses sealed-file bytes (copied into locked memory).
-    pub fn parse(bytes: Vec<u8>) -> Result<Self, SealedError> {
-        Self::parse_buffer(SecretBuffer::copy_from(&bytes))
+    pub fn parse_as(bytes: Vec<u8>) -> Result<Self, SealedError> {
+        Self::parse_buffer_as(SecretBuffer::copy_from(&bytes))
     }
 
-    /// Parses the layout: magic, version, manifest (canonical, valid) and ciphertext length.
-    pub fn parse_buffer(buffer: SecretBuffer) -> Result<Self, SealedError> {
+    /// Parses the layout: magic, version, manifest (canonical, valid, of the header's
+    /// format) and ciphertext length.
+    pub fn parse_buffer_as(buffer: SecretBuffer) -> Result<Self, SealedError> {
         let bytes = buffer.secret_bytes();
         let header = bytes
             .get(..HEADER_LEN)
@@ -93,11 +116,14 @@ impl SealedFile {
             return Err(SealedError::BadMagic);
         }
         let version = u16::from_be_bytes([header[8], header[9]]);
-        if version != FORMAT_VERSION {
+        if !SUPPORTED_VERSIONS.contains(&version) {
             return Err(SealedError::UnsupportedVersion {
                 found: version,
-                supported: FORMAT_VERSION,
+                supported: BUNDLE_VERSION,
             });
+        }
+        if !M::reads_format(version) {
+            return Err(SealedError::BundleNotReadHere { found: version });
         }
         let mlen = u32::from_be_bytes([header[10], header[11], header[12], header[13]]);
         if mlen == 0 || mlen > MAX_MANIFEST_LEN {
@@ -110,8 +136,14 @@ impl SealedFile {
         let manifest_bytes = bytes
             .get(manifest_range.clone())
             .ok_or(SealedError::Truncated { part: "manifest" })?;
-        let manifest = Manifest::from_canonical_json(manifest_bytes)?;
+        let manifest = Manifest::<M>::from_canonical_json(manifest_bytes)?;
         manifest.validate()?;
+        if manifest.format != version {
+            return Err(SealedError::ManifestInvalid(format!(
+                "the header says format {version} but the manifest says {}",
+                manifest.format
+            )));
+        }
         let sig_range = manifest_range.end..manifest_range.end + SIGNATURE_LEN;
         let mut signature = [0u8; SIGNATURE_LEN];
         signature.copy_from_slice(
@@ -137,7 +169,7 @@ impl SealedFile {
     }
 
     /// The manifest (unverified until [`Self::verify`] succeeds).
-    pub fn manifest(&self) -> &Manifest {
+    pub fn manifest(&self) -> &Manifest<M> {
         &self.manifest
     }
 
@@ -153,7 +185,7 @@ impl SealedFile {
 
     /// Checks the signature against the trusted publisher keys. The manifest names its
     /// publisher's key id; that key must be among `trusted` and must verify the signature.
-    pub fn verify(self, trusted: &[PublisherKey]) -> Result<VerifiedSealedFile, SealedError> {
+    pub fn verify(self, trusted: &[PublisherKey]) -> Result<VerifiedSealedFile<M>, SealedError> {
         let key_id = &self.manifest.publisher.key_id;
         let publisher = trusted
             .iter()
@@ -185,9 +217,9 @@ impl SealedFile {
     }
 }
 
-impl VerifiedSealedFile {
+impl<M: SealedModel> VerifiedSealedFile<M> {
     /// The verified manifest.
-    pub fn manifest(&self) -> &Manifest {
+    pub fn manifest(&self) -> &Manifest<M> {
         &self.file.manifest
     }
 
@@ -197,7 +229,7 @@ impl VerifiedSealedFile {
     }
 
     /// The unverified file, for digest checks.
-    pub fn file(&self) -> &SealedFile {
+    pub fn file(&self) -> &SealedFile<M> {
         &self.file
     }
 
@@ -314,10 +346,25 @@ impl VerifiedSealedFile {
     }
 }
 
-fn check_plaintext_digest(manifest: &Manifest, plaintext: &Plaintext) -> Result<(), SealedError> {
-    let d = Sha256::digest(plaintext.secret_bytes());
+fn check_plaintext_digest<M: SealedModel>(
+    manifest: &Manifest<M>,
+    plaintext: &Plaintext,
+) -> Result<(), SealedError> {
+    let bytes = plaintext.secret_bytes();
+    let d = Sha256::digest(bytes);
     if hex::encode(d) != manifest.weights.sha256 {
         return Err(SealedError::PlaintextDigest);
+    }
+    // A bundle's entries are covered by the digest above; checking each against its own
+    // signed digest as well catches a manifest whose entry list disagrees with its bytes.
+    for e in &manifest.entries {
+        let entry = manifest
+            .entry_range(&e.name)
+            .and_then(|r| bytes.get(r))
+            .ok_or(SealedError::PlaintextDigest)?;
+        if hex::encode(Sha256::digest(entry)) != e.sha256 {
+            return Err(SealedError::PlaintextDigest);
+        }
     }
     Ok(())
 }
@@ -359,13 +406,13 @@ impl Default for SealOptions {
 }
 
 /// A freshly sealed model: the file bytes and the data key to register with the broker.
-pub struct Sealed {
+pub struct Sealed<M = ModelConfig> {
     /// The complete sealed file.
     pub file: Vec<u8>,
     /// The fresh data key. Never store it beside the model.
     pub data_key: DataKey,
     /// The manifest written.
-    pub manifest: Manifest,
+    pub manifest: Manifest<M>,
 }
 
 /// Seals `weights` (safetensors) under a fresh data key, signed by `signing`.
@@ -383,6 +430,48 @@ pub fn seal(
         weights,
         &candle_core::Device::Cpu,
     )?);
+    seal_plaintext(config, Vec::new(), weights, signing, options)
+}
+
+/// Seals a bundle of named files (a model directory) as format [`BUNDLE_VERSION`]: the
+/// files laid end to end are the plaintext, and the manifest lists each with its size and
+/// digest. The caller has validated that the files make the model `model` describes
+/// (see [`crate::sealed::bundle::seal_encoder`]).
+pub fn seal_bundle<M: SealedModel>(
+    model: &M,
+    files: &[(&str, &[u8])],
+    signing: &PublisherSigningKey,
+    options: &SealOptions,
+) -> Result<Sealed<M>, SealedError> {
+    if model.sealed_format() != BUNDLE_VERSION {
+        return Err(SealedError::ManifestInvalid(format!(
+            "model {} is sealed as format {}, not as a bundle",
+            model.model_id(),
+            model.sealed_format()
+        )));
+    }
+    let mut entries = Vec::with_capacity(files.len());
+    let total: usize = files.iter().map(|(_, b)| b.len()).sum();
+    let mut plaintext = zeroize::Zeroizing::new(Vec::with_capacity(total));
+    for (name, bytes) in files {
+        validate_entry_name(name).map_err(SealedError::ManifestInvalid)?;
+        entries.push(EntryInfo {
+            name: (*name).to_string(),
+            size: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(bytes)),
+        });
+        plaintext.extend_from_slice(bytes);
+    }
+    seal_plaintext(model, entries, &plaintext, signing, options)
+}
+
+fn seal_plaintext<M: SealedModel>(
+    config: &M,
+    entries: Vec<EntryInfo>,
+    weights: &[u8],
+    signing: &PublisherSigningKey,
+    options: &SealOptions,
+) -> Result<Sealed<M>, SealedError> {
     if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&options.chunk_size) {
         return Err(SealedError::ManifestInvalid(format!(
             "chunk size {} is outside {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}",
@@ -398,16 +487,23 @@ pub fn seal(
     let key_resource = options
         .key_resource
         .clone()
-        .unwrap_or_else(|| format!("default/models/{}", config.id));
+        .unwrap_or_else(|| format!("default/models/{}", config.model_id()));
     validate_resource_path(&key_resource).map_err(SealedError::ManifestInvalid)?;
     let data_key = DataKey::generate()?;
     let mut prefix = [0u8; NONCE_PREFIX_LEN];
     getrandom::fill(&mut prefix).map_err(|e| SealedError::Random(e.to_string()))?;
+    let format = config.sealed_format();
     let mut manifest = Manifest {
-        format: MANIFEST_VERSION,
+        format,
         model: config.clone(),
+        entries,
         weights: WeightsInfo {
-            format: "safetensors".into(),
+            format: if format == BUNDLE_VERSION {
+                "bundle"
+            } else {
+                "safetensors"
+            }
+            .into(),
             size: weights.len() as u64,
             sha256: hex::encode(Sha256::digest(weights)),
         },
@@ -439,7 +535,7 @@ pub fn seal(
     let signature = signing.sign(&manifest.signing_message()?);
     let mut file = Vec::with_capacity(HEADER_LEN + manifest_bytes.len() + 64 + ciphertext.len());
     file.extend_from_slice(MAGIC);
-    file.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+    file.extend_from_slice(&format.to_be_bytes());
     file.extend_from_slice(&(manifest_bytes.len() as u32).to_be_bytes());
     file.extend_from_slice(&manifest_bytes);
     file.extend_from_slice(&signature);
@@ -452,13 +548,22 @@ pub fn seal(
 }
 
 /// Everything needed to serve a sealed model after the checks passed.
-pub struct Unsealed {
+pub struct Unsealed<M = ModelConfig> {
     /// The verified manifest.
-    pub manifest: Manifest,
+    pub manifest: Manifest<M>,
     /// The publisher key id that signed it.
     pub publisher_key_id: String,
     /// The plaintext safetensors, locked and zeroizing.
     pub weights: Plaintext,
+}
+
+impl<M: SealedModel> Unsealed<M> {
+    /// The plaintext of bundle entry `name` (format 2), still in its locked buffer.
+    pub fn entry(&self, name: &str) -> Option<&[u8]> {
+        self.manifest
+            .entry_range(name)
+            .and_then(|r| self.weights.secret_bytes().get(r))
+    }
 }
 
 /// The full load path from bytes: parse, verify the signature, decrypt in place, and (if
@@ -482,12 +587,37 @@ pub fn unseal_file(
     unseal_parsed(SealedFile::read(path)?, trusted, key, check_digests)
 }
 
-fn unseal_parsed(
-    file: SealedFile,
+/// [`unseal_file`] for a model of any kind (`M` = [`ModelSpec`](crate::engine::ModelSpec)).
+pub fn unseal_file_as<M: SealedModel>(
+    path: &Path,
     trusted: &[PublisherKey],
     key: &DataKey,
     check_digests: bool,
-) -> Result<Unsealed, SealedError> {
+) -> Result<Unsealed<M>, SealedError> {
+    unseal_parsed(SealedFile::<M>::read_as(path)?, trusted, key, check_digests)
+}
+
+/// [`unseal`] for a model of any kind.
+pub fn unseal_as<M: SealedModel>(
+    bytes: Vec<u8>,
+    trusted: &[PublisherKey],
+    key: &DataKey,
+    check_digests: bool,
+) -> Result<Unsealed<M>, SealedError> {
+    unseal_parsed(
+        SealedFile::<M>::parse_as(bytes)?,
+        trusted,
+        key,
+        check_digests,
+    )
+}
+
+fn unseal_parsed<M: SealedModel>(
+    file: SealedFile<M>,
+    trusted: &[PublisherKey],
+    key: &DataKey,
+    check_digests: bool,
+) -> Result<Unsealed<M>, SealedError> {
     let verified = file.verify(trusted)?;
     if check_digests {
         verified.file().verify_ciphertext_digest()?;

@@ -1,14 +1,24 @@
 //! The signed manifest: what the publisher vouches for.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::error::SealedError;
-use crate::engine::ModelConfig;
+use crate::engine::{ModelConfig, ModelSpec};
 
-/// The manifest schema version; it equals the file format version in the header, so a
-/// header edited to another version fails the signature check.
+/// The manifest schema version of a single-file model (the weights alone, an MLP); it
+/// equals the file format version in the header, so a header edited to another version
+/// fails the signature check.
 pub const MANIFEST_VERSION: u16 = 1;
+/// The manifest schema version of a bundle: the plaintext is several named files (a Hugging
+/// Face model directory: weights, tokenizer, configs), each listed in `entries` with its
+/// size and digest, laid end to end in that order.
+pub const BUNDLE_VERSION: u16 = 2;
+/// Most entries in a bundle.
+pub const MAX_ENTRIES: usize = 64;
+/// Longest entry name, in bytes.
+pub const MAX_ENTRY_NAME_LEN: usize = 256;
 /// The only algorithm this version writes and reads.
 pub const ALGORITHM: &str = "AES-256-GCM-STREAM";
 /// Default plaintext chunk size: 1 MiB.
@@ -26,16 +36,66 @@ const MANIFEST_DOMAIN: &[u8] = b"confidant.sealed.manifest.v1\0";
 const AAD_DOMAIN: &[u8] = b"confidant.sealed.aad.v1\0";
 const SIGNATURE_DOMAIN: &[u8] = b"confidant.sealed.signature.v1\0";
 
-/// The manifest of a sealed model.
+/// What a manifest's `model` may be: a config that knows its id and which format seals it.
+pub trait SealedModel: Serialize + DeserializeOwned + Clone + PartialEq + std::fmt::Debug {
+    /// The model id (the default key resource is `default/models/<id>`).
+    fn model_id(&self) -> &str;
+    /// The format version that seals this kind of model: [`MANIFEST_VERSION`] for a single
+    /// safetensors file, [`BUNDLE_VERSION`] for a model directory.
+    fn sealed_format(&self) -> u16;
+    /// Checks the config on its own (without the weights).
+    fn validate_model(&self) -> Result<(), crate::engine::ConfigError>;
+    /// Whether a reader of this config type reads files of format `version` at all.
+    fn reads_format(version: u16) -> bool;
+}
+
+impl SealedModel for ModelConfig {
+    fn model_id(&self) -> &str {
+        &self.id
+    }
+    fn sealed_format(&self) -> u16 {
+        MANIFEST_VERSION
+    }
+    fn validate_model(&self) -> Result<(), crate::engine::ConfigError> {
+        self.validate()
+    }
+    fn reads_format(version: u16) -> bool {
+        version == MANIFEST_VERSION
+    }
+}
+
+impl SealedModel for ModelSpec {
+    fn model_id(&self) -> &str {
+        self.id()
+    }
+    fn sealed_format(&self) -> u16 {
+        match self {
+            Self::Mlp(_) => MANIFEST_VERSION,
+            Self::Bert(_) => BUNDLE_VERSION,
+        }
+    }
+    fn validate_model(&self) -> Result<(), crate::engine::ConfigError> {
+        self.validate()
+    }
+    fn reads_format(version: u16) -> bool {
+        version == MANIFEST_VERSION || version == BUNDLE_VERSION
+    }
+}
+
+/// The manifest of a sealed model. `M` is the model config: [`ModelConfig`] (MLPs, the
+/// server's load path today) or [`ModelSpec`] (any kind).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Manifest {
-    /// Equals [`MANIFEST_VERSION`].
+pub struct Manifest<M = ModelConfig> {
+    /// [`MANIFEST_VERSION`], or [`BUNDLE_VERSION`] for a bundle.
     pub format: u16,
     /// The model: id, version, architecture, input schema, labels, DP-training guarantee.
-    pub model: ModelConfig,
-    /// The plaintext weights.
+    pub model: M,
+    /// The plaintext: the weights (format 1) or the whole bundle (format 2).
     pub weights: WeightsInfo,
+    /// The files of a bundle, in plaintext order (format 2 only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<EntryInfo>,
     /// How the weights are encrypted.
     pub encryption: EncryptionInfo,
     /// Who signed.
@@ -53,6 +113,19 @@ pub struct WeightsInfo {
     /// Plaintext length in bytes.
     pub size: u64,
     /// Hex SHA-256 of the plaintext.
+    pub sha256: String,
+}
+
+/// One file of a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryInfo {
+    /// The file's path in the model directory, for example `tokenizer.json` or
+    /// `1_Pooling/config.json`.
+    pub name: String,
+    /// Its length in bytes.
+    pub size: u64,
+    /// Hex SHA-256 of its bytes.
     pub sha256: String,
 }
 
@@ -85,7 +158,7 @@ pub struct PublisherInfo {
     pub key_id: String,
 }
 
-impl Manifest {
+impl<M: SealedModel> Manifest<M> {
     /// The canonical encoding: JSON with keys sorted and no insignificant whitespace.
     pub fn to_canonical_json(&self) -> Result<Vec<u8>, SealedError> {
         crate::canonical::to_vec(self).map_err(|e| SealedError::ManifestSyntax(e.to_string()))
@@ -106,21 +179,28 @@ impl Manifest {
     /// Checks every field's range and the consistency of the sizes.
     pub fn validate(&self) -> Result<(), SealedError> {
         let bad = |m: String| Err(SealedError::ManifestInvalid(m));
-        if self.format != MANIFEST_VERSION {
+        let expected = self.model.sealed_format();
+        if self.format != expected {
             return bad(format!(
-                "manifest format {} does not match file format {MANIFEST_VERSION}",
+                "manifest format {} does not match the format {expected} of its model kind",
                 self.format
             ));
         }
         self.model
-            .validate()
+            .validate_model()
             .map_err(|e| SealedError::ManifestInvalid(e.to_string()))?;
-        if self.weights.format != "safetensors" {
+        let weights_format = if self.format == BUNDLE_VERSION {
+            "bundle"
+        } else {
+            "safetensors"
+        };
+        if self.weights.format != weights_format {
             return bad(format!(
-                "weights.format {:?} is not \"safetensors\"",
+                "weights.format {:?} is not {weights_format:?}",
                 self.weights.format
             ));
         }
+        self.validate_entries()?;
         if !is_hex_of_len(&self.weights.sha256, 32) {
             return bad("weights.sha256 is not 64 hex digits".into());
         }
@@ -171,6 +251,59 @@ impl Manifest {
         Ok(())
     }
 
+    /// A bundle's entries: 1 to [`MAX_ENTRIES`], names unique relative paths, sizes adding
+    /// up to the plaintext. A format 1 manifest has none.
+    fn validate_entries(&self) -> Result<(), SealedError> {
+        let bad = |m: String| Err(SealedError::ManifestInvalid(m));
+        if self.format != BUNDLE_VERSION {
+            if !self.entries.is_empty() {
+                return bad(format!("a format {} manifest has no entries", self.format));
+            }
+            return Ok(());
+        }
+        if self.entries.is_empty() || self.entries.len() > MAX_ENTRIES {
+            return bad(format!(
+                "a bundle lists 1 to {MAX_ENTRIES} entries, found {}",
+                self.entries.len()
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let mut total: u64 = 0;
+        for e in &self.entries {
+            validate_entry_name(&e.name).map_err(SealedError::ManifestInvalid)?;
+            if !names.insert(e.name.as_str()) {
+                return bad(format!("entry {:?} appears twice", e.name));
+            }
+            if !is_hex_of_len(&e.sha256, 32) {
+                return bad(format!("entry {:?}: sha256 is not 64 hex digits", e.name));
+            }
+            total = total
+                .checked_add(e.size)
+                .ok_or_else(|| SealedError::ManifestInvalid("entry sizes overflow".into()))?;
+        }
+        if total != self.weights.size {
+            return bad(format!(
+                "entries add up to {total} bytes but the plaintext is {}",
+                self.weights.size
+            ));
+        }
+        Ok(())
+    }
+
+    /// The byte range of entry `name` within the plaintext.
+    pub fn entry_range(&self, name: &str) -> Option<std::ops::Range<usize>> {
+        let mut offset = 0usize;
+        for e in &self.entries {
+            let size = usize::try_from(e.size).ok()?;
+            let end = offset.checked_add(size)?;
+            if e.name == name {
+                return Some(offset..end);
+            }
+            offset = end;
+        }
+        None
+    }
+
     /// The manifest digest: SHA-256 over a domain tag and the canonical manifest.
     pub fn digest(&self) -> Result<[u8; 32], SealedError> {
         Ok(tagged_sha256(MANIFEST_DOMAIN, &self.to_canonical_json()?))
@@ -200,6 +333,29 @@ impl Manifest {
             SealedError::ManifestInvalid("encryption.nonce_prefix is not hex".into())
         })?;
         Ok(out)
+    }
+}
+
+/// Checks an entry name: a relative path of 1 to 4 segments, each `[A-Za-z0-9._-]+` and not
+/// `.` or `..`.
+pub fn validate_entry_name(name: &str) -> Result<(), String> {
+    let parts: Vec<&str> = name.split('/').collect();
+    let ok = !name.is_empty()
+        && name.len() <= MAX_ENTRY_NAME_LEN
+        && parts.len() <= 4
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && *p != "."
+                && *p != ".."
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "entry name {name:?} must be a relative path of [A-Za-z0-9._-] segments"
+        ))
     }
 }
 

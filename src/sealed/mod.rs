@@ -1,7 +1,8 @@
 //! The sealed-model format: a signed manifest and AES-256-GCM STREAM ciphertext in one file.
 //!
 //! A publisher seals safetensors weights and a [`ModelConfig`](crate::engine::ModelConfig)
-//! with [`seal`]. The server reads the file with [`SealedFile`], checks the publisher's
+//! with [`seal`], or a Hugging Face model directory (weights, tokenizer and configs, as one
+//! bundle of named entries, format 2) with [`bundle::seal_encoder`]. The server reads the file with [`SealedFile`], checks the publisher's
 //! signature ([`SealedFile::verify`]) and only then can decrypt
 //! ([`VerifiedSealedFile::decrypt`]) into locked, zeroizing memory. The layout is in
 //! [`file`]; the chunking in [`stream`].
@@ -18,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bundle;
 pub mod error;
 pub mod file;
 pub mod manifest;
@@ -26,10 +28,11 @@ pub mod stream;
 
 pub use error::SealedError;
 pub use file::{
-    FORMAT_VERSION, MAGIC, Plaintext, SealOptions, Sealed, SealedFile, Unsealed,
-    VerifiedSealedFile, seal, unseal, unseal_file,
+    FORMAT_VERSION, MAGIC, Plaintext, SUPPORTED_VERSIONS, SealOptions, Sealed, SealedFile,
+    Unsealed, VerifiedSealedFile, seal, seal_bundle, unseal, unseal_as, unseal_file,
+    unseal_file_as,
 };
-pub use manifest::Manifest;
+pub use manifest::{BUNDLE_VERSION, EntryInfo, Manifest, SealedModel};
 pub use publisher::{PublisherKey, PublisherSigningKey};
 pub use stream::DataKey;
 

@@ -365,10 +365,24 @@ fn wrong_or_untrusted_publisher_is_refused() {
 fn unknown_format_version_is_refused() {
     let f = fixture();
     let mut b = f.sealed.file.clone();
-    b[8..10].copy_from_slice(&2u16.to_be_bytes());
+    b[8..10].copy_from_slice(&3u16.to_be_bytes());
     let err = load(&f, b).unwrap_err();
     assert!(
-        err.contains("unsupported sealed-model format version 2"),
+        err.contains("unsupported sealed-model format version 3"),
+        "{err}"
+    );
+    // Version 2 (a bundle) is known to the any-kind reader, but must be the signed
+    // manifest's format; the MLP reader refuses it by name.
+    let mut b = f.sealed.file.clone();
+    b[8..10].copy_from_slice(&2u16.to_be_bytes());
+    let err = load(&f, b.clone()).unwrap_err();
+    assert!(err.contains("this is a sealed bundle (format 2"), "{err}");
+    let err = SealedFile::<crate::engine::ModelSpec>::parse_as(b)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("the header says format 2 but the manifest says 1"),
         "{err}"
     );
 }
@@ -398,7 +412,7 @@ fn manifest_rejects_unknown_fields() {
     v["surprise"] = serde_json::json!(1);
     let bytes = serde_json::to_vec(&v).unwrap();
     assert!(matches!(
-        Manifest::from_canonical_json(&bytes),
+        Manifest::<crate::engine::ModelConfig>::from_canonical_json(&bytes),
         Err(SealedError::ManifestSyntax(_))
     ));
 }
