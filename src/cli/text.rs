@@ -6,7 +6,6 @@ use anyhow::{Context, Result, bail};
 use confidant::engine::ModelSpec;
 use confidant::sealed::bundle::{ModelDirectory, seal_encoder};
 use confidant::sealed::{PublisherSigningKey, SealOptions};
-use confidant::server;
 
 use super::args::SealArgs;
 
@@ -33,8 +32,8 @@ pub fn seal_hf_dir(a: &SealArgs, dir: &Path, config_bytes: &[u8]) -> Result<()> 
     };
     let sealed = seal_encoder(&config, &directory, &signing, &options)
         .with_context(|| format!("sealing {} with {}", dir.display(), a.config.display()))?;
-    server::write_file(&a.key_out, sealed.data_key.secret_bytes(), 0o600)?;
-    server::write_file(&a.out, &sealed.file, 0o644)?;
+    confidant::files::write_file(&a.key_out, sealed.data_key.secret_bytes(), 0o600)?;
+    confidant::files::write_file(&a.out, &sealed.file, 0o644)?;
     let m = &sealed.manifest;
     println!(
         "{}",
