@@ -22,7 +22,7 @@ if ! command -v nvcc >/dev/null 2>&1 || [ "${CONFIDANT_PIP_NVCC:-0}" = 1 ]; then
     # Link-time stubs of the driver and the CUDA libraries cudarc links (cudarc searches
     # $CUDA_ROOT/lib/stubs), so `--features cuda` binaries link here; they run on a GPU host.
     if [ ! -e "$cu/lib/stubs/libcuda.so" ]; then
-        cudarc_src="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.10/src 2>/dev/null | head -1)"
+        cudarc_src="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.10/src 2>/dev/null | head -1 || true)"
         if [ -z "$cudarc_src" ]; then
             (cd "$root" && cargo fetch -q) && \
             cudarc_src="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.10/src | head -1)"
