@@ -1,11 +1,15 @@
 //! The MLP on CUDA: packing for the fused kernel (`kernels/mlp.cu`), its plan, and the
 //! cuBLAS path with the fused bias-and-activation epilogue for models too wide for it.
 
+#[cfg(feature = "cuda")]
+use candle_core::Device;
 use candle_core::{DType, Tensor};
 
 use super::super::config::{Activation, OutputKind};
 use super::super::error::EngineError;
 use super::Mlp;
+#[cfg(feature = "cuda")]
+use super::scrub;
 
 impl Mlp {
     /// Packs every parameter into one f32 tensor on the model's device, in the layout the
