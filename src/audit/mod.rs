@@ -45,7 +45,7 @@ use encode::*;
 use record::*;
 pub use record::{Event, PredictEvent, Record, checkpoint_message, retention_message};
 use segments::*;
-pub use segments::{segment_path, segments};
+pub use segments::{record_at, segment_path, segments};
 pub use verify::{VerifyReport, export_dir, verify_dir};
 use writer::*;
 
@@ -139,6 +139,22 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
 /// default (`[audit] group_commit_ms`).
 pub const DEFAULT_GROUP_COMMIT_MS: u64 = 10;
 
+/// Default records between checkpoints (`[audit] checkpoint_records`).
+pub const DEFAULT_CHECKPOINT_RECORDS: u64 = 1000;
+/// Default longest time between checkpoints while records arrive (`[audit] checkpoint_ms`):
+/// the freshness anchor advances at every checkpoint, so this bounds the window of loss.
+pub const DEFAULT_CHECKPOINT_MS: u64 = 1000;
+
+/// A checkpoint that is on disk: its sequence number and its record's chain hash (what the
+/// freshness anchor holds, see [`crate::state::anchor`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpointed {
+    /// The checkpoint record's sequence number (0: an empty log).
+    pub seq: u64,
+    /// Its chain hash (hex).
+    pub head: String,
+}
+
 /// Settings.
 #[derive(Debug, Clone, Copy)]
 pub struct AuditConfig {
@@ -159,8 +175,8 @@ pub struct AuditConfig {
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
-            checkpoint_every: 1000,
-            checkpoint_interval: Duration::from_secs(60),
+            checkpoint_every: DEFAULT_CHECKPOINT_RECORDS,
+            checkpoint_interval: Duration::from_millis(DEFAULT_CHECKPOINT_MS),
             group_linger: Duration::from_millis(DEFAULT_GROUP_COMMIT_MS),
             segment_records: SEGMENT_RECORDS,
             retention: None,
@@ -185,7 +201,7 @@ impl AuditKeys {
     pub fn from_state(state: &crate::state::StateKey) -> Self {
         use crate::state::Subkey;
         Self {
-            signing: SigningKey::from_bytes(&state.subkey(Subkey::CheckpointSeed)),
+            signing: state.checkpoint_key(),
             input_hmac: state.subkey(Subkey::AuditInputHmac),
             records: state.subkey(Subkey::AuditRecords),
         }
@@ -215,6 +231,10 @@ struct State {
     /// The segment file must be opened again before the next write (a failed write, or a
     /// segment that could not be opened).
     reopen: bool,
+    /// The last checkpoint pushed and not yet on disk.
+    unflushed_checkpoint: Option<Checkpointed>,
+    /// Told of each checkpoint once it is on disk.
+    checkpointed: Arc<tokio::sync::watch::Sender<Option<Checkpointed>>>,
 }
 
 /// The audit log writer. Appends are queued to one writer thread that writes in groups with
@@ -231,6 +251,12 @@ pub struct AuditLog {
     signing: SigningKey,
     /// Whether the last group reached disk (see [`AuditLog::is_writable`]).
     writable: Arc<AtomicBool>,
+    /// The latest checkpoint on disk.
+    checkpointed: Arc<tokio::sync::watch::Sender<Option<Checkpointed>>>,
+    /// The last record when the log was opened: (sequence number, chain hash).
+    opened_at: (u64, String),
+    /// The log's directory.
+    dir: PathBuf,
 }
 
 /// The events on their way to the writer, in the order they were appended: each event's
@@ -298,7 +324,17 @@ impl AuditLog {
         let file = open_segment(&path)?;
         let public_key = hex::encode(public);
         let writable = Arc::new(AtomicBool::new(true));
+        // A log that ends with a checkpoint (or is empty) is covered as found; otherwise the
+        // writer checkpoints the uncovered tail first thing.
+        let (checkpointed, _) = tokio::sync::watch::channel((uncovered == 0).then(|| Checkpointed {
+            seq,
+            head: head.clone(),
+        }));
+        let checkpointed = Arc::new(checkpointed);
+        let opened_at = (seq, head.clone());
         let state = State {
+            unflushed_checkpoint: None,
+            checkpointed: Arc::clone(&checkpointed),
             sealer: seal::Sealer::new(&records)?,
             sealed: Vec::with_capacity(1024),
             uncovered_at_open: uncovered,
@@ -346,7 +382,27 @@ impl AuditLog {
             public_key,
             signing,
             writable,
+            checkpointed,
+            opened_at,
+            dir: dir.to_path_buf(),
         })
+    }
+
+    /// The latest checkpoint on disk, and every later one as it reaches disk.
+    pub fn checkpoints(&self) -> tokio::sync::watch::Receiver<Option<Checkpointed>> {
+        self.checkpointed.subscribe()
+    }
+
+    /// The last record when the log was opened: (sequence number, chain hash; zeros for an
+    /// empty log).
+    pub fn opened_at(&self) -> (u64, &str) {
+        (self.opened_at.0, &self.opened_at.1)
+    }
+
+    /// The chain hash of record `seq`, read from the segments (`None`: no such record, or it
+    /// was removed by retention).
+    pub fn hash_at(&self, seq: u64) -> Result<Option<String>, AuditError> {
+        record_at(&self.dir, seq).map(|r| r.map(|r| r.hash))
     }
 
     /// Whether records reach disk: false from a failed write or fsync until the writer's

@@ -152,6 +152,40 @@ pub(super) fn apply_retention(
     Ok(())
 }
 
+/// Record `seq`, if the log holds it: found in the last segment whose first record is at or
+/// before it (one segment is read, not the whole log).
+pub fn record_at(dir: &Path, seq: u64) -> Result<Option<Record>, AuditError> {
+    if seq == 0 {
+        return Ok(None);
+    }
+    let mut candidate = None;
+    for n in segments(dir)? {
+        match first_record(&segment_path(dir, n))? {
+            Some(first) if first.seq <= seq => candidate = Some(n),
+            Some(_) => break,
+            None => {}
+        }
+    }
+    let Some(n) = candidate else {
+        return Ok(None);
+    };
+    let path = segment_path(dir, n);
+    let f = File::open(&path).map_err(io_err(&path))?;
+    for line in BufReader::new(f).lines() {
+        let line = line.map_err(io_err(&path))?;
+        let Ok(r) = serde_json::from_str::<Record>(&line) else {
+            continue;
+        };
+        if r.seq == seq {
+            return Ok(Some(r));
+        }
+        if r.seq > seq {
+            break;
+        }
+    }
+    Ok(None)
+}
+
 pub(super) fn first_record(path: &Path) -> Result<Option<Record>, AuditError> {
     let f = File::open(path).map_err(io_err(path))?;
     let line = BufReader::new(f)

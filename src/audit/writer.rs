@@ -155,6 +155,10 @@ pub(super) fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], kind: K
     if kind == Kind::Checkpoint {
         st.since_checkpoint = 0;
         st.last_checkpoint = std::time::Instant::now();
+        st.unflushed_checkpoint = Some(Checkpointed {
+            seq: st.seq,
+            head: st.head.clone(),
+        });
     } else {
         st.since_checkpoint += 1;
     }
@@ -200,6 +204,9 @@ pub(super) fn flush(st: &mut State, buf: &mut Vec<u8>) -> bool {
     match r {
         Ok(()) => {
             buf.clear();
+            if let Some(c) = st.unflushed_checkpoint.take() {
+                st.checkpointed.send_replace(Some(c));
+            }
             if !st.writable.swap(true, Ordering::AcqRel) {
                 tracing::warn!("the audit log is writable again; requests are served");
             }

@@ -64,6 +64,10 @@ pub enum Command {
     /// The key broker (KBS protocol, RCAR 0.4.0): serve it, store resources (data keys) and
     /// set their release policies.
     Broker(super::broker::BrokerArgs),
+    /// The deployment's persisted state: `state reset` authorizes, at the broker, a server
+    /// whose state is older than its freshness anchor to serve again (recorded in the
+    /// anchor and in the audit log).
+    State(super::broker::StateArgs),
     /// Load-test a server (confidant.v1 or the Open Inference Protocol): throughput and
     /// latency percentiles per batch size and concurrency.
     Bench(BenchArgs),
@@ -187,6 +191,11 @@ pub struct AuditVerifyArgs {
     /// fail the check: no signature covers them, so they could have been rewritten.
     #[arg(long)]
     pub allow_uncovered_tail: bool,
+    /// The deployment's freshness anchor (`confidant broker anchor` output): the log must
+    /// hold the anchored checkpoint, signed by the anchor's key, so that a cut-off tail or
+    /// an older copy of the log is detected.
+    #[arg(long, value_name = "FILE")]
+    pub anchor: Option<PathBuf>,
 }
 
 /// `confidant audit export`.
@@ -410,6 +419,12 @@ pub struct ServeArgs {
     /// the broker resource default/state/<NAME> [default: default].
     #[arg(long, value_name = "NAME")]
     pub deployment: Option<String>,
+    /// Serve without rollback protection: do not keep a freshness anchor at the broker (for
+    /// a broker without the anchor API, such as an upstream Trustee KBS). The host can then
+    /// restore an older data directory (budgets, quotas, consent, erasures) unnoticed; the
+    /// server warns at every start and every checkpoint.
+    #[arg(long)]
+    pub without_freshness_anchor: bool,
     /// A trusted publisher public key (repeatable).
     #[arg(long = "publisher-key")]
     pub publisher_keys: Vec<PathBuf>,

@@ -28,6 +28,87 @@ pub enum BrokerCommand {
     /// floor, allow_debug, allow_simulated). Without one a resource is never released; one
     /// that does not pin `measurements` is refused.
     SetPolicy(SetPolicyArgs),
+    /// Print a deployment's freshness anchor as JSON: the latest audit checkpoint and
+    /// database state version the server anchored, signed by its checkpoint key, with the
+    /// lease and every authorized reset. `audit verify --anchor FILE` checks a log with it.
+    Anchor(AnchorArgs),
+}
+
+/// `confidant broker anchor`.
+#[derive(Debug, Args)]
+pub struct AnchorArgs {
+    /// The broker and its admin key.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The deployment.
+    #[arg(long, value_name = "NAME", default_value = confidant::state::DEFAULT_DEPLOYMENT)]
+    pub deployment: String,
+}
+
+/// `confidant state`.
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: StateCommand,
+}
+
+/// The `state` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Authorize the deployment's next server start to accept its local state as the new
+    /// freshness anchor, after the server refused to serve an older (restored) state. The
+    /// broker records the reset, its reason and the anchor it replaces; the server records
+    /// it in the audit log. Privacy budgets and quotas spent since the restored copy are
+    /// forgotten: use only after deciding that is acceptable.
+    Reset(StateResetArgs),
+}
+
+/// `confidant state reset`.
+#[derive(Debug, Args)]
+pub struct StateResetArgs {
+    /// The broker and its admin key.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The deployment.
+    #[arg(long, value_name = "NAME", default_value = confidant::state::DEFAULT_DEPLOYMENT)]
+    pub deployment: String,
+    /// Why (kept in the anchor and the audit log).
+    #[arg(long)]
+    pub reason: String,
+}
+
+/// Runs a `state` subcommand.
+pub async fn state(args: StateArgs) -> Result<()> {
+    match args.command {
+        StateCommand::Reset(a) => {
+            confidant::state::check_deployment(&a.deployment).context("--deployment")?;
+            let body = serde_json::to_vec(&serde_json::json!({"reason": a.reason}))?;
+            let answer = admin_call(
+                &a.admin,
+                hyper::Method::POST,
+                &format!("/kbs/v0/anchor-reset/{}", a.deployment),
+                body,
+            )
+            .await?;
+            let anchor: confidant::state::anchor::Anchor = serde_json::from_slice(&answer)
+                .context("the broker's answer is not an anchor")?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "deployment": anchor.deployment,
+                    "reset_authorized": true,
+                    "epoch": anchor.epoch,
+                    "previous": anchor.position,
+                })
+            );
+            eprintln!(
+                "the next start of deployment {} accepts its local state as the anchor",
+                anchor.deployment
+            );
+            Ok(())
+        }
+    }
 }
 
 /// `confidant broker serve`.
@@ -51,6 +132,11 @@ pub struct BrokerServeArgs {
     /// sends is never used.
     #[arg(long, value_name = "PATH")]
     pub tdx_collateral: Option<PathBuf>,
+    /// Seconds a server holds its deployment after its last freshness-anchor advance:
+    /// another instance's claim is refused meanwhile, and the holder stops serving after
+    /// half of it without an advance (2 to 3600).
+    #[arg(long, value_name = "SECS", default_value_t = confidant::state::anchor::DEFAULT_LEASE_SECS)]
+    pub anchor_lease_secs: u64,
 }
 
 /// How to reach the admin API.
@@ -141,6 +227,20 @@ pub async fn run(args: BrokerArgs, shutdown: impl std::future::Future<Output = (
             );
             Ok(())
         }
+        BrokerCommand::Anchor(a) => {
+            confidant::state::check_deployment(&a.deployment).context("--deployment")?;
+            let answer = admin_call(
+                &a.admin,
+                hyper::Method::GET,
+                &format!("/kbs/v0/anchor/{}", a.deployment),
+                Vec::new(),
+            )
+            .await?;
+            let anchor: confidant::state::anchor::Anchor = serde_json::from_slice(&answer)
+                .context("the broker's answer is not an anchor")?;
+            println!("{}", serde_json::to_string_pretty(&anchor)?);
+            Ok(())
+        }
         BrokerCommand::SetPolicy(a) => {
             confidant::sealed::manifest::validate_resource_path(&a.path)
                 .map_err(anyhow::Error::msg)
@@ -184,6 +284,13 @@ async fn serve(a: BrokerServeArgs, shutdown: impl std::future::Future<Output = (
     config.session_ttl = Duration::from_secs(a.session_ttl_secs);
     config.challenge_ttl = Duration::from_secs(a.challenge_ttl_secs);
     config.tdx_collateral = a.tdx_collateral;
+    if !(2..=3600).contains(&a.anchor_lease_secs) {
+        bail!(
+            "--anchor-lease-secs must be 2 to 3600, got {}",
+            a.anchor_lease_secs
+        );
+    }
+    config.anchor_lease = Duration::from_secs(a.anchor_lease_secs);
     let running = broker::start(config.clone()).await?;
     println!(
         "confidant broker: listening on {} (TLS certificate: {}; admin key: {})",
@@ -213,6 +320,17 @@ fn admin_key(value: &str) -> Result<Zeroizing<String>> {
 }
 
 async fn admin_post(a: &AdminArgs, endpoint: &str, body: Vec<u8>) -> Result<()> {
+    admin_call(a, hyper::Method::POST, endpoint, body)
+        .await
+        .map(|_| ())
+}
+
+async fn admin_call(
+    a: &AdminArgs,
+    method: hyper::Method,
+    endpoint: &str,
+    body: Vec<u8>,
+) -> Result<hyper::body::Bytes> {
     let key = admin_key(&a.admin_key)?;
     let ca = a
         .broker_ca
@@ -221,6 +339,5 @@ async fn admin_post(a: &AdminArgs, endpoint: &str, body: Vec<u8>) -> Result<()> 
         .transpose()?;
     let broker = BrokerEndpoint::new(&a.broker, ca.as_deref())?;
     let mut conn = broker.connect().await?;
-    conn.admin_post(endpoint, &key, body).await?;
-    Ok(())
+    Ok(conn.admin_call(method, endpoint, &key, body).await?)
 }

@@ -67,6 +67,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Keys(a) => keys(a).await,
         Command::Audit(a) => audit(a).await,
         Command::Broker(a) => broker::run(a, shutdown_signal()).await,
+        Command::State(a) => broker::state(a).await,
         Command::Anonymize(a) => anonymize::anonymize(a),
         Command::Attest(a) => match a.command {
             attest::AttestCommand::Fetch(f) => attest::fetch(f).await,

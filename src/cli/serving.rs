@@ -101,6 +101,8 @@ pub(super) fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
             .or(file.deployment)
             .unwrap_or_else(|| confidant::state::DEFAULT_DEPLOYMENT.to_string()),
         explain: file.explain,
+        without_freshness_anchor: a.without_freshness_anchor
+            || file.without_freshness_anchor.unwrap_or(false),
         unguarded_benchmark_baseline: false,
         device: a.device,
         gpu_load: a.gpu_load,

@@ -263,7 +263,9 @@ impl Connection {
         Ok(Answer { status, body })
     }
 
-    async fn step(
+    /// Sends one request and returns the body of a 200 answer; any other status is
+    /// [`RcarError::Refused`] with the broker's reason.
+    pub async fn step(
         &mut self,
         step: &str,
         method: Method,
@@ -352,10 +354,40 @@ impl Connection {
         admin_key: &str,
         body: Vec<u8>,
     ) -> Result<(), RcarError> {
-        self.step(endpoint, Method::POST, endpoint, body, Some(admin_key))
+        self.admin_call(Method::POST, endpoint, admin_key, body)
             .await
             .map(|_| ())
     }
+
+    /// An admin request with the admin key; returns the body of the 200 answer.
+    pub async fn admin_call(
+        &mut self,
+        method: Method,
+        endpoint: &str,
+        admin_key: &str,
+        body: Vec<u8>,
+    ) -> Result<Bytes, RcarError> {
+        self.step(endpoint, method, endpoint, body, Some(admin_key))
+            .await
+    }
+}
+
+/// Sends a signed freshness-anchor request (`POST /kbs/v0/anchor/<deployment>`) and returns
+/// the broker's answer. A broker without the anchor API (an upstream Trustee KBS) answers
+/// 404, which comes back as [`RcarError::Refused`] with status 404.
+pub async fn anchor_request(
+    endpoint: &BrokerEndpoint,
+    request: &crate::state::anchor::AnchorRequest,
+) -> Result<crate::state::anchor::AnchorAnswer, RcarError> {
+    let mut conn = endpoint.connect().await?;
+    let body = serde_json::to_vec(request)
+        .map_err(|e| RcarError::Config(format!("anchor request: {e}")))?;
+    let path = format!("/kbs/v0/anchor/{}", request.deployment);
+    let answer = conn.step("anchor", Method::POST, &path, body, None).await?;
+    serde_json::from_slice(&answer).map_err(|e| RcarError::Protocol {
+        step: "anchor",
+        reason: format!("the answer does not parse: {e}"),
+    })
 }
 
 /// The KBS `tee` name for evidence of this kind: simulated evidence is SNP-format and

@@ -100,6 +100,15 @@ pub enum BrokerError {
         /// When to retry.
         retry_after: std::time::Duration,
     },
+    /// A freshness-anchor request is not signed by the deployment's checkpoint key (403).
+    #[error("the anchor request is not signed by the deployment's checkpoint key")]
+    AnchorSignature,
+    /// Another live server instance holds the deployment (409); retry once its lease ends.
+    #[error("{0}")]
+    LeaseHeld(String),
+    /// The request would move a freshness anchor back, or onto another history (409).
+    #[error("{0}")]
+    Rollback(String),
     /// Too many sessions in flight (503); retry later.
     #[error("too many sessions in flight ({0}); retry later")]
     Busy(usize),
@@ -115,9 +124,9 @@ impl BrokerError {
             Self::BadRequest(_) => 400,
             Self::TooLarge { .. } => 413,
             Self::Attestation(_) | Self::Session(_) | Self::AdminUnauthenticated => 401,
-            Self::PolicyDeny { .. } | Self::AdminForbidden => 403,
+            Self::PolicyDeny { .. } | Self::AdminForbidden | Self::AnchorSignature => 403,
             Self::NotFound(_) => 404,
-            Self::Conflict(_) => 409,
+            Self::Conflict(_) | Self::LeaseHeld(_) | Self::Rollback(_) => 409,
             Self::TooManyRequests { .. } => 429,
             Self::Busy(_) => 503,
             Self::Internal(_) => 500,
@@ -134,6 +143,9 @@ impl BrokerError {
             Self::PolicyDeny { .. } => "PolicyDeny",
             Self::NotFound(_) => "ResourceNotFound",
             Self::Conflict(_) => "Conflict",
+            Self::AnchorSignature => "AnchorSignature",
+            Self::LeaseHeld(_) => "LeaseHeld",
+            Self::Rollback(_) => "Rollback",
             Self::AdminUnauthenticated | Self::AdminForbidden => "AdminAuth",
             Self::TooManyRequests { .. } => "TooManyRequests",
             Self::Busy(_) => "Busy",

@@ -37,6 +37,6 @@ pub mod store;
 mod tests;
 
 pub use broker::{BrokerConfig, RunningBroker};
-pub use client::{BrokerEndpoint, fetch_resource, fetch_resource_retrying};
+pub use client::{BrokerEndpoint, anchor_request, fetch_resource, fetch_resource_retrying};
 pub use error::{BrokerError, BrokerStartError, JcsError, JweError, RcarError};
 pub use jwe::{TeeKeyPair, TeePubKey};

@@ -51,6 +51,11 @@ impl ResourceStore {
         [AAD_DOMAIN, path.as_bytes()].concat()
     }
 
+    /// The database (the broker's anchors live beside the resources).
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
     /// Stores (or replaces) the resource at `path`.
     pub fn put(&self, path: &str, plaintext: &[u8]) -> Result<(), BrokerError> {
         if plaintext.len() > MAX_RESOURCE_BYTES {

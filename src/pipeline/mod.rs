@@ -55,6 +55,9 @@ pub struct Pipeline {
     guard: Arc<Guard>,
     audit: Option<Arc<AuditLog>>,
     ready: Arc<AtomicBool>,
+    /// Closed while the server's state cannot be trusted to be fresh (a rollback, or an
+    /// anchor that stopped advancing): every request is refused, naming why.
+    freshness: Option<Arc<crate::state::anchor::Gate>>,
     max_rows: usize,
     metrics: Arc<Metrics>,
     unguarded: bool,
@@ -86,6 +89,7 @@ impl Pipeline {
             guard,
             audit,
             ready,
+            freshness: None,
             max_rows,
             metrics: Arc::new(Metrics::new()),
             unguarded: false,
@@ -105,6 +109,12 @@ impl Pipeline {
         self.explain_slots = Arc::new(tokio::sync::Semaphore::new(limits.workers.max(1)));
         self.explain_pool = Arc::default();
         self.explain_limits = limits;
+        self
+    }
+
+    /// Refuses every request while `gate` is closed (see [`crate::state::anchor::Gate`]).
+    pub fn with_freshness_gate(mut self, gate: Arc<crate::state::anchor::Gate>) -> Self {
+        self.freshness = Some(gate);
         self
     }
 
@@ -168,14 +178,29 @@ impl Pipeline {
         self.max_rows
     }
 
-    /// Whether the models are loaded and the server answers requests.
+    /// Whether the models are loaded, the state is fresh, and the server answers requests.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+            && self
+                .freshness
+                .as_ref()
+                .is_none_or(|g| g.refusal().is_none())
     }
 
-    /// Refuses with UNAVAILABLE until the models are loaded.
+    /// Refuses with UNAVAILABLE while the freshness gate is closed (for calls that change
+    /// state without a model: consent, erasure).
+    pub fn ensure_fresh(&self) -> Result<(), ApiError> {
+        match self.freshness.as_ref().and_then(|g| g.refusal()) {
+            Some(reason) => Err(ApiError::Unavailable(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses with UNAVAILABLE until the models are loaded, and while the freshness gate
+    /// is closed (naming why: a rollback, or an anchor that stopped advancing).
     pub fn ensure_ready(&self) -> Result<(), ApiError> {
-        if self.is_ready() {
+        self.ensure_fresh()?;
+        if self.ready.load(Ordering::Acquire) {
             Ok(())
         } else {
             Err(ApiError::Unavailable(

@@ -81,6 +81,9 @@ pub struct ServeFile {
     /// The deployment whose state key (broker resource `default/state/<deployment>`) keys
     /// everything the server persists; `default` when absent.
     pub deployment: Option<String>,
+    /// Serve without rollback protection (no freshness anchor at the broker); see
+    /// `serve --without-freshness-anchor`.
+    pub without_freshness_anchor: Option<bool>,
     /// Trusted publisher public keys (PEM files).
     #[serde(default)]
     pub publisher_keys: Vec<PathBuf>,
@@ -123,6 +126,12 @@ pub struct AuditSettings {
     /// in milliseconds (1 to 1000). Records reach disk within about this long plus one
     /// fsync; a longer group costs fewer fsyncs per record (see BENCHMARKS.md, guards).
     pub group_commit_ms: u64,
+    /// Sign a checkpoint after this many records (1 to 1,000,000).
+    pub checkpoint_records: u64,
+    /// Sign a checkpoint at least this often while records arrive, in milliseconds (10 to
+    /// 60,000). The freshness anchor advances at each checkpoint: records after the last one
+    /// are the window a rollback can lose (SECURITY.md).
+    pub checkpoint_ms: u64,
 }
 
 impl Default for AuditSettings {
@@ -131,6 +140,8 @@ impl Default for AuditSettings {
             retention_days: None,
             segment_records: crate::audit::SEGMENT_RECORDS,
             group_commit_ms: crate::audit::DEFAULT_GROUP_COMMIT_MS,
+            checkpoint_records: crate::audit::DEFAULT_CHECKPOINT_RECORDS,
+            checkpoint_ms: crate::audit::DEFAULT_CHECKPOINT_MS,
         }
     }
 }
@@ -155,6 +166,18 @@ impl AuditSettings {
             return Err(ServerError::Config(format!(
                 "audit.group_commit_ms must be 1 to 1000, got {}",
                 self.group_commit_ms
+            )));
+        }
+        if !(1..=1_000_000).contains(&self.checkpoint_records) {
+            return Err(ServerError::Config(format!(
+                "audit.checkpoint_records must be 1 to 1000000, got {}",
+                self.checkpoint_records
+            )));
+        }
+        if !(10..=60_000).contains(&self.checkpoint_ms) {
+            return Err(ServerError::Config(format!(
+                "audit.checkpoint_ms must be 10 to 60000, got {}",
+                self.checkpoint_ms
             )));
         }
         Ok(())
@@ -222,6 +245,10 @@ pub struct ServeConfig {
     /// The deployment whose state key keys everything the server persists: the broker (or
     /// the demo's embedded broker) releases it as `default/state/<deployment>`.
     pub deployment: String,
+    /// With a broker: serve without a freshness anchor (no rollback protection), warning at
+    /// every start and every checkpoint. Without it a broker that has no anchor API is
+    /// refused.
+    pub without_freshness_anchor: bool,
     /// Explanations: the most work one request may cost, and the workers of all.
     pub explain: crate::pipeline::ExplainLimits,
     /// Benchmarks only: serve with every guard off (no authentication, purposes, input

@@ -81,6 +81,9 @@ pub enum ServerError {
     /// The demo's key-release chain failed.
     #[error(transparent)]
     Demo(#[from] crate::demo::DemoError),
+    /// The freshness anchor cannot be kept (a broker without the anchor API).
+    #[error("freshness anchor: {0}")]
+    Freshness(String),
     /// The state key could not be had.
     #[error("state key: {0}")]
     State(#[from] crate::state::StateError),

@@ -7,6 +7,7 @@
 pub mod attestation;
 pub mod config;
 pub mod error;
+mod freshness;
 pub mod inference;
 mod models;
 pub mod privacy;
@@ -72,10 +73,16 @@ pub async fn run(
         &config.data_dir,
         &state_key.subkey(crate::state::Subkey::Database),
     )?);
+    // Read before anything of this start writes the database: the freshness anchor compares
+    // the state as found.
+    let db_version = db.state_version()?;
     let guard = Arc::new(Guard::new(Arc::clone(&db), config.rate));
     let audit = Arc::new(open_audit(&config.data_dir, &config.audit, &state_key)?);
     let pseudonym_key = state_key.subkey(crate::state::Subkey::Pseudonyms);
+    let checkpoint_key = state_key.checkpoint_key();
+    let key_source = state_key.source();
     drop(state_key);
+    let gate = Arc::new(crate::state::anchor::Gate::default());
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -106,33 +113,6 @@ pub async fn run(
             source,
         })?),
         None => None,
-    };
-    // Only once the port is ours: a key shown once must not be lost to a failed start.
-    let demo_api_key = if config.models.is_empty() {
-        crate::demo::create_demo_api_key(&guard, &config.data_dir)?
-    } else {
-        None
-    };
-    // Admin events that `confidant keys …` queued while no server ran, and from now on
-    // every second (and once more at shutdown).
-    drain_outbox(&db, &audit);
-    let (outbox_stop_tx, mut outbox_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let outbox_task = {
-        let (db, audit) = (Arc::clone(&db), Arc::clone(&audit));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-            loop {
-                let stop = tokio::select! {
-                    _ = tick.tick() => false,
-                    _ = &mut outbox_stop_rx => true,
-                };
-                let (db, audit) = (Arc::clone(&db), Arc::clone(&audit));
-                let _ = tokio::task::spawn_blocking(move || drain_outbox(&db, &audit)).await;
-                if stop {
-                    return;
-                }
-            }
-        })
     };
 
     let identity = match &config.tls {
@@ -206,6 +186,7 @@ pub async fn run(
         config.max_rows_per_request,
     )
     .with_metrics(Arc::clone(&metrics))
+    .with_freshness_gate(Arc::clone(&gate))
     .with_explain_limits(config.explain)
     .with_privacy(crate::privacy::budget::Budgets::new(
         Arc::clone(&db),
@@ -301,10 +282,51 @@ pub async fn run(
         %addr,
         "listening; health is NOT_SERVING until every model's key is released and it loads"
     );
-    let load = models::load_models(&config, &registry, Arc::clone(&attester));
-    let loaded = tokio::select! {
-        r = load => Some(r),
+    // Freshness first, before anything of this start writes the database.
+    let boot = tokio::select! {
+        r = freshness::boot(&config, checkpoint_key, key_source, &audit, db_version, &gate) => Some(r),
         _ = shutdown_seen.wait_for(|s| *s) => None,
+    };
+    let (anchor_stop_tx, anchor_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut anchor_task = None;
+    let mut outbox: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)> = None;
+    let mut demo_api_key = None;
+    let loaded = match boot {
+        None => None,
+        Some(Err(e)) => Some(Err(e)),
+        Some(Ok(freshness::Boot::RolledBack)) => {
+            // Listening, NOT_SERVING, every request refused naming the rollback.
+            let _ = shutdown_seen.wait_for(|s| *s).await;
+            None
+        }
+        Some(Ok(boot)) => {
+            if let freshness::Boot::Fresh(anchorer) = boot {
+                anchor_task = Some(anchorer.spawn(
+                    Arc::clone(&audit),
+                    Arc::clone(&db),
+                    Arc::clone(&gate),
+                    anchor_stop_rx,
+                ));
+            }
+            match start_writers(&config, &guard, &db, &audit) {
+                Ok((key, o)) => {
+                    demo_api_key = key;
+                    outbox = Some(o);
+                    let load = models::load_models(&config, &registry, Arc::clone(&attester));
+                    tokio::select! {
+                        r = load => Some(r),
+                        _ = shutdown_seen.wait_for(|s| *s) => None,
+                    }
+                }
+                Err(e) => Some(Err(e)),
+            }
+        }
+    };
+    let stop_outbox = |outbox: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>| async move {
+        if let Some((tx, task)) = outbox {
+            let _ = tx.send(());
+            let _ = task.await;
+        }
     };
     match loaded {
         Some(Ok(())) => {
@@ -337,9 +359,13 @@ pub async fn run(
         Some(Err(e)) => {
             let _ = stop_tx.send(());
             let _ = metrics_stop_tx.send(());
-            let _ = outbox_stop_tx.send(());
-            let _ = outbox_task.await;
+            stop_outbox(outbox).await;
             let _ = serve.await;
+            audit.close();
+            let _ = anchor_stop_tx.send(());
+            if let Some(t) = anchor_task {
+                let _ = t.await;
+            }
             return Err(e);
         }
         None => {}
@@ -352,8 +378,7 @@ pub async fn run(
         .await;
     let _ = stop_tx.send(());
     let _ = metrics_stop_tx.send(());
-    let _ = outbox_stop_tx.send(());
-    let _ = outbox_task.await;
+    stop_outbox(outbox).await;
     let result = serve.await.map_err(|e| ServerError::Task {
         what: "server",
         reason: e.to_string(),
@@ -366,6 +391,11 @@ pub async fn run(
         detail: String::new(),
     });
     audit.close();
+    // The final checkpoint is on disk: anchor it and give the deployment back.
+    let _ = anchor_stop_tx.send(());
+    if let Some(t) = anchor_task {
+        let _ = t.await;
+    }
     tracing::info!("stopped; model memory zeroized, audit log checkpointed");
     result.map_err(ServerError::from)
 }
@@ -403,6 +433,8 @@ fn open_audit(
         crate::audit::AuditConfig {
             segment_records: settings.segment_records,
             group_linger: std::time::Duration::from_millis(settings.group_commit_ms),
+            checkpoint_every: settings.checkpoint_records,
+            checkpoint_interval: std::time::Duration::from_millis(settings.checkpoint_ms),
             retention: settings
                 .retention_days
                 .map(|d| std::time::Duration::from_secs_f64(d * 86_400.0)),
@@ -419,6 +451,50 @@ fn open_audit(
         detail: format!("checkpoint key {}", log.public_key_hex()),
     });
     Ok(log)
+}
+
+/// The first writes of a start, once the state is known to be fresh: the demo's API key (on
+/// its first start; only once the port is ours, so that a key shown once is not lost to a
+/// failed start), and the outbox of admin events that `confidant keys …` queued while no
+/// server ran, drained now and every second (and once more at shutdown).
+#[allow(clippy::type_complexity)]
+fn start_writers(
+    config: &ServeConfig,
+    guard: &Arc<Guard>,
+    db: &Arc<Database>,
+    audit: &Arc<crate::audit::AuditLog>,
+) -> Result<
+    (
+        Option<ApiKeySecret>,
+        (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>),
+    ),
+    ServerError,
+> {
+    let demo_api_key = if config.models.is_empty() {
+        crate::demo::create_demo_api_key(guard, &config.data_dir)?
+    } else {
+        None
+    };
+    drain_outbox(db, audit);
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = {
+        let (db, audit) = (Arc::clone(db), Arc::clone(audit));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                let stop = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = &mut stop_rx => true,
+                };
+                let (db, audit) = (Arc::clone(&db), Arc::clone(&audit));
+                let _ = tokio::task::spawn_blocking(move || drain_outbox(&db, &audit)).await;
+                if stop {
+                    return;
+                }
+            }
+        })
+    };
+    Ok((demo_api_key, (stop_tx, task)))
 }
 
 /// Moves admin events queued by commands running beside the server into the audit chain.

@@ -31,6 +31,7 @@ impl PrivacyService {
     }
 
     fn admin(&self, ctx: &CallContext) -> Result<String, ApiError> {
+        self.pipeline.ensure_fresh()?;
         Ok(self.pipeline.caller(ctx, Scope::Admin)?.principal.clone())
     }
 

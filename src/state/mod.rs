@@ -11,13 +11,16 @@
 //! HKDF-SHA256 (RFC 5869) with the salt `confidant.state.v1` and a distinct `info` label
 //! ([`Subkey`]), so that no two uses ever share a key.
 //!
-//! A leaf module: `ring`'s HKDF, no other crate module.
+//! [`anchor`] has the freshness anchors the key broker keeps per deployment.
+//!
+//! A leaf module: `ring`'s HKDF and Ed25519, no other crate module.
 
 use std::path::{Path, PathBuf};
 
 use ring::hkdf;
 use zeroize::Zeroizing;
 
+pub mod anchor;
 #[cfg(test)]
 mod tests;
 
@@ -188,6 +191,12 @@ impl StateKey {
     /// The subkey for `use_`: HKDF-SHA256(salt `confidant.state.v1`, the state key, its label).
     pub fn subkey(&self, use_: Subkey) -> Zeroizing<[u8; 32]> {
         derive(self.key.as_ref(), SALT, use_.label())
+    }
+
+    /// The deployment's checkpoint signing key (Ed25519, seeded by [`Subkey::CheckpointSeed`]):
+    /// it signs the audit log's checkpoints and the freshness anchor's requests.
+    pub fn checkpoint_key(&self) -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&self.subkey(Subkey::CheckpointSeed))
     }
 
     /// The development key file `<data-dir>/state.key`: read it, or create it (32 random

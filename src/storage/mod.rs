@@ -133,7 +133,22 @@ const MIGRATIONS: &[&str] = &[
          policy      TEXT NOT NULL,
          updated_at  INTEGER NOT NULL
      );",
+    // 6: the state version, stepped by every write transaction (the freshness anchor
+    // compares it, see `crate::state::anchor`), and the key broker's anchors per deployment.
+    "CREATE TABLE state_version (
+         id          INTEGER PRIMARY KEY CHECK (id = 1),
+         version     INTEGER NOT NULL
+     );
+     INSERT INTO state_version (id, version) VALUES (1, 0);
+     CREATE TABLE broker_anchors (
+         deployment  TEXT PRIMARY KEY,
+         anchor      TEXT NOT NULL,
+         updated_at  INTEGER NOT NULL
+     );",
 ];
+
+/// The statement that steps the state version in every write transaction.
+const STEP_VERSION: &str = "UPDATE state_version SET version = version + 1 WHERE id = 1";
 
 /// A handle to the database. Cheap to share behind an `Arc`.
 pub struct Database {
@@ -248,7 +263,7 @@ impl Database {
 
     fn migrate(&self) -> Result<(), StorageError> {
         let known = MIGRATIONS.len() as i64;
-        self.transaction(|tx| {
+        self.transaction_with(false, |tx| {
             let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             if version > known {
                 return Ok(Some(version));
@@ -269,9 +284,18 @@ impl Database {
     }
 
     /// Runs `f` in an IMMEDIATE transaction (the write lock is taken up front, so concurrent
-    /// writers serialize instead of failing), committing if it returns `Ok`.
+    /// writers serialize instead of failing), committing if it returns `Ok`. Each committed
+    /// transaction steps the state version ([`Database::state_version`]) in the same commit.
     pub fn transaction<T>(
         &self,
+        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StorageError> {
+        self.transaction_with(true, f)
+    }
+
+    fn transaction_with<T>(
+        &self,
+        step_version: bool,
         f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T, StorageError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -283,8 +307,24 @@ impl Database {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
         let out = f(&tx).map_err(err)?;
+        if step_version {
+            tx.prepare_cached(STEP_VERSION)
+                .and_then(|mut s| s.execute([]))
+                .map_err(err)?;
+        }
         tx.commit().map_err(err)?;
         Ok(out)
+    }
+
+    /// The state version: how many write transactions have committed (by this process or
+    /// any other on the same file). A copy restored from earlier has a lower version.
+    pub fn state_version(&self) -> Result<u64, StorageError> {
+        self.read(|c| {
+            c.query_row("SELECT version FROM state_version WHERE id = 1", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .map(|v| v.max(0) as u64)
     }
 
     /// A snapshot of the WAL-index header, which every committed write transaction, by any

@@ -15,7 +15,7 @@ use super::http::{json_response, read_body, refuse, resource_path};
 use crate::keys::error::BrokerError;
 use crate::keys::store::MAX_RESOURCE_BYTES;
 
-fn check_admin(state: &Shared, headers: &HeaderMap) -> Result<(), BrokerError> {
+pub(super) fn check_admin(state: &Shared, headers: &HeaderMap) -> Result<(), BrokerError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

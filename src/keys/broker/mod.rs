@@ -8,6 +8,9 @@
 //! | `POST /kbs/v0/resource/<repo>/<type>/<tag>` | admin | store a resource (the raw bytes) |
 //! | `POST /kbs/v0/resource-policy/<repo>/<type>/<tag>` | admin | set its release policy (attestation-policy TOML) |
 //! | `POST /kbs/v0/resource-generate/<repo>/<type>/<tag>` | admin | store 32 random bytes the broker makes (a deployment's state key); refused if the resource exists |
+//! | `POST /kbs/v0/anchor/<deployment>` | server | a freshness-anchor request signed by the deployment's checkpoint key ([`anchors`]) |
+//! | `GET /kbs/v0/anchor/<deployment>` | admin | the deployment's freshness anchor |
+//! | `POST /kbs/v0/anchor-reset/<deployment>` | admin | authorize a state reset |
 //!
 //! At attest the evidence is verified for integrity (signatures, chain, report_data binding
 //! the runtime data) under a permissive base policy, and the session keeps only the verified
@@ -34,6 +37,7 @@
 //! session table with its limits.
 
 mod admin;
+mod anchors;
 mod http;
 mod rcar;
 pub mod sessions;
@@ -100,6 +104,9 @@ pub struct BrokerConfig {
     /// The broker's TDX collateral: a QuoteCollateralV3 JSON file or a directory of them,
     /// re-read at each TDX verification. Without it TDX evidence is refused.
     pub tdx_collateral: Option<PathBuf>,
+    /// How long a server instance holds its deployment after its last anchor advance
+    /// (another instance's claim is refused meanwhile; the holder stops serving after half).
+    pub anchor_lease: Duration,
 }
 
 impl BrokerConfig {
@@ -114,6 +121,7 @@ impl BrokerConfig {
             max_evidence_bytes: DEFAULT_MAX_EVIDENCE_BYTES,
             limits: PeerLimits::default(),
             tdx_collateral: None,
+            anchor_lease: Duration::from_secs(crate::state::anchor::DEFAULT_LEASE_SECS),
         }
     }
 
@@ -389,6 +397,11 @@ fn router(state: Arc<Shared>) -> axum::Router {
             "/kbs/v0/resource-generate/{*path}",
             post(admin::generate_resource),
         )
+        .route(
+            "/kbs/v0/anchor/{deployment}",
+            get(anchors::get_anchor).post(anchors::server_request),
+        )
+        .route("/kbs/v0/anchor-reset/{deployment}", post(anchors::reset))
         .fallback(|uri: Uri| async move {
             http::error_response(&BrokerError::NotFound(format!("endpoint {}", uri.path())))
         })
