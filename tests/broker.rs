@@ -1043,3 +1043,251 @@ async fn unpinned_policies_are_refused_and_open_ones_warn_at_every_release() {
         "{log}"
     );
 }
+
+/// Copies a directory tree as it is (`cp -a`), as a host restoring a backup does.
+fn copy_dir(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    let ok = Command::new("cp")
+        .args(["-a", from.to_str().unwrap(), to.to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cp -a {} {}", from.display(), to.display());
+}
+
+/// The port of a server from its "listening" log line.
+fn listening_addr(line: &str) -> String {
+    let port: String = line
+        .rsplit("127.0.0.1:")
+        .next()
+        .unwrap()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    format!("127.0.0.1:{port}")
+}
+
+fn admin_args<'a>(broker: &'a Broker, command: &[&'a str]) -> Vec<&'a str> {
+    let mut args = command.to_vec();
+    args.extend([
+        "--broker",
+        broker.url.as_str(),
+        "--broker-ca",
+        broker.cert.to_str().unwrap(),
+        "--admin-key",
+        broker.admin_key.to_str().unwrap(),
+    ]);
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_data_dir_is_refused_until_an_authorized_reset_and_a_second_instance_is_refused()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let broker = Broker::start(&d.join("broker"), "127.0.0.1:0", &["--anchor-lease-secs", "4"]);
+    broker.provision_state(d);
+    let (sealed, dek, publisher) = seal(d, None);
+    let policy = write_policy(d, "policy.toml", &measurement(), true);
+    broker.register("default/models/fixture-softmax", &dek, &policy);
+    let data = d.join("data");
+    let api_key = create_key(
+        &data,
+        "alice",
+        &[
+            "--purposes",
+            "testing",
+            "--broker",
+            &broker.url,
+            "--broker-ca",
+            broker.cert.to_str().unwrap(),
+        ],
+    );
+    let (data_s, sealed_s, pub_s) = (
+        data.to_str().unwrap(),
+        sealed.to_str().unwrap(),
+        publisher.to_str().unwrap(),
+    );
+    let args = serve_args(data_s, sealed_s, pub_s, &broker);
+    {
+        let server = Server::start(&args);
+        let mut client = server
+            .client()
+            .await
+            .with_api_key(&api_key)
+            .unwrap()
+            .with_purpose("testing")
+            .unwrap();
+        client
+            .predict("fixture-softmax", &[vec![0.5; 8]])
+            .await
+            .unwrap();
+        assert_eq!(server.stop().code(), Some(0));
+    }
+    // The host keeps a copy of the data directory as it is now.
+    let backup = d.join("backup");
+    copy_dir(&data, &backup);
+    {
+        let server = Server::start(&args);
+        let mut client = server
+            .client()
+            .await
+            .with_api_key(&api_key)
+            .unwrap()
+            .with_purpose("testing")
+            .unwrap();
+        for _ in 0..3 {
+            client
+                .predict("fixture-softmax", &[vec![0.5; 8]])
+                .await
+                .unwrap();
+        }
+        // While it serves, a second server on a copy of its state is refused the deployment.
+        let twin = d.join("twin");
+        copy_dir(&data, &twin);
+        let mut twin_args = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+        ];
+        twin_args.extend(serve_args(
+            twin.to_str().unwrap(),
+            sealed_s,
+            pub_s,
+            &broker,
+        ));
+        let mut second = Proc::spawn(&twin_args);
+        second.wait_for("held by another live instance", 60);
+        assert!(!second.log().contains("serving on"), "{}", second.log());
+        drop(second);
+        let logs = server.logs_with(&["freshness anchor checked"], 10);
+        assert!(logs.contains("freshness anchor checked"), "{logs}");
+        assert_eq!(server.stop().code(), Some(0));
+    }
+    // The anchor: the last checkpoint of the stopped server, signed by its checkpoint key.
+    let out = confidant(&admin_args(&broker, &["broker", "anchor"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let anchor: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(anchor["position"]["audit_seq"].as_u64().unwrap() > 0, "{anchor}");
+    assert!(anchor["position"]["db_version"].as_u64().unwrap() > 0, "{anchor}");
+    assert_eq!(anchor["lease_holder"], serde_json::Value::Null, "released at stop");
+    let anchor_file = d.join("anchor.json");
+    std::fs::write(&anchor_file, stdout(&out)).unwrap();
+    // An auditor: the log covers the anchor; the older copy is detected as truncated.
+    let verify = |audit: &Path| {
+        confidant(&[
+            "audit",
+            "verify",
+            audit.to_str().unwrap(),
+            "--anchor",
+            anchor_file.to_str().unwrap(),
+        ])
+    };
+    let out = verify(&data.join("audit"));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("\"covered\": true"), "{}", stdout(&out));
+    let out = verify(&backup.join("audit"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
+
+    // The host restores the older copy: the server listens, stays NOT_SERVING, and refuses
+    // every request naming the rollback.
+    copy_dir(&backup, &data);
+    let mut full = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "off",
+    ];
+    full.extend_from_slice(&args);
+    {
+        let mut restored = Proc::spawn(&full);
+        let addr = listening_addr(&restored.wait_for("health is NOT_SERVING until", 60));
+        restored.wait_for("was rolled back", 60);
+        let ca = std::fs::read(data.join("tls/cert.pem")).unwrap();
+        let mut client = confidant::client::Client::connect(&format!("https://{addr}"), &ca)
+            .await
+            .unwrap()
+            .with_api_key(&api_key)
+            .unwrap()
+            .with_purpose("testing")
+            .unwrap();
+        let e = client
+            .predict("fixture-softmax", &[vec![0.5; 8]])
+            .await
+            .unwrap_err();
+        assert_eq!(common::code(&e), tonic::Code::Unavailable, "{e}");
+        assert!(e.to_string().contains("rolled back"), "{e}");
+        let health = tonic_health::pb::health_client::HealthClient::new(
+            tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+                .unwrap()
+                .tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+                )
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        )
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+        assert_eq!(
+            health,
+            tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+        );
+        // Restarting does not wear the check down.
+    }
+    {
+        let mut again = Proc::spawn(&full);
+        again.wait_for("was rolled back", 60);
+    }
+    // Only an authorized reset lets it serve again; the broker and the audit log record it.
+    let mut reset = admin_args(&broker, &["state", "reset"]);
+    reset.extend(["--reason", "restored from backup after a disk failure"]);
+    let out = confidant(&reset);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\"reset_authorized\":true"), "{}", stdout(&out));
+    let server = Server::start(&args);
+    let logs = server.logs_with(&["STATE RESET"], 10);
+    assert!(logs.contains("STATE RESET"), "{logs}");
+    let mut client = server
+        .client()
+        .await
+        .with_api_key(&api_key)
+        .unwrap()
+        .with_purpose("testing")
+        .unwrap();
+    client
+        .predict("fixture-softmax", &[vec![0.5; 8]])
+        .await
+        .unwrap();
+    assert_eq!(server.stop().code(), Some(0));
+    let out = confidant(&admin_args(&broker, &["broker", "anchor"]));
+    let anchor: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(anchor["epoch"], 1, "{anchor}");
+    assert_eq!(
+        anchor["resets"][0]["reason"],
+        "restored from backup after a disk failure"
+    );
+    assert!(anchor["resets"][0]["accepted"].is_object(), "{anchor}");
+    let out = confidant(&[
+        "audit",
+        "export",
+        data.join("audit").to_str().unwrap(),
+        "--broker",
+        broker.url.as_str(),
+        "--broker-ca",
+        broker.cert.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "audit export: {}", stderr(&out));
+    assert!(stdout(&out).contains("state reset"), "{}", stdout(&out));
+}
