@@ -385,7 +385,9 @@ async fn refusals_keep_the_server_not_serving_and_say_why() {
     // Wrong measurement in the broker's policy.
     let wrong = write_policy(d, "wrong.toml", &"ab".repeat(48), true);
     broker.register("default/models/fixture-softmax", &dek, &wrong);
-    let data = d.join("data-measurement");
+    // One data directory for the three refusals: the deployment's freshness anchor
+    // follows it (a fresh directory would be a rollback of the deployment's state).
+    let data = d.join("data-refused");
     let line = refused_server(
         &serve_args(
             data.to_str().unwrap(),
@@ -411,7 +413,6 @@ async fn refusals_keep_the_server_not_serving_and_say_why() {
         &production,
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let data = d.join("data-simulated");
     let line = refused_server(
         &serve_args(
             data.to_str().unwrap(),
@@ -427,7 +428,6 @@ async fn refusals_keep_the_server_not_serving_and_say_why() {
     broker.proc.wait_for("does not set allow_simulated", 10);
 
     // A model whose manifest names a resource the broker does not hold.
-    let data = d.join("data-path");
     let line = refused_server(
         &serve_args(
             data.to_str().unwrap(),
