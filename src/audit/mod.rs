@@ -267,9 +267,44 @@ pub struct AuditLog {
 struct Pending {
     bytes: Vec<u8>,
     /// Where each event ends in `bytes`, and whom to tell once it is on disk.
-    events: Vec<(usize, Option<std::sync::mpsc::Sender<()>>)>,
+    events: Vec<(usize, Option<Waiter>)>,
+    /// How many of `events` have a waiter: while any does, the writer does not linger.
+    waiting: usize,
     /// No more events: the log is closing, or the writer is gone.
     closed: bool,
+}
+
+/// Whom the writer tells that an event is on disk.
+enum Waiter {
+    /// A thread blocked in [`AuditLog::append_durable`].
+    Blocking(std::sync::mpsc::Sender<()>),
+    /// A task awaiting a [`Durable`].
+    Async(tokio::sync::oneshot::Sender<()>),
+}
+
+impl Waiter {
+    fn done(self) {
+        match self {
+            Self::Blocking(s) => {
+                let _ = s.send(());
+            }
+            Self::Async(s) => {
+                let _ = s.send(());
+            }
+        }
+    }
+}
+
+/// An event on its way to disk: [`Durable::wait`] returns once it is there (the writer's
+/// next group fsync), or fails if the writer stops first.
+#[must_use = "a durable append is only durable once waited for"]
+pub struct Durable(tokio::sync::oneshot::Receiver<()>);
+
+impl Durable {
+    /// Waits until the event is on disk.
+    pub async fn wait(self) -> Result<(), AuditError> {
+        self.0.await.map_err(|_| AuditError::Stopped)
+    }
 }
 
 struct Queue {
@@ -326,10 +361,11 @@ impl AuditLog {
         let writable = Arc::new(AtomicBool::new(true));
         // A log that ends with a checkpoint (or is empty) is covered as found; otherwise the
         // writer checkpoints the uncovered tail first thing.
-        let (checkpointed, _) = tokio::sync::watch::channel((uncovered == 0).then(|| Checkpointed {
-            seq,
-            head: head.clone(),
-        }));
+        let (checkpointed, _) =
+            tokio::sync::watch::channel((uncovered == 0).then(|| Checkpointed {
+                seq,
+                head: head.clone(),
+            }));
         let checkpointed = Arc::new(checkpointed);
         let opened_at = (seq, head.clone());
         let state = State {
@@ -450,6 +486,18 @@ impl AuditLog {
         self.queue(|out| write_predict_event(out, event));
     }
 
+    /// Queues a Predict event and returns what to await before the answer it records leaves
+    /// the server: no answer is delivered whose record a crash could lose. The writer does
+    /// not linger over a group that someone waits for.
+    pub fn append_predict_durable(&self, event: &PredictEvent<'_>) -> Result<Durable, AuditError> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.enqueue(
+            |out| write_predict_event(out, event),
+            Some(Waiter::Async(done)),
+        )?;
+        Ok(Durable(wait))
+    }
+
     /// Queues an event; it reaches disk with the next group fsync.
     pub fn append(&self, event: Event) {
         match event_json(&event) {
@@ -472,7 +520,10 @@ impl AuditLog {
         }
         let json = event_json(&event)?;
         let (done, wait) = std::sync::mpsc::channel();
-        self.enqueue(|out| out.extend_from_slice(&json), Some(done))?;
+        self.enqueue(
+            |out| out.extend_from_slice(&json),
+            Some(Waiter::Blocking(done)),
+        )?;
         wait.recv().map_err(|_| AuditError::Stopped)
     }
 
@@ -482,7 +533,7 @@ impl AuditLog {
     fn enqueue(
         &self,
         write: impl FnOnce(&mut Vec<u8>),
-        done: Option<std::sync::mpsc::Sender<()>>,
+        done: Option<Waiter>,
     ) -> Result<(), AuditError> {
         let mut pending = self.queue.lock();
         if pending.closed {
@@ -490,10 +541,14 @@ impl AuditLog {
         }
         write(&mut pending.bytes);
         let end = pending.bytes.len();
+        let waited = done.is_some();
+        pending.waiting += usize::from(waited);
         pending.events.push((end, done));
-        let first = pending.events.len() == 1;
+        // The first event wakes the writer; so does the first that someone waits for (it
+        // ends a gathering).
+        let wake = pending.events.len() == 1 || (waited && pending.waiting == 1);
         drop(pending);
-        if first {
+        if wake {
             self.queue.ready.notify_one();
         }
         Ok(())

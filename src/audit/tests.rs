@@ -780,3 +780,61 @@ fn a_failed_write_is_retried_until_it_lands_and_the_chain_stays_whole() {
         "the refused durable append was not queued"
     );
 }
+
+#[tokio::test]
+async fn a_durable_append_is_on_disk_when_awaited_and_ends_a_long_gathering() {
+    let d = tempfile::tempdir().unwrap();
+    // A gathering far longer than the test may take: only the waiter can end it.
+    let log = open_log(
+        d.path(),
+        AuditConfig {
+            group_linger: Duration::from_secs(600),
+            ..AuditConfig::default()
+        },
+    );
+    let mut checkpoints = log.checkpoints();
+    // An event nobody waits for starts a gathering; the durable one ends it.
+    log.append(predict(1));
+    let event = PredictEvent {
+        request_id: "durable-1",
+        principal: "alice",
+        model: "m@1",
+        purpose: None,
+        subject: None,
+        input_hmac: None,
+        output_argmax: &[0],
+        flagged_rows: &[],
+        rows: 1,
+        latency_us: 1,
+        decision: "allow",
+        reason: "OK",
+        epsilon: 0.0,
+        rpc: None,
+    };
+    let durable = log.append_predict_durable(&event).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), durable.wait())
+        .await
+        .expect("the waiter ended the gathering")
+        .unwrap();
+    // On disk now, before any close: both records are in the segment file.
+    let text = std::fs::read_to_string(segment_path(d.path(), 1)).unwrap();
+    assert_eq!(text.lines().count(), 2, "both events: {text}");
+    let report = verify_dir(d.path(), &[]);
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.last_seq, 2);
+    // The closing checkpoint is published once it is on disk, with its record's hash.
+    log.close();
+    checkpoints.changed().await.unwrap();
+    let c = checkpoints.borrow().clone().unwrap();
+    assert_eq!(c.seq, 3);
+    assert_eq!(
+        record_at(d.path(), 3).unwrap().unwrap().hash,
+        c.head,
+        "the published head is the checkpoint record's hash"
+    );
+    // A closed log refuses durable appends instead of leaving the caller waiting.
+    assert!(matches!(
+        log.append_predict_durable(&event),
+        Err(AuditError::Stopped)
+    ));
+}

@@ -46,16 +46,23 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
             }
             if !pending.events.is_empty()
                 && !pending.closed
+                && pending.waiting == 0
                 && !config.group_linger.is_zero()
                 && pending.events.len() < 4096
             {
-                // Gather the group: appends to a non-empty queue wake nobody.
-                drop(pending);
-                std::thread::sleep(config.group_linger);
-                pending = queue.lock();
+                // Gather the group: appends to a non-empty queue wake nobody, except the
+                // first that someone waits for, which ends the gathering.
+                pending = queue
+                    .ready
+                    .wait_timeout_while(pending, config.group_linger, |p| {
+                        p.waiting == 0 && !p.closed && p.events.len() < 4096
+                    })
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
             std::mem::swap(&mut pending.bytes, &mut taken.bytes);
             std::mem::swap(&mut pending.events, &mut taken.events);
+            pending.waiting = 0;
             pending.closed
         };
         let mut start = 0;
@@ -75,7 +82,7 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
         }
         if flush(&mut st, &mut buf) {
             for w in waiters.drain(..) {
-                let _ = w.send(());
+                Waiter::done(w);
             }
         }
         if closed {

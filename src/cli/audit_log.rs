@@ -65,8 +65,13 @@ fn check_anchor(
     report: &confidant::audit::VerifyReport,
 ) -> Result<u64> {
     let text = std::fs::read(file).with_context(|| format!("--anchor {}", file.display()))?;
-    let anchor: confidant::state::anchor::Anchor = serde_json::from_slice(&text)
-        .with_context(|| format!("--anchor {}: not an anchor (`confidant broker anchor`)", file.display()))?;
+    let anchor: confidant::state::anchor::Anchor =
+        serde_json::from_slice(&text).with_context(|| {
+            format!(
+                "--anchor {}: not an anchor (`confidant broker anchor`)",
+                file.display()
+            )
+        })?;
     let mut key = [0u8; 32];
     hex::decode_to_slice(&anchor.public_key, &mut key)
         .map_err(|_| anyhow::anyhow!("--anchor: public_key is not 64 hex digits"))?;
@@ -79,7 +84,11 @@ fn check_anchor(
         bail!(
             "the anchor is signed by key {}, which is not the log's checkpoint key{}",
             anchor.public_key,
-            if trusted.is_empty() { "" } else { " given with --pubkey" }
+            if trusted.is_empty() {
+                ""
+            } else {
+                " given with --pubkey"
+            }
         );
     }
     let vk = ed25519_dalek::VerifyingKey::from_bytes(&key)
@@ -99,9 +108,9 @@ fn check_anchor(
     }
     match confidant::audit::record_at(dir, seq)? {
         Some(r) if r.hash == anchor.position.audit_head => Ok(seq),
-        Some(_) => bail!(
-            "record {seq} is not the record the anchor covers: the log is another history"
-        ),
+        Some(_) => {
+            bail!("record {seq} is not the record the anchor covers: the log is another history")
+        }
         None => bail!(
             "record {seq}, which the anchor covers, is not in the log (removed by retention,              or the log was replaced)"
         ),

@@ -91,8 +91,8 @@ pub async fn state(args: StateArgs) -> Result<()> {
                 body,
             )
             .await?;
-            let anchor: confidant::state::anchor::Anchor = serde_json::from_slice(&answer)
-                .context("the broker's answer is not an anchor")?;
+            let anchor: confidant::state::anchor::Anchor =
+                serde_json::from_slice(&answer).context("the broker's answer is not an anchor")?;
             println!(
                 "{}",
                 serde_json::json!({
@@ -236,8 +236,8 @@ pub async fn run(args: BrokerArgs, shutdown: impl std::future::Future<Output = (
                 Vec::new(),
             )
             .await?;
-            let anchor: confidant::state::anchor::Anchor = serde_json::from_slice(&answer)
-                .context("the broker's answer is not an anchor")?;
+            let anchor: confidant::state::anchor::Anchor =
+                serde_json::from_slice(&answer).context("the broker's answer is not an anchor")?;
             println!("{}", serde_json::to_string_pretty(&anchor)?);
             Ok(())
         }

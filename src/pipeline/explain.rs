@@ -40,14 +40,14 @@ impl Pipeline {
             Ok(out) => out.attributions.iter().map(|a| a.target as u32).collect(),
             Err(_) => Vec::new(),
         };
-        self.audit_call(
+        let durable = self.audit_call(
             record,
             result.as_ref().err(),
             &targets,
             started.elapsed(),
             Some("explain"),
         );
-        result
+        Self::deliver(result, durable).await
     }
 
     async fn explain_inner<'c>(

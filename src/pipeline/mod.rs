@@ -284,14 +284,40 @@ impl Pipeline {
                 Err(_) => m.stats().record_failure(latency),
             }
         }
-        match &result {
+        let durable = match &result {
             // The record's argmax is the response's: no second copy.
             Ok(out) => self.audit_call(record, None, &out.label_indices, latency, None),
             Err(refusal) => self.audit_call(record, Some(refusal), &[], latency, None),
-        }
-        result
+        };
+        Self::deliver(result, durable).await
     }
 
+    /// Returns an answer once its audit record is on disk: a crash after this point cannot
+    /// lose the record of an answer the caller has. An answer whose record cannot be written
+    /// is withheld (UNAVAILABLE); what it spent stays spent.
+    async fn deliver<T>(
+        result: Result<T, Status>,
+        durable: Option<Result<crate::audit::Durable, crate::audit::AuditError>>,
+    ) -> Result<T, Status> {
+        let written = match durable {
+            Some(Ok(d)) => Some(d.wait().await),
+            Some(Err(e)) => Some(Err(e)),
+            None => None,
+        };
+        match (result, written) {
+            (Ok(out), Some(w)) => match w {
+                Ok(()) => Ok(out),
+                Err(e) => Err(Status::unavailable(format!(
+                    "the audit record of this answer could not be written ({e}); the answer                      is withheld"
+                ))),
+            },
+            (result, _) => result,
+        }
+    }
+
+    /// Queues the call's audit record. For an answer (no refusal) it returns what to await
+    /// before the answer leaves ([`Pipeline::deliver`]); a refusal's record is not waited
+    /// for (it reaches disk with the next group).
     fn audit_call(
         &self,
         record: AuditContext<'_>,
@@ -299,7 +325,7 @@ impl Pipeline {
         output_argmax: &[u32],
         latency: std::time::Duration,
         rpc: Option<&'static str>,
-    ) {
+    ) -> Option<Result<crate::audit::Durable, crate::audit::AuditError>> {
         if let Some(audit) = &self.audit
             && !record.unrecordable
         {
@@ -311,7 +337,7 @@ impl Pipeline {
                 Some(m) if record.model_resolved => m.label(),
                 _ => record.model.as_str(),
             };
-            audit.append_predict(&PredictEvent {
+            let event = PredictEvent {
                 request_id: record.request_id.as_ref().map_or("", request_id::as_str),
                 principal: record.key.as_ref().map_or("", |k| k.principal.as_str()),
                 model,
@@ -329,8 +355,14 @@ impl Pipeline {
                 reason,
                 epsilon: record.epsilon,
                 rpc,
-            });
+            };
+            if refusal.is_some() {
+                audit.append_predict(&event);
+                return None;
+            }
+            return Some(audit.append_predict_durable(&event));
         }
+        None
     }
 
     /// The benchmark baseline: the same engine path with no guard, audit or metrics.

@@ -230,7 +230,11 @@ impl Anchorer {
         )
     }
 
-    async fn advance(&mut self, checkpoint: Option<&Checkpointed>, db: &Arc<Database>) -> Result<(), RcarError> {
+    async fn advance(
+        &mut self,
+        checkpoint: Option<&Checkpointed>,
+        db: &Arc<Database>,
+    ) -> Result<(), RcarError> {
         let db_version = {
             let db = Arc::clone(db);
             tokio::task::spawn_blocking(move || db.state_version())
@@ -289,7 +293,9 @@ impl Anchorer {
                             );
                         }
                     }
-                    Err(e) if is_refusal(&e, 409, "LeaseHeld") || is_refusal(&e, 409, "Rollback") => {
+                    Err(e)
+                        if is_refusal(&e, 409, "LeaseHeld") || is_refusal(&e, 409, "Rollback") =>
+                    {
                         lost = true;
                         let text = format!(
                             "this server no longer holds deployment {} at the broker ({e}); it \
@@ -330,7 +336,11 @@ impl Anchorer {
             let final_seq = self.last.audit_seq;
             let _ = tokio::time::timeout(Duration::from_secs(5), async {
                 loop {
-                    if checkpoints.borrow().as_ref().is_some_and(|c| c.seq > final_seq) {
+                    if checkpoints
+                        .borrow()
+                        .as_ref()
+                        .is_some_and(|c| c.seq > final_seq)
+                    {
                         return;
                     }
                     if checkpoints.changed().await.is_err() {

@@ -289,7 +289,10 @@ pub async fn run(
     };
     let (anchor_stop_tx, anchor_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut anchor_task = None;
-    let mut outbox: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)> = None;
+    let mut outbox: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )> = None;
     let mut demo_api_key = None;
     let loaded = match boot {
         None => None,
@@ -322,7 +325,10 @@ pub async fn run(
             }
         }
     };
-    let stop_outbox = |outbox: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>| async move {
+    let stop_outbox = |outbox: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>| async move {
         if let Some((tx, task)) = outbox {
             let _ = tx.send(());
             let _ = task.await;
@@ -466,7 +472,10 @@ fn start_writers(
 ) -> Result<
     (
         Option<ApiKeySecret>,
-        (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>),
+        (
+            tokio::sync::oneshot::Sender<()>,
+            tokio::task::JoinHandle<()>,
+        ),
     ),
     ServerError,
 > {

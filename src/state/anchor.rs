@@ -114,7 +114,11 @@ impl Position {
     /// holds the same record there (`head_at_anchor`: this log's hash of the record at the
     /// anchor's sequence number, `None` if it has no such record), and the database is at
     /// least as new.
-    pub fn covers(&self, anchor: &Position, head_at_anchor: Option<&str>) -> Result<(), AnchorError> {
+    pub fn covers(
+        &self,
+        anchor: &Position,
+        head_at_anchor: Option<&str>,
+    ) -> Result<(), AnchorError> {
         if self.audit_seq < anchor.audit_seq {
             return Err(AnchorError::Rollback(format!(
                 "the audit log ends at record {}, but the broker's anchor says record {} was \

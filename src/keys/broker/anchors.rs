@@ -113,7 +113,9 @@ fn read(state: &Shared, deployment: &str) -> Result<Option<Anchor>, BrokerError>
         .map_err(|e| BrokerError::Internal(e.to_string()))?;
     text.map(|t| {
         serde_json::from_str(&t).map_err(|e| {
-            BrokerError::Internal(format!("the stored anchor of {deployment} does not parse: {e}"))
+            BrokerError::Internal(format!(
+                "the stored anchor of {deployment} does not parse: {e}"
+            ))
         })
     })
     .transpose()
@@ -380,8 +382,7 @@ pub(super) async fn reset(
         let bytes = read_body(&headers, body, MAX_ANCHOR_BODY).await?;
         let body: ResetBody = parse_json("reset", &bytes)?;
         let reason = body.reason.trim().to_owned();
-        if reason.is_empty() || reason.len() > MAX_REASON || reason.chars().any(char::is_control)
-        {
+        if reason.is_empty() || reason.len() > MAX_REASON || reason.chars().any(char::is_control) {
             return Err(BrokerError::BadRequest(format!(
                 "reason: 1 to {MAX_REASON} characters, no control characters"
             )));
@@ -445,7 +446,14 @@ mod tests {
         let a = apply(None, &req(Step::Claim, 'a', 5, 'e', 2), "pk", lease, 1_000).unwrap();
         assert_eq!(a.lease_holder.as_deref(), Some("a".repeat(32).as_str()));
         // Forward on the same history.
-        let a = apply(Some(a), &req(Step::Advance, 'a', 9, 'f', 3), "pk", lease, 2_000).unwrap();
+        let a = apply(
+            Some(a),
+            &req(Step::Advance, 'a', 9, 'f', 3),
+            "pk",
+            lease,
+            2_000,
+        )
+        .unwrap();
         assert_eq!(a.position.audit_seq, 9);
         // Back, or sideways, is refused.
         for bad in [
@@ -457,20 +465,51 @@ mod tests {
             assert!(matches!(e, BrokerError::Rollback(_)), "{e}");
         }
         // A second instance is refused while the first is live, and takes over after.
-        let e = apply(Some(a.clone()), &req(Step::Claim, 'b', 9, 'f', 3), "pk", lease, 5_000)
-            .unwrap_err();
+        let e = apply(
+            Some(a.clone()),
+            &req(Step::Claim, 'b', 9, 'f', 3),
+            "pk",
+            lease,
+            5_000,
+        )
+        .unwrap_err();
         assert!(matches!(e, BrokerError::LeaseHeld(_)), "{e}");
-        let e = apply(Some(a.clone()), &req(Step::Advance, 'b', 10, 'f', 3), "pk", lease, 5_000)
-            .unwrap_err();
+        let e = apply(
+            Some(a.clone()),
+            &req(Step::Advance, 'b', 10, 'f', 3),
+            "pk",
+            lease,
+            5_000,
+        )
+        .unwrap_err();
         assert!(matches!(e, BrokerError::LeaseHeld(_)), "{e}");
-        let b = apply(Some(a), &req(Step::Claim, 'b', 9, 'f', 3), "pk", lease, 12_001).unwrap();
+        let b = apply(
+            Some(a),
+            &req(Step::Claim, 'b', 9, 'f', 3),
+            "pk",
+            lease,
+            12_001,
+        )
+        .unwrap();
         // The old holder can no longer advance.
-        let e = apply(Some(b.clone()), &req(Step::Advance, 'a', 20, 'f', 9), "pk", lease, 12_500)
-            .unwrap_err();
+        let e = apply(
+            Some(b.clone()),
+            &req(Step::Advance, 'a', 20, 'f', 9),
+            "pk",
+            lease,
+            12_500,
+        )
+        .unwrap_err();
         assert!(matches!(e, BrokerError::LeaseHeld(_)), "{e}");
         // A reset needs an authorization; with one, the holder's state becomes the anchor.
-        let e = apply(Some(b.clone()), &req(Step::Reset, 'b', 1, '1', 1), "pk", lease, 13_000)
-            .unwrap_err();
+        let e = apply(
+            Some(b.clone()),
+            &req(Step::Reset, 'b', 1, '1', 1),
+            "pk",
+            lease,
+            13_000,
+        )
+        .unwrap_err();
         assert!(matches!(e, BrokerError::Conflict(_)), "{e}");
         let mut pending = b;
         pending.reset_pending = true;
@@ -489,12 +528,33 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, BrokerError::Conflict(_)), "{e}");
-        let r = apply(Some(pending), &req(Step::Reset, 'b', 1, '1', 1), "pk", lease, 13_000).unwrap();
+        let r = apply(
+            Some(pending),
+            &req(Step::Reset, 'b', 1, '1', 1),
+            "pk",
+            lease,
+            13_000,
+        )
+        .unwrap();
         assert!(!r.reset_pending);
         assert_eq!(r.position.audit_seq, 1);
         assert_eq!(r.resets[0].accepted.as_ref().unwrap().audit_seq, 1);
         // Release frees the deployment at once.
-        let r = apply(Some(r), &req(Step::Release, 'b', 1, '1', 1), "pk", lease, 13_100).unwrap();
-        apply(Some(r), &req(Step::Claim, 'c', 1, '1', 1), "pk", lease, 13_200).unwrap();
+        let r = apply(
+            Some(r),
+            &req(Step::Release, 'b', 1, '1', 1),
+            "pk",
+            lease,
+            13_100,
+        )
+        .unwrap();
+        apply(
+            Some(r),
+            &req(Step::Claim, 'c', 1, '1', 1),
+            "pk",
+            lease,
+            13_200,
+        )
+        .unwrap();
     }
 }
