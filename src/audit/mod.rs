@@ -170,6 +170,9 @@ pub struct AuditConfig {
     pub segment_records: u64,
     /// Delete segments whose newest record is older than this (never the current one).
     pub retention: Option<Duration>,
+    /// Delete the oldest segments (never the current one) while the log is larger than this
+    /// many bytes, behind a signed retention record as for age.
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for AuditConfig {
@@ -180,6 +183,7 @@ impl Default for AuditConfig {
             group_linger: Duration::from_millis(DEFAULT_GROUP_COMMIT_MS),
             segment_records: SEGMENT_RECORDS,
             retention: None,
+            max_bytes: None,
         }
     }
 }
@@ -235,6 +239,8 @@ struct State {
     unflushed_checkpoint: Option<Checkpointed>,
     /// Told of each checkpoint once it is on disk.
     checkpointed: Arc<tokio::sync::watch::Sender<Option<Checkpointed>>>,
+    /// The background check; retention deletes nothing until it has passed.
+    integrity: tokio::sync::watch::Receiver<Integrity>,
 }
 
 /// The audit log writer. Appends are queued to one writer thread that writes in groups with
@@ -257,6 +263,19 @@ pub struct AuditLog {
     opened_at: (u64, String),
     /// The log's directory.
     dir: PathBuf,
+    /// The background check of the records before the tail.
+    integrity: Arc<tokio::sync::watch::Sender<Integrity>>,
+}
+
+/// The state of the check of a log's records before its tail (see [`AuditLog::integrity`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Integrity {
+    /// The background check runs.
+    Verifying,
+    /// Every record verified.
+    Verified,
+    /// The chain or a signature is broken (what and where).
+    Damaged(String),
 }
 
 /// The events on their way to the writer, in the order they were appended: each event's
@@ -354,7 +373,14 @@ impl AuditLog {
         } = keys;
         create_private_dir(dir)?;
         let public = *signing.verifying_key().as_bytes();
-        let (segment, seq, head, in_segment, uncovered) = recover(dir, &public)?;
+        let Recovered {
+            segment,
+            seq,
+            head,
+            in_segment,
+            uncovered,
+            verify_until,
+        } = recover(dir, &public)?;
         let path = segment_path(dir, segment);
         let file = open_segment(&path)?;
         let public_key = hex::encode(public);
@@ -368,7 +394,14 @@ impl AuditLog {
             }));
         let checkpointed = Arc::new(checkpointed);
         let opened_at = (seq, head.clone());
+        let (integrity, _) = tokio::sync::watch::channel(if verify_until.is_some() {
+            Integrity::Verifying
+        } else {
+            Integrity::Verified
+        });
+        let integrity = Arc::new(integrity);
         let state = State {
+            integrity: integrity.subscribe(),
             unflushed_checkpoint: None,
             checkpointed: Arc::clone(&checkpointed),
             sealer: seal::Sealer::new(&records)?,
@@ -421,7 +454,46 @@ impl AuditLog {
             checkpointed,
             opened_at,
             dir: dir.to_path_buf(),
+            integrity,
         })
+        .inspect(|log| {
+            if let Some(until) = verify_until {
+                log.verify_in_background(public, until);
+            }
+        })
+    }
+
+    fn verify_in_background(&self, key: [u8; 32], until: u64) {
+        let (dir, integrity) = (self.dir.clone(), Arc::clone(&self.integrity));
+        let spawned = std::thread::Builder::new()
+            .name("audit-verify".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                match verify_before_tail(&dir, &key, until) {
+                    Ok(()) => {
+                        tracing::info!(
+                            through_segment = until,
+                            ms = started.elapsed().as_millis() as u64,
+                            "audit log: the records before the tail verified in the background"
+                        );
+                        integrity.send_replace(Integrity::Verified);
+                    }
+                    Err(problem) => {
+                        tracing::error!(problem, "audit log: the background check failed");
+                        integrity.send_replace(Integrity::Damaged(problem));
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            self.integrity
+                .send_replace(Integrity::Damaged(format!("cannot start the check: {e}")));
+        }
+    }
+
+    /// The state of the whole log's check: a start verifies the tail only and the rest in
+    /// the background (retention waits for it).
+    pub fn integrity(&self) -> tokio::sync::watch::Receiver<Integrity> {
+        self.integrity.subscribe()
     }
 
     /// The latest checkpoint on disk, and every later one as it reaches disk.

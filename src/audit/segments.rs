@@ -33,17 +33,38 @@ pub fn segments(dir: &Path) -> Result<Vec<u64>, AuditError> {
     Ok(out)
 }
 
-/// Verifies the existing chain (every signature by `key`), cuts a torn last line, and
-/// returns (segment, last seq, head hash, records in that segment, records after the last
-/// checkpoint).
-pub(super) fn recover(
-    dir: &Path,
-    key: &[u8; 32],
-) -> Result<(u64, u64, String, u64, u64), AuditError> {
+/// What [`recover`] found.
+pub(super) struct Recovered {
+    /// The segment to append to.
+    pub segment: u64,
+    /// The last record's sequence number.
+    pub seq: u64,
+    /// The last record's hash.
+    pub head: String,
+    /// Records in the last segment.
+    pub in_segment: u64,
+    /// Records after the last checkpoint.
+    pub uncovered: u64,
+    /// The segments up to this one are left to the background check (`None`: the whole log
+    /// was verified here).
+    pub verify_until: Option<u64>,
+}
+
+/// Cuts a torn last line and verifies the tail of the chain (the last two segments, every
+/// signature by `key`): a start reads two segments, not the whole log. The segments before
+/// are left to a background check ([`Recovered::verify_until`]).
+pub(super) fn recover(dir: &Path, key: &[u8; 32]) -> Result<Recovered, AuditError> {
     let zero = "0".repeat(64);
     let segs = segments(dir)?;
     let Some(&last) = segs.last() else {
-        return Ok((1, 0, zero, 0, 0));
+        return Ok(Recovered {
+            segment: 1,
+            seq: 0,
+            head: zero,
+            in_segment: 0,
+            uncovered: 0,
+            verify_until: None,
+        });
     };
     // Cut a torn final line: anything after the last newline of the last segment.
     let path = segment_path(dir, last);
@@ -62,7 +83,18 @@ pub(super) fn recover(
         f.set_len(keep as u64).map_err(io_err(&path))?;
         f.sync_all().map_err(io_err(&path))?;
     }
-    let report = verify_dir(dir, &[*key]);
+    let tail_from = segs
+        .len()
+        .checked_sub(2)
+        .and_then(|i| segs.get(i))
+        .copied()
+        .unwrap_or(last);
+    let whole = segs.first() == Some(&tail_from);
+    let report = if whole {
+        verify_dir(dir, &[*key])
+    } else {
+        verify::verify_range(dir, &[*key], Some(tail_from), None)
+    };
     if let Some(fail) = report.first_failure {
         if fail.problem.contains("untrusted key") {
             return Err(AuditError::ForeignKey {
@@ -79,33 +111,66 @@ pub(super) fn recover(
     }
     let f = File::open(&path).map_err(io_err(&path))?;
     let in_segment = BufReader::new(f).lines().count() as u64;
-    Ok((
-        last,
-        report.last_seq,
-        report.head.unwrap_or(zero),
+    Ok(Recovered {
+        segment: last,
+        seq: report.last_seq,
+        head: report.head.unwrap_or(zero),
         in_segment,
-        report.uncovered,
-    ))
+        uncovered: report.uncovered,
+        verify_until: (!whole).then_some(tail_from),
+    })
 }
 
-/// Deletes the oldest segments whose newest record is older than `retention`, after a
+/// The background check of the segments a start did not verify: the chain and signatures
+/// of every segment up to `until` (which the start verified too, so the two overlap).
+pub(super) fn verify_before_tail(dir: &Path, key: &[u8; 32], until: u64) -> Result<(), String> {
+    let report = verify::verify_range(dir, &[*key], None, Some(until));
+    match report.first_failure {
+        None => Ok(()),
+        Some(f) => Err(format!(
+            "audit log damaged at {} line {}: {}",
+            f.segment, f.line, f.problem
+        )),
+    }
+}
+
+/// Deletes the oldest segments whose newest record is older than `retention`, and then the
+/// oldest while the log is larger than `max_bytes` (never the current segment), after a
 /// durable, signed retention record vouches for where the chain now starts.
 pub(super) fn apply_retention(
     st: &mut State,
     buf: &mut Vec<u8>,
     signing: &SigningKey,
-    retention: Duration,
+    retention: Option<Duration>,
+    max_bytes: Option<u64>,
 ) -> Result<(), AuditError> {
-    let cutoff = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-        .saturating_sub(retention.as_millis() as u64);
+    let cutoff = retention.map(|r| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+            .saturating_sub(r.as_millis() as u64)
+    });
     let segs = segments(&st.dir)?;
+    let sizes = segs
+        .iter()
+        .map(|&n| {
+            let path = segment_path(&st.dir, n);
+            std::fs::metadata(&path)
+                .map(|m| m.len())
+                .map_err(io_err(&path))
+        })
+        .collect::<Result<Vec<u64>, AuditError>>()?;
+    let mut total: u64 = sizes.iter().sum();
     let mut removable = Vec::new();
-    for &n in segs.iter().filter(|&&n| n < st.segment) {
-        let last = last_record(&segment_path(&st.dir, n))?;
-        if last.is_some_and(|r| r.ts_ms < cutoff) {
+    for (&n, &size) in segs.iter().zip(&sizes).filter(|(n, _)| **n < st.segment) {
+        let too_big = max_bytes.is_some_and(|cap| total > cap);
+        let too_old = match cutoff {
+            Some(cutoff) => last_record(&segment_path(&st.dir, n))?.is_some_and(|r| r.ts_ms < cutoff),
+            None => false,
+        };
+        if too_big || too_old {
             removable.push(n);
+            total -= size;
         } else {
             break;
         }

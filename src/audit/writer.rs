@@ -11,9 +11,16 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut waiters = Vec::new();
     let mut taken = Pending::default();
-    let retention_every = config
-        .retention
-        .map(|r| (r / 2).clamp(Duration::from_secs(1), Duration::from_secs(60)));
+    // Age is checked every half retention period (1 s to 60 s); the size cap every 10 s.
+    let retention_every = match (config.retention, config.max_bytes) {
+        (Some(r), _) => Some((r / 2).clamp(Duration::from_secs(1), Duration::from_secs(60))),
+        (None, Some(_)) => Some(Duration::from_secs(10)),
+        (None, None) => None,
+    }
+    .map(|every| match config.max_bytes {
+        Some(_) => every.min(Duration::from_secs(10)),
+        None => every,
+    });
     let mut last_retention: Option<std::time::Instant> = None;
     if st.uncovered_at_open > 0 {
         // A crash left records after the last checkpoint. They verified as a chain, but no
@@ -89,11 +96,16 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
             // Appends stopped with the flag: nothing can arrive after this group.
             break;
         }
-        if let (Some(retention), Some(every)) = (config.retention, retention_every)
+        // Nothing is deleted before the whole log has verified (a start checks the rest in
+        // the background): retried at the next turn until then.
+        if let Some(every) = retention_every
             && last_retention.is_none_or(|t| t.elapsed() >= every)
+            && *st.integrity.borrow() == Integrity::Verified
         {
             last_retention = Some(std::time::Instant::now());
-            if let Err(e) = apply_retention(&mut st, &mut buf, &signing, retention) {
+            if let Err(e) =
+                apply_retention(&mut st, &mut buf, &signing, config.retention, config.max_bytes)
+            {
                 tracing::error!(error = %e, "audit retention failed; nothing was deleted");
             }
         }

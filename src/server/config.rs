@@ -112,14 +112,22 @@ pub struct ServeFile {
     pub explain: crate::pipeline::ExplainLimits,
 }
 
+/// Default audit retention, in days.
+pub const DEFAULT_RETENTION_DAYS: f64 = 366.0;
+/// Default largest audit log, in bytes (64 GiB).
+pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 64 << 30;
+
 /// `[audit]`: segment size and retention.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditSettings {
     /// Delete audit segments whose newest record is older than this many days (fractions
-    /// allowed, at least one second); absent: keep everything. A signed retention record
+    /// allowed, at least one second; default 366, at most 36600). A signed retention record
     /// keeps the rest of the chain verifiable.
     pub retention_days: Option<f64>,
+    /// Delete the oldest audit segments while the log is larger than this many bytes
+    /// (default 64 GiB; at least 1 MiB), behind a signed retention record as for age.
+    pub max_bytes: u64,
     /// Records per segment file (10 to 10,000,000).
     pub segment_records: u64,
     /// How long the writer gathers records before it writes and fsyncs them as one group,
@@ -137,7 +145,8 @@ pub struct AuditSettings {
 impl Default for AuditSettings {
     fn default() -> Self {
         Self {
-            retention_days: None,
+            retention_days: Some(DEFAULT_RETENTION_DAYS),
+            max_bytes: DEFAULT_AUDIT_MAX_BYTES,
             segment_records: crate::audit::SEGMENT_RECORDS,
             group_commit_ms: crate::audit::DEFAULT_GROUP_COMMIT_MS,
             checkpoint_records: crate::audit::DEFAULT_CHECKPOINT_RECORDS,
@@ -154,6 +163,12 @@ impl AuditSettings {
         {
             return Err(ServerError::Config(format!(
                 "audit.retention_days must be between one second (1.16e-5) and 36600 days, got {d}"
+            )));
+        }
+        if self.max_bytes < 1 << 20 {
+            return Err(ServerError::Config(format!(
+                "audit.max_bytes must be at least 1048576 (1 MiB), got {}",
+                self.max_bytes
             )));
         }
         if !(10..=10_000_000).contains(&self.segment_records) {

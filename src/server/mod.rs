@@ -83,6 +83,7 @@ pub async fn run(
     let key_source = state_key.source();
     drop(state_key);
     let gate = Arc::new(crate::state::anchor::Gate::default());
+    watch_integrity(&audit, &gate);
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -444,6 +445,7 @@ fn open_audit(
             retention: settings
                 .retention_days
                 .map(|d| std::time::Duration::from_secs_f64(d * 86_400.0)),
+            max_bytes: Some(settings.max_bytes),
             ..crate::audit::AuditConfig::default()
         },
     )?;
@@ -457,6 +459,32 @@ fn open_audit(
         detail: format!("checkpoint key {}", log.public_key_hex()),
     });
     Ok(log)
+}
+
+/// A start verifies the audit log's tail and the rest in the background: if that check
+/// finds damage, every request is refused, naming it (as a damaged log refused to open).
+fn watch_integrity(audit: &crate::audit::AuditLog, gate: &Arc<crate::state::anchor::Gate>) {
+    let mut rx = audit.integrity();
+    let gate = Arc::clone(gate);
+    tokio::spawn(async move {
+        loop {
+            let state = rx.borrow_and_update().clone();
+            match state {
+                crate::audit::Integrity::Damaged(problem) => {
+                    gate.close(
+                        crate::state::anchor::GateReason::Damaged,
+                        format!("{problem}; requests are refused until it is repaired"),
+                    );
+                    return;
+                }
+                crate::audit::Integrity::Verified => return,
+                crate::audit::Integrity::Verifying => {}
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// The first writes of a start, once the state is known to be fresh: the demo's API key (on

@@ -325,7 +325,7 @@ pub struct AnchorAnswer {
 #[derive(Debug, Default)]
 pub struct Gate {
     closed: AtomicBool,
-    reasons: Mutex<[Option<String>; 2]>,
+    reasons: Mutex<[Option<String>; 3]>,
 }
 
 /// Which of the gate's reasons.
@@ -336,6 +336,8 @@ pub enum GateReason {
     /// The anchor could not be advanced for half the lease (broker unreachable, or the
     /// deployment claimed by another instance).
     Unanchored,
+    /// The audit log's background check found a broken chain or signature.
+    Damaged,
 }
 
 impl Gate {
