@@ -1296,10 +1296,11 @@ async fn a_restored_data_dir_is_refused_until_an_authorized_reset_and_a_second_i
         "restored from backup after a disk failure"
     );
     assert!(anchor["resets"][0]["accepted"].is_object(), "{anchor}");
+    let audit_path = data.join("audit");
     let out = confidant(&[
         "audit",
         "export",
-        data.join("audit").to_str().unwrap(),
+        audit_path.to_str().unwrap(),
         "--broker",
         broker.url.as_str(),
         "--broker-ca",
@@ -1307,6 +1308,22 @@ async fn a_restored_data_dir_is_refused_until_an_authorized_reset_and_a_second_i
     ]);
     assert!(out.status.success(), "audit export: {}", stderr(&out));
     assert!(stdout(&out).contains("state reset"), "{}", stdout(&out));
+    // An auditor outside the VM: only the audit-records key, released to the broker's
+    // admin, and the signatures pinned to the deployment's checkpoint key.
+    let mut auditor = vec!["audit", "export", audit_path.to_str().unwrap()];
+    auditor.extend(admin_args(&broker, &["--key-from-broker"]));
+    let out = confidant(&auditor);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("state reset"), "{}", stdout(&out));
+    let wrong_pin = "11".repeat(32);
+    auditor.extend(["--pubkey", wrong_pin.as_str()]);
+    let out = confidant(&auditor);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is not among --pubkey"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Seals the softmax fixture as model `dp` under a `noisy_argmax` policy of `epsilon` per

@@ -22,6 +22,7 @@
 //! [`AuditLog::is_writable`] is false, so that the server refuses requests rather than
 //! serve them with records it cannot keep. The chain stays whole: no record is skipped.
 
+mod compact;
 mod encode;
 pub mod outbox;
 mod record;
@@ -555,7 +556,7 @@ impl AuditLog {
     /// Queues a Predict event, serialized here (see [`PredictEvent`]); it reaches disk with
     /// the next group fsync.
     pub fn append_predict(&self, event: &PredictEvent<'_>) {
-        self.queue(|out| write_predict_event(out, event));
+        self.queue(|out| compact::write(out, event));
     }
 
     /// Queues a Predict event and returns what to await before the answer it records leaves
@@ -563,10 +564,7 @@ impl AuditLog {
     /// not linger over a group that someone waits for.
     pub fn append_predict_durable(&self, event: &PredictEvent<'_>) -> Result<Durable, AuditError> {
         let (done, wait) = tokio::sync::oneshot::channel();
-        self.enqueue(
-            |out| write_predict_event(out, event),
-            Some(Waiter::Async(done)),
-        )?;
+        self.enqueue(|out| compact::write(out, event), Some(Waiter::Async(done)))?;
         Ok(Durable(wait))
     }
 

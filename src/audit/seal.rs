@@ -10,6 +10,8 @@
 //!
 //! The sealed event is `{"ciphertext":"<base64 of ciphertext‖tag>","key_salt":"<hex>",
 //! "kind":"sealed"}`; the chain hash covers it like any event, so `audit verify` needs no key.
+//! The plaintext is a Predict event's compact body ([`super::compact`]) or an event's
+//! canonical JSON.
 
 use std::collections::HashMap;
 
@@ -144,8 +146,12 @@ impl Opener {
         let plain = key
             .open_in_place(nonce(seq), Aad::from(aad(seq)), &mut bytes)
             .map_err(|_| OpenError::Authentication)?;
-        let event: Event =
-            serde_json::from_slice(plain).map_err(|e| OpenError::Event(e.to_string()))?;
+        let event: Event = match plain.split_first() {
+            Some((&super::compact::FORMAT, body)) => {
+                super::compact::read(body).map_err(OpenError::Event)?
+            }
+            _ => serde_json::from_slice(plain).map_err(|e| OpenError::Event(e.to_string()))?,
+        };
         if matches!(event, Event::Sealed { .. }) {
             return Err(OpenError::Event(
                 "a sealed event inside a sealed event".into(),

@@ -165,7 +165,9 @@ pub(super) fn apply_retention(
     for (&n, &size) in segs.iter().zip(&sizes).filter(|(n, _)| **n < st.segment) {
         let too_big = max_bytes.is_some_and(|cap| total > cap);
         let too_old = match cutoff {
-            Some(cutoff) => last_record(&segment_path(&st.dir, n))?.is_some_and(|r| r.ts_ms < cutoff),
+            Some(cutoff) => {
+                last_record(&segment_path(&st.dir, n))?.is_some_and(|r| r.ts_ms < cutoff)
+            }
             None => false,
         };
         if too_big || too_old {
@@ -226,29 +228,28 @@ pub fn record_at(dir: &Path, seq: u64) -> Result<Option<Record>, AuditError> {
     let mut candidate = None;
     for n in segments(dir)? {
         match first_record(&segment_path(dir, n))? {
-            Some(first) if first.seq <= seq => candidate = Some(n),
+            Some(first) if first.seq <= seq => candidate = Some((n, first.seq)),
             Some(_) => break,
             None => {}
         }
     }
-    let Some(n) = candidate else {
+    let Some((n, first_seq)) = candidate else {
         return Ok(None);
     };
+    // A segment's records are consecutive: record `seq` is line `seq - first_seq`; only that
+    // line is parsed (and checked).
     let path = segment_path(dir, n);
     let f = File::open(&path).map_err(io_err(&path))?;
-    for line in BufReader::new(f).lines() {
-        let line = line.map_err(io_err(&path))?;
-        let Ok(r) = serde_json::from_str::<Record>(&line) else {
-            continue;
-        };
-        if r.seq == seq {
-            return Ok(Some(r));
+    let index = (seq - first_seq) as usize;
+    match BufReader::new(f).lines().nth(index) {
+        Some(line) => {
+            let line = line.map_err(io_err(&path))?;
+            Ok(serde_json::from_str::<Record>(&line)
+                .ok()
+                .filter(|r| r.seq == seq))
         }
-        if r.seq > seq {
-            break;
-        }
+        None => Ok(None),
     }
-    Ok(None)
 }
 
 pub(super) fn first_record(path: &Path) -> Result<Option<Record>, AuditError> {

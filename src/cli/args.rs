@@ -217,6 +217,16 @@ pub struct AuditExportArgs {
     /// The data directory [default: the parent of DIR].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// An auditor outside the attested VM: ask the broker (`--broker`, `--broker-ca`,
+    /// `--deployment`) for the deployment's audit-records key with the broker's admin key.
+    /// Only that key is released (not the state key, which also opens the database), and the
+    /// deployment's checkpoint key comes with it, so signatures are checked against it.
+    #[arg(long, requires_all = ["broker", "admin_key"], conflicts_with = "state_key_file")]
+    pub key_from_broker: bool,
+    /// The broker's admin key (a path to admin.key or the 64 hex digits), for
+    /// `--key-from-broker`.
+    #[arg(long, env = "CONFIDANT_BROKER_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
 }
 
 /// Where a command beside the server gets the deployment's state key, which encrypts the

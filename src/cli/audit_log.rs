@@ -121,7 +121,20 @@ pub(super) async fn audit_export(e: args::AuditExportArgs) -> Result<()> {
     if !e.dir.is_dir() {
         bail!("{}: not a directory", e.dir.display());
     }
-    let trusted = pubkeys(&e.pubkeys)?;
+    let mut trusted = pubkeys(&e.pubkeys)?;
+    if e.key_from_broker {
+        let (records, checkpoint) = super::broker::audit_key(&e).await?;
+        if trusted.is_empty() {
+            trusted.push(checkpoint);
+        } else if !trusted.contains(&checkpoint) {
+            bail!(
+                "the broker's checkpoint key for this deployment ({}) is not among --pubkey",
+                hex::encode(checkpoint)
+            );
+        }
+        let mut opener = confidant::audit::seal::Opener::new(records);
+        return export_with(&e, &trusted, &mut opener);
+    }
     let state_key = match &e.state_key_file {
         Some(f) => confidant::state::StateKey::from_file(f)?,
         None => {
@@ -137,9 +150,17 @@ pub(super) async fn audit_export(e: args::AuditExportArgs) -> Result<()> {
         state_key.subkey(confidant::state::Subkey::AuditRecords),
     );
     drop(state_key);
+    export_with(&e, &trusted, &mut opener)
+}
+
+fn export_with(
+    e: &args::AuditExportArgs,
+    trusted: &[[u8; 32]],
+    opener: &mut confidant::audit::seal::Opener,
+) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let report = confidant::audit::export_dir(&e.dir, &trusted, &mut opener, &mut out)?;
+    let report = confidant::audit::export_dir(&e.dir, trusted, opener, &mut out)?;
     std::io::Write::flush(&mut out)?;
     if report.uncovered > 0 {
         tracing::warn!(

@@ -78,6 +78,49 @@ pub struct StateResetArgs {
     pub reason: String,
 }
 
+/// The deployment's audit-records key and checkpoint public key, from the broker's admin
+/// API (`audit export --key-from-broker`).
+pub async fn audit_key(
+    e: &super::args::AuditExportArgs,
+) -> Result<(Zeroizing<[u8; 32]>, [u8; 32])> {
+    let deployment = e
+        .state
+        .deployment
+        .clone()
+        .unwrap_or_else(|| confidant::state::DEFAULT_DEPLOYMENT.to_owned());
+    confidant::state::check_deployment(&deployment).context("--deployment")?;
+    let admin = AdminArgs {
+        broker: e.state.broker.clone().context("--broker")?,
+        broker_ca: e.state.broker_ca.clone(),
+        admin_key: e.admin_key.clone().context("--admin-key")?,
+    };
+    let answer = Zeroizing::new(
+        admin_call(
+            &admin,
+            hyper::Method::GET,
+            &format!("/kbs/v0/audit-key/{deployment}"),
+            Vec::new(),
+        )
+        .await?
+        .to_vec(),
+    );
+    // Borrowed from the zeroized answer: the key's hex is not copied.
+    #[derive(serde::Deserialize)]
+    struct AuditKey<'a> {
+        records_key: &'a str,
+        checkpoint_public_key: &'a str,
+    }
+    let k: AuditKey<'_> =
+        serde_json::from_slice(&answer).context("the broker's answer is not an audit key")?;
+    let mut records = Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(k.records_key, records.as_mut())
+        .context("records_key is not 64 hex digits")?;
+    let mut checkpoint = [0u8; 32];
+    hex::decode_to_slice(k.checkpoint_public_key, &mut checkpoint)
+        .context("checkpoint_public_key is not 64 hex digits")?;
+    Ok((records, checkpoint))
+}
+
 /// Runs a `state` subcommand.
 pub async fn state(args: StateArgs) -> Result<()> {
     match args.command {

@@ -7,6 +7,7 @@
 //! | `POST /kbs/v0/anchor/<deployment>` | server | a signed claim, advance, reset or release |
 //! | `GET /kbs/v0/anchor/<deployment>` | admin | the anchor as JSON (`confidant broker anchor`) |
 //! | `POST /kbs/v0/anchor-reset/<deployment>` | admin | authorize a reset (`confidant state reset`) |
+//! | `GET /kbs/v0/audit-key/<deployment>` | admin | the audit-records subkey and checkpoint key (`audit export --key-from-broker`) |
 //!
 //! The broker verifies each server request with the checkpoint key it derives from the
 //! deployment's state key (the resource `default/state/<deployment>`, which it holds): only
@@ -359,6 +360,47 @@ pub(super) async fn get_anchor(
     }
     .await;
     result.unwrap_or_else(|e| refuse("admin anchor", None, &e))
+}
+
+/// `GET /kbs/v0/audit-key/<deployment>` (admin): the deployment's audit-records subkey (it
+/// opens the audit events, nothing else: not the database, not the state key) and its
+/// checkpoint public key, for an auditor outside the attested VM.
+pub(super) async fn audit_key(
+    State(state): State<Arc<Shared>>,
+    Path(deployment): Path<String>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    let result = async {
+        check_admin(&state, &headers)?;
+        check_deployment(&deployment)?;
+        let path = crate::state::resource_path(&deployment)
+            .map_err(|e| BrokerError::BadRequest(e.to_string()))?;
+        let bytes = state
+            .store
+            .get(&path)?
+            .ok_or_else(|| BrokerError::NotFound(format!("no state key at {path}")))?;
+        let key = StateKey::from_bytes(&bytes, Source::Broker, &path)
+            .map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let records = zeroize::Zeroizing::new(hex::encode(
+            key.subkey(crate::state::Subkey::AuditRecords).as_ref(),
+        ));
+        let public = hex::encode(key.checkpoint_key().verifying_key().as_bytes());
+        tracing::warn!(
+            deployment,
+            "broker: admin obtained the audit-records key of a deployment (audit export)"
+        );
+        let body = zeroize::Zeroizing::new(
+            serde_json::to_vec(&serde_json::json!({
+                "deployment": deployment,
+                "records_key": records.as_str(),
+                "checkpoint_public_key": public,
+            }))
+            .map_err(|e| BrokerError::Internal(e.to_string()))?,
+        );
+        Ok(json_response(StatusCode::OK, body.to_vec()))
+    }
+    .await;
+    result.unwrap_or_else(|e| refuse("admin audit key", None, &e))
 }
 
 /// The body of an admin reset.

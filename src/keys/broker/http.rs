@@ -66,6 +66,29 @@ pub(super) fn refuse(step: &str, session: Option<&str>, e: &BrokerError) -> Resp
     error_response(e)
 }
 
+/// How much of an over-size body the broker reads and discards before it answers 413, so
+/// that a client still uploading sees the answer rather than a reset connection. A body
+/// declared larger than this is refused from its headers and the connection closed.
+pub(super) const MAX_DRAIN_BYTES: u64 = 1 << 20;
+
+/// Reads and discards up to `max` more bytes of `body` (bounded in time too).
+async fn drain(body: Body, max: u64) {
+    use http_body_util::BodyExt as _;
+    let mut body = body;
+    let mut seen = 0u64;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                seen += data.len() as u64;
+                if seen > max {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+}
+
 pub(super) async fn read_body(
     headers: &HeaderMap,
     body: Body,
@@ -77,19 +100,31 @@ pub(super) async fn read_body(
         .and_then(|v| v.parse::<u64>().ok())
         && len > limit as u64
     {
+        if len <= MAX_DRAIN_BYTES {
+            drain(body, len).await;
+        }
         return Err(BrokerError::TooLarge { limit });
     }
-    match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => Ok(bytes.to_vec()),
-        Err(e) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                Err(BrokerError::TooLarge { limit })
-            } else {
-                Err(BrokerError::BadRequest(format!(
+    use http_body_util::BodyExt as _;
+    let mut body = body;
+    let mut out = Vec::new();
+    loop {
+        match body.frame().await {
+            None => return Ok(out),
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    if out.len() + data.len() > limit {
+                        // A chunked body past the limit: discard a bounded rest, then answer.
+                        drain(body, MAX_DRAIN_BYTES).await;
+                        return Err(BrokerError::TooLarge { limit });
+                    }
+                    out.extend_from_slice(data);
+                }
+            }
+            Some(Err(e)) => {
+                return Err(BrokerError::BadRequest(format!(
                     "reading the request body: {e}"
-                )))
+                )));
             }
         }
     }

@@ -11,6 +11,7 @@
 //! | `POST /kbs/v0/anchor/<deployment>` | server | a freshness-anchor request signed by the deployment's checkpoint key ([`anchors`]) |
 //! | `GET /kbs/v0/anchor/<deployment>` | admin | the deployment's freshness anchor |
 //! | `POST /kbs/v0/anchor-reset/<deployment>` | admin | authorize a state reset |
+//! | `GET /kbs/v0/audit-key/<deployment>` | admin | the deployment's audit-records subkey, for an auditor's `audit export --key-from-broker` |
 //!
 //! At attest the evidence is verified for integrity (signatures, chain, report_data binding
 //! the runtime data) under a permissive base policy, and the session keeps only the verified
@@ -402,6 +403,7 @@ fn router(state: Arc<Shared>) -> axum::Router {
             get(anchors::get_anchor).post(anchors::server_request),
         )
         .route("/kbs/v0/anchor-reset/{deployment}", post(anchors::reset))
+        .route("/kbs/v0/audit-key/{deployment}", get(anchors::audit_key))
         .fallback(|uri: Uri| async move {
             http::error_response(&BrokerError::NotFound(format!("endpoint {}", uri.path())))
         })
