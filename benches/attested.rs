@@ -44,6 +44,7 @@ fn bench(c: &mut Criterion) {
         audit: Default::default(),
         deployment: "default".into(),
         explain: Default::default(),
+        text: Default::default(),
         unguarded_benchmark_baseline: false,
         device: confidant::gpu::DeviceSpec::Cpu,
         gpu_load: confidant::gpu::LoadPath::Staged,

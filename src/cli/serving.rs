@@ -101,6 +101,7 @@ pub(super) fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
             .or(file.deployment)
             .unwrap_or_else(|| confidant::state::DEFAULT_DEPLOYMENT.to_string()),
         explain: file.explain,
+        text: file.text,
         unguarded_benchmark_baseline: false,
         device: a.device,
         gpu_load: a.gpu_load,

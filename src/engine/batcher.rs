@@ -32,6 +32,9 @@ pub struct BatchConfig {
     pub max_wait_us: u64,
     /// Most requests waiting per model; past it, requests are refused.
     pub queue_capacity: usize,
+    /// Text models: most tokens one batch gathers, and most padded tokens (texts × longest)
+    /// in one forward pass.
+    pub max_padded_tokens: usize,
 }
 
 impl Default for BatchConfig {
@@ -40,6 +43,7 @@ impl Default for BatchConfig {
             max_batch: 256,
             max_wait_us: 0,
             queue_capacity: 1024,
+            max_padded_tokens: super::text::DEFAULT_MAX_PADDED_TOKENS,
         }
     }
 }
@@ -62,6 +66,12 @@ impl BatchConfig {
             return Err(BatchConfigError(format!(
                 "max_wait_us must be at most 1000000 (1 s), got {}",
                 self.max_wait_us
+            )));
+        }
+        if !(1..=1 << 24).contains(&self.max_padded_tokens) {
+            return Err(BatchConfigError(format!(
+                "max_padded_tokens must be 1..=16777216, got {}",
+                self.max_padded_tokens
             )));
         }
         if !(1..=1 << 20).contains(&self.queue_capacity) {
@@ -92,6 +102,9 @@ pub struct BatchOutput {
     /// Each row's adversarial-sensitivity score, when the model is screened.
     /// Inline up to four rows: a one-row request's score costs no allocation.
     pub sensitivity: Option<SmallVec<[f32; 4]>>,
+    /// Tokens this request's texts were padded to in their forward passes (text models;
+    /// 0 for rows).
+    pub padded_tokens: usize,
 }
 
 struct Job {
@@ -402,6 +415,7 @@ impl Worker<'_> {
                             output_time,
                             batch_rows: rows,
                             sensitivity,
+                            padded_tokens: 0,
                         }),
                         None => Err(EngineError::ShuttingDown {
                             model: model_id.to_string(),

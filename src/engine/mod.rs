@@ -19,7 +19,7 @@ pub use batcher::{BatchConfig, BatchOutput, Batcher};
 pub use config::{EncoderConfig, ModelConfig, ModelSpec, OutputKind};
 pub use error::{ConfigError, EngineError};
 pub use mlp::Mlp;
-pub use registry::{LoadedModel, Provenance, Registry, ServingOptions};
+pub use registry::{LoadedModel, ModelInput, Provenance, Registry, ServingOptions};
 pub use screening::{ScreenAction, Screener, ScreeningSpec};
 pub use text::{TextEncoder, TextOutput, Tokens};
 

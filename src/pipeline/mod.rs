@@ -26,8 +26,11 @@ use crate::audit::{AuditLog, PredictEvent};
 use crate::engine::explain::{
     Attribution, ExplanationSpec, MAX_POINTS_PER_ROW, integrated_gradients,
 };
-use crate::engine::{LoadedModel, OutputKind, Registry, ScreenAction, argmax_rows};
-use crate::guard::{Admission, Credentials, Guard, InputError, KeyRecord, Scope, validate_rows};
+use crate::engine::{LoadedModel, ModelInput, Registry, ScreenAction, argmax_rows};
+use crate::guard::{
+    Admission, Credentials, Guard, InputError, KeyRecord, Scope, TextLimits, validate_rows,
+    validate_texts,
+};
 use crate::metrics::stats::EngineTimes;
 use crate::metrics::{Metrics, RequestSample, UNKNOWN_MODEL};
 use crate::names::{NameError, validate_id, validate_name};
@@ -56,6 +59,7 @@ pub struct Pipeline {
     audit: Option<Arc<AuditLog>>,
     ready: Arc<AtomicBool>,
     max_rows: usize,
+    text_limits: TextLimits,
     metrics: Arc<Metrics>,
     unguarded: bool,
     budgets: Option<Budgets>,
@@ -87,6 +91,7 @@ impl Pipeline {
             audit,
             ready,
             max_rows,
+            text_limits: TextLimits::default(),
             metrics: Arc::new(Metrics::new()),
             unguarded: false,
             budgets: None,
@@ -105,6 +110,12 @@ impl Pipeline {
         self.explain_slots = Arc::new(tokio::sync::Semaphore::new(limits.workers.max(1)));
         self.explain_pool = Arc::default();
         self.explain_limits = limits;
+        self
+    }
+
+    /// Bounds the texts of text models' requests (bytes per text and per request).
+    pub fn with_text_limits(mut self, limits: TextLimits) -> Self {
+        self.text_limits = limits;
         self
     }
 
@@ -241,11 +252,13 @@ impl Pipeline {
                 0
             },
             epsilon: record.epsilon,
+            tokens: record.tokens,
+            padded_tokens: record.padded_tokens,
         };
         match &record.loaded_model {
             Some(m) => m
                 .metrics_cell()
-                .get_or_init(|| self.metrics.model(&m.config().id))
+                .get_or_init(|| self.metrics.model(m.id()))
                 .record(&sample),
             None => self.metrics.model(UNKNOWN_MODEL).record(&sample),
         }
@@ -312,15 +325,31 @@ impl Pipeline {
     async fn predict_unguarded(&self, call: PredictCall) -> Result<PredictOutcome, ApiError> {
         self.ensure_ready()?;
         let model = self.registry.get(&call.model)?;
-        let config = model.config();
-        let width = config.feature_count();
-        let rows = call.shape.first().copied().unwrap_or(0) as usize;
-        if rows == 0 || call.values.len() != rows * width {
-            return Err(InputError::Empty.into());
-        }
-        let out = model.infer(call.values, rows).await?;
-        let out_width = config.output_count();
-        let indices = argmax_rows(&out.values, out_width);
+        let (input, rows) = match (model.mlp_config(), model.encoder()) {
+            (Some(config), _) => {
+                let width = config.feature_count();
+                let rows = call.shape.first().copied().unwrap_or(0) as usize;
+                if rows == 0 || call.values.len() != rows * width {
+                    return Err(InputError::Empty.into());
+                }
+                let values = call.values;
+                (ModelInput::Rows { values, rows }, rows)
+            }
+            (None, Some(encoder)) => {
+                let texts = validate_texts(&call.texts, &self.text_limits, self.max_rows)?;
+                let tokens = encoder.tokenize(&texts)?;
+                (ModelInput::Tokens(tokens), texts.len())
+            }
+            (None, None) => return Err(ApiError::Internal("a model with no engine".into())),
+        };
+        let out = model.infer(input).await?;
+        let out_width = model.output_width();
+        let indices = if model.has_classes() {
+            argmax_rows(&out.values, out_width)
+        } else {
+            Vec::new()
+        };
+        let labels = model.labels();
         Ok(PredictOutcome {
             model: Arc::clone(&model),
             request_id: String::new(),
@@ -329,11 +358,12 @@ impl Pipeline {
             values: out.values,
             labels: indices
                 .iter()
-                .map(|&i| config.labels.get(i).cloned().unwrap_or_default())
+                .map(|&i| labels.get(i).cloned().unwrap_or_default())
                 .collect(),
             label_indices: indices.into_iter().map(|i| i as u32).collect(),
             flagged_rows: Vec::new(),
             receipt: None,
+            tokens: 0,
         })
     }
 
@@ -378,18 +408,19 @@ impl Pipeline {
                 return Err(e.into());
             }
         };
-        let config = model.config();
         record.model_resolved = true;
-        if !call.version.is_empty() && call.version != config.version {
+        if !call.version.is_empty() && call.version != model.version() {
             return Err(ApiError::Precondition(format!(
                 "model {} is at version {}, request asked for {}",
-                config.id, config.version, call.version
+                model.id(),
+                model.version(),
+                call.version
             )));
         }
         record.version_matched = true;
         let purpose =
             self.guard
-                .check_purpose(&key, declared_purpose, &config.id, &config.purposes)?;
+                .check_purpose(&key, declared_purpose, model.id(), model.purposes())?;
         record.purpose = purpose;
         let mut subject_budget = None;
         if let Some(subject) = ctx.header(&X_SUBJECT_ID) {
@@ -414,22 +445,75 @@ impl Pipeline {
                 Err(e) => return Err(e.into()),
             }
         }
-        if call.shape.is_empty() && call.values.is_empty() {
-            return Err(InputError::Missing.into());
-        }
-        if let Some(audit) = &self.audit {
-            record.input_hmac = Some(audit.input_hmac_hex(&call.values));
-        }
-        let mut values = call.values;
-        let rows = validate_rows(config, &call.shape, &mut values, self.max_rows)?;
-        record.rows = rows as u64;
+        let (input, rows) = self.admit_input(&model, call, record)?;
         Ok(Admitted {
             key,
             model: Arc::clone(&model),
-            values,
+            input,
             rows,
             subject_budget,
         })
+    }
+
+    /// Validates the call's input for the model's kind: numeric rows against an MLP's
+    /// schema, or texts (count, bytes, UTF-8, then the model's own tokenizer and token
+    /// limit) for a text model. The audit record gets the input's keyed digest.
+    fn admit_input(
+        &self,
+        model: &LoadedModel,
+        call: PredictCall,
+        record: &mut AuditContext<'_>,
+    ) -> Result<(ModelInput, usize), ApiError> {
+        let has_rows = !call.shape.is_empty() || !call.values.is_empty();
+        let has_texts = !call.texts.is_empty();
+        let expected = model.spec().kind().input_form();
+        match (model.mlp_config(), model.encoder()) {
+            (Some(config), _) => {
+                if has_texts {
+                    return Err(InputError::WrongForm {
+                        model: config.id.clone(),
+                        expected,
+                        found: "texts",
+                    }
+                    .into());
+                }
+                if !has_rows {
+                    return Err(InputError::Missing.into());
+                }
+                if let Some(audit) = &self.audit {
+                    record.input_hmac = Some(audit.input_hmac_hex(&call.values));
+                }
+                let mut values = call.values;
+                let rows = validate_rows(config, &call.shape, &mut values, self.max_rows)?;
+                record.rows = rows as u64;
+                Ok((ModelInput::Rows { values, rows }, rows))
+            }
+            (None, Some(encoder)) => {
+                if has_rows {
+                    return Err(InputError::WrongForm {
+                        model: model.id().to_string(),
+                        expected,
+                        found: "numeric rows",
+                    }
+                    .into());
+                }
+                if let Some(audit) = &self.audit {
+                    record.input_hmac = Some(audit.input_hmac_hex_texts(&call.texts));
+                }
+                let texts = validate_texts(&call.texts, &self.text_limits, self.max_rows)?;
+                record.rows = texts.len() as u64;
+                // Tokenized here, before anything is spent: a text over a `refuse` limit is
+                // refused (INVALID_ARGUMENT, naming the text, its tokens and the limit) with
+                // no quota or budget taken.
+                let tokens = encoder.tokenize(&texts)?;
+                record.tokens = tokens.iter().map(|t| t.len() as u64).sum();
+                Ok((ModelInput::Tokens(tokens), texts.len()))
+            }
+            (None, None) => Err(ApiError::Internal(format!(
+                "model {} has no engine",
+                model.id()
+            ))),
+        }
     }
 
     async fn predict_inner<'c>(
@@ -441,27 +525,26 @@ impl Pipeline {
         let Admitted {
             key,
             model,
-            values,
+            input,
             rows,
             subject_budget,
         } = self.admit_call(ctx, Scope::Predict, call, record)?;
-        let config = model.config();
+        let model_id = model.id();
         // The steps that spend come last, and are handed back if nothing is released.
         let policy = *model.privacy();
-        let softmax = config.architecture.output == OutputKind::Softmax;
-        let width = config.output_count();
+        let softmax = model.softmax();
+        let width = model.output_width();
         let per_row = policy
             .per_row(softmax, width)
-            .map_err(|e| ApiError::Internal(format!("privacy policy of {}: {e}", config.id)))?;
+            .map_err(|e| ApiError::Internal(format!("privacy policy of {model_id}: {e}")))?;
         let charge = Charge::of(&per_row, rows);
         let dp_rng = match (policy, &self.dp_rng) {
             (PrivacyPolicy::None, _) => None,
             (_, Some(rng)) => Some(rng),
             (_, None) => {
                 return Err(ApiError::Internal(format!(
-                    "model {} has the {} privacy policy, but this pipeline has no noise \
-                     generator seeded from the OS (Pipeline::with_privacy)",
-                    config.id,
+                    "model {model_id} has the {} privacy policy, but this pipeline has no \
+                     noise generator seeded from the OS (Pipeline::with_privacy)",
                     policy.name()
                 )));
             }
@@ -487,7 +570,7 @@ impl Pipeline {
             drop(admission);
         };
         let request_id = record.new_request_id();
-        let out = match model.infer(values, rows).await {
+        let out = match model.infer(input).await {
             Ok(out) => out,
             Err(e) => {
                 refund(reservation, admission);
@@ -495,6 +578,7 @@ impl Pipeline {
             }
         };
         record.engine = Some((out.queue_time, out.compute_time));
+        record.padded_tokens = out.padded_tokens as u64;
         record.engine_times = EngineTimes {
             queue: out.queue_time,
             compute_input: out.input_time,
@@ -523,7 +607,12 @@ impl Pipeline {
         let released = match dp_rng {
             // Nothing to add: no copy, no lock on the noise generator.
             None => Ok(Released {
-                labels: argmax_rows(&out.values, width),
+                // An embedding has no classes: no argmax.
+                labels: if model.has_classes() {
+                    argmax_rows(&out.values, width)
+                } else {
+                    Vec::new()
+                },
                 values: Some(out.values),
                 charge: Charge::default(),
             }),
@@ -543,7 +632,7 @@ impl Pipeline {
         let indices = released.labels;
         let labels = indices
             .iter()
-            .map(|&i| config.labels.get(i).cloned().unwrap_or_default())
+            .map(|&i| model.labels().get(i).cloned().unwrap_or_default())
             .collect();
         let budget_status = reservation.as_ref().map(Reservation::status);
         let delta = self.budgets.as_ref().map_or(1e-6, |b| b.config().delta);
@@ -566,7 +655,7 @@ impl Pipeline {
             request_id = %request_id,
             principal = %key.principal,
             purpose = record.purpose.unwrap_or("-"),
-            model = %config.id,
+            model = %model_id,
             rows,
             batch_rows = out.batch_rows,
             queue_us = out.queue_time.as_micros() as u64,
@@ -583,6 +672,7 @@ impl Pipeline {
             labels,
             flagged_rows: flagged,
             receipt,
+            tokens: record.tokens as usize,
         })
     }
 }
@@ -626,7 +716,7 @@ impl AuditContext<'_> {
 struct Admitted {
     key: Arc<KeyRecord>,
     model: Arc<LoadedModel>,
-    values: Vec<f32>,
+    input: ModelInput,
     rows: usize,
     /// The data subject's budget key ([`Subjects::budget_key`]), when the call names one.
     subject_budget: Option<String>,
@@ -652,6 +742,10 @@ struct AuditContext<'c> {
     input_hmac: Option<[u8; 64]>,
     flagged_rows: Vec<u32>,
     rows: u64,
+    /// Tokens of a text model's request (after truncation).
+    tokens: u64,
+    /// Tokens its forward passes computed, padding included (its share of its batches).
+    padded_tokens: u64,
     /// The loaded model the request named (its id is the metrics label).
     loaded_model: Option<Arc<LoadedModel>>,
     /// Queue and compute time, once the engine answered.

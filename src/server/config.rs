@@ -107,6 +107,9 @@ pub struct ServeFile {
     /// Explanations: the most work one request may cost, and the workers of all.
     #[serde(default)]
     pub explain: crate::pipeline::ExplainLimits,
+    /// Text models: the most bytes per text and per request.
+    #[serde(default)]
+    pub text: crate::guard::TextLimits,
 }
 
 /// `[audit]`: segment size and retention.
@@ -224,6 +227,8 @@ pub struct ServeConfig {
     pub deployment: String,
     /// Explanations: the most work one request may cost, and the workers of all.
     pub explain: crate::pipeline::ExplainLimits,
+    /// Text models: the most bytes per text and per request.
+    pub text: crate::guard::TextLimits,
     /// Benchmarks only: serve with every guard off (no authentication, purposes, input
     /// validation, rate limits, screening or audit records), as the baseline that the
     /// guard-overhead benchmark compares against. Reachable from no flag and no config
@@ -257,6 +262,7 @@ impl ServeConfig {
         crate::state::check_deployment(&self.deployment)
             .map_err(|e| ServerError::Config(format!("--deployment: {e}")))?;
         self.explain.validate().map_err(ServerError::Config)?;
+        self.text.validate().map_err(ServerError::Config)?;
         for (id, spec) in &self.screening {
             spec.validate()
                 .map_err(|e| ServerError::Config(format!("screening.{id}: {e}")))?;

@@ -207,6 +207,7 @@ pub async fn run(
     )
     .with_metrics(Arc::clone(&metrics))
     .with_explain_limits(config.explain)
+    .with_text_limits(config.text)
     .with_privacy(crate::privacy::budget::Budgets::new(
         Arc::clone(&db),
         config.privacy.budget,
@@ -320,8 +321,8 @@ pub async fn run(
                 .await;
             for m in registry.list() {
                 tracing::info!(
-                    model = %m.config().id,
-                    version = %m.config().version,
+                    model = %m.id(),
+                    version = %m.version(),
                     weights_sha256 = %m.provenance().weights_sha256,
                     screening = m.screening().map_or("off", |s| s.action.as_str()),
                     "model ready"
