@@ -9,6 +9,8 @@ use super::config::{EncoderConfig, TextTask};
 use super::error::EngineError;
 
 mod batcher;
+#[cfg(test)]
+mod tests;
 
 pub use batcher::TextBatcher;
 

@@ -350,3 +350,62 @@ fn revocations_by_another_connection_between_cached_requests_are_never_missed() 
         assert!(g.keys().authenticate(&key).unwrap().is_none(), "round {i}");
     }
 }
+
+#[test]
+fn texts_are_checked_for_count_size_and_utf8_naming_the_text() {
+    let limits = TextLimits {
+        max_text_bytes: 8,
+        max_request_bytes: 12,
+    };
+    let ok = vec![b"hello".to_vec(), "日本".as_bytes().to_vec()];
+    assert_eq!(
+        validate_texts(&ok, &limits, 4).unwrap(),
+        vec!["hello", "日本"]
+    );
+    // An empty text is a text (it embeds as [CLS] [SEP]).
+    assert_eq!(validate_texts(&[Vec::new()], &limits, 4).unwrap(), vec![""]);
+    assert_eq!(validate_texts(&[], &limits, 4), Err(InputError::NoTexts));
+    assert_eq!(
+        validate_texts(&vec![b"a".to_vec(); 5], &limits, 4),
+        Err(InputError::TooManyRows { rows: 5, max: 4 })
+    );
+    assert_eq!(
+        validate_texts(&[b"a".to_vec(), b"123456789".to_vec()], &limits, 4),
+        Err(InputError::TextTooLong {
+            index: 1,
+            bytes: 9,
+            max: 8
+        })
+    );
+    assert_eq!(
+        validate_texts(&[b"12345678".to_vec(), b"12345".to_vec()], &limits, 4),
+        Err(InputError::RequestTooLarge { bytes: 13, max: 12 })
+    );
+    let e = validate_texts(&[b"ok".to_vec(), vec![b'a', 0xc3, 0x28]], &limits, 4).unwrap_err();
+    assert_eq!(
+        e,
+        InputError::NotUtf8 {
+            index: 1,
+            offset: 1
+        }
+    );
+    assert!(e.to_string().contains("text 1 is not valid UTF-8"), "{e}");
+    // The limits' own ranges.
+    assert!(TextLimits::default().validate().is_ok());
+    assert!(
+        TextLimits {
+            max_text_bytes: 0,
+            ..TextLimits::default()
+        }
+        .validate()
+        .is_err()
+    );
+    assert!(
+        TextLimits {
+            max_text_bytes: 100,
+            max_request_bytes: 99
+        }
+        .validate()
+        .is_err()
+    );
+}
