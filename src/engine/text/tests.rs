@@ -55,10 +55,10 @@ async fn concurrent_text_requests_are_batched_by_tokens_and_answer_in_order() {
     // Every text alone and all together, at once: the worker gathers them into batches of
     // at most 24 tokens and each caller gets its own rows back, in its order.
     let mut handles = Vec::new();
-    for i in 0..TEXTS.len() {
+    for (i, text) in TEXTS.iter().enumerate() {
         let (b, e) = (Arc::clone(&batcher), Arc::clone(&encoder));
         handles.push(tokio::spawn(async move {
-            let tokens = e.tokenize(&[TEXTS[i]]).unwrap();
+            let tokens = e.tokenize(&[text]).unwrap();
             (vec![i], b.infer(tokens).await.unwrap())
         }));
     }
