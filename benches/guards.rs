@@ -80,6 +80,7 @@ async fn start(dir: &std::path::Path, unguarded: bool) -> Target {
         deployment: "default".into(),
         explain: Default::default(),
         text: Default::default(),
+        http_listen: None,
         unguarded_benchmark_baseline: unguarded,
         device: confidant::gpu::DeviceSpec::Cpu,
         gpu_load: confidant::gpu::LoadPath::Staged,

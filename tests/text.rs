@@ -539,3 +539,219 @@ async fn minilm_over_the_wire_matches_sentence_transformers() {
         );
     }
 }
+
+/// A refused HTTP request: name, headers, body, status and a phrase of the message.
+type RefusalCase<'a> = (
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    serde_json::Value,
+    u16,
+    &'a str,
+);
+
+/// One HTTPS request to the embeddings API (hyper over rustls, trusting the server's
+/// certificate): status, headers and JSON body.
+async fn https(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<serde_json::Value>,
+) -> (u16, hyper::HeaderMap, serde_json::Value) {
+    use http_body_util::{BodyExt, Full};
+    use rustls::pki_types::pem::PemObject;
+    let url = server
+        .http_url
+        .as_deref()
+        .expect("the embeddings API is on");
+    let authority = url
+        .strip_prefix("https://")
+        .unwrap()
+        .trim_end_matches("/v1");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&server.ca()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(authority).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", authority)
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let resp = sender
+        .send_request(req.body(Full::new(hyper::body::Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_embeddings_api_runs_the_same_guards_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(
+        confidant(&["keygen", "--out", &p(d, "keys")])
+            .status
+            .success()
+    );
+    let (hf, files) = tiny_dir(d);
+    seal_hf(d, &hf, TINY_CONFIG, "tiny");
+    let data = d.join("data");
+    let key = create_key(&data, "analyst", &["--purposes", "search", "--rpd", "3"]);
+    let server = Server::start(&[
+        "--data-dir",
+        &p(d, "data"),
+        "--model",
+        &p(d, "tiny.sealed"),
+        "--key-file",
+        &p(d, "tiny.dek"),
+        "--publisher-key",
+        &p(d, "keys/publisher.pub"),
+    ]);
+    let encoder = in_process(files, TINY_CONFIG);
+    let bearer = format!("Bearer {key}");
+    let auth = [("authorization", bearer.as_str()), ("x-purpose", "search")];
+    let texts = ["hello world", "日本 é"];
+    let want = encoder.embed(&texts).unwrap();
+
+    // GET /v1/models.
+    let (status, _, models) = https(&server, "GET", "/v1/models", &auth, None).await;
+    assert_eq!(status, 200, "{models}");
+    assert_eq!(models["data"][0]["id"], "tiny-text");
+    let (status, _, e) = https(&server, "GET", "/v1/models", &[], None).await;
+    assert_eq!(status, 401, "{e}");
+    assert_eq!(e["error"]["type"], "authentication_error");
+
+    // POST /v1/embeddings, floats (spends 1 of 3) and base64 (2 of 3).
+    let body = serde_json::json!({"model": "tiny-text", "input": texts});
+    let (status, _, v) = https(&server, "POST", "/v1/embeddings", &auth, Some(body)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["model"], "tiny-text");
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(v["data"][i]["index"], i);
+        let got: Vec<f32> = v["data"][i]["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        assert!(cosine(&got, w) >= 0.9999);
+    }
+    let body = serde_json::json!({"model": "tiny-text", "input": texts[1],
+                                  "encoding_format": "base64"});
+    let (status, _, v) = https(&server, "POST", "/v1/embeddings", &auth, Some(body)).await;
+    assert_eq!(status, 200, "{v}");
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(v["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let got: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert!(cosine(&got, &want[1]) >= 0.9999);
+
+    // Refusals: OpenAI error bodies with the matching HTTP status, none spending.
+    let used = common::used_today(&data, "analyst");
+    let marketing = [
+        ("authorization", bearer.as_str()),
+        ("x-purpose", "marketing"),
+    ];
+    let cases: Vec<RefusalCase<'_>> = vec![
+        (
+            "no key",
+            &[],
+            serde_json::json!({"model": "tiny-text", "input": "a"}),
+            401,
+            "credentials",
+        ),
+        (
+            "wrong purpose",
+            &marketing,
+            serde_json::json!({"model": "tiny-text", "input": "a"}),
+            403,
+            "marketing",
+        ),
+        (
+            "unknown model",
+            &auth,
+            serde_json::json!({"model": "nope", "input": "a"}),
+            404,
+            "nope",
+        ),
+        (
+            "token arrays",
+            &auth,
+            serde_json::json!({"model": "tiny-text", "input": [[1, 2]]}),
+            400,
+            "token arrays",
+        ),
+        (
+            "over the token limit",
+            &auth,
+            serde_json::json!({"model": "tiny-text", "input": "the claim ".repeat(20)}),
+            400,
+            "truncation: refuse",
+        ),
+        (
+            "dimensions",
+            &auth,
+            serde_json::json!({"model": "tiny-text", "input": "a", "dimensions": 8}),
+            400,
+            "16-dimensional",
+        ),
+        (
+            "not JSON",
+            &auth,
+            serde_json::json!("x"),
+            400,
+            "not an embeddings request",
+        ),
+    ];
+    for (name, headers, body, want_status, needle) in cases {
+        let (status, _, e) = https(&server, "POST", "/v1/embeddings", headers, Some(body)).await;
+        assert_eq!(status, want_status, "{name}: {e}");
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{name}: {message}");
+    }
+    assert_eq!(
+        common::used_today(&data, "analyst"),
+        used,
+        "refusals spend nothing"
+    );
+    // The third request spends the last of the day; the fourth is a 429 with Retry-After.
+    let body = serde_json::json!({"model": "tiny-text", "input": "a"});
+    let (status, _, _) = https(&server, "POST", "/v1/embeddings", &auth, Some(body.clone())).await;
+    assert_eq!(status, 200);
+    let (status, headers, e) = https(&server, "POST", "/v1/embeddings", &auth, Some(body)).await;
+    assert_eq!(status, 429, "{e}");
+    assert_eq!(e["error"]["type"], "rate_limit_error");
+    assert!(headers.contains_key("retry-after"));
+    drop(server);
+    let audit = audit_export(&data);
+    assert!(!audit.contains("日本"), "the audit log holds a text");
+}

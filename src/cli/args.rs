@@ -379,6 +379,10 @@ pub struct ServeArgs {
     /// Prometheus /metrics address, HOST:PORT or `off` [default: 127.0.0.1:8002].
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// OpenAI-compatible embeddings API (POST /v1/embeddings, GET /v1/models) over HTTPS
+    /// with the server's TLS certificate, HOST:PORT or `off` [default: 127.0.0.1:50052].
+    #[arg(long)]
+    pub http_listen: Option<String>,
     /// Data directory [default: $CONFIDANT_DATA_DIR or ./confidant-data].
     #[arg(long, env = "CONFIDANT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,

@@ -83,6 +83,16 @@ pub enum InputError {
         /// What the request sent.
         found: &'static str,
     },
+    /// An embeddings request (OpenAI's `/v1/embeddings`) named a model that gives class
+    /// scores.
+    #[error(
+        "model {model} gives class scores and labels, not embeddings: call Predict (confidant.v1 \
+         or the Open Inference Protocol)"
+    )]
+    NotEmbedding {
+        /// The model id.
+        model: String,
+    },
     /// A text model's request carries no text.
     #[error("request has no texts")]
     NoTexts,

@@ -63,6 +63,9 @@ pub struct PredictCall {
     /// A text model's input: one text per element, as the caller sent its bytes (the
     /// pipeline checks that each is UTF-8, so that every front door refuses alike).
     pub texts: Vec<Vec<u8>>,
+    /// The front door serves embeddings only (OpenAI's `/v1/embeddings`): a model whose
+    /// outputs are class scores is refused (INVALID_ARGUMENT) before anything is spent.
+    pub embeddings_only: bool,
 }
 
 /// A prediction, ready for a front end to encode.

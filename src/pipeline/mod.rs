@@ -464,6 +464,12 @@ impl Pipeline {
         call: PredictCall,
         record: &mut AuditContext<'_>,
     ) -> Result<(ModelInput, usize), ApiError> {
+        if call.embeddings_only && model.has_classes() {
+            return Err(InputError::NotEmbedding {
+                model: model.id().to_string(),
+            }
+            .into());
+        }
         let has_rows = !call.shape.is_empty() || !call.values.is_empty();
         let has_texts = !call.texts.is_empty();
         let expected = model.spec().kind().input_form();

@@ -19,6 +19,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_DATA_DIR: &str = "confidant-data";
 /// Default largest gRPC message, in bytes (16 MiB).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// Default OpenAI-compatible embeddings endpoint (HTTPS), loopback only.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:50052";
 /// Default Prometheus endpoint (Triton's metrics port), loopback only.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:8002";
 /// Default most rows per Predict request.
@@ -66,6 +68,8 @@ pub struct ServeFile {
     pub listen: Option<String>,
     /// Prometheus `/metrics` listen address, `host:port`, or `off`.
     pub metrics_listen: Option<String>,
+    /// OpenAI-compatible embeddings API (HTTPS) listen address, `host:port`, or `off`.
+    pub http_listen: Option<String>,
     /// Data directory.
     pub data_dir: Option<PathBuf>,
     /// TLS certificate and key; absent means self-signed at start.
@@ -194,6 +198,9 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Where `/metrics` is served (plain HTTP), if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where `/v1/embeddings` and `/v1/models` are served (HTTPS, the gRPC port's TLS
+    /// identity), if anywhere.
+    pub http_listen: Option<SocketAddr>,
     /// Data directory (created 0700 if absent).
     pub data_dir: PathBuf,
     /// Configured TLS identity, else self-signed.

@@ -33,6 +33,7 @@ impl pb::inference_server::Inference for InferenceService {
             shape: input.shape,
             values: input.values,
             texts: req.texts.into_iter().map(String::into_bytes).collect(),
+            embeddings_only: false,
         };
         let out = self.pipeline.predict(&ctx, call).await?;
         let model = &out.model;
@@ -82,6 +83,7 @@ impl pb::inference_server::Inference for InferenceService {
             shape: input.shape,
             values: input.values,
             texts: Vec::new(),
+            embeddings_only: false,
         };
         let out = self.pipeline.explain(&ctx, call, req.target).await?;
         let a = &out.attributions;
