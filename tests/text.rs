@@ -50,7 +50,7 @@ fn seal_hf(dir: &Path, hf: &Path, config: &str, name: &str) {
 
 /// The tiny BERT's directory under `dir/hf` and its files.
 fn tiny_dir(dir: &Path) -> (PathBuf, Vec<(String, Vec<u8>)>) {
-    let files = confidant::engine::synthetic::tiny_bert(7).unwrap();
+    let files = confidant::engine::synthetic::tiny_bert(7, None).unwrap();
     let hf = dir.join("hf");
     std::fs::create_dir_all(&hf).unwrap();
     for (name, bytes) in &files {
@@ -754,4 +754,116 @@ async fn the_openai_embeddings_api_runs_the_same_guards_over_https() {
     drop(server);
     let audit = audit_export(&data);
     assert!(!audit.contains("日本"), "the audit log holds a text");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_classifier_returns_scores_and_labels_and_spends_its_privacy_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(
+        confidant(&["keygen", "--out", &p(d, "keys")])
+            .status
+            .success()
+    );
+    let files = confidant::engine::synthetic::tiny_bert(11, Some(3)).unwrap();
+    let hf = d.join("hf");
+    std::fs::create_dir_all(&hf).unwrap();
+    for (name, bytes) in &files {
+        std::fs::write(hf.join(name), bytes).unwrap();
+    }
+    let open = r#"{"id": "triage", "version": "1.0.0", "labels": ["routine", "urgent", "spam"],
+      "architecture": {"kind": "bert", "task": "classification", "pooling": "cls",
+                       "output": "softmax", "max_tokens": 32, "truncation": "truncate"}}"#;
+    let private = r#"{"id": "triage-dp", "version": "1.0.0", "labels": ["routine", "urgent", "spam"],
+      "privacy": {"mechanism": "noisy_argmax", "epsilon": 1.0},
+      "architecture": {"kind": "bert", "task": "classification", "pooling": "cls",
+                       "output": "softmax", "max_tokens": 32, "truncation": "truncate"}}"#;
+    seal_hf(d, &hf, open, "triage");
+    seal_hf(d, &hf, private, "triage-dp");
+    let data = d.join("data");
+    let key = create_key(&data, "nurse", &[]);
+    let server = Server::start(&[
+        "--data-dir",
+        &p(d, "data"),
+        "--model",
+        &p(d, "triage.sealed"),
+        "--key-file",
+        &p(d, "triage.dek"),
+        "--model",
+        &p(d, "triage-dp.sealed"),
+        "--key-file",
+        &p(d, "triage-dp.dek"),
+        "--publisher-key",
+        &p(d, "keys/publisher.pub"),
+    ]);
+    let encoder = in_process(files, open);
+    let texts = ["the patient was in pain", "hello world"];
+    let want = encoder.classify(&texts).unwrap();
+
+    // Scores and labels, as for an MLP.
+    let v = predict_cli(
+        &server,
+        &key,
+        &["--model", "triage", "--text", texts[0], "--text", texts[1]],
+    );
+    assert!(v.get("embeddings").is_none(), "{v}");
+    let outputs = rows(&v["outputs"]);
+    let labels = ["routine", "urgent", "spam"];
+    for (i, (g, w)) in outputs.iter().zip(&want).enumerate() {
+        assert!(
+            (g.iter().sum::<f32>() - 1.0).abs() < 1e-4,
+            "softmax row {i}"
+        );
+        for (a, b) in g.iter().zip(w) {
+            assert!((a - b).abs() < 1e-5, "row {i}: {a} vs {b}");
+        }
+        let argmax = (0..3).max_by(|&a, &b| w[a].total_cmp(&w[b])).unwrap();
+        assert_eq!(v["labels"][i], labels[argmax]);
+    }
+
+    // Under noisy_argmax: a label per text, no scores, and a receipt of ε spent.
+    let v = predict_cli(
+        &server,
+        &key,
+        &[
+            "--model",
+            "triage-dp",
+            "--text",
+            texts[0],
+            "--text",
+            texts[1],
+        ],
+    );
+    assert_eq!(v["privacy"]["mechanism"], "noisy_argmax", "{v}");
+    assert!(
+        v["privacy"]["epsilon_charged"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+    assert!(v["privacy"]["epsilon_spent"].as_f64().unwrap() > 0.0, "{v}");
+    for l in v["labels"].as_array().unwrap() {
+        assert!(labels.contains(&l.as_str().unwrap()), "{v}");
+    }
+    assert!(
+        rows(&v["outputs"]).iter().all(Vec::is_empty),
+        "no scores under noisy_argmax: {v}"
+    );
+
+    // /v1/embeddings refuses a classifier before spending.
+    let bearer = format!("Bearer {key}");
+    let (status, _, e) = https(
+        &server,
+        "POST",
+        "/v1/embeddings",
+        &[("authorization", bearer.as_str())],
+        Some(serde_json::json!({"model": "triage", "input": "a"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gives class scores and labels, not embeddings"),
+        "{e}"
+    );
 }

@@ -95,10 +95,11 @@ pub const TINY_BERT_WORDS: &[&str] = &[
 
 /// A tiny, randomly initialised BERT as the files of a Hugging Face model directory
 /// (`config.json`, `tokenizer.json` with a WordPiece vocabulary of [`TINY_BERT_WORDS`],
-/// `model.safetensors`): hidden size 16, 2 heads, 2 layers, 64 positions. Deterministic
-/// for a seed; for tests of serving and sealing that need a real encoder but not a real
-/// model.
-pub fn tiny_bert(seed: u64) -> Result<Vec<(String, Vec<u8>)>, EngineError> {
+/// `model.safetensors`): hidden size 16, 2 heads, 2 layers, 64 positions, and with
+/// `labels`, a `BertForSequenceClassification` head (`pooler.dense`, `classifier`) of that
+/// many rows. Deterministic for a seed; for tests of serving and sealing that need a real
+/// encoder but not a real model.
+pub fn tiny_bert(seed: u64, labels: Option<usize>) -> Result<Vec<(String, Vec<u8>)>, EngineError> {
     const HIDDEN: usize = 16;
     const INTER: usize = 32;
     const LAYERS: usize = 2;
@@ -157,6 +158,10 @@ pub fn tiny_bert(seed: u64) -> Result<Vec<(String, Vec<u8>)>, EngineError> {
         linear(&mut put, &format!("{b}.intermediate.dense"), HIDDEN, INTER);
         linear(&mut put, &format!("{b}.output.dense"), INTER, HIDDEN);
         norm(&mut put, &format!("{b}.output.LayerNorm"));
+    }
+    if let Some(n) = labels {
+        linear(&mut put, "pooler.dense", HIDDEN, HIDDEN);
+        linear(&mut put, "classifier", HIDDEN, n);
     }
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .into_iter()

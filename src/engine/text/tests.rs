@@ -18,7 +18,7 @@ fn tiny(truncation: &str) -> Arc<BertEncoder> {
         .as_bytes(),
     )
     .unwrap();
-    let dir = ModelDirectory::from_files(crate::engine::synthetic::tiny_bert(3).unwrap());
+    let dir = ModelDirectory::from_files(crate::engine::synthetic::tiny_bert(3, None).unwrap());
     Arc::new(
         BertEncoder::load(
             &config,
