@@ -66,6 +66,7 @@ async fn start(dir: &std::path::Path, unguarded: bool) -> Target {
             } else {
                 Some(1_000_000_000)
             },
+            ..RateDefaults::default()
         },
         screening: Default::default(),
         privacy: Default::default(),

@@ -867,3 +867,67 @@ async fn a_text_classifier_returns_scores_and_labels_and_spends_its_privacy_budg
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_counted_in_tokens_charges_each_text_request_its_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(
+        confidant(&["keygen", "--out", &p(d, "keys")])
+            .status
+            .success()
+    );
+    let (hf, _) = tiny_dir(d);
+    seal_hf(d, &hf, TINY_CONFIG, "tiny");
+    std::fs::write(d.join("serve.toml"), "[rate]\nunit = \"tokens\"\n").unwrap();
+    let data = d.join("data");
+    let key = create_key(&data, "analyst", &["--purposes", "search", "--rpd", "20"]);
+    let server = Server::start(&[
+        "--config",
+        &p(d, "serve.toml"),
+        "--data-dir",
+        &p(d, "data"),
+        "--model",
+        &p(d, "tiny.sealed"),
+        "--key-file",
+        &p(d, "tiny.dek"),
+        "--publisher-key",
+        &p(d, "keys/publisher.pub"),
+    ]);
+    let client = Client::connect(&server.addr, &server.ca())
+        .await
+        .unwrap()
+        .with_api_key(&key)
+        .unwrap()
+        .with_purpose("search")
+        .unwrap();
+    // "hello world" and "the patient": [CLS] w w [SEP] each, 8 tokens.
+    let out = client
+        .clone()
+        .predict_texts(
+            "tiny-text",
+            vec!["hello world".into(), "the patient".into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.tokens, 8);
+    assert_eq!(common::used_today(&data, "analyst"), 8);
+    // 13 more tokens would pass the day's 20: refused whole, nothing spent.
+    let e = client
+        .clone()
+        .predict_texts(
+            "tiny-text",
+            vec!["the patient note was not approved and the claim was denied .".into()],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::ResourceExhausted, "{e}");
+    assert!(e.to_string().contains("daily quota of 20 tokens"), "{e}");
+    assert_eq!(common::used_today(&data, "analyst"), 8);
+    client
+        .clone()
+        .predict_texts("tiny-text", vec!["hello".into()])
+        .await
+        .unwrap();
+    assert_eq!(common::used_today(&data, "analyst"), 11);
+}

@@ -556,7 +556,12 @@ impl Pipeline {
             }
         };
         let now = unix_now();
-        let admission = self.guard.admit(&key, now)?;
+        // A text request counts its tokens where the limits count tokens (`[rate] unit`).
+        let admission = if model.encoder().is_some() {
+            self.guard.admit_text(&key, now, record.tokens)?
+        } else {
+            self.guard.admit(&key, now)?
+        };
         let reservation = if charge.is_zero() {
             None
         } else {
