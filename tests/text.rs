@@ -273,6 +273,37 @@ async fn a_sealed_text_model_is_served_next_to_an_mlp_with_every_guard() {
         .unwrap();
     let models = client.clone().list_models().await.unwrap();
     assert_eq!(models.len(), 2, "the MLP and the text model");
+    let text = models.iter().find(|m| m.id == "tiny-text").unwrap();
+    assert_eq!(
+        (
+            text.kind.as_str(),
+            text.task.as_str(),
+            text.max_tokens,
+            text.output_width
+        ),
+        ("bert", "embedding", 16, 16)
+    );
+    assert_eq!(text.truncation, "refuse");
+    assert_eq!(text.output, "embedding");
+    let out = confidant(&[
+        "models",
+        "--addr",
+        &server.addr,
+        "--tls-ca",
+        server.cert.to_str().unwrap(),
+        "--api-key",
+        &key,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "tiny-text" && m["task"] == "embedding" && m["kind"] == "bert"),
+        "{listed}"
+    );
     let used = common::used_today(&data, "analyst");
     let refusals: Vec<(&str, Vec<String>, Code, &str)> = vec![
         (
@@ -345,6 +376,22 @@ async fn a_sealed_text_model_is_served_next_to_an_mlp_with_every_guard() {
     assert_eq!(meta.outputs[0].name, "embedding");
     assert_eq!(meta.outputs[0].datatype, "FP32");
     assert_eq!(meta.outputs[0].shape, vec![-1, 16]);
+    let config = o
+        .model_config(authed(
+            oip::ModelConfigRequest {
+                name: "tiny-text".into(),
+                version: String::new(),
+            },
+            &key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .config
+        .unwrap();
+    assert_eq!(config.input[0].data_type, oip::DataType::TypeString as i32);
+    assert_eq!(config.input[0].dims, vec![1]);
+    assert_eq!(config.output[0].dims, vec![16]);
     let two = [texts[0], texts[2]];
     let raw = o
         .model_infer(authed(

@@ -379,12 +379,20 @@ pub(super) async fn models(a: args::ModelsArgs) -> Result<()> {
         .await?
         .into_iter()
         .map(|m| {
-            serde_json::json!({
+            let mut v = serde_json::json!({
                 "id": m.id, "version": m.version, "features": m.features,
                 "feature_min": m.feature_min, "feature_max": m.feature_max,
                 "labels": m.labels, "output": m.output,
                 "weights_sha256": m.weights_sha256, "publisher_key_id": m.publisher_key_id,
-            })
+                "kind": m.kind, "output_width": m.output_width,
+            });
+            // A text model says what it is for and how it treats long texts.
+            if !m.task.is_empty() {
+                v["task"] = m.task.into();
+                v["max_tokens"] = m.max_tokens.into();
+                v["truncation"] = m.truncation.into();
+            }
+            v
         })
         .collect();
     println!("{}", serde_json::to_string_pretty(&list)?);
