@@ -868,6 +868,24 @@ async fn a_text_classifier_returns_scores_and_labels_and_spends_its_privacy_budg
         assert_eq!(v["labels"][i], labels[argmax]);
     }
 
+    // 20 KiB of text (tokenized off the async worker), each cut to 32 tokens.
+    let long = "the patient was in pain ".repeat(43);
+    let out = Client::connect(&server.addr, &server.ca())
+        .await
+        .unwrap()
+        .with_api_key(&key)
+        .unwrap()
+        .predict_texts("triage", vec![long.clone(); 20])
+        .await
+        .unwrap();
+    assert_eq!(out.tokens, 20 * 32);
+    let cut = encoder.classify(&[long.as_str()]).unwrap();
+    for row in &out.outputs {
+        for (a, b) in row.iter().zip(&cut[0]) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
     // Under noisy_argmax: a label per text, no scores, and a receipt of ε spent.
     let v = predict_cli(
         &server,

@@ -511,7 +511,8 @@ impl Pipeline {
                 // Tokenized here, before anything is spent: a text over a `refuse` limit is
                 // refused (INVALID_ARGUMENT, naming the text, its tokens and the limit) with
                 // no quota or budget taken.
-                let tokens = encoder.tokenize(&texts)?;
+                let bytes: usize = texts.iter().map(|t| t.len()).sum();
+                let tokens = off_the_reactor(bytes, || encoder.tokenize(&texts))?;
                 record.tokens = tokens.iter().map(|t| t.len() as u64).sum();
                 Ok((ModelInput::Tokens(tokens), texts.len()))
             }
@@ -685,6 +686,25 @@ impl Pipeline {
             receipt,
             tokens: record.tokens as usize,
         })
+    }
+}
+
+/// Texts of more bytes than this are tokenized with the runtime told that the thread blocks.
+const BLOCKING_TOKENIZE_BYTES: usize = 16 << 10;
+
+/// Runs `f` (CPU-bound work of `bytes` of input, such as tokenization) on the calling async
+/// worker; past [`BLOCKING_TOKENIZE_BYTES`], on a multi-threaded runtime, with
+/// `block_in_place`, so that the worker's other requests move to another thread rather than
+/// wait behind a megabyte of text.
+fn off_the_reactor<T>(bytes: usize, f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h)
+            if bytes > BLOCKING_TOKENIZE_BYTES
+                && h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+        {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 
