@@ -116,6 +116,32 @@ struct Job {
     reply: oneshot::Sender<Result<BatchOutput, EngineError>>,
 }
 
+/// A request queued for a batch worker.
+#[must_use = "a queued request's outputs arrive through outcome()"]
+pub struct Pending<'a> {
+    rx: oneshot::Receiver<Result<BatchOutput, EngineError>>,
+    model: &'a str,
+}
+
+impl<'a> Pending<'a> {
+    /// Waits for the outputs (SHUTTING_DOWN if the worker went away first).
+    pub async fn outcome(self) -> Result<BatchOutput, EngineError> {
+        self.rx.await.unwrap_or_else(|_| {
+            Err(EngineError::ShuttingDown {
+                model: self.model.to_string(),
+            })
+        })
+    }
+
+    /// A request queued for `model`'s worker, answered through `rx`.
+    pub(crate) fn new(
+        rx: oneshot::Receiver<Result<BatchOutput, EngineError>>,
+        model: &'a str,
+    ) -> Self {
+        Self { rx, model }
+    }
+}
+
 /// A handle to one model's batching worker. Dropping the last handle lets the worker finish
 /// the requests already queued and exit.
 pub struct Batcher {
@@ -175,6 +201,12 @@ impl Batcher {
 
     /// Queues `rows` rows for the next batch and waits for their outputs.
     pub async fn infer(&self, values: Vec<f32>, rows: usize) -> Result<BatchOutput, EngineError> {
+        self.enqueue(values, rows)?.outcome().await
+    }
+
+    /// Queues `rows` rows for the next batch (refused at once if the queue is full); the
+    /// returned [`Pending`] resolves to their outputs.
+    pub fn enqueue(&self, values: Vec<f32>, rows: usize) -> Result<Pending<'_>, EngineError> {
         let (reply, rx) = oneshot::channel();
         // The request's thread draws its rows' screening noise, in parallel with other
         // requests, rather than the one batch worker drawing every row's in turn.
@@ -193,24 +225,18 @@ impl Batcher {
             reply,
         };
         match self.tx.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return Err(EngineError::QueueFull {
-                    model: self.model_id.clone(),
-                    capacity: self.config.queue_capacity,
-                });
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(EngineError::ShuttingDown {
-                    model: self.model_id.clone(),
-                });
-            }
-        }
-        rx.await.unwrap_or_else(|_| {
-            Err(EngineError::ShuttingDown {
+            Ok(()) => Ok(Pending {
+                rx,
+                model: &self.model_id,
+            }),
+            Err(TrySendError::Full(_)) => Err(EngineError::QueueFull {
                 model: self.model_id.clone(),
-            })
-        })
+                capacity: self.config.queue_capacity,
+            }),
+            Err(TrySendError::Disconnected(_)) => Err(EngineError::ShuttingDown {
+                model: self.model_id.clone(),
+            }),
+        }
     }
 
     /// The batching settings.

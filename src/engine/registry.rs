@@ -1,11 +1,11 @@
 //! The registry of loaded models, addressed by id.
 //!
-//! A [`LoadedModel`] is one model of any kind: an MLP over numeric rows or a text encoder
-//! (any [`TextEncoder`]). Everything above the engine (guards, audit, metrics, the
-//! protocols) reads a model through the kind-neutral accessors here (id, version, purposes,
-//! labels, output width, tensor names, statistics) and hands it a [`ModelInput`]; only
-//! where an input's form matters (row validation, tokenization, Explain) does it ask for the
-//! kind.
+//! A [`LoadedModel`] is one model of any kind: its signed config and one
+//! [`ServedEngine`] (an MLP over numeric rows, or any [`TextEncoder`]). Everything above the
+//! engine (guards, audit, metrics, the protocols) reads a model through the kind-neutral
+//! accessors here (id, version, purposes, labels, output width, tensor names, statistics)
+//! and hands it a [`ModelInput`]; only where an input's form matters (row validation,
+//! tokenization, Explain) does it ask for the kind.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -16,6 +16,7 @@ use super::error::ConfigError;
 use super::error::EngineError;
 use super::mlp::Mlp;
 use super::screening::{Screener, ScreeningSpec};
+use super::served::{MlpEngine, ServedEngine, TextEngine};
 use super::text::{TextBatcher, TextEncoder, Tokens};
 use crate::metrics::{EngineGauge, ExecMetrics, ModelGauges};
 use crate::privacy::policy::PrivacyPolicy;
@@ -40,19 +41,7 @@ pub struct LoadedModel {
     provenance: Provenance,
     screening: Option<ScreeningSpec>,
     privacy: PrivacyPolicy,
-    engine: Engine,
-}
-
-/// The network of a loaded model and its batching worker.
-enum Engine {
-    Mlp {
-        mlp: Arc<Mlp>,
-        batcher: Batcher,
-    },
-    Text {
-        encoder: Arc<dyn TextEncoder>,
-        batcher: TextBatcher,
-    },
+    engine: Box<dyn ServedEngine>,
 }
 
 /// What a model is asked to compute: numeric rows for an MLP, tokenized texts for a text
@@ -150,10 +139,7 @@ impl LoadedModel {
 
     /// Values per output row: scores per class, or an embedding's width.
     pub fn output_width(&self) -> usize {
-        match &self.engine {
-            Engine::Mlp { mlp, .. } => mlp.out_features(),
-            Engine::Text { encoder, .. } => encoder.output_width(),
-        }
+        self.engine.output_width()
     }
 
     /// The input tensor's Open Inference Protocol name.
@@ -174,10 +160,7 @@ impl LoadedModel {
 
     /// Where the model runs.
     pub fn device_location(&self) -> candle_core::DeviceLocation {
-        match &self.engine {
-            Engine::Mlp { mlp, .. } => mlp.device().location(),
-            Engine::Text { encoder, .. } => encoder.device().location(),
-        }
+        self.engine.device_location()
     }
 
     /// Where it came from.
@@ -197,71 +180,38 @@ impl LoadedModel {
 
     /// The MLP itself (for explanations, which bypass the batcher); `None` for other kinds.
     pub fn mlp(&self) -> Option<&Arc<Mlp>> {
-        match &self.engine {
-            Engine::Mlp { mlp, .. } => Some(mlp),
-            Engine::Text { .. } => None,
-        }
+        self.engine.mlp()
     }
 
     /// The text encoder (its tokenizer and limits); `None` for other kinds.
     pub fn encoder(&self) -> Option<&Arc<dyn TextEncoder>> {
-        match &self.engine {
-            Engine::Text { encoder, .. } => Some(encoder),
-            Engine::Mlp { .. } => None,
-        }
+        self.engine.encoder()
     }
 
     /// Runs an input through the model's batcher. An input of the wrong form for the model
     /// (rows for a text model, texts for an MLP) is refused.
     pub async fn infer(&self, input: ModelInput) -> Result<BatchOutput, EngineError> {
-        match (&self.engine, input) {
-            (Engine::Mlp { batcher, .. }, ModelInput::Rows { values, rows }) => {
-                batcher.infer(values, rows).await
-            }
-            (Engine::Text { batcher, .. }, ModelInput::Tokens(tokens)) => {
-                batcher.infer(tokens).await
-            }
-            (_, input) => Err(EngineError::WrongInput {
-                model: self.id().to_string(),
-                expected: self.spec.kind().input_form(),
-                found: match input {
-                    ModelInput::Rows { .. } => "numeric rows",
-                    ModelInput::Tokens(_) => "texts",
-                },
-            }),
-        }
+        self.engine.enqueue(input)?.outcome().await
     }
 
     /// Requests waiting now.
     pub fn queue_depth(&self) -> usize {
-        match &self.engine {
-            Engine::Mlp { batcher, .. } => batcher.queue_depth(),
-            Engine::Text { batcher, .. } => batcher.queue_depth(),
-        }
+        self.engine.queue_depth()
     }
 
     /// Executions and batch sizes so far.
     pub fn exec_metrics(&self) -> &Arc<ExecMetrics> {
-        match &self.engine {
-            Engine::Mlp { batcher, .. } => batcher.exec_metrics(),
-            Engine::Text { batcher, .. } => batcher.exec_metrics(),
-        }
+        self.engine.exec_metrics()
     }
 
     /// This version's Triton statistics (`ModelStatistics`).
     pub fn stats(&self) -> &Arc<crate::metrics::stats::InferStats> {
-        match &self.engine {
-            Engine::Mlp { batcher, .. } => batcher.stats(),
-            Engine::Text { batcher, .. } => batcher.stats(),
-        }
+        self.engine.stats()
     }
 
     /// Its batching settings.
     pub fn batch_config(&self) -> &BatchConfig {
-        match &self.engine {
-            Engine::Mlp { batcher, .. } => batcher.config(),
-            Engine::Text { batcher, .. } => batcher.config(),
-        }
+        self.engine.batch_config()
     }
 }
 
@@ -330,6 +280,7 @@ impl Registry {
         let mlp = Arc::new(mlp);
         let batcher = Batcher::spawn_screened(Arc::clone(&mlp), &config.id, batch, screener)
             .map_err(|e| EngineError::Compute(candle_core::Error::Msg(e.to_string())))?;
+        let config_id = config.id.clone();
         let model = Arc::new(LoadedModel {
             label: format!("{}@{}", config.id, config.version),
             metrics: std::sync::OnceLock::new(),
@@ -337,7 +288,7 @@ impl Registry {
             provenance,
             screening,
             privacy,
-            engine: Engine::Mlp { mlp, batcher },
+            engine: Box::new(MlpEngine::new(&config_id, mlp, batcher)),
         });
         models.insert(model.id().to_string(), Arc::clone(&model));
         Ok(model)
@@ -388,6 +339,7 @@ impl Registry {
         }
         let batcher = TextBatcher::spawn(Arc::clone(&encoder), &config.id, batch)
             .map_err(|e| EngineError::Compute(candle_core::Error::Msg(e.to_string())))?;
+        let config_id = config.id.clone();
         let model = Arc::new(LoadedModel {
             label: format!("{}@{}", config.id, config.version),
             metrics: std::sync::OnceLock::new(),
@@ -395,7 +347,7 @@ impl Registry {
             provenance,
             screening: None,
             privacy,
-            engine: Engine::Text { encoder, batcher },
+            engine: Box::new(TextEngine::new(&config_id, encoder, batcher)),
         });
         models.insert(model.id().to_string(), Arc::clone(&model));
         Ok(model)

@@ -16,7 +16,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySen
 use tokio::sync::oneshot;
 
 use super::{TextEncoder, Tokens};
-use crate::engine::batcher::{BatchConfig, BatchOutput};
+use crate::engine::batcher::{BatchConfig, BatchOutput, Pending};
 use crate::engine::error::EngineError;
 use crate::metrics::ExecMetrics;
 use crate::metrics::stats::InferStats;
@@ -75,6 +75,12 @@ impl TextBatcher {
     /// Queues tokenized texts for the next batch and waits for their outputs
     /// (`[texts, output width]`, row-major, in the order given).
     pub async fn infer(&self, tokens: Vec<Tokens>) -> Result<BatchOutput, EngineError> {
+        self.enqueue(tokens)?.outcome().await
+    }
+
+    /// Queues tokenized texts for the next batch (refused at once if the queue is full);
+    /// the returned [`Pending`] resolves to their outputs.
+    pub fn enqueue(&self, tokens: Vec<Tokens>) -> Result<Pending<'_>, EngineError> {
         let (reply, rx) = oneshot::channel();
         let job = Job {
             texts: tokens.len(),
@@ -84,24 +90,15 @@ impl TextBatcher {
             reply,
         };
         match self.tx.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return Err(EngineError::QueueFull {
-                    model: self.model_id.clone(),
-                    capacity: self.config.queue_capacity,
-                });
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(EngineError::ShuttingDown {
-                    model: self.model_id.clone(),
-                });
-            }
-        }
-        rx.await.unwrap_or_else(|_| {
-            Err(EngineError::ShuttingDown {
+            Ok(()) => Ok(Pending::new(rx, &self.model_id)),
+            Err(TrySendError::Full(_)) => Err(EngineError::QueueFull {
                 model: self.model_id.clone(),
-            })
-        })
+                capacity: self.config.queue_capacity,
+            }),
+            Err(TrySendError::Disconnected(_)) => Err(EngineError::ShuttingDown {
+                model: self.model_id.clone(),
+            }),
+        }
     }
 
     /// The batching settings.
