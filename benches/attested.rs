@@ -45,6 +45,8 @@ fn bench(c: &mut Criterion) {
         deployment: "default".into(),
         explain: Default::default(),
         without_freshness_anchor: false,
+        text: Default::default(),
+        http_listen: None,
         unguarded_benchmark_baseline: false,
         device: confidant::gpu::DeviceSpec::Cpu,
         gpu_load: confidant::gpu::LoadPath::Staged,

@@ -66,6 +66,7 @@ async fn start(dir: &std::path::Path, unguarded: bool) -> Target {
             } else {
                 Some(1_000_000_000)
             },
+            ..RateDefaults::default()
         },
         screening: Default::default(),
         privacy: Default::default(),
@@ -80,6 +81,8 @@ async fn start(dir: &std::path::Path, unguarded: bool) -> Target {
         deployment: "default".into(),
         explain: Default::default(),
         without_freshness_anchor: false,
+        text: Default::default(),
+        http_listen: None,
         unguarded_benchmark_baseline: unguarded,
         device: confidant::gpu::DeviceSpec::Cpu,
         gpu_load: confidant::gpu::LoadPath::Staged,

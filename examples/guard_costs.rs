@@ -33,6 +33,7 @@ fn main() -> anyhow::Result<()> {
         RateDefaults {
             rpm: Some(1_000_000_000),
             rpd: Some(1_000_000_000),
+            ..RateDefaults::default()
         },
     );
     let (_, secret) = guard.keys().create(

@@ -108,7 +108,7 @@ run() {
         data="$(mktemp -d)"
         port=$((20000 + RANDOM % 20000))
         "$bin/confidant" serve --device "$dev" --data-dir "$data" --listen "127.0.0.1:$port" \
-            --metrics-listen off >>"$logs/serve.txt" 2>&1 &
+            --metrics-listen off --http-listen off >>"$logs/serve.txt" 2>&1 &
         local pid=$!
         for _ in $(seq 1 240); do
             grep -q "serving on https://127.0.0.1:$port" "$logs/serve.txt" && break

@@ -37,6 +37,7 @@ pub mod loading;
 pub mod metrics;
 pub mod names;
 pub mod oip;
+pub mod openai;
 pub mod pipeline;
 pub mod privacy;
 pub mod proto;

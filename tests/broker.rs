@@ -268,6 +268,8 @@ async fn refused_server(args: &[&str], data: &Path, reason: &str) -> String {
         "127.0.0.1:0",
         "--metrics-listen",
         "off",
+        "--http-listen",
+        "off",
     ];
     full.extend_from_slice(args);
     let mut server = Proc::spawn(&full);
@@ -483,6 +485,8 @@ async fn an_unreachable_broker_is_retried_until_it_comes_back() {
         "--listen",
         "127.0.0.1:0",
         "--metrics-listen",
+        "off",
+        "--http-listen",
         "off",
         "--data-dir",
         data.to_str().unwrap(),

@@ -32,6 +32,7 @@ fn request(model: &str, shape: Vec<u64>, values: Vec<f32>) -> pb::PredictRequest
         model: model.into(),
         version: String::new(),
         input: Some(pb::Tensor { shape, values }),
+        texts: Vec::new(),
     }
 }
 
@@ -252,6 +253,7 @@ async fn bad_input_gets_the_right_status_code() {
         model: "demo".into(),
         version: String::new(),
         input: None,
+        texts: Vec::new(),
     };
     assert_eq!(
         c.predict(authed(missing, &key, None))

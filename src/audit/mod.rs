@@ -553,6 +553,20 @@ impl AuditLog {
         hex32(&mac.finalize().into_bytes().into())
     }
 
+    /// The keyed digest of a text model's input, as 64 lower-case hex bytes: HMAC-SHA256
+    /// under the same key as [`input_hmac`](Self::input_hmac), over a domain tag and then
+    /// each text as its length (u64, little-endian) and its bytes, so that two different
+    /// lists of texts never give the same message. The record holds this, never the text.
+    pub fn input_hmac_hex_texts(&self, texts: &[Vec<u8>]) -> [u8; 64] {
+        let mut mac = self.input_mac.clone();
+        mac.update(b"confidant/audit/input-texts/v1\0");
+        for t in texts {
+            mac.update(&(t.len() as u64).to_le_bytes());
+            mac.update(t);
+        }
+        hex32(&mac.finalize().into_bytes().into())
+    }
+
     /// Queues a Predict event, serialized here (see [`PredictEvent`]); it reaches disk with
     /// the next group fsync.
     pub fn append_predict(&self, event: &PredictEvent<'_>) {

@@ -398,6 +398,10 @@ pub struct ServeArgs {
     /// Prometheus /metrics address, HOST:PORT or `off` [default: 127.0.0.1:8002].
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// OpenAI-compatible embeddings API (POST /v1/embeddings, GET /v1/models) over HTTPS
+    /// with the server's TLS certificate, HOST:PORT or `off` [default: 127.0.0.1:50052].
+    #[arg(long)]
+    pub http_listen: Option<String>,
     /// Data directory [default: $CONFIDANT_DATA_DIR or ./confidant-data].
     #[arg(long, env = "CONFIDANT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -510,14 +514,21 @@ pub struct PredictArgs {
     /// Input rows as JSON: [[f, f, ...], ...] (or one row [f, f, ...]).
     #[arg(
         long,
-        conflicts_with = "input_csv",
-        required_unless_present = "input_csv"
+        conflicts_with_all = ["input_csv", "text", "input_jsonl"],
+        required_unless_present_any = ["input_csv", "text", "input_jsonl"]
     )]
     pub input: Option<String>,
     /// Input rows from a CSV file. With a header row, columns are matched to the model's
     /// feature names (extra columns ignored); without one, all columns are used in order.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["text", "input_jsonl"])]
     pub input_csv: Option<PathBuf>,
+    /// A text for a text model (repeatable: one output row per text, in order).
+    #[arg(long)]
+    pub text: Vec<String>,
+    /// Texts for a text model from a JSON Lines file: one object per line with a `text`
+    /// field (after any --text).
+    #[arg(long)]
+    pub input_jsonl: Option<PathBuf>,
     /// Data directory, used to find the default --tls-ca.
     #[arg(long, env = "CONFIDANT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,

@@ -112,7 +112,8 @@ fn check_anchor(
             bail!("record {seq} is not the record the anchor covers: the log is another history")
         }
         None => bail!(
-            "record {seq}, which the anchor covers, is not in the log (removed by retention,              or the log was replaced)"
+            "record {seq}, which the anchor covers, is not in the log (removed by retention, \
+             or the log was replaced)"
         ),
     }
 }

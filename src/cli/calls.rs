@@ -155,14 +155,92 @@ pub(super) async fn connect_with_rows(
                 .map(|m| m.features);
             read_csv_rows(path, features.as_deref())?
         }
+        (None, None) if !a.text.is_empty() || a.input_jsonl.is_some() => {
+            bail!(
+                "explain takes numeric rows (--input or --input-csv); text models are not explained"
+            )
+        }
         (None, None) => bail!("give --input or --input-csv"),
     };
     Ok((client, rows, a.model))
 }
 
+/// `predict --text … / --input-jsonl FILE`: embeddings (`{"model", "embeddings"}`) or a
+/// text classifier's `{"model", "outputs", "labels"}`.
+async fn predict_texts(mut a: args::PredictArgs) -> Result<()> {
+    let mut texts = std::mem::take(&mut a.text);
+    if let Some(path) = &a.input_jsonl {
+        texts.extend(read_jsonl_texts(path)?);
+    }
+    if texts.is_empty() {
+        bail!("no texts: give --text or a non-empty --input-jsonl");
+    }
+    let mut client = connect(ConnectOpts {
+        addr: &a.addr,
+        policy: a.policy.clone(),
+        tls_ca: a.tls_ca,
+        tls_identity: a.tls_cert.zip(a.tls_key),
+        data_dir: a.data_dir,
+        api_key: a.api_key.as_deref(),
+        purpose: a.purpose.as_deref(),
+    })
+    .await?;
+    if let Some(subject) = &a.subject_id {
+        client = client.with_subject(subject)?;
+    }
+    let p = client.predict_texts(&a.model, texts).await?;
+    if p.output_kind == "embedding" {
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": p.model,
+                "model_version": p.model_version,
+                "request_id": p.request_id,
+                "embeddings": p.outputs,
+                "tokens": p.tokens,
+            })
+        );
+        return Ok(());
+    }
+    print_prediction(&p);
+    Ok(())
+}
+
+/// The texts of a JSON Lines file: one object per line with a string `text` field (blank
+/// lines skipped). Errors name the line.
+pub(super) fn read_jsonl_texts(path: &Path) -> Result<Vec<String>> {
+    let body =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut texts = Vec::new();
+    for (i, line) in body.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}: not JSON", path.display(), i + 1))?;
+        let Some(text) = v.get("text").and_then(serde_json::Value::as_str) else {
+            bail!(
+                "{} line {}: expected an object with a string \"text\" field",
+                path.display(),
+                i + 1
+            );
+        };
+        texts.push(text.to_string());
+    }
+    Ok(texts)
+}
+
 pub(super) async fn predict(a: args::PredictArgs) -> Result<()> {
+    if !a.text.is_empty() || a.input_jsonl.is_some() {
+        return predict_texts(a).await;
+    }
     let (mut client, rows, model) = connect_with_rows(a).await?;
     let p = client.predict(&model, &rows).await?;
+    print_prediction(&p);
+    Ok(())
+}
+
+fn print_prediction(p: &confidant::client::Prediction) {
     println!(
         "{}",
         serde_json::json!({
@@ -172,7 +250,7 @@ pub(super) async fn predict(a: args::PredictArgs) -> Result<()> {
             "outputs": p.outputs,
             "labels": p.labels,
             "flagged_rows": p.flagged_rows,
-            "privacy": p.privacy.map(|r| serde_json::json!({
+            "privacy": p.privacy.as_ref().map(|r| serde_json::json!({
                 "mechanism": r.mechanism,
                 "epsilon_charged": r.epsilon_charged,
                 "rho_charged": r.rho_charged,
@@ -184,7 +262,6 @@ pub(super) async fn predict(a: args::PredictArgs) -> Result<()> {
             })),
         })
     );
-    Ok(())
 }
 
 pub(super) async fn privacy_budget(a: privacy::BudgetArgs) -> Result<()> {
@@ -302,12 +379,20 @@ pub(super) async fn models(a: args::ModelsArgs) -> Result<()> {
         .await?
         .into_iter()
         .map(|m| {
-            serde_json::json!({
+            let mut v = serde_json::json!({
                 "id": m.id, "version": m.version, "features": m.features,
                 "feature_min": m.feature_min, "feature_max": m.feature_max,
                 "labels": m.labels, "output": m.output,
                 "weights_sha256": m.weights_sha256, "publisher_key_id": m.publisher_key_id,
-            })
+                "kind": m.kind, "output_width": m.output_width,
+            });
+            // A text model says what it is for and how it treats long texts.
+            if !m.task.is_empty() {
+                v["task"] = m.task.into();
+                v["max_tokens"] = m.max_tokens.into();
+                v["truncation"] = m.truncation.into();
+            }
+            v
         })
         .collect();
     println!("{}", serde_json::to_string_pretty(&list)?);

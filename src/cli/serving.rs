@@ -65,9 +65,21 @@ pub(super) fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
             )
         })?)
     };
+    let http_text = a
+        .http_listen
+        .or(file.http_listen)
+        .unwrap_or_else(|| server::DEFAULT_HTTP_LISTEN.to_string());
+    let http_listen = if http_text == "off" {
+        None
+    } else {
+        Some(http_text.parse().with_context(|| {
+            format!("--http-listen {http_text:?}: expected HOST:PORT (e.g. 127.0.0.1:50052) or off")
+        })?)
+    };
     let config = ServeConfig {
         listen,
         metrics_listen,
+        http_listen,
         client_ca: a.client_ca.or(file.client_ca),
         data_dir: resolve_data_dir(a.data_dir, file.data_dir),
         tls,
@@ -103,6 +115,7 @@ pub(super) fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
         explain: file.explain,
         without_freshness_anchor: a.without_freshness_anchor
             || file.without_freshness_anchor.unwrap_or(false),
+        text: file.text,
         unguarded_benchmark_baseline: false,
         device: a.device,
         gpu_load: a.gpu_load,
@@ -143,6 +156,9 @@ pub(super) async fn serve(a: ServeArgs) -> Result<()> {
         }
         if let Some(m) = running.metrics_addr {
             println!("confidant: metrics on http://{m}/metrics");
+        }
+        if let Some(h) = running.http_addr {
+            println!("confidant: embeddings API on https://{h}/v1");
         }
         println!(
             "confidant: serving on https://{} (TLS certificate: {})",

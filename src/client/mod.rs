@@ -89,6 +89,11 @@ pub struct Prediction {
     /// The differential-privacy receipt, for models with an output privacy policy.
     #[serde(skip)]
     pub privacy: Option<pb::PrivacyReceipt>,
+    /// What `outputs` hold: `scores` (with `labels`) or `embedding` (a text embedding
+    /// model's vectors).
+    pub output_kind: String,
+    /// Tokens of a text request, after truncation (0 for rows).
+    pub tokens: u64,
 }
 
 /// A connected client.
@@ -234,7 +239,33 @@ impl Client {
                 shape: vec![rows as u64, width as u64],
                 values,
             }),
+            texts: Vec::new(),
         };
+        self.predict_request(req, rows).await
+    }
+
+    /// Predicts from texts (a text model): embeddings, or a classifier's scores and labels,
+    /// one row per text.
+    pub async fn predict_texts(
+        &mut self,
+        model: &str,
+        texts: Vec<String>,
+    ) -> Result<Prediction, ClientError> {
+        let rows = texts.len();
+        let req = pb::PredictRequest {
+            model: model.to_string(),
+            version: String::new(),
+            input: None,
+            texts,
+        };
+        self.predict_request(req, rows).await
+    }
+
+    async fn predict_request(
+        &mut self,
+        req: pb::PredictRequest,
+        rows: usize,
+    ) -> Result<Prediction, ClientError> {
         let resp = self.inner.predict(self.request(req)).await?.into_inner();
         let out = resp
             .output
@@ -266,6 +297,8 @@ impl Client {
             labels: resp.labels,
             flagged_rows: resp.flagged_rows,
             privacy: resp.privacy,
+            output_kind: resp.output_kind,
+            tokens: resp.tokens,
         })
     }
 

@@ -32,6 +32,9 @@ pub struct BatchConfig {
     pub max_wait_us: u64,
     /// Most requests waiting per model; past it, requests are refused.
     pub queue_capacity: usize,
+    /// Text models: most tokens one batch gathers, and most padded tokens (texts × longest)
+    /// in one forward pass.
+    pub max_padded_tokens: usize,
 }
 
 impl Default for BatchConfig {
@@ -40,6 +43,7 @@ impl Default for BatchConfig {
             max_batch: 256,
             max_wait_us: 0,
             queue_capacity: 1024,
+            max_padded_tokens: super::text::DEFAULT_MAX_PADDED_TOKENS,
         }
     }
 }
@@ -62,6 +66,12 @@ impl BatchConfig {
             return Err(BatchConfigError(format!(
                 "max_wait_us must be at most 1000000 (1 s), got {}",
                 self.max_wait_us
+            )));
+        }
+        if !(1..=1 << 24).contains(&self.max_padded_tokens) {
+            return Err(BatchConfigError(format!(
+                "max_padded_tokens must be 1..=16777216, got {}",
+                self.max_padded_tokens
             )));
         }
         if !(1..=1 << 20).contains(&self.queue_capacity) {
@@ -92,6 +102,9 @@ pub struct BatchOutput {
     /// Each row's adversarial-sensitivity score, when the model is screened.
     /// Inline up to four rows: a one-row request's score costs no allocation.
     pub sensitivity: Option<SmallVec<[f32; 4]>>,
+    /// Tokens this request's texts were padded to in their forward passes (text models;
+    /// 0 for rows).
+    pub padded_tokens: usize,
 }
 
 struct Job {
@@ -101,6 +114,32 @@ struct Job {
     noise: Vec<f32>,
     enqueued: Instant,
     reply: oneshot::Sender<Result<BatchOutput, EngineError>>,
+}
+
+/// A request queued for a batch worker.
+#[must_use = "a queued request's outputs arrive through outcome()"]
+pub struct Pending<'a> {
+    rx: oneshot::Receiver<Result<BatchOutput, EngineError>>,
+    model: &'a str,
+}
+
+impl<'a> Pending<'a> {
+    /// Waits for the outputs (SHUTTING_DOWN if the worker went away first).
+    pub async fn outcome(self) -> Result<BatchOutput, EngineError> {
+        self.rx.await.unwrap_or_else(|_| {
+            Err(EngineError::ShuttingDown {
+                model: self.model.to_string(),
+            })
+        })
+    }
+
+    /// A request queued for `model`'s worker, answered through `rx`.
+    pub(crate) fn new(
+        rx: oneshot::Receiver<Result<BatchOutput, EngineError>>,
+        model: &'a str,
+    ) -> Self {
+        Self { rx, model }
+    }
 }
 
 /// A handle to one model's batching worker. Dropping the last handle lets the worker finish
@@ -162,6 +201,12 @@ impl Batcher {
 
     /// Queues `rows` rows for the next batch and waits for their outputs.
     pub async fn infer(&self, values: Vec<f32>, rows: usize) -> Result<BatchOutput, EngineError> {
+        self.enqueue(values, rows)?.outcome().await
+    }
+
+    /// Queues `rows` rows for the next batch (refused at once if the queue is full); the
+    /// returned [`Pending`] resolves to their outputs.
+    pub fn enqueue(&self, values: Vec<f32>, rows: usize) -> Result<Pending<'_>, EngineError> {
         let (reply, rx) = oneshot::channel();
         // The request's thread draws its rows' screening noise, in parallel with other
         // requests, rather than the one batch worker drawing every row's in turn.
@@ -180,24 +225,18 @@ impl Batcher {
             reply,
         };
         match self.tx.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return Err(EngineError::QueueFull {
-                    model: self.model_id.clone(),
-                    capacity: self.config.queue_capacity,
-                });
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(EngineError::ShuttingDown {
-                    model: self.model_id.clone(),
-                });
-            }
-        }
-        rx.await.unwrap_or_else(|_| {
-            Err(EngineError::ShuttingDown {
+            Ok(()) => Ok(Pending {
+                rx,
+                model: &self.model_id,
+            }),
+            Err(TrySendError::Full(_)) => Err(EngineError::QueueFull {
                 model: self.model_id.clone(),
-            })
-        })
+                capacity: self.config.queue_capacity,
+            }),
+            Err(TrySendError::Disconnected(_)) => Err(EngineError::ShuttingDown {
+                model: self.model_id.clone(),
+            }),
+        }
     }
 
     /// The batching settings.
@@ -402,6 +441,7 @@ impl Worker<'_> {
                             output_time,
                             batch_rows: rows,
                             sensitivity,
+                            padded_tokens: 0,
                         }),
                         None => Err(EngineError::ShuttingDown {
                             model: model_id.to_string(),

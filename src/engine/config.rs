@@ -100,6 +100,14 @@ impl ArchitectureKind {
             Self::Bert => "bert",
         }
     }
+
+    /// What a model of this kind takes as input, as refusals name it.
+    pub fn input_form(self) -> &'static str {
+        match self {
+            Self::Mlp => "numeric rows",
+            Self::Bert => "texts",
+        }
+    }
 }
 
 /// A model config of any kind, told apart by `architecture.kind`; it serializes exactly as

@@ -78,6 +78,16 @@ pub enum EngineError {
         /// The model id.
         model: String,
     },
+    /// The input's form does not fit the model (rows for a text model, texts for an MLP).
+    #[error("model {model} takes {expected}, not {found}")]
+    WrongInput {
+        /// The model id.
+        model: String,
+        /// What the model takes.
+        expected: &'static str,
+        /// What the request sent.
+        found: &'static str,
+    },
     /// No loaded model has this id.
     #[error("no model {0:?} is loaded")]
     UnknownModel(String),
@@ -109,7 +119,8 @@ pub enum EngineError {
     },
     /// A text has more tokens than the model accepts and its policy is `refuse`.
     #[error(
-        "text {index} has {tokens} tokens; model {model} accepts at most {limit}          (truncation: refuse)"
+        "text {index} has {tokens} tokens; model {model} accepts at most {limit} \
+         (truncation: refuse)"
     )]
     TooManyTokens {
         /// The model id.

@@ -3,6 +3,9 @@
 //!
 //! The engine knows nothing of gRPC, keys or sealing: it takes a validated config and
 //! plaintext safetensors bytes, and serves forward passes.
+//!
+//! A model kind is one implementation of [`ServedEngine`] (the MLP behind its row batcher,
+//! a [`TextEncoder`] behind its token-budget batcher); the [`Registry`] holds any of them.
 
 pub mod batcher;
 pub mod bert;
@@ -12,6 +15,7 @@ pub mod explain;
 pub mod mlp;
 pub mod registry;
 pub mod screening;
+pub mod served;
 pub mod synthetic;
 pub mod text;
 
@@ -19,8 +23,9 @@ pub use batcher::{BatchConfig, BatchOutput, Batcher};
 pub use config::{EncoderConfig, ModelConfig, ModelSpec, OutputKind};
 pub use error::{ConfigError, EngineError};
 pub use mlp::Mlp;
-pub use registry::{LoadedModel, Provenance, Registry, ServingOptions};
+pub use registry::{LoadedModel, ModelInput, Provenance, Registry, ServingOptions};
 pub use screening::{ScreenAction, Screener, ScreeningSpec};
+pub use served::ServedEngine;
 pub use text::{TextEncoder, TextOutput, Tokens};
 
 /// The index of the largest value in each row of a row-major `[rows, width]` matrix.

@@ -1,14 +1,23 @@
 //! The registry of loaded models, addressed by id.
+//!
+//! A [`LoadedModel`] is one model of any kind: its signed config and one
+//! [`ServedEngine`] (an MLP over numeric rows, or any [`TextEncoder`]). Everything above the
+//! engine (guards, audit, metrics, the protocols) reads a model through the kind-neutral
+//! accessors here (id, version, purposes, labels, output width, tensor names, statistics)
+//! and hands it a [`ModelInput`]; only where an input's form matters (row validation,
+//! tokenization, Explain) does it ask for the kind.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use super::batcher::{BatchConfig, BatchOutput, Batcher};
-use super::config::ModelConfig;
+use super::config::{EncoderConfig, ModelConfig, ModelSpec, OutputKind, TextTask};
 use super::error::ConfigError;
 use super::error::EngineError;
 use super::mlp::Mlp;
 use super::screening::{Screener, ScreeningSpec};
+use super::served::{MlpEngine, ServedEngine, TextEngine};
+use super::text::{TextBatcher, TextEncoder, Tokens};
 use crate::metrics::{EngineGauge, ExecMetrics, ModelGauges};
 use crate::privacy::policy::PrivacyPolicy;
 
@@ -23,7 +32,7 @@ pub struct Provenance {
 
 /// A model ready to serve.
 pub struct LoadedModel {
-    config: ModelConfig,
+    spec: ModelSpec,
     /// `id@version`, as audit records name the model.
     label: String,
     /// This model's request metrics, bound on first use to the series of the one pipeline
@@ -32,8 +41,21 @@ pub struct LoadedModel {
     provenance: Provenance,
     screening: Option<ScreeningSpec>,
     privacy: PrivacyPolicy,
-    mlp: Arc<Mlp>,
-    batcher: Batcher,
+    engine: Box<dyn ServedEngine>,
+}
+
+/// What a model is asked to compute: numeric rows for an MLP, tokenized texts for a text
+/// model.
+pub enum ModelInput {
+    /// `rows` rows, row-major.
+    Rows {
+        /// The values.
+        values: Vec<f32>,
+        /// Rows.
+        rows: usize,
+    },
+    /// Texts tokenized by the model's own tokenizer ([`TextEncoder::tokenize`]).
+    Tokens(Vec<Tokens>),
 }
 
 impl LoadedModel {
@@ -48,9 +70,97 @@ impl LoadedModel {
         &self.metrics
     }
 
-    /// The signed config.
-    pub fn config(&self) -> &ModelConfig {
-        &self.config
+    /// The signed config, of whatever kind.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The signed config of an MLP (`None` for other kinds).
+    pub fn mlp_config(&self) -> Option<&ModelConfig> {
+        match &self.spec {
+            ModelSpec::Mlp(c) => Some(c),
+            ModelSpec::Bert(_) => None,
+        }
+    }
+
+    /// The signed config of a text model (`None` for other kinds).
+    pub fn text_config(&self) -> Option<&EncoderConfig> {
+        match &self.spec {
+            ModelSpec::Bert(c) => Some(c),
+            ModelSpec::Mlp(_) => None,
+        }
+    }
+
+    /// The model id.
+    pub fn id(&self) -> &str {
+        self.spec.id()
+    }
+
+    /// The model version.
+    pub fn version(&self) -> &str {
+        self.spec.version()
+    }
+
+    /// The purposes the model may be used for (empty: any, none declared).
+    pub fn purposes(&self) -> &[String] {
+        match &self.spec {
+            ModelSpec::Mlp(c) => &c.purposes,
+            ModelSpec::Bert(c) => &c.purposes,
+        }
+    }
+
+    /// Class labels, one per output (empty for an embedding model).
+    pub fn labels(&self) -> &[String] {
+        match &self.spec {
+            ModelSpec::Mlp(c) => &c.labels,
+            ModelSpec::Bert(c) => c.labels(),
+        }
+    }
+
+    /// Whether the outputs are class scores (an MLP or a text classifier), as opposed to
+    /// embeddings.
+    pub fn has_classes(&self) -> bool {
+        match &self.spec {
+            ModelSpec::Mlp(_) => true,
+            ModelSpec::Bert(c) => c.architecture.task == TextTask::Classification,
+        }
+    }
+
+    /// Whether the outputs are softmax probabilities.
+    pub fn softmax(&self) -> bool {
+        match &self.spec {
+            ModelSpec::Mlp(c) => c.architecture.output == OutputKind::Softmax,
+            ModelSpec::Bert(c) => {
+                c.architecture.task == TextTask::Classification
+                    && c.output_kind() == OutputKind::Softmax
+            }
+        }
+    }
+
+    /// Values per output row: scores per class, or an embedding's width.
+    pub fn output_width(&self) -> usize {
+        self.engine.output_width()
+    }
+
+    /// The input tensor's Open Inference Protocol name.
+    pub fn input_tensor_name(&self) -> &str {
+        match &self.spec {
+            ModelSpec::Mlp(c) => c.input_tensor_name(),
+            ModelSpec::Bert(c) => c.input_tensor_name(),
+        }
+    }
+
+    /// The output tensor's Open Inference Protocol name.
+    pub fn output_tensor_name(&self) -> &str {
+        match &self.spec {
+            ModelSpec::Mlp(c) => c.output_tensor_name(),
+            ModelSpec::Bert(c) => c.output_tensor_name(),
+        }
+    }
+
+    /// Where the model runs.
+    pub fn device_location(&self) -> candle_core::DeviceLocation {
+        self.engine.device_location()
     }
 
     /// Where it came from.
@@ -68,34 +178,40 @@ impl LoadedModel {
         &self.privacy
     }
 
-    /// The network itself (for explanations, which bypass the batcher).
-    pub fn mlp(&self) -> &Arc<Mlp> {
-        &self.mlp
+    /// The MLP itself (for explanations, which bypass the batcher); `None` for other kinds.
+    pub fn mlp(&self) -> Option<&Arc<Mlp>> {
+        self.engine.mlp()
     }
 
-    /// Runs `rows` rows through the batcher.
-    pub async fn infer(&self, values: Vec<f32>, rows: usize) -> Result<BatchOutput, EngineError> {
-        self.batcher.infer(values, rows).await
+    /// The text encoder (its tokenizer and limits); `None` for other kinds.
+    pub fn encoder(&self) -> Option<&Arc<dyn TextEncoder>> {
+        self.engine.encoder()
+    }
+
+    /// Runs an input through the model's batcher. An input of the wrong form for the model
+    /// (rows for a text model, texts for an MLP) is refused.
+    pub async fn infer(&self, input: ModelInput) -> Result<BatchOutput, EngineError> {
+        self.engine.enqueue(input)?.outcome().await
     }
 
     /// Requests waiting now.
     pub fn queue_depth(&self) -> usize {
-        self.batcher.queue_depth()
+        self.engine.queue_depth()
     }
 
     /// Executions and batch sizes so far.
     pub fn exec_metrics(&self) -> &Arc<ExecMetrics> {
-        self.batcher.exec_metrics()
+        self.engine.exec_metrics()
     }
 
     /// This version's Triton statistics (`ModelStatistics`).
     pub fn stats(&self) -> &Arc<crate::metrics::stats::InferStats> {
-        self.batcher.stats()
+        self.engine.stats()
     }
 
     /// Its batching settings.
     pub fn batch_config(&self) -> &BatchConfig {
-        self.batcher.config()
+        self.engine.batch_config()
     }
 }
 
@@ -164,17 +280,76 @@ impl Registry {
         let mlp = Arc::new(mlp);
         let batcher = Batcher::spawn_screened(Arc::clone(&mlp), &config.id, batch, screener)
             .map_err(|e| EngineError::Compute(candle_core::Error::Msg(e.to_string())))?;
+        let config_id = config.id.clone();
         let model = Arc::new(LoadedModel {
             label: format!("{}@{}", config.id, config.version),
             metrics: std::sync::OnceLock::new(),
-            config,
+            spec: ModelSpec::Mlp(config),
             provenance,
             screening,
             privacy,
-            mlp,
-            batcher,
+            engine: Box::new(MlpEngine::new(&config_id, mlp, batcher)),
         });
-        models.insert(model.config.id.clone(), Arc::clone(&model));
+        models.insert(model.id().to_string(), Arc::clone(&model));
+        Ok(model)
+    }
+
+    /// Starts serving a text encoder under its config's id. The server config's privacy
+    /// policy may only tighten a classifier's; an embedding model has no output policy (its
+    /// outputs are vectors, not scores) and sensitivity screening applies to MLPs only, so
+    /// either set for a text model is refused.
+    pub fn insert_text(
+        &self,
+        encoder: Arc<dyn TextEncoder>,
+        provenance: Provenance,
+        batch: BatchConfig,
+        options: ServingOptions,
+    ) -> Result<Arc<LoadedModel>, EngineError> {
+        let config = encoder.config().clone();
+        if options.screening.is_some() {
+            return Err(ConfigError::Invalid(format!(
+                "model {}: sensitivity screening applies to MLPs, not text models",
+                config.id
+            ))
+            .into());
+        }
+        let privacy = match config.architecture.task {
+            TextTask::Embedding => {
+                if options.privacy.is_some_and(|p| p != PrivacyPolicy::None) {
+                    return Err(ConfigError::Invalid(format!(
+                        "model {}: an output privacy policy applies to classifiers, not to \
+                         embedding models",
+                        config.id
+                    ))
+                    .into());
+                }
+                PrivacyPolicy::None
+            }
+            TextTask::Classification => PrivacyPolicy::effective(
+                config.privacy.as_ref(),
+                options.privacy.as_ref(),
+                config.output_kind() == OutputKind::Softmax,
+                config.labels().len(),
+            )
+            .map_err(|e| ConfigError::Invalid(format!("model {}: {e}", config.id)))?,
+        };
+        let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
+        if models.contains_key(&config.id) {
+            return Err(EngineError::DuplicateModel(config.id.clone()));
+        }
+        let batcher = TextBatcher::spawn(Arc::clone(&encoder), &config.id, batch)
+            .map_err(|e| EngineError::Compute(candle_core::Error::Msg(e.to_string())))?;
+        let config_id = config.id.clone();
+        let model = Arc::new(LoadedModel {
+            label: format!("{}@{}", config.id, config.version),
+            metrics: std::sync::OnceLock::new(),
+            spec: ModelSpec::Bert(config),
+            provenance,
+            screening: None,
+            privacy,
+            engine: Box::new(TextEngine::new(&config_id, encoder, batcher)),
+        });
+        models.insert(model.id().to_string(), Arc::clone(&model));
         Ok(model)
     }
 
@@ -212,8 +387,8 @@ impl ModelGauges for Registry {
         self.list()
             .into_iter()
             .map(|m| EngineGauge {
-                model: m.config.id.clone(),
-                version: m.config.version.clone(),
+                model: m.id().to_string(),
+                version: m.version().to_string(),
                 queue_depth: m.queue_depth(),
                 exec: Arc::clone(m.exec_metrics()),
             })

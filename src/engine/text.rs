@@ -8,6 +8,12 @@
 use super::config::{EncoderConfig, TextTask};
 use super::error::EngineError;
 
+mod batcher;
+#[cfg(test)]
+mod tests;
+
+pub use batcher::TextBatcher;
+
 /// Default budget of padded tokens per forward pass in [`TextEncoder::embed`] and
 /// [`TextEncoder::infer`]: 32 texts of 256 tokens.
 pub const DEFAULT_MAX_PADDED_TOKENS: usize = 32 * 256;
@@ -78,6 +84,9 @@ pub trait TextEncoder: Send + Sync {
     /// Width of an embedding (the encoder's hidden size).
     fn embedding_width(&self) -> usize;
 
+    /// The device the encoder runs on.
+    fn device(&self) -> &candle_core::Device;
+
     /// Width of the task's output: the embedding width, or one score per label.
     fn output_width(&self) -> usize {
         match self.config().architecture.task {
@@ -101,14 +110,39 @@ pub trait TextEncoder: Send + Sync {
     /// The task's output for `texts`, batched by length under the default budget.
     fn infer(&self, texts: &[&str]) -> Result<TextOutput, EngineError> {
         let tokens = self.tokenize(texts)?;
-        run_grouped(&tokens, self.output_width(), |b| self.infer_tokens(b))
+        self.infer_tokenized(&tokens, DEFAULT_MAX_PADDED_TOKENS, DEFAULT_MAX_ROWS)
+    }
+
+    /// The task's output for texts already tokenized (by [`tokenize`](Self::tokenize)),
+    /// grouped by length into forward passes of at most `max_padded_tokens` padded tokens
+    /// and `max_rows` texts, in the order given.
+    fn infer_tokenized(
+        &self,
+        tokens: &[Tokens],
+        max_padded_tokens: usize,
+        max_rows: usize,
+    ) -> Result<TextOutput, EngineError> {
+        run_grouped(
+            tokens,
+            self.output_width(),
+            max_padded_tokens,
+            max_rows,
+            |b| self.infer_tokens(b),
+        )
     }
 
     /// Embeddings of `texts` (for a classifier, the vectors its head reads), batched by
     /// length under the default budget, in request order.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EngineError> {
         let tokens = self.tokenize(texts)?;
-        Ok(run_grouped(&tokens, self.embedding_width(), |b| self.embed_tokens(b))?.to_rows())
+        Ok(run_grouped(
+            &tokens,
+            self.embedding_width(),
+            DEFAULT_MAX_PADDED_TOKENS,
+            DEFAULT_MAX_ROWS,
+            |b| self.embed_tokens(b),
+        )?
+        .to_rows())
     }
 
     /// A classifier's scores for `texts`; refused for embedding models.
@@ -130,11 +164,12 @@ pub trait TextEncoder: Send + Sync {
 fn run_grouped(
     tokens: &[Tokens],
     width: usize,
+    max_padded_tokens: usize,
+    max_rows: usize,
     forward: impl Fn(&[&Tokens]) -> Result<Vec<f32>, EngineError>,
 ) -> Result<TextOutput, EngineError> {
     let lengths: Vec<usize> = tokens.iter().map(Tokens::len).collect();
-    let groups =
-        super::bert::group_by_length(&lengths, DEFAULT_MAX_PADDED_TOKENS, DEFAULT_MAX_ROWS);
+    let groups = super::bert::group_by_length(&lengths, max_padded_tokens, max_rows);
     let mut values = vec![0f32; tokens.len() * width];
     let mut padded_tokens = 0;
     for group in groups {

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 pub use api_keys::{ApiKeySecret, KeyRecord, KeyStore, NewKey, RevokeSelector, Scope};
 pub use error::GuardError;
-pub use rate::{Admission, RateDefaults, RateLimiter};
-pub use validation::{InputError, validate_rows};
+pub use rate::{Admission, QuotaUnit, RateDefaults, RateLimiter};
+pub use validation::{InputError, TextLimits, validate_rows, validate_texts};
 
 use crate::storage::Database;
 
@@ -152,6 +152,21 @@ impl Guard {
     /// Admits one request against the principal's rate limits.
     pub fn admit<'a>(&'a self, key: &'a KeyRecord, now: i64) -> Result<Admission<'a>, GuardError> {
         self.limiter.admit(key, now)
+    }
+
+    /// Admits a request of `tokens` text tokens: one unit when the limits count requests,
+    /// `tokens` (at least one) when they count tokens.
+    pub fn admit_text<'a>(
+        &'a self,
+        key: &'a KeyRecord,
+        now: i64,
+        tokens: u64,
+    ) -> Result<Admission<'a>, GuardError> {
+        let cost = match self.limiter.unit() {
+            QuotaUnit::Requests => 1,
+            QuotaUnit::Tokens => u32::try_from(tokens).unwrap_or(u32::MAX).max(1),
+        };
+        self.limiter.admit_units(key, now, cost)
     }
 }
 

@@ -14,6 +14,11 @@
 //! and at most 4095). A graceful stop returns
 //! unused leases. Small quotas lease one unit at a time and so stay exact in the database;
 //! large ones pay one SQLite commit per lease instead of per request.
+//!
+//! The unit is a request, or with `unit = "tokens"` a text token: a text model's request then
+//! costs its tokens (after truncation) in both limits, and any other request costs one. A
+//! request that needs more units than the principal's lease holds leases at least what it
+//! needs; one that needs more than is left is refused whole, spending nothing.
 
 use foldhash::HashMap;
 use foldhash::HashMapExt;
@@ -34,10 +39,34 @@ use crate::storage::Database;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateDefaults {
-    /// Requests per minute per principal; absent means unlimited.
+    /// Units per minute per principal; absent means unlimited.
     pub rpm: Option<u32>,
-    /// Requests per UTC day per principal; absent means unlimited.
+    /// Units per UTC day per principal; absent means unlimited.
     pub rpd: Option<u32>,
+    /// What `rpm` and `rpd` count [default: requests].
+    #[serde(default)]
+    pub unit: QuotaUnit,
+}
+
+/// What the rate limits count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaUnit {
+    /// One per request.
+    #[default]
+    Requests,
+    /// A text model's request counts its tokens (after truncation); any other request, one.
+    Tokens,
+}
+
+impl QuotaUnit {
+    /// The unit's name in refusals.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requests => "requests",
+            Self::Tokens => "tokens",
+        }
+    }
 }
 
 /// The limiter.
@@ -67,15 +96,20 @@ struct Lease {
 }
 
 impl PrincipalState {
-    /// Takes one unit of `day`'s lease, if it holds one.
-    fn take(&mut self, day: i64) -> bool {
+    /// Takes `n` units of `day`'s lease, if it holds that many.
+    fn take(&mut self, day: i64, n: u64) -> bool {
         match &mut self.lease {
-            Some(l) if l.day == day && l.units > 0 => {
-                l.units -= 1;
+            Some(l) if l.day == day && l.units >= n => {
+                l.units -= n;
                 true
             }
             _ => false,
         }
+    }
+
+    /// Units of `day`'s lease.
+    fn held(&self, day: i64) -> u64 {
+        self.lease.filter(|l| l.day == day).map_or(0, |l| l.units)
     }
 
     /// Adds `units` of `day` (yesterday's leftovers are worthless today; a unit of a day
@@ -100,6 +134,8 @@ pub struct Admission<'a> {
     limiter: &'a RateLimiter,
     principal: &'a str,
     day: Option<i64>,
+    /// Day units taken.
+    units: u64,
 }
 
 impl Admission<'_> {
@@ -121,7 +157,7 @@ impl std::fmt::Debug for Admission<'_> {
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
         if let Some(day) = self.day.take() {
-            entry(&mut self.limiter.lock(), self.principal).give(day, 1);
+            entry(&mut self.limiter.lock(), self.principal).give(day, self.units);
         }
     }
 }
@@ -142,30 +178,58 @@ impl RateLimiter {
         self.principals.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// What the limits count.
+    pub fn unit(&self) -> QuotaUnit {
+        self.defaults.unit
+    }
+
     /// Admits one request for `key`'s principal at `now` (seconds since the epoch), or says
     /// how long to wait.
     pub fn admit<'a>(&'a self, key: &'a KeyRecord, now: i64) -> Result<Admission<'a>, GuardError> {
+        self.admit_units(key, now, 1)
+    }
+
+    /// Admits a request that costs `cost` units (at least one), or says how long to wait.
+    /// A request that costs more than the day has left, or than a minute's limit could ever
+    /// allow, is refused whole and spends nothing.
+    pub fn admit_units<'a>(
+        &'a self,
+        key: &'a KeyRecord,
+        now: i64,
+        cost: u32,
+    ) -> Result<Admission<'a>, GuardError> {
         let principal = key.principal.as_str();
         let day_limit = key.rpd.or(self.defaults.rpd);
         let minute_limit = key.rpm.or(self.defaults.rpm).and_then(NonZeroU32::new);
+        let unit = self.defaults.unit.as_str();
+        let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
+        let n = u64::from(cost.get());
         let day = now.div_euclid(DAY);
         let mut map = self.lock();
         let mut taken_day = None;
         if let Some(limit) = day_limit {
-            if !map.get_mut(principal).is_some_and(|st| st.take(day)) {
+            if !map.get_mut(principal).is_some_and(|st| st.take(day, n)) {
                 // Reserve a lease outside the lock: SQLite must not stall other principals.
+                let held = map.get(principal).map_or(0, |st| st.held(day));
                 drop(map);
-                let granted = self.lease(principal, day, u64::from(limit))?;
-                if granted == 0 {
+                let need = n.saturating_sub(held);
+                let granted = self.lease(principal, day, u64::from(limit), need)?;
+                map = self.lock();
+                let st = entry(&mut map, principal);
+                st.give(day, granted);
+                if !st.take(day, n) {
                     let retry = (day + 1) * DAY - now;
                     return Err(GuardError::RateLimited {
-                        what: format!("daily quota of {limit} requests for {principal} is spent"),
+                        what: if n == 1 {
+                            format!("daily quota of {limit} {unit} for {principal} is spent")
+                        } else {
+                            format!(
+                                "daily quota of {limit} {unit} for {principal}: this request \
+                                 needs {n} and fewer are left"
+                            )
+                        },
                         retry_after: Duration::from_secs(retry.max(1) as u64),
                     });
-                }
-                map = self.lock();
-                if granted > 1 {
-                    entry(&mut map, principal).give(day, granted - 1);
                 }
             }
             taken_day = Some(day);
@@ -180,13 +244,27 @@ impl RateLimiter {
                     &st.minute[st.minute.len() - 1].1
                 }
             };
-            if let Err(not_until) = gcra.check() {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let refused = match gcra.check_n(cost) {
+                Ok(Ok(())) => None,
+                Ok(Err(not_until)) => Some((
+                    format!("rate limit of {limit} {unit} per minute for {principal}"),
+                    not_until.wait_time_from(DefaultClock::default().now()),
+                )),
+                // More than a minute's limit at once: never admissible, so no wait helps.
+                Err(_) => Some((
+                    format!(
+                        "rate limit of {limit} {unit} per minute for {principal}: this request \
+                         needs {n}, more than a minute allows"
+                    ),
+                    Duration::from_secs(60),
+                )),
+            };
+            if let Some((what, wait)) = refused {
                 if let Some(day) = taken_day {
-                    st.give(day, 1);
+                    st.give(day, n);
                 }
                 return Err(GuardError::RateLimited {
-                    what: format!("rate limit of {limit} requests per minute for {principal}"),
+                    what,
                     retry_after: wait.max(Duration::from_millis(1)),
                 });
             }
@@ -196,11 +274,13 @@ impl RateLimiter {
             limiter: self,
             principal,
             day: taken_day,
+            units: n,
         })
     }
 
-    /// Reserves a lease of day units in one transaction; returns how many (0: spent).
-    fn lease(&self, principal: &str, day: i64, limit: u64) -> Result<u64, GuardError> {
+    /// Reserves a lease of day units in one transaction, at least `need` (nothing if fewer
+    /// are left); returns how many (0: spent, or not enough left).
+    fn lease(&self, principal: &str, day: i64, limit: u64, need: u64) -> Result<u64, GuardError> {
         Ok(self.db.transaction(|tx| {
             let used: i64 = tx
                 .prepare_cached(
@@ -209,7 +289,12 @@ impl RateLimiter {
                 )?
                 .query_row(params![principal, day], |r| r.get(0))?;
             let left = limit.saturating_sub(used.max(0) as u64);
-            let grant = (left / 16).clamp(1, MAX_LEASE).min(left);
+            // A request that needs more than is left reserves nothing: it is refused whole.
+            let grant = if need > left {
+                0
+            } else {
+                (left / 16).clamp(1, MAX_LEASE).max(need).min(left)
+            };
             if grant > 0 {
                 tx.prepare_cached(
                     "INSERT INTO daily_usage (principal, day, count) VALUES (?1, ?2, ?3)

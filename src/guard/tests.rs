@@ -193,6 +193,7 @@ fn refusals_and_refunds_leave_no_count_behind() {
     let (_d, g) = guard(RateDefaults {
         rpm: Some(2),
         rpd: Some(100),
+        ..RateDefaults::default()
     });
     let (rec, _) = g.keys().create(&new_key("dave", None, None), NOW).unwrap();
     let a = g.admit(&rec, NOW).unwrap();
@@ -213,6 +214,7 @@ fn large_quotas_lease_units_but_never_serve_more_than_the_quota() {
     let (dir, g) = guard(RateDefaults {
         rpm: None,
         rpd: Some(1000),
+        ..RateDefaults::default()
     });
     let (rec, _) = g.keys().create(&new_key("erin", None, None), NOW).unwrap();
     for _ in 0..100 {
@@ -243,6 +245,7 @@ fn large_quotas_lease_units_but_never_serve_more_than_the_quota() {
         RateDefaults {
             rpm: None,
             rpd: Some(1000),
+            ..RateDefaults::default()
         },
     );
     let mut served = 110;
@@ -349,4 +352,116 @@ fn revocations_by_another_connection_between_cached_requests_are_never_missed() 
         cli.revoke(&RevokeSelector::KeyId(rec.key_id), NOW).unwrap();
         assert!(g.keys().authenticate(&key).unwrap().is_none(), "round {i}");
     }
+}
+
+#[test]
+fn texts_are_checked_for_count_size_and_utf8_naming_the_text() {
+    let limits = TextLimits {
+        max_text_bytes: 8,
+        max_request_bytes: 12,
+    };
+    let ok = vec![b"hello".to_vec(), "日本".as_bytes().to_vec()];
+    assert_eq!(
+        validate_texts(&ok, &limits, 4).unwrap(),
+        vec!["hello", "日本"]
+    );
+    // An empty text is a text (it embeds as [CLS] [SEP]).
+    assert_eq!(validate_texts(&[Vec::new()], &limits, 4).unwrap(), vec![""]);
+    assert_eq!(validate_texts(&[], &limits, 4), Err(InputError::NoTexts));
+    assert_eq!(
+        validate_texts(&vec![b"a".to_vec(); 5], &limits, 4),
+        Err(InputError::TooManyRows { rows: 5, max: 4 })
+    );
+    assert_eq!(
+        validate_texts(&[b"a".to_vec(), b"123456789".to_vec()], &limits, 4),
+        Err(InputError::TextTooLong {
+            index: 1,
+            bytes: 9,
+            max: 8
+        })
+    );
+    assert_eq!(
+        validate_texts(&[b"12345678".to_vec(), b"12345".to_vec()], &limits, 4),
+        Err(InputError::RequestTooLarge { bytes: 13, max: 12 })
+    );
+    let e = validate_texts(&[b"ok".to_vec(), vec![b'a', 0xc3, 0x28]], &limits, 4).unwrap_err();
+    assert_eq!(
+        e,
+        InputError::NotUtf8 {
+            index: 1,
+            offset: 1
+        }
+    );
+    assert!(e.to_string().contains("text 1 is not valid UTF-8"), "{e}");
+    // The limits' own ranges.
+    assert!(TextLimits::default().validate().is_ok());
+    assert!(
+        TextLimits {
+            max_text_bytes: 0,
+            ..TextLimits::default()
+        }
+        .validate()
+        .is_err()
+    );
+    assert!(
+        TextLimits {
+            max_text_bytes: 100,
+            max_request_bytes: 99
+        }
+        .validate()
+        .is_err()
+    );
+}
+
+#[test]
+fn a_token_quota_counts_a_text_requests_tokens_and_refuses_whole() {
+    let (_d, g) = guard(RateDefaults {
+        rpm: Some(50),
+        rpd: Some(30),
+        unit: QuotaUnit::Tokens,
+    });
+    let (rec, _) = g.keys().create(&new_key("frank", None, None), NOW).unwrap();
+    g.admit_text(&rec, NOW, 12).unwrap().commit();
+    assert_eq!(g.limiter().used_today("frank", NOW).unwrap(), 12);
+    // 12 + 20 > 30: refused whole, naming the unit and the need; nothing spent.
+    match g.admit_text(&rec, NOW, 20) {
+        Err(GuardError::RateLimited { what, .. }) => {
+            assert!(
+                what.contains("30 tokens") && what.contains("needs 20"),
+                "{what}"
+            )
+        }
+        other => panic!("expected a day refusal, got {other:?}"),
+    }
+    assert_eq!(g.limiter().used_today("frank", NOW).unwrap(), 12);
+    // A refunded admission hands every token back.
+    drop(g.admit_text(&rec, NOW, 18).unwrap());
+    assert_eq!(g.limiter().used_today("frank", NOW).unwrap(), 12);
+    g.admit_text(&rec, NOW, 18).unwrap().commit();
+    assert_eq!(g.limiter().used_today("frank", NOW).unwrap(), 30);
+    // An MLP request costs one unit; none is left.
+    assert!(g.admit(&rec, NOW).is_err());
+    // More than a minute's limit at once can never pass: refused, nothing spent.
+    let (_d, g) = guard(RateDefaults {
+        rpm: Some(10),
+        rpd: None,
+        unit: QuotaUnit::Tokens,
+    });
+    let (rec, _) = g.keys().create(&new_key("gina", None, None), NOW).unwrap();
+    match g.admit_text(&rec, NOW, 11) {
+        Err(GuardError::RateLimited { what, .. }) => {
+            assert!(what.contains("more than a minute allows"), "{what}")
+        }
+        other => panic!("expected a minute refusal, got {other:?}"),
+    }
+    g.admit_text(&rec, NOW, 10).unwrap().commit();
+    // Counting requests, a text request costs one whatever its tokens.
+    let (_d, g) = guard(RateDefaults {
+        rpm: None,
+        rpd: Some(2),
+        ..RateDefaults::default()
+    });
+    let (rec, _) = g.keys().create(&new_key("hal", None, None), NOW).unwrap();
+    g.admit_text(&rec, NOW, 500).unwrap().commit();
+    assert_eq!(g.limiter().used_today("hal", NOW).unwrap(), 1);
 }

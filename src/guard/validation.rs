@@ -1,4 +1,5 @@
-//! Input validation against the signed input schema: shape, finiteness, per-feature range.
+//! Input validation against the signed input schema: shape, finiteness, per-feature range;
+//! for text models, the texts' count, sizes and encoding.
 
 use crate::engine::ModelConfig;
 use crate::engine::config::RangePolicy;
@@ -72,6 +73,138 @@ pub enum InputError {
         /// The maximum.
         max: f32,
     },
+    /// A text model was sent numeric rows, or an MLP texts.
+    #[error("model {model} takes {expected}; the request sent {found}")]
+    WrongForm {
+        /// The model id.
+        model: String,
+        /// What the model takes.
+        expected: &'static str,
+        /// What the request sent.
+        found: &'static str,
+    },
+    /// An embeddings request (OpenAI's `/v1/embeddings`) named a model that gives class
+    /// scores.
+    #[error(
+        "model {model} gives class scores and labels, not embeddings: call Predict (confidant.v1 \
+         or the Open Inference Protocol)"
+    )]
+    NotEmbedding {
+        /// The model id.
+        model: String,
+    },
+    /// A text model's request carries no text.
+    #[error("request has no texts")]
+    NoTexts,
+    /// A text is not valid UTF-8.
+    #[error("text {index} is not valid UTF-8 (invalid byte at offset {offset})")]
+    NotUtf8 {
+        /// The text's index in the request.
+        index: usize,
+        /// Where the first invalid sequence starts.
+        offset: usize,
+    },
+    /// A text is longer than one text may be.
+    #[error("text {index} is {bytes} bytes; at most {max} are accepted per text")]
+    TextTooLong {
+        /// The text's index in the request.
+        index: usize,
+        /// Its length.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The texts together are longer than one request may carry.
+    #[error("the request's texts are {bytes} bytes; at most {max} are accepted per request")]
+    RequestTooLarge {
+        /// Their total length.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// `[text]`: bounds on the texts one request may carry, checked before tokenization (the
+/// tokens per text are the model's own limit, `architecture.max_tokens`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TextLimits {
+    /// Most bytes in one text (UTF-8).
+    pub max_text_bytes: usize,
+    /// Most bytes in all the texts of one request.
+    pub max_request_bytes: usize,
+}
+
+impl Default for TextLimits {
+    /// 64 KiB per text, 1 MiB per request (under tonic's 4 MiB message limit).
+    fn default() -> Self {
+        Self {
+            max_text_bytes: 64 << 10,
+            max_request_bytes: 1 << 20,
+        }
+    }
+}
+
+impl TextLimits {
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=16 << 20).contains(&self.max_text_bytes) {
+            return Err(format!(
+                "text.max_text_bytes must be 1 to 16777216, got {}",
+                self.max_text_bytes
+            ));
+        }
+        if !(self.max_text_bytes..=64 << 20).contains(&self.max_request_bytes) {
+            return Err(format!(
+                "text.max_request_bytes must be text.max_text_bytes to 67108864, got {}",
+                self.max_request_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a text model's input: at least one text and at most `max_rows`, each within
+/// `limits.max_text_bytes` and valid UTF-8, all within `limits.max_request_bytes`. Returns
+/// the texts as `&str`, in order. Messages name the text by index, never its content.
+pub fn validate_texts<'a>(
+    texts: &'a [Vec<u8>],
+    limits: &TextLimits,
+    max_rows: usize,
+) -> Result<Vec<&'a str>, InputError> {
+    if texts.is_empty() {
+        return Err(InputError::NoTexts);
+    }
+    if texts.len() > max_rows {
+        return Err(InputError::TooManyRows {
+            rows: texts.len() as u64,
+            max: max_rows,
+        });
+    }
+    let total: usize = texts.iter().map(Vec::len).sum();
+    if total > limits.max_request_bytes {
+        return Err(InputError::RequestTooLarge {
+            bytes: total,
+            max: limits.max_request_bytes,
+        });
+    }
+    texts
+        .iter()
+        .enumerate()
+        .map(|(index, t)| {
+            if t.len() > limits.max_text_bytes {
+                return Err(InputError::TextTooLong {
+                    index,
+                    bytes: t.len(),
+                    max: limits.max_text_bytes,
+                });
+            }
+            std::str::from_utf8(t).map_err(|e| InputError::NotUtf8 {
+                index,
+                offset: e.valid_up_to(),
+            })
+        })
+        .collect()
 }
 
 /// Checks a `[rows, features]` input against the model's schema and returns the row count.

@@ -268,6 +268,7 @@ impl Requests {
                             shape: vec![batch as u64, shape.features() as u64],
                             values: rows(),
                         }),
+                        texts: Vec::new(),
                     })
                     .collect(),
             )),

@@ -10,10 +10,11 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use crate::engine::{EngineError, Mlp};
+use crate::engine::bert::BertEncoder;
+use crate::engine::{EngineError, Mlp, ModelSpec};
 use crate::gpu::aes_gcm::StreamLayout;
 use crate::gpu::{GpuError, LoadPath};
-use crate::sealed::{self, DataKey, Manifest, PublisherKey, SealedError};
+use crate::sealed::{self, DataKey, Manifest, PublisherKey, SealedError, Unsealed};
 
 /// The CUDA loaders (feature `cuda`).
 #[cfg(feature = "cuda")]
@@ -73,7 +74,66 @@ pub struct LoadedSealed {
     pub mlp: Mlp,
 }
 
-/// Verifies `sealed_path` against `trusted`, decrypts it with `key` and builds its model.
+/// A sealed model of any kind, ready for the registry.
+pub enum LoadedAny {
+    /// An MLP (format 1).
+    Mlp(Box<LoadedSealed>),
+    /// A text encoder (a format-2 bundle).
+    Text(Box<LoadedText>),
+}
+
+/// A text encoder ready for the registry: its verified manifest, the publisher key id that
+/// signed it, and the encoder on the serving device.
+pub struct LoadedText {
+    /// The verified manifest.
+    pub manifest: Manifest<ModelSpec>,
+    /// The id of the publisher key that signed it.
+    pub publisher_key_id: String,
+    /// The encoder (its config is the manifest's).
+    pub encoder: BertEncoder,
+}
+
+/// Verifies `sealed_path` against `trusted`, decrypts it with `key` and builds its model,
+/// whatever its kind: the header's format picks the path (a single safetensors file is an
+/// MLP, a bundle a text encoder), and everything is then verified as for that kind.
+///
+/// A text encoder is decrypted on the host into locked memory and its tensors copied to
+/// the serving device (CUDA included); the plaintext is zeroized once the encoder is built.
+pub fn load_sealed_any(
+    sealed_path: &Path,
+    key: &DataKey,
+    trusted: &[PublisherKey],
+    options: &LoadOptions,
+) -> Result<LoadedAny, LoadError> {
+    let path = sealed_path.display().to_string();
+    let sealed_err = |source| LoadError::Sealed {
+        path: path.clone(),
+        source,
+    };
+    let format = sealed::peek_format(sealed_path).map_err(sealed_err)?;
+    if format != sealed::BUNDLE_VERSION {
+        return load_sealed_model(sealed_path, key, trusted, options)
+            .map(|m| LoadedAny::Mlp(Box::new(m)));
+    }
+    let unsealed =
+        sealed::unseal_file_as::<ModelSpec>(sealed_path, trusted, key, options.verify_digests)
+            .map_err(sealed_err)?;
+    let encoder = sealed::bundle::load_encoder(&unsealed, &options.device).map_err(sealed_err)?;
+    let Unsealed {
+        manifest,
+        publisher_key_id,
+        weights,
+    } = unsealed;
+    drop(weights);
+    Ok(LoadedAny::Text(Box::new(LoadedText {
+        manifest,
+        publisher_key_id,
+        encoder,
+    })))
+}
+
+/// Verifies `sealed_path` (an MLP) against `trusted`, decrypts it with `key` and builds its
+/// model.
 pub fn load_sealed_model(
     sealed_path: &Path,
     key: &DataKey,

@@ -159,6 +159,10 @@ struct ModelShard {
     compute_us: AtomicU64,
     /// Rows flagged by sensitivity screening.
     flagged_rows: AtomicU64,
+    /// Text tokens of successful requests.
+    tokens: AtomicU64,
+    /// Padded tokens computed for successful requests.
+    padded_tokens: AtomicU64,
     /// ε spent, in millionths.
     epsilon_micros: AtomicU64,
     /// End-to-end request latency in the server.
@@ -177,6 +181,8 @@ impl Default for ModelShard {
             queue_us: AtomicU64::new(0),
             compute_us: AtomicU64::new(0),
             flagged_rows: AtomicU64::new(0),
+            tokens: AtomicU64::new(0),
+            padded_tokens: AtomicU64::new(0),
             epsilon_micros: AtomicU64::new(0),
             request_seconds: Histogram::new(&LATENCY_BUCKETS),
             queue_seconds: Histogram::new(&LATENCY_BUCKETS),
@@ -200,6 +206,10 @@ pub struct RequestSample {
     pub flagged_rows: u64,
     /// ε charged.
     pub epsilon: f64,
+    /// Tokens of a text model's request (after truncation).
+    pub tokens: u64,
+    /// Tokens its forward passes computed, padding included.
+    pub padded_tokens: u64,
 }
 
 impl ModelMetrics {
@@ -250,6 +260,11 @@ impl ModelShard {
         self.request_seconds.observe_duration(s.latency);
         if code == 0 {
             self.inferences.fetch_add(s.rows, Ordering::Relaxed);
+            if s.tokens > 0 {
+                self.tokens.fetch_add(s.tokens, Ordering::Relaxed);
+                self.padded_tokens
+                    .fetch_add(s.padded_tokens, Ordering::Relaxed);
+            }
         }
         if let Some((queue, compute)) = s.engine {
             self.queue_seconds.observe_duration(queue);
@@ -445,6 +460,26 @@ impl Metrics {
                 label(&g.model),
                 g.queue_depth
             );
+        }
+        // Text models: tokens per second is the rate of the first; the padded-token ratio is
+        // the second over the first.
+        for (name, help, which) in [
+            (
+                "confidant_text_tokens_total",
+                "Text tokens (after truncation) of successful requests to text models.",
+                (|x: &ModelShard| &x.tokens) as fn(&ModelShard) -> &AtomicU64,
+            ),
+            (
+                "confidant_text_padded_tokens_total",
+                "Tokens computed for those requests, padding included (their share of each \
+                 length-grouped forward pass).",
+                |x: &ModelShard| &x.padded_tokens,
+            ),
+        ] {
+            header(&mut out, name, "counter", help);
+            for (m, s) in &models {
+                let _ = writeln!(out, "{name}{{{}}} {}", label(m), s.total(which));
+            }
         }
         header(
             &mut out,

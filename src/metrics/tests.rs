@@ -61,6 +61,8 @@ fn requests_render_under_our_names_and_triton_names() {
         engine: Some((Duration::from_micros(20), Duration::from_micros(100))),
         flagged_rows: 1,
         epsilon: 0.5,
+        tokens: 0,
+        padded_tokens: 0,
     };
     s.record(&ok);
     s.record(&RequestSample { rows: 1, ..ok });

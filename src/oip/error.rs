@@ -141,6 +141,32 @@ pub enum TensorError {
         /// Dimensions sent.
         dims: usize,
     },
+    /// A text model's input tensor is not `[n]` or `[n, 1]` BYTES.
+    #[error(
+        "input tensor {name:?}: a text model takes BYTES of shape [n] or [n, 1], got \
+         {datatype} {shape:?}"
+    )]
+    TextTensor {
+        /// The tensor name.
+        name: String,
+        /// The datatype sent.
+        datatype: String,
+        /// The shape sent.
+        shape: Vec<i64>,
+    },
+    /// Raw BYTES contents that do not split into length-prefixed elements.
+    #[error(
+        "input tensor {name:?} (BYTES): raw contents must be {count} elements, each a 4-byte \
+         little-endian length and that many bytes; {problem}"
+    )]
+    BytesEncoding {
+        /// The tensor name.
+        name: String,
+        /// Elements the shape says.
+        count: u64,
+        /// What is wrong.
+        problem: String,
+    },
     /// `raw_input_contents` does not hold one entry per input.
     #[error("raw_input_contents has {raw} entries for {inputs} input tensors")]
     RawCount {

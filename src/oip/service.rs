@@ -63,11 +63,11 @@ impl OipService {
         self.pipeline.ensure_ready()?;
         self.pipeline.caller(ctx, Scope::Predict)?;
         let model = self.pipeline.registry().get(name)?;
-        let config = model.config();
-        if !version.is_empty() && version != config.version {
+        if !version.is_empty() && version != model.version() {
             return Err(ApiError::Precondition(format!(
                 "model {} is at version {}, request asked for {version}",
-                config.id, config.version
+                model.id(),
+                model.version()
             )));
         }
         Ok(model)
@@ -104,7 +104,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for OipService {
                 .pipeline
                 .registry()
                 .get(&req.name)
-                .is_ok_and(|m| req.version.is_empty() || req.version == m.config().version);
+                .is_ok_and(|m| req.version.is_empty() || req.version == m.version());
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 
@@ -129,18 +129,28 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for OipService {
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         let (ctx, req) = CallContext::split(request);
         let model = self.model(&ctx, &req.name, &req.version)?;
-        let config = model.config();
-        let tensor = |name: &str, width: usize| pb::model_metadata_response::TensorMetadata {
-            name: name.to_string(),
-            datatype: "FP32".into(),
-            shape: vec![-1, width as i64],
+        let tensor = |name: &str, datatype: &str, width: usize| {
+            pb::model_metadata_response::TensorMetadata {
+                name: name.to_string(),
+                datatype: datatype.into(),
+                shape: vec![-1, width as i64],
+            }
+        };
+        // A text model takes one BYTES element (a UTF-8 text) per row.
+        let input = match model.mlp_config() {
+            Some(c) => tensor(c.input_tensor_name(), "FP32", c.feature_count()),
+            None => tensor(model.input_tensor_name(), "BYTES", 1),
         };
         Ok(Response::new(pb::ModelMetadataResponse {
-            name: config.id.clone(),
-            versions: vec![config.version.clone()],
+            name: model.id().to_string(),
+            versions: vec![model.version().to_string()],
             platform: PLATFORM.into(),
-            inputs: vec![tensor(config.input_tensor_name(), config.feature_count())],
-            outputs: vec![tensor(config.output_tensor_name(), config.output_count())],
+            inputs: vec![input],
+            outputs: vec![tensor(
+                model.output_tensor_name(),
+                "FP32",
+                model.output_width(),
+            )],
         }))
     }
 
@@ -175,14 +185,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for OipService {
         };
         let model_stats = models
             .iter()
-            .map(|m| {
-                let config = m.config();
-                statistics(
-                    &config.id,
-                    triton_version(&config.version),
-                    &m.stats().snapshot(),
-                )
-            })
+            .map(|m| statistics(m.id(), triton_version(m.version()), &m.stats().snapshot()))
             .collect();
         Ok(Response::new(pb::ModelStatisticsResponse { model_stats }))
     }
@@ -212,23 +215,20 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for OipService {
             .registry()
             .list()
             .iter()
-            .map(|m| {
-                let config = m.config();
-                pb::repository_index_response::ModelIndex {
-                    name: config.id.clone(),
-                    version: config.version.clone(),
-                    state: if ready {
-                        STATE_READY
-                    } else {
-                        STATE_UNAVAILABLE
-                    }
-                    .into(),
-                    reason: if ready {
-                        String::new()
-                    } else {
-                        "the server is not ready: models are still loading".into()
-                    },
+            .map(|m| pb::repository_index_response::ModelIndex {
+                name: m.id().to_string(),
+                version: m.version().to_string(),
+                state: if ready {
+                    STATE_READY
+                } else {
+                    STATE_UNAVAILABLE
                 }
+                .into(),
+                reason: if ready {
+                    String::new()
+                } else {
+                    "the server is not ready: models are still loading".into()
+                },
             })
             .collect();
         Ok(Response::new(pb::RepositoryIndexResponse { models }))
@@ -252,8 +252,8 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for OipService {
                 Ok(_) => Err(ApiError::from(crate::guard::InputError::Missing).into()),
             };
         };
-        let rows = match decode_request(&model, &req) {
-            Ok(rows) => rows,
+        let input = match decode_request(&model, &req) {
+            Ok(input) => input,
             Err(e) => {
                 // Hand the pipeline an empty call: it runs its guards in order (so a caller
                 // that may not use the model learns nothing about its tensors), refuses the
@@ -271,16 +271,21 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for OipService {
             }
         };
         let raw = !req.raw_input_contents.is_empty();
-        let call = PredictCall {
+        let mut call = PredictCall {
             model: req.model_name,
             version: req.model_version,
-            shape: rows.shape,
-            values: rows.values,
+            ..PredictCall::default()
         };
+        match input {
+            Decoded::Rows(rows) => {
+                call.shape = rows.shape;
+                call.values = rows.values;
+            }
+            Decoded::Texts(texts) => call.texts = texts,
+        }
         let out = self.pipeline.predict(&ctx, call).await?;
-        let config = out.model.config();
         let mut output = pb::model_infer_response::InferOutputTensor {
-            name: config.output_tensor_name().to_string(),
+            name: out.model.output_tensor_name().to_string(),
             datatype: "FP32".into(),
             shape: vec![out.rows as i64, out.width as i64],
             ..Default::default()
@@ -324,8 +329,8 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for OipService {
             }
         }
         Ok(Response::new(pb::ModelInferResponse {
-            model_name: config.id.clone(),
-            model_version: config.version.clone(),
+            model_name: out.model.id().to_string(),
+            model_version: out.model.version().to_string(),
             id: req.id,
             parameters,
             outputs: vec![output],
@@ -366,8 +371,7 @@ fn check_fields(req: &pb::ModelInferRequest) -> Result<(), TensorError> {
 /// instance on the model's device, the dynamic batcher with its queue delay.
 fn model_config(model: &LoadedModel, max_rows: usize) -> pb::ModelConfig {
     use pb::model_instance_group::Kind;
-    let config = model.config();
-    let device = model.mlp().device().location();
+    let device = model.device_location();
     let (kind, gpus) = match device {
         candle_core::DeviceLocation::Cuda { gpu_id } => {
             (Kind::Gpu, vec![i32::try_from(gpu_id).unwrap_or(i32::MAX)])
@@ -376,12 +380,17 @@ fn model_config(model: &LoadedModel, max_rows: usize) -> pb::ModelConfig {
     };
     // Under a label-only policy the response carries no scores: zero values per row.
     let released = if model.privacy().releases_scores() {
-        config.output_count()
+        model.output_width()
     } else {
         0
     };
+    // A text model takes one string per row (TYPE_STRING is the BYTES datatype).
+    let (input_type, input_dims) = match model.mlp_config() {
+        Some(c) => (pb::DataType::TypeFp32, c.feature_count() as i64),
+        None => (pb::DataType::TypeString, 1),
+    };
     pb::ModelConfig {
-        name: config.id.clone(),
+        name: model.id().to_string(),
         platform: PLATFORM.into(),
         backend: BACKEND.into(),
         version_policy: Some(pb::ModelVersionPolicy {
@@ -391,13 +400,13 @@ fn model_config(model: &LoadedModel, max_rows: usize) -> pb::ModelConfig {
         }),
         max_batch_size: i32::try_from(max_rows).unwrap_or(i32::MAX),
         input: vec![pb::ModelInput {
-            name: config.input_tensor_name().to_string(),
-            data_type: pb::DataType::TypeFp32.into(),
-            dims: vec![config.feature_count() as i64],
+            name: model.input_tensor_name().to_string(),
+            data_type: input_type.into(),
+            dims: vec![input_dims],
             ..Default::default()
         }],
         output: vec![pb::ModelOutput {
-            name: config.output_tensor_name().to_string(),
+            name: model.output_tensor_name().to_string(),
             data_type: pb::DataType::TypeFp32.into(),
             dims: vec![released as i64],
         }],
@@ -409,7 +418,7 @@ fn model_config(model: &LoadedModel, max_rows: usize) -> pb::ModelConfig {
             },
         )),
         instance_group: vec![pb::ModelInstanceGroup {
-            name: format!("{}_0", config.id),
+            name: format!("{}_0", model.id()),
             kind: kind.into(),
             count: 1,
             gpus,
@@ -478,33 +487,40 @@ fn statistics(name: &str, version: &str, s: &StatsSnapshot) -> pb::ModelStatisti
     }
 }
 
+/// A request's one input, decoded for the model's kind.
+enum Decoded {
+    /// Numeric rows (an MLP).
+    Rows(tensor::Rows),
+    /// Texts as sent (a text model); the pipeline checks their size and UTF-8.
+    Texts(Vec<Vec<u8>>),
+}
+
 /// Checks the request's tensors against the model's names and decodes its one input.
 fn decode_request(
     model: &LoadedModel,
     req: &pb::ModelInferRequest,
-) -> Result<tensor::Rows, TensorError> {
+) -> Result<Decoded, TensorError> {
     check_fields(req)?;
-    let config = model.config();
-    let expected = config.input_tensor_name();
+    let expected = model.input_tensor_name();
     for out in &req.outputs {
-        if out.name != config.output_tensor_name() {
+        if out.name != model.output_tensor_name() {
             return Err(TensorError::UnknownOutput {
-                model: config.id.clone(),
+                model: model.id().to_string(),
                 name: out.name.clone(),
-                expected: config.output_tensor_name().to_string(),
+                expected: model.output_tensor_name().to_string(),
             });
         }
     }
     let [input] = req.inputs.as_slice() else {
         return Err(TensorError::InputCount {
-            model: config.id.clone(),
+            model: model.id().to_string(),
             expected: expected.to_string(),
             found: req.inputs.len(),
         });
     };
     if input.name != expected {
         return Err(TensorError::UnknownInput {
-            model: config.id.clone(),
+            model: model.id().to_string(),
             name: input.name.clone(),
             expected: expected.to_string(),
         });
@@ -519,11 +535,16 @@ fn decode_request(
             });
         }
     };
-    tensor::decode(&InputTensor {
+    let tensor = InputTensor {
         name: &input.name,
         datatype: &input.datatype,
         shape: &input.shape,
         contents: input.contents.as_ref(),
         raw,
-    })
+    };
+    if model.encoder().is_some() {
+        tensor::decode_bytes(&tensor).map(Decoded::Texts)
+    } else {
+        tensor::decode(&tensor).map(Decoded::Rows)
+    }
 }

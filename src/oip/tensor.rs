@@ -146,6 +146,74 @@ pub fn decode(input: &InputTensor<'_>) -> Result<Rows, TensorError> {
     })
 }
 
+/// Decodes a text model's input: a `BYTES` tensor of shape `[n]` or `[n, 1]`, as
+/// `bytes_contents` (one element each) or Triton's raw encoding (each element a 4-byte
+/// little-endian length and its bytes, back to back). The bytes are returned as sent; the
+/// pipeline checks their size and UTF-8.
+pub fn decode_bytes(input: &InputTensor<'_>) -> Result<Vec<Vec<u8>>, TensorError> {
+    let name = input.name;
+    let shape_refused = || TensorError::TextTensor {
+        name: name.to_string(),
+        datatype: input.datatype.to_string(),
+        shape: input.shape.to_vec(),
+    };
+    if input.datatype != "BYTES" {
+        return Err(shape_refused());
+    }
+    let count = match input.shape {
+        [n] | [n, 1] => u64::try_from(*n).map_err(|_| shape_refused())?,
+        _ => return Err(shape_refused()),
+    };
+    let encoding = |problem: String| TensorError::BytesEncoding {
+        name: name.to_string(),
+        count,
+        problem,
+    };
+    match (input.raw, input.contents) {
+        (Some(_), Some(c)) if !contents_empty(c) => Err(TensorError::MixedContents {
+            name: name.to_string(),
+        }),
+        (Some(mut raw), _) => {
+            // Bounded by the raw buffer: no element count from the caller sizes an
+            // allocation before the bytes are there.
+            let mut texts = Vec::new();
+            while !raw.is_empty() {
+                let (len, rest) = raw
+                    .split_first_chunk::<4>()
+                    .ok_or_else(|| encoding(format!("{} bytes left over", raw.len())))?;
+                let len = u32::from_le_bytes(*len) as usize;
+                let text = rest.get(..len).ok_or_else(|| {
+                    encoding(format!(
+                        "element {} declares {len} bytes and {} remain",
+                        texts.len(),
+                        rest.len()
+                    ))
+                })?;
+                texts.push(text.to_vec());
+                raw = &rest[len..];
+            }
+            if texts.len() as u64 != count {
+                return Err(encoding(format!("found {}", texts.len())));
+            }
+            Ok(texts)
+        }
+        (None, contents) => {
+            let bytes = contents.map_or(&[][..], |c| c.bytes_contents.as_slice());
+            if bytes.len() as u64 != count {
+                return Err(TensorError::ContentsLength {
+                    name: name.to_string(),
+                    datatype: "BYTES",
+                    field: "bytes_contents",
+                    shape: input.shape.to_vec(),
+                    expected: u128::from(count),
+                    found: bytes.len(),
+                });
+            }
+            Ok(bytes.to_vec())
+        }
+    }
+}
+
 /// Encodes f32 values as raw little-endian output contents.
 pub fn encode_raw(values: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(values.len() * 4);

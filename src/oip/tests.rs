@@ -248,3 +248,72 @@ fn versions_are_reported_as_triton_numbers_where_they_start_with_one() {
         assert_eq!(triton_version(version), want, "{version}");
     }
 }
+
+fn bytes_tensor<'a>(
+    datatype: &'a str,
+    shape: &'a [i64],
+    raw: Option<&'a [u8]>,
+    contents: Option<&'a InferTensorContents>,
+) -> InputTensor<'a> {
+    InputTensor {
+        name: "text",
+        datatype,
+        shape,
+        contents,
+        raw,
+    }
+}
+
+#[test]
+fn bytes_tensors_decode_from_triton_raw_encoding_and_bytes_contents() {
+    use super::tensor::decode_bytes;
+    // Triton's raw encoding: a 4-byte little-endian length, then the bytes.
+    let mut raw = Vec::new();
+    for t in ["hello", "", "日本"] {
+        raw.extend_from_slice(&(t.len() as u32).to_le_bytes());
+        raw.extend_from_slice(t.as_bytes());
+    }
+    let want = vec![b"hello".to_vec(), Vec::new(), "日本".as_bytes().to_vec()];
+    for shape in [&[3][..], &[3, 1][..]] {
+        assert_eq!(
+            decode_bytes(&bytes_tensor("BYTES", shape, Some(&raw), None)).unwrap(),
+            want
+        );
+    }
+    let contents = InferTensorContents {
+        bytes_contents: want.clone(),
+        ..Default::default()
+    };
+    assert_eq!(
+        decode_bytes(&bytes_tensor("BYTES", &[3], None, Some(&contents))).unwrap(),
+        want
+    );
+    // Refusals: datatype, shape, element count, truncated prefix or element, mixed.
+    for (datatype, shape) in [
+        ("FP32", &[3][..]),
+        ("BYTES", &[3, 2][..]),
+        ("BYTES", &[-1][..]),
+    ] {
+        let e = decode_bytes(&bytes_tensor(datatype, shape, Some(&raw), None)).unwrap_err();
+        assert!(matches!(e, TensorError::TextTensor { .. }), "{e}");
+    }
+    let e = decode_bytes(&bytes_tensor("BYTES", &[2], Some(&raw), None)).unwrap_err();
+    assert!(e.to_string().contains("found 3"), "{e}");
+    let e = decode_bytes(&bytes_tensor(
+        "BYTES",
+        &[1],
+        Some(&[5, 0, 0, 0, b'a']),
+        None,
+    ))
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("declares 5 bytes and 1 remain"),
+        "{e}"
+    );
+    let e = decode_bytes(&bytes_tensor("BYTES", &[1], Some(&[1, 0]), None)).unwrap_err();
+    assert!(e.to_string().contains("2 bytes left over"), "{e}");
+    let e = decode_bytes(&bytes_tensor("BYTES", &[4], None, Some(&contents))).unwrap_err();
+    assert!(matches!(e, TensorError::ContentsLength { .. }), "{e}");
+    let e = decode_bytes(&bytes_tensor("BYTES", &[3], Some(&raw), Some(&contents))).unwrap_err();
+    assert!(matches!(e, TensorError::MixedContents { .. }), "{e}");
+}

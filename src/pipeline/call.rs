@@ -60,6 +60,12 @@ pub struct PredictCall {
     pub shape: Vec<u64>,
     /// The input values, row-major.
     pub values: Vec<f32>,
+    /// A text model's input: one text per element, as the caller sent its bytes (the
+    /// pipeline checks that each is UTF-8, so that every front door refuses alike).
+    pub texts: Vec<Vec<u8>>,
+    /// The front door serves embeddings only (OpenAI's `/v1/embeddings`): a model whose
+    /// outputs are class scores is refused (INVALID_ARGUMENT) before anything is spent.
+    pub embeddings_only: bool,
 }
 
 /// A prediction, ready for a front end to encode.
@@ -85,6 +91,8 @@ pub struct PredictOutcome {
     pub flagged_rows: Vec<u32>,
     /// What the release cost, when the model has an output policy other than `none`.
     pub receipt: Option<Receipt>,
+    /// Tokens of a text model's request, after truncation (0 for rows).
+    pub tokens: usize,
 }
 
 /// Explanations, ready for a front end to encode.

@@ -67,6 +67,7 @@ impl From<ApiError> for Status {
             ApiError::Engine(engine) => match engine {
                 EngineError::UnknownModel(_) => Code::NotFound,
                 EngineError::Width { .. }
+                | EngineError::WrongInput { .. }
                 | EngineError::Tokenize { .. }
                 | EngineError::TooManyTokens { .. } => Code::InvalidArgument,
                 EngineError::WrongTask { .. } => Code::FailedPrecondition,

@@ -58,13 +58,15 @@ impl Pipeline {
         record: &mut AuditContext<'c>,
     ) -> Result<ExplainOutcome, ApiError> {
         let Admitted {
-            key,
-            model,
-            values,
-            rows,
-            ..
+            key, model, input, ..
         } = self.admit_call(ctx, Scope::Explain, call, record)?;
-        let config = model.config();
+        let (Some(config), ModelInput::Rows { values, rows }) = (model.mlp_config(), input) else {
+            return Err(ApiError::Precondition(format!(
+                "model {} is a text model; Explain serves MLPs (token attributions are not \
+                 available yet)",
+                model.id()
+            )));
+        };
         let policy = model.privacy();
         if *policy != PrivacyPolicy::None {
             return Err(ApiError::Precondition(format!(
@@ -110,7 +112,12 @@ impl Pipeline {
         // and a flagged row is reported.
         let flagged = match model.screening() {
             Some(spec) => {
-                let out = model.infer(values.clone(), rows).await?;
+                let out = model
+                    .infer(ModelInput::Rows {
+                        values: values.clone(),
+                        rows,
+                    })
+                    .await?;
                 record.engine = Some((out.queue_time, out.compute_time));
                 let Some(scores) = out.sensitivity else {
                     return Err(ApiError::Internal(format!(
@@ -145,7 +152,12 @@ impl Pipeline {
                     self.explain_limits.workers
                 ))
             })?;
-        let mlp = Arc::clone(model.mlp());
+        let Some(mlp) = model.mlp().map(Arc::clone) else {
+            return Err(ApiError::Internal(format!(
+                "model {} has an MLP config but no MLP",
+                config.id
+            )));
+        };
         let features = config.feature_count();
         let b = baseline.clone();
         let (done, explained) = tokio::sync::oneshot::channel();

@@ -26,8 +26,11 @@ use crate::audit::{AuditLog, PredictEvent};
 use crate::engine::explain::{
     Attribution, ExplanationSpec, MAX_POINTS_PER_ROW, integrated_gradients,
 };
-use crate::engine::{LoadedModel, OutputKind, Registry, ScreenAction, argmax_rows};
-use crate::guard::{Admission, Credentials, Guard, InputError, KeyRecord, Scope, validate_rows};
+use crate::engine::{LoadedModel, ModelInput, Registry, ScreenAction, argmax_rows};
+use crate::guard::{
+    Admission, Credentials, Guard, InputError, KeyRecord, Scope, TextLimits, validate_rows,
+    validate_texts,
+};
 use crate::metrics::stats::EngineTimes;
 use crate::metrics::{Metrics, RequestSample, UNKNOWN_MODEL};
 use crate::names::{NameError, validate_id, validate_name};
@@ -59,6 +62,7 @@ pub struct Pipeline {
     /// anchor that stopped advancing): every request is refused, naming why.
     freshness: Option<Arc<crate::state::anchor::Gate>>,
     max_rows: usize,
+    text_limits: TextLimits,
     metrics: Arc<Metrics>,
     unguarded: bool,
     budgets: Option<Budgets>,
@@ -91,6 +95,7 @@ impl Pipeline {
             ready,
             freshness: None,
             max_rows,
+            text_limits: TextLimits::default(),
             metrics: Arc::new(Metrics::new()),
             unguarded: false,
             budgets: None,
@@ -115,6 +120,12 @@ impl Pipeline {
     /// Refuses every request while `gate` is closed (see [`crate::state::anchor::Gate`]).
     pub fn with_freshness_gate(mut self, gate: Arc<crate::state::anchor::Gate>) -> Self {
         self.freshness = Some(gate);
+        self
+    }
+
+    /// Bounds the texts of text models' requests (bytes per text and per request).
+    pub fn with_text_limits(mut self, limits: TextLimits) -> Self {
+        self.text_limits = limits;
         self
     }
 
@@ -266,11 +277,13 @@ impl Pipeline {
                 0
             },
             epsilon: record.epsilon,
+            tokens: record.tokens,
+            padded_tokens: record.padded_tokens,
         };
         match &record.loaded_model {
             Some(m) => m
                 .metrics_cell()
-                .get_or_init(|| self.metrics.model(&m.config().id))
+                .get_or_init(|| self.metrics.model(m.id()))
                 .record(&sample),
             None => self.metrics.model(UNKNOWN_MODEL).record(&sample),
         }
@@ -308,7 +321,8 @@ impl Pipeline {
             (Ok(out), Some(w)) => match w {
                 Ok(()) => Ok(out),
                 Err(e) => Err(Status::unavailable(format!(
-                    "the audit record of this answer could not be written ({e}); the answer                      is withheld"
+                    "the audit record of this answer could not be written ({e}); the answer \
+                     is withheld"
                 ))),
             },
             (result, _) => result,
@@ -369,15 +383,31 @@ impl Pipeline {
     async fn predict_unguarded(&self, call: PredictCall) -> Result<PredictOutcome, ApiError> {
         self.ensure_ready()?;
         let model = self.registry.get(&call.model)?;
-        let config = model.config();
-        let width = config.feature_count();
-        let rows = call.shape.first().copied().unwrap_or(0) as usize;
-        if rows == 0 || call.values.len() != rows * width {
-            return Err(InputError::Empty.into());
-        }
-        let out = model.infer(call.values, rows).await?;
-        let out_width = config.output_count();
-        let indices = argmax_rows(&out.values, out_width);
+        let (input, rows) = match (model.mlp_config(), model.encoder()) {
+            (Some(config), _) => {
+                let width = config.feature_count();
+                let rows = call.shape.first().copied().unwrap_or(0) as usize;
+                if rows == 0 || call.values.len() != rows * width {
+                    return Err(InputError::Empty.into());
+                }
+                let values = call.values;
+                (ModelInput::Rows { values, rows }, rows)
+            }
+            (None, Some(encoder)) => {
+                let texts = validate_texts(&call.texts, &self.text_limits, self.max_rows)?;
+                let tokens = encoder.tokenize(&texts)?;
+                (ModelInput::Tokens(tokens), texts.len())
+            }
+            (None, None) => return Err(ApiError::Internal("a model with no engine".into())),
+        };
+        let out = model.infer(input).await?;
+        let out_width = model.output_width();
+        let indices = if model.has_classes() {
+            argmax_rows(&out.values, out_width)
+        } else {
+            Vec::new()
+        };
+        let labels = model.labels();
         Ok(PredictOutcome {
             model: Arc::clone(&model),
             request_id: String::new(),
@@ -386,11 +416,12 @@ impl Pipeline {
             values: out.values,
             labels: indices
                 .iter()
-                .map(|&i| config.labels.get(i).cloned().unwrap_or_default())
+                .map(|&i| labels.get(i).cloned().unwrap_or_default())
                 .collect(),
             label_indices: indices.into_iter().map(|i| i as u32).collect(),
             flagged_rows: Vec::new(),
             receipt: None,
+            tokens: 0,
         })
     }
 
@@ -435,18 +466,19 @@ impl Pipeline {
                 return Err(e.into());
             }
         };
-        let config = model.config();
         record.model_resolved = true;
-        if !call.version.is_empty() && call.version != config.version {
+        if !call.version.is_empty() && call.version != model.version() {
             return Err(ApiError::Precondition(format!(
                 "model {} is at version {}, request asked for {}",
-                config.id, config.version, call.version
+                model.id(),
+                model.version(),
+                call.version
             )));
         }
         record.version_matched = true;
         let purpose =
             self.guard
-                .check_purpose(&key, declared_purpose, &config.id, &config.purposes)?;
+                .check_purpose(&key, declared_purpose, model.id(), model.purposes())?;
         record.purpose = purpose;
         let mut subject_budget = None;
         if let Some(subject) = ctx.header(&X_SUBJECT_ID) {
@@ -471,22 +503,82 @@ impl Pipeline {
                 Err(e) => return Err(e.into()),
             }
         }
-        if call.shape.is_empty() && call.values.is_empty() {
-            return Err(InputError::Missing.into());
-        }
-        if let Some(audit) = &self.audit {
-            record.input_hmac = Some(audit.input_hmac_hex(&call.values));
-        }
-        let mut values = call.values;
-        let rows = validate_rows(config, &call.shape, &mut values, self.max_rows)?;
-        record.rows = rows as u64;
+        let (input, rows) = self.admit_input(&model, call, record)?;
         Ok(Admitted {
             key,
             model: Arc::clone(&model),
-            values,
+            input,
             rows,
             subject_budget,
         })
+    }
+
+    /// Validates the call's input for the model's kind: numeric rows against an MLP's
+    /// schema, or texts (count, bytes, UTF-8, then the model's own tokenizer and token
+    /// limit) for a text model. The audit record gets the input's keyed digest.
+    fn admit_input(
+        &self,
+        model: &LoadedModel,
+        call: PredictCall,
+        record: &mut AuditContext<'_>,
+    ) -> Result<(ModelInput, usize), ApiError> {
+        if call.embeddings_only && model.has_classes() {
+            return Err(InputError::NotEmbedding {
+                model: model.id().to_string(),
+            }
+            .into());
+        }
+        let has_rows = !call.shape.is_empty() || !call.values.is_empty();
+        let has_texts = !call.texts.is_empty();
+        let expected = model.spec().kind().input_form();
+        match (model.mlp_config(), model.encoder()) {
+            (Some(config), _) => {
+                if has_texts {
+                    return Err(InputError::WrongForm {
+                        model: config.id.clone(),
+                        expected,
+                        found: "texts",
+                    }
+                    .into());
+                }
+                if !has_rows {
+                    return Err(InputError::Missing.into());
+                }
+                if let Some(audit) = &self.audit {
+                    record.input_hmac = Some(audit.input_hmac_hex(&call.values));
+                }
+                let mut values = call.values;
+                let rows = validate_rows(config, &call.shape, &mut values, self.max_rows)?;
+                record.rows = rows as u64;
+                Ok((ModelInput::Rows { values, rows }, rows))
+            }
+            (None, Some(encoder)) => {
+                if has_rows {
+                    return Err(InputError::WrongForm {
+                        model: model.id().to_string(),
+                        expected,
+                        found: "numeric rows",
+                    }
+                    .into());
+                }
+                if let Some(audit) = &self.audit {
+                    record.input_hmac = Some(audit.input_hmac_hex_texts(&call.texts));
+                }
+                let texts = validate_texts(&call.texts, &self.text_limits, self.max_rows)?;
+                record.rows = texts.len() as u64;
+                // Tokenized here, before anything is spent: a text over a `refuse` limit is
+                // refused (INVALID_ARGUMENT, naming the text, its tokens and the limit) with
+                // no quota or budget taken.
+                let bytes: usize = texts.iter().map(|t| t.len()).sum();
+                let tokens = off_the_reactor(bytes, || encoder.tokenize(&texts))?;
+                record.tokens = tokens.iter().map(|t| t.len() as u64).sum();
+                Ok((ModelInput::Tokens(tokens), texts.len()))
+            }
+            (None, None) => Err(ApiError::Internal(format!(
+                "model {} has no engine",
+                model.id()
+            ))),
+        }
     }
 
     async fn predict_inner<'c>(
@@ -498,33 +590,37 @@ impl Pipeline {
         let Admitted {
             key,
             model,
-            values,
+            input,
             rows,
             subject_budget,
         } = self.admit_call(ctx, Scope::Predict, call, record)?;
-        let config = model.config();
+        let model_id = model.id();
         // The steps that spend come last, and are handed back if nothing is released.
         let policy = *model.privacy();
-        let softmax = config.architecture.output == OutputKind::Softmax;
-        let width = config.output_count();
+        let softmax = model.softmax();
+        let width = model.output_width();
         let per_row = policy
             .per_row(softmax, width)
-            .map_err(|e| ApiError::Internal(format!("privacy policy of {}: {e}", config.id)))?;
+            .map_err(|e| ApiError::Internal(format!("privacy policy of {model_id}: {e}")))?;
         let charge = Charge::of(&per_row, rows);
         let dp_rng = match (policy, &self.dp_rng) {
             (PrivacyPolicy::None, _) => None,
             (_, Some(rng)) => Some(rng),
             (_, None) => {
                 return Err(ApiError::Internal(format!(
-                    "model {} has the {} privacy policy, but this pipeline has no noise \
-                     generator seeded from the OS (Pipeline::with_privacy)",
-                    config.id,
+                    "model {model_id} has the {} privacy policy, but this pipeline has no \
+                     noise generator seeded from the OS (Pipeline::with_privacy)",
                     policy.name()
                 )));
             }
         };
         let now = unix_now();
-        let admission = self.guard.admit(&key, now)?;
+        // A text request counts its tokens where the limits count tokens (`[rate] unit`).
+        let admission = if model.encoder().is_some() {
+            self.guard.admit_text(&key, now, record.tokens)?
+        } else {
+            self.guard.admit(&key, now)?
+        };
         let reservation = if charge.is_zero() {
             None
         } else {
@@ -544,7 +640,7 @@ impl Pipeline {
             drop(admission);
         };
         let request_id = record.new_request_id();
-        let out = match model.infer(values, rows).await {
+        let out = match model.infer(input).await {
             Ok(out) => out,
             Err(e) => {
                 refund(reservation, admission);
@@ -552,6 +648,7 @@ impl Pipeline {
             }
         };
         record.engine = Some((out.queue_time, out.compute_time));
+        record.padded_tokens = out.padded_tokens as u64;
         record.engine_times = EngineTimes {
             queue: out.queue_time,
             compute_input: out.input_time,
@@ -580,7 +677,12 @@ impl Pipeline {
         let released = match dp_rng {
             // Nothing to add: no copy, no lock on the noise generator.
             None => Ok(Released {
-                labels: argmax_rows(&out.values, width),
+                // An embedding has no classes: no argmax.
+                labels: if model.has_classes() {
+                    argmax_rows(&out.values, width)
+                } else {
+                    Vec::new()
+                },
                 values: Some(out.values),
                 charge: Charge::default(),
             }),
@@ -600,7 +702,7 @@ impl Pipeline {
         let indices = released.labels;
         let labels = indices
             .iter()
-            .map(|&i| config.labels.get(i).cloned().unwrap_or_default())
+            .map(|&i| model.labels().get(i).cloned().unwrap_or_default())
             .collect();
         let budget_status = reservation.as_ref().map(Reservation::status);
         let delta = self.budgets.as_ref().map_or(1e-6, |b| b.config().delta);
@@ -623,7 +725,7 @@ impl Pipeline {
             request_id = %request_id,
             principal = %key.principal,
             purpose = record.purpose.unwrap_or("-"),
-            model = %config.id,
+            model = %model_id,
             rows,
             batch_rows = out.batch_rows,
             queue_us = out.queue_time.as_micros() as u64,
@@ -640,7 +742,27 @@ impl Pipeline {
             labels,
             flagged_rows: flagged,
             receipt,
+            tokens: record.tokens as usize,
         })
+    }
+}
+
+/// Texts of more bytes than this are tokenized with the runtime told that the thread blocks.
+const BLOCKING_TOKENIZE_BYTES: usize = 16 << 10;
+
+/// Runs `f` (CPU-bound work of `bytes` of input, such as tokenization) on the calling async
+/// worker; past [`BLOCKING_TOKENIZE_BYTES`], on a multi-threaded runtime, with
+/// `block_in_place`, so that the worker's other requests move to another thread rather than
+/// wait behind a megabyte of text.
+fn off_the_reactor<T>(bytes: usize, f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h)
+            if bytes > BLOCKING_TOKENIZE_BYTES
+                && h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+        {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 
@@ -683,7 +805,7 @@ impl AuditContext<'_> {
 struct Admitted {
     key: Arc<KeyRecord>,
     model: Arc<LoadedModel>,
-    values: Vec<f32>,
+    input: ModelInput,
     rows: usize,
     /// The data subject's budget key ([`Subjects::budget_key`]), when the call names one.
     subject_budget: Option<String>,
@@ -709,6 +831,10 @@ struct AuditContext<'c> {
     input_hmac: Option<[u8; 64]>,
     flagged_rows: Vec<u32>,
     rows: u64,
+    /// Tokens of a text model's request (after truncation).
+    tokens: u64,
+    /// Tokens its forward passes computed, padding included (its share of its batches).
+    padded_tokens: u64,
     /// The loaded model the request named (its id is the metrics label).
     loaded_model: Option<Arc<LoadedModel>>,
     /// Queue and compute time, once the engine answered.

@@ -141,6 +141,8 @@ fn call(model: &str, rows: &[Vec<f32>]) -> PredictCall {
         version: String::new(),
         shape: vec![rows.len() as u64, rows.first().map_or(0, Vec::len) as u64],
         values: rows.concat(),
+        texts: Vec::new(),
+        embeddings_only: false,
     }
 }
 

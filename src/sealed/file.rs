@@ -60,6 +60,21 @@ pub struct VerifiedSealedFile<M = ModelConfig> {
     publisher: PublisherKey,
 }
 
+/// The format version in a sealed file's header ([`MANIFEST_VERSION`] for a single
+/// safetensors file, [`BUNDLE_VERSION`] for a model directory), read without reading or
+/// trusting the rest: a loader picks its path with it, then verifies everything.
+pub fn peek_format(path: &Path) -> Result<u16, SealedError> {
+    use std::io::Read;
+    let mut header = [0u8; 10];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .map_err(|e| SealedError::io(path, e))?;
+    if &header[..8] != MAGIC.as_slice() {
+        return Err(SealedError::BadMagic);
+    }
+    Ok(u16::from_be_bytes([header[8], header[9]]))
+}
+
 impl SealedFile {
     /// Reads a sealed MLP straight into locked memory and parses it.
     pub fn read(path: &Path) -> Result<Self, SealedError> {

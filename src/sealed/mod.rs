@@ -29,7 +29,7 @@ pub mod stream;
 pub use error::SealedError;
 pub use file::{
     FORMAT_VERSION, MAGIC, Plaintext, SUPPORTED_VERSIONS, SealOptions, Sealed, SealedFile,
-    Unsealed, VerifiedSealedFile, seal, seal_bundle, unseal, unseal_as, unseal_file,
+    Unsealed, VerifiedSealedFile, peek_format, seal, seal_bundle, unseal, unseal_as, unseal_file,
     unseal_file_as,
 };
 pub use manifest::{BUNDLE_VERSION, EntryInfo, Manifest, SealedModel};

@@ -19,6 +19,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_DATA_DIR: &str = "confidant-data";
 /// Default largest gRPC message, in bytes (16 MiB).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// Default OpenAI-compatible embeddings endpoint (HTTPS), loopback only.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:50052";
 /// Default Prometheus endpoint (Triton's metrics port), loopback only.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:8002";
 /// Default most rows per Predict request.
@@ -66,6 +68,8 @@ pub struct ServeFile {
     pub listen: Option<String>,
     /// Prometheus `/metrics` listen address, `host:port`, or `off`.
     pub metrics_listen: Option<String>,
+    /// OpenAI-compatible embeddings API (HTTPS) listen address, `host:port`, or `off`.
+    pub http_listen: Option<String>,
     /// Data directory.
     pub data_dir: Option<PathBuf>,
     /// TLS certificate and key; absent means self-signed at start.
@@ -110,6 +114,9 @@ pub struct ServeFile {
     /// Explanations: the most work one request may cost, and the workers of all.
     #[serde(default)]
     pub explain: crate::pipeline::ExplainLimits,
+    /// Text models: the most bytes per text and per request.
+    #[serde(default)]
+    pub text: crate::guard::TextLimits,
 }
 
 /// Default audit retention, in days.
@@ -229,6 +236,9 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Where `/metrics` is served (plain HTTP), if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where `/v1/embeddings` and `/v1/models` are served (HTTPS, the gRPC port's TLS
+    /// identity), if anywhere.
+    pub http_listen: Option<SocketAddr>,
     /// Data directory (created 0700 if absent).
     pub data_dir: PathBuf,
     /// Configured TLS identity, else self-signed.
@@ -266,6 +276,8 @@ pub struct ServeConfig {
     pub without_freshness_anchor: bool,
     /// Explanations: the most work one request may cost, and the workers of all.
     pub explain: crate::pipeline::ExplainLimits,
+    /// Text models: the most bytes per text and per request.
+    pub text: crate::guard::TextLimits,
     /// Benchmarks only: serve with every guard off (no authentication, purposes, input
     /// validation, rate limits, screening or audit records), as the baseline that the
     /// guard-overhead benchmark compares against. Reachable from no flag and no config
@@ -299,6 +311,7 @@ impl ServeConfig {
         crate::state::check_deployment(&self.deployment)
             .map_err(|e| ServerError::Config(format!("--deployment: {e}")))?;
         self.explain.validate().map_err(ServerError::Config)?;
+        self.text.validate().map_err(ServerError::Config)?;
         for (id, spec) in &self.screening {
             spec.validate()
                 .map_err(|e| ServerError::Config(format!("screening.{id}: {e}")))?;

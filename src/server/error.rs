@@ -78,6 +78,9 @@ pub enum ServerError {
     /// A sealed model could not be loaded onto its device.
     #[error(transparent)]
     Load(#[from] crate::loading::LoadError),
+    /// The embeddings API could not start.
+    #[error(transparent)]
+    OpenAi(#[from] crate::openai::OpenAiError),
     /// The demo's key-release chain failed.
     #[error(transparent)]
     Demo(#[from] crate::demo::DemoError),

@@ -32,12 +32,21 @@ impl pb::inference_server::Inference for InferenceService {
             version: req.version,
             shape: input.shape,
             values: input.values,
+            texts: req.texts.into_iter().map(String::into_bytes).collect(),
+            embeddings_only: false,
         };
         let out = self.pipeline.predict(&ctx, call).await?;
-        let config = out.model.config();
+        let model = &out.model;
         Ok(Response::new(pb::PredictResponse {
-            model: config.id.clone(),
-            model_version: config.version.clone(),
+            model: model.id().to_string(),
+            model_version: model.version().to_string(),
+            output_kind: if model.has_classes() {
+                "scores"
+            } else {
+                "embedding"
+            }
+            .into(),
+            tokens: out.tokens as u64,
             request_id: out.request_id,
             output: Some(pb::Tensor {
                 shape: vec![out.rows as u64, out.width as u64],
@@ -73,13 +82,14 @@ impl pb::inference_server::Inference for InferenceService {
             version: req.version,
             shape: input.shape,
             values: input.values,
+            texts: Vec::new(),
+            embeddings_only: false,
         };
         let out = self.pipeline.explain(&ctx, call, req.target).await?;
-        let config = out.model.config();
         let a = &out.attributions;
         Ok(Response::new(pb::ExplainResponse {
-            model: config.id.clone(),
-            model_version: config.version.clone(),
+            model: out.model.id().to_string(),
+            model_version: out.model.version().to_string(),
             request_id: out.request_id,
             attributions: Some(pb::Tensor {
                 shape: vec![out.rows as u64, out.features as u64],
@@ -110,21 +120,44 @@ impl pb::inference_server::Inference for InferenceService {
             .registry()
             .list()
             .into_iter()
-            .map(|m| {
-                let c = m.config();
-                pb::ModelInfo {
-                    id: c.id.clone(),
-                    version: c.version.clone(),
-                    features: c.input.features.clone(),
-                    feature_min: c.input.min.clone(),
-                    feature_max: c.input.max.clone(),
-                    labels: c.labels.clone(),
-                    output: c.architecture.output.as_str().to_string(),
-                    weights_sha256: m.provenance().weights_sha256.clone(),
-                    publisher_key_id: m.provenance().publisher_key_id.clone(),
-                }
-            })
+            .map(|m| model_info(&m))
             .collect();
         Ok(Response::new(pb::ListModelsResponse { models }))
     }
+}
+
+/// What `ListModels` says about one model, of either kind.
+fn model_info(m: &crate::engine::LoadedModel) -> pb::ModelInfo {
+    let mut info = pb::ModelInfo {
+        id: m.id().to_string(),
+        version: m.version().to_string(),
+        labels: m.labels().to_vec(),
+        weights_sha256: m.provenance().weights_sha256.clone(),
+        publisher_key_id: m.provenance().publisher_key_id.clone(),
+        kind: m.spec().kind().as_str().to_string(),
+        output_width: u32::try_from(m.output_width()).unwrap_or(u32::MAX),
+        ..Default::default()
+    };
+    if let Some(c) = m.mlp_config() {
+        info.features.clone_from(&c.input.features);
+        info.feature_min.clone_from(&c.input.min);
+        info.feature_max.clone_from(&c.input.max);
+        info.output = c.architecture.output.as_str().to_string();
+    }
+    if let Some(c) = m.text_config() {
+        let a = &c.architecture;
+        info.task = a.task.as_str().to_string();
+        info.max_tokens = u32::try_from(a.max_tokens).unwrap_or(u32::MAX);
+        info.truncation = match a.truncation {
+            crate::engine::config::Truncation::Truncate => "truncate",
+            crate::engine::config::Truncation::Refuse => "refuse",
+        }
+        .to_string();
+        info.output = if m.has_classes() {
+            c.output_kind().as_str().to_string()
+        } else {
+            "embedding".to_string()
+        };
+    }
+    info
 }

@@ -25,9 +25,9 @@ use crate::files::{create_private_dir, write_file};
 use crate::pipeline::Pipeline;
 use crate::tls::{self, TlsIdentity};
 pub use config::{
-    AuditSettings, BrokerSettings, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_MAX_ROWS, DEFAULT_METRICS_LISTEN, ModelSource, PrivacySettings, ServeConfig, ServeFile,
-    TlsFiles,
+    AuditSettings, BrokerSettings, DEFAULT_DATA_DIR, DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN,
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_ROWS, DEFAULT_METRICS_LISTEN, ModelSource,
+    PrivacySettings, ServeConfig, ServeFile, TlsFiles,
 };
 pub use error::ServerError;
 use inference::InferenceService;
@@ -45,6 +45,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The bound `/metrics` address, if enabled.
     pub metrics_addr: Option<SocketAddr>,
+    /// The bound embeddings API (HTTPS) address, if enabled.
+    pub http_addr: Option<SocketAddr>,
     /// On the first start in demo mode: the demo API key, to show once.
     pub demo_api_key: Option<ApiKeySecret>,
 }
@@ -106,6 +108,26 @@ pub async fn run(
                     source,
                 })?,
         ),
+        None => None,
+    };
+    let http_listener = match config.http_listen {
+        Some(at) => Some(
+            TcpListener::bind(at)
+                .await
+                .map_err(|source| ServerError::Io {
+                    what: format!(
+                        "listen for the embeddings API on {at} (set --http-listen, or off)"
+                    ),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let http_addr = match &http_listener {
+        Some(l) => Some(l.local_addr().map_err(|source| ServerError::Io {
+            what: "embeddings API local address".into(),
+            source,
+        })?),
         None => None,
     };
     let metrics_addr = match &metrics_listener {
@@ -189,6 +211,7 @@ pub async fn run(
     .with_metrics(Arc::clone(&metrics))
     .with_freshness_gate(Arc::clone(&gate))
     .with_explain_limits(config.explain)
+    .with_text_limits(config.text)
     .with_privacy(crate::privacy::budget::Budgets::new(
         Arc::clone(&db),
         config.privacy.budget,
@@ -252,6 +275,16 @@ pub async fn run(
             .client_ca_root(tonic::transport::Certificate::from_pem(pem))
             .client_auth_optional(true);
         tracing::info!(client_ca = %ca.display(), "mutual TLS enabled");
+    }
+    // The OpenAI-compatible door: the same pipeline, on the same TLS identity.
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    if let Some(listener) = http_listener {
+        let tls = crate::openai::tls_config(&identity.cert_pem, &identity.key_pem)?;
+        // A body holds the texts JSON-escaped: room for the largest request at 6 bytes a
+        // byte (`\u00XX`) and the fields around it.
+        let limit = config.text.max_request_bytes.saturating_mul(6) + (64 << 10);
+        let app = crate::openai::router(pipeline.clone(), limit);
+        tokio::spawn(crate::openai::serve(listener, tls, app, http_stop_rx));
     }
     let server = Server::builder()
         .tls_config(tls_config)?
@@ -349,8 +382,8 @@ pub async fn run(
                 .await;
             for m in registry.list() {
                 tracing::info!(
-                    model = %m.config().id,
-                    version = %m.config().version,
+                    model = %m.id(),
+                    version = %m.version(),
                     weights_sha256 = %m.provenance().weights_sha256,
                     screening = m.screening().map_or("off", |s| s.action.as_str()),
                     "model ready"
@@ -359,12 +392,14 @@ pub async fn run(
             on_ready(&Running {
                 addr,
                 metrics_addr,
+                http_addr,
                 demo_api_key,
             });
             let _ = shutdown_seen.wait_for(|s| *s).await;
         }
         Some(Err(e)) => {
             let _ = stop_tx.send(());
+            let _ = http_stop_tx.send(());
             let _ = metrics_stop_tx.send(());
             stop_outbox(outbox).await;
             let _ = serve.await;
@@ -384,6 +419,7 @@ pub async fn run(
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
     let _ = stop_tx.send(());
+    let _ = http_stop_tx.send(());
     let _ = metrics_stop_tx.send(());
     stop_outbox(outbox).await;
     let result = serve.await.map_err(|e| ServerError::Task {

@@ -61,7 +61,8 @@ pub(super) async fn load_models(
                 let verified = blocking({
                     let (path, trusted) = (source.sealed.clone(), Arc::clone(&trusted));
                     move || {
-                        sealed::SealedFile::read(&path)
+                        // Any kind: the key resource is read from the verified manifest.
+                        sealed::SealedFile::<crate::engine::ModelSpec>::read_as(&path)
                             .and_then(|f| f.verify(&trusted))
                             .map_err(|e| ServerError::Model {
                                 path: path.display().to_string(),
@@ -180,7 +181,7 @@ fn load_one(
     registry: &Registry,
     device: &candle_core::Device,
 ) -> Result<(), ServerError> {
-    let loaded = crate::loading::load_sealed_model(
+    let loaded = crate::loading::load_sealed_any(
         sealed_path,
         key,
         trusted,
@@ -190,6 +191,12 @@ fn load_one(
             verify_digests: config.verify_digests,
         },
     )?;
+    let loaded = match loaded {
+        crate::loading::LoadedAny::Mlp(m) => *m,
+        crate::loading::LoadedAny::Text(t) => {
+            return insert_text(sealed_path, *t, config, registry);
+        }
+    };
     let provenance = Provenance {
         weights_sha256: loaded.manifest.weights.sha256.clone(),
         publisher_key_id: loaded.publisher_key_id,
@@ -211,5 +218,36 @@ fn load_one(
             path: sealed_path.display().to_string(),
             source: e,
         })?;
+    Ok(())
+}
+
+/// Serves a loaded text encoder. Screening and output privacy from the server config apply
+/// as the registry allows them for text models (see [`Registry::insert_text`]).
+fn insert_text(
+    sealed_path: &Path,
+    loaded: crate::loading::LoadedText,
+    config: &ServeConfig,
+    registry: &Registry,
+) -> Result<(), ServerError> {
+    let provenance = Provenance {
+        weights_sha256: loaded.manifest.weights.sha256.clone(),
+        publisher_key_id: loaded.publisher_key_id,
+    };
+    let id = loaded.manifest.model.id().to_string();
+    let options = if config.unguarded_benchmark_baseline {
+        ServingOptions::default()
+    } else {
+        ServingOptions {
+            screening: config.screening.get(&id).copied(),
+            privacy: config.privacy.models.get(&id).copied(),
+        }
+    };
+    let model = registry
+        .insert_text(Arc::new(loaded.encoder), provenance, config.batch, options)
+        .map_err(|e| ServerError::Engine {
+            path: sealed_path.display().to_string(),
+            source: e,
+        })?;
+    tracing::info!(model = %model.label(), kind = "bert", "text model loaded");
     Ok(())
 }

@@ -33,6 +33,8 @@ pub struct Server {
     pub cert: PathBuf,
     /// `http://HOST:PORT/metrics`, when the server serves metrics.
     pub metrics_url: Option<String>,
+    /// `https://HOST:PORT/v1`, when the server serves the embeddings API.
+    pub http_url: Option<String>,
     pub stderr: Arc<Mutex<Vec<String>>>,
 }
 
@@ -62,6 +64,11 @@ impl Server {
             } else {
                 &["--metrics-listen", "127.0.0.1:0"][..]
             })
+            .args(if args.contains(&"--http-listen") {
+                &[][..]
+            } else {
+                &["--http-listen", "127.0.0.1:0"][..]
+            })
             .args(args)
             .env_remove("CONFIDANT_DATA_DIR")
             .stdout(Stdio::piped())
@@ -86,6 +93,7 @@ impl Server {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let mut api_key = None;
         let mut metrics_url = None;
+        let mut http_url = None;
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) => {
@@ -96,6 +104,9 @@ impl Server {
                     }
                     if let Some(url) = line.strip_prefix("confidant: metrics on ") {
                         metrics_url = Some(url.trim().to_string());
+                    }
+                    if let Some(url) = line.strip_prefix("confidant: embeddings API on ") {
+                        http_url = Some(url.trim().to_string());
                     }
                     if let Some(rest) = line.strip_prefix("confidant: serving on ") {
                         let addr = rest.split_whitespace().next().unwrap().to_string();
@@ -111,6 +122,7 @@ impl Server {
                             addr,
                             cert,
                             metrics_url,
+                            http_url,
                             stderr,
                         });
                     }

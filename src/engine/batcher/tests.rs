@@ -28,6 +28,7 @@ fn concurrent_requests_are_coalesced_and_answers_match_single_runs() {
             max_batch: 64,
             max_wait_us: 50_000,
             queue_capacity: 64,
+            ..BatchConfig::default()
         },
     )
     .unwrap();
@@ -63,6 +64,7 @@ fn a_full_queue_refuses_instead_of_growing() {
             max_batch: 1,
             max_wait_us: 0,
             queue_capacity: 1,
+            ..BatchConfig::default()
         },
     )
     .unwrap();
@@ -90,6 +92,7 @@ fn oversized_request_runs_alone_and_batches_respect_max_batch() {
             max_batch: 4,
             max_wait_us: 1000,
             queue_capacity: 16,
+            ..BatchConfig::default()
         },
     )
     .unwrap();
@@ -112,6 +115,10 @@ fn batch_config_ranges() {
         },
         BatchConfig {
             max_wait_us: 2_000_000,
+            ..BatchConfig::default()
+        },
+        BatchConfig {
+            max_padded_tokens: 0,
             ..BatchConfig::default()
         },
     ] {

@@ -145,6 +145,10 @@ impl TextEncoder for BertEncoder {
         &self.config
     }
 
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
     fn embedding_width(&self) -> usize {
         self.shape.hidden_size
     }
