@@ -1159,6 +1159,8 @@ async fn a_restored_data_dir_is_refused_until_an_authorized_reset_and_a_second_i
             "127.0.0.1:0",
             "--metrics-listen",
             "off",
+            "--http-listen",
+            "off",
         ];
         twin_args.extend(serve_args(twin.to_str().unwrap(), sealed_s, pub_s, &broker));
         let mut second = Proc::spawn(&twin_args);
@@ -1217,6 +1219,8 @@ async fn a_restored_data_dir_is_refused_until_an_authorized_reset_and_a_second_i
         "--listen",
         "127.0.0.1:0",
         "--metrics-listen",
+        "off",
+        "--http-listen",
         "off",
     ];
     full.extend_from_slice(&args);
