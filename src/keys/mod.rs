@@ -38,5 +38,5 @@ mod tests;
 
 pub use broker::{BrokerConfig, RunningBroker};
 pub use client::{BrokerEndpoint, anchor_request, fetch_resource, fetch_resource_retrying};
-pub use error::{BrokerError, BrokerStartError, JcsError, JweError, RcarError};
+pub use error::{BrokerError, BrokerStartError, GpuEvidenceError, JcsError, JweError, RcarError};
 pub use jwe::{TeeKeyPair, TeePubKey};
