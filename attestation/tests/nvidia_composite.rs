@@ -145,3 +145,28 @@ fn a_rim_for_another_version_fails_the_judgement_but_not_integrity() {
     assert!(is_intact(&v));
     assert!(!judge_gpus(&policy("[gpu]\ncc_mode = \"on\"\n"), &[v]).is_empty());
 }
+
+#[test]
+fn rims_for_picks_the_reports_driver_and_vbios_rims_or_says_which_is_missing() {
+    use confidant_attestation::nvidia::composite::{HeldRim, rims_for};
+    let evidence = GpuEvidence::new(REPORT.to_vec(), CHAIN.to_owned());
+    let held = [
+        HeldRim::read(VBIOS_RIM.to_vec()).unwrap(),
+        HeldRim::read(DRIVER_RIM.to_vec()).unwrap(),
+    ];
+    let [driver, vbios] = rims_for(&evidence, &held).unwrap();
+    assert_eq!(driver, DRIVER_RIM);
+    assert_eq!(vbios, VBIOS_RIM);
+    let err = rims_for(&evidence, &held[..1]).unwrap_err();
+    assert!(
+        err.contains("no driver RIM for version 545.00 on GH100"),
+        "{err}"
+    );
+    let twice = [held[0].clone(), held[1].clone(), held[1].clone()];
+    assert!(
+        rims_for(&evidence, &twice)
+            .unwrap_err()
+            .contains("more than one driver")
+    );
+    assert!(rims_for(&evidence, &[]).is_err());
+}

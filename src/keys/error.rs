@@ -196,6 +196,9 @@ pub enum BrokerStartError {
     /// The TDX collateral given to `broker serve` could not be loaded.
     #[error(transparent)]
     Collateral(#[from] super::collateral::CollateralError),
+    /// The GPU references (RIMs, OCSP responses) given to `broker serve` could not be loaded.
+    #[error(transparent)]
+    GpuReferences(#[from] super::gpu_references::GpuReferenceError),
     /// A release policy stored in the database no longer loads (it was set before policies
     /// had to pin what they accept); set it again with `broker set-policy`.
     #[error(
@@ -263,7 +266,9 @@ pub enum GpuEvidenceError {
     #[error("additional_evidence is not GPU evidence ({{\"nvidia_gpus\":[...]}}): {0}")]
     Parse(String),
     /// The list is empty (a server on CPU sends `""`) or longer than the limit.
-    #[error("additional_evidence holds {count} GPU evidences; 1 to {max} are accepted (a server on CPU sends \"\")")]
+    #[error(
+        "additional_evidence holds {count} GPU evidences; 1 to {max} are accepted (a server on CPU sends \"\")"
+    )]
     Count {
         /// How many it holds.
         count: usize,

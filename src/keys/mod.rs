@@ -28,6 +28,7 @@ pub mod broker;
 pub mod client;
 pub mod collateral;
 pub mod error;
+pub mod gpu_references;
 pub mod jcs;
 pub mod jwe;
 pub mod protocol;

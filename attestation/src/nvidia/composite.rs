@@ -30,7 +30,10 @@
 
 use sha2::{Digest as _, Sha256};
 
-use super::{GpuCheck, GpuFailure, GpuVerdict, Outcome};
+use super::{
+    GpuCheck, GpuEvidence, GpuFailure, GpuVerdict, Outcome, RimContent, RimError, RimKind,
+    SpdmReport,
+};
 use crate::policy::Policy;
 use crate::verdict::{Check, Failure, Failures};
 
@@ -152,4 +155,63 @@ pub fn judge_gpus(policy: &Policy, gpus: &[GpuVerdict]) -> Vec<Failure> {
         }
     }
     failures.into_vec()
+}
+
+/// A RIM a verifier holds (its operator supplies NVIDIA's `.swidtag` files): what it says and
+/// its bytes, for [`rims_for`].
+#[derive(Debug, Clone)]
+pub struct HeldRim {
+    /// What it says (read, signature not yet checked: [`super::verify_gpu`] checks it).
+    pub content: RimContent,
+    /// The file.
+    pub bytes: Vec<u8>,
+}
+
+impl HeldRim {
+    /// Reads a RIM file.
+    pub fn read(bytes: Vec<u8>) -> Result<Self, RimError> {
+        let (content, _signature) = super::rim::read(&bytes)?;
+        Ok(Self { content, bytes })
+    }
+}
+
+/// The driver and VBIOS RIMs among `held` for one GPU's evidence: the RIMs whose version is
+/// the report's and whose product is the GPU's chip (CHIP_INFO, else the leaf certificate's
+/// name). Both or neither: `Err` says which is missing, and the caller then verifies without
+/// RIMs, so that a policy needing them (`cc_mode = "on"`) refuses with that reason.
+pub fn rims_for<'a>(evidence: &GpuEvidence, held: &'a [HeldRim]) -> Result<[&'a [u8]; 2], String> {
+    let report = SpdmReport::parse(&evidence.report).map_err(|e| e.to_string())?;
+    let chip = report.opaque.chip_info.clone().or_else(|| {
+        super::certs::parse_pem_chain(evidence.certificate_chain.as_bytes())
+            .ok()
+            .and_then(|c| c.first().and_then(super::chip_from_cert))
+    });
+    let pick = |kind: RimKind, version: Option<&str>| -> Result<&'a [u8], String> {
+        let version =
+            version.ok_or_else(|| format!("the report has no {} version", kind.name()))?;
+        let chip = chip.as_deref().ok_or("the GPU's chip is unknown")?;
+        let mut found = held.iter().filter(|r| {
+            r.content.kind == kind
+                && r.content.colloquial_version.eq_ignore_ascii_case(version)
+                && r.content.product.eq_ignore_ascii_case(chip)
+        });
+        match (found.next(), found.next()) {
+            (Some(one), None) => Ok(one.bytes.as_slice()),
+            (None, _) => Err(format!(
+                "no {} RIM for version {version} on {chip} is held",
+                kind.name()
+            )),
+            (Some(_), Some(_)) => Err(format!(
+                "more than one {} RIM for version {version} on {chip} is held",
+                kind.name()
+            )),
+        }
+    };
+    let driver = pick(RimKind::Driver, report.opaque.driver_version.as_deref());
+    let vbios = pick(RimKind::Vbios, report.opaque.vbios_version.as_deref());
+    match (driver, vbios) {
+        (Ok(d), Ok(v)) => Ok([d, v]),
+        (Err(a), Err(b)) => Err(format!("{a}; {b}")),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
 }

@@ -99,7 +99,7 @@ impl Recorder {
 const NOT_PARSED: &str = "report not parsed";
 
 /// The chip a leaf certificate names (`GH100 A01 GSP FMC LF` → `GH100`).
-fn chip_from_cert(cert: &Cert) -> Option<String> {
+pub(crate) fn chip_from_cert(cert: &Cert) -> Option<String> {
     cert.common_name()?
         .split_whitespace()
         .next()

@@ -61,6 +61,7 @@ fn attested() -> Attested {
         appraised: appraised.unwrap(),
         tee_pubkey: TeeKeyPair::generate().unwrap().public_key().clone(),
         report_data: [0; 64],
+        gpus: Vec::new(),
     }
 }
 
@@ -158,6 +159,7 @@ fn attested_sessions_are_bounded_and_never_crowded_out_by_challenges() {
         appraised: claims.appraised.clone(),
         tee_pubkey: claims.tee_pubkey.clone(),
         report_data: claims.report_data,
+        gpus: Vec::new(),
     };
     s.attest("s1", peer(1), again(), now).unwrap();
     s.attest("s2", peer(1), again(), now).unwrap();
