@@ -44,6 +44,8 @@ mod rcar;
 pub mod sessions;
 
 #[cfg(test)]
+mod gpu_tests;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;

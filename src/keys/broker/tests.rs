@@ -340,12 +340,12 @@ async fn oversized_evidence_and_long_certificate_tables_are_refused() {
     assert_eq!((s, kind.as_str()), (400, "InvalidRequest"), "{detail}");
     assert!(detail.contains("cert_chain has 5 entries"), "{detail}");
 
-    // 100 KiB of additional evidence: over the cap, refused by size (413).
+    // Additional evidence over the cap: refused by size (413).
     let mut conn = f.endpoint.connect().await.unwrap();
     let challenge = conn.auth("snp").await.unwrap();
     let mut request =
         attest_request(f.attester.as_ref(), &challenge.nonce, key.public_key()).unwrap();
-    request.tee_evidence.additional_evidence = "x".repeat(100 << 10);
+    request.tee_evidence.additional_evidence = "x".repeat(super::DEFAULT_MAX_EVIDENCE_BYTES);
     // The broker answers 413 from the headers and closes without reading the body, so the
     // client sees either that answer or, when the close wins the race with its upload, a
     // connection closed while the body was being written. Either way nothing is attested.
