@@ -78,13 +78,13 @@ pub fn serving_devices(spec: DeviceSpec) -> Vec<u32> {
 pub fn for_device(cpu: Arc<dyn Attester>, spec: DeviceSpec) -> Arc<dyn Attester> {
     let devices = serving_devices(spec);
     if devices.is_empty() {
-        tracing::info!("serving on CPU: attestations carry no GPU evidence");
+        tracing::info!("models run on the CPU: attestations carry no GPU evidence");
         return cpu;
     }
     tracing::info!(
         devices = ?devices,
-        "serving on CUDA: every attestation carries the GPUs' evidence (NVML); without it \
-         no key is released"
+        "models run on CUDA: every attestation carries the GPUs' evidence (NVML); without \
+         it no key is released"
     );
     Arc::new(WithGpus::new(
         cpu,
@@ -96,7 +96,7 @@ pub fn for_device(cpu: Arc<dyn Attester>, spec: DeviceSpec) -> Arc<dyn Attester>
 /// A description of what an attester's GPU evidence covers, for logs.
 pub fn describe(attester: &dyn Attester) -> String {
     match attester.gpus() {
-        [] => "none (serving on CPU)".to_owned(),
+        [] => "none (models on the CPU)".to_owned(),
         gpus => format!(
             "{} GPU(s): {}",
             gpus.len(),
