@@ -68,8 +68,10 @@ pub async fn run(
     crate::files::restrict_dir(&config.data_dir)?;
     // The state key first: nothing persisted is opened without it.
     // On CUDA every attestation also carries the GPUs' evidence (fail closed, tee::gpu).
-    let attester: Arc<dyn crate::tee::Attester> =
-        crate::tee::gpu::for_device(Arc::from(crate::tee::detect()?), config.device);
+    let attester: Arc<dyn crate::tee::Attester> = crate::tee::gpu::for_devices(
+        Arc::from(crate::tee::detect()?),
+        crate::gpu::serving_ordinals(config.device),
+    );
     let state_key = state::obtain(&config, Arc::clone(&attester)).await?;
     let db = Arc::new(Database::open_encrypted_in(
         &config.data_dir,

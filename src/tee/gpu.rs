@@ -10,7 +10,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::{Attester, AttesterKind, Evidence, GpuEvidence, TeeError};
-use crate::gpu::DeviceSpec;
 
 /// Where GPU evidence comes from: NVML in production; tests substitute recorded evidence
 /// (which a broker refuses outside tests: its nonce is not the session's).
@@ -60,23 +59,10 @@ impl Attester for WithGpus {
     }
 }
 
-/// The CUDA devices a server on `spec` serves on: `cuda:N` is N; `auto` is device 0 when
-/// this build has CUDA and a device answers (as [`crate::gpu::open`] picks), else none.
-pub fn serving_devices(spec: DeviceSpec) -> Vec<u32> {
-    match spec {
-        DeviceSpec::Cpu => Vec::new(),
-        DeviceSpec::Auto if crate::gpu::cuda_device_count() > 0 => vec![0],
-        DeviceSpec::Auto => Vec::new(),
-        // The parser bounds ordinals far below u32::MAX; an impossible one is kept as is
-        // rather than dropped, so the collection fails for it (fail closed).
-        DeviceSpec::Cuda(n) => vec![u32::try_from(n).unwrap_or(u32::MAX)],
-    }
-}
-
-/// The attester for a server on `spec`: `cpu` itself on CPU, else `cpu` with the evidence of
-/// its GPUs from NVML.
-pub fn for_device(cpu: Arc<dyn Attester>, spec: DeviceSpec) -> Arc<dyn Attester> {
-    let devices = serving_devices(spec);
+/// The attester for a server whose models run on the CUDA devices `devices` (ordinals; see
+/// `gpu::serving_ordinals`): `cpu` itself when there are none, else `cpu` with the evidence
+/// of those GPUs from NVML.
+pub fn for_devices(cpu: Arc<dyn Attester>, devices: Vec<u32>) -> Arc<dyn Attester> {
     if devices.is_empty() {
         tracing::info!("models run on the CPU: attestations carry no GPU evidence");
         return cpu;

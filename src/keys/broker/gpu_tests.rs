@@ -309,7 +309,10 @@ async fn non_canonical_or_empty_gpu_evidence_is_a_bad_request() {
 async fn a_server_on_cuda_without_gpu_evidence_gets_no_key_and_says_why() {
     let f = fixture(true).await;
     f.set_policy("");
-    let on_cuda = crate::tee::gpu::for_device(f.cpu.clone(), crate::gpu::DeviceSpec::Cuda(0));
+    let on_cuda = crate::tee::gpu::for_devices(
+        f.cpu.clone(),
+        crate::gpu::serving_ordinals(crate::gpu::DeviceSpec::Cuda(0)),
+    );
     assert_eq!(on_cuda.gpus(), [0]);
     let e = fetch_resource(&f.endpoint, on_cuda, PATH)
         .await
@@ -320,7 +323,10 @@ async fn a_server_on_cuda_without_gpu_evidence_gets_no_key_and_says_why() {
     );
     assert!(e.to_string().contains("no GPU evidence for cuda:0"), "{e}");
     // The same server on CPU gets its key under this policy.
-    let on_cpu = crate::tee::gpu::for_device(f.cpu.clone(), crate::gpu::DeviceSpec::Cpu);
+    let on_cpu = crate::tee::gpu::for_devices(
+        f.cpu.clone(),
+        crate::gpu::serving_ordinals(crate::gpu::DeviceSpec::Cpu),
+    );
     assert_eq!(
         fetch_resource(&f.endpoint, on_cpu, PATH)
             .await
