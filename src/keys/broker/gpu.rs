@@ -16,7 +16,7 @@
 //! are all compiled out of every other build (the `confidant` binary, integration tests,
 //! release builds), and no flag, configuration key or request reaches it.
 
-use confidant_attestation::nvidia::composite::{integrity_failures, rims_for};
+use confidant_attestation::nvidia::composite::{device_identity, integrity_failures, rims_for};
 use confidant_attestation::nvidia::gpu_nonce;
 use confidant_attestation::{GpuReferences, GpuVerdict, Timestamp, verify_gpu};
 
@@ -73,6 +73,14 @@ pub(super) fn verify(
                 .join("; ");
             return Err(BrokerError::Attestation(format!(
                 "GPU {i} evidence rejected: {reasons}"
+            )));
+        }
+        // One GPU's evidence twice is never needed, and each copy would be kept for the
+        // session's lifetime: refuse it here (the release judgement refuses it too).
+        let id = device_identity(&verdict).unwrap_or_default();
+        if verdicts.iter().any(|v| device_identity(v) == Some(id)) {
+            return Err(BrokerError::Attestation(format!(
+                "GPU {i} is the same device as an earlier one ({id})"
             )));
         }
         verdicts.push(verdict);
