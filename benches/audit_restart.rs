@@ -66,12 +66,7 @@ fn main() {
         .sum();
     // Baseline: the whole chain, as every start verified it before.
     let t = Instant::now();
-    let report = verify_dir(
-        dir.path(),
-        &[*SigningKey::from_bytes(&[7u8; 32])
-            .verifying_key()
-            .as_bytes()],
-    );
+    let report = verify_dir(dir.path(), &[*SigningKey::from_bytes(&[7u8; 32]).verifying_key().as_bytes()]);
     let whole = t.elapsed();
     assert!(report.is_ok(), "{report:?}");
     // A restart: open (the tail is verified), and the background check of the rest.

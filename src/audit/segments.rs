@@ -165,9 +165,7 @@ pub(super) fn apply_retention(
     for (&n, &size) in segs.iter().zip(&sizes).filter(|(n, _)| **n < st.segment) {
         let too_big = max_bytes.is_some_and(|cap| total > cap);
         let too_old = match cutoff {
-            Some(cutoff) => {
-                last_record(&segment_path(&st.dir, n))?.is_some_and(|r| r.ts_ms < cutoff)
-            }
+            Some(cutoff) => last_record(&segment_path(&st.dir, n))?.is_some_and(|r| r.ts_ms < cutoff),
             None => false,
         };
         if too_big || too_old {

@@ -882,10 +882,7 @@ async fn a_start_verifies_the_tail_and_the_rest_in_the_background() {
         .clone();
     match state {
         Integrity::Damaged(problem) => {
-            assert!(
-                problem.contains("segment-000001") && problem.contains("line 2"),
-                "{problem}"
-            )
+            assert!(problem.contains("segment-000001") && problem.contains("line 2"), "{problem}")
         }
         other => panic!("{other:?}"),
     }
@@ -933,21 +930,14 @@ fn a_size_cap_rotates_out_the_oldest_segments_behind_a_signed_retention_record()
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while segments(d.path()).unwrap()[0] == 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nothing was rotated out"
-        );
+        assert!(std::time::Instant::now() < deadline, "nothing was rotated out");
         std::thread::sleep(Duration::from_millis(50));
     }
     log.close();
     drop(log);
     // At most the cap plus the current segment is left, and the chain still verifies from
     // the retention record that vouches for its new start.
-    assert!(
-        size(d.path()) <= cap + before / 8,
-        "{} > {cap}",
-        size(d.path())
-    );
+    assert!(size(d.path()) <= cap + before / 8, "{} > {cap}", size(d.path()));
     let report = verify_dir(d.path(), &[]);
     assert!(report.is_ok(), "{report:?}");
     let records = plain_records(d.path());

@@ -103,13 +103,9 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
             && *st.integrity.borrow() == Integrity::Verified
         {
             last_retention = Some(std::time::Instant::now());
-            if let Err(e) = apply_retention(
-                &mut st,
-                &mut buf,
-                &signing,
-                config.retention,
-                config.max_bytes,
-            ) {
+            if let Err(e) =
+                apply_retention(&mut st, &mut buf, &signing, config.retention, config.max_bytes)
+            {
                 tracing::error!(error = %e, "audit retention failed; nothing was deleted");
             }
         }
