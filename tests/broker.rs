@@ -1552,3 +1552,45 @@ async fn kill_9_under_load_loses_no_record_no_budget_and_raises_no_false_alarm()
         budget.epsilon_spent
     );
 }
+
+/// Issue 18: a server whose models run on `cuda:0` attests with its GPU's evidence or not at
+/// all. Without NVML (this build, this machine) it does not fall back to attesting as a CPU
+/// server, which a release policy without `[gpu]` would admit: it gets no key, never serves,
+/// and its log says why at each retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_on_cuda_without_gpu_evidence_gets_no_key_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let broker = Broker::start(&d.join("broker"), "127.0.0.1:0", &[]);
+    broker.provision_state(d);
+    let (sealed, dek, publisher) = seal(d, None);
+    let cpu_only = write_policy(d, "cpu.toml", &measurement(), true);
+    broker.register("default/models/fixture-softmax", &dek, &cpu_only);
+    let data = d.join("data-cuda");
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "off",
+        "--device",
+        "cuda:0",
+    ];
+    args.extend(serve_args(
+        data.to_str().unwrap(),
+        sealed.to_str().unwrap(),
+        publisher.to_str().unwrap(),
+        &broker,
+    ));
+    let mut server = Proc::spawn(&args);
+    let line = server.wait_for("no GPU evidence for cuda:0", 60);
+    assert!(line.contains("no data key from the broker"), "{line}");
+    assert!(line.contains("1 GPU(s): cuda:0"), "{line}");
+    assert!(!server.log().contains("serving on"), "{}", server.log());
+    // Nothing reached the broker's attest step: the server refused itself.
+    assert!(
+        !broker.proc.log().contains("session attested"),
+        "{}",
+        broker.proc.log()
+    );
+}

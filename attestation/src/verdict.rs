@@ -122,6 +122,9 @@ pub enum Check {
     GpuVbiosVersion,
     /// GPU policy: the GPU mode (SPT, MPT, PPCIE) is allowed.
     GpuMode,
+    /// GPU policy: the number of distinct GPUs that presented evidence is the policy's, and
+    /// a policy without `[gpu]` saw none.
+    GpuCount,
 }
 
 impl fmt::Display for Check {

@@ -175,6 +175,16 @@ pub struct BrokerServeArgs {
     /// sends is never used.
     #[arg(long, value_name = "PATH")]
     pub tdx_collateral: Option<PathBuf>,
+    /// A directory of NVIDIA's signed RIMs (`*.swidtag`: driver and VBIOS) for the GPUs the
+    /// broker's servers run on. Re-read at each attestation carrying GPU evidence. Without a
+    /// RIM for a GPU's driver and VBIOS, its measurements are not compared and a release
+    /// policy with `[gpu] cc_mode = "on"` refuses it.
+    #[arg(long, value_name = "DIR")]
+    pub gpu_rims: Option<PathBuf>,
+    /// A directory of OCSP responses (`*.der`) for GPU device and RIM certificates, for
+    /// release policies with `[gpu] require_ocsp = true`. Re-read like --gpu-rims.
+    #[arg(long, value_name = "DIR")]
+    pub gpu_ocsp: Option<PathBuf>,
     /// Seconds a server holds its deployment after its last freshness-anchor advance:
     /// another instance's claim is refused meanwhile, and the holder stops serving after
     /// half of it without an advance (2 to 3600).
@@ -327,6 +337,8 @@ async fn serve(a: BrokerServeArgs, shutdown: impl std::future::Future<Output = (
     config.session_ttl = Duration::from_secs(a.session_ttl_secs);
     config.challenge_ttl = Duration::from_secs(a.challenge_ttl_secs);
     config.tdx_collateral = a.tdx_collateral;
+    config.gpu_references =
+        confidant::keys::gpu_references::GpuReferenceSource::new(a.gpu_rims, a.gpu_ocsp);
     if !(2..=3600).contains(&a.anchor_lease_secs) {
         bail!(
             "--anchor-lease-secs must be 2 to 3600, got {}",

@@ -176,6 +176,20 @@ pub fn cuda_device_count() -> usize {
     }
 }
 
+/// The CUDA ordinals whose GPUs models on `spec` run on, as [`open`] picks them: `cuda:N` is
+/// N; `auto` is device 0 when this build has CUDA and a device answers, else none; `cpu` none.
+/// The server attests with these GPUs' evidence (`tee::gpu::for_devices`).
+pub fn serving_ordinals(spec: DeviceSpec) -> Vec<u32> {
+    match spec {
+        DeviceSpec::Cpu => Vec::new(),
+        DeviceSpec::Auto if cuda_device_count() > 0 => vec![0],
+        DeviceSpec::Auto => Vec::new(),
+        // The parser bounds ordinals far below u32::MAX; an impossible one is kept rather
+        // than dropped, so that collecting its evidence fails (fail closed).
+        DeviceSpec::Cuda(n) => vec![u32::try_from(n).unwrap_or(u32::MAX)],
+    }
+}
+
 /// Opens the device `spec` names. `Auto` falls back to the CPU when there is no CUDA build
 /// or no device; an explicit `cuda:N` never falls back.
 pub fn open(spec: DeviceSpec) -> Result<Device, GpuError> {

@@ -197,3 +197,14 @@ mod kernels_cpu {
         assert!(mlp.forward_screened(&x, 4, &[0.5; 5], 3).is_err());
     }
 }
+
+#[test]
+fn models_on_cuda_n_attest_with_gpu_n_and_on_the_cpu_with_none() {
+    use super::serving_ordinals;
+    assert_eq!(serving_ordinals(DeviceSpec::Cuda(3)), [3]);
+    assert!(serving_ordinals(DeviceSpec::Cpu).is_empty());
+    // Without the cuda feature (or a device), auto runs on the CPU.
+    if super::cuda_device_count() == 0 {
+        assert!(serving_ordinals(DeviceSpec::Auto).is_empty());
+    }
+}

@@ -20,10 +20,12 @@ use super::error::RcarError;
 use super::jwe::{TeeKeyPair, TeePubKey};
 use super::protocol::{
     AttestRequest, AttestResponse, AuthRequest, Challenge, ERROR_TYPE_PREFIX, ErrorBody,
-    PROTOCOL_VERSION, RuntimeData, SESSION_COOKIE, TeeEvidence, report_data, runtime_data_digest,
+    GpuEvidenceSet, PROTOCOL_VERSION, RuntimeData, SESSION_COOKIE, TeeEvidence, report_data,
+    runtime_data_digest,
 };
 use crate::tee::Attester;
 use confidant_attestation::TeeKind;
+use confidant_attestation::nvidia::gpu_nonce;
 
 /// The largest response body read from a broker.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
@@ -400,15 +402,19 @@ pub fn tee_name(kind: TeeKind) -> &'static str {
 }
 
 /// The attest request for `nonce` and `tee_pubkey`: evidence from `attester` binding
-/// `SHA-384(JCS(runtime data))`. Blocking (the TEE interface is file or ioctl I/O).
+/// `SHA-384(JCS(runtime data))`, the runtime data including the GPU evidence of a server on
+/// GPUs ([`gpu_additional_evidence`]). Blocking (the TEE interface is file or ioctl I/O).
 pub fn attest_request(
     attester: &dyn Attester,
     nonce: &str,
     tee_pubkey: &TeePubKey,
 ) -> Result<AttestRequest, RcarError> {
-    let digest = runtime_data_digest(nonce, tee_pubkey, "").map_err(|e| RcarError::Protocol {
-        step: "attest",
-        reason: e.to_string(),
+    let additional_evidence = gpu_additional_evidence(attester, nonce)?;
+    let digest = runtime_data_digest(nonce, tee_pubkey, &additional_evidence).map_err(|e| {
+        RcarError::Protocol {
+            step: "attest",
+            reason: e.to_string(),
+        }
     })?;
     let evidence = attester.evidence(&report_data(&digest))?;
     let primary_evidence = serde_json::to_value(&evidence).map_err(|e| RcarError::Protocol {
@@ -423,9 +429,32 @@ pub fn attest_request(
         },
         tee_evidence: TeeEvidence {
             primary_evidence,
-            additional_evidence: String::new(),
+            additional_evidence,
         },
     })
+}
+
+/// The `additional_evidence` for the challenge `nonce`: `""` for a server on CPU (as a
+/// Trustee attester without devices sends), else the canonical [`GpuEvidenceSet`] of every
+/// GPU the attester serves on, each answering [`gpu_nonce`] of the challenge's text. A server
+/// on GPUs that cannot collect all of them gets an error, never `""` (fail closed).
+pub fn gpu_additional_evidence(attester: &dyn Attester, nonce: &str) -> Result<String, RcarError> {
+    let gpus = attester.gpus();
+    if gpus.is_empty() {
+        return Ok(String::new());
+    }
+    let nvidia_gpus = attester.gpu_evidence(&gpu_nonce(nonce.as_bytes()))?;
+    if nvidia_gpus.len() != gpus.len() {
+        return Err(RcarError::Tee(crate::tee::TeeError::Gpu {
+            device: gpus.first().copied().unwrap_or_default(),
+            reason: format!(
+                "{} GPU evidence(s) for {} GPU(s) served on",
+                nvidia_gpus.len(),
+                gpus.len()
+            ),
+        }));
+    }
+    Ok(GpuEvidenceSet { nvidia_gpus }.to_additional_evidence()?)
 }
 
 /// Runs RCAR for one resource and returns its plaintext (zeroized on drop). The TEE key is
@@ -477,8 +506,11 @@ pub async fn fetch_resource_retrying(
                     resource = path,
                     broker = endpoint.url(),
                     error = %e,
+                    gpu_evidence = %crate::tee::gpu::describe(attester.as_ref()),
                     retry_in_ms = wait.as_millis() as u64,
-                    "no data key from the broker; not serving this model; retrying"
+                    "no data key from the broker; not serving this model; retrying (a release \
+                     policy without [gpu] releases only to servers on CPU; one with [gpu] \
+                     needs GPU evidence that passes it)"
                 );
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(longest);

@@ -196,6 +196,9 @@ pub enum BrokerStartError {
     /// The TDX collateral given to `broker serve` could not be loaded.
     #[error(transparent)]
     Collateral(#[from] super::collateral::CollateralError),
+    /// The GPU references (RIMs, OCSP responses) given to `broker serve` could not be loaded.
+    #[error(transparent)]
+    GpuReferences(#[from] super::gpu_references::GpuReferenceError),
     /// A release policy stored in the database no longer loads (it was set before policies
     /// had to pin what they accept); set it again with `broker set-policy`.
     #[error(
@@ -247,7 +250,35 @@ pub enum RcarError {
     /// The TEE could not produce evidence.
     #[error("evidence: {0}")]
     Tee(#[from] crate::tee::TeeError),
+    /// The GPU evidence could not be encoded.
+    #[error("GPU evidence: {0}")]
+    Gpu(#[from] GpuEvidenceError),
     /// The released resource could not be decrypted.
     #[error(transparent)]
     Jwe(#[from] JweError),
+}
+
+/// Why `additional_evidence` is not GPU evidence this crate accepts.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GpuEvidenceError {
+    /// It is not the JSON object `{"nvidia_gpus": [...]}`.
+    #[error("additional_evidence is not GPU evidence ({{\"nvidia_gpus\":[...]}}): {0}")]
+    Parse(String),
+    /// The list is empty (a server on CPU sends `""`) or longer than the limit.
+    #[error(
+        "additional_evidence holds {count} GPU evidences; 1 to {max} are accepted (a server on CPU sends \"\")"
+    )]
+    Count {
+        /// How many it holds.
+        count: usize,
+        /// The most accepted.
+        max: usize,
+    },
+    /// It is not in RFC 8785 canonical form, so its hash would not be the one bound.
+    #[error("additional_evidence is not in canonical (RFC 8785) form")]
+    NotCanonical,
+    /// It has no canonical form.
+    #[error(transparent)]
+    Jcs(#[from] JcsError),
 }

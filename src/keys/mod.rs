@@ -28,6 +28,7 @@ pub mod broker;
 pub mod client;
 pub mod collateral;
 pub mod error;
+pub mod gpu_references;
 pub mod jcs;
 pub mod jwe;
 pub mod protocol;
@@ -38,5 +39,5 @@ mod tests;
 
 pub use broker::{BrokerConfig, RunningBroker};
 pub use client::{BrokerEndpoint, anchor_request, fetch_resource, fetch_resource_retrying};
-pub use error::{BrokerError, BrokerStartError, JcsError, JweError, RcarError};
+pub use error::{BrokerError, BrokerStartError, GpuEvidenceError, JcsError, JweError, RcarError};
 pub use jwe::{TeeKeyPair, TeePubKey};

@@ -13,13 +13,32 @@
 //! The evidence binds `SHA-384(JCS({"additional-evidence", "nonce", "tee-pubkey"}))` in its
 //! report_data: the 48-byte digest, then 16 zero bytes (Trustee's attestation service pads
 //! report_data to 64 bytes for SNP and TDX).
+//!
+//! # GPU evidence (composite evidence)
+//!
+//! A server that serves on GPUs carries their evidence in `additional_evidence`: the string
+//! `JCS({"nvidia_gpus": [{"certificate_chain": PEM, "report": HEX}, ...]})`, one entry per
+//! GPU it serves on ([`GpuEvidenceSet`]). Each report answers the GPU nonce
+//! [`gpu_nonce`](confidant_attestation::nvidia::gpu_nonce) of the session's challenge
+//! (`SHA-256("confidant/v1/nvidia-gpu-nonce" ‖ 0x00 ‖ nonce)`, the nonce being the
+//! challenge's base64 text as sent). Since `additional-evidence` is inside the hashed runtime
+//! data, the CPU report's report_data is SHA-384 over the canonical GPU evidence together with
+//! the TEE key and the nonce: GPU evidence cannot be swapped into another session's CPU
+//! report, and the broker checks the GPU nonce, so a CPU report cannot bind GPU evidence
+//! recorded elsewhere. A server on CPU sends `""`, exactly as a Trustee attester without
+//! devices does, so interop with a Trustee KBS is unchanged.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha384};
 
-use super::error::JcsError;
+use confidant_attestation::GpuEvidence;
+
+use super::error::{GpuEvidenceError, JcsError};
 use super::jwe::TeePubKey;
+
+/// The most GPUs whose evidence one attestation carries.
+pub const MAX_GPUS: usize = 16;
 
 /// The protocol version this broker and client speak.
 pub const PROTOCOL_VERSION: &str = "0.4.0";
@@ -138,4 +157,56 @@ pub fn report_data(digest: &[u8; 48]) -> [u8; 64] {
     let mut out = [0u8; 64];
     out[..48].copy_from_slice(digest);
     out
+}
+
+/// The GPU evidence a server on GPUs carries in `additional_evidence` (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuEvidenceSet {
+    /// One entry per GPU the server serves on: the report as NVML returns it (SPDM request ‖
+    /// response) and the device chain, PEM, leaf first.
+    pub nvidia_gpus: Vec<GpuEvidence>,
+}
+
+impl GpuEvidenceSet {
+    /// The `additional_evidence` string: the canonical (RFC 8785) JSON.
+    pub fn to_additional_evidence(&self) -> Result<String, GpuEvidenceError> {
+        self.check_count()?;
+        let value =
+            serde_json::to_value(self).map_err(|e| GpuEvidenceError::Parse(e.to_string()))?;
+        let bytes = super::jcs::to_vec(&value)?;
+        String::from_utf8(bytes).map_err(|e| GpuEvidenceError::Parse(e.to_string()))
+    }
+
+    /// Reads `additional_evidence`: `""` is no GPU evidence (a server on CPU); anything else
+    /// must be a [`GpuEvidenceSet`] of 1 to [`MAX_GPUS`] entries in canonical form, so that
+    /// the bytes the CPU report binds have one meaning.
+    pub fn from_additional_evidence(text: &str) -> Result<Option<Self>, GpuEvidenceError> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let set: Self =
+            serde_json::from_str(text).map_err(|e| GpuEvidenceError::Parse(e.to_string()))?;
+        set.check_count()?;
+        if set.to_additional_evidence()? != text {
+            return Err(GpuEvidenceError::NotCanonical);
+        }
+        Ok(Some(set))
+    }
+
+    /// SHA-384 of the canonical form (what logs and tokens name the evidence by).
+    pub fn digest(&self) -> Result<[u8; 48], GpuEvidenceError> {
+        Ok(Sha384::digest(self.to_additional_evidence()?.as_bytes()).into())
+    }
+
+    fn check_count(&self) -> Result<(), GpuEvidenceError> {
+        let count = self.nvidia_gpus.len();
+        if count == 0 || count > MAX_GPUS {
+            return Err(GpuEvidenceError::Count {
+                count,
+                max: MAX_GPUS,
+            });
+        }
+        Ok(())
+    }
 }

@@ -29,7 +29,7 @@ pub(super) enum Boot {
     /// No anchor is kept (development key file, demo, or `--without-freshness-anchor`).
     Off,
     /// The local state covers the anchor: serve, and advance it.
-    Fresh(Anchorer),
+    Fresh(Box<Anchorer>),
     /// The local state is older than the anchor: the gate is closed; do not serve.
     RolledBack,
 }
@@ -208,14 +208,14 @@ pub(super) async fn boot(
             "freshness anchor checked: the local state covers it"
         );
     }
-    Ok(Boot::Fresh(Anchorer {
+    Ok(Boot::Fresh(Box::new(Anchorer {
         endpoint,
         key,
         deployment,
         instance,
         lease,
         last: local,
-    }))
+    })))
 }
 
 impl Anchorer {

@@ -69,7 +69,11 @@ pub async fn run(
     create_private_dir(&config.data_dir)?;
     crate::files::restrict_dir(&config.data_dir)?;
     // The state key first: nothing persisted is opened without it.
-    let attester: Arc<dyn crate::tee::Attester> = Arc::from(crate::tee::detect()?);
+    // On CUDA every attestation also carries the GPUs' evidence (fail closed, tee::gpu).
+    let attester: Arc<dyn crate::tee::Attester> = crate::tee::gpu::for_devices(
+        Arc::from(crate::tee::detect()?),
+        crate::gpu::serving_ordinals(config.device),
+    );
     let state_key = state::obtain(&config, Arc::clone(&attester)).await?;
     let db = Arc::new(Database::open_encrypted_in(
         &config.data_dir,
@@ -482,7 +486,6 @@ fn open_audit(
                 .retention_days
                 .map(|d| std::time::Duration::from_secs_f64(d * 86_400.0)),
             max_bytes: Some(settings.max_bytes),
-            ..crate::audit::AuditConfig::default()
         },
     )?;
     tracing::info!(

@@ -67,6 +67,17 @@ pub enum TeeError {
         reason: String,
     },
 
+    /// The server serves on GPUs and their evidence could not be collected (NVML absent, a
+    /// GPU not in confidential-computing mode, a driver error). Fail closed: no GPU evidence,
+    /// no attestation.
+    #[error("no GPU evidence for cuda:{device}: {reason}")]
+    Gpu {
+        /// The CUDA ordinal.
+        device: u32,
+        /// What failed.
+        reason: String,
+    },
+
     /// The simulated TEE could not sign, or evidence could not be assembled.
     #[error(transparent)]
     Attestation(#[from] confidant_attestation::Error),

@@ -27,6 +27,8 @@
 mod cert_table;
 mod configfs;
 pub mod error;
+pub mod gpu;
+mod nvml;
 mod sev_guest;
 mod simulated;
 
@@ -39,7 +41,7 @@ use std::path::PathBuf;
 use confidant_attestation::evidence::{SNP_REPORT_LEN, parse_snp_report, parse_tdx_quote};
 use confidant_attestation::{CertTableEntry, SnpEvidence, TdxEvidence, TeeKind, Timestamp};
 
-pub use confidant_attestation::Evidence;
+pub use confidant_attestation::{Evidence, GpuEvidence};
 pub use configfs::{ConfigfsTsm, Provider, TSM_REPORT_ROOT};
 pub use error::TeeError;
 pub use sev_guest::{SEV_GUEST_DEVICE, SevGuest};
@@ -52,6 +54,21 @@ pub trait Attester: Send + Sync + fmt::Debug {
 
     /// Evidence binding `report_data` (typically a hash of a verifier nonce and a public key).
     fn evidence(&self, report_data: &[u8; 64]) -> Result<Evidence, TeeError>;
+
+    /// The CUDA devices this server serves on, whose evidence [`Attester::gpu_evidence`]
+    /// collects; empty for a server on CPU (every CPU attester), which sends no GPU evidence.
+    fn gpus(&self) -> &[u32] {
+        &[]
+    }
+
+    /// The evidence of every GPU in [`Attester::gpus`], each answering `nonce` (the GPU nonce
+    /// derived from the verifier's, [`confidant_attestation::nvidia::gpu_nonce`]). A CPU
+    /// attester has none; one that serves on GPUs and cannot collect is an error, never an
+    /// empty list (see [`gpu`]).
+    fn gpu_evidence(&self, nonce: &[u8; 32]) -> Result<Vec<GpuEvidence>, TeeError> {
+        let _ = nonce;
+        Ok(Vec::new())
+    }
 }
 
 /// Which attester, and so which TEE.

@@ -31,6 +31,7 @@
 mod asn1;
 mod c14n;
 pub mod certs;
+pub mod composite;
 pub mod error;
 pub mod ocsp;
 pub mod policy;
@@ -45,8 +46,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use subtle::ConstantTimeEq as _;
 
 pub use certs::{DEVICE_ROOT_SHA256, NvidiaRoot, RIM_ROOT_SHA256};
+pub use composite::{gpu_nonce, judge_gpus};
 pub use error::{CertError, RimError, SpdmError};
 pub use ocsp::{CertRevocation, OcspStatus, Revocation};
+pub use policy::{CcMode, GpuPolicy, VersionRule};
 pub use rim::{GoldenMeasurement, RimContent, RimKind};
 pub use spdm::{MeasurementBlock, OpaqueData, SpdmReport, report_from_file};
 pub use verdict::*;
@@ -96,7 +99,7 @@ impl Recorder {
 const NOT_PARSED: &str = "report not parsed";
 
 /// The chip a leaf certificate names (`GH100 A01 GSP FMC LF` → `GH100`).
-fn chip_from_cert(cert: &Cert) -> Option<String> {
+pub(crate) fn chip_from_cert(cert: &Cert) -> Option<String> {
     cert.common_name()?
         .split_whitespace()
         .next()

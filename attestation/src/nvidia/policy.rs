@@ -4,15 +4,17 @@
 //! | --- | --- | --- | --- |
 //! | `cc_mode` | `"on"` or `"any"` | `"on"` | `"on"`: the measurements were compared with NVIDIA's RIMs and every golden value matched, which is what NVIDIA's verifier needs to assert secure boot and debug disabled; a GPU in a DevTools or debug configuration, or evidence verified without RIMs, is refused. `"any"`: authenticity only |
 //! | `require_ocsp` | bool | `false` | every device and RIM certificate NVIDIA checks must have a verified `good` OCSP response |
-//! | `driver_versions` | strings | any | accepted driver versions (`"545.00"`) |
-//! | `vbios_versions` | strings | any | accepted VBIOS versions, case-insensitive (`"96.00.5E.00.01"`) |
+//! | `driver_versions` | strings, or `"rim"` | any | accepted driver versions (`"545.00"`); `"rim"`: whatever version the verifier's driver RIM is for (the RIM was supplied, verified and names the report's version) |
+//! | `vbios_versions` | strings, or `"rim"` | any | accepted VBIOS versions, case-insensitive (`"96.00.5E.00.01"`); `"rim"` as for the driver |
 //! | `gpu_modes` | strings | any | accepted multi-GPU modes (`"SPT"`, `"MPT"`, `"PPCIE"`); evidence without a mode fails a non-empty list |
+//! | `count` | integer ≥ 1 | at least one | exactly this many distinct GPUs must present passing evidence (composite evidence, [`super::composite`]) |
 //!
-//! A policy without a `[gpu]` section accepts no GPU evidence at all.
+//! A policy without a `[gpu]` section accepts no GPU evidence at all; composite judgement
+//! ([`super::composite::judge_gpus`]) refuses a CPU TEE that presents any.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-use super::GpuVerdict;
+use super::{GpuCheck, GpuVerdict, Outcome, RimKind};
 use crate::verdict::{Check, Failures};
 
 /// Whether the GPU must prove confidential-computing mode with debug off.
@@ -37,15 +39,75 @@ pub struct GpuPolicy {
     /// Require a good OCSP status for every certificate.
     #[serde(default)]
     pub require_ocsp: bool,
-    /// Accepted driver versions; empty means any.
+    /// Accepted driver versions.
     #[serde(default)]
-    pub driver_versions: Vec<String>,
-    /// Accepted VBIOS versions; empty means any.
+    pub driver_versions: VersionRule,
+    /// Accepted VBIOS versions.
     #[serde(default)]
-    pub vbios_versions: Vec<String>,
+    pub vbios_versions: VersionRule,
     /// Accepted GPU modes; empty means any.
     #[serde(default)]
     pub gpu_modes: Vec<String>,
+    /// How many distinct GPUs must present passing evidence; `None`: at least one.
+    #[serde(default, deserialize_with = "count")]
+    pub count: Option<u32>,
+}
+
+/// Which driver (VBIOS) versions a `[gpu]` policy accepts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VersionRule {
+    /// Any version (the key is absent or the list empty).
+    #[default]
+    Any,
+    /// One of these, case-insensitive.
+    OneOf(Vec<String>),
+    /// The version a RIM the verifier supplied is for: the RIM verified and its
+    /// `colloquialVersion` equals the report's (TOML `"rim"`).
+    MatchRim,
+}
+
+impl<'de> Deserialize<'de> for VersionRule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            List(Vec<String>),
+            Word(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::List(list) if list.is_empty() => Ok(Self::Any),
+            Raw::List(list) => Ok(Self::OneOf(list)),
+            Raw::Word(w) if w == "rim" => Ok(Self::MatchRim),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "{w:?}: expected a list of versions or the word \"rim\""
+            ))),
+        }
+    }
+}
+
+fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    match u32::deserialize(d)? {
+        0 => Err(serde::de::Error::custom(
+            "count = 0: a policy with a [gpu] section needs at least one GPU (remove the \
+             section to release only to servers on CPU)",
+        )),
+        n => Ok(Some(n)),
+    }
+}
+
+impl VersionRule {
+    /// Whether `value` passes, given whether the RIM of this kind verified and matched the
+    /// report's version.
+    fn allows(&self, value: Option<&str>, rim_matched: bool) -> bool {
+        match self {
+            Self::Any => true,
+            Self::OneOf(list) => {
+                value.is_some_and(|v| list.iter().any(|a| a.eq_ignore_ascii_case(v)))
+            }
+            Self::MatchRim => rim_matched,
+        }
+    }
 }
 
 impl GpuPolicy {
@@ -74,29 +136,48 @@ impl GpuPolicy {
                 )
             },
         );
-        let allowed = |list: &[String], value: Option<&str>| {
-            list.is_empty() || value.is_some_and(|v| list.iter().any(|a| a.eq_ignore_ascii_case(v)))
+        // A RIM "matched" when its signature and chain verified and it names the report's
+        // version: the three checks ran and passed.
+        let rim_matched = |kind: RimKind| {
+            [
+                GpuCheck::RimSignature(kind),
+                GpuCheck::RimCertChain(kind),
+                GpuCheck::RimVersionMatch(kind),
+            ]
+            .into_iter()
+            .all(|check| verdict.check(check) == Some(&Outcome::Passed))
+        };
+        let rule_text = |rule: &VersionRule| match rule {
+            VersionRule::MatchRim => "no verified RIM the verifier holds is for it".to_owned(),
+            _ => "it is not in the policy's list".to_owned(),
         };
         failures.require(
-            allowed(&self.driver_versions, c.driver_version.as_deref()),
+            self.driver_versions
+                .allows(c.driver_version.as_deref(), rim_matched(RimKind::Driver)),
             Check::GpuDriverVersion,
             || {
                 format!(
-                    "driver version {:?} is not in the policy's list",
-                    c.driver_version
+                    "driver version {:?}: {}",
+                    c.driver_version,
+                    rule_text(&self.driver_versions)
                 )
             },
         );
         failures.require(
-            allowed(&self.vbios_versions, c.vbios_version.as_deref()),
+            self.vbios_versions
+                .allows(c.vbios_version.as_deref(), rim_matched(RimKind::Vbios)),
             Check::GpuVbiosVersion,
             || {
                 format!(
-                    "VBIOS version {:?} is not in the policy's list",
-                    c.vbios_version
+                    "VBIOS version {:?}: {}",
+                    c.vbios_version,
+                    rule_text(&self.vbios_versions)
                 )
             },
         );
+        let allowed = |list: &[String], value: Option<&str>| {
+            list.is_empty() || value.is_some_and(|v| list.iter().any(|a| a.eq_ignore_ascii_case(v)))
+        };
         failures.require(
             allowed(&self.gpu_modes, c.gpu_mode.as_deref()),
             Check::GpuMode,

@@ -536,6 +536,15 @@ impl Policy {
         if self.allow_debug {
             open.push("debuggable guests (allow_debug)");
         }
+        if self
+            .gpu
+            .as_ref()
+            .is_some_and(|g| g.cc_mode == crate::nvidia::policy::CcMode::Any)
+        {
+            open.push(
+                "GPUs whose CC mode and measurements are not shown ([gpu] cc_mode = \"any\")",
+            );
+        }
         open
     }
 

@@ -39,10 +39,13 @@
 
 mod admin;
 mod anchors;
+mod gpu;
 mod http;
 mod rcar;
 pub mod sessions;
 
+#[cfg(test)]
+mod gpu_tests;
 #[cfg(test)]
 mod tests;
 
@@ -77,8 +80,10 @@ pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(300);
 /// Default largest admin request body (a resource or a release policy).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 /// Default largest `attest` body: SNP evidence with its certificate chain is about 15 KiB in
-/// JSON, a TDX quote without collateral under 10 KiB (the broker holds TDX collateral itself).
-pub const DEFAULT_MAX_EVIDENCE_BYTES: usize = 64 << 10;
+/// JSON, a TDX quote without collateral under 10 KiB (the broker holds TDX collateral itself),
+/// and each GPU's evidence about 20 KiB (a hex report and a PEM chain), for up to
+/// [`MAX_GPUS`](crate::keys::protocol::MAX_GPUS) GPUs.
+pub const DEFAULT_MAX_EVIDENCE_BYTES: usize = 384 << 10;
 /// Largest `auth` body (`{"version","tee","extra-params"}`).
 pub const MAX_AUTH_BODY_BYTES: usize = 4 << 10;
 /// Most certificate-table entries accepted in SNP evidence (ARK, ASK or ASVK, VCEK or VLEK,
@@ -105,6 +110,10 @@ pub struct BrokerConfig {
     /// The broker's TDX collateral: a QuoteCollateralV3 JSON file or a directory of them,
     /// re-read at each TDX verification. Without it TDX evidence is refused.
     pub tdx_collateral: Option<PathBuf>,
+    /// The broker's GPU references: a directory of NVIDIA RIMs (`.swidtag`) and one of OCSP
+    /// responses (`.der`), re-read at each attestation that carries GPU evidence. Without
+    /// RIMs a GPU's measurements are not compared (a `cc_mode = "on"` policy refuses it).
+    pub gpu_references: super::gpu_references::GpuReferenceSource,
     /// How long a server instance holds its deployment after its last anchor advance
     /// (another instance's claim is refused meanwhile; the holder stops serving after half).
     pub anchor_lease: Duration,
@@ -122,6 +131,7 @@ impl BrokerConfig {
             max_evidence_bytes: DEFAULT_MAX_EVIDENCE_BYTES,
             limits: PeerLimits::default(),
             tdx_collateral: None,
+            gpu_references: Default::default(),
             anchor_lease: Duration::from_secs(crate::state::anchor::DEFAULT_LEASE_SECS),
         }
     }
@@ -144,6 +154,9 @@ struct Shared {
     token_key: EcdsaKeyPair,
     config: BrokerConfig,
     rng: SystemRandom,
+    /// Tests only: see [`gpu::TestSeam`]. Absent from every non-test build.
+    #[cfg(test)]
+    gpu_test_seam: gpu::TestSeam,
 }
 
 /// A running broker.
@@ -170,6 +183,19 @@ impl RunningBroker {
     pub fn set_policy(&self, path: &str, toml: &str) -> Result<(), BrokerError> {
         http::check_path(path)?;
         self.state.store.set_policy(path, toml).map(|_| ())
+    }
+
+    /// Tests only: the GPU nonce and time the broker expects for the session whose challenge
+    /// is `challenge` (recorded GPU evidence answers a fixed nonce, and its RIMs' signer
+    /// certificates have expired). See [`gpu::TestSeam`].
+    #[cfg(test)]
+    pub(crate) fn dangerous_test_expect_gpu(
+        &self,
+        challenge: &str,
+        gpu_nonce: [u8; 32],
+        at: confidant_attestation::Timestamp,
+    ) {
+        self.state.gpu_test_seam.expect(challenge, gpu_nonce, at);
     }
 
     /// Whether a resource exists at `path`.
@@ -285,6 +311,14 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerStartErr
     {
         return Err(BrokerStartError::StoredPolicy { path, reason });
     }
+    if config.gpu_references.is_configured() {
+        let set = config.gpu_references.load()?;
+        tracing::info!(
+            rims = set.rims.len(),
+            ocsp_responses = set.ocsp.len(),
+            "broker: GPU references loaded (re-read at each attestation with GPU evidence)"
+        );
+    }
     if let Some(path) = &config.tdx_collateral {
         let set = CollateralSource::new(path).load()?;
         tracing::info!(
@@ -313,6 +347,8 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerStartErr
         token_key,
         config: config.clone(),
         rng,
+        #[cfg(test)]
+        gpu_test_seam: gpu::TestSeam::default(),
     });
     drop(admin_key);
     let router = router(Arc::clone(&state));

@@ -28,9 +28,10 @@ use crate::keys::collateral::for_evidence;
 use crate::keys::error::BrokerError;
 use crate::keys::jwe;
 use crate::keys::protocol::{
-    AttestRequest, AttestResponse, AuthRequest, Challenge, PROTOCOL_VERSION, SESSION_COOKIE,
-    report_data, runtime_data_digest,
+    AttestRequest, AttestResponse, AuthRequest, Challenge, GpuEvidenceSet, PROTOCOL_VERSION,
+    SESSION_COOKIE, report_data, runtime_data_digest,
 };
+use confidant_attestation::nvidia::judge_gpus;
 
 pub(super) async fn auth(
     State(state): State<Arc<Shared>>,
@@ -164,6 +165,9 @@ async fn attest_inner(
         std::mem::take(&mut request.tee_evidence.primary_evidence),
         &tee,
     )?;
+    let gpu_evidence =
+        GpuEvidenceSet::from_additional_evidence(&request.tee_evidence.additional_evidence)
+            .map_err(|e| BrokerError::BadRequest(format!("tee-evidence: {e}")))?;
     let digest = runtime_data_digest(
         &runtime.nonce,
         &runtime.tee_pubkey,
@@ -173,12 +177,19 @@ async fn attest_inner(
     let expected = report_data(&digest);
     let (appraised, verdict) =
         verify_integrity(&state.config, evidence, &expected, now_timestamp())?;
+    // The CPU report binds the GPU evidence (it is in the runtime data); now the GPUs must
+    // have answered this session's GPU nonce.
+    let gpus = match &gpu_evidence {
+        Some(set) => super::gpu::verify(state, &nonce, set)?,
+        None => Vec::new(),
+    };
     let token = issue_token(state, &verdict, &request)?;
     tracing::info!(
         session = session_tag(id),
         tee = %verdict.tee,
         measurement = verdict.measurement.as_deref().unwrap_or("-"),
         debug = ?verdict.debug,
+        gpus = gpus.len(),
         "broker: evidence verified; session attested"
     );
     state.sessions.attest(
@@ -188,6 +199,7 @@ async fn attest_inner(
             appraised,
             tee_pubkey: request.runtime_data.tee_pubkey,
             report_data: expected,
+            gpus,
         },
         Instant::now(),
     )?;
@@ -295,7 +307,8 @@ fn issue_token(
         "runtime_data_claims": {
             "nonce": request.runtime_data.nonce,
             "tee-pubkey": request.runtime_data.tee_pubkey,
-            "additional-evidence": request.tee_evidence.additional_evidence,
+            // GPU evidence (tens of KiB) is named by its SHA-384, not repeated.
+            "additional-evidence": additional_evidence_claim(&request.tee_evidence.additional_evidence),
         },
     });
     let signing_input = format!(
@@ -311,6 +324,18 @@ fn issue_token(
         "{signing_input}.{}",
         B64URL.encode(signature.as_ref())
     ))
+}
+
+/// What the token says of `additional_evidence`: `""` as sent, else `sha384:<hex>` of it.
+fn additional_evidence_claim(additional_evidence: &str) -> String {
+    use sha2::Digest as _;
+    if additional_evidence.is_empty() {
+        return String::new();
+    }
+    format!(
+        "sha384:{}",
+        hex::encode(sha2::Sha384::digest(additional_evidence.as_bytes()))
+    )
 }
 
 pub(super) async fn resource(
@@ -364,6 +389,18 @@ fn resource_inner(
             reason: failures(&verdict),
         });
     }
+    // The GPUs, fail closed: `[gpu]` needs passing evidence, no `[gpu]` needs none.
+    let gpu_failures = judge_gpus(&policy, &session.gpus);
+    if !gpu_failures.is_empty() {
+        return Err(BrokerError::PolicyDeny {
+            path: path.to_owned(),
+            reason: gpu_failures
+                .iter()
+                .map(|f| format!("{}: {}", f.check, f.detail))
+                .collect::<Vec<_>>()
+                .join("; "),
+        });
+    }
     // Released: only now is the secret decrypted. A policy without a resource is said to a
     // caller the policy admits.
     let Some(secret) = state.store.get(path)? else {
@@ -386,6 +423,7 @@ fn resource_inner(
         path,
         tee = %verdict.tee,
         measurement = verdict.measurement.as_deref().unwrap_or("-"),
+        gpus = session.gpus.len(),
         "broker: resource released"
     );
     Ok(json_response(StatusCode::OK, jwe))

@@ -129,6 +129,9 @@ pub(super) struct Attested {
     pub(super) tee_pubkey: TeePubKey,
     /// The report_data the evidence bound (the runtime-data digest, padded).
     pub(super) report_data: [u8; 64],
+    /// The verdicts on the GPU evidence the session presented (integrity verified at attest;
+    /// judged per resource by its policy's `[gpu]` section); empty for a server on CPU.
+    pub(super) gpus: Vec<confidant_attestation::GpuVerdict>,
 }
 
 struct Session {

@@ -61,6 +61,7 @@ fn attested() -> Attested {
         appraised: appraised.unwrap(),
         tee_pubkey: TeeKeyPair::generate().unwrap().public_key().clone(),
         report_data: [0; 64],
+        gpus: Vec::new(),
     }
 }
 
@@ -158,6 +159,7 @@ fn attested_sessions_are_bounded_and_never_crowded_out_by_challenges() {
         appraised: claims.appraised.clone(),
         tee_pubkey: claims.tee_pubkey.clone(),
         report_data: claims.report_data,
+        gpus: Vec::new(),
     };
     s.attest("s1", peer(1), again(), now).unwrap();
     s.attest("s2", peer(1), again(), now).unwrap();
@@ -338,12 +340,12 @@ async fn oversized_evidence_and_long_certificate_tables_are_refused() {
     assert_eq!((s, kind.as_str()), (400, "InvalidRequest"), "{detail}");
     assert!(detail.contains("cert_chain has 5 entries"), "{detail}");
 
-    // 100 KiB of additional evidence: over the cap, refused by size (413).
+    // Additional evidence over the cap: refused by size (413).
     let mut conn = f.endpoint.connect().await.unwrap();
     let challenge = conn.auth("snp").await.unwrap();
     let mut request =
         attest_request(f.attester.as_ref(), &challenge.nonce, key.public_key()).unwrap();
-    request.tee_evidence.additional_evidence = "x".repeat(100 << 10);
+    request.tee_evidence.additional_evidence = "x".repeat(super::DEFAULT_MAX_EVIDENCE_BYTES);
     // The broker reads and discards an over-size body up to 1 MiB before it answers, so the
     // client, still uploading, gets the 413 rather than a reset connection.
     let (s, _, detail) = refused(conn.attest(&request).await.unwrap_err());
