@@ -298,8 +298,10 @@ struct Pending {
 enum Waiter {
     /// A thread blocked in [`AuditLog::append_durable`].
     Blocking(std::sync::mpsc::Sender<()>),
-    /// A task awaiting a [`Durable`].
-    Async(tokio::sync::oneshot::Sender<()>),
+    /// A task awaiting a [`Durable`]: told `true` once the event is on disk, `false` if the
+    /// group it was in failed to reach disk (the writer keeps retrying the group, but the
+    /// answer waiting for it is not held up).
+    Async(tokio::sync::oneshot::Sender<bool>),
 }
 
 impl Waiter {
@@ -309,7 +311,7 @@ impl Waiter {
                 let _ = s.send(());
             }
             Self::Async(s) => {
-                let _ = s.send(());
+                let _ = s.send(true);
             }
         }
     }
@@ -318,12 +320,18 @@ impl Waiter {
 /// An event on its way to disk: [`Durable::wait`] returns once it is there (the writer's
 /// next group fsync), or fails if the writer stops first.
 #[must_use = "a durable append is only durable once waited for"]
-pub struct Durable(tokio::sync::oneshot::Receiver<()>);
+pub struct Durable(tokio::sync::oneshot::Receiver<bool>);
 
 impl Durable {
-    /// Waits until the event is on disk.
+    /// Waits until the event is on disk: [`AuditError::Unwritable`] if its group failed to
+    /// reach disk (the writer retries it; the record may still land), [`AuditError::Stopped`]
+    /// if the writer stopped first.
     pub async fn wait(self) -> Result<(), AuditError> {
-        self.0.await.map_err(|_| AuditError::Stopped)
+        match self.0.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(AuditError::Unwritable),
+            Err(_) => Err(AuditError::Stopped),
+        }
     }
 }
 

@@ -91,6 +91,19 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
             for w in waiters.drain(..) {
                 Waiter::done(w);
             }
+        } else {
+            // Answers waiting for this group are withheld now rather than held until the
+            // disk comes back; threads in `append_durable` keep waiting for the retry.
+            let mut kept = Vec::with_capacity(waiters.len());
+            for w in waiters.drain(..) {
+                match w {
+                    Waiter::Async(s) => {
+                        let _ = s.send(false);
+                    }
+                    blocking => kept.push(blocking),
+                }
+            }
+            waiters = kept;
         }
         if closed {
             // Appends stopped with the flag: nothing can arrive after this group.
