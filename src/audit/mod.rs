@@ -592,6 +592,10 @@ impl AuditLog {
 
     /// Queues an event; it reaches disk with the next group fsync.
     pub fn append(&self, event: Event) {
+        if let Some(e) = PredictEvent::of(&event) {
+            self.queue(|out| compact::write(out, &e));
+            return;
+        }
         match event_json(&event) {
             Ok(json) => self.queue(|out| out.extend_from_slice(&json)),
             Err(e) => tracing::error!(error = %e, "an audit event was lost"),
