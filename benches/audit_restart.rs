@@ -90,7 +90,10 @@ fn start_and_stop(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> (Durat
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break started.elapsed();
         }
-        assert!(started.elapsed() < Duration::from_secs(600), "the port never opened");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the port never opened"
+        );
         std::thread::sleep(Duration::from_millis(2));
     };
     let ready = ready_rx

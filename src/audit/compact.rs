@@ -54,14 +54,21 @@ struct OwnedFields(
     Option<String>,
 );
 
-/// Appends the compact body of `e` to `out`. An input HMAC that is not 64 hex digits (not
-/// reached: the pipeline makes it) is kept as absent rather than written wrong.
+/// Appends the compact body of `e` to `out`. An event whose input HMAC is not 64 hex digits
+/// (not reached: the pipeline makes them) is written as its canonical JSON instead, so that
+/// nothing is lost.
 pub(super) fn write(out: &mut Vec<u8>, e: &PredictEvent<'_>) {
     let mut hmac = [0u8; 32];
-    let hmac = e
-        .input_hmac
-        .filter(|h| hex::decode_to_slice(h, &mut hmac).is_ok())
-        .map(|_| serde_bytes::Bytes::new(&hmac));
+    let hmac = match e.input_hmac {
+        Some(h) if hex::decode_to_slice(h, &mut hmac).is_ok() => {
+            Some(serde_bytes::Bytes::new(&hmac))
+        }
+        Some(_) => {
+            super::encode::write_predict_event(out, e);
+            return;
+        }
+        None => None,
+    };
     out.push(FORMAT);
     let fields = Fields(
         e.request_id,

@@ -238,6 +238,14 @@ struct State {
     reopen: bool,
     /// The last checkpoint pushed and not yet on disk.
     unflushed_checkpoint: Option<Checkpointed>,
+    /// How many bytes at the start of the writer's buffer are already written to the file
+    /// (not yet fsync'd); the buffer holds everything since the last fsync, so that a failed
+    /// fsync can cut the file back and write it all again.
+    written: usize,
+    /// The file's length at the last fsync.
+    synced_len: u64,
+    /// When the last fsync was.
+    last_sync: std::time::Instant,
     /// Told of each checkpoint once it is on disk.
     checkpointed: Arc<tokio::sync::watch::Sender<Option<Checkpointed>>>,
     /// The background check; retention deletes nothing until it has passed.
@@ -392,6 +400,7 @@ impl AuditLog {
         } = recover(dir, &public)?;
         let path = segment_path(dir, segment);
         let file = open_segment(&path)?;
+        let synced_len = file.metadata().map_err(io_err(&path))?.len();
         let public_key = hex::encode(public);
         let writable = Arc::new(AtomicBool::new(true));
         // A log that ends with a checkpoint (or is empty) is covered as found; otherwise the
@@ -412,6 +421,9 @@ impl AuditLog {
         let state = State {
             integrity: integrity.subscribe(),
             unflushed_checkpoint: None,
+            written: 0,
+            synced_len,
+            last_sync: std::time::Instant::now(),
             checkpointed: Arc::clone(&checkpointed),
             sealer: seal::Sealer::new(&records)?,
             sealed: Vec::with_capacity(1024),

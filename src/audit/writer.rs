@@ -1,5 +1,11 @@
-//! The writer thread: gathers queued events into groups, chains and writes them with one
-//! fsync per group, rotates segments, and signs checkpoints.
+//! The writer thread: gathers queued events into groups, chains and writes them, fsyncs,
+//! rotates segments, and signs checkpoints.
+//!
+//! An answer waits until its record is written to the file (in the kernel's page cache: a
+//! crash of the process, kill -9 included, cannot lose it), not for the fsync: fsyncs are
+//! batched every `group_linger` (and at once for admin events, checkpoints and rotation), so
+//! their rate does not grow with the request rate. The freshness anchor only ever covers
+//! fsync'd checkpoints.
 
 use std::io::{Seek, SeekFrom, Write};
 
@@ -39,8 +45,12 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
             r.min(config.checkpoint_interval)
         });
         if !buf.is_empty() {
-            // A group that failed to reach disk is retried soon, even if nothing arrives.
-            wait = wait.min(RETRY_EVERY);
+            // A group that failed to reach disk is retried soon, and written records are
+            // fsync'd on time, even if nothing arrives.
+            wait = wait
+                .min(RETRY_EVERY)
+                .min(config.group_linger.saturating_sub(st.last_sync.elapsed()))
+                .max(Duration::from_micros(100));
         }
         let closed = {
             let mut pending = queue.lock();
@@ -58,7 +68,8 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
                 && pending.events.len() < 4096
             {
                 // Gather the group: appends to a non-empty queue wake nobody, except the
-                // first that someone waits for, which ends the gathering.
+                // first that someone waits for, which ends the gathering (a caller waits
+                // for its answer; what queues meanwhile goes with the next write).
                 pending = queue
                     .ready
                     .wait_timeout_while(pending, config.group_linger, |p| {
@@ -87,10 +98,29 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
         if st.since_checkpoint > 0 && st.last_checkpoint.elapsed() >= config.checkpoint_interval {
             push_checkpoint(&mut st, &mut buf, &signing);
         }
-        if flush(&mut st, &mut buf) {
+        // Written first: the answers waiting for these records go out; then fsync'd when due
+        // (admin events wait for that, and a checkpoint is published only then).
+        let blocking = waiters.iter().any(|w| matches!(w, Waiter::Blocking(_)));
+        let written = write_pending(&mut st, &mut buf);
+        if written {
+            let due = blocking
+                || closed
+                || st.unflushed_checkpoint.is_some()
+                || st.last_sync.elapsed() >= config.group_linger;
+            // A failed fsync cuts the file back to the last one: the records go again with
+            // the retry, and the answers waiting for them are withheld.
+            let kept_on_disk = !due || sync_pending(&mut st, &mut buf);
+            let mut kept = Vec::new();
             for w in waiters.drain(..) {
-                Waiter::done(w);
+                match w {
+                    Waiter::Async(s) => {
+                        let _ = s.send(kept_on_disk);
+                    }
+                    blocking if !(due && kept_on_disk) => kept.push(blocking),
+                    blocking => Waiter::done(blocking),
+                }
             }
+            waiters = kept;
         } else {
             // Answers waiting for this group are withheld now rather than held until the
             // disk comes back; threads in `append_durable` keep waiting for the retry.
@@ -163,7 +193,10 @@ pub(super) fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], kind: K
         st.in_segment = 0;
         let path = segment_path(&st.dir, st.segment);
         match open_segment(&path) {
-            Ok(f) => st.file = f,
+            Ok(f) => {
+                st.synced_len = f.metadata().map_or(0, |m| m.len());
+                st.file = f;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "audit log: cannot open a new segment");
                 // The next flush opens it or fails (and marks the log unwritable): the
@@ -229,17 +262,52 @@ pub(super) fn push_checkpoint(st: &mut State, buf: &mut Vec<u8>, signing: &Signi
 }
 
 /// Writes and fsyncs `buf`. On success it is cleared and the log is writable; on failure
-/// whatever part reached the file is cut off again, `buf` is kept for the retry, the segment
-/// will be reopened, and the log is unwritable until a retry succeeds. Returns whether the
-/// group is on disk.
+/// whatever part reached the file since the last fsync is cut off again, `buf` is kept for
+/// the retry, the segment will be reopened, and the log is unwritable until a retry
+/// succeeds. Returns whether the group is on disk.
 pub(super) fn flush(st: &mut State, buf: &mut Vec<u8>) -> bool {
+    write_pending(st, buf) && sync_pending(st, buf)
+}
+
+/// Writes the part of `buf` not yet written (to the kernel: it survives a crash of the
+/// process). On failure, see [`flush`].
+pub(super) fn write_pending(st: &mut State, buf: &mut Vec<u8>) -> bool {
+    if st.written >= buf.len() {
+        return true;
+    }
+    let r = (|| {
+        if st.reopen {
+            let path = segment_path(&st.dir, st.segment);
+            st.file = OpenOptions::new().create(true).append(true).open(&path)?;
+            st.reopen = false;
+            st.synced_len = st.file.seek(SeekFrom::End(0))?;
+        }
+        st.file.write_all(&buf[st.written..])
+    })();
+    match r {
+        Ok(()) => {
+            st.written = buf.len();
+            true
+        }
+        Err(e) => {
+            failed(st, &e);
+            false
+        }
+    }
+}
+
+/// Fsyncs what [`write_pending`] wrote; on success `buf` is cleared, the log is writable,
+/// and a checkpoint in it is published. On failure, see [`flush`].
+pub(super) fn sync_pending(st: &mut State, buf: &mut Vec<u8>) -> bool {
     if buf.is_empty() {
         return true;
     }
-    let r = write_group(st, buf);
-    match r {
+    match st.file.sync_data() {
         Ok(()) => {
+            st.synced_len += buf.len() as u64;
             buf.clear();
+            st.written = 0;
+            st.last_sync = std::time::Instant::now();
             if let Some(c) = st.unflushed_checkpoint.take() {
                 st.checkpointed.send_replace(Some(c));
             }
@@ -249,29 +317,23 @@ pub(super) fn flush(st: &mut State, buf: &mut Vec<u8>) -> bool {
             true
         }
         Err(e) => {
-            st.reopen = true;
-            if st.writable.swap(false, Ordering::AcqRel) {
-                tracing::error!(
-                    error = %e,
-                    "audit log write failed; requests are refused until it can be written"
-                );
-            }
+            failed(st, &e);
             false
         }
     }
 }
 
-fn write_group(st: &mut State, buf: &[u8]) -> std::io::Result<()> {
-    if st.reopen {
-        let path = segment_path(&st.dir, st.segment);
-        st.file = OpenOptions::new().create(true).append(true).open(&path)?;
-        st.reopen = false;
+/// A write or fsync failed: cut the file back to its last fsync (best effort; a torn group
+/// is also cut when the log is next opened), write all of `buf` again at the retry, and
+/// refuse requests until then.
+fn failed(st: &mut State, e: &std::io::Error) {
+    let _ = st.file.set_len(st.synced_len);
+    st.written = 0;
+    st.reopen = true;
+    if st.writable.swap(false, Ordering::AcqRel) {
+        tracing::error!(
+            error = %e,
+            "audit log write failed; requests are refused until it can be written"
+        );
     }
-    let before = st.file.seek(SeekFrom::End(0))?;
-    let r = st.file.write_all(buf).and_then(|()| st.file.sync_data());
-    if r.is_err() {
-        // Best effort: a torn group is also cut when the log is next opened.
-        let _ = st.file.set_len(before);
-    }
-    r
 }
