@@ -101,7 +101,7 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
         // Written first: the answers waiting for these records go out; then fsync'd when due
         // (admin events wait for that, and a checkpoint is published only then).
         let blocking = waiters.iter().any(|w| matches!(w, Waiter::Blocking(_)));
-        let written = write_pending(&mut st, &mut buf);
+        let written = write_pending(&mut st, &buf);
         if written {
             let due = blocking
                 || closed
@@ -271,7 +271,7 @@ pub(super) fn flush(st: &mut State, buf: &mut Vec<u8>) -> bool {
 
 /// Writes the part of `buf` not yet written (to the kernel: it survives a crash of the
 /// process). On failure, see [`flush`].
-pub(super) fn write_pending(st: &mut State, buf: &mut Vec<u8>) -> bool {
+pub(super) fn write_pending(st: &mut State, buf: &[u8]) -> bool {
     if st.written >= buf.len() {
         return true;
     }
