@@ -1381,10 +1381,12 @@ async fn kill_9_under_load_loses_no_record_no_budget_and_raises_no_false_alarm()
         .unwrap_or(3);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    // Every start attests (state key and model key) from the same peer: short sessions keep
+    // hundreds of restarts under the broker's per-peer cap of attested sessions.
     let broker = Broker::start(
         &d.join("broker"),
         "127.0.0.1:0",
-        &["--anchor-lease-secs", "2"],
+        &["--anchor-lease-secs", "2", "--session-ttl-secs", "20"],
     );
     broker.provision_state(d);
     let (sealed, dek, publisher) = seal_private(d, 0.001);

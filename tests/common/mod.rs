@@ -137,7 +137,8 @@ impl Server {
             }
             if std::time::Instant::now() > deadline {
                 let _ = child.kill();
-                return Err("not ready within 60 s".into());
+                let log = stderr.lock().unwrap().join("\n");
+                return Err(format!("not ready within 60 s:\n{log}"));
             }
         }
     }
