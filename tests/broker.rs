@@ -1596,3 +1596,63 @@ async fn a_server_on_cuda_without_gpu_evidence_gets_no_key_and_says_why() {
         broker.proc.log()
     );
 }
+
+/// The contract for a broker without the anchor API: serving without rollback protection is
+/// said in words (`--without-freshness-anchor`), and then warned at every start and every
+/// checkpoint; no anchor is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_freshness_anchor_the_server_says_so_at_start_and_at_every_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let broker = Broker::start(&d.join("broker"), "127.0.0.1:0", &[]);
+    broker.provision_state(d);
+    let (sealed, dek, publisher) = seal(d, None);
+    let policy = write_policy(d, "policy.toml", &measurement(), true);
+    broker.register("default/models/fixture-softmax", &dek, &policy);
+    let data = d.join("data");
+    let api_key = create_key(
+        &data,
+        "alice",
+        &[
+            "--purposes",
+            "testing",
+            "--broker",
+            &broker.url,
+            "--broker-ca",
+            broker.cert.to_str().unwrap(),
+        ],
+    );
+    let mut args = serve_args(
+        data.to_str().unwrap(),
+        sealed.to_str().unwrap(),
+        publisher.to_str().unwrap(),
+        &broker,
+    );
+    args.push("--without-freshness-anchor");
+    let server = Server::start(&args);
+    let logs = server.logs_with(&["ROLLBACK PROTECTION OFF"], 10);
+    assert!(logs.contains("no freshness anchor is kept"), "{logs}");
+    let mut client = server
+        .client()
+        .await
+        .with_api_key(&api_key)
+        .unwrap()
+        .with_purpose("testing")
+        .unwrap();
+    client
+        .predict("fixture-softmax", &[vec![0.5; 8]])
+        .await
+        .unwrap();
+    // The next checkpoint (within a second of a record) warns again.
+    let logs = server.logs_with(&["this checkpoint is not anchored"], 10);
+    assert!(logs.contains("this checkpoint is not anchored"), "{logs}");
+    assert_eq!(server.stop().code(), Some(0));
+    // Nothing was anchored at the broker.
+    let out = confidant(&admin_args(&broker, &["broker", "anchor"]));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no anchor for deployment default"),
+        "{}",
+        stderr(&out)
+    );
+}
