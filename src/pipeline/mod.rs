@@ -40,16 +40,21 @@ use crate::privacy::rng::ChaChaDpRng;
 use crate::privacy::subjects::Subjects;
 use crate::unix_now;
 
+mod admit;
 mod call;
 pub mod error;
 mod explain;
+mod record;
 pub mod request_id;
 #[cfg(test)]
 mod tests;
 
+use admit::Admitted;
+pub use admit::check_model_ref;
 pub use call::{CallContext, ExplainLimits, ExplainOutcome, PredictCall, PredictOutcome, Receipt};
 use call::{X_API_KEY, X_PURPOSE, X_SUBJECT_ID};
 pub use error::ApiError;
+use record::AuditContext;
 
 /// The shared pipeline. Cheap to clone.
 #[derive(Clone)]
@@ -305,80 +310,6 @@ impl Pipeline {
         Self::deliver(result, durable).await
     }
 
-    /// Returns an answer once its audit record is on disk: a crash after this point cannot
-    /// lose the record of an answer the caller has. An answer whose record cannot be written
-    /// is withheld (UNAVAILABLE); what it spent stays spent.
-    async fn deliver<T>(
-        result: Result<T, Status>,
-        durable: Option<Result<crate::audit::Durable, crate::audit::AuditError>>,
-    ) -> Result<T, Status> {
-        let written = match durable {
-            Some(Ok(d)) => Some(d.wait().await),
-            Some(Err(e)) => Some(Err(e)),
-            None => None,
-        };
-        match (result, written) {
-            (Ok(out), Some(w)) => match w {
-                Ok(()) => Ok(out),
-                Err(e) => Err(Status::unavailable(format!(
-                    "the audit record of this answer could not be written ({e}); the answer \
-                     is withheld"
-                ))),
-            },
-            (result, _) => result,
-        }
-    }
-
-    /// Queues the call's audit record. For an answer (no refusal) it returns what to await
-    /// before the answer leaves ([`Pipeline::deliver`]); a refusal's record is not waited
-    /// for (it reaches disk with the next group).
-    fn audit_call(
-        &self,
-        record: AuditContext<'_>,
-        refusal: Option<&Status>,
-        output_argmax: &[u32],
-        latency: std::time::Duration,
-        rpc: Option<&'static str>,
-    ) -> Option<Result<crate::audit::Durable, crate::audit::AuditError>> {
-        if let Some(audit) = &self.audit
-            && !record.unrecordable
-        {
-            let (decision, reason) = match refusal {
-                None => ("allow", "OK"),
-                Some(s) => ("refuse", crate::proto::code_name(s.code())),
-            };
-            let model = match &record.loaded_model {
-                Some(m) if record.model_resolved => m.label(),
-                _ => record.model.as_str(),
-            };
-            let event = PredictEvent {
-                request_id: record.request_id.as_ref().map_or("", request_id::as_str),
-                principal: record.key.as_ref().map_or("", |k| k.principal.as_str()),
-                model,
-                purpose: record.purpose,
-                subject: record.subject.as_deref(),
-                input_hmac: record
-                    .input_hmac
-                    .as_ref()
-                    .and_then(|h| std::str::from_utf8(h).ok()),
-                output_argmax,
-                flagged_rows: &record.flagged_rows,
-                rows: record.rows,
-                latency_us: latency.as_micros() as u64,
-                decision,
-                reason,
-                epsilon: record.epsilon,
-                rpc,
-            };
-            if refusal.is_some() {
-                audit.append_predict(&event);
-                return None;
-            }
-            return Some(audit.append_predict_durable(&event));
-        }
-        None
-    }
-
     /// The benchmark baseline: the same engine path with no guard, audit or metrics.
     async fn predict_unguarded(&self, call: PredictCall) -> Result<PredictOutcome, ApiError> {
         self.ensure_ready()?;
@@ -423,162 +354,6 @@ impl Pipeline {
             receipt: None,
             tokens: 0,
         })
-    }
-
-    /// The guards every inference RPC shares, in order, up to (not including) the steps
-    /// that spend: ready, identity and `scope`, model and version, purpose, data-subject
-    /// consent, input validation.
-    fn admit_call<'c>(
-        &self,
-        ctx: &'c CallContext,
-        scope: Scope,
-        call: PredictCall,
-        record: &mut AuditContext<'c>,
-    ) -> Result<Admitted, ApiError> {
-        // What the caller named is checked against its rule before anything records or
-        // echoes it (the audit record, a NOT_FOUND message, a log line).
-        check_model_ref(&call.model, &call.version)?;
-        let declared_purpose = ctx
-            .header(&X_PURPOSE)
-            .map(str::trim)
-            .filter(|p| !p.is_empty());
-        if let Some(p) = declared_purpose {
-            validate_name("purpose (x-purpose)", p).map_err(bad_name)?;
-        }
-        // The metrics label: the model named, when it is loaded, even if a guard refuses.
-        let found = self.registry.get(&call.model);
-        if let Ok(m) = &found {
-            record.loaded_model = Some(Arc::clone(m));
-        }
-        self.ensure_ready()?;
-        if let Err(e) = self.ensure_audit_writable() {
-            // Not recorded either: the log cannot take it, and a flood of such refusals
-            // must not pile up in the writer's memory while the disk is failing.
-            record.unrecordable = true;
-            return Err(e);
-        }
-        let key = self.caller(ctx, scope)?;
-        record.key = Some(Arc::clone(&key));
-        let model = match found {
-            Ok(m) => m,
-            Err(e) => {
-                record.model.clone_from(&call.model);
-                return Err(e.into());
-            }
-        };
-        record.model_resolved = true;
-        if !call.version.is_empty() && call.version != model.version() {
-            return Err(ApiError::Precondition(format!(
-                "model {} is at version {}, request asked for {}",
-                model.id(),
-                model.version(),
-                call.version
-            )));
-        }
-        record.version_matched = true;
-        let purpose =
-            self.guard
-                .check_purpose(&key, declared_purpose, model.id(), model.purposes())?;
-        record.purpose = purpose;
-        let mut subject_budget = None;
-        if let Some(subject) = ctx.header(&X_SUBJECT_ID) {
-            let Some(purpose) = record.purpose else {
-                return Err(ApiError::Precondition(
-                    "a request naming a data subject (x-subject-id) must declare its purpose \
-                     (x-purpose)"
-                        .into(),
-                ));
-            };
-            let subjects = self.subjects.as_ref().ok_or_else(|| {
-                ApiError::Precondition("this server keeps no consent records".into())
-            })?;
-            match subjects
-                .check_consent(subject, purpose)
-                .and_then(|pseudonym| Ok((pseudonym, subjects.budget_key(subject)?)))
-            {
-                Ok((pseudonym, budget_key)) => {
-                    record.subject = Some(pseudonym);
-                    subject_budget = Some(budget_key);
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let (input, rows) = self.admit_input(&model, call, record)?;
-        Ok(Admitted {
-            key,
-            model: Arc::clone(&model),
-            input,
-            rows,
-            subject_budget,
-        })
-    }
-
-    /// Validates the call's input for the model's kind: numeric rows against an MLP's
-    /// schema, or texts (count, bytes, UTF-8, then the model's own tokenizer and token
-    /// limit) for a text model. The audit record gets the input's keyed digest.
-    fn admit_input(
-        &self,
-        model: &LoadedModel,
-        call: PredictCall,
-        record: &mut AuditContext<'_>,
-    ) -> Result<(ModelInput, usize), ApiError> {
-        if call.embeddings_only && model.has_classes() {
-            return Err(InputError::NotEmbedding {
-                model: model.id().to_string(),
-            }
-            .into());
-        }
-        let has_rows = !call.shape.is_empty() || !call.values.is_empty();
-        let has_texts = !call.texts.is_empty();
-        let expected = model.spec().kind().input_form();
-        match (model.mlp_config(), model.encoder()) {
-            (Some(config), _) => {
-                if has_texts {
-                    return Err(InputError::WrongForm {
-                        model: config.id.clone(),
-                        expected,
-                        found: "texts",
-                    }
-                    .into());
-                }
-                if !has_rows {
-                    return Err(InputError::Missing.into());
-                }
-                if let Some(audit) = &self.audit {
-                    record.input_hmac = Some(audit.input_hmac_hex(&call.values));
-                }
-                let mut values = call.values;
-                let rows = validate_rows(config, &call.shape, &mut values, self.max_rows)?;
-                record.rows = rows as u64;
-                Ok((ModelInput::Rows { values, rows }, rows))
-            }
-            (None, Some(encoder)) => {
-                if has_rows {
-                    return Err(InputError::WrongForm {
-                        model: model.id().to_string(),
-                        expected,
-                        found: "numeric rows",
-                    }
-                    .into());
-                }
-                if let Some(audit) = &self.audit {
-                    record.input_hmac = Some(audit.input_hmac_hex_texts(&call.texts));
-                }
-                let texts = validate_texts(&call.texts, &self.text_limits, self.max_rows)?;
-                record.rows = texts.len() as u64;
-                // Tokenized here, before anything is spent: a text over a `refuse` limit is
-                // refused (INVALID_ARGUMENT, naming the text, its tokens and the limit) with
-                // no quota or budget taken.
-                let bytes: usize = texts.iter().map(|t| t.len()).sum();
-                let tokens = off_the_reactor(bytes, || encoder.tokenize(&texts))?;
-                record.tokens = tokens.iter().map(|t| t.len() as u64).sum();
-                Ok((ModelInput::Tokens(tokens), texts.len()))
-            }
-            (None, None) => Err(ApiError::Internal(format!(
-                "model {} has no engine",
-                model.id()
-            ))),
-        }
     }
 
     async fn predict_inner<'c>(
@@ -747,104 +522,10 @@ impl Pipeline {
     }
 }
 
-/// Texts of more bytes than this are tokenized with the runtime told that the thread blocks.
-const BLOCKING_TOKENIZE_BYTES: usize = 16 << 10;
-
-/// Runs `f` (CPU-bound work of `bytes` of input, such as tokenization) on the calling async
-/// worker; past [`BLOCKING_TOKENIZE_BYTES`], on a multi-threaded runtime, with
-/// `block_in_place`, so that the worker's other requests move to another thread rather than
-/// wait behind a megabyte of text.
-fn off_the_reactor<T>(bytes: usize, f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h)
-            if bytes > BLOCKING_TOKENIZE_BYTES
-                && h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
-        {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
-    }
-}
-
-/// Checks a model id and version that a caller named (an empty version means any) against
-/// the id rule, before anything records or echoes them: INVALID_ARGUMENT, and the message
-/// gives the length, never the value.
-pub fn check_model_ref(model: &str, version: &str) -> Result<(), ApiError> {
-    if model.is_empty() {
-        return Err(ApiError::BadRequest("model must be set".into()));
-    }
-    validate_id("model name", model).map_err(bad_name)?;
-    if !version.is_empty() {
-        validate_id("model version", version).map_err(bad_name)?;
-    }
-    Ok(())
-}
-
-fn bad_name(e: NameError) -> ApiError {
-    ApiError::BadRequest(e.to_string())
-}
-
 /// The refusal of a row that sensitivity screening flags under `action = "reject"`.
 fn screening_refusal(row: u32) -> ApiError {
     ApiError::BadRequest(format!(
         "row {row} was refused by adversarial-sensitivity screening: its prediction is \
          unstable under small perturbations of the input"
     ))
-}
-
-impl AuditContext<'_> {
-    /// Makes the call's request id, keeps it for the record and returns it for the response.
-    fn new_request_id(&mut self) -> String {
-        let id = request_id::new_bytes();
-        self.request_id = Some(id);
-        request_id::as_str(&id).to_string()
-    }
-}
-
-/// A call that passed every non-spending guard.
-struct Admitted {
-    key: Arc<KeyRecord>,
-    model: Arc<LoadedModel>,
-    input: ModelInput,
-    rows: usize,
-    /// The data subject's budget key ([`Subjects::budget_key`]), when the call names one.
-    subject_budget: Option<String>,
-}
-
-/// What the audit record of one call learns as the call proceeds. It borrows or holds fixed
-/// buffers where it can, so that recording costs no allocation beyond the record itself.
-#[derive(Default)]
-struct AuditContext<'c> {
-    request_id: Option<[u8; 36]>,
-    /// The authenticated caller.
-    key: Option<Arc<KeyRecord>>,
-    /// The model named, when it is not loaded.
-    model: String,
-    /// Whether the record names `loaded_model` (once the caller is authenticated and the
-    /// model resolved), by its label.
-    model_resolved: bool,
-    /// Whether the model's loaded version is the one asked for (and the caller is
-    /// authenticated): the call counts in that version's Triton statistics.
-    version_matched: bool,
-    /// The declared purpose, once checked (borrowed from the call's metadata).
-    purpose: Option<&'c str>,
-    input_hmac: Option<[u8; 64]>,
-    flagged_rows: Vec<u32>,
-    rows: u64,
-    /// Tokens of a text model's request (after truncation).
-    tokens: u64,
-    /// Tokens its forward passes computed, padding included (its share of its batches).
-    padded_tokens: u64,
-    /// The loaded model the request named (its id is the metrics label).
-    loaded_model: Option<Arc<LoadedModel>>,
-    /// Queue and compute time, once the engine answered.
-    engine: Option<(std::time::Duration, std::time::Duration)>,
-    /// The engine's timing of the request, for the Triton statistics.
-    engine_times: EngineTimes,
-    /// ε charged (at the budget's δ).
-    epsilon: f64,
-    /// The data subject's pseudonym, when the request named one with consent.
-    subject: Option<String>,
-    /// Refused because the audit log cannot be written: no record is queued.
-    unrecordable: bool,
 }
