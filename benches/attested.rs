@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use confidant::client::Client;
 use confidant::client::attested::connect_attested;
-use confidant::engine::BatchConfig;
 use confidant::guard::RateDefaults;
 use confidant::server::{self, ServeConfig};
 use confidant_attestation::Policy;
@@ -25,32 +24,10 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        metrics_listen: None,
-        data_dir: dir.path().to_path_buf(),
-        tls: None,
-        client_ca: None,
-        models: Vec::new(),
-        broker: None,
-        publisher_keys: Vec::new(),
-        batch: BatchConfig::default(),
-        max_message_bytes: server::DEFAULT_MAX_MESSAGE_BYTES,
-        max_rows_per_request: server::DEFAULT_MAX_ROWS,
-        verify_digests: true,
-        rate: RateDefaults::default(),
-        screening: Default::default(),
-        privacy: Default::default(),
-        audit: Default::default(),
-        deployment: "default".into(),
-        explain: Default::default(),
-        without_freshness_anchor: false,
-        text: Default::default(),
-        http_listen: None,
-        unguarded_benchmark_baseline: false,
-        device: confidant::gpu::DeviceSpec::Cpu,
-        gpu_load: confidant::gpu::LoadPath::Staged,
-    };
+    let config = ServeConfig::embedded_demo(
+        "127.0.0.1:0".parse().expect("addr"),
+        dir.path().to_path_buf(),
+    );
     let ca_path = config.cert_path();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

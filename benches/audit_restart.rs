@@ -11,8 +11,6 @@
 use std::time::{Duration, Instant};
 
 use confidant::audit::{AuditConfig, AuditKeys, AuditLog, Event, Integrity, verify_dir};
-use confidant::engine::BatchConfig;
-use confidant::guard::RateDefaults;
 use confidant::server::{self, ServeConfig};
 
 /// The same allocator as the binary.
@@ -39,32 +37,10 @@ fn event(i: u64) -> Event {
 }
 
 fn config(dir: &std::path::Path, port: u16) -> ServeConfig {
-    ServeConfig {
-        listen: format!("127.0.0.1:{port}").parse().expect("addr"),
-        metrics_listen: None,
-        data_dir: dir.to_path_buf(),
-        tls: None,
-        client_ca: None,
-        models: Vec::new(),
-        broker: None,
-        publisher_keys: Vec::new(),
-        batch: BatchConfig::default(),
-        max_message_bytes: server::DEFAULT_MAX_MESSAGE_BYTES,
-        max_rows_per_request: server::DEFAULT_MAX_ROWS,
-        verify_digests: true,
-        rate: RateDefaults::default(),
-        screening: Default::default(),
-        privacy: Default::default(),
-        audit: Default::default(),
-        deployment: "default".into(),
-        explain: Default::default(),
-        without_freshness_anchor: false,
-        text: Default::default(),
-        http_listen: None,
-        unguarded_benchmark_baseline: false,
-        device: confidant::gpu::DeviceSpec::Cpu,
-        gpu_load: confidant::gpu::LoadPath::Staged,
-    }
+    ServeConfig::embedded_demo(
+        format!("127.0.0.1:{port}").parse().expect("addr"),
+        dir.to_path_buf(),
+    )
 }
 
 /// Starts the demo server on `dir`; returns (time until the port accepts, time until ready)

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use confidant::client::Client;
-use confidant::engine::BatchConfig;
 use confidant::guard::RateDefaults;
 use confidant::server::{self, ServeConfig};
 
@@ -47,18 +46,6 @@ struct Target {
 
 async fn start(dir: &std::path::Path, unguarded: bool) -> Target {
     let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        metrics_listen: None,
-        data_dir: dir.to_path_buf(),
-        tls: None,
-        client_ca: None,
-        models: Vec::new(),
-        broker: None,
-        publisher_keys: Vec::new(),
-        batch: BatchConfig::default(),
-        max_message_bytes: server::DEFAULT_MAX_MESSAGE_BYTES,
-        max_rows_per_request: server::DEFAULT_MAX_ROWS,
-        verify_digests: true,
         rate: RateDefaults {
             rpm: Some(1_000_000_000),
             rpd: if std::env::var_os("GUARDS_BENCH_NO_RPD").is_some() {
@@ -68,8 +55,6 @@ async fn start(dir: &std::path::Path, unguarded: bool) -> Target {
             },
             ..RateDefaults::default()
         },
-        screening: Default::default(),
-        privacy: Default::default(),
         // Profiling aid: GUARDS_BENCH_GROUP_MS overrides `[audit] group_commit_ms`.
         audit: server::AuditSettings {
             group_commit_ms: std::env::var("GUARDS_BENCH_GROUP_MS")
@@ -78,14 +63,8 @@ async fn start(dir: &std::path::Path, unguarded: bool) -> Target {
                 .unwrap_or(confidant::audit::DEFAULT_GROUP_COMMIT_MS),
             ..Default::default()
         },
-        deployment: "default".into(),
-        explain: Default::default(),
-        without_freshness_anchor: false,
-        text: Default::default(),
-        http_listen: None,
         unguarded_benchmark_baseline: unguarded,
-        device: confidant::gpu::DeviceSpec::Cpu,
-        gpu_load: confidant::gpu::LoadPath::Staged,
+        ..ServeConfig::embedded_demo("127.0.0.1:0".parse().expect("addr"), dir.to_path_buf())
     };
     let ca_path = config.cert_path();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

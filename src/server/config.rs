@@ -291,6 +291,37 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// The embedded demo on `listen` with data in `data_dir`, every setting at its default,
+    /// on the CPU, with no `/metrics` and no HTTPS door (in-process servers: benches, tests).
+    pub fn embedded_demo(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            listen,
+            metrics_listen: None,
+            data_dir,
+            tls: None,
+            client_ca: None,
+            models: Vec::new(),
+            broker: None,
+            publisher_keys: Vec::new(),
+            batch: BatchConfig::default(),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_rows_per_request: DEFAULT_MAX_ROWS,
+            verify_digests: true,
+            rate: RateDefaults::default(),
+            screening: BTreeMap::new(),
+            privacy: PrivacySettings::default(),
+            audit: AuditSettings::default(),
+            deployment: crate::state::DEFAULT_DEPLOYMENT.to_string(),
+            explain: crate::pipeline::ExplainLimits::default(),
+            without_freshness_anchor: false,
+            text: Default::default(),
+            http_listen: None,
+            unguarded_benchmark_baseline: false,
+            device: crate::gpu::DeviceSpec::Cpu,
+            gpu_load: crate::gpu::LoadPath::Staged,
+        }
+    }
+
     /// Validates the ranges and combinations.
     pub fn validate(&self) -> Result<(), ServerError> {
         self.batch.validate()?;

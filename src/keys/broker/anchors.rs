@@ -46,13 +46,22 @@ fn check_deployment(deployment: &str) -> Result<(), BrokerError> {
     crate::state::check_deployment(deployment).map_err(|e| BrokerError::BadRequest(e.to_string()))
 }
 
-fn load(db: &rusqlite::Transaction<'_>, deployment: &str) -> rusqlite::Result<Option<String>> {
+/// The stored text of the deployment's anchor (in a transaction, or a plain read).
+fn load(db: &rusqlite::Connection, deployment: &str) -> rusqlite::Result<Option<String>> {
     db.query_row(
         "SELECT anchor FROM broker_anchors WHERE deployment = ?1",
         [deployment],
         |r| r.get(0),
     )
     .optional()
+}
+
+fn parse(deployment: &str, text: &str) -> Result<Anchor, BrokerError> {
+    serde_json::from_str(text).map_err(|e| {
+        BrokerError::Internal(format!(
+            "the stored anchor of {deployment} does not parse: {e}"
+        ))
+    })
 }
 
 fn save(db: &rusqlite::Transaction<'_>, anchor: &Anchor) -> rusqlite::Result<()> {
@@ -75,17 +84,15 @@ fn update(
 ) -> Result<Anchor, BrokerError> {
     let mut outcome: Option<Result<Anchor, BrokerError>> = None;
     let stored = state.store.db().transaction(|tx| {
-        let current = match load(tx, deployment)? {
-            Some(text) => match serde_json::from_str::<Anchor>(&text) {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    outcome = Some(Err(BrokerError::Internal(format!(
-                        "the stored anchor of {deployment} does not parse: {e}"
-                    ))));
-                    return Ok(());
-                }
-            },
-            None => None,
+        let current = match load(tx, deployment)?
+            .map(|t| parse(deployment, &t))
+            .transpose()
+        {
+            Ok(a) => a,
+            Err(e) => {
+                outcome = Some(Err(e));
+                return Ok(());
+            }
         };
         let next = f(current);
         if let Ok(anchor) = &next {
@@ -100,33 +107,16 @@ fn update(
 
 /// The deployment's anchor, if any.
 fn read(state: &Shared, deployment: &str) -> Result<Option<Anchor>, BrokerError> {
-    let text: Option<String> = state
+    let text = state
         .store
         .db()
-        .read(|c| {
-            c.query_row(
-                "SELECT anchor FROM broker_anchors WHERE deployment = ?1",
-                [deployment],
-                |r| r.get(0),
-            )
-            .optional()
-        })
+        .read(|c| load(c, deployment))
         .map_err(|e| BrokerError::Internal(e.to_string()))?;
-    text.map(|t| {
-        serde_json::from_str(&t).map_err(|e| {
-            BrokerError::Internal(format!(
-                "the stored anchor of {deployment} does not parse: {e}"
-            ))
-        })
-    })
-    .transpose()
+    text.map(|t| parse(deployment, &t)).transpose()
 }
 
-/// The checkpoint key of `deployment`, from its state key.
-fn verifying_key(
-    state: &Shared,
-    deployment: &str,
-) -> Result<ed25519_dalek::VerifyingKey, BrokerError> {
+/// The deployment's state key, which the broker holds as `default/state/<deployment>`.
+fn state_key(state: &Shared, deployment: &str) -> Result<StateKey, BrokerError> {
     let path = crate::state::resource_path(deployment)
         .map_err(|e| BrokerError::BadRequest(e.to_string()))?;
     let bytes = state.store.get(&path)?.ok_or_else(|| {
@@ -135,9 +125,18 @@ fn verifying_key(
              state key it holds (`confidant broker put-resource --path {path} --generate`)"
         ))
     })?;
-    let key = StateKey::from_bytes(&bytes, Source::Broker, &path)
-        .map_err(|e| BrokerError::Internal(e.to_string()))?;
-    Ok(key.checkpoint_key().verifying_key())
+    StateKey::from_bytes(&bytes, Source::Broker, &path)
+        .map_err(|e| BrokerError::Internal(e.to_string()))
+}
+
+/// The checkpoint key of `deployment`, from its state key.
+fn verifying_key(
+    state: &Shared,
+    deployment: &str,
+) -> Result<ed25519_dalek::VerifyingKey, BrokerError> {
+    Ok(state_key(state, deployment)?
+        .checkpoint_key()
+        .verifying_key())
 }
 
 /// Whether `holder` holds the lease at `now_ms`.
@@ -373,14 +372,7 @@ pub(super) async fn audit_key(
     let result = async {
         check_admin(&state, &headers)?;
         check_deployment(&deployment)?;
-        let path = crate::state::resource_path(&deployment)
-            .map_err(|e| BrokerError::BadRequest(e.to_string()))?;
-        let bytes = state
-            .store
-            .get(&path)?
-            .ok_or_else(|| BrokerError::NotFound(format!("no state key at {path}")))?;
-        let key = StateKey::from_bytes(&bytes, Source::Broker, &path)
-            .map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let key = state_key(&state, &deployment)?;
         let records = zeroize::Zeroizing::new(hex::encode(
             key.subkey(crate::state::Subkey::AuditRecords).as_ref(),
         ));
