@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use confidant::client::Client;
 use confidant::client::attested::connect_attested;
-use confidant::guard::RateDefaults;
 use confidant::server::{self, ServeConfig};
 use confidant_attestation::Policy;
 use criterion::Criterion;
