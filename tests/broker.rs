@@ -177,6 +177,19 @@ impl Broker {
         assert!(out.status.success(), "set-policy: {}", stderr(&out));
     }
 
+    /// `confidant keys create` beside a broker-mode server: it obtains the state key from
+    /// this broker by attestation, as the server does.
+    fn create_key(&self, data: &Path, principal: &str, extra: &[&str]) -> String {
+        let mut args = extra.to_vec();
+        args.extend([
+            "--broker",
+            self.url.as_str(),
+            "--broker-ca",
+            self.cert.to_str().unwrap(),
+        ]);
+        create_key(data, principal, &args)
+    }
+
     fn register(&self, path: &str, dek: &Path, policy: &Path) {
         let out = self.admin("put-resource", path, "--file", dek);
         assert!(out.status.success(), "put-resource: {}", stderr(&out));
@@ -328,18 +341,7 @@ async fn the_broker_releases_the_key_to_an_attested_server_which_then_serves() {
 
     let data = d.join("data");
     // The database is encrypted under the state key: `keys` obtains it as the server does.
-    let api_key = create_key(
-        &data,
-        "alice",
-        &[
-            "--purposes",
-            "testing",
-            "--broker",
-            &broker.url,
-            "--broker-ca",
-            broker.cert.to_str().unwrap(),
-        ],
-    );
+    let api_key = broker.create_key(&data, "alice", &["--purposes", "testing"]);
     let (data_s, sealed_s, pub_s) = (
         data.to_str().unwrap(),
         sealed.to_str().unwrap(),
@@ -1099,18 +1101,7 @@ async fn a_restored_data_dir_is_refused_until_an_authorized_reset_and_a_second_i
     let policy = write_policy(d, "policy.toml", &measurement(), true);
     broker.register("default/models/fixture-softmax", &dek, &policy);
     let data = d.join("data");
-    let api_key = create_key(
-        &data,
-        "alice",
-        &[
-            "--purposes",
-            "testing",
-            "--broker",
-            &broker.url,
-            "--broker-ca",
-            broker.cert.to_str().unwrap(),
-        ],
-    );
+    let api_key = broker.create_key(&data, "alice", &["--purposes", "testing"]);
     let (data_s, sealed_s, pub_s) = (
         data.to_str().unwrap(),
         sealed.to_str().unwrap(),
@@ -1399,12 +1390,8 @@ async fn kill_9_under_load_loses_no_record_no_budget_and_raises_no_false_alarm()
         "--broker-ca",
         broker.cert.to_str().unwrap(),
     ];
-    let mut user_args = vec!["--purposes", "testing"];
-    user_args.extend(via_broker);
-    let user = create_key(&data, "insurer", &user_args);
-    let mut admin_args = vec!["--scopes", "admin"];
-    admin_args.extend(via_broker);
-    let admin = create_key(&data, "dpo", &admin_args);
+    let user = broker.create_key(&data, "insurer", &["--purposes", "testing"]);
+    let admin = broker.create_key(&data, "dpo", &["--scopes", "admin"]);
     let config = d.join("serve.toml");
     std::fs::write(&config, "[privacy.budget]\nepsilon = 1000000.0\n").unwrap();
     let mut args = serve_args(
@@ -1610,18 +1597,7 @@ async fn without_a_freshness_anchor_the_server_says_so_at_start_and_at_every_che
     let policy = write_policy(d, "policy.toml", &measurement(), true);
     broker.register("default/models/fixture-softmax", &dek, &policy);
     let data = d.join("data");
-    let api_key = create_key(
-        &data,
-        "alice",
-        &[
-            "--purposes",
-            "testing",
-            "--broker",
-            &broker.url,
-            "--broker-ca",
-            broker.cert.to_str().unwrap(),
-        ],
-    );
+    let api_key = broker.create_key(&data, "alice", &["--purposes", "testing"]);
     let mut args = serve_args(
         data.to_str().unwrap(),
         sealed.to_str().unwrap(),

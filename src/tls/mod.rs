@@ -5,6 +5,10 @@
 //! evidence ([`tls_report_data`]), which the server's Attestation service produces and the
 //! client's attested channel checks.
 
+mod https;
+
+pub use https::serve_https;
+
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256, Sha512};

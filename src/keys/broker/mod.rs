@@ -33,7 +33,7 @@
 //! `Authorization: Bearer <admin key>`, the key being the contents of
 //! `<data-dir>/admin.key`.
 //!
-//! The files: this one starts the broker and accepts connections; [`http`] has the HTTP
+//! The files: this one starts the broker (`tls::serve_https` accepts its connections); [`http`] has the HTTP
 //! helpers, [`rcar`] the TEE-facing handlers, [`admin`] the admin API and [`sessions`] the
 //! session table with its limits.
 
@@ -54,14 +54,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::connect_info::ConnectInfo;
 use axum::http::Uri;
 use axum::routing::{get, post};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use sha2::{Digest as _, Sha256};
 use tokio::net::TcpListener;
-use tower::ServiceExt as _;
 use zeroize::Zeroizing;
 
 use super::collateral::CollateralSource;
@@ -353,8 +351,13 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerStartErr
     drop(admin_key);
     let router = router(Arc::clone(&state));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let task = tokio::spawn(serve_tls(listener, acceptor, router, stop_rx));
+    let task = tokio::spawn(crate::tls::serve_https(
+        listener,
+        Arc::new(tls),
+        router,
+        stop_rx,
+        "broker",
+    ));
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_owned()
     } else {
@@ -373,52 +376,6 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerStartErr
         stop: Some(stop_tx),
         task,
     })
-}
-
-async fn serve_tls(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    router: axum::Router,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "broker: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut stop => return,
-        };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, router) = (acceptor.clone(), router.clone());
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "broker: TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            // The handlers read the peer's address (the per-peer limits) from the request.
-            let router = router.map_request(move |mut request: hyper::Request<_>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            });
-            let service = hyper_util::service::TowerToHyperService::new(router);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await
-            {
-                tracing::debug!(error = %e, "broker: connection ended with an error");
-            }
-        });
-    }
 }
 
 fn router(state: Arc<Shared>) -> axum::Router {
