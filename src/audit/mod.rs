@@ -24,6 +24,7 @@
 
 mod compact;
 mod encode;
+mod journal;
 pub mod outbox;
 mod record;
 pub mod seal;
@@ -43,6 +44,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use encode::*;
+pub use journal::{DEFAULT_JOURNAL_BYTES, JOURNAL_FILE};
 use record::*;
 pub use record::{Event, PredictEvent, Record, checkpoint_message, retention_message};
 use segments::*;
@@ -174,6 +176,9 @@ pub struct AuditConfig {
     /// Delete the oldest segments (never the current one) while the log is larger than this
     /// many bytes, behind a signed retention record as for age.
     pub max_bytes: Option<u64>,
+    /// The journal's ring, in bytes (see [`journal`]): an answer leaves once its event is
+    /// journaled. 0: no journal, and an answer waits until the writer has written its record.
+    pub journal_bytes: usize,
 }
 
 impl Default for AuditConfig {
@@ -185,6 +190,7 @@ impl Default for AuditConfig {
             segment_records: SEGMENT_RECORDS,
             retention: None,
             max_bytes: None,
+            journal_bytes: DEFAULT_JOURNAL_BYTES,
         }
     }
 }
@@ -250,6 +256,12 @@ struct State {
     checkpointed: Arc<tokio::sync::watch::Sender<Option<Checkpointed>>>,
     /// The background check; retention deletes nothing until it has passed.
     integrity: tokio::sync::watch::Receiver<Integrity>,
+    /// The queue number of the last event pushed, and where the journal's next entry starts
+    /// after the last journaled event pushed.
+    pushed_q: u64,
+    journal_tail: usize,
+    /// Set by each fsync: what the journal's header may now say (see [`journal::Mark`]).
+    synced_mark: Option<journal::Mark>,
 }
 
 /// The audit log writer. Appends are queued to one writer thread that writes in groups with
@@ -294,12 +306,40 @@ pub enum Integrity {
 #[derive(Default)]
 struct Pending {
     bytes: Vec<u8>,
-    /// Where each event ends in `bytes`, and whom to tell once it is on disk.
-    events: Vec<(usize, Option<Waiter>)>,
+    /// The events in `bytes`, in order.
+    events: Vec<Queued>,
     /// How many of `events` have a waiter: while any does, the writer does not linger.
     waiting: usize,
     /// No more events: the log is closing, or the writer is gone.
     closed: bool,
+    /// The last queue number given (see [`journal`]).
+    q: u64,
+    /// Where each event is also written, sealed, as it is queued (`None`: no journal).
+    journal: Option<journal::Journal>,
+    /// Events queued while the journal's ring was full, since the last warning.
+    unjournaled: u64,
+}
+
+/// One queued event.
+struct Queued {
+    /// Where it ends in [`Pending::bytes`].
+    end: usize,
+    /// Whom to tell once it is on disk.
+    waiter: Option<Waiter>,
+    /// Its queue number.
+    q: u64,
+    /// Where the journal's next entry starts after it (`None`: not journaled).
+    journaled: Option<usize>,
+}
+
+/// What a caller of [`AuditLog::enqueue`] waits for.
+enum Want {
+    /// Nothing: the event reaches disk with the next group.
+    Nothing,
+    /// An answer's record: journaled, or else written by the writer, before the answer leaves.
+    Answer,
+    /// A thread blocked until the event is fsync'd.
+    Blocking(std::sync::mpsc::Sender<()>),
 }
 
 /// Whom the writer tells that an event is on disk.
@@ -325,21 +365,35 @@ impl Waiter {
     }
 }
 
-/// An event on its way to disk: [`Durable::wait`] returns once it is there (the writer's
-/// next group fsync), or fails if the writer stops first.
+/// An answer's record on its way to disk: [`Durable::wait`] returns once a crash can no
+/// longer lose it: at once when the event is in the journal, else once the writer has written
+/// it to the file (or fails if its group failed, or the writer stops first).
 #[must_use = "a durable append is only durable once waited for"]
-pub struct Durable(tokio::sync::oneshot::Receiver<bool>);
+pub struct Durable(DurableState);
+
+enum DurableState {
+    Journaled,
+    Writing(tokio::sync::oneshot::Receiver<bool>),
+}
 
 impl Durable {
-    /// Waits until the event is on disk: [`AuditError::Unwritable`] if its group failed to
-    /// reach disk (the writer retries it; the record may still land), [`AuditError::Stopped`]
-    /// if the writer stopped first.
+    /// Waits until the event survives a crash of the process: [`AuditError::Unwritable`] if
+    /// its group failed to reach disk (the writer retries it; the record may still land),
+    /// [`AuditError::Stopped`] if the writer stopped first.
     pub async fn wait(self) -> Result<(), AuditError> {
-        match self.0.await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(AuditError::Unwritable),
-            Err(_) => Err(AuditError::Stopped),
+        match self.0 {
+            DurableState::Journaled => Ok(()),
+            DurableState::Writing(rx) => match rx.await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(AuditError::Unwritable),
+                Err(_) => Err(AuditError::Stopped),
+            },
         }
+    }
+
+    /// Whether the event is already safe (journaled): waiting costs nothing.
+    pub fn is_journaled(&self) -> bool {
+        matches!(self.0, DurableState::Journaled)
     }
 }
 
@@ -440,9 +494,54 @@ impl AuditLog {
             tail: Vec::with_capacity(256),
             writable: Arc::clone(&writable),
             reopen: false,
+            pushed_q: 0,
+            journal_tail: 0,
+            synced_mark: None,
+        };
+        let mut state = state;
+        // What a crash left only in the journal goes into the log first, on disk before the
+        // journal starts afresh (a crash here replays it again: the counts skip what the log
+        // already holds).
+        let replay = journal::replay(dir, &records, |seq| sealed_after(dir, seq))?;
+        if let Some(problem) = &replay.problem {
+            tracing::error!(problem = %problem, "audit journal: events may be lost");
+        }
+        if !replay.events.is_empty() {
+            let mut buf = Vec::new();
+            for event in &replay.events {
+                push(&mut state, &mut buf, event, Kind::Sealed);
+            }
+            if !flush(&mut state, &mut buf) {
+                return Err(AuditError::Unwritable);
+            }
+            state.synced_mark = None;
+            state.uncovered_at_open += replay.events.len() as u64;
+            tracing::warn!(
+                events = replay.events.len(),
+                "audit log: events a crash left only in the journal were written to the log"
+            );
+        }
+        let journal = if config.journal_bytes > 0 {
+            Some(journal::Journal::create(
+                dir,
+                &records,
+                config.journal_bytes,
+                state.seq,
+            )?)
+        } else {
+            let path = dir.join(JOURNAL_FILE);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_err(&path)(e));
+                }
+                _ => None,
+            }
         };
         let queue = Arc::new(Queue {
-            pending: Mutex::new(Pending::default()),
+            pending: Mutex::new(Pending {
+                journal,
+                ..Pending::default()
+            }),
             ready: std::sync::Condvar::new(),
         });
         let worker = std::thread::Builder::new()
@@ -597,9 +696,8 @@ impl AuditLog {
     /// the server: no answer is delivered whose record a crash could lose. The writer does
     /// not linger over a group that someone waits for.
     pub fn append_predict_durable(&self, event: &PredictEvent<'_>) -> Result<Durable, AuditError> {
-        let (done, wait) = tokio::sync::oneshot::channel();
-        self.enqueue(|out| compact::write(out, event), Some(Waiter::Async(done)))?;
-        Ok(Durable(wait))
+        self.enqueue(|out| compact::write(out, event), Want::Answer)?
+            .ok_or(AuditError::Stopped)
     }
 
     /// Queues an event; it reaches disk with the next group fsync.
@@ -615,7 +713,7 @@ impl AuditLog {
     }
 
     fn queue(&self, write: impl FnOnce(&mut Vec<u8>)) {
-        if self.enqueue(write, None).is_err() {
+        if self.enqueue(write, Want::Nothing).is_err() {
             tracing::error!("audit writer stopped; an audit event was lost");
         }
     }
@@ -628,38 +726,72 @@ impl AuditLog {
         }
         let json = event_json(&event)?;
         let (done, wait) = std::sync::mpsc::channel();
-        self.enqueue(
-            |out| out.extend_from_slice(&json),
-            Some(Waiter::Blocking(done)),
-        )?;
+        self.enqueue(|out| out.extend_from_slice(&json), Want::Blocking(done))?;
         wait.recv().map_err(|_| AuditError::Stopped)
     }
 
     /// Writes one event's JSON onto the queue (under its lock, so that the queue's order is
-    /// the order of the appends), and wakes the writer if the queue was empty. `write` only
-    /// appends bytes already known to be a whole event: it cannot fail half-way.
+    /// the order of the appends) and into the journal, and wakes the writer if the queue was
+    /// empty. `write` only appends bytes already known to be a whole event: it cannot fail
+    /// half-way. For [`Want::Answer`] it returns what the answer awaits.
     fn enqueue(
         &self,
         write: impl FnOnce(&mut Vec<u8>),
-        done: Option<Waiter>,
-    ) -> Result<(), AuditError> {
-        let mut pending = self.queue.lock();
+        want: Want,
+    ) -> Result<Option<Durable>, AuditError> {
+        let mut guard = self.queue.lock();
+        let pending = &mut *guard;
         if pending.closed {
             return Err(AuditError::Stopped);
         }
+        let start = pending.bytes.len();
         write(&mut pending.bytes);
         let end = pending.bytes.len();
-        let waited = done.is_some();
+        pending.q += 1;
+        let q = pending.q;
+        let journaled = match pending.journal.as_mut() {
+            Some(j) => {
+                let at = j.append(q, &pending.bytes[start..end]);
+                if at.is_none() {
+                    pending.unjournaled += 1;
+                    if pending.unjournaled == 1 {
+                        tracing::warn!(
+                            "audit journal full: answers wait for the writer until it catches up"
+                        );
+                    }
+                }
+                at
+            }
+            None => None,
+        };
+        let (waiter, durable) = match want {
+            Want::Nothing => (None, None),
+            Want::Answer if journaled.is_some() => (None, Some(Durable(DurableState::Journaled))),
+            Want::Answer => {
+                let (done, wait) = tokio::sync::oneshot::channel();
+                (
+                    Some(Waiter::Async(done)),
+                    Some(Durable(DurableState::Writing(wait))),
+                )
+            }
+            Want::Blocking(done) => (Some(Waiter::Blocking(done)), None),
+        };
+        let waited = waiter.is_some();
         pending.waiting += usize::from(waited);
-        pending.events.push((end, done));
+        pending.events.push(Queued {
+            end,
+            waiter,
+            q,
+            journaled,
+        });
         // The first event wakes the writer; so does the first that someone waits for (it
         // ends a gathering).
         let wake = pending.events.len() == 1 || (waited && pending.waiting == 1);
-        drop(pending);
+        drop(guard);
         if wake {
             self.queue.ready.notify_one();
         }
-        Ok(())
+        Ok(durable)
     }
 
     /// Flushes, writes a final checkpoint and stops the writer.
@@ -677,5 +809,7 @@ impl Drop for AuditLog {
     }
 }
 
+#[cfg(test)]
+mod journal_tests;
 #[cfg(test)]
 mod tests;

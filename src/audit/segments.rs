@@ -252,6 +252,41 @@ pub fn record_at(dir: &Path, seq: u64) -> Result<Option<Record>, AuditError> {
     }
 }
 
+/// How many sealed-event records the log holds after record `seq` (read from the newest
+/// segments back; only the lines after `seq` are parsed).
+pub(super) fn sealed_after(dir: &Path, seq: u64) -> Result<u64, AuditError> {
+    let mut n = 0;
+    for s in segments(dir)?.into_iter().rev() {
+        let path = segment_path(dir, s);
+        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+        let mut lines = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+        let Some(first) = lines
+            .next()
+            .and_then(|l| serde_json::from_slice::<Record>(l).ok())
+        else {
+            continue;
+        };
+        // A segment's records are consecutive: those after `seq` are the lines from index
+        // `seq + 1 - first.seq` on.
+        let skip = (seq + 1).saturating_sub(first.seq);
+        let count = |r: &Record| r.seq > seq && matches!(r.event, Event::Sealed { .. });
+        if skip == 0 && count(&first) {
+            n += 1;
+        }
+        for line in lines.skip(skip.saturating_sub(1) as usize) {
+            if let Ok(r) = serde_json::from_slice::<Record>(line)
+                && count(&r)
+            {
+                n += 1;
+            }
+        }
+        if first.seq <= seq + 1 {
+            break;
+        }
+    }
+    Ok(n)
+}
+
 pub(super) fn first_record(path: &Path) -> Result<Option<Record>, AuditError> {
     let f = File::open(path).map_err(io_err(path))?;
     let line = BufReader::new(f)

@@ -1,10 +1,10 @@
 use super::*;
 
-fn key() -> SigningKey {
+pub(super) fn key() -> SigningKey {
     SigningKey::from_bytes(&[7u8; 32])
 }
 
-fn predict(i: u64) -> Event {
+pub(super) fn predict(i: u64) -> Event {
     Event::Predict {
         request_id: format!("r{i}"),
         principal: "alice".into(),
@@ -24,7 +24,7 @@ fn predict(i: u64) -> Event {
 }
 
 /// The test keys: signing key `[7; 32]`, input HMAC key `hmac`, records key `[3; 32]`.
-fn keys_with(hmac: u8) -> AuditKeys {
+pub(super) fn keys_with(hmac: u8) -> AuditKeys {
     AuditKeys {
         signing: key(),
         input_hmac: Zeroizing::new([hmac; 32]),
@@ -33,12 +33,12 @@ fn keys_with(hmac: u8) -> AuditKeys {
 }
 
 /// A log under the test keys, with audit input key `[1; 32]`.
-fn open_log(dir: &Path, config: AuditConfig) -> AuditLog {
+pub(super) fn open_log(dir: &Path, config: AuditConfig) -> AuditLog {
     AuditLog::open(dir, keys_with(1), config).unwrap()
 }
 
 /// Every record of the log with its event decrypted (under the records key `[3; 32]`).
-fn plain_records(dir: &Path) -> Vec<Record> {
+pub(super) fn plain_records(dir: &Path) -> Vec<Record> {
     let mut out = Vec::new();
     let mut opener = seal::Opener::new(Zeroizing::new([3u8; 32]));
     export_dir(dir, &[], &mut opener, &mut out).unwrap();
@@ -221,6 +221,7 @@ fn retained_log(dir: &Path) {
             segment_records: 5,
             retention: Some(Duration::from_millis(200)),
             max_bytes: None,
+            journal_bytes: DEFAULT_JOURNAL_BYTES,
         },
     );
     for i in 0..12 {
@@ -740,6 +741,7 @@ fn a_failed_write_is_retried_until_it_lands_and_the_chain_stays_whole() {
             segment_records: 2,
             retention: None,
             max_bytes: None,
+            journal_bytes: DEFAULT_JOURNAL_BYTES,
         },
     );
     // The second segment is a device on which every write fails with ENOSPC.
@@ -786,11 +788,13 @@ fn a_failed_write_is_retried_until_it_lands_and_the_chain_stays_whole() {
 #[tokio::test]
 async fn a_durable_append_is_on_disk_when_awaited_and_ends_a_long_gathering() {
     let d = tempfile::tempdir().unwrap();
-    // A gathering far longer than the test may take: only the waiter can end it.
+    // A gathering far longer than the test may take: only the waiter can end it. Without a
+    // journal, the answer waits for the writer.
     let log = open_log(
         d.path(),
         AuditConfig {
             group_linger: Duration::from_secs(600),
+            journal_bytes: 0,
             ..AuditConfig::default()
         },
     );

@@ -84,10 +84,20 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
             pending.closed
         };
         let mut start = 0;
-        for (end, done) in taken.events.drain(..) {
+        for Queued {
+            end,
+            waiter,
+            q,
+            journaled,
+        } in taken.events.drain(..)
+        {
             push(&mut st, &mut buf, &taken.bytes[start..end], Kind::Sealed);
             start = end;
-            if let Some(d) = done {
+            st.pushed_q = q;
+            if let Some(at) = journaled {
+                st.journal_tail = at;
+            }
+            if let Some(d) = waiter {
                 waiters.push(d);
             }
             if st.since_checkpoint >= config.checkpoint_every {
@@ -135,6 +145,7 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
             }
             waiters = kept;
         }
+        advance_journal(&mut st, queue);
         if closed {
             // Appends stopped with the flag: nothing can arrive after this group.
             break;
@@ -166,6 +177,25 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
             bytes = buf.len(),
             "the audit log is closing and its last records could not be written"
         );
+    }
+    advance_journal(&mut st, queue);
+}
+
+/// After an fsync: the journal's entries of the events now on disk are free, and its header
+/// says how far the log goes (see [`super::journal`]).
+fn advance_journal(st: &mut State, queue: &Queue) {
+    if let Some(mark) = st.synced_mark.take() {
+        let mut pending = queue.lock();
+        if let Some(j) = pending.journal.as_mut() {
+            j.advance(mark);
+        }
+        if pending.unjournaled > 0 {
+            tracing::warn!(
+                events = pending.unjournaled,
+                "audit journal: events were queued while it was full"
+            );
+            pending.unjournaled = 0;
+        }
     }
 }
 
@@ -306,6 +336,11 @@ pub(super) fn sync_pending(st: &mut State, buf: &mut Vec<u8>) -> bool {
         Ok(()) => {
             st.synced_len += buf.len() as u64;
             buf.clear();
+            st.synced_mark = Some(super::journal::Mark {
+                q: st.pushed_q,
+                seq: st.seq,
+                tail: st.journal_tail,
+            });
             st.written = 0;
             st.last_sync = std::time::Instant::now();
             if let Some(c) = st.unflushed_checkpoint.take() {

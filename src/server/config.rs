@@ -147,6 +147,11 @@ pub struct AuditSettings {
     /// 60,000). The freshness anchor advances at each checkpoint: records after the last one
     /// are the window a rollback can lose (SECURITY.md).
     pub checkpoint_ms: u64,
+    /// The audit journal's size in MiB (0 to 4096; default 32): every record is journaled,
+    /// sealed, the moment it is queued, so that an answer leaves without waiting for the
+    /// writer and a crash still cannot lose its record. 0: no journal; each answer waits
+    /// until its record is written to the log file.
+    pub journal_mib: u64,
 }
 
 impl Default for AuditSettings {
@@ -158,6 +163,7 @@ impl Default for AuditSettings {
             group_commit_ms: crate::audit::DEFAULT_GROUP_COMMIT_MS,
             checkpoint_records: crate::audit::DEFAULT_CHECKPOINT_RECORDS,
             checkpoint_ms: crate::audit::DEFAULT_CHECKPOINT_MS,
+            journal_mib: (crate::audit::DEFAULT_JOURNAL_BYTES >> 20) as u64,
         }
     }
 }
@@ -200,6 +206,12 @@ impl AuditSettings {
             return Err(ServerError::Config(format!(
                 "audit.checkpoint_ms must be 10 to 60000, got {}",
                 self.checkpoint_ms
+            )));
+        }
+        if self.journal_mib > 4096 {
+            return Err(ServerError::Config(format!(
+                "audit.journal_mib must be 0 to 4096, got {}",
+                self.journal_mib
             )));
         }
         Ok(())

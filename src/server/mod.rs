@@ -486,6 +486,7 @@ fn open_audit(
                 .retention_days
                 .map(|d| std::time::Duration::from_secs_f64(d * 86_400.0)),
             max_bytes: Some(settings.max_bytes),
+            journal_bytes: (settings.journal_mib as usize) << 20,
         },
     )?;
     tracing::info!(
