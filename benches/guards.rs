@@ -61,6 +61,12 @@ async fn start(dir: &std::path::Path, unguarded: bool) -> Target {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(confidant::audit::DEFAULT_GROUP_COMMIT_MS),
+            // GUARDS_BENCH_JOURNAL_MIB overrides `[audit] journal_mib` (0: answers wait for
+            // the writer instead of the journal).
+            journal_mib: std::env::var("GUARDS_BENCH_JOURNAL_MIB")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(confidant::audit::DEFAULT_JOURNAL_BYTES as u64 >> 20),
             ..Default::default()
         },
         unguarded_benchmark_baseline: unguarded,

@@ -1,12 +1,13 @@
 //! The audit record of a call: what it learns as the call proceeds, queuing it, and holding
-//! an answer until its record is written.
+//! an answer until its record is safe from a crash (journaled, or else written).
 
 use super::*;
 
 impl Pipeline {
-    /// Returns an answer once its audit record is on disk: a crash after this point cannot
-    /// lose the record of an answer the caller has. An answer whose record cannot be written
-    /// is withheld (UNAVAILABLE); what it spent stays spent.
+    /// Returns an answer once its audit record is safe from a crash of the process: at once
+    /// when the record is in the audit journal, else once the writer has written it to the
+    /// log file. An answer whose record cannot be written is withheld (UNAVAILABLE); what it
+    /// spent stays spent.
     pub(super) async fn deliver<T>(
         result: Result<T, Status>,
         durable: Option<Result<crate::audit::Durable, crate::audit::AuditError>>,
