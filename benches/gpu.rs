@@ -111,14 +111,15 @@ fn bench_mlp(c: &mut Criterion, dev: &Device) {
     g.finish();
 }
 
-/// ChaCha20 noise generation and AES-GCM device decryption throughput, timed with stream
-/// synchronisation (`gpu::noise::bench_noise_gbps`, `loading::cuda::bench_decrypt_gbps`):
-/// summary lines for the table.
+/// ChaCha20 noise generation (with the `experimental` feature) and AES-GCM device decryption
+/// throughput, timed with stream synchronisation (`gpu::noise::bench_noise_gbps`,
+/// `loading::cuda::bench_decrypt_gbps`): summary lines for the table.
 #[allow(clippy::expect_used)]
 fn bench_throughput(dev: &Device) -> Vec<String> {
     let cuda = gpu::cuda::cuda_device(dev, "bench").expect("cuda device");
     let bytes = 1usize << 30;
     let mut lines = Vec::new();
+    #[cfg(feature = "experimental")]
     match gpu::noise::bench_noise_gbps(cuda, bytes) {
         Ok((noise, copy)) => lines.push(format!(
             "{:<34} {:>10.0} GB/s {:>10.0} GB/s {:>7.2}x  (noise / device-to-device copy, 1 GiB)",

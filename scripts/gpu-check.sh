@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One-command GPU check. On a GPU host, in one pass:
-#   1. builds with --features cuda (the host's nvcc; profile `gpu`): the server, the
+#   1. builds with --features cuda,experimental (the host's nvcc; profile `gpu`; experimental
+#      adds only the DP-noise kernels, which no server path calls, so they are checked): the server, the
 #      kernel-vs-reference tests and the GPU benchmarks;
-#   2. runs every kernel-vs-reference test (tests/cuda_gpu.rs, tests/cuda_kernels.rs);
+#   2. runs every kernel-vs-reference test (tests/cuda_gpu.rs, tests/cuda_kernels.rs,
+#      tests/cuda_noise.rs);
 #   3. serves the demo model on cuda:0 and predicts through it, end to end over gRPC;
 #   4. runs the GPU benchmarks (P4 load paths, P5 fused MLP, noise GB/s) and prints their
 #      table last.
@@ -27,9 +29,9 @@ build() {
     export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
     local msgs
     msgs="$(mktemp)"
-    cargo build --profile gpu --features cuda --bin confidant --message-format=json-render-diagnostics >"$msgs"
-    cargo test --profile gpu --features cuda --no-run --test cuda_gpu --test cuda_kernels --message-format=json-render-diagnostics >>"$msgs"
-    cargo bench --profile gpu --features cuda --no-run --bench gpu --message-format=json-render-diagnostics >>"$msgs"
+    cargo build --profile gpu --features cuda,experimental --bin confidant --message-format=json-render-diagnostics >"$msgs"
+    cargo test --profile gpu --features cuda,experimental --no-run --test cuda_gpu --test cuda_kernels --test cuda_noise --message-format=json-render-diagnostics >>"$msgs"
+    cargo bench --profile gpu --features cuda,experimental --no-run --bench gpu --message-format=json-render-diagnostics >>"$msgs"
     python3 - "$msgs" "$out" <<'PY'
 import json, shutil, sys
 msgs, out = sys.argv[1], sys.argv[2]
@@ -80,7 +82,7 @@ run() {
     } 2>&1 | tee "$logs/host.txt"
 
     echo "== kernel-vs-reference tests"
-    for t in cuda_gpu cuda_kernels; do
+    for t in cuda_gpu cuda_kernels cuda_noise; do
         if [ -x "$bin/$t" ]; then
             if ! "$bin/$t" --test-threads=1 --nocapture >"$logs/test-$t.txt" 2>&1; then
                 status=1

@@ -8,6 +8,8 @@
 //! `rand_chacha::ChaCha20Rng::from_seed(key)` after `set_stream(nonce)` (tested), so the
 //! device stream is pinned to an independent implementation. Not cuRAND or Philox: DP noise
 //! needs a CSPRNG, because whoever predicts the noise subtracts it.
+//!
+//! Experimental with [`super::noise`], its only user (feature `experimental`).
 
 use zeroize::{Zeroize, Zeroizing};
 

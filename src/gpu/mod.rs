@@ -6,6 +6,9 @@
 //! time, CUDA libraries at link and run time). Without it, every entry point that would need
 //! a GPU returns [`GpuError::NotBuilt`], so a `--device cuda:0` on a CPU build is a clear
 //! error at start, never a panic.
+//!
+//! `noise` and `chacha` (DP noise on the device) are experimental: they exist only with the
+//! `experimental` feature, because no server path calls them yet.
 
 use std::fmt;
 use std::str::FromStr;
@@ -217,10 +220,14 @@ pub fn open(spec: DeviceSpec) -> Result<Device, GpuError> {
     }
 }
 
-// DP noise and sealed-weight decryption on the device (kernels/noise.cu, kernels/aes_gcm.cu),
-// with their CPU references.
+// Sealed-weight decryption on the device (kernels/aes_gcm.cu), with its CPU reference.
 pub mod aes_gcm;
+// DP noise on the device (kernels/noise.cu) and its ChaCha20 stream, with their CPU
+// references: experimental (feature `experimental`, off by default), because no server path
+// calls them yet; DP output noise is drawn by the pipeline on the CPU on every backend.
+#[cfg(feature = "experimental")]
 pub mod chacha;
+#[cfg(feature = "experimental")]
 pub mod noise;
 
 #[cfg(test)]

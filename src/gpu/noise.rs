@@ -1,5 +1,10 @@
 //! DP noise on the GPU (`kernels/noise.cu`) and its CPU reference.
 //!
+//! **Experimental** (feature `experimental`, off by default): no server path calls this
+//! module yet; the pipeline draws DP output noise on the CPU on every backend. It is compiled
+//! and linted in CI (`--features cuda,experimental`), its CPU tests run there, and
+//! `scripts/gpu-check.sh` compares its kernels with these references on a GPU.
+//!
 //! The kernels run the privacy module's samplers ([`crate::privacy::sampler`]) on the
 //! device, each sample reading its randomness from its own ChaCha20 stream
 //! ([`super::chacha`]), keyed by a [`NoiseKey`] drawn from the OS inside the TEE. The CPU
