@@ -202,42 +202,82 @@ impl MlpDesc {
 
     /// Checks that every offset and width is inside a buffer of `len` floats, so that neither
     /// the kernel nor the reference can read out of bounds.
-    pub fn validate(&self, len: usize) -> Result<(), String> {
+    pub fn validate(&self, len: usize) -> Result<(), DescError> {
         if self.n_layers == 0 || self.n_layers as usize > MAX_LAYERS {
-            return Err(format!("{} layers (1 to {MAX_LAYERS})", self.n_layers));
+            return Err(DescError::LayerCount(self.n_layers));
         }
         if self.param_len as usize != len {
-            return Err(format!(
-                "descriptor says {} floats, buffer has {len}",
-                self.param_len
-            ));
+            return Err(DescError::ParamLen {
+                descriptor: self.param_len,
+                buffer: len,
+            });
         }
         let fits = |off: u32, n: u64| u64::from(off) + n <= len as u64;
         if self.norm_off != NONE && !fits(self.norm_off, 2 * u64::from(self.in_features)) {
-            return Err("normalization outside the buffer".into());
+            return Err(DescError::NormOutside);
         }
         let mut width = self.in_features;
         let mut max_width = width;
         for (i, l) in self.layers[..self.n_layers as usize].iter().enumerate() {
             if l.inp != width || l.out == 0 || l.act > 4 {
-                return Err(format!(
-                    "layer {i}: in {} out {} act {}",
-                    l.inp, l.out, l.act
-                ));
+                return Err(DescError::Layer {
+                    layer: i,
+                    inp: l.inp,
+                    out: l.out,
+                    act: l.act,
+                });
             }
             if !fits(l.w_off, u64::from(l.inp) * u64::from(l.out))
                 || (l.b_off != NONE && !fits(l.b_off, u64::from(l.out)))
             {
-                return Err(format!("layer {i}: parameters outside the buffer"));
+                return Err(DescError::LayerOutside(i));
             }
             width = l.out;
             max_width = max_width.max(width);
         }
         if width != self.out_features || max_width != self.max_width {
-            return Err("output or maximum width does not match the layers".into());
+            return Err(DescError::Widths);
         }
         Ok(())
     }
+}
+
+/// Why an [`MlpDesc`] does not fit its parameter buffer ([`MlpDesc::validate`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DescError {
+    /// No layers, or more than the kernel holds.
+    #[error("{0} layers (1 to {MAX_LAYERS})")]
+    LayerCount(u32),
+    /// The descriptor's parameter count is not the buffer's.
+    #[error("descriptor says {descriptor} floats, buffer has {buffer}")]
+    ParamLen {
+        /// The descriptor's count.
+        descriptor: u32,
+        /// The buffer's length.
+        buffer: usize,
+    },
+    /// The input normalization's parameters lie outside the buffer.
+    #[error("normalization outside the buffer")]
+    NormOutside,
+    /// A layer whose input is not the previous output, with no outputs, or an unknown
+    /// activation code.
+    #[error("layer {layer}: in {inp} out {out} act {act}")]
+    Layer {
+        /// The layer index.
+        layer: usize,
+        /// Its input width.
+        inp: u32,
+        /// Its output width.
+        out: u32,
+        /// Its activation code.
+        act: u32,
+    },
+    /// A layer's weights or bias lie outside the buffer.
+    #[error("layer {0}: parameters outside the buffer")]
+    LayerOutside(usize),
+    /// The output or maximum width does not match the layers.
+    #[error("output or maximum width does not match the layers")]
+    Widths,
 }
 
 /// The CPU reference of `mlp_fused_f32`: the same packed layout, the same loop order (bias

@@ -54,7 +54,7 @@ mod kernels_cpu {
 
     use crate::engine::Mlp;
     use crate::engine::synthetic;
-    use crate::gpu::mlp::{BiasAct, MlpDesc, MlpOp, NONE};
+    use crate::gpu::mlp::{BiasAct, DescError, MlpDesc, MlpOp, NONE};
     use crate::gpu::sensitivity::{PerturbOp, ScoresOp, reference_perturb, reference_scores};
 
     fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
@@ -88,20 +88,30 @@ mod kernels_cpu {
         let mlp = Mlp::from_safetensors(&config, &weights, &Device::Cpu).unwrap();
         let (params, desc) = mlp.pack().unwrap();
         let len = params.elem_count();
-        assert!(desc.validate(len).is_ok());
+        assert_eq!(desc.validate(len), Ok(()));
         let mut d = desc;
         d.layers[0].w_off = len as u32;
-        assert!(d.validate(len).unwrap_err().contains("outside"));
+        assert_eq!(d.validate(len), Err(DescError::LayerOutside(0)));
         let mut d = desc;
         d.layers[1].inp = 5;
-        assert!(d.validate(len).is_err());
+        assert!(matches!(
+            d.validate(len),
+            Err(DescError::Layer {
+                layer: 1,
+                inp: 5,
+                ..
+            })
+        ));
         let mut d = desc;
         d.n_layers = 9;
-        assert!(d.validate(len).is_err());
-        assert!(desc.validate(len + 1).is_err());
+        assert_eq!(d.validate(len), Err(DescError::LayerCount(9)));
+        assert!(matches!(
+            desc.validate(len + 1),
+            Err(DescError::ParamLen { buffer, .. }) if buffer == len + 1
+        ));
         let mut d = desc;
         d.norm_off = NONE - 1;
-        assert!(d.validate(len).is_err());
+        assert_eq!(d.validate(len), Err(DescError::NormOutside));
         // A tile plan that cannot fit one row is refused, so wide models take cuBLAS.
         assert!(desc.plan(16).is_none());
         let planned: MlpDesc = desc.plan(48 * 1024).unwrap();

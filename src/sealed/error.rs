@@ -97,7 +97,7 @@ pub enum SealedError {
         /// The file.
         path: String,
         /// What is wrong.
-        problem: String,
+        problem: KeyError,
     },
     /// An I/O error, with the file it concerns.
     #[error("{path}: {source}")]
@@ -122,4 +122,40 @@ impl SealedError {
             source,
         }
     }
+}
+
+/// Why key material was refused ([`crate::sealed::DataKey::from_bytes`],
+/// [`crate::sealed::PublisherKey::from_pem`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// A data key of the wrong length.
+    #[error("a data key is exactly {expected} bytes, found {found}")]
+    DataKeyLength {
+        /// The length a data key has.
+        expected: usize,
+        /// The length given.
+        found: usize,
+    },
+    /// Not an Ed25519 public key in SPKI PEM form.
+    #[error("not an Ed25519 SPKI PEM public key ({0})")]
+    NotEd25519Pem(String),
+    /// Not an Ed25519 private key in PKCS#8 PEM form.
+    #[error("not an Ed25519 PKCS#8 PEM private key ({0})")]
+    NotEd25519Pkcs8(String),
+    /// An Ed25519 public key that is a small-order point (it would verify forgeries).
+    #[error("Ed25519 public key is a weak (small-order) point")]
+    WeakPublicKey,
+}
+
+/// Why an entry name or a key resource path was refused
+/// ([`crate::sealed::manifest::validate_entry_name`],
+/// [`crate::sealed::manifest::validate_resource_path`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// An entry name that is not 1 to 4 `[A-Za-z0-9._-]` segments (none `.` or `..`).
+    #[error("entry name {0:?} must be a relative path of [A-Za-z0-9._-] segments")]
+    EntryName(String),
+    /// A key resource path that is not `repository/type/tag` of `[A-Za-z0-9._-]` segments.
+    #[error("key resource path {0:?} must be repository/type/tag, each of [A-Za-z0-9._-]")]
+    ResourcePath(String),
 }

@@ -469,7 +469,7 @@ pub fn seal_bundle<M: SealedModel>(
     let total: usize = files.iter().map(|(_, b)| b.len()).sum();
     let mut plaintext = zeroize::Zeroizing::new(Vec::with_capacity(total));
     for (name, bytes) in files {
-        validate_entry_name(name).map_err(SealedError::ManifestInvalid)?;
+        validate_entry_name(name).map_err(|e| SealedError::ManifestInvalid(e.to_string()))?;
         entries.push(EntryInfo {
             name: (*name).to_string(),
             size: bytes.len() as u64,
@@ -503,7 +503,8 @@ fn seal_plaintext<M: SealedModel>(
         .key_resource
         .clone()
         .unwrap_or_else(|| format!("default/models/{}", config.model_id()));
-    validate_resource_path(&key_resource).map_err(SealedError::ManifestInvalid)?;
+    validate_resource_path(&key_resource)
+        .map_err(|e| SealedError::ManifestInvalid(e.to_string()))?;
     let data_key = DataKey::generate()?;
     let mut prefix = [0u8; NONCE_PREFIX_LEN];
     getrandom::fill(&mut prefix).map_err(|e| SealedError::Random(e.to_string()))?;

@@ -4,7 +4,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::error::SealedError;
+use super::error::{NameError, SealedError};
 use crate::engine::{ModelConfig, ModelSpec};
 
 /// The manifest schema version of a single-file model (the weights alone, an MLP); it
@@ -244,7 +244,8 @@ impl<M: SealedModel> Manifest<M> {
                 e.ciphertext_size, e.chunks
             ));
         }
-        validate_resource_path(&e.key_resource).map_err(SealedError::ManifestInvalid)?;
+        validate_resource_path(&e.key_resource)
+            .map_err(|e| SealedError::ManifestInvalid(e.to_string()))?;
         if !is_hex_of_len(&self.publisher.key_id, 16) {
             return bad("publisher.key_id is not 32 hex digits".into());
         }
@@ -270,7 +271,8 @@ impl<M: SealedModel> Manifest<M> {
         let mut names = std::collections::BTreeSet::new();
         let mut total: u64 = 0;
         for e in &self.entries {
-            validate_entry_name(&e.name).map_err(SealedError::ManifestInvalid)?;
+            validate_entry_name(&e.name)
+                .map_err(|e| SealedError::ManifestInvalid(e.to_string()))?;
             if !names.insert(e.name.as_str()) {
                 return bad(format!("entry {:?} appears twice", e.name));
             }
@@ -338,7 +340,7 @@ impl<M: SealedModel> Manifest<M> {
 
 /// Checks an entry name: a relative path of 1 to 4 segments, each `[A-Za-z0-9._-]+` and not
 /// `.` or `..`.
-pub fn validate_entry_name(name: &str) -> Result<(), String> {
+pub fn validate_entry_name(name: &str) -> Result<(), NameError> {
     let parts: Vec<&str> = name.split('/').collect();
     let ok = !name.is_empty()
         && name.len() <= MAX_ENTRY_NAME_LEN
@@ -353,9 +355,7 @@ pub fn validate_entry_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "entry name {name:?} must be a relative path of [A-Za-z0-9._-] segments"
-        ))
+        Err(NameError::EntryName(name.to_string()))
     }
 }
 
@@ -367,7 +367,7 @@ pub fn chunk_count(size: u64, chunk_size: u32) -> u64 {
 
 /// Checks a KBS resource path: `repository/type/tag`, each segment `[A-Za-z0-9._-]+` and
 /// not `.` or `..`.
-pub fn validate_resource_path(path: &str) -> Result<(), String> {
+pub fn validate_resource_path(path: &str) -> Result<(), NameError> {
     let parts: Vec<&str> = path.split('/').collect();
     let ok = parts.len() == 3
         && parts.iter().all(|p| {
@@ -381,9 +381,7 @@ pub fn validate_resource_path(path: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "key resource path {path:?} must be repository/type/tag, each of [A-Za-z0-9._-]"
-        ))
+        Err(NameError::ResourcePath(path.to_string()))
     }
 }
 

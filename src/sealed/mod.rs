@@ -26,7 +26,7 @@ pub mod manifest;
 pub mod publisher;
 pub mod stream;
 
-pub use error::SealedError;
+pub use error::{KeyError, NameError, SealedError};
 pub use file::{
     FORMAT_VERSION, MAGIC, Plaintext, SUPPORTED_VERSIONS, SealOptions, Sealed, SealedFile,
     Unsealed, VerifiedSealedFile, peek_format, seal, seal_bundle, unseal, unseal_as, unseal_file,

@@ -8,7 +8,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::error::SealedError;
+use super::error::{KeyError, SealedError};
 
 /// A publisher's signing key. No `Debug` or `Clone`; zeroized on drop by ed25519-dalek.
 pub struct PublisherSigningKey {
@@ -31,7 +31,7 @@ impl PublisherSigningKey {
             Zeroizing::new(std::fs::read_to_string(path).map_err(|e| SealedError::io(path, e))?);
         let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| SealedError::KeyFile {
             path: path.display().to_string(),
-            problem: format!("not an Ed25519 PKCS#8 PEM private key ({e})"),
+            problem: KeyError::NotEd25519Pkcs8(e.to_string()),
         })?;
         Ok(Self { key })
     }
@@ -73,11 +73,11 @@ impl PublisherKey {
     }
 
     /// Parses an SPKI PEM public key.
-    pub fn from_pem(pem: &str) -> Result<Self, String> {
+    pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
         let key = VerifyingKey::from_public_key_pem(pem)
-            .map_err(|e| format!("not an Ed25519 SPKI PEM public key ({e})"))?;
+            .map_err(|e| KeyError::NotEd25519Pem(e.to_string()))?;
         if key.is_weak() {
-            return Err("Ed25519 public key is a weak (small-order) point".into());
+            return Err(KeyError::WeakPublicKey);
         }
         Ok(Self { key })
     }

@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 
-use super::error::SealedError;
+use super::error::{KeyError, SealedError};
 use super::manifest::{NONCE_PREFIX_LEN, TAG_LEN};
 use crate::secure::SecretBuffer;
 
@@ -34,13 +34,12 @@ impl DataKey {
     }
 
     /// Wraps 32 key bytes (copied into locked memory; the caller zeroizes its copy).
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
         if bytes.len() != Self::LEN {
-            return Err(format!(
-                "a data key is exactly {} bytes, found {}",
-                Self::LEN,
-                bytes.len()
-            ));
+            return Err(KeyError::DataKeyLength {
+                expected: Self::LEN,
+                found: bytes.len(),
+            });
         }
         Ok(Self {
             bytes: SecretBuffer::copy_from(bytes),

@@ -445,7 +445,19 @@ fn resource_paths_are_validated() {
         assert!(manifest::validate_resource_path(ok).is_ok(), "{ok}");
     }
     for bad in ["", "a/b", "a/b/c/d", "../b/c", "a//c", "a/b/c d", "a/./c"] {
-        assert!(manifest::validate_resource_path(bad).is_err(), "{bad}");
+        assert_eq!(
+            manifest::validate_resource_path(bad),
+            Err(crate::sealed::NameError::ResourcePath(bad.to_string())),
+            "{bad}"
+        );
+    }
+    assert_eq!(manifest::validate_entry_name("weights.safetensors"), Ok(()));
+    for bad in ["", "/abs", "a/../b", "a/b/c/d/e", "sp ace", "."] {
+        assert_eq!(
+            manifest::validate_entry_name(bad),
+            Err(crate::sealed::NameError::EntryName(bad.to_string())),
+            "{bad}"
+        );
     }
 }
 
@@ -456,9 +468,27 @@ fn publisher_key_pem_round_trip_and_garbage() {
     let back = PublisherKey::from_pem(&pem).unwrap();
     assert_eq!(back, k.public_key());
     assert_eq!(back.key_id().len(), 32);
-    assert!(
-        PublisherKey::from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
-            .is_err()
+    assert!(matches!(
+        PublisherKey::from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"),
+        Err(crate::sealed::KeyError::NotEd25519Pem(_))
+    ));
+    // The identity point (small order) is refused.
+    use ed25519_dalek::pkcs8::EncodePublicKey;
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let weak = ed25519_dalek::VerifyingKey::from_bytes(&identity)
+        .unwrap()
+        .to_public_key_pem(Default::default())
+        .unwrap();
+    assert_eq!(
+        PublisherKey::from_pem(&weak),
+        Err(crate::sealed::KeyError::WeakPublicKey)
     );
-    assert!(DataKey::from_bytes(&[0u8; 31]).is_err());
+    assert!(matches!(
+        DataKey::from_bytes(&[0u8; 31]),
+        Err(crate::sealed::KeyError::DataKeyLength {
+            expected: 32,
+            found: 31
+        })
+    ));
 }

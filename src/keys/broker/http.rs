@@ -169,7 +169,8 @@ pub(super) fn failures(verdict: &Verdict) -> String {
 
 /// Checks a KBS resource path: `repository/type/tag`.
 pub(super) fn check_path(path: &str) -> Result<(), BrokerError> {
-    crate::sealed::manifest::validate_resource_path(path).map_err(BrokerError::BadRequest)
+    crate::sealed::manifest::validate_resource_path(path)
+        .map_err(|e| BrokerError::BadRequest(e.to_string()))
 }
 
 pub(super) fn resource_path<'a>(uri: &'a Uri, prefix: &str) -> Result<&'a str, BrokerError> {
