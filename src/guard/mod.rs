@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub use api_keys::{ApiKeySecret, KeyRecord, KeyStore, NewKey, RevokeSelector, Scope};
 pub use error::GuardError;
 pub use rate::{Admission, QuotaUnit, RateDefaults, RateLimiter};
-pub use validation::{InputError, TextLimits, validate_rows, validate_texts};
+pub use validation::{InputError, TextLimits, TextLimitsError, validate_rows, validate_texts};
 
 use crate::storage::Database;
 

@@ -394,22 +394,22 @@ fn texts_are_checked_for_count_size_and_utf8_naming_the_text() {
     );
     assert!(e.to_string().contains("text 1 is not valid UTF-8"), "{e}");
     // The limits' own ranges.
-    assert!(TextLimits::default().validate().is_ok());
-    assert!(
+    assert_eq!(TextLimits::default().validate(), Ok(()));
+    assert_eq!(
         TextLimits {
             max_text_bytes: 0,
             ..TextLimits::default()
         }
-        .validate()
-        .is_err()
+        .validate(),
+        Err(TextLimitsError::MaxTextBytes(0))
     );
-    assert!(
+    assert_eq!(
         TextLimits {
             max_text_bytes: 100,
             max_request_bytes: 99
         }
-        .validate()
-        .is_err()
+        .validate(),
+        Err(TextLimitsError::MaxRequestBytes(99))
     );
 }
 

@@ -147,21 +147,26 @@ impl Default for TextLimits {
 
 impl TextLimits {
     /// Checks the ranges.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), TextLimitsError> {
         if !(1..=16 << 20).contains(&self.max_text_bytes) {
-            return Err(format!(
-                "text.max_text_bytes must be 1 to 16777216, got {}",
-                self.max_text_bytes
-            ));
+            return Err(TextLimitsError::MaxTextBytes(self.max_text_bytes));
         }
         if !(self.max_text_bytes..=64 << 20).contains(&self.max_request_bytes) {
-            return Err(format!(
-                "text.max_request_bytes must be text.max_text_bytes to 67108864, got {}",
-                self.max_request_bytes
-            ));
+            return Err(TextLimitsError::MaxRequestBytes(self.max_request_bytes));
         }
         Ok(())
     }
+}
+
+/// Why a `[text]` section was refused ([`TextLimits::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TextLimitsError {
+    /// `max_text_bytes` outside 1 to 16 MiB.
+    #[error("text.max_text_bytes must be 1 to 16777216, got {0}")]
+    MaxTextBytes(usize),
+    /// `max_request_bytes` below `max_text_bytes` or above 64 MiB.
+    #[error("text.max_request_bytes must be text.max_text_bytes to 67108864, got {0}")]
+    MaxRequestBytes(usize),
 }
 
 /// Checks a text model's input: at least one text and at most `max_rows`, each within

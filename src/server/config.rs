@@ -354,7 +354,9 @@ impl ServeConfig {
         crate::state::check_deployment(&self.deployment)
             .map_err(|e| ServerError::Config(format!("--deployment: {e}")))?;
         self.explain.validate().map_err(ServerError::Config)?;
-        self.text.validate().map_err(ServerError::Config)?;
+        self.text
+            .validate()
+            .map_err(|e| ServerError::Config(e.to_string()))?;
         for (id, spec) in &self.screening {
             spec.validate()
                 .map_err(|e| ServerError::Config(format!("screening.{id}: {e}")))?;
