@@ -252,7 +252,10 @@ pub fn verify_gpu(
     let device_chain: &[Cert] = chain.as_deref().unwrap_or_default();
     claims.revocation = ocsp::assess(device_chain, &rim_chains, references.ocsp, now);
     if !references.ocsp.is_empty() {
-        rec.record(GpuCheck::Ocsp, claims.revocation.problems());
+        rec.record(
+            GpuCheck::Ocsp,
+            claims.revocation.problems().map_err(|e| e.to_string()),
+        );
     }
 
     let first_failure = rec
