@@ -9,7 +9,7 @@ use super::super::config::{Activation, OutputKind};
 use super::super::error::EngineError;
 use super::Mlp;
 #[cfg(feature = "cuda")]
-use super::scrub;
+use super::load::scrub;
 
 impl Mlp {
     /// Packs every parameter into one f32 tensor on the model's device, in the layout the

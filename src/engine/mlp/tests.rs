@@ -1,6 +1,8 @@
 use candle_core::Device;
 
 use super::*;
+use crate::engine::config::ModelConfig;
+use safetensors::SafeTensors;
 
 const WEIGHTS: &[u8] = include_bytes!("../../../tests/fixtures/mlp/weights.safetensors");
 const SOFTMAX: &[u8] = include_bytes!("../../../tests/fixtures/mlp/softmax.json");
