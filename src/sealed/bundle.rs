@@ -7,8 +7,9 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 use super::error::SealedError;
-use super::file::{SealOptions, Sealed, Unsealed, seal_bundle};
+use super::file::Unsealed;
 use super::publisher::PublisherSigningKey;
+use super::sealing::{SealOptions, Sealed, seal_bundle};
 use crate::engine::bert::{BertEncoder, BertFiles};
 use crate::engine::{EncoderConfig, EngineError, ModelSpec};
 

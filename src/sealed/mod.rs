@@ -24,16 +24,17 @@ pub mod error;
 pub mod file;
 pub mod manifest;
 pub mod publisher;
+mod sealing;
 pub mod stream;
 
 pub use error::{KeyError, NameError, SealedError};
 pub use file::{
-    FORMAT_VERSION, MAGIC, Plaintext, SUPPORTED_VERSIONS, SealOptions, Sealed, SealedFile,
-    Unsealed, VerifiedSealedFile, peek_format, seal, seal_bundle, unseal, unseal_as, unseal_file,
-    unseal_file_as,
+    FORMAT_VERSION, MAGIC, Plaintext, SUPPORTED_VERSIONS, SealedFile, Unsealed, VerifiedSealedFile,
+    peek_format, unseal, unseal_as, unseal_file, unseal_file_as,
 };
 pub use manifest::{BUNDLE_VERSION, EntryInfo, Manifest, SealedModel};
 pub use publisher::{PublisherKey, PublisherSigningKey};
+pub use sealing::{SealOptions, Sealed, seal, seal_bundle};
 pub use stream::DataKey;
 
 #[cfg(test)]
