@@ -148,7 +148,8 @@ fn a_rim_for_another_version_fails_the_judgement_but_not_integrity() {
 
 #[test]
 fn rims_for_picks_the_reports_driver_and_vbios_rims_or_says_which_is_missing() {
-    use confidant_attestation::nvidia::composite::{HeldRim, rims_for};
+    use confidant_attestation::nvidia::composite::{HeldRim, RimsForError, rims_for};
+    use confidant_attestation::nvidia::rim::RimKind;
     let evidence = GpuEvidence::new(REPORT.to_vec(), CHAIN.to_owned());
     let held = [
         HeldRim::read(VBIOS_RIM.to_vec()).unwrap(),
@@ -159,14 +160,28 @@ fn rims_for_picks_the_reports_driver_and_vbios_rims_or_says_which_is_missing() {
     assert_eq!(vbios, VBIOS_RIM);
     let err = rims_for(&evidence, &held[..1]).unwrap_err();
     assert!(
-        err.contains("no driver RIM for version 545.00 on GH100"),
+        matches!(&err, RimsForError::NotHeld { kind: RimKind::Driver, version, chip }
+            if version == "545.00" && chip == "GH100"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("no driver RIM for version 545.00 on GH100"),
         "{err}"
     );
     let twice = [held[0].clone(), held[1].clone(), held[1].clone()];
+    assert!(matches!(
+        rims_for(&evidence, &twice),
+        Err(RimsForError::Ambiguous {
+            kind: RimKind::Driver,
+            ..
+        })
+    ));
+    let err = rims_for(&evidence, &[]).unwrap_err();
     assert!(
-        rims_for(&evidence, &twice)
-            .unwrap_err()
-            .contains("more than one driver")
+        matches!(&err, RimsForError::Both(driver, vbios)
+            if matches!(**driver, RimsForError::NotHeld { kind: RimKind::Driver, .. })
+                && matches!(**vbios, RimsForError::NotHeld { kind: RimKind::Vbios, .. })),
+        "{err:?}"
     );
-    assert!(rims_for(&evidence, &[]).is_err());
 }

@@ -30,6 +30,7 @@
 
 use sha2::{Digest as _, Sha256};
 
+use super::error::SpdmError;
 use super::{
     GpuCheck, GpuEvidence, GpuFailure, GpuVerdict, Outcome, RimContent, RimError, RimKind,
     SpdmReport,
@@ -179,39 +180,88 @@ impl HeldRim {
 /// the report's and whose product is the GPU's chip (CHIP_INFO, else the leaf certificate's
 /// name). Both or neither: `Err` says which is missing, and the caller then verifies without
 /// RIMs, so that a policy needing them (`cc_mode = "on"`) refuses with that reason.
-pub fn rims_for<'a>(evidence: &GpuEvidence, held: &'a [HeldRim]) -> Result<[&'a [u8]; 2], String> {
-    let report = SpdmReport::parse(&evidence.report).map_err(|e| e.to_string())?;
+pub fn rims_for<'a>(
+    evidence: &GpuEvidence,
+    held: &'a [HeldRim],
+) -> Result<[&'a [u8]; 2], RimsForError> {
+    let report = SpdmReport::parse(&evidence.report)?;
     let chip = report.opaque.chip_info.clone().or_else(|| {
         super::certs::parse_pem_chain(evidence.certificate_chain.as_bytes())
             .ok()
             .and_then(|c| c.first().and_then(super::chip_from_cert))
     });
-    let pick = |kind: RimKind, version: Option<&str>| -> Result<&'a [u8], String> {
-        let version =
-            version.ok_or_else(|| format!("the report has no {} version", kind.name()))?;
-        let chip = chip.as_deref().ok_or("the GPU's chip is unknown")?;
+    let pick = |kind: RimKind, version: Option<&str>| -> Result<&'a [u8], RimsForError> {
+        let version = version.ok_or(RimsForError::NoVersion(kind))?;
+        let chip = chip.as_deref().ok_or(RimsForError::UnknownChip)?;
         let mut found = held.iter().filter(|r| {
             r.content.kind == kind
                 && r.content.colloquial_version.eq_ignore_ascii_case(version)
                 && r.content.product.eq_ignore_ascii_case(chip)
         });
+        let which = || (kind, version.to_owned(), chip.to_owned());
         match (found.next(), found.next()) {
             (Some(one), None) => Ok(one.bytes.as_slice()),
-            (None, _) => Err(format!(
-                "no {} RIM for version {version} on {chip} is held",
-                kind.name()
-            )),
-            (Some(_), Some(_)) => Err(format!(
-                "more than one {} RIM for version {version} on {chip} is held",
-                kind.name()
-            )),
+            (None, _) => {
+                let (kind, version, chip) = which();
+                Err(RimsForError::NotHeld {
+                    kind,
+                    version,
+                    chip,
+                })
+            }
+            (Some(_), Some(_)) => {
+                let (kind, version, chip) = which();
+                Err(RimsForError::Ambiguous {
+                    kind,
+                    version,
+                    chip,
+                })
+            }
         }
     };
     let driver = pick(RimKind::Driver, report.opaque.driver_version.as_deref());
     let vbios = pick(RimKind::Vbios, report.opaque.vbios_version.as_deref());
     match (driver, vbios) {
         (Ok(d), Ok(v)) => Ok([d, v]),
-        (Err(a), Err(b)) => Err(format!("{a}; {b}")),
+        (Err(a), Err(b)) => Err(RimsForError::Both(Box::new(a), Box::new(b))),
         (Err(e), _) | (_, Err(e)) => Err(e),
     }
+}
+
+/// Why [`rims_for`] found no RIM pair for a GPU's evidence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RimsForError {
+    /// The attestation report does not parse.
+    #[error(transparent)]
+    Report(#[from] SpdmError),
+    /// The report names no version for this kind of RIM.
+    #[error("the report has no {} version", .0.name())]
+    NoVersion(RimKind),
+    /// Neither CHIP_INFO nor the leaf certificate names the GPU's chip.
+    #[error("the GPU's chip is unknown")]
+    UnknownChip,
+    /// No held RIM matches.
+    #[error("no {} RIM for version {version} on {chip} is held", .kind.name())]
+    NotHeld {
+        /// Driver or VBIOS.
+        kind: RimKind,
+        /// The report's version.
+        version: String,
+        /// The GPU's chip.
+        chip: String,
+    },
+    /// More than one held RIM matches.
+    #[error("more than one {} RIM for version {version} on {chip} is held", .kind.name())]
+    Ambiguous {
+        /// Driver or VBIOS.
+        kind: RimKind,
+        /// The report's version.
+        version: String,
+        /// The GPU's chip.
+        chip: String,
+    },
+    /// Neither the driver nor the VBIOS RIM was found (the driver's reason first).
+    #[error("{0}; {1}")]
+    Both(Box<RimsForError>, Box<RimsForError>),
 }

@@ -394,7 +394,10 @@ fn appraise_rims(
                 continue;
             }
         };
-        rec.record(GpuCheck::RimSignature(kind), appraisal.signature.clone());
+        rec.record(
+            GpuCheck::RimSignature(kind),
+            appraisal.signature.clone().map_err(|e| e.to_string()),
+        );
         let chain_result = match (&appraisal.certs, &rim_root) {
             (Err(e), _) => Err(e.clone()),
             (_, Err(e)) => Err(e.clone()),

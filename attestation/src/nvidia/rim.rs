@@ -115,12 +115,33 @@ impl RimContent {
     }
 }
 
+/// Why a RIM's XML signature did not verify (the RIM itself was read).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RimSignatureError {
+    /// The canonical document does not hash to the signed DigestValue.
+    #[error("the document's SHA-384 digest is not the signed DigestValue")]
+    Digest,
+    /// The KeyInfo certificates could not be read.
+    #[error("no signer certificate: {0}")]
+    Certificates(String),
+    /// KeyInfo holds no certificate.
+    #[error("no signer certificate")]
+    NoCertificate,
+    /// The first certificate's key is not a P-384 key.
+    #[error("{0}")]
+    SignerKey(String),
+    /// The SignedInfo signature does not verify.
+    #[error("the SignedInfo signature does not verify under the first KeyInfo certificate")]
+    Signature,
+}
+
 /// A RIM read and its signature checked (the chain is checked by the caller).
 #[derive(Debug, Clone)]
 pub(crate) struct RimAppraisal {
     pub(crate) content: RimContent,
     /// `Ok` when the digest and the signature verify under the first embedded certificate.
-    pub(crate) signature: Result<(), String>,
+    pub(crate) signature: Result<(), RimSignatureError>,
     /// The embedded certificates, leaf first, or why they could not be read.
     pub(crate) certs: Result<Vec<Cert>, String>,
 }
@@ -353,7 +374,7 @@ fn signature_parts<'a, 'i>(signature: Node<'a, 'i>) -> Result<SignatureParts<'a,
 /// Reads a RIM and checks its XML signature (digest and ECDSA, under the first certificate in
 /// `KeyInfo`; not the signer chain, which [`verify_gpu`](super::verify_gpu) checks): the
 /// content, and `Ok` if the signature verified or why not.
-pub fn read(bytes: &[u8]) -> Result<(RimContent, Result<(), String>), RimError> {
+pub fn read(bytes: &[u8]) -> Result<(RimContent, Result<(), RimSignatureError>), RimError> {
     appraise(bytes).map(|a| (a.content, a.signature))
 }
 
@@ -425,21 +446,21 @@ fn appraise_uncached(bytes: &[u8]) -> Result<RimAppraisal, RimError> {
     let document = c14n::document_without(&doc, Some(signature.id()));
     let digest_ok = Sha384::digest(document.as_bytes())[..] == parts.digest[..];
     let signature_result = if !digest_ok {
-        Err("the document's SHA-384 digest is not the signed DigestValue".to_owned())
+        Err(RimSignatureError::Digest)
     } else {
         match &parts.certs {
-            Err(e) => Err(format!("no signer certificate: {e}")),
+            Err(e) => Err(RimSignatureError::Certificates(e.clone())),
             Ok(certs) => match certs.first().map(Cert::p384_key) {
                 Some(Ok(key)) => {
                     let signed_info = c14n::subtree(parts.signed_info);
                     if verify_fixed_signature(key, signed_info.as_bytes(), &parts.value) {
                         Ok(())
                     } else {
-                        Err("the SignedInfo signature does not verify under the first KeyInfo certificate".to_owned())
+                        Err(RimSignatureError::Signature)
                     }
                 }
-                Some(Err(e)) => Err(e),
-                None => Err("no signer certificate".to_owned()),
+                Some(Err(e)) => Err(RimSignatureError::SignerKey(e)),
+                None => Err(RimSignatureError::NoCertificate),
             },
         }
     };

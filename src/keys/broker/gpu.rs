@@ -48,7 +48,7 @@ pub(super) fn verify(
             Err(reason) => {
                 tracing::warn!(
                     gpu = i,
-                    reason,
+                    %reason,
                     "broker: no RIMs for this GPU; its measurements are not compared, so a \
                      cc_mode = \"on\" policy refuses it (add NVIDIA's RIMs to --gpu-rims)"
                 );
