@@ -23,7 +23,7 @@ pub mod sensitivity;
 /// The PTX of every `kernels/*.cu`, compiled by `build.rs` (one `&str` constant per file,
 /// named after it in capitals: `ptx::MLP` for `kernels/mlp.cu`).
 #[cfg(feature = "cuda")]
-pub mod ptx {
+pub(crate) mod ptx {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 }
 

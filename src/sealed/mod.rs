@@ -20,10 +20,10 @@
 //! ```
 
 pub mod bundle;
-pub mod error;
-pub mod file;
+pub(crate) mod error;
+pub(crate) mod file;
 pub mod manifest;
-pub mod publisher;
+pub(crate) mod publisher;
 mod sealing;
 pub mod stream;
 
