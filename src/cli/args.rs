@@ -582,4 +582,5 @@ fn parse_device(s: &str) -> Result<confidant::gpu::DeviceSpec, String> {
 
 fn parse_gpu_load(s: &str) -> Result<confidant::gpu::LoadPath, String> {
     s.parse()
+        .map_err(|e: confidant::gpu::GpuError| e.to_string())
 }

@@ -38,15 +38,15 @@ pub enum LoadPath {
 }
 
 impl std::str::FromStr for LoadPath {
-    type Err = String;
+    type Err = GpuError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "staged" => Ok(Self::Staged),
             "device-decrypt" => Ok(Self::DeviceDecrypt),
-            _ => Err(format!(
-                "unknown GPU load path {s:?} (expected staged or device-decrypt)"
-            )),
+            _ => Err(GpuError::LoadPath {
+                value: s.to_string(),
+            }),
         }
     }
 }
@@ -69,6 +69,12 @@ pub enum GpuError {
         value: String,
         /// What is wrong with it.
         reason: &'static str,
+    },
+    /// A `--gpu-load` value that is not `staged` or `device-decrypt`.
+    #[error("unknown GPU load path {value:?} (expected staged or device-decrypt)")]
+    LoadPath {
+        /// The value given.
+        value: String,
     },
     /// No usable CUDA driver or device.
     #[error("CUDA device {ordinal} is not available: {reason}")]

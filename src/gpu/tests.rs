@@ -34,6 +34,24 @@ fn bad_device_specs_say_why() {
 }
 
 #[test]
+fn load_paths_parse_and_a_bad_one_is_named() {
+    assert_eq!("staged".parse::<LoadPath>().unwrap(), LoadPath::Staged);
+    assert_eq!(
+        "device-decrypt".parse::<LoadPath>().unwrap(),
+        LoadPath::DeviceDecrypt
+    );
+    let e = "Staged".parse::<LoadPath>().unwrap_err();
+    assert!(
+        matches!(&e, GpuError::LoadPath { value } if value == "Staged"),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "unknown GPU load path \"Staged\" (expected staged or device-decrypt)"
+    );
+}
+
+#[test]
 fn cpu_and_auto_open_without_a_gpu() {
     assert!(open(DeviceSpec::Cpu).unwrap().is_cpu());
     if cuda_device_count() == 0 {
