@@ -79,6 +79,10 @@ impl SubsampledGaussianLoss {
     /// the terms it adds, `(2x − 1)/(2σ²)`, `ln q` and `ln(1 − q)`.
     pub fn loss_error(&self, x: f64) -> f64 {
         let e = (2.0 * x - 1.0) / (2.0 * self.s2);
+        if self.q >= 1.0 {
+            // The loss is e itself.
+            return 4.0 * U * (e.abs() + 1.0);
+        }
         16.0 * U * (e.abs() + self.ln_q.abs() + self.log1mq.abs() + 2.0)
     }
 
@@ -653,6 +657,110 @@ mod tests {
                 c[n + 2]
             );
         }
+    }
+
+    #[test]
+    fn cyclic_power_rotates_like_the_phase_did() {
+        // A window read from an odd shift, wrapping around the end of the buffer.
+        let a = [0.25, 0.5, 0.25];
+        let (out, _) = cyclic_power(&a, 16, 2, 13).unwrap();
+        // a*a = [1/16, 1/4, 3/8, 1/4, 1/16] at 0..5; out[n] = c[(n + 13) mod 16].
+        let c = [0.0625, 0.25, 0.375, 0.25, 0.0625];
+        for (n, v) in out.iter().enumerate() {
+            let want = c.get((n + 13) % 16).copied().unwrap_or(0.0);
+            assert!((v - want).abs() < 1e-15, "{n}: {v} {want}");
+        }
+        assert!(cyclic_power(&a, 15, 2, 0).is_none(), "odd size");
+    }
+
+    #[test]
+    fn ln_mgf_upper_bounds_the_direct_sum_closely() {
+        let pmf: Vec<f64> = (0..1000)
+            .map(|i| ((i as f64) * 0.37).sin().abs() * 1e-3)
+            .collect();
+        let (base, h) = (-2.0, 0.01);
+        for lambda in [-30.0, -1.0, -1e-3, 0.0, 1e-3, 0.7, 12.0, 300.0] {
+            let direct = {
+                let terms: Vec<f64> = pmf
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| p.ln() + lambda * (base + i as f64 * h))
+                    .collect();
+                let mx = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                mx + terms.iter().map(|t| (t - mx).exp()).sum::<f64>().ln()
+            };
+            let up = ln_mgf_upper(&pmf, base, h, lambda);
+            assert!(
+                up >= direct && up - direct < 1e-9 * (1.0 + direct.abs()),
+                "{lambda}: {up} {direct}"
+            );
+            let mid = ln_mgf(&pmf, base, h, lambda);
+            assert!(
+                (mid - direct).abs() < 1e-12 * (1.0 + direct.abs()),
+                "{lambda}: {mid} {direct}"
+            );
+        }
+    }
+
+    #[test]
+    fn golden_min_finds_the_minimum_of_a_quasi_convex_function() {
+        let (x, v) = golden_min(|l| (l.ln() - 2.0).powi(2) + 1.0);
+        assert!(
+            (x.ln() - 2.0).abs() < 0.01 && (v - 1.0).abs() < 1e-4,
+            "{x} {v}"
+        );
+    }
+
+    #[test]
+    fn one_gaussian_step_is_pessimistic_and_tight() {
+        // q = 1: the Gaussian mechanism, δ(ε) = Φ(−εσ + 1/(2σ)) − e^ε·Φ(−εσ − 1/(2σ)).
+        let (sigma, h) = (1.0, 1e-3);
+        let loss = SubsampledGaussianLoss::new(1.0, sigma, Direction::Remove);
+        let (x_min, x_max) = (-11.35 * sigma, 1.0 + 11.35 * sigma);
+        let k_lo = (loss.loss(x_min) / h).floor() as i64 - 1;
+        let len = ((loss.loss(x_max) / h).ceil() as i64 - k_lo + 3) as usize;
+        let (pmf, above) = connect_the_dots(&loss, h, k_lo, len, x_min, x_max);
+        let phi = |x: f64| 0.5 * libm::erfc(-x / std::f64::consts::SQRT_2);
+        let total: f64 = pmf.iter().sum::<f64>() + above;
+        assert!((total - 1.0).abs() < 1e-12, "{total}");
+        for eps in [0.0, 0.5, 1.0, 2.0, 4.0] {
+            let exact =
+                phi(-eps * sigma + 0.5 / sigma) - eps.exp() * phi(-eps * sigma - 0.5 / sigma);
+            let ours: f64 = pmf
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let l = (k_lo + i as i64) as f64 * h;
+                    if l > eps {
+                        p * -libm::expm1(eps - l)
+                    } else {
+                        0.0
+                    }
+                })
+                .sum::<f64>()
+                * (1.0 + MASS_RELATIVE_ERROR);
+            assert!(ours >= exact * (1.0 - 1e-12), "{eps}: {ours} < {exact}");
+            assert!(
+                ours <= exact * (1.0 + 1e-5) + 1e-15,
+                "{eps}: {ours} vs {exact}"
+            );
+        }
+    }
+
+    #[test]
+    fn tilt_factors_round_up_and_undo_the_tilt() {
+        let t = Tilt {
+            lambda: 0.5,
+            ln_scale: 40.0,
+        };
+        for l in [0.0, 10.0, 79.0, 200.0] {
+            let exact = (40.0 - 0.5 * l as f64).exp();
+            let f = t.factor(l);
+            assert!(f >= exact && f <= exact * (1.0 + 1e-12), "{l}: {f} {exact}");
+        }
+        let mut v = vec![1e-30, 0.5, 0.0];
+        t.apply(&mut v, 100, 1.0);
+        assert!(v[0] >= 1e-30 * (-10.0f64).exp() && v[2] == 0.0);
     }
 
     #[test]

@@ -1,7 +1,6 @@
 use super::pld::PldOptions;
 use super::rdp::{Conversion, default_orders, epsilon_from_rdp, rdp_curve, rdp_poisson_gaussian};
 use super::*;
-use crate::privacy::error::PrivacyError;
 
 const FIXTURE: &str = include_str!("../../../tests/fixtures/privacy/accountant.json");
 
@@ -388,6 +387,43 @@ fn noise_multiplier_is_the_smallest_grid_point_meeting_the_target() {
         assert!(
             below > target,
             "{kind:?} q={q} T={steps}: σ one step lower gives ε={below} ≤ {target}"
+        );
+    }
+}
+
+#[test]
+fn pld_full_batch_matches_the_gaussian_closed_form() {
+    // q = 1: T steps of the Gaussian mechanism are one with μ = √T/σ, whose δ(ε) is
+    // Φ(−ε/μ + μ/2) − e^ε·Φ(−ε/μ − μ/2) (Balle & Wang 2018). Ours must be at or above the
+    // exact ε and close to it.
+    use crate::privacy::special::normal_cdf;
+    for (sigma, steps, delta) in [
+        (1.0, 1u64, 1e-5),
+        (8.0, 100, 1e-6),
+        (30.0, 10_000, 1e-6),
+        (30.0, 10_000, 1e-12),
+    ] {
+        let mu = (steps as f64).sqrt() / sigma;
+        let exact_delta =
+            |e: f64| normal_cdf(-e / mu + mu / 2.0) - e.exp() * normal_cdf(-e / mu - mu / 2.0);
+        let (mut lo, mut hi) = (0.0, 100.0);
+        for _ in 0..200 {
+            let mid = 0.5 * (lo + hi);
+            if exact_delta(mid) > delta {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let m = SubsampledGaussian {
+            sample_rate: 1.0,
+            noise_multiplier: sigma,
+            steps,
+        };
+        let ours = epsilon(&m, delta, AccountantKind::Pld).unwrap();
+        assert!(
+            ours >= lo && ours <= hi * 1.001 + 1e-3,
+            "σ={sigma} T={steps} δ={delta}: ours {ours}, exact {hi}"
         );
     }
 }
