@@ -407,7 +407,7 @@ pub fn fft_size(n: usize) -> usize {
     let p = n.max(16).next_power_of_two();
     [p, 3 * p / 4, 5 * p / 8]
         .into_iter()
-        .filter(|&s| s >= n && s % 2 == 0)
+        .filter(|&s| s >= n && s.is_multiple_of(2))
         .min()
         .unwrap_or(p)
 }
@@ -446,7 +446,7 @@ fn powu(x: f64, mut n: u64) -> f64 {
 /// inverse FFT adds `r·‖Ŷ‖₂` (normwise, over the full Hermitian spectrum) and the 1/N
 /// scaling `u` relative.
 pub fn cyclic_power(pmf: &[f64], size: usize, steps: u64, shift: u64) -> Option<(Vec<f64>, f64)> {
-    if size % 2 != 0 || size < pmf.len() || size < 2 {
+    if !size.is_multiple_of(2) || size < pmf.len() || size < 2 {
         return None;
     }
     let mut planner = RealFftPlanner::<f64>::new();

@@ -122,7 +122,7 @@ pub fn epsilons(
     options: &PldOptions,
 ) -> Result<Vec<f64>> {
     let min_delta = deltas.iter().copied().fold(f64::INFINITY, f64::min);
-    if !(min_delta > 0.0 && min_delta < 1.0) || deltas.iter().any(|d| !(*d < 1.0)) {
+    if !(min_delta > 0.0 && min_delta < 1.0) || deltas.iter().any(|d| d.is_nan() || *d >= 1.0) {
         return Err(PrivacyError::InvalidParameter {
             name: "delta",
             value: min_delta,
@@ -198,7 +198,7 @@ fn dominated(
         let (_, ln_tail) = kernel::golden_min(|l| {
             t * kernel::ln_mgf_upper(&one.pmf, base, one.h, l) + ln_scale - l * e
         });
-        if !(ln_tail <= room.ln()) {
+        if ln_tail.is_nan() || ln_tail > room.ln() {
             return Ok(false);
         }
     }
@@ -299,10 +299,10 @@ fn composed_for(
 /// - mass below the window wraps around to its top, damped by `e^{−λW}` for a window of
 ///   width W, and only ever adds mass: `W ≥ ln(10³/δ)/λ` keeps it under 10⁻³·δ;
 /// - mass above the window's top wraps down by W, amplified by `e^{λW}`; what lands above the
-///   window's bottom b is at most `e^{λW}·P(S ≥ b + W)` ≤ `exp(λW + T·ln M(λ + μ) − (λ + μ)(b
-///   + W))` for any μ > 0, under 10⁻³·δ once `W ≥ min_μ (T·ln M(λ + μ) − (λ + μ)b −
-///   ln(10⁻³δ))/μ`. It too only adds mass (the mass above the Chernoff top is also counted
-///   at +∞).
+///   window's bottom b is at most `e^{λW}·P(S ≥ b + W)`, which is at most
+///   `exp(λW + T·ln M(λ+μ) − (λ+μ)(b+W))` for any μ > 0, so under 10⁻³·δ once
+///   `W ≥ min_μ (T·ln M(λ+μ) − (λ+μ)·b − ln(10⁻³δ))/μ`. It too only adds mass (the
+///   mass above the Chernoff top is also counted at +∞).
 ///
 /// The bottom is kept `MARGIN/λ*` under the Chernoff bound on ε (λ* its optimal λ), which is
 /// above the true ε by a factor of a few tens in δ (e³ at q = 0.05, σ = 0.8, T = 10⁴); a δ
@@ -317,7 +317,7 @@ fn window(
     full: bool,
 ) -> (f64, f64, f64) {
     let (lo, hi) = (plan.lo, plan.hi);
-    if !tilt || !(plan.lambda > 0.0) || !plan.eps_upper.is_finite() {
+    if !tilt || plan.lambda.is_nan() || plan.lambda <= 0.0 || !plan.eps_upper.is_finite() {
         return (lo, hi, 0.0);
     }
     // At or below the Chernoff bottom, the window starts there (the tilt still keeps the
