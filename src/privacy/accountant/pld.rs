@@ -17,7 +17,7 @@
 //!    lowest grid point or to +∞, whichever is higher in loss.
 //!    Rounding is kept pessimistic too: each quadrature node's loss is raised by a bound on
 //!    its rounding error before it is split, so rounding never moves mass down, and the
-//!    masses' relative rounding error (64u) is applied as a factor `(1 + 64u)^T` to the
+//!    masses' relative rounding error e = 64u is applied as a factor `(1 − e)^−T` to the
 //!    composition. The x-tails cut are below `10⁻⁶·δ/T` each.
 //! 2. **The window.** Chernoff bounds with the exact moment generating function M(λ) of the
 //!    discrete PMF give `hi` with `P(S_T > hi) ≤ τ`, τ = δ/10⁴ (that mass is counted at
@@ -188,7 +188,7 @@ fn dominated(
     };
     let t = mechanism.steps as f64;
     let base = one.offset as f64 * one.h;
-    let ln_scale = t * libm::log1p(kernel::MASS_RELATIVE_ERROR);
+    let ln_scale = -t * libm::log1p(-kernel::MASS_RELATIVE_ERROR);
     let infinity = -libm::expm1(t * libm::log1p(-one.infinity_mass.min(1.0)));
     for (&d, &e) in deltas.iter().zip(found) {
         let room = d - infinity;
@@ -275,7 +275,8 @@ fn composed_for(
             continue;
         };
         if steps == 1 {
-            return Ok(one.scaled(1.0 + kernel::MASS_RELATIVE_ERROR));
+            // A mass m̂ = m(1 + θ), |θ| ≤ e, bounds m by m̂/(1 − e).
+            return Ok(one.scaled((1.0 + 4.0 * U) / (1.0 - kernel::MASS_RELATIVE_ERROR)));
         }
         let plan = kernel::chernoff_plan(&one.pmf, one.offset as f64 * h, h, steps, tau, delta);
         let (lo, hi, lambda) = window(&one, steps, &plan, delta, options.tilt, full);
@@ -403,7 +404,7 @@ fn single_step(
     }
     // What quadrature left unplaced goes to +∞ (pessimistic); a surplus stays. The masses
     // are scaled up by their rounding bound later, so a deficit within it is rounding.
-    let total = neumaier_sum(&pmf) * (1.0 + kernel::MASS_RELATIVE_ERROR) + high_tail + spilled;
+    let total = neumaier_sum(&pmf) / (1.0 - kernel::MASS_RELATIVE_ERROR) + high_tail + spilled;
     let infinity_mass = high_tail + spilled + (1.0 - total - 4.0 * U).max(0.0);
     Ok(Some(Pld {
         h,
@@ -507,7 +508,8 @@ impl Pld {
             } else {
                 0.0
             };
-        let relative = (t * libm::log1p(e)).exp() * (1.0 + 4.0 * U);
+        // m̂ = m(1 + θ) with |θ| ≤ e bounds m by m̂/(1 − e); a product of T by (1 − e)^−T.
+        let relative = (-t * libm::log1p(-e)).exp() * (1.0 + 4.0 * U);
         let tilt = kernel::Tilt {
             lambda,
             ln_scale: t * c,
@@ -522,7 +524,9 @@ impl Pld {
             h: self.h,
             offset: window_lo,
             pmf,
-            infinity_mass: (infinity + tau).min(1.0),
+            // The Chernoff bound τ holds for the computed PMF; the scaled one's tail is at
+            // most `relative` times it.
+            infinity_mass: (infinity + tau * relative).min(1.0),
             error_l2: error_l2 * relative,
             tilt,
         })
