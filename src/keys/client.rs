@@ -20,7 +20,7 @@ use super::error::RcarError;
 use super::jwe::{TeeKeyPair, TeePubKey};
 use super::protocol::{
     AttestRequest, AttestResponse, AuthRequest, Challenge, ERROR_TYPE_PREFIX, ErrorBody,
-    GpuEvidenceSet, PROTOCOL_VERSION, RuntimeData, SESSION_COOKIE, TeeEvidence, report_data,
+    GpuEvidenceSet, PROTOCOL_VERSION, RuntimeData, SESSION_COOKIE, TeeEvidence,
     runtime_data_digest,
 };
 use crate::tee::Attester;
@@ -393,10 +393,12 @@ pub async fn anchor_request(
 }
 
 /// The KBS `tee` name for evidence of this kind: simulated evidence is SNP-format and
-/// travels as `snp` (a Trustee KBS then rejects its chain, as it should).
+/// travels as `snp` (a Trustee KBS then rejects its chain, as it should); Trustee's sample
+/// evidence travels as `sample`.
 pub fn tee_name(kind: TeeKind) -> &'static str {
     match kind {
         TeeKind::Tdx => "tdx",
+        TeeKind::Sample => "sample",
         _ => "snp",
     }
 }
@@ -416,7 +418,7 @@ pub fn attest_request(
             reason: e.to_string(),
         }
     })?;
-    let evidence = attester.evidence(&report_data(&digest))?;
+    let evidence = attester.evidence_for_runtime_digest(&digest)?;
     let primary_evidence = serde_json::to_value(&evidence).map_err(|e| RcarError::Protocol {
         step: "attest",
         reason: format!("evidence does not serialize: {e}"),
