@@ -1010,3 +1010,137 @@ async fn a_stored_unpinned_policy_stops_the_broker_at_start() {
         "{text}"
     );
 }
+
+// ---- Trustee's sample evidence (`serve --tee sample`) ----
+
+/// The sample attester makes, for the recorded runtime data, exactly the primary evidence
+/// Trustee's sample attester sent: `{"svn": "1", "report_data": <base64 standard of the
+/// 48-byte digest>}`, unpadded (Trustee's sample verifier compares the bytes exactly), with
+/// only our `tee` tag added (Trustee ignores unknown members).
+#[test]
+fn sample_evidence_is_byte_for_byte_what_trustee_recorded() {
+    let v = vector();
+    let request: AttestRequest = serde_json::from_value(v["attest_request"].clone()).unwrap();
+    let rd = &request.runtime_data;
+    let ours = attest_request(&crate::tee::Sample, &rd.nonce, &rd.tee_pubkey).unwrap();
+    let mut evidence = ours.tee_evidence.primary_evidence.clone();
+    assert_eq!(evidence["tee"], "sample");
+    evidence.as_object_mut().unwrap().remove("tee");
+    assert_eq!(
+        evidence,
+        v["attest_request"]["tee-evidence"]["primary_evidence"]
+    );
+    assert_eq!(ours.tee_evidence.additional_evidence, "");
+    let report_data = B64
+        .decode(evidence["report_data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(report_data.len(), 48, "not padded to 64");
+    assert_eq!(
+        super::client::tee_name(confidant_attestation::TeeKind::Sample),
+        "sample"
+    );
+    // The TLS binding (GetEvidence) uses all 64 bytes.
+    let Evidence::Sample(tls) = crate::tee::Sample.evidence(&[7u8; 64]).unwrap() else {
+        panic!("sample evidence expected")
+    };
+    assert_eq!(B64.decode(&tls.report_data).unwrap(), vec![7u8; 64]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_sends_sample_evidence_as_tee_sample() {
+    let (url, task, seen) = replay_kbs().await;
+    let endpoint = BrokerEndpoint::new(&url, None).unwrap();
+    let err = fetch_resource(
+        &endpoint,
+        Arc::new(crate::tee::Sample),
+        "default/test/dummy",
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, RcarError::Jwe(_)), "{err}");
+    let seen = seen.lock().unwrap().clone();
+    let auth: serde_json::Value =
+        serde_json::from_str(seen[0].strip_prefix("auth ").unwrap()).unwrap();
+    assert_eq!(auth["tee"], "sample");
+    let attest: serde_json::Value = serde_json::from_str(
+        seen[1]
+            .strip_prefix("attest cookie_ok=true ")
+            .expect("cookie sent on attest"),
+    )
+    .unwrap();
+    assert_eq!(attest["tee-evidence"]["primary_evidence"]["svn"], "1");
+    task.abort();
+}
+
+/// Our broker takes sample evidence (as a Trustee KBS does) but releases nothing to it
+/// under a policy without `allow_simulated`, nor under one that pins a measurement (sample
+/// evidence measures nothing) or the simulated TEE's root; only a policy that says all of
+/// it in words releases the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_broker_refuses_sample_evidence_unless_the_policy_allows_simulated() {
+    let f = fixture(|_| {}).await;
+    let open = "measurements = \"any\"\ni_understand_this_accepts_any_guest = true\n";
+    f.register("default/models/open", &[3u8; 32], open);
+    f.register("default/models/pinned", &[3u8; 32], &f.good_policy());
+    f.register(
+        "default/models/rooted",
+        &[3u8; 32],
+        &format!(
+            "{open}allow_simulated = true\nsimulated_ark_sha256 = [\"{}\"]\n",
+            "00".repeat(32)
+        ),
+    );
+    f.register(
+        "default/models/dev",
+        &[5u8; 32],
+        &format!("{open}allow_simulated = true\n"),
+    );
+    let sample: Arc<dyn Attester> = Arc::new(crate::tee::Sample);
+    for path in [
+        "default/models/open",
+        "default/models/pinned",
+        "default/models/rooted",
+    ] {
+        let (s, kind, detail) = refused(
+            fetch_resource(&f.endpoint, Arc::clone(&sample), path)
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!((s, kind.as_str()), (403, "PolicyDeny"), "{path}: {detail}");
+    }
+    let key = fetch_resource(&f.endpoint, sample, "default/models/dev")
+        .await
+        .unwrap();
+    assert_eq!(key.as_slice(), &[5u8; 32]);
+}
+
+/// Sample evidence that does not bind the session's runtime data (another digest, or a
+/// report_data of the wrong length) is refused at attest, as Trustee refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_broker_refuses_unbound_sample_evidence() {
+    let f = fixture(|_| {}).await;
+    for report_data in [
+        B64.encode([1u8; 48]),
+        B64.encode([0u8; 32]),
+        "***".to_owned(),
+    ] {
+        let mut conn = f.endpoint.connect().await.unwrap();
+        let challenge = conn.auth("sample").await.unwrap();
+        let key = TeeKeyPair::generate().unwrap();
+        let mut request =
+            attest_request(&crate::tee::Sample, &challenge.nonce, key.public_key()).unwrap();
+        request.tee_evidence.primary_evidence =
+            serde_json::json!({"svn": "1", "report_data": report_data});
+        let (s, _, detail) = refused(conn.attest(&request).await.unwrap_err());
+        assert_eq!(s, 401, "{report_data}: {detail}");
+        assert!(detail.contains("evidence rejected"), "{detail}");
+    }
+    // Sample evidence in a session opened for snp is refused too.
+    let mut conn = f.endpoint.connect().await.unwrap();
+    let challenge = conn.auth("snp").await.unwrap();
+    let key = TeeKeyPair::generate().unwrap();
+    let request = attest_request(&crate::tee::Sample, &challenge.nonce, key.public_key()).unwrap();
+    let (s, _, detail) = refused(conn.attest(&request).await.unwrap_err());
+    assert_eq!(s, 401, "{detail}");
+    assert!(detail.contains("opened for snp"), "{detail}");
+}
