@@ -185,6 +185,20 @@ fn split_authority(authority: &str, default_port: u16) -> Option<(String, u16)> 
     }
 }
 
+/// The first bytes of a body for the debug log: at most 240 characters, then the length.
+fn abbreviated(body: &[u8]) -> String {
+    const SHOWN: usize = 240;
+    let text = String::from_utf8_lossy(body);
+    match text.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!(
+            "{}… ({} bytes)",
+            text.get(..end).unwrap_or_default(),
+            body.len()
+        ),
+        None => text.into_owned(),
+    }
+}
+
 /// One connection to a broker, carrying the session cookie between steps.
 pub struct Connection {
     sender: SendRequest<Full<Bytes>>,
@@ -223,7 +237,7 @@ impl Connection {
         bearer: Option<&str>,
     ) -> Result<Answer, RcarError> {
         let mut builder = Request::builder()
-            .method(method)
+            .method(method.clone())
             .uri(format!("{}{path}", self.prefix))
             .header(header::HOST, &self.host_header)
             .header(header::CONTENT_TYPE, "application/json");
@@ -233,6 +247,7 @@ impl Connection {
         if let Some(token) = bearer {
             builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
+        let what = format!("{method} {}{path}", self.prefix);
         let request = builder
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| RcarError::Config(format!("request: {e}")))?;
@@ -262,6 +277,14 @@ impl Connection {
             .await
             .map_err(|e| unreachable(&format!("reading the response: {e}")))?
             .to_bytes();
+        // Response bodies carry no plaintext secret (a nonce, a token, a JWE, an error);
+        // request bodies are logged only by `auth` and `attest` (admin bodies hold keys).
+        tracing::debug!(
+            request = %what,
+            status = status.as_u16(),
+            body = %abbreviated(&body),
+            "broker exchange"
+        );
         Ok(Answer { status, body })
     }
 
@@ -315,6 +338,7 @@ impl Connection {
         };
         let body = serde_json::to_vec(&request)
             .map_err(|e| RcarError::Config(format!("auth request: {e}")))?;
+        tracing::debug!(body = %abbreviated(&body), "broker auth request");
         let answer = self
             .step("auth", Method::POST, "/kbs/v0/auth", body, None)
             .await?;
@@ -328,6 +352,7 @@ impl Connection {
     pub async fn attest(&mut self, request: &AttestRequest) -> Result<AttestResponse, RcarError> {
         let body = serde_json::to_vec(request)
             .map_err(|e| RcarError::Config(format!("attest request: {e}")))?;
+        tracing::debug!(body = %abbreviated(&body), "broker attest request");
         let answer = self
             .step("attest", Method::POST, "/kbs/v0/attest", body, None)
             .await?;
