@@ -45,8 +45,8 @@ use confidant_attestation::{CertTableEntry, SnpEvidence, TdxEvidence, TeeKind, T
 pub use confidant_attestation::{Evidence, GpuEvidence};
 pub use configfs::{ConfigfsTsm, Provider, TSM_REPORT_ROOT};
 pub use error::TeeError;
-pub use sev_guest::{SEV_GUEST_DEVICE, SevGuest};
 pub use sample::{NOT_CONFIDENTIAL as SAMPLE_NOT_CONFIDENTIAL, Sample};
+pub use sev_guest::{SEV_GUEST_DEVICE, SevGuest};
 pub use simulated::{SELF_EXE, Simulated, binary_measurement};
 
 /// A source of attestation evidence about this machine.

@@ -602,7 +602,10 @@ impl Policy {
             Claims::Tdx(c) => self.evaluate_tdx(c, failures),
             Claims::Sample(c) => {
                 if tee != TeeKind::Sample {
-                    failures.push(Check::EvidenceFormat, "sample claims from non-sample evidence");
+                    failures.push(
+                        Check::EvidenceFormat,
+                        "sample claims from non-sample evidence",
+                    );
                 }
                 self.check_measurement(&c.measurement, "measurement", failures);
                 self.check_report_data(&c.report_data, failures);
