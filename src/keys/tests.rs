@@ -1144,3 +1144,124 @@ async fn our_broker_refuses_unbound_sample_evidence() {
     assert_eq!(s, 401, "{detail}");
     assert!(detail.contains("opened for snp"), "{detail}");
 }
+
+// ---- the same in reverse: what Trustee's own client (guest-components kbs_protocol) sends ----
+
+/// Our broker answers each message of guest-components' `kbs_protocol` RCAR client (at
+/// 8246e5e0) as a Trustee KBS does, with the statuses that client acts on: `auth` with its
+/// `{"supported-hash-algorithms": [...]}` extra-params (200; our `""` extra-params make it
+/// keep SHA-384), `attest` with kbs_types' `"init-data": null` and an untagged sample
+/// evidence object (200, a JWT whose `exp`/`iat` jwt_simple reads as integers), and
+/// `GET resource` on the session cookie with a query string (200, a JWE for its key).
+/// Init-data that a client sends is accepted but neither verified nor put in the token
+/// (no release policy of ours can refer to it). A Bearer token without the cookie is
+/// answered 401 `TokenNotFound`, on which that client attests again (deliberate: this
+/// broker releases on the cookie only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_broker_answers_what_trustees_client_sends() {
+    let f = fixture(|_| {}).await;
+    let open = "measurements = \"any\"\ni_understand_this_accepts_any_guest = true\n";
+    f.register(
+        "default/key/dev",
+        b"interop-secret-0123456789",
+        &format!("{open}allow_simulated = true\n"),
+    );
+    for init_data in [
+        serde_json::Value::Null,
+        serde_json::json!({"format": "toml", "body": "algorithm = \"sha384\"\nversion = \"0.1.0\"\n"}),
+    ] {
+        let mut conn = f.endpoint.connect().await.unwrap();
+        let auth = serde_json::json!({
+            "version": "0.4.0",
+            "tee": "sample",
+            "extra-params": {"supported-hash-algorithms": ["Sha256", "Sha384", "Sha512"]},
+        });
+        let a = conn
+            .send(
+                Method::POST,
+                "/kbs/v0/auth",
+                serde_json::to_vec(&auth).unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.status.as_u16(), 200);
+        assert!(conn.session().is_some(), "no kbs-session-id cookie");
+        let challenge: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        // No `selected-hash-algorithm`: the client keeps its default, SHA-384.
+        assert_eq!(challenge["extra-params"], "");
+        let nonce = challenge["nonce"].as_str().unwrap();
+        assert_eq!(B64.decode(nonce).unwrap().len(), 32);
+
+        let key = TeeKeyPair::generate().unwrap();
+        let ours = attest_request(&crate::tee::Sample, nonce, key.public_key()).unwrap();
+        let mut body = serde_json::to_value(&ours).unwrap();
+        // guest-components' sample attester: `{"svn","report_data"}`, no `tee` member.
+        body["tee-evidence"]["primary_evidence"]
+            .as_object_mut()
+            .unwrap()
+            .remove("tee");
+        body["init-data"] = init_data.clone();
+        let a = conn
+            .send(
+                Method::POST,
+                "/kbs/v0/attest",
+                serde_json::to_vec(&body).unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            a.status.as_u16(),
+            200,
+            "{}",
+            String::from_utf8_lossy(&a.body)
+        );
+        let token = serde_json::from_slice::<serde_json::Value>(&a.body).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let claims: serde_json::Value =
+            serde_json::from_slice(&B64URL.decode(token.split('.').nth(1).unwrap()).unwrap())
+                .unwrap();
+        let (iat, exp) = (
+            claims["iat"].as_u64().unwrap(),
+            claims["exp"].as_u64().unwrap(),
+        );
+        assert!(exp > iat, "{claims}");
+        assert!(claims.get("init_data_claims").is_none(), "{claims}");
+
+        let a = conn
+            .send(
+                Method::GET,
+                "/kbs/v0/resource/default/key/dev?version=1",
+                Vec::new(),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.status.as_u16(), 200);
+        assert_eq!(
+            key.decrypt(&a.body).unwrap().as_slice(),
+            b"interop-secret-0123456789"
+        );
+
+        // The token client (passport mode): Bearer, no cookie.
+        let mut bare = f.endpoint.connect().await.unwrap();
+        let a = bare
+            .send(
+                Method::GET,
+                "/kbs/v0/resource/default/key/dev",
+                Vec::new(),
+                Some(&token),
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.status.as_u16(), 401);
+        let e: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(
+            e["type"],
+            "https://github.com/confidential-containers/kbs/errors/TokenNotFound"
+        );
+    }
+}
