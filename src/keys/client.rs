@@ -185,9 +185,9 @@ fn split_authority(authority: &str, default_port: u16) -> Option<(String, u16)> 
     }
 }
 
-/// The first bytes of a body for the debug log: at most 240 characters, then the length.
+/// The first bytes of a body for the debug log: at most 512 characters, then the length.
 fn abbreviated(body: &[u8]) -> String {
-    const SHOWN: usize = 240;
+    const SHOWN: usize = 512;
     let text = String::from_utf8_lossy(body);
     match text.char_indices().nth(SHOWN) {
         Some((end, _)) => format!(
@@ -248,6 +248,7 @@ impl Connection {
             builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let what = format!("{method} {}{path}", self.prefix);
+        let cookie_sent = self.cookie.is_some();
         let request = builder
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| RcarError::Config(format!("request: {e}")))?;
@@ -262,6 +263,7 @@ impl Connection {
             .await
             .map_err(|e| unreachable(&e))?;
         let status = response.status();
+        let mut cookie_set = false;
         for value in response.headers().get_all(header::SET_COOKIE) {
             if let Some(id) = value
                 .to_str()
@@ -270,6 +272,7 @@ impl Connection {
                 .and_then(|v| v.split(';').next())
             {
                 self.cookie = Some(id.trim().to_owned());
+                cookie_set = true;
             }
         }
         let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
@@ -281,7 +284,10 @@ impl Connection {
         // request bodies are logged only by `auth` and `attest` (admin bodies hold keys).
         tracing::debug!(
             request = %what,
+            cookie_sent,
+            bearer_sent = bearer.is_some(),
             status = status.as_u16(),
+            cookie_set,
             body = %abbreviated(&body),
             "broker exchange"
         );
