@@ -23,7 +23,10 @@
 #      PROTECTION OFF at start and at a checkpoint;
 #   8. `confidant predict` over TLS must answer the fixture's reference outputs; `predict
 #      --policy` must accept the sample evidence only under a policy with allow_simulated;
-#   9. tears everything down.
+#   9. restarts the KBS over HTTPS (a certificate from a throw-away CA) on the same storage,
+#      and serves again from the same data directory with --broker https://… --broker-ca CA:
+#      same keys, same answer;
+#  10. tears everything down.
 # Any failed step exits non-zero (it never skips). Without KBS_BINARY it prints this usage
 # and exits 2.
 #
@@ -118,6 +121,7 @@ URL=http://127.0.0.1:$PORT
 DEPLOYMENT=interop
 
 b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+CURL_TLS=()
 
 # ---- 1. the KBS ----
 step "start the Trustee KBS ($KBS) on $URL"
@@ -166,17 +170,23 @@ dir_path = "$T/storage"
 name = "resource"
 storage_backend_type = "kvstorage"
 EOF
-RUST_LOG=info "$KBS" --config-file "$T/kbs-config.toml" > "$T/kbs.log" 2>&1 &
-KBS_PID=$!
-for i in $(seq 1 120); do
-    if [[ $(curl -s -o /dev/null -w '%{http_code}' "$URL/healthz" || true) == 200 ]]; then
-        break
-    fi
-    kill -0 "$KBS_PID" 2> /dev/null || fail "the KBS exited at start"
-    [[ $i -lt 120 ]] || fail "the KBS did not answer /healthz within 60 s"
-    sleep 0.5
-done
-grep -m1 -o 'commit: [0-9a-f]*\|version: [^,]*' "$T/kbs.log" || true
+# start_kbs CONFIG LOG: starts the KBS and waits for /healthz (curl options after the two).
+start_kbs() {
+    local config=$1 log=$2
+    shift 2
+    RUST_LOG=info "$KBS" --config-file "$config" > "$log" 2>&1 &
+    KBS_PID=$!
+    for i in $(seq 1 120); do
+        if [[ $(curl -s "$@" -o /dev/null -w '%{http_code}' "$URL/healthz" || true) == 200 ]]; then
+            break
+        fi
+        kill -0 "$KBS_PID" 2> /dev/null || fail "the KBS exited at start"
+        [[ $i -lt 120 ]] || fail "the KBS did not answer /healthz within 60 s"
+        sleep 0.5
+    done
+    printf '   KBS %s\n' "$(grep -m1 -o 'version: [^ ]*' "$log" || echo '(no version in its log)')"
+}
+start_kbs "$T/kbs-config.toml" "$T/kbs.log"
 
 # An Ed25519-signed admin JWT (EdDSA; iss, aud and role checked by the KBS).
 admin_token() {
@@ -192,7 +202,7 @@ admin_token() {
 
 # admin_post PATH FILE [CONTENT_TYPE]: POST FILE to the admin API; prints the HTTP status.
 admin_post() {
-    curl -sS -o "$T/admin-answer" -w '%{http_code}' -X POST \
+    curl -sS "${CURL_TLS[@]}" -o "$T/admin-answer" -w '%{http_code}' -X POST \
         -H "Authorization: Bearer $(admin_token)" \
         -H "Content-Type: ${3:-application/octet-stream}" \
         --data-binary "@$2" "$URL/kbs/v0/$1"
@@ -318,6 +328,57 @@ for i in $(seq 1 60); do
     sleep 0.5
 done
 
-# ---- transcript ----
 step "transcript (KBS access log)"
 grep -o '"[A-Z]* /kbs/v0/[^"]*" [0-9]*' "$T/kbs.log" | sed 's/^/   /'
+
+# ---- 9. the same over HTTPS, restarting on the same storage and data directory ----
+step "over HTTPS: restart the KBS with a certificate from a throw-away CA; serve --broker https://… --broker-ca CA"
+stop_pid "$SERVE_PID"
+SERVE_PID=""
+stop_pid "$KBS_PID"
+KBS_PID=""
+# A throw-away CA and the KBS's certificate from it (a CA certificate cannot be the server's
+# own: rustls refuses it as CaUsedAsEndEntity).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+    -subj "/CN=trustee-interop CA" -keyout "$T/kbs-ca.key" -out "$T/kbs-ca.pem" 2> /dev/null
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+    -keyout "$T/kbs-tls.key" -out "$T/kbs-tls.csr" 2> /dev/null
+printf 'subjectAltName = IP:127.0.0.1\nbasicConstraints = critical, CA:FALSE\nextendedKeyUsage = serverAuth\n' \
+    > "$T/kbs-tls.ext"
+openssl x509 -req -in "$T/kbs-tls.csr" -CA "$T/kbs-ca.pem" -CAkey "$T/kbs-ca.key" \
+    -CAcreateserial -days 1 -extfile "$T/kbs-tls.ext" -out "$T/kbs-tls.pem" 2> /dev/null
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+URL=https://127.0.0.1:$PORT
+sed -e "s|^sockets = .*|sockets = [\"127.0.0.1:$PORT\"]|" \
+    -e "s|^insecure_http = true|insecure_http = false\nprivate_key = \"$T/kbs-tls.key\"\ncertificate = \"$T/kbs-tls.pem\"|" \
+    "$T/kbs-config.toml" > "$T/kbs-config-tls.toml"
+# HTTP/1.1 for the admin calls: over HTTP/2 Trustee's regex ACL sees the absolute URI
+# (https://HOST:PORT/kbs/…), which the anchored `^/kbs/…$` rule does not match (401).
+CURL_TLS=(--cacert "$T/kbs-ca.pem" --http1.1)
+start_kbs "$T/kbs-config-tls.toml" "$T/kbs-tls.log" "${CURL_TLS[@]}"
+status=$(admin_post resource-policy "$T/policy.json" application/json)
+[[ $status == 200 ]] || fail "POST resource-policy over HTTPS: HTTP $status $(cat "$T/admin-answer")"
+"$CONFIDANT" serve --data-dir "$T/data" --listen 127.0.0.1:0 --metrics-listen off --http-listen off \
+    --model "$T/m.sealed" --publisher-key "$T/keys/publisher.pub" --broker "$URL" \
+    --broker-ca "$T/kbs-ca.pem" --tee sample --deployment "$DEPLOYMENT" \
+    --without-freshness-anchor > "$T/serve-tls.log" 2>&1 &
+SERVE_PID=$!
+ADDR=""
+for i in $(seq 1 240); do
+    ADDR=$(sed -n 's|^confidant: serving on https://\([^ ]*\) .*|\1|p' "$T/serve-tls.log" | head -n 1)
+    [[ -z $ADDR ]] || break
+    kill -0 "$SERVE_PID" 2> /dev/null || fail "serve over HTTPS exited before serving"
+    [[ $i -lt 240 ]] || fail "serve over HTTPS did not serve within 120 s"
+    sleep 0.5
+done
+grep -q 'data key released by the broker after attestation' "$T/serve-tls.log" ||
+    fail "the server log lacks the key release over HTTPS"
+grep -q 'plain HTTP' "$T/serve-tls.log" && fail "the server says the broker is plain HTTP"
+"$CONFIDANT" predict --addr "https://$ADDR" --api-key "$API_KEY" --model fixture-softmax \
+    --tls-ca "$T/data/tls/cert.pem" --input "$INPUTS" > "$T/predict-tls.json" 2> "$T/predict-tls.log"
+python3 - "$T/predict-tls.json" "$T/predict.json" << 'EOF' || fail "predict over the HTTPS-keyed server differs"
+import json, sys
+assert json.load(open(sys.argv[1]))["outputs"] == json.load(open(sys.argv[2]))["outputs"]
+print("   the same answer as before, with the keys released over HTTPS")
+EOF
+grep -o '"[A-Z]* /kbs/v0/[^"]*" [0-9]*' "$T/kbs-tls.log" | sed 's/^/   /'
