@@ -133,7 +133,7 @@ impl BrokerEndpoint {
                 let tls = connector
                     .connect(name.clone(), tcp)
                     .await
-                    .map_err(|e| self.unreachable(format!("TLS: {e}")))?;
+                    .map_err(|e| self.unreachable(format!("TLS: {e}{}", tls_hint(&e))))?;
                 handshake(hyper_util::rt::TokioIo::new(tls)).await
             }
             None => handshake(hyper_util::rt::TokioIo::new(tcp)).await,
@@ -151,6 +151,20 @@ impl BrokerEndpoint {
             url: self.url.clone(),
             cookie: None,
         })
+    }
+}
+
+/// What to do about a certificate error that a broker's operator is likely to meet.
+fn tls_hint(e: &std::io::Error) -> &'static str {
+    let text = e.to_string();
+    if text.contains("CaUsedAsEndEntity") {
+        " (the broker presents a CA certificate as its own, as `openssl req -x509` makes by \
+         default: give --broker-ca the CA that issued the broker's certificate, or give the \
+         broker a certificate without basicConstraints CA:TRUE)"
+    } else if text.contains("UnknownIssuer") || text.contains("BadSignature") {
+        " (the broker's certificate does not chain to the --broker-ca certificate)"
+    } else {
+        ""
     }
 }
 

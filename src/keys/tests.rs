@@ -1265,3 +1265,53 @@ async fn our_broker_answers_what_trustees_client_sends() {
         );
     }
 }
+
+/// A broker whose certificate is a CA certificate (what `openssl req -x509` makes by
+/// default, and what a Trustee KBS set up that way presents) is refused, and the error says
+/// what to give instead; a certificate that does not chain to --broker-ca says that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_certificate_marked_ca_is_refused_with_a_hint() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = acceptor.accept(tcp).await;
+        }
+    });
+    let endpoint = BrokerEndpoint::new(&url, Some(cert.pem().as_bytes())).unwrap();
+    let err = endpoint
+        .connect()
+        .await
+        .err()
+        .expect("a CA certificate as the server's");
+    let text = err.to_string();
+    assert!(matches!(err, RcarError::Unreachable { .. }), "{text}");
+    assert!(text.contains("CaUsedAsEndEntity"), "{text}");
+    assert!(
+        text.contains("give --broker-ca the CA that issued"),
+        "{text}"
+    );
+    server.abort();
+    // Our broker (a certificate without CA:TRUE) checked against another certificate.
+    let f = fixture(|_| {}).await;
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let endpoint = BrokerEndpoint::new(&f.broker.url, Some(other.cert.pem().as_bytes())).unwrap();
+    let text = endpoint.connect().await.err().unwrap().to_string();
+    assert!(text.contains("does not chain to the --broker-ca"), "{text}");
+}
