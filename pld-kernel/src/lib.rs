@@ -753,8 +753,8 @@ mod tests {
             lambda: 0.5,
             ln_scale: 40.0,
         };
-        for l in [0.0, 10.0, 79.0, 200.0] {
-            let exact = (40.0 - 0.5 * l as f64).exp();
+        for l in [0.0f64, 10.0, 79.0, 200.0] {
+            let exact = (40.0 - 0.5 * l).exp();
             let f = t.factor(l);
             assert!(f >= exact && f <= exact * (1.0 + 1e-12), "{l}: {f} {exact}");
         }
