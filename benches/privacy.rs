@@ -1,7 +1,8 @@
 //! Sampler throughput: the fast grid-Laplace path against two baselines measured in the same
 //! run (raw ChaCha20 words, and an unsafe float Laplace on the same generator, which is what
 //! numpy's `laplace` computes), then the exact samplers; then the accountant at long horizons
-//! (one PLD ε, and a noise-multiplier calibration, at 10⁴ steps).
+//! (one PLD ε, with and without the tilted window and at δ = 1e-12, and a noise-multiplier
+//! calibration, at 10⁴ steps).
 // criterion_group! generates an undocumented function.
 #![allow(missing_docs)]
 
@@ -11,7 +12,7 @@ use rand_core::{RngCore, SeedableRng};
 use rand_distr::{Distribution, Exp1};
 use std::hint::black_box;
 
-use confidant::privacy::accountant::{self, AccountantKind, SubsampledGaussian};
+use confidant::privacy::accountant::{self, AccountantKind, SubsampledGaussian, pld};
 use confidant::privacy::mechanism::LaplaceScores;
 use confidant::privacy::rng::{ChaChaDpRng, DpRng};
 use confidant::privacy::sampler::fast::FastDiscreteLaplace;
@@ -118,6 +119,25 @@ fn accountant_long_horizon(c: &mut Criterion) {
             },
         );
     }
+    // The tilt's effect: the same ε composed on the whole Chernoff range, untilted (the
+    // method before issue 21's second pass, with today's real FFT and exact-MGF range).
+    let m = SubsampledGaussian {
+        sample_rate: 0.05,
+        noise_multiplier: 0.8,
+        steps: 10_000,
+    };
+    let untilted = pld::PldOptions {
+        tilt: false,
+        ..pld::PldOptions::default()
+    };
+    group.bench_function(
+        "pld_epsilon_q0.05_sigma0.8_T10000_delta1e-6_untilted",
+        |b| b.iter(|| black_box(pld::epsilon(&m, 1e-6, &untilted).expect("epsilon"))),
+    );
+    // Small δ, refused before (the FFT's rounding bound was absolute, about 1e-9 here).
+    group.bench_function("pld_epsilon_q0.05_sigma0.8_T10000_delta1e-12", |b| {
+        b.iter(|| black_box(accountant::epsilon(&m, 1e-12, AccountantKind::Pld).expect("epsilon")))
+    });
     group.bench_function("pld_noise_multiplier_eps2_q0.004_T10000_delta1e-6", |b| {
         b.iter(|| {
             black_box(

@@ -26,9 +26,19 @@ Columns, per (q, σ, T, δ):
                       the 24 points with T ≥ 1000 there); the Rust test uses its bounds only
                       where its estimate is below the RDP ε, and this column everywhere.
 
+dp_accounting's get_epsilon_for_delta underflows above ε ≈ 745: it sums exp(−loss)·p walking
+down from the top loss, which is 0.0 there, and so returns the loss at which the tail mass first
+reaches δ, i.e. the (1 − δ)-quantile of the loss rather than the hockey-stick ε (about
+ln(1 + λ)/λ higher, where λ is the local decay rate of the tail; 0.96 at q = 0.2, σ = 0.6,
+T = 10⁴). Where it answers above 700, both dp_accounting columns are therefore recomputed as the
+smallest ε with get_delta_for_epsilon(ε) ≤ δ, by bisection to 1e-9 relative (its
+get_delta_for_epsilon computes exp(ε − loss), which does not underflow).
+
 Usage: accountant-reference.py [OUT.csv]
        accountant-reference.py --augment CSV   (adds the optimistic column to an existing
                                                 table, in place)
+       accountant-reference.py --fix-underflow CSV  (recomputes, in place, the dp_accounting
+                                                columns of rows whose ε exceeds 700)
 """
 import importlib.metadata
 import importlib.util
@@ -65,13 +75,66 @@ NOTE = ("# dp_accounting_pld_optimistic: dp_accounting from_gaussian_mechanism(p
         "lower bound.")
 
 
+UNDERFLOW_EPS = 700.0
+UNDERFLOW_NOTE = ("# dp_accounting columns above eps = 700: the smallest eps with get_delta_for_epsilon(eps) <= "
+                  "delta, by bisection (get_epsilon_for_delta underflows exp(-loss) above 745).")
+
+
+def epsilon_for_delta(pld, delta):
+    """pld.get_epsilon_for_delta(delta), by bisection on get_delta_for_epsilon above 700
+    (see the module docstring: get_epsilon_for_delta underflows there)."""
+    eps = pld.get_epsilon_for_delta(delta)
+    if not eps > UNDERFLOW_EPS or math.isinf(eps):
+        return eps
+    lo, hi = UNDERFLOW_EPS, eps
+    if pld.get_delta_for_epsilon(lo) <= delta:
+        raise RuntimeError(f"epsilon below {UNDERFLOW_EPS}: lower the bisection start")
+    while hi - lo > 1e-9 * hi:
+        mid = 0.5 * (lo + hi)
+        if pld.get_delta_for_epsilon(mid) <= delta:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def optimistic_pld(q, sigma, steps, deltas):
     from dp_accounting.pld import privacy_loss_distribution as pl
     one = pl.from_gaussian_mechanism(
         standard_deviation=sigma, sampling_prob=q, pessimistic_estimate=False, use_connect_dots=False,
         value_discretization_interval=1e-4)
     composed = one.self_compose(steps) if steps > 1 else one
-    return [composed.get_epsilon_for_delta(d) for d in deltas]
+    return [epsilon_for_delta(composed, d) for d in deltas]
+
+
+def pessimistic_pld(q, sigma, steps):
+    acc = pld_privacy_accountant.PLDAccountant(value_discretization_interval=1e-4)
+    acc.compose(dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(sigma)), steps)
+    return acc
+
+
+def fix_underflow(path):
+    with open(path) as f:
+        lines = f.read().splitlines()
+    out = []
+    for line in lines:
+        f = line.split(",")
+        if line.startswith("sample_rate") and UNDERFLOW_NOTE not in out:
+            out.append(UNDERFLOW_NOTE)
+        if line.startswith("#") or line.startswith("sample_rate") or float(f[4]) <= UNDERFLOW_EPS:
+            out.append(line)
+            continue
+        q, sigma, steps, delta = float(f[0]), float(f[1]), int(f[2]), float(f[3])
+        t0 = time.time()
+        acc = pessimistic_pld(q, sigma, steps)
+        pess = epsilon_for_delta(acc._pld, delta)
+        opt = optimistic_pld(q, sigma, steps, [delta])[0]
+        print(f"q={q} sigma={sigma} T={steps} delta={delta}: pld {f[4]} -> {pess!r}, optimistic "
+              f"{f[10]} -> {opt!r} ({time.time() - t0:.1f}s)", file=sys.stderr, flush=True)
+        f[4], f[10] = repr(float(pess)), repr(float(opt))
+        out.append(",".join(f))
+    with open(path, "w") as fh:
+        fh.write("\n".join(out) + "\n")
 
 
 def augment(path):
@@ -104,6 +167,9 @@ def main():
     if len(sys.argv) > 2 and sys.argv[1] == "--augment":
         augment(sys.argv[2])
         return
+    if len(sys.argv) > 2 and sys.argv[1] == "--fix-underflow":
+        fix_underflow(sys.argv[2])
+        return
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.path.dirname(__file__), "..", "tests", "fixtures", "privacy", "accountant-reference.csv")
     rdp = load_opacus_rdp()
@@ -114,10 +180,9 @@ def main():
         for sigma in SIGMAS:
             for steps in STEPS:
                 t0 = time.time()
-                acc = pld_privacy_accountant.PLDAccountant(value_discretization_interval=1e-4)
-                acc.compose(dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(sigma)), steps)
+                acc = pessimistic_pld(q, sigma, steps)
                 for delta in DELTAS:
-                    pld = acc.get_epsilon(delta)
+                    pld = epsilon_for_delta(acc._pld, delta)
                     r_op = rdp.compute_rdp(q=q, noise_multiplier=sigma, steps=steps, orders=OPACUS_ORDERS)
                     op, _ = rdp.get_privacy_spent(orders=OPACUS_ORDERS, rdp=r_op, delta=delta)
                     r_us = rdp.compute_rdp(q=q, noise_multiplier=sigma, steps=steps, orders=OUR_ORDERS)
@@ -149,6 +214,7 @@ def main():
                 "eps_error=1e-3*max(1, eps) (coarser where refused), delta_error=delta/1000; Opacus RDP at its default "
                 "orders and at Confidant's (plus 128, 256).\n")
         f.write(NOTE + "\n")
+        f.write(UNDERFLOW_NOTE + "\n")
         f.write("sample_rate,noise_multiplier,steps,delta,dp_accounting_pld,prv_lower,prv_estimate,"
                 "prv_upper,opacus_rdp,opacus_rdp_ours,dp_accounting_pld_optimistic\n")
         for r in rows:

@@ -258,3 +258,36 @@ async fn the_server_config_may_tighten_the_manifest_policy_but_never_weaken_it()
     assert_eq!(p.privacy.unwrap().mechanism, "noisy_argmax");
     assert!(p.outputs[0].is_empty());
 }
+
+/// `confidant privacy epsilon` at a long horizon and a small δ: every accountant answers
+/// (the first pass refused δ below about 1e-9 at 10⁴ steps), `prv` prints `pld`'s ε, and
+/// both lie between dp_accounting's optimistic and pessimistic PLDs (108.120 and 108.711,
+/// dp-accounting 0.6.0 at h = 1e-4) and under the RDP bound.
+#[test]
+fn privacy_epsilon_cli_answers_small_delta_with_every_accountant() {
+    let run = |accountant: &str| -> serde_json::Value {
+        let out = confidant(&[
+            "privacy",
+            "epsilon",
+            "--sample-rate",
+            "0.05",
+            "--noise-multiplier",
+            "0.8",
+            "--steps",
+            "10000",
+            "--delta",
+            "1e-12",
+            "--accountant",
+            accountant,
+        ]);
+        assert!(out.status.success(), "{accountant}: {}", stderr(&out));
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+    let (pld, prv, rdp) = (run("pld"), run("prv"), run("rdp"));
+    assert_eq!(pld["accountant"], "pld");
+    assert_eq!(prv["accountant"], "prv");
+    assert_eq!(pld["epsilon"], prv["epsilon"]);
+    let e = pld["epsilon"].as_f64().unwrap();
+    assert!((108.120..=108.711 * 1.0001).contains(&e), "{e}");
+    assert!(e < rdp["epsilon"].as_f64().unwrap());
+}

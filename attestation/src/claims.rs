@@ -83,6 +83,22 @@ pub enum Claims {
     /// From NVIDIA GPU evidence: every check and the GPU's claims.
     #[serde(rename = "nvidia_gpu")]
     NvidiaGpu(Box<crate::nvidia::GpuVerdictClaims>),
+    /// From Trustee's development `sample` evidence: nothing but what it says about itself.
+    Sample(Box<SampleClaims>),
+}
+
+/// What sample evidence says (see [`SampleEvidence`](crate::SampleEvidence)). None of it is
+/// vouched for by anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SampleClaims {
+    /// The svn the evidence states.
+    pub svn: String,
+    /// The bound report_data, a 48-byte value followed by 16 zero bytes.
+    #[serde(with = "hex::serde")]
+    pub report_data: [u8; 64],
+    /// The measurement: sample evidence measures nothing, so this is always 48 zero bytes.
+    #[serde(with = "hex::serde")]
+    pub measurement: [u8; 48],
 }
 
 /// An SEV-SNP `TCB_VERSION` (SEV-SNP ABI, Table 3), decoded for the report's CPU generation.

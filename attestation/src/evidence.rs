@@ -41,6 +41,9 @@ pub enum TeeKind {
     /// An NVIDIA GPU in confidential-computing mode (see [`crate::nvidia`]).
     #[serde(rename = "nvidia_gpu")]
     NvidiaGpu,
+    /// Trustee's `sample` TEE, for development against a Trustee KBS: no hardware and no
+    /// signature at all (see [`SampleEvidence`]).
+    Sample,
 }
 
 impl fmt::Display for TeeKind {
@@ -50,6 +53,7 @@ impl fmt::Display for TeeKind {
             Self::Tdx => "tdx",
             Self::Simulated => "simulated",
             Self::NvidiaGpu => "nvidia_gpu",
+            Self::Sample => "sample",
         })
     }
 }
@@ -66,6 +70,8 @@ pub enum Evidence {
     /// An SNP-format report signed by a locally generated chain; see
     /// [`SimulatedTee`](crate::SimulatedTee).
     Simulated(SnpEvidence),
+    /// Trustee's development `sample` evidence: report_data in the clear, signed by nobody.
+    Sample(SampleEvidence),
 }
 
 impl Evidence {
@@ -97,6 +103,7 @@ impl Evidence {
             Self::Snp(_) => TeeKind::Snp,
             Self::Tdx(_) => TeeKind::Tdx,
             Self::Simulated(_) => TeeKind::Simulated,
+            Self::Sample(_) => TeeKind::Sample,
         }
     }
 
@@ -105,7 +112,68 @@ impl Evidence {
         match self {
             Self::Snp(e) | Self::Simulated(e) => e.generated_at,
             Self::Tdx(e) => e.generated_at,
+            Self::Sample(_) => None,
         }
+    }
+}
+
+/// Trustee's `sample` evidence, exactly as its sample attester makes it and its sample
+/// verifier reads it: `{"svn": "1", "report_data": "<base64 standard>"}`.
+///
+/// **It proves nothing.** Anyone can write it; there is no hardware, no measurement and no
+/// signature. It exists so that a development server can obtain keys from a Trustee KBS
+/// running only its sample verifier. [`verify`](crate::verify) refuses it unless the policy
+/// sets `allow_simulated = true`, and even then it carries no measurement (its claims give 48
+/// zero bytes, which only `measurements = "any"` or a pinned all-zero measurement accept).
+///
+/// For the KBS protocol the report_data is the 48-byte SHA-384 of the runtime data, not
+/// padded (Trustee's sample verifier compares the decoded bytes with the digest exactly);
+/// a 64-byte report_data is accepted too (Confidant's TLS binding).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SampleEvidence {
+    /// The security version Trustee's sample attester reports (`"1"`).
+    pub svn: String,
+    /// The bound report_data, base64 (standard alphabet, padded).
+    pub report_data: String,
+}
+
+/// The lengths of report_data that sample evidence may bind: a SHA-384 digest (the KBS
+/// runtime-data binding) or a full 64-byte report_data.
+pub const SAMPLE_REPORT_DATA_LENS: [usize; 2] = [48, 64];
+
+impl SampleEvidence {
+    /// The svn Trustee's sample attester reports.
+    pub const SVN: &'static str = "1";
+
+    /// Sample evidence binding `report_data` (48 or 64 bytes; see
+    /// [`SampleEvidence::report_data_bytes`]).
+    pub fn new(report_data: &[u8]) -> Self {
+        use base64::Engine as _;
+        Self {
+            svn: Self::SVN.to_owned(),
+            report_data: base64::engine::general_purpose::STANDARD.encode(report_data),
+        }
+    }
+
+    /// The bound report_data as 64 bytes: a 48-byte value is followed by 16 zero bytes, as
+    /// the SNP and TDX bindings of a SHA-384 digest are. Any other length, or text that is not
+    /// standard base64, is an error.
+    pub fn report_data_bytes(&self) -> Result<[u8; 64], Error> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&self.report_data)
+            .map_err(|e| Error::evidence(format!("sample report_data is not base64: {e}")))?;
+        if !SAMPLE_REPORT_DATA_LENS.contains(&bytes.len()) {
+            return Err(Error::evidence(format!(
+                "sample report_data is {} bytes; 48 or 64 are accepted",
+                bytes.len()
+            )));
+        }
+        let mut out = [0u8; 64];
+        out.get_mut(..bytes.len())
+            .ok_or_else(|| Error::evidence("sample report_data length"))?
+            .copy_from_slice(&bytes);
+        Ok(out)
     }
 }
 

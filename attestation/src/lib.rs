@@ -60,10 +60,11 @@ pub mod tdx;
 pub mod timestamp;
 pub mod verdict;
 
-pub use claims::{Claims, Product, SnpClaims, TdxClaims};
+pub use claims::{Claims, Product, SampleClaims, SnpClaims, TdxClaims};
 pub use error::Error;
 pub use evidence::{
-    CertTableEntry, CertType, Evidence, SnpEvidence, TdxCollateral, TdxEvidence, TeeKind,
+    CertTableEntry, CertType, Evidence, SampleEvidence, SnpEvidence, TdxCollateral, TdxEvidence,
+    TeeKind,
 };
 pub use nvidia::{GpuCheck, GpuClaims, GpuEvidence, GpuReferences, GpuVerdict, verify_gpu};
 pub use policy::{MinTcb, Policy};
@@ -166,6 +167,17 @@ pub fn verify_and_keep(
         }
         Evidence::Tdx(e) => tdx::appraise(e, collateral, policy.allow_debug, now, &mut failures)
             .map(|c| Claims::Tdx(Box::new(c))),
+        Evidence::Sample(e) => match e.report_data_bytes() {
+            Ok(report_data) => Some(Claims::Sample(Box::new(claims::SampleClaims {
+                svn: e.svn.clone(),
+                report_data,
+                measurement: [0u8; 48],
+            }))),
+            Err(err) => {
+                failures.push(Check::EvidenceFormat, err.to_string());
+                None
+            }
+        },
     };
     if let Some(claims) = &claims {
         let context = policy::Context {
@@ -174,7 +186,9 @@ pub fn verify_and_keep(
             simulated_ark_sha256,
         };
         policy.evaluate(tee, claims, &context, &mut failures);
-    } else if tee == TeeKind::Simulated && !policy.dangerous_allow_simulated {
+    } else if matches!(tee, TeeKind::Simulated | TeeKind::Sample)
+        && !policy.dangerous_allow_simulated
+    {
         // Undecodable simulated evidence is still simulated: say so.
         failures.push(
             Check::Simulated,

@@ -249,6 +249,13 @@ impl Verdict {
                 c.gpu.debug_status.as_deref().map(|s| s != "disabled"),
                 None,
             ),
+            Some(Claims::Sample(c)) => (
+                None,
+                Some(hex::encode(c.measurement)),
+                Some(hex::encode(c.report_data)),
+                None,
+                None,
+            ),
             None => (None, None, None, None, None),
         };
         Self {

@@ -1,4 +1,4 @@
-//! Evidence JSON (all three `tee` shapes) through parsing, re-serialization and verification.
+//! Evidence JSON (every `tee` shape) through parsing, re-serialization and verification.
 #![no_main]
 
 use confidant_attestation::{Evidence, Policy, Timestamp, verify_json};
@@ -7,8 +7,12 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let now = Timestamp::from_unix_seconds(1_767_225_600);
     let verdict = verify_json(data, None, &Policy::default(), now);
-    // Simulated evidence is never accepted by the default policy, whatever the JSON says.
-    if verdict.tee == confidant_attestation::TeeKind::Simulated {
+    // Simulated and sample evidence are never accepted by the default policy, whatever the
+    // JSON says.
+    if matches!(
+        verdict.tee,
+        confidant_attestation::TeeKind::Simulated | confidant_attestation::TeeKind::Sample
+    ) {
         assert!(!verdict.is_accept());
     }
     let _ = verdict.to_json_pretty();

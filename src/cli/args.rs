@@ -244,6 +244,10 @@ pub struct StateSourceArgs {
     /// The deployment (state key resource default/state/<NAME>) [default: default].
     #[arg(long, value_name = "NAME")]
     pub deployment: Option<String>,
+    /// The evidence sent to the broker, as `serve --tee`: auto or sample (Trustee's
+    /// development sample evidence; not confidential).
+    #[arg(long, default_value = "auto", value_name = "auto|sample")]
+    pub tee: confidant::tee::TeeChoice,
 }
 
 /// `confidant keys`.
@@ -439,6 +443,12 @@ pub struct ServeArgs {
     /// server warns at every start and every checkpoint.
     #[arg(long)]
     pub without_freshness_anchor: bool,
+    /// The evidence sent to the broker and to clients: auto (this machine's TEE, else the
+    /// simulated one) or sample (Trustee's development sample evidence, for a Trustee KBS
+    /// running its sample verifier: NOT CONFIDENTIAL, warned at every start; Confidant's own
+    /// broker and clients refuse it unless the policy sets allow_simulated).
+    #[arg(long, default_value = "auto", value_name = "auto|sample")]
+    pub tee: confidant::tee::TeeChoice,
     /// A trusted publisher public key (repeatable).
     #[arg(long = "publisher-key")]
     pub publisher_keys: Vec<PathBuf>,

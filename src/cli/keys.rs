@@ -16,6 +16,9 @@ pub(super) async fn resolve_state_key(
         .as_deref()
         .unwrap_or(confidant::state::DEFAULT_DEPLOYMENT);
     let resource = confidant::state::resource_path(deployment)?;
+    if source.tee == confidant::tee::TeeChoice::Sample && source.broker.is_none() {
+        bail!("--tee sample is evidence for a Trustee KBS: give --broker URL");
+    }
     if let Some(url) = &source.broker {
         let ca = source
             .broker_ca
@@ -24,7 +27,7 @@ pub(super) async fn resolve_state_key(
             .transpose()?;
         let endpoint = confidant::keys::BrokerEndpoint::new(url, ca.as_deref())?;
         let attester: std::sync::Arc<dyn confidant::tee::Attester> =
-            std::sync::Arc::from(confidant::tee::detect()?);
+            std::sync::Arc::from(confidant::tee::select(source.tee)?);
         let bytes = confidant::keys::fetch_resource(&endpoint, attester, &resource).await?;
         return Ok(StateKey::from_bytes(
             &bytes,

@@ -107,7 +107,7 @@ pub enum AccountantArg {
     Rdp,
     /// Pessimistic privacy loss distribution (tight upper bound).
     Pld,
-    /// Privacy random variable (same pessimistic distribution as pld).
+    /// Privacy random variable: an alias of pld (the same pessimistic code, the same ε).
     Prv,
 }
 

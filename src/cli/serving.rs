@@ -115,6 +115,7 @@ pub(super) fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
         explain: file.explain,
         without_freshness_anchor: a.without_freshness_anchor
             || file.without_freshness_anchor.unwrap_or(false),
+        tee: a.tee,
         text: file.text,
         unguarded_benchmark_baseline: false,
         device: a.device,

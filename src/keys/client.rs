@@ -20,7 +20,7 @@ use super::error::RcarError;
 use super::jwe::{TeeKeyPair, TeePubKey};
 use super::protocol::{
     AttestRequest, AttestResponse, AuthRequest, Challenge, ERROR_TYPE_PREFIX, ErrorBody,
-    GpuEvidenceSet, PROTOCOL_VERSION, RuntimeData, SESSION_COOKIE, TeeEvidence, report_data,
+    GpuEvidenceSet, PROTOCOL_VERSION, RuntimeData, SESSION_COOKIE, TeeEvidence,
     runtime_data_digest,
 };
 use crate::tee::Attester;
@@ -133,7 +133,7 @@ impl BrokerEndpoint {
                 let tls = connector
                     .connect(name.clone(), tcp)
                     .await
-                    .map_err(|e| self.unreachable(format!("TLS: {e}")))?;
+                    .map_err(|e| self.unreachable(format!("TLS: {e}{}", tls_hint(&e))))?;
                 handshake(hyper_util::rt::TokioIo::new(tls)).await
             }
             None => handshake(hyper_util::rt::TokioIo::new(tcp)).await,
@@ -151,6 +151,20 @@ impl BrokerEndpoint {
             url: self.url.clone(),
             cookie: None,
         })
+    }
+}
+
+/// What to do about a certificate error that a broker's operator is likely to meet.
+fn tls_hint(e: &std::io::Error) -> &'static str {
+    let text = e.to_string();
+    if text.contains("CaUsedAsEndEntity") {
+        " (the broker presents a CA certificate as its own, as `openssl req -x509` makes by \
+         default: give --broker-ca the CA that issued the broker's certificate, or give the \
+         broker a certificate without basicConstraints CA:TRUE)"
+    } else if text.contains("UnknownIssuer") || text.contains("BadSignature") {
+        " (the broker's certificate does not chain to the --broker-ca certificate)"
+    } else {
+        ""
     }
 }
 
@@ -182,6 +196,20 @@ fn split_authority(authority: &str, default_port: u16) -> Option<(String, u16)> 
         Some(_) => None,
         None if !authority.is_empty() => Some((authority.to_owned(), default_port)),
         None => None,
+    }
+}
+
+/// The first bytes of a body for the debug log: at most 512 characters, then the length.
+fn abbreviated(body: &[u8]) -> String {
+    const SHOWN: usize = 512;
+    let text = String::from_utf8_lossy(body);
+    match text.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!(
+            "{}… ({} bytes)",
+            text.get(..end).unwrap_or_default(),
+            body.len()
+        ),
+        None => text.into_owned(),
     }
 }
 
@@ -223,7 +251,7 @@ impl Connection {
         bearer: Option<&str>,
     ) -> Result<Answer, RcarError> {
         let mut builder = Request::builder()
-            .method(method)
+            .method(method.clone())
             .uri(format!("{}{path}", self.prefix))
             .header(header::HOST, &self.host_header)
             .header(header::CONTENT_TYPE, "application/json");
@@ -233,6 +261,8 @@ impl Connection {
         if let Some(token) = bearer {
             builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
+        let what = format!("{method} {}{path}", self.prefix);
+        let cookie_sent = self.cookie.is_some();
         let request = builder
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| RcarError::Config(format!("request: {e}")))?;
@@ -247,6 +277,7 @@ impl Connection {
             .await
             .map_err(|e| unreachable(&e))?;
         let status = response.status();
+        let mut cookie_set = false;
         for value in response.headers().get_all(header::SET_COOKIE) {
             if let Some(id) = value
                 .to_str()
@@ -255,6 +286,7 @@ impl Connection {
                 .and_then(|v| v.split(';').next())
             {
                 self.cookie = Some(id.trim().to_owned());
+                cookie_set = true;
             }
         }
         let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
@@ -262,6 +294,17 @@ impl Connection {
             .await
             .map_err(|e| unreachable(&format!("reading the response: {e}")))?
             .to_bytes();
+        // Response bodies carry no plaintext secret (a nonce, a token, a JWE, an error);
+        // request bodies are logged only by `auth` and `attest` (admin bodies hold keys).
+        tracing::debug!(
+            request = %what,
+            cookie_sent,
+            bearer_sent = bearer.is_some(),
+            status = status.as_u16(),
+            cookie_set,
+            body = %abbreviated(&body),
+            "broker exchange"
+        );
         Ok(Answer { status, body })
     }
 
@@ -315,6 +358,7 @@ impl Connection {
         };
         let body = serde_json::to_vec(&request)
             .map_err(|e| RcarError::Config(format!("auth request: {e}")))?;
+        tracing::debug!(body = %abbreviated(&body), "broker auth request");
         let answer = self
             .step("auth", Method::POST, "/kbs/v0/auth", body, None)
             .await?;
@@ -328,6 +372,7 @@ impl Connection {
     pub async fn attest(&mut self, request: &AttestRequest) -> Result<AttestResponse, RcarError> {
         let body = serde_json::to_vec(request)
             .map_err(|e| RcarError::Config(format!("attest request: {e}")))?;
+        tracing::debug!(body = %abbreviated(&body), "broker attest request");
         let answer = self
             .step("attest", Method::POST, "/kbs/v0/attest", body, None)
             .await?;
@@ -393,10 +438,12 @@ pub async fn anchor_request(
 }
 
 /// The KBS `tee` name for evidence of this kind: simulated evidence is SNP-format and
-/// travels as `snp` (a Trustee KBS then rejects its chain, as it should).
+/// travels as `snp` (a Trustee KBS then rejects its chain, as it should); Trustee's sample
+/// evidence travels as `sample`.
 pub fn tee_name(kind: TeeKind) -> &'static str {
     match kind {
         TeeKind::Tdx => "tdx",
+        TeeKind::Sample => "sample",
         _ => "snp",
     }
 }
@@ -416,7 +463,7 @@ pub fn attest_request(
             reason: e.to_string(),
         }
     })?;
-    let evidence = attester.evidence(&report_data(&digest))?;
+    let evidence = attester.evidence_for_runtime_digest(&digest)?;
     let primary_evidence = serde_json::to_value(&evidence).map_err(|e| RcarError::Protocol {
         step: "attest",
         reason: format!("evidence does not serialize: {e}"),

@@ -1010,3 +1010,308 @@ async fn a_stored_unpinned_policy_stops_the_broker_at_start() {
         "{text}"
     );
 }
+
+// ---- Trustee's sample evidence (`serve --tee sample`) ----
+
+/// The sample attester makes, for the recorded runtime data, exactly the primary evidence
+/// Trustee's sample attester sent: `{"svn": "1", "report_data": <base64 standard of the
+/// 48-byte digest>}`, unpadded (Trustee's sample verifier compares the bytes exactly), with
+/// only our `tee` tag added (Trustee ignores unknown members).
+#[test]
+fn sample_evidence_is_byte_for_byte_what_trustee_recorded() {
+    let v = vector();
+    let request: AttestRequest = serde_json::from_value(v["attest_request"].clone()).unwrap();
+    let rd = &request.runtime_data;
+    let ours = attest_request(&crate::tee::Sample, &rd.nonce, &rd.tee_pubkey).unwrap();
+    let mut evidence = ours.tee_evidence.primary_evidence.clone();
+    assert_eq!(evidence["tee"], "sample");
+    evidence.as_object_mut().unwrap().remove("tee");
+    assert_eq!(
+        evidence,
+        v["attest_request"]["tee-evidence"]["primary_evidence"]
+    );
+    assert_eq!(ours.tee_evidence.additional_evidence, "");
+    let report_data = B64
+        .decode(evidence["report_data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(report_data.len(), 48, "not padded to 64");
+    assert_eq!(
+        super::client::tee_name(confidant_attestation::TeeKind::Sample),
+        "sample"
+    );
+    // The TLS binding (GetEvidence) uses all 64 bytes.
+    let Evidence::Sample(tls) = crate::tee::Sample.evidence(&[7u8; 64]).unwrap() else {
+        panic!("sample evidence expected")
+    };
+    assert_eq!(B64.decode(&tls.report_data).unwrap(), vec![7u8; 64]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_sends_sample_evidence_as_tee_sample() {
+    let (url, task, seen) = replay_kbs().await;
+    let endpoint = BrokerEndpoint::new(&url, None).unwrap();
+    let err = fetch_resource(
+        &endpoint,
+        Arc::new(crate::tee::Sample),
+        "default/test/dummy",
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, RcarError::Jwe(_)), "{err}");
+    let seen = seen.lock().unwrap().clone();
+    let auth: serde_json::Value =
+        serde_json::from_str(seen[0].strip_prefix("auth ").unwrap()).unwrap();
+    assert_eq!(auth["tee"], "sample");
+    let attest: serde_json::Value = serde_json::from_str(
+        seen[1]
+            .strip_prefix("attest cookie_ok=true ")
+            .expect("cookie sent on attest"),
+    )
+    .unwrap();
+    assert_eq!(attest["tee-evidence"]["primary_evidence"]["svn"], "1");
+    task.abort();
+}
+
+/// Our broker takes sample evidence (as a Trustee KBS does) but releases nothing to it
+/// under a policy without `allow_simulated`, nor under one that pins a measurement (sample
+/// evidence measures nothing) or the simulated TEE's root; only a policy that says all of
+/// it in words releases the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_broker_refuses_sample_evidence_unless_the_policy_allows_simulated() {
+    let f = fixture(|_| {}).await;
+    let open = "measurements = \"any\"\ni_understand_this_accepts_any_guest = true\n";
+    f.register("default/models/open", &[3u8; 32], open);
+    f.register("default/models/pinned", &[3u8; 32], &f.good_policy());
+    f.register(
+        "default/models/rooted",
+        &[3u8; 32],
+        &format!(
+            "{open}allow_simulated = true\nsimulated_ark_sha256 = [\"{}\"]\n",
+            "00".repeat(32)
+        ),
+    );
+    f.register(
+        "default/models/dev",
+        &[5u8; 32],
+        &format!("{open}allow_simulated = true\n"),
+    );
+    let sample: Arc<dyn Attester> = Arc::new(crate::tee::Sample);
+    for path in [
+        "default/models/open",
+        "default/models/pinned",
+        "default/models/rooted",
+    ] {
+        let (s, kind, detail) = refused(
+            fetch_resource(&f.endpoint, Arc::clone(&sample), path)
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!((s, kind.as_str()), (403, "PolicyDeny"), "{path}: {detail}");
+    }
+    let key = fetch_resource(&f.endpoint, sample, "default/models/dev")
+        .await
+        .unwrap();
+    assert_eq!(key.as_slice(), &[5u8; 32]);
+}
+
+/// Sample evidence that does not bind the session's runtime data (another digest, or a
+/// report_data of the wrong length) is refused at attest, as Trustee refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_broker_refuses_unbound_sample_evidence() {
+    let f = fixture(|_| {}).await;
+    for report_data in [
+        B64.encode([1u8; 48]),
+        B64.encode([0u8; 32]),
+        "***".to_owned(),
+    ] {
+        let mut conn = f.endpoint.connect().await.unwrap();
+        let challenge = conn.auth("sample").await.unwrap();
+        let key = TeeKeyPair::generate().unwrap();
+        let mut request =
+            attest_request(&crate::tee::Sample, &challenge.nonce, key.public_key()).unwrap();
+        request.tee_evidence.primary_evidence =
+            serde_json::json!({"svn": "1", "report_data": report_data});
+        let (s, _, detail) = refused(conn.attest(&request).await.unwrap_err());
+        assert_eq!(s, 401, "{report_data}: {detail}");
+        assert!(detail.contains("evidence rejected"), "{detail}");
+    }
+    // Sample evidence in a session opened for snp is refused too.
+    let mut conn = f.endpoint.connect().await.unwrap();
+    let challenge = conn.auth("snp").await.unwrap();
+    let key = TeeKeyPair::generate().unwrap();
+    let request = attest_request(&crate::tee::Sample, &challenge.nonce, key.public_key()).unwrap();
+    let (s, _, detail) = refused(conn.attest(&request).await.unwrap_err());
+    assert_eq!(s, 401, "{detail}");
+    assert!(detail.contains("opened for snp"), "{detail}");
+}
+
+// ---- the same in reverse: what Trustee's own client (guest-components kbs_protocol) sends ----
+
+/// Our broker answers each message of guest-components' `kbs_protocol` RCAR client (at
+/// 8246e5e0) as a Trustee KBS does, with the statuses that client acts on: `auth` with its
+/// `{"supported-hash-algorithms": [...]}` extra-params (200; our `""` extra-params make it
+/// keep SHA-384), `attest` with kbs_types' `"init-data": null` and an untagged sample
+/// evidence object (200, a JWT whose `exp`/`iat` jwt_simple reads as integers), and
+/// `GET resource` on the session cookie with a query string (200, a JWE for its key).
+/// Init-data that a client sends is accepted but neither verified nor put in the token
+/// (no release policy of ours can refer to it). A Bearer token without the cookie is
+/// answered 401 `TokenNotFound`, on which that client attests again (deliberate: this
+/// broker releases on the cookie only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_broker_answers_what_trustees_client_sends() {
+    let f = fixture(|_| {}).await;
+    let open = "measurements = \"any\"\ni_understand_this_accepts_any_guest = true\n";
+    f.register(
+        "default/key/dev",
+        b"interop-secret-0123456789",
+        &format!("{open}allow_simulated = true\n"),
+    );
+    for init_data in [
+        serde_json::Value::Null,
+        serde_json::json!({"format": "toml", "body": "algorithm = \"sha384\"\nversion = \"0.1.0\"\n"}),
+    ] {
+        let mut conn = f.endpoint.connect().await.unwrap();
+        let auth = serde_json::json!({
+            "version": "0.4.0",
+            "tee": "sample",
+            "extra-params": {"supported-hash-algorithms": ["Sha256", "Sha384", "Sha512"]},
+        });
+        let a = conn
+            .send(
+                Method::POST,
+                "/kbs/v0/auth",
+                serde_json::to_vec(&auth).unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.status.as_u16(), 200);
+        assert!(conn.session().is_some(), "no kbs-session-id cookie");
+        let challenge: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        // No `selected-hash-algorithm`: the client keeps its default, SHA-384.
+        assert_eq!(challenge["extra-params"], "");
+        let nonce = challenge["nonce"].as_str().unwrap();
+        assert_eq!(B64.decode(nonce).unwrap().len(), 32);
+
+        let key = TeeKeyPair::generate().unwrap();
+        let ours = attest_request(&crate::tee::Sample, nonce, key.public_key()).unwrap();
+        let mut body = serde_json::to_value(&ours).unwrap();
+        // guest-components' sample attester: `{"svn","report_data"}`, no `tee` member.
+        body["tee-evidence"]["primary_evidence"]
+            .as_object_mut()
+            .unwrap()
+            .remove("tee");
+        body["init-data"] = init_data.clone();
+        let a = conn
+            .send(
+                Method::POST,
+                "/kbs/v0/attest",
+                serde_json::to_vec(&body).unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            a.status.as_u16(),
+            200,
+            "{}",
+            String::from_utf8_lossy(&a.body)
+        );
+        let token = serde_json::from_slice::<serde_json::Value>(&a.body).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let claims: serde_json::Value =
+            serde_json::from_slice(&B64URL.decode(token.split('.').nth(1).unwrap()).unwrap())
+                .unwrap();
+        let (iat, exp) = (
+            claims["iat"].as_u64().unwrap(),
+            claims["exp"].as_u64().unwrap(),
+        );
+        assert!(exp > iat, "{claims}");
+        assert!(claims.get("init_data_claims").is_none(), "{claims}");
+
+        let a = conn
+            .send(
+                Method::GET,
+                "/kbs/v0/resource/default/key/dev?version=1",
+                Vec::new(),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.status.as_u16(), 200);
+        assert_eq!(
+            key.decrypt(&a.body).unwrap().as_slice(),
+            b"interop-secret-0123456789"
+        );
+
+        // The token client (passport mode): Bearer, no cookie.
+        let mut bare = f.endpoint.connect().await.unwrap();
+        let a = bare
+            .send(
+                Method::GET,
+                "/kbs/v0/resource/default/key/dev",
+                Vec::new(),
+                Some(&token),
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.status.as_u16(), 401);
+        let e: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(
+            e["type"],
+            "https://github.com/confidential-containers/kbs/errors/TokenNotFound"
+        );
+    }
+}
+
+/// A broker whose certificate is a CA certificate (what `openssl req -x509` makes by
+/// default, and what a Trustee KBS set up that way presents) is refused, and the error says
+/// what to give instead; a certificate that does not chain to --broker-ca says that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_certificate_marked_ca_is_refused_with_a_hint() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = acceptor.accept(tcp).await;
+        }
+    });
+    let endpoint = BrokerEndpoint::new(&url, Some(cert.pem().as_bytes())).unwrap();
+    let err = endpoint
+        .connect()
+        .await
+        .err()
+        .expect("a CA certificate as the server's");
+    let text = err.to_string();
+    assert!(matches!(err, RcarError::Unreachable { .. }), "{text}");
+    assert!(text.contains("CaUsedAsEndEntity"), "{text}");
+    assert!(
+        text.contains("give --broker-ca the CA that issued"),
+        "{text}"
+    );
+    server.abort();
+    // Our broker (a certificate without CA:TRUE) checked against another certificate.
+    let f = fixture(|_| {}).await;
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let endpoint = BrokerEndpoint::new(&f.broker.url, Some(other.cert.pem().as_bytes())).unwrap();
+    let text = endpoint.connect().await.err().unwrap().to_string();
+    assert!(text.contains("does not chain to the --broker-ca"), "{text}");
+}

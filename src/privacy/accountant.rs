@@ -5,7 +5,9 @@
 //!   converted to (ε, δ) by Balle et al. 2020 (or the classic Mironov 2017 bound).
 //! - [`pld`]: a privacy loss distribution discretized pessimistically, so the reported ε is
 //!   an upper bound; tight to the discretization step. Long horizons (10⁴ steps and more)
-//!   are composed in one FFT pass over a loss range sized by a Chernoff bound.
+//!   are composed in one FFT pass of the exponentially tilted PMF, on a loss window around
+//!   ε sized by Chernoff bounds, with every rounding error bounded relative to δ. The
+//!   `prv` accountant is an alias of it (see [`AccountantKind::Prv`]).
 
 pub mod pld;
 pub mod rdp;
@@ -20,9 +22,12 @@ pub enum AccountantKind {
     Rdp,
     /// The pessimistic privacy loss distribution.
     Pld,
-    /// The privacy random variable (Gopi, Lee & Wutschitz 2021): the same distribution as
-    /// the PLD seen as a random variable; computed here by the pessimistic PLD code, so its
-    /// ε equals [`AccountantKind::Pld`]'s.
+    /// The privacy random variable (Gopi, Lee & Wutschitz 2021). An alias, by design: the
+    /// PRV is the same distribution as the PLD seen as a random variable, and here it is
+    /// computed by the same pessimistic PLD code (tilted FFT composition with rigorous error
+    /// bounds), so its ε equals [`AccountantKind::Pld`]'s bit for bit. It does not use
+    /// Microsoft's `prv-accountant` algorithm or its error bounds (an estimate with an
+    /// error interval); it exists so that `--accountant prv` answers like `pld`.
     Prv,
 }
 
@@ -83,6 +88,27 @@ pub fn epsilon(mechanism: &SubsampledGaussian, delta: f64, kind: AccountantKind)
         }
         AccountantKind::Pld | AccountantKind::Prv => {
             pld::epsilon(mechanism, delta, &pld::PldOptions::default())
+        }
+    }
+}
+
+/// ε at each of `deltas` (one composition per direction for the PLD and PRV accountants).
+pub fn epsilons(
+    mechanism: &SubsampledGaussian,
+    deltas: &[f64],
+    kind: AccountantKind,
+) -> Result<Vec<f64>> {
+    mechanism.check()?;
+    for &delta in deltas {
+        check_range("delta", delta, 0.0, 1.0, false)?;
+    }
+    match kind {
+        AccountantKind::Rdp => deltas
+            .iter()
+            .map(|&d| epsilon(mechanism, d, kind))
+            .collect(),
+        AccountantKind::Pld | AccountantKind::Prv => {
+            pld::epsilons(mechanism, deltas, &pld::PldOptions::default())
         }
     }
 }

@@ -286,6 +286,9 @@ pub struct ServeConfig {
     /// every start and every checkpoint. Without it a broker that has no anchor API is
     /// refused.
     pub without_freshness_anchor: bool,
+    /// Which evidence the server sends (`serve --tee`): this machine's TEE, or Trustee's
+    /// development sample evidence (not confidential; needs a broker).
+    pub tee: crate::tee::TeeChoice,
     /// Explanations: the most work one request may cost, and the workers of all.
     pub explain: crate::pipeline::ExplainLimits,
     /// Text models: the most bytes per text and per request.
@@ -326,6 +329,7 @@ impl ServeConfig {
             deployment: crate::state::DEFAULT_DEPLOYMENT.to_string(),
             explain: crate::pipeline::ExplainLimits::default(),
             without_freshness_anchor: false,
+            tee: crate::tee::TeeChoice::Auto,
             text: Default::default(),
             http_listen: None,
             unguarded_benchmark_baseline: false,
@@ -360,6 +364,13 @@ impl ServeConfig {
         for (id, spec) in &self.screening {
             spec.validate()
                 .map_err(|e| ServerError::Config(format!("screening.{id}: {e}")))?;
+        }
+        if self.tee == crate::tee::TeeChoice::Sample && self.broker.is_none() {
+            return Err(ServerError::Config(
+                "--tee sample sends Trustee's development sample evidence, for a Trustee KBS: \
+                 give --broker (no broker of this server's own accepts it)"
+                    .into(),
+            ));
         }
         if self.broker.is_some() && self.models.is_empty() {
             return Err(ServerError::Config(

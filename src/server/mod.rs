@@ -71,7 +71,7 @@ pub async fn run(
     // The state key first: nothing persisted is opened without it.
     // On CUDA every attestation also carries the GPUs' evidence (fail closed, tee::gpu).
     let attester: Arc<dyn crate::tee::Attester> = crate::tee::gpu::for_devices(
-        Arc::from(crate::tee::detect()?),
+        Arc::from(crate::tee::select(config.tee)?),
         crate::gpu::serving_ordinals(config.device),
     );
     let state_key = state::obtain(&config, Arc::clone(&attester)).await?;

@@ -8,6 +8,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TeeError {
+    /// `--tee` named no known evidence source.
+    #[error("--tee {0:?}: expected auto or sample")]
+    UnknownChoice(String),
     /// A file-system step on a TEE interface failed (configfs-tsm, `/dev/sev-guest`, or the
     /// running binary for the simulated measurement).
     #[error("{interface}: cannot {step} {}: {source}", path.display())]

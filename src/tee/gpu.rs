@@ -47,6 +47,10 @@ impl Attester for WithGpus {
         self.cpu.evidence(report_data)
     }
 
+    fn evidence_for_runtime_digest(&self, digest: &[u8; 48]) -> Result<Evidence, TeeError> {
+        self.cpu.evidence_for_runtime_digest(digest)
+    }
+
     fn gpus(&self) -> &[u32] {
         &self.devices
     }

@@ -29,6 +29,7 @@ mod configfs;
 pub mod error;
 pub mod gpu;
 mod nvml;
+mod sample;
 mod sev_guest;
 mod simulated;
 
@@ -44,6 +45,7 @@ use confidant_attestation::{CertTableEntry, SnpEvidence, TdxEvidence, TeeKind, T
 pub use confidant_attestation::{Evidence, GpuEvidence};
 pub use configfs::{ConfigfsTsm, Provider, TSM_REPORT_ROOT};
 pub use error::TeeError;
+pub use sample::{NOT_CONFIDENTIAL as SAMPLE_NOT_CONFIDENTIAL, Sample};
 pub use sev_guest::{SEV_GUEST_DEVICE, SevGuest};
 pub use simulated::{SELF_EXE, Simulated, binary_measurement};
 
@@ -54,6 +56,15 @@ pub trait Attester: Send + Sync + fmt::Debug {
 
     /// Evidence binding `report_data` (typically a hash of a verifier nonce and a public key).
     fn evidence(&self, report_data: &[u8; 64]) -> Result<Evidence, TeeError>;
+
+    /// Evidence binding a KBS runtime-data digest (SHA-384 of the canonical runtime data):
+    /// by default the digest then 16 zero bytes as report_data, as SNP and TDX bind it;
+    /// Trustee's sample evidence binds the 48 bytes alone.
+    fn evidence_for_runtime_digest(&self, digest: &[u8; 48]) -> Result<Evidence, TeeError> {
+        let mut report_data = [0u8; 64];
+        report_data[..48].copy_from_slice(digest);
+        self.evidence(&report_data)
+    }
 
     /// The CUDA devices this server serves on, whose evidence [`Attester::gpu_evidence`]
     /// collects; empty for a server on CPU (every CPU attester), which sends no GPU evidence.
@@ -81,6 +92,8 @@ pub enum AttesterKind {
     SevGuest,
     /// The simulated TEE: no hardware trust.
     Simulated,
+    /// Trustee's sample TEE (`--tee sample`): no hardware, no signature.
+    Sample,
 }
 
 impl AttesterKind {
@@ -90,6 +103,7 @@ impl AttesterKind {
             Self::ConfigfsTsm(p) => p.tee(),
             Self::SevGuest => TeeKind::Snp,
             Self::Simulated => TeeKind::Simulated,
+            Self::Sample => TeeKind::Sample,
         }
     }
 }
@@ -101,6 +115,7 @@ impl fmt::Display for AttesterKind {
             Self::ConfigfsTsm(Provider::TdxGuest) => f.write_str("configfs-tsm (tdx_guest)"),
             Self::SevGuest => f.write_str("sev-guest"),
             Self::Simulated => f.write_str("simulated"),
+            Self::Sample => f.write_str("sample"),
         }
     }
 }
@@ -133,6 +148,51 @@ impl DetectPaths {
 impl Default for DetectPaths {
     fn default() -> Self {
         Self::system()
+    }
+}
+
+/// Which evidence a server sends (`serve --tee`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TeeChoice {
+    /// This machine's TEE ([`detect`]): configfs-tsm, `/dev/sev-guest`, else the simulated
+    /// TEE.
+    #[default]
+    Auto,
+    /// Trustee's development sample evidence ([`Sample`]): not confidential.
+    Sample,
+}
+
+impl std::str::FromStr for TeeChoice {
+    type Err = TeeError;
+
+    fn from_str(s: &str) -> Result<Self, TeeError> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "sample" => Ok(Self::Sample),
+            other => Err(TeeError::UnknownChoice(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for TeeChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Sample => "sample",
+        })
+    }
+}
+
+/// The attester `choice` names: [`detect`] for [`TeeChoice::Auto`]; for
+/// [`TeeChoice::Sample`], [`Sample`] after the loud [`SAMPLE_NOT_CONFIDENTIAL`] warning
+/// (logged at every call, so at every start of a server).
+pub fn select(choice: TeeChoice) -> Result<Box<dyn Attester>, TeeError> {
+    match choice {
+        TeeChoice::Auto => detect(),
+        TeeChoice::Sample => {
+            tracing::warn!("{SAMPLE_NOT_CONFIDENTIAL}");
+            Ok(Box::new(Sample))
+        }
     }
 }
 

@@ -379,3 +379,89 @@ fn system_paths_are_the_documented_ones() {
     assert_eq!(paths.binary, Path::new("/proc/self/exe"));
     assert_eq!(SevGuest::new().device(), Path::new("/dev/sev-guest"));
 }
+
+#[test]
+fn tee_choice_is_auto_or_sample_and_sample_selects_the_sample_attester() {
+    assert_eq!("auto".parse::<TeeChoice>().unwrap(), TeeChoice::Auto);
+    assert_eq!("sample".parse::<TeeChoice>().unwrap(), TeeChoice::Sample);
+    for bad in ["", "Sample", "snp", "simulated", "sample "] {
+        let e = bad.parse::<TeeChoice>().unwrap_err();
+        assert!(
+            matches!(&e, TeeError::UnknownChoice(s) if s == bad),
+            "{bad:?}: {e}"
+        );
+        assert!(e.to_string().contains("expected auto or sample"), "{e}");
+    }
+    let attester = select(TeeChoice::Sample).unwrap();
+    assert_eq!(attester.kind(), AttesterKind::Sample);
+    assert_eq!(attester.kind().tee(), TeeKind::Sample);
+    assert!(attester.gpus().is_empty());
+}
+
+/// Sample evidence (the TLS binding: all 64 bytes) is refused by a policy without
+/// `allow_simulated`, by one that pins a real measurement, and by one that pins a
+/// simulated ARK; with `allow_simulated` and any measurement it is accepted with an
+/// all-zero measurement and the bound report_data, and a different report_data fails.
+#[test]
+fn sample_evidence_needs_allow_simulated_and_measures_nothing() {
+    let report_data = [0xA5; 64];
+    let evidence = Sample.evidence(&report_data).unwrap();
+    assert_eq!(evidence.tee(), TeeKind::Sample);
+    assert_eq!(evidence.generated_at(), None);
+    let now = Timestamp::parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+    let open = "measurements = \"any\"\ni_understand_this_accepts_any_guest = true\n";
+    let strict = Policy::from_toml(open).unwrap();
+    let refused = verify(&evidence, None, &strict, now);
+    assert!(
+        refused.failed(confidant_attestation::verdict::Check::Simulated),
+        "{:?}",
+        refused.failures
+    );
+    let pinned = Policy::from_toml(&format!(
+        "measurements = [\"{}\"]\nallow_simulated = true\n",
+        "11".repeat(48)
+    ))
+    .unwrap();
+    assert!(!verify(&evidence, None, &pinned, now).is_accept());
+    let rooted = Policy::from_toml(&format!(
+        "{open}allow_simulated = true\nsimulated_ark_sha256 = [\"{}\"]\n",
+        "00".repeat(32)
+    ))
+    .unwrap();
+    assert!(!verify(&evidence, None, &rooted, now).is_accept());
+    let mut dev = Policy::from_toml(&format!("{open}allow_simulated = true\n")).unwrap();
+    let verdict = verify(&evidence, None, &dev, now);
+    assert!(verdict.is_accept(), "{:?}", verdict.failures);
+    assert_eq!(verdict.measurement, Some("00".repeat(48)));
+    assert_eq!(verdict.report_data, Some(hex::encode(report_data)));
+    dev.report_data = Some([0x5A; 64]);
+    assert!(!verify(&evidence, None, &dev, now).is_accept());
+    // The KBS binding: the 48-byte digest alone, which reads back as digest ‖ 0¹⁶.
+    let Evidence::Sample(kbs) = Sample.evidence_for_runtime_digest(&[3u8; 48]).unwrap() else {
+        panic!("sample evidence expected")
+    };
+    let mut padded = [0u8; 64];
+    padded[..48].copy_from_slice(&[3u8; 48]);
+    assert_eq!(kbs.report_data_bytes().unwrap(), padded);
+    for bad in ["AAAA", "***", ""] {
+        let e = confidant_attestation::SampleEvidence {
+            svn: "1".into(),
+            report_data: bad.into(),
+        };
+        assert!(e.report_data_bytes().is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn serve_tee_sample_needs_a_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::server::ServeConfig::embedded_demo(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().to_path_buf(),
+    );
+    config.validate().unwrap();
+    config.tee = TeeChoice::Sample;
+    let e = config.validate().unwrap_err();
+    assert!(e.to_string().contains("--tee sample"), "{e}");
+    assert!(e.to_string().contains("give --broker"), "{e}");
+}

@@ -34,9 +34,33 @@ impl Policy {
                 });
             }
         }
+        if tee == TeeKind::Sample {
+            failures.require(self.dangerous_allow_simulated, Check::Simulated, || {
+                "evidence is Trustee's sample evidence (no TEE, signed by nobody) and the \
+                 policy does not set allow_simulated"
+                    .to_owned()
+            });
+            // A policy that pins the simulated TEE's root pins evidence with a root; sample
+            // evidence has none.
+            failures.require(
+                self.simulated_ark_sha256.is_empty(),
+                Check::SimulatedRoot,
+                || "the policy pins a simulated ARK and sample evidence has no root".to_owned(),
+            );
+        }
         match claims {
             Claims::Snp(c) => self.evaluate_snp(tee, c, failures),
             Claims::Tdx(c) => self.evaluate_tdx(c, failures),
+            Claims::Sample(c) => {
+                if tee != TeeKind::Sample {
+                    failures.push(
+                        Check::EvidenceFormat,
+                        "sample claims from non-sample evidence",
+                    );
+                }
+                self.check_measurement(&c.measurement, "measurement", failures);
+                self.check_report_data(&c.report_data, failures);
+            }
             // GPU evidence is judged by `nvidia::verify_gpu`, never by a CPU policy.
             Claims::NvidiaGpu(_) => failures.push(
                 Check::EvidenceFormat,

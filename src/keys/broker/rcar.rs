@@ -62,9 +62,10 @@ async fn auth_inner(
             request.version
         )));
     }
-    if !matches!(request.tee.as_str(), "snp" | "tdx") {
+    if !matches!(request.tee.as_str(), "snp" | "tdx" | "sample") {
         return Err(BrokerError::Attestation(format!(
-            "TEE {:?} is not supported (snp or tdx; simulated evidence travels as snp)",
+            "TEE {:?} is not supported (snp, tdx, or Trustee's development sample; simulated \
+             evidence travels as snp)",
             request.tee
         )));
     }
@@ -262,6 +263,9 @@ fn parse_evidence(mut value: serde_json::Value, tee: &str) -> Result<Evidence, B
     let consistent = match evidence.tee() {
         TeeKind::Snp | TeeKind::Simulated => tee == "snp",
         TeeKind::Tdx => tee == "tdx",
+        // Judged like simulated evidence: refused by every release policy without
+        // allow_simulated (see `Policy::evaluate`).
+        TeeKind::Sample => tee == "sample",
         _ => false,
     };
     if !consistent {
