@@ -35,6 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .skip_protoc_run()
+        // A request that does not decode is INVALID_ARGUMENT, not tonic-prost's INTERNAL.
+        .codec_path("crate::proto::codec::StrictCodec")
         .file_descriptor_set_path(&descriptor_path)
         .compile_fds(fds)?;
     Ok(())

@@ -15,6 +15,64 @@ pub mod inference {
     tonic::include_proto!("inference");
 }
 
+/// The codec of every generated service and client (build.rs names it).
+pub mod codec {
+    use std::marker::PhantomData;
+
+    use prost::Message;
+    use tonic::Status;
+    use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
+    use tonic_prost::ProstEncoder;
+
+    /// prost's codec, except that a message that does not decode (invalid UTF-8 in a
+    /// `string` field, a truncated varint, a wrong wire type) is the sender's error:
+    /// `INVALID_ARGUMENT` naming the problem, where tonic-prost answers `INTERNAL`. On the
+    /// server that is a caller's malformed request; a client reports a server's malformed
+    /// answer the same way.
+    #[derive(Debug, Clone)]
+    pub struct StrictCodec<T, U>(PhantomData<(T, U)>);
+
+    impl<T, U> Default for StrictCodec<T, U> {
+        fn default() -> Self {
+            Self(PhantomData)
+        }
+    }
+
+    impl<T, U> Codec for StrictCodec<T, U>
+    where
+        T: Message + Send + 'static,
+        U: Message + Default + Send + 'static,
+    {
+        type Encode = T;
+        type Decode = U;
+        type Encoder = ProstEncoder<T>;
+        type Decoder = StrictDecoder<U>;
+
+        fn encoder(&mut self) -> Self::Encoder {
+            ProstEncoder::new(BufferSettings::default())
+        }
+
+        fn decoder(&mut self) -> Self::Decoder {
+            StrictDecoder(PhantomData)
+        }
+    }
+
+    /// The decoder of [`StrictCodec`].
+    #[derive(Debug, Clone)]
+    pub struct StrictDecoder<U>(PhantomData<U>);
+
+    impl<U: Message + Default> Decoder for StrictDecoder<U> {
+        type Item = U;
+        type Error = Status;
+
+        fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+            U::decode(buf)
+                .map(Some)
+                .map_err(|e| Status::invalid_argument(format!("the message does not decode: {e}")))
+        }
+    }
+}
+
 /// The encoded file descriptor set of every proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("confidant_descriptor");
 

@@ -453,3 +453,101 @@ async fn keys_create_makes_a_missing_data_dir_that_the_server_then_uses() {
     let resp = client.predict("demo", &row).await.unwrap();
     assert_eq!(resp.outputs.len(), 1);
 }
+
+/// The bytes of a message as they are: what a client with its own encoder sends.
+#[derive(Clone, Default)]
+struct RawCodec;
+struct RawEncoder;
+struct RawDecoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut;
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use prost::bytes::Buf;
+        let mut v = vec![0; buf.remaining()];
+        buf.copy_to_slice(&mut v);
+        Ok(Some(v))
+    }
+}
+
+/// Issue 19's report: a confidant.v1 request whose `texts` held invalid UTF-8 was answered
+/// INTERNAL (tonic-prost's codec calls every decode error internal; this test failed so
+/// before `proto::codec::StrictCodec`, with `Code::Internal`). A request that does not decode
+/// is the caller's error: INVALID_ARGUMENT, naming the problem.
+#[tokio::test]
+async fn a_request_that_does_not_decode_is_invalid_argument() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let server = Server::start(&["--data-dir", data.to_str().unwrap()]);
+    let key = server.api_key.clone().expect("the demo key");
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(server.ca()));
+    let channel = tonic::transport::Endpoint::from_shared(server.addr.clone())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    // PredictRequest { model (1): "demo", texts (4): [0xff 0xfe] }: both are `string`s.
+    let bad_utf8: Vec<u8> = [&[0x0a, 4][..], b"demo", &[0x22, 2, 0xff, 0xfe]].concat();
+    // And a length that runs past the end of the message.
+    let truncated: Vec<u8> = [&[0x0a, 40][..], b"demo"].concat();
+    for (body, what) in [(bad_utf8, "UTF-8"), (truncated, "buffer underflow")] {
+        let mut request = tonic::Request::new(body);
+        request
+            .metadata_mut()
+            .insert("x-api-key", key.parse().unwrap());
+        grpc.ready().await.unwrap();
+        let err = grpc
+            .unary(
+                request,
+                "/confidant.v1.Inference/Predict".parse().unwrap(),
+                RawCodec,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(
+            err.message().contains("does not decode") && err.message().contains(what),
+            "{err:?}"
+        );
+    }
+    // The connection still serves a lawful request.
+    let mut c = server.client().await;
+    c.predict("demo", &[confidant::demo::SAMPLE_ROW.to_vec()])
+        .await
+        .unwrap();
+}
