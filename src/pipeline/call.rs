@@ -144,22 +144,31 @@ impl Default for ExplainLimits {
 
 impl ExplainLimits {
     /// Checks the ranges.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ExplainLimitsError> {
         if self.max_points_per_request < MAX_POINTS_PER_ROW {
-            return Err(format!(
-                "explain.max_points_per_request must be at least {MAX_POINTS_PER_ROW} (one \
-                 row), got {}",
-                self.max_points_per_request
+            return Err(ExplainLimitsError::PointsBelowOneRow(
+                self.max_points_per_request,
             ));
         }
         if !(1..=1024).contains(&self.workers) {
-            return Err(format!(
-                "explain.workers must be 1 to 1024, got {}",
-                self.workers
-            ));
+            return Err(ExplainLimitsError::Workers(self.workers));
         }
         Ok(())
     }
+}
+
+/// An `[explain]` setting out of range.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExplainLimitsError {
+    /// `max_points_per_request` below one row's points.
+    #[error(
+        "explain.max_points_per_request must be at least {MAX_POINTS_PER_ROW} (one row), got {0}"
+    )]
+    PointsBelowOneRow(u64),
+    /// `workers` outside 1 to 1024.
+    #[error("explain.workers must be 1 to 1024, got {0}")]
+    Workers(usize),
 }
 
 /// The privacy receipt of one prediction.

@@ -51,7 +51,10 @@ mod tests;
 
 use admit::Admitted;
 pub use admit::check_model_ref;
-pub use call::{CallContext, ExplainLimits, ExplainOutcome, PredictCall, PredictOutcome, Receipt};
+pub use call::{
+    CallContext, ExplainLimits, ExplainLimitsError, ExplainOutcome, PredictCall, PredictOutcome,
+    Receipt,
+};
 use call::{X_API_KEY, X_PURPOSE, X_SUBJECT_ID};
 pub use error::ApiError;
 use record::AuditContext;

@@ -67,6 +67,37 @@ fn output_rank(p: &PrivacyPolicy) -> u8 {
     }
 }
 
+/// Why the server config's privacy policy cannot take the place of the signed manifest's
+/// ([`PrivacyPolicy::effective`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OverrideError {
+    /// A server policy replacing a private manifest policy stated a sensitivity (a fact of
+    /// the signed model, not of the server).
+    #[error(
+        "the server config may not state a sensitivity for a model whose signed manifest sets \
+         the {manifest} policy"
+    )]
+    StatesSensitivity {
+        /// The manifest's policy.
+        manifest: &'static str,
+    },
+    /// The server policy would release more, or guarantee less, than the manifest's.
+    #[error(
+        "the server config's {server} policy would weaken the signed manifest's {manifest} \
+         policy; it may only tighten it"
+    )]
+    Weakens {
+        /// The server config's policy.
+        server: &'static str,
+        /// The manifest's policy.
+        manifest: &'static str,
+    },
+    /// The two policies could not be compared.
+    #[error(transparent)]
+    Invalid(PrivacyError),
+}
+
 impl PrivacyPolicy {
     /// The policy's name.
     pub fn name(&self) -> &'static str {
@@ -153,7 +184,7 @@ impl PrivacyPolicy {
         server: Option<&PrivacyPolicy>,
         softmax: bool,
         width: usize,
-    ) -> std::result::Result<PrivacyPolicy, String> {
+    ) -> std::result::Result<PrivacyPolicy, OverrideError> {
         let manifest = manifest.copied().unwrap_or(PrivacyPolicy::None);
         let Some(server) = server.copied() else {
             return Ok(manifest);
@@ -161,11 +192,9 @@ impl PrivacyPolicy {
         let mut server = server;
         if manifest.is_private() {
             if server.sensitivity().is_some() {
-                return Err(format!(
-                    "the server config may not state a sensitivity for a model whose signed \
-                     manifest sets the {} policy",
-                    manifest.name()
-                ));
+                return Err(OverrideError::StatesSensitivity {
+                    manifest: manifest.name(),
+                });
             }
             if std::mem::discriminant(&server) == std::mem::discriminant(&manifest) {
                 let inherited = manifest.sensitivity();
@@ -179,13 +208,11 @@ impl PrivacyPolicy {
         }
         match manifest.may_be_replaced_by(&server, softmax, width) {
             Ok(true) => Ok(server),
-            Ok(false) => Err(format!(
-                "the server config's {} policy would weaken the signed manifest's {} policy; \
-                 it may only tighten it",
-                server.name(),
-                manifest.name()
-            )),
-            Err(e) => Err(e.to_string()),
+            Ok(false) => Err(OverrideError::Weakens {
+                server: server.name(),
+                manifest: manifest.name(),
+            }),
+            Err(e) => Err(OverrideError::Invalid(e)),
         }
     }
 

@@ -357,7 +357,9 @@ impl ServeConfig {
         self.audit.validate()?;
         crate::state::check_deployment(&self.deployment)
             .map_err(|e| ServerError::Config(format!("--deployment: {e}")))?;
-        self.explain.validate().map_err(ServerError::Config)?;
+        self.explain
+            .validate()
+            .map_err(|e| ServerError::Config(e.to_string()))?;
         self.text
             .validate()
             .map_err(|e| ServerError::Config(e.to_string()))?;

@@ -137,10 +137,32 @@ fn effective_policy_inherits_sensitivity_and_refuses_weakening() {
         sensitivity: Some(0.1),
     };
     let err = PrivacyPolicy::effective(Some(&m), Some(&understated), false, 2).unwrap_err();
-    assert!(err.contains("may not state a sensitivity"), "{err}");
+    assert!(
+        matches!(
+            err,
+            OverrideError::StatesSensitivity {
+                manifest: "laplace_scores"
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("may not state a sensitivity"),
+        "{err}"
+    );
     let err = PrivacyPolicy::effective(Some(&argmax_p(1.0)), Some(&PrivacyPolicy::None), true, 2)
         .unwrap_err();
-    assert!(err.contains("would weaken"), "{err}");
+    assert!(
+        matches!(
+            err,
+            OverrideError::Weakens {
+                server: "none",
+                manifest: "noisy_argmax"
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("would weaken"), "{err}");
     assert_eq!(
         PrivacyPolicy::effective(None, None, true, 2).unwrap(),
         PrivacyPolicy::None
