@@ -26,6 +26,7 @@ mod compact;
 mod encode;
 mod journal;
 pub mod outbox;
+mod queue;
 mod record;
 pub mod seal;
 mod segments;
@@ -45,6 +46,8 @@ use zeroize::Zeroizing;
 
 use encode::*;
 pub use journal::{DEFAULT_JOURNAL_BYTES, JOURNAL_FILE};
+pub use queue::Durable;
+use queue::*;
 use record::*;
 pub use record::{Event, PredictEvent, Record, checkpoint_message, retention_message};
 use segments::*;
@@ -297,121 +300,6 @@ pub enum Integrity {
     Verified,
     /// The chain or a signature is broken (what and where).
     Damaged(String),
-}
-
-/// The events on their way to the writer, in the order they were appended: each event's
-/// canonical JSON object, back to back in one buffer. Appending is a copy under a lock: no
-/// allocation per event, and nothing allocated on one thread is freed on another. The writer
-/// swaps the whole buffer out once per group, so both buffers keep their capacity.
-#[derive(Default)]
-struct Pending {
-    bytes: Vec<u8>,
-    /// The events in `bytes`, in order.
-    events: Vec<Queued>,
-    /// How many of `events` have a waiter: while any does, the writer does not linger.
-    waiting: usize,
-    /// No more events: the log is closing, or the writer is gone.
-    closed: bool,
-    /// The last queue number given (see [`journal`]).
-    q: u64,
-    /// Where each event is also written, sealed, as it is queued (`None`: no journal).
-    journal: Option<journal::Journal>,
-    /// Events queued while the journal's ring was full, since the last warning.
-    unjournaled: u64,
-}
-
-/// One queued event.
-struct Queued {
-    /// Where it ends in [`Pending::bytes`].
-    end: usize,
-    /// Whom to tell once it is on disk.
-    waiter: Option<Waiter>,
-    /// Its queue number.
-    q: u64,
-    /// Where the journal's next entry starts after it (`None`: not journaled).
-    journaled: Option<usize>,
-}
-
-/// What a caller of [`AuditLog::enqueue`] waits for.
-enum Want {
-    /// Nothing: the event reaches disk with the next group.
-    Nothing,
-    /// An answer's record: journaled, or else written by the writer, before the answer leaves.
-    Answer,
-    /// A thread blocked until the event is fsync'd.
-    Blocking(std::sync::mpsc::Sender<()>),
-}
-
-/// Whom the writer tells that an event is on disk.
-enum Waiter {
-    /// A thread blocked in [`AuditLog::append_durable`].
-    Blocking(std::sync::mpsc::Sender<()>),
-    /// A task awaiting a [`Durable`]: told `true` once the event is on disk, `false` if the
-    /// group it was in failed to reach disk (the writer keeps retrying the group, but the
-    /// answer waiting for it is not held up).
-    Async(tokio::sync::oneshot::Sender<bool>),
-}
-
-impl Waiter {
-    fn done(self) {
-        match self {
-            Self::Blocking(s) => {
-                let _ = s.send(());
-            }
-            Self::Async(s) => {
-                let _ = s.send(true);
-            }
-        }
-    }
-}
-
-/// An answer's record on its way to disk: [`Durable::wait`] returns once a crash can no
-/// longer lose it: at once when the event is in the journal, else once the writer has written
-/// it to the file (or fails if its group failed, or the writer stops first).
-#[must_use = "a durable append is only durable once waited for"]
-pub struct Durable(DurableState);
-
-enum DurableState {
-    Journaled,
-    Writing(tokio::sync::oneshot::Receiver<bool>),
-}
-
-impl Durable {
-    /// Waits until the event survives a crash of the process: [`AuditError::Unwritable`] if
-    /// its group failed to reach disk (the writer retries it; the record may still land),
-    /// [`AuditError::Stopped`] if the writer stopped first.
-    pub async fn wait(self) -> Result<(), AuditError> {
-        match self.0 {
-            DurableState::Journaled => Ok(()),
-            DurableState::Writing(rx) => match rx.await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(AuditError::Unwritable),
-                Err(_) => Err(AuditError::Stopped),
-            },
-        }
-    }
-
-    /// Whether the event is already safe (journaled): waiting costs nothing.
-    pub fn is_journaled(&self) -> bool {
-        matches!(self.0, DurableState::Journaled)
-    }
-}
-
-struct Queue {
-    pending: Mutex<Pending>,
-    /// Signalled when an event lands in an empty queue, and on close.
-    ready: std::sync::Condvar,
-}
-
-impl Queue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn close(&self) {
-        self.lock().closed = true;
-        self.ready.notify_all();
-    }
 }
 
 /// The canonical JSON object of an event: Predict events by [`write_predict_event`], others
@@ -684,114 +572,6 @@ impl AuditLog {
             mac.update(t);
         }
         hex32(&mac.finalize().into_bytes().into())
-    }
-
-    /// Queues a Predict event, serialized here (see [`PredictEvent`]); it reaches disk with
-    /// the next group fsync.
-    pub fn append_predict(&self, event: &PredictEvent<'_>) {
-        self.queue(|out| compact::write(out, event));
-    }
-
-    /// Queues a Predict event and returns what to await before the answer it records leaves
-    /// the server: no answer is delivered whose record a crash could lose. The writer does
-    /// not linger over a group that someone waits for.
-    pub fn append_predict_durable(&self, event: &PredictEvent<'_>) -> Result<Durable, AuditError> {
-        self.enqueue(|out| compact::write(out, event), Want::Answer)?
-            .ok_or(AuditError::Stopped)
-    }
-
-    /// Queues an event; it reaches disk with the next group fsync.
-    pub fn append(&self, event: Event) {
-        if let Some(e) = PredictEvent::of(&event) {
-            self.queue(|out| compact::write(out, &e));
-            return;
-        }
-        match event_json(&event) {
-            Ok(json) => self.queue(|out| out.extend_from_slice(&json)),
-            Err(e) => tracing::error!(error = %e, "an audit event was lost"),
-        }
-    }
-
-    fn queue(&self, write: impl FnOnce(&mut Vec<u8>)) {
-        if self.enqueue(write, Want::Nothing).is_err() {
-            tracing::error!("audit writer stopped; an audit event was lost");
-        }
-    }
-
-    /// Appends an event and waits until it is on disk. Refused at once while the log is
-    /// not writable (an event queued just before a failure waits for the retry).
-    pub fn append_durable(&self, event: Event) -> Result<(), AuditError> {
-        if !self.is_writable() {
-            return Err(AuditError::Unwritable);
-        }
-        let json = event_json(&event)?;
-        let (done, wait) = std::sync::mpsc::channel();
-        self.enqueue(|out| out.extend_from_slice(&json), Want::Blocking(done))?;
-        wait.recv().map_err(|_| AuditError::Stopped)
-    }
-
-    /// Writes one event's JSON onto the queue (under its lock, so that the queue's order is
-    /// the order of the appends) and into the journal, and wakes the writer if the queue was
-    /// empty. `write` only appends bytes already known to be a whole event: it cannot fail
-    /// half-way. For [`Want::Answer`] it returns what the answer awaits.
-    fn enqueue(
-        &self,
-        write: impl FnOnce(&mut Vec<u8>),
-        want: Want,
-    ) -> Result<Option<Durable>, AuditError> {
-        let mut guard = self.queue.lock();
-        let pending = &mut *guard;
-        if pending.closed {
-            return Err(AuditError::Stopped);
-        }
-        let start = pending.bytes.len();
-        write(&mut pending.bytes);
-        let end = pending.bytes.len();
-        pending.q += 1;
-        let q = pending.q;
-        let journaled = match pending.journal.as_mut() {
-            Some(j) => {
-                let at = j.append(q, &pending.bytes[start..end]);
-                if at.is_none() {
-                    pending.unjournaled += 1;
-                    if pending.unjournaled == 1 {
-                        tracing::warn!(
-                            "audit journal full: answers wait for the writer until it catches up"
-                        );
-                    }
-                }
-                at
-            }
-            None => None,
-        };
-        let (waiter, durable) = match want {
-            Want::Nothing => (None, None),
-            Want::Answer if journaled.is_some() => (None, Some(Durable(DurableState::Journaled))),
-            Want::Answer => {
-                let (done, wait) = tokio::sync::oneshot::channel();
-                (
-                    Some(Waiter::Async(done)),
-                    Some(Durable(DurableState::Writing(wait))),
-                )
-            }
-            Want::Blocking(done) => (Some(Waiter::Blocking(done)), None),
-        };
-        let waited = waiter.is_some();
-        pending.waiting += usize::from(waited);
-        pending.events.push(Queued {
-            end,
-            waiter,
-            q,
-            journaled,
-        });
-        // The first event wakes the writer; so does the first that someone waits for (it
-        // ends a gathering).
-        let wake = pending.events.len() == 1 || (waited && pending.waiting == 1);
-        drop(guard);
-        if wake {
-            self.queue.ready.notify_one();
-        }
-        Ok(durable)
     }
 
     /// Flushes, writes a final checkpoint and stops the writer.
