@@ -34,10 +34,10 @@ pub mod guard;
 pub mod keys;
 pub mod loadgen;
 pub mod loading;
-pub mod metrics;
-pub mod names;
+pub(crate) mod metrics;
+pub(crate) mod names;
 pub mod oip;
-pub mod openai;
+pub(crate) mod openai;
 pub mod pipeline;
 pub mod privacy;
 pub mod proto;
@@ -47,7 +47,7 @@ pub mod server;
 pub mod state;
 pub mod storage;
 pub mod tee;
-pub mod tls;
+pub(crate) mod tls;
 pub mod train;
 
 /// Seconds since the Unix epoch (0 if the clock reads earlier).
