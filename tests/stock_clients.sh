@@ -64,8 +64,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Demo mode prints the demo key and the address; port 0 picks a free port.
-RUST_LOG=warn "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" \
+# Demo mode prints the demo key and the address; port 0 picks a free port. The HTTP door
+# and /metrics are off: their default ports may be taken on a shared machine.
+RUST_LOG=warn "$BIN" serve --listen 127.0.0.1:0 --http-listen off --metrics-listen off \
+    --data-dir "$WORK/data" \
     >"$WORK/serve.out" 2>"$WORK/serve.err" &
 SERVER_PID=$!
 for _ in $(seq 1 600); do

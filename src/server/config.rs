@@ -174,45 +174,53 @@ impl AuditSettings {
         if let Some(d) = self.retention_days
             && !(d.is_finite() && d * 86_400.0 >= 1.0 && d <= 36_600.0)
         {
-            return Err(ServerError::Config(format!(
-                "audit.retention_days must be between one second (1.16e-5) and 36600 days, got {d}"
-            )));
+            return Err(ServerError::OutOfRange {
+                setting: "audit.retention_days",
+                allowed: "between one second (1.16e-5) and 36600 days",
+                got: d.to_string(),
+            });
         }
         if self.max_bytes < 1 << 20 {
-            return Err(ServerError::Config(format!(
-                "audit.max_bytes must be at least 1048576 (1 MiB), got {}",
-                self.max_bytes
-            )));
+            return Err(ServerError::OutOfRange {
+                setting: "audit.max_bytes",
+                allowed: "at least 1048576 (1 MiB)",
+                got: self.max_bytes.to_string(),
+            });
         }
         if !(10..=10_000_000).contains(&self.segment_records) {
-            return Err(ServerError::Config(format!(
-                "audit.segment_records must be 10 to 10000000, got {}",
-                self.segment_records
-            )));
+            return Err(ServerError::OutOfRange {
+                setting: "audit.segment_records",
+                allowed: "10 to 10000000",
+                got: self.segment_records.to_string(),
+            });
         }
         if !(1..=1000).contains(&self.group_commit_ms) {
-            return Err(ServerError::Config(format!(
-                "audit.group_commit_ms must be 1 to 1000, got {}",
-                self.group_commit_ms
-            )));
+            return Err(ServerError::OutOfRange {
+                setting: "audit.group_commit_ms",
+                allowed: "1 to 1000",
+                got: self.group_commit_ms.to_string(),
+            });
         }
         if !(1..=1_000_000).contains(&self.checkpoint_records) {
-            return Err(ServerError::Config(format!(
-                "audit.checkpoint_records must be 1 to 1000000, got {}",
-                self.checkpoint_records
-            )));
+            return Err(ServerError::OutOfRange {
+                setting: "audit.checkpoint_records",
+                allowed: "1 to 1000000",
+                got: self.checkpoint_records.to_string(),
+            });
         }
         if !(10..=60_000).contains(&self.checkpoint_ms) {
-            return Err(ServerError::Config(format!(
-                "audit.checkpoint_ms must be 10 to 60000, got {}",
-                self.checkpoint_ms
-            )));
+            return Err(ServerError::OutOfRange {
+                setting: "audit.checkpoint_ms",
+                allowed: "10 to 60000",
+                got: self.checkpoint_ms.to_string(),
+            });
         }
         if self.journal_mib > 4096 {
-            return Err(ServerError::Config(format!(
-                "audit.journal_mib must be 0 to 4096, got {}",
-                self.journal_mib
-            )));
+            return Err(ServerError::OutOfRange {
+                setting: "audit.journal_mib",
+                allowed: "0 to 4096",
+                got: self.journal_mib.to_string(),
+            });
         }
         Ok(())
     }
@@ -237,7 +245,10 @@ impl ServeFile {
             what: path.display().to_string(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))
+        toml::from_str(&text).map_err(|source| ServerError::ConfigFile {
+            path: path.display().to_string(),
+            source,
+        })
     }
 }
 
@@ -342,30 +353,29 @@ impl ServeConfig {
     pub fn validate(&self) -> Result<(), ServerError> {
         self.batch.validate()?;
         if !(4096..=1 << 30).contains(&self.max_message_bytes) {
-            return Err(ServerError::Config(format!(
-                "max_message_bytes must be 4096..=1073741824, got {}",
-                self.max_message_bytes
-            )));
+            return Err(ServerError::OutOfRange {
+                setting: "max_message_bytes",
+                allowed: "4096..=1073741824",
+                got: self.max_message_bytes.to_string(),
+            });
         }
         if !(1..=1 << 20).contains(&self.max_rows_per_request) {
-            return Err(ServerError::Config(format!(
-                "max_rows_per_request must be 1..=1048576, got {}",
-                self.max_rows_per_request
-            )));
+            return Err(ServerError::OutOfRange {
+                setting: "max_rows_per_request",
+                allowed: "1..=1048576",
+                got: self.max_rows_per_request.to_string(),
+            });
         }
         self.privacy.budget.validate()?;
         self.audit.validate()?;
-        crate::state::check_deployment(&self.deployment)
-            .map_err(|e| ServerError::Config(format!("--deployment: {e}")))?;
-        self.explain
-            .validate()
-            .map_err(|e| ServerError::Config(e.to_string()))?;
-        self.text
-            .validate()
-            .map_err(|e| ServerError::Config(e.to_string()))?;
+        crate::state::check_deployment(&self.deployment).map_err(ServerError::Deployment)?;
+        self.explain.validate()?;
+        self.text.validate()?;
         for (id, spec) in &self.screening {
-            spec.validate()
-                .map_err(|e| ServerError::Config(format!("screening.{id}: {e}")))?;
+            spec.validate().map_err(|source| ServerError::Screening {
+                id: id.clone(),
+                source,
+            })?;
         }
         if self.tee == crate::tee::TeeChoice::Sample && self.broker.is_none() {
             return Err(ServerError::Config(

@@ -7,9 +7,44 @@ use crate::sealed::SealedError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
-    /// A config value is unusable (the message names the setting).
+    /// A combination of flags or settings that cannot work (the message says what to give).
     #[error("configuration: {0}")]
     Config(String),
+    /// A numeric setting outside its range.
+    #[error("configuration: {setting} must be {allowed}, got {got}")]
+    OutOfRange {
+        /// The setting, as the config file names it.
+        setting: &'static str,
+        /// What it may be.
+        allowed: &'static str,
+        /// What it was.
+        got: String,
+    },
+    /// The config file does not parse.
+    #[error("configuration: {path}: {source}")]
+    ConfigFile {
+        /// The file.
+        path: String,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// `--deployment` (or `deployment`) breaks the name rule.
+    #[error("configuration: --deployment: {0}")]
+    Deployment(crate::state::StateError),
+    /// An `[explain]` setting is out of range.
+    #[error("configuration: {0}")]
+    Explain(#[from] crate::pipeline::ExplainLimitsError),
+    /// A `[text]` setting is out of range.
+    #[error("configuration: {0}")]
+    Text(#[from] crate::guard::TextLimitsError),
+    /// A `[screening.<model>]` section is out of range.
+    #[error("configuration: screening.{id}: {source}")]
+    Screening {
+        /// The model the section is for.
+        id: String,
+        /// Why.
+        source: crate::engine::ConfigError,
+    },
     /// A batching setting is out of range.
     #[error("configuration: [batch]: {0}")]
     Batch(#[from] crate::engine::batcher::BatchConfigError),
