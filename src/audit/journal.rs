@@ -305,7 +305,10 @@ pub(super) fn replay(
     if at >= ring.len() {
         return none("the journal's tail is out of range");
     }
-    let have = chained_q.saturating_add(sealed_after(chained_seq)?);
+    // The log is read only if the journal holds an entry past the header's mark (after a
+    // clean stop it holds none, and a start reads no segment for it).
+    let mut sealed_after = Some(sealed_after);
+    let mut have = chained_q;
     let mut events = Vec::new();
     let mut expected = chained_q + 1;
     let mut problem = None;
@@ -337,6 +340,11 @@ pub(super) fn replay(
         // An entry of an earlier lap, or of an earlier opening: the journal ends here.
         if q < expected || len < TAG || at + ENTRY_HEAD + len > ring.len() {
             break;
+        }
+        if q > have
+            && let Some(count) = sealed_after.take()
+        {
+            have = chained_q.saturating_add(count(chained_seq)?);
         }
         if q > have {
             let mut body = ring[at + ENTRY_HEAD..at + ENTRY_HEAD + len].to_vec();
