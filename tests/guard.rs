@@ -511,15 +511,7 @@ async fn a_request_that_does_not_decode_is_invalid_argument() {
     let data = d.path().join("data");
     let server = Server::start(&["--data-dir", data.to_str().unwrap()]);
     let key = server.api_key.clone().expect("the demo key");
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(server.ca()));
-    let channel = tonic::transport::Endpoint::from_shared(server.addr.clone())
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = server.channel().await;
     let mut grpc = tonic::client::Grpc::new(channel);
     // PredictRequest { model (1): "demo", texts (4): [0xff 0xfe] }: both are `string`s.
     let bad_utf8: Vec<u8> = [&[0x0a, 4][..], b"demo", &[0x22, 2, 0xff, 0xfe]].concat();

@@ -15,20 +15,8 @@ fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
-async fn channel(server: &Server) -> Channel {
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(server.ca()));
-    tonic::transport::Endpoint::from_shared(server.addr.clone())
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
 async fn oip(server: &Server) -> GrpcInferenceServiceClient<Channel> {
-    GrpcInferenceServiceClient::new(channel(server).await)
+    GrpcInferenceServiceClient::new(server.channel().await)
 }
 
 fn authed<T>(message: T, key: &str) -> tonic::Request<T> {
@@ -250,7 +238,7 @@ async fn every_rpc_answers_and_infer_matches_confidant_v1() {
     .await;
 
     // Health knows the service by its protocol name.
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&server).await);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
     let status = health
         .check(tonic_health::pb::HealthCheckRequest {
             service: "inference.GRPCInferenceService".into(),

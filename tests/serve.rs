@@ -15,15 +15,7 @@ fn tmp() -> tempfile::TempDir {
 async fn raw_client(
     server: &Server,
 ) -> pb::inference_client::InferenceClient<tonic::transport::Channel> {
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(server.ca()));
-    let channel = tonic::transport::Endpoint::from_shared(server.addr.clone())
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = server.channel().await;
     pb::inference_client::InferenceClient::new(channel)
 }
 
@@ -76,15 +68,7 @@ async fn demo_mode_serves_the_embedded_model_over_tls() {
     let sha = models[0].weights_sha256.clone();
 
     // Health says SERVING once models are loaded.
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(server.ca()));
-    let channel = tonic::transport::Endpoint::from_shared(server.addr.clone())
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = server.channel().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let status = health
         .check(tonic_health::pb::HealthCheckRequest {

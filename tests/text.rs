@@ -130,15 +130,7 @@ fn triton_bytes(texts: &[&str]) -> Vec<u8> {
 async fn oip_client(
     server: &Server,
 ) -> oip::grpc_inference_service_client::GrpcInferenceServiceClient<tonic::transport::Channel> {
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(server.ca()));
-    let channel = tonic::transport::Endpoint::from_shared(server.addr.clone())
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = server.channel().await;
     oip::grpc_inference_service_client::GrpcInferenceServiceClient::new(channel)
 }
 

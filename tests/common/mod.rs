@@ -147,6 +147,21 @@ impl Server {
         std::fs::read(&self.cert).expect("read server cert")
     }
 
+    /// A TLS channel to the server (trusting its certificate), for generated clients and raw
+    /// calls.
+    #[allow(dead_code)]
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(self.ca()));
+        tonic::transport::Endpoint::from_shared(self.addr.clone())
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
     /// A client carrying the server's demo key (if any).
     pub async fn client(&self) -> confidant::client::Client {
         let c = confidant::client::Client::connect(&self.addr, &self.ca())
