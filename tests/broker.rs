@@ -198,6 +198,16 @@ impl Broker {
     }
 }
 
+/// A client of `server` with `api_key` and the purpose "testing" (the fixture's).
+async fn caller(server: &Server, api_key: &str) -> confidant::client::Client {
+    server
+        .client()
+        .await
+        .with_api_key(api_key)
+        .unwrap()
+        .with_purpose("testing")
+        .unwrap()
+}
 fn measurement() -> String {
     let out = confidant(&["attest", "measurement"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -354,13 +364,7 @@ async fn the_broker_releases_the_key_to_an_attested_server_which_then_serves() {
         "{logs}"
     );
     assert!(!logs.contains("development path"), "{logs}");
-    let mut client = server
-        .client()
-        .await
-        .with_api_key(&api_key)
-        .unwrap()
-        .with_purpose("testing")
-        .unwrap();
+    let mut client = caller(&server, &api_key).await;
     let p = client.predict("fixture-softmax", &[vec![0.5; 8]]).await;
     assert!(p.is_ok(), "{p:?}");
     drop(server);
@@ -1110,13 +1114,7 @@ async fn a_restored_data_dir_is_refused_until_an_authorized_reset_and_a_second_i
     let args = serve_args(data_s, sealed_s, pub_s, &broker);
     {
         let server = Server::start(&args);
-        let mut client = server
-            .client()
-            .await
-            .with_api_key(&api_key)
-            .unwrap()
-            .with_purpose("testing")
-            .unwrap();
+        let mut client = caller(&server, &api_key).await;
         client
             .predict("fixture-softmax", &[vec![0.5; 8]])
             .await
@@ -1128,13 +1126,7 @@ async fn a_restored_data_dir_is_refused_until_an_authorized_reset_and_a_second_i
     copy_dir(&data, &backup);
     {
         let server = Server::start(&args);
-        let mut client = server
-            .client()
-            .await
-            .with_api_key(&api_key)
-            .unwrap()
-            .with_purpose("testing")
-            .unwrap();
+        let mut client = caller(&server, &api_key).await;
         for _ in 0..3 {
             client
                 .predict("fixture-softmax", &[vec![0.5; 8]])
@@ -1275,13 +1267,7 @@ async fn a_restored_data_dir_is_refused_until_an_authorized_reset_and_a_second_i
     let server = Server::start(&args);
     let logs = server.logs_with(&["STATE RESET"], 10);
     assert!(logs.contains("STATE RESET"), "{logs}");
-    let mut client = server
-        .client()
-        .await
-        .with_api_key(&api_key)
-        .unwrap()
-        .with_purpose("testing")
-        .unwrap();
+    let mut client = caller(&server, &api_key).await;
     client
         .predict("fixture-softmax", &[vec![0.5; 8]])
         .await
@@ -1637,13 +1623,7 @@ async fn without_a_freshness_anchor_the_server_says_so_at_start_and_at_every_che
     let server = Server::start(&args);
     let logs = server.logs_with(&["ROLLBACK PROTECTION OFF"], 10);
     assert!(logs.contains("no freshness anchor is kept"), "{logs}");
-    let mut client = server
-        .client()
-        .await
-        .with_api_key(&api_key)
-        .unwrap()
-        .with_purpose("testing")
-        .unwrap();
+    let mut client = caller(&server, &api_key).await;
     client
         .predict("fixture-softmax", &[vec![0.5; 8]])
         .await
