@@ -48,6 +48,19 @@ fn crash(log: AuditLog) {
     std::mem::forget(log);
 }
 
+/// Journals the answers `a1` to `a<n>` (none reaches the log file), then crashes.
+fn crash_after_journaling(dir: &Path, n: u32) {
+    let log = open_log(dir, lingering());
+    for i in 1..=n {
+        assert!(
+            log.append_predict_durable(&answer(&format!("a{i}")))
+                .unwrap()
+                .is_journaled()
+        );
+    }
+    crash(log);
+}
+
 #[tokio::test]
 async fn journaled_answers_leave_at_once_and_survive_a_crash_before_the_writer_wrote_them() {
     let d = tempfile::tempdir().unwrap();
@@ -109,15 +122,7 @@ fn the_journal_holds_no_plaintext_and_is_private() {
 #[test]
 fn a_changed_entry_stops_the_replay_there() {
     let d = tempfile::tempdir().unwrap();
-    let log = open_log(d.path(), lingering());
-    for i in 1..=3 {
-        assert!(
-            log.append_predict_durable(&answer(&format!("a{i}")))
-                .unwrap()
-                .is_journaled()
-        );
-    }
-    crash(log);
+    crash_after_journaling(d.path(), 3);
     // Flip the last byte of the second entry's sealed body.
     let path = d.path().join(JOURNAL_FILE);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -157,15 +162,7 @@ fn a_journal_from_another_state_key_or_with_a_changed_header_replays_nothing() {
 #[test]
 fn an_older_journal_put_back_replays_nothing_twice() {
     let d = tempfile::tempdir().unwrap();
-    let log = open_log(d.path(), lingering());
-    for i in 1..=3 {
-        assert!(
-            log.append_predict_durable(&answer(&format!("a{i}")))
-                .unwrap()
-                .is_journaled()
-        );
-    }
-    crash(log);
+    crash_after_journaling(d.path(), 3);
     let path = d.path().join(JOURNAL_FILE);
     let old = std::fs::read(&path).unwrap();
     // Replayed at this start; then more records, and a clean stop.
