@@ -171,6 +171,20 @@ name = "resource"
 storage_backend_type = "kvstorage"
 EOF
 # start_kbs CONFIG LOG: starts the KBS and waits for /healthz (curl options after the two).
+# Waits until the server started as $SERVE_PID logs its address into LOG (at most 120 s) and
+# sets ADDR; fails naming WHAT if it exits or does not serve in time.
+wait_serving() {
+    local log=$1 what=$2
+    ADDR=""
+    for i in $(seq 1 240); do
+        ADDR=$(sed -n 's|^confidant: serving on https://\([^ ]*\) .*|\1|p' "$log" | head -n 1)
+        [[ -z $ADDR ]] || return 0
+        kill -0 "$SERVE_PID" 2> /dev/null || fail "$what exited before serving"
+        sleep 0.5
+    done
+    fail "$what did not serve within 120 s"
+}
+
 start_kbs() {
     local config=$1 log=$2
     shift 2
@@ -279,14 +293,7 @@ grep -q 'confidant: serving on' "$T/serve-anchor-refused.log" && fail "serve ser
 step "serve --tee sample --without-freshness-anchor (model key released by Trustee)"
 "$CONFIDANT" "${serve_args[@]}" --without-freshness-anchor > "$T/serve.log" 2>&1 &
 SERVE_PID=$!
-ADDR=""
-for i in $(seq 1 240); do
-    ADDR=$(sed -n 's|^confidant: serving on https://\([^ ]*\) .*|\1|p' "$T/serve.log" | head -n 1)
-    [[ -z $ADDR ]] || break
-    kill -0 "$SERVE_PID" 2> /dev/null || fail "serve exited before serving"
-    [[ $i -lt 240 ]] || fail "serve did not serve within 120 s"
-    sleep 0.5
-done
+wait_serving "$T/serve.log" serve
 for needle in 'NOT CONFIDENTIAL' 'ROLLBACK PROTECTION OFF' \
     'data key released by the broker after attestation'; do
     grep -q "$needle" "$T/serve.log" || fail "the server log lacks \"$needle\""
@@ -363,14 +370,7 @@ status=$(admin_post resource-policy "$T/policy.json" application/json)
     --broker-ca "$T/kbs-ca.pem" --tee sample --deployment "$DEPLOYMENT" \
     --without-freshness-anchor > "$T/serve-tls.log" 2>&1 &
 SERVE_PID=$!
-ADDR=""
-for i in $(seq 1 240); do
-    ADDR=$(sed -n 's|^confidant: serving on https://\([^ ]*\) .*|\1|p' "$T/serve-tls.log" | head -n 1)
-    [[ -z $ADDR ]] || break
-    kill -0 "$SERVE_PID" 2> /dev/null || fail "serve over HTTPS exited before serving"
-    [[ $i -lt 240 ]] || fail "serve over HTTPS did not serve within 120 s"
-    sleep 0.5
-done
+wait_serving "$T/serve-tls.log" "serve over HTTPS"
 grep -q 'data key released by the broker after attestation' "$T/serve-tls.log" ||
     fail "the server log lacks the key release over HTTPS"
 grep -q 'plain HTTP' "$T/serve-tls.log" && fail "the server says the broker is plain HTTP"
