@@ -3,28 +3,12 @@
 //! The experimental noise kernels are checked in `cuda_noise.rs`.
 #![cfg(feature = "cuda")]
 
-use candle_core::{CudaDevice, Device};
+use confidant::gpu::GpuError;
 use confidant::gpu::aes_gcm::{self, StreamLayout};
-use confidant::gpu::{self, GpuError};
 use confidant::sealed::stream::DataKey;
 
-fn device() -> Option<(Device, CudaDevice)> {
-    if gpu::cuda_device_count() == 0 {
-        // On a machine where a GPU is expected (scripts/gpu-check.sh sets this), a skip is
-        // a failure: a check that cannot run must not pass.
-        assert!(
-            std::env::var_os("CONFIDANT_EXPECT_GPU").is_none_or(|v| v != "1"),
-            "CONFIDANT_EXPECT_GPU=1 but no CUDA device is visible"
-        );
-        eprintln!("no CUDA device: skipping the kernel check");
-        return None;
-    }
-    let dev = gpu::open(gpu::DeviceSpec::Cuda(0)).expect("open cuda:0");
-    let cuda = gpu::cuda::cuda_device(&dev, "test")
-        .expect("cuda device")
-        .clone();
-    Some((dev, cuda))
-}
+mod cuda_common;
+use cuda_common::device;
 
 fn sealed_region(len: usize, chunk_size: u32) -> (DataKey, StreamLayout, Vec<u8>, Vec<u8>) {
     let key = DataKey::generate().expect("OS randomness");

@@ -3,30 +3,15 @@
 //! no device answers, and fails instead under `CONFIDANT_EXPECT_GPU=1`).
 #![cfg(all(feature = "cuda", feature = "experimental"))]
 
-use candle_core::{CudaDevice, Device, Tensor};
+use candle_core::{Device, Tensor};
 use confidant::gpu::chacha::{self, NoiseKey};
-use confidant::gpu::{self, noise};
+use confidant::gpu::noise;
 use confidant::privacy::mechanism::NoisyArgmax;
 use confidant::privacy::sampler::fast::FastDiscreteLaplace;
 use confidant::privacy::sampler::{Rational, discrete_gaussian_sigma2};
 
-fn device() -> Option<(Device, CudaDevice)> {
-    if gpu::cuda_device_count() == 0 {
-        // On a machine where a GPU is expected (scripts/gpu-check.sh sets this), a skip is
-        // a failure: a check that cannot run must not pass.
-        assert!(
-            std::env::var_os("CONFIDANT_EXPECT_GPU").is_none_or(|v| v != "1"),
-            "CONFIDANT_EXPECT_GPU=1 but no CUDA device is visible"
-        );
-        eprintln!("no CUDA device: skipping the kernel check");
-        return None;
-    }
-    let dev = gpu::open(gpu::DeviceSpec::Cuda(0)).expect("open cuda:0");
-    let cuda = gpu::cuda::cuda_device(&dev, "test")
-        .expect("cuda device")
-        .clone();
-    Some((dev, cuda))
-}
+mod cuda_common;
+use cuda_common::device;
 
 fn key(seed: u8) -> NoiseKey {
     NoiseKey::dangerous_from_bytes(std::array::from_fn(|i| seed ^ (i as u8).wrapping_mul(77)))
