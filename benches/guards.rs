@@ -17,6 +17,10 @@
 //!
 //! Run: `cargo bench --bench guards` (about 40 s). Without `--bench` (as `cargo test
 //! --benches` runs it) it does one short pair as a smoke test.
+//!
+//! `GUARDS_BENCH_RECEIPTS=1` measures the cost of receipts instead: one guarded server, its
+//! clients asking for a signed receipt with every answer (**on**) against the same clients
+//! asking for none (**off**), windows alternated as above.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -99,16 +103,19 @@ async fn start(dir: &std::path::Path, unguarded: bool) -> Target {
     }
 }
 
-async fn clients(t: &Target) -> Vec<Client> {
+async fn clients(t: &Target, receipts: bool) -> Vec<Client> {
     let mut out = Vec::new();
     for _ in 0..CHANNELS {
-        let c = Client::connect(&t.addr, &t.ca)
+        let mut c = Client::connect(&t.addr, &t.ca)
             .await
             .expect("connect")
             .with_api_key(&t.key)
             .expect("key")
             .with_purpose("demonstration")
             .expect("purpose");
+        if receipts {
+            c = c.with_receipt_salt(&[7; 32]).expect("salt");
+        }
         out.push(c);
     }
     out
@@ -133,7 +140,12 @@ async fn window(clients: &[Client], length: Duration) -> f64 {
             let row = vec![confidant::demo::SAMPLE_ROW.to_vec()];
             let mut n = 0u64;
             while Instant::now() < deadline {
-                c.predict("demo", &row).await.expect("predict");
+                let p = c.predict("demo", &row).await.expect("predict");
+                // A receipt asked for is a receipt received (not verified here: that is the
+                // client's cost, not the server's, and would share the server's cores).
+                if p.receipt_salt.is_some() {
+                    assert!(p.receipt.as_ref().is_some_and(|r| !r.is_empty()));
+                }
                 n += 1;
             }
             n
@@ -173,12 +185,21 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let receipts = std::env::var_os("GUARDS_BENCH_RECEIPTS").is_some();
+    let (label_on, label_off) = if receipts {
+        ("receipts on", "receipts off")
+    } else {
+        ("guards on", "guards off")
+    };
     rt.block_on(async {
         let dir_on = tempfile::tempdir().expect("tempdir");
         let dir_off = tempfile::tempdir().expect("tempdir");
         let on = start(dir_on.path(), false).await;
-        let off = start(dir_off.path(), true).await;
-        let (c_on, c_off) = (clients(&on).await, clients(&off).await);
+        let off = (!receipts).then_some(start(dir_off.path(), true).await);
+        let (c_on, c_off) = match &off {
+            Some(off) => (clients(&on, false).await, clients(off, false).await),
+            None => (clients(&on, true).await, clients(&on, false).await),
+        };
         // Profiling aid: GUARDS_BENCH_ONLY=on|off runs one side's windows only (its own
         // warm-up included, so that a profile holds that side's requests and no other).
         let only = std::env::var("GUARDS_BENCH_ONLY").ok();
@@ -214,14 +235,14 @@ fn main() {
             sum_off += b;
             ratios.push(a / b);
             println!(
-                "pair {i}: guards on {a:.0} req/s, off {b:.0} req/s, ratio {:.3}",
+                "pair {i}: {label_on} {a:.0} req/s, {label_off} {b:.0} req/s, ratio {:.3}",
                 a / b
             );
         }
         ratios.sort_by(f64::total_cmp);
         let median = ratios[ratios.len() / 2];
         println!(
-            "guards on {:.0} req/s, guards off {:.0} req/s (mean of {pairs} windows of {:?}, \
+            "{label_on} {:.0} req/s, {label_off} {:.0} req/s (mean of {pairs} windows of {:?}, \
              batch 1, concurrency {}, {CHANNELS} connections); \
              median on/off ratio {median:.3}",
             sum_on / pairs as f64,
@@ -229,7 +250,7 @@ fn main() {
             length,
             concurrency()
         );
-        for t in [on, off] {
+        for t in std::iter::once(on).chain(off) {
             let _ = t.stop.send(());
             let _ = Arc::new(t.task.await);
         }

@@ -284,14 +284,16 @@ async fn receipts_over_every_api_and_refusals_that_spend_nothing() {
         "x-confidant-receipt",
         MetadataValue::try_from(client_salt.as_str()).unwrap(),
     );
-    let resp = oip_client.model_infer(req).await.unwrap();
-    let cose = resp
-        .metadata()
-        .get_bin("x-confidant-receipt-bin")
-        .expect("a receipt")
-        .to_bytes()
+    let resp = oip_client.model_infer(req).await.unwrap().into_inner();
+    let param = |name: &str| match resp.parameters.get(name)?.parameter_choice.as_ref()? {
+        oip::infer_parameter::ParameterChoice::StringParam(s) => Some(s.clone()),
+        _ => None,
+    };
+    use base64::Engine as _;
+    let cose = base64::engine::general_purpose::STANDARD
+        .decode(param("confidant_receipt").expect("a receipt"))
         .unwrap();
-    assert!(resp.metadata().get("x-confidant-receipt-salt").is_none());
+    assert!(param("confidant_receipt_salt").is_none());
     let st = confidant::receipt::Statement::from_cbor(
         &confidant::receipt::envelope::open(&cose).unwrap().statement,
     )

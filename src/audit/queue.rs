@@ -15,6 +15,9 @@ pub(super) struct Pending {
     pub(super) events: Vec<Queued>,
     /// How many of `events` have a waiter: while any does, the writer does not linger.
     pub(super) waiting: usize,
+    /// How many of those wait for a receipt: while they are all that wait, the writer
+    /// lingers a little ([`RECEIPT_LINGER`]) so that one signature covers more of them.
+    pub(super) waiting_receipts: usize,
     /// No more events: the log is closing, or the writer is gone.
     pub(super) closed: bool,
     /// The last queue number given (see [`journal`]).
@@ -36,6 +39,14 @@ pub(super) struct Queued {
     /// Where the journal's next entry starts after it (`None`: not journaled).
     pub(super) journaled: Option<usize>,
 }
+
+/// How long the writer gathers a group whose only waiters want receipts, once the first of
+/// them arrived. One Ed25519 signature covers the whole group: at 30,000 answers/s with
+/// receipts, groups of one or two cost about 10 µs of signing per answer; half a
+/// millisecond of gathering makes them groups of 10 to 20 (BENCHMARKS.md, receipts).
+pub(super) const RECEIPT_LINGER: Duration = Duration::from_micros(100);
+/// A receipts' gathering ends early once this many receipts wait.
+pub(super) const RECEIPT_GROUP: usize = 8;
 
 /// What a caller of [`AuditLog::enqueue`] waits for.
 pub(super) enum Want {
@@ -62,7 +73,7 @@ pub(super) enum Waiter {
     /// group failed to reach the file.
     Receipt(
         Box<crate::receipt::Draft>,
-        tokio::sync::oneshot::Sender<Option<Vec<u8>>>,
+        tokio::sync::oneshot::Sender<Option<crate::receipt::envelope::Unencoded>>,
     ),
 }
 
@@ -92,7 +103,7 @@ pub struct Durable(DurableState);
 enum DurableState {
     Journaled,
     Writing(tokio::sync::oneshot::Receiver<bool>),
-    Receipt(tokio::sync::oneshot::Receiver<Option<Vec<u8>>>),
+    Receipt(tokio::sync::oneshot::Receiver<Option<crate::receipt::envelope::Unencoded>>),
 }
 
 impl Durable {
@@ -114,7 +125,7 @@ impl Durable {
                 Err(_) => Err(AuditError::Stopped),
             },
             DurableState::Receipt(rx) => match rx.await {
-                Ok(Some(receipt)) => Ok(Some(receipt)),
+                Ok(Some(receipt)) => Ok(Some(receipt.encode())),
                 Ok(None) => Err(AuditError::Unwritable),
                 Err(_) => Err(AuditError::Stopped),
             },
@@ -258,7 +269,9 @@ impl AuditLog {
             }
         };
         let waited = waiter.is_some();
+        let receipt = matches!(waiter, Some(Waiter::Receipt(..)));
         pending.waiting += usize::from(waited);
+        pending.waiting_receipts += usize::from(receipt);
         pending.events.push(Queued {
             end,
             waiter,
@@ -267,7 +280,11 @@ impl AuditLog {
         });
         // The first event wakes the writer; so does the first that someone waits for (it
         // ends a gathering).
-        let wake = pending.events.len() == 1 || (waited && pending.waiting == 1);
+        // (The first answer that waits without a receipt also ends a receipts' gathering.)
+        let wake = pending.events.len() == 1
+            || (waited && pending.waiting == 1)
+            || (waited && !receipt && pending.waiting - pending.waiting_receipts == 1)
+            || (receipt && pending.waiting_receipts == RECEIPT_GROUP);
         drop(guard);
         if wake {
             self.queue.ready.notify_one();

@@ -79,9 +79,28 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
             }
+            if pending.waiting > 0
+                && pending.waiting == pending.waiting_receipts
+                && !pending.closed
+                && pending.events.len() < 4096
+            {
+                // Only receipts wait: gather a little more, so that one signature covers
+                // more of them (an answer that waits for its record ends this at once).
+                pending = queue
+                    .ready
+                    .wait_timeout_while(pending, RECEIPT_LINGER, |p| {
+                        p.waiting == p.waiting_receipts
+                            && p.waiting_receipts < RECEIPT_GROUP
+                            && !p.closed
+                            && p.events.len() < 4096
+                    })
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
             std::mem::swap(&mut pending.bytes, &mut taken.bytes);
             std::mem::swap(&mut pending.events, &mut taken.events);
             pending.waiting = 0;
+            pending.waiting_receipts = 0;
             pending.closed
         };
         let mut start = 0;
@@ -195,7 +214,7 @@ struct Receipts {
 }
 
 /// Where a receipt goes (`None`: its record was not written).
-type ReceiptSender = tokio::sync::oneshot::Sender<Option<Vec<u8>>>;
+type ReceiptSender = tokio::sync::oneshot::Sender<Option<crate::receipt::envelope::Unencoded>>;
 
 impl Receipts {
     /// The record of `draft`'s call was just pushed: `st` holds its seq, hash and time.
@@ -220,8 +239,9 @@ impl Receipts {
                 .iter()
                 .position(|(s, _)| !std::sync::Arc::ptr_eq(s, &signer))
                 .unwrap_or(self.waiting.len());
+            let statements: Vec<Vec<u8>> = self.statements.drain(..end).collect();
             let mut signed = if written {
-                signer.sign_group(&self.statements[..end])
+                signer.sign_group_unencoded(statements)
             } else {
                 Vec::new()
             }
@@ -229,7 +249,6 @@ impl Receipts {
             for (_, done) in self.waiting.drain(..end) {
                 let _ = done.send(signed.next());
             }
-            self.statements.drain(..end);
         }
     }
 }

@@ -308,26 +308,13 @@ impl Client {
         req: pb::PredictRequest,
         rows: usize,
     ) -> Result<Prediction, ClientError> {
-        let resp = self.inner.predict(self.request(req)).await?;
-        let md = resp.metadata();
-        let receipt = md
-            .get_bin(crate::receipt::RECEIPT_METADATA)
-            .map(|v| {
-                v.to_bytes()
-                    .map(|b| b.to_vec())
-                    .map_err(|_| ClientError::Response("the receipt is not base64".into()))
-            })
-            .transpose()?;
-        let receipt_salt = match md.get(crate::receipt::SALT_RESPONSE_HEADER) {
-            Some(v) => Some(
-                v.to_str()
-                    .ok()
-                    .and_then(|t| hex::decode(t).ok())
-                    .ok_or_else(|| ClientError::Response("the receipt salt is not hex".into()))?,
-            ),
-            None => self.receipt_salt.clone().filter(|_| receipt.is_some()),
+        let mut resp = self.inner.predict(self.request(req)).await?.into_inner();
+        let receipt = (!resp.receipt.is_empty()).then(|| std::mem::take(&mut resp.receipt));
+        let receipt_salt = if resp.receipt_salt.is_empty() {
+            self.receipt_salt.clone().filter(|_| receipt.is_some())
+        } else {
+            Some(std::mem::take(&mut resp.receipt_salt))
         };
-        let resp = resp.into_inner();
         let out = resp
             .output
             .ok_or_else(|| ClientError::Response("no output tensor".into()))?;

@@ -330,17 +330,36 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for OipService {
                 );
             }
         }
-        let response = Response::new(pb::ModelInferResponse {
+        // The receipt (base64) and the salt the server drew (hex), as response parameters:
+        // in the message, where they cost a copy, not HTTP/2 header compression.
+        if let Some(r) = signed {
+            use base64::Engine as _;
+            parameters.insert(
+                RECEIPT_PARAMETER.into(),
+                string_param(base64::engine::general_purpose::STANDARD.encode(&r.cose)),
+            );
+            if let Some(salt) = r.drawn_salt {
+                parameters.insert(
+                    RECEIPT_SALT_PARAMETER.into(),
+                    string_param(hex::encode(salt)),
+                );
+            }
+        }
+        Ok(Response::new(pb::ModelInferResponse {
             model_name: out.model.id().to_string(),
             model_version: out.model.version().to_string(),
             id: req.id,
             parameters,
             outputs: vec![output],
             raw_output_contents,
-        });
-        Ok(crate::server::inference::with_receipt(response, signed))
+        }))
     }
 }
+
+/// The response parameter that carries an answer's receipt (base64 of the COSE_Sign1).
+pub const RECEIPT_PARAMETER: &str = "confidant_receipt";
+/// The response parameter that carries the salt the server drew for the receipt (hex).
+pub const RECEIPT_SALT_PARAMETER: &str = "confidant_receipt_salt";
 
 /// The most dimensions of a shape that an error message repeats.
 const MAX_ECHOED_DIMS: usize = 8;

@@ -38,11 +38,62 @@ pub const LABEL_STATEMENT: i64 = -70001;
 
 /// Signs a group of statements once, over their Merkle root, and makes each its receipt.
 pub fn sign_group(key: &SigningKey, statements: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    sign_group_unencoded(key, statements.to_vec())
+        .into_iter()
+        .map(Unencoded::encode)
+        .collect()
+}
+
+/// One receipt of a signed group, not yet encoded: the audit writer signs and hands these
+/// out, and each answer's own task encodes its receipt ([`Unencoded::encode`]), off the
+/// writer's thread.
+pub struct Unencoded {
+    signed: std::sync::Arc<CoseSign1>,
+    statement: Vec<u8>,
+    tree_size: u64,
+    index: u64,
+    path: Vec<u8>,
+}
+
+impl Unencoded {
+    /// The receipt's bytes (a tagged COSE_Sign1).
+    pub fn encode(self) -> Vec<u8> {
+        let path: Vec<Value> = self
+            .path
+            .chunks(32)
+            .map(|h| Value::Bytes(h.to_vec()))
+            .collect();
+        let inclusion = Value::Array(vec![
+            Value::Integer(self.tree_size.into()),
+            Value::Integer(self.index.into()),
+            Value::Array(path),
+        ]);
+        let mut inclusion_bytes = Vec::new();
+        let _ = ciborium::into_writer(&inclusion, &mut inclusion_bytes);
+        let mut receipt = CoseSign1::clone(&self.signed);
+        receipt.unprotected = HeaderBuilder::new()
+            .value(
+                LABEL_VDP,
+                Value::Map(vec![(
+                    Value::Integer(VDP_INCLUSION.into()),
+                    Value::Array(vec![Value::Bytes(inclusion_bytes)]),
+                )]),
+            )
+            .value(LABEL_STATEMENT, Value::Bytes(self.statement))
+            .build();
+        // Encoding a COSE_Sign1 of byte strings and integers cannot fail.
+        receipt.to_tagged_vec().unwrap_or_default()
+    }
+}
+
+/// Signs a group of statements once, over their Merkle root: one [`Unencoded`] receipt
+/// per statement.
+pub fn sign_group_unencoded(key: &SigningKey, statements: Vec<Vec<u8>>) -> Vec<Unencoded> {
     if statements.is_empty() {
         return Vec::new();
     }
     let mut tree = MemoryBackedTree::<Sha256, &[u8]>::new();
-    for s in statements {
+    for s in &statements {
         tree.push(s.as_slice());
     }
     let size = tree.len();
@@ -52,41 +103,27 @@ pub fn sign_group(key: &SigningKey, statements: &[Vec<u8>]) -> Vec<Vec<u8>> {
         .key_id(key.verifying_key().to_bytes().to_vec())
         .value(LABEL_VDS, Value::Integer(VDS_RFC9162_SHA256.into()))
         .build();
-    let signed = CoseSign1Builder::new()
-        .protected(protected)
-        .payload(root)
-        .create_signature(b"", |tbs| key.sign(tbs).to_bytes().to_vec())
-        .build();
+    let signed = std::sync::Arc::new(
+        CoseSign1Builder::new()
+            .protected(protected)
+            .payload(root)
+            .create_signature(b"", |tbs| key.sign(tbs).to_bytes().to_vec())
+            .build(),
+    );
+    let proofs: Vec<Vec<u8>> = (0..statements.len())
+        .map(|i| tree.prove_inclusion(i).as_bytes().to_vec())
+        .collect();
+    drop(tree);
     statements
-        .iter()
+        .into_iter()
+        .zip(proofs)
         .enumerate()
-        .map(|(i, statement)| {
-            let proof = tree.prove_inclusion(i);
-            let path: Vec<Value> = proof
-                .as_bytes()
-                .chunks(32)
-                .map(|h| Value::Bytes(h.to_vec()))
-                .collect();
-            let inclusion = Value::Array(vec![
-                Value::Integer(size.into()),
-                Value::Integer((i as u64).into()),
-                Value::Array(path),
-            ]);
-            let mut inclusion_bytes = Vec::new();
-            let _ = ciborium::into_writer(&inclusion, &mut inclusion_bytes);
-            let mut receipt = signed.clone();
-            receipt.unprotected = HeaderBuilder::new()
-                .value(
-                    LABEL_VDP,
-                    Value::Map(vec![(
-                        Value::Integer(VDP_INCLUSION.into()),
-                        Value::Array(vec![Value::Bytes(inclusion_bytes)]),
-                    )]),
-                )
-                .value(LABEL_STATEMENT, Value::Bytes(statement.clone()))
-                .build();
-            // Encoding a COSE_Sign1 of byte strings and integers cannot fail.
-            receipt.to_tagged_vec().unwrap_or_default()
+        .map(|(i, (statement, path))| Unencoded {
+            signed: std::sync::Arc::clone(&signed),
+            statement,
+            tree_size: size,
+            index: i as u64,
+            path,
         })
         .collect()
 }

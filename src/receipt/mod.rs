@@ -45,12 +45,14 @@ pub const STATEMENT_VERSION: u32 = 1;
 /// Request header: ask for a receipt, keying the request digest with this salt (hex, 16 to
 /// 64 bytes).
 pub const SALT_HEADER: &str = "x-confidant-receipt";
-/// gRPC response metadata: the receipt (binary metadata, base64 on the wire).
-pub const RECEIPT_METADATA: &str = "x-confidant-receipt-bin";
-/// HTTP response header: the receipt, base64 (standard, padded).
+/// HTTP response header (`/v1/embeddings`): the receipt, base64 (standard, padded). Over
+/// gRPC it travels in the message: `PredictResponse.receipt`, or the Open Inference
+/// Protocol's `confidant_receipt` response parameter.
 pub const RECEIPT_HEADER: &str = "x-confidant-receipt";
-/// Response header or metadata: the salt the server drew, when receipts are required and the
-/// client sent none (hex). Keep it with the request: the receipt does not contain it.
+/// HTTP response header: the salt the server drew, when receipts are required and the
+/// client sent none (hex; over gRPC, `PredictResponse.receipt_salt` or the
+/// `confidant_receipt_salt` parameter). Keep it with the request: the receipt does not
+/// contain it.
 pub const SALT_RESPONSE_HEADER: &str = "x-confidant-receipt-salt";
 
 /// The shortest and longest salt accepted, in bytes.
@@ -187,6 +189,11 @@ impl ReceiptSigner {
     /// One receipt per statement of a group, under one signature over their Merkle root.
     pub fn sign_group(&self, statements: &[Vec<u8>]) -> Vec<Vec<u8>> {
         envelope::sign_group(&self.key, statements)
+    }
+
+    /// [`Self::sign_group`], leaving each receipt's encoding to its own task.
+    pub fn sign_group_unencoded(&self, statements: Vec<Vec<u8>>) -> Vec<envelope::Unencoded> {
+        envelope::sign_group_unencoded(&self.key, statements)
     }
 }
 

@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use crate::guard::Scope;
-use crate::pipeline::{Api, CallContext, Pipeline, PredictCall, SignedReceipt};
+use crate::pipeline::{Api, CallContext, Pipeline, PredictCall};
 use crate::proto::confidant::v1 as pb;
 
 /// The Inference service.
@@ -70,8 +70,10 @@ impl pb::inference_server::Inference for InferenceService {
                     window_end: budget.map_or(0, |b| b.window_end),
                 }
             }),
+            receipt: signed.as_ref().map(|r| r.cose.clone()).unwrap_or_default(),
+            receipt_salt: signed.and_then(|r| r.drawn_salt).unwrap_or_default(),
         });
-        Ok(with_receipt(response, signed))
+        Ok(response)
     }
 
     async fn explain(
@@ -128,27 +130,6 @@ impl pb::inference_server::Inference for InferenceService {
             .collect();
         Ok(Response::new(pb::ListModelsResponse { models }))
     }
-}
-
-/// Puts an answer's receipt in its response metadata (`x-confidant-receipt-bin`), with the
-/// salt the server drew when the client sent none (`x-confidant-receipt-salt`).
-pub(crate) fn with_receipt<T>(
-    mut response: Response<T>,
-    signed: Option<SignedReceipt>,
-) -> Response<T> {
-    if let Some(r) = signed {
-        let md = response.metadata_mut();
-        md.insert_bin(
-            crate::receipt::RECEIPT_METADATA,
-            tonic::metadata::MetadataValue::from_bytes(&r.cose),
-        );
-        if let Some(salt) = r.drawn_salt
-            && let Ok(v) = hex::encode(salt).parse()
-        {
-            md.insert(crate::receipt::SALT_RESPONSE_HEADER, v);
-        }
-    }
-    response
 }
 
 /// What `ListModels` says about one model, of either kind.
