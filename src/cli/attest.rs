@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{ArgGroup, Args, Subcommand};
+use confidant::client::attested::ChannelPolicy;
 use confidant::tee;
 use confidant_attestation::nvidia::{self, GpuEvidence, GpuReferences};
 use confidant_attestation::{
@@ -44,9 +45,28 @@ pub struct FetchArgs {
     #[arg(long, default_value = "https://127.0.0.1:50051")]
     pub addr: String,
     /// Client attestation policy (the attestation crate's TOML: measurement, TCB floor,
-    /// debug, allow_simulated).
+    /// debug, allow_simulated, and `[gpu]` for a server on GPUs).
     #[arg(long)]
     pub policy: PathBuf,
+    /// NVIDIA references for a server on GPUs.
+    #[command(flatten)]
+    pub gpu: GpuReferenceArgs,
+}
+
+/// The NVIDIA references a client holds for a server on GPUs, next to `--policy`: the
+/// policy's `[gpu]` section judges the GPUs' evidence with them (never with what the server
+/// sends).
+#[derive(Debug, Clone, Default, Args)]
+pub struct GpuReferenceArgs {
+    /// A directory of NVIDIA RIMs (`*.swidtag`, `*.xml`: the driver and VBIOS RIMs of the
+    /// server's GPUs). Without the RIMs for a GPU its measurements are not compared, and a
+    /// policy with `[gpu] cc_mode = "on"` refuses it.
+    #[arg(long, value_name = "DIR", requires = "policy")]
+    pub gpu_rims: Option<PathBuf>,
+    /// A directory of DER OCSP responses (`*.der`, `*.ocsp`) for the GPUs' device and RIM
+    /// certificates (for `[gpu] require_ocsp = true`).
+    #[arg(long, value_name = "DIR", requires = "policy")]
+    pub gpu_ocsp: Option<PathBuf>,
 }
 
 /// `confidant attest report`.
@@ -162,9 +182,22 @@ pub fn read_policy(path: &std::path::Path) -> Result<Policy> {
     Policy::from_toml(&text).with_context(|| format!("--policy {}", path.display()))
 }
 
-/// `confidant attest fetch`.
+/// A client attestation policy with the GPU references given next to it.
+pub fn read_channel_policy(path: &Path, gpu: &GpuReferenceArgs) -> Result<ChannelPolicy> {
+    let policy = read_policy(path)?;
+    let references = confidant::keys::gpu_references::GpuReferenceSource::new(
+        gpu.gpu_rims.clone(),
+        gpu.gpu_ocsp.clone(),
+    )
+    .load()
+    .context("--gpu-rims/--gpu-ocsp")?;
+    Ok(ChannelPolicy::new(policy).with_gpu_references(references))
+}
+
+/// `confidant attest fetch`: the verified claims, the CPU TEE's at the top level and each
+/// GPU's under `gpus`.
 pub async fn fetch(a: FetchArgs) -> Result<()> {
-    let policy = read_policy(&a.policy)?;
+    let policy = read_channel_policy(&a.policy, &a.gpu)?;
     let (_, verdict) = confidant::client::attested::connect_attested(&a.addr, &policy).await?;
     println!("{}", serde_json::to_string_pretty(&verdict)?);
     Ok(())

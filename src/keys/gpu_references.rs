@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use confidant_attestation::nvidia::composite::HeldRim;
+use confidant_attestation::nvidia::composite::{HeldReferences, HeldRim};
 
 /// The largest reference file read (RIMs are tens of KiB, OCSP responses a few).
 const MAX_FILE_BYTES: u64 = 4 << 20;
@@ -47,14 +47,10 @@ pub struct GpuReferenceSource {
     ocsp: Option<PathBuf>,
 }
 
-/// The references read now.
-#[derive(Debug, Default)]
-pub struct GpuReferenceSet {
-    /// Every RIM (`*.swidtag`, `*.xml`) in the RIM directory.
-    pub rims: Vec<HeldRim>,
-    /// Every OCSP response (`*.der`, `*.ocsp`) in the OCSP directory.
-    pub ocsp: Vec<Vec<u8>>,
-}
+/// The references read now (the attestation crate's [`HeldReferences`]: every RIM,
+/// `*.swidtag` or `*.xml`, of the RIM directory and every OCSP response, `*.der` or `*.ocsp`, of
+/// the OCSP directory).
+pub type GpuReferenceSet = HeldReferences;
 
 impl GpuReferenceSource {
     /// RIMs from the directory `rims`, OCSP responses from `ocsp` (nothing is read yet).

@@ -257,7 +257,7 @@ async fn the_swap_test() {
     swapped.tee_evidence.additional_evidence = GpuEvidenceSet {
         nvidia_gpus: vec![hopper()],
     }
-    .to_additional_evidence()
+    .to_canonical_json()
     .unwrap();
     let (s, detail) = status(&a.attest(&swapped).await.unwrap_err());
     assert_eq!(s, 401, "{detail}");
