@@ -36,6 +36,24 @@ pub enum AttestCommand {
     /// Fetch a running server's evidence over an attested channel, verify it against a
     /// client policy and its binding to the TLS connection, and print the verified claims.
     Fetch(FetchArgs),
+    /// Collect one GPU's evidence through NVML (builds with the `cuda` feature) for a nonce,
+    /// and write it where `attest verify --gpu-evidence` reads it: report.bin, report.hex and
+    /// chain.pem.
+    GpuEvidence(GpuEvidenceArgs),
+}
+
+/// `confidant attest gpu-evidence`.
+#[derive(Debug, Args)]
+pub struct GpuEvidenceArgs {
+    /// The CUDA device ordinal.
+    #[arg(long, default_value_t = 0)]
+    pub device: u32,
+    /// The nonce the GPU signs (32 bytes, hex).
+    #[arg(long, value_name = "HEX", value_parser = parse_nonce)]
+    pub nonce: [u8; 32],
+    /// The directory to write report.bin, report.hex and chain.pem into (created).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// `confidant attest fetch`.
@@ -172,6 +190,7 @@ pub fn run(args: AttestArgs) -> Result<()> {
         AttestCommand::Verify(a) => verify_command(&a),
         AttestCommand::Measurement => measurement(),
         AttestCommand::Fetch(_) => bail!("attest fetch runs through the async path"),
+        AttestCommand::GpuEvidence(a) => gpu_evidence(&a),
     }
 }
 
@@ -224,6 +243,34 @@ fn report(a: &ReportArgs) -> Result<()> {
         }
         None => println!("{json}"),
     }
+    Ok(())
+}
+
+fn gpu_evidence(a: &GpuEvidenceArgs) -> Result<()> {
+    let evidence = tee::gpu::collect_device(a.device, &a.nonce)
+        .with_context(|| format!("collecting the evidence of cuda:{}", a.device))?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("--out {}: cannot create", a.out.display()))?;
+    let write = |name: &str, bytes: &[u8]| {
+        let path = a.out.join(name);
+        std::fs::write(&path, bytes)
+            .with_context(|| format!("--out {}: cannot write", path.display()))
+    };
+    write("report.bin", &evidence.report)?;
+    write(
+        "report.hex",
+        format!("{}\n", hex::encode(&evidence.report)).as_bytes(),
+    )?;
+    write("chain.pem", evidence.certificate_chain.as_bytes())?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "device": a.device,
+            "nonce": hex::encode(a.nonce),
+            "report_bytes": evidence.report.len(),
+            "out": a.out,
+        })
+    );
     Ok(())
 }
 

@@ -85,6 +85,12 @@ pub fn for_devices(cpu: Arc<dyn Attester>, devices: Vec<u32>) -> Arc<dyn Atteste
     ))
 }
 
+/// The evidence of CUDA device `device` answering `nonce`, from NVML (`cuda` builds; others
+/// say there is no NVML): what `confidant attest gpu-evidence` writes.
+pub fn collect_device(device: u32, nonce: &[u8; 32]) -> Result<GpuEvidence, TeeError> {
+    super::nvml::Nvml::default().collect(device, nonce)
+}
+
 /// The GPU evidence an attestation for the verifier's challenge `verifier_nonce` carries
 /// (the challenge's bytes as sent: for RCAR the base64 text, for the attested channel the
 /// client's nonce): `None` for a server on CPU; else the evidence of every GPU the attester

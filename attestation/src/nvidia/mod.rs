@@ -120,79 +120,11 @@ fn architecture(chip: &str) -> Option<String> {
 
 /// Verifies one GPU's evidence at `now` against the verifier's `nonce`, with optional RIMs
 /// and OCSP responses. Never fails: every problem is a failed check in the verdict.
-///
-/// The RIMs (their XML, signatures and signer chains) do not depend on the device's evidence,
-/// so they are appraised on a second thread ([`std::thread::scope`]) while this one checks the
-/// report and the device chain: the two halves are about the same number of ECDSA P-384
-/// verifications, and a cold verification takes about the longer of the two instead of their
-/// sum. The result is the same as in sequence (the checks are recorded in the same order);
-/// if no thread can be made, the RIMs are appraised on this one.
 pub fn verify_gpu(
     evidence: &GpuEvidence,
     nonce: &[u8; 32],
     references: GpuReferences<'_>,
     now: Timestamp,
-) -> GpuVerdict {
-    if references.rims.is_empty() {
-        return verify_gpu_with(evidence, nonce, references, now, Vec::new);
-    }
-    std::thread::scope(|scope| {
-        let rims = references.rims;
-        let spawned = std::thread::Builder::new()
-            .name("gpu-rims".into())
-            .spawn_scoped(scope, move || prepare_rims(rims, now));
-        match spawned {
-            Ok(handle) => verify_gpu_with(evidence, nonce, references, now, move || {
-                // A panic while appraising is a failed appraisal of every RIM, never a pass.
-                handle.join().unwrap_or_else(|_| {
-                    rims.iter()
-                        .map(|_| PreparedRim {
-                            appraisal: Err(RimError::Xml(
-                                "the RIM appraisal failed unexpectedly".to_owned(),
-                            )),
-                            chain: None,
-                        })
-                        .collect()
-                })
-            }),
-            Err(_) => verify_gpu_with(evidence, nonce, references, now, || prepare_rims(rims, now)),
-        }
-    })
-}
-
-/// One supplied RIM appraised ([`rim::appraise`]: read, digest and signature) with its signer
-/// chain checked up to the pinned RIM root at `now` (`None` when its certificates could not be
-/// read: the appraisal says why).
-struct PreparedRim {
-    appraisal: Result<rim::RimAppraisal, RimError>,
-    chain: Option<Result<(), String>>,
-}
-
-fn prepare_rims(rims: &[&[u8]], now: Timestamp) -> Vec<PreparedRim> {
-    let rim_root = certs::pinned(NvidiaRoot::RimSigning);
-    rims.iter()
-        .map(|bytes| {
-            let appraisal = rim::appraise(bytes);
-            let chain = appraisal
-                .as_ref()
-                .ok()
-                .and_then(|a| a.certs.as_ref().ok())
-                .map(|certs| match &rim_root {
-                    Err(e) => Err(e.clone()),
-                    Ok(root) => certs::verify_chain(certs, root, now, None).map(|_| ()),
-                });
-            PreparedRim { appraisal, chain }
-        })
-        .collect()
-}
-
-/// [`verify_gpu`], the RIMs appraised by `rims` (called once, after the device's checks).
-fn verify_gpu_with(
-    evidence: &GpuEvidence,
-    nonce: &[u8; 32],
-    references: GpuReferences<'_>,
-    now: Timestamp,
-    rims: impl FnOnce() -> Vec<PreparedRim>,
 ) -> GpuVerdict {
     let mut rec = Recorder::default();
     let mut claims = GpuClaims::default();
@@ -312,7 +244,8 @@ fn verify_gpu_with(
             &mut claims,
             report.as_ref(),
             chip.as_deref(),
-            rims(),
+            references.rims,
+            now,
             &mut rim_chains,
         );
     }
@@ -389,7 +322,6 @@ fn fill_report_claims(claims: &mut GpuClaims, r: &SpdmReport, chip: Option<&str>
 struct ReadRim {
     kind: RimKind,
     appraisal: Result<rim::RimAppraisal, RimError>,
-    chain: Option<Result<(), String>>,
 }
 
 fn appraise_rims(
@@ -397,29 +329,29 @@ fn appraise_rims(
     claims: &mut GpuClaims,
     report: Option<&SpdmReport>,
     chip: Option<&str>,
-    prepared: Vec<PreparedRim>,
+    rims: &[&[u8]],
+    now: Timestamp,
     rim_chains: &mut Vec<Vec<Cert>>,
 ) {
-    // Each RIM read; one that cannot be read takes the first kind not yet supplied.
+    // Read each RIM; one that cannot be read takes the first kind not yet supplied.
+    let appraisals: Vec<Result<rim::RimAppraisal, RimError>> =
+        rims.iter().map(|bytes| rim::appraise(bytes)).collect();
     let mut read: Vec<ReadRim> = Vec::new();
-    let known: Vec<RimKind> = prepared
+    let known: Vec<RimKind> = appraisals
         .iter()
-        .filter_map(|p| p.appraisal.as_ref().ok().map(|a| a.content.kind))
+        .filter_map(|a| a.as_ref().ok().map(|a| a.content.kind))
         .collect();
     let mut free = [RimKind::Driver, RimKind::Vbios]
         .into_iter()
         .filter(|k| !known.contains(k));
-    for PreparedRim { appraisal, chain } in prepared {
+    for appraisal in appraisals {
         let kind = match &appraisal {
             Ok(a) => a.content.kind,
             Err(_) => free.next().unwrap_or(RimKind::Driver),
         };
-        read.push(ReadRim {
-            kind,
-            appraisal,
-            chain,
-        });
+        read.push(ReadRim { kind, appraisal });
     }
+    let rim_root = certs::pinned(NvidiaRoot::RimSigning);
 
     for kind in [RimKind::Driver, RimKind::Vbios] {
         let of_kind: Vec<&ReadRim> = read.iter().filter(|r| r.kind == kind).collect();
@@ -468,10 +400,10 @@ fn appraise_rims(
             GpuCheck::RimSignature(kind),
             appraisal.signature.clone().map_err(|e| e.to_string()),
         );
-        let chain_result = match (&appraisal.certs, &one.chain) {
+        let chain_result = match (&appraisal.certs, &rim_root) {
             (Err(e), _) => Err(e.clone()),
-            (Ok(_), Some(result)) => result.clone(),
-            (Ok(_), None) => Err("the RIM's signer chain was not checked".to_owned()),
+            (_, Err(e)) => Err(e.clone()),
+            (Ok(certs), Ok(root)) => certs::verify_chain(certs, root, now, None).map(|_| ()),
         };
         if let Ok(certs) = &appraisal.certs {
             rim_chains.push(certs.clone());
