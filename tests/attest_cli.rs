@@ -1045,16 +1045,20 @@ fn gpu_policies_through_the_cli() {
     let cpu = "measurements = \"any\"\ni_understand_this_accepts_any_guest = true\n";
     let cc_on = write(
         "cc.toml",
-        &format!("{cpu}[gpu]\ncc_mode = \"on\"\ndriver_versions = [\"545.00\"]\n"),
+        &format!(
+            "{cpu}[gpu]\ncc_mode = \"on\"\ndriver_versions = [\"545.00\"]\nrequire_ocsp = false\n"
+        ),
     );
     let no_gpu = write("cpu.toml", cpu);
     let ocsp = write(
         "ocsp.toml",
-        &format!("{cpu}[gpu]\ncc_mode = \"any\"\nrequire_ocsp = true\n"),
+        // require_ocsp is the default: a missing response is a failure unless the policy says
+        // otherwise.
+        &format!("{cpu}[gpu]\ncc_mode = \"any\"\n"),
     );
     let old_driver = write(
         "old.toml",
-        &format!("{cpu}[gpu]\ndriver_versions = [\"535.86\"]\n"),
+        &format!("{cpu}[gpu]\ndriver_versions = [\"535.86\"]\nrequire_ocsp = false\n"),
     );
     let report = hopper.file("report.bin");
     let nonce = hopper.nonce();
@@ -1067,7 +1071,12 @@ fn gpu_policies_through_the_cli() {
     let run = confidant(&hopper.args(&report, true, &nonce, &["--policy", &no_gpu]));
     assert_verdict(&run, false, &["gpu_policy"], "policy without [gpu]");
     let run = confidant(&hopper.args(&report, true, &nonce, &["--policy", &ocsp]));
-    assert_verdict(&run, false, &["ocsp"], "OCSP required, none given");
+    assert_verdict(
+        &run,
+        false,
+        &["ocsp"],
+        "OCSP required by default, none given",
+    );
     let run = confidant(&hopper.args(&report, true, &nonce, &["--policy", &old_driver]));
     assert_verdict(&run, false, &["gpu_driver_version"], "driver not allowed");
 }

@@ -184,7 +184,10 @@ async fn passing_gpu_evidence_is_accepted_and_its_claims_returned() {
         [gpu_nonce(&NONCE)],
         "the GPU nonce is derived from the client's nonce, as for the broker"
     );
-    let policy = f.policy("[gpu]\ncc_mode = \"on\"\ncount = 1\n", held_rims());
+    let policy = f.policy(
+        "[gpu]\nrequire_ocsp = false\ncc_mode = \"on\"\ncount = 1\n",
+        held_rims(),
+    );
     let verdict = check(&response, &NONCE, &policy).unwrap();
     assert_eq!(verdict.cpu.verdict, Decision::Accept);
     assert_eq!(verdict.gpus.len(), 1);
@@ -200,7 +203,10 @@ async fn passing_gpu_evidence_is_accepted_and_its_claims_returned() {
 #[tokio::test]
 async fn gpu_evidence_failing_any_check_is_refused() {
     let f = Fixture::new();
-    let on = f.policy("[gpu]\ncc_mode = \"on\"\n", held_rims());
+    let on = f.policy(
+        "[gpu]\nrequire_ocsp = false\ncc_mode = \"on\"\n",
+        held_rims(),
+    );
     let (server, _) = f.server(vec![hopper()]);
     let response = answer(server, &NONCE).await;
 
@@ -253,20 +259,26 @@ async fn gpu_evidence_failing_any_check_is_refused() {
     let msg = refused(check(
         &response,
         &NONCE,
-        &f.policy("[gpu]\ncc_mode = \"on\"\n", HeldReferences::default()),
+        &f.policy(
+            "[gpu]\nrequire_ocsp = false\ncc_mode = \"on\"\n",
+            HeldReferences::default(),
+        ),
     ));
     assert!(
         msg.contains("gpu_cc_mode") && msg.contains("no RIMs held"),
         "{msg}"
     );
-    let any = f.policy("[gpu]\ncc_mode = \"any\"\n", HeldReferences::default());
+    let any = f.policy(
+        "[gpu]\nrequire_ocsp = false\ncc_mode = \"any\"\n",
+        HeldReferences::default(),
+    );
     check(&response, &NONCE, &any).unwrap();
 
-    // OCSP required and none held.
+    // OCSP: required unless the policy says otherwise, and none held.
     let msg = refused(check(
         &response,
         &NONCE,
-        &f.policy("[gpu]\nrequire_ocsp = true\n", held_rims()),
+        &f.policy("[gpu]\ncc_mode = \"on\"\n", held_rims()),
     ));
     assert!(msg.contains("ocsp"), "{msg}");
 
@@ -274,7 +286,10 @@ async fn gpu_evidence_failing_any_check_is_refused() {
     let msg = refused(check(
         &response,
         &NONCE,
-        &f.policy("[gpu]\ndriver_versions = [\"550.54\"]\n", held_rims()),
+        &f.policy(
+            "[gpu]\nrequire_ocsp = false\ndriver_versions = [\"550.54\"]\n",
+            held_rims(),
+        ),
     ));
     assert!(msg.contains("gpu_driver_version"), "{msg}");
 
@@ -282,7 +297,7 @@ async fn gpu_evidence_failing_any_check_is_refused() {
     let msg = refused(check(
         &response,
         &NONCE,
-        &f.policy("[gpu]\ncount = 2\n", held_rims()),
+        &f.policy("[gpu]\nrequire_ocsp = false\ncount = 2\n", held_rims()),
     ));
     assert!(msg.contains("gpu_count"), "{msg}");
     let (twice, _) = f.server(vec![hopper(), hopper()]);
@@ -313,7 +328,10 @@ async fn no_gpu_evidence_is_refused_under_a_gpu_policy() {
     let msg = refused(check(
         &response,
         &NONCE,
-        &f.policy("[gpu]\ncc_mode = \"any\"\n", held_rims()),
+        &f.policy(
+            "[gpu]\nrequire_ocsp = false\ncc_mode = \"any\"\n",
+            held_rims(),
+        ),
     ));
     assert!(
         msg.contains("gpu_count") && msg.contains("none was presented"),
@@ -358,7 +376,10 @@ async fn a_policy_without_gpu_accepts_only_a_server_on_cpu() {
 #[tokio::test]
 async fn the_swap_test() {
     let f = Fixture::new();
-    let policy = f.policy("[gpu]\ncc_mode = \"on\"\n", held_rims());
+    let policy = f.policy(
+        "[gpu]\nrequire_ocsp = false\ncc_mode = \"on\"\n",
+        held_rims(),
+    );
     let (gpu, _) = f.server(vec![hopper()]);
     let (cpu, _) = f.server(Vec::new());
     let session_a = [0xaa; 32];
@@ -414,7 +435,10 @@ async fn the_swap_test() {
 #[tokio::test]
 async fn non_canonical_gpu_evidence_is_refused() {
     let f = Fixture::new();
-    let policy = f.policy("[gpu]\ncc_mode = \"any\"\n", held_rims());
+    let policy = f.policy(
+        "[gpu]\nrequire_ocsp = false\ncc_mode = \"any\"\n",
+        held_rims(),
+    );
     let (gpu, _) = f.server(vec![hopper()]);
     let response = answer(gpu, &NONCE).await;
     let set = GpuEvidenceSet::from_canonical_json(&response.gpu_evidence_json)
