@@ -1,5 +1,7 @@
 //! The broker's own GPU references: NVIDIA's signed RIMs (`.swidtag`, driver and VBIOS) and
 //! OCSP responses (DER) for the device and RIM certificates, which the operator keeps current.
+//! A client's attested channel reads its own the same way (`--gpu-rims`, `--gpu-ocsp` next to
+//! `--policy`), once per command.
 //!
 //! Like the TDX collateral ([`super::collateral`]), they come from files the operator gives to
 //! `broker serve` (`--gpu-rims DIR`, `--gpu-ocsp DIR`), re-read at each attestation that
