@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use confidant::client::Client;
-use confidant::client::attested::connect_attested;
+use confidant::client::attested::{ChannelPolicy, connect_attested};
 use confidant::server::{self, ServeConfig};
 use confidant_attestation::Policy;
 use criterion::Criterion;
@@ -46,10 +46,12 @@ fn bench(c: &mut Criterion) {
             .expect("simulated TEE")
             .measurement(),
     );
-    let policy = Policy::from_toml(&format!(
-        "measurements = [\"{measurement}\"]\nallow_simulated = true\n"
-    ))
-    .expect("policy");
+    let policy = ChannelPolicy::new(
+        Policy::from_toml(&format!(
+            "measurements = [\"{measurement}\"]\nallow_simulated = true\n"
+        ))
+        .expect("policy"),
+    );
 
     let mut group = c.benchmark_group("channel");
     group.bench_function("ca_verified_connect", |b| {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One-command GPU check. On a GPU host, in one pass:
+# One-command GPU check. On a GPU host, in one pass (and, between the kernel tests and the end
+# to end run, cuda:0's attestation evidence: `attest gpu-evidence`, then `attest verify`):
 #   1. builds with --features cuda,experimental (the host's nvcc; profile `gpu`; experimental
 #      adds only the DP-noise kernels, which no server path calls, so they are checked): the server, the
 #      kernel-vs-reference tests and the GPU benchmarks;
@@ -101,6 +102,32 @@ run() {
             status=1; echo "FAILED: gpu_check"
         fi
         tail -5 "$logs/gpu_check.txt"
+    fi
+
+    echo "== GPU attestation: cuda:0's evidence through NVML for a fresh nonce, verified offline"
+    # Not a pass/fail step: a GPU outside CC mode gives no evidence (NVML refuses), and that is
+    # the fail-closed path to record. Evidence that does come back is kept as a vector.
+    local nonce now ev="$logs/gpu-evidence"
+    nonce="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    now="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    if "$bin/confidant" attest gpu-evidence --device 0 --nonce "$nonce" --out "$ev" \
+        >"$logs/gpu-evidence.json" 2>"$logs/gpu-evidence.err"; then
+        echo "collected: $(cat "$logs/gpu-evidence.json")"
+        echo "$nonce" >"$ev/nonce.hex"
+        echo "$now" >"$ev/at.txt"
+        "$bin/confidant" attest verify --gpu-evidence "$ev/report.bin" --gpu-chain "$ev/chain.pem" \
+            --nonce "$nonce" --at "$now" >"$logs/gpu-verdict.json" 2>&1 \
+            && echo "authenticity: accept" || echo "authenticity: REJECT (see gpu-verdict.json)"
+        printf 'measurements = "any"\ni_understand_this_accepts_any_guest = true\n[gpu]\ncc_mode = "on"\n' \
+            >"$logs/gpu-policy.toml"
+        "$bin/confidant" attest verify --gpu-evidence "$ev/report.bin" --gpu-chain "$ev/chain.pem" \
+            --nonce "$nonce" --at "$now" --policy "$logs/gpu-policy.toml" \
+            >"$logs/gpu-verdict-cc-on.json" 2>&1 \
+            && echo "[gpu] cc_mode = on without RIMs: accept (unexpected)" \
+            || echo "[gpu] cc_mode = on without RIMs: refused, as it must be (gpu-verdict-cc-on.json)"
+    else
+        echo "no GPU evidence (fail closed: a server on cuda:0 stays NOT_SERVING for a key whose"
+        echo "policy needs a GPU): $(tail -1 "$logs/gpu-evidence.err")"
     fi
 
     echo "== end to end: the demo served on cuda:0 and on the CPU, the same rows through both"

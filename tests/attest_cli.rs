@@ -1013,6 +1013,17 @@ fn gpu_reject_twins_through_the_cli() {
         ],
         "RIMs for another GPU",
     );
+    // Hex wrapped as `xxd -p` writes it (60 digits a line) reads as the same report.
+    let digits = hex::encode(std::fs::read(hopper.file("report.bin")).unwrap());
+    let wrapped: Vec<&str> = digits
+        .as_bytes()
+        .chunks(60)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let wrapped_hex = tmp.path().join("wrapped.hex");
+    std::fs::write(&wrapped_hex, wrapped.join("\n") + "\n").unwrap();
+    let run = confidant(&hopper.args(&path_str(&wrapped_hex), true, &hopper.nonce(), &[]));
+    assert_verdict(&run, true, &[], "wrapped hex");
     // Before the chain is valid.
     let mut args = hopper.args(&hopper.file("report.bin"), false, &hopper.nonce(), &[]);
     let at = args.iter().position(|a| a == "--at").unwrap() + 1;
@@ -1034,16 +1045,20 @@ fn gpu_policies_through_the_cli() {
     let cpu = "measurements = \"any\"\ni_understand_this_accepts_any_guest = true\n";
     let cc_on = write(
         "cc.toml",
-        &format!("{cpu}[gpu]\ncc_mode = \"on\"\ndriver_versions = [\"545.00\"]\n"),
+        &format!(
+            "{cpu}[gpu]\ncc_mode = \"on\"\ndriver_versions = [\"545.00\"]\nrequire_ocsp = false\n"
+        ),
     );
     let no_gpu = write("cpu.toml", cpu);
     let ocsp = write(
         "ocsp.toml",
-        &format!("{cpu}[gpu]\ncc_mode = \"any\"\nrequire_ocsp = true\n"),
+        // require_ocsp is the default: a missing response is a failure unless the policy says
+        // otherwise.
+        &format!("{cpu}[gpu]\ncc_mode = \"any\"\n"),
     );
     let old_driver = write(
         "old.toml",
-        &format!("{cpu}[gpu]\ndriver_versions = [\"535.86\"]\n"),
+        &format!("{cpu}[gpu]\ndriver_versions = [\"535.86\"]\nrequire_ocsp = false\n"),
     );
     let report = hopper.file("report.bin");
     let nonce = hopper.nonce();
@@ -1056,7 +1071,12 @@ fn gpu_policies_through_the_cli() {
     let run = confidant(&hopper.args(&report, true, &nonce, &["--policy", &no_gpu]));
     assert_verdict(&run, false, &["gpu_policy"], "policy without [gpu]");
     let run = confidant(&hopper.args(&report, true, &nonce, &["--policy", &ocsp]));
-    assert_verdict(&run, false, &["ocsp"], "OCSP required, none given");
+    assert_verdict(
+        &run,
+        false,
+        &["ocsp"],
+        "OCSP required by default, none given",
+    );
     let run = confidant(&hopper.args(&report, true, &nonce, &["--policy", &old_driver]));
     assert_verdict(&run, false, &["gpu_driver_version"], "driver not allowed");
 }
@@ -1161,4 +1181,44 @@ fn gpu_flags_are_refused_precisely() {
         assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout);
         assert!(run.stderr.contains(message), "{args:?}: {}", run.stderr);
     }
+}
+
+/// `attest gpu-evidence` collects through NVML; a build without the `cuda` feature (or a host
+/// without NVML) says there is no GPU evidence, exits non-zero and writes nothing.
+#[test]
+fn gpu_evidence_collection_without_nvml_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("evidence");
+    let run = confidant(&[
+        "attest",
+        "gpu-evidence",
+        "--device",
+        "0",
+        "--nonce",
+        &"ab".repeat(32),
+        "--out",
+        &path_str(&out),
+    ]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("cuda:0") && run.stderr.contains("no GPU evidence"),
+        "{}",
+        run.stderr
+    );
+    assert!(!out.exists());
+    // A nonce that is not 32 bytes is refused by the parser.
+    let run = confidant(&[
+        "attest",
+        "gpu-evidence",
+        "--nonce",
+        "abcd",
+        "--out",
+        &path_str(&out),
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("2 bytes, expected 32"),
+        "{}",
+        run.stderr
+    );
 }

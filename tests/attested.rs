@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::{Server, confidant, stderr, stdout};
 use confidant::client::ClientError;
-use confidant::client::attested::connect_attested;
+use confidant::client::attested::{ChannelPolicy, connect_attested};
 use confidant_attestation::Policy;
 
 fn measurement() -> String {
@@ -19,9 +19,13 @@ fn measurement() -> String {
     v["measurement"].as_str().unwrap().to_string()
 }
 
-fn policy(measurement: &str, allow_simulated: bool) -> Policy {
+fn policy(measurement: &str, allow_simulated: bool) -> ChannelPolicy {
+    ChannelPolicy::new(policy_with(measurement, allow_simulated, ""))
+}
+
+fn policy_with(measurement: &str, allow_simulated: bool, more: &str) -> Policy {
     Policy::from_toml(&format!(
-        "measurements = [\"{measurement}\"]\nallow_simulated = {allow_simulated}\n"
+        "measurements = [\"{measurement}\"]\nallow_simulated = {allow_simulated}\n{more}"
     ))
     .unwrap()
 }
@@ -53,7 +57,11 @@ async fn the_client_sends_nothing_until_the_evidence_and_its_binding_verify() {
     let (client, verdict) = connect_attested(&server.addr, &policy(&m, true))
         .await
         .unwrap();
-    assert_eq!(verdict.measurement.as_deref(), Some(m.as_str()));
+    assert_eq!(verdict.cpu.measurement.as_deref(), Some(m.as_str()));
+    assert!(
+        verdict.gpus.is_empty(),
+        "a server on CPU sends no GPU evidence"
+    );
     let p = client
         .with_api_key(&key)
         .unwrap()
@@ -80,6 +88,16 @@ async fn the_client_sends_nothing_until_the_evidence_and_its_binding_verify() {
             .expect("refused"),
     );
     assert!(msg.contains("simulated"), "{msg}");
+    // A policy with `[gpu]` needs GPU evidence, and this server serves on CPU: refused
+    // (recorded GPU evidence, passing and failing, is judged in src/client/attested/tests.rs).
+    let gpu_policy = ChannelPolicy::new(policy_with(&m, true, "[gpu]\ncc_mode = \"any\"\n"));
+    let msg = refusal(
+        connect_attested(&server.addr, &gpu_policy)
+            .await
+            .err()
+            .expect("refused"),
+    );
+    assert!(msg.contains("none was presented"), "{msg}");
     assert_eq!(
         predictions_seen(&server),
         1.0,
@@ -105,6 +123,11 @@ async fn the_client_sends_nothing_until_the_evidence_and_its_binding_verify() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["verdict"], "accept");
     assert_eq!(v["measurement"], m.as_str());
+    assert_eq!(
+        v["gpus"],
+        serde_json::json!([]),
+        "a server on CPU: no GPU claims"
+    );
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,

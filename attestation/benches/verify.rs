@@ -106,6 +106,18 @@ fn benches(c: &mut Criterion) {
             verify_gpu(black_box(&hopper), &hopper_nonce, with_rims, gpu_now)
         })
     });
+    c.bench_function("gpu_verify_hopper_with_rims_cold_links", |b| {
+        b.iter(|| {
+            confidant_attestation::nvidia::certs::forget_verified_links();
+            verify_gpu(black_box(&hopper), &hopper_nonce, with_rims, gpu_now)
+        })
+    });
+    c.bench_function("gpu_verify_hopper_with_rims_cold_rims", |b| {
+        b.iter(|| {
+            confidant_attestation::nvidia::rim::forget_remembered_rims();
+            verify_gpu(black_box(&hopper), &hopper_nonce, with_rims, gpu_now)
+        })
+    });
     c.bench_function("gpu_verify_hopper_evidence_only", |b| {
         b.iter(|| {
             verify_gpu(

@@ -61,10 +61,10 @@ fn hopper_with_its_rims_passes_cc_mode_on() {
     assert!(integrity_failures(&v).is_empty());
     assert!(device_identity(&v).unwrap().contains("GH100 A01 GSP BROM"));
     for gpu in [
-        "[gpu]\ncc_mode = \"on\"\n",
-        "[gpu]\ncc_mode = \"on\"\ncount = 1\n",
-        "[gpu]\ndriver_versions = \"rim\"\nvbios_versions = \"rim\"\n",
-        "[gpu]\ndriver_versions = [\"545.00\"]\nvbios_versions = [\"96.00.5E.00.01\"]\n",
+        "[gpu]\nrequire_ocsp = false\ncc_mode = \"on\"\n",
+        "[gpu]\nrequire_ocsp = false\ncc_mode = \"on\"\ncount = 1\n",
+        "[gpu]\nrequire_ocsp = false\ndriver_versions = \"rim\"\nvbios_versions = \"rim\"\n",
+        "[gpu]\nrequire_ocsp = false\ndriver_versions = [\"545.00\"]\nvbios_versions = [\"96.00.5E.00.01\"]\n",
     ] {
         let failures = judge_gpus(&policy(gpu), std::slice::from_ref(&v));
         assert!(failures.is_empty(), "{gpu}: {failures:?}");
@@ -83,10 +83,13 @@ fn a_policy_without_gpu_refuses_any_gpu_evidence_and_accepts_none() {
 fn a_policy_with_gpu_refuses_no_evidence_the_wrong_count_and_the_same_gpu_twice() {
     let v = hopper(&[DRIVER_RIM, VBIOS_RIM], &nonce());
     assert_eq!(
-        checks(&judge_gpus(&policy("[gpu]\ncc_mode = \"on\"\n"), &[])),
+        checks(&judge_gpus(
+            &policy("[gpu]\nrequire_ocsp = false\ncc_mode = \"on\"\n"),
+            &[]
+        )),
         [Check::GpuCount]
     );
-    let two = policy("[gpu]\ncount = 2\n");
+    let two = policy("[gpu]\nrequire_ocsp = false\ncount = 2\n");
     assert!(checks(&judge_gpus(&two, std::slice::from_ref(&v))).contains(&Check::GpuCount));
     let twice = judge_gpus(&two, &[v.clone(), v.clone()]);
     assert_eq!(checks(&twice), [Check::GpuCount], "{twice:?}");
@@ -106,26 +109,62 @@ fn without_rims_cc_mode_on_and_rim_versions_fail() {
     assert!(is_intact(&v));
     assert_eq!(
         checks(&judge_gpus(
-            &policy("[gpu]\ncc_mode = \"on\"\n"),
+            &policy("[gpu]\nrequire_ocsp = false\ncc_mode = \"on\"\n"),
             std::slice::from_ref(&v)
         )),
         [Check::GpuCcMode]
     );
     assert_eq!(
         checks(&judge_gpus(
-            &policy("[gpu]\ncc_mode = \"any\"\ndriver_versions = \"rim\"\n"),
+            &policy("[gpu]\nrequire_ocsp = false\ncc_mode = \"any\"\ndriver_versions = \"rim\"\n"),
             std::slice::from_ref(&v)
         )),
         [Check::GpuDriverVersion]
     );
-    assert!(judge_gpus(&policy("[gpu]\ncc_mode = \"any\"\n"), &[v]).is_empty());
+    assert!(
+        judge_gpus(
+            &policy("[gpu]\nrequire_ocsp = false\ncc_mode = \"any\"\n"),
+            &[v]
+        )
+        .is_empty()
+    );
     let wrong = hopper(&[], &nonce());
     assert_eq!(
         checks(&judge_gpus(
-            &policy("[gpu]\ncc_mode = \"any\"\ndriver_versions = [\"550.54\"]\n"),
+            &policy(
+                "[gpu]\nrequire_ocsp = false\ncc_mode = \"any\"\ndriver_versions = [\"550.54\"]\n"
+            ),
             &[wrong]
         )),
         [Check::GpuDriverVersion]
+    );
+}
+
+/// Issue 18: a missing OCSP response is a failure unless the policy says otherwise.
+#[test]
+fn ocsp_is_required_unless_the_policy_says_otherwise() {
+    let v = hopper(&[DRIVER_RIM, VBIOS_RIM], &nonce());
+    let default = policy("[gpu]\ncc_mode = \"on\"\n");
+    assert!(default.gpu.as_ref().unwrap().require_ocsp);
+    assert_eq!(
+        checks(&judge_gpus(&default, std::slice::from_ref(&v))),
+        [Check::Ocsp]
+    );
+    assert!(
+        !default
+            .deliberately_open()
+            .iter()
+            .any(|o| o.contains("require_ocsp"))
+    );
+    let unchecked = policy("[gpu]\ncc_mode = \"on\"\nrequire_ocsp = false\n");
+    assert!(judge_gpus(&unchecked, &[v]).is_empty());
+    assert!(
+        unchecked
+            .deliberately_open()
+            .iter()
+            .any(|o| o.contains("require_ocsp = false")),
+        "{:?}",
+        unchecked.deliberately_open()
     );
 }
 
@@ -135,7 +174,13 @@ fn a_wrong_nonce_is_an_integrity_failure() {
     assert!(!is_intact(&v));
     let failed: Vec<_> = integrity_failures(&v).iter().map(|f| f.check).collect();
     assert_eq!(failed, [confidant_attestation::GpuCheck::Nonce]);
-    assert!(!judge_gpus(&policy("[gpu]\ncc_mode = \"any\"\n"), &[v]).is_empty());
+    assert!(
+        !judge_gpus(
+            &policy("[gpu]\nrequire_ocsp = false\ncc_mode = \"any\"\n"),
+            &[v]
+        )
+        .is_empty()
+    );
 }
 
 #[test]
@@ -143,7 +188,13 @@ fn a_rim_for_another_version_fails_the_judgement_but_not_integrity() {
     // The VBIOS RIM given twice: no driver RIM, so the driver RIM checks fail.
     let v = hopper(&[VBIOS_RIM], &nonce());
     assert!(is_intact(&v));
-    assert!(!judge_gpus(&policy("[gpu]\ncc_mode = \"on\"\n"), &[v]).is_empty());
+    assert!(
+        !judge_gpus(
+            &policy("[gpu]\nrequire_ocsp = false\ncc_mode = \"on\"\n"),
+            &[v]
+        )
+        .is_empty()
+    );
 }
 
 #[test]

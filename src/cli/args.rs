@@ -106,10 +106,13 @@ pub struct BenchArgs {
     /// CA or server certificate (PEM) to trust [default: <data-dir>/tls/cert.pem].
     #[arg(long, conflicts_with = "policy")]
     pub tls_ca: Option<PathBuf>,
-    /// Attestation policy for an attested channel (not yet supported: the attested channel
-    /// lands with attested key release).
+    /// A client attestation policy (TOML): each connection verifies the server's evidence
+    /// and its binding to the TLS connection before sending anything; no CA is needed.
     #[arg(long)]
     pub policy: Option<PathBuf>,
+    /// NVIDIA references for a server on GPUs (with --policy).
+    #[command(flatten)]
+    pub gpu: super::attest::GpuReferenceArgs,
     /// API key (sent as x-api-key).
     #[arg(long, env = "CONFIDANT_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -520,6 +523,9 @@ pub struct PredictArgs {
     /// this TLS connection before sending anything; no CA is needed.
     #[arg(long)]
     pub policy: Option<PathBuf>,
+    /// NVIDIA references for a server on GPUs (with --policy).
+    #[command(flatten)]
+    pub gpu: super::attest::GpuReferenceArgs,
     /// Client certificate (PEM) for mutual TLS; the server maps it to its principal.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -587,6 +593,9 @@ pub struct ModelsArgs {
     /// this TLS connection before sending anything; no CA is needed.
     #[arg(long)]
     pub policy: Option<PathBuf>,
+    /// NVIDIA references for a server on GPUs (with --policy).
+    #[command(flatten)]
+    pub gpu: super::attest::GpuReferenceArgs,
     /// Client certificate (PEM) for mutual TLS; the server maps it to its principal.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{ArgGroup, Args, Subcommand};
+use confidant::client::attested::ChannelPolicy;
 use confidant::tee;
 use confidant_attestation::nvidia::{self, GpuEvidence, GpuReferences};
 use confidant_attestation::{
@@ -35,6 +36,24 @@ pub enum AttestCommand {
     /// Fetch a running server's evidence over an attested channel, verify it against a
     /// client policy and its binding to the TLS connection, and print the verified claims.
     Fetch(FetchArgs),
+    /// Collect one GPU's evidence through NVML (builds with the `cuda` feature) for a nonce,
+    /// and write it where `attest verify --gpu-evidence` reads it: report.bin, report.hex and
+    /// chain.pem.
+    GpuEvidence(GpuEvidenceArgs),
+}
+
+/// `confidant attest gpu-evidence`.
+#[derive(Debug, Args)]
+pub struct GpuEvidenceArgs {
+    /// The CUDA device ordinal.
+    #[arg(long, default_value_t = 0)]
+    pub device: u32,
+    /// The nonce the GPU signs (32 bytes, hex).
+    #[arg(long, value_name = "HEX", value_parser = parse_nonce)]
+    pub nonce: [u8; 32],
+    /// The directory to write report.bin, report.hex and chain.pem into (created).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// `confidant attest fetch`.
@@ -44,9 +63,28 @@ pub struct FetchArgs {
     #[arg(long, default_value = "https://127.0.0.1:50051")]
     pub addr: String,
     /// Client attestation policy (the attestation crate's TOML: measurement, TCB floor,
-    /// debug, allow_simulated).
+    /// debug, allow_simulated, and `[gpu]` for a server on GPUs).
     #[arg(long)]
     pub policy: PathBuf,
+    /// NVIDIA references for a server on GPUs.
+    #[command(flatten)]
+    pub gpu: GpuReferenceArgs,
+}
+
+/// The NVIDIA references a client holds for a server on GPUs, next to `--policy`: the
+/// policy's `[gpu]` section judges the GPUs' evidence with them (never with what the server
+/// sends).
+#[derive(Debug, Clone, Default, Args)]
+pub struct GpuReferenceArgs {
+    /// A directory of NVIDIA RIMs (`*.swidtag`, `*.xml`: the driver and VBIOS RIMs of the
+    /// server's GPUs). Without the RIMs for a GPU its measurements are not compared, and a
+    /// policy with `[gpu] cc_mode = "on"` refuses it.
+    #[arg(long, value_name = "DIR", requires = "policy")]
+    pub gpu_rims: Option<PathBuf>,
+    /// A directory of DER OCSP responses (`*.der`, `*.ocsp`) for the GPUs' device and RIM
+    /// certificates (for `[gpu] require_ocsp = true`).
+    #[arg(long, value_name = "DIR", requires = "policy")]
+    pub gpu_ocsp: Option<PathBuf>,
 }
 
 /// `confidant attest report`.
@@ -152,6 +190,7 @@ pub fn run(args: AttestArgs) -> Result<()> {
         AttestCommand::Verify(a) => verify_command(&a),
         AttestCommand::Measurement => measurement(),
         AttestCommand::Fetch(_) => bail!("attest fetch runs through the async path"),
+        AttestCommand::GpuEvidence(a) => gpu_evidence(&a),
     }
 }
 
@@ -162,9 +201,22 @@ pub fn read_policy(path: &std::path::Path) -> Result<Policy> {
     Policy::from_toml(&text).with_context(|| format!("--policy {}", path.display()))
 }
 
-/// `confidant attest fetch`.
+/// A client attestation policy with the GPU references given next to it.
+pub fn read_channel_policy(path: &Path, gpu: &GpuReferenceArgs) -> Result<ChannelPolicy> {
+    let policy = read_policy(path)?;
+    let references = confidant::keys::gpu_references::GpuReferenceSource::new(
+        gpu.gpu_rims.clone(),
+        gpu.gpu_ocsp.clone(),
+    )
+    .load()
+    .context("--gpu-rims/--gpu-ocsp")?;
+    Ok(ChannelPolicy::new(policy).with_gpu_references(references))
+}
+
+/// `confidant attest fetch`: the verified claims, the CPU TEE's at the top level and each
+/// GPU's under `gpus`.
 pub async fn fetch(a: FetchArgs) -> Result<()> {
-    let policy = read_policy(&a.policy)?;
+    let policy = read_channel_policy(&a.policy, &a.gpu)?;
     let (_, verdict) = confidant::client::attested::connect_attested(&a.addr, &policy).await?;
     println!("{}", serde_json::to_string_pretty(&verdict)?);
     Ok(())
@@ -191,6 +243,34 @@ fn report(a: &ReportArgs) -> Result<()> {
         }
         None => println!("{json}"),
     }
+    Ok(())
+}
+
+fn gpu_evidence(a: &GpuEvidenceArgs) -> Result<()> {
+    let evidence = tee::gpu::collect_device(a.device, &a.nonce)
+        .with_context(|| format!("collecting the evidence of cuda:{}", a.device))?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("--out {}: cannot create", a.out.display()))?;
+    let write = |name: &str, bytes: &[u8]| {
+        let path = a.out.join(name);
+        std::fs::write(&path, bytes)
+            .with_context(|| format!("--out {}: cannot write", path.display()))
+    };
+    write("report.bin", &evidence.report)?;
+    write(
+        "report.hex",
+        format!("{}\n", hex::encode(&evidence.report)).as_bytes(),
+    )?;
+    write("chain.pem", evidence.certificate_chain.as_bytes())?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "device": a.device,
+            "nonce": hex::encode(a.nonce),
+            "report_bytes": evidence.report.len(),
+            "out": a.out,
+        })
+    );
     Ok(())
 }
 

@@ -9,7 +9,9 @@ use super::args::{BenchArgs, BenchProtocol};
 
 fn config(a: BenchArgs) -> Result<(BenchConfig, BenchArgs)> {
     let policy = match &a.policy {
-        Some(p) => Some(std::sync::Arc::new(super::attest::read_policy(p)?)),
+        Some(p) => Some(std::sync::Arc::new(super::attest::read_channel_policy(
+            p, &a.gpu,
+        )?)),
         None => None,
     };
     let ca_pem = if a.addr.starts_with("https://") && policy.is_none() {

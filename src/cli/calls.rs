@@ -41,6 +41,8 @@ pub(super) struct ConnectOpts<'a> {
     pub(super) addr: &'a str,
     /// A client attestation policy: trust from evidence instead of a CA.
     pub(super) policy: Option<PathBuf>,
+    /// The GPU references that go with `policy`.
+    pub(super) gpu: attest::GpuReferenceArgs,
     pub(super) tls_ca: Option<PathBuf>,
     pub(super) tls_identity: Option<(PathBuf, PathBuf)>,
     pub(super) data_dir: Option<PathBuf>,
@@ -52,6 +54,7 @@ pub(super) async fn connect(o: ConnectOpts<'_>) -> Result<Client> {
     let ConnectOpts {
         addr,
         policy,
+        gpu,
         tls_ca,
         tls_identity,
         data_dir,
@@ -60,9 +63,10 @@ pub(super) async fn connect(o: ConnectOpts<'_>) -> Result<Client> {
     } = o;
     let data_dir_for_demo = data_dir.clone();
     if let Some(path) = policy {
-        let policy = attest::read_policy(&path)?;
+        let policy = attest::read_channel_policy(&path, &gpu)?;
         let (mut client, verdict) =
             confidant::client::attested::connect_attested(addr, &policy).await?;
+        let verdict = verdict.cpu;
         eprintln!(
             "note: server attested ({:?}, measurement {}); the TLS key is bound to the evidence",
             verdict.tee,
@@ -134,6 +138,7 @@ pub(super) async fn connect_with_rows(
     let mut client = connect(ConnectOpts {
         addr: &a.addr,
         policy: a.policy.clone(),
+        gpu: a.gpu.clone(),
         tls_ca: a.tls_ca,
         tls_identity: a.tls_cert.zip(a.tls_key),
         data_dir: a.data_dir,
@@ -179,6 +184,7 @@ async fn predict_texts(mut a: args::PredictArgs) -> Result<()> {
     let mut client = connect(ConnectOpts {
         addr: &a.addr,
         policy: a.policy.clone(),
+        gpu: a.gpu.clone(),
         tls_ca: a.tls_ca,
         tls_identity: a.tls_cert.zip(a.tls_key),
         data_dir: a.data_dir,
@@ -315,6 +321,7 @@ pub(super) async fn connect_args(c: privacy::ConnArgs) -> Result<Client> {
     connect(ConnectOpts {
         addr: &c.addr,
         policy: None,
+        gpu: Default::default(),
         tls_ca: c.tls_ca,
         tls_identity: c.tls_cert.zip(c.tls_key),
         data_dir: c.data_dir,
@@ -401,6 +408,7 @@ pub(super) async fn models(a: args::ModelsArgs) -> Result<()> {
     let mut client = connect(ConnectOpts {
         addr: &a.addr,
         policy: a.policy.clone(),
+        gpu: a.gpu.clone(),
         tls_ca: a.tls_ca,
         tls_identity: a.tls_cert.zip(a.tls_key),
         data_dir: a.data_dir,

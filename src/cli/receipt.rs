@@ -71,6 +71,9 @@ pub struct EvidenceArgs {
     /// A client attestation policy (TOML): connect over the attested channel instead.
     #[arg(long)]
     pub policy: Option<PathBuf>,
+    /// The GPU references that go with --policy.
+    #[command(flatten)]
+    pub gpu: super::attest::GpuReferenceArgs,
     /// Data directory, used to find the default --tls-ca.
     #[arg(long, env = "CONFIDANT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -155,6 +158,7 @@ async fn evidence(a: EvidenceArgs) -> Result<()> {
     let mut client = connect(ConnectOpts {
         addr: &a.addr,
         policy: a.policy,
+        gpu: a.gpu,
         tls_ca: a.tls_ca,
         tls_identity: None,
         data_dir: a.data_dir,

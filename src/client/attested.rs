@@ -11,9 +11,25 @@
 //!
 //! A relay that terminates TLS with its own key and forwards the attestation call is caught:
 //! the evidence binds the real server's key, and the client sees the relay's.
+//!
+//! # GPUs
+//!
+//! A server that serves on GPUs answers with their evidence as well (`gpu_evidence_json`),
+//! each GPU answering `SHA-256("confidant/v1/nvidia-gpu-nonce" ‖ 0x00 ‖ nonce)`, and its CPU
+//! report binds `SHA-512("confidant-tls-gpu-v1" ‖ nonce ‖ SHA-256(SPKI) ‖ SHA-384(GPU
+//! evidence))` instead ([`channel_report_data`]). The client judges the GPUs exactly as the key
+//! broker does, with the same code ([`verify_gpus`], then [`judge_gpus`]) and the RIMs and
+//! OCSP responses it holds ([`ChannelPolicy::gpu_references`]), fail closed: a policy with a
+//! `[gpu]` section needs passing evidence from its number of GPUs, and a policy without one
+//! accepts only a server that serves on CPU and sent none. GPU evidence from another session
+//! does not answer this nonce; GPU evidence added to, removed from or swapped into a report
+//! that bound something else breaks the binding.
 
 use std::sync::{Arc, Mutex};
 
+use confidant_attestation::nvidia::{
+    GpuEvidenceSet, HeldReferences, gpu_nonce, judge_gpus, verify_gpus,
+};
 use confidant_attestation::{Evidence, Policy, Timestamp, Verdict};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -23,7 +39,52 @@ use tonic::transport::Endpoint;
 
 use super::{Client, ClientError};
 use crate::proto::confidant::v1 as pb;
-use crate::tls::{spki_sha256, tls_report_data};
+use crate::tls::{channel_report_data, spki_sha256};
+
+/// What a client requires of a server before it sends anything: its attestation policy
+/// (`[gpu]` included) and, for the GPU measurements, the NVIDIA references it holds.
+#[derive(Debug, Clone)]
+pub struct ChannelPolicy {
+    /// The attestation policy (CPU claims, and its `[gpu]` section for the GPUs).
+    pub policy: Policy,
+    /// The driver and VBIOS RIMs and the OCSP responses this client holds (never what the
+    /// server sends). Without RIMs for a GPU its measurements are not compared, so a policy
+    /// with `cc_mode = "on"` refuses it.
+    pub gpu_references: HeldReferences,
+}
+
+impl ChannelPolicy {
+    /// `policy`, holding no GPU references.
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            policy,
+            gpu_references: HeldReferences::default(),
+        }
+    }
+
+    /// The same policy, holding `references` for GPU evidence.
+    pub fn with_gpu_references(mut self, references: HeldReferences) -> Self {
+        self.gpu_references = references;
+        self
+    }
+}
+
+impl From<Policy> for ChannelPolicy {
+    fn from(policy: Policy) -> Self {
+        Self::new(policy)
+    }
+}
+
+/// What the attested channel verified: the CPU TEE's verdict and one per GPU the server
+/// serves on (judged by the policy's `[gpu]` section; empty for a server on CPU).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChannelVerdict {
+    /// The CPU TEE's verdict (its fields at the top level of the JSON form).
+    #[serde(flatten)]
+    pub cpu: Verdict,
+    /// One verdict per GPU, in the TEE-wide form `confidant attest verify` prints.
+    pub gpus: Vec<Verdict>,
+}
 
 #[derive(Debug, Default)]
 struct Binding {
@@ -89,8 +150,8 @@ impl ServerCertVerifier for BindingVerifier {
 /// Nothing but the attestation request is sent before both checks pass.
 pub async fn connect_attested(
     addr: &str,
-    policy: &Policy,
-) -> Result<(Client, Verdict), ClientError> {
+    policy: &ChannelPolicy,
+) -> Result<(Client, ChannelVerdict), ClientError> {
     let (channel, verdict) = connect_attested_channel(addr, policy).await?;
     Ok((Client::from_channel(channel), verdict))
 }
@@ -99,8 +160,8 @@ pub async fn connect_attested(
 /// protocols on the same port, such as the Open Inference Protocol).
 pub async fn connect_attested_channel(
     addr: &str,
-    policy: &Policy,
-) -> Result<(tonic::transport::Channel, Verdict), ClientError> {
+    policy: &ChannelPolicy,
+) -> Result<(tonic::transport::Channel, ChannelVerdict), ClientError> {
     let bad = |problem: &str| ClientError::Address {
         addr: addr.to_string(),
         problem: problem.to_string(),
@@ -176,25 +237,115 @@ pub async fn connect_attested_channel(
         .unwrap_or_else(|p| p.into_inner())
         .seen
         .ok_or_else(|| ClientError::Attestation("no TLS certificate was seen".into()))?;
-    let evidence = Evidence::from_json(response.evidence_json.as_bytes())
-        .map_err(|e| ClientError::Attestation(format!("the evidence does not parse: {e}")))?;
     let now = Timestamp::from_unix_seconds(crate::unix_now().max(0) as u64);
-    let verdict = confidant_attestation::verify(&evidence, None, policy, now);
+    let verdict = check_evidence(
+        &response,
+        &Expected {
+            nonce: &nonce,
+            spki_sha256: seen,
+            gpu_nonce: gpu_nonce(&nonce),
+            now,
+            gpu_now: now,
+        },
+        policy,
+    )?;
+    binding.lock().unwrap_or_else(|p| p.into_inner()).pinned = Some(seen);
+    Ok((channel, verdict))
+}
+
+/// What one `GetEvidence` answer must show.
+#[derive(Debug)]
+struct Expected<'a> {
+    /// The nonce the client sent.
+    nonce: &'a [u8],
+    /// SHA-256 of the SPKI this connection's handshake presented.
+    spki_sha256: [u8; 32],
+    /// The nonce every GPU must answer: [`gpu_nonce`] of `nonce` (tests pass the one that
+    /// recorded evidence answers).
+    gpu_nonce: [u8; 32],
+    /// The time the CPU evidence is judged at.
+    now: Timestamp,
+    /// The time the GPU evidence is judged at: `now` (tests pass one at which recorded
+    /// evidence's certificates are valid).
+    gpu_now: Timestamp,
+}
+
+/// Verifies one `GetEvidence` answer: the CPU evidence against the policy, its binding of
+/// this connection's key, the nonce and the GPU evidence sent with it; then the GPUs'
+/// integrity against the GPU nonce and the policy's `[gpu]` section (fail closed). Pure: no
+/// I/O, the time is in `expected`.
+fn check_evidence(
+    response: &pb::GetEvidenceResponse,
+    expected: &Expected<'_>,
+    policy: &ChannelPolicy,
+) -> Result<ChannelVerdict, ClientError> {
+    let refuse = |what: String| ClientError::Attestation(what);
+    let evidence = Evidence::from_json(response.evidence_json.as_bytes())
+        .map_err(|e| refuse(format!("the evidence does not parse: {e}")))?;
+    let gpus = GpuEvidenceSet::from_canonical_json(&response.gpu_evidence_json)
+        .map_err(|e| refuse(format!("the GPU evidence does not parse: {e}")))?;
+    let gpu_digest = gpus
+        .as_ref()
+        .map(GpuEvidenceSet::digest)
+        .transpose()
+        .map_err(|e| refuse(format!("the GPU evidence does not encode: {e}")))?;
+    let verdict = confidant_attestation::verify(&evidence, None, &policy.policy, expected.now);
     if !verdict.failures.is_empty() {
         let reasons: Vec<String> = verdict.failures.iter().map(|f| f.to_string()).collect();
-        return Err(ClientError::Attestation(format!(
+        return Err(refuse(format!(
             "the evidence does not meet the policy: {}",
             reasons.join("; ")
         )));
     }
-    let expected = hex::encode(tls_report_data(&nonce, &seen));
-    if verdict.report_data.as_deref() != Some(expected.as_str()) {
-        return Err(ClientError::Attestation(
+    let bound = channel_report_data(expected.nonce, &expected.spki_sha256, gpu_digest.as_ref());
+    if verdict.report_data.as_deref() != Some(hex::encode(bound).as_str()) {
+        return Err(refuse(
             "the evidence does not bind this TLS connection's key (a relay or a \
-             man-in-the-middle terminates TLS), or it answers another nonce"
+             man-in-the-middle terminates TLS), or it answers another nonce, or it bound other \
+             GPU evidence than the evidence sent with it"
                 .into(),
         ));
     }
-    binding.lock().unwrap_or_else(|p| p.into_inner()).pinned = Some(seen);
-    Ok((channel, verdict))
+    // The GPUs: each authentic and answering this channel's GPU nonce, then the policy's
+    // `[gpu]` section, fail closed (no `[gpu]`: only a server on CPU passes).
+    let set = gpus.map(|s| s.nvidia_gpus).unwrap_or_default();
+    let verified = verify_gpus(
+        &set,
+        &expected.gpu_nonce,
+        &policy.gpu_references,
+        expected.gpu_now,
+    )
+    .map_err(|e| refuse(e.to_string()))?;
+    let failures = judge_gpus(&policy.policy, &verified.verdicts);
+    if !failures.is_empty() {
+        let reasons: Vec<String> = failures
+            .iter()
+            .map(|f| format!("{}: {}", f.check, f.detail))
+            .collect();
+        let held = if verified.without_rims.is_empty() {
+            String::new()
+        } else {
+            let missing: Vec<String> = verified
+                .without_rims
+                .iter()
+                .map(|(gpu, reason)| format!("GPU {gpu}: {reason}"))
+                .collect();
+            format!(" (no RIMs held: {})", missing.join("; "))
+        };
+        return Err(refuse(format!(
+            "the GPU evidence does not meet the policy: {}{held}",
+            reasons.join("; ")
+        )));
+    }
+    Ok(ChannelVerdict {
+        cpu: verdict,
+        gpus: verified
+            .verdicts
+            .iter()
+            .map(|v| v.judge(&policy.policy))
+            .collect(),
+    })
 }
+
+#[cfg(test)]
+mod tests;

@@ -20,12 +20,10 @@ use super::error::RcarError;
 use super::jwe::{TeeKeyPair, TeePubKey};
 use super::protocol::{
     AttestRequest, AttestResponse, AuthRequest, Challenge, ERROR_TYPE_PREFIX, ErrorBody,
-    GpuEvidenceSet, PROTOCOL_VERSION, RuntimeData, SESSION_COOKIE, TeeEvidence,
-    runtime_data_digest,
+    PROTOCOL_VERSION, RuntimeData, SESSION_COOKIE, TeeEvidence, runtime_data_digest,
 };
 use crate::tee::Attester;
 use confidant_attestation::TeeKind;
-use confidant_attestation::nvidia::gpu_nonce;
 
 /// The largest response body read from a broker.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
@@ -482,26 +480,15 @@ pub fn attest_request(
 }
 
 /// The `additional_evidence` for the challenge `nonce`: `""` for a server on CPU (as a
-/// Trustee attester without devices sends), else the canonical [`GpuEvidenceSet`] of every
-/// GPU the attester serves on, each answering [`gpu_nonce`] of the challenge's text. A server
-/// on GPUs that cannot collect all of them gets an error, never `""` (fail closed).
+/// Trustee attester without devices sends), else the canonical [`GpuEvidenceSet`](super::protocol::GpuEvidenceSet) of every
+/// GPU the attester serves on ([`crate::tee::gpu::collect`]), each answering
+/// [`gpu_nonce`](confidant_attestation::nvidia::gpu_nonce) of the challenge's text. A server on
+/// GPUs that cannot collect all of them gets an error, never `""` (fail closed).
 pub fn gpu_additional_evidence(attester: &dyn Attester, nonce: &str) -> Result<String, RcarError> {
-    let gpus = attester.gpus();
-    if gpus.is_empty() {
-        return Ok(String::new());
+    match crate::tee::gpu::collect(attester, nonce.as_bytes())? {
+        None => Ok(String::new()),
+        Some(set) => Ok(set.to_canonical_json()?),
     }
-    let nvidia_gpus = attester.gpu_evidence(&gpu_nonce(nonce.as_bytes()))?;
-    if nvidia_gpus.len() != gpus.len() {
-        return Err(RcarError::Tee(crate::tee::TeeError::Gpu {
-            device: gpus.first().copied().unwrap_or_default(),
-            reason: format!(
-                "{} GPU evidence(s) for {} GPU(s) served on",
-                nvidia_gpus.len(),
-                gpus.len()
-            ),
-        }));
-    }
-    Ok(GpuEvidenceSet { nvidia_gpus }.to_additional_evidence()?)
 }
 
 /// Runs RCAR for one resource and returns its plaintext (zeroized on drop). The TEE key is

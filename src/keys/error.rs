@@ -259,26 +259,4 @@ pub enum RcarError {
 }
 
 /// Why `additional_evidence` is not GPU evidence this crate accepts.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum GpuEvidenceError {
-    /// It is not the JSON object `{"nvidia_gpus": [...]}`.
-    #[error("additional_evidence is not GPU evidence ({{\"nvidia_gpus\":[...]}}): {0}")]
-    Parse(String),
-    /// The list is empty (a server on CPU sends `""`) or longer than the limit.
-    #[error(
-        "additional_evidence holds {count} GPU evidences; 1 to {max} are accepted (a server on CPU sends \"\")"
-    )]
-    Count {
-        /// How many it holds.
-        count: usize,
-        /// The most accepted.
-        max: usize,
-    },
-    /// It is not in RFC 8785 canonical form, so its hash would not be the one bound.
-    #[error("additional_evidence is not in canonical (RFC 8785) form")]
-    NotCanonical,
-    /// It has no canonical form.
-    #[error(transparent)]
-    Jcs(#[from] JcsError),
-}
+pub use confidant_attestation::nvidia::composite::GpuEvidenceError;

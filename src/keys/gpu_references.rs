@@ -1,5 +1,7 @@
 //! The broker's own GPU references: NVIDIA's signed RIMs (`.swidtag`, driver and VBIOS) and
 //! OCSP responses (DER) for the device and RIM certificates, which the operator keeps current.
+//! A client's attested channel reads its own the same way (`--gpu-rims`, `--gpu-ocsp` next to
+//! `--policy`), once per command.
 //!
 //! Like the TDX collateral ([`super::collateral`]), they come from files the operator gives to
 //! `broker serve` (`--gpu-rims DIR`, `--gpu-ocsp DIR`), re-read at each attestation that
@@ -11,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use confidant_attestation::nvidia::composite::HeldRim;
+use confidant_attestation::nvidia::composite::{HeldReferences, HeldRim};
 
 /// The largest reference file read (RIMs are tens of KiB, OCSP responses a few).
 const MAX_FILE_BYTES: u64 = 4 << 20;
@@ -47,14 +49,10 @@ pub struct GpuReferenceSource {
     ocsp: Option<PathBuf>,
 }
 
-/// The references read now.
-#[derive(Debug, Default)]
-pub struct GpuReferenceSet {
-    /// Every RIM (`*.swidtag`, `*.xml`) in the RIM directory.
-    pub rims: Vec<HeldRim>,
-    /// Every OCSP response (`*.der`, `*.ocsp`) in the OCSP directory.
-    pub ocsp: Vec<Vec<u8>>,
-}
+/// The references read now (the attestation crate's [`HeldReferences`]: every RIM,
+/// `*.swidtag` or `*.xml`, of the RIM directory and every OCSP response, `*.der` or `*.ocsp`, of
+/// the OCSP directory).
+pub type GpuReferenceSet = HeldReferences;
 
 impl GpuReferenceSource {
     /// RIMs from the directory `rims`, OCSP responses from `ocsp` (nothing is read yet).

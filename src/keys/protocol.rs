@@ -32,13 +32,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha384};
 
-use confidant_attestation::GpuEvidence;
-
-use super::error::{GpuEvidenceError, JcsError};
+use super::error::JcsError;
 use super::jwe::TeePubKey;
-
-/// The most GPUs whose evidence one attestation carries.
-pub const MAX_GPUS: usize = 16;
 
 /// The protocol version this broker and client speak.
 pub const PROTOCOL_VERSION: &str = "0.4.0";
@@ -159,54 +154,6 @@ pub fn report_data(digest: &[u8; 48]) -> [u8; 64] {
     out
 }
 
-/// The GPU evidence a server on GPUs carries in `additional_evidence` (see the module docs).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GpuEvidenceSet {
-    /// One entry per GPU the server serves on: the report as NVML returns it (SPDM request ‖
-    /// response) and the device chain, PEM, leaf first.
-    pub nvidia_gpus: Vec<GpuEvidence>,
-}
-
-impl GpuEvidenceSet {
-    /// The `additional_evidence` string: the canonical (RFC 8785) JSON.
-    pub fn to_additional_evidence(&self) -> Result<String, GpuEvidenceError> {
-        self.check_count()?;
-        let value =
-            serde_json::to_value(self).map_err(|e| GpuEvidenceError::Parse(e.to_string()))?;
-        let bytes = super::jcs::to_vec(&value)?;
-        String::from_utf8(bytes).map_err(|e| GpuEvidenceError::Parse(e.to_string()))
-    }
-
-    /// Reads `additional_evidence`: `""` is no GPU evidence (a server on CPU); anything else
-    /// must be a [`GpuEvidenceSet`] of 1 to [`MAX_GPUS`] entries in canonical form, so that
-    /// the bytes the CPU report binds have one meaning.
-    pub fn from_additional_evidence(text: &str) -> Result<Option<Self>, GpuEvidenceError> {
-        if text.is_empty() {
-            return Ok(None);
-        }
-        let set: Self =
-            serde_json::from_str(text).map_err(|e| GpuEvidenceError::Parse(e.to_string()))?;
-        set.check_count()?;
-        if set.to_additional_evidence()? != text {
-            return Err(GpuEvidenceError::NotCanonical);
-        }
-        Ok(Some(set))
-    }
-
-    /// SHA-384 of the canonical form (what logs and tokens name the evidence by).
-    pub fn digest(&self) -> Result<[u8; 48], GpuEvidenceError> {
-        Ok(Sha384::digest(self.to_additional_evidence()?.as_bytes()).into())
-    }
-
-    fn check_count(&self) -> Result<(), GpuEvidenceError> {
-        let count = self.nvidia_gpus.len();
-        if count == 0 || count > MAX_GPUS {
-            return Err(GpuEvidenceError::Count {
-                count,
-                max: MAX_GPUS,
-            });
-        }
-        Ok(())
-    }
-}
+/// The GPU evidence a server on GPUs carries in `additional_evidence` (see the module docs): the
+/// attestation crate's canonical set, which the attested channel carries too.
+pub use confidant_attestation::nvidia::composite::{GpuEvidenceSet, MAX_GPUS};

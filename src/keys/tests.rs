@@ -82,6 +82,31 @@ fn jcs_sorts_by_utf16_code_units_and_refuses_non_integers() {
     assert!(err.to_string().contains("not an integer"), "{err}");
 }
 
+/// The GPU evidence set's canonical text, written directly by the attestation crate, is the
+/// RFC 8785 form of its JSON, escapes and member order included.
+#[test]
+fn gpu_evidence_set_canonical_text_is_jcs() {
+    use confidant_attestation::GpuEvidence;
+    use protocol::GpuEvidenceSet;
+    let set = GpuEvidenceSet {
+        nvidia_gpus: vec![
+            GpuEvidence::new(
+                vec![0x00, 0xff, 0x10],
+                "-----BEGIN CERTIFICATE-----\r\n\"q\"\\\u{1}\té\u{10000}\n".to_owned(),
+            ),
+            GpuEvidence::new(vec![1; 40], String::new()),
+        ],
+    };
+    let text = set.to_canonical_json().unwrap();
+    let value = serde_json::to_value(&set).unwrap();
+    assert_eq!(text.as_bytes(), jcs::to_vec(&value).unwrap().as_slice());
+    assert_eq!(
+        GpuEvidenceSet::from_canonical_json(&text).unwrap(),
+        Some(set)
+    );
+    assert_eq!(GpuEvidenceSet::from_canonical_json("").unwrap(), None);
+}
+
 #[test]
 fn report_data_is_the_digest_then_sixteen_zero_bytes() {
     let rd = protocol::report_data(&[7u8; 48]);

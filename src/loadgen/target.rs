@@ -40,7 +40,7 @@ pub struct Target {
     pub ca_pem: Option<Vec<u8>>,
     /// A client attestation policy: each connection is attested (and its TLS key bound to
     /// the evidence) instead of checked against a CA.
-    pub policy: Option<std::sync::Arc<confidant_attestation::Policy>>,
+    pub policy: Option<std::sync::Arc<crate::client::attested::ChannelPolicy>>,
     /// Sent as `x-api-key`.
     pub api_key: Option<String>,
     /// Sent as `x-purpose`.

@@ -4,6 +4,11 @@
 //! the operator gave (`--tls-cert`/`--tls-key`, `[tls]`), anyone holding a copy could
 //! terminate TLS and relay this call, and the binding would pass every client check: so
 //! `GetEvidence` is refused (FAILED_PRECONDITION) and no evidence is produced at all.
+//!
+//! A server that serves on GPUs answers with their evidence too (`gpu_evidence_json`), each
+//! GPU answering the GPU nonce derived from the client's nonce, and the CPU report binds its
+//! SHA-384 together with the TLS key ([`channel_report_data`]). If it cannot collect them, it
+//! gives no evidence (UNAVAILABLE, with the reason) rather than a CPU server's.
 
 use std::sync::Arc;
 
@@ -12,8 +17,10 @@ use tonic::{Request, Response, Status};
 use crate::pipeline::ApiError;
 
 use crate::proto::confidant::v1 as pb;
-use crate::tee::Attester;
-use crate::tls::{KeyOrigin, tls_report_data};
+use confidant_attestation::nvidia::composite::GpuEvidenceError;
+
+use crate::tee::{Attester, TeeError};
+use crate::tls::{KeyOrigin, channel_report_data};
 
 /// The Attestation service.
 #[derive(Clone)]
@@ -73,21 +80,42 @@ impl pb::attestation_server::Attestation for AttestationService {
             ))
             .into());
         }
-        let report_data = tls_report_data(&nonce, &self.spki_sha256);
+        // A server on GPUs collects their evidence for the GPU nonce derived from the client's
+        // nonce, and binds its SHA-384 into the CPU report with the TLS key; one that cannot
+        // collect it gives no evidence at all (fail closed), never a CPU server's.
         let attester = Arc::clone(&self.attester);
-        let evidence = tokio::task::spawn_blocking(move || attester.evidence(&report_data))
-            .await
-            .map_err(|e| ApiError::Internal(format!("attestation task failed: {e}")))?
-            .map_err(|e| {
+        let spki = self.spki_sha256;
+        let (evidence, gpu_evidence_json) = tokio::task::spawn_blocking(move || {
+            let tee_failed = |e: TeeError| {
                 tracing::error!(error = %e, "the TEE refused to produce evidence");
                 ApiError::Unavailable(format!("the TEE could not produce evidence: {e}"))
-            })?;
+            };
+            let gpus = crate::tee::gpu::collect(attester.as_ref(), &nonce).map_err(tee_failed)?;
+            let (digest, text) = match &gpus {
+                None => (None, String::new()),
+                Some(set) => {
+                    let bad = |e: GpuEvidenceError| {
+                        ApiError::Internal(format!("GPU evidence does not encode: {e}"))
+                    };
+                    (
+                        Some(set.digest().map_err(bad)?),
+                        set.to_canonical_json().map_err(bad)?,
+                    )
+                }
+            };
+            let report_data = channel_report_data(&nonce, &spki, digest.as_ref());
+            let evidence = attester.evidence(&report_data).map_err(tee_failed)?;
+            Ok::<_, ApiError>((evidence, text))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("attestation task failed: {e}")))??;
         let evidence_json = evidence
             .to_json()
             .map_err(|e| ApiError::Internal(format!("evidence does not serialize: {e}")))?;
         Ok(Response::new(pb::GetEvidenceResponse {
             evidence_json,
             tls_spki_sha256: hex::encode(self.spki_sha256),
+            gpu_evidence_json,
         }))
     }
 

@@ -9,6 +9,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use confidant_attestation::nvidia::{GpuEvidenceSet, gpu_nonce};
+
 use super::{Attester, AttesterKind, Evidence, GpuEvidence, TeeError};
 
 /// Where GPU evidence comes from: NVML in production; tests substitute recorded evidence
@@ -81,6 +83,40 @@ pub fn for_devices(cpu: Arc<dyn Attester>, devices: Vec<u32>) -> Arc<dyn Atteste
         devices,
         Arc::new(super::nvml::Nvml::default()),
     ))
+}
+
+/// The evidence of CUDA device `device` answering `nonce`, from NVML (`cuda` builds; others
+/// say there is no NVML): what `confidant attest gpu-evidence` writes.
+pub fn collect_device(device: u32, nonce: &[u8; 32]) -> Result<GpuEvidence, TeeError> {
+    super::nvml::Nvml::default().collect(device, nonce)
+}
+
+/// The GPU evidence an attestation for the verifier's challenge `verifier_nonce` carries
+/// (the challenge's bytes as sent: for RCAR the base64 text, for the attested channel the
+/// client's nonce): `None` for a server on CPU; else the evidence of every GPU the attester
+/// serves on, each answering [`gpu_nonce`](confidant_attestation::nvidia::gpu_nonce) of the
+/// challenge. A server on GPUs that cannot collect all of them gets an error, never `None`
+/// (fail closed). The key broker's client and the Attestation service both collect here.
+pub fn collect(
+    attester: &dyn Attester,
+    verifier_nonce: &[u8],
+) -> Result<Option<GpuEvidenceSet>, TeeError> {
+    let gpus = attester.gpus();
+    if gpus.is_empty() {
+        return Ok(None);
+    }
+    let nvidia_gpus = attester.gpu_evidence(&gpu_nonce(verifier_nonce))?;
+    if nvidia_gpus.len() != gpus.len() {
+        return Err(TeeError::Gpu {
+            device: gpus.first().copied().unwrap_or_default(),
+            reason: format!(
+                "{} GPU evidence(s) for {} GPU(s) served on",
+                nvidia_gpus.len(),
+                gpus.len()
+            ),
+        });
+    }
+    Ok(Some(GpuEvidenceSet { nvidia_gpus }))
 }
 
 /// A description of what an attester's GPU evidence covers, for logs.

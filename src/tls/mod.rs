@@ -55,6 +55,32 @@ pub fn tls_report_data(nonce: &[u8], spki_sha256: &[u8; 32]) -> [u8; 64] {
         .into()
 }
 
+/// The domain tag of the TLS binding of a server that serves on GPUs.
+pub const TLS_GPU_BINDING_DOMAIN: &[u8] = b"confidant-tls-gpu-v1";
+
+/// The report_data of channel evidence: [`tls_report_data`] for a server on CPU (`gpu` is
+/// `None`); for a server on GPUs, `SHA-512("confidant-tls-gpu-v1" ‖ nonce ‖ spki_sha256 ‖
+/// gpu)`, where `gpu` is the SHA-384 of the canonical GPU evidence it sends with the report
+/// (`GpuEvidenceSet::digest`). The two domain tags differ and every field after the nonce has a
+/// fixed length, so no binding of one form is one of the other: GPU evidence can be neither
+/// added to, removed from, nor swapped into a report that bound something else.
+pub fn channel_report_data(
+    nonce: &[u8],
+    spki_sha256: &[u8; 32],
+    gpu: Option<&[u8; 48]>,
+) -> [u8; 64] {
+    match gpu {
+        None => tls_report_data(nonce, spki_sha256),
+        Some(gpu) => Sha512::new()
+            .chain_update(TLS_GPU_BINDING_DOMAIN)
+            .chain_update(nonce)
+            .chain_update(spki_sha256)
+            .chain_update(gpu)
+            .finalize()
+            .into(),
+    }
+}
+
 /// SHA-256 of the SubjectPublicKeyInfo of a DER certificate.
 pub fn spki_sha256(cert_der: &[u8]) -> Result<[u8; 32], TlsError> {
     let der = rustls::pki_types::CertificateDer::from(cert_der);

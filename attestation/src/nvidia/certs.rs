@@ -286,18 +286,35 @@ pub(crate) fn pinned(root: NvidiaRoot) -> Result<&'static Cert, String> {
     cell.as_ref().map_err(Clone::clone)
 }
 
+// Every NVIDIA signature (device chain, report, RIM XML-DSig, RIM chains, OCSP) is ECDSA
+// P-384/SHA-384, and a cold verification of one GPU's evidence with its RIMs needs eleven. They
+// are checked with AWS-LC (aws-lc-rs), whose P-384 is about 3.5 times ring's on this project's
+// machine (BENCHMARKS.md, "Cold GPU verification"): ring's P-384 has no assembly field
+// arithmetic, and with it the cold path alone took longer than the 5 ms issue 18 allows.
+
 /// Verifies an ECDSA P-384/SHA-384 signature (DER-encoded, as in X.509) by `key`.
 pub(crate) fn verify_der_signature(key: &[u8], message: &[u8], signature: &[u8]) -> bool {
-    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P384_SHA384_ASN1, key)
-        .verify(message, signature)
-        .is_ok()
+    use aws_lc_rs::signature::{ECDSA_P384_SHA384_ASN1, UnparsedPublicKey};
+    is_uncompressed_p384(key)
+        && UnparsedPublicKey::new(&ECDSA_P384_SHA384_ASN1, key)
+            .verify(message, signature)
+            .is_ok()
 }
 
 /// Verifies a raw r ‖ s ECDSA P-384/SHA-384 signature by `key`.
 pub(crate) fn verify_fixed_signature(key: &[u8], message: &[u8], signature: &[u8]) -> bool {
-    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P384_SHA384_FIXED, key)
-        .verify(message, signature)
-        .is_ok()
+    use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
+    is_uncompressed_p384(key)
+        && UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, key)
+            .verify(message, signature)
+            .is_ok()
+}
+
+/// Whether `key` is an uncompressed P-384 point encoding (0x04 ‖ x ‖ y), the only form
+/// NVIDIA's certificates use and the only one ring accepted: AWS-LC also parses compressed
+/// points, which no NVIDIA certificate has, so they are refused here as before.
+fn is_uncompressed_p384(key: &[u8]) -> bool {
+    key.len() == 97 && key.first() == Some(&0x04)
 }
 
 /// Most remembered verified signatures (certificate links) before the memo starts over.
@@ -490,6 +507,24 @@ pub(crate) fn verify_chain<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The genuine Hopper report verifies under its leaf's key; the same key compressed, or
+    /// the signature in the other encoding, does not.
+    #[test]
+    fn p384_signatures_verify_only_in_their_form() {
+        let report: &[u8] =
+            include_bytes!("../../tests/data/nvidia/hopper-h100-545.00-nvtrust/report.bin");
+        let chain = include_str!("../../tests/data/nvidia/hopper-h100-545.00-nvtrust/chain.pem");
+        let chain = parse_pem_chain(chain.as_bytes()).unwrap();
+        let key = chain[0].p384_key().unwrap();
+        let (signed, signature) = report.split_at(report.len() - 96);
+        assert!(verify_fixed_signature(key, signed, signature));
+        assert!(!verify_fixed_signature(key, &signed[1..], signature));
+        let mut compressed = vec![0x02 | (key[96] & 1)];
+        compressed.extend_from_slice(&key[1..49]);
+        assert!(!verify_fixed_signature(&compressed, signed, signature));
+        assert!(!verify_der_signature(key, signed, signature));
+    }
 
     #[test]
     fn pinned_roots_load() {

@@ -26,16 +26,23 @@
 //! the chain reaches the pinned root, the nonce, the signature), then judges the set under a
 //! policy ([`judge_gpus`]): **fail closed**, a policy with a `[gpu]` section needs passing
 //! evidence from the required number of distinct GPUs, and a policy without one accepts only
-//! a CPU TEE that presented no GPU evidence at all.
+//! a CPU TEE that presented no GPU evidence at all. [`verify_gpus`] is the first step for a
+//! whole set, with the verifier's own RIMs and OCSP responses ([`HeldReferences`]); the key
+//! broker and the client's attested channel both use it, then [`judge_gpus`].
+//!
+//! The evidence of a set travels as one canonical JSON text ([`GpuEvidenceSet`]), whose
+//! SHA-384 ([`GpuEvidenceSet::digest`]) is what a CPU report binds.
 
-use sha2::{Digest as _, Sha256};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256, Sha384};
 
 use super::error::SpdmError;
 use super::{
-    GpuCheck, GpuEvidence, GpuFailure, GpuVerdict, Outcome, RimContent, RimError, RimKind,
-    SpdmReport,
+    GpuCheck, GpuEvidence, GpuFailure, GpuReferences, GpuVerdict, Outcome, RimContent, RimError,
+    RimKind, SpdmReport,
 };
 use crate::policy::Policy;
+use crate::timestamp::Timestamp;
 use crate::verdict::{Check, Failure, Failures};
 
 /// The domain tag of [`gpu_nonce`].
@@ -264,4 +271,199 @@ pub enum RimsForError {
     /// Neither the driver nor the VBIOS RIM was found (the driver's reason first).
     #[error("{0}; {1}")]
     Both(Box<RimsForError>, Box<RimsForError>),
+}
+
+/// The most GPUs whose evidence one attestation carries.
+pub const MAX_GPUS: usize = 16;
+
+/// The evidence of every GPU a CPU TEE serves on, as it travels: the canonical (RFC 8785)
+/// JSON `{"nvidia_gpus":[{"certificate_chain":PEM,"report":HEX},...]}`, 1 to [`MAX_GPUS`]
+/// entries. Its bytes are the one encoding whose SHA-384 a CPU report binds, so a text in
+/// any other form (whitespace, key order, unknown members) is refused rather than
+/// re-encoded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuEvidenceSet {
+    /// One entry per GPU: the report as NVML returns it (SPDM request ‖ response) and the
+    /// device chain, PEM, leaf first.
+    pub nvidia_gpus: Vec<GpuEvidence>,
+}
+
+impl GpuEvidenceSet {
+    /// The canonical JSON text. Every value is a string and the member names are fixed, so the
+    /// RFC 8785 form is written directly: members in code-unit order (`certificate_chain`
+    /// before `report`), no whitespace, strings escaped as ECMAScript's `JSON.stringify` does
+    /// (which is serde_json's escaping).
+    pub fn to_canonical_json(&self) -> Result<String, GpuEvidenceError> {
+        self.check_count()?;
+        let string =
+            |s: &str| serde_json::to_string(s).map_err(|e| GpuEvidenceError::Parse(e.to_string()));
+        let mut out = String::from("{\"nvidia_gpus\":[");
+        for (i, gpu) in self.nvidia_gpus.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"certificate_chain\":");
+            out.push_str(&string(&gpu.certificate_chain)?);
+            out.push_str(",\"report\":");
+            out.push_str(&string(&hex::encode(&gpu.report))?);
+            out.push('}');
+        }
+        out.push_str("]}");
+        Ok(out)
+    }
+
+    /// Reads the text a CPU TEE sent: `""` is no GPU evidence (a TEE that serves on CPU);
+    /// anything else must be a set of 1 to [`MAX_GPUS`] entries in canonical form, so that the
+    /// bytes the CPU report binds have one meaning.
+    pub fn from_canonical_json(text: &str) -> Result<Option<Self>, GpuEvidenceError> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let set: Self =
+            serde_json::from_str(text).map_err(|e| GpuEvidenceError::Parse(e.to_string()))?;
+        set.check_count()?;
+        if set.to_canonical_json()? != text {
+            return Err(GpuEvidenceError::NotCanonical);
+        }
+        Ok(Some(set))
+    }
+
+    /// SHA-384 of the canonical text: what a CPU report binds.
+    pub fn digest(&self) -> Result<[u8; 48], GpuEvidenceError> {
+        Ok(Sha384::digest(self.to_canonical_json()?.as_bytes()).into())
+    }
+
+    fn check_count(&self) -> Result<(), GpuEvidenceError> {
+        let count = self.nvidia_gpus.len();
+        if count == 0 || count > MAX_GPUS {
+            return Err(GpuEvidenceError::Count {
+                count,
+                max: MAX_GPUS,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a text is not GPU evidence ([`GpuEvidenceSet`]) a verifier accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GpuEvidenceError {
+    /// It is not the JSON object `{"nvidia_gpus": [...]}`.
+    #[error("the GPU evidence is not {{\"nvidia_gpus\":[...]}}: {0}")]
+    Parse(String),
+    /// The list is empty (a TEE on CPU sends no GPU evidence at all) or longer than the limit.
+    #[error(
+        "the GPU evidence holds {count} GPU(s); 1 to {max} are accepted (a server on CPU sends none)"
+    )]
+    Count {
+        /// How many it holds.
+        count: usize,
+        /// The most accepted.
+        max: usize,
+    },
+    /// It is not in RFC 8785 canonical form, so its hash would not be the one bound.
+    #[error("the GPU evidence is not in canonical (RFC 8785) form")]
+    NotCanonical,
+}
+
+/// The references a verifier holds for GPU evidence (never what the GPUs sent): NVIDIA's RIMs
+/// and OCSP responses, which its operator keeps current.
+#[derive(Debug, Clone, Default)]
+pub struct HeldReferences {
+    /// RIMs (`.swidtag`), for [`rims_for`].
+    pub rims: Vec<HeldRim>,
+    /// DER OCSP responses for device and RIM certificates.
+    pub ocsp: Vec<Vec<u8>>,
+}
+
+/// What [`verify_gpus`] found: a verdict per GPU, every one authentic and answering the nonce.
+#[derive(Debug, Clone)]
+pub struct VerifiedGpus {
+    /// One verdict per GPU, in order (RIM and OCSP results included, for [`judge_gpus`]).
+    pub verdicts: Vec<GpuVerdict>,
+    /// The GPUs for which no RIM pair was held, with the reason: their measurements were not
+    /// compared, so a `cc_mode = "on"` policy refuses them (verifiers log this).
+    pub without_rims: Vec<(usize, RimsForError)>,
+}
+
+/// Why [`verify_gpus`] refused a set of GPU evidence outright.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GpuSetError {
+    /// A GPU's evidence is not authentic or does not answer the nonce
+    /// ([`integrity_failures`]); each failure as `check: reason`.
+    #[error("GPU {gpu} evidence rejected: {reasons}")]
+    Integrity {
+        /// Which GPU (its index in the set).
+        gpu: usize,
+        /// The failed integrity checks.
+        reasons: String,
+    },
+    /// The same device's evidence twice.
+    #[error("GPU {gpu} is the same device as an earlier one ({device})")]
+    SameDevice {
+        /// Which GPU.
+        gpu: usize,
+        /// The device (its BROM certificate's subject).
+        device: String,
+    },
+}
+
+/// Verifies the integrity of every GPU's evidence of one attestation at `now`, against the GPU
+/// nonce `nonce` (the verifier derives it: [`gpu_nonce`]), comparing measurements with the
+/// RIMs among `held` for each GPU's driver, VBIOS and chip ([`rims_for`]) and checking
+/// revocation with `held`'s OCSP responses. Refuses the set if any GPU's evidence is not
+/// authentic, does not answer `nonce`, or is a device already in the set; otherwise the
+/// verdicts, for a policy to judge ([`judge_gpus`]). Pure: no I/O, time as an argument.
+pub fn verify_gpus(
+    set: &[GpuEvidence],
+    nonce: &[u8; 32],
+    held: &HeldReferences,
+    now: Timestamp,
+) -> Result<VerifiedGpus, GpuSetError> {
+    let ocsp: Vec<&[u8]> = held.ocsp.iter().map(Vec::as_slice).collect();
+    let mut out = VerifiedGpus {
+        verdicts: Vec::with_capacity(set.len()),
+        without_rims: Vec::new(),
+    };
+    for (gpu, evidence) in set.iter().enumerate() {
+        let rims: Vec<&[u8]> = match rims_for(evidence, &held.rims) {
+            Ok(rims) => rims.to_vec(),
+            Err(reason) => {
+                out.without_rims.push((gpu, reason));
+                Vec::new()
+            }
+        };
+        let verdict = super::verify_gpu(
+            evidence,
+            nonce,
+            GpuReferences {
+                rims: &rims,
+                ocsp: &ocsp,
+            },
+            now,
+        );
+        let broken = integrity_failures(&verdict);
+        if !broken.is_empty() {
+            let reasons = broken
+                .iter()
+                .map(|f| format!("{}: {}", f.check, f.detail))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(GpuSetError::Integrity { gpu, reasons });
+        }
+        // One GPU's evidence twice is never needed: refuse it here ([`judge_gpus`] refuses it
+        // too).
+        let id = device_identity(&verdict).unwrap_or_default();
+        if out.verdicts.iter().any(|v| device_identity(v) == Some(id)) {
+            return Err(GpuSetError::SameDevice {
+                gpu,
+                device: id.to_owned(),
+            });
+        }
+        out.verdicts.push(verdict);
+    }
+    Ok(out)
 }

@@ -46,7 +46,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use subtle::ConstantTimeEq as _;
 
 pub use certs::{DEVICE_ROOT_SHA256, NvidiaRoot, RIM_ROOT_SHA256};
-pub use composite::{gpu_nonce, judge_gpus};
+pub use composite::{
+    GpuEvidenceSet, GpuSetError, HeldReferences, VerifiedGpus, gpu_nonce, judge_gpus, verify_gpus,
+};
 pub use error::{CertError, RimError, SpdmError};
 pub use ocsp::{CertRevocation, OcspStatus, Revocation};
 pub use policy::{CcMode, GpuPolicy, VersionRule};

@@ -3,7 +3,7 @@
 //! | key | type | default | meaning |
 //! | --- | --- | --- | --- |
 //! | `cc_mode` | `"on"` or `"any"` | `"on"` | `"on"`: the measurements were compared with NVIDIA's RIMs and every golden value matched, which is what NVIDIA's verifier needs to assert secure boot and debug disabled; a GPU in a DevTools or debug configuration, or evidence verified without RIMs, is refused. `"any"`: authenticity only |
-//! | `require_ocsp` | bool | `false` | every device and RIM certificate NVIDIA checks must have a verified `good` OCSP response |
+//! | `require_ocsp` | bool | `true` | every device and RIM certificate NVIDIA checks must have a verified `good` OCSP response; `false`: revocation may go unchecked (the verdict says `not_checked`, and the broker lists it among what the policy leaves open) |
 //! | `driver_versions` | strings, or `"rim"` | any | accepted driver versions (`"545.00"`); `"rim"`: whatever version the verifier's driver RIM is for (the RIM was supplied, verified and names the report's version) |
 //! | `vbios_versions` | strings, or `"rim"` | any | accepted VBIOS versions, case-insensitive (`"96.00.5E.00.01"`); `"rim"` as for the driver |
 //! | `gpu_modes` | strings | any | accepted multi-GPU modes (`"SPT"`, `"MPT"`, `"PPCIE"`); evidence without a mode fails a non-empty list |
@@ -28,16 +28,18 @@ pub enum CcMode {
     Any,
 }
 
-/// The `[gpu]` policy section.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// The `[gpu]` policy section. Its [`Default`] is an empty `[gpu]` section: CC mode on, OCSP
+/// required, any versions and modes, at least one GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct GpuPolicy {
     /// See the module docs.
     #[serde(default)]
     pub cc_mode: CcMode,
-    /// Require a good OCSP status for every certificate.
-    #[serde(default)]
+    /// Require a good OCSP status for every certificate (default: required, as issue 18 asks
+    /// of release policies: a missing response is a failure unless the policy says otherwise).
+    #[serde(default = "required")]
     pub require_ocsp: bool,
     /// Accepted driver versions.
     #[serde(default)]
@@ -51,6 +53,23 @@ pub struct GpuPolicy {
     /// How many distinct GPUs must present passing evidence; `None`: at least one.
     #[serde(default, deserialize_with = "count")]
     pub count: Option<u32>,
+}
+
+fn required() -> bool {
+    true
+}
+
+impl Default for GpuPolicy {
+    fn default() -> Self {
+        Self {
+            cc_mode: CcMode::On,
+            require_ocsp: true,
+            driver_versions: VersionRule::Any,
+            vbios_versions: VersionRule::Any,
+            gpu_modes: Vec::new(),
+            count: None,
+        }
+    }
 }
 
 /// Which driver (VBIOS) versions a `[gpu]` policy accepts.

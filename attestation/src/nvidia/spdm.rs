@@ -451,12 +451,18 @@ fn parse_opaque(data: &[u8]) -> Result<OpaqueData, SpdmError> {
 }
 
 /// Reads a report file as NVML's callers store it: raw bytes, or the same bytes as hex text
-/// (whitespace around it allowed). A raw report starts with 0x11, which is not a hex digit,
-/// so the two cannot be confused.
+/// (whitespace around it or between digits allowed, so `xxd -p`'s wrapped lines read too). A
+/// raw report starts with 0x11, which is neither a hex digit nor whitespace, so the two cannot
+/// be confused.
 pub fn report_from_file(bytes: &[u8]) -> Result<Vec<u8>, SpdmError> {
     let text = bytes.trim_ascii();
-    if !text.is_empty() && text.iter().all(u8::is_ascii_hexdigit) {
-        hex::decode(text).map_err(|e| SpdmError::Malformed(format!("hex report: {e}")))
+    let is_hex_text = !text.is_empty()
+        && text
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() || b.is_ascii_whitespace());
+    if is_hex_text {
+        let digits: Vec<u8> = text.iter().copied().filter(u8::is_ascii_hexdigit).collect();
+        hex::decode(digits).map_err(|e| SpdmError::Malformed(format!("hex report: {e}")))
     } else {
         Ok(bytes.to_vec())
     }
@@ -540,6 +546,13 @@ mod tests {
     fn file_forms() {
         assert_eq!(report_from_file(b"  11e0\n").unwrap(), vec![0x11, 0xE0]);
         assert!(report_from_file(b"11e").is_err());
+        // Wrapped hex (`xxd -p`, CRLF) reads as the same bytes; an odd number of digits
+        // is refused.
+        assert_eq!(
+            report_from_file(b"11e0\r\n ab\n\tCD\n").unwrap(),
+            vec![0x11, 0xE0, 0xAB, 0xCD]
+        );
+        assert!(report_from_file(b"11e0\nab c").is_err());
         assert_eq!(report_from_file(&[0x11, 0xE0]).unwrap(), vec![0x11, 0xE0]);
     }
 }

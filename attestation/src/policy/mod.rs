@@ -270,6 +270,11 @@ impl Policy {
                 "GPUs whose CC mode and measurements are not shown ([gpu] cc_mode = \"any\")",
             );
         }
+        if self.gpu.as_ref().is_some_and(|g| !g.require_ocsp) {
+            open.push(
+                "GPU certificates whose revocation is not checked ([gpu] require_ocsp = false)",
+            );
+        }
         open
     }
 }

@@ -16,9 +16,8 @@
 //! are all compiled out of every other build (the `confidant` binary, integration tests,
 //! release builds), and no flag, configuration key or request reaches it.
 
-use confidant_attestation::nvidia::composite::{device_identity, integrity_failures, rims_for};
-use confidant_attestation::nvidia::gpu_nonce;
-use confidant_attestation::{GpuReferences, GpuVerdict, Timestamp, verify_gpu};
+use confidant_attestation::nvidia::{gpu_nonce, verify_gpus};
+use confidant_attestation::{GpuVerdict, Timestamp};
 
 use super::Shared;
 use super::http::now_timestamp;
@@ -26,9 +25,11 @@ use crate::keys::error::BrokerError;
 use crate::keys::protocol::GpuEvidenceSet;
 
 /// Verifies the integrity of each GPU's evidence for the session whose challenge is
-/// `challenge` (the nonce text as issued). Returns one verdict per GPU (RIM and OCSP results
-/// included, for the release policy); refuses the attestation if any GPU's evidence is not
-/// authentic or does not answer this session's GPU nonce.
+/// `challenge` (the nonce text as issued), with the broker's own references
+/// ([`verify_gpus`], which the client's attested channel uses too). Returns one verdict per
+/// GPU (RIM and OCSP results included, for the release policy); refuses the attestation if any
+/// GPU's evidence is not authentic, does not answer this session's GPU nonce, or repeats a
+/// device.
 pub(super) fn verify(
     state: &Shared,
     challenge: &str,
@@ -40,52 +41,17 @@ pub(super) fn verify(
         .gpu_references
         .load()
         .map_err(|e| BrokerError::Internal(e.to_string()))?;
-    let ocsp: Vec<&[u8]> = references.ocsp.iter().map(Vec::as_slice).collect();
-    let mut verdicts = Vec::with_capacity(set.nvidia_gpus.len());
-    for (i, evidence) in set.nvidia_gpus.iter().enumerate() {
-        let rims = match rims_for(evidence, &references.rims) {
-            Ok(rims) => rims.to_vec(),
-            Err(reason) => {
-                tracing::warn!(
-                    gpu = i,
-                    %reason,
-                    "broker: no RIMs for this GPU; its measurements are not compared, so a \
-                     cc_mode = \"on\" policy refuses it (add NVIDIA's RIMs to --gpu-rims)"
-                );
-                Vec::new()
-            }
-        };
-        let verdict = verify_gpu(
-            evidence,
-            &nonce,
-            GpuReferences {
-                rims: &rims,
-                ocsp: &ocsp,
-            },
-            now,
+    let verified = verify_gpus(&set.nvidia_gpus, &nonce, &references, now)
+        .map_err(|e| BrokerError::Attestation(e.to_string()))?;
+    for (gpu, reason) in &verified.without_rims {
+        tracing::warn!(
+            gpu,
+            %reason,
+            "broker: no RIMs for this GPU; its measurements are not compared, so a \
+             cc_mode = \"on\" policy refuses it (add NVIDIA's RIMs to --gpu-rims)"
         );
-        let broken = integrity_failures(&verdict);
-        if !broken.is_empty() {
-            let reasons = broken
-                .iter()
-                .map(|f| format!("{}: {}", f.check, f.detail))
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(BrokerError::Attestation(format!(
-                "GPU {i} evidence rejected: {reasons}"
-            )));
-        }
-        // One GPU's evidence twice is never needed, and each copy would be kept for the
-        // session's lifetime: refuse it here (the release judgement refuses it too).
-        let id = device_identity(&verdict).unwrap_or_default();
-        if verdicts.iter().any(|v| device_identity(v) == Some(id)) {
-            return Err(BrokerError::Attestation(format!(
-                "GPU {i} is the same device as an earlier one ({id})"
-            )));
-        }
-        verdicts.push(verdict);
     }
-    Ok(verdicts)
+    Ok(verified.verdicts)
 }
 
 /// The GPU nonce and the time this broker expects for `challenge`: [`gpu_nonce`] of the

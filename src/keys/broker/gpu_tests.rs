@@ -149,7 +149,7 @@ fn status(e: &RcarError) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cc_mode_on_releases_only_with_passing_gpu_evidence() {
     let f = fixture(true).await;
-    f.set_policy("[gpu]\ncc_mode = \"on\"\ncount = 1\n");
+    f.set_policy("[gpu]\nrequire_ocsp = false\ncc_mode = \"on\"\ncount = 1\n");
     let gpu = f.attester(vec![hopper()]);
 
     // Genuine Hopper evidence answering the session's nonce, RIMs matched: released.
@@ -194,8 +194,14 @@ async fn cc_mode_on_releases_only_with_passing_gpu_evidence() {
     let now = crate::keys::broker::http::now_timestamp().to_string();
     let (step, e) = f.fetch(gpu.as_ref(), Some(&now)).await.unwrap_err();
     assert_eq!((step, status(&e).0), ("resource", 403), "{e}");
+    // - revocation: without `require_ocsp = false` a missing OCSP response is a failure
+    //   (issue 18's default for release policies), and the broker holds none: the same
+    //   evidence released above is refused (the broker tells only its log why);
+    f.set_policy("[gpu]\ncc_mode = \"on\"\n");
+    let (step, e) = f.fetch(gpu.as_ref(), Some(AT)).await.unwrap_err();
+    assert_eq!((step, status(&e).0), ("resource", 403), "{e}");
     // - the count: the policy needs two GPUs, and the same GPU twice is one.
-    f.set_policy("[gpu]\ncc_mode = \"on\"\ncount = 2\n");
+    f.set_policy("[gpu]\nrequire_ocsp = false\ncc_mode = \"on\"\ncount = 2\n");
     let (step, e) = f.fetch(gpu.as_ref(), Some(AT)).await.unwrap_err();
     assert_eq!((step, status(&e).0), ("resource", 403), "{e}");
     let twice = f.attester(vec![hopper(), hopper()]);
@@ -210,10 +216,10 @@ async fn cc_mode_on_releases_only_with_passing_gpu_evidence() {
 async fn without_rims_cc_mode_on_refuses_and_any_releases() {
     let f = fixture(false).await;
     let gpu = f.attester(vec![hopper()]);
-    f.set_policy("[gpu]\ncc_mode = \"on\"\n");
+    f.set_policy("[gpu]\nrequire_ocsp = false\ncc_mode = \"on\"\n");
     let (step, e) = f.fetch(gpu.as_ref(), Some(AT)).await.unwrap_err();
     assert_eq!((step, status(&e).0), ("resource", 403), "{e}");
-    f.set_policy("[gpu]\ncc_mode = \"any\"\n");
+    f.set_policy("[gpu]\nrequire_ocsp = false\ncc_mode = \"any\"\n");
     assert_eq!(f.fetch(gpu.as_ref(), Some(AT)).await.unwrap(), SECRET);
 }
 
@@ -234,7 +240,7 @@ async fn a_policy_without_gpu_refuses_a_session_that_presents_gpu_evidence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_swap_test() {
     let f = fixture(true).await;
-    f.set_policy("[gpu]\ncc_mode = \"on\"\n");
+    f.set_policy("[gpu]\nrequire_ocsp = false\ncc_mode = \"on\"\n");
     let gpu = f.attester(vec![hopper()]);
 
     // Session A's GPUs answered A's GPU nonce (the seam says the recorded report did).
@@ -257,7 +263,7 @@ async fn the_swap_test() {
     swapped.tee_evidence.additional_evidence = GpuEvidenceSet {
         nvidia_gpus: vec![hopper()],
     }
-    .to_additional_evidence()
+    .to_canonical_json()
     .unwrap();
     let (s, detail) = status(&a.attest(&swapped).await.unwrap_err());
     assert_eq!(s, 401, "{detail}");

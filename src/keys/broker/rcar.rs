@@ -167,7 +167,7 @@ async fn attest_inner(
         &tee,
     )?;
     let gpu_evidence =
-        GpuEvidenceSet::from_additional_evidence(&request.tee_evidence.additional_evidence)
+        GpuEvidenceSet::from_canonical_json(&request.tee_evidence.additional_evidence)
             .map_err(|e| BrokerError::BadRequest(format!("tee-evidence: {e}")))?;
     let digest = runtime_data_digest(
         &runtime.nonce,
