@@ -8,6 +8,7 @@ pub mod broker;
 pub mod privacy;
 pub mod text;
 pub mod train;
+mod train_text;
 
 mod audit_log;
 mod calls;

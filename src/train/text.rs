@@ -172,8 +172,10 @@ impl TextDataset {
         }
         let mut labels = Vec::with_capacity(names.len());
         for (name, line) in names.iter().zip(&lines) {
-            let index = classes.iter().position(|c| c == name).ok_or_else(|| {
-                TrainError::Cell {
+            let index = classes
+                .iter()
+                .position(|c| c == name)
+                .ok_or_else(|| TrainError::Cell {
                     source_name: source_name.to_string(),
                     line: *line,
                     column: Some(label.to_string()),
@@ -181,8 +183,7 @@ impl TextDataset {
                         "unknown label {name:?}: the classes are {}",
                         super::data::abbreviate(&classes)
                     ),
-                }
-            })?;
+                })?;
             labels.push(index);
         }
         Ok(Self {
@@ -282,16 +283,11 @@ impl TrainedTextHead {
 /// Embeddings of `data`'s texts (row-major `rows × width`) with the encoder's tokenizer,
 /// truncation policy, pooling and normalization, and the token counts (all, truncated).
 /// A text the encoder refuses fails the call, naming its line.
-pub fn embed_texts(encoder: &dyn TextEncoder, data: &TextDataset) -> Result<(Vec<f32>, usize, usize)> {
-    let config = encoder.config();
-    if config.architecture.task != TextTask::Embedding {
-        return Err(TrainError::Encoder(format!(
-            "model {} is a {} model: a head is trained on an embedding model (task \
-             \"embedding\"), not on one that already classifies",
-            config.id,
-            config.architecture.task.as_str()
-        )));
-    }
+pub fn embed_texts(
+    encoder: &dyn TextEncoder,
+    data: &TextDataset,
+) -> Result<(Vec<f32>, usize, usize)> {
+    require_embedding(encoder)?;
     let width = encoder.embedding_width();
     let mut values = Vec::with_capacity(data.rows() * width);
     let (mut tokens, mut truncated) = (0, 0);
@@ -312,7 +308,8 @@ pub fn embed_texts(encoder: &dyn TextEncoder, data: &TextDataset) -> Result<(Vec
         })?;
         tokens += tokenized.iter().map(|t| t.len()).sum::<usize>();
         truncated += tokenized.iter().filter(|t| t.truncated()).count();
-        let out = encoder.infer_tokenized(&tokenized, DEFAULT_MAX_PADDED_TOKENS, DEFAULT_MAX_ROWS)?;
+        let out =
+            encoder.infer_tokenized(&tokenized, DEFAULT_MAX_PADDED_TOKENS, DEFAULT_MAX_ROWS)?;
         if out.width != width || out.rows != texts.len() {
             return Err(TrainError::Encoder(format!(
                 "the encoder gave {} rows of {} values for {} texts, expected width {width}",
@@ -331,6 +328,20 @@ pub fn embed_texts(encoder: &dyn TextEncoder, data: &TextDataset) -> Result<(Vec
     Ok((values, tokens, truncated))
 }
 
+/// Refuses an encoder that is not an embedding model.
+fn require_embedding(encoder: &dyn TextEncoder) -> Result<()> {
+    let config = encoder.config();
+    if config.architecture.task != TextTask::Embedding {
+        return Err(TrainError::Encoder(format!(
+            "model {} is a {} model: a head is trained on an embedding model (task \
+             \"embedding\"), not on one that already classifies",
+            config.id,
+            config.architecture.task.as_str()
+        )));
+    }
+    Ok(())
+}
+
 /// Trains a classifier head on `data` over `encoder` (an embedding model): embeds every
 /// text as the server will, runs DP-SGD with `options` (`options.hidden` are the head's
 /// hidden widths; none gives a linear head), and builds the classifier config from the
@@ -343,6 +354,7 @@ pub fn train_text(
     rng: &mut ChaChaDpRng,
     progress: &mut dyn Progress,
 ) -> Result<TrainedTextHead> {
+    require_embedding(encoder)?;
     if data.classes.len() < 2 {
         return Err(TrainError::Data {
             source_name: data.source_name.clone(),
@@ -372,9 +384,9 @@ pub fn train_text(
     let dp_training = guarantee(options, &plan);
     let description = info.description.clone().unwrap_or_else(|| {
         let head = if options.hidden.is_empty() {
-            "a linear head".to_string()
+            "A linear head".to_string()
         } else {
-            format!("an MLP head (hidden {:?})", options.hidden)
+            format!("An MLP head (hidden {:?})", options.hidden)
         };
         match &dp_training {
             Some(dp) => format!(
@@ -472,3 +484,6 @@ pub fn evaluate_text(classifier: &dyn TextEncoder, data: &TextDataset) -> Result
         rows: data.rows(),
     })
 }
+
+#[cfg(test)]
+mod tests;

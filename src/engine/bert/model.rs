@@ -156,7 +156,11 @@ impl<'a> TensorSource<'a> {
             .iter()
             .flat_map(|l| std::iter::once(l.weight.as_str()).chain(l.bias.as_deref()))
             .collect();
-        if let Some(extra) = self.names().into_iter().find(|n| !named.contains(n.as_str())) {
+        if let Some(extra) = self
+            .names()
+            .into_iter()
+            .find(|n| !named.contains(n.as_str()))
+        {
             return Err(EngineError::ModelFile {
                 file: "head.safetensors".into(),
                 problem: format!("tensor {extra:?} is not a layer of architecture.head"),

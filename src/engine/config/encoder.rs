@@ -15,8 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ArchitectureKind, DpGuarantee, LayerSpec, MAX_ID_LEN, MAX_LAYERS, OutputKind,
-    validate_id,
+    ArchitectureKind, DpGuarantee, LayerSpec, MAX_ID_LEN, MAX_LAYERS, OutputKind, validate_id,
 };
 use crate::engine::error::ConfigError;
 use crate::privacy::policy::PrivacyPolicy;
