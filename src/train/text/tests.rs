@@ -177,6 +177,39 @@ fn a_head_trained_on_embeddings_serves_as_the_trainer_computed_it() {
     .unwrap();
     assert_eq!(eval.rows, 8);
 
+    // The tiny BERT's embeddings are nearly parallel; large non-private steps still
+    // separate the two kinds of text, and evaluation through the classifier sees it.
+    let separable = TrainOptions {
+        epochs: 100,
+        batch_size: 64,
+        learning_rate: 64.0,
+        momentum: 0.5,
+        schedule: Schedule::Cosine,
+        ..options(Privacy::NonPrivate)
+    };
+    let model = train_text(&encoder, &data, &separable, &info(), &mut rng, &mut Silent).unwrap();
+    let mut files: Vec<(String, Vec<u8>)> = dir
+        .entries()
+        .iter()
+        .map(|(n, b)| (n.to_string(), b.to_vec()))
+        .collect();
+    files.push((HEAD_FILE.into(), model.weights().unwrap()));
+    let with_head = ModelDirectory::from_files(files);
+    let classifier =
+        BertEncoder::load(&model.config, with_head.bert_files().unwrap(), &Device::Cpu).unwrap();
+    let eval = evaluate_text(&classifier, &data).unwrap();
+    assert_eq!(eval.accuracy, 1.0, "{eval:?}");
+    let wrong_order = read(
+        triage_csv(8).as_bytes(),
+        Some(&names(&["urgent", "routine"])),
+    )
+    .unwrap();
+    let e = evaluate_text(&classifier, &wrong_order).unwrap_err();
+    assert!(
+        e.to_string().contains("not the model's labels in order"),
+        "{e}"
+    );
+
     // A hidden layer: ReLU between, the last layer one row per label.
     let mlp = TrainOptions {
         hidden: vec![4],
