@@ -19,6 +19,7 @@ use confidant::client::Client;
 use confidant::engine::TextEncoder;
 use confidant::engine::bert::BertEncoder;
 use confidant::engine::config::EncoderConfig;
+use confidant::proto::inference as oip;
 use confidant::sealed::bundle::ModelDirectory;
 use tonic::Code;
 
@@ -433,6 +434,39 @@ async fn a_trained_text_classifier_serves_scores_and_labels_over_grpc_and_the_cl
         }
         let best = if s[0] >= s[1] { "urgent" } else { "routine" };
         assert_eq!(label, best, "{v}");
+    }
+
+    // The Open Inference Protocol: a BYTES tensor in Triton's encoding, FP32 scores back.
+    let mut raw = Vec::new();
+    for t in ["the patient was in pain", "the claim was approved"] {
+        raw.extend_from_slice(&(t.len() as u32).to_le_bytes());
+        raw.extend_from_slice(t.as_bytes());
+    }
+    let mut request = tonic::Request::new(oip::ModelInferRequest {
+        model_name: "triage".into(),
+        inputs: vec![oip::model_infer_request::InferInputTensor {
+            name: "text".into(),
+            datatype: "BYTES".into(),
+            shape: vec![2],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![raw],
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("x-api-key", key.parse().unwrap());
+    let mut client =
+        oip::grpc_inference_service_client::GrpcInferenceServiceClient::new(server.channel().await);
+    let out = client.model_infer(request).await.unwrap().into_inner();
+    assert_eq!(out.outputs[0].datatype, "FP32");
+    assert_eq!(out.outputs[0].shape, vec![2, 2]);
+    let got: Vec<f32> = out.raw_output_contents[0]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    for (a, b) in got.iter().zip(want.iter().flatten()) {
+        assert!((a - b).abs() < 1e-5, "OIP {a} vs {b}");
     }
 }
 
