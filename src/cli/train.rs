@@ -75,17 +75,19 @@ pub struct TrainArgs {
     /// overhead baseline). The model gets no dp_training guarantee.
     #[arg(long)]
     pub no_dp: bool,
-    /// Passes over the data, in expectation [default: 10 (logistic), 20 (MLP)].
+    /// Passes over the data, in expectation [default: 10 (logistic), 20 (MLP); 20 with
+    /// --encoder].
     #[arg(long)]
     pub epochs: Option<u32>,
     /// Expected batch size B; each row joins each batch with probability B / rows
-    /// [default: 256 (logistic), 512 (MLP), at most the row count].
+    /// [default: 256 (logistic, and with --encoder), 512 (MLP), at most the row count].
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Per-example gradient clipping norm C [default: 1].
     #[arg(long, allow_negative_numbers = true)]
     pub clip: Option<f64>,
-    /// Learning rate (the peak of the schedule) [default: 4 (logistic), 8 (MLP)]. The step
+    /// Learning rate (the peak of the schedule) [default: 4 (logistic), 8 (MLP); with
+    /// --encoder 8 (linear head), 4 (hidden layers)]. The step
     /// is lr × (clipped, noised gradient sum) / B, so with every gradient clipped its norm is
     /// at most lr × C.
     #[arg(long, allow_negative_numbers = true)]
