@@ -585,7 +585,10 @@ fn bad_flags_data_and_encoders_get_precise_errors() {
         &p(d, "hf/model.safetensors"),
         &p(d, "enc.dek"),
         &publisher,
-        &format!("--encoder {}", p(d, "hf/model.safetensors")),
+        &format!(
+            "--encoder {}: not a sealed model",
+            p(d, "hf/model.safetensors")
+        ),
     );
     assert!(
         confidant(&["keygen", "--out", &p(d, "other")])
@@ -596,7 +599,7 @@ fn bad_flags_data_and_encoders_get_precise_errors() {
         &p(d, "enc.sealed"),
         &p(d, "enc.dek"),
         &p(d, "other/publisher.pub"),
-        "signature",
+        "manifest signature check failed: publisher key",
     );
     // A data key of the wrong model: decryption fails after the signature passed.
     let hf = d.join("hf");
@@ -610,7 +613,10 @@ fn bad_flags_data_and_encoders_get_precise_errors() {
         &p(d, "enc.sealed"),
         &p(d, "other-enc.dek"),
         &publisher,
-        &format!("--encoder {}", p(d, "enc.sealed")),
+        &format!(
+            "--encoder {}: chunk 0 of 1 failed AES-256-GCM authentication",
+            p(d, "enc.sealed")
+        ),
     );
     let cls_dir = d.join("hf-cls");
     std::fs::create_dir_all(&cls_dir).unwrap();
