@@ -49,7 +49,8 @@ pub enum Command {
     /// Differential privacy: the DP-SGD accountant and noise calibration.
     Privacy(super::privacy::PrivacyArgs),
     /// Train an MLP (or logistic regression) on a CSV with DP-SGD; write safetensors and a
-    /// model config, and optionally seal them.
+    /// model config, and optionally seal them. With --encoder, a text classifier head over a
+    /// sealed embedding model, sealed with it.
     Train(Box<super::train::TrainArgs>),
     /// Accuracy of a model (safetensors + config) on a labelled CSV: {"accuracy", "rows"}.
     Evaluate(super::train::EvaluateArgs),

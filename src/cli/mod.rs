@@ -9,6 +9,7 @@ pub mod privacy;
 pub mod receipt;
 pub mod text;
 pub mod train;
+mod train_text;
 
 mod audit_log;
 mod calls;

@@ -16,7 +16,7 @@ mod model;
 mod tokenize;
 
 pub use batch::{PaddedBatch, group_by_length};
-pub use encoder::{BertEncoder, BertFiles};
+pub use encoder::{BertEncoder, BertFiles, HEAD_FILE};
 pub use hf_config::BertShape;
 pub use tokenize::TextTokenizer;
 

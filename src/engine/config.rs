@@ -15,7 +15,7 @@ mod encoder;
 
 pub use encoder::{
     DEFAULT_EMBEDDING_OUTPUT_TENSOR, DEFAULT_TEXT_INPUT_TENSOR, EncoderArchitecture, EncoderConfig,
-    MAX_TOKENS_LIMIT, Pooling, TextTask, Truncation,
+    HeadKind, MAX_TOKENS_LIMIT, Pooling, TextHead, TextTask, Truncation,
 };
 
 /// Longest accepted model id, in bytes.

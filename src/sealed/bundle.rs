@@ -23,17 +23,21 @@ pub const TOKENIZER: &str = "tokenizer.json";
 pub const POOLING: &str = "1_Pooling/config.json";
 /// sentence-transformers' module list (it says whether the model normalizes).
 pub const MODULES: &str = "modules.json";
+/// The weights of a classifier head over the pooled embedding (`architecture.head`), as
+/// `confidant train --encoder` writes them.
+pub const HEAD: &str = crate::engine::bert::HEAD_FILE;
 /// The files every encoder bundle holds.
 pub const REQUIRED: [&str; 3] = [WEIGHTS, CONFIG, TOKENIZER];
 /// The files sealed too when the directory has them: the model's own configs, so that the
 /// sealed file records everything the publisher shipped about tokenization and pooling.
-pub const OPTIONAL: [&str; 6] = [
+pub const OPTIONAL: [&str; 7] = [
     "tokenizer_config.json",
     "special_tokens_map.json",
     MODULES,
     "sentence_bert_config.json",
     "config_sentence_transformers.json",
     POOLING,
+    HEAD,
 ];
 /// Largest config or tokenizer file read (the weights have no limit but memory).
 pub const MAX_CONFIG_FILE: u64 = 64 << 20;
@@ -114,6 +118,7 @@ pub fn bert_files<'a>(
         tokenizer: need(TOKENIZER)?,
         pooling: file(POOLING),
         modules: file(MODULES),
+        head: file(HEAD),
     })
 }
 
@@ -152,4 +157,61 @@ pub fn load_encoder(
     };
     let files = bert_files(|name| unsealed.entry(name))?;
     Ok(BertEncoder::load(config, files, device)?)
+}
+
+/// Seals a text classifier built on a sealed encoder: every entry of the (already verified
+/// and decrypted) `encoder` bundle, unchanged, plus the classifier head's weights `head` as
+/// [`HEAD`], under `config` (a classifier whose `architecture.head` describes `head`). The
+/// classifier is built from these entries first, as [`seal_encoder`] does, so that a model
+/// that cannot be served is never sealed. The encoder must be an embedding model.
+pub fn seal_text_classifier(
+    encoder: &Unsealed<ModelSpec>,
+    config: &EncoderConfig,
+    head: &[u8],
+    signing: &PublisherSigningKey,
+    options: &SealOptions,
+) -> Result<Sealed<ModelSpec>, SealedError> {
+    let base = match &encoder.manifest.model {
+        ModelSpec::Bert(c) => c,
+        other => {
+            return Err(SealedError::ManifestInvalid(format!(
+                "model {} is not a text encoder",
+                other.id()
+            )));
+        }
+    };
+    if base.architecture.task != crate::engine::config::TextTask::Embedding {
+        return Err(SealedError::ManifestInvalid(format!(
+            "model {} is a {} model; a head is trained on an embedding model",
+            base.id,
+            base.architecture.task.as_str()
+        )));
+    }
+    if config.architecture.head.is_none() {
+        return Err(SealedError::ManifestInvalid(format!(
+            "model {}: the config declares no architecture.head for {HEAD}",
+            config.id
+        )));
+    }
+    let mut entries: Vec<(&str, &[u8])> = Vec::with_capacity(encoder.manifest.entries.len() + 1);
+    for info in &encoder.manifest.entries {
+        if info.name == HEAD {
+            return Err(SealedError::ManifestInvalid(format!(
+                "model {} already holds a {HEAD}",
+                base.id
+            )));
+        }
+        let bytes = encoder
+            .entry(&info.name)
+            .ok_or_else(|| EngineError::MissingEntry(info.name.clone()))?;
+        entries.push((info.name.as_str(), bytes));
+    }
+    entries.push((HEAD, head));
+    let lookup = |name: &str| entries.iter().find(|(n, _)| *n == name).map(|(_, b)| *b);
+    drop(BertEncoder::load(
+        config,
+        bert_files(lookup)?,
+        &candle_core::Device::Cpu,
+    )?);
+    seal_bundle(&ModelSpec::Bert(config.clone()), &entries, signing, options)
 }

@@ -250,7 +250,7 @@ fn too_many(cell: &str) -> String {
 }
 
 /// The first few names of a header, for error messages.
-fn abbreviate(header: &[String]) -> String {
+pub(crate) fn abbreviate(header: &[String]) -> String {
     const SHOWN: usize = 8;
     let mut out: Vec<String> = header
         .iter()

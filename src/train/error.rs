@@ -67,6 +67,9 @@ pub enum TrainError {
     /// The engine refused the model or failed in the forward pass.
     #[error("engine: {0}")]
     Engine(#[from] EngineError),
+    /// The encoder cannot be used to train a text classifier.
+    #[error("--encoder: {0}")]
+    Encoder(String),
     /// Writing the safetensors file failed.
     #[error("safetensors: {0}")]
     Safetensors(String),

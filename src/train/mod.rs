@@ -8,6 +8,8 @@
 //! - [`dpsgd`]: Poisson sampling, clipping, Gaussian noise calibrated by
 //!   [`crate::privacy::accountant`], SGD.
 //! - [`evaluate`](mod@evaluate): accuracy through [`crate::engine::Mlp`], the served forward pass.
+//! - [`text`]: a classifier head over a sealed text encoder's embeddings, with the same
+//!   DP-SGD.
 //!
 //! The output is a safetensors file with PyTorch `nn.Sequential` names and a
 //! [`ModelConfig`] whose `dp_training` records (ε, δ) and the mechanism behind them, so a
@@ -47,12 +49,16 @@ pub mod dpsgd;
 pub mod error;
 pub mod evaluate;
 pub mod network;
+pub mod text;
 
 pub use data::{Dataset, Standardization};
 pub use dpsgd::{Plan, Privacy, Schedule, TrainOptions, Trainer};
 pub use error::TrainError;
 pub use evaluate::{Evaluation, evaluate};
 pub use network::Network;
+pub use text::{
+    TextDataset, TextEvaluation, TextModelInfo, TrainedTextHead, evaluate_text, train_text,
+};
 
 use crate::engine::config::{
     Architecture, ArchitectureKind, DpGuarantee, DpSgdMechanism, InputSchema, ModelConfig,
@@ -188,56 +194,18 @@ pub fn train(
 
     let standardization = Standardization::fit(data);
     let x = standardization.apply(data.values());
-    let mut widths = vec![data.width()];
-    widths.extend(&options.hidden);
-    widths.push(labels.len());
-    let network = Network::new(&widths, &mut rng.fork());
-    let mut trainer = Trainer::new(network, x, data.labels().to_vec(), plan, rng);
-
-    progress.start(plan.steps, plan.steps_per_epoch());
-    // An exponential moving average over about one epoch of examples.
-    let mut loss = f64::NAN;
-    let decay = (-(plan.sample_rate)).exp();
-    for step in 1..=plan.steps {
-        let stats = trainer.step()?;
-        if stats.batch.rows > 0 {
-            let batch_loss = stats.batch.loss_sum / stats.batch.rows as f64;
-            loss = if loss.is_nan() {
-                batch_loss
-            } else {
-                decay * loss + (1.0 - decay) * batch_loss
-            };
-        }
-        progress.update(step, loss);
-    }
-    progress.finish();
-    let network = trainer.into_network();
-    if !network.is_finite() {
-        return Err(TrainError::Diverged { step: plan.steps });
-    }
-
+    let (network, final_loss) = fit(
+        x,
+        data.labels(),
+        data.width(),
+        labels.len(),
+        options,
+        plan,
+        rng,
+        progress,
+    )?;
     let (min, max) = data::feature_ranges(data, info.range_margin);
-    let dp_training = match (options.privacy, plan.noise_multiplier) {
-        (
-            Privacy::Target {
-                epsilon,
-                delta,
-                accountant,
-            },
-            Some(sigma),
-        ) => Some(DpGuarantee {
-            epsilon,
-            delta,
-            mechanism: Some(DpSgdMechanism {
-                sample_rate: plan.sample_rate,
-                noise_multiplier: sigma,
-                steps: plan.steps,
-                clip_norm: plan.clip,
-                accountant: accountant.as_str().to_string(),
-            }),
-        }),
-        _ => None,
-    };
+    let dp_training = guarantee(options, &plan);
     let description = info
         .description
         .clone()
@@ -285,8 +253,77 @@ pub fn train(
         network,
         standardization,
         plan,
-        final_loss: loss,
+        final_loss,
     })
+}
+
+/// Runs DP-SGD on the rows `x` (row-major, `inputs` wide, already in the network's input
+/// space) with class labels `labels`: initializes a network of `inputs → hidden… → classes`
+/// from `rng`, follows `plan`, and returns it with the running mean training loss.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn fit(
+    x: Vec<f64>,
+    labels: &[usize],
+    inputs: usize,
+    classes: usize,
+    options: &TrainOptions,
+    plan: Plan,
+    rng: &mut ChaChaDpRng,
+    progress: &mut dyn Progress,
+) -> Result<(Network, f64)> {
+    let mut widths = vec![inputs];
+    widths.extend(&options.hidden);
+    widths.push(classes);
+    let network = Network::new(&widths, &mut rng.fork());
+    let mut trainer = Trainer::new(network, x, labels.to_vec(), plan, rng);
+
+    progress.start(plan.steps, plan.steps_per_epoch());
+    // An exponential moving average over about one epoch of examples.
+    let mut loss = f64::NAN;
+    let decay = (-(plan.sample_rate)).exp();
+    for step in 1..=plan.steps {
+        let stats = trainer.step()?;
+        if stats.batch.rows > 0 {
+            let batch_loss = stats.batch.loss_sum / stats.batch.rows as f64;
+            loss = if loss.is_nan() {
+                batch_loss
+            } else {
+                decay * loss + (1.0 - decay) * batch_loss
+            };
+        }
+        progress.update(step, loss);
+    }
+    progress.finish();
+    let network = trainer.into_network();
+    if !network.is_finite() {
+        return Err(TrainError::Diverged { step: plan.steps });
+    }
+    Ok((network, loss))
+}
+
+/// The (ε, δ) guarantee and the mechanism behind it, for a private run.
+pub(crate) fn guarantee(options: &TrainOptions, plan: &Plan) -> Option<DpGuarantee> {
+    match (options.privacy, plan.noise_multiplier) {
+        (
+            Privacy::Target {
+                epsilon,
+                delta,
+                accountant,
+            },
+            Some(sigma),
+        ) => Some(DpGuarantee {
+            epsilon,
+            delta,
+            mechanism: Some(DpSgdMechanism {
+                sample_rate: plan.sample_rate,
+                noise_multiplier: sigma,
+                steps: plan.steps,
+                clip_norm: plan.clip,
+                accountant: accountant.as_str().to_string(),
+            }),
+        }),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

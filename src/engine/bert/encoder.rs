@@ -4,7 +4,7 @@ use candle_core::{Device, Tensor};
 
 use super::batch::PaddedBatch;
 use super::hf_config::BertShape;
-use super::model::{BertWeights, TensorSource, l2_normalize, mean_pool};
+use super::model::{BertWeights, TensorSource, activate, l2_normalize, mean_pool};
 use super::tokenize::TextTokenizer;
 use crate::engine::config::{EncoderConfig, OutputKind, Pooling, TextTask};
 use crate::engine::error::EngineError;
@@ -26,7 +26,12 @@ pub struct BertFiles<'a> {
     /// sentence-transformers' `modules.json`, when the model has one: a `Normalize` module
     /// there must match the config's `normalize`.
     pub modules: Option<&'a [u8]>,
+    /// `head.safetensors`: the weights of an `architecture.head` (and only then).
+    pub head: Option<&'a [u8]>,
 }
+
+/// The bundle entry of an `architecture.head`'s weights.
+pub const HEAD_FILE: &str = "head.safetensors";
 
 /// A loaded BERT encoder: tokenizer, weights and the config's pooling, normalization and
 /// head.
@@ -74,12 +79,28 @@ impl BertEncoder {
             shape.vocab_size,
             shape.type_vocab_size,
         )?;
-        let labels = match a.task {
-            TextTask::Embedding => None,
-            TextTask::Classification => Some(config.labels().len()),
+        // A classifier reads model.safetensors' `classifier` unless it has its own head.
+        let labels = match (a.task, &a.head) {
+            (TextTask::Classification, None) => Some(config.labels().len()),
+            _ => None,
         };
         let source = TensorSource::new(files.weights, device)?;
-        let weights = BertWeights::load(&source, &shape, labels)?;
+        let mut weights = BertWeights::load(&source, &shape, labels)?;
+        match (&a.head, files.head) {
+            (Some(head), Some(bytes)) => {
+                let head_source = TensorSource::new(bytes, device)?;
+                weights.mlp_head =
+                    head_source.mlp_head(head, shape.hidden_size, config.labels().len())?;
+            }
+            (Some(_), None) => return Err(EngineError::MissingEntry(HEAD_FILE.into())),
+            (None, Some(_)) => {
+                return Err(EngineError::ModelFile {
+                    file: HEAD_FILE.into(),
+                    problem: "the model config declares no architecture.head for it".into(),
+                });
+            }
+            (None, None) => {}
+        }
         Ok(Self {
             config: config.clone(),
             shape,
@@ -164,6 +185,18 @@ impl TextEncoder for BertEncoder {
 
     fn infer_tokens(&self, batch: &[&Tokens]) -> Result<Vec<f32>, EngineError> {
         let (hidden, mask) = self.hidden(batch)?;
+        if !self.weights.mlp_head.is_empty() {
+            // An MLP head (`confidant train --encoder`) over the pooled embedding.
+            let mut x = self.pooled(&hidden, &mask)?;
+            for (layer, activation) in &self.weights.mlp_head {
+                x = activate(layer.forward(&x)?, *activation)?;
+            }
+            let out = match self.config.output_kind() {
+                OutputKind::Logits => x,
+                OutputKind::Softmax => candle_nn::ops::softmax_last_dim(&x)?,
+            };
+            return Self::to_vec(&out);
+        }
         let Some(classifier) = &self.weights.classifier else {
             return Self::to_vec(&self.pooled(&hidden, &mask)?);
         };

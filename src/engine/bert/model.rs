@@ -11,6 +11,7 @@ use candle_core::{D, DType, Device, Storage, Tensor};
 use safetensors::SafeTensors;
 
 use super::hf_config::BertShape;
+use crate::engine::config::{Activation, TextHead};
 use crate::engine::error::EngineError;
 use crate::secure;
 
@@ -68,6 +69,8 @@ pub(super) struct BertWeights {
     pub(super) pooler: Option<Linear>,
     /// `classifier`, where the checkpoint has it.
     pub(super) classifier: Option<Linear>,
+    /// An MLP head over the pooled embedding (`architecture.head`), from `head.safetensors`.
+    pub(super) mlp_head: Vec<(Linear, Activation)>,
     shape: BertShape,
 }
 
@@ -98,6 +101,72 @@ impl<'a> TensorSource<'a> {
 
     fn has(&self, name: &str) -> bool {
         self.st.tensor(name).is_ok()
+    }
+
+    /// The tensor names in the file.
+    fn names(&self) -> Vec<String> {
+        self.st.names().into_iter().map(str::to_string).collect()
+    }
+
+    /// Loads an MLP head's layers (`head.safetensors`): the first reads `inputs` values, the
+    /// last gives `labels`, each weight `[out, in]` with `in` the previous layer's `out`, and
+    /// the file holds no tensor the head does not name.
+    pub(super) fn mlp_head(
+        &self,
+        head: &TextHead,
+        inputs: usize,
+        labels: usize,
+    ) -> Result<Vec<(Linear, Activation)>, EngineError> {
+        let mut layers = Vec::with_capacity(head.layers.len());
+        let mut width = inputs;
+        let last = head.layers.len().saturating_sub(1);
+        for (i, spec) in head.layers.iter().enumerate() {
+            let view = self
+                .st
+                .tensor(&spec.weight)
+                .map_err(|_| EngineError::MissingTensor {
+                    name: spec.weight.clone(),
+                    layer: i,
+                })?;
+            let out = match view.shape() {
+                [out, _] if i < last && *out > 0 => *out,
+                _ if i == last => labels,
+                other => {
+                    return Err(EngineError::Shape {
+                        name: spec.weight.clone(),
+                        found: other.to_vec(),
+                        expected: vec![0, width],
+                    });
+                }
+            };
+            let w = self.load(&spec.weight, &[out, width], i)?;
+            let bias = match &spec.bias {
+                Some(name) => self.load(name, &[out], i)?,
+                None => Tensor::zeros(out, DType::F32, &self.device)?,
+            };
+            let weight_t = w.t()?.contiguous()?;
+            unlock(&w);
+            scrub(&w);
+            lock(&weight_t);
+            layers.push((Linear { weight_t, bias }, spec.activation));
+            width = out;
+        }
+        let named: std::collections::BTreeSet<&str> = head
+            .layers
+            .iter()
+            .flat_map(|l| std::iter::once(l.weight.as_str()).chain(l.bias.as_deref()))
+            .collect();
+        if let Some(extra) = self
+            .names()
+            .into_iter()
+            .find(|n| !named.contains(n.as_str()))
+        {
+            return Err(EngineError::ModelFile {
+                file: "head.safetensors".into(),
+                problem: format!("tensor {extra:?} is not a layer of architecture.head"),
+            });
+        }
+        Ok(layers)
     }
 
     /// Loads `name` as contiguous F32 of exactly `shape`, finite, locked in RAM.
@@ -272,6 +341,7 @@ impl BertWeights {
             layers,
             pooler,
             classifier,
+            mlp_head: Vec::new(),
             shape: shape.clone(),
         })
     }
@@ -339,6 +409,9 @@ impl BertWeights {
         for head in [&self.pooler, &self.classifier].into_iter().flatten() {
             all.extend(head.tensors());
         }
+        for (layer, _) in &self.mlp_head {
+            all.extend(layer.tensors());
+        }
         all
     }
 }
@@ -360,6 +433,17 @@ pub(super) fn mean_pool(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<T
     let sum = hidden.broadcast_mul(&m)?.sum(1)?;
     let count = mask.sum_keepdim(1)?.clamp(1e-9f32, f32::MAX)?;
     sum.broadcast_div(&count)
+}
+
+/// An element-wise activation, as the MLP engine computes it.
+pub(super) fn activate(x: Tensor, activation: Activation) -> candle_core::Result<Tensor> {
+    match activation {
+        Activation::Relu => x.relu(),
+        Activation::Gelu => x.gelu_erf(),
+        Activation::Tanh => x.tanh(),
+        Activation::Sigmoid => candle_nn::ops::sigmoid(&x),
+        Activation::None => Ok(x),
+    }
 }
 
 /// Each row scaled to unit L2 norm (PyTorch's `F.normalize`, eps 1e-12).

@@ -230,6 +230,7 @@ impl Tiny {
             tokenizer: &self.tokenizer,
             pooling: None,
             modules: None,
+            head: None,
         }
     }
 

@@ -14,7 +14,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ArchitectureKind, DpGuarantee, MAX_ID_LEN, OutputKind, validate_id};
+use super::{
+    ArchitectureKind, DpGuarantee, LayerSpec, MAX_ID_LEN, MAX_LAYERS, OutputKind, validate_id,
+};
 use crate::engine::error::ConfigError;
 use crate::privacy::policy::PrivacyPolicy;
 
@@ -91,6 +93,32 @@ pub struct EncoderArchitecture {
     /// A classifier's labels, when not given at the top level.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
+    /// A classifier head other than `BertForSequenceClassification`'s: an MLP over the
+    /// pooled (and, with `normalize`, normalized) embedding, with its weights in the bundle
+    /// entry `head.safetensors`, as `confidant train --encoder` writes it. Absent: the
+    /// `classifier` (and `pooler`) tensors of `model.safetensors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<TextHead>,
+}
+
+/// A classifier head over the pooled embedding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextHead {
+    /// The kind of head.
+    pub kind: HeadKind,
+    /// Its dense layers, input first, named as in `head.safetensors` (PyTorch `nn.Sequential`
+    /// names such as `0.weight`, `2.weight`). The first reads the embedding; the last has
+    /// one output per label.
+    pub layers: Vec<LayerSpec>,
+}
+
+/// The kinds of classifier head over a pooled embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadKind {
+    /// Dense layers with element-wise activations (a linear head is one layer).
+    Mlp,
 }
 
 /// What a text model computes.
@@ -193,6 +221,9 @@ impl EncoderConfig {
         let labels = self.labels();
         match a.task {
             TextTask::Embedding => {
+                if a.head.is_some() {
+                    return bad("architecture.head applies to classifiers only".into());
+                }
                 if !labels.is_empty() {
                     return bad("an embedding model has no labels (task is \"embedding\")".into());
                 }
@@ -218,6 +249,9 @@ impl EncoderConfig {
                     if !seen.insert(l.as_str()) {
                         return bad(format!("label {l:?} appears twice"));
                     }
+                }
+                if let Some(head) = &a.head {
+                    head.validate()?;
                 }
             }
         }
@@ -248,6 +282,37 @@ impl EncoderConfig {
             privacy
                 .validate(self.output_kind() == OutputKind::Softmax)
                 .map_err(|e| ConfigError::Invalid(format!("privacy: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+impl TextHead {
+    /// Checks the layer list: 1 to [`MAX_LAYERS`] layers with distinct, non-empty tensor
+    /// names. Shapes are checked against `head.safetensors` when the model is loaded.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.layers.is_empty() || self.layers.len() > MAX_LAYERS {
+            return bad(format!(
+                "architecture.head needs 1 to {MAX_LAYERS} layers, found {}",
+                self.layers.len()
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            for name in std::iter::once(&layer.weight).chain(layer.bias.as_ref()) {
+                if name.is_empty() || name.len() > MAX_ID_LEN {
+                    return bad(format!(
+                        "architecture.head layer {i}: tensor name {name:?} must be 1 to \
+                         {MAX_ID_LEN} bytes"
+                    ));
+                }
+                if !names.insert(name.as_str()) {
+                    return bad(format!(
+                        "architecture.head layer {i}: tensor {name:?} is named twice"
+                    ));
+                }
+            }
         }
         Ok(())
     }
