@@ -56,6 +56,9 @@ pub struct TextAttribution {
     /// than taken from the text. Such tokens keep their embedding in the baseline, so
     /// their attribution is 0.
     pub special: Vec<bool>,
+    /// The token whose word embedding replaced each of the text's own tokens in the
+    /// baseline (`[PAD]`).
+    pub baseline_token: String,
 }
 
 pub(crate) const FIRST_STEPS: usize = 64;

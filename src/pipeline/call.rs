@@ -113,6 +113,22 @@ pub struct ExplainOutcome {
     /// Rows that adversarial-sensitivity screening flagged (ascending), as Predict reports
     /// them. (Explanations are refused under any privacy policy, so nothing hides them.)
     pub flagged_rows: Vec<u32>,
+    /// A text model's texts, parallel to `attributions` (whose values are then one per
+    /// token); empty for rows.
+    pub texts: Vec<ExplainedText>,
+}
+
+/// One explained text's tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExplainedText {
+    /// Each token as the tokenizer's vocabulary writes it.
+    pub tokens: Vec<String>,
+    /// Whether each token was added by the tokenizer's template (`[CLS]`, `[SEP]`).
+    pub special: Vec<bool>,
+    /// Whether the text was cut to the model's `max_tokens` (under `truncate`).
+    pub truncated: bool,
+    /// The token whose embedding stood for each of the text's own in the baseline.
+    pub baseline_token: String,
 }
 
 /// `[explain]`: the bound on one Explain request's work and the pool that runs it.

@@ -210,7 +210,10 @@ pub(super) fn integrated_gradients_in(
         for ((i, alpha), row) in items.iter().zip(pass.outputs.chunks_exact(width)) {
             let v = f64::from(row[paths[*i].target]);
             if *alpha == 1.0 {
-                let want = served_rows[*i].get(paths[*i].target).copied().unwrap_or(0.0);
+                let want = served_rows[*i]
+                    .get(paths[*i].target)
+                    .copied()
+                    .unwrap_or(0.0);
                 if (v - f64::from(want)).abs() > SELF_CHECK * f64::from(want).abs().max(1.0) {
                     return Err(EngineError::Compute(candle_core::Error::Msg(format!(
                         "model {model}: the differentiable forward pass gives {v} where the \
@@ -258,11 +261,7 @@ pub(super) fn integrated_gradients_in(
                     .zip(row.chunks_exact(h))
                     .zip(path.diff.chunks_exact(h))
                 {
-                    *sum += g
-                        .iter()
-                        .zip(d)
-                        .map(|(g, d)| f64::from(*g) * d)
-                        .sum::<f64>();
+                    *sum += g.iter().zip(d).map(|(g, d)| f64::from(*g) * d).sum::<f64>();
                 }
             }
         }
@@ -283,6 +282,11 @@ pub(super) fn integrated_gradients_in(
         }
         steps *= 2;
     }
+    let baseline_token = enc
+        .tokenizer
+        .token_strings(&[pad])
+        .pop()
+        .unwrap_or_default();
     texts
         .iter()
         .zip(done)
@@ -298,6 +302,7 @@ pub(super) fn integrated_gradients_in(
                 attribution,
                 tokens: enc.tokenizer.token_strings(&tokens.ids),
                 special,
+                baseline_token: baseline_token.clone(),
             })
         })
         .collect()

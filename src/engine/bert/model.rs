@@ -315,9 +315,11 @@ impl BertWeights {
         mask: &Tensor,
     ) -> candle_core::Result<Tensor> {
         let (rows, seq) = ids.dims2()?;
-        let words = self
-            .word_embeddings(&ids.flatten_all()?)?
-            .reshape((rows, seq, self.shape.hidden_size))?;
+        let words = self.word_embeddings(&ids.flatten_all()?)?.reshape((
+            rows,
+            seq,
+            self.shape.hidden_size,
+        ))?;
         self.encode(&words, type_ids, mask, Ops::Fused)
     }
 

@@ -116,9 +116,7 @@ impl TextTokenizer {
     /// rather than the text.
     pub fn template_positions(&self, len: usize) -> Vec<bool> {
         let (lead, trail) = self.template;
-        (0..len)
-            .map(|i| i < lead || i + trail >= len)
-            .collect()
+        (0..len).map(|i| i < lead || i + trail >= len).collect()
     }
 
     /// The vocabulary's string of each id (a WordPiece continuation keeps its `##`).

@@ -73,7 +73,12 @@ fn reference_attributions(
         let point: Vec<Vec<f64>> = x
             .iter()
             .zip(&b)
-            .map(|(xr, br)| xr.iter().zip(br).map(|(x, b)| b + alpha * (x - b)).collect())
+            .map(|(xr, br)| {
+                xr.iter()
+                    .zip(br)
+                    .map(|(x, b)| b + alpha * (x - b))
+                    .collect()
+            })
             .collect();
         for p in 0..ids.len() {
             let moved = |s: f64| {
@@ -206,7 +211,9 @@ fn attributions_match_a_brute_force_reference() {
 fn padding_gets_no_gradient_and_passes_do_not_change_attributions() {
     let (tiny, _) = Tiny::new(Some(3), true);
     let enc = tiny.load(&classifier("logits")).unwrap();
-    let tokens = enc.tokenize(&["hello", "the quick brown fox jumps"]).unwrap();
+    let tokens = enc
+        .tokenize(&["hello", "the quick brown fox jumps"])
+        .unwrap();
     let (short, long) = (tokens[0].len(), tokens[1].len());
     assert!(short < long);
     // One pass holding both texts: the short one's padding positions get exactly 0.
@@ -276,7 +283,10 @@ fn passes_stay_within_their_budget_of_padded_positions() {
                 .map(|(i, _)| paths[*i].len())
                 .max()
                 .unwrap();
-            assert!(r.len() == 1 || r.len() * longest <= budget, "{r:?} at {budget}");
+            assert!(
+                r.len() == 1 || r.len() * longest <= budget,
+                "{r:?} at {budget}"
+            );
         }
         assert_eq!(next, items.len());
     }
