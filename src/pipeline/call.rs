@@ -133,8 +133,9 @@ pub struct ExplainedText {
 
 /// `[explain]`: the bound on one Explain request's work and the pool that runs it.
 ///
-/// Integrated gradients evaluates up to [`MAX_POINTS_PER_ROW`] path points per row; a
-/// request whose rows × that bound exceeds `max_points_per_request` is refused with
+/// Integrated gradients evaluates up to [`MAX_POINTS_PER_ROW`] path points per row (for a
+/// text model, per token: each point runs all of a text's tokens); a request whose rows (or
+/// tokens) × that bound exceeds `max_points_per_request` is refused with
 /// RESOURCE_EXHAUSTED before anything is spent. Explanations run on a pool of `workers`
 /// threads of their own (candle's parallel kernels inside them included), one request per
 /// thread; a request that finds them all busy is refused with RESOURCE_EXHAUSTED, so
@@ -142,7 +143,8 @@ pub struct ExplainedText {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExplainLimits {
-    /// The most path points one request may cost (rows × [`MAX_POINTS_PER_ROW`]).
+    /// The most path points one request may cost (rows, or a text model's tokens, ×
+    /// [`MAX_POINTS_PER_ROW`]).
     pub max_points_per_request: u64,
     /// Explanations computed at once (at least 1).
     pub workers: usize,
