@@ -51,8 +51,60 @@ impl Linear {
         x.matmul(&self.weight_t)?.broadcast_add(&self.bias)
     }
 
+    /// `x · W + b` with `ops`' kernels. Differentiating on the CPU, the gradient flows to
+    /// `x` alone: candle's matmul backward also computes the weight's gradient, a third of
+    /// the work of a backward pass that integrated gradients never reads, so the product is
+    /// computed detached and [`InputGradient`] carries `x`'s gradient.
+    fn forward_ops(&self, x: &Tensor, ops: Ops) -> candle_core::Result<Tensor> {
+        match ops {
+            Ops::Differentiable if x.device().is_cpu() => {
+                let value = self.forward(&x.detach())?;
+                let gate = x.apply_op1(InputGradient {
+                    weight_t: self.weight_t.clone(),
+                })?;
+                value + gate
+            }
+            Ops::Fused | Ops::Differentiable => self.forward(x),
+        }
+    }
+
     fn tensors(&self) -> [&Tensor; 2] {
         [&self.weight_t, &self.bias]
+    }
+}
+
+/// Zeros of the shape of `x · W` (`x`: `[rows, in]`, F32, on the CPU) whose backward is
+/// that of `x · W` with respect to `x`: `grad · Wᵀ`. Added to the detached product, it makes
+/// a linear layer differentiable in its input only.
+struct InputGradient {
+    weight_t: Tensor,
+}
+
+impl candle_core::CustomOp1 for InputGradient {
+    fn name(&self) -> &'static str {
+        "linear-input-gradient"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (rows, _) = layout.shape().dims2()?;
+        let (_, out) = self.weight_t.dims2()?;
+        Ok((
+            candle_core::CpuStorage::F32(vec![0f32; rows * out]),
+            candle_core::Shape::from((rows, out)),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad_res.matmul(&self.weight_t.t()?)?))
     }
 }
 
@@ -357,7 +409,7 @@ impl BertWeights {
         for layer in &self.layers {
             let qkv = layer
                 .qkv
-                .forward(&x)?
+                .forward_ops(&x, ops)?
                 .reshape((rows, seq, 3, heads, head_dim))?
                 .permute((2, 0, 3, 1, 4))?
                 .contiguous()?;
@@ -371,10 +423,10 @@ impl BertWeights {
                 .transpose(1, 2)?
                 .contiguous()?
                 .reshape((rows * seq, h))?;
-            let attended = (layer.attention_out.forward(&context)? + &x)?;
+            let attended = (layer.attention_out.forward_ops(&context, ops)? + &x)?;
             let x1 = layer.attention_norm.forward(&attended, ops)?;
-            let inner = layer.intermediate.forward(&x1)?.gelu_erf()?;
-            let out = (layer.output.forward(&inner)? + &x1)?;
+            let inner = layer.intermediate.forward_ops(&x1, ops)?.gelu_erf()?;
+            let out = (layer.output.forward_ops(&inner, ops)? + &x1)?;
             x = layer.output_norm.forward(&out, ops)?;
         }
         x.reshape((rows, seq, h))
