@@ -41,6 +41,7 @@ pub(crate) mod openai;
 pub mod pipeline;
 pub mod privacy;
 pub mod proto;
+pub mod receipt;
 pub mod sealed;
 pub mod secure;
 pub mod server;

@@ -265,6 +265,8 @@ struct State {
     journal_tail: usize,
     /// Set by each fsync: what the journal's header may now say (see [`journal::Mark`]).
     synced_mark: Option<journal::Mark>,
+    /// The time written into the last record pushed (ms since the Unix epoch).
+    last_ts_ms: u64,
 }
 
 /// The audit log writer. Appends are queued to one writer thread that writes in groups with
@@ -385,6 +387,7 @@ impl AuditLog {
             pushed_q: 0,
             journal_tail: 0,
             synced_mark: None,
+            last_ts_ms: 0,
         };
         let mut state = state;
         // What a crash left only in the journal goes into the log first, on disk before the

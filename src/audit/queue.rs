@@ -45,6 +45,9 @@ pub(super) enum Want {
     Answer,
     /// A thread blocked until the event is fsync'd.
     Blocking(std::sync::mpsc::Sender<()>),
+    /// An answer that carries a receipt: it waits for the writer, which alone knows the
+    /// record's place in the chain that the receipt states.
+    Receipt(Box<crate::receipt::Draft>),
 }
 
 /// Whom the writer tells that an event is on disk.
@@ -55,6 +58,12 @@ pub(super) enum Waiter {
     /// group it was in failed to reach disk (the writer keeps retrying the group, but the
     /// answer waiting for it is not held up).
     Async(tokio::sync::oneshot::Sender<bool>),
+    /// A task awaiting a receipt: sent it once the record is written, or `None` if the
+    /// group failed to reach the file.
+    Receipt(
+        Box<crate::receipt::Draft>,
+        tokio::sync::oneshot::Sender<Option<Vec<u8>>>,
+    ),
 }
 
 impl Waiter {
@@ -65,6 +74,10 @@ impl Waiter {
             }
             Self::Async(s) => {
                 let _ = s.send(true);
+            }
+            // Receipts are made and sent by the writer (`writer::send_receipts`).
+            Self::Receipt(_, s) => {
+                let _ = s.send(None);
             }
         }
     }
@@ -79,6 +92,7 @@ pub struct Durable(DurableState);
 enum DurableState {
     Journaled,
     Writing(tokio::sync::oneshot::Receiver<bool>),
+    Receipt(tokio::sync::oneshot::Receiver<Option<Vec<u8>>>),
 }
 
 impl Durable {
@@ -86,11 +100,22 @@ impl Durable {
     /// its group failed to reach disk (the writer retries it; the record may still land),
     /// [`AuditError::Stopped`] if the writer stopped first.
     pub async fn wait(self) -> Result<(), AuditError> {
+        self.wait_for_receipt().await.map(drop)
+    }
+
+    /// [`Durable::wait`], returning the receipt when one was asked for
+    /// ([`AuditLog::append_predict_with_receipt`]).
+    pub async fn wait_for_receipt(self) -> Result<Option<Vec<u8>>, AuditError> {
         match self.0 {
-            DurableState::Journaled => Ok(()),
+            DurableState::Journaled => Ok(None),
             DurableState::Writing(rx) => match rx.await {
-                Ok(true) => Ok(()),
+                Ok(true) => Ok(None),
                 Ok(false) => Err(AuditError::Unwritable),
+                Err(_) => Err(AuditError::Stopped),
+            },
+            DurableState::Receipt(rx) => match rx.await {
+                Ok(Some(receipt)) => Ok(Some(receipt)),
+                Ok(None) => Err(AuditError::Unwritable),
                 Err(_) => Err(AuditError::Stopped),
             },
         }
@@ -132,6 +157,21 @@ impl AuditLog {
     pub fn append_predict_durable(&self, event: &PredictEvent<'_>) -> Result<Durable, AuditError> {
         self.enqueue(|out| compact::write(out, event), Want::Answer)?
             .ok_or(AuditError::Stopped)
+    }
+
+    /// Queues a Predict event whose answer carries a receipt: what it returns gives the
+    /// receipt once the writer has chained and written the record (the receipt states the
+    /// record's sequence number and chain hash, which only the writer knows).
+    pub fn append_predict_with_receipt(
+        &self,
+        event: &PredictEvent<'_>,
+        draft: crate::receipt::Draft,
+    ) -> Result<Durable, AuditError> {
+        self.enqueue(
+            |out| compact::write(out, event),
+            Want::Receipt(Box::new(draft)),
+        )?
+        .ok_or(AuditError::Stopped)
     }
 
     /// Queues an event; it reaches disk with the next group fsync.
@@ -209,6 +249,13 @@ impl AuditLog {
                 )
             }
             Want::Blocking(done) => (Some(Waiter::Blocking(done)), None),
+            Want::Receipt(draft) => {
+                let (done, wait) = tokio::sync::oneshot::channel();
+                (
+                    Some(Waiter::Receipt(draft, done)),
+                    Some(Durable(DurableState::Receipt(wait))),
+                )
+            }
         };
         let waited = waiter.is_some();
         pending.waiting += usize::from(waited);

@@ -16,6 +16,7 @@ use super::*;
 pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, queue: &Queue) {
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut waiters = Vec::new();
+    let mut receipts = Receipts::default();
     let mut taken = Pending::default();
     // Age is checked every half retention period (1 s to 60 s); the size cap every 10 s.
     let retention_every = match (config.retention, config.max_bytes) {
@@ -97,8 +98,10 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
             if let Some(at) = journaled {
                 st.journal_tail = at;
             }
-            if let Some(d) = waiter {
-                waiters.push(d);
+            match waiter {
+                Some(Waiter::Receipt(draft, done)) => receipts.add(&st, &draft, done),
+                Some(d) => waiters.push(d),
+                None => {}
             }
             if st.since_checkpoint >= config.checkpoint_every {
                 push_checkpoint(&mut st, &mut buf, &signing);
@@ -112,6 +115,8 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
         // (admin events wait for that, and a checkpoint is published only then).
         let blocking = waiters.iter().any(|w| matches!(w, Waiter::Blocking(_)));
         let written = write_pending(&mut st, &buf);
+        // Receipts go out once their records are written, as the answers without do.
+        receipts.send(written);
         if written {
             let due = blocking
                 || closed
@@ -179,6 +184,54 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
         );
     }
     advance_journal(&mut st, queue);
+}
+
+/// The receipts of one group: each statement is finished as its record is chained, and all
+/// are signed at once, under one signature over their Merkle tree, once written.
+#[derive(Default)]
+struct Receipts {
+    statements: Vec<Vec<u8>>,
+    waiting: Vec<(std::sync::Arc<crate::receipt::ReceiptSigner>, ReceiptSender)>,
+}
+
+/// Where a receipt goes (`None`: its record was not written).
+type ReceiptSender = tokio::sync::oneshot::Sender<Option<Vec<u8>>>;
+
+impl Receipts {
+    /// The record of `draft`'s call was just pushed: `st` holds its seq, hash and time.
+    fn add(&mut self, st: &State, draft: &crate::receipt::Draft, done: ReceiptSender) {
+        self.statements
+            .push(draft.statement(st.seq, &st.head, st.last_ts_ms).to_cbor());
+        self.waiting
+            .push((std::sync::Arc::clone(&draft.signer), done));
+    }
+
+    /// Signs and sends the receipts once their records are `written`; else each waiter is
+    /// told there is none (the answer is withheld, as an unwritten record's is).
+    fn send(&mut self, written: bool) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        // One server has one signer; a run of the same one is signed together.
+        while let Some((first, _)) = self.waiting.first() {
+            let signer = std::sync::Arc::clone(first);
+            let end = self
+                .waiting
+                .iter()
+                .position(|(s, _)| !std::sync::Arc::ptr_eq(s, &signer))
+                .unwrap_or(self.waiting.len());
+            let mut signed = if written {
+                signer.sign_group(&self.statements[..end])
+            } else {
+                Vec::new()
+            }
+            .into_iter();
+            for (_, done) in self.waiting.drain(..end) {
+                let _ = done.send(signed.next());
+            }
+            self.statements.drain(..end);
+        }
+    }
 }
 
 /// After an fsync: the journal's entries of the events now on disk are free, and its header
@@ -249,6 +302,7 @@ pub(super) fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], kind: K
     // The hex digits are ASCII; the head keeps its allocation from record to record.
     st.head.clear();
     st.head.extend(hash.iter().map(|&b| char::from(b)));
+    st.last_ts_ms = ts_ms;
     buf.push(b'\n');
     st.in_segment += 1;
     if kind == Kind::Checkpoint {

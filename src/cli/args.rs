@@ -72,6 +72,9 @@ pub enum Command {
     /// Load-test a server (confidant.v1 or the Open Inference Protocol): throughput and
     /// latency percentiles per batch size and concurrency.
     Bench(BenchArgs),
+    /// Verifiable responses: fetch the evidence that binds a server's receipt key, and
+    /// verify a receipt offline.
+    Receipt(super::receipt::ReceiptArgs),
 }
 
 impl Command {
@@ -444,6 +447,11 @@ pub struct ServeArgs {
     /// server warns at every start and every checkpoint.
     #[arg(long)]
     pub without_freshness_anchor: bool,
+    /// Every Predict, ModelInfer and embeddings answer carries a signed receipt (also
+    /// `[receipts] require = true`); without it a client asks per request with the
+    /// x-confidant-receipt header.
+    #[arg(long)]
+    pub require_receipts: bool,
     /// The evidence sent to the broker and to clients: auto (this machine's TEE, else the
     /// simulated one) or sample (Trustee's development sample evidence, for a Trustee KBS
     /// running its sample verifier: NOT CONFIDENTIAL, warned at every start; Confidant's own
@@ -543,6 +551,11 @@ pub struct PredictArgs {
     /// Data directory, used to find the default --tls-ca.
     #[arg(long, env = "CONFIDANT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Ask for a signed receipt (with a fresh salt) and write it to FILE, with
+    /// FILE.request.json (the salt and the inputs) and FILE.response.json (the printed
+    /// answer): what `confidant receipt verify` checks.
+    #[arg(long, value_name = "FILE")]
+    pub receipt_out: Option<PathBuf>,
 }
 
 /// `confidant explain`.

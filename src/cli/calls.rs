@@ -38,14 +38,14 @@ pub(super) fn read_leaf_cert_der(path: &Path) -> Result<Vec<u8>> {
 }
 
 pub(super) struct ConnectOpts<'a> {
-    addr: &'a str,
+    pub(super) addr: &'a str,
     /// A client attestation policy: trust from evidence instead of a CA.
-    policy: Option<PathBuf>,
-    tls_ca: Option<PathBuf>,
-    tls_identity: Option<(PathBuf, PathBuf)>,
-    data_dir: Option<PathBuf>,
-    api_key: Option<&'a str>,
-    purpose: Option<&'a str>,
+    pub(super) policy: Option<PathBuf>,
+    pub(super) tls_ca: Option<PathBuf>,
+    pub(super) tls_identity: Option<(PathBuf, PathBuf)>,
+    pub(super) data_dir: Option<PathBuf>,
+    pub(super) api_key: Option<&'a str>,
+    pub(super) purpose: Option<&'a str>,
 }
 
 pub(super) async fn connect(o: ConnectOpts<'_>) -> Result<Client> {
@@ -170,6 +170,7 @@ async fn predict_texts(mut a: args::PredictArgs) -> Result<()> {
     if texts.is_empty() {
         bail!("no texts: give --text or a non-empty --input-jsonl");
     }
+    let salt = receipt_salt(&a)?;
     let mut client = connect(ConnectOpts {
         addr: &a.addr,
         policy: a.policy.clone(),
@@ -183,22 +184,39 @@ async fn predict_texts(mut a: args::PredictArgs) -> Result<()> {
     if let Some(subject) = &a.subject_id {
         client = client.with_subject(subject)?;
     }
-    let p = client.predict_texts(&a.model, texts).await?;
-    if p.output_kind == "embedding" {
-        println!(
-            "{}",
-            serde_json::json!({
-                "model": p.model,
-                "model_version": p.model_version,
-                "request_id": p.request_id,
-                "embeddings": p.outputs,
-                "tokens": p.tokens,
-            })
-        );
-        return Ok(());
+    if let Some(s) = &salt {
+        client = client.with_receipt_salt(s)?;
     }
-    print_prediction(&p);
+    let p = client.predict_texts(&a.model, texts.clone()).await?;
+    let printed = if p.output_kind == "embedding" {
+        serde_json::json!({
+            "model": p.model,
+            "model_version": p.model_version,
+            "request_id": p.request_id,
+            "embeddings": p.outputs,
+            "tokens": p.tokens,
+        })
+    } else {
+        prediction_json(&p)
+    };
+    println!("{printed}");
+    if let Some(path) = &a.receipt_out {
+        let request = confidant::receipt::digest::RequestFile {
+            salt: hex::encode(p.receipt_salt.as_deref().unwrap_or_default()),
+            inputs: None,
+            texts: Some(texts),
+        };
+        super::receipt::save(path, &p, request, &printed)?;
+    }
     Ok(())
+}
+
+/// A fresh salt when `--receipt-out` asks for a receipt.
+fn receipt_salt(a: &args::PredictArgs) -> Result<Option<Vec<u8>>> {
+    a.receipt_out
+        .as_ref()
+        .map(|_| confidant::receipt::new_salt().map_err(anyhow::Error::from))
+        .transpose()
 }
 
 /// The texts of a JSON Lines file: one object per line with a string `text` field (blank
@@ -229,16 +247,28 @@ pub(super) async fn predict(a: args::PredictArgs) -> Result<()> {
     if !a.text.is_empty() || a.input_jsonl.is_some() {
         return predict_texts(a).await;
     }
+    let salt = receipt_salt(&a)?;
+    let receipt_out = a.receipt_out.clone();
     let (mut client, rows, model) = connect_with_rows(a).await?;
+    if let Some(s) = &salt {
+        client = client.with_receipt_salt(s)?;
+    }
     let p = client.predict(&model, &rows).await?;
-    print_prediction(&p);
+    let printed = prediction_json(&p);
+    println!("{printed}");
+    if let Some(path) = &receipt_out {
+        let request = confidant::receipt::digest::RequestFile {
+            salt: hex::encode(p.receipt_salt.as_deref().unwrap_or_default()),
+            inputs: Some(rows),
+            texts: None,
+        };
+        super::receipt::save(path, &p, request, &printed)?;
+    }
     Ok(())
 }
 
-fn print_prediction(p: &confidant::client::Prediction) {
-    println!(
-        "{}",
-        serde_json::json!({
+fn prediction_json(p: &confidant::client::Prediction) -> serde_json::Value {
+    serde_json::json!({
             "model": p.model,
             "model_version": p.model_version,
             "request_id": p.request_id,
@@ -255,8 +285,7 @@ fn print_prediction(p: &confidant::client::Prediction) {
                 "delta": r.delta,
                 "window_end": r.window_end,
             })),
-        })
-    );
+    })
 }
 
 pub(super) async fn privacy_budget(a: privacy::BudgetArgs) -> Result<()> {
@@ -327,6 +356,11 @@ pub(super) async fn privacy_forget(a: privacy::ForgetArgs) -> Result<()> {
 }
 
 pub(super) async fn explain(e: args::ExplainArgs) -> Result<()> {
+    if e.predict.receipt_out.is_some() {
+        bail!(
+            "--receipt-out: explanations carry no receipt yet (Predict, ModelInfer and /v1/embeddings do)"
+        );
+    }
     if !e.predict.text.is_empty() || e.predict.input_jsonl.is_some() {
         return explain_texts(e).await;
     }

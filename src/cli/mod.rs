@@ -6,6 +6,7 @@ pub mod attest;
 pub mod bench;
 pub mod broker;
 pub mod privacy;
+pub mod receipt;
 pub mod text;
 pub mod train;
 
@@ -80,6 +81,7 @@ pub async fn run(command: Command) -> Result<()> {
             _ => privacy::run(&a),
         },
         Command::Bench(a) => bench::run(a).await,
+        Command::Receipt(a) => receipt::run(a).await,
         Command::Train(a) => train::train(&a),
         Command::Evaluate(a) => train::evaluate(&a),
     }

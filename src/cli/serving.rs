@@ -117,6 +117,9 @@ pub(super) fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
             || file.without_freshness_anchor.unwrap_or(false),
         tee: a.tee,
         text: file.text,
+        receipts: server::ReceiptSettings {
+            require: a.require_receipts || file.receipts.require,
+        },
         unguarded_benchmark_baseline: false,
         device: a.device,
         gpu_load: a.gpu_load,

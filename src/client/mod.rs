@@ -94,6 +94,14 @@ pub struct Prediction {
     pub output_kind: String,
     /// Tokens of a text request, after truncation (0 for rows).
     pub tokens: u64,
+    /// The answer's receipt (a tagged COSE_Sign1), when one was asked for or the server
+    /// requires them.
+    #[serde(skip)]
+    pub receipt: Option<Vec<u8>>,
+    /// The salt that keys the receipt's request digest: this client's
+    /// ([`Client::with_receipt_salt`]) or, when it sent none, the one the server drew.
+    #[serde(skip)]
+    pub receipt_salt: Option<Vec<u8>>,
 }
 
 /// A connected client.
@@ -101,6 +109,8 @@ pub struct Prediction {
 pub struct Client {
     inner: InferenceClient<Channel>,
     privacy: pb::privacy_client::PrivacyClient<Channel>,
+    attestation: pb::attestation_client::AttestationClient<Channel>,
+    receipt_salt: Option<Vec<u8>>,
     api_key: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     purpose: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     subject: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
@@ -154,7 +164,9 @@ impl Client {
     pub(crate) fn from_channel(channel: Channel) -> Self {
         Self {
             inner: InferenceClient::new(channel.clone()).max_decoding_message_size(1 << 30),
-            privacy: pb::privacy_client::PrivacyClient::new(channel),
+            privacy: pb::privacy_client::PrivacyClient::new(channel.clone()),
+            attestation: pb::attestation_client::AttestationClient::new(channel),
+            receipt_salt: None,
             api_key: None,
             purpose: None,
             subject: None,
@@ -192,8 +204,38 @@ impl Client {
         Ok(self)
     }
 
+    /// Asks for a receipt with every prediction, keying its request digest with `salt`
+    /// (16 to 64 bytes; sent as `x-confidant-receipt`). Keep the salt with the request: the
+    /// receipt does not contain it.
+    pub fn with_receipt_salt(mut self, salt: &[u8]) -> Result<Self, ClientError> {
+        if !crate::receipt::SALT_BYTES.contains(&salt.len()) {
+            return Err(ClientError::Credentials(format!(
+                "a receipt salt is 16 to 64 bytes, got {}",
+                salt.len()
+            )));
+        }
+        self.receipt_salt = Some(salt.to_vec());
+        Ok(self)
+    }
+
+    /// The server's receipt key and the evidence that binds it.
+    pub async fn receipt_evidence(
+        &mut self,
+    ) -> Result<pb::GetReceiptEvidenceResponse, ClientError> {
+        Ok(self
+            .attestation
+            .get_receipt_evidence(pb::GetReceiptEvidenceRequest {})
+            .await?
+            .into_inner())
+    }
+
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(message);
+        if let Some(salt) = &self.receipt_salt
+            && let Ok(v) = hex::encode(salt).parse()
+        {
+            req.metadata_mut().insert(crate::receipt::SALT_HEADER, v);
+        }
         if let Some(k) = &self.api_key {
             req.metadata_mut().insert("x-api-key", k.clone());
         }
@@ -266,7 +308,26 @@ impl Client {
         req: pb::PredictRequest,
         rows: usize,
     ) -> Result<Prediction, ClientError> {
-        let resp = self.inner.predict(self.request(req)).await?.into_inner();
+        let resp = self.inner.predict(self.request(req)).await?;
+        let md = resp.metadata();
+        let receipt = md
+            .get_bin(crate::receipt::RECEIPT_METADATA)
+            .map(|v| {
+                v.to_bytes()
+                    .map(|b| b.to_vec())
+                    .map_err(|_| ClientError::Response("the receipt is not base64".into()))
+            })
+            .transpose()?;
+        let receipt_salt = match md.get(crate::receipt::SALT_RESPONSE_HEADER) {
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|t| hex::decode(t).ok())
+                    .ok_or_else(|| ClientError::Response("the receipt salt is not hex".into()))?,
+            ),
+            None => self.receipt_salt.clone().filter(|_| receipt.is_some()),
+        };
+        let resp = resp.into_inner();
         let out = resp
             .output
             .ok_or_else(|| ClientError::Response("no output tensor".into()))?;
@@ -299,6 +360,8 @@ impl Client {
             privacy: resp.privacy,
             output_kind: resp.output_kind,
             tokens: resp.tokens,
+            receipt,
+            receipt_salt,
         })
     }
 

@@ -28,6 +28,9 @@ pub struct Provenance {
     pub weights_sha256: String,
     /// Hex key id of the publisher that signed the manifest.
     pub publisher_key_id: String,
+    /// The manifest digest the publisher signed ([`crate::sealed::Manifest::digest`]), as
+    /// receipts state it.
+    pub manifest_sha256: [u8; 32],
 }
 
 /// A model ready to serve.

@@ -274,6 +274,7 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for OipService {
         let mut call = PredictCall {
             model: req.model_name,
             version: req.model_version,
+            api: crate::pipeline::Api::ModelInfer,
             ..PredictCall::default()
         };
         match input {
@@ -283,7 +284,8 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for OipService {
             }
             Decoded::Texts(texts) => call.texts = texts,
         }
-        let out = self.pipeline.predict(&ctx, call).await?;
+        let mut out = self.pipeline.predict(&ctx, call).await?;
+        let signed = out.signed_receipt.take();
         let mut output = pb::model_infer_response::InferOutputTensor {
             name: out.model.output_tensor_name().to_string(),
             datatype: "FP32".into(),
@@ -328,14 +330,15 @@ impl pb::grpc_inference_service_server::GrpcInferenceService for OipService {
                 );
             }
         }
-        Ok(Response::new(pb::ModelInferResponse {
+        let response = Response::new(pb::ModelInferResponse {
             model_name: out.model.id().to_string(),
             model_version: out.model.version().to_string(),
             id: req.id,
             parameters,
             outputs: vec![output],
             raw_output_contents,
-        }))
+        });
+        Ok(crate::server::inference::with_receipt(response, signed))
     }
 }
 

@@ -167,9 +167,10 @@ async fn embeddings(
         model: request.model,
         texts,
         embeddings_only: true,
+        api: crate::pipeline::Api::Embeddings,
         ..PredictCall::default()
     };
-    let out = match pipeline.predict(&ctx, call).await {
+    let mut out = match pipeline.predict(&ctx, call).await {
         Ok(out) => out,
         Err(status) => return status_response(&status),
     };
@@ -192,7 +193,7 @@ async fn embeddings(
             serde_json::json!({"object": "embedding", "index": index, "embedding": embedding})
         })
         .collect();
-    json_response(
+    let mut response = json_response(
         StatusCode::OK,
         &serde_json::json!({
             "object": "list",
@@ -200,7 +201,22 @@ async fn embeddings(
             "model": out.model.id(),
             "usage": {"prompt_tokens": out.tokens, "total_tokens": out.tokens},
         }),
-    )
+    );
+    // The receipt (base64) and any salt the server drew (hex), as headers.
+    if let Some(r) = out.signed_receipt.take() {
+        let h = response.headers_mut();
+        if let Ok(v) =
+            HeaderValue::from_str(&base64::engine::general_purpose::STANDARD.encode(&r.cose))
+        {
+            h.insert(crate::receipt::RECEIPT_HEADER, v);
+        }
+        if let Some(salt) = r.drawn_salt
+            && let Ok(v) = HeaderValue::from_str(&hex::encode(salt))
+        {
+            h.insert(crate::receipt::SALT_RESPONSE_HEADER, v);
+        }
+    }
+    response
 }
 
 async fn models(State(pipeline): State<Pipeline>, headers: HeaderMap) -> Response<Body> {

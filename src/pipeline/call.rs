@@ -66,6 +66,38 @@ pub struct PredictCall {
     /// The front door serves embeddings only (OpenAI's `/v1/embeddings`): a model whose
     /// outputs are class scores is refused (INVALID_ARGUMENT) before anything is spent.
     pub embeddings_only: bool,
+    /// The API call, as receipts name it.
+    pub api: Api,
+}
+
+/// Which API call a prediction came through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Api {
+    /// `confidant.v1.Inference/Predict`.
+    #[default]
+    Predict,
+    /// The Open Inference Protocol's `ModelInfer`.
+    ModelInfer,
+    /// OpenAI's `POST /v1/embeddings`.
+    Embeddings,
+}
+
+impl Api {
+    /// The name receipts state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Predict => "predict",
+            Self::ModelInfer => "model_infer",
+            Self::Embeddings => "embeddings",
+        }
+    }
+}
+
+impl PredictCall {
+    pub(super) fn rpc_name(&self) -> &'static str {
+        self.api.as_str()
+    }
 }
 
 /// A prediction, ready for a front end to encode.
@@ -93,6 +125,8 @@ pub struct PredictOutcome {
     pub receipt: Option<Receipt>,
     /// Tokens of a text model's request, after truncation (0 for rows).
     pub tokens: usize,
+    /// The answer's receipt, when it was asked for or is required.
+    pub signed_receipt: Option<super::receipts::SignedReceipt>,
 }
 
 /// Explanations, ready for a front end to encode.

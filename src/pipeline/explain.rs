@@ -46,6 +46,7 @@ impl Pipeline {
             &targets,
             started.elapsed(),
             Some("explain"),
+            None,
         );
         Self::deliver(result, durable).await
     }

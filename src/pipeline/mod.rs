@@ -45,6 +45,7 @@ mod call;
 pub mod error;
 mod explain;
 mod explain_text;
+mod receipts;
 mod record;
 pub mod request_id;
 #[cfg(test)]
@@ -53,11 +54,12 @@ mod tests;
 use admit::Admitted;
 pub use admit::check_model_ref;
 pub use call::{
-    CallContext, ExplainLimits, ExplainLimitsError, ExplainOutcome, ExplainedText, PredictCall,
-    PredictOutcome, Receipt,
+    Api, CallContext, ExplainLimits, ExplainLimitsError, ExplainOutcome, ExplainedText,
+    PredictCall, PredictOutcome, Receipt,
 };
 use call::{X_API_KEY, X_PURPOSE, X_SUBJECT_ID};
 pub use error::ApiError;
+pub use receipts::SignedReceipt;
 use record::AuditContext;
 
 /// The shared pipeline. Cheap to clone.
@@ -86,6 +88,8 @@ pub struct Pipeline {
     /// The threads explanations run on (candle's parallel kernels included), made at the
     /// first explanation; `None` if they could not be started.
     explain_pool: Arc<std::sync::OnceLock<Option<rayon::ThreadPool>>>,
+    /// Receipts: the signer, and whether every answer carries one.
+    receipts: receipts::ReceiptSettings,
 }
 
 impl Pipeline {
@@ -115,6 +119,7 @@ impl Pipeline {
                 ExplainLimits::default().workers,
             )),
             explain_pool: Arc::default(),
+            receipts: receipts::ReceiptSettings::default(),
         }
     }
 
@@ -266,7 +271,15 @@ impl Pipeline {
         }
         let started = Instant::now();
         let mut record = AuditContext::default();
-        let result = self.predict_inner(ctx, call, &mut record).await;
+        // A receipt's request digest is taken before the input is consumed; a request that
+        // asks for a receipt this server cannot give is refused before anything is spent.
+        let result = match self.receipt_ask(ctx, &call) {
+            Ok(ask) => self
+                .predict_inner(ctx, call, &mut record)
+                .await
+                .map(|out| (out, ask)),
+            Err(e) => Err(e),
+        };
         let result = result.map_err(Status::from);
         let latency = started.elapsed();
         // A flag is a non-private function of the scores: under a private output policy
@@ -300,18 +313,34 @@ impl Pipeline {
         // that named it (a stranger's refused call moves no figure of the model).
         if let (true, Some(m)) = (record.version_matched, &record.loaded_model) {
             match &result {
-                Ok(out) => m
-                    .stats()
-                    .record_success(latency, out.rows as u64, &record.engine_times),
+                Ok((out, _)) => {
+                    m.stats()
+                        .record_success(latency, out.rows as u64, &record.engine_times)
+                }
                 Err(_) => m.stats().record_failure(latency),
             }
         }
         let durable = match &result {
             // The record's argmax is the response's: no second copy.
-            Ok(out) => self.audit_call(record, None, &out.label_indices, latency, None),
-            Err(refusal) => self.audit_call(record, Some(refusal), &[], latency, None),
+            Ok((out, ask)) => {
+                let draft = ask
+                    .as_ref()
+                    .map(|a| Self::receipt_draft(a, out, record.epsilon));
+                self.audit_call(record, None, &out.label_indices, latency, None, draft)
+            }
+            Err(refusal) => self.audit_call(record, Some(refusal), &[], latency, None, None),
         };
-        Self::deliver(result, durable).await
+        let (mut out, ask, receipt) = match Self::deliver_with_receipt(result, durable).await {
+            Ok(((out, ask), receipt)) => (out, ask, receipt),
+            Err(status) => return Err(status),
+        };
+        if let (Some(ask), Some(cose)) = (ask, receipt) {
+            out.signed_receipt = Some(SignedReceipt {
+                cose,
+                drawn_salt: ask.drawn_salt,
+            });
+        }
+        Ok(out)
     }
 
     /// The benchmark baseline: the same engine path with no guard, audit or metrics.
@@ -357,6 +386,7 @@ impl Pipeline {
             flagged_rows: Vec::new(),
             receipt: None,
             tokens: 0,
+            signed_receipt: None,
         })
     }
 
@@ -522,6 +552,7 @@ impl Pipeline {
             flagged_rows: flagged,
             receipt,
             tokens: record.tokens as usize,
+            signed_receipt: None,
         })
     }
 }

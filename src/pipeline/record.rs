@@ -12,20 +12,30 @@ impl Pipeline {
         result: Result<T, Status>,
         durable: Option<Result<crate::audit::Durable, crate::audit::AuditError>>,
     ) -> Result<T, Status> {
+        Self::deliver_with_receipt(result, durable)
+            .await
+            .map(|(out, _)| out)
+    }
+
+    /// [`Pipeline::deliver`], with the answer's receipt when its record was queued with one.
+    pub(super) async fn deliver_with_receipt<T>(
+        result: Result<T, Status>,
+        durable: Option<Result<crate::audit::Durable, crate::audit::AuditError>>,
+    ) -> Result<(T, Option<Vec<u8>>), Status> {
         let written = match durable {
-            Some(Ok(d)) => Some(d.wait().await),
+            Some(Ok(d)) => Some(d.wait_for_receipt().await),
             Some(Err(e)) => Some(Err(e)),
             None => None,
         };
         match (result, written) {
             (Ok(out), Some(w)) => match w {
-                Ok(()) => Ok(out),
+                Ok(receipt) => Ok((out, receipt)),
                 Err(e) => Err(Status::unavailable(format!(
                     "the audit record of this answer could not be written ({e}); the answer \
                      is withheld"
                 ))),
             },
-            (result, _) => result,
+            (result, _) => result.map(|out| (out, None)),
         }
     }
 
@@ -39,6 +49,7 @@ impl Pipeline {
         output_argmax: &[u32],
         latency: std::time::Duration,
         rpc: Option<&'static str>,
+        receipt: Option<crate::receipt::Draft>,
     ) -> Option<Result<crate::audit::Durable, crate::audit::AuditError>> {
         if let Some(audit) = &self.audit
             && !record.unrecordable
@@ -74,7 +85,10 @@ impl Pipeline {
                 audit.append_predict(&event);
                 return None;
             }
-            return Some(audit.append_predict_durable(&event));
+            return Some(match receipt {
+                Some(draft) => audit.append_predict_with_receipt(&event, draft),
+                None => audit.append_predict_durable(&event),
+            });
         }
         None
     }

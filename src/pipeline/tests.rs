@@ -62,6 +62,7 @@ fn harness(options: ServingOptions, audit: AuditConfig) -> Harness {
             Provenance {
                 weights_sha256: String::new(),
                 publisher_key_id: String::new(),
+                manifest_sha256: [0; 32],
             },
             mlp,
             BatchConfig::default(),
@@ -143,6 +144,7 @@ fn call(model: &str, rows: &[Vec<f32>]) -> PredictCall {
         values: rows.concat(),
         texts: Vec::new(),
         embeddings_only: false,
+        api: Default::default(),
     }
 }
 

@@ -21,6 +21,8 @@ pub struct AttestationService {
     attester: Arc<dyn Attester>,
     spki_sha256: [u8; 32],
     key_origin: KeyOrigin,
+    /// The receipt key, or why there is none.
+    receipts: Result<Arc<crate::receipt::ReceiptSigner>, String>,
 }
 
 impl AttestationService {
@@ -31,7 +33,17 @@ impl AttestationService {
             attester,
             spki_sha256,
             key_origin,
+            receipts: Err("receipts are not configured".into()),
         }
+    }
+
+    /// Also serves the receipt key's evidence (`GetReceiptEvidence`).
+    pub fn with_receipts(
+        mut self,
+        receipts: Result<Arc<crate::receipt::ReceiptSigner>, String>,
+    ) -> Self {
+        self.receipts = receipts;
+        self
     }
 }
 
@@ -76,6 +88,21 @@ impl pb::attestation_server::Attestation for AttestationService {
         Ok(Response::new(pb::GetEvidenceResponse {
             evidence_json,
             tls_spki_sha256: hex::encode(self.spki_sha256),
+        }))
+    }
+
+    async fn get_receipt_evidence(
+        &self,
+        _request: Request<pb::GetReceiptEvidenceRequest>,
+    ) -> Result<Response<pb::GetReceiptEvidenceResponse>, Status> {
+        let signer = self.receipts.as_ref().map_err(|why| {
+            ApiError::Precondition(format!("this server signs no receipts: {why}"))
+        })?;
+        let evidence_json = String::from_utf8(signer.evidence_json().to_vec())
+            .map_err(|_| ApiError::Internal("the receipt evidence is not UTF-8".into()))?;
+        Ok(Response::new(pb::GetReceiptEvidenceResponse {
+            evidence_json,
+            public_key: hex::encode(signer.public_key()),
         }))
     }
 }

@@ -117,6 +117,19 @@ pub struct ServeFile {
     /// Text models: the most bytes per text and per request.
     #[serde(default)]
     pub text: crate::guard::TextLimits,
+    /// Verifiable responses: whether every answer carries a receipt.
+    #[serde(default)]
+    pub receipts: ReceiptSettings,
+}
+
+/// `[receipts]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiptSettings {
+    /// Every Predict, ModelInfer and embeddings answer carries a receipt, whether or not the
+    /// client asked (with a salt the server draws when the client sent none). Without it, a
+    /// client asks per request with the `x-confidant-receipt` header.
+    pub require: bool,
 }
 
 /// Default audit retention, in days.
@@ -304,6 +317,8 @@ pub struct ServeConfig {
     pub explain: crate::pipeline::ExplainLimits,
     /// Text models: the most bytes per text and per request.
     pub text: crate::guard::TextLimits,
+    /// Receipts (`[receipts]`, `--require-receipts`).
+    pub receipts: ReceiptSettings,
     /// Benchmarks only: serve with every guard off (no authentication, purposes, input
     /// validation, rate limits, screening or audit records), as the baseline that the
     /// guard-overhead benchmark compares against. Reachable from no flag and no config
@@ -339,6 +354,7 @@ impl ServeConfig {
             audit: AuditSettings::default(),
             deployment: crate::state::DEFAULT_DEPLOYMENT.to_string(),
             explain: crate::pipeline::ExplainLimits::default(),
+            receipts: ReceiptSettings::default(),
             without_freshness_anchor: false,
             tee: crate::tee::TeeChoice::Auto,
             text: Default::default(),

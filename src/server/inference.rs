@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use crate::guard::Scope;
-use crate::pipeline::{CallContext, Pipeline, PredictCall};
+use crate::pipeline::{Api, CallContext, Pipeline, PredictCall, SignedReceipt};
 use crate::proto::confidant::v1 as pb;
 
 /// The Inference service.
@@ -34,10 +34,12 @@ impl pb::inference_server::Inference for InferenceService {
             values: input.values,
             texts: req.texts.into_iter().map(String::into_bytes).collect(),
             embeddings_only: false,
+            api: Api::Predict,
         };
-        let out = self.pipeline.predict(&ctx, call).await?;
+        let mut out = self.pipeline.predict(&ctx, call).await?;
+        let signed = out.signed_receipt.take();
         let model = &out.model;
-        Ok(Response::new(pb::PredictResponse {
+        let response = Response::new(pb::PredictResponse {
             model: model.id().to_string(),
             model_version: model.version().to_string(),
             output_kind: if model.has_classes() {
@@ -68,7 +70,8 @@ impl pb::inference_server::Inference for InferenceService {
                     window_end: budget.map_or(0, |b| b.window_end),
                 }
             }),
-        }))
+        });
+        Ok(with_receipt(response, signed))
     }
 
     async fn explain(
@@ -84,6 +87,7 @@ impl pb::inference_server::Inference for InferenceService {
             values: input.values,
             texts: req.texts.into_iter().map(String::into_bytes).collect(),
             embeddings_only: false,
+            api: Api::Predict,
         };
         let out = self.pipeline.explain(&ctx, call, req.target).await?;
         let a = &out.attributions;
@@ -142,6 +146,27 @@ impl pb::inference_server::Inference for InferenceService {
             .collect();
         Ok(Response::new(pb::ListModelsResponse { models }))
     }
+}
+
+/// Puts an answer's receipt in its response metadata (`x-confidant-receipt-bin`), with the
+/// salt the server drew when the client sent none (`x-confidant-receipt-salt`).
+pub(crate) fn with_receipt<T>(
+    mut response: Response<T>,
+    signed: Option<SignedReceipt>,
+) -> Response<T> {
+    if let Some(r) = signed {
+        let md = response.metadata_mut();
+        md.insert_bin(
+            crate::receipt::RECEIPT_METADATA,
+            tonic::metadata::MetadataValue::from_bytes(&r.cose),
+        );
+        if let Some(salt) = r.drawn_salt
+            && let Ok(v) = hex::encode(salt).parse()
+        {
+            md.insert(crate::receipt::SALT_RESPONSE_HEADER, v);
+        }
+    }
+    response
 }
 
 /// What `ListModels` says about one model, of either kind.

@@ -27,7 +27,7 @@ use crate::tls::{self, TlsIdentity};
 pub use config::{
     AuditSettings, BrokerSettings, DEFAULT_DATA_DIR, DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN,
     DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_ROWS, DEFAULT_METRICS_LISTEN, ModelSource,
-    PrivacySettings, ServeConfig, ServeFile, TlsFiles,
+    PrivacySettings, ReceiptSettings, ServeConfig, ServeFile, TlsFiles,
 };
 pub use error::ServerError;
 use inference::InferenceService;
@@ -176,9 +176,34 @@ pub async fn run(
              (--tls-cert/--tls-key or [tls]) rather than made inside the TEE"
         );
     }
+    // The receipt key: made here, bound by evidence made now (whatever the TLS key's origin:
+    // this key never leaves the process).
+    let receipt_signer = match crate::receipt::ReceiptSigner::new(attester.as_ref()) {
+        Ok(s) => {
+            tracing::info!(
+                attester = %attester.kind(),
+                receipt_key = %hex::encode(s.public_key()),
+                evidence_sha256 = %hex::encode(s.evidence_sha256()),
+                required = config.receipts.require,
+                "receipts: signed by a key made at start, bound by its evidence \
+                 (Attestation.GetReceiptEvidence)"
+            );
+            Ok(Arc::new(s))
+        }
+        Err(e) if config.receipts.require => {
+            return Err(ServerError::Config(format!(
+                "[receipts] require is set, but no receipt key could be made: {e}"
+            )));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "receipts: none can be signed; requests asking for one are refused");
+            Err(e.to_string())
+        }
+    };
     let attestation_service =
         crate::proto::confidant::v1::attestation_server::AttestationServer::new(
-            attestation::AttestationService::new(Arc::clone(&attester), spki, identity.origin()),
+            attestation::AttestationService::new(Arc::clone(&attester), spki, identity.origin())
+                .with_receipts(receipt_signer.clone()),
         );
 
     let ready = Arc::new(AtomicBool::new(false));
@@ -216,6 +241,7 @@ pub async fn run(
     .with_freshness_gate(Arc::clone(&gate))
     .with_explain_limits(config.explain)
     .with_text_limits(config.text)
+    .with_receipts(receipt_signer, config.receipts.require)
     .with_privacy(crate::privacy::budget::Budgets::new(
         Arc::clone(&db),
         config.privacy.budget,

@@ -200,6 +200,13 @@ fn load_one(
     let provenance = Provenance {
         weights_sha256: loaded.manifest.weights.sha256.clone(),
         publisher_key_id: loaded.publisher_key_id,
+        manifest_sha256: loaded
+            .manifest
+            .digest()
+            .map_err(|source| ServerError::Model {
+                path: sealed_path.display().to_string(),
+                source,
+            })?,
     };
     let id = loaded.manifest.model.id.clone();
     let mut model_config = loaded.manifest.model;
@@ -232,6 +239,13 @@ fn insert_text(
     let provenance = Provenance {
         weights_sha256: loaded.manifest.weights.sha256.clone(),
         publisher_key_id: loaded.publisher_key_id,
+        manifest_sha256: loaded
+            .manifest
+            .digest()
+            .map_err(|source| ServerError::Model {
+                path: sealed_path.display().to_string(),
+                source,
+            })?,
     };
     let id = loaded.manifest.model.id().to_string();
     let options = if config.unguarded_benchmark_baseline {

@@ -102,6 +102,7 @@ async fn the_registry_serves_a_text_model_and_refuses_what_does_not_apply_to_it(
     let provenance = Provenance {
         weights_sha256: "00".into(),
         publisher_key_id: "k".into(),
+        manifest_sha256: [0; 32],
     };
     let encoder = || tiny("truncate") as Arc<dyn TextEncoder>;
     // An output policy is for scores, not embeddings.

@@ -1,0 +1,143 @@
+//! Receipts in the pipeline: who asked for one (and with what salt), the request's keyed
+//! digest taken before the input is consumed, and the draft the audit writer finishes.
+//!
+//! A client asks with the `x-confidant-receipt` header (its salt, hex); `[receipts] require`
+//! gives every answer one, drawing a salt for a client that sent none (returned in
+//! `x-confidant-receipt-salt`). A request that asks for a receipt this server cannot give is
+//! refused before anything is spent (FAILED_PRECONDITION), as is a malformed salt
+//! (INVALID_ARGUMENT).
+
+use super::*;
+use crate::receipt::{Draft, ReceiptSigner, SALT_HEADER, digest};
+
+/// The receipt settings of a pipeline.
+#[derive(Clone)]
+pub(super) struct ReceiptSettings {
+    /// The signer, or why this server has none.
+    pub(super) signer: Result<Arc<ReceiptSigner>, String>,
+    /// Every answer carries a receipt.
+    pub(super) require: bool,
+}
+
+impl Default for ReceiptSettings {
+    fn default() -> Self {
+        Self {
+            signer: Err("this server was started without a receipt key".into()),
+            require: false,
+        }
+    }
+}
+
+/// A call that will carry a receipt.
+pub(super) struct Ask {
+    /// The salt the server drew (the client sent none), to return with the answer.
+    pub(super) drawn_salt: Option<Vec<u8>>,
+    /// The request's keyed digest.
+    pub(super) request: [u8; 32],
+    pub(super) signer: Arc<ReceiptSigner>,
+    pub(super) rpc: &'static str,
+}
+
+/// A receipt for a front end to return.
+#[derive(Debug, Clone)]
+pub struct SignedReceipt {
+    /// The receipt (a tagged COSE_Sign1).
+    pub cose: Vec<u8>,
+    /// The salt the server drew, when the client sent none: the client needs it to prove
+    /// which request the receipt is for.
+    pub drawn_salt: Option<Vec<u8>>,
+}
+
+const X_RECEIPT: HeaderName = HeaderName::from_static(SALT_HEADER);
+
+impl Pipeline {
+    /// Signs receipts with `signer` (or, if it is an error, refuses requests that ask for
+    /// one, saying why); with `require`, every answer carries one.
+    pub fn with_receipts(
+        mut self,
+        signer: Result<Arc<ReceiptSigner>, String>,
+        require: bool,
+    ) -> Self {
+        self.receipts = ReceiptSettings { signer, require };
+        self
+    }
+
+    /// The receipt key, when this pipeline signs receipts.
+    pub fn receipt_signer(&self) -> Option<&Arc<ReceiptSigner>> {
+        self.receipts.signer.as_ref().ok()
+    }
+
+    /// Whether `call` will carry a receipt, with its request digest (taken now, before the
+    /// input is consumed).
+    pub(super) fn receipt_ask(
+        &self,
+        ctx: &CallContext,
+        call: &PredictCall,
+    ) -> Result<Option<Ask>, ApiError> {
+        let asked = ctx.header(&X_RECEIPT);
+        let raw_present = AsRef::<http::HeaderMap>::as_ref(&ctx.metadata).contains_key(&X_RECEIPT);
+        if !self.receipts.require && !raw_present {
+            return Ok(None);
+        }
+        let signer = match &self.receipts.signer {
+            Ok(s) if self.audit.is_some() => Arc::clone(s),
+            Ok(_) => {
+                return Err(ApiError::Precondition(
+                    "receipts state the call's audit record, and this server keeps no audit log"
+                        .into(),
+                ));
+            }
+            Err(why) => {
+                return Err(ApiError::Precondition(format!(
+                    "this server cannot sign receipts: {why}"
+                )));
+            }
+        };
+        let (salt, drawn) = match (asked, raw_present) {
+            (Some(text), _) => (
+                crate::receipt::parse_salt(text)
+                    .map_err(|e| ApiError::BadRequest(e.to_string()))?,
+                false,
+            ),
+            (None, true) => {
+                return Err(ApiError::BadRequest(format!(
+                    "{SALT_HEADER} must be the salt in hex"
+                )));
+            }
+            (None, false) => (
+                crate::receipt::new_salt().map_err(|e| ApiError::Unavailable(e.to_string()))?,
+                true,
+            ),
+        };
+        let input = if call.texts.is_empty() {
+            digest::RequestInput::Rows {
+                shape: &call.shape,
+                values: &call.values,
+            }
+        } else {
+            digest::RequestInput::Texts(&call.texts)
+        };
+        Ok(Some(Ask {
+            request: digest::request(&salt, input),
+            drawn_salt: drawn.then_some(salt),
+            signer,
+            rpc: call.rpc_name(),
+        }))
+    }
+
+    /// The draft of an answer's receipt.
+    pub(super) fn receipt_draft(ask: &Ask, out: &PredictOutcome, epsilon: f64) -> Draft {
+        let model = &out.model;
+        Draft {
+            signer: Arc::clone(&ask.signer),
+            rpc: ask.rpc,
+            request_id: out.request_id.clone(),
+            request: ask.request,
+            response: digest::response(out.rows as u64, out.width as u64, &out.values, &out.labels),
+            model: model.id().to_string(),
+            version: model.version().to_string(),
+            manifest: model.provenance().manifest_sha256,
+            epsilon,
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The receipt envelope: a tagged COSE_Sign1 (RFC 9052) laid out as the COSE receipts draft
+//! (`draft-ietf-cose-merkle-tree-proofs`) lays out a receipt of inclusion in an RFC 9162
+//! SHA-256 tree.
+//!
+//! | where | label | value |
+//! | --- | --- | --- |
+//! | protected | 1 (alg) | -19 (Ed25519) |
+//! | protected | 4 (kid) | the raw 32-byte Ed25519 public key |
+//! | protected | 395 (vds) | 1 (RFC9162_SHA256) |
+//! | unprotected | 396 (vdp) | `{-1: [bstr .cbor [tree_size, leaf_index, [hash, …]]]}` |
+//! | unprotected | -70001 | the statement (CBOR, [`super::Statement`]) |
+//! | payload | | the Merkle root of the group (32 bytes) |
+//!
+//! The statement is the tree's leaf: an unprotected header is not signed itself, but the
+//! inclusion proof ties it to the signed root. Unlike the draft, the root is carried as the
+//! payload rather than detached, so that the verifier compares rather than recomputes it
+//! (the signature covers it either way).
+
+use coset::cbor::value::Value;
+use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable as _, iana};
+use ct_merkle::mem_backed_tree::MemoryBackedTree;
+use ct_merkle::{InclusionProof, RootHash};
+use ed25519_dalek::{Signer as _, SigningKey};
+use sha2::Sha256;
+
+use super::ReceiptError;
+
+/// The verifiable data structure header parameter (vds).
+pub const LABEL_VDS: i64 = 395;
+/// The verifiable data proofs header parameter (vdp).
+pub const LABEL_VDP: i64 = 396;
+/// RFC9162_SHA256 in the vds registry.
+pub const VDS_RFC9162_SHA256: i64 = 1;
+/// The inclusion proofs inside the vdp map.
+pub const VDP_INCLUSION: i64 = -1;
+/// The statement (private-use label).
+pub const LABEL_STATEMENT: i64 = -70001;
+
+/// Signs a group of statements once, over their Merkle root, and makes each its receipt.
+pub fn sign_group(key: &SigningKey, statements: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    if statements.is_empty() {
+        return Vec::new();
+    }
+    let mut tree = MemoryBackedTree::<Sha256, &[u8]>::new();
+    for s in statements {
+        tree.push(s.as_slice());
+    }
+    let size = tree.len();
+    let root = tree.root().as_bytes().to_vec();
+    let protected = HeaderBuilder::new()
+        .algorithm(iana::Algorithm::Ed25519)
+        .key_id(key.verifying_key().to_bytes().to_vec())
+        .value(LABEL_VDS, Value::Integer(VDS_RFC9162_SHA256.into()))
+        .build();
+    let signed = CoseSign1Builder::new()
+        .protected(protected)
+        .payload(root)
+        .create_signature(b"", |tbs| key.sign(tbs).to_bytes().to_vec())
+        .build();
+    statements
+        .iter()
+        .enumerate()
+        .map(|(i, statement)| {
+            let proof = tree.prove_inclusion(i);
+            let path: Vec<Value> = proof
+                .as_bytes()
+                .chunks(32)
+                .map(|h| Value::Bytes(h.to_vec()))
+                .collect();
+            let inclusion = Value::Array(vec![
+                Value::Integer(size.into()),
+                Value::Integer((i as u64).into()),
+                Value::Array(path),
+            ]);
+            let mut inclusion_bytes = Vec::new();
+            let _ = ciborium::into_writer(&inclusion, &mut inclusion_bytes);
+            let mut receipt = signed.clone();
+            receipt.unprotected = HeaderBuilder::new()
+                .value(
+                    LABEL_VDP,
+                    Value::Map(vec![(
+                        Value::Integer(VDP_INCLUSION.into()),
+                        Value::Array(vec![Value::Bytes(inclusion_bytes)]),
+                    )]),
+                )
+                .value(LABEL_STATEMENT, Value::Bytes(statement.clone()))
+                .build();
+            // Encoding a COSE_Sign1 of byte strings and integers cannot fail.
+            receipt.to_tagged_vec().unwrap_or_default()
+        })
+        .collect()
+}
+
+/// A receipt taken apart, its proof and signature checked.
+#[derive(Debug)]
+pub struct Opened {
+    /// The signing key (the kid).
+    pub public_key: [u8; 32],
+    /// The statement's bytes.
+    pub statement: Vec<u8>,
+    /// The group's size and this statement's place in it.
+    pub tree_size: u64,
+    /// This statement's leaf index.
+    pub leaf_index: u64,
+}
+
+/// Why an envelope did not open: which check failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// Not a receipt of this layout.
+    #[error("{0}")]
+    Malformed(#[from] ReceiptError),
+    /// The inclusion proof does not lead from the statement to the signed root.
+    #[error("the statement is not in the signed tree: {0}")]
+    Inclusion(String),
+    /// The signature does not verify under the key it names.
+    #[error("the signature does not verify under the receipt's key")]
+    Signature,
+}
+
+fn malformed(m: impl Into<String>) -> EnvelopeError {
+    EnvelopeError::Malformed(ReceiptError::Malformed(m.into()))
+}
+
+fn header_value(rest: &[(coset::Label, Value)], label: i64) -> Option<&Value> {
+    rest.iter()
+        .find(|(l, _)| *l == coset::Label::Int(label))
+        .map(|(_, v)| v)
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Integer(i) => u64::try_from(i128::from(*i)).ok(),
+        _ => None,
+    }
+}
+
+/// Parses a receipt and checks its proof and signature (not yet what the key is).
+pub fn open(receipt: &[u8]) -> Result<Opened, EnvelopeError> {
+    let sign1 = CoseSign1::from_tagged_slice(receipt)
+        .map_err(|e| malformed(format!("not a tagged COSE_Sign1: {e}")))?;
+    let p = &sign1.protected.header;
+    if p.alg != Some(coset::Algorithm::Assigned(iana::Algorithm::Ed25519)) {
+        return Err(malformed(format!(
+            "the algorithm must be Ed25519 (-19), got {:?}",
+            p.alg
+        )));
+    }
+    if !p.crit.is_empty() {
+        return Err(malformed("unknown critical header parameters"));
+    }
+    let public_key: [u8; 32] = p
+        .key_id
+        .as_slice()
+        .try_into()
+        .map_err(|_| malformed("the kid must be the 32-byte Ed25519 key"))?;
+    match header_value(&p.rest, LABEL_VDS).and_then(as_u64) {
+        Some(1) => {}
+        other => {
+            return Err(malformed(format!(
+                "the verifiable data structure must be RFC9162_SHA256 (1), got {other:?}"
+            )));
+        }
+    }
+    let root: [u8; 32] = sign1
+        .payload
+        .as_deref()
+        .and_then(|r| r.try_into().ok())
+        .ok_or_else(|| malformed("the payload must be the 32-byte Merkle root"))?;
+    let u = &sign1.unprotected.rest;
+    let statement = match header_value(u, LABEL_STATEMENT) {
+        Some(Value::Bytes(b)) => b.clone(),
+        _ => return Err(malformed("no statement (label -70001)")),
+    };
+    let proofs = match header_value(u, LABEL_VDP) {
+        Some(Value::Map(m)) => m
+            .iter()
+            .find(|(k, _)| as_i64(k) == Some(VDP_INCLUSION))
+            .map(|(_, v)| v),
+        _ => None,
+    };
+    let proof_bytes = match proofs {
+        Some(Value::Array(a)) if a.len() == 1 => match &a[0] {
+            Value::Bytes(b) => b.as_slice(),
+            _ => return Err(malformed("the inclusion proof is not a byte string")),
+        },
+        _ => return Err(malformed("no single inclusion proof (label 396, -1)")),
+    };
+    let mut reader = proof_bytes;
+    let proof: Value = ciborium::from_reader(&mut reader)
+        .map_err(|e| malformed(format!("the inclusion proof: {e}")))?;
+    if !reader.is_empty() {
+        return Err(malformed("bytes after the inclusion proof"));
+    }
+    let (tree_size, leaf_index, path) = match &proof {
+        Value::Array(a) => match &a[..] {
+            [size, index, Value::Array(path)] => (
+                as_u64(size).ok_or_else(|| malformed("the tree size"))?,
+                as_u64(index).ok_or_else(|| malformed("the leaf index"))?,
+                path,
+            ),
+            _ => return Err(malformed("the inclusion proof must be [size, index, path]")),
+        },
+        _ => return Err(malformed("the inclusion proof must be an array")),
+    };
+    let mut hashes = Vec::with_capacity(path.len() * 32);
+    for h in path {
+        match h {
+            Value::Bytes(b) if b.len() == 32 => hashes.extend_from_slice(b),
+            _ => return Err(malformed("a proof hash is not 32 bytes")),
+        }
+    }
+    let root_hash = RootHash::<Sha256>::new(root.into(), tree_size);
+    root_hash
+        .verify_inclusion(
+            &statement.as_slice(),
+            leaf_index,
+            &InclusionProof::<Sha256>::from_bytes(hashes),
+        )
+        .map_err(|e| EnvelopeError::Inclusion(format!("{e:?}")))?;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&public_key)
+        .map_err(|_| malformed("the kid is not an Ed25519 public key"))?;
+    sign1
+        .verify_signature(b"", |sig, tbs| {
+            let sig = ed25519_dalek::Signature::from_slice(sig).map_err(|_| ())?;
+            key.verify_strict(tbs, &sig).map_err(|_| ())
+        })
+        .map_err(|()| EnvelopeError::Signature)?;
+    Ok(Opened {
+        public_key,
+        statement,
+        tree_size,
+        leaf_index,
+    })
+}
+
+fn as_i64(v: &Value) -> Option<i64> {
+    match v {
+        Value::Integer(i) => i64::try_from(i128::from(*i)).ok(),
+        _ => None,
+    }
+}

@@ -1,0 +1,262 @@
+//! Verifiable responses: a receipt is the server's signature, by a key its attestation
+//! evidence binds, over a statement of what it answered.
+//!
+//! - **The key.** At start the server makes an Ed25519 key in its own memory (inside the TEE
+//!   when the process is) and asks its TEE for evidence whose report_data is
+//!   `SHA-512("confidant-receipt-v1" ‖ public key)` ([`report_data`]). That evidence, as
+//!   JSON, is what `Attestation.GetReceiptEvidence` returns; its SHA-256 is in every
+//!   statement, so a receipt names the evidence it must be checked against.
+//! - **The statement** ([`Statement`], CBOR): the request's digest keyed with a salt that only
+//!   the client holds (the receipt alone does not reveal the input, even a guessable one),
+//!   the response's digest, the model's id, version and signed-manifest digest, the ε the
+//!   call was charged, the audit record's sequence number and chain hash, the time, and the
+//!   evidence digest. The digests are over the canonical forms in [`digest`], which are the
+//!   same for `confidant.v1`, the Open Inference Protocol and `/v1/embeddings`.
+//! - **The envelope** ([`envelope`]): COSE_Sign1 (RFC 9052), laid out as the COSE receipts
+//!   draft lays out a receipt of inclusion (`draft-ietf-cose-merkle-tree-proofs`): the
+//!   audit writer gathers the statements of one group into an RFC 9162 Merkle tree and signs
+//!   its root once; each receipt carries its statement and its inclusion proof in the
+//!   unprotected header. One signature per group keeps receipts cheap under load.
+//! - **Verification** ([`verify`]) is offline: the evidence against the caller's policy, the
+//!   key against the evidence, the proof and signature, the evidence digest, and, given the
+//!   request (with its salt) and the response, their digests.
+
+pub mod digest;
+pub mod envelope;
+mod error;
+pub mod verify;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use sha2::{Digest as _, Sha256, Sha512};
+
+pub use error::ReceiptError;
+
+/// The domain of the receipt key's binding in attestation evidence.
+pub const REPORT_DATA_DOMAIN: &[u8] = b"confidant-receipt-v1";
+
+/// The statement format this server writes.
+pub const STATEMENT_VERSION: u32 = 1;
+
+/// Request header: ask for a receipt, keying the request digest with this salt (hex, 16 to
+/// 64 bytes).
+pub const SALT_HEADER: &str = "x-confidant-receipt";
+/// gRPC response metadata: the receipt (binary metadata, base64 on the wire).
+pub const RECEIPT_METADATA: &str = "x-confidant-receipt-bin";
+/// HTTP response header: the receipt, base64 (standard, padded).
+pub const RECEIPT_HEADER: &str = "x-confidant-receipt";
+/// Response header or metadata: the salt the server drew, when receipts are required and the
+/// client sent none (hex). Keep it with the request: the receipt does not contain it.
+pub const SALT_RESPONSE_HEADER: &str = "x-confidant-receipt-salt";
+
+/// The shortest and longest salt accepted, in bytes.
+pub const SALT_BYTES: std::ops::RangeInclusive<usize> = 16..=64;
+
+/// The report_data that binds a receipt key: `SHA-512("confidant-receipt-v1" ‖ key)`.
+pub fn report_data(public_key: &[u8; 32]) -> [u8; 64] {
+    Sha512::new()
+        .chain_update(REPORT_DATA_DOMAIN)
+        .chain_update(public_key)
+        .finalize()
+        .into()
+}
+
+/// What one receipt states. CBOR, a map with these keys in this order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Statement {
+    /// [`STATEMENT_VERSION`].
+    pub v: u32,
+    /// The call: `predict`, `model_infer` or `embeddings`.
+    pub rpc: String,
+    /// The server's request id (also in the audit record).
+    pub request_id: String,
+    /// HMAC-SHA256 of the canonical request under the client's salt ([`digest::request`]).
+    #[serde(with = "serde_bytes")]
+    pub request: Vec<u8>,
+    /// SHA-256 of the canonical response ([`digest::response`]).
+    #[serde(with = "serde_bytes")]
+    pub response: Vec<u8>,
+    /// The model's id.
+    pub model: String,
+    /// Its version.
+    pub version: String,
+    /// SHA-256 of its signed manifest (the canonical JSON the publisher signed).
+    #[serde(with = "serde_bytes")]
+    pub manifest: Vec<u8>,
+    /// ε this call was charged (at the budget's δ); 0 without an output policy.
+    pub epsilon: f64,
+    /// The sequence number of the call's audit record.
+    pub audit_seq: u64,
+    /// That record's chain hash (hex, as the log holds it).
+    pub audit_hash: String,
+    /// When the record was written, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// SHA-256 of the evidence (its JSON bytes) that binds the signing key.
+    #[serde(with = "serde_bytes")]
+    pub evidence: Vec<u8>,
+}
+
+impl Statement {
+    /// The statement's CBOR bytes.
+    pub fn to_cbor(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(384);
+        // Writing a struct of strings, numbers and byte strings into a Vec cannot fail.
+        let _ = ciborium::into_writer(self, &mut out);
+        out
+    }
+
+    /// Parses a statement, refusing unknown keys and trailing bytes.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self, ReceiptError> {
+        let mut reader = bytes;
+        let s: Self = ciborium::from_reader(&mut reader)
+            .map_err(|e| ReceiptError::Malformed(format!("the statement: {e}")))?;
+        if !reader.is_empty() {
+            return Err(ReceiptError::Malformed(format!(
+                "the statement: {} bytes after its end",
+                reader.len()
+            )));
+        }
+        Ok(s)
+    }
+}
+
+/// The server's receipt key and the evidence that binds it.
+pub struct ReceiptSigner {
+    key: SigningKey,
+    public: [u8; 32],
+    evidence_json: Vec<u8>,
+    evidence_sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for ReceiptSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiptSigner")
+            .field("public", &hex::encode(self.public))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReceiptSigner {
+    /// Makes a key in this process's memory and has `attester` bind it.
+    pub fn new(attester: &dyn crate::tee::Attester) -> Result<Self, ReceiptError> {
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(seed.as_mut_slice())
+            .map_err(|e| ReceiptError::Key(format!("no OS randomness: {e}")))?;
+        let key = SigningKey::from_bytes(&seed);
+        let public = key.verifying_key().to_bytes();
+        let evidence = attester
+            .evidence(&report_data(&public))
+            .map_err(|e| ReceiptError::Key(format!("the TEE would not bind the key: {e}")))?;
+        let evidence_json = evidence
+            .to_json()
+            .map_err(|e| ReceiptError::Key(format!("the evidence does not serialize: {e}")))?
+            .into_bytes();
+        Ok(Self::from_parts(key, evidence_json))
+    }
+
+    /// A signer over a key and the evidence (JSON) said to bind it.
+    pub fn from_parts(key: SigningKey, evidence_json: Vec<u8>) -> Self {
+        Self {
+            public: key.verifying_key().to_bytes(),
+            evidence_sha256: Sha256::digest(&evidence_json).into(),
+            key,
+            evidence_json,
+        }
+    }
+
+    /// The public key, raw (32 bytes).
+    pub fn public_key(&self) -> [u8; 32] {
+        self.public
+    }
+
+    /// The evidence that binds the key, as JSON.
+    pub fn evidence_json(&self) -> &[u8] {
+        &self.evidence_json
+    }
+
+    /// SHA-256 of [`Self::evidence_json`].
+    pub fn evidence_sha256(&self) -> [u8; 32] {
+        self.evidence_sha256
+    }
+
+    /// One receipt per statement of a group, under one signature over their Merkle root.
+    pub fn sign_group(&self, statements: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        envelope::sign_group(&self.key, statements)
+    }
+}
+
+/// What the audit writer needs to finish a statement: everything but the record's place in
+/// the chain and its time, which only the writer knows.
+pub struct Draft {
+    /// Who signs.
+    pub signer: Arc<ReceiptSigner>,
+    /// The call.
+    pub rpc: &'static str,
+    /// The request id.
+    pub request_id: String,
+    /// [`digest::request`].
+    pub request: [u8; 32],
+    /// [`digest::response`].
+    pub response: [u8; 32],
+    /// Model id, version and manifest digest.
+    pub model: String,
+    /// The model's version.
+    pub version: String,
+    /// SHA-256 of the model's signed manifest.
+    pub manifest: [u8; 32],
+    /// ε charged.
+    pub epsilon: f64,
+}
+
+impl Draft {
+    /// The statement, once the writer has chained the call's record.
+    pub fn statement(&self, audit_seq: u64, audit_hash: &str, time_ms: u64) -> Statement {
+        Statement {
+            v: STATEMENT_VERSION,
+            rpc: self.rpc.to_string(),
+            request_id: self.request_id.clone(),
+            request: self.request.to_vec(),
+            response: self.response.to_vec(),
+            model: self.model.clone(),
+            version: self.version.clone(),
+            manifest: self.manifest.to_vec(),
+            epsilon: self.epsilon,
+            audit_seq,
+            audit_hash: audit_hash.to_string(),
+            time_ms,
+            evidence: self.signer.evidence_sha256.to_vec(),
+        }
+    }
+}
+
+/// Parses a salt given as hex.
+pub fn parse_salt(text: &str) -> Result<Vec<u8>, ReceiptError> {
+    let salt = hex::decode(text.trim()).map_err(|e| {
+        ReceiptError::Salt(format!(
+            "{SALT_HEADER} must be the salt in hex ({} to {} bytes): {e}",
+            SALT_BYTES.start(),
+            SALT_BYTES.end()
+        ))
+    })?;
+    if !SALT_BYTES.contains(&salt.len()) {
+        return Err(ReceiptError::Salt(format!(
+            "{SALT_HEADER} must be {} to {} bytes, got {}",
+            SALT_BYTES.start(),
+            SALT_BYTES.end(),
+            salt.len()
+        )));
+    }
+    Ok(salt)
+}
+
+/// A fresh 32-byte salt from the OS.
+pub fn new_salt() -> Result<Vec<u8>, ReceiptError> {
+    let mut salt = vec![0u8; 32];
+    getrandom::fill(&mut salt).map_err(|e| ReceiptError::Key(format!("no OS randomness: {e}")))?;
+    Ok(salt)
+}

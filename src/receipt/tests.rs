@@ -1,0 +1,298 @@
+use std::sync::Arc;
+
+use confidant_attestation::{Policy, Timestamp};
+
+use super::digest::{RequestInput, request, response};
+use super::verify::{Against, verify};
+use super::*;
+use crate::tee::Simulated;
+
+/// A simulated server: its attester measures a file holding `tag`.
+fn server(tag: &str) -> (Arc<ReceiptSigner>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let binary = dir.path().join("server");
+    std::fs::write(&binary, tag).expect("write");
+    let attester = Simulated::measuring(&binary).expect("measure");
+    let measurement = hex::encode(attester.measurement());
+    let signer = ReceiptSigner::new(&attester).expect("signer");
+    (Arc::new(signer), measurement)
+}
+
+fn pinning(measurement: &str) -> Policy {
+    Policy::from_toml(&format!(
+        "measurements = [\"{measurement}\"]\nallow_simulated = true\n"
+    ))
+    .expect("policy")
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_unix_seconds(crate::unix_now().max(0) as u64)
+}
+
+const SALT: &[u8] = b"0123456789abcdef-client-salt";
+
+fn request_digest() -> [u8; 32] {
+    request(
+        SALT,
+        RequestInput::Rows {
+            shape: &[2, 3],
+            values: &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        },
+    )
+}
+
+fn response_digest() -> [u8; 32] {
+    response(2, 2, &[0.25, 0.75, 0.5, 0.5], &["yes", "no"])
+}
+
+fn draft(signer: &Arc<ReceiptSigner>, n: usize) -> Draft {
+    Draft {
+        signer: Arc::clone(signer),
+        rpc: "predict",
+        request_id: format!("req-{n}"),
+        request: request_digest(),
+        response: response_digest(),
+        model: "demo".into(),
+        version: "1.0.0".into(),
+        manifest: [7; 32],
+        epsilon: 0.5,
+    }
+}
+
+/// Receipts for a group of `n` statements; the `i`-th statement is `draft(i)` at seq 100 + i.
+fn group(signer: &Arc<ReceiptSigner>, n: usize) -> Vec<Vec<u8>> {
+    let statements: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            draft(signer, i)
+                .statement(100 + i as u64, &"ab".repeat(32), 1_700_000_000_000)
+                .to_cbor()
+        })
+        .collect();
+    signer.sign_group(&statements)
+}
+
+fn against<'a>(signer: &'a ReceiptSigner, policy: &'a Policy) -> Against<'a> {
+    Against {
+        evidence_json: signer.evidence_json(),
+        policy,
+        now: now(),
+        request: Some(request_digest()),
+        response: Some(response_digest()),
+    }
+}
+
+#[test]
+fn every_receipt_of_groups_of_every_size_verifies() {
+    let (signer, m) = server("server A");
+    let policy = pinning(&m);
+    for n in [1, 2, 3, 5, 8, 13] {
+        let receipts = group(&signer, n);
+        assert_eq!(receipts.len(), n);
+        for (i, r) in receipts.iter().enumerate() {
+            let v = verify(r, &against(&signer, &policy));
+            assert!(v.accepted(), "group {n}, receipt {i}: {:?}", v.failures);
+            let st = v.statement.expect("statement");
+            assert_eq!(st["audit_seq"], 100 + i as u64);
+            assert_eq!(st["request_id"], format!("req-{i}"));
+            assert_eq!(st["epsilon"], 0.5);
+        }
+    }
+}
+
+#[test]
+fn any_changed_byte_of_a_receipt_fails() {
+    let (signer, m) = server("server A");
+    let policy = pinning(&m);
+    let receipts = group(&signer, 3);
+    let receipt = &receipts[1];
+    for i in 0..receipt.len() {
+        for bit in [0x01u8, 0x80] {
+            let mut bad = receipt.clone();
+            bad[i] ^= bit;
+            let v = verify(&bad, &against(&signer, &policy));
+            assert!(
+                !v.accepted(),
+                "flipping bit {bit:#x} of byte {i} went unnoticed"
+            );
+        }
+    }
+    // Truncated, or with bytes after it.
+    let v = verify(&receipt[..receipt.len() - 1], &against(&signer, &policy));
+    assert!(!v.accepted());
+    let mut longer = receipt.clone();
+    longer.push(0);
+    let v = verify(&longer, &against(&signer, &policy));
+    assert!(!v.accepted());
+    assert_eq!(v.checks[0].name, "envelope", "{:?}", v.failures);
+}
+
+#[test]
+fn any_changed_byte_of_the_evidence_fails() {
+    let (signer, m) = server("server A");
+    let policy = pinning(&m);
+    let receipt = &group(&signer, 1)[0];
+    let evidence = signer.evidence_json().to_vec();
+    // Every byte would take minutes of RSA verification in a debug build: a spread of them,
+    // the first and the last included.
+    let step = (evidence.len() / 97).max(1);
+    for i in (0..evidence.len())
+        .step_by(step)
+        .chain([evidence.len() - 1])
+    {
+        let mut bad = evidence.clone();
+        bad[i] ^= 0x01;
+        let with = Against {
+            evidence_json: &bad,
+            ..against(&signer, &policy)
+        };
+        let v = verify(receipt, &with);
+        assert!(!v.accepted(), "byte {i} of the evidence changed unnoticed");
+        assert!(
+            v.failures.iter().any(|f| f.starts_with("evidence_digest")),
+            "{:?}",
+            v.failures
+        );
+    }
+}
+
+#[test]
+fn another_request_or_response_fails() {
+    let (signer, m) = server("server A");
+    let policy = pinning(&m);
+    let receipt = &group(&signer, 2)[0];
+    let other_request = request(
+        SALT,
+        RequestInput::Rows {
+            shape: &[2, 3],
+            values: &[1.0, 2.0, 3.0, 4.0, 5.0, 6.5],
+        },
+    );
+    let v = verify(
+        receipt,
+        &Against {
+            request: Some(other_request),
+            ..against(&signer, &policy)
+        },
+    );
+    assert_eq!(v.failures.len(), 1, "{:?}", v.failures);
+    assert!(v.failures[0].starts_with("request:"));
+    // The same request under another salt is another digest: the salt keys it.
+    let resalted = request(
+        b"another salt, 16+ bytes",
+        RequestInput::Rows {
+            shape: &[2, 3],
+            values: &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        },
+    );
+    assert_ne!(resalted, request_digest());
+    let other_response = response(2, 2, &[0.25, 0.75, 0.5, 0.5], &["yes", "yes"]);
+    let v = verify(
+        receipt,
+        &Against {
+            response: Some(other_response),
+            ..against(&signer, &policy)
+        },
+    );
+    assert_eq!(v.failures.len(), 1, "{:?}", v.failures);
+    assert!(v.failures[0].starts_with("response:"));
+}
+
+#[test]
+fn a_receipt_of_another_server_is_refused() {
+    let (a, measurement_a) = server("server A");
+    let (b, _) = server("server B");
+    let policy_a = pinning(&measurement_a);
+    let receipt_b = &group(&b, 1)[0];
+    // B's receipt with B's evidence: B's measurement is not the one the policy pins.
+    let v = verify(receipt_b, &against(&b, &policy_a));
+    assert!(!v.accepted());
+    assert!(
+        v.failures.iter().any(|f| f.starts_with("evidence:")),
+        "{:?}",
+        v.failures
+    );
+    // B's receipt presented with A's evidence: the digest and the key binding both fail.
+    let v = verify(receipt_b, &against(&a, &policy_a));
+    let names: Vec<&str> = v.checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+    assert_eq!(
+        names,
+        ["evidence_digest", "key_binding"],
+        "{:?}",
+        v.failures
+    );
+    // A receipt signed by B's key, claiming A's evidence digest: the binding still fails.
+    let statement = draft(&a, 0).statement(1, "00", 0).to_cbor();
+    let forged = b.sign_group(&[statement]);
+    let v = verify(&forged[0], &against(&a, &policy_a));
+    let names: Vec<&str> = v.checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+    assert_eq!(names, ["key_binding"], "{:?}", v.failures);
+}
+
+#[test]
+fn the_evidence_must_meet_the_policy() {
+    let (signer, m) = server("server A");
+    let receipt = &group(&signer, 1)[0];
+    // Simulated evidence under a policy that does not allow it.
+    let strict = Policy::from_toml(&format!("measurements = [\"{m}\"]\n")).expect("policy");
+    let v = verify(receipt, &against(&signer, &strict));
+    assert!(
+        v.failures.iter().any(|f| f.starts_with("evidence:")),
+        "{:?}",
+        v.failures
+    );
+}
+
+#[test]
+fn digests_of_the_canonical_forms() {
+    // Rows and texts are different forms even with the same bytes.
+    let texts = request(SALT, RequestInput::Texts(&[b"a".to_vec()]));
+    let rows = request(
+        SALT,
+        RequestInput::Rows {
+            shape: &[1, 1],
+            values: &[f32::from_le_bytes([b'a', 0, 0, 0])],
+        },
+    );
+    assert_ne!(texts, rows);
+    // Length prefixes: ["ab", "c"] is not ["a", "bc"].
+    assert_ne!(
+        request(SALT, RequestInput::Texts(&[b"ab".to_vec(), b"c".to_vec()])),
+        request(SALT, RequestInput::Texts(&[b"a".to_vec(), b"bc".to_vec()]))
+    );
+    // The files `confidant receipt verify` reads give the same digests.
+    let file = digest::RequestFile {
+        salt: hex::encode(SALT),
+        inputs: Some(vec![vec![1.0, 2.0, 3.0], vec![4.0, 5.0, 6.0]]),
+        texts: None,
+    };
+    assert_eq!(file.digest().expect("digest"), request_digest());
+    let printed = serde_json::json!({
+        "model": "demo",
+        "outputs": [[0.25f32, 0.75f32], [0.5f32, 0.5f32]],
+        "labels": ["yes", "no"],
+    });
+    assert_eq!(
+        digest::response_from_json(&printed).expect("digest"),
+        response_digest()
+    );
+    // f32 values that are not exact in decimal survive printing and parsing.
+    let x = 0.1f32 + 1e-7;
+    let printed = serde_json::to_string(&serde_json::json!({ "embeddings": [[x]] })).expect("json");
+    let parsed: serde_json::Value = serde_json::from_str(&printed).expect("json");
+    assert_eq!(
+        digest::response_from_json(&parsed).expect("digest"),
+        response(1, 1, &[x], &[] as &[&str])
+    );
+}
+
+#[test]
+fn salts_are_hex_of_16_to_64_bytes() {
+    assert!(parse_salt(&"ab".repeat(16)).is_ok());
+    assert!(parse_salt(&"ab".repeat(64)).is_ok());
+    for bad in ["", "zz", &"ab".repeat(15), &"ab".repeat(65)] {
+        assert!(
+            matches!(parse_salt(bad), Err(ReceiptError::Salt(_))),
+            "{bad}"
+        );
+    }
+}
