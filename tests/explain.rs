@@ -190,7 +190,7 @@ async fn text_models_are_explained_token_by_token_behind_the_same_guards() {
       "privacy": {"mechanism": "noisy_argmax", "epsilon": 1.0},
       "architecture": {"kind": "bert", "task": "classification", "pooling": "cls",
                        "output": "softmax", "max_tokens": 32, "truncation": "truncate"}}"#;
-    let embedding = r#"{"id": "search", "version": "1.0.0",
+    let embedding = r#"{"id": "search", "version": "1.0.0", "purposes": ["search"],
       "architecture": {"kind": "bert", "task": "embedding", "pooling": "mean",
                        "normalize": true, "max_tokens": 32, "truncation": "truncate"}}"#;
     seal_hf(d, &hf, open, "triage");
@@ -209,7 +209,14 @@ async fn text_models_are_explained_token_by_token_behind_the_same_guards() {
     let key = create_key(
         &data,
         "nurse",
-        &["--scopes", "predict,explain", "--rpd", "100"],
+        &[
+            "--scopes",
+            "predict,explain",
+            "--rpd",
+            "100",
+            "--purposes",
+            "search",
+        ],
     );
     let predict_only = create_key(&data, "clerk", &[]);
     let mut args = vec![
@@ -329,7 +336,14 @@ async fn text_models_are_explained_token_by_token_behind_the_same_guards() {
     );
     assert_eq!(common::used_today(&data, "nurse"), spent);
 
-    // An embedding model: a named dimension, or a precise refusal.
+    // An embedding model with purposes: none declared is refused as for Predict.
+    let e = client
+        .explain_texts("search", vec!["hello world".into()], Some(3))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::PermissionDenied, "{e}");
+    // A named dimension, or a precise refusal.
+    let mut client = connect(key.clone()).await.with_purpose("search").unwrap();
     let e = client
         .explain_texts("search", vec!["hello world".into()], None)
         .await
@@ -396,6 +410,10 @@ async fn text_models_are_explained_token_by_token_behind_the_same_guards() {
     // Audited as explanations, with a keyed digest and never the text.
     assert!(server.stop().success());
     let log = common::audit_export(&data);
-    assert!(log.contains("\"rpc\":\"explain\""), "{log}");
+    let explained = log
+        .lines()
+        .find(|l| l.contains("\"rpc\":\"explain\"") && l.contains("\"model\":\"triage@"))
+        .unwrap_or_else(|| panic!("no explain record: {log}"));
+    assert!(explained.contains("\"input_hmac\":\""), "{explained}");
     assert!(!log.contains("patient"), "the audit log holds a text");
 }
