@@ -51,11 +51,11 @@ pub(super) fn integrated_gradients(
     integrated_gradients_in(enc, texts, target, PASS_TOKENS)
 }
 
-/// One text's path: its input and baseline word embeddings (row-major `[n, hidden]`).
+/// One text's path: its baseline word embeddings (row-major `[n, hidden]`) and the way to
+/// its input.
 pub(super) struct TextPath {
     n: usize,
     type_ids: Vec<u32>,
-    input: Vec<f32>,
     baseline: Vec<f32>,
     /// `input − baseline`, exact in f64.
     diff: Vec<f64>,
@@ -88,7 +88,6 @@ impl TextPath {
         Ok(Self {
             n: tokens.len(),
             type_ids: tokens.type_ids.clone(),
-            input,
             baseline,
             diff,
             target,
@@ -195,7 +194,6 @@ pub(super) fn integrated_gradients_in(
         special.push(template);
     }
     let h = enc.shape().hidden_size;
-    debug_assert!(paths.iter().all(|p| p.input.len() == p.n * h));
     // Longest first, so that a pass's texts have similar lengths.
     let mut order: Vec<usize> = (0..paths.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(paths[i].n));
