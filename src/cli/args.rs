@@ -42,7 +42,8 @@ pub enum Command {
     /// Call Predict on a server and print the outputs as JSON.
     Predict(PredictArgs),
     /// Explain rows by integrated gradients on a running server (explain scope): prints
-    /// {"attributions", "targets", "output_at_input", "output_at_baseline", …}.
+    /// {"attributions", "targets", "output_at_input", "output_at_baseline", …}; for a text
+    /// model (--text, --input-jsonl), per-token attributions in "texts".
     Explain(ExplainArgs),
     /// List the models a server has loaded.
     Models(ModelsArgs),
@@ -570,7 +571,8 @@ pub struct ExplainArgs {
     /// The request, as for predict.
     #[command(flatten)]
     pub predict: PredictArgs,
-    /// The output column to explain [default: each row's predicted column].
+    /// The output column to explain [default: each row's predicted column]; for an
+    /// embedding model, the embedding dimension (required).
     #[arg(long)]
     pub target: Option<u32>,
 }

@@ -160,11 +160,6 @@ pub(super) async fn connect_with_rows(
                 .map(|m| m.features);
             read_csv_rows(path, features.as_deref())?
         }
-        (None, None) if !a.text.is_empty() || a.input_jsonl.is_some() => {
-            bail!(
-                "explain takes numeric rows (--input or --input-csv); text models are not explained"
-            )
-        }
         (None, None) => bail!("give --input or --input-csv"),
     };
     Ok((client, rows, a.model))
@@ -373,6 +368,9 @@ pub(super) async fn explain(e: args::ExplainArgs) -> Result<()> {
             "--receipt-out: explanations carry no receipt yet (Predict, ModelInfer and /v1/embeddings do)"
         );
     }
+    if !e.predict.text.is_empty() || e.predict.input_jsonl.is_some() {
+        return explain_texts(e).await;
+    }
     let (mut client, rows, model) = connect_with_rows(e.predict).await?;
     let r = client.explain(&model, &rows, e.target).await?;
     let features = rows.first().map_or(0, Vec::len);
@@ -399,6 +397,62 @@ pub(super) async fn explain(e: args::ExplainArgs) -> Result<()> {
             "baseline": r.baseline,
             "steps": r.steps,
             "flagged_rows": r.flagged_rows,
+        })
+    );
+    Ok(())
+}
+
+/// `explain --text … / --input-jsonl FILE`: per-token attributions of a text model, one
+/// entry of `texts` per text.
+async fn explain_texts(e: args::ExplainArgs) -> Result<()> {
+    let mut a = e.predict;
+    let mut texts = std::mem::take(&mut a.text);
+    if let Some(path) = &a.input_jsonl {
+        texts.extend(read_jsonl_texts(path)?);
+    }
+    if texts.is_empty() {
+        bail!("no texts: give --text or a non-empty --input-jsonl");
+    }
+    let mut client = connect(ConnectOpts {
+        addr: &a.addr,
+        policy: a.policy.clone(),
+        gpu: a.gpu.clone(),
+        tls_ca: a.tls_ca,
+        tls_identity: a.tls_cert.zip(a.tls_key),
+        data_dir: a.data_dir,
+        api_key: a.api_key.as_deref(),
+        purpose: a.purpose.as_deref(),
+    })
+    .await?;
+    if let Some(subject) = &a.subject_id {
+        client = client.with_subject(subject)?;
+    }
+    let r = client.explain_texts(&a.model, texts, e.target).await?;
+    let per_text: Vec<serde_json::Value> = r
+        .text_attributions
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "tokens": t.tokens,
+                "attributions": t.attributions,
+                "special": t.special,
+                "truncated": t.truncated,
+            })
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({
+            "model": r.model,
+            "model_version": r.model_version,
+            "request_id": r.request_id,
+            "texts": per_text,
+            "targets": r.targets,
+            "output_at_input": r.output_at_input,
+            "output_at_baseline": r.output_at_baseline,
+            "completeness_error": r.completeness_error,
+            "baseline_token": r.baseline_token,
+            "steps": r.steps,
         })
     );
     Ok(())

@@ -402,6 +402,25 @@ impl Client {
                 values: rows.iter().flatten().copied().collect(),
             }),
             target,
+            texts: Vec::new(),
+        });
+        Ok(self.inner.explain(req).await?.into_inner())
+    }
+
+    /// Explains a text model's outputs for `texts`: per-token attributions in
+    /// `text_attributions`.
+    pub async fn explain_texts(
+        &mut self,
+        model: &str,
+        texts: Vec<String>,
+        target: Option<u32>,
+    ) -> Result<pb::ExplainResponse, ClientError> {
+        let req = self.request(pb::ExplainRequest {
+            model: model.to_string(),
+            version: String::new(),
+            input: None,
+            target,
+            texts,
         });
         Ok(self.inner.explain(req).await?.into_inner())
     }

@@ -7,10 +7,11 @@
 //! it loads from the decrypted bytes in locked memory with the same per-tensor checks as
 //! the MLP, fuses the query, key and value projections into one matmul, stores weights
 //! pre-transposed, and exposes the hidden states that pooling, classification heads and
-//! (later) integrated gradients over the input embeddings need.
+//! integrated gradients over the input word embeddings (`explain.rs`) need.
 
 mod batch;
 mod encoder;
+mod explain;
 pub mod hf_config;
 mod model;
 mod tokenize;

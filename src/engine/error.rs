@@ -144,6 +144,23 @@ pub enum EngineError {
         /// The task the operation needs.
         needed: &'static str,
     },
+    /// An explanation names no output where there is no default (an embedding model), or
+    /// one that does not exist.
+    #[error("model {model}: {problem}")]
+    ExplainTarget {
+        /// The model id.
+        model: String,
+        /// What is wrong with the target.
+        problem: String,
+    },
+    /// The model cannot be explained.
+    #[error("model {model} cannot be explained: {reason}")]
+    NotExplainable {
+        /// The model id.
+        model: String,
+        /// Why.
+        reason: String,
+    },
     /// A failure inside candle (a bug or resource exhaustion, never bad input).
     #[error("compute failed: {0}")]
     Compute(#[from] candle_core::Error),

@@ -6,6 +6,10 @@
 //! fundamental theorem of calculus the attributions sum to `f_c(x) − f_c(b)`
 //! (completeness); the number of points doubles from 64 until the sum is within a relative
 //! 1e-4 of that difference (or 8192 points), and the remaining gap is reported.
+//!
+//! Text models are explained the same way over their input word embeddings, with the same
+//! schedule, tolerance and report, one attribution per token ([`TextAttribution`], computed
+//! by [`crate::engine::bert`]'s encoder); their cost is counted in tokens ([`text_points`]).
 
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
@@ -40,9 +44,39 @@ pub struct Attribution {
     pub steps: usize,
 }
 
-const FIRST_STEPS: usize = 64;
-const MAX_STEPS: usize = 8192;
+/// One text's explanation: [`Attribution`] with one attribution per token (its word
+/// embedding's, summed over the embedding dimension), and the tokens themselves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextAttribution {
+    /// Per-token attributions, the schedule and the completeness report.
+    pub attribution: Attribution,
+    /// Each token as the tokenizer's vocabulary writes it (`[CLS]`, `hello`, `##ing`).
+    pub tokens: Vec<String>,
+    /// Whether each token was added by the tokenizer's template (`[CLS]`, `[SEP]`) rather
+    /// than taken from the text. Such tokens keep their embedding in the baseline, so
+    /// their attribution is 0.
+    pub special: Vec<bool>,
+    /// The token whose word embedding replaced each of the text's own tokens in the
+    /// baseline (`[PAD]`).
+    pub baseline_token: String,
+}
+
+pub(crate) const FIRST_STEPS: usize = 64;
+pub(crate) const MAX_STEPS: usize = 8192;
 const REL_TOLERANCE: f64 = 1e-4;
+
+/// Whether attributions that miss `f(x) − f(baseline)` = `want` by `error` are complete
+/// enough to stop doubling the path points: a relative 1e-4 (of at least 1e-6).
+pub(crate) fn complete_enough(error: f64, want: f64) -> bool {
+    error <= REL_TOLERANCE * want.abs().max(1e-6)
+}
+
+/// The worst-case path-point cost of explaining texts of `tokens` tokens in all: every
+/// path point of a text runs all its tokens through the encoder, so a token counts as an
+/// MLP row does, [`MAX_POINTS_PER_ROW`] each.
+pub fn text_points(tokens: usize) -> u64 {
+    (tokens as u64).saturating_mul(MAX_POINTS_PER_ROW)
+}
 
 /// The most path points [`integrated_gradients`] evaluates for one row (forward and
 /// backward): every doubling from 64 to 8192 points, when the sum never converges. A
@@ -115,7 +149,7 @@ pub fn integrated_gradients(
         let mean_grad = path_gradient(mlp, baseline, &diff, target, steps)?;
         let attributions: Vec<f64> = mean_grad.iter().zip(&diff).map(|(g, d)| g * d).collect();
         let error = (attributions.iter().sum::<f64>() - want).abs();
-        if error <= REL_TOLERANCE * want.abs().max(1e-6) || steps >= MAX_STEPS {
+        if complete_enough(error, want) || steps >= MAX_STEPS {
             return Ok(Attribution {
                 attributions: attributions.iter().map(|v| *v as f32).collect(),
                 target,

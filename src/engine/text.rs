@@ -145,6 +145,22 @@ pub trait TextEncoder: Send + Sync {
         .to_rows())
     }
 
+    /// Integrated gradients over the input word embeddings of tokenized texts (one
+    /// explanation per text, in order), for output `target` (a classifier's default: each
+    /// text's predicted label; an embedding model needs one). The default refuses: an
+    /// encoder that cannot differentiate its forward pass explains nothing.
+    fn explain_tokens(
+        &self,
+        texts: &[Tokens],
+        target: Option<usize>,
+    ) -> Result<Vec<super::explain::TextAttribution>, EngineError> {
+        let _ = (texts, target);
+        Err(EngineError::NotExplainable {
+            model: self.config().id.clone(),
+            reason: "its encoder does not compute gradients".into(),
+        })
+    }
+
     /// A classifier's scores for `texts`; refused for embedding models.
     fn classify(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EngineError> {
         let config = self.config();

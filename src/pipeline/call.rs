@@ -147,12 +147,29 @@ pub struct ExplainOutcome {
     /// Rows that adversarial-sensitivity screening flagged (ascending), as Predict reports
     /// them. (Explanations are refused under any privacy policy, so nothing hides them.)
     pub flagged_rows: Vec<u32>,
+    /// A text model's texts, parallel to `attributions` (whose values are then one per
+    /// token); empty for rows.
+    pub texts: Vec<ExplainedText>,
+}
+
+/// One explained text's tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExplainedText {
+    /// Each token as the tokenizer's vocabulary writes it.
+    pub tokens: Vec<String>,
+    /// Whether each token was added by the tokenizer's template (`[CLS]`, `[SEP]`).
+    pub special: Vec<bool>,
+    /// Whether the text was cut to the model's `max_tokens` (under `truncate`).
+    pub truncated: bool,
+    /// The token whose embedding stood for each of the text's own in the baseline.
+    pub baseline_token: String,
 }
 
 /// `[explain]`: the bound on one Explain request's work and the pool that runs it.
 ///
-/// Integrated gradients evaluates up to [`MAX_POINTS_PER_ROW`] path points per row; a
-/// request whose rows × that bound exceeds `max_points_per_request` is refused with
+/// Integrated gradients evaluates up to [`MAX_POINTS_PER_ROW`] path points per row (for a
+/// text model, per token: each point runs all of a text's tokens); a request whose rows (or
+/// tokens) × that bound exceeds `max_points_per_request` is refused with
 /// RESOURCE_EXHAUSTED before anything is spent. Explanations run on a pool of `workers`
 /// threads of their own (candle's parallel kernels inside them included), one request per
 /// thread; a request that finds them all busy is refused with RESOURCE_EXHAUSTED, so
@@ -160,7 +177,8 @@ pub struct ExplainOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExplainLimits {
-    /// The most path points one request may cost (rows × [`MAX_POINTS_PER_ROW`]).
+    /// The most path points one request may cost (rows, or a text model's tokens, ×
+    /// [`MAX_POINTS_PER_ROW`]).
     pub max_points_per_request: u64,
     /// Explanations computed at once (at least 1).
     pub workers: usize,

@@ -69,8 +69,11 @@ impl From<ApiError> for Status {
                 EngineError::Width { .. }
                 | EngineError::WrongInput { .. }
                 | EngineError::Tokenize { .. }
-                | EngineError::TooManyTokens { .. } => Code::InvalidArgument,
-                EngineError::WrongTask { .. } => Code::FailedPrecondition,
+                | EngineError::TooManyTokens { .. }
+                | EngineError::ExplainTarget { .. } => Code::InvalidArgument,
+                EngineError::WrongTask { .. } | EngineError::NotExplainable { .. } => {
+                    Code::FailedPrecondition
+                }
                 EngineError::QueueFull { .. } => Code::ResourceExhausted,
                 EngineError::ShuttingDown { .. } => Code::Unavailable,
                 EngineError::Config(_)

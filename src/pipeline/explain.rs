@@ -61,22 +61,29 @@ impl Pipeline {
         let Admitted {
             key, model, input, ..
         } = self.admit_call(ctx, Scope::Explain, call, record)?;
-        let (Some(config), ModelInput::Rows { values, rows }) = (model.mlp_config(), input) else {
-            return Err(ApiError::Precondition(format!(
-                "model {} is a text model; Explain serves MLPs (token attributions are not \
-                 available yet)",
-                model.id()
-            )));
-        };
         let policy = model.privacy();
         if *policy != PrivacyPolicy::None {
             return Err(ApiError::Precondition(format!(
                 "model {} releases outputs only under its {} privacy policy; explanations \
                  would reveal what the policy hides",
-                config.id,
+                model.id(),
                 policy.name()
             )));
         }
+        let (config, values, rows) = match (model.mlp_config(), input) {
+            (Some(config), ModelInput::Rows { values, rows }) => (config, values, rows),
+            (None, ModelInput::Tokens(tokens)) => {
+                return self
+                    .explain_texts(&key, model, tokens, target, record)
+                    .await;
+            }
+            _ => {
+                return Err(ApiError::Internal(format!(
+                    "model {} was admitted with an input of another kind",
+                    model.id()
+                )));
+            }
+        };
         let baseline = match (&config.explanation, &config.input.normalization) {
             (Some(ExplanationSpec { baseline: Some(b) }), _) => b.clone(),
             (_, Some(norm)) => norm.mean.clone(),
@@ -142,17 +149,6 @@ impl Pipeline {
             }
             None => Vec::new(),
         };
-        // A bounded pool: a request that finds every worker busy is refused (its admission
-        // refunds itself), and a worker stays taken until its computation ends, even if
-        // the caller goes away.
-        let slot = Arc::clone(&self.explain_slots)
-            .try_acquire_owned()
-            .map_err(|_| {
-                ApiError::Exhausted(format!(
-                    "all {} explanation workers are busy; retry later",
-                    self.explain_limits.workers
-                ))
-            })?;
         let Some(mlp) = model.mlp().map(Arc::clone) else {
             return Err(ApiError::Internal(format!(
                 "model {} has an MLP config but no MLP",
@@ -161,28 +157,14 @@ impl Pipeline {
         };
         let features = config.feature_count();
         let b = baseline.clone();
-        let (done, explained) = tokio::sync::oneshot::channel();
-        self.explain_pool()?.spawn(move || {
-            let result = values
-                .chunks_exact(features)
-                .map(|x| integrated_gradients(&mlp, x, &b, target.map(|t| t as usize)))
-                .collect::<Result<Vec<Attribution>, _>>();
-            // The worker is free before the caller hears back (so a caller's next request
-            // finds it free); the caller may have gone, which changes nothing.
-            drop(slot);
-            let _ = done.send(result);
-        });
-        let rows_out = match explained.await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                return Err(e.into());
-            }
-            Err(_) => {
-                return Err(ApiError::Internal(
-                    "an explanation worker ended without an answer".into(),
-                ));
-            }
-        };
+        let rows_out = self
+            .on_explain_pool(move || {
+                values
+                    .chunks_exact(features)
+                    .map(|x| integrated_gradients(&mlp, x, &b, target.map(|t| t as usize)))
+                    .collect::<Result<Vec<Attribution>, _>>()
+            })
+            .await?;
         admission.commit();
         Ok(ExplainOutcome {
             model: Arc::clone(&model),
@@ -192,6 +174,39 @@ impl Pipeline {
             baseline,
             attributions: rows_out,
             flagged_rows: flagged,
+            texts: Vec::new(),
         })
+    }
+
+    /// Runs an explanation on the bounded pool: a request that finds every worker busy is
+    /// refused (its admission, dropped by the caller, refunds itself), and a worker stays
+    /// taken until its computation ends, even if the caller goes away.
+    pub(super) async fn on_explain_pool<T: Send + 'static>(
+        &self,
+        explain: impl FnOnce() -> Result<T, crate::engine::EngineError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let slot = Arc::clone(&self.explain_slots)
+            .try_acquire_owned()
+            .map_err(|_| {
+                ApiError::Exhausted(format!(
+                    "all {} explanation workers are busy; retry later",
+                    self.explain_limits.workers
+                ))
+            })?;
+        let (done, explained) = tokio::sync::oneshot::channel();
+        self.explain_pool()?.spawn(move || {
+            let result = explain();
+            // The worker is free before the caller hears back (so a caller's next request
+            // finds it free); the caller may have gone, which changes nothing.
+            drop(slot);
+            let _ = done.send(result);
+        });
+        match explained.await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(ApiError::Internal(
+                "an explanation worker ended without an answer".into(),
+            )),
+        }
     }
 }

@@ -44,6 +44,7 @@ mod admit;
 mod call;
 pub mod error;
 mod explain;
+mod explain_text;
 mod receipts;
 mod record;
 pub mod request_id;
@@ -53,8 +54,8 @@ mod tests;
 use admit::Admitted;
 pub use admit::check_model_ref;
 pub use call::{
-    Api, CallContext, ExplainLimits, ExplainLimitsError, ExplainOutcome, PredictCall,
-    PredictOutcome, Receipt,
+    Api, CallContext, ExplainLimits, ExplainLimitsError, ExplainOutcome, ExplainedText,
+    PredictCall, PredictOutcome, Receipt,
 };
 use call::{X_API_KEY, X_PURPOSE, X_SUBJECT_ID};
 pub use error::ApiError;

@@ -87,17 +87,29 @@ impl pb::inference_server::Inference for InferenceService {
             version: req.version,
             shape: input.shape,
             values: input.values,
-            texts: Vec::new(),
+            texts: req.texts.into_iter().map(String::into_bytes).collect(),
             embeddings_only: false,
             api: Api::Predict,
         };
         let out = self.pipeline.explain(&ctx, call, req.target).await?;
         let a = &out.attributions;
+        let text_attributions: Vec<pb::TokenAttributions> = out
+            .texts
+            .iter()
+            .zip(a)
+            .map(|(t, r)| pb::TokenAttributions {
+                tokens: t.tokens.clone(),
+                attributions: r.attributions.clone(),
+                special: t.special.clone(),
+                truncated: t.truncated,
+            })
+            .collect();
+        let is_text = out.model.encoder().is_some();
         Ok(Response::new(pb::ExplainResponse {
             model: out.model.id().to_string(),
             model_version: out.model.version().to_string(),
             request_id: out.request_id,
-            attributions: Some(pb::Tensor {
+            attributions: (!is_text).then(|| pb::Tensor {
                 shape: vec![out.rows as u64, out.features as u64],
                 values: a
                     .iter()
@@ -111,6 +123,12 @@ impl pb::inference_server::Inference for InferenceService {
             baseline: out.baseline,
             steps: a.iter().map(|r| r.steps as u32).collect(),
             flagged_rows: out.flagged_rows,
+            text_attributions,
+            baseline_token: out
+                .texts
+                .first()
+                .map(|t| t.baseline_token.clone())
+                .unwrap_or_default(),
         }))
     }
 

@@ -4,7 +4,7 @@ use candle_core::{Device, Tensor};
 
 use super::batch::PaddedBatch;
 use super::hf_config::BertShape;
-use super::model::{BertWeights, TensorSource, activate, l2_normalize, mean_pool};
+use super::model::{BertWeights, Ops, TensorSource, activate, l2_normalize, mean_pool, softmax};
 use super::tokenize::TextTokenizer;
 use crate::engine::config::{EncoderConfig, OutputKind, Pooling, TextTask};
 use crate::engine::error::EngineError;
@@ -36,10 +36,10 @@ pub const HEAD_FILE: &str = "head.safetensors";
 /// A loaded BERT encoder: tokenizer, weights and the config's pooling, normalization and
 /// head.
 pub struct BertEncoder {
-    config: EncoderConfig,
+    pub(super) config: EncoderConfig,
     shape: BertShape,
-    tokenizer: TextTokenizer,
-    weights: BertWeights,
+    pub(super) tokenizer: TextTokenizer,
+    pub(super) weights: BertWeights,
     device: Device,
 }
 
@@ -121,7 +121,7 @@ impl BertEncoder {
     }
 
     /// Last hidden states `[rows, seq, hidden]` and the mask `[rows, seq]` of a batch.
-    fn hidden(&self, batch: &[&Tokens]) -> Result<(Tensor, Tensor), EngineError> {
+    pub(super) fn hidden(&self, batch: &[&Tokens]) -> Result<(Tensor, Tensor), EngineError> {
         if batch.is_empty() || batch.iter().any(|t| t.is_empty()) {
             return Err(EngineError::Compute(candle_core::Error::Msg(
                 "a text batch needs at least one text, each of at least one token".into(),
@@ -185,20 +185,42 @@ impl TextEncoder for BertEncoder {
 
     fn infer_tokens(&self, batch: &[&Tokens]) -> Result<Vec<f32>, EngineError> {
         let (hidden, mask) = self.hidden(batch)?;
+        Self::to_vec(&self.outputs(&hidden, &mask, Ops::Fused)?)
+    }
+
+    fn explain_tokens(
+        &self,
+        texts: &[Tokens],
+        target: Option<usize>,
+    ) -> Result<Vec<crate::engine::explain::TextAttribution>, EngineError> {
+        super::explain::integrated_gradients(self, texts, target)
+    }
+}
+
+impl BertEncoder {
+    /// The task's output `[rows, width]` from the last hidden states: the pooled embedding,
+    /// or the classifier's scores (a `BertForSequenceClassification` head, or an MLP head
+    /// from `confidant train --encoder`). `ops` picks the kernels (fused to serve,
+    /// differentiable to explain); both compute the same function.
+    pub(super) fn outputs(
+        &self,
+        hidden: &Tensor,
+        mask: &Tensor,
+        ops: Ops,
+    ) -> Result<Tensor, EngineError> {
         if !self.weights.mlp_head.is_empty() {
             // An MLP head (`confidant train --encoder`) over the pooled embedding.
-            let mut x = self.pooled(&hidden, &mask)?;
+            let mut x = self.pooled(hidden, mask)?;
             for (layer, activation) in &self.weights.mlp_head {
                 x = activate(layer.forward(&x)?, *activation)?;
             }
-            let out = match self.config.output_kind() {
+            return Ok(match self.config.output_kind() {
                 OutputKind::Logits => x,
-                OutputKind::Softmax => candle_nn::ops::softmax_last_dim(&x)?,
-            };
-            return Self::to_vec(&out);
+                OutputKind::Softmax => softmax(&x, ops)?,
+            });
         }
         let Some(classifier) = &self.weights.classifier else {
-            return Self::to_vec(&self.pooled(&hidden, &mask)?);
+            return self.pooled(hidden, mask);
         };
         // BertForSequenceClassification: the [CLS] vector through the pooler and a tanh.
         // A head without a pooler (one trained on pooled embeddings) reads the pooled
@@ -208,14 +230,13 @@ impl TextEncoder for BertEncoder {
                 let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
                 pooler.forward(&cls)?.tanh()?
             }
-            _ => self.pooled(&hidden, &mask)?,
+            _ => self.pooled(hidden, mask)?,
         };
         let logits = classifier.forward(&features)?;
-        let out = match self.config.output_kind() {
+        Ok(match self.config.output_kind() {
             OutputKind::Logits => logits,
-            OutputKind::Softmax => candle_nn::ops::softmax_last_dim(&logits)?,
-        };
-        Self::to_vec(&out)
+            OutputKind::Softmax => softmax(&logits, ops)?,
+        })
     }
 }
 

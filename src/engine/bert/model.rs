@@ -15,6 +15,31 @@ use crate::engine::config::{Activation, TextHead};
 use crate::engine::error::EngineError;
 use crate::secure;
 
+/// Which kernels a forward pass uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ops {
+    /// candle's fused layer norm and softmax: the fastest, but they record no gradient
+    /// (`apply_op*_no_bwd`), so a backward pass through them silently stops.
+    Fused,
+    /// The same math from primitive ops that candle can differentiate (for integrated
+    /// gradients over the input embeddings).
+    Differentiable,
+}
+
+/// Softmax over the last dimension with `ops`' kernels. The differentiable form subtracts
+/// the row maximum, detached: it only steadies the exponentials and carries no gradient.
+pub(super) fn softmax(x: &Tensor, ops: Ops) -> candle_core::Result<Tensor> {
+    match ops {
+        Ops::Fused => candle_nn::ops::softmax_last_dim(x),
+        Ops::Differentiable => {
+            let max = x.max_keepdim(D::Minus1)?.detach();
+            let e = x.broadcast_sub(&max)?.exp()?;
+            let sum = e.sum_keepdim(D::Minus1)?;
+            e.broadcast_div(&sum)
+        }
+    }
+}
+
 /// `y = x · W + b` with `W` stored `[in, out]`.
 pub(super) struct Linear {
     weight_t: Tensor,
@@ -27,8 +52,60 @@ impl Linear {
         x.matmul(&self.weight_t)?.broadcast_add(&self.bias)
     }
 
+    /// `x · W + b` with `ops`' kernels. Differentiating on the CPU, the gradient flows to
+    /// `x` alone: candle's matmul backward also computes the weight's gradient, a third of
+    /// the work of a backward pass that integrated gradients never reads, so the product is
+    /// computed detached and [`InputGradient`] carries `x`'s gradient.
+    fn forward_ops(&self, x: &Tensor, ops: Ops) -> candle_core::Result<Tensor> {
+        match ops {
+            Ops::Differentiable if x.device().is_cpu() => {
+                let value = self.forward(&x.detach())?;
+                let gate = x.apply_op1(InputGradient {
+                    weight_t: self.weight_t.clone(),
+                })?;
+                value + gate
+            }
+            Ops::Fused | Ops::Differentiable => self.forward(x),
+        }
+    }
+
     fn tensors(&self) -> [&Tensor; 2] {
         [&self.weight_t, &self.bias]
+    }
+}
+
+/// Zeros of the shape of `x · W` (`x`: `[rows, in]`, F32, on the CPU) whose backward is
+/// that of `x · W` with respect to `x`: `grad · Wᵀ`. Added to the detached product, it makes
+/// a linear layer differentiable in its input only.
+struct InputGradient {
+    weight_t: Tensor,
+}
+
+impl candle_core::CustomOp1 for InputGradient {
+    fn name(&self) -> &'static str {
+        "linear-input-gradient"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (rows, _) = layout.shape().dims2()?;
+        let (_, out) = self.weight_t.dims2()?;
+        Ok((
+            candle_core::CpuStorage::F32(vec![0f32; rows * out]),
+            candle_core::Shape::from((rows, out)),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad_res.matmul(&self.weight_t.t()?)?))
     }
 }
 
@@ -39,8 +116,13 @@ struct LayerNorm {
 }
 
 impl LayerNorm {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+    fn forward(&self, x: &Tensor, ops: Ops) -> candle_core::Result<Tensor> {
+        match ops {
+            Ops::Fused => candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps),
+            Ops::Differentiable => {
+                candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps)
+            }
+        }
     }
 
     fn tensors(&self) -> [&Tensor; 2] {
@@ -355,24 +437,49 @@ impl BertWeights {
         mask: &Tensor,
     ) -> candle_core::Result<Tensor> {
         let (rows, seq) = ids.dims2()?;
+        let words = self.word_embeddings(&ids.flatten_all()?)?.reshape((
+            rows,
+            seq,
+            self.shape.hidden_size,
+        ))?;
+        self.encode(&words, type_ids, mask, Ops::Fused)
+    }
+
+    /// The word-embedding rows of `ids` (U32, any length): `[ids, hidden]`.
+    pub(super) fn word_embeddings(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        self.word.index_select(ids, 0)
+    }
+
+    /// The encoder from the word embeddings on: `words` `[rows, seq, hidden]` (the word
+    /// vectors that [`word_embeddings`](Self::word_embeddings) looks up, or any point
+    /// between two of them), to which the position and token-type embeddings are added.
+    pub(super) fn encode(
+        &self,
+        words: &Tensor,
+        type_ids: &Tensor,
+        mask: &Tensor,
+        ops: Ops,
+    ) -> candle_core::Result<Tensor> {
+        let (rows, seq) = type_ids.dims2()?;
         let h = self.shape.hidden_size;
         let heads = self.shape.num_attention_heads;
         let head_dim = self.shape.head_dim();
-        let words = self.word.index_select(&ids.flatten_all()?, 0)?;
         let types = self.token_type.index_select(&type_ids.flatten_all()?, 0)?;
         let positions = self.position.narrow(0, 0, seq)?;
-        let x = (words + types)?
+        let x = words
+            .reshape((rows * seq, h))?
+            .add(&types)?
             .reshape((rows, seq, h))?
             .broadcast_add(&positions)?
             .reshape((rows * seq, h))?;
-        let mut x = self.embedding_norm.forward(&x)?;
+        let mut x = self.embedding_norm.forward(&x, ops)?;
         // 0 where attended, the most negative float at padding: softmax gives padding 0.
         let bias =
             ((mask.ones_like()? - mask)? * f64::from(f32::MIN))?.reshape((rows, 1, 1, seq))?;
         for layer in &self.layers {
             let qkv = layer
                 .qkv
-                .forward(&x)?
+                .forward_ops(&x, ops)?
                 .reshape((rows, seq, 3, heads, head_dim))?
                 .permute((2, 0, 3, 1, 4))?
                 .contiguous()?;
@@ -380,17 +487,17 @@ impl BertWeights {
             let k = qkv.get(1)?;
             let v = qkv.get(2)?;
             let scores = q.matmul(&k.t()?)?.broadcast_add(&bias)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let probs = softmax(&scores, ops)?;
             let context = probs
                 .matmul(&v)?
                 .transpose(1, 2)?
                 .contiguous()?
                 .reshape((rows * seq, h))?;
-            let attended = (layer.attention_out.forward(&context)? + &x)?;
-            let x1 = layer.attention_norm.forward(&attended)?;
-            let inner = layer.intermediate.forward(&x1)?.gelu_erf()?;
-            let out = (layer.output.forward(&inner)? + &x1)?;
-            x = layer.output_norm.forward(&out)?;
+            let attended = (layer.attention_out.forward_ops(&context, ops)? + &x)?;
+            let x1 = layer.attention_norm.forward(&attended, ops)?;
+            let inner = layer.intermediate.forward_ops(&x1, ops)?.gelu_erf()?;
+            let out = (layer.output.forward_ops(&inner, ops)? + &x1)?;
+            x = layer.output_norm.forward(&out, ops)?;
         }
         x.reshape((rows, seq, h))
     }

@@ -271,14 +271,29 @@ fn erf(x: f64) -> f64 {
 
 /// Hidden states of one text (no padding: attention over its own tokens only).
 fn reference_hidden(t: &Tensors, ids: &[u32]) -> Vec<Vec<f64>> {
+    let words: Vec<Vec<f64>> = ids
+        .iter()
+        .map(|&id| {
+            (0..HIDDEN)
+                .map(|j| {
+                    f64::from(t["embeddings.word_embeddings.weight"].1[id as usize * HIDDEN + j])
+                })
+                .collect()
+        })
+        .collect();
+    reference_hidden_from(t, &words)
+}
+
+/// Hidden states of one text given its word embeddings (token type 0 throughout).
+fn reference_hidden_from(t: &Tensors, words: &[Vec<f64>]) -> Vec<Vec<f64>> {
     let g = |n: &str| &t[n].1;
-    let mut x: Vec<Vec<f64>> = ids
+    let mut x: Vec<Vec<f64>> = words
         .iter()
         .enumerate()
-        .map(|(p, &id)| {
+        .map(|(p, word)| {
             let e: Vec<f64> = (0..HIDDEN)
                 .map(|j| {
-                    f64::from(g("embeddings.word_embeddings.weight")[id as usize * HIDDEN + j])
+                    word[j]
                         + f64::from(g("embeddings.position_embeddings.weight")[p * HIDDEN + j])
                         + f64::from(g("embeddings.token_type_embeddings.weight")[j])
                 })
@@ -802,4 +817,5 @@ fn seal_and_unseal_a_model_directory() {
 }
 
 /// The acceptance test: all-MiniLM-L6-v2 against sentence-transformers.
+mod explain;
 mod minilm;

@@ -5,7 +5,7 @@
 //! config alone decides the limit (`max_tokens`, special tokens included) and what happens
 //! above it, and padding is the batch's business ([`super::batch`]).
 
-use tokenizers::{PostProcessor, Tokenizer, TruncationDirection};
+use tokenizers::{Encoding, PostProcessor, Token, Tokenizer, TruncationDirection};
 
 use crate::engine::config::Truncation;
 use crate::engine::error::EngineError;
@@ -20,6 +20,11 @@ pub struct TextTokenizer {
     policy: Truncation,
     vocab_size: usize,
     type_vocab_size: usize,
+    /// Special tokens the template puts before a text's own tokens (`[CLS]`: 1) and after
+    /// them (`[SEP]`: 1).
+    template: (usize, usize),
+    /// The padding token's id (the stored padding's `pad_id`, else `[PAD]`'s), if any.
+    pad_id: Option<u32>,
 }
 
 impl TextTokenizer {
@@ -35,6 +40,10 @@ impl TextTokenizer {
     ) -> Result<Self, EngineError> {
         let mut tokenizer =
             Tokenizer::from_bytes(json).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        let pad_id = tokenizer
+            .get_padding()
+            .map(|p| p.pad_id)
+            .or_else(|| tokenizer.token_to_id("[PAD]"));
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(None)
@@ -54,6 +63,21 @@ impl TextTokenizer {
                  max_tokens {max_tokens}"
             )));
         }
+        // Where the template's special tokens go around a text of one token: its special
+        // tokens mask marks what the template added.
+        let probe = Encoding::from_tokens(vec![Token::new(0, String::new(), (0, 0))], 0);
+        let probe = tokenizer
+            .post_process(probe, None, true)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        let mask = probe.get_special_tokens_mask();
+        let lead = mask.iter().take_while(|m| **m == 1).count();
+        let trail = mask.iter().rev().take_while(|m| **m == 1).count();
+        if mask.iter().filter(|m| **m == 0).count() != 1 || lead + trail != special {
+            return Err(EngineError::Tokenizer(format!(
+                "its post-processor does not wrap a text in {special} special tokens \
+                 (mask {mask:?} around one token)"
+            )));
+        }
         let this = Self {
             tokenizer,
             special,
@@ -61,6 +85,8 @@ impl TextTokenizer {
             policy,
             vocab_size,
             type_vocab_size,
+            template: (lead, trail),
+            pad_id,
         };
         // A tokenizer that encodes the empty text as nothing has no [CLS] to pool.
         if this.encode_one(0, "", "probe")?.is_empty() {
@@ -79,6 +105,29 @@ impl TextTokenizer {
     /// The truncation policy.
     pub fn policy(&self) -> Truncation {
         self.policy
+    }
+
+    /// The padding token's id, if the tokenizer has one.
+    pub fn pad_id(&self) -> Option<u32> {
+        self.pad_id
+    }
+
+    /// Which of a tokenized text's `len` positions the template added (`[CLS]`, `[SEP]`)
+    /// rather than the text.
+    pub fn template_positions(&self, len: usize) -> Vec<bool> {
+        let (lead, trail) = self.template;
+        (0..len).map(|i| i < lead || i + trail >= len).collect()
+    }
+
+    /// The vocabulary's string of each id (a WordPiece continuation keeps its `##`).
+    pub fn token_strings(&self, ids: &[u32]) -> Vec<String> {
+        ids.iter()
+            .map(|&id| {
+                self.tokenizer
+                    .id_to_token(id)
+                    .unwrap_or_else(|| format!("[id {id}]"))
+            })
+            .collect()
     }
 
     /// Tokenizes `texts`, applying the policy; `model` names the model in errors.

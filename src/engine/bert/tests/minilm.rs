@@ -233,3 +233,48 @@ fn minilm_matches_sentence_transformers() {
         1.0 - worst
     );
 }
+
+/// Integrated gradients on the real MiniLM (an embedding model, so a named dimension):
+/// complete within the MLP's rule, the template's tokens at 0, the text's own tokens not.
+#[test]
+fn minilm_explanations_are_complete() {
+    let dir = ModelDirectory::read(&model_dir()).unwrap();
+    let enc = crate::engine::bert::BertEncoder::load(
+        &config(256, "truncate"),
+        dir.bert_files().unwrap(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let tokens = enc
+        .tokenize(&["the claim was denied because the patient had no fever"])
+        .unwrap();
+    let started = std::time::Instant::now();
+    let a = &enc.explain_tokens(&tokens, Some(7)).unwrap()[0];
+    let r = &a.attribution;
+    // Not an assertion: what a reader sizing `[explain] max_points_per_request` wants to know.
+    eprintln!(
+        "minilm: {} tokens explained with {} path points in {:?} (completeness error {:e}, \
+         f(x) - f(b) = {})",
+        tokens[0].len(),
+        r.steps,
+        started.elapsed(),
+        r.completeness_error,
+        r.output_at_input - r.output_at_baseline
+    );
+    let want = f64::from(r.output_at_input) - f64::from(r.output_at_baseline);
+    let sum: f64 = r.attributions.iter().map(|v| f64::from(*v)).sum();
+    assert!(
+        (sum - want).abs() <= 1e-4 * want.abs().max(1e-6) || r.steps == 8192,
+        "sum {sum} vs {want} at {} points",
+        r.steps
+    );
+    assert!((sum - want).abs() <= 1e-3 * want.abs().max(1e-3));
+    assert_eq!(a.tokens.first().map(String::as_str), Some("[CLS]"));
+    for (t, (s, v)) in a.tokens.iter().zip(a.special.iter().zip(&r.attributions)) {
+        assert_eq!(*s, t == "[CLS]" || t == "[SEP]", "{t}");
+        if *s {
+            assert_eq!(*v, 0.0, "{t}");
+        }
+    }
+    assert!(r.attributions.iter().filter(|v| **v != 0.0).count() >= tokens[0].len() - 2);
+}
