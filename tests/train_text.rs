@@ -414,6 +414,22 @@ async fn a_trained_text_classifier_serves_scores_and_labels_over_grpc_and_the_cl
     let want = local
         .classify(&["the patient was in pain", "the claim was approved"])
         .unwrap();
+    // The MLP head is explained as any classifier is: integrated gradients through the head
+    // and the encoder down to the input embeddings, complete.
+    {
+        use confidant::engine::TextEncoder as _;
+        let tokens = local.tokenize(&["the patient was in pain"]).unwrap();
+        let explained = local.explain_tokens(&tokens, None).unwrap();
+        let a = &explained[0].attribution;
+        assert_eq!(a.attributions.len(), explained[0].tokens.len());
+        let sum: f32 = a.attributions.iter().sum();
+        let gap = a.output_at_input - a.output_at_baseline;
+        assert!(gap.abs() > 1e-6, "the head's output moved: {gap}");
+        assert!(
+            (sum - gap).abs() <= 1e-3 * gap.abs().max(1e-3),
+            "{sum} vs {gap}"
+        );
+    }
     let outputs = v["outputs"].as_array().unwrap();
     assert_eq!(outputs.len(), 2);
     for ((row, label), want) in outputs

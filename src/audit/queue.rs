@@ -41,9 +41,10 @@ pub(super) struct Queued {
 }
 
 /// How long the writer gathers a group whose only waiters want receipts, once the first of
-/// them arrived. One Ed25519 signature covers the whole group: at 30,000 answers/s with
-/// receipts, groups of one or two cost about 10 µs of signing per answer; half a
-/// millisecond of gathering makes them groups of 10 to 20 (BENCHMARKS.md, receipts).
+/// them arrived. One Ed25519 signature (about 20 µs) covers the whole group: without
+/// gathering, groups of one or two spent about 10 µs of signing per answer. Longer
+/// gathering (200 to 500 µs) measured no better: the answers wait longer (BENCHMARKS.md,
+/// receipts).
 pub(super) const RECEIPT_LINGER: Duration = Duration::from_micros(100);
 /// A receipts' gathering ends early once this many receipts wait.
 pub(super) const RECEIPT_GROUP: usize = 8;
