@@ -14,13 +14,16 @@
 #      broker's admin key as the bearer token it stores a random resource (200);
 #      `set-resource-policy` (Trustee's Rego) is refused with 400 naming this broker's
 #      per-resource TOML policy;
-#   3. `get-resource` before the resource has a release policy: auth 200, attest 200, resource
+#   3. `get-resource` before the resource has a release policy: kbs_protocol first tries the
+#      resource without a session (401 TokenNotFound), then auth 200, attest 200, resource
 #      403 PolicyDeny, and kbs-client fails;
 #   4. a release policy that admits the sample evidence (allow_simulated, measurements "any")
 #      is set with `confidant broker set-policy`;
 #   5. `get-resource` must print exactly the stored bytes (auth, attest, resource: 200, 200,
 #      200; the JWE decrypted by kbs_protocol);
-#   6. `attest` must print this broker's ES256 token (tee "sample");
+#   6. `attest` must print this broker's ES256 token (tee "sample"); `get-resource
+#      --attestation-token` (Trustee's passport mode, a bearer token and no cookie) is refused
+#      401 saying that this broker releases on an attested session's cookie only;
 #   7. `get-resource` of a path whose policy admits the session but that holds nothing: 404;
 #   8. `delete-resource` (admin) removes the resource: 200, then `get-resource` gets 404;
 #   9. prints the transcript (method, path, status, error type of every exchange) and checks
@@ -31,7 +34,7 @@
 # Environment:
 #   CONFIDANT_BIN            the confidant binary [default: cargo build, then target/debug/confidant]
 #   KBS_CLIENT_INTEROP_LOGS  a directory to copy the logs and the recorded exchanges into
-# Needs: bash, python3, coreutils.
+# Needs: bash, python3, openssl, coreutils.
 set -Eeuo pipefail
 
 usage() {
@@ -58,7 +61,9 @@ step() {
 
 [[ -f $KBS_CLIENT && -x $KBS_CLIENT ]] || fail "KBS_CLIENT_BINARY $KBS_CLIENT is not an executable file"
 KBS_CLIENT=$(cd "$(dirname "$KBS_CLIENT")" && pwd)/$(basename "$KBS_CLIENT")
-command -v python3 > /dev/null || fail "python3 is needed"
+for tool in python3 openssl; do
+    command -v "$tool" > /dev/null || fail "$tool is needed"
+done
 
 if [[ -n ${CONFIDANT_BIN:-} ]]; then
     CONFIDANT=$CONFIDANT_BIN
@@ -147,7 +152,7 @@ say "   broker $BROKER, kbs-client talks to the relay at $URL"
 N=0
 kc() {
     N=$((N + 1))
-    (cd "$T" && env -u ENABLE_SAMPLE_DEVICE HOME="$T" RUST_LOG=info \
+    (cd "$T" && env -u ENABLE_SAMPLE_DEVICE HOME="$T" RUST_LOG=info RUST_BACKTRACE=0 \
         "$KBS_CLIENT" --url "$URL" --cert-file "$CERT" "$@" > "$T/kc-$N.out" 2> "$T/kc-$N.log")
 }
 kc_out() { cat "$T/kc-$N.out"; }
@@ -216,7 +221,8 @@ M=$(mark)
 if kc get-resource --path "$RES"; then
     fail "get-resource succeeded without a release policy"
 fi
-expect_since "$M" "POST /kbs/v0/auth 200" "POST /kbs/v0/attest 200" "GET /kbs/v0/resource/$RES 403 PolicyDeny"
+expect_since "$M" "GET /kbs/v0/resource/$RES 401 TokenNotFound" "POST /kbs/v0/auth 200" \
+    "POST /kbs/v0/attest 200" "GET /kbs/v0/resource/$RES 403 PolicyDeny"
 
 # ---- 4. a release policy for the sample evidence ----
 step "confidant broker set-policy: admit the sample evidence (development only)"
@@ -238,7 +244,8 @@ M=$(mark)
 kc get-resource --path "$RES" || fail "get-resource failed: $(tail -n 5 "$T/kc-$N.log")"
 [[ $(kc_out | tr -d '\n') == "$SECRET_B64" ]] \
     || fail "kbs-client printed $(kc_out), not the stored resource $SECRET_B64"
-expect_since "$M" "POST /kbs/v0/auth 200" "POST /kbs/v0/attest 200" "GET /kbs/v0/resource/$RES 200"
+expect_since "$M" "GET /kbs/v0/resource/$RES 401 TokenNotFound" "POST /kbs/v0/auth 200" \
+    "POST /kbs/v0/attest 200" "GET /kbs/v0/resource/$RES 200"
 grep -q 'Sample Attester will be used' "$T/kc-$N.log" \
     || fail "kbs-client did not use its sample attester (is it built with a TEE attester?)"
 
@@ -259,6 +266,20 @@ print("   token: ES256, iss", c["iss"], "tee", c["tee"], "valid", c["exp"] - c["
 ' || fail "attest printed no valid token: $(kc_out)"
 expect_since "$M" "POST /kbs/v0/auth 200" "POST /kbs/v0/attest 200"
 
+step "kbs-client get-resource --attestation-token (passport mode): refused, cookie sessions only"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/tee.pem" 2> /dev/null
+kc attest --tee-key-file "$T/tee.pem" || fail "attest --tee-key-file failed: $(tail -n 5 "$T/kc-$N.log")"
+kc_out > "$T/token.jwt"
+M=$(mark)
+if kc get-resource --path "$RES" --attestation-token "$T/token.jwt" --tee-key-file "$T/tee.pem"; then
+    fail "get-resource with a bearer token succeeded"
+fi
+grep -q 'not on a bearer token' "$T/kc-$N.log" \
+    || fail "the refusal does not say why: $(tail -n 5 "$T/kc-$N.log")"
+# kbs_protocol's token client retries twice with its test token provider's tokens.
+expect_since "$M" "GET /kbs/v0/resource/$RES 401 TokenNotFound" \
+    "GET /kbs/v0/resource/$RES 401 TokenNotFound" "GET /kbs/v0/resource/$RES 401 TokenNotFound"
+
 # ---- 7. a path the policy admits but that holds nothing ----
 step "kbs-client get-resource of an empty path the policy admits: 404"
 M=$(mark)
@@ -266,7 +287,8 @@ if kc get-resource --path default/test/absent; then
     fail "get-resource of an empty path succeeded"
 fi
 grep -q 'Not Found' "$T/kc-$N.log" || fail "kbs-client did not report Not Found: $(tail -n 3 "$T/kc-$N.log")"
-expect_since "$M" "POST /kbs/v0/auth 200" "POST /kbs/v0/attest 200" \
+expect_since "$M" "GET /kbs/v0/resource/default/test/absent 401 TokenNotFound" \
+    "POST /kbs/v0/auth 200" "POST /kbs/v0/attest 200" \
     "GET /kbs/v0/resource/default/test/absent 404 ResourceNotFound"
 
 # ---- 8. delete ----
@@ -277,8 +299,8 @@ kc config --admin-token-file "$ADMIN_KEY" delete-resource --path "$RES" \
 if kc get-resource --path "$RES"; then
     fail "get-resource after delete-resource succeeded"
 fi
-expect_since "$M" "DELETE /kbs/v0/resource/$RES 200" "POST /kbs/v0/auth 200" \
-    "POST /kbs/v0/attest 200" "GET /kbs/v0/resource/$RES 404 ResourceNotFound"
+expect_since "$M" "DELETE /kbs/v0/resource/$RES 200" "GET /kbs/v0/resource/$RES 401 TokenNotFound" \
+    "POST /kbs/v0/auth 200" "POST /kbs/v0/attest 200" "GET /kbs/v0/resource/$RES 404 ResourceNotFound"
 
 # ---- 9. the transcript ----
 step "transcript (every exchange kbs-client made, as the relay recorded it)"
