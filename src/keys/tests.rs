@@ -1196,10 +1196,24 @@ async fn our_broker_answers_what_trustees_client_sends() {
         serde_json::json!({"format": "toml", "body": "algorithm = \"sha384\"\nversion = \"0.1.0\"\n"}),
     ] {
         let mut conn = f.endpoint.connect().await.unwrap();
+        // kbs_protocol's get_resource tries the resource first, with no session: 401
+        // TokenNotFound sends it to auth (as Trustee answers).
+        let a = conn
+            .send(Method::GET, "/kbs/v0/resource/default/key/dev", Vec::new(), None)
+            .await
+            .unwrap();
+        assert_eq!(a.status.as_u16(), 401);
+        let e: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(
+            e["type"],
+            "https://github.com/confidential-containers/kbs/errors/TokenNotFound"
+        );
+        // The auth body exactly as the real kbs-client sent it (docs/broker.md, "Checked
+        // live with Trustee's own client").
         let auth = serde_json::json!({
             "version": "0.4.0",
             "tee": "sample",
-            "extra-params": {"supported-hash-algorithms": ["Sha256", "Sha384", "Sha512"]},
+            "extra-params": {"supported-hash-algorithms": ["sha256", "sha384", "sha512", "sm3"]},
         });
         let a = conn
             .send(
