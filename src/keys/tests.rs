@@ -1199,7 +1199,12 @@ async fn our_broker_answers_what_trustees_client_sends() {
         // kbs_protocol's get_resource tries the resource first, with no session: 401
         // TokenNotFound sends it to auth (as Trustee answers).
         let a = conn
-            .send(Method::GET, "/kbs/v0/resource/default/key/dev", Vec::new(), None)
+            .send(
+                Method::GET,
+                "/kbs/v0/resource/default/key/dev",
+                Vec::new(),
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(a.status.as_u16(), 401);
