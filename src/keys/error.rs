@@ -83,6 +83,10 @@ pub enum BrokerError {
     /// release policy admits.
     #[error("no resource at {0}")]
     NotFound(String),
+    /// No such endpoint on this broker (404, Trustee's `PluginNotFound`): what it is, and
+    /// what this broker does instead.
+    #[error("{0}")]
+    NoEndpoint(String),
     /// The admin API was called without credentials (401).
     #[error("the admin API needs `Authorization: Bearer <admin key>`")]
     AdminUnauthenticated,
@@ -125,7 +129,7 @@ impl BrokerError {
             Self::TooLarge { .. } => 413,
             Self::Attestation(_) | Self::Session(_) | Self::AdminUnauthenticated => 401,
             Self::PolicyDeny { .. } | Self::AdminForbidden | Self::AnchorSignature => 403,
-            Self::NotFound(_) => 404,
+            Self::NotFound(_) | Self::NoEndpoint(_) => 404,
             Self::Conflict(_) | Self::LeaseHeld(_) | Self::Rollback(_) => 409,
             Self::TooManyRequests { .. } => 429,
             Self::Busy(_) => 503,
@@ -142,6 +146,7 @@ impl BrokerError {
             Self::Session(_) => "TokenNotFound",
             Self::PolicyDeny { .. } => "PolicyDeny",
             Self::NotFound(_) => "ResourceNotFound",
+            Self::NoEndpoint(_) => "PluginNotFound",
             Self::Conflict(_) => "Conflict",
             Self::AnchorSignature => "AnchorSignature",
             Self::LeaseHeld(_) => "LeaseHeld",

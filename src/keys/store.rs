@@ -126,6 +126,15 @@ impl ResourceStore {
         Ok(Some(buf))
     }
 
+    /// Deletes the resource at `path` (its release policy stays, as Trustee keeps its
+    /// resource policy when a resource is deleted). Returns whether there was one.
+    pub fn delete(&self, path: &str) -> Result<bool, BrokerError> {
+        self.db
+            .transaction(|tx| tx.execute("DELETE FROM broker_resources WHERE path = ?1", [path]))
+            .map(|rows| rows > 0)
+            .map_err(|e| BrokerError::Internal(e.to_string()))
+    }
+
     /// Whether a resource exists at `path`.
     pub fn contains(&self, path: &str) -> Result<bool, BrokerError> {
         self.db

@@ -1196,10 +1196,29 @@ async fn our_broker_answers_what_trustees_client_sends() {
         serde_json::json!({"format": "toml", "body": "algorithm = \"sha384\"\nversion = \"0.1.0\"\n"}),
     ] {
         let mut conn = f.endpoint.connect().await.unwrap();
+        // kbs_protocol's get_resource tries the resource first, with no session: 401
+        // TokenNotFound sends it to auth (as Trustee answers).
+        let a = conn
+            .send(
+                Method::GET,
+                "/kbs/v0/resource/default/key/dev",
+                Vec::new(),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.status.as_u16(), 401);
+        let e: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(
+            e["type"],
+            "https://github.com/confidential-containers/kbs/errors/TokenNotFound"
+        );
+        // The auth body exactly as the real kbs-client sent it (docs/broker.md, "Checked
+        // live with Trustee's own client").
         let auth = serde_json::json!({
             "version": "0.4.0",
             "tee": "sample",
-            "extra-params": {"supported-hash-algorithms": ["Sha256", "Sha384", "Sha512"]},
+            "extra-params": {"supported-hash-algorithms": ["sha256", "sha384", "sha512", "sm3"]},
         });
         let a = conn
             .send(
@@ -1288,6 +1307,13 @@ async fn our_broker_answers_what_trustees_client_sends() {
             e["type"],
             "https://github.com/confidential-containers/kbs/errors/TokenNotFound"
         );
+        assert!(
+            e["detail"]
+                .as_str()
+                .unwrap()
+                .contains("not on a bearer token"),
+            "{e}"
+        );
     }
 }
 
@@ -1339,4 +1365,209 @@ async fn a_broker_certificate_marked_ca_is_refused_with_a_hint() {
     let endpoint = BrokerEndpoint::new(&f.broker.url, Some(other.cert.pem().as_bytes())).unwrap();
     let text = endpoint.connect().await.err().unwrap().to_string();
     assert!(text.contains("does not chain to the --broker-ca"), "{text}");
+}
+
+/// What Trustee's `kbs-client config …` sends, byte for byte as it sends it
+/// (tools/kbs-client/src/lib.rs at Trustee 78962cd4): `set-resource` (raw body,
+/// `application/octet-stream`, `Authorization: Bearer <token>`), `delete-resource` (DELETE),
+/// `set-resource-policy` (`{"policy": "<base64url Rego>"}` to `/kbs/v0/resource-policy`), and
+/// the attestation-service calls. Each gets an answer kbs-client reports: 200 where this broker
+/// does the same thing, else a KBS error body saying what it does instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trustees_admin_requests_get_answers_kbs_client_can_act_on() {
+    let f = fixture(|_| {}).await;
+    let open = "measurements = \"any\"\ni_understand_this_accepts_any_guest = true\n";
+    f.broker
+        .set_policy(
+            "default/test/dummy",
+            &format!("{open}allow_simulated = true\n"),
+        )
+        .unwrap();
+    let kind = |body: &[u8]| -> (String, String) {
+        let e: serde_json::Value = serde_json::from_slice(body).unwrap();
+        (
+            e["type"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_owned(),
+            e["detail"].as_str().unwrap().to_owned(),
+        )
+    };
+    let mut admin = f.endpoint.connect().await.unwrap();
+    let path = "/kbs/v0/resource/default/test/dummy";
+
+    // set-resource: no token 401, a wrong token 403, the admin key 200 (empty body).
+    let a = admin
+        .send(Method::POST, path, b"kbs-client-secret".to_vec(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.status.as_u16(), kind(&a.body).0.as_str()),
+        (401, "AdminAuth")
+    );
+    let a = admin
+        .send(
+            Method::POST,
+            path,
+            b"kbs-client-secret".to_vec(),
+            Some("not-the-key"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.status.as_u16(), kind(&a.body).0.as_str()),
+        (403, "AdminAuth")
+    );
+    let a = admin
+        .send(
+            Method::POST,
+            path,
+            b"kbs-client-secret".to_vec(),
+            Some(&f.admin),
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.status.as_u16(), 200);
+    assert!(a.body.is_empty());
+
+    // The resource is released to a sample session (what kbs-client get-resource does).
+    let release = || async {
+        let mut conn = f.endpoint.connect().await.unwrap();
+        let challenge = conn.auth("sample").await.unwrap();
+        let key = TeeKeyPair::generate().unwrap();
+        let body = attest_request(&crate::tee::Sample, &challenge.nonce, key.public_key()).unwrap();
+        let a = conn
+            .send(
+                Method::POST,
+                "/kbs/v0/attest",
+                serde_json::to_vec(&body).unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            a.status.as_u16(),
+            200,
+            "{}",
+            String::from_utf8_lossy(&a.body)
+        );
+        let a = conn
+            .send(Method::GET, path, Vec::new(), None)
+            .await
+            .unwrap();
+        (a, key)
+    };
+    let (a, key) = release().await;
+    assert_eq!(a.status.as_u16(), 200);
+    assert_eq!(
+        key.decrypt(&a.body).unwrap().as_slice(),
+        b"kbs-client-secret"
+    );
+
+    // delete-resource: admin only; 200, then 404 (nothing left), and a session the policy
+    // admits is told 404 (kbs_protocol: ResourceNotFound) rather than given anything.
+    let a = admin
+        .send(Method::DELETE, path, Vec::new(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.status.as_u16(), kind(&a.body).0.as_str()),
+        (401, "AdminAuth")
+    );
+    let a = admin
+        .send(Method::DELETE, path, Vec::new(), Some("not-the-key"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.status.as_u16(), kind(&a.body).0.as_str()),
+        (403, "AdminAuth")
+    );
+    let a = admin
+        .send(Method::DELETE, path, Vec::new(), Some(&f.admin))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.status.as_u16(),
+        200,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let a = admin
+        .send(Method::DELETE, path, Vec::new(), Some(&f.admin))
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.status.as_u16(), kind(&a.body).0.as_str()),
+        (404, "ResourceNotFound")
+    );
+    let (a, _) = release().await;
+    assert_eq!(
+        (a.status.as_u16(), kind(&a.body).0.as_str()),
+        (404, "ResourceNotFound")
+    );
+    // The release policy stayed: a resource stored again is released under it.
+    let a = admin
+        .send(Method::POST, path, b"stored-again".to_vec(), Some(&f.admin))
+        .await
+        .unwrap();
+    assert_eq!(a.status.as_u16(), 200);
+    let (a, key) = release().await;
+    assert_eq!(key.decrypt(&a.body).unwrap().as_slice(), b"stored-again");
+
+    // set-resource-policy (Trustee's Rego): admin first, then 400 naming where the
+    // per-resource TOML policy goes; nothing changes.
+    let rego = B64URL.encode("package policy\ndefault allow = true\n");
+    let body = serde_json::to_vec(&serde_json::json!({ "policy": rego })).unwrap();
+    let a = admin
+        .send(Method::POST, "/kbs/v0/resource-policy", body.clone(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.status.as_u16(), kind(&a.body).0.as_str()),
+        (401, "AdminAuth")
+    );
+    let a = admin
+        .send(
+            Method::POST,
+            "/kbs/v0/resource-policy",
+            body,
+            Some(&f.admin),
+        )
+        .await
+        .unwrap();
+    let (k, detail) = kind(&a.body);
+    assert_eq!((a.status.as_u16(), k.as_str()), (400, "InvalidRequest"));
+    assert!(
+        detail.contains("/kbs/v0/resource-policy/<repository>/<type>/<tag>"),
+        "{detail}"
+    );
+    let (a, key) = release().await;
+    assert_eq!(key.decrypt(&a.body).unwrap().as_slice(), b"stored-again");
+
+    // The attestation service's endpoints (set-attestation-policy, set-sample-reference-value,
+    // get-reference-value): 404 PluginNotFound, as Trustee answers a plugin it lacks.
+    for (method, endpoint) in [
+        (Method::POST, "/kbs/v0/attestation-policy"),
+        (Method::POST, "/kbs/v0/reference-value"),
+        (Method::GET, "/kbs/v0/reference-value/svn"),
+    ] {
+        let a = admin
+            .send(method, endpoint, b"{}".to_vec(), Some(&f.admin))
+            .await
+            .unwrap();
+        let (k, detail) = kind(&a.body);
+        assert_eq!((a.status.as_u16(), k.as_str()), (404, "PluginNotFound"));
+        assert!(detail.contains("release policy"), "{detail}");
+    }
+    let a = admin
+        .send(Method::GET, "/kbs/v0/no-such-plugin", Vec::new(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.status.as_u16(), kind(&a.body).0.as_str()),
+        (404, "PluginNotFound")
+    );
 }

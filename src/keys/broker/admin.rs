@@ -82,6 +82,49 @@ pub(super) async fn put_policy(
     result.unwrap_or_else(|e| refuse("admin policy", None, &e))
 }
 
+/// `DELETE /kbs/v0/resource/<path>` (Trustee's `kbs-client config delete-resource`): removes
+/// the resource; its release policy stays, as Trustee keeps its resource policy. 404 when
+/// there is nothing at the path (the admin is authenticated: no session to hide it from).
+pub(super) async fn delete_resource(
+    State(state): State<Arc<Shared>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response<Body> {
+    let result = async {
+        check_admin(&state, &headers)?;
+        let path = resource_path(&uri, "/kbs/v0/resource/")?;
+        if !state.store.delete(path)? {
+            return Err(BrokerError::NotFound(path.to_owned()));
+        }
+        tracing::info!(path, "broker: admin deleted a resource");
+        Ok(json_response(StatusCode::OK, Vec::new()))
+    }
+    .await;
+    result.unwrap_or_else(|e| refuse("admin delete", None, &e))
+}
+
+/// `POST /kbs/v0/resource-policy` without a path: Trustee's one Rego resource policy
+/// (`kbs-client config set-resource-policy`, body `{"policy": "<base64url Rego>"}`). This
+/// broker evaluates no Rego: each resource has its own release policy, in the attestation
+/// crate's TOML. The admin is checked first (401/403 as for every admin call), then the
+/// request is refused with 400 saying where the policy goes instead.
+pub(super) async fn trustee_resource_policy(
+    State(state): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    let refusal = check_admin(&state, &headers).err().unwrap_or_else(|| {
+        BrokerError::BadRequest(
+            "this broker does not evaluate Trustee's Rego resource policy: each resource has \
+             its own release policy, in the attestation crate's TOML (measurements, TCB floor, \
+             allow_debug, allow_simulated); set it with POST \
+             /kbs/v0/resource-policy/<repository>/<type>/<tag> and the TOML as the body \
+             (`confidant broker set-policy`)"
+                .into(),
+        )
+    });
+    refuse("admin policy", None, &refusal)
+}
+
 /// Stores 32 random bytes made here (a deployment's state key, `put-resource --generate`):
 /// the key exists only in the broker and in attested servers. Never replaces a resource:
 /// a new state key would make the deployment's state unreadable.

@@ -378,13 +378,39 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerStartErr
     })
 }
 
+/// The answer to a path this broker does not serve: 404 `PluginNotFound`, as Trustee answers
+/// a plugin it does not have, saying what this broker does instead of Trustee's
+/// attestation-service endpoints.
+fn no_endpoint(path: &str) -> BrokerError {
+    let plugin = path
+        .strip_prefix("/kbs/v0/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("");
+    let instead = match plugin {
+        "attestation-policy" | "reference-value" => {
+            "; this broker has no separate attestation service to configure: evidence is \
+             appraised against each resource's release policy (POST \
+             /kbs/v0/resource-policy/<repository>/<type>/<tag>, TOML), which pins the \
+             reference measurements itself"
+        }
+        _ => "",
+    };
+    BrokerError::NoEndpoint(format!("no endpoint {path} on this broker{instead}"))
+}
+
 fn router(state: Arc<Shared>) -> axum::Router {
     axum::Router::new()
         .route("/kbs/v0/auth", post(rcar::auth))
         .route("/kbs/v0/attest", post(rcar::attest))
         .route(
             "/kbs/v0/resource/{*path}",
-            get(rcar::resource).post(admin::put_resource),
+            get(rcar::resource)
+                .post(admin::put_resource)
+                .delete(admin::delete_resource),
+        )
+        .route(
+            "/kbs/v0/resource-policy",
+            post(admin::trustee_resource_policy),
         )
         .route("/kbs/v0/resource-policy/{*path}", post(admin::put_policy))
         .route(
@@ -397,8 +423,6 @@ fn router(state: Arc<Shared>) -> axum::Router {
         )
         .route("/kbs/v0/anchor-reset/{deployment}", post(anchors::reset))
         .route("/kbs/v0/audit-key/{deployment}", get(anchors::audit_key))
-        .fallback(|uri: Uri| async move {
-            http::error_response(&BrokerError::NotFound(format!("endpoint {}", uri.path())))
-        })
+        .fallback(|uri: Uri| async move { http::error_response(&no_endpoint(uri.path())) })
         .with_state(state)
 }

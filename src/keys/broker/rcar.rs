@@ -353,7 +353,13 @@ pub(super) async fn resource(
         .strip_prefix("/kbs/v0/resource/")
         .unwrap_or("")
         .to_owned();
-    match resource_inner(&state, id.as_deref(), &uri) {
+    // Trustee's token client (passport mode) presents its attestation token as a bearer
+    // token and no cookie; this broker releases on the attested session's cookie only.
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer "));
+    match resource_inner(&state, id.as_deref(), bearer, &uri) {
         Ok(r) => r,
         Err(e) => refuse(&format!("resource {path}"), id.as_deref(), &e),
     }
@@ -362,10 +368,19 @@ pub(super) async fn resource(
 fn resource_inner(
     state: &Shared,
     id: Option<&str>,
+    bearer: bool,
     uri: &Uri,
 ) -> Result<Response<Body>, BrokerError> {
-    let id = id
-        .ok_or_else(|| BrokerError::Session(format!("no {SESSION_COOKIE} cookie: attest first")))?;
+    let id = id.ok_or_else(|| {
+        BrokerError::Session(if bearer {
+            format!(
+                "no {SESSION_COOKIE} cookie: this broker releases resources on an attested \
+                 session's cookie only, not on a bearer token (auth and attest first)"
+            )
+        } else {
+            format!("no {SESSION_COOKIE} cookie: attest first")
+        })
+    })?;
     let path = resource_path(uri, "/kbs/v0/resource/")?;
     let session = state.sessions.attested(id, Instant::now())?;
     // The policy first: the resource is neither decrypted nor even looked up until the
