@@ -105,9 +105,15 @@ common=(--ca "$CERT" --api-key "$KEY" --purpose search --model minilm --texts "$
 
 # perf_analyzer against `confidant bench` at the same concurrency and batch size, on the same
 # real sentences (perf_analyzer's random bytes would not be valid text): a BYTES tensor of
-# shape [batch, 1] from each, as tritonclient sends it.
-CONCURRENCY=2
-BATCH=1
+# shape [batch, 1] from each, as tritonclient sends it. The sentences are of similar length in
+# tokens (15 to 18: a batch is padded to its longest text), and there are 9 of them, a count
+# coprime with 2 × batch (for batch 1, 2 and 4) so that each of perf_analyzer's two workers,
+# whose requests start concurrency × batch sentences apart, goes through all of them (with 8,
+# each worker kept to its own half, and the one with the shorter half sent more requests:
+# perf_analyzer 26% above bench at batch 4). Bench sends every sentence equally often.
+# PERF_CONCURRENCY and PERF_BATCH override the defaults (2 and 1).
+CONCURRENCY=${PERF_CONCURRENCY:-2}
+BATCH=${PERF_BATCH:-1}
 SENTENCES=tests/stock_clients/sentences.jsonl
 "$PYTHON" -c '
 import json, sys

@@ -329,7 +329,10 @@ impl Requests {
     }
 
     /// The requests of a text model: `batch` texts each, taken in turn from `texts` (wrapping
-    /// around), as many requests as it takes to send every text once (at least one). Over
+    /// around). The pool holds `lcm(texts, batch) / batch` requests, so that cycling through
+    /// it sends every text equally often (a batch padded to its longest text costs more, so a
+    /// skewed mix would skew the figures); where that would exceed [`MAX_TEXT_SLOTS`] texts in
+    /// all, as many requests as it takes to send every text once. Over
     /// confidant.v1 they are `PredictRequest.texts`; over OIP one BYTES tensor of shape
     /// `[batch, 1]` in Triton's raw encoding (each element a 4-byte little-endian length and
     /// its bytes), as tritonclient and perf_analyzer send it.
@@ -345,7 +348,13 @@ impl Requests {
                 texts.len()
             )));
         }
-        let count = texts.len().div_ceil(batch).max(1);
+        let n = texts.len();
+        let equal = n / gcd(n, batch);
+        let count = if equal.saturating_mul(batch) <= MAX_TEXT_SLOTS {
+            equal
+        } else {
+            n.div_ceil(batch)
+        };
         let mut next = texts.iter().cycle();
         let mut groups = Vec::with_capacity(count);
         for _ in 0..count {
@@ -381,6 +390,17 @@ impl Requests {
             }
         })
     }
+}
+
+/// Most texts (with repeats) the request pool of a text model holds when every text is to
+/// be sent equally often.
+pub const MAX_TEXT_SLOTS: usize = 1 << 16;
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a.max(1)
 }
 
 /// Triton's raw encoding of a BYTES tensor: each element a 4-byte little-endian length and

@@ -188,12 +188,35 @@ fn text_requests_take_the_texts_in_turn_batch_per_request() {
     else {
         panic!("confidant.v1 requests expected");
     };
-    // Every text once, the last request wrapping around to the first.
+    // Every text equally often: lcm(5, 2) = 10 texts in 5 requests.
     let sent: Vec<Vec<String>> = pool.iter().map(|r| r.texts.clone()).collect();
     assert_eq!(
         sent,
-        [texts(&["a", ""]), texts(&["日本語", "d"]), texts(&["e", "a"])]
+        [
+            texts(&["a", ""]),
+            texts(&["日本語", "d"]),
+            texts(&["e", "a"]),
+            texts(&["", "日本語"]),
+            texts(&["d", "e"])
+        ]
     );
+    // 6 texts at 4 per request: lcm 12, 3 requests.
+    let six = texts(&["1", "2", "3", "4", "5", "6"]);
+    let Requests::Confidant(pool) =
+        Requests::of_texts(&target(super::Protocol::Confidant), &shape, 4, &six).unwrap()
+    else {
+        panic!("confidant.v1 requests expected");
+    };
+    assert_eq!(pool.len(), 3);
+    assert_eq!(pool[2].texts, texts(&["3", "4", "5", "6"]));
+    // Where equal counts would take too many slots, every text once.
+    let many: Vec<String> = (0..10_007).map(|i| i.to_string()).collect();
+    let Requests::Confidant(pool) =
+        Requests::of_texts(&target(super::Protocol::Confidant), &shape, 64, &many).unwrap()
+    else {
+        panic!("confidant.v1 requests expected");
+    };
+    assert_eq!(pool.len(), 10_007usize.div_ceil(64));
     assert!(pool.iter().all(|r| r.input.is_none() && r.model == "minilm"));
     // A batch larger than the list repeats the texts within one request.
     let Requests::Confidant(pool) =
@@ -201,8 +224,9 @@ fn text_requests_take_the_texts_in_turn_batch_per_request() {
     else {
         panic!("confidant.v1 requests expected");
     };
-    assert_eq!(pool.len(), 1);
+    assert_eq!(pool.len(), 2);
     assert_eq!(pool[0].texts, texts(&["a", "", "a", "", "a", "", "a"]));
+    assert_eq!(pool[1].texts, texts(&["", "a", "", "a", "", "a", ""]));
     assert!(
         Requests::of_texts(&target(super::Protocol::Oip), &shape, 1, &[])
             .is_err()
