@@ -1093,8 +1093,8 @@ fn bench_drives_a_text_model_with_the_texts_given() {
             assert_eq!(pt["errors"], 0, "{protocol}: {pt}");
             assert!(pt["requests"].as_u64().unwrap() > 0, "{protocol}: {pt}");
             assert_eq!(pt["protocol"], protocol);
-            let ratio = pt["inferences_per_s"].as_f64().unwrap()
-                / pt["requests_per_s"].as_f64().unwrap();
+            let ratio =
+                pt["inferences_per_s"].as_f64().unwrap() / pt["requests_per_s"].as_f64().unwrap();
             assert!((ratio - pt["batch"].as_f64().unwrap()).abs() < 1e-9, "{pt}");
         }
     }

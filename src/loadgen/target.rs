@@ -197,14 +197,14 @@ pub async fn discover(
             }
             bytes_input = true;
         }
-        let features = match input.shape.as_slice() {
-            &[_, features] => features,
-            &[_] if bytes_input => 1,
+        let features = match *input.shape.as_slice() {
+            [_, features] => features,
+            [_] if bytes_input => 1,
             _ => {
-            return Err(model_err(format!(
-                "input shape {:?} is not [rows, features]",
-                input.shape
-            )));
+                return Err(model_err(format!(
+                    "input shape {:?} is not [rows, features]",
+                    input.shape
+                )));
             }
         };
         input_name.clone_from(&input.name);
@@ -306,7 +306,6 @@ impl Requests {
                             values: rows(),
                         }),
                         texts: Vec::new(),
-                        ..Default::default()
                     })
                     .collect(),
             )),

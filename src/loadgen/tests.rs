@@ -217,7 +217,10 @@ fn text_requests_take_the_texts_in_turn_batch_per_request() {
         panic!("confidant.v1 requests expected");
     };
     assert_eq!(pool.len(), 10_007usize.div_ceil(64));
-    assert!(pool.iter().all(|r| r.input.is_none() && r.model == "minilm"));
+    assert!(
+        pool.iter()
+            .all(|r| r.input.is_none() && r.model == "minilm")
+    );
     // A batch larger than the list repeats the texts within one request.
     let Requests::Confidant(pool) =
         Requests::of_texts(&target(super::Protocol::Confidant), &shape, 7, &t[..2]).unwrap()
@@ -227,10 +230,7 @@ fn text_requests_take_the_texts_in_turn_batch_per_request() {
     assert_eq!(pool.len(), 2);
     assert_eq!(pool[0].texts, texts(&["a", "", "a", "", "a", "", "a"]));
     assert_eq!(pool[1].texts, texts(&["", "a", "", "a", "", "a", ""]));
-    assert!(
-        Requests::of_texts(&target(super::Protocol::Oip), &shape, 1, &[])
-            .is_err()
-    );
+    assert!(Requests::of_texts(&target(super::Protocol::Oip), &shape, 1, &[]).is_err());
 }
 
 #[test]
@@ -247,7 +247,10 @@ fn oip_text_requests_are_bytes_tensors_the_server_decodes() {
     let [input] = r.inputs.as_slice() else {
         panic!("one input expected")
     };
-    assert_eq!((input.name.as_str(), input.datatype.as_str()), ("text", "BYTES"));
+    assert_eq!(
+        (input.name.as_str(), input.datatype.as_str()),
+        ("text", "BYTES")
+    );
     assert_eq!(input.shape, [3, 1]);
     // What the server's decoder (the one tritonclient's requests go through) reads back.
     let decoded = crate::oip::tensor::decode_bytes(&crate::oip::tensor::InputTensor {
@@ -284,7 +287,8 @@ fn texts_for_a_numeric_model_and_no_texts_for_a_text_model_are_refused() {
     };
     let e = super::check_inputs(&config(texts(&["x"])), &numeric).unwrap_err();
     assert!(
-        e.to_string().contains("takes numeric rows (30 features), not texts"),
+        e.to_string()
+            .contains("takes numeric rows (30 features), not texts"),
         "{e}"
     );
     let e = super::check_inputs(&config(Vec::new()), &text_shape()).unwrap_err();
