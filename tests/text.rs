@@ -988,3 +988,151 @@ async fn a_quota_counted_in_tokens_charges_each_text_request_its_tokens() {
         .unwrap();
     assert_eq!(common::used_today(&data, "analyst"), 11);
 }
+
+/// `confidant bench` drives a text model with the texts given, over both protocols, and
+/// refuses texts for an MLP and a text model without texts.
+#[test]
+fn bench_drives_a_text_model_with_the_texts_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(
+        confidant(&["keygen", "--out", &p(d, "keys")])
+            .status
+            .success()
+    );
+    let (hf, _) = tiny_dir(d);
+    seal_hf(d, &hf, TINY_CONFIG, "tiny");
+    let fx = fixtures().join("mlp");
+    let out = confidant(&[
+        "seal",
+        "--weights",
+        fx.join("weights.safetensors").to_str().unwrap(),
+        "--config",
+        fx.join("softmax.json").to_str().unwrap(),
+        "--signing-key",
+        &p(d, "keys/publisher.key"),
+        "--out",
+        &p(d, "mlp.sealed"),
+        "--key-out",
+        &p(d, "mlp.dek"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let data = d.join("data");
+    let key = create_key(&data, "bencher", &["--purposes", "search"]);
+    let server = Server::start(&[
+        "--data-dir",
+        &p(d, "data"),
+        "--model",
+        &p(d, "tiny.sealed"),
+        "--key-file",
+        &p(d, "tiny.dek"),
+        "--model",
+        &p(d, "mlp.sealed"),
+        "--key-file",
+        &p(d, "mlp.dek"),
+        "--publisher-key",
+        &p(d, "keys/publisher.pub"),
+    ]);
+    std::fs::write(
+        d.join("texts.jsonl"),
+        "{\"text\": \"Contract approved, 日本 é\"}\n\n{\"text\": \"\"}\n",
+    )
+    .unwrap();
+    let bench = |model: &str, extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "--addr",
+            &server.addr,
+            "--tls-ca",
+            server.cert.to_str().unwrap(),
+            "--api-key",
+            &key,
+            "--purpose",
+            "search",
+            "--model",
+            model,
+            "--concurrency",
+            "2",
+            "--window",
+            "200ms",
+            "--warmup",
+            "100ms",
+            "--max-trials",
+            "3",
+        ];
+        args.extend_from_slice(extra);
+        confidant(&args)
+    };
+    let jsonl = p(d, "texts.jsonl");
+    for protocol in ["oip", "confidant"] {
+        let out_dir = p(d, protocol);
+        let out = bench(
+            "tiny-text",
+            &[
+                "--protocol",
+                protocol,
+                "--batch",
+                "1,3",
+                "--text",
+                "the patient denied fever.",
+                "--input-jsonl",
+                &jsonl,
+                "--out",
+                &out_dir,
+            ],
+        );
+        assert!(out.status.success(), "{protocol}: {}", stderr(&out));
+        assert!(stdout(&out).contains("texts: 3"), "{}", stdout(&out));
+        let results: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(Path::new(&out_dir).join("results.json")).unwrap(),
+        )
+        .unwrap();
+        let points = results.as_array().unwrap();
+        assert_eq!(points.len(), 2, "{results}");
+        for pt in points {
+            assert_eq!(pt["errors"], 0, "{protocol}: {pt}");
+            assert!(pt["requests"].as_u64().unwrap() > 0, "{protocol}: {pt}");
+            assert_eq!(pt["protocol"], protocol);
+            let ratio =
+                pt["inferences_per_s"].as_f64().unwrap() / pt["requests_per_s"].as_f64().unwrap();
+            assert!((ratio - pt["batch"].as_f64().unwrap()).abs() < 1e-9, "{pt}");
+        }
+    }
+    // Texts for an MLP, none for a text model, a file without texts, a malformed line,
+    // and flags that only random rows use.
+    std::fs::write(d.join("empty.jsonl"), "\n").unwrap();
+    std::fs::write(d.join("bad.jsonl"), "{\"text\": \"a\"}\n{\"txt\": \"b\"}\n").unwrap();
+    let cases: [(&str, &[&str], &str); 6] = [
+        (
+            "fixture-softmax",
+            &["--text", "hello"],
+            "model fixture-softmax takes numeric rows (",
+        ),
+        (
+            "tiny-text",
+            &["--protocol", "confidant"],
+            "model tiny-text is a text model: give the texts to send with --text or --input-jsonl",
+        ),
+        (
+            "tiny-text",
+            &["--input-jsonl", &p(d, "empty.jsonl")],
+            "no texts in the file",
+        ),
+        (
+            "tiny-text",
+            &["--input-jsonl", &p(d, "bad.jsonl")],
+            "line 2: expected an object with a string \"text\" field",
+        ),
+        ("tiny-text", &["--text", "a", "--seed", "3"], "--seed"),
+        (
+            "tiny-text",
+            &["--text", "a", "--input-range", "0,2"],
+            "--input-range",
+        ),
+    ];
+    for (model, extra, needle) in cases {
+        let out = bench(model, extra);
+        assert!(!out.status.success(), "{extra:?}");
+        assert!(stderr(&out).contains(needle), "{extra:?}: {}", stderr(&out));
+    }
+}

@@ -151,6 +151,15 @@ pub struct BenchArgs {
     /// Feature range LO,HI when the server publishes none (OIP peers without ListModels).
     #[arg(long, default_value = "0,1", allow_hyphen_values = true)]
     pub input_range: String,
+    /// A text for a text model (repeatable), as for `confidant predict`: each request
+    /// carries --batch texts, taken in turn from the list (texts over confidant.v1, one BYTES
+    /// tensor over OIP).
+    #[arg(long, conflicts_with_all = ["seed", "input_range"])]
+    pub text: Vec<String>,
+    /// Texts for a text model from a JSON Lines file: one object per line with a `text`
+    /// field (after any --text), as for `confidant predict`.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["seed", "input_range"])]
+    pub input_jsonl: Option<PathBuf>,
     /// Write results.json, results.csv and latency_throughput.svg into this directory.
     #[arg(long)]
     pub out: Option<PathBuf>,

@@ -49,6 +49,14 @@ fn config(a: BenchArgs) -> Result<(BenchConfig, BenchArgs)> {
         }
         (lo, hi)
     };
+    let mut texts = a.text.clone();
+    if let Some(path) = &a.input_jsonl {
+        let from_file = super::calls::read_jsonl_texts(path)?;
+        if from_file.is_empty() {
+            bail!("--input-jsonl {}: no texts in the file", path.display());
+        }
+        texts.extend(from_file);
+    }
     let config = BenchConfig {
         target: Target {
             addr: a.addr.clone(),
@@ -70,6 +78,7 @@ fn config(a: BenchArgs) -> Result<(BenchConfig, BenchArgs)> {
         max_trials: a.max_trials,
         connections: a.connections,
         seed: a.seed,
+        texts,
     };
     config.validate()?;
     Ok((config, a))
@@ -93,6 +102,12 @@ pub async fn run(a: BenchArgs) -> Result<()> {
         config.max_trials,
         config.time_bound()
     );
+    if !config.texts.is_empty() {
+        println!(
+            "texts: {} (--batch texts per request, taken in turn)",
+            config.texts.len()
+        );
+    }
     println!("{}", report::table_header());
     let results = loadgen::run(&config, |m| println!("{}", report::table_row(m))).await?;
     let mut series = vec![report::Series {

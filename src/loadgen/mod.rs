@@ -1,6 +1,10 @@
 //! `confidant bench`: a closed-loop gRPC load generator for Confidant and for any Open
 //! Inference Protocol server (a Python peer, Triton).
 //!
+//! A numeric model (an MLP) gets random rows in its published feature ranges; a text model
+//! gets the texts given (`--text`, `--input-jsonl`), `batch` per request, as
+//! `PredictRequest.texts` over confidant.v1 or one BYTES tensor over OIP.
+//!
 //! For each batch size × concurrency, `concurrency` workers each keep one request in flight,
 //! spread over several HTTP/2 connections (one connection serializes its frames on one
 //! socket and caps throughput). After a warm-up, measurement windows repeat until three in a
@@ -56,6 +60,9 @@ pub struct BenchConfig {
     pub connections: Option<usize>,
     /// Seed of the input rows.
     pub seed: u64,
+    /// The texts a text model is driven with, taken in turn, `batch` per request. Empty for
+    /// a numeric model (random rows); a text model needs at least one.
+    pub texts: Vec<String>,
 }
 
 impl BenchConfig {
@@ -115,12 +122,18 @@ pub async fn run(
     tracing::info!(
         model = %config.target.model,
         features = shape.features(),
+        takes_texts = shape.takes_texts,
         ranges_from = shape.ranges_from,
         "model discovered"
     );
+    check_inputs(config, &shape)?;
     let mut results = Vec::new();
     for &batch in &config.batches {
-        let requests = Requests::generate(&config.target, &shape, batch, config.seed);
+        let requests = if shape.takes_texts {
+            Requests::of_texts(&config.target, &shape, batch, &config.texts)?
+        } else {
+            Requests::generate(&config.target, &shape, batch, config.seed)
+        };
         for &concurrency in &config.concurrencies {
             let m = point(config, &headers, &requests, batch, concurrency).await?;
             on_point(&m);
@@ -128,6 +141,22 @@ pub async fn run(
         }
     }
     Ok(results)
+}
+
+/// Refuses texts for a numeric model and a text model without texts.
+pub fn check_inputs(config: &BenchConfig, shape: &target::ModelShape) -> Result<(), BenchError> {
+    let model = &config.target.model;
+    match (shape.takes_texts, config.texts.is_empty()) {
+        (true, true) => Err(BenchError::Config(format!(
+            "model {model} is a text model: give the texts to send with --text or --input-jsonl"
+        ))),
+        (false, false) => Err(BenchError::Config(format!(
+            "model {model} takes numeric rows ({} features), not texts: drop --text and \
+             --input-jsonl (its rows are drawn at random in its feature ranges)",
+            shape.features()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// One batch size × concurrency.

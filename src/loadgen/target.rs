@@ -58,6 +58,9 @@ pub struct Target {
 pub struct ModelShape {
     /// The input tensor name (OIP).
     pub input_name: String,
+    /// Whether the model takes texts (a text model: `kind` "bert" in `ListModels`, a BYTES
+    /// input in `ModelMetadata`) rather than numeric rows.
+    pub takes_texts: bool,
     /// Per-feature minimum.
     pub min: Vec<f32>,
     /// Per-feature maximum.
@@ -168,6 +171,7 @@ pub async fn discover(
     };
     let mut input_name = crate::engine::config::DEFAULT_INPUT_TENSOR.to_string();
     let mut width = None;
+    let mut bytes_input = false;
     if target.protocol == Protocol::Oip {
         let md = GrpcInferenceServiceClient::new(channel.clone())
             .model_metadata(headers.request(ipb::ModelMetadataRequest {
@@ -183,11 +187,25 @@ pub async fn discover(
                 md.inputs.len()
             )));
         };
-        let &[_, features] = input.shape.as_slice() else {
-            return Err(model_err(format!(
-                "input shape {:?} is not [rows, features]",
-                input.shape
-            )));
+        // A text model's input: one BYTES element (a UTF-8 text) per row, `[-1, 1]` or `[-1]`.
+        if input.datatype == "BYTES" {
+            if !matches!(input.shape.as_slice(), [_] | [_, 1]) {
+                return Err(model_err(format!(
+                    "BYTES input {:?} has shape {:?}; the benchmark sends texts as [batch, 1]",
+                    input.name, input.shape
+                )));
+            }
+            bytes_input = true;
+        }
+        let features = match *input.shape.as_slice() {
+            [_, features] => features,
+            [_] if bytes_input => 1,
+            _ => {
+                return Err(model_err(format!(
+                    "input shape {:?} is not [rows, features]",
+                    input.shape
+                )));
+            }
         };
         input_name.clone_from(&input.name);
         width = Some(
@@ -205,8 +223,26 @@ pub async fn discover(
                 .into_iter()
                 .find(|m| m.id == target.model)
                 .ok_or_else(|| model_err("not in ListModels".into()))?;
+            let takes_texts = match m.kind.as_str() {
+                // Servers from before text models leave `kind` empty.
+                "" | "mlp" => false,
+                "bert" => true,
+                other => {
+                    return Err(model_err(format!(
+                        "ListModels says kind {other:?}; the benchmark drives \"mlp\" and \"bert\""
+                    )));
+                }
+            };
+            if target.protocol == Protocol::Oip && takes_texts != bytes_input {
+                return Err(model_err(format!(
+                    "ListModels says kind {:?} but ModelMetadata's input is {}",
+                    m.kind,
+                    if bytes_input { "BYTES" } else { "numeric" }
+                )));
+            }
             Ok(ModelShape {
                 input_name,
+                takes_texts,
                 min: m.feature_min,
                 max: m.feature_max,
                 ranges_from: "ListModels",
@@ -217,6 +253,7 @@ pub async fn discover(
             let (lo, hi) = target.fallback_range;
             Ok(ModelShape {
                 input_name,
+                takes_texts: bytes_input,
                 min: vec![lo; n],
                 max: vec![hi; n],
                 ranges_from: "--input-range",
@@ -289,6 +326,97 @@ impl Requests {
             )),
         }
     }
+
+    /// The requests of a text model: `batch` texts each, taken in turn from `texts` (wrapping
+    /// around). The pool holds `lcm(texts, batch) / batch` requests, so that cycling through
+    /// it sends every text equally often (a batch padded to its longest text costs more, so a
+    /// skewed mix would skew the figures); where that would exceed [`MAX_TEXT_SLOTS`] texts in
+    /// all, as many requests as it takes to send every text once. Over
+    /// confidant.v1 they are `PredictRequest.texts`; over OIP one BYTES tensor of shape
+    /// `[batch, 1]` in Triton's raw encoding (each element a 4-byte little-endian length and
+    /// its bytes), as tritonclient and perf_analyzer send it.
+    pub fn of_texts(
+        target: &Target,
+        shape: &ModelShape,
+        batch: usize,
+        texts: &[String],
+    ) -> Result<Self, BenchError> {
+        if texts.is_empty() || batch == 0 {
+            return Err(BenchError::Config(format!(
+                "{} texts at {batch} per request: nothing to send",
+                texts.len()
+            )));
+        }
+        let n = texts.len();
+        let equal = n / gcd(n, batch);
+        let count = if equal.saturating_mul(batch) <= MAX_TEXT_SLOTS {
+            equal
+        } else {
+            n.div_ceil(batch)
+        };
+        let mut next = texts.iter().cycle();
+        let mut groups = Vec::with_capacity(count);
+        for _ in 0..count {
+            groups.push(next.by_ref().take(batch).cloned().collect::<Vec<String>>());
+        }
+        Ok(match target.protocol {
+            Protocol::Confidant => Self::Confidant(Arc::new(
+                groups
+                    .into_iter()
+                    .map(|texts| cpb::PredictRequest {
+                        model: target.model.clone(),
+                        texts,
+                        ..Default::default()
+                    })
+                    .collect(),
+            )),
+            Protocol::Oip => {
+                let mut pool = Vec::with_capacity(count);
+                for group in groups {
+                    pool.push(ipb::ModelInferRequest {
+                        model_name: target.model.clone(),
+                        inputs: vec![ipb::model_infer_request::InferInputTensor {
+                            name: shape.input_name.clone(),
+                            datatype: "BYTES".into(),
+                            shape: vec![batch as i64, 1],
+                            ..Default::default()
+                        }],
+                        raw_input_contents: vec![encode_bytes(&group)?],
+                        ..Default::default()
+                    });
+                }
+                Self::Oip(Arc::new(pool))
+            }
+        })
+    }
+}
+
+/// Most texts (with repeats) the request pool of a text model holds when every text is to
+/// be sent equally often.
+pub const MAX_TEXT_SLOTS: usize = 1 << 16;
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a.max(1)
+}
+
+/// Triton's raw encoding of a BYTES tensor: each element a 4-byte little-endian length and
+/// its bytes, back to back.
+pub fn encode_bytes(texts: &[String]) -> Result<Vec<u8>, BenchError> {
+    let mut raw = Vec::with_capacity(texts.iter().map(|t| 4 + t.len()).sum());
+    for t in texts {
+        let len = u32::try_from(t.len()).map_err(|_| {
+            BenchError::Config(format!(
+                "a text of {} bytes does not fit a BYTES element (at most 4 GiB)",
+                t.len()
+            ))
+        })?;
+        raw.extend_from_slice(&len.to_le_bytes());
+        raw.extend_from_slice(t.as_bytes());
+    }
+    Ok(raw)
 }
 
 /// One worker's client.

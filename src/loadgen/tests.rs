@@ -150,3 +150,153 @@ fn comparison_and_plot_cover_both_runs() {
     assert!(svg.contains("t&lt;1&gt;") && svg.contains("peer batch 1"));
     assert!(!svg.contains("NaN") && !svg.contains("\"inf"), "{svg}");
 }
+
+fn target(protocol: super::Protocol) -> super::Target {
+    super::Target {
+        addr: "https://127.0.0.1:1".into(),
+        ca_pem: None,
+        policy: None,
+        api_key: None,
+        purpose: None,
+        protocol,
+        model: "minilm".into(),
+        fallback_range: (0.0, 1.0),
+    }
+}
+
+fn text_shape() -> super::target::ModelShape {
+    super::target::ModelShape {
+        input_name: "text".into(),
+        takes_texts: true,
+        min: Vec::new(),
+        max: Vec::new(),
+        ranges_from: "ListModels",
+    }
+}
+
+fn texts(v: &[&str]) -> Vec<String> {
+    v.iter().map(|t| (*t).to_string()).collect()
+}
+
+#[test]
+fn text_requests_take_the_texts_in_turn_batch_per_request() {
+    use super::target::Requests;
+    let t = texts(&["a", "", "日本語", "d", "e"]);
+    let shape = text_shape();
+    let Requests::Confidant(pool) =
+        Requests::of_texts(&target(super::Protocol::Confidant), &shape, 2, &t).unwrap()
+    else {
+        panic!("confidant.v1 requests expected");
+    };
+    // Every text equally often: lcm(5, 2) = 10 texts in 5 requests.
+    let sent: Vec<Vec<String>> = pool.iter().map(|r| r.texts.clone()).collect();
+    assert_eq!(
+        sent,
+        [
+            texts(&["a", ""]),
+            texts(&["日本語", "d"]),
+            texts(&["e", "a"]),
+            texts(&["", "日本語"]),
+            texts(&["d", "e"])
+        ]
+    );
+    // 6 texts at 4 per request: lcm 12, 3 requests.
+    let six = texts(&["1", "2", "3", "4", "5", "6"]);
+    let Requests::Confidant(pool) =
+        Requests::of_texts(&target(super::Protocol::Confidant), &shape, 4, &six).unwrap()
+    else {
+        panic!("confidant.v1 requests expected");
+    };
+    assert_eq!(pool.len(), 3);
+    assert_eq!(pool[2].texts, texts(&["3", "4", "5", "6"]));
+    // Where equal counts would take too many slots, every text once.
+    let many: Vec<String> = (0..10_007).map(|i| i.to_string()).collect();
+    let Requests::Confidant(pool) =
+        Requests::of_texts(&target(super::Protocol::Confidant), &shape, 64, &many).unwrap()
+    else {
+        panic!("confidant.v1 requests expected");
+    };
+    assert_eq!(pool.len(), 10_007usize.div_ceil(64));
+    assert!(
+        pool.iter()
+            .all(|r| r.input.is_none() && r.model == "minilm")
+    );
+    // A batch larger than the list repeats the texts within one request.
+    let Requests::Confidant(pool) =
+        Requests::of_texts(&target(super::Protocol::Confidant), &shape, 7, &t[..2]).unwrap()
+    else {
+        panic!("confidant.v1 requests expected");
+    };
+    assert_eq!(pool.len(), 2);
+    assert_eq!(pool[0].texts, texts(&["a", "", "a", "", "a", "", "a"]));
+    assert_eq!(pool[1].texts, texts(&["", "a", "", "a", "", "a", ""]));
+    assert!(Requests::of_texts(&target(super::Protocol::Oip), &shape, 1, &[]).is_err());
+}
+
+#[test]
+fn oip_text_requests_are_bytes_tensors_the_server_decodes() {
+    use super::target::Requests;
+    let t = texts(&["hello", "", "Schöne Grüße"]);
+    let Requests::Oip(pool) =
+        Requests::of_texts(&target(super::Protocol::Oip), &text_shape(), 3, &t).unwrap()
+    else {
+        panic!("OIP requests expected");
+    };
+    assert_eq!(pool.len(), 1);
+    let r = &pool[0];
+    let [input] = r.inputs.as_slice() else {
+        panic!("one input expected")
+    };
+    assert_eq!(
+        (input.name.as_str(), input.datatype.as_str()),
+        ("text", "BYTES")
+    );
+    assert_eq!(input.shape, [3, 1]);
+    // What the server's decoder (the one tritonclient's requests go through) reads back.
+    let decoded = crate::oip::tensor::decode_bytes(&crate::oip::tensor::InputTensor {
+        name: &input.name,
+        datatype: &input.datatype,
+        shape: &input.shape,
+        contents: None,
+        raw: Some(&r.raw_input_contents[0]),
+    })
+    .unwrap();
+    let want: Vec<Vec<u8>> = t.iter().map(|s| s.as_bytes().to_vec()).collect();
+    assert_eq!(decoded, want);
+}
+
+#[test]
+fn texts_for_a_numeric_model_and_no_texts_for_a_text_model_are_refused() {
+    let config = |texts: Vec<String>| super::BenchConfig {
+        target: target(super::Protocol::Oip),
+        batches: vec![1],
+        concurrencies: vec![1],
+        window: Duration::from_secs(1),
+        warmup: Duration::from_secs(1),
+        max_trials: 3,
+        connections: None,
+        seed: 0,
+        texts,
+    };
+    let numeric = super::target::ModelShape {
+        input_name: "input__0".into(),
+        takes_texts: false,
+        min: vec![0.0; 30],
+        max: vec![1.0; 30],
+        ranges_from: "ListModels",
+    };
+    let e = super::check_inputs(&config(texts(&["x"])), &numeric).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("takes numeric rows (30 features), not texts"),
+        "{e}"
+    );
+    let e = super::check_inputs(&config(Vec::new()), &text_shape()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("is a text model: give the texts to send with --text or --input-jsonl"),
+        "{e}"
+    );
+    super::check_inputs(&config(texts(&["x"])), &text_shape()).unwrap();
+    super::check_inputs(&config(Vec::new()), &numeric).unwrap();
+}

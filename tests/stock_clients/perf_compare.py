@@ -19,6 +19,7 @@ def main():
     ap.add_argument("--perf-csv", required=True)
     ap.add_argument("--bench", required=True, nargs="+", help="results.json of each bench run")
     ap.add_argument("--concurrency", type=int, required=True)
+    ap.add_argument("--batch", type=int, default=1, help="perf_analyzer's -b, bench's --batch")
     ap.add_argument("--tolerance", type=float, default=0.20)
     a = ap.parse_args()
 
@@ -33,10 +34,11 @@ def main():
         points = [
             p
             for p in json.load(open(path))
-            if p["batch"] == 1 and p["concurrency"] == a.concurrency
+            if p["batch"] == a.batch and p["concurrency"] == a.concurrency
         ]
         if len(points) != 1 or points[0]["errors"] != 0:
-            fail(f"{path}: expected one error-free batch-1 point at concurrency {a.concurrency}: {points}")
+            fail(f"{path}: expected one error-free batch-{a.batch} point at concurrency "
+                 f"{a.concurrency}: {points}")
         bench.append(points[0]["inferences_per_s"])
     reference = sum(bench) / len(bench)
 
@@ -50,7 +52,8 @@ def main():
     client_count = int(client.group(1))
     infer_count, exec_count, success_count = (int(g) for g in server.groups())
     # The windows of client and server differ by the requests in flight at either edge.
-    if abs(success_count - client_count) > 2 * a.concurrency or infer_count != success_count:
+    if (abs(success_count - client_count) > 2 * a.concurrency
+            or infer_count != success_count * a.batch):
         fail(f"server statistics ({success_count} requests, {infer_count} inferences) do not "
              f"match the {client_count} requests perf_analyzer counted")
     if not 0 < exec_count <= infer_count:
@@ -61,7 +64,7 @@ def main():
     ratio = perf / reference
     line = (f"perf_analyzer {perf:.0f} infer/s, confidant bench {reference:.0f} infer/s "
             f"(runs: {', '.join(f'{b:.0f}' for b in bench)}), ratio {ratio:.3f} at concurrency "
-            f"{a.concurrency}, batch 1")
+            f"{a.concurrency}, batch {a.batch}")
     if abs(ratio - 1) > a.tolerance:
         fail(f"{line}: outside {a.tolerance:.0%}")
     print(f"ok: {line}")
