@@ -122,6 +122,38 @@ fn a_receipt_verifies_offline_and_any_changed_byte_fails_it() {
     assert_eq!(st["model"], "demo");
     assert_eq!(st["request_id"], printed["request_id"]);
 
+    // Explain answers carry receipts too; the explanation is what the receipt states.
+    let explained = dir.path().join("e.cose");
+    let row = serde_json::to_string(&vec![confidant::demo::SAMPLE_ROW.to_vec()]).unwrap();
+    let o = confidant(&[
+        "explain",
+        "--addr",
+        &server.addr,
+        "--tls-ca",
+        server.cert.to_str().unwrap(),
+        "--api-key",
+        server.api_key.as_deref().unwrap(),
+        "--model",
+        "demo",
+        "--input",
+        &row,
+        "--receipt-out",
+        explained.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (ok, v) = verify(&explained, &evidence, &policy, true);
+    assert!(ok, "{v:#}");
+    assert_eq!(v["statement"]["rpc"], "explain");
+    let response_path = PathBuf::from(format!("{}.response.json", explained.display()));
+    let mut response: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&response_path).unwrap()).unwrap();
+    let x = response["attributions"][0][3].as_f64().unwrap();
+    response["attributions"][0][3] = serde_json::json!(x * 2.0 + 1e-3);
+    std::fs::write(&response_path, serde_json::to_vec(&response).unwrap()).unwrap();
+    let (ok, v) = verify(&explained, &evidence, &policy, true);
+    assert!(!ok);
+    assert_eq!(failed_checks(&v), ["response"], "{v:#}");
+
     // The receipt states the call's own audit record: its seq, chain hash and time.
     server.stop();
     let log = common::audit_export(&data);

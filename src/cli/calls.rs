@@ -212,7 +212,7 @@ async fn predict_texts(mut a: args::PredictArgs) -> Result<()> {
             inputs: None,
             texts: Some(texts),
         };
-        super::receipt::save(path, &p, request, &printed)?;
+        super::receipt::save(path, p.receipt.as_deref(), request, &printed)?;
     }
     Ok(())
 }
@@ -268,7 +268,7 @@ pub(super) async fn predict(a: args::PredictArgs) -> Result<()> {
             inputs: Some(rows),
             texts: None,
         };
-        super::receipt::save(path, &p, request, &printed)?;
+        super::receipt::save(path, p.receipt.as_deref(), request, &printed)?;
     }
     Ok(())
 }
@@ -363,19 +363,20 @@ pub(super) async fn privacy_forget(a: privacy::ForgetArgs) -> Result<()> {
 }
 
 pub(super) async fn explain(e: args::ExplainArgs) -> Result<()> {
-    if e.predict.receipt_out.is_some() {
-        bail!(
-            "--receipt-out: explanations carry no receipt yet (Predict, ModelInfer and /v1/embeddings do)"
-        );
-    }
     if !e.predict.text.is_empty() || e.predict.input_jsonl.is_some() {
         return explain_texts(e).await;
     }
+    let salt = receipt_salt(&e.predict)?;
+    let receipt_out = e.predict.receipt_out.clone();
     let (mut client, rows, model) = connect_with_rows(e.predict).await?;
+    if let Some(s) = &salt {
+        client = client.with_receipt_salt(s)?;
+    }
     let r = client.explain(&model, &rows, e.target).await?;
     let features = rows.first().map_or(0, Vec::len);
     let attributions: Vec<Vec<f32>> = r
         .attributions
+        .as_ref()
         .map(|t| {
             t.values
                 .chunks(features.max(1))
@@ -383,23 +384,46 @@ pub(super) async fn explain(e: args::ExplainArgs) -> Result<()> {
                 .collect()
         })
         .unwrap_or_default();
-    println!(
-        "{}",
-        serde_json::json!({
-            "model": r.model,
-            "model_version": r.model_version,
-            "request_id": r.request_id,
-            "attributions": attributions,
-            "targets": r.targets,
-            "output_at_input": r.output_at_input,
-            "output_at_baseline": r.output_at_baseline,
-            "completeness_error": r.completeness_error,
-            "baseline": r.baseline,
-            "steps": r.steps,
-            "flagged_rows": r.flagged_rows,
-        })
-    );
+    let printed = serde_json::json!({
+        "model": r.model,
+        "model_version": r.model_version,
+        "request_id": r.request_id,
+        "attributions": attributions,
+        "targets": r.targets,
+        "output_at_input": r.output_at_input,
+        "output_at_baseline": r.output_at_baseline,
+        "completeness_error": r.completeness_error,
+        "baseline": r.baseline,
+        "steps": r.steps,
+        "flagged_rows": r.flagged_rows,
+    });
+    println!("{printed}");
+    if let Some(path) = &receipt_out {
+        let request = confidant::receipt::digest::RequestFile {
+            salt: hex::encode(explain_salt(&r, salt.as_deref())),
+            inputs: Some(rows),
+            texts: None,
+        };
+        super::receipt::save(
+            path,
+            (!r.receipt.is_empty()).then_some(&r.receipt[..]),
+            request,
+            &printed,
+        )?;
+    }
     Ok(())
+}
+
+/// The salt that keys an explanation's receipt: the one the server drew, else ours.
+fn explain_salt<'a>(
+    r: &'a confidant::proto::confidant::v1::ExplainResponse,
+    ours: Option<&'a [u8]>,
+) -> &'a [u8] {
+    if r.receipt_salt.is_empty() {
+        ours.unwrap_or_default()
+    } else {
+        &r.receipt_salt
+    }
 }
 
 /// `explain --text … / --input-jsonl FILE`: per-token attributions of a text model, one
@@ -413,6 +437,7 @@ async fn explain_texts(e: args::ExplainArgs) -> Result<()> {
     if texts.is_empty() {
         bail!("no texts: give --text or a non-empty --input-jsonl");
     }
+    let salt = receipt_salt(&a)?;
     let mut client = connect(ConnectOpts {
         addr: &a.addr,
         policy: a.policy.clone(),
@@ -427,7 +452,12 @@ async fn explain_texts(e: args::ExplainArgs) -> Result<()> {
     if let Some(subject) = &a.subject_id {
         client = client.with_subject(subject)?;
     }
-    let r = client.explain_texts(&a.model, texts, e.target).await?;
+    if let Some(s) = &salt {
+        client = client.with_receipt_salt(s)?;
+    }
+    let r = client
+        .explain_texts(&a.model, texts.clone(), e.target)
+        .await?;
     let per_text: Vec<serde_json::Value> = r
         .text_attributions
         .iter()
@@ -440,21 +470,32 @@ async fn explain_texts(e: args::ExplainArgs) -> Result<()> {
             })
         })
         .collect();
-    println!(
-        "{}",
-        serde_json::json!({
-            "model": r.model,
-            "model_version": r.model_version,
-            "request_id": r.request_id,
-            "texts": per_text,
-            "targets": r.targets,
-            "output_at_input": r.output_at_input,
-            "output_at_baseline": r.output_at_baseline,
-            "completeness_error": r.completeness_error,
-            "baseline_token": r.baseline_token,
-            "steps": r.steps,
-        })
-    );
+    let printed = serde_json::json!({
+        "model": r.model,
+        "model_version": r.model_version,
+        "request_id": r.request_id,
+        "texts": per_text,
+        "targets": r.targets,
+        "output_at_input": r.output_at_input,
+        "output_at_baseline": r.output_at_baseline,
+        "completeness_error": r.completeness_error,
+        "baseline_token": r.baseline_token,
+        "steps": r.steps,
+    });
+    println!("{printed}");
+    if let Some(path) = &a.receipt_out {
+        let request = confidant::receipt::digest::RequestFile {
+            salt: hex::encode(explain_salt(&r, salt.as_deref())),
+            inputs: None,
+            texts: Some(texts),
+        };
+        super::receipt::save(
+            path,
+            (!r.receipt.is_empty()).then_some(&r.receipt[..]),
+            request,
+            &printed,
+        )?;
+    }
     Ok(())
 }
 

@@ -180,15 +180,15 @@ async fn evidence(a: EvidenceArgs) -> Result<()> {
     Ok(())
 }
 
-/// What `predict --receipt-out FILE` writes: FILE (the receipt), FILE.request.json (the salt
+/// What `predict --receipt-out FILE` (and `explain --receipt-out FILE`) writes: FILE (the receipt), FILE.request.json (the salt
 /// and the inputs) and FILE.response.json (the printed answer).
 pub(super) fn save(
     path: &Path,
-    prediction: &confidant::client::Prediction,
+    receipt: Option<&[u8]>,
     request: RequestFile,
     printed: &serde_json::Value,
 ) -> Result<()> {
-    let Some(receipt) = &prediction.receipt else {
+    let Some(receipt) = receipt else {
         bail!("the server answered without the receipt that was asked for");
     };
     let with = |suffix: &str| {

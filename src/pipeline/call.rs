@@ -81,6 +81,8 @@ pub enum Api {
     ModelInfer,
     /// OpenAI's `POST /v1/embeddings`.
     Embeddings,
+    /// `confidant.v1.Inference/Explain`.
+    Explain,
 }
 
 impl Api {
@@ -90,6 +92,7 @@ impl Api {
             Self::Predict => "predict",
             Self::ModelInfer => "model_infer",
             Self::Embeddings => "embeddings",
+            Self::Explain => "explain",
         }
     }
 }
@@ -150,6 +153,8 @@ pub struct ExplainOutcome {
     /// A text model's texts, parallel to `attributions` (whose values are then one per
     /// token); empty for rows.
     pub texts: Vec<ExplainedText>,
+    /// The answer's receipt, when it was asked for or is required.
+    pub signed_receipt: Option<super::receipts::SignedReceipt>,
 }
 
 /// One explained text's tokens.

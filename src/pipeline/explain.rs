@@ -32,13 +32,23 @@ impl Pipeline {
     ) -> Result<ExplainOutcome, Status> {
         let started = Instant::now();
         let mut record = AuditContext::default();
-        let result = self
-            .explain_inner(ctx, call, target, &mut record)
-            .await
-            .map_err(Status::from);
+        // As for Predict: the request digest before the input is consumed, and a receipt that
+        // cannot be given refused before anything is spent.
+        let result = match self.receipt_ask(ctx, &call) {
+            Ok(ask) => self
+                .explain_inner(ctx, call, target, &mut record)
+                .await
+                .map(|out| (out, ask)),
+            Err(e) => Err(e),
+        }
+        .map_err(Status::from);
         let targets: Vec<u32> = match &result {
-            Ok(out) => out.attributions.iter().map(|a| a.target as u32).collect(),
+            Ok((out, _)) => out.attributions.iter().map(|a| a.target as u32).collect(),
             Err(_) => Vec::new(),
+        };
+        let draft = match &result {
+            Ok((out, Some(ask))) => Some(Self::explanation_draft(ask, out)),
+            _ => None,
         };
         let durable = self.audit_call(
             record,
@@ -46,9 +56,16 @@ impl Pipeline {
             &targets,
             started.elapsed(),
             Some("explain"),
-            None,
+            draft,
         );
-        Self::deliver(result, durable).await
+        let ((mut out, ask), receipt) = Self::deliver(result, durable).await?;
+        if let (Some(ask), Some(cose)) = (ask, receipt) {
+            out.signed_receipt = Some(SignedReceipt {
+                cose,
+                drawn_salt: ask.drawn_salt,
+            });
+        }
+        Ok(out)
     }
 
     async fn explain_inner<'c>(
@@ -175,6 +192,7 @@ impl Pipeline {
             attributions: rows_out,
             flagged_rows: flagged,
             texts: Vec::new(),
+            signed_receipt: None,
         })
     }
 

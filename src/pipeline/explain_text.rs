@@ -100,6 +100,7 @@ impl Pipeline {
             attributions,
             flagged_rows: Vec::new(),
             texts,
+            signed_receipt: None,
         })
     }
 }

@@ -330,7 +330,7 @@ impl Pipeline {
             }
             Err(refusal) => self.audit_call(record, Some(refusal), &[], latency, None, None),
         };
-        let (mut out, ask, receipt) = match Self::deliver_with_receipt(result, durable).await {
+        let (mut out, ask, receipt) = match Self::deliver(result, durable).await {
             Ok(((out, ask), receipt)) => (out, ask, receipt),
             Err(status) => return Err(status),
         };

@@ -127,13 +127,46 @@ impl Pipeline {
 
     /// The draft of an answer's receipt.
     pub(super) fn receipt_draft(ask: &Ask, out: &PredictOutcome, epsilon: f64) -> Draft {
-        let model = &out.model;
+        let response =
+            digest::response(out.rows as u64, out.width as u64, &out.values, &out.labels);
+        Self::draft(ask, &out.request_id, &out.model, response, epsilon)
+    }
+
+    /// The draft of an explanation's receipt (explanations spend no ε: they are refused
+    /// under every output privacy policy).
+    pub(super) fn explanation_draft(ask: &Ask, out: &ExplainOutcome) -> Draft {
+        let items: Vec<digest::Explained<'_>> = out
+            .attributions
+            .iter()
+            .enumerate()
+            .map(|(i, a)| digest::Explained {
+                target: a.target as u64,
+                attributions: &a.attributions,
+                output_at_input: a.output_at_input,
+                output_at_baseline: a.output_at_baseline,
+                completeness_error: a.completeness_error,
+                steps: a.steps as u64,
+                tokens: out.texts.get(i).map_or(&[][..], |t| &t.tokens[..]),
+            })
+            .collect();
+        let baseline_token = out.texts.first().map_or("", |t| t.baseline_token.as_str());
+        let response = digest::explanation(&items, &out.baseline, baseline_token);
+        Self::draft(ask, &out.request_id, &out.model, response, 0.0)
+    }
+
+    fn draft(
+        ask: &Ask,
+        request_id: &str,
+        model: &LoadedModel,
+        response: [u8; 32],
+        epsilon: f64,
+    ) -> Draft {
         Draft {
             signer: Arc::clone(&ask.signer),
             rpc: ask.rpc,
-            request_id: out.request_id.clone(),
+            request_id: request_id.to_string(),
             request: ask.request,
-            response: digest::response(out.rows as u64, out.width as u64, &out.values, &out.labels),
+            response,
             model: model.id().to_string(),
             version: model.version().to_string(),
             manifest: model.provenance().manifest_sha256,

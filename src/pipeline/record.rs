@@ -6,19 +6,10 @@ use super::*;
 impl Pipeline {
     /// Returns an answer once its audit record is safe from a crash of the process: at once
     /// when the record is in the audit journal, else once the writer has written it to the
-    /// log file. An answer whose record cannot be written is withheld (UNAVAILABLE); what it
-    /// spent stays spent.
+    /// log file (and, when the record was queued with a receipt, with that receipt). An
+    /// answer whose record cannot be written is withheld (UNAVAILABLE); what it spent stays
+    /// spent.
     pub(super) async fn deliver<T>(
-        result: Result<T, Status>,
-        durable: Option<Result<crate::audit::Durable, crate::audit::AuditError>>,
-    ) -> Result<T, Status> {
-        Self::deliver_with_receipt(result, durable)
-            .await
-            .map(|(out, _)| out)
-    }
-
-    /// [`Pipeline::deliver`], with the answer's receipt when its record was queued with one.
-    pub(super) async fn deliver_with_receipt<T>(
         result: Result<T, Status>,
         durable: Option<Result<crate::audit::Durable, crate::audit::AuditError>>,
     ) -> Result<(T, Option<Vec<u8>>), Status> {

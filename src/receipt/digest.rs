@@ -109,6 +109,144 @@ pub fn response<S: AsRef<[u8]>>(rows: u64, width: u64, values: &[f32], labels: &
     h.finalize().into()
 }
 
+/// The explanation's domain.
+pub const EXPLANATION_DOMAIN: &[u8] = b"confidant-explanation-v1";
+
+/// One explanation (a row's, or a text's), as the explanation digest covers it.
+#[derive(Debug, Clone, Copy)]
+pub struct Explained<'a> {
+    /// The output explained.
+    pub target: u64,
+    /// One attribution per feature, or per token.
+    pub attributions: &'a [f32],
+    /// The output at the input and at the baseline.
+    pub output_at_input: f32,
+    /// The output at the baseline.
+    pub output_at_baseline: f32,
+    /// The completeness gap reported.
+    pub completeness_error: f32,
+    /// Path points used.
+    pub steps: u64,
+    /// A text's tokens (none for rows).
+    pub tokens: &'a [String],
+}
+
+/// The digest of an Explain answer: `SHA-256("confidant-explanation-v1" ‖ n ‖ (target ‖
+/// n_attr ‖ attributions… ‖ output_at_input ‖ output_at_baseline ‖ completeness_error ‖
+/// steps ‖ n_tokens ‖ (len ‖ token)…)… ‖ n_baseline ‖ baseline… ‖ len ‖ baseline_token)`.
+pub fn explanation(items: &[Explained<'_>], baseline: &[f32], baseline_token: &str) -> [u8; 32] {
+    let mut h = sha2::Sha256::new();
+    h.absorb(EXPLANATION_DOMAIN);
+    h.u64(items.len() as u64);
+    for e in items {
+        h.u64(e.target);
+        h.u64(e.attributions.len() as u64);
+        h.floats(e.attributions);
+        h.floats(&[
+            e.output_at_input,
+            e.output_at_baseline,
+            e.completeness_error,
+        ]);
+        h.u64(e.steps);
+        h.strings(e.tokens);
+    }
+    h.u64(baseline.len() as u64);
+    h.floats(baseline);
+    h.u64(baseline_token.len() as u64);
+    h.absorb(baseline_token.as_bytes());
+    h.finalize().into()
+}
+
+/// The explanation digest of the JSON `confidant explain` prints (rows: `attributions`,
+/// `baseline`; texts: `texts[].tokens`, `texts[].attributions`, `baseline_token`; both:
+/// `targets`, `output_at_input`, `output_at_baseline`, `completeness_error`, `steps`).
+fn explanation_from_json(v: &serde_json::Value) -> Result<[u8; 32], super::ReceiptError> {
+    let bad = |m: &str| super::ReceiptError::Malformed(format!("the explanation: {m}"));
+    let floats = |x: &serde_json::Value, what: &str| -> Result<Vec<f32>, super::ReceiptError> {
+        x.as_array()
+            .ok_or_else(|| bad(&format!("{what} is not an array")))?
+            .iter()
+            .map(|n| n.as_f64().map(|f| f as f32))
+            .collect::<Option<Vec<f32>>>()
+            .ok_or_else(|| bad(&format!("{what} holds a value that is not a number")))
+    };
+    let field = |k: &str| v.get(k).ok_or_else(|| bad(&format!("no \"{k}\"")));
+    let targets: Vec<u64> = serde_json::from_value(field("targets")?.clone())
+        .map_err(|_| bad("\"targets\" is not a list of indices"))?;
+    let steps: Vec<u64> = serde_json::from_value(field("steps")?.clone())
+        .map_err(|_| bad("\"steps\" is not a list of counts"))?;
+    let at_input = floats(field("output_at_input")?, "output_at_input")?;
+    let at_baseline = floats(field("output_at_baseline")?, "output_at_baseline")?;
+    let gaps = floats(field("completeness_error")?, "completeness_error")?;
+    let (attributions, tokens, baseline, baseline_token) = match v.get("texts") {
+        Some(texts) => {
+            let texts = texts
+                .as_array()
+                .ok_or_else(|| bad("\"texts\" is not an array"))?;
+            let mut attributions = Vec::new();
+            let mut tokens = Vec::new();
+            for t in texts {
+                attributions.push(floats(
+                    t.get("attributions")
+                        .ok_or_else(|| bad("a text without attributions"))?,
+                    "a text's attributions",
+                )?);
+                let tk: Vec<String> = serde_json::from_value(
+                    t.get("tokens").cloned().unwrap_or(serde_json::Value::Null),
+                )
+                .map_err(|_| bad("a text's tokens are not strings"))?;
+                tokens.push(tk);
+            }
+            let token = field("baseline_token")?
+                .as_str()
+                .ok_or_else(|| bad("\"baseline_token\" is not a string"))?
+                .to_string();
+            (attributions, tokens, Vec::new(), token)
+        }
+        None => {
+            let rows = field("attributions")?
+                .as_array()
+                .ok_or_else(|| bad("\"attributions\" is not an array"))?;
+            let attributions = rows
+                .iter()
+                .map(|r| floats(r, "a row's attributions"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let tokens = vec![Vec::new(); attributions.len()];
+            (
+                attributions,
+                tokens,
+                floats(field("baseline")?, "baseline")?,
+                String::new(),
+            )
+        }
+    };
+    let n = attributions.len();
+    if [
+        targets.len(),
+        steps.len(),
+        at_input.len(),
+        at_baseline.len(),
+        gaps.len(),
+    ]
+    .iter()
+    .any(|&l| l != n)
+    {
+        return Err(bad("the per-explanation lists have different lengths"));
+    }
+    let items: Vec<Explained<'_>> = (0..n)
+        .map(|i| Explained {
+            target: targets[i],
+            attributions: &attributions[i],
+            output_at_input: at_input[i],
+            output_at_baseline: at_baseline[i],
+            completeness_error: gaps[i],
+            steps: steps[i],
+            tokens: &tokens[i],
+        })
+        .collect();
+    Ok(explanation(&items, &baseline, &baseline_token))
+}
+
 /// A request as `confidant receipt verify --request` reads it: JSON with the salt (hex) and
 /// either `inputs` (rows of numbers) or `texts` (strings), as `confidant predict
 /// --receipt-out` writes it.
@@ -161,8 +299,12 @@ impl RequestFile {
 
 /// A response as `confidant receipt verify --response` reads it: the JSON `confidant
 /// predict` prints (its `outputs` or `embeddings`, and its `labels`; other fields are
-/// ignored).
+/// ignored), or the JSON `confidant explain` prints.
 pub fn response_from_json(v: &serde_json::Value) -> Result<[u8; 32], super::ReceiptError> {
+    // What `confidant explain` prints (it alone has `steps`).
+    if v.get("steps").is_some() {
+        return explanation_from_json(v);
+    }
     let bad = |m: &str| super::ReceiptError::Malformed(format!("the response: {m}"));
     let rows_v = v
         .get("outputs")

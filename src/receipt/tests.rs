@@ -296,3 +296,35 @@ fn salts_are_hex_of_16_to_64_bytes() {
         );
     }
 }
+
+#[test]
+fn the_explanation_digest_of_what_explain_prints() {
+    let tokens = vec!["[CLS]".to_string(), "hi".to_string(), "[SEP]".to_string()];
+    let items = [digest::Explained {
+        target: 1,
+        attributions: &[0.0, 0.25, 0.0],
+        output_at_input: 0.75,
+        output_at_baseline: 0.5,
+        completeness_error: 1e-6,
+        steps: 64,
+        tokens: &tokens,
+    }];
+    let want = digest::explanation(&items, &[], "[PAD]");
+    let printed = serde_json::json!({
+        "model": "m",
+        "texts": [{"tokens": tokens, "attributions": [0.0f32, 0.25f32, 0.0f32],
+                   "special": [true, false, true], "truncated": false}],
+        "targets": [1], "output_at_input": [0.75f32], "output_at_baseline": [0.5f32],
+        "completeness_error": [1e-6f32], "baseline_token": "[PAD]", "steps": [64],
+    });
+    assert_eq!(digest::response_from_json(&printed).expect("digest"), want);
+    // Rows: the baseline vector counts, and another token set is another explanation.
+    let rows = [digest::Explained {
+        tokens: &[],
+        ..items[0]
+    }];
+    assert_ne!(digest::explanation(&rows, &[0.0; 3], ""), want);
+    let mut wrong = printed.clone();
+    wrong["steps"] = serde_json::json!([64, 64]);
+    assert!(digest::response_from_json(&wrong).is_err());
+}

@@ -89,9 +89,10 @@ impl pb::inference_server::Inference for InferenceService {
             values: input.values,
             texts: req.texts.into_iter().map(String::into_bytes).collect(),
             embeddings_only: false,
-            api: Api::Predict,
+            api: Api::Explain,
         };
-        let out = self.pipeline.explain(&ctx, call, req.target).await?;
+        let mut out = self.pipeline.explain(&ctx, call, req.target).await?;
+        let signed = out.signed_receipt.take();
         let a = &out.attributions;
         let text_attributions: Vec<pb::TokenAttributions> = out
             .texts
@@ -129,6 +130,8 @@ impl pb::inference_server::Inference for InferenceService {
                 .first()
                 .map(|t| t.baseline_token.clone())
                 .unwrap_or_default(),
+            receipt: signed.as_ref().map(|r| r.cose.clone()).unwrap_or_default(),
+            receipt_salt: signed.and_then(|r| r.drawn_salt).unwrap_or_default(),
         }))
     }
 
