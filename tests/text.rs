@@ -683,10 +683,47 @@ async fn the_openai_embeddings_api_runs_the_same_guards_over_https() {
     assert_eq!(status, 401, "{e}");
     assert_eq!(e["error"]["type"], "authentication_error");
 
-    // POST /v1/embeddings, floats (spends 1 of 3) and base64 (2 of 3).
+    // POST /v1/embeddings, floats (spends 1 of 3, with a receipt) and base64 (2 of 3).
     let body = serde_json::json!({"model": "tiny-text", "input": texts});
-    let (status, _, v) = https(&server, "POST", "/v1/embeddings", &auth, Some(body)).await;
+    let salt = "5a".repeat(20);
+    let with_receipt = [auth[0], auth[1], ("x-confidant-receipt", salt.as_str())];
+    let (status, headers, v) =
+        https(&server, "POST", "/v1/embeddings", &with_receipt, Some(body)).await;
     assert_eq!(status, 200, "{v}");
+    {
+        use base64::Engine as _;
+        let cose = base64::engine::general_purpose::STANDARD
+            .decode(headers["x-confidant-receipt"].to_str().unwrap())
+            .unwrap();
+        assert!(headers.get("x-confidant-receipt-salt").is_none());
+        let opened = confidant::receipt::envelope::open(&cose).unwrap();
+        let st = confidant::receipt::Statement::from_cbor(&opened.statement).unwrap();
+        assert_eq!(st.rpc, "embeddings");
+        let request = confidant::receipt::digest::RequestFile {
+            salt: salt.clone(),
+            inputs: None,
+            texts: Some(texts.iter().map(|t| t.to_string()).collect()),
+        };
+        assert_eq!(st.request, request.digest().unwrap());
+        let rows: Vec<Vec<f32>> = (0..texts.len())
+            .map(|i| {
+                v["data"][i]["embedding"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect()
+            })
+            .collect();
+        let flat: Vec<f32> = rows.concat();
+        let response = confidant::receipt::digest::response(
+            rows.len() as u64,
+            rows[0].len() as u64,
+            &flat,
+            &[] as &[&str],
+        );
+        assert_eq!(st.response, response);
+    }
     assert_eq!(v["object"], "list");
     assert_eq!(v["model"], "tiny-text");
     assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
