@@ -97,12 +97,6 @@ impl Api {
     }
 }
 
-impl PredictCall {
-    pub(super) fn rpc_name(&self) -> &'static str {
-        self.api.as_str()
-    }
-}
-
 /// A prediction, ready for a front end to encode.
 #[derive(Clone)]
 pub struct PredictOutcome {

@@ -74,9 +74,9 @@ impl Pipeline {
         ctx: &CallContext,
         call: &PredictCall,
     ) -> Result<Option<Ask>, ApiError> {
-        let asked = ctx.header(&X_RECEIPT);
-        let raw_present = AsRef::<http::HeaderMap>::as_ref(&ctx.metadata).contains_key(&X_RECEIPT);
-        if !self.receipts.require && !raw_present {
+        // One header lookup per request; none of the work below unless a receipt is due.
+        let asked = AsRef::<http::HeaderMap>::as_ref(&ctx.metadata).get(&X_RECEIPT);
+        if asked.is_none() && !self.receipts.require {
             return Ok(None);
         }
         let signer = match &self.receipts.signer {
@@ -93,18 +93,18 @@ impl Pipeline {
                 )));
             }
         };
-        let (salt, drawn) = match (asked, raw_present) {
-            (Some(text), _) => (
+        let (salt, drawn) = match asked.map(|v| v.to_str()) {
+            Some(Ok(text)) => (
                 crate::receipt::parse_salt(text)
                     .map_err(|e| ApiError::BadRequest(e.to_string()))?,
                 false,
             ),
-            (None, true) => {
+            Some(Err(_)) => {
                 return Err(ApiError::BadRequest(format!(
                     "{SALT_HEADER} must be the salt in hex"
                 )));
             }
-            (None, false) => (
+            None => (
                 crate::receipt::new_salt().map_err(|e| ApiError::Unavailable(e.to_string()))?,
                 true,
             ),
@@ -121,7 +121,7 @@ impl Pipeline {
             request: digest::request(&salt, input),
             drawn_salt: drawn.then_some(salt),
             signer,
-            rpc: call.rpc_name(),
+            rpc: call.api.as_str(),
         }))
     }
 

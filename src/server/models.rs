@@ -197,17 +197,7 @@ fn load_one(
             return insert_text(sealed_path, *t, config, registry);
         }
     };
-    let provenance = Provenance {
-        weights_sha256: loaded.manifest.weights.sha256.clone(),
-        publisher_key_id: loaded.publisher_key_id,
-        manifest_sha256: loaded
-            .manifest
-            .digest()
-            .map_err(|source| ServerError::Model {
-                path: sealed_path.display().to_string(),
-                source,
-            })?,
-    };
+    let provenance = provenance(sealed_path, &loaded.manifest, loaded.publisher_key_id)?;
     let id = loaded.manifest.model.id.clone();
     let mut model_config = loaded.manifest.model;
     let mut options = ServingOptions {
@@ -228,6 +218,23 @@ fn load_one(
     Ok(())
 }
 
+/// What the registry records of a sealed model's origin: its signed weight digest, its
+/// publisher and its manifest digest (which receipts state).
+fn provenance<M: crate::sealed::SealedModel>(
+    sealed_path: &Path,
+    manifest: &crate::sealed::Manifest<M>,
+    publisher_key_id: String,
+) -> Result<Provenance, ServerError> {
+    Ok(Provenance {
+        weights_sha256: manifest.weights.sha256.clone(),
+        publisher_key_id,
+        manifest_sha256: manifest.digest().map_err(|source| ServerError::Model {
+            path: sealed_path.display().to_string(),
+            source,
+        })?,
+    })
+}
+
 /// Serves a loaded text encoder. Screening and output privacy from the server config apply
 /// as the registry allows them for text models (see [`Registry::insert_text`]).
 fn insert_text(
@@ -236,17 +243,7 @@ fn insert_text(
     config: &ServeConfig,
     registry: &Registry,
 ) -> Result<(), ServerError> {
-    let provenance = Provenance {
-        weights_sha256: loaded.manifest.weights.sha256.clone(),
-        publisher_key_id: loaded.publisher_key_id,
-        manifest_sha256: loaded
-            .manifest
-            .digest()
-            .map_err(|source| ServerError::Model {
-                path: sealed_path.display().to_string(),
-                source,
-            })?,
-    };
+    let provenance = provenance(sealed_path, &loaded.manifest, loaded.publisher_key_id)?;
     let id = loaded.manifest.model.id().to_string();
     let options = if config.unguarded_benchmark_baseline {
         ServingOptions::default()
