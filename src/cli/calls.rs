@@ -129,19 +129,18 @@ pub(super) async fn connect(o: ConnectOpts<'_>) -> Result<Client> {
     Ok(client)
 }
 
-/// Connects as `predict` and `explain` do, and reads their input rows (inline JSON, parsed
-/// before connecting so a typo costs no round trip, or CSV matched to the model's features).
-pub(super) async fn connect_with_rows(
-    a: args::PredictArgs,
-) -> Result<(Client, Vec<Vec<f32>>, String)> {
-    let inline = a.input.as_deref().map(parse_json_rows).transpose()?;
+/// Connects as `predict` and `explain` do: the connection and credential flags, the data
+/// subject, and, with `--receipt-out`, a fresh receipt salt (returned too: the request file
+/// records it).
+async fn connect_call(a: &args::PredictArgs) -> Result<(Client, Option<Vec<u8>>)> {
+    let salt = receipt_salt(a)?;
     let mut client = connect(ConnectOpts {
         addr: &a.addr,
         policy: a.policy.clone(),
         gpu: a.gpu.clone(),
-        tls_ca: a.tls_ca,
-        tls_identity: a.tls_cert.zip(a.tls_key),
-        data_dir: a.data_dir,
+        tls_ca: a.tls_ca.clone(),
+        tls_identity: a.tls_cert.clone().zip(a.tls_key.clone()),
+        data_dir: a.data_dir.clone(),
         api_key: a.api_key.as_deref(),
         purpose: a.purpose.as_deref(),
     })
@@ -149,6 +148,32 @@ pub(super) async fn connect_with_rows(
     if let Some(subject) = &a.subject_id {
         client = client.with_subject(subject)?;
     }
+    if let Some(s) = &salt {
+        client = client.with_receipt_salt(s)?;
+    }
+    Ok((client, salt))
+}
+
+/// The texts of `--text` and then `--input-jsonl`; none is an error.
+fn read_texts(a: &args::PredictArgs) -> Result<Vec<String>> {
+    let mut texts = a.text.clone();
+    if let Some(path) = &a.input_jsonl {
+        texts.extend(read_jsonl_texts(path)?);
+    }
+    if texts.is_empty() {
+        bail!("no texts: give --text or a non-empty --input-jsonl");
+    }
+    Ok(texts)
+}
+
+/// Connects as `predict` and `explain` do ([`connect_call`]), and reads their input rows
+/// (inline JSON, parsed before connecting so a typo costs no round trip, or CSV matched to
+/// the model's features).
+pub(super) async fn connect_with_rows(
+    a: &args::PredictArgs,
+) -> Result<(Client, Vec<Vec<f32>>, Option<Vec<u8>>)> {
+    let inline = a.input.as_deref().map(parse_json_rows).transpose()?;
+    let (mut client, salt) = connect_call(a).await?;
     let rows = match (inline, &a.input_csv) {
         (Some(rows), _) => rows,
         (None, Some(path)) => {
@@ -162,37 +187,15 @@ pub(super) async fn connect_with_rows(
         }
         (None, None) => bail!("give --input or --input-csv"),
     };
-    Ok((client, rows, a.model))
+    Ok((client, rows, salt))
 }
 
 /// `predict --text … / --input-jsonl FILE`: embeddings (`{"model", "embeddings"}`) or a
 /// text classifier's `{"model", "outputs", "labels"}`.
-async fn predict_texts(mut a: args::PredictArgs) -> Result<()> {
-    let mut texts = std::mem::take(&mut a.text);
-    if let Some(path) = &a.input_jsonl {
-        texts.extend(read_jsonl_texts(path)?);
-    }
-    if texts.is_empty() {
-        bail!("no texts: give --text or a non-empty --input-jsonl");
-    }
-    let salt = receipt_salt(&a)?;
-    let mut client = connect(ConnectOpts {
-        addr: &a.addr,
-        policy: a.policy.clone(),
-        gpu: a.gpu.clone(),
-        tls_ca: a.tls_ca,
-        tls_identity: a.tls_cert.zip(a.tls_key),
-        data_dir: a.data_dir,
-        api_key: a.api_key.as_deref(),
-        purpose: a.purpose.as_deref(),
-    })
-    .await?;
-    if let Some(subject) = &a.subject_id {
-        client = client.with_subject(subject)?;
-    }
-    if let Some(s) = &salt {
-        client = client.with_receipt_salt(s)?;
-    }
+async fn predict_texts(a: args::PredictArgs) -> Result<()> {
+    let texts = read_texts(&a)?;
+    // The response carries the salt the receipt used (`Prediction::receipt_salt`).
+    let (mut client, _) = connect_call(&a).await?;
     let p = client.predict_texts(&a.model, texts.clone()).await?;
     let printed = if p.output_kind == "embedding" {
         serde_json::json!({
@@ -253,16 +256,11 @@ pub(super) async fn predict(a: args::PredictArgs) -> Result<()> {
     if !a.text.is_empty() || a.input_jsonl.is_some() {
         return predict_texts(a).await;
     }
-    let salt = receipt_salt(&a)?;
-    let receipt_out = a.receipt_out.clone();
-    let (mut client, rows, model) = connect_with_rows(a).await?;
-    if let Some(s) = &salt {
-        client = client.with_receipt_salt(s)?;
-    }
-    let p = client.predict(&model, &rows).await?;
+    let (mut client, rows, _) = connect_with_rows(&a).await?;
+    let p = client.predict(&a.model, &rows).await?;
     let printed = prediction_json(&p);
     println!("{printed}");
-    if let Some(path) = &receipt_out {
+    if let Some(path) = &a.receipt_out {
         let request = confidant::receipt::digest::RequestFile {
             salt: hex::encode(p.receipt_salt.as_deref().unwrap_or_default()),
             inputs: Some(rows),
@@ -366,13 +364,8 @@ pub(super) async fn explain(e: args::ExplainArgs) -> Result<()> {
     if !e.predict.text.is_empty() || e.predict.input_jsonl.is_some() {
         return explain_texts(e).await;
     }
-    let salt = receipt_salt(&e.predict)?;
-    let receipt_out = e.predict.receipt_out.clone();
-    let (mut client, rows, model) = connect_with_rows(e.predict).await?;
-    if let Some(s) = &salt {
-        client = client.with_receipt_salt(s)?;
-    }
-    let r = client.explain(&model, &rows, e.target).await?;
+    let (mut client, rows, salt) = connect_with_rows(&e.predict).await?;
+    let r = client.explain(&e.predict.model, &rows, e.target).await?;
     let features = rows.first().map_or(0, Vec::len);
     let attributions: Vec<Vec<f32>> = r
         .attributions
@@ -398,7 +391,7 @@ pub(super) async fn explain(e: args::ExplainArgs) -> Result<()> {
         "flagged_rows": r.flagged_rows,
     });
     println!("{printed}");
-    if let Some(path) = &receipt_out {
+    if let Some(path) = &e.predict.receipt_out {
         let request = confidant::receipt::digest::RequestFile {
             salt: hex::encode(explain_salt(&r, salt.as_deref())),
             inputs: Some(rows),
@@ -429,32 +422,9 @@ fn explain_salt<'a>(
 /// `explain --text … / --input-jsonl FILE`: per-token attributions of a text model, one
 /// entry of `texts` per text.
 async fn explain_texts(e: args::ExplainArgs) -> Result<()> {
-    let mut a = e.predict;
-    let mut texts = std::mem::take(&mut a.text);
-    if let Some(path) = &a.input_jsonl {
-        texts.extend(read_jsonl_texts(path)?);
-    }
-    if texts.is_empty() {
-        bail!("no texts: give --text or a non-empty --input-jsonl");
-    }
-    let salt = receipt_salt(&a)?;
-    let mut client = connect(ConnectOpts {
-        addr: &a.addr,
-        policy: a.policy.clone(),
-        gpu: a.gpu.clone(),
-        tls_ca: a.tls_ca,
-        tls_identity: a.tls_cert.zip(a.tls_key),
-        data_dir: a.data_dir,
-        api_key: a.api_key.as_deref(),
-        purpose: a.purpose.as_deref(),
-    })
-    .await?;
-    if let Some(subject) = &a.subject_id {
-        client = client.with_subject(subject)?;
-    }
-    if let Some(s) = &salt {
-        client = client.with_receipt_salt(s)?;
-    }
+    let a = &e.predict;
+    let texts = read_texts(a)?;
+    let (mut client, salt) = connect_call(a).await?;
     let r = client
         .explain_texts(&a.model, texts.clone(), e.target)
         .await?;
