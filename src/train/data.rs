@@ -104,26 +104,15 @@ impl Dataset {
             if !more {
                 break;
             }
-            let line = record.position().map_or(0, csv::Position::line);
-            if record.len() == 1 && record.get(0).is_some_and(str::is_empty) {
+            let Some(line) = data_line(&record, source_name, header.len())? else {
                 continue; // a blank line
-            }
+            };
             let cell_err = |column: Option<&str>, reason: String| TrainError::Cell {
                 source_name: source_name.to_string(),
                 line,
                 column: column.map(str::to_string),
                 reason,
             };
-            if record.len() != header.len() {
-                return Err(cell_err(
-                    None,
-                    format!(
-                        "the row has {} cells but the header has {} columns",
-                        record.len(),
-                        header.len()
-                    ),
-                ));
-            }
             for &c in &feature_cols {
                 let name = header.get(c).map(String::as_str);
                 let cell = record.get(c).unwrap_or_default();
@@ -361,4 +350,29 @@ fn round_down_f32(x: f64) -> f32 {
 fn round_up_f32(x: f64) -> f32 {
     let f = x as f32;
     if f64::from(f) < x { f.next_up() } else { f }
+}
+
+/// One record of a training CSV: `None` for a blank line, else its line number, once it is
+/// known to have a cell for every column of the header.
+pub(super) fn data_line(
+    record: &csv::StringRecord,
+    source_name: &str,
+    columns: usize,
+) -> Result<Option<u64>> {
+    let line = record.position().map_or(0, csv::Position::line);
+    if record.len() == 1 && record.get(0).is_some_and(str::is_empty) {
+        return Ok(None);
+    }
+    if record.len() != columns {
+        return Err(TrainError::Cell {
+            source_name: source_name.to_string(),
+            line,
+            column: None,
+            reason: format!(
+                "the row has {} cells but the header has {columns} columns",
+                record.len()
+            ),
+        });
+    }
+    Ok(Some(line))
 }

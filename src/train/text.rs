@@ -12,6 +12,7 @@
 //! What the guarantee covers: the head's weights, for the rows of the training CSV. The
 //! encoder is public to this computation (it is not trained).
 
+use super::data::data_line;
 use std::io::Read;
 use std::path::Path;
 
@@ -120,26 +121,15 @@ impl TextDataset {
                 Ok(false) => break,
                 Err(e) => return Err(record_error(source_name, &header, e)),
             }
-            let line = record.position().map_or(0, csv::Position::line);
-            if record.len() == 1 && record.get(0).is_some_and(str::is_empty) {
+            let Some(line) = data_line(&record, source_name, header.len())? else {
                 continue; // a blank line
-            }
+            };
             let cell_err = |column: Option<&str>, reason: String| TrainError::Cell {
                 source_name: source_name.to_string(),
                 line,
                 column: column.map(str::to_string),
                 reason,
             };
-            if record.len() != header.len() {
-                return Err(cell_err(
-                    None,
-                    format!(
-                        "the row has {} cells but the header has {} columns",
-                        record.len(),
-                        header.len()
-                    ),
-                ));
-            }
             let name = record.get(label_col).unwrap_or_default().trim();
             if name.is_empty() {
                 return Err(cell_err(Some(label), "the label is empty".into()));
