@@ -394,35 +394,24 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         }
         _ => None,
     };
-    let dp = model.config.dp_training.as_ref();
-    let mechanism = dp.and_then(|d| d.mechanism.as_ref());
-    println!(
-        "{}",
-        serde_json::json!({
-            "model": model.config.id,
-            "weights": out,
-            "config": config_path,
-            "rows": data.rows(),
-            "features": data.width(),
-            "classes": model.config.labels.len(),
-            "hidden": options.hidden,
-            "epochs": options.epochs,
-            "batch_size": options.batch_size,
-            "clip": options.clip,
-            "lr": options.learning_rate,
-            "momentum": options.momentum,
-            "lr_schedule": format!("{:?}", options.schedule).to_lowercase(),
-            "sample_rate": model.plan.sample_rate,
-            "steps": model.plan.steps,
-            "noise_multiplier": mechanism.map(|m| m.noise_multiplier),
-            "epsilon": dp.map(|d| d.epsilon),
-            "delta": dp.map(|d| d.delta),
-            "accountant": mechanism.map(|m| m.accountant.clone()),
-            "train_loss": model.final_loss,
-            "seconds": started.elapsed().as_secs_f64(),
-            "sealed": sealed,
-        })
+    let mut printed = serde_json::json!({
+        "model": model.config.id,
+        "weights": out,
+        "config": config_path,
+        "rows": data.rows(),
+        "features": data.width(),
+        "classes": model.config.labels.len(),
+        "seconds": started.elapsed().as_secs_f64(),
+        "sealed": sealed,
+    });
+    add_run_fields(
+        &mut printed,
+        &options,
+        &model.plan,
+        model.config.dp_training.as_ref(),
+        model.final_loss,
     );
+    println!("{printed}");
     Ok(())
 }
 
@@ -439,4 +428,35 @@ pub fn evaluate(a: &EvaluateArgs) -> Result<()> {
     let result = train::evaluate(&config, &weights, &data)?;
     println!("{}", serde_json::to_string(&result)?);
     Ok(())
+}
+
+/// Adds what `train` prints of the run itself, for MLPs and text heads alike, to `printed`:
+/// the options, the plan, the DP guarantee and the final loss.
+pub(super) fn add_run_fields(
+    printed: &mut serde_json::Value,
+    options: &TrainOptions,
+    plan: &train::Plan,
+    dp: Option<&confidant::engine::config::DpGuarantee>,
+    final_loss: f64,
+) {
+    let mechanism = dp.and_then(|d| d.mechanism.as_ref());
+    let run = serde_json::json!({
+        "hidden": options.hidden,
+        "epochs": options.epochs,
+        "batch_size": options.batch_size,
+        "clip": options.clip,
+        "lr": options.learning_rate,
+        "momentum": options.momentum,
+        "lr_schedule": format!("{:?}", options.schedule).to_lowercase(),
+        "sample_rate": plan.sample_rate,
+        "steps": plan.steps,
+        "noise_multiplier": mechanism.map(|m| m.noise_multiplier),
+        "epsilon": dp.map(|d| d.epsilon),
+        "delta": dp.map(|d| d.delta),
+        "accountant": mechanism.map(|m| m.accountant.clone()),
+        "train_loss": final_loss,
+    });
+    if let (Some(out), serde_json::Value::Object(run)) = (printed.as_object_mut(), run) {
+        out.extend(run);
+    }
 }

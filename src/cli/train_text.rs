@@ -188,48 +188,37 @@ pub fn train_text(a: &TrainArgs) -> Result<()> {
         }
         None => None,
     };
-    let dp = model.config.dp_training.as_ref();
-    let mechanism = dp.and_then(|d| d.mechanism.as_ref());
     let m = &sealed.manifest;
-    println!(
-        "{}",
-        serde_json::json!({
-            "model": model.config.id,
-            "encoder": encoder_path,
-            "weights": a.out,
-            "config": a.config,
-            "rows": data.rows(),
-            "tokens": model.tokens,
-            "truncated_texts": model.truncated,
-            "classes": model.config.labels,
-            "hidden": options.hidden,
-            "epochs": options.epochs,
-            "batch_size": options.batch_size,
-            "clip": options.clip,
-            "lr": options.learning_rate,
-            "momentum": options.momentum,
-            "lr_schedule": format!("{:?}", options.schedule).to_lowercase(),
-            "sample_rate": model.plan.sample_rate,
-            "steps": model.plan.steps,
-            "noise_multiplier": mechanism.map(|m| m.noise_multiplier),
-            "epsilon": dp.map(|d| d.epsilon),
-            "delta": dp.map(|d| d.delta),
-            "accountant": mechanism.map(|m| m.accountant.clone()),
-            "train_loss": model.final_loss,
-            "eval_accuracy": eval.map(|e| e.accuracy),
-            "eval_rows": eval.map(|e| e.rows),
-            "seconds": started.elapsed().as_secs_f64(),
-            "sealed": {
-                "model": m.model.id(),
-                "version": m.model.version(),
-                "sealed": seal_path,
-                "key_out": key_out,
-                "key_resource": m.encryption.key_resource,
-                "bundle_sha256": m.weights.sha256,
-                "entries": m.entries,
-                "publisher_key_id": m.publisher.key_id,
-            },
-        })
+    let mut printed = serde_json::json!({
+        "model": model.config.id,
+        "encoder": encoder_path,
+        "weights": a.out,
+        "config": a.config,
+        "rows": data.rows(),
+        "tokens": model.tokens,
+        "truncated_texts": model.truncated,
+        "classes": model.config.labels,
+        "eval_accuracy": eval.map(|e| e.accuracy),
+        "eval_rows": eval.map(|e| e.rows),
+        "seconds": started.elapsed().as_secs_f64(),
+        "sealed": {
+            "model": m.model.id(),
+            "version": m.model.version(),
+            "sealed": seal_path,
+            "key_out": key_out,
+            "key_resource": m.encryption.key_resource,
+            "bundle_sha256": m.weights.sha256,
+            "entries": m.entries,
+            "publisher_key_id": m.publisher.key_id,
+        },
+    });
+    super::train::add_run_fields(
+        &mut printed,
+        &options,
+        &model.plan,
+        model.config.dp_training.as_ref(),
+        model.final_loss,
     );
+    println!("{printed}");
     Ok(())
 }
