@@ -36,10 +36,8 @@
 #   KBS_CLIENT_INTEROP_LOGS  a directory to copy the logs and the recorded exchanges into
 # Needs: bash, python3, openssl, coreutils.
 set -Eeuo pipefail
-
-usage() {
-    sed -n '2,/^set -Eeuo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
-}
+# shellcheck source=scripts/lib/interop.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib/interop.sh"
 
 if [[ $# -ne 1 || $1 == -h || $1 == --help ]]; then
     usage
@@ -49,59 +47,23 @@ KBS_CLIENT=$1
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STEP="setup"
 
-say() { printf '== %s\n' "$*"; }
-fail() {
-    printf 'FAIL [%s]: %s\n' "$STEP" "$*" >&2
-    exit 1
-}
-step() {
-    STEP=$1
-    say "$1"
-}
-
-[[ -f $KBS_CLIENT && -x $KBS_CLIENT ]] || fail "KBS_CLIENT_BINARY $KBS_CLIENT is not an executable file"
-KBS_CLIENT=$(cd "$(dirname "$KBS_CLIENT")" && pwd)/$(basename "$KBS_CLIENT")
+KBS_CLIENT=$(absolute_executable "$KBS_CLIENT" KBS_CLIENT_BINARY)
 for tool in python3 openssl; do
     command -v "$tool" > /dev/null || fail "$tool is needed"
 done
 
-if [[ -n ${CONFIDANT_BIN:-} ]]; then
-    CONFIDANT=$CONFIDANT_BIN
-else
-    say "building confidant (cargo build --bin confidant)"
-    (cd "$ROOT" && cargo build --quiet --bin confidant) || fail "cargo build failed"
-    CONFIDANT=$ROOT/target/debug/confidant
-fi
-[[ -x $CONFIDANT ]] || fail "confidant binary $CONFIDANT is not executable"
+CONFIDANT=$(confidant_binary)
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/kbs-client-interop.XXXXXX")
 chmod 700 "$T"
 BROKER_PID=""
 RELAY_PID=""
 
-stop_pid() {
-    local pid=$1
-    [[ -n $pid ]] || return 0
-    kill -TERM "$pid" 2> /dev/null || return 0
-    for _ in $(seq 1 100); do
-        kill -0 "$pid" 2> /dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2> /dev/null || true
-}
-
 cleanup() {
     local rc=$?
     stop_pid "$RELAY_PID"
     stop_pid "$BROKER_PID"
-    if [[ $rc -ne 0 ]]; then
-        printf 'FAIL [%s] (exit %d); the last lines of the logs:\n' "$STEP" "$rc" >&2
-        for log in "$T"/*.log; do
-            [[ -f $log ]] || continue
-            printf -- '--- %s\n' "$(basename "$log")" >&2
-            tail -n 25 "$log" >&2
-        done
-    fi
+    show_logs_on_failure "$rc" "$T"
     if [[ -n ${KBS_CLIENT_INTEROP_LOGS:-} ]]; then
         mkdir -p "$KBS_CLIENT_INTEROP_LOGS"
         cp "$T"/*.log "$T"/exchanges.jsonl "$KBS_CLIENT_INTEROP_LOGS"/ 2> /dev/null || true
@@ -115,7 +77,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'fail "command failed (line $LINENO): $BASH_COMMAND"' ERR
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # ---- 1. the broker and the recording relay ----
 step "start confidant broker serve and the recording relay"

@@ -36,10 +36,8 @@
 #   TRUSTEE_INTEROP_LOGS  a directory to copy the logs into (kept after the run)
 # Needs: bash, curl, openssl (Ed25519), python3, coreutils.
 set -Eeuo pipefail
-
-usage() {
-    sed -n '2,/^set -Eeuo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
-}
+# shellcheck source=scripts/lib/interop.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib/interop.sh"
 
 if [[ $# -ne 1 || $1 == -h || $1 == --help ]]; then
     usage
@@ -50,59 +48,23 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FIXTURES=$ROOT/tests/fixtures/mlp
 STEP="setup"
 
-say() { printf '== %s\n' "$*"; }
-fail() {
-    printf 'FAIL [%s]: %s\n' "$STEP" "$*" >&2
-    exit 1
-}
-step() {
-    STEP=$1
-    say "$1"
-}
-
-[[ -f $KBS && -x $KBS ]] || fail "KBS_BINARY $KBS is not an executable file"
-KBS=$(cd "$(dirname "$KBS")" && pwd)/$(basename "$KBS")
+KBS=$(absolute_executable "$KBS" KBS_BINARY)
 for tool in curl openssl python3; do
     command -v "$tool" > /dev/null || fail "$tool is needed"
 done
 
-if [[ -n ${CONFIDANT_BIN:-} ]]; then
-    CONFIDANT=$CONFIDANT_BIN
-else
-    say "building confidant (cargo build --bin confidant)"
-    (cd "$ROOT" && cargo build --quiet --bin confidant) || fail "cargo build failed"
-    CONFIDANT=$ROOT/target/debug/confidant
-fi
-[[ -x $CONFIDANT ]] || fail "confidant binary $CONFIDANT is not executable"
+CONFIDANT=$(confidant_binary)
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/trustee-interop.XXXXXX")
 chmod 700 "$T"
 KBS_PID=""
 SERVE_PID=""
 
-stop_pid() {
-    local pid=$1
-    [[ -n $pid ]] || return 0
-    kill -TERM "$pid" 2> /dev/null || return 0
-    for _ in $(seq 1 100); do
-        kill -0 "$pid" 2> /dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2> /dev/null || true
-}
-
 cleanup() {
     local rc=$?
     stop_pid "$SERVE_PID"
     stop_pid "$KBS_PID"
-    if [[ $rc -ne 0 ]]; then
-        printf 'FAIL [%s] (exit %d); the last lines of the logs:\n' "$STEP" "$rc" >&2
-        for log in "$T"/*.log; do
-            [[ -f $log ]] || continue
-            printf -- '--- %s\n' "$(basename "$log")" >&2
-            tail -n 25 "$log" >&2
-        done
-    fi
+    show_logs_on_failure "$rc" "$T"
     if [[ -n ${TRUSTEE_INTEROP_LOGS:-} ]]; then
         mkdir -p "$TRUSTEE_INTEROP_LOGS"
         cp "$T"/*.log "$TRUSTEE_INTEROP_LOGS"/ 2> /dev/null || true
@@ -116,7 +78,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'fail "command failed (line $LINENO): $BASH_COMMAND"' ERR
 
-PORT=${TRUSTEE_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+PORT=${TRUSTEE_PORT:-$(free_port)}
 URL=http://127.0.0.1:$PORT
 DEPLOYMENT=interop
 
@@ -354,7 +316,7 @@ printf 'subjectAltName = IP:127.0.0.1\nbasicConstraints = critical, CA:FALSE\nex
     > "$T/kbs-tls.ext"
 openssl x509 -req -in "$T/kbs-tls.csr" -CA "$T/kbs-ca.pem" -CAkey "$T/kbs-ca.key" \
     -CAcreateserial -days 1 -extfile "$T/kbs-tls.ext" -out "$T/kbs-tls.pem" 2> /dev/null
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 URL=https://127.0.0.1:$PORT
 sed -e "s|^sockets = .*|sockets = [\"127.0.0.1:$PORT\"]|" \
     -e "s|^insecure_http = true|insecure_http = false\nprivate_key = \"$T/kbs-tls.key\"\ncertificate = \"$T/kbs-tls.pem\"|" \
