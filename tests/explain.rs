@@ -6,7 +6,7 @@ mod common;
 
 use common::code;
 
-use common::{Server, confidant, create_key, fixtures, stderr, stdout};
+use common::{Server, confidant, create_key, fixtures, seal_hf, stderr, stdout};
 use confidant::client::Client;
 use tonic::Code;
 
@@ -145,26 +145,6 @@ async fn a_model_with_a_dp_output_policy_refuses_explanations() {
         .unwrap_err();
     assert_eq!(code(&e), Code::FailedPrecondition, "{e}");
     assert!(e.to_string().contains("noisy_argmax"), "{e}");
-}
-
-/// Seals `config` (JSON) over the model directory `hf` as `<name>.sealed` / `<name>.dek`.
-fn seal_hf(d: &std::path::Path, hf: &std::path::Path, config: &str, name: &str) {
-    let p = |n: &str| d.join(n).to_str().unwrap().to_string();
-    std::fs::write(d.join(format!("{name}.json")), config).unwrap();
-    let out = confidant(&[
-        "seal",
-        "--hf-dir",
-        hf.to_str().unwrap(),
-        "--config",
-        &p(&format!("{name}.json")),
-        "--signing-key",
-        &p("keys/publisher.key"),
-        "--out",
-        &p(&format!("{name}.sealed")),
-        "--key-out",
-        &p(&format!("{name}.dek")),
-    ]);
-    assert!(out.status.success(), "seal --hf-dir: {}", stderr(&out));
 }
 
 /// Issue 19, item 6: a text model's Explain gives per-token attributions over the input

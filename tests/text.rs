@@ -12,7 +12,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Server, audit_export, code, confidant, create_key, fixtures, stderr, stdout};
+use common::{
+    Server, audit_export, code, confidant, create_key, fixtures, p, seal_hf, stderr, stdout,
+};
 use confidant::client::Client;
 use confidant::engine::TextEncoder;
 use confidant::engine::bert::BertEncoder;
@@ -24,29 +26,6 @@ use tonic::Code;
 const TINY_CONFIG: &str = r#"{"id": "tiny-text", "version": "1.0.0", "purposes": ["search"],
   "architecture": {"kind": "bert", "task": "embedding", "pooling": "mean", "normalize": true,
                    "max_tokens": 16, "truncation": "refuse"}}"#;
-
-fn p(dir: &Path, name: &str) -> String {
-    dir.join(name).to_str().unwrap().to_string()
-}
-
-/// Seals the model directory `hf` with `config` (JSON) as `<name>.sealed` / `<name>.dek`.
-fn seal_hf(dir: &Path, hf: &Path, config: &str, name: &str) {
-    std::fs::write(dir.join(format!("{name}.json")), config).unwrap();
-    let out = confidant(&[
-        "seal",
-        "--hf-dir",
-        hf.to_str().unwrap(),
-        "--config",
-        &p(dir, &format!("{name}.json")),
-        "--signing-key",
-        &p(dir, "keys/publisher.key"),
-        "--out",
-        &p(dir, &format!("{name}.sealed")),
-        "--key-out",
-        &p(dir, &format!("{name}.dek")),
-    ]);
-    assert!(out.status.success(), "seal --hf-dir: {}", stderr(&out));
-}
 
 /// The tiny BERT's directory under `dir/hf` and its files.
 fn tiny_dir(dir: &Path) -> (PathBuf, Vec<(String, Vec<u8>)>) {

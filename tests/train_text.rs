@@ -14,7 +14,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Server, code, confidant, create_key, fixtures, stderr, stdout};
+use common::{Server, code, confidant, create_key, fixtures, p, seal_hf, stderr, stdout};
 use confidant::client::Client;
 use confidant::engine::TextEncoder;
 use confidant::engine::bert::BertEncoder;
@@ -22,29 +22,6 @@ use confidant::engine::config::EncoderConfig;
 use confidant::proto::inference as oip;
 use confidant::sealed::bundle::ModelDirectory;
 use tonic::Code;
-
-fn p(dir: &Path, name: &str) -> String {
-    dir.join(name).to_str().unwrap().to_string()
-}
-
-/// Seals the model directory `hf` with `config` (JSON) as `<name>.sealed` / `<name>.dek`.
-fn seal_hf(dir: &Path, hf: &Path, config: &str, name: &str) {
-    std::fs::write(dir.join(format!("{name}.json")), config).unwrap();
-    let out = confidant(&[
-        "seal",
-        "--hf-dir",
-        hf.to_str().unwrap(),
-        "--config",
-        &p(dir, &format!("{name}.json")),
-        "--signing-key",
-        &p(dir, "keys/publisher.key"),
-        "--out",
-        &p(dir, &format!("{name}.sealed")),
-        "--key-out",
-        &p(dir, &format!("{name}.dek")),
-    ]);
-    assert!(out.status.success(), "seal --hf-dir: {}", stderr(&out));
-}
 
 const ENCODER: &str = r#"{"id": "tiny-enc", "version": "1.0.0",
   "architecture": {"kind": "bert", "task": "embedding", "pooling": "mean", "normalize": true,

@@ -15,6 +15,31 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// `dir/name` as a string, for command-line arguments.
+pub fn p(dir: &Path, name: &str) -> String {
+    dir.join(name).to_str().unwrap().to_string()
+}
+
+/// Seals the Hugging Face model directory `hf` with `config` (JSON) as `dir/<name>.sealed`
+/// and `dir/<name>.dek`, signed by `dir/keys/publisher.key`.
+pub fn seal_hf(dir: &Path, hf: &Path, config: &str, name: &str) {
+    std::fs::write(dir.join(format!("{name}.json")), config).unwrap();
+    let out = confidant(&[
+        "seal",
+        "--hf-dir",
+        hf.to_str().unwrap(),
+        "--config",
+        &p(dir, &format!("{name}.json")),
+        "--signing-key",
+        &p(dir, "keys/publisher.key"),
+        "--out",
+        &p(dir, &format!("{name}.sealed")),
+        "--key-out",
+        &p(dir, &format!("{name}.dek")),
+    ]);
+    assert!(out.status.success(), "seal --hf-dir: {}", stderr(&out));
+}
+
 /// Runs `confidant ARGS` to completion.
 pub fn confidant(args: &[&str]) -> Output {
     Command::new(bin())
