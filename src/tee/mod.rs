@@ -34,6 +34,8 @@ mod sev_guest;
 mod simulated;
 
 #[cfg(test)]
+pub(crate) mod recorded_gpu;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;

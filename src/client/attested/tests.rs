@@ -6,7 +6,7 @@
 //! that nonce and a time at which they were valid; every other input is the production path's.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use confidant_attestation::nvidia::composite::HeldRim;
 use confidant_attestation::nvidia::{GpuEvidenceSet, HeldReferences, gpu_nonce};
@@ -17,50 +17,15 @@ use super::{ChannelPolicy, ChannelVerdict, ClientError, Expected, check_evidence
 use crate::proto::confidant::v1 as pb;
 use crate::proto::confidant::v1::attestation_server::Attestation as _;
 use crate::server::attestation::AttestationService;
-use crate::tee::gpu::{GpuSource, WithGpus};
-use crate::tee::{Attester, Simulated, TeeError};
+use crate::tee::gpu::WithGpus;
+use crate::tee::recorded_gpu::{
+    AT, CHAIN, DRIVER_RIM, HOPPER_NONCE, REPORT, Recorded, VBIOS_RIM, hopper,
+};
+use crate::tee::{Attester, Simulated};
 use crate::tls::KeyOrigin;
 
-const REPORT: &[u8] =
-    include_bytes!("../../../attestation/tests/data/nvidia/hopper-h100-545.00-nvtrust/report.bin");
-const CHAIN: &str =
-    include_str!("../../../attestation/tests/data/nvidia/hopper-h100-545.00-nvtrust/chain.pem");
-const DRIVER_RIM: &[u8] = include_bytes!(
-    "../../../attestation/tests/data/nvidia/hopper-h100-545.00-nvtrust/rim-driver-545.00.swidtag"
-);
-const VBIOS_RIM: &[u8] = include_bytes!(
-    "../../../attestation/tests/data/nvidia/hopper-h100-545.00-nvtrust/rim-vbios-96.00.5E.00.01.swidtag"
-);
-/// The nonce the recorded report answers, and a time at which its RIMs' signers are valid
-/// (the vector's README).
-const HOPPER_NONCE: &str = "4cff7f5380ead8fad8ec2c531c110aca4302a88f603792801a8ca29ee151af2e";
-const AT: &str = "2025-01-01T00:00:00Z";
 /// The SPKI hash of the test server's TLS key (any: the service binds what it is given).
 const SPKI: [u8; 32] = [0x5a; 32];
-
-/// Recorded GPU evidence whatever the nonce asked (tests only); keeps the nonces asked.
-#[derive(Debug)]
-struct Recorded {
-    evidence: Vec<GpuEvidence>,
-    asked: Mutex<Vec<[u8; 32]>>,
-}
-
-impl GpuSource for Recorded {
-    fn collect(&self, device: u32, nonce: &[u8; 32]) -> Result<GpuEvidence, TeeError> {
-        self.asked.lock().unwrap().push(*nonce);
-        self.evidence
-            .get(device as usize)
-            .cloned()
-            .ok_or_else(|| TeeError::Gpu {
-                device,
-                reason: "no recorded evidence".into(),
-            })
-    }
-}
-
-fn hopper() -> GpuEvidence {
-    GpuEvidence::new(REPORT.to_vec(), CHAIN.to_owned())
-}
 
 fn held_rims() -> HeldReferences {
     HeldReferences {
@@ -102,10 +67,7 @@ impl Fixture {
             return (self.cpu.clone(), None);
         }
         let devices = (0..gpus.len() as u32).collect();
-        let source = Arc::new(Recorded {
-            evidence: gpus,
-            asked: Mutex::new(Vec::new()),
-        });
+        let source = Arc::new(Recorded::new(gpus));
         let attester = Arc::new(WithGpus::new(self.cpu.clone(), devices, source.clone()));
         (attester, Some(source))
     }

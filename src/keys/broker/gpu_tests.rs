@@ -15,45 +15,14 @@ use crate::keys::error::RcarError;
 use crate::keys::gpu_references::GpuReferenceSource;
 use crate::keys::jwe::TeeKeyPair;
 use crate::keys::protocol::{AttestRequest, GpuEvidenceSet};
-use crate::tee::gpu::{GpuSource, WithGpus};
+use crate::tee::gpu::WithGpus;
+use crate::tee::recorded_gpu::{
+    AT, CHAIN, DRIVER_RIM, HOPPER_NONCE, REPORT, Recorded, VBIOS_RIM, hopper,
+};
 use crate::tee::{Attester, Simulated, TeeError};
 
-const REPORT: &[u8] =
-    include_bytes!("../../../attestation/tests/data/nvidia/hopper-h100-545.00-nvtrust/report.bin");
-const CHAIN: &str =
-    include_str!("../../../attestation/tests/data/nvidia/hopper-h100-545.00-nvtrust/chain.pem");
-const DRIVER_RIM: &[u8] = include_bytes!(
-    "../../../attestation/tests/data/nvidia/hopper-h100-545.00-nvtrust/rim-driver-545.00.swidtag"
-);
-const VBIOS_RIM: &[u8] = include_bytes!(
-    "../../../attestation/tests/data/nvidia/hopper-h100-545.00-nvtrust/rim-vbios-96.00.5E.00.01.swidtag"
-);
-/// The nonce the recorded report answers, and a time at which its RIMs' signers are valid
-/// (the vector's README).
-const HOPPER_NONCE: &str = "4cff7f5380ead8fad8ec2c531c110aca4302a88f603792801a8ca29ee151af2e";
-const AT: &str = "2025-01-01T00:00:00Z";
 const PATH: &str = "default/models/gpu-model";
 const SECRET: [u8; 32] = [7u8; 32];
-
-/// Recorded GPU evidence, whatever the nonce asked (tests only).
-#[derive(Debug)]
-struct Recorded(Vec<GpuEvidence>);
-
-impl GpuSource for Recorded {
-    fn collect(&self, device: u32, _nonce: &[u8; 32]) -> Result<GpuEvidence, TeeError> {
-        self.0
-            .get(device as usize)
-            .cloned()
-            .ok_or_else(|| TeeError::Gpu {
-                device,
-                reason: "no recorded evidence".into(),
-            })
-    }
-}
-
-fn hopper() -> GpuEvidence {
-    GpuEvidence::new(REPORT.to_vec(), CHAIN.to_owned())
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -105,7 +74,7 @@ impl Fixture {
         Arc::new(WithGpus::new(
             self.cpu.clone(),
             devices,
-            Arc::new(Recorded(gpus)),
+            Arc::new(Recorded::new(gpus)),
         ))
     }
 
