@@ -43,11 +43,13 @@ pub(super) struct Queued {
 /// How long the writer gathers a group whose only waiters want receipts, once the first of
 /// them arrived. One Ed25519 signature (about 20 µs) covers the whole group: without
 /// gathering, groups of one or two spent about 10 µs of signing per answer. Longer
-/// gathering (200 to 500 µs) measured no better: the answers wait longer (BENCHMARKS.md,
-/// receipts).
+/// gathering (250 to 500 µs) measured no better: the answers wait longer (BENCHMARKS.md,
+/// receipts). Under load the groups are larger than [`RECEIPT_GROUP`] anyway (what queues
+/// while the writer works goes with the next group; the signing task also signs together
+/// the groups that reach it at once).
 pub(super) const RECEIPT_LINGER: Duration = Duration::from_micros(100);
 /// A receipts' gathering ends early once this many receipts wait.
-pub(super) const RECEIPT_GROUP: usize = 8;
+pub(super) const RECEIPT_GROUP: usize = 32;
 
 /// What a caller of [`AuditLog::enqueue`] waits for.
 pub(super) enum Want {
@@ -72,10 +74,7 @@ pub(super) enum Waiter {
     Async(tokio::sync::oneshot::Sender<bool>),
     /// A task awaiting a receipt: sent it once the record is written, or `None` if the
     /// group failed to reach the file.
-    Receipt(
-        Box<crate::receipt::Draft>,
-        tokio::sync::oneshot::Sender<Option<crate::receipt::envelope::Unencoded>>,
-    ),
+    Receipt(Box<crate::receipt::Draft>, crate::receipt::Delivery),
 }
 
 impl Waiter {

@@ -205,30 +205,34 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
     advance_journal(&mut st, queue);
 }
 
-/// The receipts of one group: each statement is finished as its record is chained, and all
-/// are signed at once, under one signature over their Merkle tree, once written.
+/// The receipts of one group: each statement is finished as its record is chained; once
+/// the group is written, all are signed at once, under one signature over their Merkle tree
+/// (by the signer's task, see [`crate::receipt::ReceiptSigner::sign_on_runtime`]).
 #[derive(Default)]
 struct Receipts {
     statements: Vec<Vec<u8>>,
-    waiting: Vec<(std::sync::Arc<crate::receipt::ReceiptSigner>, ReceiptSender)>,
+    waiting: Vec<(std::sync::Arc<crate::receipt::ReceiptSigner>, Delivery)>,
 }
 
-/// Where a receipt goes (`None`: its record was not written).
-type ReceiptSender = tokio::sync::oneshot::Sender<Option<crate::receipt::envelope::Unencoded>>;
+use crate::receipt::Delivery;
 
 impl Receipts {
     /// The record of `draft`'s call was just pushed: `st` holds its seq, hash and time.
-    fn add(&mut self, st: &State, draft: &crate::receipt::Draft, done: ReceiptSender) {
+    fn add(&mut self, st: &State, draft: &crate::receipt::Draft, done: Delivery) {
         self.statements
             .push(draft.statement(st.seq, &st.head, st.last_ts_ms).to_cbor());
         self.waiting
             .push((std::sync::Arc::clone(&draft.signer), done));
     }
 
-    /// Signs and sends the receipts once their records are `written`; else each waiter is
-    /// told there is none (the answer is withheld, as an unwritten record's is).
+    /// Has the receipts signed and sent once their records are `written`; else each waiter
+    /// is told there is none (the answer is withheld, as an unwritten record's is).
     fn send(&mut self, written: bool) {
-        if self.waiting.is_empty() {
+        if !written {
+            self.statements.clear();
+            for (_, done) in self.waiting.drain(..) {
+                let _ = done.send(None);
+            }
             return;
         }
         // One server has one signer; a run of the same one is signed together.
@@ -240,15 +244,8 @@ impl Receipts {
                 .position(|(s, _)| !std::sync::Arc::ptr_eq(s, &signer))
                 .unwrap_or(self.waiting.len());
             let statements: Vec<Vec<u8>> = self.statements.drain(..end).collect();
-            let mut signed = if written {
-                signer.sign_group_unencoded(statements)
-            } else {
-                Vec::new()
-            }
-            .into_iter();
-            for (_, done) in self.waiting.drain(..end) {
-                let _ = done.send(signed.next());
-            }
+            let deliveries = self.waiting.drain(..end).map(|(_, d)| d).collect();
+            signer.sign_and_deliver(statements, deliveries);
         }
     }
 }

@@ -111,6 +111,8 @@ pub struct Client {
     privacy: pb::privacy_client::PrivacyClient<Channel>,
     attestation: pb::attestation_client::AttestationClient<Channel>,
     receipt_salt: Option<Vec<u8>>,
+    /// The salt as its header value, encoded once.
+    receipt_header: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     api_key: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     purpose: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     subject: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
@@ -167,6 +169,7 @@ impl Client {
             privacy: pb::privacy_client::PrivacyClient::new(channel.clone()),
             attestation: pb::attestation_client::AttestationClient::new(channel),
             receipt_salt: None,
+            receipt_header: None,
             api_key: None,
             purpose: None,
             subject: None,
@@ -214,6 +217,8 @@ impl Client {
                 salt.len()
             )));
         }
+        // Hex digits are always a valid header value.
+        self.receipt_header = hex::encode(salt).parse().ok();
         self.receipt_salt = Some(salt.to_vec());
         Ok(self)
     }
@@ -231,10 +236,9 @@ impl Client {
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(message);
-        if let Some(salt) = &self.receipt_salt
-            && let Ok(v) = hex::encode(salt).parse()
-        {
-            req.metadata_mut().insert(crate::receipt::SALT_HEADER, v);
+        if let Some(v) = &self.receipt_header {
+            req.metadata_mut()
+                .insert(crate::receipt::SALT_HEADER, v.clone());
         }
         if let Some(k) = &self.api_key {
             req.metadata_mut().insert("x-api-key", k.clone());

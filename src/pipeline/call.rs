@@ -18,10 +18,21 @@ pub struct CallContext {
     pub peer_certs: Option<Arc<Vec<tonic::transport::CertificateDer<'static>>>>,
 }
 
+/// The client's verified certificate chain: from the connection's [`crate::tls::grpc::TlsPeer`]
+/// (the server terminates TLS itself), or from tonic's TLS where tonic terminated it.
+fn peer_certs<T>(
+    request: &tonic::Request<T>,
+) -> Option<Arc<Vec<tonic::transport::CertificateDer<'static>>>> {
+    match request.extensions().get::<crate::tls::grpc::TlsPeer>() {
+        Some(peer) => peer.certs.clone(),
+        None => request.peer_certs(),
+    }
+}
+
 impl CallContext {
     /// Splits a tonic request into the caller's context and the message.
     pub fn split<T>(request: tonic::Request<T>) -> (Self, T) {
-        let peer_certs = request.peer_certs();
+        let peer_certs = peer_certs(&request);
         let (metadata, _, message) = request.into_parts();
         (
             Self {
@@ -36,7 +47,7 @@ impl CallContext {
     pub fn of<T>(request: &tonic::Request<T>) -> Self {
         Self {
             metadata: request.metadata().clone(),
-            peer_certs: request.peer_certs(),
+            peer_certs: peer_certs(request),
         }
     }
 

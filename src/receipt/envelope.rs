@@ -16,6 +16,7 @@
 //! payload rather than detached, so that the verifier compares rather than recomputes it
 //! (the signature covers it either way).
 
+use ciborium_ll::{Encoder, Header};
 use coset::cbor::value::Value;
 use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable as _, iana};
 use ct_merkle::mem_backed_tree::MemoryBackedTree;
@@ -48,16 +49,63 @@ pub fn sign_group(key: &SigningKey, statements: &[Vec<u8>]) -> Vec<Vec<u8>> {
 /// out, and each answer's own task encodes its receipt ([`Unencoded::encode`]), off the
 /// writer's thread.
 pub struct Unencoded {
-    signed: std::sync::Arc<CoseSign1>,
+    signed: std::sync::Arc<SignedGroup>,
     statement: Vec<u8>,
     tree_size: u64,
     index: u64,
     path: Vec<u8>,
 }
 
+/// What the receipts of one group share: their COSE_Sign1 encoded once, with an empty
+/// unprotected header, split where each receipt's own header goes.
+struct SignedGroup {
+    /// The tag, the array head and the protected header.
+    prefix: Vec<u8>,
+    /// The payload (the root) and the signature.
+    suffix: Vec<u8>,
+}
+
 impl Unencoded {
-    /// The receipt's bytes (a tagged COSE_Sign1).
+    /// The receipt's bytes (a tagged COSE_Sign1). Only the unprotected header is written per
+    /// receipt; the rest was encoded once for the group, by `coset`. The bytes are those
+    /// `coset` writes for the whole receipt (a test compares them).
     pub fn encode(self) -> Vec<u8> {
+        let mut inclusion = Vec::with_capacity(8 + self.path.len() + self.path.len() / 16);
+        {
+            let mut e = Encoder::from(&mut inclusion);
+            let hashes = self.path.chunks(32);
+            let _ = e.push(Header::Array(Some(3)));
+            let _ = e.push(Header::Positive(self.tree_size));
+            let _ = e.push(Header::Positive(self.index));
+            let _ = e.push(Header::Array(Some(hashes.len())));
+            for h in hashes {
+                let _ = e.bytes(h, None);
+            }
+        }
+        let g = &self.signed;
+        let mut out = Vec::with_capacity(
+            g.prefix.len() + g.suffix.len() + inclusion.len() + self.statement.len() + 24,
+        );
+        out.extend_from_slice(&g.prefix);
+        {
+            // {396: {-1: [bstr .cbor inclusion]}, -70001: bstr .cbor statement}
+            let mut e = Encoder::from(&mut out);
+            let _ = e.push(Header::Map(Some(2)));
+            let _ = e.push(Header::Positive(LABEL_VDP.unsigned_abs()));
+            let _ = e.push(Header::Map(Some(1)));
+            let _ = e.push(Header::Negative(VDP_INCLUSION.unsigned_abs() - 1));
+            let _ = e.push(Header::Array(Some(1)));
+            let _ = e.bytes(&inclusion, None);
+            let _ = e.push(Header::Negative(LABEL_STATEMENT.unsigned_abs() - 1));
+            let _ = e.bytes(&self.statement, None);
+        }
+        out.extend_from_slice(&g.suffix);
+        out
+    }
+
+    /// The same receipt encoded entirely by `coset` (what [`Self::encode`] must equal).
+    #[cfg(test)]
+    pub(crate) fn encode_with_coset(&self, key: &SigningKey) -> Vec<u8> {
         let path: Vec<Value> = self
             .path
             .chunks(32)
@@ -70,7 +118,7 @@ impl Unencoded {
         ]);
         let mut inclusion_bytes = Vec::new();
         let _ = ciborium::into_writer(&inclusion, &mut inclusion_bytes);
-        let mut receipt = CoseSign1::clone(&self.signed);
+        let mut receipt = group_sign1(key, &self.root());
         receipt.unprotected = HeaderBuilder::new()
             .value(
                 LABEL_VDP,
@@ -79,10 +127,52 @@ impl Unencoded {
                     Value::Array(vec![Value::Bytes(inclusion_bytes)]),
                 )]),
             )
-            .value(LABEL_STATEMENT, Value::Bytes(self.statement))
+            .value(LABEL_STATEMENT, Value::Bytes(self.statement.clone()))
             .build();
-        // Encoding a COSE_Sign1 of byte strings and integers cannot fail.
         receipt.to_tagged_vec().unwrap_or_default()
+    }
+
+    /// The group's root, read back from the encoded suffix (tests).
+    #[cfg(test)]
+    fn root(&self) -> Vec<u8> {
+        self.signed.suffix[2..34].to_vec()
+    }
+}
+
+/// The group's COSE_Sign1: the protected header, the root as payload, the signature.
+fn group_sign1(key: &SigningKey, root: &[u8]) -> CoseSign1 {
+    let protected = HeaderBuilder::new()
+        .algorithm(iana::Algorithm::Ed25519)
+        .key_id(key.verifying_key().to_bytes().to_vec())
+        .value(LABEL_VDS, Value::Integer(VDS_RFC9162_SHA256.into()))
+        .build();
+    CoseSign1Builder::new()
+        .protected(protected)
+        .payload(root.to_vec())
+        .create_signature(b"", |tbs| key.sign(tbs).to_bytes().to_vec())
+        .build()
+}
+
+impl SignedGroup {
+    /// Encodes the group's COSE_Sign1 once and splits it around its (empty) unprotected
+    /// header.
+    fn new(sign1: &CoseSign1) -> Self {
+        // Encoding a COSE_Sign1 of byte strings and integers cannot fail.
+        let whole = sign1.clone().to_tagged_vec().unwrap_or_default();
+        let mut suffix = Vec::with_capacity(100);
+        {
+            let mut e = Encoder::from(&mut suffix);
+            let _ = e.bytes(sign1.payload.as_deref().unwrap_or_default(), None);
+            let _ = e.bytes(&sign1.signature, None);
+        }
+        // tag(18) [protected, {}, payload, signature]: the empty map (0xa0) sits just before
+        // the suffix.
+        let at = whole.len().saturating_sub(suffix.len() + 1);
+        debug_assert!(whole.ends_with(&suffix) && whole.get(at) == Some(&0xa0));
+        Self {
+            prefix: whole.get(..at).unwrap_or_default().to_vec(),
+            suffix,
+        }
     }
 }
 
@@ -97,19 +187,7 @@ pub fn sign_group_unencoded(key: &SigningKey, statements: Vec<Vec<u8>>) -> Vec<U
         tree.push(s.as_slice());
     }
     let size = tree.len();
-    let root = tree.root().as_bytes().to_vec();
-    let protected = HeaderBuilder::new()
-        .algorithm(iana::Algorithm::Ed25519)
-        .key_id(key.verifying_key().to_bytes().to_vec())
-        .value(LABEL_VDS, Value::Integer(VDS_RFC9162_SHA256.into()))
-        .build();
-    let signed = std::sync::Arc::new(
-        CoseSign1Builder::new()
-            .protected(protected)
-            .payload(root)
-            .create_signature(b"", |tbs| key.sign(tbs).to_bytes().to_vec())
-            .build(),
-    );
+    let signed = std::sync::Arc::new(SignedGroup::new(&group_sign1(key, tree.root().as_bytes())));
     let proofs: Vec<Vec<u8>> = (0..statements.len())
         .map(|i| tree.prove_inclusion(i).as_bytes().to_vec())
         .collect();

@@ -127,12 +127,24 @@ impl Statement {
     }
 }
 
+/// Where a signed receipt goes: `None` tells the waiting answer that its record was not
+/// written, so there is no receipt (the answer is withheld).
+pub type Delivery = tokio::sync::oneshot::Sender<Option<envelope::Unencoded>>;
+
+/// Statements waiting for one signature, and where each receipt goes.
+struct Batch {
+    statements: Vec<Vec<u8>>,
+    deliveries: Vec<Delivery>,
+}
+
 /// The server's receipt key and the evidence that binds it.
 pub struct ReceiptSigner {
     key: SigningKey,
     public: [u8; 32],
     evidence_json: Vec<u8>,
     evidence_sha256: [u8; 32],
+    /// The signing task, once [`ReceiptSigner::sign_on_runtime`] started it.
+    batches: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Batch>>,
 }
 
 impl std::fmt::Debug for ReceiptSigner {
@@ -168,6 +180,7 @@ impl ReceiptSigner {
             evidence_sha256: Sha256::digest(&evidence_json).into(),
             key,
             evidence_json,
+            batches: std::sync::OnceLock::new(),
         }
     }
 
@@ -194,6 +207,59 @@ impl ReceiptSigner {
     /// [`Self::sign_group`], leaving each receipt's encoding to its own task.
     pub fn sign_group_unencoded(&self, statements: Vec<Vec<u8>>) -> Vec<envelope::Unencoded> {
         envelope::sign_group_unencoded(&self.key, statements)
+    }
+
+    /// From now on, groups are signed on a task of the current tokio runtime (a no-op
+    /// outside one, or once started). The audit writer then hands a whole written group
+    /// over with one wake-up, where it would otherwise wake each answer's task from its own
+    /// thread; and the task signs what queued meanwhile under the same signature.
+    pub fn sign_on_runtime(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Batch>();
+        if self.batches.set(tx).is_err() {
+            return;
+        }
+        // Weak: the task ends when the signer (which holds the channel) is dropped.
+        let signer = Arc::downgrade(self);
+        runtime.spawn(async move {
+            while let Some(mut batch) = rx.recv().await {
+                while let Ok(more) = rx.try_recv() {
+                    batch.statements.extend(more.statements);
+                    batch.deliveries.extend(more.deliveries);
+                }
+                let Some(signer) = signer.upgrade() else {
+                    return;
+                };
+                signer.sign_batch(batch);
+            }
+        });
+    }
+
+    /// Signs `statements` under one signature (on the signing task when one runs) and sends
+    /// each its receipt, in order.
+    pub fn sign_and_deliver(&self, statements: Vec<Vec<u8>>, deliveries: Vec<Delivery>) {
+        let batch = Batch {
+            statements,
+            deliveries,
+        };
+        match self.batches.get() {
+            Some(task) => {
+                // The runtime is gone (the server is stopping): sign here.
+                if let Err(unsent) = task.send(batch) {
+                    self.sign_batch(unsent.0);
+                }
+            }
+            None => self.sign_batch(batch),
+        }
+    }
+
+    fn sign_batch(&self, batch: Batch) {
+        let signed = self.sign_group_unencoded(batch.statements);
+        for (receipt, delivery) in signed.into_iter().zip(batch.deliveries) {
+            let _ = delivery.send(Some(receipt));
+        }
     }
 }
 

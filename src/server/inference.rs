@@ -37,7 +37,11 @@ impl pb::inference_server::Inference for InferenceService {
             api: Api::Predict,
         };
         let mut out = self.pipeline.predict(&ctx, call).await?;
-        let signed = out.signed_receipt.take();
+        let (receipt, receipt_salt) = out
+            .signed_receipt
+            .take()
+            .map(|r| (r.cose, r.drawn_salt.unwrap_or_default()))
+            .unwrap_or_default();
         let model = &out.model;
         let response = Response::new(pb::PredictResponse {
             model: model.id().to_string(),
@@ -70,8 +74,8 @@ impl pb::inference_server::Inference for InferenceService {
                     window_end: budget.map_or(0, |b| b.window_end),
                 }
             }),
-            receipt: signed.as_ref().map(|r| r.cose.clone()).unwrap_or_default(),
-            receipt_salt: signed.and_then(|r| r.drawn_salt).unwrap_or_default(),
+            receipt,
+            receipt_salt,
         });
         Ok(response)
     }
@@ -92,7 +96,11 @@ impl pb::inference_server::Inference for InferenceService {
             api: Api::Explain,
         };
         let mut out = self.pipeline.explain(&ctx, call, req.target).await?;
-        let signed = out.signed_receipt.take();
+        let (receipt, receipt_salt) = out
+            .signed_receipt
+            .take()
+            .map(|r| (r.cose, r.drawn_salt.unwrap_or_default()))
+            .unwrap_or_default();
         let a = &out.attributions;
         let text_attributions: Vec<pb::TokenAttributions> = out
             .texts
@@ -130,8 +138,8 @@ impl pb::inference_server::Inference for InferenceService {
                 .first()
                 .map(|t| t.baseline_token.clone())
                 .unwrap_or_default(),
-            receipt: signed.as_ref().map(|r| r.cose.clone()).unwrap_or_default(),
-            receipt_salt: signed.and_then(|r| r.drawn_salt).unwrap_or_default(),
+            receipt,
+            receipt_salt,
         }))
     }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::TcpListener;
-use tonic::transport::{Server, ServerTlsConfig};
+use tonic::transport::Server;
 
 use crate::files::{create_private_dir, write_file};
 use crate::pipeline::Pipeline;
@@ -188,7 +188,9 @@ pub async fn run(
                 "receipts: signed by a key made at start, bound by its evidence \
                  (Attestation.GetReceiptEvidence)"
             );
-            Ok(Arc::new(s))
+            let s = Arc::new(s);
+            s.sign_on_runtime();
+            Ok(s)
         }
         Err(e) if config.receipts.require => {
             return Err(ServerError::Config(format!(
@@ -287,25 +289,26 @@ pub async fn run(
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
 
-    let mut tls_config = ServerTlsConfig::new().identity(identity.to_tonic());
-    if let Some(ca) = &config.client_ca {
-        let pem = std::fs::read(ca).map_err(|source| ServerError::Io {
-            what: format!("client CA {}", ca.display()),
-            source,
-        })?;
-        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-            return Err(tls::TlsError::NotPem {
-                path: ca.clone(),
-                expected: "certificate (client CA)",
+    let client_ca = match &config.client_ca {
+        Some(ca) => {
+            let pem = std::fs::read(ca).map_err(|source| ServerError::Io {
+                what: format!("client CA {}", ca.display()),
+                source,
+            })?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(tls::TlsError::NotPem {
+                    path: ca.clone(),
+                    expected: "certificate (client CA)",
+                }
+                .into());
             }
-            .into());
+            // Optional: clients without a certificate still authenticate by API key.
+            tracing::info!(client_ca = %ca.display(), "mutual TLS enabled");
+            Some(pem)
         }
-        // Optional: clients without a certificate still authenticate by API key.
-        tls_config = tls_config
-            .client_ca_root(tonic::transport::Certificate::from_pem(pem))
-            .client_auth_optional(true);
-        tracing::info!(client_ca = %ca.display(), "mutual TLS enabled");
-    }
+        None => None,
+    };
+    let grpc_tls = Arc::new(tls::grpc::server_config(&identity, client_ca.as_deref())?);
     // The OpenAI-compatible door: the same pipeline, on the same TLS identity.
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     if let Some(listener) = http_listener {
@@ -317,7 +320,6 @@ pub async fn run(
         tokio::spawn(crate::openai::serve(listener, tls, app, http_stop_rx));
     }
     let server = Server::builder()
-        .tls_config(tls_config)?
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
@@ -328,10 +330,7 @@ pub async fn run(
     drop(identity);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    // TCP_NODELAY on every accepted socket: `Server::tcp_nodelay` applies only to listeners
-    // tonic binds itself, and without it Nagle holds back the second of two small TLS
-    // records (headers, then data) until the peer's delayed ACK: +40 ms per response.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = tls::grpc::incoming(listener, grpc_tls);
     let serve = tokio::spawn(server.serve_with_incoming_shutdown(incoming, async move {
         let _ = stop_rx.await;
     }));

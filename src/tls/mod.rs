@@ -5,6 +5,7 @@
 //! evidence ([`tls_report_data`]), which the server's Attestation service produces and the
 //! client's attested channel checks.
 
+pub mod grpc;
 mod https;
 
 pub use https::serve_https;
@@ -40,6 +41,9 @@ pub enum TlsError {
     /// A certificate does not parse.
     #[error("the certificate does not parse: {0}")]
     Certificate(String),
+    /// The identity or the client CA does not make a TLS configuration.
+    #[error("TLS configuration: {0}")]
+    Config(String),
 }
 
 /// The domain tag of the TLS binding.
@@ -157,9 +161,24 @@ impl TlsIdentity {
         })
     }
 
-    /// The tonic identity.
-    pub fn to_tonic(&self) -> tonic::transport::Identity {
-        tonic::transport::Identity::from_pem(&self.cert_pem, self.key_pem.as_bytes())
+    /// The chain and key as rustls takes them.
+    pub fn rustls_parts(
+        &self,
+    ) -> Result<
+        (
+            Vec<rustls::pki_types::CertificateDer<'static>>,
+            rustls::pki_types::PrivateKeyDer<'static>,
+        ),
+        TlsError,
+    > {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError::Certificate(e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| TlsError::Config(format!("the private key: {e}")))?;
+        Ok((certs, key))
     }
 }
 

@@ -1,0 +1,169 @@
+//! The gRPC port's TLS: rustls in front of tonic, in place of tonic's own `tls_config`.
+//!
+//! One reason: h2 copies a DATA frame into its write buffer, with the other streams' frames,
+//! only up to a threshold: 256 bytes when the stream it writes to takes vectored writes (as
+//! rustls' stream says it does), 1 KiB when it does not. A larger payload is chained and the
+//! buffer flushed before the next frame: one TLS record and one `write(2)` per answer. rustls
+//! copies what it is given into records either way, so vectored writes gain nothing here,
+//! and answers of a few hundred bytes (an answer that carries a receipt is about 700) cost a
+//! system call each. [`TlsConn`] says it takes no vectored writes: such answers are written
+//! together with the ones around them (BENCHMARKS.md, "Receipts").
+//!
+//! The certificate chain a mutual-TLS client presented (verified by rustls) reaches each
+//! request in a [`TlsPeer`] extension.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+
+use super::{TlsError, TlsIdentity};
+
+/// How long a TLS handshake may take before the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who is at the other end of a connection: in every request's extensions.
+#[derive(Debug, Clone)]
+pub struct TlsPeer {
+    /// The certificate chain the client presented (leaf first), verified against the
+    /// configured client CA; `None` without one.
+    pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+/// The rustls configuration of the gRPC port: `identity`, HTTP/2 only, and with
+/// `client_ca_pem`, client certificates verified against it (optional: clients without one
+/// authenticate by API key).
+pub fn server_config(
+    identity: &TlsIdentity,
+    client_ca_pem: Option<&[u8]>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            use rustls::pki_types::pem::PemObject as _;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| TlsError::Certificate(format!("client CA: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsError::Certificate(format!("client CA: {e}")))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| TlsError::Config(format!("client CA: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let (certs, key) = identity.rustls_parts()?;
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// The connections accepted on `listener`, each through its TLS handshake (run
+/// concurrently, [`HANDSHAKE_TIMEOUT`] each; a failed one is logged and dropped). Accepting
+/// stops when the stream is dropped.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> tokio_stream::wrappers::ReceiverStream<Result<TlsConn, io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, remote) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of descriptors and the like: wait rather than spin.
+                        tracing::warn!(error = %e, "gRPC: accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = tx.closed() => return,
+            };
+            // Without TCP_NODELAY, Nagle holds back the second of two small TLS records
+            // (headers, then data) until the peer's delayed ACK: +40 ms per response.
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(io)) => {
+                        let certs =
+                            io.get_ref().1.peer_certificates().map(|c| {
+                                Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())
+                            });
+                        let peer = TlsPeer { certs };
+                        let _ = tx.send(Ok(TlsConn { io, peer })).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, %remote, "gRPC: TLS handshake failed")
+                    }
+                    Err(_) => tracing::debug!(%remote, "gRPC: TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// One accepted connection, its handshake done. Writes are not vectored (see the module).
+pub struct TlsConn {
+    io: TlsStream<TcpStream>,
+    peer: TlsPeer,
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
+}
+
+impl tonic::transport::server::Connected for TlsConn {
+    type ConnectInfo = TlsPeer;
+
+    fn connect_info(&self) -> TlsPeer {
+        self.peer.clone()
+    }
+}
