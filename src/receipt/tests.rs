@@ -348,3 +348,22 @@ fn receipts_encode_as_coset_encodes_them() {
         }
     }
 }
+
+#[test]
+fn statements_encode_as_serde_encodes_them() {
+    let (signer, _) = server("server A");
+    for (i, epsilon) in [0.0, 0.5, 1.0 / 3.0, 1e300, 65504.0]
+        .into_iter()
+        .enumerate()
+    {
+        let mut d = draft(&signer, i);
+        d.epsilon = epsilon;
+        let st = d.statement(
+            u64::from(u32::MAX) + i as u64,
+            &"cd".repeat(32),
+            1_700_000_000_000,
+        );
+        assert_eq!(st.to_cbor(), st.to_cbor_with_serde(), "epsilon {epsilon}");
+        assert_eq!(Statement::from_cbor(&st.to_cbor()).unwrap(), st);
+    }
+}
