@@ -220,7 +220,7 @@ impl Receipts {
     /// The record of `draft`'s call was just pushed: `st` holds its seq, hash and time.
     fn add(&mut self, st: &State, draft: &crate::receipt::Draft, done: Delivery) {
         self.statements
-            .push(draft.statement(st.seq, &st.head, st.last_ts_ms).to_cbor());
+            .push(draft.statement_cbor(st.seq, &st.head, st.last_ts_ms));
         self.waiting
             .push((std::sync::Arc::clone(&draft.signer), done));
     }

@@ -108,41 +108,22 @@ impl Statement {
     /// order, as serde writes it (written directly: the audit writer finishes one statement
     /// per answer; a test compares the bytes with serde's).
     pub fn to_cbor(&self) -> Vec<u8> {
-        use ciborium_ll::{Encoder, Header};
-        let mut out = Vec::with_capacity(448);
-        let mut e = Encoder::from(&mut out);
-        // Writing into a Vec cannot fail.
-        let text = |e: &mut Encoder<&mut Vec<u8>>, t: &str| {
-            let _ = e.text(t, None);
-        };
-        let _ = e.push(Header::Map(Some(13)));
-        text(&mut e, "v");
-        let _ = e.push(Header::Positive(u64::from(self.v)));
-        text(&mut e, "rpc");
-        text(&mut e, &self.rpc);
-        text(&mut e, "request_id");
-        text(&mut e, &self.request_id);
-        text(&mut e, "request");
-        let _ = e.bytes(&self.request, None);
-        text(&mut e, "response");
-        let _ = e.bytes(&self.response, None);
-        text(&mut e, "model");
-        text(&mut e, &self.model);
-        text(&mut e, "version");
-        text(&mut e, &self.version);
-        text(&mut e, "manifest");
-        let _ = e.bytes(&self.manifest, None);
-        text(&mut e, "epsilon");
-        let _ = e.push(Header::Float(self.epsilon));
-        text(&mut e, "audit_seq");
-        let _ = e.push(Header::Positive(self.audit_seq));
-        text(&mut e, "audit_hash");
-        text(&mut e, &self.audit_hash);
-        text(&mut e, "time_ms");
-        let _ = e.push(Header::Positive(self.time_ms));
-        text(&mut e, "evidence");
-        let _ = e.bytes(&self.evidence, None);
-        out
+        Fields {
+            v: self.v,
+            rpc: &self.rpc,
+            request_id: &self.request_id,
+            request: &self.request,
+            response: &self.response,
+            model: &self.model,
+            version: &self.version,
+            manifest: &self.manifest,
+            epsilon: self.epsilon,
+            audit_seq: self.audit_seq,
+            audit_hash: &self.audit_hash,
+            time_ms: self.time_ms,
+            evidence: &self.evidence,
+        }
+        .to_cbor()
     }
 
     /// [`Self::to_cbor`] as serde writes it (what it must equal).
@@ -165,6 +146,65 @@ impl Statement {
             )));
         }
         Ok(s)
+    }
+}
+
+/// A statement's fields, borrowed: what is encoded ([`Statement::to_cbor`],
+/// [`Draft::statement_cbor`]).
+struct Fields<'a> {
+    v: u32,
+    rpc: &'a str,
+    request_id: &'a str,
+    request: &'a [u8],
+    response: &'a [u8],
+    model: &'a str,
+    version: &'a str,
+    manifest: &'a [u8],
+    epsilon: f64,
+    audit_seq: u64,
+    audit_hash: &'a str,
+    time_ms: u64,
+    evidence: &'a [u8],
+}
+
+impl Fields<'_> {
+    /// The fields as serde writes a [`Statement`]: a map, names as keys, in order.
+    fn to_cbor(&self) -> Vec<u8> {
+        use ciborium_ll::{Encoder, Header};
+        let mut out = Vec::with_capacity(448);
+        let mut e = Encoder::from(&mut out);
+        // Writing into a Vec cannot fail.
+        let text = |e: &mut Encoder<&mut Vec<u8>>, t: &str| {
+            let _ = e.text(t, None);
+        };
+        let _ = e.push(Header::Map(Some(13)));
+        text(&mut e, "v");
+        let _ = e.push(Header::Positive(u64::from(self.v)));
+        text(&mut e, "rpc");
+        text(&mut e, self.rpc);
+        text(&mut e, "request_id");
+        text(&mut e, self.request_id);
+        text(&mut e, "request");
+        let _ = e.bytes(self.request, None);
+        text(&mut e, "response");
+        let _ = e.bytes(self.response, None);
+        text(&mut e, "model");
+        text(&mut e, self.model);
+        text(&mut e, "version");
+        text(&mut e, self.version);
+        text(&mut e, "manifest");
+        let _ = e.bytes(self.manifest, None);
+        text(&mut e, "epsilon");
+        let _ = e.push(Header::Float(self.epsilon));
+        text(&mut e, "audit_seq");
+        let _ = e.push(Header::Positive(self.audit_seq));
+        text(&mut e, "audit_hash");
+        text(&mut e, self.audit_hash);
+        text(&mut e, "time_ms");
+        let _ = e.push(Header::Positive(self.time_ms));
+        text(&mut e, "evidence");
+        let _ = e.bytes(self.evidence, None);
+        out
     }
 }
 
@@ -345,6 +385,27 @@ impl Draft {
             time_ms,
             evidence: self.signer.evidence_sha256.to_vec(),
         }
+    }
+
+    /// [`Self::statement`]'s CBOR bytes, written without building it (the audit writer
+    /// finishes one per answer).
+    pub fn statement_cbor(&self, audit_seq: u64, audit_hash: &str, time_ms: u64) -> Vec<u8> {
+        Fields {
+            v: STATEMENT_VERSION,
+            rpc: self.rpc,
+            request_id: &self.request_id,
+            request: &self.request,
+            response: &self.response,
+            model: &self.model,
+            version: &self.version,
+            manifest: &self.manifest,
+            epsilon: self.epsilon,
+            audit_seq,
+            audit_hash,
+            time_ms,
+            evidence: &self.signer.evidence_sha256,
+        }
+        .to_cbor()
     }
 }
 

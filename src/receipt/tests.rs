@@ -364,6 +364,14 @@ fn statements_encode_as_serde_encodes_them() {
             1_700_000_000_000,
         );
         assert_eq!(st.to_cbor(), st.to_cbor_with_serde(), "epsilon {epsilon}");
+        assert_eq!(
+            d.statement_cbor(
+                u64::from(u32::MAX) + i as u64,
+                &"cd".repeat(32),
+                1_700_000_000_000
+            ),
+            st.to_cbor()
+        );
         assert_eq!(Statement::from_cbor(&st.to_cbor()).unwrap(), st);
     }
 }
