@@ -81,6 +81,14 @@ pub fn incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsConn, io::Error>> {
+    incoming_with(listener, config, HANDSHAKE_TIMEOUT)
+}
+
+fn incoming_with(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    handshake_timeout: Duration,
+) -> tokio_stream::wrappers::ReceiverStream<Result<TlsConn, io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     tokio::spawn(async move {
@@ -102,7 +110,7 @@ pub fn incoming(
             let _ = tcp.set_nodelay(true);
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(io)) => {
                         let certs =
                             io.get_ref().1.peer_certificates().map(|c| {
@@ -165,5 +173,61 @@ impl tonic::transport::server::Connected for TlsConn {
 
     fn connect_info(&self) -> TlsPeer {
         self.peer.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt as _;
+    use tokio_stream::StreamExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stalled_handshake_is_dropped_and_holds_up_no_one() {
+        let identity = TlsIdentity::self_signed(&["localhost".to_string()]).unwrap();
+        let config = Arc::new(server_config(&identity, None).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut conns = incoming_with(listener, config, Duration::from_millis(300));
+
+        // A client that connects and never says a word.
+        let mut stalled = TcpStream::connect(addr).await.unwrap();
+
+        // Meanwhile a real client's handshake completes, and it gets HTTP/2.
+        let (certs, _) = identity.rustls_parts().unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(certs[0].clone()).unwrap();
+        let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        client.alpn_protocols = vec![b"h2".to_vec()];
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(
+                "localhost".try_into().unwrap(),
+                TcpStream::connect(addr).await.unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let conn = tokio::time::timeout(Duration::from_secs(5), conns.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        // The point of the type: h2 buffers answers up to 1 KiB instead of flushing each.
+        assert!(!conn.is_write_vectored());
+        assert!(conn.peer.certs.is_none());
+
+        // The silent one is closed once its handshake times out.
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut byte))
+            .await
+            .expect("the server closes a stalled handshake");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     }
 }
