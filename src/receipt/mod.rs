@@ -168,6 +168,24 @@ struct Fields<'a> {
 }
 
 impl Fields<'_> {
+    fn to_statement(&self) -> Statement {
+        Statement {
+            v: self.v,
+            rpc: self.rpc.to_string(),
+            request_id: self.request_id.to_string(),
+            request: self.request.to_vec(),
+            response: self.response.to_vec(),
+            model: self.model.to_string(),
+            version: self.version.to_string(),
+            manifest: self.manifest.to_vec(),
+            epsilon: self.epsilon,
+            audit_seq: self.audit_seq,
+            audit_hash: self.audit_hash.to_string(),
+            time_ms: self.time_ms,
+            evidence: self.evidence.to_vec(),
+        }
+    }
+
     /// The fields as serde writes a [`Statement`]: a map, names as keys, in order.
     fn to_cbor(&self) -> Vec<u8> {
         use ciborium_ll::{Encoder, Header};
@@ -370,26 +388,16 @@ pub struct Draft {
 impl Draft {
     /// The statement, once the writer has chained the call's record.
     pub fn statement(&self, audit_seq: u64, audit_hash: &str, time_ms: u64) -> Statement {
-        Statement {
-            v: STATEMENT_VERSION,
-            rpc: self.rpc.to_string(),
-            request_id: self.request_id.clone(),
-            request: self.request.to_vec(),
-            response: self.response.to_vec(),
-            model: self.model.clone(),
-            version: self.version.clone(),
-            manifest: self.manifest.to_vec(),
-            epsilon: self.epsilon,
-            audit_seq,
-            audit_hash: audit_hash.to_string(),
-            time_ms,
-            evidence: self.signer.evidence_sha256.to_vec(),
-        }
+        self.fields(audit_seq, audit_hash, time_ms).to_statement()
     }
 
     /// [`Self::statement`]'s CBOR bytes, written without building it (the audit writer
     /// finishes one per answer).
     pub fn statement_cbor(&self, audit_seq: u64, audit_hash: &str, time_ms: u64) -> Vec<u8> {
+        self.fields(audit_seq, audit_hash, time_ms).to_cbor()
+    }
+
+    fn fields<'a>(&'a self, audit_seq: u64, audit_hash: &'a str, time_ms: u64) -> Fields<'a> {
         Fields {
             v: STATEMENT_VERSION,
             rpc: self.rpc,
@@ -405,7 +413,6 @@ impl Draft {
             time_ms,
             evidence: &self.signer.evidence_sha256,
         }
-        .to_cbor()
     }
 }
 

@@ -25,8 +25,7 @@ use tokio_rustls::server::TlsStream;
 
 use super::{TlsError, TlsIdentity};
 
-/// How long a TLS handshake may take before the connection is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub use super::https::HANDSHAKE_TIMEOUT;
 
 /// Who is at the other end of a connection: in every request's extensions.
 #[derive(Debug, Clone)]
@@ -89,44 +88,23 @@ fn incoming_with(
     config: Arc<rustls::ServerConfig>,
     handshake_timeout: Duration,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsConn, io::Error>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, remote) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of descriptors and the like: wait rather than spin.
-                        tracing::warn!(error = %e, "gRPC: accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = tx.closed() => return,
-            };
-            // Without TCP_NODELAY, Nagle holds back the second of two small TLS records
-            // (headers, then data) until the peer's delayed ACK: +40 ms per response.
-            let _ = tcp.set_nodelay(true);
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
-            tokio::spawn(async move {
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(io)) => {
-                        let certs =
-                            io.get_ref().1.peer_certificates().map(|c| {
-                                Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())
-                            });
-                        let peer = TlsPeer { certs };
-                        let _ = tx.send(Ok(TlsConn { io, peer })).await;
-                    }
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, %remote, "gRPC: TLS handshake failed")
-                    }
-                    Err(_) => tracing::debug!(%remote, "gRPC: TLS handshake timed out"),
-                }
-            });
-        }
-    });
+    let rx = super::https::handshakes(
+        listener,
+        config,
+        handshake_timeout,
+        "gRPC",
+        |io: TlsStream<TcpStream>, _| {
+            let certs = io
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()));
+            Ok(TlsConn {
+                io,
+                peer: TlsPeer { certs },
+            })
+        },
+    );
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
