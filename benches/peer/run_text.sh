@@ -16,8 +16,14 @@
 # batch:concurrency), SENTENCES (256), PEER_PYTHON (a Python with torch,
 # sentence-transformers, grpcio and grpcio-tools; unset: the venv target/text-peer-venv,
 # created and filled from PyPI), PEER_TORCH_THREADS (2), PEER_WORKERS (10),
-# SERVER_THREADS (Confidant's compute threads; unset: one per core), PERF (1: also record
-# `perf record -g` of Confidant during one extra run of each point, into $WORK/perf-*.data).
+# SERVER_THREADS (Confidant's compute threads, RAYON_NUM_THREADS; unset: one per core),
+# PERF (1: also record `perf record -g` of Confidant during one extra run of each point, into
+# $WORK/perf-*.data). Other variables pass through to both servers (CANDLE_NUM_THREADS,
+# CANDLE_BARRIER_POOL_SPIN_LIMIT for candle's CPU thread pool; OMP_NUM_THREADS for torch).
+#
+# Batch 32 runs at concurrency 4 by default: two requests per core, so that neither server
+# waits on the client between forward passes, and latency stays a few forward passes;
+# POINTS="1:32 32:1 32:4" adds concurrency 1 (32 texts in flight, as at batch 1 × 32).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -145,7 +151,7 @@ for pair in $(seq 1 "$PAIRS"); do
         for side in $order; do
             echo "== pair $pair, batch $b, concurrency $c: $side ($(date -u +%H:%M:%S), load $(cut -d' ' -f1 /proc/loadavg))"
             bench "$side" "$WORK/$side-$pair-b$b-c$c" "$b" "$c" | tee -a "$WORK/$side.txt" |
-                grep -E '^\|' || true
+                grep -E '^ +[0-9]' || true
         done
     done
 done
@@ -170,7 +176,18 @@ echo "== audit log: every measured Confidant request is recorded"
 kill "$CPID"
 wait "$CPID" 2>/dev/null || true
 CPID=
-"$BIN" audit verify "$WORK/data/audit" 2>&1 | tail -3
+"$BIN" audit verify "$WORK/data/audit" >"$WORK/audit-verify.json"
+"$PY" - "$WORK" <<'PY'
+import glob, json, sys
+v = json.load(open(f"{sys.argv[1]}/audit-verify.json"))
+sent = sum(m["requests"] for f in glob.glob(f"{sys.argv[1]}/confidant-*/results.json")
+           for m in json.load(open(f)))
+print(f"audit verify: {v['records']} records, {v['checkpoints']} checkpoints, first failure "
+      f"{v['first_failure']}; the measured windows counted {sent} successful requests "
+      "(the rest: warm-up, windows before the last three, the agreement check)")
+if v["first_failure"] is not None or v["records"] < sent:
+    sys.exit("the audit log does not account for the measured requests")
+PY
 
 echo "== medians over $PAIRS pairs (Confidant: TLS, API key, purpose, audit; peer: plaintext)"
 "$PY" - "$WORK" "$PAIRS" "$POINTS" <<'PY'
