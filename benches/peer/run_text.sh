@@ -104,9 +104,10 @@ wait_for() {
 
 echo "== start Confidant (release, TLS, API key, purpose, audit) and the peer (plaintext)"
 CPORT=$(free_port)
+MPORT=$(free_port)
 (
     [ -n "${SERVER_THREADS:-}" ] && export RAYON_NUM_THREADS=$SERVER_THREADS
-    RUST_LOG=warn exec "$BIN" serve --listen "127.0.0.1:$CPORT" --metrics-listen off \
+    RUST_LOG=warn exec "$BIN" serve --listen "127.0.0.1:$CPORT" --metrics-listen "127.0.0.1:$MPORT" \
         --data-dir "$WORK/data" --model "$WORK/minilm.sealed" --key-file "$WORK/minilm.dek" \
         --publisher-key "$WORK/keys/publisher.pub"
 ) >"$WORK/confidant.log" 2>"$WORK/confidant.log.err" &
@@ -138,10 +139,36 @@ bench() {
     else
         kill -STOP "$PPID_"
         kill -CONT "$CPID"
+        curl -s "http://127.0.0.1:$MPORT/metrics" >"$out.before.prom"
         RUST_LOG=warn "$BIN" bench --addr "https://localhost:$CPORT" \
             --tls-ca "$WORK/data/tls/cert.pem" --api-key "$API_KEY" --purpose search \
             "${common[@]}"
+        curl -s "http://127.0.0.1:$MPORT/metrics" >"$out.after.prom"
+        server_side "$out"
     fi
+}
+
+# What Confidant's metrics say about one bench run (warm-up included): texts per forward
+# pass, padded tokens over real tokens, and the mean compute and queue time per request.
+server_side() {
+    "$PY" - "$1.before.prom" "$1.after.prom" <<'PY' >&2
+import re, sys
+def read(path):
+    out = {}
+    for line in open(path):
+        m = re.match(r"^([a-z_]+)(\{[^}]*\})? ([0-9.eE+-]+)$", line.strip())
+        if m and 'le="' not in (m.group(2) or ""):
+            out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(3))
+    return out
+a, b = read(sys.argv[1]), read(sys.argv[2])
+d = lambda k: b.get(k, 0.0) - a.get(k, 0.0)
+n = d("confidant_compute_duration_seconds_count") or 1
+print(f"   server: {d('confidant_batch_rows_sum') / (d('confidant_batch_rows_count') or 1):.1f} texts "
+      f"per batch, padded/real tokens {d('confidant_text_padded_tokens_total') / (d('confidant_text_tokens_total') or 1):.2f}, "
+      f"real tokens per text {d('confidant_text_tokens_total') / (d('confidant_batch_rows_sum') or 1):.1f}, "
+      f"per request: compute {1e3 * d('confidant_compute_duration_seconds_sum') / n:.0f} ms, "
+      f"queue {1e3 * d('confidant_queue_duration_seconds_sum') / n:.0f} ms")
+PY
 }
 
 for pair in $(seq 1 "$PAIRS"); do
