@@ -171,14 +171,24 @@ print(f"   server: {d('confidant_batch_rows_sum') / (d('confidant_batch_rows_cou
 PY
 }
 
+secs() { case $1 in *ms) echo 1 ;; *s) echo "${1%s}" ;; *) echo "$1" ;; esac; }
+# bench's bound (warm-up and every window) plus 15 s for connecting and discovery.
+BOUND=$(($(secs "$WARMUP") + MAX_TRIALS * $(secs "$WINDOW") + 15))
 for pair in $(seq 1 "$PAIRS"); do
     if [ $((pair % 2)) = 1 ]; then order="peer confidant"; else order="confidant peer"; fi
     for point in $POINTS; do
         b=${point%%:*} c=${point##*:}
         for side in $order; do
             echo "== pair $pair, batch $b, concurrency $c: $side ($(date -u +%H:%M:%S), load $(cut -d' ' -f1 /proc/loadavg))"
+            t0=$(date +%s)
             bench "$side" "$WORK/$side-$pair-b$b-c$c" "$b" "$c" | tee -a "$WORK/$side.txt" |
                 grep -E '^ +[0-9]' || true
+            # A run that took much longer than bench's own bound was stopped from outside
+            # (SIGSTOP by another user's benchmark, or starved): its pair is left out.
+            if [ $(($(date +%s) - t0)) -gt "$BOUND" ]; then
+                echo "   stalled: $(($(date +%s) - t0)) s > $BOUND s; pair $pair left out at this point"
+                touch "$WORK/$side-$pair-b$b-c$c/stalled"
+            fi
         done
     done
 done
@@ -218,32 +228,39 @@ PY
 
 echo "== medians over $PAIRS pairs (Confidant: TLS, API key, purpose, audit; peer: plaintext)"
 "$PY" - "$WORK" "$PAIRS" "$POINTS" <<'PY'
-import json, statistics, sys
+import json, os, statistics, sys
 work, pairs, points = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
 targets = {1: 5.0, 32: 1.5}
+def good(b, c):
+    return [p for p in range(1, pairs + 1)
+            if not any(os.path.exists(f"{work}/{s}-{p}-b{b}-c{c}/stalled")
+                       for s in ("confidant", "peer"))]
 def runs(side, b, c):
     out = []
-    for p in range(1, pairs + 1):
+    for p in good(b, c):
         [m] = [m for m in json.load(open(f"{work}/{side}-{p}-b{b}-c{c}/results.json"))
                if m["batch"] == b and m["concurrency"] == c]
         out.append(m)
     return out
-print("| batch | concurrency | Confidant req/s | peer req/s | **req/s ratio** | target | "
+print("| batch | concurrency | pairs | Confidant req/s | peer req/s | **req/s ratio** | target | "
       "Confidant p50 ms | peer p50 ms | Confidant p99 ms | peer p99 ms | errors (C/peer) |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 summary = []
 for point in points:
     b, c = map(int, point.split(":"))
     cs, ps = runs("confidant", b, c), runs("peer", b, c)
+    if not cs:
+        print(f"| {b} | {c} | 0 of {pairs} | every pair stalled |")
+        continue
     med = lambda ms, k: statistics.median(m[k] for m in ms)
     cr, pr = med(cs, "requests_per_s"), med(ps, "requests_per_s")
     ratio = cr / pr
     t = targets.get(b)
-    print(f"| {b} | {c} | {cr:.1f} | {pr:.1f} | **{ratio:.2f}×** | "
+    print(f"| {b} | {c} | {len(cs)} of {pairs} | {cr:.3g} | {pr:.3g} | **{ratio:.2f}×** | "
           f"{'≥ %.1f×' % t if t else '-'} | {med(cs, 'p50_ms'):.1f} | {med(ps, 'p50_ms'):.1f} | "
           f"{med(cs, 'p99_ms'):.1f} | {med(ps, 'p99_ms'):.1f} | "
           f"{sum(m['errors'] for m in cs)}/{sum(m['errors'] for m in ps)} |")
-    summary.append({"batch": b, "concurrency": c, "ratio": ratio, "target": t,
+    summary.append({"batch": b, "concurrency": c, "ratio": ratio, "target": t, "pairs": good(b, c),
                     "confidant_req_s": [m["requests_per_s"] for m in cs],
                     "peer_req_s": [m["requests_per_s"] for m in ps]})
 for s in summary:
