@@ -88,7 +88,9 @@ mkdir -p "$WORK/data"
 API_KEY=$("$BIN" keys create --data-dir "$WORK/data" --principal bench --purposes search |
     "$PY" -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
 
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() {
+    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
 
 # Waits until FILE has a line starting with PREFIX (the server's ready line).
 wait_for() {
@@ -107,7 +109,8 @@ CPORT=$(free_port)
 MPORT=$(free_port)
 (
     [ -n "${SERVER_THREADS:-}" ] && export RAYON_NUM_THREADS=$SERVER_THREADS
-    RUST_LOG=warn exec "$BIN" serve --listen "127.0.0.1:$CPORT" --metrics-listen "127.0.0.1:$MPORT" \
+    RUST_LOG=warn exec "$BIN" serve --listen "127.0.0.1:$CPORT" \
+        --metrics-listen "127.0.0.1:$MPORT" \
         --data-dir "$WORK/data" --model "$WORK/minilm.sealed" --key-file "$WORK/minilm.dek" \
         --publisher-key "$WORK/keys/publisher.pub"
 ) >"$WORK/confidant.log" 2>"$WORK/confidant.log.err" &
@@ -163,9 +166,10 @@ def read(path):
 a, b = read(sys.argv[1]), read(sys.argv[2])
 d = lambda k: b.get(k, 0.0) - a.get(k, 0.0)
 n = d("confidant_compute_duration_seconds_count") or 1
-print(f"   server: {d('confidant_batch_rows_sum') / (d('confidant_batch_rows_count') or 1):.1f} texts "
-      f"per batch, padded/real tokens {d('confidant_text_padded_tokens_total') / (d('confidant_text_tokens_total') or 1):.2f}, "
-      f"real tokens per text {d('confidant_text_tokens_total') / (d('confidant_batch_rows_sum') or 1):.1f}, "
+rows, tokens = d("confidant_batch_rows_sum"), d("confidant_text_tokens_total")
+print(f"   server: {rows / (d('confidant_batch_rows_count') or 1):.1f} texts per batch, "
+      f"padded/real tokens {d('confidant_text_padded_tokens_total') / (tokens or 1):.2f}, "
+      f"real tokens per text {tokens / (rows or 1):.1f}, "
       f"per request: compute {1e3 * d('confidant_compute_duration_seconds_sum') / n:.0f} ms, "
       f"queue {1e3 * d('confidant_queue_duration_seconds_sum') / n:.0f} ms")
 PY
@@ -179,14 +183,15 @@ for pair in $(seq 1 "$PAIRS"); do
     for point in $POINTS; do
         b=${point%%:*} c=${point##*:}
         for side in $order; do
-            echo "== pair $pair, batch $b, concurrency $c: $side ($(date -u +%H:%M:%S), load $(cut -d' ' -f1 /proc/loadavg))"
+            load=$(cut -d' ' -f1 /proc/loadavg)
+            echo "== pair $pair, batch $b, concurrency $c: $side ($(date -u +%H:%M:%S), load $load)"
             t0=$(date +%s)
             bench "$side" "$WORK/$side-$pair-b$b-c$c" "$b" "$c" | tee -a "$WORK/$side.txt" |
                 grep -E '^ +[0-9]' || true
             # A run that took much longer than bench's own bound was stopped from outside
             # (SIGSTOP by another user's benchmark, or starved): its pair is left out.
             if [ $(($(date +%s) - t0)) -gt "$BOUND" ]; then
-                echo "   stalled: $(($(date +%s) - t0)) s > $BOUND s; pair $pair left out at this point"
+                echo "   stalled: $(($(date +%s) - t0)) s > $BOUND s; pair $pair left out here"
                 touch "$WORK/$side-$pair-b$b-c$c/stalled"
             fi
         done
@@ -265,7 +270,8 @@ for point in points:
                     "peer_req_s": [m["requests_per_s"] for m in ps]})
 for s in summary:
     print(f"batch {s['batch']} c{s['concurrency']}: Confidant req/s per pair "
-          f"{[round(x, 1) for x in s['confidant_req_s']]}, peer {[round(x, 1) for x in s['peer_req_s']]}")
+          f"{[round(x, 2) for x in s['confidant_req_s']]}, "
+          f"peer {[round(x, 2) for x in s['peer_req_s']]}")
 json.dump(summary, open(f"{work}/summary.json", "w"), indent=1)
 PY
 echo "== results in $WORK (<side>-<pair>-b<batch>-c<concurrency>/results.json, summary.json)"

@@ -36,7 +36,9 @@ def decode_bytes(tensor, raw):
     """The texts of a BYTES tensor of shape [n] or [n, 1]; raises ValueError."""
     shape = list(tensor.shape)
     if tensor.datatype != "BYTES" or not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
-        raise ValueError(f"input {tensor.name!r}: expected BYTES [n, 1], got {tensor.datatype} {shape}")
+        raise ValueError(
+            f"input {tensor.name!r}: expected BYTES [n, 1], got {tensor.datatype} {shape}"
+        )
     n = shape[0]
     if not 0 < n <= MAX_TEXTS:
         raise ValueError(f"{n} texts: 1 to {MAX_TEXTS} per request")
@@ -62,8 +64,9 @@ class Service(pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, model, model_id):
         self.model = model
         self.model_id = model_id
-        dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        self.width = dim()
+        # sentence-transformers 6 renamed get_sentence_embedding_dimension.
+        dim = getattr(model, "get_embedding_dimension", None)
+        self.width = (dim or model.get_sentence_embedding_dimension)()
 
     def ServerLive(self, request, context):
         return pb2.ServerLiveResponse(live=True)
