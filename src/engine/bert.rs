@@ -13,6 +13,7 @@ mod batch;
 mod encoder;
 mod explain;
 pub mod hf_config;
+mod kernels;
 mod model;
 mod tokenize;
 
