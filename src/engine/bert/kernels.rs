@@ -235,20 +235,14 @@ fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     const P: [f32; 6] = [
-        5.000_000_1e-1,
+        0.5,
         1.666_666_5e-1,
         4.166_579_6e-2,
         8.333_452e-3,
         1.398_2e-3,
         1.987_569_1e-4,
     ];
-    let xc = if x < LO {
-        LO
-    } else if x > HI {
-        HI
-    } else {
-        x
-    };
+    let xc = x.clamp(LO, HI);
     let k = xc.mul_add(std::f32::consts::LOG2_E, ROUND);
     let n = k - ROUND;
     let r = (-n).mul_add(LN2_HI, xc);
@@ -267,7 +261,7 @@ fn exp(x: f32) -> f32 {
 #[inline(always)]
 fn gelu(x: f32) -> f32 {
     const A: [f32; 7] = [
-        1.128_379_2,
+        std::f32::consts::FRAC_2_SQRT_PI,
         -0.376_126_27,
         0.112_836,
         -0.026_854_448,
