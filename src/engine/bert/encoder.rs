@@ -135,6 +135,20 @@ impl BertEncoder {
                 padded.seq_len, self.shape.max_position_embeddings
             ))));
         }
+        if self.device.is_cpu() {
+            // The CPU forward pass on slices (model/cpu.rs), the same math as `forward`.
+            let x = self.weights.forward_cpu(
+                &padded.ids,
+                &padded.type_ids,
+                &padded.mask,
+                padded.rows,
+                padded.seq_len,
+            )?;
+            let hidden =
+                Tensor::from_vec(x, (dims.0, dims.1, self.shape.hidden_size), &self.device)?;
+            let mask = Tensor::from_vec(padded.mask, dims, &self.device)?;
+            return Ok((hidden, mask));
+        }
         let ids = Tensor::from_vec(padded.ids, dims, &self.device)?;
         let type_ids = Tensor::from_vec(padded.type_ids, dims, &self.device)?;
         let mask = Tensor::from_vec(padded.mask, dims, &self.device)?;

@@ -15,6 +15,8 @@ use crate::engine::config::{Activation, TextHead};
 use crate::engine::error::EngineError;
 use crate::secure;
 
+mod cpu;
+
 /// Which kernels a forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Ops {

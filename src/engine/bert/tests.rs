@@ -429,6 +429,67 @@ fn padding_does_not_change_an_embedding() {
     }
 }
 
+/// The CPU forward pass on slices (`model/cpu.rs`, what `embed` runs on the CPU) against
+/// the candle one (what runs on a GPU), over a padded batch; and its refusals.
+#[test]
+fn the_cpu_forward_pass_matches_the_candle_one() {
+    let (tiny, _) = Tiny::new(None, true);
+    let enc = tiny.load(&config(serde_json::json!({}))).unwrap();
+    let tokens = enc
+        .tokenize(&[
+            "the quick brown fox jumps over the lazy dog.",
+            "hello",
+            "a b c !",
+        ])
+        .unwrap();
+    let refs: Vec<_> = tokens.iter().collect();
+    let p = PaddedBatch::pad(&refs);
+    let (rows, seq) = (p.rows, p.seq_len);
+    let dev = Device::Cpu;
+    let t = |v: &[u32]| candle_core::Tensor::from_vec(v.to_vec(), (rows, seq), &dev).unwrap();
+    let mask = candle_core::Tensor::from_vec(p.mask.clone(), (rows, seq), &dev).unwrap();
+    let want = enc
+        .weights
+        .forward(&t(&p.ids), &t(&p.type_ids), &mask)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let got = enc
+        .weights
+        .forward_cpu(&p.ids, &p.type_ids, &p.mask, rows, seq)
+        .unwrap();
+    assert_eq!(got.len(), rows * seq * HIDDEN);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-5, "value {i}: {g} vs {w}");
+    }
+    let w = &enc.weights;
+    assert!(
+        w.forward_cpu(&p.ids[1..], &p.type_ids, &p.mask, rows, seq)
+            .is_err()
+    );
+    assert!(
+        w.forward_cpu(&p.ids, &p.type_ids, &p.mask, rows, seq + 1)
+            .is_err()
+    );
+    let mut bad = p.ids.clone();
+    bad[1] = VOCAB.len() as u32;
+    assert!(
+        w.forward_cpu(&bad, &p.type_ids, &p.mask, rows, seq)
+            .is_err()
+    );
+    let mut bad = p.type_ids.clone();
+    bad[0] = 2;
+    assert!(w.forward_cpu(&p.ids, &bad, &p.mask, rows, seq).is_err());
+    let long = vec![2; POSITIONS + 1];
+    let ones = vec![1.0; POSITIONS + 1];
+    assert!(
+        w.forward_cpu(&long, &long, &ones, 1, POSITIONS + 1)
+            .is_err()
+    );
+}
+
 #[test]
 fn cls_pooling_reads_the_first_token() {
     let (tiny, tensors) = Tiny::new(None, true);
