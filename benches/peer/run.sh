@@ -47,19 +47,8 @@ mkdir -p "$WORK/data"
 API_KEY=$("$BIN" keys create --data-dir "$WORK/data" --principal bench |
     "$PY" -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
 
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# Waits until FILE has a line starting with PREFIX (the server's ready line).
-wait_for() {
-    local file=$1 prefix=$2 pid=$3
-    for _ in $(seq 1 300); do
-        if grep -q "^$prefix" "$file" 2>/dev/null; then return 0; fi
-        if ! kill -0 "$pid" 2>/dev/null; then cat "$file" "$file.err" >&2 || true; return 1; fi
-        sleep 0.1
-    done
-    echo "timed out waiting for $file" >&2
-    return 1
-}
+# shellcheck source=benches/peer/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 echo "== start Confidant (release, TLS) and the peer (plaintext)"
 CPORT=$(free_port)

@@ -88,21 +88,8 @@ mkdir -p "$WORK/data"
 API_KEY=$("$BIN" keys create --data-dir "$WORK/data" --principal bench --purposes search |
     "$PY" -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
 
-free_port() {
-    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# Waits until FILE has a line starting with PREFIX (the server's ready line).
-wait_for() {
-    local file=$1 prefix=$2 pid=$3
-    for _ in $(seq 1 600); do
-        if grep -q "^$prefix" "$file" 2>/dev/null; then return 0; fi
-        if ! kill -0 "$pid" 2>/dev/null; then cat "$file" "$file.err" >&2 || true; return 1; fi
-        sleep 0.1
-    done
-    echo "timed out waiting for $file" >&2
-    return 1
-}
+# shellcheck source=benches/peer/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 echo "== start Confidant (release, TLS, API key, purpose, audit) and the peer (plaintext)"
 CPORT=$(free_port)
@@ -115,13 +102,13 @@ MPORT=$(free_port)
         --publisher-key "$WORK/keys/publisher.pub"
 ) >"$WORK/confidant.log" 2>"$WORK/confidant.log.err" &
 CPID=$!
-wait_for "$WORK/confidant.log" "confidant: serving on" "$CPID"
+wait_for "$WORK/confidant.log" "confidant: serving on" "$CPID" 600
 PPORT=$(free_port)
 (cd benches/peer && exec "$PY" text_peer_server.py --model-dir "$MODEL_DIR" --port "$PPORT" \
     --torch-threads "${PEER_TORCH_THREADS:-2}" --workers "${PEER_WORKERS:-10}") \
     >"$WORK/peer.log" 2>"$WORK/peer.log.err" &
 PPID_=$!
-wait_for "$WORK/peer.log" "peer: serving on" "$PPID_"
+wait_for "$WORK/peer.log" "peer: serving on" "$PPID_" 600
 cat "$WORK/peer.log"
 
 echo "== embeddings agree"
