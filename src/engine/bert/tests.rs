@@ -461,9 +461,25 @@ fn the_cpu_forward_pass_matches_the_candle_one() {
         .forward_cpu(&p.ids, &p.type_ids, &p.mask, rows, seq)
         .unwrap();
     assert_eq!(got.len(), rows * seq * HIDDEN);
+    // Real tokens agree; the padding (which the slices skip) is zero.
+    let mut padding = 0;
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert!((g - w).abs() <= 1e-5, "value {i}: {g} vs {w}");
+        if p.mask[i / HIDDEN] == 0.0 {
+            assert_eq!(*g, 0.0, "value {i} is padding");
+            padding += 1;
+        } else {
+            assert!((g - w).abs() <= 1e-5, "value {i}: {g} vs {w}");
+        }
     }
+    assert!(padding > 0, "the batch has padding");
+    // Padding before a real token is refused.
+    let mut holed = p.mask.clone();
+    holed[seq + 1] = 0.0;
+    assert!(
+        enc.weights
+            .forward_cpu(&p.ids, &p.type_ids, &holed, rows, seq)
+            .is_err()
+    );
     let w = &enc.weights;
     assert!(
         w.forward_cpu(&p.ids[1..], &p.type_ids, &p.mask, rows, seq)

@@ -136,7 +136,13 @@ fn rows_par(xs: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Send + Sync) 
 impl BertWeights {
     /// The last hidden states `[rows × seq × hidden]` (row-major) of a padded batch of
     /// `rows` texts of `seq` tokens: `ids` and `type_ids` (`rows × seq`) and `mask` (1 for
-    /// real tokens, 0 for padding). The weights must be CPU F32 tensors.
+    /// real tokens, 0 for padding, which must follow a text's real tokens). The weights must
+    /// be CPU F32 tensors.
+    ///
+    /// The pass runs on the real tokens only, packed text after text: padding costs no
+    /// matmul (in a batch of texts of mixed lengths it is often a third or more of the
+    /// tokens), and each text attends over its own length with no mask. The padding positions
+    /// of the result are zero; poolers read real tokens only.
     pub(in crate::engine::bert) fn forward_cpu(
         &self,
         ids: &[u32],
@@ -166,6 +172,28 @@ impl BertWeights {
         }
         let threads = rayon::current_num_threads();
 
+        // Each text's real tokens: a prefix of its row.
+        let mut lens = Vec::with_capacity(rows);
+        for (text, m) in mask.chunks_exact(seq.max(1)).take(rows).enumerate() {
+            let len = m.iter().take_while(|&&v| v != 0.0).count();
+            if m.iter().skip(len).any(|&v| v != 0.0) {
+                return Err(Error::Msg(format!(
+                    "text {text}: padding must follow the real tokens"
+                )));
+            }
+            lens.push(len);
+        }
+        let offsets: Vec<usize> = lens
+            .iter()
+            .scan(0, |at, &len| {
+                let start = *at;
+                *at += len;
+                Some(start)
+            })
+            .collect();
+        let padded_tokens = tokens;
+        let tokens: usize = lens.iter().sum();
+
         // Embeddings: word + position + token type, then the layer norm.
         let mut x = vec![0f32; tokens * h];
         {
@@ -185,9 +213,15 @@ impl BertWeights {
                 let start = (i as usize).checked_mul(h)?;
                 table.get(start..start.checked_add(h)?)
             }
-            let tokens_in = ids.iter().zip(type_ids);
-            for (t, (out, (&id, &ty))) in x.chunks_exact_mut(h).zip(tokens_in).enumerate() {
-                let pos = (t % seq) as u32;
+            let real = lens
+                .iter()
+                .enumerate()
+                .flat_map(|(text, &len)| (0..len).map(move |pos| (text * seq + pos, pos)));
+            for (out, (t, pos)) in x.chunks_exact_mut(h).zip(real) {
+                let (Some(&id), Some(&ty)) = (ids.get(t), type_ids.get(t)) else {
+                    return Err(Error::Msg(format!("token {t} is outside the batch")));
+                };
+                let pos = pos as u32;
                 let (Some(w), Some(ty), Some(p)) = (
                     row(word, id, h),
                     row(token_type, ty, h),
@@ -207,8 +241,9 @@ impl BertWeights {
             });
         }
 
-        // 0 where attended, the most negative float at padding: softmax gives padding 0.
-        let mask_bias: Vec<f32> = mask.iter().map(|m| (1.0 - m) * f32::MIN).collect();
+        // A text attends over its own tokens only: no mask.
+        let no_mask = vec![0f32; seq];
+        let longest = lens.iter().copied().max().unwrap_or(0);
         let mut qkv = vec![0f32; tokens * 3 * h];
         let mut context = vec![0f32; tokens * h];
         let mut ffn = vec![0f32; tokens * inner];
@@ -230,32 +265,42 @@ impl BertWeights {
 
             // Attention, text by text: per head, scores ← q·kᵀ, masked softmax, context ←
             // probabilities·v, written into the head's columns of the text's context rows.
-            let (qkv_ref, mask_bias) = (&qkv, &mask_bias);
-            context
-                .par_chunks_mut(seq * h)
-                .enumerate()
-                .try_for_each_init(
-                    || vec![0f32; seq * seq],
-                    |scores, (text, ctx)| -> Result<()> {
-                        let base = text * seq * 3 * h;
-                        let bias = mask_bias
-                            .get(text * seq..(text + 1) * seq)
-                            .ok_or_else(|| Error::Msg("mask of a text".into()))?;
-                        for head in 0..heads {
-                            let col = head * d;
-                            let q = Mat::new(qkv_ref, base + col, (seq, d), (3 * h, 1))?;
-                            let kt = Mat::new(qkv_ref, base + h + col, (d, seq), (1, 3 * h))?;
-                            let v = Mat::new(qkv_ref, base + 2 * h + col, (seq, d), (3 * h, 1))?;
-                            matmul(scores, seq, false, q, kt, 1)?;
-                            masked_softmax(scores, seq, bias);
-                            let ctx = ctx
-                                .get_mut(col..)
-                                .ok_or_else(|| Error::Msg("context of a head".into()))?;
-                            matmul(ctx, h, false, Mat::rows(scores, seq, seq)?, v, 1)?;
-                        }
-                        Ok(())
-                    },
-                )?;
+            let (qkv_ref, no_mask) = (&qkv, &no_mask);
+            let mut texts = Vec::with_capacity(rows);
+            let mut rest = &mut context[..];
+            for (&len, &start) in lens.iter().zip(&offsets) {
+                let (ctx, tail) = rest.split_at_mut(len * h);
+                texts.push((start, len, ctx));
+                rest = tail;
+            }
+            texts.into_par_iter().try_for_each_init(
+                || vec![0f32; longest * longest],
+                |scores, (start, len, ctx)| -> Result<()> {
+                    if len == 0 {
+                        return Ok(());
+                    }
+                    let base = start * 3 * h;
+                    let scores = scores
+                        .get_mut(..len * len)
+                        .ok_or_else(|| Error::Msg("scores of a text".into()))?;
+                    let bias = no_mask
+                        .get(..len)
+                        .ok_or_else(|| Error::Msg("mask of a text".into()))?;
+                    for head in 0..heads {
+                        let col = head * d;
+                        let q = Mat::new(qkv_ref, base + col, (len, d), (3 * h, 1))?;
+                        let kt = Mat::new(qkv_ref, base + h + col, (d, len), (1, 3 * h))?;
+                        let v = Mat::new(qkv_ref, base + 2 * h + col, (len, d), (3 * h, 1))?;
+                        matmul(scores, len, false, q, kt, 1)?;
+                        masked_softmax(scores, len, bias);
+                        let ctx = ctx
+                            .get_mut(col..)
+                            .ok_or_else(|| Error::Msg("context of a head".into()))?;
+                        matmul(ctx, h, false, Mat::rows(scores, len, len)?, v, 1)?;
+                    }
+                    Ok(())
+                },
+            )?;
 
             // x ← LayerNorm(x + context·W + b).
             matmul(
@@ -294,6 +339,16 @@ impl BertWeights {
                 bias_layer_norm(c, h, w.ffn_b, w.norm2_w, w.norm2_b, eps);
             });
         }
-        Ok(x)
+        // Back to the padded layout, zeros at the padding.
+        let mut out = vec![0f32; padded_tokens * h];
+        for ((&len, &start), text) in lens.iter().zip(&offsets).zip(out.chunks_mut(seq * h)) {
+            let (Some(dst), Some(src)) =
+                (text.get_mut(..len * h), x.get(start * h..(start + len) * h))
+            else {
+                return Err(Error::Msg("a text's hidden states".into()));
+            };
+            dst.copy_from_slice(src);
+        }
+        Ok(out)
     }
 }
