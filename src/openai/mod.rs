@@ -60,23 +60,8 @@ enum Input {
 
 /// The rustls server config of the door: the server's certificate and key, HTTP/1.1.
 pub fn tls_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig, OpenAiError> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| OpenAiError::Tls(format!("certificate: {e}")))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| OpenAiError::Tls(format!("key: {e}")))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| OpenAiError::Tls(e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| OpenAiError::Tls(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    crate::tls::server_config(cert_pem, key_pem, None, b"http/1.1")
+        .map_err(|e| OpenAiError::Tls(e.to_string()))
 }
 
 /// The routes, over the shared pipeline. `max_body_bytes` bounds a request body.

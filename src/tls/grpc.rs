@@ -42,35 +42,7 @@ pub fn server_config(
     identity: &TlsIdentity,
     client_ca_pem: Option<&[u8]>,
 ) -> Result<rustls::ServerConfig, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    let builder = match client_ca_pem {
-        None => builder.with_no_client_auth(),
-        Some(pem) => {
-            use rustls::pki_types::pem::PemObject as _;
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| TlsError::Certificate(format!("client CA: {e}")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| TlsError::Certificate(format!("client CA: {e}")))?;
-            }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
-                    .allow_unauthenticated()
-                    .build()
-                    .map_err(|e| TlsError::Config(format!("client CA: {e}")))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-    };
-    let (certs, key) = identity.rustls_parts()?;
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(config)
+    super::server_config(&identity.cert_pem, &identity.key_pem, client_ca_pem, b"h2")
 }
 
 /// The connections accepted on `listener`, each through its TLS handshake (run
@@ -173,9 +145,11 @@ mod tests {
         let mut stalled = TcpStream::connect(addr).await.unwrap();
 
         // Meanwhile a real client's handshake completes, and it gets HTTP/2.
-        let (certs, _) = identity.rustls_parts().unwrap();
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(certs[0].clone()).unwrap();
+        roots.add_parsable_certificates(
+            rustls::pki_types::pem::PemObject::pem_slice_iter(identity.cert_pem.as_bytes())
+                .map(|c: std::result::Result<CertificateDer<'static>, _>| c.unwrap()),
+        );
         let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))

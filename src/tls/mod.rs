@@ -160,26 +160,52 @@ impl TlsIdentity {
             origin: KeyOrigin::InProcess,
         })
     }
+}
 
-    /// The chain and key as rustls takes them.
-    pub fn rustls_parts(
-        &self,
-    ) -> Result<
-        (
-            Vec<rustls::pki_types::CertificateDer<'static>>,
-            rustls::pki_types::PrivateKeyDer<'static>,
-        ),
-        TlsError,
-    > {
-        use rustls::pki_types::pem::PemObject as _;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let certs = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError::Certificate(e.to_string()))?;
-        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
-            .map_err(|e| TlsError::Config(format!("the private key: {e}")))?;
-        Ok((certs, key))
-    }
+/// A rustls server configuration (ring, TLS 1.2 and 1.3) for the chain and key in
+/// `cert_pem` and `key_pem`, offering `alpn`; with `client_ca_pem`, client certificates are
+/// verified against it (optional: clients without one authenticate otherwise). The gRPC
+/// port, the key broker and the embeddings door all take theirs from here.
+pub fn server_config(
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca_pem: Option<&[u8]>,
+    alpn: &[u8],
+) -> Result<rustls::ServerConfig, TlsError> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(std::sync::Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| TlsError::Certificate(format!("client CA: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsError::Certificate(format!("client CA: {e}")))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| TlsError::Config(format!("client CA: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Certificate(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| TlsError::Config(format!("the private key: {e}")))?;
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(config)
 }
 
 /// The names a self-signed certificate covers: localhost, the loopback addresses, and the

@@ -272,23 +272,8 @@ fn load_or_create_tls(
 }
 
 fn tls_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig, BrokerStartError> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| BrokerStartError::Key(format!("broker TLS certificate: {e}")))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| BrokerStartError::Key(format!("broker TLS key: {e}")))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| BrokerStartError::Key(format!("TLS: {e}")))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| BrokerStartError::Key(format!("broker TLS identity: {e}")))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    crate::tls::server_config(cert_pem, key_pem, None, b"http/1.1")
+        .map_err(|e| BrokerStartError::Key(format!("broker TLS: {e}")))
 }
 
 /// Starts the broker: opens (or initializes) its data directory, binds, and serves until
