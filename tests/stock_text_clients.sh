@@ -62,15 +62,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat >"$WORK/minilm.json" <<'JSON'
-{"id": "minilm", "version": "1.0.0", "purposes": ["search"],
- "architecture": {"kind": "bert", "task": "embedding", "pooling": "mean", "normalize": true,
-                  "max_tokens": 256, "truncation": "truncate"}}
-JSON
-"$BIN" keygen --out "$WORK/keys" >/dev/null
-"$BIN" seal --hf-dir "$MODEL_DIR" --config "$WORK/minilm.json" \
-    --signing-key "$WORK/keys/publisher.key" --out "$WORK/minilm.sealed" \
-    --key-out "$WORK/minilm.dek" >/dev/null
+# shellcheck source=scripts/lib/minilm.sh
+source scripts/lib/minilm.sh
+seal_minilm "$BIN" "$MODEL_DIR" "$WORK"
 KEY=$("$BIN" keys create --data-dir "$WORK/data" --principal search-app --purposes search |
     "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["api_key"])')
 

@@ -75,15 +75,9 @@ echo "== sentences"
     --tokenizer "$MODEL_DIR/tokenizer.json" --count "$SENTENCES" --out "$WORK/sentences.jsonl"
 
 echo "== MiniLM sealed for Confidant"
-cat >"$WORK/minilm.json" <<'JSON'
-{"id": "minilm", "version": "1.0.0", "purposes": ["search"],
- "architecture": {"kind": "bert", "task": "embedding", "pooling": "mean", "normalize": true,
-                  "max_tokens": 256, "truncation": "truncate"}}
-JSON
-"$BIN" keygen --out "$WORK/keys" >/dev/null
-"$BIN" seal --hf-dir "$MODEL_DIR" --config "$WORK/minilm.json" \
-    --signing-key "$WORK/keys/publisher.key" --out "$WORK/minilm.sealed" \
-    --key-out "$WORK/minilm.dek" >/dev/null
+# shellcheck source=scripts/lib/minilm.sh
+source scripts/lib/minilm.sh
+seal_minilm "$BIN" "$MODEL_DIR" "$WORK"
 mkdir -p "$WORK/data"
 API_KEY=$("$BIN" keys create --data-dir "$WORK/data" --principal bench --purposes search |
     "$PY" -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
