@@ -21,6 +21,11 @@ fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
         .collect()
 }
 
+/// A candle result's values, flattened.
+fn flat(t: candle_core::Result<Tensor>) -> Vec<f32> {
+    t.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
 fn grid(lo: f32, hi: f32, n: usize) -> Vec<f32> {
     (0..=n)
         .map(|i| lo + (hi - lo) * i as f32 / n as f32)
@@ -97,12 +102,9 @@ fn masked_softmax_matches_candle_and_gives_padding_nothing() {
     let dev = Device::Cpu;
     let t = Tensor::from_vec(x, (rows, width), &dev).unwrap();
     let b = Tensor::from_vec(mask_bias, width, &dev).unwrap();
-    let want = candle_nn::ops::softmax_last_dim(&t.broadcast_add(&b).unwrap())
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let want = flat(candle_nn::ops::softmax_last_dim(
+        &t.broadcast_add(&b).unwrap(),
+    ));
     for (i, ((f, p), w)) in fast.iter().zip(&portable).zip(&want).enumerate() {
         assert!((f - w).abs() <= 1e-6, "{i}: {f} vs candle {w}");
         assert!((f - p).abs() <= 1e-7, "{i}: {f} vs portable {p}");
@@ -132,12 +134,12 @@ fn bias_layer_norm_matches_candle() {
     let tb = Tensor::from_vec(bias, width, &dev).unwrap();
     let g = Tensor::from_vec(gamma.clone(), width, &dev).unwrap();
     let b = Tensor::from_vec(beta.clone(), width, &dev).unwrap();
-    let want = candle_nn::ops::layer_norm(&t.broadcast_add(&tb).unwrap(), &g, &b, eps)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let want = flat(candle_nn::ops::layer_norm(
+        &t.broadcast_add(&tb).unwrap(),
+        &g,
+        &b,
+        eps,
+    ));
     for (i, ((f, p), w)) in fast.iter().zip(&portable).zip(&want).enumerate() {
         assert!((f - w).abs() <= 2e-6, "{i}: {f} vs candle {w}");
         assert!((f - p).abs() <= 1e-6, "{i}: {f} vs portable {p}");
@@ -145,12 +147,7 @@ fn bias_layer_norm_matches_candle() {
     // No bias: plain layer norm.
     let mut plain = x.clone();
     bias_layer_norm(&mut plain, width, &[], &gamma, &beta, eps);
-    let want = candle_nn::ops::layer_norm(&t, &g, &b, eps)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let want = flat(candle_nn::ops::layer_norm(&t, &g, &b, eps));
     for (f, w) in plain.iter().zip(&want) {
         assert!((f - w).abs() <= 2e-6);
     }
