@@ -41,9 +41,10 @@ trait Absorb {
     }
 
     fn floats(&mut self, values: &[f32]) {
-        // In chunks: one update per 1,024 values rather than one per value.
-        let mut buf = [0u8; 4096];
-        for chunk in values.chunks(1024) {
+        // In chunks: one update per 64 values rather than one per value (a small buffer:
+        // most calls digest a few values, and a large one costs more to clear than to hash).
+        let mut buf = [0u8; 256];
+        for chunk in values.chunks(64) {
             for (out, v) in buf.chunks_exact_mut(4).zip(chunk) {
                 out.copy_from_slice(&v.to_le_bytes());
             }
