@@ -1,9 +1,8 @@
-//! The journal: every queued record, sealed, in a memory-mapped file from the moment it is
-//! chained. An answer leaves as soon as its record is journaled, without waiting for the
+//! The journal: every queued event, sealed, in a memory-mapped file from the moment it is
+//! queued. An answer leaves as soon as its event is journaled, without waiting for the
 //! writer thread: the journal's pages belong to the kernel (the page cache) the moment they
 //! are written, so a crash of the process (kill -9 included) cannot lose them, and the next
-//! open replays into the log the journaled records that the log lacks, exactly as they were
-//! chained (a receipt may already state their sequence numbers and chain hashes).
+//! open replays into the log the journaled events that the log lacks.
 //!
 //! `<audit dir>/journal` (0600) is a 4 KiB header and then a ring of entries:
 //!
@@ -13,29 +12,22 @@
 //!   bytes), padded to 8 bytes. A `WRAP` word where an entry would start means that the ring
 //!   goes on at its start.
 //!
-//! Every chained record (events, checkpoints, retention records) gets the next queue number
-//! `q` (from 1 at each open) together with its sequence number, journaled or not: a record
-//! that the full ring cannot take is queued without an entry (an answer then waits for its
-//! record as it would without a journal, and so does every later one until the writer has
-//! written it; see [`super::Durable`]). Within one opening `seq - q` is therefore constant.
-//! The writer writes the records in `q` order; after each fsync it stores in the header the
-//! last `q` and the last `seq` on disk and where the next entry starts (everything before it
-//! is free). At open, with the log's last record at `seq`, the log holds the records through
-//! `q = chained_q + seq - chained_seq`, and the journaled records after it are the ones the
-//! log lacks: each is checked to follow the log's head and written as it is, in order; the
-//! replay stops at the first that does not follow (one the full ring could not take).
+//! Every queued event gets the next queue number `q` (from 1 at each open), journaled or not:
+//! an event that the full ring cannot take is queued without an entry (an answer then waits
+//! for its record as it would without a journal; see [`super::Durable`]). The writer writes
+//! the events in `q` order; after each fsync it stores in the header the last `q` and the last
+//! `seq` on disk and where the next entry starts (everything before it is free). At open, the
+//! records after `chained_seq` that are sealed events are the next `k` events after
+//! `chained_q`, in order, so the journaled events after `chained_q + k` are the ones the log
+//! lacks, and they are replayed in order before anything else is written.
 //!
 //! Entries are AES-256-GCM under a key derived from the audit-records subkey and a salt drawn
 //! at each open, with `q` as nonce and associated data: the host reads nothing, and an entry
 //! that is changed does not open (the replay stops there, with an error). The header is
-//! authenticated: the host can at most put back an older journal, whose counts only skip
-//! more, so that fewer records are replayed, never one that the log already holds. Deleting
+//! authenticated: the host can at most put back an older journal, whose counts only make `k`
+//! larger, so that fewer events are replayed, never one that the log already holds. Deleting
 //! the journal loses what it alone held: the records after the last freshness anchor, the
 //! window of loss SECURITY.md states.
-//!
-//! A journal of the first version (`CFJRNL01`) holds events, not records: it is replayed by
-//! chaining its events anew, where the log's sealed events after `chained_seq` are the next
-//! `k` events after `chained_q`.
 
 // Mapping a file is `unsafe` in memmap2 because another process could change the file while it
 // is mapped; see the SAFETY note at the one call.
@@ -56,9 +48,7 @@ pub const JOURNAL_FILE: &str = "journal";
 /// traffic at full speed, while only the events since the last fsync need to be in it.
 pub const DEFAULT_JOURNAL_BYTES: usize = 32 << 20;
 const HEADER: usize = 4096;
-const MAGIC: &[u8; 8] = b"CFJRNL02";
-/// The first version's magic: entries hold events, chained at the replay.
-const MAGIC_V1: &[u8; 8] = b"CFJRNL01";
+const MAGIC: &[u8; 8] = b"CFJRNL01";
 const COMMIT: u32 = 0x4c4e_524a;
 const WRAP: u32 = 0x5041_5257;
 const ENTRY_HEAD: usize = 16;
@@ -200,7 +190,7 @@ impl Journal {
         self.map[..h.len()].copy_from_slice(&h);
     }
 
-    /// Journals record `q` (its line), returning where the ring's next entry starts
+    /// Journals event `q` (its plaintext), returning where the ring's next entry starts
     /// after it; `None` if the ring has no room (the event then goes unjournaled).
     pub(super) fn append(&mut self, q: u64, plaintext: &[u8]) -> Option<usize> {
         let size = padded(plaintext.len());
@@ -255,24 +245,19 @@ impl Journal {
     }
 }
 
-/// What the journal of a log holds that the log lacks, in order.
+/// What the journal of a log holds that the log lacks: the events' plaintexts, in order.
 pub(super) struct Replay {
-    /// The records' lines (without newlines); a first-version journal's events.
     pub events: Vec<Vec<u8>>,
-    /// Whether `events` are finished records (else events of a first-version journal).
-    pub finished: bool,
     /// Events that the journal skipped (queued while its ring was full) or that did not open:
     /// lost, and said so in the log.
     pub problem: Option<String>,
 }
 
-/// Reads `dir`'s journal (if any) and returns the records it holds that the log, whose last
-/// record is `log_seq`, lacks. For a first-version journal, `sealed_after(seq)` counts the
-/// sealed-event records the log holds after `seq`.
+/// Reads `dir`'s journal (if any) and returns the events it holds that the log lacks.
+/// `sealed_after(seq)` counts the sealed-event records the log holds after `seq`.
 pub(super) fn replay(
     dir: &Path,
     records_key: &[u8; 32],
-    log_seq: u64,
     sealed_after: impl FnOnce(u64) -> Result<u64, AuditError>,
 ) -> Result<Replay, AuditError> {
     let path: PathBuf = dir.join(JOURNAL_FILE);
@@ -281,7 +266,6 @@ pub(super) fn replay(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(Replay {
                 events: Vec::new(),
-                finished: true,
                 problem: None,
             });
         }
@@ -290,16 +274,12 @@ pub(super) fn replay(
     let none = |problem: &str| {
         Ok(Replay {
             events: Vec::new(),
-            finished: true,
             problem: (!problem.is_empty()).then(|| problem.to_string()),
         })
     };
-    let finished = match bytes.get(..8) {
-        _ if bytes.len() <= HEADER => return none("the journal is short; nothing was replayed"),
-        Some(m) if m == &MAGIC[..] => true,
-        Some(m) if m == &MAGIC_V1[..] => false,
-        _ => return none("the journal has no valid header; nothing was replayed"),
-    };
+    if bytes.len() <= HEADER || bytes.get(..8) != Some(&MAGIC[..]) {
+        return none("the journal has no valid header; nothing was replayed");
+    }
     let mut salt = [0u8; 16];
     salt.copy_from_slice(&bytes[8..24]);
     let (key, mut mac) = keys(records_key, &salt);
@@ -325,15 +305,10 @@ pub(super) fn replay(
     if at >= ring.len() {
         return none("the journal's tail is out of range");
     }
-    // What the log holds. For a first-version journal the log is read, and only if the
-    // journal holds an entry past the header's mark (after a clean stop it holds none, and a
-    // start reads no segment for it).
-    let mut sealed_after = Some(sealed_after).filter(|_| !finished);
-    let mut have = if finished {
-        chained_q.saturating_add(log_seq.saturating_sub(chained_seq))
-    } else {
-        chained_q
-    };
+    // The log is read only if the journal holds an entry past the header's mark (after a
+    // clean stop it holds none, and a start reads no segment for it).
+    let mut sealed_after = Some(sealed_after);
+    let mut have = chained_q;
     let mut events = Vec::new();
     let mut expected = chained_q + 1;
     let mut problem = None;
@@ -406,9 +381,5 @@ pub(super) fn replay(
             break;
         }
     }
-    Ok(Replay {
-        events,
-        finished,
-        problem,
-    })
+    Ok(Replay { events, problem })
 }

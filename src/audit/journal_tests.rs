@@ -244,12 +244,12 @@ fn the_ring_wraps_and_a_replay_returns_exactly_the_entries_after_the_mark_in_ord
             });
         }
     }
-    // After the last advance (through q - 20), the log holds 7 more of the 20 records: its
-    // last record is q - 13 (seq and q go together; a journal of this version reads no
-    // segment to know it).
-    let no_segment = |_| -> Result<u64, AuditError> { panic!("a segment was read") };
-    let replay = journal::replay(d.path(), &key, q - 13, no_segment).unwrap();
-    assert!(replay.finished);
+    // After the last advance (through q - 20), the log holds 7 more of the 20 events.
+    let replay = journal::replay(d.path(), &key, |seq| {
+        assert_eq!(seq, q - 20);
+        Ok(7)
+    })
+    .unwrap();
     assert!(replay.problem.is_none(), "{:?}", replay.problem);
     let want: Vec<Vec<u8>> = (q - 12..=q).map(body).collect();
     assert_eq!(replay.events, want);
@@ -260,91 +260,10 @@ fn the_ring_wraps_and_a_replay_returns_exactly_the_entries_after_the_mark_in_ord
         n += 1;
     }
     assert!(n > 100);
-    let replay = journal::replay(d.path(), &key, 0, no_segment).unwrap();
+    let replay = journal::replay(d.path(), &key, |_| Ok(0)).unwrap();
     assert_eq!(
         replay.events.len() as u64,
         n,
         "every entry of the full ring"
     );
-}
-
-#[tokio::test]
-async fn a_receipt_states_its_record_as_the_log_holds_it_after_a_crash_before_the_writer_wrote_it()
-{
-    use crate::receipt::{Draft, ReceiptSigner, Statement, envelope};
-    let d = tempfile::tempdir().unwrap();
-    let log = open_log(d.path(), lingering());
-    let signer = Arc::new(ReceiptSigner::from_parts(
-        SigningKey::from_bytes(&[9; 32]),
-        b"{}".to_vec(),
-    ));
-    let mut stated = Vec::new();
-    log.append(predict(0));
-    for i in 1..=4 {
-        let id = format!("a{i}");
-        let draft = Draft {
-            signer: Arc::clone(&signer),
-            rpc: "predict",
-            request_id: id.clone(),
-            request: [1; 32],
-            response: [2; 32],
-            model: "m".into(),
-            version: "1".into(),
-            manifest: [3; 32],
-            epsilon: 0.5,
-        };
-        let durable = log
-            .append_predict_with_receipt(&answer(&id), draft)
-            .unwrap();
-        // Signed without the writer, which lingers for an hour.
-        let receipt = tokio::time::timeout(Duration::from_secs(5), durable.wait_for_receipt())
-            .await
-            .expect("a journaled answer's receipt does not wait for the writer")
-            .unwrap()
-            .expect("a receipt");
-        let statement = Statement::from_cbor(&envelope::open(&receipt).unwrap().statement).unwrap();
-        stated.push((statement.audit_seq, statement.audit_hash));
-    }
-    let segment = std::fs::read(segment_path(d.path(), 1)).unwrap_or_default();
-    assert!(segment.is_empty(), "the writer wrote nothing yet");
-    assert_eq!(stated.iter().map(|s| s.0).collect::<Vec<_>>(), [2, 3, 4, 5]);
-    crash(log);
-    // The replay writes the records as they were chained: each receipt's seq and hash are the
-    // log's.
-    let log = open_log(d.path(), AuditConfig::default());
-    for (seq, hash) in &stated {
-        assert_eq!(log.hash_at(*seq).unwrap().as_deref(), Some(hash.as_str()));
-    }
-    log.close();
-    assert_eq!(ids(d.path()), ["r0", "a1", "a2", "a3", "a4"]);
-    let report = verify_dir(d.path(), &[]);
-    assert!(report.is_ok(), "{report:?}");
-}
-
-#[test]
-fn a_replayed_record_that_does_not_follow_the_log_stops_the_replay() {
-    // The journal of one log, put beside another log whose head it does not follow: nothing
-    // of it is written (a record would break the chain).
-    // Both logs hold two records (an event and the closing checkpoint); `a`'s journal then
-    // holds records 3 and 4, chained to `a`'s head.
-    let a = tempfile::tempdir().unwrap();
-    let log = open_log(a.path(), AuditConfig::default());
-    log.append(predict(5));
-    log.close();
-    drop(log);
-    crash_after_journaling(a.path(), 2);
-    let b = tempfile::tempdir().unwrap();
-    let log = open_log(b.path(), AuditConfig::default());
-    log.append(predict(7));
-    log.close();
-    drop(log);
-    std::fs::copy(a.path().join(JOURNAL_FILE), b.path().join(JOURNAL_FILE)).unwrap();
-    let log = open_log(b.path(), AuditConfig::default());
-    log.close();
-    assert_eq!(ids(b.path()), ["r7"]);
-    assert!(verify_dir(b.path(), &[]).is_ok());
-    // Beside its own log, the same journal is replayed.
-    let log = open_log(a.path(), AuditConfig::default());
-    log.close();
-    assert_eq!(ids(a.path()), ["r5", "a1", "a2"]);
 }

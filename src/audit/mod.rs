@@ -22,7 +22,6 @@
 //! [`AuditLog::is_writable`] is false, so that the server refuses requests rather than
 //! serve them with records it cannot keep. The chain stays whole: no record is skipped.
 
-mod chain;
 mod compact;
 mod encode;
 mod journal;
@@ -45,7 +44,6 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use chain::*;
 use encode::*;
 pub use journal::{DEFAULT_JOURNAL_BYTES, JOURNAL_FILE};
 pub use queue::Durable;
@@ -226,14 +224,22 @@ impl AuditKeys {
 
 struct State {
     dir: PathBuf,
+    /// Encrypts each event body in the writer thread.
+    sealer: seal::Sealer,
+    /// Scratch space for one sealed event.
+    sealed: Vec<u8>,
     /// Records after the last checkpoint when the log was opened (a crash's uncovered tail).
     uncovered_at_open: u64,
     file: File,
     segment: u64,
-    /// The last record in the writer's buffer (or on disk).
     seq: u64,
+    head: String,
+    since_checkpoint: u64,
+    last_checkpoint: std::time::Instant,
     in_segment: u64,
     segment_records: u64,
+    /// Scratch space for the tail of one record's line (see [`write_record`]).
+    tail: Vec<u8>,
     /// False from a failed write or fsync until a retry succeeds (shared with the log).
     writable: Arc<AtomicBool>,
     /// The segment file must be opened again before the next write (a failed write, or a
@@ -259,6 +265,8 @@ struct State {
     journal_tail: usize,
     /// Set by each fsync: what the journal's header may now say (see [`journal::Mark`]).
     synced_mark: Option<journal::Mark>,
+    /// The time written into the last record pushed (ms since the Unix epoch).
+    last_ts_ms: u64,
 }
 
 /// The audit log writer. Appends are queued to one writer thread that writes in groups with
@@ -354,74 +362,54 @@ impl AuditLog {
             Integrity::Verified
         });
         let integrity = Arc::new(integrity);
-        let mut state = State {
+        let state = State {
             integrity: integrity.subscribe(),
             unflushed_checkpoint: None,
             written: 0,
             synced_len,
             last_sync: std::time::Instant::now(),
             checkpointed: Arc::clone(&checkpointed),
+            sealer: seal::Sealer::new(&records)?,
+            sealed: Vec::with_capacity(1024),
             uncovered_at_open: uncovered,
             dir: dir.to_path_buf(),
             file,
             segment,
             seq,
+            head,
+            since_checkpoint: 0,
+            last_checkpoint: std::time::Instant::now(),
             in_segment,
             segment_records: config.segment_records.max(1),
+            tail: Vec::with_capacity(256),
             writable: Arc::clone(&writable),
             reopen: false,
             pushed_q: 0,
             journal_tail: 0,
             synced_mark: None,
+            last_ts_ms: 0,
         };
-        let mut chain = Chain::new(
-            seal::Sealer::new(&records)?,
-            seq,
-            head,
-            config.checkpoint_every,
-            signing.clone(),
-        );
-        // What a crash left only in the journal goes into the log first, as it was chained,
-        // on disk before the journal starts afresh (a crash here replays it again: the counts
-        // skip what the log already holds).
-        let replay = journal::replay(dir, &records, seq, |seq| sealed_after(dir, seq))?;
+        let mut state = state;
+        // What a crash left only in the journal goes into the log first, on disk before the
+        // journal starts afresh (a crash here replays it again: the counts skip what the log
+        // already holds).
+        let replay = journal::replay(dir, &records, |seq| sealed_after(dir, seq))?;
         if let Some(problem) = &replay.problem {
             tracing::error!(problem = %problem, "audit journal: events may be lost");
         }
         if !replay.events.is_empty() {
             let mut buf = Vec::new();
-            let mut line = Vec::new();
-            let mut replayed = 0u64;
-            for entry in &replay.events {
-                line.clear();
-                if replay.finished {
-                    // A record as it was chained (and perhaps stated in a receipt).
-                    if let Err(problem) = chain.accept_line(entry) {
-                        tracing::error!(
-                            problem = %problem,
-                            "audit journal: the replay stops at a record that does not follow \
-                             the log; the journal's records after it are lost"
-                        );
-                        break;
-                    }
-                    line.extend_from_slice(entry);
-                    line.push(b'\n');
-                } else {
-                    // A journal of an earlier version holds events, chained now.
-                    chain.push(&mut line, entry, Kind::Sealed);
-                }
-                push_line(&mut state, &mut buf, &line);
-                replayed += 1;
+            for event in &replay.events {
+                push(&mut state, &mut buf, event, Kind::Sealed);
             }
-            state.seq = chain.seq;
             if !flush(&mut state, &mut buf) {
                 return Err(AuditError::Unwritable);
             }
             state.synced_mark = None;
-            state.uncovered_at_open += replayed;
+            state.uncovered_at_open += replay.events.len() as u64;
             tracing::warn!(
-                events = replayed,
-                "audit log: records a crash left only in the journal were written to the log"
+                events = replay.events.len(),
+                "audit log: events a crash left only in the journal were written to the log"
             );
         }
         let journal = if config.journal_bytes > 0 {
@@ -441,8 +429,10 @@ impl AuditLog {
             }
         };
         let queue = Arc::new(Queue {
-            pending: Mutex::new(Pending::new(chain, journal)),
-            written_q: std::sync::atomic::AtomicU64::new(0),
+            pending: Mutex::new(Pending {
+                journal,
+                ..Pending::default()
+            }),
             ready: std::sync::Condvar::new(),
         });
         let worker = std::thread::Builder::new()

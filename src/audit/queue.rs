@@ -4,143 +4,52 @@
 
 use super::*;
 
-/// The records on their way to the writer, in the order they were chained: each a finished
-/// line (see [`super::chain`]), back to back in one buffer. Appending is a copy under a lock:
-/// no allocation per event, and nothing allocated on one thread is freed on another. The
-/// writer swaps the whole buffer out once per group, so both buffers keep their capacity.
+/// The events on their way to the writer, in the order they were appended: each event's
+/// canonical JSON object, back to back in one buffer. Appending is a copy under a lock: no
+/// allocation per event, and nothing allocated on one thread is freed on another. The writer
+/// swaps the whole buffer out once per group, so both buffers keep their capacity.
+#[derive(Default)]
 pub(super) struct Pending {
     pub(super) bytes: Vec<u8>,
-    /// The records in `bytes`, in order.
+    /// The events in `bytes`, in order.
     pub(super) events: Vec<Queued>,
     /// How many of `events` have a waiter: while any does, the writer does not linger.
     pub(super) waiting: usize,
+    /// How many of those wait for a receipt: while they are all that wait, the writer
+    /// lingers a little ([`RECEIPT_LINGER`]) so that one signature covers more of them.
+    pub(super) waiting_receipts: usize,
     /// No more events: the log is closing, or the writer is gone.
     pub(super) closed: bool,
     /// The last queue number given (see [`journal`]).
     pub(super) q: u64,
-    /// Where each record is also written, sealed, as it is chained (`None`: no journal).
+    /// Where each event is also written, sealed, as it is queued (`None`: no journal).
     pub(super) journal: Option<journal::Journal>,
-    /// Records chained while the journal's ring was full, since the last warning.
+    /// Events queued while the journal's ring was full, since the last warning.
     pub(super) unjournaled: u64,
-    /// The queue number of the last record that the full ring could not take (0: none).
-    /// Until the writer has written it, a later record's entry makes no answer safe: a
-    /// replay stops where the journal misses a record.
-    pub(super) gap_q: u64,
-    /// The chain's head.
-    pub(super) chain: Chain,
-    /// Scratch space: one event's JSON before it is chained.
-    json: Vec<u8>,
 }
 
-/// What the writer takes from the queue at once.
-#[derive(Default)]
-pub(super) struct Taken {
-    pub(super) bytes: Vec<u8>,
-    pub(super) events: Vec<Queued>,
-}
-
-/// One queued record.
+/// One queued event.
 pub(super) struct Queued {
-    /// Where its line ends in [`Pending::bytes`].
+    /// Where it ends in [`Pending::bytes`].
     pub(super) end: usize,
     /// Whom to tell once it is on disk.
     pub(super) waiter: Option<Waiter>,
-    /// Its queue number, and its sequence number in the chain.
+    /// Its queue number.
     pub(super) q: u64,
-    pub(super) seq: u64,
     /// Where the journal's next entry starts after it (`None`: not journaled).
     pub(super) journaled: Option<usize>,
-    /// A checkpoint's chain hash: the checkpoint is published once it is on disk.
-    pub(super) checkpoint: Option<String>,
 }
 
-impl Pending {
-    pub(super) fn new(chain: Chain, journal: Option<journal::Journal>) -> Self {
-        Self {
-            bytes: Vec::new(),
-            events: Vec::new(),
-            waiting: 0,
-            closed: false,
-            q: 0,
-            journal,
-            unjournaled: 0,
-            gap_q: 0,
-            chain,
-            json: Vec::with_capacity(1024),
-        }
-    }
-
-    /// Chains [`Self::json`] as the next record and journals its line: returns where the
-    /// line ends in [`Self::bytes`], and where the journal's next entry starts after it
-    /// (`None`: the ring was full, or there is no journal).
-    fn chain_json(&mut self, kind: Kind) -> (usize, Option<usize>) {
-        let start = self.bytes.len();
-        self.chain.push(&mut self.bytes, &self.json, kind);
-        let end = self.bytes.len();
-        self.q += 1;
-        let journaled = match self.journal.as_mut() {
-            Some(j) => {
-                // The line without its newline.
-                let at = j.append(self.q, &self.bytes[start..end - 1]);
-                if at.is_none() {
-                    self.gap_q = self.q;
-                    self.unjournaled += 1;
-                    if self.unjournaled == 1 {
-                        tracing::warn!(
-                            "audit journal full: answers wait for the writer until it catches up"
-                        );
-                    }
-                }
-                at
-            }
-            None => None,
-        };
-        (end, journaled)
-    }
-
-    /// Chains an event the writer makes itself (a retention record).
-    pub(super) fn push_own(&mut self, event: &Event) {
-        let kind = match event {
-            Event::Checkpoint { .. } => Kind::Checkpoint,
-            Event::Retention { .. } => Kind::Retention,
-            _ => Kind::Sealed,
-        };
-        match event_json(event) {
-            Ok(json) => {
-                self.json = json;
-                self.push_queued(kind, None);
-            }
-            Err(e) => tracing::error!(error = %e, "an audit event was lost"),
-        }
-    }
-
-    /// Chains a checkpoint that signs the head.
-    pub(super) fn push_checkpoint(&mut self) {
-        self.json = self.chain.checkpoint_json();
-        self.push_queued(Kind::Checkpoint, None);
-    }
-
-    /// Chains [`Self::json`] and queues it; a checkpoint follows when one is due.
-    fn push_queued(&mut self, kind: Kind, waiter: Option<Waiter>) {
-        let (end, journaled) = self.chain_json(kind);
-        self.queued(end, journaled, kind, waiter);
-    }
-
-    fn queued(&mut self, end: usize, journaled: Option<usize>, kind: Kind, waiter: Option<Waiter>) {
-        self.waiting += usize::from(waiter.is_some());
-        self.events.push(Queued {
-            end,
-            waiter,
-            q: self.q,
-            seq: self.chain.seq,
-            journaled,
-            checkpoint: (kind == Kind::Checkpoint).then(|| self.chain.head.clone()),
-        });
-        if kind != Kind::Checkpoint && self.chain.checkpoint_due() {
-            self.push_checkpoint();
-        }
-    }
-}
+/// How long the writer gathers a group whose only waiters want receipts, once the first of
+/// them arrived. One Ed25519 signature (about 20 µs) covers the whole group: without
+/// gathering, groups of one or two spent about 10 µs of signing per answer. Longer
+/// gathering (250 to 500 µs) measured no better: the answers wait longer (BENCHMARKS.md,
+/// receipts). Under load the groups are larger than [`RECEIPT_GROUP`] anyway (what queues
+/// while the writer works goes with the next group; the signing task also signs together
+/// the groups that reach it at once).
+pub(super) const RECEIPT_LINGER: Duration = Duration::from_micros(100);
+/// A receipts' gathering ends early once this many receipts wait.
+pub(super) const RECEIPT_GROUP: usize = 32;
 
 /// What a caller of [`AuditLog::enqueue`] waits for.
 pub(super) enum Want {
@@ -150,9 +59,8 @@ pub(super) enum Want {
     Answer,
     /// A thread blocked until the event is fsync'd.
     Blocking(std::sync::mpsc::Sender<()>),
-    /// An answer that carries a receipt: the receipt states the record's place in the chain,
-    /// known once it is chained, and is signed once the record is safe (journaled, or else
-    /// written by the writer).
+    /// An answer that carries a receipt: it waits for the writer, which alone knows the
+    /// record's place in the chain that the receipt states.
     Receipt(Box<crate::receipt::Draft>),
 }
 
@@ -164,10 +72,9 @@ pub(super) enum Waiter {
     /// group it was in failed to reach disk (the writer keeps retrying the group, but the
     /// answer waiting for it is not held up).
     Async(tokio::sync::oneshot::Sender<bool>),
-    /// A task awaiting a receipt whose record the journal does not hold: its statement is
-    /// signed once the record is written (see [`super::writer`]), or `None` is sent if the
+    /// A task awaiting a receipt: sent it once the record is written, or `None` if the
     /// group failed to reach the file.
-    Receipt(ReceiptWait),
+    Receipt(Box<crate::receipt::Draft>, crate::receipt::Delivery),
 }
 
 impl Waiter {
@@ -179,20 +86,12 @@ impl Waiter {
             Self::Async(s) => {
                 let _ = s.send(true);
             }
-            // Receipts are signed and sent by the writer's `Receipts`.
-            Self::Receipt(r) => {
-                let _ = r.done.send(None);
+            // Receipts are made and sent by the writer (`writer::send_receipts`).
+            Self::Receipt(_, s) => {
+                let _ = s.send(None);
             }
         }
     }
-}
-
-/// A receipt that waits for the writer: its statement (finished: the record is chained),
-/// who signs it, and where it goes.
-pub(super) struct ReceiptWait {
-    pub(super) statement: Vec<u8>,
-    pub(super) signer: std::sync::Arc<crate::receipt::ReceiptSigner>,
-    pub(super) done: crate::receipt::Delivery,
 }
 
 /// An answer's record on its way to disk: [`Durable::wait`] returns once a crash can no
@@ -241,8 +140,6 @@ impl Durable {
 
 pub(super) struct Queue {
     pub(super) pending: Mutex<Pending>,
-    /// The queue number of the last record the writer has written to the file.
-    pub(super) written_q: std::sync::atomic::AtomicU64,
     /// Signalled when an event lands in an empty queue, and on close.
     pub(super) ready: std::sync::Condvar,
 }
@@ -318,11 +215,10 @@ impl AuditLog {
         wait.recv().map_err(|_| AuditError::Stopped)
     }
 
-    /// Chains one event (its JSON, which `write` appends) onto the queue under its lock, so
-    /// that the queue's order is the order of the appends and of the chain, journals it, and
-    /// wakes the writer if the queue was empty. `write` only appends bytes already known to
-    /// be a whole event: it cannot fail half-way. For [`Want::Answer`] and
-    /// [`Want::Receipt`] it returns what the answer awaits.
+    /// Writes one event's JSON onto the queue (under its lock, so that the queue's order is
+    /// the order of the appends) and into the journal, and wakes the writer if the queue was
+    /// empty. `write` only appends bytes already known to be a whole event: it cannot fail
+    /// half-way. For [`Want::Answer`] it returns what the answer awaits.
     fn enqueue(
         &self,
         write: impl FnOnce(&mut Vec<u8>),
@@ -333,19 +229,29 @@ impl AuditLog {
         if pending.closed {
             return Err(AuditError::Stopped);
         }
-        let was_empty = pending.events.is_empty();
-        pending.json.clear();
-        write(&mut pending.json);
-        let (end, journaled) = pending.chain_json(Kind::Sealed);
-        // The journal's entry makes the record safe only if every record before it that the
-        // writer has not written yet is journaled too: a replay stops at a missing one.
-        let safe =
-            journaled.is_some() && pending.gap_q <= self.queue.written_q.load(Ordering::Acquire);
-        // A receipt whose record is safe is signed at once, once the lock is released.
-        let mut sign_now = None;
+        let start = pending.bytes.len();
+        write(&mut pending.bytes);
+        let end = pending.bytes.len();
+        pending.q += 1;
+        let q = pending.q;
+        let journaled = match pending.journal.as_mut() {
+            Some(j) => {
+                let at = j.append(q, &pending.bytes[start..end]);
+                if at.is_none() {
+                    pending.unjournaled += 1;
+                    if pending.unjournaled == 1 {
+                        tracing::warn!(
+                            "audit journal full: answers wait for the writer until it catches up"
+                        );
+                    }
+                }
+                at
+            }
+            None => None,
+        };
         let (waiter, durable) = match want {
             Want::Nothing => (None, None),
-            Want::Answer if safe => (None, Some(Durable(DurableState::Journaled))),
+            Want::Answer if journaled.is_some() => (None, Some(Durable(DurableState::Journaled))),
             Want::Answer => {
                 let (done, wait) = tokio::sync::oneshot::channel();
                 (
@@ -356,33 +262,32 @@ impl AuditLog {
             Want::Blocking(done) => (Some(Waiter::Blocking(done)), None),
             Want::Receipt(draft) => {
                 let (done, wait) = tokio::sync::oneshot::channel();
-                let chain = &pending.chain;
-                let waiter = if safe {
-                    sign_now = Some((draft, done, chain.seq, chain.head.clone(), chain.last_ts_ms));
-                    None
-                } else {
-                    Some(Waiter::Receipt(ReceiptWait {
-                        statement: draft.statement_cbor(chain.seq, &chain.head, chain.last_ts_ms),
-                        signer: std::sync::Arc::clone(&draft.signer),
-                        done,
-                    }))
-                };
-                (waiter, Some(Durable(DurableState::Receipt(wait))))
+                (
+                    Some(Waiter::Receipt(draft, done)),
+                    Some(Durable(DurableState::Receipt(wait))),
+                )
             }
         };
         let waited = waiter.is_some();
-        pending.queued(end, journaled, Kind::Sealed, waiter);
+        let receipt = matches!(waiter, Some(Waiter::Receipt(..)));
+        pending.waiting += usize::from(waited);
+        pending.waiting_receipts += usize::from(receipt);
+        pending.events.push(Queued {
+            end,
+            waiter,
+            q,
+            journaled,
+        });
         // The first event wakes the writer; so does the first that someone waits for (it
         // ends a gathering).
-        let wake = was_empty || (waited && pending.waiting == 1);
+        // (The first answer that waits without a receipt also ends a receipts' gathering.)
+        let wake = pending.events.len() == 1
+            || (waited && pending.waiting == 1)
+            || (waited && !receipt && pending.waiting - pending.waiting_receipts == 1)
+            || (receipt && pending.waiting_receipts == RECEIPT_GROUP);
         drop(guard);
         if wake {
             self.queue.ready.notify_one();
-        }
-        if let Some((draft, done, seq, head, ts_ms)) = sign_now {
-            draft
-                .signer
-                .sign_one(draft.statement_cbor(seq, &head, ts_ms), done);
         }
         Ok(durable)
     }

@@ -138,9 +138,8 @@ pub(super) fn verify_before_tail(dir: &Path, key: &[u8; 32], until: u64) -> Resu
 /// oldest while the log is larger than `max_bytes` (never the current segment), after a
 /// durable, signed retention record vouches for where the chain now starts.
 pub(super) fn apply_retention(
-    w: &mut Writer,
-    queue: &Queue,
-    config: &AuditConfig,
+    st: &mut State,
+    buf: &mut Vec<u8>,
     signing: &SigningKey,
     retention: Option<Duration>,
     max_bytes: Option<u64>,
@@ -151,7 +150,6 @@ pub(super) fn apply_retention(
             .map_or(0, |d| d.as_millis() as u64)
             .saturating_sub(r.as_millis() as u64)
     });
-    let st = &w.st;
     let segs = segments(&st.dir)?;
     let sizes = segs
         .iter()
@@ -191,23 +189,25 @@ pub(super) fn apply_retention(
             .sign(&retention_message(first.seq, &first.prev, through))
             .to_bytes(),
     );
-    let event = Event::Retention {
-        removed_through_segment: through,
-        first_kept_seq: first.seq,
-        first_kept_prev: first.prev,
-        public_key: hex::encode(signing.verifying_key().as_bytes()),
-        signature,
-    };
-    let dir = st.dir.clone();
-    if !w.chain_and_flush(queue, config, |p| p.push_own(&event)) {
+    push_event(
+        st,
+        buf,
+        &Event::Retention {
+            removed_through_segment: through,
+            first_kept_seq: first.seq,
+            first_kept_prev: first.prev,
+            public_key: hex::encode(signing.verifying_key().as_bytes()),
+            signature,
+        },
+    );
+    if !flush(st, buf) {
         // Nothing is deleted unless the record that vouches for the deletion is on disk.
-        let path = segment_path(&dir, w.st.segment);
+        let path = segment_path(&st.dir, st.segment);
         return Err(AuditError::Io {
             path: path.display().to_string(),
             source: std::io::Error::other("the retention record could not be written"),
         });
     }
-    let st = &w.st;
     for n in removable {
         let path = segment_path(&st.dir, n);
         std::fs::remove_file(&path).map_err(io_err(&path))?;

@@ -1,6 +1,5 @@
-//! The writer thread: takes the queued records (chained as they were queued, see
-//! [`super::chain`]) in groups, writes them, fsyncs, rotates segments, and has checkpoints
-//! chained when they are due by time.
+//! The writer thread: gathers queued events into groups, chains and writes them, fsyncs,
+//! rotates segments, and signs checkpoints.
 //!
 //! An answer waits until its record is written to the file (in the kernel's page cache: a
 //! crash of the process, kill -9 included, cannot lose it), not for the fsync: fsyncs are
@@ -10,136 +9,15 @@
 
 use std::io::{Seek, SeekFrom, Write};
 
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{Signer, SigningKey};
 
 use super::*;
 
-/// What the writer carries from group to group.
-pub(super) struct Writer {
-    pub(super) st: State,
-    /// Everything since the last fsync (see [`State::written`]).
-    pub(super) buf: Vec<u8>,
-    waiters: Vec<Waiter>,
-    receipts: Receipts,
-    taken: Taken,
-}
-
-impl Writer {
-    pub(super) fn new(st: State) -> Self {
-        Self {
-            st,
-            buf: Vec::with_capacity(64 * 1024),
-            waiters: Vec::new(),
-            receipts: Receipts::default(),
-            taken: Taken::default(),
-        }
-    }
-
-    /// Takes everything queued (the caller holds the queue's lock).
-    fn take(&mut self, pending: &mut Pending) {
-        std::mem::swap(&mut pending.bytes, &mut self.taken.bytes);
-        std::mem::swap(&mut pending.events, &mut self.taken.events);
-        pending.waiting = 0;
-    }
-
-    /// Writes what was taken: fsyncs when `sync` or when due, and tells the waiters.
-    fn write_taken(&mut self, sync: bool, config: &AuditConfig, queue: &Queue) {
-        let st = &mut self.st;
-        let mut start = 0;
-        for Queued {
-            end,
-            waiter,
-            q,
-            seq,
-            journaled,
-            checkpoint,
-        } in self.taken.events.drain(..)
-        {
-            push_line(st, &mut self.buf, &self.taken.bytes[start..end]);
-            start = end;
-            st.seq = seq;
-            st.pushed_q = q;
-            if let Some(at) = journaled {
-                st.journal_tail = at;
-            }
-            if let Some(head) = checkpoint {
-                st.unflushed_checkpoint = Some(Checkpointed { seq, head });
-            }
-            match waiter {
-                Some(Waiter::Receipt(r)) => self.receipts.add(r),
-                Some(d) => self.waiters.push(d),
-                None => {}
-            }
-        }
-        self.taken.bytes.clear();
-        // Written first: the answers waiting for these records go out; then fsync'd when due
-        // (admin events wait for that, and a checkpoint is published only then).
-        let blocking = self
-            .waiters
-            .iter()
-            .any(|w| matches!(w, Waiter::Blocking(_)));
-        let written = write_pending(st, &self.buf);
-        if written {
-            queue.written_q.store(st.pushed_q, Ordering::Release);
-        }
-        // Receipts go out once their records are written, as the answers without do.
-        self.receipts.send(written);
-        if written {
-            let due = sync
-                || blocking
-                || st.unflushed_checkpoint.is_some()
-                || st.last_sync.elapsed() >= config.group_linger;
-            // A failed fsync cuts the file back to the last one: the records go again with
-            // the retry, and the answers waiting for them are withheld.
-            let kept_on_disk = !due || sync_pending(st, &mut self.buf);
-            let mut kept = Vec::new();
-            for w in self.waiters.drain(..) {
-                match w {
-                    Waiter::Async(s) => {
-                        let _ = s.send(kept_on_disk);
-                    }
-                    blocking if !(due && kept_on_disk) => kept.push(blocking),
-                    blocking => Waiter::done(blocking),
-                }
-            }
-            self.waiters = kept;
-        } else {
-            // Answers waiting for this group are withheld now rather than held until the
-            // disk comes back; threads in `append_durable` keep waiting for the retry.
-            let mut kept = Vec::with_capacity(self.waiters.len());
-            for w in self.waiters.drain(..) {
-                match w {
-                    Waiter::Async(s) => {
-                        let _ = s.send(false);
-                    }
-                    blocking => kept.push(blocking),
-                }
-            }
-            self.waiters = kept;
-        }
-        advance_journal(st, queue);
-    }
-
-    /// Has `push` chain records now (a checkpoint, a retention record), and writes and
-    /// fsyncs them with everything queued before them. Returns whether they are on disk.
-    pub(super) fn chain_and_flush(
-        &mut self,
-        queue: &Queue,
-        config: &AuditConfig,
-        push: impl FnOnce(&mut Pending),
-    ) -> bool {
-        {
-            let mut pending = queue.lock();
-            push(&mut pending);
-            self.take(&mut pending);
-        }
-        self.write_taken(true, config, queue);
-        self.buf.is_empty()
-    }
-}
-
-pub(super) fn writer(st: State, signing: SigningKey, config: AuditConfig, queue: &Queue) {
-    let mut w = Writer::new(st);
+pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, queue: &Queue) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut waiters = Vec::new();
+    let mut receipts = Receipts::default();
+    let mut taken = Pending::default();
     // Age is checked every half retention period (1 s to 60 s); the size cap every 10 s.
     let retention_every = match (config.retention, config.max_bytes) {
         (Some(r), _) => Some((r / 2).clamp(Duration::from_secs(1), Duration::from_secs(60))),
@@ -151,27 +29,28 @@ pub(super) fn writer(st: State, signing: SigningKey, config: AuditConfig, queue:
         None => every,
     });
     let mut last_retention: Option<std::time::Instant> = None;
-    if w.st.uncovered_at_open > 0 {
+    if st.uncovered_at_open > 0 {
         // A crash left records after the last checkpoint. They verified as a chain, but no
         // signature covered them: whoever could write the disk since could have rewritten
         // them. Sign them now, and say so (the window of loss, SECURITY.md).
         tracing::warn!(
-            records = w.st.uncovered_at_open,
+            records = st.uncovered_at_open,
             "audit log: records written after the last checkpoint before a crash were not \
              covered by a signature; they are checkpointed now as found"
         );
-        w.chain_and_flush(queue, &config, Pending::push_checkpoint);
+        push_checkpoint(&mut st, &mut buf, &signing);
+        flush(&mut st, &mut buf);
     }
     loop {
         let mut wait = retention_every.map_or(config.checkpoint_interval, |r| {
             r.min(config.checkpoint_interval)
         });
-        if !w.buf.is_empty() {
+        if !buf.is_empty() {
             // A group that failed to reach disk is retried soon, and written records are
             // fsync'd on time, even if nothing arrives.
             wait = wait
                 .min(RETRY_EVERY)
-                .min(config.group_linger.saturating_sub(w.st.last_sync.elapsed()))
+                .min(config.group_linger.saturating_sub(st.last_sync.elapsed()))
                 .max(Duration::from_micros(100));
         }
         let closed = {
@@ -200,18 +79,97 @@ pub(super) fn writer(st: State, signing: SigningKey, config: AuditConfig, queue:
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
             }
-            // A checkpoint is due by time, or the log closes: it signs everything before it
-            // (nothing can be queued after the close).
-            if pending.chain.since_checkpoint > 0
-                && (pending.closed
-                    || pending.chain.last_checkpoint.elapsed() >= config.checkpoint_interval)
+            if pending.waiting > 0
+                && pending.waiting == pending.waiting_receipts
+                && !pending.closed
+                && pending.events.len() < 4096
             {
-                pending.push_checkpoint();
+                // Only receipts wait: gather a little more, so that one signature covers
+                // more of them (an answer that waits for its record ends this at once).
+                pending = queue
+                    .ready
+                    .wait_timeout_while(pending, RECEIPT_LINGER, |p| {
+                        p.waiting == p.waiting_receipts
+                            && p.waiting_receipts < RECEIPT_GROUP
+                            && !p.closed
+                            && p.events.len() < 4096
+                    })
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
-            w.take(&mut pending);
+            std::mem::swap(&mut pending.bytes, &mut taken.bytes);
+            std::mem::swap(&mut pending.events, &mut taken.events);
+            pending.waiting = 0;
+            pending.waiting_receipts = 0;
             pending.closed
         };
-        w.write_taken(closed, &config, queue);
+        let mut start = 0;
+        for Queued {
+            end,
+            waiter,
+            q,
+            journaled,
+        } in taken.events.drain(..)
+        {
+            push(&mut st, &mut buf, &taken.bytes[start..end], Kind::Sealed);
+            start = end;
+            st.pushed_q = q;
+            if let Some(at) = journaled {
+                st.journal_tail = at;
+            }
+            match waiter {
+                Some(Waiter::Receipt(draft, done)) => receipts.add(&st, &draft, done),
+                Some(d) => waiters.push(d),
+                None => {}
+            }
+            if st.since_checkpoint >= config.checkpoint_every {
+                push_checkpoint(&mut st, &mut buf, &signing);
+            }
+        }
+        taken.bytes.clear();
+        if st.since_checkpoint > 0 && st.last_checkpoint.elapsed() >= config.checkpoint_interval {
+            push_checkpoint(&mut st, &mut buf, &signing);
+        }
+        // Written first: the answers waiting for these records go out; then fsync'd when due
+        // (admin events wait for that, and a checkpoint is published only then).
+        let blocking = waiters.iter().any(|w| matches!(w, Waiter::Blocking(_)));
+        let written = write_pending(&mut st, &buf);
+        // Receipts go out once their records are written, as the answers without do.
+        receipts.send(written);
+        if written {
+            let due = blocking
+                || closed
+                || st.unflushed_checkpoint.is_some()
+                || st.last_sync.elapsed() >= config.group_linger;
+            // A failed fsync cuts the file back to the last one: the records go again with
+            // the retry, and the answers waiting for them are withheld.
+            let kept_on_disk = !due || sync_pending(&mut st, &mut buf);
+            let mut kept = Vec::new();
+            for w in waiters.drain(..) {
+                match w {
+                    Waiter::Async(s) => {
+                        let _ = s.send(kept_on_disk);
+                    }
+                    blocking if !(due && kept_on_disk) => kept.push(blocking),
+                    blocking => Waiter::done(blocking),
+                }
+            }
+            waiters = kept;
+        } else {
+            // Answers waiting for this group are withheld now rather than held until the
+            // disk comes back; threads in `append_durable` keep waiting for the retry.
+            let mut kept = Vec::with_capacity(waiters.len());
+            for w in waiters.drain(..) {
+                match w {
+                    Waiter::Async(s) => {
+                        let _ = s.send(false);
+                    }
+                    blocking => kept.push(blocking),
+                }
+            }
+            waiters = kept;
+        }
+        advance_journal(&mut st, queue);
         if closed {
             // Appends stopped with the flag: nothing can arrive after this group.
             break;
@@ -220,13 +178,12 @@ pub(super) fn writer(st: State, signing: SigningKey, config: AuditConfig, queue:
         // the background): retried at the next turn until then.
         if let Some(every) = retention_every
             && last_retention.is_none_or(|t| t.elapsed() >= every)
-            && *w.st.integrity.borrow() == Integrity::Verified
+            && *st.integrity.borrow() == Integrity::Verified
         {
             last_retention = Some(std::time::Instant::now());
             if let Err(e) = apply_retention(
-                &mut w,
-                queue,
-                &config,
+                &mut st,
+                &mut buf,
                 &signing,
                 config.retention,
                 config.max_bytes,
@@ -235,38 +192,60 @@ pub(super) fn writer(st: State, signing: SigningKey, config: AuditConfig, queue:
             }
         }
     }
-    if !flush(&mut w.st, &mut w.buf) {
+    if st.since_checkpoint > 0 {
+        push_checkpoint(&mut st, &mut buf, &signing);
+    }
+    if !flush(&mut st, &mut buf) {
         // Durable appends still waiting see the writer stop (their senders drop).
         tracing::error!(
-            bytes = w.buf.len(),
+            bytes = buf.len(),
             "the audit log is closing and its last records could not be written"
         );
     }
-    advance_journal(&mut w.st, queue);
+    advance_journal(&mut st, queue);
 }
 
-/// The receipts of one group whose records the journal does not hold: signed and sent once
-/// their records are written (by the signer's task, see
-/// [`crate::receipt::ReceiptSigner::sign_on_runtime`]).
+/// The receipts of one group: each statement is finished as its record is chained; once
+/// the group is written, all are signed at once, under one signature over their Merkle tree
+/// (by the signer's task, see [`crate::receipt::ReceiptSigner::sign_on_runtime`]).
 #[derive(Default)]
 struct Receipts {
-    waiting: Vec<ReceiptWait>,
+    statements: Vec<Vec<u8>>,
+    waiting: Vec<(std::sync::Arc<crate::receipt::ReceiptSigner>, Delivery)>,
 }
 
+use crate::receipt::Delivery;
+
 impl Receipts {
-    fn add(&mut self, r: ReceiptWait) {
-        self.waiting.push(r);
+    /// The record of `draft`'s call was just pushed: `st` holds its seq, hash and time.
+    fn add(&mut self, st: &State, draft: &crate::receipt::Draft, done: Delivery) {
+        self.statements
+            .push(draft.statement_cbor(st.seq, &st.head, st.last_ts_ms));
+        self.waiting
+            .push((std::sync::Arc::clone(&draft.signer), done));
     }
 
     /// Has the receipts signed and sent once their records are `written`; else each waiter
     /// is told there is none (the answer is withheld, as an unwritten record's is).
     fn send(&mut self, written: bool) {
-        for r in self.waiting.drain(..) {
-            if written {
-                r.signer.sign_one(r.statement, r.done);
-            } else {
-                let _ = r.done.send(None);
+        if !written {
+            self.statements.clear();
+            for (_, done) in self.waiting.drain(..) {
+                let _ = done.send(None);
             }
+            return;
+        }
+        // One server has one signer; a run of the same one is signed together.
+        while let Some((first, _)) = self.waiting.first() {
+            let signer = std::sync::Arc::clone(first);
+            let end = self
+                .waiting
+                .iter()
+                .position(|(s, _)| !std::sync::Arc::ptr_eq(s, &signer))
+                .unwrap_or(self.waiting.len());
+            let statements: Vec<Vec<u8>> = self.statements.drain(..end).collect();
+            let deliveries = self.waiting.drain(..end).map(|(_, d)| d).collect();
+            signer.sign_and_deliver(statements, deliveries);
         }
     }
 }
@@ -292,9 +271,20 @@ fn advance_journal(st: &mut State, queue: &Queue) {
 /// How soon a group that failed to reach disk is retried.
 const RETRY_EVERY: Duration = Duration::from_millis(200);
 
-/// Appends one record's line (with its newline) to `buf`, in the current segment, or in a
-/// new one once the current is full.
-pub(super) fn push_line(st: &mut State, buf: &mut Vec<u8>, line: &[u8]) {
+/// How a record is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// An event, encrypted (see [`super::seal`]).
+    Sealed,
+    /// A retention record, in clear: an auditor checks its signature.
+    Retention,
+    /// A checkpoint, in clear.
+    Checkpoint,
+}
+
+/// Appends the record of one event (its canonical JSON object) to `buf`, chained to the head;
+/// a `Kind::Sealed` event is encrypted first, here in the writer thread.
+pub(super) fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], kind: Kind) {
     // A segment's records go to its own file: rotate only once what precedes is on disk
     // (until then the current segment grows past its size).
     if st.in_segment >= st.segment_records && flush(st, buf) {
@@ -314,8 +304,61 @@ pub(super) fn push_line(st: &mut State, buf: &mut Vec<u8>, line: &[u8]) {
             }
         }
     }
-    buf.extend_from_slice(line);
+    st.seq += 1;
+    let ts_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let hash = if kind == Kind::Sealed {
+        st.sealed.clear();
+        st.sealer.seal(st.seq, event_json, &mut st.sealed);
+        write_record(buf, &mut st.tail, st.seq, ts_ms, &st.head, &st.sealed)
+    } else {
+        write_record(buf, &mut st.tail, st.seq, ts_ms, &st.head, event_json)
+    };
+    // The hex digits are ASCII; the head keeps its allocation from record to record.
+    st.head.clear();
+    st.head.extend(hash.iter().map(|&b| char::from(b)));
+    st.last_ts_ms = ts_ms;
+    buf.push(b'\n');
     st.in_segment += 1;
+    if kind == Kind::Checkpoint {
+        st.since_checkpoint = 0;
+        st.last_checkpoint = std::time::Instant::now();
+        st.unflushed_checkpoint = Some(Checkpointed {
+            seq: st.seq,
+            head: st.head.clone(),
+        });
+    } else {
+        st.since_checkpoint += 1;
+    }
+}
+
+/// [`push`] for an event the writer makes itself (checkpoints, retention records).
+pub(super) fn push_event(st: &mut State, buf: &mut Vec<u8>, event: &Event) {
+    match event_json(event) {
+        Ok(json) => {
+            let kind = match event {
+                Event::Checkpoint { .. } => Kind::Checkpoint,
+                Event::Retention { .. } => Kind::Retention,
+                _ => Kind::Sealed,
+            };
+            push(st, buf, &json, kind);
+        }
+        Err(e) => tracing::error!(error = %e, "an audit event was lost"),
+    }
+}
+
+pub(super) fn push_checkpoint(st: &mut State, buf: &mut Vec<u8>, signing: &SigningKey) {
+    // The checkpoint signs the head as of the record before it, at its own seq.
+    let seq = st.seq + 1;
+    let head = st.head.clone();
+    let signature = hex::encode(signing.sign(&checkpoint_message(seq, &head)).to_bytes());
+    let event = Event::Checkpoint {
+        head,
+        public_key: hex::encode(signing.verifying_key().as_bytes()),
+        signature,
+    };
+    push_event(st, buf, &event);
 }
 
 /// Writes and fsyncs `buf`. On success it is cleared and the log is writable; on failure

@@ -230,8 +230,11 @@ impl Fields<'_> {
 /// written, so there is no receipt (the answer is withheld).
 pub type Delivery = tokio::sync::oneshot::Sender<Option<envelope::Unencoded>>;
 
-/// A statement waiting for its signature, and where its receipt goes.
-type Item = (Vec<u8>, Delivery);
+/// Statements waiting for one signature, and where each receipt goes.
+struct Batch {
+    statements: Vec<Vec<u8>>,
+    deliveries: Vec<Delivery>,
+}
 
 /// The server's receipt key and the evidence that binds it.
 pub struct ReceiptSigner {
@@ -240,7 +243,7 @@ pub struct ReceiptSigner {
     evidence_json: Vec<u8>,
     evidence_sha256: [u8; 32],
     /// The signing task, once [`ReceiptSigner::sign_on_runtime`] started it.
-    statements: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Item>>,
+    batches: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Batch>>,
 }
 
 impl std::fmt::Debug for ReceiptSigner {
@@ -276,7 +279,7 @@ impl ReceiptSigner {
             evidence_sha256: Sha256::digest(&evidence_json).into(),
             key,
             evidence_json,
-            statements: std::sync::OnceLock::new(),
+            batches: std::sync::OnceLock::new(),
         }
     }
 
@@ -305,71 +308,55 @@ impl ReceiptSigner {
         envelope::sign_group_unencoded(&self.key, statements)
     }
 
-    /// From now on, receipts are signed on a task of the current tokio runtime (a no-op
-    /// outside one, or once started): the statements that reach it together are signed
-    /// under one signature. Answers hand their statements over as their records are
-    /// chained; the task lets the tasks ready to run go first, so that the answers of one
-    /// batch share a signature, where signing each at once would cost one signature each.
+    /// From now on, groups are signed on a task of the current tokio runtime (a no-op
+    /// outside one, or once started). The audit writer then hands a whole written group
+    /// over with one wake-up, where it would otherwise wake each answer's task from its own
+    /// thread; and the task signs what queued meanwhile under the same signature.
     pub fn sign_on_runtime(self: &Arc<Self>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Item>();
-        if self.statements.set(tx).is_err() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Batch>();
+        if self.batches.set(tx).is_err() {
             return;
         }
         // Weak: the task ends when the signer (which holds the channel) is dropped.
         let signer = Arc::downgrade(self);
         runtime.spawn(async move {
-            let mut statements = Vec::new();
-            let mut deliveries = Vec::new();
-            while let Some((statement, delivery)) = rx.recv().await {
-                statements.push(statement);
-                deliveries.push(delivery);
-                // The answers woken with this one (a batch's) chain their records first.
-                tokio::task::yield_now().await;
-                while let Ok((statement, delivery)) = rx.try_recv() {
-                    statements.push(statement);
-                    deliveries.push(delivery);
+            while let Some(mut batch) = rx.recv().await {
+                while let Ok(more) = rx.try_recv() {
+                    batch.statements.extend(more.statements);
+                    batch.deliveries.extend(more.deliveries);
                 }
                 let Some(signer) = signer.upgrade() else {
                     return;
                 };
-                signer.sign_now(std::mem::take(&mut statements), deliveries.drain(..));
+                signer.sign_batch(batch);
             }
         });
-    }
-
-    /// Signs `statement` together with those that reach the signing task with it (at once
-    /// when no task runs) and sends its receipt to `delivery`.
-    pub fn sign_one(&self, statement: Vec<u8>, delivery: Delivery) {
-        match self.statements.get() {
-            Some(task) => {
-                // The runtime is gone (the server is stopping): sign here.
-                if let Err(unsent) = task.send((statement, delivery)) {
-                    let (statement, delivery) = unsent.0;
-                    self.sign_now(vec![statement], std::iter::once(delivery));
-                }
-            }
-            None => self.sign_now(vec![statement], std::iter::once(delivery)),
-        }
     }
 
     /// Signs `statements` under one signature (on the signing task when one runs) and sends
     /// each its receipt, in order.
     pub fn sign_and_deliver(&self, statements: Vec<Vec<u8>>, deliveries: Vec<Delivery>) {
-        if self.statements.get().is_none() {
-            self.sign_now(statements, deliveries);
-            return;
-        }
-        for (statement, delivery) in statements.into_iter().zip(deliveries) {
-            self.sign_one(statement, delivery);
+        let batch = Batch {
+            statements,
+            deliveries,
+        };
+        match self.batches.get() {
+            Some(task) => {
+                // The runtime is gone (the server is stopping): sign here.
+                if let Err(unsent) = task.send(batch) {
+                    self.sign_batch(unsent.0);
+                }
+            }
+            None => self.sign_batch(batch),
         }
     }
 
-    fn sign_now(&self, statements: Vec<Vec<u8>>, deliveries: impl IntoIterator<Item = Delivery>) {
-        let signed = self.sign_group_unencoded(statements);
-        for (receipt, delivery) in signed.into_iter().zip(deliveries) {
+    fn sign_batch(&self, batch: Batch) {
+        let signed = self.sign_group_unencoded(batch.statements);
+        for (receipt, delivery) in signed.into_iter().zip(batch.deliveries) {
             let _ = delivery.send(Some(receipt));
         }
     }
