@@ -21,6 +21,13 @@
 //! `GUARDS_BENCH_RECEIPTS=1` measures the cost of receipts instead: one guarded server, its
 //! clients asking for a signed receipt with every answer (**on**) against the same clients
 //! asking for none (**off**), windows alternated as above.
+//!
+//! `GUARDS_BENCH_SEPARATE=1` (with `GUARDS_BENCH_RECEIPTS=1`) runs that server in a child
+//! process (this bench, re-executed) and also reports the server's own CPU time per answer
+//! in each window (the sum of its threads' run time, `/proc/PID/task/*/schedstat`): the
+//! clients' share of the work (half of it, on two shared cores) is then not counted as the
+//! server's cost. The ratio of the server's CPU per answer off/on is the server's throughput
+//! ratio once it has its cores to itself.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -103,7 +110,24 @@ async fn start(dir: &std::path::Path, unguarded: bool) -> Target {
     }
 }
 
-async fn clients(t: &Target, receipts: bool) -> Vec<Client> {
+/// Where the clients connect.
+struct Endpoint {
+    addr: String,
+    ca: Vec<u8>,
+    key: String,
+}
+
+impl Target {
+    fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            addr: self.addr.clone(),
+            ca: self.ca.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+async fn clients(t: &Endpoint, receipts: bool) -> Vec<Client> {
     let mut out = Vec::new();
     for _ in 0..CHANNELS {
         let mut c = Client::connect(&t.addr, &t.ca)
@@ -131,6 +155,11 @@ fn concurrency() -> usize {
 }
 
 async fn window(clients: &[Client], length: Duration) -> f64 {
+    window_counted(clients, length).await.0
+}
+
+/// Requests per second over one window, and how many were answered.
+async fn window_counted(clients: &[Client], length: Duration) -> (f64, u64) {
     let deadline = Instant::now() + length;
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -155,7 +184,109 @@ async fn window(clients: &[Client], length: Duration) -> f64 {
     for t in tasks {
         total += t.await.expect("task");
     }
-    total as f64 / started.elapsed().as_secs_f64()
+    (total as f64 / started.elapsed().as_secs_f64(), total)
+}
+
+/// The run time of every thread of process `pid` so far, in nanoseconds.
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The child of `GUARDS_BENCH_SEPARATE`: serves until its parent closes its stdin.
+fn serve_for_parent(rt: &tokio::runtime::Runtime) {
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = start(dir.path(), false).await;
+        println!("{} {} {}", t.addr, t.key, hex::encode(&t.ca));
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+        })
+        .await;
+        let _ = t.stop.send(());
+        let _ = t.task.await;
+    });
+}
+
+/// `GUARDS_BENCH_SEPARATE`: receipts on/off against a server in a child process, with the
+/// server's CPU time per answer.
+fn separate(rt: &tokio::runtime::Runtime, pairs: usize, length: Duration) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .arg("--bench")
+        .env("GUARDS_BENCH_CHILD", "1")
+        .env_remove("GUARDS_BENCH_SEPARATE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the server process");
+    let pid = child.id();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the server's address");
+    let mut parts = line.split_whitespace();
+    let (Some(addr), Some(key), Some(ca)) = (parts.next(), parts.next(), parts.next()) else {
+        panic!("the server said {line:?}");
+    };
+    let endpoint = Endpoint {
+        addr: addr.to_string(),
+        key: key.to_string(),
+        ca: hex::decode(ca).expect("hex"),
+    };
+    rt.block_on(async {
+        let c_on = clients(&endpoint, true).await;
+        let c_off = clients(&endpoint, false).await;
+        window(&c_on, length / 2).await;
+        window(&c_off, length / 2).await;
+        // One window: requests/s, and the server's CPU µs per answer.
+        let measure = async |c: &[Client]| {
+            let before = cpu_ns(pid);
+            let (rate, n) = window_counted(c, length).await;
+            (rate, (cpu_ns(pid) - before) as f64 / 1e3 / n.max(1) as f64)
+        };
+        let (mut rates, mut cpus) = (Vec::new(), Vec::new());
+        for i in 0..pairs {
+            let (on, off) = if i % 2 == 0 {
+                let on = measure(&c_on).await;
+                (on, measure(&c_off).await)
+            } else {
+                let off = measure(&c_off).await;
+                (measure(&c_on).await, off)
+            };
+            rates.push(on.0 / off.0);
+            cpus.push(off.1 / on.1);
+            println!(
+                "pair {i}: receipts on {:.0} req/s, {:.1} µs of server CPU an answer; off {:.0} \
+                 req/s, {:.1} µs; throughput ratio {:.3}, server CPU ratio (off/on) {:.3}",
+                on.0,
+                on.1,
+                off.0,
+                off.1,
+                on.0 / off.0,
+                off.1 / on.1
+            );
+        }
+        rates.sort_by(f64::total_cmp);
+        cpus.sort_by(f64::total_cmp);
+        println!(
+            "server in its own process: median throughput ratio {:.3}, median server CPU per \
+             answer off/on {:.3} ({pairs} pairs of {length:?}, concurrency {}, {CHANNELS} \
+             connections)",
+            rates[rates.len() / 2],
+            cpus[cpus.len() / 2],
+            concurrency()
+        );
+    });
+    drop(child.stdin.take());
+    let _ = child.wait();
 }
 
 fn main() {
@@ -185,7 +316,15 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if std::env::var_os("GUARDS_BENCH_CHILD").is_some() {
+        serve_for_parent(&rt);
+        return;
+    }
     let receipts = std::env::var_os("GUARDS_BENCH_RECEIPTS").is_some();
+    if receipts && std::env::var_os("GUARDS_BENCH_SEPARATE").is_some() {
+        separate(&rt, pairs, length);
+        return;
+    }
     let (label_on, label_off) = if receipts {
         ("receipts on", "receipts off")
     } else {
@@ -197,8 +336,14 @@ fn main() {
         let on = start(dir_on.path(), false).await;
         let off = (!receipts).then_some(start(dir_off.path(), true).await);
         let (c_on, c_off) = match &off {
-            Some(off) => (clients(&on, false).await, clients(off, false).await),
-            None => (clients(&on, true).await, clients(&on, false).await),
+            Some(off) => (
+                clients(&on.endpoint(), false).await,
+                clients(&off.endpoint(), false).await,
+            ),
+            None => (
+                clients(&on.endpoint(), true).await,
+                clients(&on.endpoint(), false).await,
+            ),
         };
         // Profiling aid: GUARDS_BENCH_ONLY=on|off runs one side's windows only (its own
         // warm-up included, so that a profile holds that side's requests and no other).
