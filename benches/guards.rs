@@ -252,6 +252,25 @@ fn separate(rt: &tokio::runtime::Runtime, pairs: usize, length: Duration) {
             let (rate, n) = window_counted(c, length).await;
             (rate, (cpu_ns(pid) - before) as f64 / 1e3 / n.max(1) as f64)
         };
+        // Profiling aid: GUARDS_BENCH_ONLY=on|off runs one side's windows only (after a
+        // marker line, with the server's pid for `perf record -p`).
+        if let Ok(side) = std::env::var("GUARDS_BENCH_ONLY") {
+            let c = if side == "on" { &c_on } else { &c_off };
+            println!("{side}: warmed up, server pid {pid}");
+            let (mut n, mut cpu) = (0, 0.0);
+            for _ in 0..pairs {
+                let before = cpu_ns(pid);
+                let (rate, count) = window_counted(c, length).await;
+                n += count;
+                cpu += (cpu_ns(pid) - before) as f64;
+                println!("{side}: {rate:.0} req/s");
+            }
+            println!(
+                "{side}: {n} answers, {:.1} µs of server CPU an answer",
+                cpu / 1e3 / n.max(1) as f64
+            );
+            return;
+        }
         let (mut rates, mut cpus) = (Vec::new(), Vec::new());
         for i in 0..pairs {
             let (on, off) = if i % 2 == 0 {

@@ -61,7 +61,7 @@ pub(super) enum Want {
     Blocking(std::sync::mpsc::Sender<()>),
     /// An answer that carries a receipt: it waits for the writer, which alone knows the
     /// record's place in the chain that the receipt states.
-    Receipt(Box<crate::receipt::Draft>),
+    Receipt(crate::receipt::Prepared),
 }
 
 /// Whom the writer tells that an event is on disk.
@@ -74,7 +74,7 @@ pub(super) enum Waiter {
     Async(tokio::sync::oneshot::Sender<bool>),
     /// A task awaiting a receipt: sent it once the record is written, or `None` if the
     /// group failed to reach the file.
-    Receipt(Box<crate::receipt::Draft>, crate::receipt::Delivery),
+    Receipt(crate::receipt::Prepared, crate::receipt::Delivery),
 }
 
 impl Waiter {
@@ -178,11 +178,10 @@ impl AuditLog {
         event: &PredictEvent<'_>,
         draft: crate::receipt::Draft,
     ) -> Result<Durable, AuditError> {
-        self.enqueue(
-            |out| compact::write(out, event),
-            Want::Receipt(Box::new(draft)),
-        )?
-        .ok_or(AuditError::Stopped)
+        // Encoded here, in the answer's task: the writer only adds the record's place.
+        let prepared = draft.prepare();
+        self.enqueue(|out| compact::write(out, event), Want::Receipt(prepared))?
+            .ok_or(AuditError::Stopped)
     }
 
     /// Queues an event; it reaches disk with the next group fsync.

@@ -118,7 +118,7 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
                 st.journal_tail = at;
             }
             match waiter {
-                Some(Waiter::Receipt(draft, done)) => receipts.add(&st, &draft, done),
+                Some(Waiter::Receipt(prepared, done)) => receipts.add(&st, prepared, done),
                 Some(d) => waiters.push(d),
                 None => {}
             }
@@ -218,11 +218,10 @@ use crate::receipt::Delivery;
 
 impl Receipts {
     /// The record of `draft`'s call was just pushed: `st` holds its seq, hash and time.
-    fn add(&mut self, st: &State, draft: &crate::receipt::Draft, done: Delivery) {
+    fn add(&mut self, st: &State, prepared: crate::receipt::Prepared, done: Delivery) {
         self.statements
-            .push(draft.statement_cbor(st.seq, &st.head, st.last_ts_ms));
-        self.waiting
-            .push((std::sync::Arc::clone(&draft.signer), done));
+            .push(prepared.finish(st.seq, &st.head, st.last_ts_ms));
+        self.waiting.push((prepared.signer, done));
     }
 
     /// Has the receipts signed and sent once their records are `written`; else each waiter

@@ -188,9 +188,23 @@ impl Fields<'_> {
 
     /// The fields as serde writes a [`Statement`]: a map, names as keys, in order.
     fn to_cbor(&self) -> Vec<u8> {
-        use ciborium_ll::{Encoder, Header};
         let mut out = Vec::with_capacity(448);
-        let mut e = Encoder::from(&mut out);
+        self.write_head(&mut out);
+        write_tail(
+            &mut out,
+            self.audit_seq,
+            self.audit_hash,
+            self.time_ms,
+            self.evidence,
+        );
+        out
+    }
+
+    /// The map's head and its entries before `audit_seq`'s value (`audit_seq`'s key
+    /// included): what is known before the call's record is chained.
+    fn write_head(&self, out: &mut Vec<u8>) {
+        use ciborium_ll::{Encoder, Header};
+        let mut e = Encoder::from(out);
         // Writing into a Vec cannot fail.
         let text = |e: &mut Encoder<&mut Vec<u8>>, t: &str| {
             let _ = e.text(t, None);
@@ -215,15 +229,22 @@ impl Fields<'_> {
         text(&mut e, "epsilon");
         let _ = e.push(Header::Float(self.epsilon));
         text(&mut e, "audit_seq");
-        let _ = e.push(Header::Positive(self.audit_seq));
-        text(&mut e, "audit_hash");
-        text(&mut e, self.audit_hash);
-        text(&mut e, "time_ms");
-        let _ = e.push(Header::Positive(self.time_ms));
-        text(&mut e, "evidence");
-        let _ = e.bytes(self.evidence, None);
-        out
     }
+}
+
+/// The statement's entries from `audit_seq`'s value on: what the audit writer adds once it has
+/// chained the call's record.
+fn write_tail(out: &mut Vec<u8>, audit_seq: u64, audit_hash: &str, time_ms: u64, evidence: &[u8]) {
+    use ciborium_ll::{Encoder, Header};
+    let mut e = Encoder::from(out);
+    // Writing into a Vec cannot fail.
+    let _ = e.push(Header::Positive(audit_seq));
+    let _ = e.text("audit_hash", None);
+    let _ = e.text(audit_hash, None);
+    let _ = e.text("time_ms", None);
+    let _ = e.push(Header::Positive(time_ms));
+    let _ = e.text("evidence", None);
+    let _ = e.bytes(evidence, None);
 }
 
 /// Where a signed receipt goes: `None` tells the waiting answer that its record was not
@@ -397,6 +418,18 @@ impl Draft {
         self.fields(audit_seq, audit_hash, time_ms).to_cbor()
     }
 
+    /// The statement encoded but for the record's place in the chain and its time, which
+    /// [`Prepared::finish`] adds: the answer's own task does this, so that the audit writer
+    /// only appends what it alone knows.
+    pub fn prepare(&self) -> Prepared {
+        let mut head = Vec::with_capacity(448);
+        self.fields(0, "", 0).write_head(&mut head);
+        Prepared {
+            signer: Arc::clone(&self.signer),
+            head,
+        }
+    }
+
     fn fields<'a>(&'a self, audit_seq: u64, audit_hash: &'a str, time_ms: u64) -> Fields<'a> {
         Fields {
             v: STATEMENT_VERSION,
@@ -413,6 +446,30 @@ impl Draft {
             time_ms,
             evidence: &self.signer.evidence_sha256,
         }
+    }
+}
+
+/// A statement encoded up to the record's place in the chain ([`Draft::prepare`]).
+pub struct Prepared {
+    /// Who signs.
+    pub signer: Arc<ReceiptSigner>,
+    head: Vec<u8>,
+}
+
+impl Prepared {
+    /// The statement's CBOR, now that the call's record is `audit_seq`, with chain hash
+    /// `audit_hash`, at `time_ms`: the same bytes as [`Draft::statement_cbor`].
+    pub fn finish(&self, audit_seq: u64, audit_hash: &str, time_ms: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.head.len() + 128);
+        out.extend_from_slice(&self.head);
+        write_tail(
+            &mut out,
+            audit_seq,
+            audit_hash,
+            time_ms,
+            &self.signer.evidence_sha256,
+        );
+        out
     }
 }
 

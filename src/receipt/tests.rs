@@ -375,3 +375,30 @@ fn statements_encode_as_serde_encodes_them() {
         assert_eq!(Statement::from_cbor(&st.to_cbor()).unwrap(), st);
     }
 }
+
+#[test]
+fn a_prepared_statement_is_finished_into_the_same_bytes() {
+    let (signer, _) = server("server A");
+    let d = draft(&signer, 7);
+    let prepared = d.prepare();
+    for seq in [
+        0,
+        1,
+        23,
+        24,
+        255,
+        256,
+        65_536,
+        u64::from(u32::MAX) + 1,
+        u64::MAX,
+    ] {
+        for time_ms in [0, 1_700_000_000_000] {
+            let hash = "ef".repeat(32);
+            assert_eq!(
+                prepared.finish(seq, &hash, time_ms),
+                d.statement(seq, &hash, time_ms).to_cbor_with_serde(),
+                "seq {seq}"
+            );
+        }
+    }
+}
