@@ -412,8 +412,8 @@ impl Draft {
         self.fields(audit_seq, audit_hash, time_ms).to_statement()
     }
 
-    /// [`Self::statement`]'s CBOR bytes, written without building it (the audit writer
-    /// finishes one per answer).
+    /// [`Self::statement`]'s CBOR bytes, written without building it (what
+    /// [`Prepared::finish`] gives).
     pub fn statement_cbor(&self, audit_seq: u64, audit_hash: &str, time_ms: u64) -> Vec<u8> {
         self.fields(audit_seq, audit_hash, time_ms).to_cbor()
     }
