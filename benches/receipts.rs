@@ -23,7 +23,7 @@ fn bench(c: &mut Criterion) {
     let draft = |i: usize| Draft {
         signer: Arc::clone(&signer),
         rpc: "predict",
-        request_id: format!("0190a3c2-6a1b-7cc0-9d3e-5f7a{i:08x}"),
+        request_id: format!("0190a3c2-6a1b-7cc0-9d3e-5f7a{i:08x}").into(),
         request: [1; 32],
         response: [2; 32],
         model: "demo".into(),

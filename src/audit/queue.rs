@@ -176,7 +176,7 @@ impl AuditLog {
     pub fn append_predict_with_receipt(
         &self,
         event: &PredictEvent<'_>,
-        draft: crate::receipt::Draft,
+        draft: crate::receipt::Draft<'_>,
     ) -> Result<Durable, AuditError> {
         // Encoded here, in the answer's task: the writer only adds the record's place.
         let prepared = draft.prepare();

@@ -126,7 +126,7 @@ impl Pipeline {
     }
 
     /// The draft of an answer's receipt.
-    pub(super) fn receipt_draft(ask: &Ask, out: &PredictOutcome, epsilon: f64) -> Draft {
+    pub(super) fn receipt_draft<'a>(ask: &Ask, out: &'a PredictOutcome, epsilon: f64) -> Draft<'a> {
         let response =
             digest::response(out.rows as u64, out.width as u64, &out.values, &out.labels);
         Self::draft(ask, &out.request_id, &out.model, response, epsilon)
@@ -134,7 +134,7 @@ impl Pipeline {
 
     /// The draft of an explanation's receipt (explanations spend no ε: they are refused
     /// under every output privacy policy).
-    pub(super) fn explanation_draft(ask: &Ask, out: &ExplainOutcome) -> Draft {
+    pub(super) fn explanation_draft<'a>(ask: &Ask, out: &'a ExplainOutcome) -> Draft<'a> {
         let items: Vec<digest::Explained<'_>> = out
             .attributions
             .iter()
@@ -154,21 +154,21 @@ impl Pipeline {
         Self::draft(ask, &out.request_id, &out.model, response, 0.0)
     }
 
-    fn draft(
+    fn draft<'a>(
         ask: &Ask,
-        request_id: &str,
-        model: &LoadedModel,
+        request_id: &'a str,
+        model: &'a LoadedModel,
         response: [u8; 32],
         epsilon: f64,
-    ) -> Draft {
+    ) -> Draft<'a> {
         Draft {
             signer: Arc::clone(&ask.signer),
             rpc: ask.rpc,
-            request_id: request_id.to_string(),
+            request_id: request_id.into(),
             request: ask.request,
             response,
-            model: model.id().to_string(),
-            version: model.version().to_string(),
+            model: model.id().into(),
+            version: model.version().into(),
             manifest: model.provenance().manifest_sha256,
             epsilon,
         }

@@ -40,7 +40,7 @@ impl Pipeline {
         output_argmax: &[u32],
         latency: std::time::Duration,
         rpc: Option<&'static str>,
-        receipt: Option<crate::receipt::Draft>,
+        receipt: Option<crate::receipt::Draft<'_>>,
     ) -> Option<Result<crate::audit::Durable, crate::audit::AuditError>> {
         if let Some(audit) = &self.audit
             && !record.unrecordable

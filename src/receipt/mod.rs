@@ -384,29 +384,30 @@ impl ReceiptSigner {
 }
 
 /// What the audit writer needs to finish a statement: everything but the record's place in
-/// the chain and its time, which only the writer knows.
-pub struct Draft {
+/// the chain and its time, which only the writer knows. Its texts are borrowed from the
+/// answer where they can be: a draft lives only until its statement is prepared.
+pub struct Draft<'a> {
     /// Who signs.
     pub signer: Arc<ReceiptSigner>,
     /// The call.
     pub rpc: &'static str,
     /// The request id.
-    pub request_id: String,
+    pub request_id: std::borrow::Cow<'a, str>,
     /// [`digest::request`].
     pub request: [u8; 32],
     /// [`digest::response`].
     pub response: [u8; 32],
     /// Model id, version and manifest digest.
-    pub model: String,
+    pub model: std::borrow::Cow<'a, str>,
     /// The model's version.
-    pub version: String,
+    pub version: std::borrow::Cow<'a, str>,
     /// SHA-256 of the model's signed manifest.
     pub manifest: [u8; 32],
     /// ε charged.
     pub epsilon: f64,
 }
 
-impl Draft {
+impl Draft<'_> {
     /// The statement, once the writer has chained the call's record.
     pub fn statement(&self, audit_seq: u64, audit_hash: &str, time_ms: u64) -> Statement {
         self.fields(audit_seq, audit_hash, time_ms).to_statement()
@@ -421,11 +422,11 @@ impl Draft {
     /// The statement encoded but for the record's place in the chain and its time, which
     /// [`Prepared::finish`] adds: the answer's own task does this, so that the audit writer
     /// only appends what it alone knows.
-    pub fn prepare(&self) -> Prepared {
+    pub fn prepare(self) -> Prepared {
         let mut head = Vec::with_capacity(448);
         self.fields(0, "", 0).write_head(&mut head);
         Prepared {
-            signer: Arc::clone(&self.signer),
+            signer: self.signer,
             head,
         }
     }

@@ -45,11 +45,11 @@ fn response_digest() -> [u8; 32] {
     response(2, 2, &[0.25, 0.75, 0.5, 0.5], &["yes", "no"])
 }
 
-fn draft(signer: &Arc<ReceiptSigner>, n: usize) -> Draft {
+fn draft(signer: &Arc<ReceiptSigner>, n: usize) -> Draft<'static> {
     Draft {
         signer: Arc::clone(signer),
         rpc: "predict",
-        request_id: format!("req-{n}"),
+        request_id: format!("req-{n}").into(),
         request: request_digest(),
         response: response_digest(),
         model: "demo".into(),
@@ -380,7 +380,7 @@ fn statements_encode_as_serde_encodes_them() {
 fn a_prepared_statement_is_finished_into_the_same_bytes() {
     let (signer, _) = server("server A");
     let d = draft(&signer, 7);
-    let prepared = d.prepare();
+    let prepared = draft(&signer, 7).prepare();
     for seq in [
         0,
         1,
