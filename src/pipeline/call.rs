@@ -18,15 +18,15 @@ pub struct CallContext {
     pub peer_certs: Option<Arc<Vec<tonic::transport::CertificateDer<'static>>>>,
 }
 
-/// The client's verified certificate chain: from the connection's [`crate::tls::grpc::TlsPeer`]
-/// (the server terminates TLS itself), or from tonic's TLS where tonic terminated it.
+/// The client's verified certificate chain, from the connection's
+/// [`crate::tls::grpc::TlsPeer`] (the gRPC port terminates TLS itself).
 fn peer_certs<T>(
     request: &tonic::Request<T>,
 ) -> Option<Arc<Vec<tonic::transport::CertificateDer<'static>>>> {
-    match request.extensions().get::<crate::tls::grpc::TlsPeer>() {
-        Some(peer) => peer.certs.clone(),
-        None => request.peer_certs(),
-    }
+    request
+        .extensions()
+        .get::<crate::tls::grpc::TlsPeer>()
+        .and_then(|peer| peer.certs.clone())
 }
 
 impl CallContext {
