@@ -37,11 +37,7 @@ impl pb::inference_server::Inference for InferenceService {
             api: Api::Predict,
         };
         let mut out = self.pipeline.predict(&ctx, call).await?;
-        let (receipt, receipt_salt) = out
-            .signed_receipt
-            .take()
-            .map(|r| (r.cose, r.drawn_salt.unwrap_or_default()))
-            .unwrap_or_default();
+        let (receipt, receipt_salt) = receipt_fields(out.signed_receipt.take());
         let model = &out.model;
         let response = Response::new(pb::PredictResponse {
             model: model.id().to_string(),
@@ -96,11 +92,7 @@ impl pb::inference_server::Inference for InferenceService {
             api: Api::Explain,
         };
         let mut out = self.pipeline.explain(&ctx, call, req.target).await?;
-        let (receipt, receipt_salt) = out
-            .signed_receipt
-            .take()
-            .map(|r| (r.cose, r.drawn_salt.unwrap_or_default()))
-            .unwrap_or_default();
+        let (receipt, receipt_salt) = receipt_fields(out.signed_receipt.take());
         let a = &out.attributions;
         let text_attributions: Vec<pb::TokenAttributions> = out
             .texts
@@ -195,4 +187,12 @@ fn model_info(m: &crate::engine::LoadedModel) -> pb::ModelInfo {
         };
     }
     info
+}
+
+/// A `confidant.v1` response's `receipt` and `receipt_salt` (empty without a receipt, or
+/// when the client sent its own salt).
+fn receipt_fields(signed: Option<crate::pipeline::SignedReceipt>) -> (Vec<u8>, Vec<u8>) {
+    signed
+        .map(|r| (r.cose, r.drawn_salt.unwrap_or_default()))
+        .unwrap_or_default()
 }
