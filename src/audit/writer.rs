@@ -219,9 +219,9 @@ use crate::receipt::Delivery;
 impl Receipts {
     /// The record of `draft`'s call was just pushed: `st` holds its seq, hash and time.
     fn add(&mut self, st: &State, prepared: crate::receipt::Prepared, done: Delivery) {
-        self.statements
-            .push(prepared.finish(st.seq, &st.head, st.last_ts_ms));
-        self.waiting.push((prepared.signer, done));
+        let (statement, signer) = prepared.finish(st.seq, &st.head, st.last_ts_ms);
+        self.statements.push(statement);
+        self.waiting.push((signer, done));
     }
 
     /// Has the receipts signed and sent once their records are `written`; else each waiter

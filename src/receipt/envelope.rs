@@ -9,12 +9,13 @@
 //! | protected | 395 (vds) | 1 (RFC9162_SHA256) |
 //! | unprotected | 396 (vdp) | `{-1: [bstr .cbor [tree_size, leaf_index, [hash, …]]]}` |
 //! | unprotected | -70001 | the statement (CBOR, [`super::Statement`]) |
-//! | payload | | the Merkle root of the group (32 bytes) |
+//! | payload | | nil: detached, the Merkle root of the group |
 //!
 //! The statement is the tree's leaf: an unprotected header is not signed itself, but the
-//! inclusion proof ties it to the signed root. Unlike the draft, the root is carried as the
-//! payload rather than detached, so that the verifier compares rather than recomputes it
-//! (the signature covers it either way).
+//! inclusion proof ties it to the signed root. As in the draft, the root is detached: the
+//! verifier computes it from the statement and the proof (RFC 9162, 2.1.3.2) and checks the
+//! signature over it. Receipts of earlier servers carried the root as the payload; they
+//! still open (the root they carry must equal the one computed).
 
 use ciborium_ll::{Encoder, Header};
 use coset::cbor::value::Value;
@@ -60,7 +61,7 @@ pub struct Unencoded {
 struct SignedGroup {
     /// The tag, the array head and the protected header.
     prefix: Vec<u8>,
-    /// The payload (the root) and the signature.
+    /// The payload (nil: the root is detached) and the signature.
     suffix: Vec<u8>,
 }
 
@@ -117,7 +118,9 @@ impl Unencoded {
         ]);
         let mut inclusion_bytes = Vec::new();
         let _ = ciborium::into_writer(&inclusion, &mut inclusion_bytes);
-        let mut receipt = group_sign1(key, &self.root());
+        let root = root_from_inclusion(&self.statement, self.index, self.tree_size, &self.path)
+            .expect("the receipt's own proof");
+        let mut receipt = group_sign1(key, &root);
         receipt.unprotected = HeaderBuilder::new()
             .value(
                 LABEL_VDP,
@@ -130,16 +133,10 @@ impl Unencoded {
             .build();
         receipt.to_tagged_vec().unwrap_or_default()
     }
-
-    /// The group's root, read back from the encoded suffix (tests).
-    #[cfg(test)]
-    fn root(&self) -> Vec<u8> {
-        self.signed.suffix[2..34].to_vec()
-    }
 }
 
-/// The group's COSE_Sign1: the protected header, the root as payload, the signature.
-fn group_sign1(key: &SigningKey, root: &[u8]) -> CoseSign1 {
+/// The group's COSE_Sign1: the protected header, the signature over the detached root.
+fn group_sign1(key: &SigningKey, root: &[u8; 32]) -> CoseSign1 {
     let protected = HeaderBuilder::new()
         .algorithm(iana::Algorithm::Ed25519)
         .key_id(key.verifying_key().to_bytes().to_vec())
@@ -147,8 +144,7 @@ fn group_sign1(key: &SigningKey, root: &[u8]) -> CoseSign1 {
         .build();
     CoseSign1Builder::new()
         .protected(protected)
-        .payload(root.to_vec())
-        .create_signature(b"", |tbs| key.sign(tbs).to_bytes().to_vec())
+        .create_detached_signature(root, b"", |tbs| key.sign(tbs).to_bytes().to_vec())
         .build()
 }
 
@@ -158,10 +154,10 @@ impl SignedGroup {
     fn new(sign1: &CoseSign1) -> Self {
         // Encoding a COSE_Sign1 of byte strings and integers cannot fail.
         let whole = sign1.clone().to_tagged_vec().unwrap_or_default();
-        let mut suffix = Vec::with_capacity(100);
+        let mut suffix = Vec::with_capacity(80);
         {
             let mut e = Encoder::from(&mut suffix);
-            let _ = e.bytes(sign1.payload.as_deref().unwrap_or_default(), None);
+            let _ = e.push(Header::Simple(ciborium_ll::simple::NULL));
             let _ = e.bytes(&sign1.signature, None);
         }
         // tag(18) [protected, {}, payload, signature]: the empty map (0xa0) sits just before
@@ -213,27 +209,13 @@ struct Tree {
 
 impl Tree {
     fn new(leaves: &[Vec<u8>]) -> Self {
-        let mut level: Vec<[u8; 32]> = leaves
-            .iter()
-            .map(|l| {
-                Sha256::new()
-                    .chain_update([0u8])
-                    .chain_update(l)
-                    .finalize()
-                    .into()
-            })
-            .collect();
+        let mut level: Vec<[u8; 32]> = leaves.iter().map(|l| leaf_hash(l)).collect();
         let mut levels = Vec::new();
         while level.len() > 1 {
             let next = level
                 .chunks(2)
                 .map(|pair| match pair {
-                    [l, r] => Sha256::new()
-                        .chain_update([1u8])
-                        .chain_update(l)
-                        .chain_update(r)
-                        .finalize()
-                        .into(),
+                    [l, r] => node_hash(l, r),
                     // The last node of an odd level goes up as it is.
                     unpaired => unpaired.first().copied().unwrap_or_default(),
                 })
@@ -265,6 +247,59 @@ impl Tree {
         }
         path
     }
+}
+
+/// RFC 9162's leaf hash: `SHA-256(0x00 ‖ leaf)`.
+fn leaf_hash(leaf: &[u8]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update([0u8])
+        .chain_update(leaf)
+        .finalize()
+        .into()
+}
+
+/// RFC 9162's node hash: `SHA-256(0x01 ‖ left ‖ right)`.
+fn node_hash(left: &[u8], right: &[u8]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update([1u8])
+        .chain_update(left)
+        .chain_update(right)
+        .finalize()
+        .into()
+}
+
+/// The root an inclusion proof leads to (RFC 9162, 2.1.3.2): leaf `index` of a tree of
+/// `size` leaves holds `statement`, and `path` is its proof, the hashes bottom up, back to
+/// back. `None` when the proof cannot be one of such a tree (the index out of range, the
+/// path too long or too short, a partial hash).
+pub fn root_from_inclusion(
+    statement: &[u8],
+    index: u64,
+    size: u64,
+    path: &[u8],
+) -> Option<[u8; 32]> {
+    if index >= size || !path.len().is_multiple_of(32) {
+        return None;
+    }
+    let (mut f, mut s) = (index, size - 1);
+    let mut r = leaf_hash(statement);
+    for p in path.chunks_exact(32) {
+        if s == 0 {
+            return None;
+        }
+        if f & 1 == 1 || f == s {
+            r = node_hash(p, &r);
+            while f & 1 == 0 && f != 0 {
+                f >>= 1;
+                s >>= 1;
+            }
+        } else {
+            r = node_hash(&r, p);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    (s == 0).then_some(r)
 }
 
 /// A receipt taken apart, its proof and signature checked.
@@ -316,6 +351,14 @@ fn as_u64(v: &Value) -> Option<u64> {
 pub fn open(receipt: &[u8]) -> Result<Opened, EnvelopeError> {
     let sign1 = CoseSign1::from_tagged_slice(receipt)
         .map_err(|e| malformed(format!("not a tagged COSE_Sign1: {e}")))?;
+    // One encoding only: what parses must be what `coset` writes back (a CBOR "undefined"
+    // for the nil payload, a longer length or integer encoding, would otherwise leave the
+    // signature valid over changed bytes).
+    if sign1.clone().to_tagged_vec().ok().as_deref() != Some(receipt) {
+        return Err(malformed(
+            "not in its canonical encoding (the bytes differ from the receipt they parse to)",
+        ));
+    }
     let p = &sign1.protected.header;
     if p.alg != Some(coset::Algorithm::Assigned(iana::Algorithm::Ed25519)) {
         return Err(malformed(format!(
@@ -339,11 +382,14 @@ pub fn open(receipt: &[u8]) -> Result<Opened, EnvelopeError> {
             )));
         }
     }
-    let root: [u8; 32] = sign1
-        .payload
-        .as_deref()
-        .and_then(|r| r.try_into().ok())
-        .ok_or_else(|| malformed("the payload must be the 32-byte Merkle root"))?;
+    // The root is detached (nil), or, in receipts of earlier servers, the payload.
+    let carried: Option<[u8; 32]> = match sign1.payload.as_deref() {
+        None => None,
+        Some(r) => Some(
+            r.try_into()
+                .map_err(|_| malformed("the payload must be nil (detached) or the 32-byte root"))?,
+        ),
+    };
     let u = &sign1.unprotected.rest;
     let statement = match header_value(u, LABEL_STATEMENT) {
         Some(Value::Bytes(b)) => b.clone(),
@@ -369,6 +415,12 @@ pub fn open(receipt: &[u8]) -> Result<Opened, EnvelopeError> {
     if !reader.is_empty() {
         return Err(malformed("bytes after the inclusion proof"));
     }
+    let mut again = Vec::with_capacity(proof_bytes.len());
+    if ciborium::into_writer(&proof, &mut again).is_err() || again != proof_bytes {
+        return Err(malformed(
+            "the inclusion proof is not in its canonical encoding",
+        ));
+    }
     let (tree_size, leaf_index, path) = match &proof {
         Value::Array(a) => match &a[..] {
             [size, index, Value::Array(path)] => (
@@ -387,22 +439,37 @@ pub fn open(receipt: &[u8]) -> Result<Opened, EnvelopeError> {
             _ => return Err(malformed("a proof hash is not 32 bytes")),
         }
     }
-    let root_hash = RootHash::<Sha256>::new(root.into(), tree_size);
-    root_hash
+    let root =
+        root_from_inclusion(&statement, leaf_index, tree_size, &hashes).ok_or_else(|| {
+            EnvelopeError::Inclusion(format!(
+                "no proof of leaf {leaf_index} of a tree of {tree_size} has {} hashes",
+                hashes.len() / 32
+            ))
+        })?;
+    // The same proof, checked by `ct_merkle` against the root it leads to.
+    RootHash::<Sha256>::new(root.into(), tree_size)
         .verify_inclusion(
             &statement.as_slice(),
             leaf_index,
             &InclusionProof::<Sha256>::from_bytes(hashes),
         )
         .map_err(|e| EnvelopeError::Inclusion(format!("{e:?}")))?;
+    if carried.is_some_and(|c| c != root) {
+        return Err(EnvelopeError::Inclusion(
+            "the proof does not lead to the root the receipt carries".into(),
+        ));
+    }
     let key = ed25519_dalek::VerifyingKey::from_bytes(&public_key)
         .map_err(|_| malformed("the kid is not an Ed25519 public key"))?;
-    sign1
-        .verify_signature(b"", |sig, tbs| {
-            let sig = ed25519_dalek::Signature::from_slice(sig).map_err(|_| ())?;
-            key.verify_strict(tbs, &sig).map_err(|_| ())
-        })
-        .map_err(|()| EnvelopeError::Signature)?;
+    let check = |sig: &[u8], tbs: &[u8]| {
+        let sig = ed25519_dalek::Signature::from_slice(sig).map_err(|_| ())?;
+        key.verify_strict(tbs, &sig).map_err(|_| ())
+    };
+    match carried {
+        None => sign1.verify_detached_signature(&root, b"", check),
+        Some(_) => sign1.verify_signature(b"", check),
+    }
+    .map_err(|()| EnvelopeError::Signature)?;
     Ok(Opened {
         public_key,
         statement,
@@ -437,12 +504,39 @@ mod tree_tests {
                 &theirs.root().as_bytes()[..],
                 "root of {n}"
             );
-            for i in 0..n {
+            for (i, leaf) in leaves.iter().enumerate() {
+                let path = ours.path(i);
                 assert_eq!(
-                    ours.path(i),
+                    path,
                     theirs.prove_inclusion(i).as_bytes(),
                     "path of leaf {i} of {n}"
                 );
+                // The proof leads back to the root, and only from its own place.
+                let (i64, n64) = (i as u64, n as u64);
+                assert_eq!(
+                    root_from_inclusion(leaf, i64, n64, &path),
+                    Some(ours.root()),
+                    "leaf {i} of {n}"
+                );
+                assert_eq!(root_from_inclusion(leaf, n64, n64, &path), None);
+                let short = &path[..path.len().saturating_sub(32)];
+                if !path.is_empty() {
+                    assert_ne!(
+                        root_from_inclusion(leaf, i64, n64, short),
+                        Some(ours.root())
+                    );
+                }
+                let mut long = path.clone();
+                long.extend_from_slice(&[0; 32]);
+                assert_eq!(root_from_inclusion(leaf, i64, n64, &long), None);
+                if n > 1 {
+                    let other = (i + 1) % n;
+                    assert_ne!(
+                        root_from_inclusion(leaf, other as u64, n64, &path),
+                        Some(ours.root()),
+                        "leaf {i} of {n} claimed at {other}"
+                    );
+                }
             }
         }
     }

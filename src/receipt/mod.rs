@@ -39,8 +39,42 @@ pub use error::ReceiptError;
 /// The domain of the receipt key's binding in attestation evidence.
 pub const REPORT_DATA_DOMAIN: &[u8] = b"confidant-receipt-v1";
 
-/// The statement format this server writes.
-pub const STATEMENT_VERSION: u32 = 1;
+/// The statement format this server writes: 2, a map with integer keys ([`key`]) and the
+/// audit chain hash as bytes. Version 1 (the same fields under their names, the chain hash
+/// as hex text) is still read.
+pub const STATEMENT_VERSION: u32 = 2;
+
+/// The integer keys of a version 2 statement, in the order they are written.
+pub mod key {
+    /// [`super::Statement::v`].
+    pub const V: u64 = 1;
+    /// [`super::Statement::rpc`].
+    pub const RPC: u64 = 2;
+    /// [`super::Statement::request_id`].
+    pub const REQUEST_ID: u64 = 3;
+    /// [`super::Statement::request`].
+    pub const REQUEST: u64 = 4;
+    /// [`super::Statement::response`].
+    pub const RESPONSE: u64 = 5;
+    /// [`super::Statement::model`].
+    pub const MODEL: u64 = 6;
+    /// [`super::Statement::version`].
+    pub const VERSION: u64 = 7;
+    /// [`super::Statement::manifest`].
+    pub const MANIFEST: u64 = 8;
+    /// [`super::Statement::epsilon`].
+    pub const EPSILON: u64 = 9;
+    /// [`super::Statement::audit_seq`].
+    pub const AUDIT_SEQ: u64 = 10;
+    /// [`super::Statement::audit_hash`] (32 bytes).
+    pub const AUDIT_HASH: u64 = 11;
+    /// [`super::Statement::time_ms`].
+    pub const TIME_MS: u64 = 12;
+    /// [`super::Statement::evidence`].
+    pub const EVIDENCE: u64 = 13;
+    /// How many keys a statement has.
+    pub const COUNT: usize = 13;
+}
 
 /// Request header: ask for a receipt, keying the request digest with this salt (hex, 16 to
 /// 64 bytes).
@@ -67,11 +101,13 @@ pub fn report_data(public_key: &[u8; 32]) -> [u8; 64] {
         .into()
 }
 
-/// What one receipt states. CBOR, a map with these keys in this order.
+/// What one receipt states. CBOR: in version 2, a map with the integer keys of [`key`], in
+/// that order, `audit_hash` as its 32 bytes; in version 1, the same fields under their names
+/// (serde's layout of this struct), `audit_hash` as hex text.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Statement {
-    /// [`STATEMENT_VERSION`].
+    /// [`STATEMENT_VERSION`] (or 1, read from an older receipt).
     pub v: u32,
     /// The call: `predict`, `model_infer` or `embeddings`.
     pub rpc: String,
@@ -104,9 +140,9 @@ pub struct Statement {
 }
 
 impl Statement {
-    /// The statement's CBOR bytes: a map with the fields' names as keys, in declaration
-    /// order, as serde writes it (written directly: the audit writer finishes one statement
-    /// per answer; a test compares the bytes with serde's).
+    /// The statement's CBOR bytes, in the layout of its version `v` (written directly: the
+    /// audit writer finishes one statement per answer; tests compare the bytes with
+    /// `ciborium`'s).
     pub fn to_cbor(&self) -> Vec<u8> {
         Fields {
             v: self.v,
@@ -126,26 +162,125 @@ impl Statement {
         .to_cbor()
     }
 
-    /// [`Self::to_cbor`] as serde writes it (what it must equal).
+    /// [`Self::to_cbor`] as `ciborium` writes it (what it must equal): serde's layout for
+    /// version 1, a map of [`key`]s built as a `ciborium` value for version 2.
     #[cfg(test)]
-    pub(crate) fn to_cbor_with_serde(&self) -> Vec<u8> {
+    pub(crate) fn to_cbor_with_ciborium(&self) -> Vec<u8> {
+        use ciborium::value::Value;
         let mut out = Vec::new();
-        let _ = ciborium::into_writer(self, &mut out);
+        if self.v == 1 {
+            let _ = ciborium::into_writer(self, &mut out);
+            return out;
+        }
+        let int = |k: u64| Value::Integer(k.into());
+        let map = Value::Map(vec![
+            (int(key::V), int(u64::from(self.v))),
+            (int(key::RPC), Value::Text(self.rpc.clone())),
+            (int(key::REQUEST_ID), Value::Text(self.request_id.clone())),
+            (int(key::REQUEST), Value::Bytes(self.request.clone())),
+            (int(key::RESPONSE), Value::Bytes(self.response.clone())),
+            (int(key::MODEL), Value::Text(self.model.clone())),
+            (int(key::VERSION), Value::Text(self.version.clone())),
+            (int(key::MANIFEST), Value::Bytes(self.manifest.clone())),
+            (int(key::EPSILON), Value::Float(self.epsilon)),
+            (int(key::AUDIT_SEQ), int(self.audit_seq)),
+            (
+                int(key::AUDIT_HASH),
+                Value::Bytes(hex::decode(&self.audit_hash).unwrap_or_default()),
+            ),
+            (int(key::TIME_MS), int(self.time_ms)),
+            (int(key::EVIDENCE), Value::Bytes(self.evidence.clone())),
+        ]);
+        let _ = ciborium::into_writer(&map, &mut out);
         out
     }
 
-    /// Parses a statement, refusing unknown keys and trailing bytes.
+    /// Parses a statement of version 2 (integer keys) or 1 (names), refusing unknown,
+    /// missing or repeated keys, a version that does not match the layout, digests that are
+    /// not 32 bytes (version 2), and trailing bytes.
     pub fn from_cbor(bytes: &[u8]) -> Result<Self, ReceiptError> {
+        use ciborium::value::Value;
+        let bad = |m: String| ReceiptError::Malformed(format!("the statement: {m}"));
         let mut reader = bytes;
-        let s: Self = ciborium::from_reader(&mut reader)
-            .map_err(|e| ReceiptError::Malformed(format!("the statement: {e}")))?;
+        let value: Value = ciborium::from_reader(&mut reader).map_err(|e| bad(e.to_string()))?;
         if !reader.is_empty() {
-            return Err(ReceiptError::Malformed(format!(
-                "the statement: {} bytes after its end",
-                reader.len()
+            return Err(bad(format!("{} bytes after its end", reader.len())));
+        }
+        let Value::Map(entries) = value else {
+            return Err(bad("not a map".into()));
+        };
+        if matches!(entries.first(), Some((Value::Text(_), _))) {
+            // Version 1: the fields under their names.
+            let s: Self = ciborium::from_reader(bytes).map_err(|e| bad(e.to_string()))?;
+            if s.v != 1 {
+                return Err(bad(format!(
+                    "version {} written with version 1's named keys",
+                    s.v
+                )));
+            }
+            return Ok(s);
+        }
+        let mut fields: [Option<Value>; key::COUNT] = Default::default();
+        for (k, v) in entries {
+            let slot = match &k {
+                Value::Integer(i) => u64::try_from(i128::from(*i))
+                    .ok()
+                    .and_then(|k| k.checked_sub(1))
+                    .and_then(|k| fields.get_mut(usize::try_from(k).ok()?)),
+                _ => None,
+            };
+            let Some(slot) = slot else {
+                return Err(bad(format!("unknown key {k:?}")));
+            };
+            if slot.replace(v).is_some() {
+                return Err(bad(format!("key {k:?} is repeated")));
+            }
+        }
+        let mut take = |k: u64| {
+            fields
+                .get_mut((k - 1) as usize)
+                .and_then(Option::take)
+                .ok_or_else(|| bad(format!("no key {k}")))
+        };
+        let uint = |k: u64, v: Value| {
+            match v {
+                Value::Integer(i) => u64::try_from(i128::from(i)).ok(),
+                _ => None,
+            }
+            .ok_or_else(|| bad(format!("key {k} must be an unsigned integer")))
+        };
+        let text = |k: u64, v: Value| match v {
+            Value::Text(t) => Ok(t),
+            _ => Err(bad(format!("key {k} must be text"))),
+        };
+        let digest = |k: u64, v: Value| match v {
+            Value::Bytes(b) if b.len() == 32 => Ok(b),
+            _ => Err(bad(format!("key {k} must be 32 bytes"))),
+        };
+        let v = uint(key::V, take(key::V)?)?;
+        if v != 2 {
+            return Err(bad(format!(
+                "version {v} written with version 2's integer keys"
             )));
         }
-        Ok(s)
+        Ok(Self {
+            v: 2,
+            rpc: text(key::RPC, take(key::RPC)?)?,
+            request_id: text(key::REQUEST_ID, take(key::REQUEST_ID)?)?,
+            request: digest(key::REQUEST, take(key::REQUEST)?)?,
+            response: digest(key::RESPONSE, take(key::RESPONSE)?)?,
+            model: text(key::MODEL, take(key::MODEL)?)?,
+            version: text(key::VERSION, take(key::VERSION)?)?,
+            manifest: digest(key::MANIFEST, take(key::MANIFEST)?)?,
+            epsilon: match take(key::EPSILON)? {
+                Value::Float(f) => f,
+                _ => return Err(bad(format!("key {} must be a float", key::EPSILON))),
+            },
+            audit_seq: uint(key::AUDIT_SEQ, take(key::AUDIT_SEQ)?)?,
+            audit_hash: hex::encode(digest(key::AUDIT_HASH, take(key::AUDIT_HASH)?)?),
+            time_ms: uint(key::TIME_MS, take(key::TIME_MS)?)?,
+            evidence: digest(key::EVIDENCE, take(key::EVIDENCE)?)?,
+        })
     }
 }
 
@@ -186,12 +321,13 @@ impl Fields<'_> {
         }
     }
 
-    /// The fields as serde writes a [`Statement`]: a map, names as keys, in order.
+    /// The statement's CBOR in its version's layout.
     fn to_cbor(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(448);
+        let mut out = Vec::with_capacity(STATEMENT_CAPACITY);
         self.write_head(&mut out);
         write_tail(
             &mut out,
+            self.v,
             self.audit_seq,
             self.audit_hash,
             self.time_ms,
@@ -206,44 +342,74 @@ impl Fields<'_> {
         use ciborium_ll::{Encoder, Header};
         let mut e = Encoder::from(out);
         // Writing into a Vec cannot fail.
-        let text = |e: &mut Encoder<&mut Vec<u8>>, t: &str| {
-            let _ = e.text(t, None);
+        let _ = e.push(Header::Map(Some(key::COUNT)));
+        // Version 1 names its keys; version 2 numbers them.
+        let named = self.v == 1;
+        let k = |e: &mut Encoder<&mut Vec<u8>>, number: u64, name: &str| {
+            let _ = if named {
+                e.text(name, None)
+            } else {
+                e.push(Header::Positive(number))
+            };
         };
-        let _ = e.push(Header::Map(Some(13)));
-        text(&mut e, "v");
+        k(&mut e, key::V, "v");
         let _ = e.push(Header::Positive(u64::from(self.v)));
-        text(&mut e, "rpc");
-        text(&mut e, self.rpc);
-        text(&mut e, "request_id");
-        text(&mut e, self.request_id);
-        text(&mut e, "request");
+        k(&mut e, key::RPC, "rpc");
+        let _ = e.text(self.rpc, None);
+        k(&mut e, key::REQUEST_ID, "request_id");
+        let _ = e.text(self.request_id, None);
+        k(&mut e, key::REQUEST, "request");
         let _ = e.bytes(self.request, None);
-        text(&mut e, "response");
+        k(&mut e, key::RESPONSE, "response");
         let _ = e.bytes(self.response, None);
-        text(&mut e, "model");
-        text(&mut e, self.model);
-        text(&mut e, "version");
-        text(&mut e, self.version);
-        text(&mut e, "manifest");
+        k(&mut e, key::MODEL, "model");
+        let _ = e.text(self.model, None);
+        k(&mut e, key::VERSION, "version");
+        let _ = e.text(self.version, None);
+        k(&mut e, key::MANIFEST, "manifest");
         let _ = e.bytes(self.manifest, None);
-        text(&mut e, "epsilon");
+        k(&mut e, key::EPSILON, "epsilon");
         let _ = e.push(Header::Float(self.epsilon));
-        text(&mut e, "audit_seq");
+        k(&mut e, key::AUDIT_SEQ, "audit_seq");
     }
 }
 
+/// Room for a whole statement: a prepared one is finished in place.
+const STATEMENT_CAPACITY: usize = 384;
+
 /// The statement's entries from `audit_seq`'s value on: what the audit writer adds once it has
 /// chained the call's record.
-fn write_tail(out: &mut Vec<u8>, audit_seq: u64, audit_hash: &str, time_ms: u64, evidence: &[u8]) {
+fn write_tail(
+    out: &mut Vec<u8>,
+    v: u32,
+    audit_seq: u64,
+    audit_hash: &str,
+    time_ms: u64,
+    evidence: &[u8],
+) {
     use ciborium_ll::{Encoder, Header};
     let mut e = Encoder::from(out);
     // Writing into a Vec cannot fail.
     let _ = e.push(Header::Positive(audit_seq));
-    let _ = e.text("audit_hash", None);
-    let _ = e.text(audit_hash, None);
-    let _ = e.text("time_ms", None);
-    let _ = e.push(Header::Positive(time_ms));
-    let _ = e.text("evidence", None);
+    if v == 1 {
+        let _ = e.text("audit_hash", None);
+        let _ = e.text(audit_hash, None);
+        let _ = e.text("time_ms", None);
+        let _ = e.push(Header::Positive(time_ms));
+        let _ = e.text("evidence", None);
+    } else {
+        let _ = e.push(Header::Positive(key::AUDIT_HASH));
+        // The log's chain hash is always 64 hex digits (a SHA-256).
+        let mut raw = [0u8; 32];
+        match hex::decode_to_slice(audit_hash, &mut raw) {
+            Ok(()) => e.bytes(&raw, None),
+            Err(_) => e.bytes(&hex::decode(audit_hash).unwrap_or_default(), None),
+        }
+        .ok();
+        let _ = e.push(Header::Positive(key::TIME_MS));
+        let _ = e.push(Header::Positive(time_ms));
+        let _ = e.push(Header::Positive(key::EVIDENCE));
+    }
     let _ = e.bytes(evidence, None);
 }
 
@@ -423,7 +589,7 @@ impl Draft<'_> {
     /// [`Prepared::finish`] adds: the answer's own task does this, so that the audit writer
     /// only appends what it alone knows.
     pub fn prepare(self) -> Prepared {
-        let mut head = Vec::with_capacity(448);
+        let mut head = Vec::with_capacity(STATEMENT_CAPACITY);
         self.fields(0, "", 0).write_head(&mut head);
         Prepared {
             signer: self.signer,
@@ -459,18 +625,25 @@ pub struct Prepared {
 
 impl Prepared {
     /// The statement's CBOR, now that the call's record is `audit_seq`, with chain hash
-    /// `audit_hash`, at `time_ms`: the same bytes as [`Draft::statement_cbor`].
-    pub fn finish(&self, audit_seq: u64, audit_hash: &str, time_ms: u64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.head.len() + 128);
-        out.extend_from_slice(&self.head);
+    /// `audit_hash`, at `time_ms`: the same bytes as [`Draft::statement_cbor`]; and who
+    /// signs it.
+    pub fn finish(
+        self,
+        audit_seq: u64,
+        audit_hash: &str,
+        time_ms: u64,
+    ) -> (Vec<u8>, Arc<ReceiptSigner>) {
+        // Finished in place: the head was allocated with room for the rest.
+        let mut out = self.head;
         write_tail(
             &mut out,
+            STATEMENT_VERSION,
             audit_seq,
             audit_hash,
             time_ms,
             &self.signer.evidence_sha256,
         );
-        out
+        (out, self.signer)
     }
 }
 

@@ -221,7 +221,7 @@ fn a_receipt_of_another_server_is_refused() {
         v.failures
     );
     // A receipt signed by B's key, claiming A's evidence digest: the binding still fails.
-    let statement = draft(&a, 0).statement(1, "00", 0).to_cbor();
+    let statement = draft(&a, 0).statement(1, &"00".repeat(32), 0).to_cbor();
     let forged = b.sign_group(&[statement]);
     let v = verify(&forged[0], &against(&a, &policy_a));
     let names: Vec<&str> = v.checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
@@ -350,7 +350,7 @@ fn receipts_encode_as_coset_encodes_them() {
 }
 
 #[test]
-fn statements_encode_as_serde_encodes_them() {
+fn statements_encode_as_ciborium_encodes_them() {
     let (signer, _) = server("server A");
     for (i, epsilon) in [0.0, 0.5, 1.0 / 3.0, 1e300, 65504.0]
         .into_iter()
@@ -358,29 +358,87 @@ fn statements_encode_as_serde_encodes_them() {
     {
         let mut d = draft(&signer, i);
         d.epsilon = epsilon;
-        let st = d.statement(
-            u64::from(u32::MAX) + i as u64,
-            &"cd".repeat(32),
-            1_700_000_000_000,
-        );
-        assert_eq!(st.to_cbor(), st.to_cbor_with_serde(), "epsilon {epsilon}");
+        let seq = u64::from(u32::MAX) + i as u64;
+        let st = d.statement(seq, &"cd".repeat(32), 1_700_000_000_000);
+        assert_eq!(st.v, STATEMENT_VERSION);
         assert_eq!(
-            d.statement_cbor(
-                u64::from(u32::MAX) + i as u64,
-                &"cd".repeat(32),
-                1_700_000_000_000
-            ),
+            st.to_cbor(),
+            st.to_cbor_with_ciborium(),
+            "epsilon {epsilon}"
+        );
+        assert_eq!(
+            d.statement_cbor(seq, &"cd".repeat(32), 1_700_000_000_000),
             st.to_cbor()
         );
         assert_eq!(Statement::from_cbor(&st.to_cbor()).unwrap(), st);
+        // Version 1 (names as keys, the hash as hex text), as earlier servers wrote it.
+        let v1 = Statement { v: 1, ..st.clone() };
+        assert_eq!(
+            v1.to_cbor(),
+            v1.to_cbor_with_ciborium(),
+            "epsilon {epsilon}"
+        );
+        assert_eq!(Statement::from_cbor(&v1.to_cbor()).unwrap(), v1);
+        // Version 2 is the smaller: integer keys, the hash as its 32 bytes.
+        assert!(st.to_cbor().len() + 100 < v1.to_cbor().len());
     }
+}
+
+#[test]
+fn a_statement_that_breaks_its_layout_is_refused() {
+    use ciborium::value::Value;
+    let (signer, _) = server("server A");
+    let st = draft(&signer, 1).statement(9, &"cd".repeat(32), 1_700_000_000_000);
+    let value: Value = ciborium::from_reader(&st.to_cbor()[..]).unwrap();
+    let Value::Map(entries) = value else {
+        panic!("a map")
+    };
+    let encode = |entries: Vec<(Value, Value)>| {
+        let mut out = Vec::new();
+        ciborium::into_writer(&Value::Map(entries), &mut out).unwrap();
+        out
+    };
+    let refused = |bytes: Vec<u8>, why: &str| {
+        let e = Statement::from_cbor(&bytes).expect_err(why).to_string();
+        assert!(e.contains(why), "{e} (expected {why:?})");
+    };
+    // A key missing, repeated, unknown; a digest of the wrong length; a wrong type.
+    let mut missing = entries.clone();
+    missing.remove(10);
+    refused(encode(missing), "no key 11");
+    let mut repeated = entries.clone();
+    repeated.push(entries[0].clone());
+    refused(encode(repeated), "repeated");
+    let mut unknown = entries.clone();
+    unknown.push((Value::Integer(14.into()), Value::Integer(0.into())));
+    refused(encode(unknown), "unknown key");
+    let mut short = entries.clone();
+    short[10].1 = Value::Bytes(vec![0; 31]);
+    refused(encode(short), "key 11 must be 32 bytes");
+    let mut text = entries.clone();
+    text[1].1 = Value::Bytes(b"predict".to_vec());
+    refused(encode(text), "key 2 must be text");
+    // The version must match the layout.
+    let mut v1 = entries.clone();
+    v1[0].1 = Value::Integer(1.into());
+    refused(
+        encode(v1),
+        "version 1 written with version 2's integer keys",
+    );
+    let named = Statement { v: 2, ..st.clone() };
+    let mut serde_bytes = Vec::new();
+    ciborium::into_writer(&named, &mut serde_bytes).unwrap();
+    refused(serde_bytes, "version 2 written with version 1's named keys");
+    // Trailing bytes.
+    let mut trailing = st.to_cbor();
+    trailing.push(0);
+    refused(trailing, "1 bytes after its end");
 }
 
 #[test]
 fn a_prepared_statement_is_finished_into_the_same_bytes() {
     let (signer, _) = server("server A");
     let d = draft(&signer, 7);
-    let prepared = draft(&signer, 7).prepare();
     for seq in [
         0,
         1,
@@ -394,11 +452,111 @@ fn a_prepared_statement_is_finished_into_the_same_bytes() {
     ] {
         for time_ms in [0, 1_700_000_000_000] {
             let hash = "ef".repeat(32);
+            let (statement, signer) = draft(&signer, 7).prepare().finish(seq, &hash, time_ms);
+            assert!(Arc::ptr_eq(&signer, &d.signer));
             assert_eq!(
-                prepared.finish(seq, &hash, time_ms),
-                d.statement(seq, &hash, time_ms).to_cbor_with_serde(),
+                statement,
+                d.statement(seq, &hash, time_ms).to_cbor_with_ciborium(),
                 "seq {seq}"
             );
         }
+    }
+}
+
+/// A receipt as servers before statement version 2 wrote it: a version 1 statement, and the
+/// group's root carried as the payload (here a group of two, so that the proof has a hash).
+fn earlier_layout(signer: &Arc<ReceiptSigner>, root_of: impl Fn([u8; 32]) -> [u8; 32]) -> Vec<u8> {
+    use coset::cbor::value::Value;
+    use coset::{CoseSign1Builder, HeaderBuilder, TaggedCborSerializable as _, iana};
+    use ed25519_dalek::Signer as _;
+    let statement = Statement {
+        v: 1,
+        ..draft(signer, 0).statement(5, &"ab".repeat(32), 1_700_000_000_000)
+    }
+    .to_cbor();
+    let sibling = [9u8; 32];
+    let leaf: [u8; 32] = sha2::Sha256::new()
+        .chain_update([0u8])
+        .chain_update(&statement)
+        .finalize()
+        .into();
+    let root: [u8; 32] = sha2::Sha256::new()
+        .chain_update([1u8])
+        .chain_update(leaf)
+        .chain_update(sibling)
+        .finalize()
+        .into();
+    let mut proof = Vec::new();
+    ciborium::into_writer(
+        &Value::Array(vec![
+            Value::Integer(2.into()),
+            Value::Integer(0.into()),
+            Value::Array(vec![Value::Bytes(sibling.to_vec())]),
+        ]),
+        &mut proof,
+    )
+    .unwrap();
+    let key = &signer.key;
+    CoseSign1Builder::new()
+        .protected(
+            HeaderBuilder::new()
+                .algorithm(iana::Algorithm::Ed25519)
+                .key_id(signer.public_key().to_vec())
+                .value(envelope::LABEL_VDS, Value::Integer(1.into()))
+                .build(),
+        )
+        .unprotected(
+            HeaderBuilder::new()
+                .value(
+                    envelope::LABEL_VDP,
+                    Value::Map(vec![(
+                        Value::Integer(envelope::VDP_INCLUSION.into()),
+                        Value::Array(vec![Value::Bytes(proof)]),
+                    )]),
+                )
+                .value(envelope::LABEL_STATEMENT, Value::Bytes(statement))
+                .build(),
+        )
+        .payload(root_of(root).to_vec())
+        .create_signature(b"", |tbs| key.sign(tbs).to_bytes().to_vec())
+        .build()
+        .to_tagged_vec()
+        .unwrap()
+}
+
+#[test]
+fn a_receipt_in_the_earlier_layout_still_verifies() {
+    let (signer, m) = server("server A");
+    let policy = pinning(&m);
+    let v = verify(&earlier_layout(&signer, |r| r), &against(&signer, &policy));
+    assert!(v.accepted(), "{:?}", v.failures);
+    assert_eq!(v.statement.as_ref().unwrap()["v"], 1);
+    assert_eq!(v.statement.as_ref().unwrap()["audit_hash"], "ab".repeat(32));
+    // Signed over another root than the proof leads to: refused, though the signature is good.
+    let v = verify(
+        &earlier_layout(&signer, |mut r| {
+            r[0] ^= 1;
+            r
+        }),
+        &against(&signer, &policy),
+    );
+    assert!(!v.accepted());
+    assert!(
+        v.failures
+            .iter()
+            .any(|f| f.contains("does not lead to the root the receipt carries")),
+        "{:?}",
+        v.failures
+    );
+}
+
+#[test]
+fn the_root_is_detached() {
+    let (signer, _) = server("server A");
+    for receipt in group(&signer, 3) {
+        let sign1 =
+            <coset::CoseSign1 as coset::TaggedCborSerializable>::from_tagged_slice(&receipt)
+                .unwrap();
+        assert_eq!(sign1.payload, None);
     }
 }

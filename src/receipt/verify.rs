@@ -2,7 +2,8 @@
 //!
 //! 1. `envelope`: a tagged COSE_Sign1 of the receipt layout, its inclusion proof leading from
 //!    the statement to the signed root, and the Ed25519 signature under the key it names.
-//! 2. `statement`: the statement parses (version 1, every field, nothing else).
+//! 2. `statement`: the statement parses (version 2, or 1 from earlier servers; every field,
+//!    nothing else).
 //! 3. `evidence_digest`: the statement names exactly these evidence bytes (SHA-256).
 //! 4. `evidence`: the evidence verifies against the caller's policy at the given time.
 //! 5. `key_binding`: the evidence's report_data binds the receipt's key
@@ -89,7 +90,7 @@ pub fn verify(receipt: &[u8], with: &Against<'_>) -> ReceiptVerdict {
     };
     let statement = opened.as_ref().map(|o| Statement::from_cbor(&o.statement));
     let statement = match statement {
-        Some(Ok(s)) if s.v == super::STATEMENT_VERSION => {
+        Some(Ok(s)) if matches!(s.v, 1 | super::STATEMENT_VERSION) => {
             check("statement", true, format!("version {}", s.v));
             Some(s)
         }
