@@ -46,8 +46,8 @@ use zeroize::Zeroizing;
 
 use encode::*;
 pub use journal::{DEFAULT_JOURNAL_BYTES, JOURNAL_FILE};
-pub use queue::Durable;
 use queue::*;
+pub use queue::{Durable, RECEIPT_LINGER, ReceiptExpected};
 use record::*;
 pub use record::{Event, PredictEvent, Record, checkpoint_message, retention_message};
 use segments::*;
@@ -182,6 +182,9 @@ pub struct AuditConfig {
     /// The journal's ring, in bytes (see [`journal`]): an answer leaves once its event is
     /// journaled. 0: no journal, and an answer waits until the writer has written its record.
     pub journal_bytes: usize,
+    /// How long the writer gathers a group whose only waiters want receipts while more calls
+    /// that will carry one are under way ([`AuditLog::expect_receipt`]).
+    pub receipt_linger: Duration,
 }
 
 impl Default for AuditConfig {
@@ -194,6 +197,7 @@ impl Default for AuditConfig {
             retention: None,
             max_bytes: None,
             journal_bytes: DEFAULT_JOURNAL_BYTES,
+            receipt_linger: RECEIPT_LINGER,
         }
     }
 }
@@ -434,6 +438,7 @@ impl AuditLog {
                 ..Pending::default()
             }),
             ready: std::sync::Condvar::new(),
+            expected_receipts: std::sync::atomic::AtomicUsize::new(0),
         });
         let worker = std::thread::Builder::new()
             .name("audit-writer".into())

@@ -3,6 +3,7 @@
 //! and whoever must know when it is safe (an answer, an admin event) gets what to wait for.
 
 use super::*;
+use std::sync::atomic::Ordering;
 
 /// The events on their way to the writer, in the order they were appended: each event's
 /// canonical JSON object, back to back in one buffer. Appending is a copy under a lock: no
@@ -40,14 +41,16 @@ pub(super) struct Queued {
     pub(super) journaled: Option<usize>,
 }
 
-/// How long the writer gathers a group whose only waiters want receipts, once the first of
-/// them arrived. One Ed25519 signature (about 20 µs) covers the whole group: without
+/// The default of [`AuditConfig::receipt_linger`]: how long the writer gathers a group whose
+/// only waiters want receipts, once the first of them arrived, while more calls that will
+/// carry one are under way (it does not wait for calls that nobody started: at low load a
+/// receipt is signed at once). One Ed25519 signature (about 20 µs) covers the whole group: without
 /// gathering, groups of one or two spent about 10 µs of signing per answer. Longer
 /// gathering (250 to 500 µs) measured no better: the answers wait longer (BENCHMARKS.md,
 /// receipts). Under load the groups are larger than [`RECEIPT_GROUP`] anyway (what queues
 /// while the writer works goes with the next group; the signing task also signs together
 /// the groups that reach it at once).
-pub(super) const RECEIPT_LINGER: Duration = Duration::from_micros(100);
+pub const RECEIPT_LINGER: Duration = Duration::from_micros(100);
 /// A receipts' gathering ends early once this many receipts wait.
 pub(super) const RECEIPT_GROUP: usize = 32;
 
@@ -60,8 +63,9 @@ pub(super) enum Want {
     /// A thread blocked until the event is fsync'd.
     Blocking(std::sync::mpsc::Sender<()>),
     /// An answer that carries a receipt: it waits for the writer, which alone knows the
-    /// record's place in the chain that the receipt states.
-    Receipt(crate::receipt::Prepared),
+    /// record's place in the chain that the receipt states (and, if it said so, the call
+    /// is no longer expected).
+    Receipt(crate::receipt::Prepared, Option<ReceiptExpected>),
 }
 
 /// Whom the writer tells that an event is on disk.
@@ -142,6 +146,48 @@ pub(super) struct Queue {
     pub(super) pending: Mutex<Pending>,
     /// Signalled when an event lands in an empty queue, and on close.
     pub(super) ready: std::sync::Condvar,
+    /// Calls that will carry a receipt and have not queued their record yet
+    /// ([`AuditLog::expect_receipt`]): while there are none, gathering a receipts' group
+    /// waits for nobody, and the writer does not linger.
+    pub(super) expected_receipts: std::sync::atomic::AtomicUsize,
+}
+
+/// A call that will queue a record with a receipt ([`AuditLog::expect_receipt`]): counted
+/// until the record is queued ([`AuditLog::append_predict_with_receipt`]) or the call ends
+/// without one (drop).
+#[must_use = "the writer waits for an expected receipt until it is queued or dropped"]
+pub struct ReceiptExpected {
+    queue: Option<Arc<Queue>>,
+}
+
+impl ReceiptExpected {
+    /// Counts off this call as its record is queued (under the queue's lock): how many
+    /// are still expected.
+    fn arrived(mut self) -> usize {
+        self.queue.take().map_or(usize::MAX, |q| {
+            q.expected_receipts.fetch_sub(1, Ordering::AcqRel) - 1
+        })
+    }
+}
+
+impl Drop for ReceiptExpected {
+    fn drop(&mut self) {
+        // The call ends without a record: if it was the last one expected, a gathering
+        // writer stops waiting for it (under the lock, so that the wake-up cannot fall
+        // between its check and its wait).
+        if let Some(q) = self.queue.take()
+            && q.expected_receipts.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            drop(q.lock());
+            q.ready.notify_one();
+        }
+    }
+}
+
+impl std::fmt::Debug for ReceiptExpected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReceiptExpected")
+    }
 }
 
 impl Queue {
@@ -170,18 +216,34 @@ impl AuditLog {
             .ok_or(AuditError::Stopped)
     }
 
+    /// Says that a call will queue a record with a receipt: while such calls are under
+    /// way, the writer gathers the receipts that are already queued a little longer (up to
+    /// [`AuditConfig::receipt_linger`]), so that one signature covers them too; once none is, it signs at
+    /// once. Pass the token to [`Self::append_predict_with_receipt`], or drop it.
+    pub fn expect_receipt(&self) -> ReceiptExpected {
+        self.queue.expected_receipts.fetch_add(1, Ordering::AcqRel);
+        ReceiptExpected {
+            queue: Some(Arc::clone(&self.queue)),
+        }
+    }
+
     /// Queues a Predict event whose answer carries a receipt: what it returns gives the
     /// receipt once the writer has chained and written the record (the receipt states the
-    /// record's sequence number and chain hash, which only the writer knows).
+    /// record's sequence number and chain hash, which only the writer knows). `expected`:
+    /// the call's [`Self::expect_receipt`], if it said so.
     pub fn append_predict_with_receipt(
         &self,
         event: &PredictEvent<'_>,
         draft: crate::receipt::Draft<'_>,
+        expected: Option<ReceiptExpected>,
     ) -> Result<Durable, AuditError> {
         // Encoded here, in the answer's task: the writer only adds the record's place.
         let prepared = draft.prepare();
-        self.enqueue(|out| compact::write(out, event), Want::Receipt(prepared))?
-            .ok_or(AuditError::Stopped)
+        self.enqueue(
+            |out| compact::write(out, event),
+            Want::Receipt(prepared, expected),
+        )?
+        .ok_or(AuditError::Stopped)
     }
 
     /// Queues an event; it reaches disk with the next group fsync.
@@ -248,6 +310,8 @@ impl AuditLog {
             }
             None => None,
         };
+        // How many receipts are still expected once this one is queued (`None`: not said).
+        let mut still_expected = None;
         let (waiter, durable) = match want {
             Want::Nothing => (None, None),
             Want::Answer if journaled.is_some() => (None, Some(Durable(DurableState::Journaled))),
@@ -259,8 +323,9 @@ impl AuditLog {
                 )
             }
             Want::Blocking(done) => (Some(Waiter::Blocking(done)), None),
-            Want::Receipt(draft) => {
+            Want::Receipt(draft, expected) => {
                 let (done, wait) = tokio::sync::oneshot::channel();
+                still_expected = expected.map(ReceiptExpected::arrived);
                 (
                     Some(Waiter::Receipt(draft, done)),
                     Some(Durable(DurableState::Receipt(wait))),
@@ -279,11 +344,13 @@ impl AuditLog {
         });
         // The first event wakes the writer; so does the first that someone waits for (it
         // ends a gathering).
-        // (The first answer that waits without a receipt also ends a receipts' gathering.)
+        // (The first answer that waits without a receipt also ends a receipts' gathering,
+        // as does the last receipt expected.)
         let wake = pending.events.len() == 1
             || (waited && pending.waiting == 1)
             || (waited && !receipt && pending.waiting - pending.waiting_receipts == 1)
-            || (receipt && pending.waiting_receipts == RECEIPT_GROUP);
+            || (receipt && pending.waiting_receipts == RECEIPT_GROUP)
+            || still_expected == Some(0);
         drop(guard);
         if wake {
             self.queue.ready.notify_one();

@@ -222,6 +222,7 @@ fn retained_log(dir: &Path) {
             retention: Some(Duration::from_millis(200)),
             max_bytes: None,
             journal_bytes: DEFAULT_JOURNAL_BYTES,
+            receipt_linger: RECEIPT_LINGER,
         },
     );
     for i in 0..12 {
@@ -742,6 +743,7 @@ fn a_failed_write_is_retried_until_it_lands_and_the_chain_stays_whole() {
             retention: None,
             max_bytes: None,
             journal_bytes: DEFAULT_JOURNAL_BYTES,
+            receipt_linger: RECEIPT_LINGER,
         },
     );
     // The second segment is a device on which every write fails with ENOSPC.
@@ -960,5 +962,140 @@ fn a_size_cap_rotates_out_the_oldest_segments_behind_a_signed_retention_record()
             .iter()
             .any(|r| matches!(r.event, Event::Retention { .. })),
         "a signed retention record"
+    );
+}
+
+/// A receipts' audit log whose gathering would outlast the test: only the calls it expects
+/// can end it.
+fn receipts_log(dir: &Path) -> (AuditLog, Arc<crate::receipt::ReceiptSigner>) {
+    let log = open_log(
+        dir,
+        AuditConfig {
+            receipt_linger: Duration::from_secs(600),
+            ..AuditConfig::default()
+        },
+    );
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let signer = Arc::new(crate::receipt::ReceiptSigner::from_parts(
+        key,
+        b"{}".to_vec(),
+    ));
+    (log, signer)
+}
+
+fn receipt_event(id: &str) -> PredictEvent<'_> {
+    PredictEvent {
+        request_id: id,
+        principal: "alice",
+        model: "m@1",
+        purpose: None,
+        subject: None,
+        input_hmac: None,
+        output_argmax: &[0],
+        flagged_rows: &[],
+        rows: 1,
+        latency_us: 1,
+        decision: "allow",
+        reason: "OK",
+        epsilon: 0.0,
+        rpc: None,
+    }
+}
+
+fn receipt_draft(
+    signer: &Arc<crate::receipt::ReceiptSigner>,
+    id: &str,
+) -> crate::receipt::Draft<'static> {
+    crate::receipt::Draft {
+        signer: Arc::clone(signer),
+        rpc: "predict",
+        request_id: id.to_string().into(),
+        request: [1; 32],
+        response: [2; 32],
+        model: "m".into(),
+        version: "1".into(),
+        manifest: [3; 32],
+        epsilon: 0.0,
+    }
+}
+
+/// The size of the group a receipt was signed in.
+fn group_size(receipt: &[u8]) -> u64 {
+    crate::receipt::envelope::open(receipt).unwrap().tree_size
+}
+
+async fn receipt_of(durable: Durable) -> Vec<u8> {
+    tokio::time::timeout(Duration::from_secs(60), durable.wait_for_receipt())
+        .await
+        .expect("the receipt came without the gathering's full length")
+        .unwrap()
+        .expect("a receipt")
+}
+
+#[tokio::test]
+async fn a_receipt_nobody_else_is_expected_with_is_signed_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let (log, signer) = receipts_log(d.path());
+    let expected = log.expect_receipt();
+    let durable = log
+        .append_predict_with_receipt(
+            &receipt_event("a"),
+            receipt_draft(&signer, "a"),
+            Some(expected),
+        )
+        .unwrap();
+    assert_eq!(group_size(&receipt_of(durable).await), 1);
+    // Without saying so beforehand: the same.
+    let durable = log
+        .append_predict_with_receipt(&receipt_event("b"), receipt_draft(&signer, "b"), None)
+        .unwrap();
+    assert_eq!(group_size(&receipt_of(durable).await), 1);
+    assert_eq!(
+        log.queue
+            .expected_receipts
+            .load(std::sync::atomic::Ordering::Acquire),
+        0
+    );
+}
+
+#[tokio::test]
+async fn the_gathering_waits_for_the_receipts_under_way_and_ends_when_they_arrive_or_fail() {
+    let d = tempfile::tempdir().unwrap();
+    let (log, signer) = receipts_log(d.path());
+    // Two calls under way: the first one's receipt waits for the second (which only its
+    // arrival can end, the gathering being 600 s), and both are signed in one group.
+    let (first, second) = (log.expect_receipt(), log.expect_receipt());
+    let a = log
+        .append_predict_with_receipt(
+            &receipt_event("a"),
+            receipt_draft(&signer, "a"),
+            Some(first),
+        )
+        .unwrap();
+    let b = log
+        .append_predict_with_receipt(
+            &receipt_event("b"),
+            receipt_draft(&signer, "b"),
+            Some(second),
+        )
+        .unwrap();
+    let (ra, rb) = (receipt_of(a).await, receipt_of(b).await);
+    assert_eq!((group_size(&ra), group_size(&rb)), (2, 2));
+    // A call under way that fails before its record is queued ends the gathering too.
+    let (first, failing) = (log.expect_receipt(), log.expect_receipt());
+    let a = log
+        .append_predict_with_receipt(
+            &receipt_event("c"),
+            receipt_draft(&signer, "c"),
+            Some(first),
+        )
+        .unwrap();
+    drop(failing);
+    assert_eq!(group_size(&receipt_of(a).await), 1);
+    assert_eq!(
+        log.queue
+            .expected_receipts
+            .load(std::sync::atomic::Ordering::Acquire),
+        0
     );
 }

@@ -12,6 +12,7 @@ use std::io::{Seek, SeekFrom, Write};
 use ed25519_dalek::{Signer, SigningKey};
 
 use super::*;
+use std::sync::atomic::Ordering;
 
 pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, queue: &Queue) {
     let mut buf = Vec::with_capacity(64 * 1024);
@@ -79,20 +80,24 @@ pub(super) fn writer(mut st: State, signing: SigningKey, config: AuditConfig, qu
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
             }
+            let expected = || queue.expected_receipts.load(Ordering::Acquire) > 0;
             if pending.waiting > 0
                 && pending.waiting == pending.waiting_receipts
                 && !pending.closed
                 && pending.events.len() < 4096
+                && expected()
             {
-                // Only receipts wait: gather a little more, so that one signature covers
-                // more of them (an answer that waits for its record ends this at once).
+                // Only receipts wait, and more calls that will carry one are under way:
+                // gather a little more, so that one signature covers more of them (an answer
+                // that waits for its record, or the last receipt expected, ends this at once).
                 pending = queue
                     .ready
-                    .wait_timeout_while(pending, RECEIPT_LINGER, |p| {
+                    .wait_timeout_while(pending, config.receipt_linger, |p| {
                         p.waiting == p.waiting_receipts
                             && p.waiting_receipts < RECEIPT_GROUP
                             && !p.closed
                             && p.events.len() < 4096
+                            && expected()
                     })
                     .unwrap_or_else(|p| p.into_inner())
                     .0;

@@ -34,7 +34,7 @@ impl Pipeline {
         let mut record = AuditContext::default();
         // As for Predict: the request digest before the input is consumed, and a receipt that
         // cannot be given refused before anything is spent.
-        let result = match self.receipt_ask(ctx, &call) {
+        let mut result = match self.receipt_ask(ctx, &call) {
             Ok(ask) => self
                 .explain_inner(ctx, call, target, &mut record)
                 .await
@@ -46,8 +46,12 @@ impl Pipeline {
             Ok((out, _)) => out.attributions.iter().map(|a| a.target as u32).collect(),
             Err(_) => Vec::new(),
         };
+        let expected = match &mut result {
+            Ok((_, Some(ask))) => ask.expected.take(),
+            _ => None,
+        };
         let draft = match &result {
-            Ok((out, Some(ask))) => Some(Self::explanation_draft(ask, out)),
+            Ok((out, Some(ask))) => Some((Self::explanation_draft(ask, out), expected)),
             _ => None,
         };
         let durable = self.audit_call(

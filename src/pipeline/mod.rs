@@ -280,7 +280,7 @@ impl Pipeline {
                 .map(|out| (out, ask)),
             Err(e) => Err(e),
         };
-        let result = result.map_err(Status::from);
+        let mut result = result.map_err(Status::from);
         let latency = started.elapsed();
         // A flag is a non-private function of the scores: under a private output policy
         // it goes to the audit record only, never to a public counter.
@@ -320,12 +320,15 @@ impl Pipeline {
                 Err(_) => m.stats().record_failure(latency),
             }
         }
-        let durable = match &result {
+        let durable = match &mut result {
             // The record's argmax is the response's: no second copy.
             Ok((out, ask)) => {
-                let draft = ask
-                    .as_ref()
-                    .map(|a| Self::receipt_draft(a, out, record.epsilon));
+                let draft = ask.as_mut().map(|a| {
+                    (
+                        Self::receipt_draft(a, out, record.epsilon),
+                        a.expected.take(),
+                    )
+                });
                 self.audit_call(record, None, &out.label_indices, latency, None, draft)
             }
             Err(refusal) => self.audit_call(record, Some(refusal), &[], latency, None, None),

@@ -36,6 +36,9 @@ pub(super) struct Ask {
     pub(super) request: [u8; 32],
     pub(super) signer: Arc<ReceiptSigner>,
     pub(super) rpc: &'static str,
+    /// Tells the audit writer that this call's record is on its way (taken when it is
+    /// queued; dropped with the call if it fails first).
+    pub(super) expected: Option<crate::audit::ReceiptExpected>,
 }
 
 /// A receipt for a front end to return.
@@ -122,6 +125,7 @@ impl Pipeline {
             drawn_salt: drawn.then_some(salt),
             signer,
             rpc: call.api.as_str(),
+            expected: self.audit.as_ref().map(|a| a.expect_receipt()),
         }))
     }
 

@@ -40,7 +40,10 @@ impl Pipeline {
         output_argmax: &[u32],
         latency: std::time::Duration,
         rpc: Option<&'static str>,
-        receipt: Option<crate::receipt::Draft<'_>>,
+        receipt: Option<(
+            crate::receipt::Draft<'_>,
+            Option<crate::audit::ReceiptExpected>,
+        )>,
     ) -> Option<Result<crate::audit::Durable, crate::audit::AuditError>> {
         if let Some(audit) = &self.audit
             && !record.unrecordable
@@ -77,7 +80,9 @@ impl Pipeline {
                 return None;
             }
             return Some(match receipt {
-                Some(draft) => audit.append_predict_with_receipt(&event, draft),
+                Some((draft, expected)) => {
+                    audit.append_predict_with_receipt(&event, draft, expected)
+                }
                 None => audit.append_predict_durable(&event),
             });
         }

@@ -512,6 +512,7 @@ fn open_audit(
                 .map(|d| std::time::Duration::from_secs_f64(d * 86_400.0)),
             max_bytes: Some(settings.max_bytes),
             journal_bytes: (settings.journal_mib as usize) << 20,
+            ..crate::audit::AuditConfig::default()
         },
     )?;
     tracing::info!(
