@@ -341,3 +341,47 @@ async fn receipts_over_every_api_and_refusals_that_spend_nothing() {
     let e = client.predict("demo", &row).await.unwrap_err();
     assert_eq!(common::code(&e), tonic::Code::ResourceExhausted, "{e}");
 }
+
+/// `confidant bench --receipts` asks for a receipt with every answer, over both protocols,
+/// and says so in its results; an answer without one would count as an error.
+#[test]
+fn bench_asks_for_a_receipt_with_every_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&["--data-dir", dir.path().join("data").to_str().unwrap()]);
+    for protocol in ["confidant", "oip"] {
+        let out = dir.path().join(protocol);
+        let o = confidant(&[
+            "bench",
+            "--addr",
+            &server.addr,
+            "--tls-ca",
+            server.cert.to_str().unwrap(),
+            "--api-key",
+            server.api_key.as_deref().unwrap(),
+            "--model",
+            "demo",
+            "--protocol",
+            protocol,
+            "--batch",
+            "1",
+            "--concurrency",
+            "2",
+            "--window",
+            "200ms",
+            "--warmup",
+            "100ms",
+            "--max-trials",
+            "3",
+            "--receipts",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let results: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+        let point = &results[0];
+        assert_eq!(point["receipts"], true, "{point:#}");
+        assert_eq!(point["errors"], 0, "{point:#}");
+        assert!(point["requests"].as_u64().unwrap() > 0, "{point:#}");
+    }
+}

@@ -160,6 +160,11 @@ pub struct BenchArgs {
     /// field (after any --text), as for `confidant predict`.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["seed", "input_range"])]
     pub input_jsonl: Option<PathBuf>,
+    /// Ask for a signed receipt with every answer (`x-confidant-receipt`, keyed with a salt
+    /// drawn for the run), and count an answer that carries none as an error: the cost of
+    /// receipts is this run against the same run without.
+    #[arg(long)]
+    pub receipts: bool,
     /// Write results.json, results.csv and latency_throughput.svg into this directory.
     #[arg(long)]
     pub out: Option<PathBuf>,

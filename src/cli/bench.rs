@@ -70,6 +70,7 @@ fn config(a: BenchArgs) -> Result<(BenchConfig, BenchArgs)> {
             },
             model: a.model.clone(),
             fallback_range,
+            receipts: a.receipts,
         },
         batches: loadgen::parse_list("--batch", &a.batch)?,
         concurrencies: loadgen::parse_list("--concurrency", &a.concurrency)?,

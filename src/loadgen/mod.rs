@@ -233,15 +233,18 @@ async fn point(
     }
     let last = windows.len().saturating_sub(STABLE_WINDOWS);
     let merged = Window::merge(windows.get(last..).unwrap_or_default());
-    Ok(Measurement::new(
-        config.target.protocol,
-        batch,
-        concurrency,
-        connections,
-        &merged,
-        windows.len(),
-        is_stable,
-    ))
+    Ok(Measurement {
+        receipts: config.target.receipts,
+        ..Measurement::new(
+            config.target.protocol,
+            batch,
+            concurrency,
+            connections,
+            &merged,
+            windows.len(),
+            is_stable,
+        )
+    })
 }
 
 /// Parses a duration such as `5s`, `500ms` or `1.5s`.

@@ -56,6 +56,9 @@ pub struct Measurement {
     /// `oip` or `confidant`.
     #[serde(default)]
     pub protocol: String,
+    /// Whether every answer was asked for (and carried) a receipt (`--receipts`).
+    #[serde(default)]
+    pub receipts: bool,
 }
 
 impl Measurement {
@@ -88,6 +91,7 @@ impl Measurement {
             stable,
             connections,
             protocol: protocol.as_str().into(),
+            receipts: false,
         }
     }
 }

@@ -51,6 +51,8 @@ pub struct Target {
     pub model: String,
     /// Feature range used when the server does not publish one (OIP peers).
     pub fallback_range: (f32, f32),
+    /// Ask for a receipt with every answer, and count one without as an error.
+    pub receipts: bool,
 }
 
 /// What the benchmark learned about the model.
@@ -126,6 +128,8 @@ pub async fn connect(target: &Target) -> Result<Channel, BenchError> {
 pub struct Headers {
     api_key: Option<MetadataValue<Ascii>>,
     purpose: Option<MetadataValue<Ascii>>,
+    /// `x-confidant-receipt`: the run's salt, hex.
+    receipt: Option<MetadataValue<Ascii>>,
 }
 
 impl Headers {
@@ -140,19 +144,32 @@ impl Headers {
                 })
                 .transpose()
         };
+        let receipt = match target.receipts {
+            true => {
+                let salt = crate::receipt::new_salt()
+                    .map_err(|e| BenchError::Config(format!("a receipt salt: {e}")))?;
+                value("the receipt salt", &Some(hex::encode(salt)))?
+            }
+            false => None,
+        };
         Ok(Self {
             api_key: value("the API key", &target.api_key)?,
             purpose: value("the purpose", &target.purpose)?,
+            receipt,
         })
     }
 
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
+    pub(super) fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(message);
         if let Some(k) = &self.api_key {
             r.metadata_mut().insert("x-api-key", k.clone());
         }
         if let Some(p) = &self.purpose {
             r.metadata_mut().insert("x-purpose", p.clone());
+        }
+        if let Some(s) = &self.receipt {
+            r.metadata_mut()
+                .insert(crate::receipt::SALT_HEADER, s.clone());
         }
         r
     }
@@ -452,15 +469,34 @@ impl Caller {
                 let Some(r) = pool.get(i % pool.len().max(1)) else {
                     return Err(tonic::Status::internal("empty request pool"));
                 };
-                c.predict(headers.request(r.clone())).await.map(drop)
+                let answer = c.predict(headers.request(r.clone())).await?;
+                receipt_check(headers, !answer.get_ref().receipt.is_empty())
             }
             (Self::Oip(c), Requests::Oip(pool)) => {
                 let Some(r) = pool.get(i % pool.len().max(1)) else {
                     return Err(tonic::Status::internal("empty request pool"));
                 };
-                c.model_infer(headers.request(r.clone())).await.map(drop)
+                let answer = c.model_infer(headers.request(r.clone())).await?;
+                receipt_check(
+                    headers,
+                    answer
+                        .get_ref()
+                        .parameters
+                        .contains_key(crate::oip::service::RECEIPT_PARAMETER),
+                )
             }
             _ => Err(tonic::Status::internal("client and request pool disagree")),
         }
     }
+}
+
+/// With `--receipts`, an answer without a receipt is an error (the server did not do the
+/// work being measured).
+pub(super) fn receipt_check(headers: &Headers, carried: bool) -> Result<(), tonic::Status> {
+    if headers.receipt.is_some() && !carried {
+        return Err(tonic::Status::internal(
+            "the answer carries no receipt (asked for with --receipts)",
+        ));
+    }
+    Ok(())
 }

@@ -161,6 +161,7 @@ fn target(protocol: super::Protocol) -> super::Target {
         protocol,
         model: "minilm".into(),
         fallback_range: (0.0, 1.0),
+        receipts: false,
     }
 }
 
@@ -299,4 +300,32 @@ fn texts_for_a_numeric_model_and_no_texts_for_a_text_model_are_refused() {
     );
     super::check_inputs(&config(texts(&["x"])), &text_shape()).unwrap();
     super::check_inputs(&config(Vec::new()), &numeric).unwrap();
+}
+
+#[test]
+fn with_receipts_every_request_asks_for_one_and_an_answer_without_is_an_error() {
+    let mut t = target(super::Protocol::Oip);
+    let plain = super::target::Headers::of(&t).unwrap();
+    t.receipts = true;
+    let asking = super::target::Headers::of(&t).unwrap();
+    let r = asking.request(());
+    let salt = r
+        .metadata()
+        .get(crate::receipt::SALT_HEADER)
+        .expect("the receipt header")
+        .to_str()
+        .unwrap();
+    assert_eq!(crate::receipt::parse_salt(salt).unwrap().len(), 32);
+    assert!(
+        plain
+            .request(())
+            .metadata()
+            .get(crate::receipt::SALT_HEADER)
+            .is_none()
+    );
+    let e = super::target::receipt_check(&asking, false).unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Internal);
+    assert!(e.message().contains("no receipt"), "{e}");
+    assert!(super::target::receipt_check(&asking, true).is_ok());
+    assert!(super::target::receipt_check(&plain, false).is_ok());
 }
