@@ -803,22 +803,7 @@ async fn a_durable_append_is_on_disk_when_awaited_and_ends_a_long_gathering() {
     let mut checkpoints = log.checkpoints();
     // An event nobody waits for starts a gathering; the durable one ends it.
     log.append(predict(1));
-    let event = PredictEvent {
-        request_id: "durable-1",
-        principal: "alice",
-        model: "m@1",
-        purpose: None,
-        subject: None,
-        input_hmac: None,
-        output_argmax: &[0],
-        flagged_rows: &[],
-        rows: 1,
-        latency_us: 1,
-        decision: "allow",
-        reason: "OK",
-        epsilon: 0.0,
-        rpc: None,
-    };
+    let event = allowed_event("durable-1");
     let durable = log.append_predict_durable(&event).unwrap();
     tokio::time::timeout(Duration::from_secs(60), durable.wait())
         .await
@@ -983,7 +968,8 @@ fn receipts_log(dir: &Path) -> (AuditLog, Arc<crate::receipt::ReceiptSigner>) {
     (log, signer)
 }
 
-fn receipt_event(id: &str) -> PredictEvent<'_> {
+/// An allowed Predict of one row by alice.
+fn allowed_event(id: &str) -> PredictEvent<'_> {
     PredictEvent {
         request_id: id,
         principal: "alice",
@@ -1032,23 +1018,26 @@ async fn receipt_of(durable: Durable) -> Vec<u8> {
         .expect("a receipt")
 }
 
+/// Queues record `id` with a receipt.
+fn append_receipt(
+    log: &AuditLog,
+    signer: &Arc<crate::receipt::ReceiptSigner>,
+    id: &str,
+    expected: Option<ReceiptExpected>,
+) -> Durable {
+    log.append_predict_with_receipt(&allowed_event(id), receipt_draft(signer, id), expected)
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_receipt_nobody_else_is_expected_with_is_signed_at_once() {
     let d = tempfile::tempdir().unwrap();
     let (log, signer) = receipts_log(d.path());
     let expected = log.expect_receipt();
-    let durable = log
-        .append_predict_with_receipt(
-            &receipt_event("a"),
-            receipt_draft(&signer, "a"),
-            Some(expected),
-        )
-        .unwrap();
+    let durable = append_receipt(&log, &signer, "a", Some(expected));
     assert_eq!(group_size(&receipt_of(durable).await), 1);
     // Without saying so beforehand: the same.
-    let durable = log
-        .append_predict_with_receipt(&receipt_event("b"), receipt_draft(&signer, "b"), None)
-        .unwrap();
+    let durable = append_receipt(&log, &signer, "b", None);
     assert_eq!(group_size(&receipt_of(durable).await), 1);
     assert_eq!(
         log.queue
@@ -1065,31 +1054,13 @@ async fn the_gathering_waits_for_the_receipts_under_way_and_ends_when_they_arriv
     // Two calls under way: the first one's receipt waits for the second (which only its
     // arrival can end, the gathering being 600 s), and both are signed in one group.
     let (first, second) = (log.expect_receipt(), log.expect_receipt());
-    let a = log
-        .append_predict_with_receipt(
-            &receipt_event("a"),
-            receipt_draft(&signer, "a"),
-            Some(first),
-        )
-        .unwrap();
-    let b = log
-        .append_predict_with_receipt(
-            &receipt_event("b"),
-            receipt_draft(&signer, "b"),
-            Some(second),
-        )
-        .unwrap();
+    let a = append_receipt(&log, &signer, "a", Some(first));
+    let b = append_receipt(&log, &signer, "b", Some(second));
     let (ra, rb) = (receipt_of(a).await, receipt_of(b).await);
     assert_eq!((group_size(&ra), group_size(&rb)), (2, 2));
     // A call under way that fails before its record is queued ends the gathering too.
     let (first, failing) = (log.expect_receipt(), log.expect_receipt());
-    let a = log
-        .append_predict_with_receipt(
-            &receipt_event("c"),
-            receipt_draft(&signer, "c"),
-            Some(first),
-        )
-        .unwrap();
+    let a = append_receipt(&log, &signer, "c", Some(first));
     drop(failing);
     assert_eq!(group_size(&receipt_of(a).await), 1);
     assert_eq!(
