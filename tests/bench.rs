@@ -10,34 +10,14 @@ fn bench_writes_the_results_contract_for_both_protocols() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let server = Server::start(&["--data-dir", data.to_str().unwrap()]);
-    let key = server.api_key.clone().unwrap();
     for protocol in ["oip", "confidant"] {
         let out_dir = dir.path().join(protocol);
-        let out = confidant(&[
-            "bench",
-            "--addr",
-            &server.addr,
-            "--tls-ca",
-            server.cert.to_str().unwrap(),
-            "--api-key",
-            &key,
-            "--protocol",
+        let out = run_bench(
+            &server,
             protocol,
-            "--model",
-            "demo",
-            "--batch",
-            "1,4",
-            "--concurrency",
-            "1,3",
-            "--window",
-            "200ms",
-            "--warmup",
-            "100ms",
-            "--max-trials",
-            "3",
-            "--out",
-            out_dir.to_str().unwrap(),
-        ]);
+            &out_dir,
+            &["--batch", "1,4", "--concurrency", "1,3"],
+        );
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(stdout(&out).contains("requests/s"), "{}", stdout(&out));
         let results: serde_json::Value =
@@ -48,6 +28,7 @@ fn bench_writes_the_results_contract_for_both_protocols() {
         for p in points {
             assert!(p["requests_per_s"].as_f64().unwrap() > 0.0, "{p}");
             assert_eq!(p["errors"], 0, "{p}");
+            assert_eq!(p["receipts"], false, "{p}");
             let batch = p["batch"].as_f64().unwrap();
             let ratio =
                 p["inferences_per_s"].as_f64().unwrap() / p["requests_per_s"].as_f64().unwrap();
@@ -102,5 +83,58 @@ fn bench_refuses_bad_flags_clearly() {
         let out = confidant(&args);
         assert!(!out.status.success(), "{extra:?}");
         assert!(stderr(&out).contains(needle), "{extra:?}: {}", stderr(&out));
+    }
+}
+
+/// `confidant bench` against `server` over `protocol`, short windows, results into `out_dir`,
+/// with `extra` flags.
+fn run_bench(
+    server: &Server,
+    protocol: &str,
+    out_dir: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "bench",
+        "--addr",
+        &server.addr,
+        "--tls-ca",
+        server.cert.to_str().unwrap(),
+        "--api-key",
+        server.api_key.as_deref().unwrap(),
+        "--protocol",
+        protocol,
+        "--model",
+        "demo",
+        "--window",
+        "200ms",
+        "--warmup",
+        "100ms",
+        "--max-trials",
+        "3",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    confidant(&args)
+}
+
+/// `--receipts` asks for a receipt with every answer, over both protocols, and says so in
+/// the results; an answer without one would count as an error.
+#[test]
+fn bench_asks_for_a_receipt_with_every_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&["--data-dir", dir.path().join("data").to_str().unwrap()]);
+    for protocol in ["confidant", "oip"] {
+        let out_dir = dir.path().join(protocol);
+        let extra = ["--batch", "1", "--concurrency", "2", "--receipts"];
+        let o = run_bench(&server, protocol, &out_dir, &extra);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let results: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out_dir.join("results.json")).unwrap()).unwrap();
+        let point = &results[0];
+        assert_eq!(point["receipts"], true, "{point:#}");
+        assert_eq!(point["errors"], 0, "{point:#}");
+        assert!(point["requests"].as_u64().unwrap() > 0, "{point:#}");
     }
 }
