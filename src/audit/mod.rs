@@ -257,6 +257,9 @@ struct State {
     written: usize,
     /// The file's length at the last fsync.
     synced_len: u64,
+    /// How many times the file was cut back to `synced_len` (a failed write or fsync): an
+    /// fsync that began before a cut covers nothing.
+    cuts: u64,
     /// When the last fsync was.
     last_sync: std::time::Instant,
     /// Told of each checkpoint once it is on disk.
@@ -277,6 +280,8 @@ struct State {
 /// one fsync per group.
 pub struct AuditLog {
     queue: Arc<Queue>,
+    /// What the writer owns (see [`writer`]).
+    writer: Arc<Shared>,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// HMAC-SHA256 keyed with the audit key: the key schedule runs once, and each input
     /// clones the keyed state. The state is as secret as the key; it is zeroized on drop
@@ -371,6 +376,7 @@ impl AuditLog {
             unflushed_checkpoint: None,
             written: 0,
             synced_len,
+            cuts: 0,
             last_sync: std::time::Instant::now(),
             checkpointed: Arc::clone(&checkpointed),
             sealer: seal::Sealer::new(&records)?,
@@ -439,11 +445,13 @@ impl AuditLog {
             }),
             ready: std::sync::Condvar::new(),
             expected_receipts: std::sync::atomic::AtomicUsize::new(0),
+            receipt_task: std::sync::OnceLock::new(),
         });
+        let shared = Arc::new(Mutex::new(Writer::new(state, signing.clone(), config)));
         let worker = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn({
-                let signing = signing.clone();
+                let shared = Arc::clone(&shared);
                 let queue = Arc::clone(&queue);
                 move || {
                     // However the writer ends, appends stop being accepted (and are
@@ -455,12 +463,13 @@ impl AuditLog {
                         }
                     }
                     let _close = CloseOnExit(&queue);
-                    writer(state, signing, config, &queue);
+                    writer(&shared, &queue);
                 }
             })
             .map_err(io_err(dir))?;
         Ok(Self {
             queue,
+            writer: shared,
             worker: Mutex::new(Some(worker)),
             input_mac: <Hmac<Sha256> as KeyInit>::new_from_slice(input_hmac.as_ref())
                 .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length")),

@@ -21,6 +21,9 @@ pub(super) struct Pending {
     pub(super) waiting_receipts: usize,
     /// No more events: the log is closing, or the writer is gone.
     pub(super) closed: bool,
+    /// The receipts' task hands the writer thread something to do (an fsync, a rotation, a
+    /// retry): the thread takes a turn at once.
+    pub(super) thread_wanted: bool,
     /// The last queue number given (see [`journal`]).
     pub(super) q: u64,
     /// Where each event is also written, sealed, as it is queued (`None`: no journal).
@@ -41,17 +44,23 @@ pub(super) struct Queued {
     pub(super) journaled: Option<usize>,
 }
 
-/// The default of [`AuditConfig::receipt_linger`]: how long the writer gathers a group whose
-/// only waiters want receipts, once the first of them arrived, while more calls that will
-/// carry one are under way (it does not wait for calls that nobody started: at low load a
-/// receipt is signed at once). One Ed25519 signature (about 20 µs) covers the whole group: without
-/// gathering, groups of one or two spent about 10 µs of signing per answer. Longer
-/// gathering (250 to 500 µs) measured no better: the answers wait longer (BENCHMARKS.md,
-/// receipts). Under load the groups are larger than [`RECEIPT_GROUP`] anyway (what queues
-/// while the writer works goes with the next group; the signing task also signs together
-/// the groups that reach it at once).
+/// The default of [`AuditConfig::receipt_linger`]: how long a group whose only waiters want
+/// receipts is gathered, once the first of them arrived, while more calls that will carry
+/// one are under way (nobody waits for calls that nobody started: at low load a receipt is
+/// signed at once). One Ed25519 signature (about 20 µs) covers the whole group: without
+/// gathering, groups of one or two spent about 10 µs of signing per answer.
+///
+/// - **The writer thread** (no receipts' task) gathers for this long at most. Longer
+///   gathering (250 to 500 µs) measured no better: the answers wait longer (BENCHMARKS.md,
+///   receipts). Under load the groups are larger than [`RECEIPT_GROUP`] anyway (what queues
+///   while the writer works goes with the next group; the signing task also signs together
+///   the groups that reach it at once).
+/// - **The receipts' task** ([`AuditLog::write_receipts_on_runtime`], the server's case) ends
+///   a group once [`RECEIPT_GROUP`] receipts wait or no other call is expected; this is only
+///   its limit, rounded up to the runtime timer's millisecond, for a call under way that is
+///   much slower than the others.
 pub const RECEIPT_LINGER: Duration = Duration::from_micros(100);
-/// A receipts' gathering ends early once this many receipts wait.
+/// A receipts' gathering ends once this many receipts wait.
 pub(super) const RECEIPT_GROUP: usize = 32;
 
 /// What a caller of [`AuditLog::enqueue`] waits for.
@@ -150,6 +159,9 @@ pub(super) struct Queue {
     /// ([`AuditLog::expect_receipt`]): while there are none, gathering a receipts' group
     /// waits for nobody, and the writer does not linger.
     pub(super) expected_receipts: std::sync::atomic::AtomicUsize,
+    /// Wakes the receipts' task, once [`AuditLog::write_receipts_on_runtime`] started it:
+    /// from then on, receipts wake it rather than the writer thread.
+    pub(super) receipt_task: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
 }
 
 /// A call that will queue a record with a receipt ([`AuditLog::expect_receipt`]): counted
@@ -178,8 +190,12 @@ impl Drop for ReceiptExpected {
         if let Some(q) = self.queue.take()
             && q.expected_receipts.fetch_sub(1, Ordering::AcqRel) == 1
         {
-            drop(q.lock());
-            q.ready.notify_one();
+            if let Some(task) = q.receipt_task.get() {
+                task.notify_one();
+            } else {
+                drop(q.lock());
+                q.ready.notify_one();
+            }
         }
     }
 }
@@ -198,6 +214,10 @@ impl Queue {
     pub(super) fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_all();
+        // The receipts' task ends (the thread writes the rest).
+        if let Some(task) = self.receipt_task.get() {
+            task.notify_one();
+        }
     }
 }
 
@@ -342,18 +362,39 @@ impl AuditLog {
             q,
             journaled,
         });
-        // The first event wakes the writer; so does the first that someone waits for (it
-        // ends a gathering).
-        // (The first answer that waits without a receipt also ends a receipts' gathering,
-        // as does the last receipt expected.)
-        let wake = pending.events.len() == 1
-            || (waited && pending.waiting == 1)
-            || (waited && !receipt && pending.waiting - pending.waiting_receipts == 1)
-            || (receipt && pending.waiting_receipts == RECEIPT_GROUP)
-            || still_expected == Some(0);
+        let (wake_thread, wake_task) = match self.queue.receipt_task.get() {
+            // The first event wakes the writer; so does the first that someone waits for (it
+            // ends a gathering).
+            // (The first answer that waits without a receipt also ends a receipts' gathering,
+            // as does the last receipt expected.)
+            None => (
+                pending.events.len() == 1
+                    || (waited && pending.waiting == 1)
+                    || (waited && !receipt && pending.waiting - pending.waiting_receipts == 1)
+                    || (receipt && pending.waiting_receipts == RECEIPT_GROUP)
+                    || still_expected == Some(0),
+                None,
+            ),
+            // Receipts are the task's: the first of a group starts its gathering, which ends
+            // once the group is full or the last receipt expected is queued. Other events
+            // wake the thread as above.
+            Some(task) => (
+                !receipt
+                    && (pending.events.len() - pending.waiting_receipts == 1
+                        || (waited && pending.waiting - pending.waiting_receipts == 1)),
+                (receipt
+                    && (pending.waiting_receipts == 1
+                        || pending.waiting_receipts == RECEIPT_GROUP
+                        || still_expected == Some(0)))
+                .then_some(task),
+            ),
+        };
         drop(guard);
-        if wake {
+        if wake_thread {
             self.queue.ready.notify_one();
+        }
+        if let Some(task) = wake_task {
+            task.notify_one();
         }
         Ok(durable)
     }

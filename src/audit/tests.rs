@@ -951,15 +951,29 @@ fn a_size_cap_rotates_out_the_oldest_segments_behind_a_signed_retention_record()
 }
 
 /// A receipts' audit log whose gathering would outlast the test: only the calls it expects
-/// can end it.
-fn receipts_log(dir: &Path) -> (AuditLog, Arc<crate::receipt::ReceiptSigner>) {
-    let log = open_log(
+/// can end it. `on_runtime`: its receipts are written by the runtime's task (as the server
+/// has them), else by the writer thread.
+fn receipts_log(dir: &Path, on_runtime: bool) -> (AuditLog, Arc<crate::receipt::ReceiptSigner>) {
+    receipts_log_with(
         dir,
+        on_runtime,
         AuditConfig {
             receipt_linger: Duration::from_secs(600),
             ..AuditConfig::default()
         },
-    );
+    )
+}
+
+fn receipts_log_with(
+    dir: &Path,
+    on_runtime: bool,
+    config: AuditConfig,
+) -> (AuditLog, Arc<crate::receipt::ReceiptSigner>) {
+    let log = open_log(dir, config);
+    if on_runtime {
+        log.write_receipts_on_runtime();
+        assert!(log.queue.receipt_task.get().is_some(), "the task started");
+    }
     let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
     let signer = Arc::new(crate::receipt::ReceiptSigner::from_parts(
         key,
@@ -1031,42 +1045,175 @@ fn append_receipt(
 
 #[tokio::test]
 async fn a_receipt_nobody_else_is_expected_with_is_signed_at_once() {
-    let d = tempfile::tempdir().unwrap();
-    let (log, signer) = receipts_log(d.path());
-    let expected = log.expect_receipt();
-    let durable = append_receipt(&log, &signer, "a", Some(expected));
-    assert_eq!(group_size(&receipt_of(durable).await), 1);
-    // Without saying so beforehand: the same.
-    let durable = append_receipt(&log, &signer, "b", None);
-    assert_eq!(group_size(&receipt_of(durable).await), 1);
-    assert_eq!(
-        log.queue
-            .expected_receipts
-            .load(std::sync::atomic::Ordering::Acquire),
-        0
-    );
+    for on_runtime in [false, true] {
+        let d = tempfile::tempdir().unwrap();
+        let (log, signer) = receipts_log(d.path(), on_runtime);
+        let expected = log.expect_receipt();
+        let durable = append_receipt(&log, &signer, "a", Some(expected));
+        assert_eq!(group_size(&receipt_of(durable).await), 1, "{on_runtime}");
+        // Without saying so beforehand: the same.
+        let durable = append_receipt(&log, &signer, "b", None);
+        assert_eq!(group_size(&receipt_of(durable).await), 1, "{on_runtime}");
+        assert_eq!(
+            log.queue
+                .expected_receipts
+                .load(std::sync::atomic::Ordering::Acquire),
+            0
+        );
+    }
 }
 
 #[tokio::test]
 async fn the_gathering_waits_for_the_receipts_under_way_and_ends_when_they_arrive_or_fail() {
+    for on_runtime in [false, true] {
+        let d = tempfile::tempdir().unwrap();
+        let (log, signer) = receipts_log(d.path(), on_runtime);
+        // Two calls under way: the first one's receipt waits for the second (which only its
+        // arrival can end, the gathering being 600 s), and both are signed in one group.
+        let (first, second) = (log.expect_receipt(), log.expect_receipt());
+        let a = append_receipt(&log, &signer, "a", Some(first));
+        let b = append_receipt(&log, &signer, "b", Some(second));
+        let (ra, rb) = (receipt_of(a).await, receipt_of(b).await);
+        assert_eq!((group_size(&ra), group_size(&rb)), (2, 2), "{on_runtime}");
+        // A call under way that fails before its record is queued ends the gathering too.
+        let (first, failing) = (log.expect_receipt(), log.expect_receipt());
+        let a = append_receipt(&log, &signer, "c", Some(first));
+        drop(failing);
+        assert_eq!(group_size(&receipt_of(a).await), 1, "{on_runtime}");
+        assert_eq!(
+            log.queue
+                .expected_receipts
+                .load(std::sync::atomic::Ordering::Acquire),
+            0
+        );
+    }
+}
+
+/// Each receipt states its own record: the request id it was drafted with is the event's at
+/// the sequence number and chain hash it states.
+fn assert_receipts_state_their_records(dir: &Path, receipts: &[(String, Vec<u8>)]) {
+    let records: std::collections::HashMap<u64, Record> =
+        plain_records(dir).into_iter().map(|r| (r.seq, r)).collect();
+    for (id, receipt) in receipts {
+        let opened = crate::receipt::envelope::open(receipt).unwrap();
+        let statement = crate::receipt::Statement::from_cbor(&opened.statement).unwrap();
+        assert_eq!(&statement.request_id, id);
+        let record = &records[&statement.audit_seq];
+        assert_eq!(record.hash, statement.audit_hash, "{id}");
+        assert_eq!(record.ts_ms, statement.time_ms, "{id}");
+        match &record.event {
+            Event::Predict { request_id, .. } => assert_eq!(request_id, id),
+            other => panic!("{id}: record {} is {other:?}", statement.audit_seq),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_written_on_the_runtime_state_their_records_across_fsyncs_and_segments() {
+    // Small segments (the task hands rotation to the thread), frequent checkpoints, and an
+    // fsync every millisecond (the thread's, without the lock, while the task writes), with
+    // admin events that wait for their fsync and answers without receipts among them.
     let d = tempfile::tempdir().unwrap();
-    let (log, signer) = receipts_log(d.path());
-    // Two calls under way: the first one's receipt waits for the second (which only its
-    // arrival can end, the gathering being 600 s), and both are signed in one group.
-    let (first, second) = (log.expect_receipt(), log.expect_receipt());
-    let a = append_receipt(&log, &signer, "a", Some(first));
-    let b = append_receipt(&log, &signer, "b", Some(second));
-    let (ra, rb) = (receipt_of(a).await, receipt_of(b).await);
-    assert_eq!((group_size(&ra), group_size(&rb)), (2, 2));
-    // A call under way that fails before its record is queued ends the gathering too.
-    let (first, failing) = (log.expect_receipt(), log.expect_receipt());
-    let a = append_receipt(&log, &signer, "c", Some(first));
-    drop(failing);
-    assert_eq!(group_size(&receipt_of(a).await), 1);
-    assert_eq!(
-        log.queue
-            .expected_receipts
-            .load(std::sync::atomic::Ordering::Acquire),
-        0
+    let (log, signer) = receipts_log_with(
+        d.path(),
+        true,
+        AuditConfig {
+            checkpoint_every: 7,
+            group_linger: Duration::from_millis(1),
+            segment_records: 40,
+            ..AuditConfig::default()
+        },
     );
+    let log = Arc::new(log);
+    let admin = tokio::task::spawn_blocking({
+        let log = Arc::clone(&log);
+        move || {
+            for i in 0..20 {
+                log.append_durable(predict(1000 + i)).unwrap();
+                log.append(predict(2000 + i));
+            }
+        }
+    });
+    let mut calls = tokio::task::JoinSet::new();
+    for t in 0..8 {
+        let (log, signer) = (Arc::clone(&log), Arc::clone(&signer));
+        calls.spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..40 {
+                let id = format!("t{t}-{i}");
+                let expected = log.expect_receipt();
+                tokio::task::yield_now().await;
+                let durable = append_receipt(&log, &signer, &id, Some(expected));
+                out.push((id, receipt_of(durable).await));
+            }
+            out
+        });
+    }
+    let mut receipts = Vec::new();
+    while let Some(r) = calls.join_next().await {
+        receipts.extend(r.unwrap());
+    }
+    admin.await.unwrap();
+    let log = Arc::into_inner(log).expect("no other holder");
+    log.close();
+    assert_eq!(receipts.len(), 320);
+    let report = verify_dir(d.path(), &[]);
+    assert!(report.is_ok(), "{report:?}");
+    assert!(segments(d.path()).unwrap().len() > 5, "the log rotated");
+    assert_receipts_state_their_records(d.path(), &receipts);
+    // Receipts were signed in groups, not one by one.
+    let largest = receipts.iter().map(|(_, r)| group_size(r)).max().unwrap();
+    assert!(largest > 1, "groups of {largest}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_whose_record_cannot_be_written_is_withheld_and_receipts_resume_after() {
+    for on_runtime in [false, true] {
+        let d = tempfile::tempdir().unwrap();
+        let (log, signer) = receipts_log_with(
+            d.path(),
+            on_runtime,
+            AuditConfig {
+                group_linger: Duration::ZERO,
+                segment_records: 3,
+                ..AuditConfig::default()
+            },
+        );
+        // The second segment is a device on which every write fails with ENOSPC.
+        let next = segment_path(d.path(), 2);
+        std::os::unix::fs::symlink("/dev/full", &next).unwrap();
+        let mut receipts = Vec::new();
+        let mut refused = 0;
+        for i in 0..8 {
+            let id = format!("a{i}");
+            let durable = append_receipt(&log, &signer, &id, None);
+            match tokio::time::timeout(Duration::from_secs(60), durable.wait_for_receipt())
+                .await
+                .unwrap()
+            {
+                Ok(r) => receipts.push((id, r.expect("a receipt"))),
+                Err(AuditError::Unwritable) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(refused > 0, "{on_runtime}: the writes to /dev/full failed");
+        assert!(!log.is_writable());
+        std::fs::remove_file(&next).unwrap();
+        for _ in 0..200 {
+            if log.is_writable() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(log.is_writable(), "{on_runtime}: the retry landed");
+        for i in 0..8 {
+            let id = format!("b{i}");
+            let durable = append_receipt(&log, &signer, &id, None);
+            receipts.push((id, receipt_of(durable).await));
+        }
+        log.close();
+        let report = verify_dir(d.path(), &[]);
+        assert!(report.is_ok(), "{on_runtime}: {report:?}");
+        assert_receipts_state_their_records(d.path(), &receipts);
+    }
 }

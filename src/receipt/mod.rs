@@ -541,6 +541,15 @@ impl ReceiptSigner {
         }
     }
 
+    /// [`Self::sign_and_deliver`] on this thread (the audit log's receipts' task is on the
+    /// runtime already).
+    pub fn sign_and_deliver_here(&self, statements: Vec<Vec<u8>>, deliveries: Vec<Delivery>) {
+        self.sign_batch(Batch {
+            statements,
+            deliveries,
+        });
+    }
+
     fn sign_batch(&self, batch: Batch) {
         let signed = self.sign_group_unencoded(batch.statements);
         for (receipt, delivery) in signed.into_iter().zip(batch.deliveries) {
