@@ -1089,6 +1089,37 @@ async fn the_gathering_waits_for_the_receipts_under_way_and_ends_when_they_arriv
     }
 }
 
+#[tokio::test]
+async fn a_receipt_waits_for_a_slow_call_under_way_no_longer_than_the_linger() {
+    for on_runtime in [false, true] {
+        let d = tempfile::tempdir().unwrap();
+        let (log, signer) = receipts_log_with(
+            d.path(),
+            on_runtime,
+            AuditConfig {
+                receipt_linger: Duration::from_millis(50),
+                ..AuditConfig::default()
+            },
+        );
+        // A call under way whose record never comes while the other's receipt waits.
+        let (slow, fast) = (log.expect_receipt(), log.expect_receipt());
+        let started = std::time::Instant::now();
+        let durable = append_receipt(&log, &signer, "fast", Some(fast));
+        let receipt = tokio::time::timeout(Duration::from_secs(5), durable.wait_for_receipt())
+            .await
+            .expect("the linger ends the gathering")
+            .unwrap()
+            .unwrap();
+        let waited = started.elapsed();
+        assert_eq!(group_size(&receipt), 1, "{on_runtime}");
+        assert!(
+            waited >= Duration::from_millis(45),
+            "{on_runtime}: it gathered for the linger, not {waited:?}"
+        );
+        drop(slow);
+    }
+}
+
 /// Each receipt states its own record: the request id it was drafted with is the event's at
 /// the sequence number and chain hash it states.
 fn assert_receipts_state_their_records(dir: &Path, receipts: &[(String, Vec<u8>)]) {

@@ -463,9 +463,16 @@ impl AuditLog {
                     return;
                 };
                 // The thread holds the lock only for a turn of its own (not over an fsync):
-                // try again once the other tasks here have run.
+                // try again once the other tasks here have run, and after a millisecond once
+                // its turn is a long one (a rotation's fsync, retention).
+                let mut tries = 0u32;
                 while !receipts_turn(&shared, &queue) {
-                    tokio::task::yield_now().await;
+                    tries += 1;
+                    if tries < 64 {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                 }
             }
         });
