@@ -787,6 +787,64 @@ fn a_failed_write_is_retried_until_it_lands_and_the_chain_stays_whole() {
     );
 }
 
+#[test]
+fn an_fsync_overtaken_by_a_cut_covers_nothing_and_its_records_land_with_the_retry() {
+    // The writer thread fsyncs without the lock; meanwhile the receipts' task may fail a
+    // write and cut the file back to the last fsync. The fsync must then count for nothing.
+    let d = tempfile::tempdir().unwrap();
+    let log = open_log(
+        d.path(),
+        AuditConfig {
+            checkpoint_interval: Duration::from_secs(3600),
+            ..AuditConfig::default()
+        },
+    );
+    {
+        let mut guard = lock_writer(&log.writer);
+        let w = &mut *guard;
+        for i in 0..2 {
+            push(
+                &mut w.st,
+                &mut w.buf,
+                &event_json(&predict(i)).unwrap(),
+                Kind::Sealed,
+            );
+        }
+        assert!(write_pending(&mut w.st, &w.buf));
+        let unsynced = w.buf.len();
+        let ticket = begin_sync(&mut w.st, &w.buf).expect("something to fsync");
+        failed(&mut w.st, &std::io::Error::other("a write failed meanwhile"));
+        let result = ticket.sync();
+        assert!(result.is_ok(), "the fsync itself succeeded");
+        assert!(!end_sync(&mut w.st, &mut w.buf, ticket, result));
+        assert_eq!(w.buf.len(), unsynced, "nothing left the buffer");
+        assert_eq!(
+            std::fs::metadata(segment_path(d.path(), 1)).unwrap().len(),
+            w.st.synced_len,
+            "the file was cut back"
+        );
+        assert!(!log.is_writable());
+    }
+    for _ in 0..200 {
+        if log.is_writable() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(log.is_writable(), "the retry wrote the records again");
+    log.close();
+    let report = verify_dir(d.path(), &[]);
+    assert!(report.is_ok(), "{report:?}");
+    let ids: Vec<String> = plain_records(d.path())
+        .into_iter()
+        .filter_map(|r| match r.event {
+            Event::Predict { request_id, .. } => Some(request_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, ["r0", "r1"]);
+}
+
 #[tokio::test]
 async fn a_durable_append_is_on_disk_when_awaited_and_ends_a_long_gathering() {
     let d = tempfile::tempdir().unwrap();

@@ -30,7 +30,7 @@ use std::sync::atomic::Ordering;
 pub(super) struct Writer {
     pub(super) st: State,
     /// Everything since the last fsync (see [`State::written`]).
-    buf: Vec<u8>,
+    pub(super) buf: Vec<u8>,
     /// Waiters whose records are written, waiting for an fsync (or for a retry).
     waiters: Vec<Waiter>,
     receipts: Receipts,
@@ -720,7 +720,7 @@ pub(super) struct SyncTicket {
 }
 
 impl SyncTicket {
-    fn sync(&self) -> std::io::Result<()> {
+    pub(super) fn sync(&self) -> std::io::Result<()> {
         match &self.file {
             Ok(file) => file.sync_data(),
             Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
@@ -730,7 +730,7 @@ impl SyncTicket {
 
 /// Begins an fsync of what is written (all of `buf`: the caller's write succeeded); `None`
 /// when nothing is.
-fn begin_sync(st: &mut State, buf: &[u8]) -> Option<SyncTicket> {
+pub(super) fn begin_sync(st: &mut State, buf: &[u8]) -> Option<SyncTicket> {
     if buf.is_empty() {
         return None;
     }
@@ -755,7 +755,7 @@ fn begin_sync(st: &mut State, buf: &[u8]) -> Option<SyncTicket> {
 /// Ends an fsync: on success what it covered leaves `buf` (what was written since stays),
 /// the log is writable, and its checkpoint is published; on failure, or if the file was cut
 /// back meanwhile, see [`flush`].
-fn end_sync(
+pub(super) fn end_sync(
     st: &mut State,
     buf: &mut Vec<u8>,
     ticket: SyncTicket,
@@ -796,7 +796,7 @@ fn end_sync(
 /// A write or fsync failed: cut the file back to its last fsync (best effort; a torn group
 /// is also cut when the log is next opened), write all of `buf` again at the retry, and
 /// refuse requests until then.
-fn failed(st: &mut State, e: &std::io::Error) {
+pub(super) fn failed(st: &mut State, e: &std::io::Error) {
     let _ = st.file.set_len(st.synced_len);
     st.cuts += 1;
     st.written = 0;
