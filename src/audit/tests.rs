@@ -813,7 +813,10 @@ fn an_fsync_overtaken_by_a_cut_covers_nothing_and_its_records_land_with_the_retr
         assert!(write_pending(&mut w.st, &w.buf));
         let unsynced = w.buf.len();
         let ticket = begin_sync(&mut w.st, &w.buf).expect("something to fsync");
-        failed(&mut w.st, &std::io::Error::other("a write failed meanwhile"));
+        failed(
+            &mut w.st,
+            &std::io::Error::other("a write failed meanwhile"),
+        );
         let result = ticket.sync();
         assert!(result.is_ok(), "the fsync itself succeeded");
         assert!(!end_sync(&mut w.st, &mut w.buf, ticket, result));
@@ -1040,6 +1043,16 @@ fn receipts_log_with(
     (log, signer)
 }
 
+/// No call that will carry a receipt is counted as under way.
+fn assert_none_expected(log: &AuditLog) {
+    assert_eq!(
+        log.queue
+            .expected_receipts
+            .load(std::sync::atomic::Ordering::Acquire),
+        0
+    );
+}
+
 /// An allowed Predict of one row by alice.
 fn allowed_event(id: &str) -> PredictEvent<'_> {
     PredictEvent {
@@ -1112,12 +1125,7 @@ async fn a_receipt_nobody_else_is_expected_with_is_signed_at_once() {
         // Without saying so beforehand: the same.
         let durable = append_receipt(&log, &signer, "b", None);
         assert_eq!(group_size(&receipt_of(durable).await), 1, "{on_runtime}");
-        assert_eq!(
-            log.queue
-                .expected_receipts
-                .load(std::sync::atomic::Ordering::Acquire),
-            0
-        );
+        assert_none_expected(&log);
     }
 }
 
@@ -1138,12 +1146,7 @@ async fn the_gathering_waits_for_the_receipts_under_way_and_ends_when_they_arriv
         let a = append_receipt(&log, &signer, "c", Some(first));
         drop(failing);
         assert_eq!(group_size(&receipt_of(a).await), 1, "{on_runtime}");
-        assert_eq!(
-            log.queue
-                .expected_receipts
-                .load(std::sync::atomic::Ordering::Acquire),
-            0
-        );
+        assert_none_expected(&log);
     }
 }
 
@@ -1175,6 +1178,7 @@ async fn a_receipt_waits_for_a_slow_call_under_way_no_longer_than_the_linger() {
             "{on_runtime}: it gathered for the linger, not {waited:?}"
         );
         drop(slow);
+        assert_none_expected(&log);
     }
 }
 
