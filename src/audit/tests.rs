@@ -828,6 +828,9 @@ fn an_fsync_overtaken_by_a_cut_covers_nothing_and_its_records_land_with_the_retr
         );
         assert!(!log.is_writable());
     }
+    // As the receipts' task does after a failed write: the thread retries.
+    log.queue.lock().thread_wanted = true;
+    log.queue.ready.notify_one();
     for _ in 0..200 {
         if log.is_writable() {
             break;
