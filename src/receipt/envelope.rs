@@ -60,7 +60,7 @@ pub struct Unencoded {
 /// unprotected header, split where each receipt's own header goes.
 struct SignedGroup {
     /// The tag, the array head and the protected header.
-    prefix: Vec<u8>,
+    prefix: std::sync::Arc<[u8]>,
     /// The payload (nil: the root is detached) and the signature.
     suffix: Vec<u8>,
 }
@@ -148,51 +148,97 @@ fn group_sign1(key: &SigningKey, root: &[u8; 32]) -> CoseSign1 {
         .build()
 }
 
-impl SignedGroup {
-    /// Encodes the group's COSE_Sign1 once and splits it around its (empty) unprotected
-    /// header.
-    fn new(sign1: &CoseSign1) -> Self {
+/// The CBOR of a COSE_Sign1's tail: the nil payload (the root is detached) and the signature.
+fn nil_and_signature(signature: &[u8]) -> Vec<u8> {
+    let mut suffix = Vec::with_capacity(80);
+    let mut e = Encoder::from(&mut suffix);
+    let _ = e.push(Header::Simple(ciborium_ll::simple::NULL));
+    let _ = e.bytes(signature, None);
+    suffix
+}
+
+/// What every group signed by one key shares, encoded once by `coset`: the receipt's bytes
+/// before its unprotected header, and the bytes that are signed (COSE's `Sig_structure`)
+/// before the root. A group then costs its signature and no more encoding: with `coset`
+/// building both per group, a group of one took about 6 µs beyond its signature.
+pub struct GroupFrame {
+    /// The tag, the array head and the protected header.
+    prefix: std::sync::Arc<[u8]>,
+    /// `["Signature1", protected, h'', ` up to the detached payload (the root, a 32-byte
+    /// bstr).
+    tbs_prefix: Vec<u8>,
+}
+
+impl GroupFrame {
+    /// The frame of `key`'s groups: `coset`'s encoding of a group, split around what
+    /// changes from group to group (the root, the signature).
+    pub fn new(key: &SigningKey) -> Self {
+        let root = [0u8; 32];
+        let sign1 = group_sign1(key, &root);
         // Encoding a COSE_Sign1 of byte strings and integers cannot fail.
         let whole = sign1.clone().to_tagged_vec().unwrap_or_default();
-        let mut suffix = Vec::with_capacity(80);
-        {
-            let mut e = Encoder::from(&mut suffix);
-            let _ = e.push(Header::Simple(ciborium_ll::simple::NULL));
-            let _ = e.bytes(&sign1.signature, None);
-        }
+        let suffix = nil_and_signature(&sign1.signature);
         // tag(18) [protected, {}, payload, signature]: the empty map (0xa0) sits just before
         // the suffix.
         let at = whole.len().saturating_sub(suffix.len() + 1);
         debug_assert!(whole.ends_with(&suffix) && whole.get(at) == Some(&0xa0));
+        let tbs = coset::sig_structure_data(
+            coset::SignatureContext::CoseSign1,
+            sign1.protected,
+            None,
+            b"",
+            &root,
+        );
+        // The payload is the last item: a 32-byte bstr (0x58 0x20, then the root).
+        let payload_at = tbs.len().saturating_sub(34);
+        debug_assert!(tbs.get(payload_at..payload_at + 2) == Some(&[0x58, 0x20][..]));
         Self {
-            prefix: whole.get(..at).unwrap_or_default().to_vec(),
-            suffix,
+            prefix: whole.get(..at).unwrap_or_default().into(),
+            tbs_prefix: tbs.get(..payload_at).unwrap_or_default().to_vec(),
         }
+    }
+
+    /// Signs `root` with `key` (the key this frame was made for).
+    fn sign(&self, key: &SigningKey, root: &[u8; 32]) -> SignedGroup {
+        let mut tbs = Vec::with_capacity(self.tbs_prefix.len() + 34);
+        tbs.extend_from_slice(&self.tbs_prefix);
+        tbs.extend_from_slice(&[0x58, 0x20]);
+        tbs.extend_from_slice(root);
+        SignedGroup {
+            prefix: std::sync::Arc::clone(&self.prefix),
+            suffix: nil_and_signature(&key.sign(&tbs).to_bytes()),
+        }
+    }
+
+    /// Signs a group of statements once, over their Merkle root: one [`Unencoded`] receipt
+    /// per statement.
+    pub fn sign_group(&self, key: &SigningKey, statements: Vec<Vec<u8>>) -> Vec<Unencoded> {
+        if statements.is_empty() {
+            return Vec::new();
+        }
+        let tree = Tree::new(&statements);
+        let size = statements.len() as u64;
+        let signed = std::sync::Arc::new(self.sign(key, &tree.root()));
+        let proofs: Vec<Vec<u8>> = (0..statements.len()).map(|i| tree.path(i)).collect();
+        statements
+            .into_iter()
+            .zip(proofs)
+            .enumerate()
+            .map(|(i, (statement, path))| Unencoded {
+                signed: std::sync::Arc::clone(&signed),
+                statement,
+                tree_size: size,
+                index: i as u64,
+                path,
+            })
+            .collect()
     }
 }
 
 /// Signs a group of statements once, over their Merkle root: one [`Unencoded`] receipt
-/// per statement.
+/// per statement (the key's [`GroupFrame`] made anew: a signer keeps its own).
 pub fn sign_group_unencoded(key: &SigningKey, statements: Vec<Vec<u8>>) -> Vec<Unencoded> {
-    if statements.is_empty() {
-        return Vec::new();
-    }
-    let tree = Tree::new(&statements);
-    let size = statements.len() as u64;
-    let signed = std::sync::Arc::new(SignedGroup::new(&group_sign1(key, &tree.root())));
-    let proofs: Vec<Vec<u8>> = (0..statements.len()).map(|i| tree.path(i)).collect();
-    statements
-        .into_iter()
-        .zip(proofs)
-        .enumerate()
-        .map(|(i, (statement, path))| Unencoded {
-            signed: std::sync::Arc::clone(&signed),
-            statement,
-            tree_size: size,
-            index: i as u64,
-            path,
-        })
-        .collect()
+    GroupFrame::new(key).sign_group(key, statements)
 }
 
 /// An RFC 9162 Merkle tree over one group, built once, level by level.

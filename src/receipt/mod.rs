@@ -426,6 +426,8 @@ struct Batch {
 /// The server's receipt key and the evidence that binds it.
 pub struct ReceiptSigner {
     key: SigningKey,
+    /// What every group's receipts share, encoded once.
+    frame: envelope::GroupFrame,
     public: [u8; 32],
     evidence_json: Vec<u8>,
     evidence_sha256: [u8; 32],
@@ -464,6 +466,7 @@ impl ReceiptSigner {
         Self {
             public: key.verifying_key().to_bytes(),
             evidence_sha256: Sha256::digest(&evidence_json).into(),
+            frame: envelope::GroupFrame::new(&key),
             key,
             evidence_json,
             batches: std::sync::OnceLock::new(),
@@ -487,12 +490,15 @@ impl ReceiptSigner {
 
     /// One receipt per statement of a group, under one signature over their Merkle root.
     pub fn sign_group(&self, statements: &[Vec<u8>]) -> Vec<Vec<u8>> {
-        envelope::sign_group(&self.key, statements)
+        self.sign_group_unencoded(statements.to_vec())
+            .into_iter()
+            .map(envelope::Unencoded::encode)
+            .collect()
     }
 
     /// [`Self::sign_group`], leaving each receipt's encoding to its own task.
     pub fn sign_group_unencoded(&self, statements: Vec<Vec<u8>>) -> Vec<envelope::Unencoded> {
-        envelope::sign_group_unencoded(&self.key, statements)
+        self.frame.sign_group(&self.key, statements)
     }
 
     /// From now on, groups are signed on a task of the current tokio runtime (a no-op
