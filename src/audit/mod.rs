@@ -24,9 +24,11 @@
 
 mod compact;
 mod encode;
+mod file;
 mod journal;
 pub mod outbox;
 mod queue;
+mod receipt_task;
 mod record;
 pub mod seal;
 mod segments;
@@ -45,9 +47,11 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use encode::*;
+use file::*;
 pub use journal::{DEFAULT_JOURNAL_BYTES, JOURNAL_FILE};
 use queue::*;
 pub use queue::{Durable, RECEIPT_LINGER, ReceiptExpected};
+use receipt_task::*;
 use record::*;
 pub use record::{Event, PredictEvent, Record, checkpoint_message, retention_message};
 use segments::*;

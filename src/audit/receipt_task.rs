@@ -1,0 +1,203 @@
+//! The receipts' task: on the server's tokio runtime, it writes the records that answers
+//! with receipts wait for and signs their group where it runs (see [`super::writer`] for how
+//! it takes turns with the writer thread).
+
+use super::*;
+use std::sync::atomic::Ordering;
+
+use crate::receipt::Delivery;
+
+/// The receipts of one group: each statement is finished as its record is chained; once
+/// the group is written, all are signed at once, under one signature over their Merkle tree.
+#[derive(Default)]
+pub(super) struct Receipts {
+    statements: Vec<Vec<u8>>,
+    waiting: Vec<(std::sync::Arc<crate::receipt::ReceiptSigner>, Delivery)>,
+}
+
+/// Statements to sign under one signature, and where each receipt goes.
+pub(super) struct Signing {
+    signer: std::sync::Arc<crate::receipt::ReceiptSigner>,
+    statements: Vec<Vec<u8>>,
+    deliveries: Vec<Delivery>,
+}
+
+impl Receipts {
+    /// The record of `draft`'s call was just pushed: `st` holds its seq, hash and time.
+    pub(super) fn add(&mut self, st: &State, prepared: crate::receipt::Prepared, done: Delivery) {
+        let (statement, signer) = prepared.finish(st.seq, &st.head, st.last_ts_ms);
+        self.statements.push(statement);
+        self.waiting.push((signer, done));
+    }
+
+    /// The group's receipts to sign, once their records are `written`; else each waiter is
+    /// told there is none (the answer is withheld, as an unwritten record's is).
+    pub(super) fn take(&mut self, written: bool) -> Vec<Signing> {
+        if !written {
+            self.statements.clear();
+            for (_, done) in self.waiting.drain(..) {
+                let _ = done.send(None);
+            }
+            return Vec::new();
+        }
+        // One server has one signer; a run of the same one is signed together.
+        let mut out = Vec::new();
+        while let Some((first, _)) = self.waiting.first() {
+            let signer = std::sync::Arc::clone(first);
+            let end = self
+                .waiting
+                .iter()
+                .position(|(s, _)| !std::sync::Arc::ptr_eq(s, &signer))
+                .unwrap_or(self.waiting.len());
+            out.push(Signing {
+                signer,
+                statements: self.statements.drain(..end).collect(),
+                deliveries: self.waiting.drain(..end).map(|(_, d)| d).collect(),
+            });
+        }
+        out
+    }
+}
+
+/// Signs and sends receipts: `here` on this thread (the receipts' task), else on the
+/// signer's task when it has one.
+pub(super) fn deliver(receipts: Vec<Signing>, here: bool) {
+    for s in receipts {
+        if here {
+            s.signer.sign_and_deliver_here(s.statements, s.deliveries);
+        } else {
+            s.signer.sign_and_deliver(s.statements, s.deliveries);
+        }
+    }
+}
+
+impl AuditLog {
+    /// From now on, the records of answers that carry receipts are written, and their
+    /// receipts signed, by a task of the current tokio runtime rather than by the writer
+    /// thread (a no-op outside a runtime, or once started): see [`writer`]. A group gathers
+    /// until it holds [`RECEIPT_GROUP`] receipts or no other call that will carry one is
+    /// under way ([`Self::expect_receipt`]), or at the latest after
+    /// [`AuditConfig::receipt_linger`] (rounded up to the runtime timer's millisecond).
+    pub fn write_receipts_on_runtime(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let notify = Arc::new(tokio::sync::Notify::new());
+        if self.queue.receipt_task.set(Arc::clone(&notify)).is_err() {
+            return;
+        }
+        let linger = lock_writer(&self.writer).config.receipt_linger;
+        // Weak: the task ends with the log.
+        let (queue, shared) = (Arc::downgrade(&self.queue), Arc::downgrade(&self.writer));
+        runtime.spawn(async move {
+            loop {
+                notify.notified().await;
+                let deadline = tokio::time::Instant::now() + linger;
+                loop {
+                    let Some(queue) = queue.upgrade() else {
+                        return;
+                    };
+                    match gathered(&queue) {
+                        Gathered::Closed => return,
+                        Gathered::Ready => break,
+                        Gathered::NotYet => {}
+                    }
+                    drop(queue);
+                    if tokio::time::timeout_at(deadline, notify.notified())
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                let (Some(queue), Some(shared)) = (queue.upgrade(), shared.upgrade()) else {
+                    return;
+                };
+                // The thread holds the lock only for a turn of its own (not over an fsync):
+                // try again once the other tasks here have run, and after a millisecond once
+                // its turn is a long one (a rotation's fsync, retention).
+                let mut tries = 0u32;
+                while !receipts_turn(&shared, &queue) {
+                    tries += 1;
+                    if tries < 64 {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Where a receipts' gathering stands.
+enum Gathered {
+    /// The log is closing: the thread writes the rest.
+    Closed,
+    /// Write it now.
+    Ready,
+    /// Wait for more.
+    NotYet,
+}
+
+fn gathered(queue: &Queue) -> Gathered {
+    let p = queue.lock();
+    if p.closed {
+        Gathered::Closed
+    } else if p.waiting_receipts == 0
+        || p.waiting_receipts >= RECEIPT_GROUP
+        || p.waiting > p.waiting_receipts
+        || queue.expected_receipts.load(Ordering::Acquire) == 0
+    {
+        Gathered::Ready
+    } else {
+        Gathered::NotYet
+    }
+}
+
+/// One turn of the receipts' task: writes what is queued, unless the group needs the thread
+/// (rotation: handed over); hands the thread what needs an fsync; signs the receipts here,
+/// with the lock released. False, doing nothing, while the thread holds the lock (a tokio
+/// worker never blocks on it).
+pub(super) fn receipts_turn(shared: &Shared, queue: &Queue) -> bool {
+    let mut w = match shared.try_lock() {
+        Ok(w) => w,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return false,
+    };
+    let had_unsynced = !w.buf.is_empty();
+    let Some(turn) = w.write_queued(queue, false) else {
+        drop(w);
+        queue.ready.notify_one();
+        return true;
+    };
+    // The thread fsyncs: tell it when there is something new to fsync on time, something
+    // that waits for an fsync, or a group to retry.
+    let mut thread_wanted = !turn.written
+        || (!had_unsynced && !w.buf.is_empty())
+        || w.st.unflushed_checkpoint.is_some();
+    if turn.written {
+        let mut kept = Vec::new();
+        for x in w.waiters.drain(..) {
+            match x {
+                Waiter::Async(s) => {
+                    let _ = s.send(true);
+                }
+                blocking => {
+                    thread_wanted = true;
+                    kept.push(blocking);
+                }
+            }
+        }
+        w.waiters = kept;
+    } else {
+        withhold_answers(&mut w.waiters);
+    }
+    drop(w);
+    if thread_wanted {
+        queue.lock().thread_wanted = true;
+        queue.ready.notify_one();
+    }
+    deliver(turn.receipts, true);
+    true
+}
