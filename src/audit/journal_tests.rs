@@ -1,7 +1,7 @@
 //! The journal: answers leave once their events are journaled, and a crash before the writer
 //! wrote them loses nothing (see [`super::journal`]).
 
-use super::tests::{open_log, plain_records, predict};
+use super::tests::{allowed_event, open_log, plain_records, predict};
 use super::*;
 
 /// A writer that gathers for an hour: nothing reaches the log file unless someone waits.
@@ -9,25 +9,6 @@ fn lingering() -> AuditConfig {
     AuditConfig {
         group_linger: Duration::from_secs(3600),
         ..AuditConfig::default()
-    }
-}
-
-fn answer(id: &str) -> PredictEvent<'_> {
-    PredictEvent {
-        request_id: id,
-        principal: "alice",
-        model: "m@1",
-        purpose: None,
-        subject: None,
-        input_hmac: None,
-        output_argmax: &[1],
-        flagged_rows: &[],
-        rows: 1,
-        latency_us: 1,
-        decision: "allow",
-        reason: "OK",
-        epsilon: 0.5,
-        rpc: None,
     }
 }
 
@@ -53,7 +34,7 @@ fn crash_after_journaling(dir: &Path, n: u32) {
     let log = open_log(dir, lingering());
     for i in 1..=n {
         assert!(
-            log.append_predict_durable(&answer(&format!("a{i}")))
+            log.append_predict_durable(&allowed_event(&format!("a{i}")))
                 .unwrap()
                 .is_journaled()
         );
@@ -68,7 +49,7 @@ async fn journaled_answers_leave_at_once_and_survive_a_crash_before_the_writer_w
     log.append(predict(0));
     for i in 1..=5 {
         let id = format!("a{i}");
-        let durable = log.append_predict_durable(&answer(&id)).unwrap();
+        let durable = log.append_predict_durable(&allowed_event(&id)).unwrap();
         assert!(durable.is_journaled(), "answer {i} is journaled");
         // Nothing to wait for: the writer has not written it.
         tokio::time::timeout(Duration::from_secs(5), durable.wait())
@@ -103,7 +84,7 @@ fn the_journal_holds_no_plaintext_and_is_private() {
     let d = tempfile::tempdir().unwrap();
     let log = open_log(d.path(), lingering());
     let durable = log
-        .append_predict_durable(&answer("needle-request-id"))
+        .append_predict_durable(&allowed_event("needle-request-id"))
         .unwrap();
     assert!(durable.is_journaled());
     let path = d.path().join(JOURNAL_FILE);
@@ -144,7 +125,7 @@ fn a_journal_from_another_state_key_or_with_a_changed_header_replays_nothing() {
     let d = tempfile::tempdir().unwrap();
     let log = open_log(d.path(), lingering());
     assert!(
-        log.append_predict_durable(&answer("a1"))
+        log.append_predict_durable(&allowed_event("a1"))
             .unwrap()
             .is_journaled()
     );
@@ -194,7 +175,7 @@ async fn a_full_journal_makes_answers_wait_for_the_writer_and_loses_nothing() {
     let mut waited = None;
     for i in 0..2000 {
         let id = format!("a{i}");
-        let durable = log.append_predict_durable(&answer(&id)).unwrap();
+        let durable = log.append_predict_durable(&allowed_event(&id)).unwrap();
         if durable.is_journaled() {
             journaled += 1;
         } else {

@@ -1057,7 +1057,7 @@ fn assert_none_expected(log: &AuditLog) {
 }
 
 /// An allowed Predict of one row by alice.
-fn allowed_event(id: &str) -> PredictEvent<'_> {
+pub(super) fn allowed_event(id: &str) -> PredictEvent<'_> {
     PredictEvent {
         request_id: id,
         principal: "alice",

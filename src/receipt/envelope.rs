@@ -37,14 +37,6 @@ pub const VDP_INCLUSION: i64 = -1;
 /// The statement (private-use label).
 pub const LABEL_STATEMENT: i64 = -70001;
 
-/// Signs a group of statements once, over their Merkle root, and makes each its receipt.
-pub fn sign_group(key: &SigningKey, statements: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    sign_group_unencoded(key, statements.to_vec())
-        .into_iter()
-        .map(Unencoded::encode)
-        .collect()
-}
-
 /// One receipt of a signed group, not yet encoded: the audit writer signs and hands these
 /// out, and each answer's own task encodes its receipt ([`Unencoded::encode`]), off the
 /// writer's thread.
