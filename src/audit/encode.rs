@@ -7,7 +7,8 @@ use sha2::Digest;
 use super::*;
 
 /// Appends the line of a record (its canonical JSON, see [`crate::canonical`], without the
-/// newline) around an event object already in canonical form, and returns its chain hash.
+/// newline) around an event object already in canonical form, and returns its chain hash
+/// (as the line writes it, in hex, and its 32 bytes).
 /// `tail` is scratch space. No `serde_json::Value` tree, no key sort, and the event is not
 /// copied to be hashed: the hash runs over the pieces of the body (the record with an empty
 /// `hash`, which sorts right after `event`), and the line is the same pieces with the hash
@@ -19,7 +20,7 @@ pub(super) fn write_record(
     ts_ms: u64,
     prev: &str,
     event_json: &[u8],
-) -> [u8; 64] {
+) -> ([u8; 64], [u8; 32]) {
     const OPEN: &[u8] = b"{\"event\":";
     tail.clear();
     let at = write_body_tail(tail, seq, ts_ms, prev);
@@ -27,14 +28,15 @@ pub(super) fn write_record(
     h.update(OPEN);
     h.update(event_json);
     h.update(&tail[..]);
-    let hash = hex32(&h.finalize().into());
+    let raw: [u8; 32] = h.finalize().into();
+    let hash = hex32(&raw);
     buf.reserve(OPEN.len() + event_json.len() + tail.len() + hash.len());
     buf.extend_from_slice(OPEN);
     buf.extend_from_slice(event_json);
     buf.extend_from_slice(&tail[..at]);
     buf.extend_from_slice(&hash);
     buf.extend_from_slice(&tail[at..]);
-    hash
+    (hash, raw)
 }
 
 /// The canonical JSON object of a Predict event: keys in byte order, as

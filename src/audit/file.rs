@@ -49,7 +49,7 @@ pub(super) fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], kind: K
     let ts_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let hash = if kind == Kind::Sealed {
+    let (hash, raw) = if kind == Kind::Sealed {
         st.sealed.clear();
         st.sealer.seal(st.seq, event_json, &mut st.sealed);
         write_record(buf, &mut st.tail, st.seq, ts_ms, &st.head, &st.sealed)
@@ -59,6 +59,7 @@ pub(super) fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], kind: K
     // The hex digits are ASCII; the head keeps its allocation from record to record.
     st.head.clear();
     st.head.extend(hash.iter().map(|&b| char::from(b)));
+    st.head_raw = raw;
     st.last_ts_ms = ts_ms;
     buf.push(b'\n');
     st.in_segment += 1;

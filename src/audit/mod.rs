@@ -242,6 +242,8 @@ struct State {
     segment: u64,
     seq: u64,
     head: String,
+    /// `head`'s 32 bytes (a receipt states them).
+    head_raw: [u8; 32],
     since_checkpoint: u64,
     last_checkpoint: std::time::Instant,
     in_segment: u64,
@@ -322,6 +324,18 @@ pub enum Integrity {
 /// [`AuditLog::append_predict`]) are encoded with this before they reach the queue, so that
 /// the queue's lock is never held over a `serde_json::Value` tree, and an event that fails
 /// to serialize never reaches it.
+/// The 32 bytes of the chain hash a log was opened at (recovery checked the chain, so this
+/// refuses only a head that no verified log has).
+fn head_bytes(head: &str, path: &Path, line: u64) -> Result<[u8; 32], AuditError> {
+    let mut raw = [0u8; 32];
+    hex::decode_to_slice(head, &mut raw).map_err(|e| AuditError::Damaged {
+        path: path.display().to_string(),
+        line,
+        problem: format!("its last hash is not a SHA-256 in hex: {e}"),
+    })?;
+    Ok(raw)
+}
+
 fn event_json(event: &Event) -> Result<Vec<u8>, AuditError> {
     match PredictEvent::of(event) {
         Some(e) => {
@@ -358,6 +372,7 @@ impl AuditLog {
         let path = segment_path(dir, segment);
         let file = open_segment(&path)?;
         let synced_len = file.metadata().map_err(io_err(&path))?.len();
+        let head_raw = head_bytes(&head, &path, in_segment)?;
         let public_key = hex::encode(public);
         let writable = Arc::new(AtomicBool::new(true));
         // A log that ends with a checkpoint (or is empty) is covered as found; otherwise the
@@ -390,6 +405,7 @@ impl AuditLog {
             file,
             segment,
             seq,
+            head_raw,
             head,
             since_checkpoint: 0,
             last_checkpoint: std::time::Instant::now(),

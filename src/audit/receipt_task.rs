@@ -25,7 +25,7 @@ pub(super) struct Signing {
 impl Receipts {
     /// The record of `draft`'s call was just pushed: `st` holds its seq, hash and time.
     pub(super) fn add(&mut self, st: &State, prepared: crate::receipt::Prepared, done: Delivery) {
-        let (statement, signer) = prepared.finish(st.seq, &st.head, st.last_ts_ms);
+        let (statement, signer) = prepared.finish(st.seq, &st.head_raw, st.last_ts_ms);
         self.statements.push(statement);
         self.waiting.push((signer, done));
     }

@@ -398,7 +398,7 @@ fn the_prepared_path_writes_exactly_the_canonical_body_for_every_event() {
         };
         let json = event_json(&event).unwrap();
         let (mut got, mut tail) = (b"earlier lines\n".to_vec(), Vec::new());
-        let hash = write_record(
+        let (hash, raw) = write_record(
             &mut got,
             &mut tail,
             42,
@@ -408,6 +408,7 @@ fn the_prepared_path_writes_exactly_the_canonical_body_for_every_event() {
         );
         let hash = String::from_utf8(hash.to_vec()).unwrap();
         assert_eq!(hash, record.compute_hash());
+        assert_eq!(hex::encode(raw), hash);
         record.hash = hash;
         let want = crate::canonical::to_vec(&record).unwrap();
         assert_eq!(

@@ -96,11 +96,14 @@ impl Pipeline {
                 )));
             }
         };
-        let (salt, drawn) = match asked.map(|v| v.to_str()) {
+        // The client's salt is parsed onto the stack; a salt the server draws goes back to
+        // the client with the answer.
+        let mut parsed = [0u8; crate::receipt::MAX_SALT];
+        let (salt, drawn): (&[u8], Option<Vec<u8>>) = match asked.map(|v| v.to_str()) {
             Some(Ok(text)) => (
-                crate::receipt::parse_salt(text)
+                crate::receipt::parse_salt_into(text, &mut parsed)
                     .map_err(|e| ApiError::BadRequest(e.to_string()))?,
-                false,
+                None,
             ),
             Some(Err(_)) => {
                 return Err(ApiError::BadRequest(format!(
@@ -108,10 +111,11 @@ impl Pipeline {
                 )));
             }
             None => (
-                crate::receipt::new_salt().map_err(|e| ApiError::Unavailable(e.to_string()))?,
-                true,
+                &[],
+                Some(crate::receipt::new_salt().map_err(|e| ApiError::Unavailable(e.to_string()))?),
             ),
         };
+        let salt = drawn.as_deref().unwrap_or(salt);
         let input = if call.texts.is_empty() {
             digest::RequestInput::Rows {
                 shape: &call.shape,
@@ -121,8 +125,8 @@ impl Pipeline {
             digest::RequestInput::Texts(&call.texts)
         };
         Ok(Some(Ask {
-            request: digest::request(&salt, input),
-            drawn_salt: drawn.then_some(salt),
+            request: digest::request(salt, input),
+            drawn_salt: drawn,
             signer,
             rpc: call.api.as_str(),
             expected: self.audit.as_ref().map(|a| a.expect_receipt()),

@@ -90,7 +90,10 @@ pub const RECEIPT_HEADER: &str = "x-confidant-receipt";
 pub const SALT_RESPONSE_HEADER: &str = "x-confidant-receipt-salt";
 
 /// The shortest and longest salt accepted, in bytes.
-pub const SALT_BYTES: std::ops::RangeInclusive<usize> = 16..=64;
+pub const SALT_BYTES: std::ops::RangeInclusive<usize> = 16..=MAX_SALT;
+
+/// The longest salt, in bytes.
+pub const MAX_SALT: usize = 64;
 
 /// The report_data that binds a receipt key: `SHA-512("confidant-receipt-v1" ‖ key)`.
 pub fn report_data(public_key: &[u8; 32]) -> [u8; 64] {
@@ -329,7 +332,7 @@ impl Fields<'_> {
             &mut out,
             self.v,
             self.audit_seq,
-            self.audit_hash,
+            ChainHash::Hex(self.audit_hash),
             self.time_ms,
             self.evidence,
         );
@@ -377,13 +380,21 @@ impl Fields<'_> {
 /// Room for a whole statement: a prepared one is finished in place.
 const STATEMENT_CAPACITY: usize = 384;
 
+/// The audit record's chain hash, as a statement is given it: in hex (as the log writes it),
+/// or its 32 bytes (as the audit writer has it, so that finishing a statement decodes nothing).
+#[derive(Clone, Copy)]
+enum ChainHash<'a> {
+    Hex(&'a str),
+    Raw(&'a [u8; 32]),
+}
+
 /// The statement's entries from `audit_seq`'s value on: what the audit writer adds once it has
 /// chained the call's record.
 fn write_tail(
     out: &mut Vec<u8>,
     v: u32,
     audit_seq: u64,
-    audit_hash: &str,
+    audit_hash: ChainHash<'_>,
     time_ms: u64,
     evidence: &[u8],
 ) {
@@ -393,19 +404,26 @@ fn write_tail(
     let _ = e.push(Header::Positive(audit_seq));
     if v == 1 {
         let _ = e.text("audit_hash", None);
-        let _ = e.text(audit_hash, None);
+        let _ = match audit_hash {
+            ChainHash::Hex(text) => e.text(text, None),
+            ChainHash::Raw(raw) => e.text(&hex::encode(raw), None),
+        };
         let _ = e.text("time_ms", None);
         let _ = e.push(Header::Positive(time_ms));
         let _ = e.text("evidence", None);
     } else {
         let _ = e.push(Header::Positive(key::AUDIT_HASH));
-        // The log's chain hash is always 64 hex digits (a SHA-256).
-        let mut raw = [0u8; 32];
-        match hex::decode_to_slice(audit_hash, &mut raw) {
-            Ok(()) => e.bytes(&raw, None),
-            Err(_) => e.bytes(&hex::decode(audit_hash).unwrap_or_default(), None),
-        }
-        .ok();
+        let _ = match audit_hash {
+            ChainHash::Raw(raw) => e.bytes(raw, None),
+            // The log's chain hash is always 64 hex digits (a SHA-256).
+            ChainHash::Hex(text) => {
+                let mut raw = [0u8; 32];
+                match hex::decode_to_slice(text, &mut raw) {
+                    Ok(()) => e.bytes(&raw, None),
+                    Err(_) => e.bytes(&hex::decode(text).unwrap_or_default(), None),
+                }
+            }
+        };
         let _ = e.push(Header::Positive(key::TIME_MS));
         let _ = e.push(Header::Positive(time_ms));
         let _ = e.push(Header::Positive(key::EVIDENCE));
@@ -640,12 +658,12 @@ pub struct Prepared {
 
 impl Prepared {
     /// The statement's CBOR, now that the call's record is `audit_seq`, with chain hash
-    /// `audit_hash`, at `time_ms`: the same bytes as [`Draft::statement_cbor`]; and who
-    /// signs it.
+    /// `audit_hash` (its 32 bytes), at `time_ms`: the same bytes as [`Draft::statement_cbor`]
+    /// given that hash in hex; and who signs it.
     pub fn finish(
         self,
         audit_seq: u64,
-        audit_hash: &str,
+        audit_hash: &[u8; 32],
         time_ms: u64,
     ) -> (Vec<u8>, Arc<ReceiptSigner>) {
         // Finished in place: the head was allocated with room for the rest.
@@ -654,7 +672,7 @@ impl Prepared {
             &mut out,
             STATEMENT_VERSION,
             audit_seq,
-            audit_hash,
+            ChainHash::Raw(audit_hash),
             time_ms,
             &self.signer.evidence_sha256,
         );
@@ -664,22 +682,35 @@ impl Prepared {
 
 /// Parses a salt given as hex.
 pub fn parse_salt(text: &str) -> Result<Vec<u8>, ReceiptError> {
-    let salt = hex::decode(text.trim()).map_err(|e| {
+    let mut buf = [0u8; MAX_SALT];
+    parse_salt_into(text, &mut buf).map(<[u8]>::to_vec)
+}
+
+/// [`parse_salt`] into `buf`, with no allocation (once per request that asks for a receipt).
+pub fn parse_salt_into<'b>(
+    text: &str,
+    buf: &'b mut [u8; MAX_SALT],
+) -> Result<&'b [u8], ReceiptError> {
+    let hex_error = |e: hex::FromHexError| {
         ReceiptError::Salt(format!(
             "{SALT_HEADER} must be the salt in hex ({} to {} bytes): {e}",
             SALT_BYTES.start(),
             SALT_BYTES.end()
         ))
-    })?;
-    if !SALT_BYTES.contains(&salt.len()) {
-        return Err(ReceiptError::Salt(format!(
-            "{SALT_HEADER} must be {} to {} bytes, got {}",
-            SALT_BYTES.start(),
-            SALT_BYTES.end(),
-            salt.len()
-        )));
+    };
+    let text = text.trim();
+    if text.len().is_multiple_of(2) && SALT_BYTES.contains(&(text.len() / 2)) {
+        let salt = &mut buf[..text.len() / 2];
+        hex::decode_to_slice(text, salt).map_err(hex_error)?;
+        return Ok(salt);
     }
-    Ok(salt)
+    // Not a salt's length: say what is wrong with it, as a decoded salt would.
+    let got = hex::decode(text).map_err(hex_error)?.len();
+    Err(ReceiptError::Salt(format!(
+        "{SALT_HEADER} must be {} to {} bytes, got {got}",
+        SALT_BYTES.start(),
+        SALT_BYTES.end(),
+    )))
 }
 
 /// A fresh 32-byte salt from the OS.

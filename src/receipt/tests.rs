@@ -287,12 +287,40 @@ fn digests_of_the_canonical_forms() {
 
 #[test]
 fn salts_are_hex_of_16_to_64_bytes() {
-    assert!(parse_salt(&"ab".repeat(16)).is_ok());
-    assert!(parse_salt(&"ab".repeat(64)).is_ok());
-    for bad in ["", "zz", &"ab".repeat(15), &"ab".repeat(65)] {
+    assert_eq!(parse_salt(&"ab".repeat(16)).unwrap(), [0xab; 16]);
+    assert_eq!(parse_salt(&"Cd".repeat(64)).unwrap(), [0xcd; 64]);
+    assert_eq!(
+        parse_salt(&format!(" {} ", "01".repeat(20))).unwrap(),
+        [1; 20]
+    );
+    let mut buf = [0u8; super::MAX_SALT];
+    assert_eq!(
+        super::parse_salt_into(&"0f".repeat(33), &mut buf).unwrap(),
+        [0x0f; 33]
+    );
+    let says = |bad: &str| match parse_salt(bad) {
+        Err(ReceiptError::Salt(m)) => m,
+        other => panic!("{bad:?}: {other:?}"),
+    };
+    for (bad, why) in [
+        ("", "got 0"),
+        ("zz", "Invalid character 'z' at position 0"),
+        (&"ab".repeat(15), "got 15"),
+        (&"ab".repeat(65), "got 65"),
+        ("abc", "Odd number of digits"),
+        (
+            &format!("{}zz", "ab".repeat(20)),
+            "Invalid character 'z' at position 40",
+        ),
+        (
+            &format!("{}zz", "ab".repeat(70)),
+            "Invalid character 'z' at position 140",
+        ),
+    ] {
+        let m = says(bad);
         assert!(
-            matches!(parse_salt(bad), Err(ReceiptError::Salt(_))),
-            "{bad}"
+            m.starts_with(SALT_HEADER) && m.contains(why),
+            "{bad:?}: {m}"
         );
     }
 }
@@ -452,7 +480,9 @@ fn a_prepared_statement_is_finished_into_the_same_bytes() {
     ] {
         for time_ms in [0, 1_700_000_000_000] {
             let hash = "ef".repeat(32);
-            let (statement, signer) = draft(&signer, 7).prepare().finish(seq, &hash, time_ms);
+            let (statement, signer) = draft(&signer, 7)
+                .prepare()
+                .finish(seq, &[0xef; 32], time_ms);
             assert!(Arc::ptr_eq(&signer, &d.signer));
             assert_eq!(
                 statement,
