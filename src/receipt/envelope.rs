@@ -159,6 +159,26 @@ pub struct GroupFrame {
     /// `["Signature1", protected, h'', ` up to the detached payload (the root, a 32-byte
     /// bstr).
     tbs_prefix: Vec<u8>,
+    /// The same key in AWS-LC, which signs the groups: its Ed25519 (s2n-bignum's assembly)
+    /// signs in about half the time of `ed25519-dalek`'s on x86-64 (8.6 against 15.7 µs on
+    /// the VM of BENCHMARKS.md), and Ed25519 signatures are deterministic, so the bytes are
+    /// the same (`aws_lc_and_dalek_sign_the_same_bytes`). `None` only if AWS-LC refused the
+    /// key, which it does not for a valid one: `ed25519-dalek` then signs.
+    aws_lc: Option<aws_lc_rs::signature::Ed25519KeyPair>,
+}
+
+/// `key` as an AWS-LC key pair, checked against its public key.
+fn aws_lc_key(key: &SigningKey) -> Option<aws_lc_rs::signature::Ed25519KeyPair> {
+    match aws_lc_rs::signature::Ed25519KeyPair::from_seed_and_public_key(
+        key.as_bytes(),
+        key.verifying_key().as_bytes(),
+    ) {
+        Ok(pair) => Some(pair),
+        Err(e) => {
+            tracing::warn!(error = %e, "AWS-LC refused the receipt key; receipts are signed by ed25519-dalek");
+            None
+        }
+    }
 }
 
 impl GroupFrame {
@@ -187,7 +207,14 @@ impl GroupFrame {
         Self {
             prefix: whole.get(..at).unwrap_or_default().into(),
             tbs_prefix: tbs.get(..payload_at).unwrap_or_default().to_vec(),
+            aws_lc: aws_lc_key(key),
         }
+    }
+
+    /// Whether AWS-LC signs this frame's groups.
+    #[cfg(test)]
+    pub(crate) fn signs_with_aws_lc(&self) -> bool {
+        self.aws_lc.is_some()
     }
 
     /// Signs `root` with `key` (the key this frame was made for).
@@ -196,9 +223,13 @@ impl GroupFrame {
         tbs.extend_from_slice(&self.tbs_prefix);
         tbs.extend_from_slice(&[0x58, 0x20]);
         tbs.extend_from_slice(root);
+        let suffix = match &self.aws_lc {
+            Some(pair) => nil_and_signature(pair.sign(&tbs).as_ref()),
+            None => nil_and_signature(&key.sign(&tbs).to_bytes()),
+        };
         SignedGroup {
             prefix: std::sync::Arc::clone(&self.prefix),
-            suffix: nil_and_signature(&key.sign(&tbs).to_bytes()),
+            suffix,
         }
     }
 

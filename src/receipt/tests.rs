@@ -378,6 +378,27 @@ fn receipts_encode_as_coset_encodes_them() {
 }
 
 #[test]
+fn aws_lc_and_dalek_sign_the_same_bytes() {
+    // Groups are signed by AWS-LC; `encode_with_coset` signs with ed25519-dalek. Ed25519 is
+    // deterministic: the receipts must be the same bytes, and open (dalek's strict check).
+    for k in 0..12 {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let frame = crate::receipt::envelope::GroupFrame::new(&key);
+        assert!(frame.signs_with_aws_lc(), "key {k}");
+        let statements: Vec<Vec<u8>> = (0..=k).map(|i| vec![i as u8; 40 + k]).collect();
+        for (i, u) in frame.sign_group(&key, statements).into_iter().enumerate() {
+            let expected = u.encode_with_coset(&key);
+            let receipt = u.encode();
+            assert_eq!(receipt, expected, "key {k}, receipt {i}");
+            let opened = crate::receipt::envelope::open(&receipt).expect("opens");
+            assert_eq!(opened.public_key, key.verifying_key().to_bytes());
+        }
+    }
+}
+
+#[test]
 fn statements_encode_as_ciborium_encodes_them() {
     let (signer, _) = server("server A");
     for (i, epsilon) in [0.0, 0.5, 1.0 / 3.0, 1e300, 65504.0]
