@@ -116,7 +116,7 @@ pub struct Durable(DurableState);
 enum DurableState {
     Journaled,
     Writing(tokio::sync::oneshot::Receiver<bool>),
-    Receipt(tokio::sync::oneshot::Receiver<Option<crate::receipt::envelope::Unencoded>>),
+    Receipt(tokio::sync::oneshot::Receiver<Option<Vec<u8>>>),
 }
 
 impl Durable {
@@ -138,7 +138,7 @@ impl Durable {
                 Err(_) => Err(AuditError::Stopped),
             },
             DurableState::Receipt(rx) => match rx.await {
-                Ok(Some(receipt)) => Ok(Some(receipt.encode())),
+                Ok(Some(receipt)) => Ok(Some(receipt)),
                 Ok(None) => Err(AuditError::Unwritable),
                 Err(_) => Err(AuditError::Stopped),
             },

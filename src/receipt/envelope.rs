@@ -37,9 +37,9 @@ pub const VDP_INCLUSION: i64 = -1;
 /// The statement (private-use label).
 pub const LABEL_STATEMENT: i64 = -70001;
 
-/// One receipt of a signed group, not yet encoded: the audit writer signs and hands these
-/// out, and each answer's own task encodes its receipt ([`Unencoded::encode`]), off the
-/// writer's thread.
+/// One receipt of a signed group, not yet encoded ([`Unencoded::encode`]). The signer encodes
+/// each right after signing the group, while the group is in cache: encoding in each answer's
+/// own task, after its wait, measured no cheaper (BENCHMARKS.md, "Receipts", session 15).
 pub struct Unencoded {
     signed: std::sync::Arc<SignedGroup>,
     statement: Vec<u8>,

@@ -431,9 +431,9 @@ fn write_tail(
     let _ = e.bytes(evidence, None);
 }
 
-/// Where a signed receipt goes: `None` tells the waiting answer that its record was not
-/// written, so there is no receipt (the answer is withheld).
-pub type Delivery = tokio::sync::oneshot::Sender<Option<envelope::Unencoded>>;
+/// Where a signed receipt goes, encoded: `None` tells the waiting answer that its record was
+/// not written, so there is no receipt (the answer is withheld).
+pub type Delivery = tokio::sync::oneshot::Sender<Option<Vec<u8>>>;
 
 /// Statements waiting for one signature, and where each receipt goes.
 struct Batch {
@@ -577,7 +577,7 @@ impl ReceiptSigner {
     fn sign_batch(&self, batch: Batch) {
         let signed = self.sign_group_unencoded(batch.statements);
         for (receipt, delivery) in signed.into_iter().zip(batch.deliveries) {
-            let _ = delivery.send(Some(receipt));
+            let _ = delivery.send(Some(receipt.encode()));
         }
     }
 }
