@@ -99,23 +99,19 @@ impl Pipeline {
         // The client's salt is parsed onto the stack; a salt the server draws goes back to
         // the client with the answer.
         let mut parsed = [0u8; crate::receipt::MAX_SALT];
-        let (salt, drawn): (&[u8], Option<Vec<u8>>) = match asked.map(|v| v.to_str()) {
-            Some(Ok(text)) => (
-                crate::receipt::parse_salt_into(text, &mut parsed)
-                    .map_err(|e| ApiError::BadRequest(e.to_string()))?,
-                None,
-            ),
+        let mut drawn = None;
+        let salt: &[u8] = match asked.map(|v| v.to_str()) {
+            Some(Ok(text)) => crate::receipt::parse_salt_into(text, &mut parsed)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?,
             Some(Err(_)) => {
                 return Err(ApiError::BadRequest(format!(
                     "{SALT_HEADER} must be the salt in hex"
                 )));
             }
-            None => (
-                &[],
-                Some(crate::receipt::new_salt().map_err(|e| ApiError::Unavailable(e.to_string()))?),
+            None => drawn.insert(
+                crate::receipt::new_salt().map_err(|e| ApiError::Unavailable(e.to_string()))?,
             ),
         };
-        let salt = drawn.as_deref().unwrap_or(salt);
         let input = if call.texts.is_empty() {
             digest::RequestInput::Rows {
                 shape: &call.shape,

@@ -242,17 +242,15 @@ impl GroupFrame {
         let tree = Tree::new(&statements);
         let size = statements.len() as u64;
         let signed = std::sync::Arc::new(self.sign(key, &tree.root()));
-        let proofs: Vec<Vec<u8>> = (0..statements.len()).map(|i| tree.path(i)).collect();
         statements
             .into_iter()
-            .zip(proofs)
             .enumerate()
-            .map(|(i, (statement, path))| Unencoded {
+            .map(|(i, statement)| Unencoded {
                 signed: std::sync::Arc::clone(&signed),
                 statement,
                 tree_size: size,
                 index: i as u64,
-                path,
+                path: tree.path(i),
             })
             .collect()
     }
