@@ -13,10 +13,13 @@ use criterion::{BatchSize, Criterion};
 
 #[allow(clippy::expect_used)]
 fn bench(c: &mut Criterion) {
-    let signer = Arc::new(ReceiptSigner::from_parts(
-        ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
-        b"{\"tee\":\"simulated\"}".to_vec(),
-    ));
+    let signer = Arc::new(
+        ReceiptSigner::from_parts(
+            ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+            b"{\"tee\":\"simulated\"}".to_vec(),
+        )
+        .expect("the signer"),
+    );
     let row = confidant::demo::SAMPLE_ROW.to_vec();
     let shape = [1u64, row.len() as u64];
     let salt = [9u8; 32];

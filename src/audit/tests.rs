@@ -1040,10 +1040,9 @@ fn receipts_log_with(
         assert!(log.queue.receipt_task.get().is_some(), "the task started");
     }
     let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
-    let signer = Arc::new(crate::receipt::ReceiptSigner::from_parts(
-        key,
-        b"{}".to_vec(),
-    ));
+    let signer = Arc::new(
+        crate::receipt::ReceiptSigner::from_parts(key, b"{}".to_vec()).expect("the signer"),
+    );
     (log, signer)
 }
 

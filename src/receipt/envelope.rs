@@ -159,32 +159,23 @@ pub struct GroupFrame {
     /// `["Signature1", protected, h'', ` up to the detached payload (the root, a 32-byte
     /// bstr).
     tbs_prefix: Vec<u8>,
-    /// The same key in AWS-LC, which signs the groups: its Ed25519 (s2n-bignum's assembly)
-    /// signs in about half the time of `ed25519-dalek`'s on x86-64 (8.6 against 15.7 µs on
-    /// the VM of BENCHMARKS.md), and Ed25519 signatures are deterministic, so the bytes are
-    /// the same (`aws_lc_and_dalek_sign_the_same_bytes`). `None` only if AWS-LC refused the
-    /// key, which it does not for a valid one: `ed25519-dalek` then signs.
-    aws_lc: Option<aws_lc_rs::signature::Ed25519KeyPair>,
-}
-
-/// `key` as an AWS-LC key pair, checked against its public key.
-fn aws_lc_key(key: &SigningKey) -> Option<aws_lc_rs::signature::Ed25519KeyPair> {
-    match aws_lc_rs::signature::Ed25519KeyPair::from_seed_and_public_key(
-        key.as_bytes(),
-        key.verifying_key().as_bytes(),
-    ) {
-        Ok(pair) => Some(pair),
-        Err(e) => {
-            tracing::warn!(error = %e, "AWS-LC refused the receipt key; receipts are signed by ed25519-dalek");
-            None
-        }
-    }
+    /// The key in AWS-LC, which signs the groups: its Ed25519 (s2n-bignum's assembly) signs
+    /// in about half the time of `ed25519-dalek`'s on x86-64 (8.6 against 15.7 µs on the VM
+    /// of BENCHMARKS.md), and Ed25519 signatures are deterministic, so the bytes are those
+    /// dalek would sign (`aws_lc_and_dalek_sign_the_same_bytes`).
+    key: aws_lc_rs::signature::Ed25519KeyPair,
 }
 
 impl GroupFrame {
     /// The frame of `key`'s groups: `coset`'s encoding of a group, split around what
-    /// changes from group to group (the root, the signature).
-    pub fn new(key: &SigningKey) -> Self {
+    /// changes from group to group (the root, the signature); and the key, loaded into
+    /// AWS-LC and checked against its public key.
+    pub fn new(key: &SigningKey) -> Result<Self, ReceiptError> {
+        let aws_lc = aws_lc_rs::signature::Ed25519KeyPair::from_seed_and_public_key(
+            key.as_bytes(),
+            key.verifying_key().as_bytes(),
+        )
+        .map_err(|e| ReceiptError::Key(format!("AWS-LC refused the receipt key: {e}")))?;
         let root = [0u8; 32];
         let sign1 = group_sign1(key, &root);
         // Encoding a COSE_Sign1 of byte strings and integers cannot fail.
@@ -204,44 +195,41 @@ impl GroupFrame {
         // The payload is the last item: a 32-byte bstr (0x58 0x20, then the root).
         let payload_at = tbs.len().saturating_sub(34);
         debug_assert!(tbs.get(payload_at..payload_at + 2) == Some(&[0x58, 0x20][..]));
-        Self {
+        Ok(Self {
             prefix: whole.get(..at).unwrap_or_default().into(),
             tbs_prefix: tbs.get(..payload_at).unwrap_or_default().to_vec(),
-            aws_lc: aws_lc_key(key),
-        }
+            key: aws_lc,
+        })
     }
 
-    /// Whether AWS-LC signs this frame's groups.
+    /// An Ed25519 signature of `message` by this frame's key (tests forge receipts of other
+    /// layouts with it).
     #[cfg(test)]
-    pub(crate) fn signs_with_aws_lc(&self) -> bool {
-        self.aws_lc.is_some()
+    pub(crate) fn sign_raw(&self, message: &[u8]) -> Vec<u8> {
+        self.key.sign(message).as_ref().to_vec()
     }
 
-    /// Signs `root` with `key` (the key this frame was made for).
-    fn sign(&self, key: &SigningKey, root: &[u8; 32]) -> SignedGroup {
+    /// Signs `root` with this frame's key.
+    fn sign(&self, root: &[u8; 32]) -> SignedGroup {
         let mut tbs = Vec::with_capacity(self.tbs_prefix.len() + 34);
         tbs.extend_from_slice(&self.tbs_prefix);
         tbs.extend_from_slice(&[0x58, 0x20]);
         tbs.extend_from_slice(root);
-        let suffix = match &self.aws_lc {
-            Some(pair) => nil_and_signature(pair.sign(&tbs).as_ref()),
-            None => nil_and_signature(&key.sign(&tbs).to_bytes()),
-        };
         SignedGroup {
             prefix: std::sync::Arc::clone(&self.prefix),
-            suffix,
+            suffix: nil_and_signature(self.key.sign(&tbs).as_ref()),
         }
     }
 
     /// Signs a group of statements once, over their Merkle root: one [`Unencoded`] receipt
     /// per statement.
-    pub fn sign_group(&self, key: &SigningKey, statements: Vec<Vec<u8>>) -> Vec<Unencoded> {
+    pub fn sign_group(&self, statements: Vec<Vec<u8>>) -> Vec<Unencoded> {
         if statements.is_empty() {
             return Vec::new();
         }
         let tree = Tree::new(&statements);
         let size = statements.len() as u64;
-        let signed = std::sync::Arc::new(self.sign(key, &tree.root()));
+        let signed = std::sync::Arc::new(self.sign(&tree.root()));
         statements
             .into_iter()
             .enumerate()
@@ -254,12 +242,6 @@ impl GroupFrame {
             })
             .collect()
     }
-}
-
-/// Signs a group of statements once, over their Merkle root: one [`Unencoded`] receipt
-/// per statement (the key's [`GroupFrame`] made anew: a signer keeps its own).
-pub fn sign_group_unencoded(key: &SigningKey, statements: Vec<Vec<u8>>) -> Vec<Unencoded> {
-    GroupFrame::new(key).sign_group(key, statements)
 }
 
 /// An RFC 9162 Merkle tree over one group, built once, level by level.

@@ -443,8 +443,7 @@ struct Batch {
 
 /// The server's receipt key and the evidence that binds it.
 pub struct ReceiptSigner {
-    key: SigningKey,
-    /// What every group's receipts share, encoded once.
+    /// What every group's receipts share, encoded once, and the key (held by AWS-LC only).
     frame: envelope::GroupFrame,
     public: [u8; 32],
     evidence_json: Vec<u8>,
@@ -476,19 +475,19 @@ impl ReceiptSigner {
             .to_json()
             .map_err(|e| ReceiptError::Key(format!("the evidence does not serialize: {e}")))?
             .into_bytes();
-        Ok(Self::from_parts(key, evidence_json))
+        Self::from_parts(key, evidence_json)
     }
 
-    /// A signer over a key and the evidence (JSON) said to bind it.
-    pub fn from_parts(key: SigningKey, evidence_json: Vec<u8>) -> Self {
-        Self {
+    /// A signer over a key and the evidence (JSON) said to bind it; refused if AWS-LC, which
+    /// signs, does not take the key.
+    pub fn from_parts(key: SigningKey, evidence_json: Vec<u8>) -> Result<Self, ReceiptError> {
+        Ok(Self {
             public: key.verifying_key().to_bytes(),
             evidence_sha256: Sha256::digest(&evidence_json).into(),
-            frame: envelope::GroupFrame::new(&key),
-            key,
+            frame: envelope::GroupFrame::new(&key)?,
             evidence_json,
             batches: std::sync::OnceLock::new(),
-        }
+        })
     }
 
     /// The public key, raw (32 bytes).
@@ -521,7 +520,13 @@ impl ReceiptSigner {
 
     /// [`Self::sign_group`], each receipt left unencoded (the benches time the two apart).
     pub fn sign_group_unencoded(&self, statements: Vec<Vec<u8>>) -> Vec<envelope::Unencoded> {
-        self.frame.sign_group(&self.key, statements)
+        self.frame.sign_group(statements)
+    }
+
+    /// An Ed25519 signature of `message` by the receipt key (tests forge receipts with it).
+    #[cfg(test)]
+    pub(crate) fn sign_raw(&self, message: &[u8]) -> Vec<u8> {
+        self.frame.sign_raw(message)
     }
 
     /// From now on, groups are signed on a task of the current tokio runtime (a no-op

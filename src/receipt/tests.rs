@@ -367,7 +367,9 @@ fn receipts_encode_as_coset_encodes_them() {
         let statements: Vec<Vec<u8>> = (0..n)
             .map(|i| vec![i as u8; if i == 0 { 300 } else { 10 + i % 40 }])
             .collect();
-        for (i, u) in crate::receipt::envelope::sign_group_unencoded(&key, statements)
+        for (i, u) in crate::receipt::envelope::GroupFrame::new(&key)
+            .expect("the key")
+            .sign_group(statements)
             .into_iter()
             .enumerate()
         {
@@ -385,10 +387,9 @@ fn aws_lc_and_dalek_sign_the_same_bytes() {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).unwrap();
         let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-        let frame = crate::receipt::envelope::GroupFrame::new(&key);
-        assert!(frame.signs_with_aws_lc(), "key {k}");
+        let frame = crate::receipt::envelope::GroupFrame::new(&key).expect("AWS-LC takes it");
         let statements: Vec<Vec<u8>> = (0..=k).map(|i| vec![i as u8; 40 + k]).collect();
-        for (i, u) in frame.sign_group(&key, statements).into_iter().enumerate() {
+        for (i, u) in frame.sign_group(statements).into_iter().enumerate() {
             let expected = u.encode_with_coset(&key);
             let receipt = u.encode();
             assert_eq!(receipt, expected, "key {k}, receipt {i}");
@@ -519,7 +520,6 @@ fn a_prepared_statement_is_finished_into_the_same_bytes() {
 fn earlier_layout(signer: &Arc<ReceiptSigner>, root_of: impl Fn([u8; 32]) -> [u8; 32]) -> Vec<u8> {
     use coset::cbor::value::Value;
     use coset::{CoseSign1Builder, HeaderBuilder, TaggedCborSerializable as _, iana};
-    use ed25519_dalek::Signer as _;
     let statement = Statement {
         v: 1,
         ..draft(signer, 0).statement(5, &"ab".repeat(32), 1_700_000_000_000)
@@ -547,7 +547,6 @@ fn earlier_layout(signer: &Arc<ReceiptSigner>, root_of: impl Fn([u8; 32]) -> [u8
         &mut proof,
     )
     .unwrap();
-    let key = &signer.key;
     CoseSign1Builder::new()
         .protected(
             HeaderBuilder::new()
@@ -569,7 +568,7 @@ fn earlier_layout(signer: &Arc<ReceiptSigner>, root_of: impl Fn([u8; 32]) -> [u8
                 .build(),
         )
         .payload(root_of(root).to_vec())
-        .create_signature(b"", |tbs| key.sign(tbs).to_bytes().to_vec())
+        .create_signature(b"", |tbs| signer.sign_raw(tbs))
         .build()
         .to_tagged_vec()
         .unwrap()
