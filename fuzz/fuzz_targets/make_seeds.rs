@@ -1,0 +1,119 @@
+//! Writes the seed inputs of the targets whose genuine inputs are made rather than recorded
+//! (receipts, a sealed model, an audit segment, tensors) into `corpus_seed/`:
+//! `cargo +nightly run --release --bin make_seeds -- corpus_seed`.
+use std::path::Path;
+use std::sync::Arc;
+
+use confidant::audit::{AuditConfig, AuditKeys, AuditLog, Event, segment_path};
+use confidant::receipt::{Draft, ReceiptSigner};
+use zeroize::Zeroizing;
+
+fn put(root: &Path, target: &str, name: &str, bytes: &[u8]) {
+    let dir = root.join(target);
+    std::fs::create_dir_all(&dir).expect("corpus dir");
+    std::fs::write(dir.join(name), bytes).expect("seed");
+}
+
+fn main() {
+    let root = std::path::PathBuf::from(std::env::args().nth(1).unwrap_or("corpus_seed".into()));
+
+    // Receipts: groups of 1, 3 and 8.
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+    let signer =
+        Arc::new(ReceiptSigner::from_parts(key, b"{\"tee\":\"simulated\"}".to_vec()).unwrap());
+    for n in [1usize, 3, 8] {
+        let statements: Vec<Vec<u8>> = (0..n as u64)
+            .map(|i| {
+                Draft {
+                    signer: Arc::clone(&signer),
+                    rpc: "Predict",
+                    request_id: format!("r{i}").into(),
+                    request: [1; 32],
+                    response: [2; 32],
+                    model: "demo".into(),
+                    version: "1.0.0".into(),
+                    manifest: [3; 32],
+                    epsilon: 0.5,
+                }
+                .statement_cbor(i + 1, &"ab".repeat(32), 1_700_000_000_000 + i)
+            })
+            .collect();
+        for (i, r) in signer.sign_group(&statements).iter().enumerate() {
+            put(&root, "receipt", &format!("group{n}-{i}"), r);
+        }
+    }
+
+    // A sealed demo model.
+    let config = confidant::demo::config().unwrap();
+    // A fixed publisher key: the target checks that only the seed passes under it.
+    let pem = ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_pem(
+        &ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]),
+        Default::default(),
+    )
+    .unwrap();
+    let pem_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(pem_file.path(), pem.as_bytes()).unwrap();
+    let publisher = confidant::sealed::PublisherSigningKey::from_pem_file(pem_file.path()).unwrap();
+    let sealed = confidant::sealed::seal(
+        &config,
+        confidant::demo::WEIGHTS,
+        &publisher,
+        &confidant::sealed::SealOptions::default(),
+    )
+    .unwrap();
+    put(&root, "sealed", "demo", &sealed.file);
+
+    // An audit segment: events, a checkpoint, an admin event.
+    let dir = tempfile::tempdir().unwrap();
+    let keys = AuditKeys {
+        signing: ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]),
+        input_hmac: Zeroizing::new([1u8; 32]),
+        records: Zeroizing::new([3u8; 32]),
+    };
+    let config = AuditConfig {
+        journal_bytes: 0,
+        checkpoint_every: 4,
+        ..AuditConfig::default()
+    };
+    let log = AuditLog::open(dir.path(), keys, config).unwrap();
+    for i in 0..10u64 {
+        log.append(Event::Predict {
+            request_id: format!("r{i}"),
+            principal: "alice".into(),
+            model: "m@1".into(),
+            purpose: Some("p".into()),
+            subject: None,
+            input_hmac: Some("00".into()),
+            output_argmax: vec![1],
+            flagged_rows: Vec::new(),
+            rows: 1,
+            latency_us: 10,
+            decision: "allow".into(),
+            reason: "ok".into(),
+            epsilon: 0.0,
+            rpc: None,
+        });
+    }
+    log.close();
+    drop(log);
+    let first = confidant::audit::segments(dir.path()).unwrap()[0];
+    let bytes = std::fs::read(segment_path(dir.path(), first)).unwrap();
+    put(&root, "audit_segment", "ten-events", &bytes);
+    // Tensors: FP32 [1, 30] (head 0x26: FP32, two dims) and BYTES [2] (head 0x1a: one dim).
+    let mut fp32 = vec![0x26u8];
+    fp32.extend(1i64.to_le_bytes());
+    fp32.extend(30i64.to_le_bytes());
+    for v in 0..30 {
+        fp32.extend((v as f32).to_le_bytes());
+    }
+    put(&root, "oip_tensor", "fp32", &fp32);
+    let mut texts = vec![0x1au8];
+    texts.extend(2i64.to_le_bytes());
+    for t in [&b"hello"[..], b"world!"] {
+        texts.extend((t.len() as u32).to_le_bytes());
+        texts.extend(t);
+    }
+    put(&root, "oip_tensor", "bytes", &texts);
+
+    println!("seeds written under {}", root.display());
+}
