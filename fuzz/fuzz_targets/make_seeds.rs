@@ -115,5 +115,16 @@ fn main() {
     }
     put(&root, "oip_tensor", "bytes", &texts);
 
+    // A KBS resource sealed to a TEE key, as the broker answers (mode 0: open it), and a
+    // plaintext to seal and open (mode 1).
+    let pair = confidant::keys::jwe::TeeKeyPair::generate().unwrap();
+    let mut jwe = vec![0u8];
+    jwe.extend(
+        confidant::keys::jwe::encrypt(pair.public_key(), b"a 32-byte model data key ......")
+            .unwrap(),
+    );
+    put(&root, "jwe", "resource", &jwe);
+    put(&root, "jwe", "roundtrip", b"\x01secret");
+
     println!("seeds written under {}", root.display());
 }
