@@ -16,11 +16,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(!verdict.is_accept());
     }
     let _ = verdict.to_json_pretty();
-    if let Ok(evidence) = Evidence::from_json(data) {
-        if let Ok(json) = evidence.to_json() {
-            // What we write, we read back identically.
-            let again = Evidence::from_json(json.as_bytes()).expect("own JSON parses");
-            assert_eq!(again, evidence);
-        }
+    if let Ok(evidence) = Evidence::from_json(data)
+        && let Ok(json) = evidence.to_json()
+    {
+        // What we write, we read back identically.
+        let again = Evidence::from_json(json.as_bytes()).expect("own JSON parses");
+        assert_eq!(again, evidence);
     }
 });
