@@ -14,8 +14,56 @@ fn put(root: &Path, target: &str, name: &str, bytes: &[u8]) {
     std::fs::write(dir.join(name), bytes).expect("seed");
 }
 
+/// The audit seed's keys.
+fn audit_keys() -> AuditKeys {
+    AuditKeys {
+        signing: ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]),
+        input_hmac: Zeroizing::new([1u8; 32]),
+        records: Zeroizing::new([3u8; 32]),
+    }
+}
+
+fn predict(i: u64) -> Event {
+    Event::Predict {
+        request_id: format!("r{i}"),
+        principal: "alice".into(),
+        model: "m@1".into(),
+        purpose: Some("p".into()),
+        subject: None,
+        input_hmac: Some("00".into()),
+        output_argmax: vec![1],
+        flagged_rows: Vec::new(),
+        rows: 1,
+        latency_us: 10,
+        decision: "allow".into(),
+        reason: "ok".into(),
+        epsilon: 0.0,
+        rpc: None,
+    }
+}
+
+/// `make_seeds --crash DIR`: queues events with a journal and aborts, as a crash would, so
+/// that the journal holds what the log may lack.
+fn crash(dir: &Path) -> ! {
+    let config = AuditConfig {
+        journal_bytes: 64 * 1024,
+        checkpoint_every: 4,
+        ..AuditConfig::default()
+    };
+    let log = AuditLog::open(dir, audit_keys(), config).unwrap();
+    for i in 0..12u64 {
+        log.append(predict(i));
+    }
+    std::process::abort();
+}
+
 fn main() {
-    let root = std::path::PathBuf::from(std::env::args().nth(1).unwrap_or("corpus_seed".into()));
+    let mut args = std::env::args().skip(1);
+    let first = args.next();
+    if first.as_deref() == Some("--crash") {
+        crash(Path::new(&args.next().expect("--crash DIR")));
+    }
+    let root = std::path::PathBuf::from(first.unwrap_or("corpus_seed".into()));
 
     // Receipts: groups of 1, 3 and 8.
     let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
@@ -63,42 +111,23 @@ fn main() {
     .unwrap();
     put(&root, "sealed", "demo", &sealed.file);
 
-    // An audit segment: events, a checkpoint, an admin event.
+    // An audit segment: events and checkpoints.
     let dir = tempfile::tempdir().unwrap();
-    let keys = AuditKeys {
-        signing: ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]),
-        input_hmac: Zeroizing::new([1u8; 32]),
-        records: Zeroizing::new([3u8; 32]),
-    };
     let config = AuditConfig {
         journal_bytes: 0,
         checkpoint_every: 4,
         ..AuditConfig::default()
     };
-    let log = AuditLog::open(dir.path(), keys, config).unwrap();
+    let log = AuditLog::open(dir.path(), audit_keys(), config).unwrap();
     for i in 0..10u64 {
-        log.append(Event::Predict {
-            request_id: format!("r{i}"),
-            principal: "alice".into(),
-            model: "m@1".into(),
-            purpose: Some("p".into()),
-            subject: None,
-            input_hmac: Some("00".into()),
-            output_argmax: vec![1],
-            flagged_rows: Vec::new(),
-            rows: 1,
-            latency_us: 10,
-            decision: "allow".into(),
-            reason: "ok".into(),
-            epsilon: 0.0,
-            rpc: None,
-        });
+        log.append(predict(i));
     }
     log.close();
     drop(log);
     let first = confidant::audit::segments(dir.path()).unwrap()[0];
     let bytes = std::fs::read(segment_path(dir.path(), first)).unwrap();
     put(&root, "audit_segment", "ten-events", &bytes);
+
     // Tensors: FP32 [1, 30] (head 0x26: FP32, two dims) and BYTES [2] (head 0x1a: one dim).
     let mut fp32 = vec![0x26u8];
     fp32.extend(1i64.to_le_bytes());
@@ -114,6 +143,28 @@ fn main() {
         texts.extend(t);
     }
     put(&root, "oip_tensor", "bytes", &texts);
+
+    // A journal a crash left (the child aborts with events queued), and the segment beside it.
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--crash")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child was to abort");
+    let segments = confidant::audit::segments(dir.path()).unwrap();
+    assert_eq!(
+        segments,
+        [1],
+        "the target puts the segment back as segment 1"
+    );
+    let journal = std::fs::read(dir.path().join(confidant::audit::JOURNAL_FILE)).unwrap();
+    put(&root, "audit_journal", "after-abort", &journal);
+    std::fs::write(
+        root.join("audit_journal.segment"),
+        std::fs::read(segment_path(dir.path(), 1)).unwrap(),
+    )
+    .unwrap();
 
     // A KBS resource sealed to a TEE key, as the broker answers (mode 0: open it), and a
     // plaintext to seal and open (mode 1).

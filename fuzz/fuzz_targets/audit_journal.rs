@@ -1,0 +1,44 @@
+//! The audit journal as the host's disk hands it over after a crash: the server opens the log
+//! beside it (a genuine segment that a crash left) and replays what the journal holds. Beyond
+//! never panicking: whatever the journal says, a log that opens verifies afterwards under its
+//! checkpoint key (a journal can add nothing the records key did not seal, nor break the chain).
+#![no_main]
+use confidant::audit::{AuditConfig, AuditKeys, AuditLog, JOURNAL_FILE, segment_path, verify_dir};
+use libfuzzer_sys::fuzz_target;
+use zeroize::Zeroizing;
+
+const SEGMENT: &[u8] = include_bytes!("../corpus_seed/audit_journal.segment");
+
+fn keys() -> AuditKeys {
+    AuditKeys {
+        signing: ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]),
+        input_hmac: Zeroizing::new([1u8; 32]),
+        records: Zeroizing::new([3u8; 32]),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(dir) = tempfile::tempdir() else {
+        return;
+    };
+    if std::fs::write(segment_path(dir.path(), 1), SEGMENT).is_err()
+        || std::fs::write(dir.path().join(JOURNAL_FILE), data).is_err()
+    {
+        return;
+    }
+    let config = AuditConfig {
+        journal_bytes: 64 * 1024,
+        ..AuditConfig::default()
+    };
+    let pinned = keys().signing.verifying_key().to_bytes();
+    if let Ok(log) = AuditLog::open(dir.path(), keys(), config) {
+        log.close();
+        drop(log);
+        let report = verify_dir(dir.path(), &[pinned]);
+        assert!(
+            report.is_ok(),
+            "the log a journal replayed into does not verify: {:?}",
+            report.first_failure
+        );
+    }
+});
