@@ -3,19 +3,13 @@
 //! never panicking: whatever the journal says, a log that opens verifies afterwards under its
 //! checkpoint key (a journal can add nothing the records key did not seal, nor break the chain).
 #![no_main]
-use confidant::audit::{AuditConfig, AuditKeys, AuditLog, JOURNAL_FILE, segment_path, verify_dir};
+use confidant::audit::{AuditConfig, AuditLog, JOURNAL_FILE, segment_path, verify_dir};
 use libfuzzer_sys::fuzz_target;
-use zeroize::Zeroizing;
+
+mod seed_keys;
+use seed_keys::audit_keys;
 
 const SEGMENT: &[u8] = include_bytes!("../corpus_seed/audit_journal.segment");
-
-fn keys() -> AuditKeys {
-    AuditKeys {
-        signing: ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]),
-        input_hmac: Zeroizing::new([1u8; 32]),
-        records: Zeroizing::new([3u8; 32]),
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(dir) = tempfile::tempdir() else {
@@ -30,8 +24,8 @@ fuzz_target!(|data: &[u8]| {
         journal_bytes: 64 * 1024,
         ..AuditConfig::default()
     };
-    let pinned = keys().signing.verifying_key().to_bytes();
-    if let Ok(log) = AuditLog::open(dir.path(), keys(), config) {
+    let pinned = audit_keys().signing.verifying_key().to_bytes();
+    if let Ok(log) = AuditLog::open(dir.path(), audit_keys(), config) {
         log.close();
         drop(log);
         let report = verify_dir(dir.path(), &[pinned]);

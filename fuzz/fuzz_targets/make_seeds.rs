@@ -1,26 +1,19 @@
 //! Writes the seed inputs of the targets whose genuine inputs are made rather than recorded
-//! (receipts, a sealed model, an audit segment, tensors) into `corpus_seed/`:
-//! `cargo +nightly run --release --bin make_seeds -- corpus_seed`.
+//! (receipts, a sealed model, an audit segment, a journal a crash left, JWE, tensors) into
+//! `corpus_seed/`, with the keys of [`seed_keys`]: see fuzz/README.md for the commands.
 use std::path::Path;
 use std::sync::Arc;
 
-use confidant::audit::{AuditConfig, AuditKeys, AuditLog, Event, segment_path};
+use confidant::audit::{AuditConfig, AuditLog, Event, segment_path};
 use confidant::receipt::{Draft, ReceiptSigner};
-use zeroize::Zeroizing;
+
+mod seed_keys;
+use seed_keys::audit_keys;
 
 fn put(root: &Path, target: &str, name: &str, bytes: &[u8]) {
     let dir = root.join(target);
     std::fs::create_dir_all(&dir).expect("corpus dir");
     std::fs::write(dir.join(name), bytes).expect("seed");
-}
-
-/// The audit seed's keys.
-fn audit_keys() -> AuditKeys {
-    AuditKeys {
-        signing: ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]),
-        input_hmac: Zeroizing::new([1u8; 32]),
-        records: Zeroizing::new([3u8; 32]),
-    }
 }
 
 fn predict(i: u64) -> Event {
@@ -40,6 +33,13 @@ fn predict(i: u64) -> Event {
         epsilon: 0.0,
         rpc: None,
     }
+}
+
+/// The log's only segment, which the audit targets put back as segment 1.
+fn segment_one(dir: &Path) -> Vec<u8> {
+    let segments = confidant::audit::segments(dir).unwrap();
+    assert_eq!(segments, [1], "the targets write the seed as segment 1");
+    std::fs::read(segment_path(dir, 1)).unwrap()
 }
 
 /// `make_seeds --crash DIR`: queues events with a journal and aborts, as a crash would, so
@@ -66,7 +66,7 @@ fn main() {
     let root = std::path::PathBuf::from(first.unwrap_or("corpus_seed".into()));
 
     // Receipts: groups of 1, 3 and 8.
-    let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+    let key = seed_keys::receipt_key();
     let signer =
         Arc::new(ReceiptSigner::from_parts(key, b"{\"tee\":\"simulated\"}".to_vec()).unwrap());
     for n in [1usize, 3, 8] {
@@ -95,7 +95,7 @@ fn main() {
     let config = confidant::demo::config().unwrap();
     // A fixed publisher key: the target checks that only the seed passes under it.
     let pem = ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_pem(
-        &ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]),
+        &seed_keys::publisher_key(),
         Default::default(),
     )
     .unwrap();
@@ -124,9 +124,12 @@ fn main() {
     }
     log.close();
     drop(log);
-    let first = confidant::audit::segments(dir.path()).unwrap()[0];
-    let bytes = std::fs::read(segment_path(dir.path(), first)).unwrap();
-    put(&root, "audit_segment", "ten-events", &bytes);
+    put(
+        &root,
+        "audit_segment",
+        "ten-events",
+        &segment_one(dir.path()),
+    );
 
     // Tensors: FP32 [1, 30] (head 0x26: FP32, two dims) and BYTES [2] (head 0x1a: one dim).
     let mut fp32 = vec![0x26u8];
@@ -152,19 +155,9 @@ fn main() {
         .status()
         .unwrap();
     assert!(!status.success(), "the child was to abort");
-    let segments = confidant::audit::segments(dir.path()).unwrap();
-    assert_eq!(
-        segments,
-        [1],
-        "the target puts the segment back as segment 1"
-    );
     let journal = std::fs::read(dir.path().join(confidant::audit::JOURNAL_FILE)).unwrap();
     put(&root, "audit_journal", "after-abort", &journal);
-    std::fs::write(
-        root.join("audit_journal.segment"),
-        std::fs::read(segment_path(dir.path(), 1)).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(root.join("audit_journal.segment"), segment_one(dir.path())).unwrap();
 
     // A KBS resource sealed to a TEE key, as the broker answers (mode 0: open it), and a
     // plaintext to seal and open (mode 1).

@@ -8,14 +8,16 @@ use confidant::engine::ModelSpec;
 use confidant::sealed::{PublisherKey, SealedFile};
 use libfuzzer_sys::fuzz_target;
 
+mod seed_keys;
+
 const SEED: &[u8] = include_bytes!("../corpus_seed/sealed/demo");
 
-/// The seed's publisher (make_seeds seals with the same fixed key).
+/// The seed's publisher.
 fn trusted() -> &'static PublisherKey {
     static KEY: OnceLock<PublisherKey> = OnceLock::new();
     KEY.get_or_init(|| {
         let pem = ed25519_dalek::pkcs8::EncodePublicKey::to_public_key_pem(
-            &ed25519_dalek::SigningKey::from_bytes(&[5u8; 32]).verifying_key(),
+            &seed_keys::publisher_key().verifying_key(),
             Default::default(),
         )
         .expect("PEM");
