@@ -8,15 +8,15 @@
 //! the MLP, fuses the query, key and value projections into one matmul, stores weights
 //! pre-transposed, and exposes the hidden states that pooling, classification heads and
 //! integrated gradients over the input word embeddings (`explain.rs`) need. On the CPU the
-//! forward pass that serves runs on plain slices (`model/cpu.rs`) with fused kernels
-//! (`kernels.rs`: the `gemm` crate's matmul, bias + GELU, masked softmax, bias + layer
-//! norm), the same math as the candle ops, which the GPU and integrated gradients use.
+//! forward pass that serves runs on plain slices (`model/cpu.rs`) with fused kernels (the
+//! `confidant-bert-kernels` crate, `bert-kernels/`: the `gemm` crate's matmul, bias + GELU,
+//! masked softmax, bias + layer norm), the same math as the candle ops, which the GPU and
+//! integrated gradients use.
 
 mod batch;
 mod encoder;
 mod explain;
 pub mod hf_config;
-mod kernels;
 mod model;
 mod tokenize;
 

@@ -6,7 +6,7 @@
 //! attention context, the feed-forward activations) are reused by every layer; each matmul
 //! writes its product where the next step reads it, the residual connections add in place
 //! (the matmul accumulates into the hidden states), and the biases, GELU, attention mask,
-//! softmax and layer norms are fused element-wise passes (`super::super::kernels`). The
+//! softmax and layer norms are fused element-wise passes (`confidant_bert_kernels`). The
 //! attention runs per text and head on strided views of the projection, with no transposed
 //! copies, texts in parallel; the big matmuls and the element-wise passes use every thread
 //! of rayon's pool.
@@ -15,7 +15,35 @@ use candle_core::{Error, Layout, Result, Storage, StorageRef, Tensor};
 use rayon::prelude::*;
 
 use super::{BertWeights, Layer};
-use crate::engine::bert::kernels::{Mat, bias_gelu, bias_layer_norm, masked_softmax, matmul};
+use confidant_bert_kernels::{Mat, bias_gelu, bias_layer_norm, masked_softmax};
+
+/// The row-major `rows × cols` matrix at the start of `data` (candle's error if it does not
+/// fit).
+fn row_major<'a>(data: &'a [f32], rows: usize, cols: usize) -> Result<Mat<'a>> {
+    Mat::rows(data, rows, cols).map_err(Error::wrap)
+}
+
+/// A strided view of `data` ([`Mat::new`]; candle's error if it does not fit).
+fn view<'a>(
+    data: &'a [f32],
+    start: usize,
+    shape: (usize, usize),
+    strides: (usize, usize),
+) -> Result<Mat<'a>> {
+    Mat::new(data, start, shape, strides).map_err(Error::wrap)
+}
+
+/// [`confidant_bert_kernels::matmul`], with candle's error.
+fn matmul(
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    threads: usize,
+) -> Result<()> {
+    confidant_bert_kernels::matmul(dst, dst_rs, accumulate, lhs, rhs, threads).map_err(Error::wrap)
+}
 
 /// The rows of one parallel task of the element-wise passes.
 const ROWS_PER_TASK: usize = 32;
@@ -258,8 +286,8 @@ impl BertWeights {
                 &mut qkv,
                 3 * h,
                 true,
-                Mat::rows(&x, tokens, h)?,
-                Mat::rows(w.qkv_w, h, 3 * h)?,
+                row_major(&x, tokens, h)?,
+                row_major(w.qkv_w, h, 3 * h)?,
                 threads,
             )?;
 
@@ -288,15 +316,15 @@ impl BertWeights {
                         .ok_or_else(|| Error::Msg("mask of a text".into()))?;
                     for head in 0..heads {
                         let col = head * d;
-                        let q = Mat::new(qkv_ref, base + col, (len, d), (3 * h, 1))?;
-                        let kt = Mat::new(qkv_ref, base + h + col, (d, len), (1, 3 * h))?;
-                        let v = Mat::new(qkv_ref, base + 2 * h + col, (len, d), (3 * h, 1))?;
+                        let q = view(qkv_ref, base + col, (len, d), (3 * h, 1))?;
+                        let kt = view(qkv_ref, base + h + col, (d, len), (1, 3 * h))?;
+                        let v = view(qkv_ref, base + 2 * h + col, (len, d), (3 * h, 1))?;
                         matmul(scores, len, false, q, kt, 1)?;
                         masked_softmax(scores, len, bias);
                         let ctx = ctx
                             .get_mut(col..)
                             .ok_or_else(|| Error::Msg("context of a head".into()))?;
-                        matmul(ctx, h, false, Mat::rows(scores, len, len)?, v, 1)?;
+                        matmul(ctx, h, false, row_major(scores, len, len)?, v, 1)?;
                     }
                     Ok(())
                 },
@@ -307,8 +335,8 @@ impl BertWeights {
                 &mut x,
                 h,
                 true,
-                Mat::rows(&context, tokens, h)?,
-                Mat::rows(w.out_w, h, h)?,
+                row_major(&context, tokens, h)?,
+                row_major(w.out_w, h, h)?,
                 threads,
             )?;
             let eps = layer.attention_norm.eps;
@@ -321,8 +349,8 @@ impl BertWeights {
                 &mut ffn,
                 inner,
                 false,
-                Mat::rows(&x, tokens, h)?,
-                Mat::rows(w.inter_w, h, inner)?,
+                row_major(&x, tokens, h)?,
+                row_major(w.inter_w, h, inner)?,
                 threads,
             )?;
             rows_par(&mut ffn, inner, |c| bias_gelu(c, inner, w.inter_b));
@@ -330,8 +358,8 @@ impl BertWeights {
                 &mut x,
                 h,
                 true,
-                Mat::rows(&ffn, tokens, inner)?,
-                Mat::rows(w.ffn_w, inner, h)?,
+                row_major(&ffn, tokens, inner)?,
+                row_major(w.ffn_w, inner, h)?,
                 threads,
             )?;
             let eps = layer.output_norm.eps;

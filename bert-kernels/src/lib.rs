@@ -12,6 +12,10 @@
 //! for AVX2 with FMA, and for any x86-64 or other CPU. The first two are picked at run time
 //! when the CPU has those features; LLVM vectorizes the loops for each. Tests compare each
 //! kernel with an independent scalar reference (libm, candle's ops, a naive matmul).
+//!
+//! A crate of its own, used by `confidant`'s `engine::bert` (`model/cpu.rs`), so that the dev
+//! profile compiles it optimized, as it does dependencies: these loops are written for LLVM to
+//! vectorize and inline, and unoptimized they dominated every test that encodes text.
 
 // `unsafe` here is of two kinds, each with its SAFETY note: calls of the `gemm` crate's
 // raw-pointer matmul, after checking that every element it reads or writes lies within the
@@ -19,11 +23,24 @@
 // features at run time.
 #![allow(unsafe_code)]
 
-use candle_core::{Error, Result};
+/// A view or product that does not fit its slice, or a stride too large to address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelError(String);
+
+impl std::fmt::Display for KernelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for KernelError {}
+
+/// A kernel's result.
+pub type Result<T> = std::result::Result<T, KernelError>;
 
 /// A matrix in a slice: element `(i, j)` at `i * rs + j * cs`, every one within the slice.
 #[derive(Clone, Copy)]
-pub(super) struct Mat<'a> {
+pub struct Mat<'a> {
     data: &'a [f32],
     rows: usize,
     cols: usize,
@@ -45,13 +62,13 @@ fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
 }
 
 fn isize_of(v: usize) -> Result<isize> {
-    isize::try_from(v).map_err(|_| Error::Msg(format!("stride {v} is too large")))
+    isize::try_from(v).map_err(|_| KernelError(format!("stride {v} is too large")))
 }
 
 impl<'a> Mat<'a> {
     /// A `rows × cols` view of `data` at offset `start` with strides `rs`, `cs`; an error if
     /// an element would fall outside `data`.
-    pub(super) fn new(
+    pub fn new(
         data: &'a [f32],
         start: usize,
         (rows, cols): (usize, usize),
@@ -61,7 +78,7 @@ impl<'a> Mat<'a> {
             .get(start..)
             .filter(|d| fits(d.len(), rows, cols, rs, cs))
             .ok_or_else(|| {
-                Error::Msg(format!(
+                KernelError(format!(
                     "a {rows}×{cols} view (strides {rs}, {cs}) at {start} exceeds {} values",
                     data.len()
                 ))
@@ -76,7 +93,7 @@ impl<'a> Mat<'a> {
     }
 
     /// The row-major `rows × cols` matrix at the start of `data`.
-    pub(super) fn rows(data: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
+    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
         Self::new(data, 0, (rows, cols), (cols, 1))
     }
 }
@@ -84,7 +101,7 @@ impl<'a> Mat<'a> {
 /// `dst ← lhs · rhs`, or `dst ← dst + lhs · rhs` when `accumulate`, with `dst` the `m × n`
 /// row-major matrix of row stride `dst_rs ≥ n` at the start of `dst`, on up to `threads`
 /// threads of rayon's pool.
-pub(super) fn matmul(
+pub fn matmul(
     dst: &mut [f32],
     dst_rs: usize,
     accumulate: bool,
@@ -94,11 +111,14 @@ pub(super) fn matmul(
 ) -> Result<()> {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     if rhs.rows != k {
-        return Err(Error::Msg(format!("matmul of {m}×{k} by {}×{n}", rhs.rows)));
+        return Err(KernelError(format!(
+            "matmul of {m}×{k} by {}×{n}",
+            rhs.rows
+        )));
     }
     // Row-major with dst_rs ≥ n: distinct (i, j) are distinct elements, all within dst.
     if dst_rs < n || !fits(dst.len(), m, n, dst_rs, 1) {
-        return Err(Error::Msg(format!(
+        return Err(KernelError(format!(
             "a {m}×{n} product (row stride {dst_rs}) exceeds {} values",
             dst.len()
         )));
@@ -165,7 +185,7 @@ pub(super) fn matmul(
 macro_rules! multiversion {
     ($(#[$meta:meta])* fn $name:ident / $portable:ident ($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
-        pub(super) fn $name($($arg: $ty),*) {
+        pub fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
