@@ -68,6 +68,7 @@ fn isize_of(v: usize) -> Result<isize> {
 impl<'a> Mat<'a> {
     /// A `rows × cols` view of `data` at offset `start` with strides `rs`, `cs`; an error if
     /// an element would fall outside `data`.
+    #[inline]
     pub fn new(
         data: &'a [f32],
         start: usize,
@@ -93,6 +94,7 @@ impl<'a> Mat<'a> {
     }
 
     /// The row-major `rows × cols` matrix at the start of `data`.
+    #[inline]
     pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
         Self::new(data, 0, (rows, cols), (cols, 1))
     }
@@ -101,6 +103,7 @@ impl<'a> Mat<'a> {
 /// `dst ← lhs · rhs`, or `dst ← dst + lhs · rhs` when `accumulate`, with `dst` the `m × n`
 /// row-major matrix of row stride `dst_rs ≥ n` at the start of `dst`, on up to `threads`
 /// threads of rayon's pool.
+#[inline]
 pub fn matmul(
     dst: &mut [f32],
     dst_rs: usize,
@@ -185,6 +188,7 @@ pub fn matmul(
 macro_rules! multiversion {
     ($(#[$meta:meta])* fn $name:ident / $portable:ident ($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
+        #[inline]
         pub fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
