@@ -15,34 +15,11 @@ use candle_core::{Error, Layout, Result, Storage, StorageRef, Tensor};
 use rayon::prelude::*;
 
 use super::{BertWeights, Layer};
-use confidant_bert_kernels::{Mat, bias_gelu, bias_layer_norm, masked_softmax};
+use confidant_bert_kernels::{Mat, bias_gelu, bias_layer_norm, masked_softmax, matmul};
 
-/// The row-major `rows × cols` matrix at the start of `data` (candle's error if it does not
-/// fit).
-fn row_major<'a>(data: &'a [f32], rows: usize, cols: usize) -> Result<Mat<'a>> {
-    Mat::rows(data, rows, cols).map_err(Error::wrap)
-}
-
-/// A strided view of `data` ([`Mat::new`]; candle's error if it does not fit).
-fn view<'a>(
-    data: &'a [f32],
-    start: usize,
-    shape: (usize, usize),
-    strides: (usize, usize),
-) -> Result<Mat<'a>> {
-    Mat::new(data, start, shape, strides).map_err(Error::wrap)
-}
-
-/// [`confidant_bert_kernels::matmul`], with candle's error.
-fn matmul(
-    dst: &mut [f32],
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: Mat<'_>,
-    rhs: Mat<'_>,
-    threads: usize,
-) -> Result<()> {
-    confidant_bert_kernels::matmul(dst, dst_rs, accumulate, lhs, rhs, threads).map_err(Error::wrap)
+/// A kernel's result, its error as candle's.
+fn kernel<T>(r: confidant_bert_kernels::Result<T>) -> Result<T> {
+    r.map_err(Error::wrap)
 }
 
 /// The rows of one parallel task of the element-wise passes.
@@ -282,14 +259,14 @@ impl BertWeights {
             // qkv ← x·W + b (the bias written first, the product added to it).
             qkv.par_chunks_mut(3 * h)
                 .for_each(|r| r.copy_from_slice(w.qkv_b));
-            matmul(
+            kernel(matmul(
                 &mut qkv,
                 3 * h,
                 true,
-                row_major(&x, tokens, h)?,
-                row_major(w.qkv_w, h, 3 * h)?,
+                kernel(Mat::rows(&x, tokens, h))?,
+                kernel(Mat::rows(w.qkv_w, h, 3 * h))?,
                 threads,
-            )?;
+            ))?;
 
             // Attention, text by text: per head, scores ← q·kᵀ, masked softmax, context ←
             // probabilities·v, written into the head's columns of the text's context rows.
@@ -316,52 +293,60 @@ impl BertWeights {
                         .ok_or_else(|| Error::Msg("mask of a text".into()))?;
                     for head in 0..heads {
                         let col = head * d;
-                        let q = view(qkv_ref, base + col, (len, d), (3 * h, 1))?;
-                        let kt = view(qkv_ref, base + h + col, (d, len), (1, 3 * h))?;
-                        let v = view(qkv_ref, base + 2 * h + col, (len, d), (3 * h, 1))?;
-                        matmul(scores, len, false, q, kt, 1)?;
+                        let q = kernel(Mat::new(qkv_ref, base + col, (len, d), (3 * h, 1)))?;
+                        let kt = kernel(Mat::new(qkv_ref, base + h + col, (d, len), (1, 3 * h)))?;
+                        let v =
+                            kernel(Mat::new(qkv_ref, base + 2 * h + col, (len, d), (3 * h, 1)))?;
+                        kernel(matmul(scores, len, false, q, kt, 1))?;
                         masked_softmax(scores, len, bias);
                         let ctx = ctx
                             .get_mut(col..)
                             .ok_or_else(|| Error::Msg("context of a head".into()))?;
-                        matmul(ctx, h, false, row_major(scores, len, len)?, v, 1)?;
+                        kernel(matmul(
+                            ctx,
+                            h,
+                            false,
+                            kernel(Mat::rows(scores, len, len))?,
+                            v,
+                            1,
+                        ))?;
                     }
                     Ok(())
                 },
             )?;
 
             // x ← LayerNorm(x + context·W + b).
-            matmul(
+            kernel(matmul(
                 &mut x,
                 h,
                 true,
-                row_major(&context, tokens, h)?,
-                row_major(w.out_w, h, h)?,
+                kernel(Mat::rows(&context, tokens, h))?,
+                kernel(Mat::rows(w.out_w, h, h))?,
                 threads,
-            )?;
+            ))?;
             let eps = layer.attention_norm.eps;
             rows_par(&mut x, h, |c| {
                 bias_layer_norm(c, h, w.out_b, w.norm1_w, w.norm1_b, eps);
             });
 
             // ffn ← GELU(x·W + b); x ← LayerNorm(x + ffn·W + b).
-            matmul(
+            kernel(matmul(
                 &mut ffn,
                 inner,
                 false,
-                row_major(&x, tokens, h)?,
-                row_major(w.inter_w, h, inner)?,
+                kernel(Mat::rows(&x, tokens, h))?,
+                kernel(Mat::rows(w.inter_w, h, inner))?,
                 threads,
-            )?;
+            ))?;
             rows_par(&mut ffn, inner, |c| bias_gelu(c, inner, w.inter_b));
-            matmul(
+            kernel(matmul(
                 &mut x,
                 h,
                 true,
-                row_major(&ffn, tokens, inner)?,
-                row_major(w.ffn_w, inner, h)?,
+                kernel(Mat::rows(&ffn, tokens, inner))?,
+                kernel(Mat::rows(w.ffn_w, inner, h))?,
                 threads,
-            )?;
+            ))?;
             let eps = layer.output_norm.eps;
             rows_par(&mut x, h, |c| {
                 bias_layer_norm(c, h, w.ffn_b, w.norm2_w, w.norm2_b, eps);
