@@ -297,11 +297,33 @@ pub(super) fn first_record(path: &Path) -> Result<Option<Record>, AuditError> {
     Ok(line.and_then(|l| serde_json::from_str(&l).ok()))
 }
 
+/// The last line of a segment as a record (`None` if it does not parse, a torn line
+/// included), the last line being what [`BufRead::lines`] would give last. Read from the
+/// end, in chunks that grow until they hold the whole line. Retention asks this of the
+/// oldest segment at each of its checks (every 10 s by default), under the writer's lock; a
+/// full segment is some 44 MB, and reading all of it took 22–43 ms (and 44 MB of disk reads
+/// once the segment has left the page cache).
 pub(super) fn last_record(path: &Path) -> Result<Option<Record>, AuditError> {
-    let f = File::open(path).map_err(io_err(path))?;
-    let mut last = None;
-    for line in BufReader::new(f).lines() {
-        last = Some(line.map_err(io_err(path))?);
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path).map_err(io_err(path))?;
+    let len = f.metadata().map_err(io_err(path))?.len();
+    let mut chunk: u64 = 8 * 1024;
+    let mut buf = Vec::new();
+    loop {
+        let start = len.saturating_sub(chunk);
+        buf.clear();
+        f.seek(SeekFrom::Start(start)).map_err(io_err(path))?;
+        (&mut f)
+            .take(len - start)
+            .read_to_end(&mut buf)
+            .map_err(io_err(path))?;
+        // As `lines()`: one final newline ends the last line rather than starting an empty
+        // one (a carriage return before it is JSON whitespace).
+        let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        match body.iter().rposition(|&b| b == b'\n') {
+            Some(nl) => return Ok(serde_json::from_slice(&body[nl + 1..]).ok()),
+            None if start == 0 => return Ok(serde_json::from_slice(body).ok()),
+            None => chunk = chunk.saturating_mul(4),
+        }
     }
-    Ok(last.and_then(|l| serde_json::from_str(&l).ok()))
 }

@@ -297,6 +297,77 @@ fn deleting_a_kept_segment_after_retention_is_caught() {
 }
 
 #[test]
+fn the_last_record_is_read_from_the_end_as_lines_would_give_it() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let line = |seq: u64, id_len: usize| {
+        let mut event = predict(seq);
+        if let Event::Predict { request_id, .. } = &mut event {
+            *request_id = "r".repeat(id_len);
+        }
+        serde_json::to_string(&Record {
+            seq,
+            ts_ms: 1_000 + seq,
+            event,
+            prev: "0".repeat(64),
+            hash: format!("{seq:064x}"),
+        })
+        .unwrap()
+    };
+    // What retention read before: every line, keeping the last.
+    let by_lines = |path: &Path| {
+        let last = std::io::BufReader::new(File::open(path).unwrap())
+            .lines()
+            .last()
+            .map(Result::unwrap);
+        last.and_then(|l| serde_json::from_str::<Record>(&l).ok())
+            .map(|r| (r.seq, r.ts_ms, r.hash))
+    };
+    let many: String = (1..=300).map(|i| line(i, 40) + "\n").collect();
+    let cases: Vec<(&str, String)> = vec![
+        ("empty", String::new()),
+        ("one line", line(1, 4) + "\n"),
+        ("one line, no final newline", line(1, 4)),
+        ("many lines", many.clone()),
+        // Longer than the first chunk (8 KiB) and than the second (32 KiB).
+        (
+            "a last line of 20 KB",
+            format!("{many}{}\n", line(301, 20_000)),
+        ),
+        (
+            "a last line of 100 KB",
+            format!("{many}{}\n", line(301, 100_000)),
+        ),
+        ("a long first and only line", line(7, 50_000)),
+        (
+            "a torn last line",
+            format!("{many}{}", &line(301, 40)[..50]),
+        ),
+        ("an empty last line", format!("{many}\n")),
+        ("only a newline", "\n".into()),
+        ("not JSON", "hello\nworld\n".into()),
+    ];
+    for (name, text) in cases {
+        let path = dir.path().join("segment");
+        std::fs::write(&path, &text).unwrap();
+        let got = last_record(&path)
+            .unwrap()
+            .map(|r| (r.seq, r.ts_ms, r.hash));
+        assert_eq!(got, by_lines(&path), "{name}");
+    }
+    // The cases above that end in a whole record do find it.
+    std::fs::write(
+        dir.path().join("s"),
+        format!("{many}{}\n", line(301, 100_000)),
+    )
+    .unwrap();
+    assert_eq!(
+        last_record(&dir.path().join("s")).unwrap().unwrap().seq,
+        301
+    );
+}
+
+#[test]
 fn lines_are_written_in_canonical_form() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), 6);
