@@ -29,6 +29,17 @@ pub(super) fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], kind: K
     // A segment's records go to its own file: rotate only once what precedes is on disk
     // (until then the current segment grows past its size).
     if st.in_segment >= st.segment_records && flush(st, buf) {
+        // What retention will know of the segment closed here: what was written into it.
+        st.closed.insert(
+            st.segment,
+            verify::SegmentFacts {
+                segment: st.segment,
+                last_seq: st.seq,
+                last_hash: st.head.clone(),
+                last_ts_ms: st.last_ts_ms,
+                bytes: st.synced_len,
+            },
+        );
         st.segment += 1;
         st.in_segment = 0;
         let path = segment_path(&st.dir, st.segment);

@@ -278,8 +278,14 @@ struct State {
     journal_tail: usize,
     /// Set by each fsync: what the journal's header may now say (see [`journal::Mark`]).
     synced_mark: Option<journal::Mark>,
-    /// The time written into the last record pushed (ms since the Unix epoch).
+    /// The time written into the last record pushed (ms since the Unix epoch); at open, the
+    /// current segment's last record's.
     last_ts_ms: u64,
+    /// The segments before the current one, as verified at open or as written when closed:
+    /// what retention decides from (see [`apply_retention`]).
+    closed: std::collections::BTreeMap<u64, verify::SegmentFacts>,
+    /// What the background check verified, handed over when it passes.
+    verified_earlier: Arc<Mutex<Vec<verify::SegmentFacts>>>,
 }
 
 /// The audit log writer. Appends are queued to one writer thread that writes in groups with
@@ -306,6 +312,8 @@ pub struct AuditLog {
     dir: PathBuf,
     /// The background check of the records before the tail.
     integrity: Arc<tokio::sync::watch::Sender<Integrity>>,
+    /// Where the background check leaves what it verified of each segment.
+    verified_earlier: Arc<Mutex<Vec<verify::SegmentFacts>>>,
 }
 
 /// The state of the check of a log's records before its tail (see [`AuditLog::integrity`]).
@@ -368,7 +376,18 @@ impl AuditLog {
             in_segment,
             uncovered,
             verify_until,
+            facts,
         } = recover(dir, &public)?;
+        let last_ts_ms = facts
+            .iter()
+            .find(|f| f.segment == segment)
+            .map_or(0, |f| f.last_ts_ms);
+        let closed = facts
+            .into_iter()
+            .filter(|f| f.segment < segment)
+            .map(|f| (f.segment, f))
+            .collect();
+        let verified_earlier = Arc::new(Mutex::new(Vec::new()));
         let path = segment_path(dir, segment);
         let file = open_segment(&path)?;
         let synced_len = file.metadata().map_err(io_err(&path))?.len();
@@ -417,7 +436,9 @@ impl AuditLog {
             pushed_q: 0,
             journal_tail: 0,
             synced_mark: None,
-            last_ts_ms: 0,
+            last_ts_ms,
+            closed,
+            verified_earlier: Arc::clone(&verified_earlier),
         };
         let mut state = state;
         // What a crash left only in the journal goes into the log first, on disk before the
@@ -500,6 +521,7 @@ impl AuditLog {
             opened_at,
             dir: dir.to_path_buf(),
             integrity,
+            verified_earlier,
         })
         .inspect(|log| {
             if let Some(until) = verify_until {
@@ -510,12 +532,15 @@ impl AuditLog {
 
     fn verify_in_background(&self, key: [u8; 32], until: u64) {
         let (dir, integrity) = (self.dir.clone(), Arc::clone(&self.integrity));
+        let verified_earlier = Arc::clone(&self.verified_earlier);
         let spawned = std::thread::Builder::new()
             .name("audit-verify".into())
             .spawn(move || {
                 let started = std::time::Instant::now();
                 match verify_before_tail(&dir, &key, until) {
-                    Ok(()) => {
+                    Ok(facts) => {
+                        // Handed over before retention may run.
+                        *verified_earlier.lock().unwrap_or_else(|p| p.into_inner()) = facts;
                         tracing::info!(
                             through_segment = until,
                             ms = started.elapsed().as_millis() as u64,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::{Signer, SigningKey};
 
 use super::*;
+use verify::SegmentFacts;
 
 /// The path of segment `n`.
 pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -48,6 +49,8 @@ pub(super) struct Recovered {
     /// The segments up to this one are left to the background check (`None`: the whole log
     /// was verified here).
     pub verify_until: Option<u64>,
+    /// What was verified here of each segment (the last one's included).
+    pub facts: Vec<SegmentFacts>,
 }
 
 /// Cuts a torn last line and verifies the tail of the chain (the last two segments, every
@@ -64,6 +67,7 @@ pub(super) fn recover(dir: &Path, key: &[u8; 32]) -> Result<Recovered, AuditErro
             in_segment: 0,
             uncovered: 0,
             verify_until: None,
+            facts: Vec::new(),
         });
     };
     // Cut a torn final line: anything after the last newline of the last segment.
@@ -118,15 +122,20 @@ pub(super) fn recover(dir: &Path, key: &[u8; 32]) -> Result<Recovered, AuditErro
         in_segment,
         uncovered: report.uncovered,
         verify_until: (!whole).then_some(tail_from),
+        facts: report.segments,
     })
 }
 
 /// The background check of the segments a start did not verify: the chain and signatures
 /// of every segment up to `until` (which the start verified too, so the two overlap).
-pub(super) fn verify_before_tail(dir: &Path, key: &[u8; 32], until: u64) -> Result<(), String> {
+pub(super) fn verify_before_tail(
+    dir: &Path,
+    key: &[u8; 32],
+    until: u64,
+) -> Result<Vec<SegmentFacts>, String> {
     let report = verify::verify_range(dir, &[*key], None, Some(until));
     match report.first_failure {
-        None => Ok(()),
+        None => Ok(report.segments),
         Some(f) => Err(format!(
             "audit log damaged at {} line {}: {}",
             f.segment, f.line, f.problem
@@ -137,6 +146,10 @@ pub(super) fn verify_before_tail(dir: &Path, key: &[u8; 32], until: u64) -> Resu
 /// Deletes the oldest segments whose newest record is older than `retention`, and then the
 /// oldest while the log is larger than `max_bytes` (never the current segment), after a
 /// durable, signed retention record vouches for where the chain now starts.
+///
+/// It decides from what this server verified of each segment, or wrote into it
+/// ([`State::closed`]), never from the files: the host could otherwise backdate a record or
+/// inflate a file, and have the server delete records early under its own signature.
 pub(super) fn apply_retention(
     st: &mut State,
     buf: &mut Vec<u8>,
@@ -144,35 +157,36 @@ pub(super) fn apply_retention(
     retention: Option<Duration>,
     max_bytes: Option<u64>,
 ) -> Result<(), AuditError> {
+    // The background check's findings, once it has passed (retention waits for it).
+    let verified = std::mem::take(
+        &mut *st
+            .verified_earlier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
+    for f in verified {
+        if f.segment < st.segment {
+            st.closed.entry(f.segment).or_insert(f);
+        }
+    }
     let cutoff = retention.map(|r| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64)
             .saturating_sub(r.as_millis() as u64)
     });
-    let segs = segments(&st.dir)?;
-    let sizes = segs
-        .iter()
-        .map(|&n| {
-            let path = segment_path(&st.dir, n);
-            std::fs::metadata(&path)
-                .map(|m| m.len())
-                .map_err(io_err(&path))
-        })
-        .collect::<Result<Vec<u64>, AuditError>>()?;
-    let mut total: u64 = sizes.iter().sum();
-    let mut removable = Vec::new();
-    for (&n, &size) in segs.iter().zip(&sizes).filter(|(n, _)| **n < st.segment) {
+    let mut total: u64 = st.closed.values().map(|f| f.bytes).sum::<u64>() + st.synced_len;
+    let mut removable: Vec<u64> = Vec::new();
+    for (&n, f) in st.closed.range(..st.segment) {
+        // Only a run of consecutive segments from the oldest.
+        if removable.last().is_some_and(|&last| n != last + 1) {
+            break;
+        }
         let too_big = max_bytes.is_some_and(|cap| total > cap);
-        let too_old = match cutoff {
-            Some(cutoff) => {
-                last_record(&segment_path(&st.dir, n))?.is_some_and(|r| r.ts_ms < cutoff)
-            }
-            None => false,
-        };
+        let too_old = cutoff.is_some_and(|cutoff| f.last_ts_ms < cutoff);
         if too_big || too_old {
             removable.push(n);
-            total -= size;
+            total -= f.bytes;
         } else {
             break;
         }
@@ -180,13 +194,23 @@ pub(super) fn apply_retention(
     let Some(&through) = removable.last() else {
         return Ok(());
     };
-    let next = segment_path(&st.dir, through + 1);
-    let Some(first) = first_record(&next)? else {
+    // The chain goes on with the next segment's first record: the one after the last
+    // removed, linked to its hash. The next segment holds one (a segment is opened for the
+    // record that goes into it).
+    if through + 1 == st.segment && st.in_segment == 0 {
         return Ok(());
+    }
+    let (first_kept_seq, first_kept_prev) = {
+        let f = &st.closed[&through];
+        (f.last_seq + 1, f.last_hash.clone())
     };
     let signature = hex::encode(
         signing
-            .sign(&retention_message(first.seq, &first.prev, through))
+            .sign(&retention_message(
+                first_kept_seq,
+                &first_kept_prev,
+                through,
+            ))
             .to_bytes(),
     );
     push_event(
@@ -194,8 +218,8 @@ pub(super) fn apply_retention(
         buf,
         &Event::Retention {
             removed_through_segment: through,
-            first_kept_seq: first.seq,
-            first_kept_prev: first.prev,
+            first_kept_seq,
+            first_kept_prev,
             public_key: hex::encode(signing.verifying_key().as_bytes()),
             signature,
         },
@@ -211,6 +235,7 @@ pub(super) fn apply_retention(
     for n in removable {
         let path = segment_path(&st.dir, n);
         std::fs::remove_file(&path).map_err(io_err(&path))?;
+        st.closed.remove(&n);
     }
     tracing::info!(
         through_segment = through,
@@ -295,35 +320,4 @@ pub(super) fn first_record(path: &Path) -> Result<Option<Record>, AuditError> {
         .transpose()
         .map_err(io_err(path))?;
     Ok(line.and_then(|l| serde_json::from_str(&l).ok()))
-}
-
-/// The last line of a segment as a record (`None` if it does not parse, a torn line
-/// included), the last line being what [`BufRead::lines`] would give last. Read from the
-/// end, in chunks that grow until they hold the whole line. Retention asks this of the
-/// oldest segment at each of its checks (every 10 s by default), under the writer's lock; a
-/// full segment is some 44 MB, and reading all of it took 22–43 ms (and 44 MB of disk reads
-/// once the segment has left the page cache).
-pub(super) fn last_record(path: &Path) -> Result<Option<Record>, AuditError> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = File::open(path).map_err(io_err(path))?;
-    let len = f.metadata().map_err(io_err(path))?.len();
-    let mut chunk: u64 = 8 * 1024;
-    let mut buf = Vec::new();
-    loop {
-        let start = len.saturating_sub(chunk);
-        buf.clear();
-        f.seek(SeekFrom::Start(start)).map_err(io_err(path))?;
-        (&mut f)
-            .take(len - start)
-            .read_to_end(&mut buf)
-            .map_err(io_err(path))?;
-        // As `lines()`: one final newline ends the last line rather than starting an empty
-        // one (a carriage return before it is JSON whitespace).
-        let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        match body.iter().rposition(|&b| b == b'\n') {
-            Some(nl) => return Ok(serde_json::from_slice(&body[nl + 1..]).ok()),
-            None if start == 0 => return Ok(serde_json::from_slice(body).ok()),
-            None => chunk = chunk.saturating_mul(4),
-        }
-    }
 }

@@ -297,77 +297,6 @@ fn deleting_a_kept_segment_after_retention_is_caught() {
 }
 
 #[test]
-fn the_last_record_is_read_from_the_end_as_lines_would_give_it() {
-    use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap();
-    let line = |seq: u64, id_len: usize| {
-        let mut event = predict(seq);
-        if let Event::Predict { request_id, .. } = &mut event {
-            *request_id = "r".repeat(id_len);
-        }
-        serde_json::to_string(&Record {
-            seq,
-            ts_ms: 1_000 + seq,
-            event,
-            prev: "0".repeat(64),
-            hash: format!("{seq:064x}"),
-        })
-        .unwrap()
-    };
-    // What retention read before: every line, keeping the last.
-    let by_lines = |path: &Path| {
-        let last = std::io::BufReader::new(File::open(path).unwrap())
-            .lines()
-            .last()
-            .map(Result::unwrap);
-        last.and_then(|l| serde_json::from_str::<Record>(&l).ok())
-            .map(|r| (r.seq, r.ts_ms, r.hash))
-    };
-    let many: String = (1..=300).map(|i| line(i, 40) + "\n").collect();
-    let cases: Vec<(&str, String)> = vec![
-        ("empty", String::new()),
-        ("one line", line(1, 4) + "\n"),
-        ("one line, no final newline", line(1, 4)),
-        ("many lines", many.clone()),
-        // Longer than the first chunk (8 KiB) and than the second (32 KiB).
-        (
-            "a last line of 20 KB",
-            format!("{many}{}\n", line(301, 20_000)),
-        ),
-        (
-            "a last line of 100 KB",
-            format!("{many}{}\n", line(301, 100_000)),
-        ),
-        ("a long first and only line", line(7, 50_000)),
-        (
-            "a torn last line",
-            format!("{many}{}", &line(301, 40)[..50]),
-        ),
-        ("an empty last line", format!("{many}\n")),
-        ("only a newline", "\n".into()),
-        ("not JSON", "hello\nworld\n".into()),
-    ];
-    for (name, text) in cases {
-        let path = dir.path().join("segment");
-        std::fs::write(&path, &text).unwrap();
-        let got = last_record(&path)
-            .unwrap()
-            .map(|r| (r.seq, r.ts_ms, r.hash));
-        assert_eq!(got, by_lines(&path), "{name}");
-    }
-    // The cases above that end in a whole record do find it.
-    std::fs::write(
-        dir.path().join("s"),
-        format!("{many}{}\n", line(301, 100_000)),
-    )
-    .unwrap();
-    assert_eq!(
-        last_record(&dir.path().join("s")).unwrap().unwrap().seq,
-        301
-    );
-}
-
-#[test]
 fn lines_are_written_in_canonical_form() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), 6);
@@ -1383,4 +1312,97 @@ async fn a_receipt_whose_record_cannot_be_written_is_withheld_and_receipts_resum
         assert!(report.is_ok(), "{on_runtime}: {report:?}");
         assert_receipts_state_their_records(d.path(), &receipts);
     }
+}
+
+/// A log of several segments, reopened, whose background check has passed; retention is
+/// run by hand ([`apply_retention`]), so that the files can be changed just before it.
+async fn verified_log_of_segments(d: &Path) -> AuditLog {
+    let small = AuditConfig {
+        segment_records: 5,
+        group_linger: Duration::ZERO,
+        retention: None,
+        max_bytes: None,
+        ..AuditConfig::default()
+    };
+    let log = open_log(d, small);
+    for i in 0..30 {
+        log.append_durable(predict(i)).unwrap();
+    }
+    log.close();
+    drop(log);
+    // Reopened: the last two segments are verified at the start, the rest in the background.
+    let log = open_log(d, small);
+    let state = log
+        .integrity()
+        .wait_for(|s| *s != Integrity::Verifying)
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(state, Integrity::Verified);
+    // And more records, so that a segment is also closed by this run.
+    for i in 30..42 {
+        log.append_durable(predict(i)).unwrap();
+    }
+    assert!(segments(d).unwrap().len() >= 8, "{:?}", segments(d));
+    log
+}
+
+fn retention_pass(log: &AuditLog, retention: Option<Duration>, max_bytes: Option<u64>) {
+    let mut w = lock_writer(&log.writer);
+    let w = &mut *w;
+    apply_retention(&mut w.st, &mut w.buf, &key(), retention, max_bytes).unwrap();
+}
+
+#[tokio::test]
+async fn the_host_cannot_make_retention_delete_records_early() {
+    let d = tempfile::tempdir().unwrap();
+    let log = verified_log_of_segments(d.path()).await;
+    let before = segments(d.path()).unwrap();
+    // The host backdates the last record of the oldest segment (after it was verified)...
+    let first = segment_path(d.path(), before[0]);
+    let text = std::fs::read_to_string(&first).unwrap();
+    let mut l: Vec<String> = text.lines().map(str::to_owned).collect();
+    let last = l.len() - 1;
+    l[last] = l[last].replacen("\"ts_ms\":", "\"ts_ms\":1", 1);
+    std::fs::write(&first, l.join("\n") + "\n").unwrap();
+    // ... and inflates the next one past the cap (64 MiB of zeros, a sparse file).
+    let second = segment_path(d.path(), before[1]);
+    let f = OpenOptions::new().write(true).open(&second).unwrap();
+    f.set_len(f.metadata().unwrap().len() + (64 << 20)).unwrap();
+    drop(f);
+    // Nothing has expired (a day's retention) and the log is far below a 32 MiB cap: the
+    // server deletes nothing, and signs no retention record.
+    retention_pass(&log, Some(Duration::from_secs(86_400)), Some(32 << 20));
+    assert_eq!(segments(d.path()).unwrap(), before);
+    let text: String = before
+        .iter()
+        .map(|n| std::fs::read_to_string(segment_path(d.path(), *n)).unwrap_or_default())
+        .collect();
+    assert!(!text.contains("\"kind\":\"retention\""));
+    log.close();
+}
+
+#[tokio::test]
+async fn retention_deletes_by_what_was_verified_and_written() {
+    let d = tempfile::tempdir().unwrap();
+    let log = verified_log_of_segments(d.path()).await;
+    let before = segments(d.path()).unwrap();
+    // Everything closed has expired (a retention of zero): the segments verified at the
+    // start, in the background, and closed by this run all go, behind one signed record.
+    retention_pass(&log, Some(Duration::ZERO), None);
+    log.close();
+    drop(log);
+    let after = segments(d.path()).unwrap();
+    assert_eq!(after, vec![*before.last().unwrap()], "{before:?}");
+    let report = verify_dir(d.path(), &[*key().verifying_key().as_bytes()]);
+    assert!(report.is_ok(), "{report:?}");
+    // A size cap below one segment leaves the current segment only, likewise.
+    let d = tempfile::tempdir().unwrap();
+    let log = verified_log_of_segments(d.path()).await;
+    let before = segments(d.path()).unwrap();
+    retention_pass(&log, None, Some(1));
+    log.close();
+    drop(log);
+    assert_eq!(segments(d.path()).unwrap(), vec![*before.last().unwrap()]);
+    assert!(verify_dir(d.path(), &[]).is_ok());
 }

@@ -44,6 +44,23 @@ pub struct VerifyReport {
     pub signing_key: Option<String>,
     /// The first failure, if any.
     pub first_failure: Option<Failure>,
+    /// What was verified of each segment, for the server's retention (not reported).
+    #[serde(skip)]
+    pub(super) segments: Vec<SegmentFacts>,
+}
+
+/// What a verification (or the writer, as it closes a segment) established about a segment:
+/// retention decides from these, never from the files, which the host can change after they
+/// were verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SegmentFacts {
+    pub segment: u64,
+    /// Its last record: sequence number, chain hash (hex) and time.
+    pub last_seq: u64,
+    pub last_hash: String,
+    pub last_ts_ms: u64,
+    /// Its length, newlines included.
+    pub bytes: u64,
 }
 
 /// [`VerifyReport::signatures`] when keys were given.
@@ -143,6 +160,7 @@ pub(super) fn verify_range(
                 return report;
             }
         };
+        let (mut bytes, mut last) = (0u64, None);
         for (idx, line) in std::io::BufReader::new(file).lines().enumerate() {
             let lineno = idx as u64 + 1;
             let text = match line {
@@ -186,11 +204,22 @@ pub(super) fn verify_range(
             {
                 anchor_confirmed = true;
             }
+            bytes += text.len() as u64 + 1;
+            last = Some((record.seq, record.ts_ms));
             prev = record.hash;
             expected_seq += 1;
             report.records += 1;
             report.head = Some(prev.clone());
             report.last_seq = record.seq;
+        }
+        if let Some((last_seq, last_ts_ms)) = last {
+            report.segments.push(SegmentFacts {
+                segment: *n,
+                last_seq,
+                last_hash: prev.clone(),
+                last_ts_ms,
+                bytes,
+            });
         }
     }
     if let Some((seq, _, segment)) = anchor
