@@ -37,15 +37,17 @@ pub(super) fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], kind: K
                 last_seq: st.seq,
                 last_hash: st.head.clone(),
                 last_ts_ms: st.last_ts_ms,
-                bytes: st.synced_len,
+                bytes: st.segment_bytes,
             },
         );
         st.segment += 1;
         st.in_segment = 0;
+        st.segment_bytes = 0;
         let path = segment_path(&st.dir, st.segment);
         match open_segment(&path) {
             Ok(f) => {
                 st.synced_len = f.metadata().map_or(0, |m| m.len());
+                st.segment_bytes = st.synced_len;
                 st.file = f;
             }
             Err(e) => {
@@ -60,6 +62,7 @@ pub(super) fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], kind: K
     let ts_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
+    let start = buf.len();
     let (hash, raw) = if kind == Kind::Sealed {
         st.sealed.clear();
         st.sealer.seal(st.seq, event_json, &mut st.sealed);
@@ -73,6 +76,7 @@ pub(super) fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], kind: K
     st.head_raw = raw;
     st.last_ts_ms = ts_ms;
     buf.push(b'\n');
+    st.segment_bytes += (buf.len() - start) as u64;
     st.in_segment += 1;
     if kind == Kind::Checkpoint {
         st.since_checkpoint = 0;

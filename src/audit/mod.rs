@@ -281,6 +281,9 @@ struct State {
     /// The time written into the last record pushed (ms since the Unix epoch); at open, the
     /// current segment's last record's.
     last_ts_ms: u64,
+    /// The current segment's length as this server knows it: found at open, then what it
+    /// pushed into it (counted at the push, whatever the fsyncs in flight).
+    segment_bytes: u64,
     /// The segments before the current one, as verified at open or as written when closed:
     /// what retention decides from (see [`apply_retention`]).
     closed: std::collections::BTreeMap<u64, verify::SegmentFacts>,
@@ -437,6 +440,7 @@ impl AuditLog {
             journal_tail: 0,
             synced_mark: None,
             last_ts_ms,
+            segment_bytes: synced_len,
             closed,
             verified_earlier: Arc::clone(&verified_earlier),
         };

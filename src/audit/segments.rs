@@ -175,7 +175,7 @@ pub(super) fn apply_retention(
             .map_or(0, |d| d.as_millis() as u64)
             .saturating_sub(r.as_millis() as u64)
     });
-    let mut total: u64 = st.closed.values().map(|f| f.bytes).sum::<u64>() + st.synced_len;
+    let mut total: u64 = st.closed.values().map(|f| f.bytes).sum::<u64>() + st.segment_bytes;
     let mut removable: Vec<u64> = Vec::new();
     for (&n, f) in st.closed.range(..st.segment) {
         // Only a run of consecutive segments from the oldest.
