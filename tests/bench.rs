@@ -34,6 +34,12 @@ fn bench_writes_the_results_contract_for_both_protocols() {
                 p["inferences_per_s"].as_f64().unwrap() / p["requests_per_s"].as_f64().unwrap();
             assert!((ratio - batch).abs() < 1e-9, "{p}");
             assert!(p["p50_ms"].as_f64().unwrap() <= p["p99_ms"].as_f64().unwrap());
+            let (p99, p999, max) = (
+                p["p99_ms"].as_f64().unwrap(),
+                p["p999_ms"].as_f64().unwrap(),
+                p["max_ms"].as_f64().unwrap(),
+            );
+            assert!(p99 <= p999 && p999 <= max && max > 0.0, "{p}");
         }
         let csv = std::fs::read_to_string(out_dir.join("results.csv")).unwrap();
         assert_eq!(csv.lines().count(), 5);

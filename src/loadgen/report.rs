@@ -59,6 +59,12 @@ pub struct Measurement {
     /// Whether every answer was asked for (and carried) a receipt (`--receipts`).
     #[serde(default)]
     pub receipts: bool,
+    /// 99.9th percentile latency, ms: the tail where a server's periodic stalls show.
+    #[serde(default)]
+    pub p999_ms: f64,
+    /// The slowest successful request, ms.
+    #[serde(default)]
+    pub max_ms: f64,
 }
 
 impl Measurement {
@@ -92,6 +98,8 @@ impl Measurement {
             connections,
             protocol: protocol.as_str().into(),
             receipts: false,
+            p999_ms: merged.percentile_ms(99.9),
+            max_ms: merged.percentile_ms(100.0),
         }
     }
 }
@@ -143,7 +151,8 @@ pub fn table_row(m: &Measurement) -> String {
 pub fn csv(results: &[Measurement]) -> String {
     let mut out = String::from(
         "batch,concurrency,requests_per_s,inferences_per_s,p50_ms,p90_ms,p95_ms,p99_ms,errors,\
-         mean_ms,requests,seconds,windows,stable,connections,protocol,errors_by_code\n",
+         mean_ms,requests,seconds,windows,stable,connections,protocol,errors_by_code,p999_ms,\
+         max_ms\n",
     );
     for m in results {
         let by_code = m
@@ -154,7 +163,7 @@ pub fn csv(results: &[Measurement]) -> String {
             .join(";");
         let _ = writeln!(
             out,
-            "{},{},{:.3},{:.3},{:.4},{:.4},{:.4},{:.4},{},{:.4},{},{:.3},{},{},{},{},{}",
+            "{},{},{:.3},{:.3},{:.4},{:.4},{:.4},{:.4},{},{:.4},{},{:.3},{},{},{},{},{},{:.4},{:.4}",
             m.batch,
             m.concurrency,
             m.requests_per_s,
@@ -171,7 +180,9 @@ pub fn csv(results: &[Measurement]) -> String {
             m.stable,
             m.connections,
             m.protocol,
-            by_code
+            by_code,
+            m.p999_ms,
+            m.max_ms
         );
     }
     out

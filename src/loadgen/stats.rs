@@ -77,13 +77,16 @@ impl Window {
         sum as f64 / self.latencies_ns.len() as f64 / 1e6
     }
 
-    /// The `p`-th percentile latency (nearest rank), in milliseconds (0 when none).
+    /// The `p`-th percentile latency (nearest rank), in milliseconds (0 when none). The rank
+    /// is computed in integers from `p` in thousandths of a percent, so that 99.9 % of 1,000
+    /// is the 999th (in floating point it came out just above 999).
     pub fn percentile_ms(&self, p: f64) -> f64 {
         let n = self.latencies_ns.len();
         if n == 0 {
             return 0.0;
         }
-        let rank = ((p / 100.0) * n as f64).ceil() as usize;
+        let milli = (p.clamp(0.0, 100.0) * 1000.0).round() as u128;
+        let rank = (milli * n as u128).div_ceil(100_000) as usize;
         let index = rank.clamp(1, n) - 1;
         self.latencies_ns
             .get(index)

@@ -117,10 +117,42 @@ fn results_json_has_the_contract_fields_and_round_trips() {
     }
     assert_eq!(v[0]["inferences_per_s"], 32000.0);
     let back: Vec<Measurement> = serde_json::from_value(v).unwrap();
-    assert_eq!(back, [m]);
+    assert_eq!(back, std::slice::from_ref(&m));
     let csv = report::csv(&back);
     assert!(csv.starts_with("batch,concurrency,requests_per_s,"));
     assert_eq!(csv.lines().count(), 2);
+    // The tail comes after the contract's columns, and a baseline written before it had
+    // them still reads.
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with(",errors_by_code,p999_ms,max_ms")
+    );
+    let mut old = serde_json::to_value([&m]).unwrap();
+    for field in ["p999_ms", "max_ms"] {
+        old[0].as_object_mut().unwrap().remove(field);
+    }
+    assert_eq!(
+        serde_json::from_value::<Vec<Measurement>>(old).unwrap()[0].max_ms,
+        0.0
+    );
+}
+
+#[test]
+fn the_tail_percentiles_are_the_slowest_requests() {
+    // 1,000 requests of 1..=1000 ms: the 99.9th percentile is the 999th, the max the 1000th.
+    let latencies: Vec<u64> = (1..=1000).collect();
+    let m = Measurement::new(
+        super::Protocol::Oip,
+        1,
+        1,
+        1,
+        &window(1, &latencies),
+        3,
+        true,
+    );
+    assert_eq!((m.p99_ms, m.p999_ms, m.max_ms), (990.0, 999.0, 1000.0));
 }
 
 #[test]
