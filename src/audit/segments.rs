@@ -175,6 +175,19 @@ pub(super) fn apply_retention(
             .map_or(0, |d| d.as_millis() as u64)
             .saturating_sub(r.as_millis() as u64)
     });
+    // Deletions start at the oldest segment on disk, or not at all: one this server knows
+    // nothing of would be left before a gap (the host can only hold retention back this way).
+    let oldest_on_disk = segments(&st.dir)?.first().copied();
+    if oldest_on_disk.is_some_and(|n| n < st.segment)
+        && oldest_on_disk != st.closed.keys().next().copied()
+    {
+        tracing::warn!(
+            oldest = oldest_on_disk,
+            "audit retention: the oldest segment was neither verified nor written by this \
+             server; nothing is deleted"
+        );
+        return Ok(());
+    }
     let mut total: u64 = st.closed.values().map(|f| f.bytes).sum::<u64>() + st.segment_bytes;
     let mut removable: Vec<u64> = Vec::new();
     for (&n, f) in st.closed.range(..st.segment) {

@@ -1444,3 +1444,19 @@ async fn what_retention_knows_of_each_segment_matches_the_files() {
     check(&log, d.path());
     log.close();
 }
+
+#[tokio::test]
+async fn retention_never_deletes_past_a_segment_it_knows_nothing_of() {
+    // Were the oldest segment unknown to the writer, deleting the next ones would leave a
+    // gap that fails verification: retention deletes nothing instead.
+    let d = tempfile::tempdir().unwrap();
+    let log = verified_log_of_segments(d.path()).await;
+    retention_pass(&log, None, None);
+    let before = segments(d.path()).unwrap();
+    lock_writer(&log.writer).st.closed.remove(&before[0]);
+    retention_pass(&log, Some(Duration::ZERO), None);
+    assert_eq!(segments(d.path()).unwrap(), before);
+    log.close();
+    drop(log);
+    assert!(verify_dir(d.path(), &[]).is_ok());
+}
