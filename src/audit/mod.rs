@@ -315,8 +315,6 @@ pub struct AuditLog {
     dir: PathBuf,
     /// The background check of the records before the tail.
     integrity: Arc<tokio::sync::watch::Sender<Integrity>>,
-    /// Where the background check leaves what it verified of each segment.
-    verified_earlier: Arc<Mutex<Vec<verify::SegmentFacts>>>,
 }
 
 /// The state of the check of a log's records before its tail (see [`AuditLog::integrity`]).
@@ -525,18 +523,23 @@ impl AuditLog {
             opened_at,
             dir: dir.to_path_buf(),
             integrity,
-            verified_earlier,
         })
         .inspect(|log| {
             if let Some(until) = verify_until {
-                log.verify_in_background(public, until);
+                log.verify_in_background(public, until, verified_earlier);
             }
         })
     }
 
-    fn verify_in_background(&self, key: [u8; 32], until: u64) {
+    /// Verifies the segments up to `until` in a thread, and leaves what it verified of each
+    /// in `verified_earlier` (the writer's, for retention) before it says the log verified.
+    fn verify_in_background(
+        &self,
+        key: [u8; 32],
+        until: u64,
+        verified_earlier: Arc<Mutex<Vec<verify::SegmentFacts>>>,
+    ) {
         let (dir, integrity) = (self.dir.clone(), Arc::clone(&self.integrity));
-        let verified_earlier = Arc::clone(&self.verified_earlier);
         let spawned = std::thread::Builder::new()
             .name("audit-verify".into())
             .spawn(move || {
