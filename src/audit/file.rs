@@ -37,6 +37,7 @@ pub(super) fn push(st: &mut State, buf: &mut Vec<u8>, event_json: &[u8], kind: K
                 last_seq: st.seq,
                 last_hash: st.head.clone(),
                 last_ts_ms: st.last_ts_ms,
+                records: st.in_segment,
                 bytes: st.segment_bytes,
             },
         );

@@ -113,8 +113,12 @@ pub(super) fn recover(dir: &Path, key: &[u8; 32]) -> Result<Recovered, AuditErro
             problem: fail.problem,
         });
     }
-    let f = File::open(&path).map_err(io_err(&path))?;
-    let in_segment = BufReader::new(f).lines().count() as u64;
+    // The last segment's records, as its verification counted them (none: it is empty).
+    let in_segment = report
+        .segments
+        .iter()
+        .find(|f| f.segment == last)
+        .map_or(0, |f| f.records);
     Ok(Recovered {
         segment: last,
         seq: report.last_seq,

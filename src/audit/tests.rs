@@ -1430,6 +1430,14 @@ async fn what_retention_knows_of_each_segment_matches_the_files() {
                 "segment {}",
                 f.segment
             );
+            // Every segment holds exactly `segment_records` (5), across the reopen too: the
+            // start counted the last segment's records right.
+            assert_eq!(
+                (f.records, text.lines().count()),
+                (5, 5),
+                "segment {}",
+                f.segment
+            );
         }
         let current = segment_path(d, *all.last().unwrap());
         assert_eq!(

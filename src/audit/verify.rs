@@ -59,7 +59,8 @@ pub(super) struct SegmentFacts {
     pub last_seq: u64,
     pub last_hash: String,
     pub last_ts_ms: u64,
-    /// Its length, newlines included.
+    /// Its records (lines), and its length, newlines included.
+    pub records: u64,
     pub bytes: u64,
 }
 
@@ -160,7 +161,7 @@ pub(super) fn verify_range(
                 return report;
             }
         };
-        let (mut bytes, mut last) = (0u64, None);
+        let (mut records, mut bytes, mut last) = (0u64, 0u64, None);
         for (idx, line) in std::io::BufReader::new(file).lines().enumerate() {
             let lineno = idx as u64 + 1;
             let text = match line {
@@ -204,6 +205,7 @@ pub(super) fn verify_range(
             {
                 anchor_confirmed = true;
             }
+            records += 1;
             bytes += text.len() as u64 + 1;
             last = Some((record.seq, record.ts_ms));
             prev = record.hash;
@@ -218,6 +220,7 @@ pub(super) fn verify_range(
                 last_seq,
                 last_hash: prev.clone(),
                 last_ts_ms,
+                records,
                 bytes,
             });
         }
