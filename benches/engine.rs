@@ -6,7 +6,7 @@
 //!
 //! - `forward/B`: the full [`Mlp::forward`] (normalization, matmul, bias, activation, softmax);
 //! - `forward_rows/B`: [`Mlp::forward_rows`], what the batcher runs (the fused CPU loop for
-//!   small batches, candle above `FUSED_MAX_MACS`);
+//!   small models, in passes of at most `FUSED_MAX_MACS`; candle for larger models);
 //! - `matmuls_only/B`: [`Mlp::matmuls_only`], the three matmuls alone on the same weights and
 //!   the same input tensor: the floor that the acceptance target (`forward` ≤ 2× at batch 1)
 //!   is measured against.
@@ -95,7 +95,8 @@ fn bench_forward(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("matmuls_only", batch), &x, |b, x| {
             b.iter(|| mlp.matmuls_only(black_box(x)).expect("matmuls"));
         });
-        // What the batcher runs: the fused CPU loop up to 2^20 multiply-adds, candle above.
+        // What the batcher runs: the fused CPU loop for small models (in passes of at most
+        // 2^20 multiply-adds), candle for larger ones.
         let rows = values(batch * IN, 40, 4.0);
         group.bench_with_input(BenchmarkId::new("forward_rows", batch), &rows, |b, r| {
             b.iter(|| mlp.forward_rows(black_box(r), batch).expect("forward_rows"));

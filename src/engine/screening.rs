@@ -194,8 +194,9 @@ impl Screener {
 
     /// Runs `rows` rows (`input`) and their copies through `model` on the fused CPU path,
     /// with the copies drawn in pre-activation space, and returns the rows' outputs and
-    /// scores. `None` when that path does not apply (no factor, or a batch too large for
-    /// the fused loop); the caller then perturbs inputs.
+    /// scores. A batch too large for one pass of the fused loop runs as several, a slice of
+    /// rows (with their copies) at a time. `None` when that path does not apply (no factor:
+    /// the model is not on the fused loop); the caller then perturbs inputs.
     ///
     /// `drawn` holds the normals the requests' own threads drew
     /// ([`draw_normals`]), `rows × copies × rank` of them, or is empty for the screener to
@@ -209,10 +210,12 @@ impl Screener {
     ) -> Option<Result<ScreenedOutputs, EngineError>> {
         let factor = self.factor.as_ref()?;
         let copies = self.spec.copies as usize;
-        if !model.fused_cpu_fits(rows * (1 + copies)) {
+        let per_pass = model.fused_cpu_rows(1 + copies);
+        if per_pass == 0 {
             return None;
         }
-        let needed = rows * copies * factor.rank();
+        let rank = factor.rank();
+        let needed = rows * copies * rank;
         let normals = if drawn.len() == needed {
             drawn
         } else {
@@ -221,15 +224,32 @@ impl Screener {
             &self.noise
         };
         let width = model.out_features();
-        Some(
-            model
-                .forward_screened_cpu(input, rows, copies, factor, normals)
-                .map(|mut out| {
-                    let scores = self.scores(&out[..rows * width], &out[rows * width..], width);
-                    out.truncate(rows * width);
-                    (out, scores)
-                }),
-        )
+        let inp = model.in_features();
+        let mut outputs = Vec::with_capacity(rows * width);
+        let mut scores = Vec::with_capacity(rows);
+        let mut start = 0;
+        while start < rows {
+            let n = per_pass.min(rows - start);
+            let out = match model.forward_screened_cpu(
+                input
+                    .get(start * inp..(start + n) * inp)
+                    .unwrap_or_default(),
+                n,
+                copies,
+                factor,
+                normals
+                    .get(start * copies * rank..(start + n) * copies * rank)
+                    .unwrap_or_default(),
+            ) {
+                Ok(out) => out,
+                Err(e) => return Some(Err(e)),
+            };
+            let (base, perturbed) = out.split_at((n * width).min(out.len()));
+            scores.extend(self.scores(base, perturbed, width));
+            outputs.extend_from_slice(base);
+            start += n;
+        }
+        Some(Ok((outputs, scores)))
     }
 
     /// The settings.

@@ -71,8 +71,11 @@ pub struct Mlp {
     fused_gpu: Option<(Tensor, crate::gpu::mlp::MlpOp)>,
 }
 
-/// Largest batch (in multiply-adds) run by the fused CPU loop rather than candle's matmul.
-/// Measured with `examples/guard_costs.rs`: below it, candle's per-op overhead dominates.
+/// Most multiply-adds in one pass of the fused CPU loop: a larger batch of a model that runs
+/// on the loop is cut into passes of at most this many, so that each pass's activations
+/// stay in cache. Slices of the loop also beat candle's matmul on large batches: 2304 rows
+/// of the demo (256 rows and 8 screening copies of each) took 130–137 µs against 320–333 µs
+/// in candle with rayon's two threads (BENCHMARKS.md, "Large batches of a small model").
 pub const FUSED_MAX_MACS: usize = 1 << 20;
 
 /// Largest model (multiply-adds per row) run by the fused loop: beyond it candle's gemm
@@ -182,8 +185,20 @@ impl Mlp {
                 expected: self.in_features,
             });
         }
-        if self.fused_cpu_fits(rows) {
+        let per_pass = self.fused_cpu_rows(1);
+        if per_pass >= rows {
             return self.forward_fused_cpu(values, rows);
+        }
+        if per_pass > 0 {
+            // A large batch of a small model: the fused loop, a slice of rows at a time, on
+            // this thread. candle would spread it over rayon's pool, whose threads spin for
+            // work beside the server's own and halved a loaded server's throughput
+            // (BENCHMARKS.md, "Large batches of a small model").
+            let mut out = Vec::with_capacity(rows * self.out_features);
+            for chunk in values.chunks(per_pass * self.in_features) {
+                out.extend(self.forward_fused_cpu(chunk, chunk.len() / self.in_features)?);
+            }
+            return Ok(out);
         }
         let x = Tensor::from_slice(values, (rows, self.in_features), &self.device)?;
         let y = self.forward(&x)?;
@@ -199,12 +214,23 @@ impl Mlp {
         self.fused_layers(x, rows, 0)
     }
 
-    /// Whether [`forward_fused_cpu`](Self::forward_fused_cpu) is the path `forward_rows`
-    /// takes for `rows` rows.
+    /// Whether [`forward_fused_cpu`](Self::forward_fused_cpu) takes `rows` rows in one pass.
     pub fn fused_cpu_fits(&self, rows: usize) -> bool {
         self.device.is_cpu()
             && self.macs_per_row <= FUSED_MAX_MACS_PER_ROW
             && rows.saturating_mul(self.macs_per_row) <= FUSED_MAX_MACS
+    }
+
+    /// How many inputs, each `per_input` rows of the model, one pass of the fused CPU loop
+    /// takes (at most [`FUSED_MAX_MACS`] multiply-adds, at least one input): a larger batch
+    /// runs as several passes. 0 when the model does not run on the fused loop at all (on a
+    /// GPU, or too large a model).
+    pub fn fused_cpu_rows(&self, per_input: usize) -> usize {
+        let per_input = self.macs_per_row.saturating_mul(per_input.max(1));
+        if !self.device.is_cpu() || self.macs_per_row > FUSED_MAX_MACS_PER_ROW {
+            return 0;
+        }
+        (FUSED_MAX_MACS / per_input.max(1)).max(1)
     }
 
     /// The input rows, standardized when the model declares a normalization.

@@ -72,6 +72,38 @@ fn the_fused_cpu_path_and_candle_agree_on_the_reference_for_every_batch_size() {
 }
 
 #[test]
+fn a_batch_larger_than_one_fused_pass_runs_on_the_fused_loop_in_slices() {
+    let (inputs, outputs) = reference();
+    let config = ModelConfig::from_json(SOFTMAX).unwrap();
+    let mlp = Mlp::from_safetensors(&config, WEIGHTS, &Device::Cpu).unwrap();
+    let want: Vec<Vec<f64>> = serde_json::from_value(outputs["softmax"].clone()).unwrap();
+    let per_pass = mlp.fused_cpu_rows(1);
+    assert!(per_pass > 0 && !mlp.fused_cpu_fits(2 * per_pass + 3));
+    // Two full passes and a part of one; the slices' edges fall inside four-row blocks.
+    let rows = 2 * per_pass + 3;
+    let idx: Vec<usize> = (0..rows).map(|r| (r * 7) % inputs.len()).collect();
+    let flat: Vec<f32> = idx
+        .iter()
+        .flat_map(|&i| inputs[i].iter().map(|x| *x as f32))
+        .collect();
+    let got = mlp.forward_rows(&flat, rows).unwrap();
+    let reference: Vec<f64> = idx.iter().flat_map(|&i| want[i].clone()).collect();
+    assert_close(&got, &reference, 1e-5);
+    // Each row as the fused loop computes it alone, to the bit.
+    let width = mlp.out_features();
+    for r in [0, per_pass - 1, per_pass, 2 * per_pass, rows - 1] {
+        let one = &flat[r * mlp.in_features()..(r + 1) * mlp.in_features()];
+        assert_eq!(
+            mlp.forward_fused_cpu(one, 1).unwrap(),
+            got[r * width..(r + 1) * width].to_vec(),
+            "row {r}"
+        );
+    }
+    // As many rows as one pass of at most FUSED_MAX_MACS multiply-adds holds.
+    assert_eq!(per_pass, FUSED_MAX_MACS / mlp.macs_per_row);
+}
+
+#[test]
 fn batch_rows_are_independent() {
     let (inputs, _) = reference();
     let config = ModelConfig::from_json(SOFTMAX).unwrap();

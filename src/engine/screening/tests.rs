@@ -369,6 +369,64 @@ fn preactivation_and_input_space_scores_have_the_same_distribution() {
 }
 
 #[test]
+fn a_batch_larger_than_one_fused_pass_is_screened_on_the_fused_loop_in_slices() {
+    let (mlp, schema) = demo();
+    let spec = ScreeningSpec {
+        copies: 8,
+        noise: 0.02,
+        threshold: 0.15,
+        action: ScreenAction::Flag,
+    };
+    let mut screener = Screener::with_seed(spec, &schema, &[3; 32])
+        .for_model(&mlp)
+        .unwrap();
+    let rank = screener
+        .factor()
+        .expect("the demo runs on the fused loop")
+        .rank();
+    let per_pass = mlp.fused_cpu_rows(1 + 8);
+    // Larger than one pass of the fused loop (the default batch of 256 rows is, with 8
+    // copies of each): before, such a batch fell back to input-space copies and candle.
+    let rows = 2 * per_pass + 5;
+    assert!(!mlp.fused_cpu_fits(rows * 9));
+    let inp = mlp.in_features();
+    let input: Vec<f32> = (0..rows * inp)
+        .map(|i| {
+            let f = i % inp;
+            let t = ((i * 7919) % 1000) as f32 / 1000.0;
+            schema.min[f] + t * (schema.max[f] - schema.min[f]) * 0.3
+        })
+        .collect();
+    let normals: Vec<f32> = (0..rows * 8 * rank)
+        .map(|i| (i as f32 * 1.71).cos() * 1.5)
+        .collect();
+    let (out, scores) = screener
+        .forward_cpu(&mlp, &input, rows, &normals)
+        .expect("the fused path takes any batch of a model it fits")
+        .unwrap();
+    let width = mlp.out_features();
+    assert_eq!((out.len(), scores.len()), (rows * width, rows));
+    assert_eq!(out, mlp.forward_rows(&input, rows).unwrap());
+    // Each slice screened on its own, with its rows' normals, gives the same scores.
+    let mut want = Vec::new();
+    for start in (0..rows).step_by(per_pass) {
+        let n = per_pass.min(rows - start);
+        let (_, s) = screener
+            .forward_cpu(
+                &mlp,
+                &input[start * inp..(start + n) * inp],
+                n,
+                &normals[start * 8 * rank..(start + n) * 8 * rank],
+            )
+            .unwrap()
+            .unwrap();
+        want.extend(s);
+    }
+    assert_eq!(scores, want);
+    assert!(scores.iter().any(|s| *s > 0.0));
+}
+
+#[test]
 fn request_threads_draw_standard_normals_from_their_own_streams() {
     let mut a = vec![0f32; 20_000];
     assert!(draw_normals(&mut a));
