@@ -84,6 +84,55 @@ fn a_full_queue_refuses_instead_of_growing() {
 }
 
 #[test]
+fn a_small_request_that_finds_the_model_idle_runs_on_its_own_thread() {
+    let mlp = model();
+    let batcher = Batcher::spawn(Arc::clone(&mlp), "fixture", BatchConfig::default()).unwrap();
+    let row: Vec<f32> = (0..8).map(|c| (c as f32).cos()).collect();
+    let mut pending = batcher.enqueue(row.clone(), 1).unwrap();
+    // Answered before enqueue returned: nothing waits for the worker thread.
+    let out = pending.rx.try_recv().expect("answered inline").unwrap();
+    assert_eq!(out.values, mlp.forward_rows(&row, 1).unwrap());
+    assert_eq!(out.batch_rows, 1);
+    // It counts as an execution like any batch.
+    assert_eq!(batcher.stats().snapshot().execution_count, 1);
+
+    // Not while a batch runs: the request queues (and the worker answers it).
+    let running = batcher.shared.running.lock().unwrap();
+    let mut queued = batcher.enqueue(row.clone(), 1).unwrap();
+    assert!(queued.rx.try_recv().is_err(), "it must wait for the batch");
+    drop(running);
+    let out = rt().block_on(queued.outcome()).unwrap();
+    assert_eq!(out.values, mlp.forward_rows(&row, 1).unwrap());
+
+    // Nor a request too large to run inline.
+    let rows = batcher.inline_rows + 1;
+    let big = vec![0.25f32; 8 * rows];
+    let mut queued = batcher.enqueue(big.clone(), rows).unwrap();
+    let out = match queued.rx.try_recv() {
+        Ok(_) => panic!("a {rows}-row request ran inline"),
+        Err(_) => rt().block_on(queued.outcome()).unwrap(),
+    };
+    assert_eq!(out.values, mlp.forward_rows(&big, rows).unwrap());
+}
+
+#[test]
+fn batches_that_wait_for_more_requests_never_run_inline() {
+    let batcher = Batcher::spawn(
+        model(),
+        "fixture",
+        BatchConfig {
+            max_wait_us: 20_000,
+            ..BatchConfig::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(batcher.inline_rows, 0);
+    let mut pending = batcher.enqueue(vec![0.5; 8], 1).unwrap();
+    assert!(pending.rx.try_recv().is_err());
+    assert_eq!(rt().block_on(pending.outcome()).unwrap().batch_rows, 1);
+}
+
+#[test]
 fn oversized_request_runs_alone_and_batches_respect_max_batch() {
     let batcher = Batcher::spawn(
         model(),

@@ -226,11 +226,19 @@ impl Mlp {
     /// runs as several passes. 0 when the model does not run on the fused loop at all (on a
     /// GPU, or too large a model).
     pub fn fused_cpu_rows(&self, per_input: usize) -> usize {
-        let per_input = self.macs_per_row.saturating_mul(per_input.max(1));
-        if !self.device.is_cpu() || self.macs_per_row > FUSED_MAX_MACS_PER_ROW {
+        if !self.fused_cpu_fits(1) {
             return 0;
         }
-        (FUSED_MAX_MACS / per_input.max(1)).max(1)
+        self.fused_cpu_rows_within(per_input, FUSED_MAX_MACS).max(1)
+    }
+
+    /// How many inputs, each `per_input` rows of the model, the fused CPU loop runs within
+    /// `macs` multiply-adds: 0 when not even one does, or the model is not on the fused loop.
+    pub fn fused_cpu_rows_within(&self, per_input: usize, macs: usize) -> usize {
+        if !self.fused_cpu_fits(1) {
+            return 0;
+        }
+        macs / self.macs_per_row.saturating_mul(per_input.max(1)).max(1)
     }
 
     /// The input rows, standardized when the model declares a normalization.
