@@ -113,16 +113,19 @@ impl AuditLog {
                 let (Some(queue), Some(shared)) = (queue.upgrade(), shared.upgrade()) else {
                     return;
                 };
-                // The thread holds the lock only for a turn of its own (not over an fsync):
-                // try again once the other tasks here have run, and after a millisecond once
-                // its turn is a long one (a rotation's fsync, retention).
+                // The thread holds the lock only for a turn of its own (not over an fsync), an
+                // answer only for the turn it takes itself: try again once the other tasks
+                // here have run, and once the turn is a long one (a rotation's fsync,
+                // retention), after a millisecond or when an answer's turn ends with
+                // receipts still queued.
                 let mut tries = 0u32;
                 while !receipts_turn(&shared, &queue) {
                     tries += 1;
                     if tries < 64 {
                         tokio::task::yield_now().await;
                     } else {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(1), notify.notified()).await;
                     }
                 }
             }

@@ -1133,6 +1133,46 @@ async fn a_receipt_nobody_else_is_expected_with_is_signed_at_once() {
 }
 
 #[tokio::test]
+async fn a_lone_receipt_on_the_runtime_is_written_and_signed_by_its_own_call() {
+    let d = tempfile::tempdir().unwrap();
+    let (log, signer) = receipts_log(d.path(), true);
+    // Ready at the first poll: on this one-thread runtime the receipts' task cannot have run
+    // in between, so the call itself wrote the record and signed the receipt.
+    let expected = log.expect_receipt();
+    let durable = append_receipt(&log, &signer, "a", Some(expected));
+    let a = tokio::time::timeout(Duration::ZERO, durable.wait_for_receipt())
+        .await
+        .expect("signed by the call itself")
+        .unwrap()
+        .expect("a receipt");
+    assert_eq!(group_size(&a), 1);
+    // With another call under way, the receipt is the task's to gather: not ready until the
+    // other arrives, and then signed with it.
+    let (first, second) = (log.expect_receipt(), log.expect_receipt());
+    let b = append_receipt(&log, &signer, "b", Some(first));
+    let mut b = std::pin::pin!(b.wait_for_receipt());
+    assert!(
+        tokio::time::timeout(Duration::ZERO, &mut b).await.is_err(),
+        "it waits for the call under way"
+    );
+    let c = append_receipt(&log, &signer, "c", Some(second));
+    let b = tokio::time::timeout(Duration::from_secs(60), b)
+        .await
+        .expect("the gathering ended with the second call")
+        .unwrap()
+        .expect("a receipt");
+    let c = receipt_of(c).await;
+    assert_eq!((group_size(&b), group_size(&c)), (2, 2));
+    assert_none_expected(&log);
+    log.close();
+    assert!(verify_dir(d.path(), &[]).is_ok());
+    assert_receipts_state_their_records(
+        d.path(),
+        &[("a".into(), a), ("b".into(), b), ("c".into(), c)],
+    );
+}
+
+#[tokio::test]
 async fn the_gathering_waits_for_the_receipts_under_way_and_ends_when_they_arrive_or_fail() {
     for on_runtime in [false, true] {
         let d = tempfile::tempdir().unwrap();
