@@ -301,31 +301,41 @@ fn preactivation_map(sigmas: &[f32]) -> Vec<Vec<f64>> {
         .collect()
 }
 
-#[test]
-fn preactivation_and_input_space_scores_have_the_same_distribution() {
-    let (mlp, schema) = demo();
-    let spec = ScreeningSpec {
-        copies: 64,
+/// Screening that flags, with `copies` copies of noise 0.02.
+fn flagging(copies: u32) -> ScreeningSpec {
+    ScreeningSpec {
+        copies,
         noise: 0.02,
         threshold: 0.15,
         action: ScreenAction::Flag,
-    };
+    }
+}
+
+/// `rows` rows spread over the lower third of each feature's range.
+fn rows_in_range(schema: &InputSchema, rows: usize) -> Vec<f32> {
+    let inp = schema.min.len();
+    (0..rows * inp)
+        .map(|i| {
+            let f = i % inp;
+            let t = ((i * 7919) % 1000) as f32 / 1000.0;
+            schema.min[f] + t * (schema.max[f] - schema.min[f]) * 0.3
+        })
+        .collect()
+}
+
+#[test]
+fn preactivation_and_input_space_scores_have_the_same_distribution() {
+    let (mlp, schema) = demo();
+    let spec = flagging(64);
     let mut fast = Screener::with_seed(spec, &schema, &[1; 32])
         .for_model(&mlp)
         .unwrap();
     let mut slow = Screener::with_seed(spec, &schema, &[2; 32]);
     assert!(fast.factor().is_some() && slow.factor().is_none());
     // Rows from the schema's range, some near the decision boundary.
-    let inp = mlp.in_features();
     // 24 rows × 65 forward rows stays within the fused loop's batch limit.
     let rows = 24;
-    let input: Vec<f32> = (0..rows * inp)
-        .map(|i| {
-            let f = i % inp;
-            let t = ((i * 7919) % 1000) as f32 / 1000.0;
-            schema.min[f] + t * (schema.max[f] - schema.min[f]) * 0.3
-        })
-        .collect();
+    let input = rows_in_range(&schema, rows);
     let reps = 40;
     let width = mlp.out_features();
     let (mut fast_scores, mut slow_scores) = (Vec::new(), Vec::new());
@@ -371,12 +381,7 @@ fn preactivation_and_input_space_scores_have_the_same_distribution() {
 #[test]
 fn a_batch_larger_than_one_fused_pass_is_screened_on_the_fused_loop_in_slices() {
     let (mlp, schema) = demo();
-    let spec = ScreeningSpec {
-        copies: 8,
-        noise: 0.02,
-        threshold: 0.15,
-        action: ScreenAction::Flag,
-    };
+    let spec = flagging(8);
     let mut screener = Screener::with_seed(spec, &schema, &[3; 32])
         .for_model(&mlp)
         .unwrap();
@@ -390,13 +395,7 @@ fn a_batch_larger_than_one_fused_pass_is_screened_on_the_fused_loop_in_slices() 
     let rows = 2 * per_pass + 5;
     assert!(!mlp.fused_cpu_fits(rows * 9));
     let inp = mlp.in_features();
-    let input: Vec<f32> = (0..rows * inp)
-        .map(|i| {
-            let f = i % inp;
-            let t = ((i * 7919) % 1000) as f32 / 1000.0;
-            schema.min[f] + t * (schema.max[f] - schema.min[f]) * 0.3
-        })
-        .collect();
+    let input = rows_in_range(&schema, rows);
     let normals: Vec<f32> = (0..rows * 8 * rank)
         .map(|i| (i as f32 * 1.71).cos() * 1.5)
         .collect();
