@@ -226,10 +226,11 @@ impl Mlp {
     /// runs as several passes. 0 when the model does not run on the fused loop at all (on a
     /// GPU, or too large a model).
     pub fn fused_cpu_rows(&self, per_input: usize) -> usize {
-        if !self.fused_cpu_fits(1) {
-            return 0;
+        match self.fused_cpu_rows_within(per_input, FUSED_MAX_MACS) {
+            // On the loop, but one input is over a pass: it runs alone.
+            0 if self.fused_cpu_fits(1) => 1,
+            n => n,
         }
-        self.fused_cpu_rows_within(per_input, FUSED_MAX_MACS).max(1)
     }
 
     /// How many inputs, each `per_input` rows of the model, the fused CPU loop runs within
