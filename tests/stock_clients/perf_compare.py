@@ -56,7 +56,10 @@ def main():
             or infer_count != success_count * a.batch):
         fail(f"server statistics ({success_count} requests, {infer_count} inferences) do not "
              f"match the {client_count} requests perf_analyzer counted")
-    if not 0 < exec_count <= infer_count:
+    # A batch's execution is counted when its forward pass ends and its requests when their
+    # answers leave, so a window's edge can split the two: up to one execution per call in
+    # flight may be counted in a window whose requests are not (CI once saw 702 against 701).
+    if not 0 < exec_count <= infer_count + a.concurrency:
         fail(f"execution count {exec_count} against {infer_count} inferences")
     print(f"ok: ModelStatistics counted {success_count} requests ({exec_count} executions) for "
           f"perf_analyzer's {client_count}")
