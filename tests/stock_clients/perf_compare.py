@@ -5,6 +5,7 @@ throughputs agree within the tolerance, and the server-side statistics perf_anal
 import argparse
 import csv
 import json
+import math
 import re
 import sys
 
@@ -51,8 +52,11 @@ def main():
         fail("perf_analyzer printed no client or server-side statistics")
     client_count = int(client.group(1))
     infer_count, exec_count, success_count = (int(g) for g in server.groups())
-    # The windows of client and server differ by the requests in flight at either edge.
-    if (abs(success_count - client_count) > 2 * a.concurrency
+    # The windows of client and server differ at either edge: by the requests in flight, and
+    # by those that finish while perf_analyzer's statistics call is under way (CI once saw
+    # 19,983 against 19,969 at concurrency 4: about 5 ms of skew on a loaded 2-core machine).
+    edge = max(2 * a.concurrency, math.ceil(0.005 * client_count))
+    if (abs(success_count - client_count) > edge
             or infer_count != success_count * a.batch):
         fail(f"server statistics ({success_count} requests, {infer_count} inferences) do not "
              f"match the {client_count} requests perf_analyzer counted")
