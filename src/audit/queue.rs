@@ -259,18 +259,15 @@ impl AuditLog {
     ) -> Result<Durable, AuditError> {
         // Encoded here, in the answer's task: the writer only adds the record's place.
         let prepared = draft.prepare();
-        let mut here = false;
-        let durable = self
-            .enqueue_inner(
-                |out| compact::write(out, event),
-                Want::Receipt(prepared, expected),
-                Some(&mut here),
-            )?
-            .ok_or(AuditError::Stopped)?;
+        let (durable, take_turn) = self.enqueue_taking_turn(
+            |out| compact::write(out, event),
+            Want::Receipt(prepared, expected),
+        )?;
+        let durable = durable.ok_or(AuditError::Stopped)?;
         // A group of this receipt alone, complete: written and signed here, on the answer's
         // own task, rather than by the receipts' task, woken and then waking the answer (at
         // low concurrency those two hand-offs were most of a receipt's latency).
-        if here {
+        if take_turn {
             // Wake the task if the turn was not to be had here, or if receipts queued
             // meanwhile (it may be waiting for the lock this turn held).
             let wake = !super::receipt_task::receipts_turn(&self.writer, &self.queue)
@@ -321,15 +318,18 @@ impl AuditLog {
         write: impl FnOnce(&mut Vec<u8>),
         want: Want,
     ) -> Result<Option<Durable>, AuditError> {
-        self.enqueue_inner(write, want, None)
+        self.enqueue_taking_turn(write, want)
+            .map(|(durable, _)| durable)
     }
 
-    fn enqueue_inner(
+    /// [`Self::enqueue`], and whether the caller takes the receipts' turn itself: true only
+    /// for a receipt alone in the queue with no other call expected to bring one (its group
+    /// is complete, and no gathering is under way), while the receipts' task runs.
+    fn enqueue_taking_turn(
         &self,
         write: impl FnOnce(&mut Vec<u8>),
         want: Want,
-        here: Option<&mut bool>,
-    ) -> Result<Option<Durable>, AuditError> {
+    ) -> Result<(Option<Durable>, bool), AuditError> {
         let mut guard = self.queue.lock();
         let pending = &mut *guard;
         if pending.closed {
@@ -387,7 +387,11 @@ impl AuditLog {
             q,
             journaled,
         });
-        let (wake_thread, wake_task) = match self.queue.receipt_task.get() {
+        let lone = receipt
+            && pending.waiting == 1
+            && pending.waiting_receipts == 1
+            && still_expected == Some(0);
+        let (wake_thread, wake_task, take_turn) = match self.queue.receipt_task.get() {
             // The first event wakes the writer; so does the first that someone waits for (it
             // ends a gathering).
             // (The first answer that waits without a receipt also ends a receipts' gathering,
@@ -399,34 +403,24 @@ impl AuditLog {
                     || (receipt && pending.waiting_receipts == RECEIPT_GROUP)
                     || still_expected == Some(0),
                 None,
+                false,
             ),
             // Receipts are the task's: the first of a group starts its gathering, which ends
             // once the group is full or the last receipt expected is queued. Other events
-            // wake the thread as above.
+            // wake the thread as above. A lone receipt wakes nobody: its caller takes the turn
+            // (see `append_predict_with_receipt`).
             Some(task) => (
                 !receipt
                     && (pending.events.len() - pending.waiting_receipts == 1
                         || (waited && pending.waiting - pending.waiting_receipts == 1)),
                 (receipt
+                    && !lone
                     && (pending.waiting_receipts == 1
                         || pending.waiting_receipts == RECEIPT_GROUP
                         || still_expected == Some(0)))
                 .then_some(task),
+                lone,
             ),
-        };
-        // A receipt alone in the queue, with no other call expected to bring one: its group
-        // is complete, and no gathering is under way. Its caller takes the turn itself (see
-        // `append_predict_with_receipt`) instead of waking the receipts' task.
-        let wake_task = match (wake_task, here) {
-            (Some(_), Some(here))
-                if pending.waiting == 1
-                    && pending.waiting_receipts == 1
-                    && still_expected == Some(0) =>
-            {
-                *here = true;
-                None
-            }
-            (task, _) => task,
         };
         drop(guard);
         if wake_thread {
@@ -435,6 +429,6 @@ impl AuditLog {
         if let Some(task) = wake_task {
             task.notify_one();
         }
-        Ok(durable)
+        Ok((durable, take_turn))
     }
 }
