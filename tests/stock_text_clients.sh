@@ -119,7 +119,8 @@ bench() {
         --model minilm --protocol oip --input-jsonl "$SENTENCES" --batch "$BATCH" \
         --concurrency "$CONCURRENCY" --window 2s --out "$WORK/$1"
 }
-# bench, perf_analyzer, bench: the machine's drift during the three runs is averaged out.
+# bench, perf_analyzer, bench: perf_analyzer must agree with a bench run beside it (the
+# machine drifts between runs a minute apart; perf_compare.py explains).
 bench bench-before
 if ! "$PERF_ANALYZER" -m minilm -b "$BATCH" -u "$ADDR" -i grpc --ssl-grpc-use-ssl \
     --ssl-grpc-root-certifications-file "$CERT" -H "x-api-key:$KEY" -H "x-purpose:search" \
