@@ -18,8 +18,10 @@ fn main() -> std::process::ExitCode {
         confidant::secure::restore_default_sigpipe();
     }
     cli::init_logging(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+    // The server's receipts gather while its workers have other calls to run.
+    let idle_workers = confidant::audit::IdleWorkers::new();
+    let runtime = match idle_workers
+        .install(tokio::runtime::Builder::new_multi_thread().enable_all())
         .build()
     {
         Ok(rt) => rt,
@@ -29,7 +31,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     tracing::debug!(threads, "thread pool sized");
-    match runtime.block_on(cli::run(args.command)) {
+    match runtime.block_on(cli::run(args.command, Some(idle_workers))) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));

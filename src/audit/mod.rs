@@ -25,6 +25,7 @@
 mod compact;
 mod encode;
 mod file;
+mod idle;
 mod journal;
 pub mod outbox;
 mod queue;
@@ -48,6 +49,7 @@ use zeroize::Zeroizing;
 
 use encode::*;
 use file::*;
+pub use idle::IdleWorkers;
 pub use journal::{DEFAULT_JOURNAL_BYTES, JOURNAL_FILE};
 use queue::*;
 pub use queue::{Durable, RECEIPT_LINGER, ReceiptExpected};
@@ -489,6 +491,7 @@ impl AuditLog {
             ready: std::sync::Condvar::new(),
             expected_receipts: std::sync::atomic::AtomicUsize::new(0),
             receipt_task: std::sync::OnceLock::new(),
+            load: std::sync::OnceLock::new(),
         });
         let shared = Arc::new(Mutex::new(Writer::new(state, signing.clone(), config)));
         let worker = std::thread::Builder::new()
@@ -658,6 +661,8 @@ impl Drop for AuditLog {
     }
 }
 
+#[cfg(test)]
+mod gathering_tests;
 #[cfg(test)]
 mod journal_tests;
 #[cfg(test)]

@@ -162,6 +162,9 @@ pub(super) struct Queue {
     /// Wakes the receipts' task, once [`AuditLog::write_receipts_on_runtime`] started it:
     /// from then on, receipts wake it rather than the writer thread.
     pub(super) receipt_task: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
+    /// How busy the runtime is, when the receipts' task was given its park hooks: a group
+    /// is then held while the runtime has other calls to run ([`Load::may_sign`]).
+    pub(super) load: std::sync::OnceLock<Load>,
 }
 
 /// A call that will queue a record with a receipt ([`AuditLog::expect_receipt`]): counted
@@ -387,10 +390,13 @@ impl AuditLog {
             q,
             journaled,
         });
+        // (Not while the runtime is busy with other calls: the receipts' task gathers it with
+        // theirs, see `Load::may_sign`.)
         let lone = receipt
             && pending.waiting == 1
             && pending.waiting_receipts == 1
-            && still_expected == Some(0);
+            && still_expected == Some(0)
+            && self.queue.load.get().is_none_or(|l| l.may_sign(1));
         let (wake_thread, wake_task, take_turn) = match self.queue.receipt_task.get() {
             // The first event wakes the writer; so does the first that someone waits for (it
             // ends a gathering).

@@ -78,13 +78,28 @@ impl AuditLog {
     /// until it holds [`RECEIPT_GROUP`] receipts or no other call that will carry one is
     /// under way ([`Self::expect_receipt`]), or at the latest after
     /// [`AuditConfig::receipt_linger`] (rounded up to the runtime timer's millisecond).
-    pub fn write_receipts_on_runtime(&self) {
+    ///
+    /// `idle`: the park hooks of this runtime ([`IdleWorkers::install`]). With them, a group
+    /// is also held while the runtime is busy with other calls that may bring receipts (it
+    /// is then signed once a worker is about to wait for work: [`Load::may_sign`]); without
+    /// them, it is signed as soon as no call is expected.
+    pub fn write_receipts_on_runtime(&self, idle: Option<&Arc<IdleWorkers>>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let notify = Arc::new(tokio::sync::Notify::new());
         if self.queue.receipt_task.set(Arc::clone(&notify)).is_err() {
             return;
+        }
+        let idle = idle.cloned();
+        if let Some(idle) = &idle {
+            idle.register(&notify);
+            let _ = self.queue.load.set(Load {
+                idle: Arc::clone(idle),
+                // This task is about to be one of them.
+                base: runtime.metrics().num_alive_tasks() + 1,
+                runtime: runtime.clone(),
+            });
         }
         let linger = lock_writer(&self.writer).config.receipt_linger;
         // Weak: the task ends with the log.
@@ -93,11 +108,13 @@ impl AuditLog {
             loop {
                 notify.notified().await;
                 let deadline = tokio::time::Instant::now() + linger;
+                // Before the first look: a worker that parks after it wakes this task.
+                let gathering = idle.as_ref().map(IdleWorkers::gathering);
                 loop {
                     let Some(queue) = queue.upgrade() else {
                         return;
                     };
-                    match gathered(&queue) {
+                    match gathered(&queue, gathering.as_ref()) {
                         Gathered::Closed => return,
                         Gathered::Ready => break,
                         Gathered::NotYet => {}
@@ -110,6 +127,7 @@ impl AuditLog {
                         break;
                     }
                 }
+                drop(gathering);
                 let (Some(queue), Some(shared)) = (queue.upgrade(), shared.upgrade()) else {
                     return;
                 };
@@ -143,18 +161,62 @@ enum Gathered {
     NotYet,
 }
 
-fn gathered(queue: &Queue) -> Gathered {
+/// Whether the group queued now is written and signed: at once if it is full, if an answer
+/// without a receipt waits too, or if no other call that will carry a receipt is under way
+/// and the runtime has nothing else to do (a worker parked since `gathering` began, or the
+/// group is a fair share of the calls in flight: [`Load::may_sign`]).
+fn gathered(queue: &Queue, gathering: Option<&idle::Gathering>) -> Gathered {
     let p = queue.lock();
     if p.closed {
         Gathered::Closed
     } else if p.waiting_receipts == 0
         || p.waiting_receipts >= RECEIPT_GROUP
         || p.waiting > p.waiting_receipts
-        || queue.expected_receipts.load(Ordering::Acquire) == 0
+        || (queue.expected_receipts.load(Ordering::Acquire) == 0
+            && (gathering.is_none_or(idle::Gathering::worker_idled)
+                || queue
+                    .load
+                    .get()
+                    .is_none_or(|l| l.may_sign(p.waiting_receipts))))
     {
         Gathered::Ready
     } else {
         Gathered::NotYet
+    }
+}
+
+/// A receipts' group is held while it is smaller than one in this many of the calls in
+/// flight (and the runtime is busy: [`Load::may_sign`]). Measured on 2 vCPUs against 1/4
+/// and 1/16 (BENCHMARKS.md, receipts).
+pub(super) const HOLD_SHARE: usize = 8;
+
+/// How busy the runtime is, as the receipts' gathering sees it (given its park hooks).
+pub(super) struct Load {
+    idle: Arc<IdleWorkers>,
+    runtime: tokio::runtime::Handle,
+    /// Tasks alive when the receipts' task started (itself included): the server's own.
+    base: usize,
+}
+
+impl Load {
+    /// The calls in flight, estimated as the runtime's tasks beyond the server's own: the
+    /// HTTP/2 server spawns a task per call as its headers arrive, so the calls on their way
+    /// to the handler count too (as do the connections' tasks and the server's later
+    /// background tasks, a few more). Calls that will bring a receipt are only known from the
+    /// handler on ([`AuditLog::expect_receipt`]), too late to gather them.
+    fn calls_in_flight(&self) -> usize {
+        self.runtime
+            .metrics()
+            .num_alive_tasks()
+            .saturating_sub(self.base)
+    }
+
+    /// Whether a group of `receipts`, with no other receipt expected, is signed now rather
+    /// than held for the calls on their way: when a worker waits for work (holding would
+    /// leave it idle), or when the group is already a fair share of the calls in flight
+    /// ([`HOLD_SHARE`]: at low concurrency nothing is held).
+    pub(super) fn may_sign(&self, receipts: usize) -> bool {
+        self.idle.any_parked() || HOLD_SHARE * receipts >= self.calls_in_flight()
     }
 }
 

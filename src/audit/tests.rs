@@ -1036,7 +1036,7 @@ fn receipts_log_with(
 ) -> (AuditLog, Arc<crate::receipt::ReceiptSigner>) {
     let log = open_log(dir, config);
     if on_runtime {
-        log.write_receipts_on_runtime();
+        log.write_receipts_on_runtime(None);
         assert!(log.queue.receipt_task.get().is_some(), "the task started");
     }
     let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
@@ -1047,7 +1047,7 @@ fn receipts_log_with(
 }
 
 /// No call that will carry a receipt is counted as under way.
-fn assert_none_expected(log: &AuditLog) {
+pub(super) fn assert_none_expected(log: &AuditLog) {
     assert_eq!(
         log.queue
             .expected_receipts
@@ -1076,7 +1076,7 @@ pub(super) fn allowed_event(id: &str) -> PredictEvent<'_> {
     }
 }
 
-fn receipt_draft(
+pub(super) fn receipt_draft(
     signer: &Arc<crate::receipt::ReceiptSigner>,
     id: &str,
 ) -> crate::receipt::Draft<'static> {
@@ -1094,11 +1094,11 @@ fn receipt_draft(
 }
 
 /// The size of the group a receipt was signed in.
-fn group_size(receipt: &[u8]) -> u64 {
+pub(super) fn group_size(receipt: &[u8]) -> u64 {
     crate::receipt::envelope::open(receipt).unwrap().tree_size
 }
 
-async fn receipt_of(durable: Durable) -> Vec<u8> {
+pub(super) async fn receipt_of(durable: Durable) -> Vec<u8> {
     tokio::time::timeout(Duration::from_secs(60), durable.wait_for_receipt())
         .await
         .expect("the receipt came without the gathering's full length")
@@ -1107,7 +1107,7 @@ async fn receipt_of(durable: Durable) -> Vec<u8> {
 }
 
 /// Queues record `id` with a receipt.
-fn append_receipt(
+pub(super) fn append_receipt(
     log: &AuditLog,
     signer: &Arc<crate::receipt::ReceiptSigner>,
     id: &str,
@@ -1224,7 +1224,7 @@ async fn a_receipt_waits_for_a_slow_call_under_way_no_longer_than_the_linger() {
 
 /// Each receipt states its own record: the request id it was drafted with is the event's at
 /// the sequence number and chain hash it states.
-fn assert_receipts_state_their_records(dir: &Path, receipts: &[(String, Vec<u8>)]) {
+pub(super) fn assert_receipts_state_their_records(dir: &Path, receipts: &[(String, Vec<u8>)]) {
     let records: std::collections::HashMap<u64, Record> =
         plain_records(dir).into_iter().map(|r| (r.seq, r)).collect();
     for (id, receipt) in receipts {

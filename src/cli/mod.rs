@@ -56,13 +56,17 @@ pub fn init_logging(format: LogFormat) {
 /// The log format chosen at start.
 static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
 
-/// Runs one command.
-pub async fn run(command: Command) -> Result<()> {
+/// Runs one command. `idle_workers`: the park hooks of the runtime it runs on (`serve`
+/// gathers receipts with them).
+pub async fn run(
+    command: Command,
+    idle_workers: Option<std::sync::Arc<confidant::audit::IdleWorkers>>,
+) -> Result<()> {
     match command {
         Command::Keygen(a) => keygen(&a),
         Command::Seal(a) => seal(&a),
         Command::Inspect(a) => inspect(&a),
-        Command::Serve(a) => serve(a).await,
+        Command::Serve(a) => serve(a, idle_workers).await,
         Command::Predict(a) => predict(a).await,
         Command::Explain(a) => explain(a).await,
         Command::Models(a) => models(a).await,

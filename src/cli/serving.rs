@@ -123,6 +123,7 @@ pub(super) fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
         unguarded_benchmark_baseline: false,
         device: a.device,
         gpu_load: a.gpu_load,
+        idle_workers: None,
     };
     config.validate()?;
     Ok(config)
@@ -130,8 +131,14 @@ pub(super) fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
 
 use args::ServeArgs;
 
-pub(super) async fn serve(a: ServeArgs) -> Result<()> {
-    let config = build_serve_config(a)?;
+pub(super) async fn serve(
+    a: ServeArgs,
+    idle_workers: Option<std::sync::Arc<confidant::audit::IdleWorkers>>,
+) -> Result<()> {
+    let config = ServeConfig {
+        idle_workers,
+        ..build_serve_config(a)?
+    };
     if config.models.is_empty() {
         // In JSON mode stderr carries only JSON lines; the warning below still goes out.
         if LOG_FORMAT.get() != Some(&LogFormat::Json) {

@@ -329,6 +329,11 @@ pub struct ServeConfig {
     pub device: crate::gpu::DeviceSpec,
     /// How sealed weights reach a CUDA device (`--gpu-load staged|device-decrypt`).
     pub gpu_load: crate::gpu::LoadPath,
+    /// The park hooks of the runtime the server runs on ([`crate::audit::IdleWorkers::install`],
+    /// as `confidant serve` installs them): receipts are then gathered while the runtime is
+    /// busy with other calls, so that one signature covers more of them. `None`: no hooks
+    /// (a group is signed as soon as no other receipt is expected).
+    pub idle_workers: Option<std::sync::Arc<crate::audit::IdleWorkers>>,
 }
 
 impl ServeConfig {
@@ -362,6 +367,7 @@ impl ServeConfig {
             unguarded_benchmark_baseline: false,
             device: crate::gpu::DeviceSpec::Cpu,
             gpu_load: crate::gpu::LoadPath::Staged,
+            idle_workers: None,
         }
     }
 

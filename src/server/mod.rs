@@ -85,7 +85,7 @@ pub async fn run(
     let guard = Arc::new(Guard::new(Arc::clone(&db), config.rate));
     let audit = Arc::new(open_audit(&config.data_dir, &config.audit, &state_key)?);
     // Receipts' records are written on this runtime: no thread switch per group.
-    audit.write_receipts_on_runtime();
+    audit.write_receipts_on_runtime(config.idle_workers.as_ref());
     let pseudonym_key = state_key.subkey(crate::state::Subkey::Pseudonyms);
     let checkpoint_key = state_key.checkpoint_key();
     let key_source = state_key.source();

@@ -1,0 +1,215 @@
+//! Gathering receipts while the runtime is busy ([`IdleWorkers`], [`Load::may_sign`]): a
+//! group is held while other calls are in flight and no worker waits for work, and signed
+//! as soon as one is about to.
+
+use super::tests::{
+    append_receipt, assert_none_expected, assert_receipts_state_their_records, group_size,
+    open_log, receipt_of,
+};
+use super::*;
+
+/// A log whose receipts' task knows `idle`, with nothing else that ends a gathering early: a
+/// 600 s linger, and a writer thread that wakes on its own only every 600 s (it would take
+/// the queued receipts in a turn of its own).
+fn gathering_log(
+    dir: &Path,
+    idle: &Arc<IdleWorkers>,
+) -> (AuditLog, Arc<crate::receipt::ReceiptSigner>) {
+    let log = open_log(
+        dir,
+        AuditConfig {
+            receipt_linger: Duration::from_secs(600),
+            checkpoint_interval: Duration::from_secs(600),
+            group_linger: Duration::from_millis(1),
+            ..AuditConfig::default()
+        },
+    );
+    log.write_receipts_on_runtime(Some(idle));
+    assert!(log.queue.load.get().is_some(), "the task has the hooks");
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let signer = Arc::new(
+        crate::receipt::ReceiptSigner::from_parts(key, b"{}".to_vec()).expect("the signer"),
+    );
+    (log, signer)
+}
+
+/// `n` tasks that stand for calls in flight (the runtime counts them) until the sender drops.
+fn calls_in_flight(n: usize) -> tokio::sync::watch::Sender<()> {
+    let (done, _) = tokio::sync::watch::channel(());
+    for _ in 0..n {
+        let mut rx = done.subscribe();
+        tokio::spawn(async move {
+            let _ = rx.changed().await;
+        });
+    }
+    done
+}
+
+#[tokio::test]
+async fn a_receipt_is_held_while_other_calls_are_in_flight_and_signed_once_a_worker_parks() {
+    let d = tempfile::tempdir().unwrap();
+    // The hooks are driven by hand here: no worker of this runtime reports.
+    let idle = IdleWorkers::new();
+    let (log, signer) = gathering_log(d.path(), &idle);
+    let mut receipts = Vec::new();
+    // Nothing else in flight: signed at once, alone (and the writer thread's fsync of it is
+    // over before the gathering below starts).
+    let r = receipt_of(append_receipt(
+        &log,
+        &signer,
+        "alone",
+        Some(log.expect_receipt()),
+    ))
+    .await;
+    assert_eq!(group_size(&r), 1);
+    receipts.push(("alone".to_string(), r));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // 40 calls in flight, none of them expected to bring a receipt yet, no worker parked:
+    // the receipt waits for them (its call is the last one expected, which alone would
+    // have ended the gathering).
+    let calls = calls_in_flight(40);
+    let a = append_receipt(&log, &signer, "a", Some(log.expect_receipt()));
+    let mut a = std::pin::pin!(a.wait_for_receipt());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), a.as_mut())
+            .await
+            .is_err(),
+        "held while the runtime is busy"
+    );
+    // (Without saying so beforehand: its arrival wakes nobody.)
+    let b = append_receipt(&log, &signer, "b", None);
+    // A worker about to wait for work ends the gathering: one signature covers both.
+    idle.parking();
+    let ra = tokio::time::timeout(Duration::from_secs(60), a)
+        .await
+        .expect("signed once a worker parked")
+        .unwrap()
+        .expect("a receipt");
+    let rb = receipt_of(b).await;
+    assert_eq!((group_size(&ra), group_size(&rb)), (2, 2));
+    receipts.extend([("a".to_string(), ra), ("b".to_string(), rb)]);
+
+    // While a worker waits for work, nothing is held.
+    let c = receipt_of(append_receipt(
+        &log,
+        &signer,
+        "c",
+        Some(log.expect_receipt()),
+    ))
+    .await;
+    assert_eq!(group_size(&c), 1);
+    receipts.push(("c".to_string(), c));
+    idle.unparked();
+
+    // Nor once the calls have ended, with every worker busy.
+    drop(calls);
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    let e = receipt_of(append_receipt(
+        &log,
+        &signer,
+        "e",
+        Some(log.expect_receipt()),
+    ))
+    .await;
+    assert_eq!(group_size(&e), 1);
+    receipts.push(("e".to_string(), e));
+
+    assert_none_expected(&log);
+    log.close();
+    assert!(verify_dir(d.path(), &[]).is_ok());
+    assert_receipts_state_their_records(d.path(), &receipts);
+}
+
+#[tokio::test]
+async fn a_group_that_is_a_fair_share_of_the_calls_in_flight_is_not_held() {
+    let d = tempfile::tempdir().unwrap();
+    let idle = IdleWorkers::new();
+    let (log, signer) = gathering_log(d.path(), &idle);
+    // Fewer calls in flight than one group holds receipts per HOLD_SHARE: nothing is held.
+    let calls = calls_in_flight(HOLD_SHARE - 1);
+    let r = receipt_of(append_receipt(
+        &log,
+        &signer,
+        "a",
+        Some(log.expect_receipt()),
+    ))
+    .await;
+    assert_eq!(group_size(&r), 1);
+    // (Once the writer thread's fsync of it is over, the thread is not due for 600 s.)
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // With more, a receipt is held until the group is a fair share of them: two receipts for
+    // up to 2 x HOLD_SHARE calls.
+    drop(calls);
+    let calls = calls_in_flight(2 * HOLD_SHARE);
+    let a = append_receipt(&log, &signer, "b", Some(log.expect_receipt()));
+    let mut a = std::pin::pin!(a.wait_for_receipt());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), a.as_mut())
+            .await
+            .is_err(),
+        "one receipt held for {} calls",
+        2 * HOLD_SHARE
+    );
+    // The second receipt's arrival (the last expected) ends the gathering: a fair share now.
+    let b = append_receipt(&log, &signer, "c", Some(log.expect_receipt()));
+    let (ra, rb) = (receipt_of(b).await, a.await.unwrap().expect("a receipt"));
+    assert_eq!((group_size(&ra), group_size(&rb)), (2, 2));
+    drop(calls);
+    log.close();
+}
+
+#[test]
+fn the_hooks_count_a_real_runtimes_idle_workers_and_end_its_gatherings() {
+    let idle = IdleWorkers::new();
+    let runtime = idle
+        .install(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all(),
+        )
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // Idle workers park.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !idle.any_parked() {
+            assert!(std::time::Instant::now() < deadline, "no worker parked");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Calls on the runtime while many more tasks are alive than receipts: each group is
+        // held until a worker is about to park (the linger is 600 s, so only the hooks can end
+        // them), and every receipt comes.
+        let d = tempfile::tempdir().unwrap();
+        let (log, signer) = gathering_log(d.path(), &idle);
+        let log = Arc::new(log);
+        let calls = calls_in_flight(200);
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..8 {
+            let (log, signer) = (Arc::clone(&log), Arc::clone(&signer));
+            tasks.spawn(async move {
+                let mut out = Vec::new();
+                for i in 0..20 {
+                    let id = format!("t{t}-{i}");
+                    let expected = log.expect_receipt();
+                    tokio::task::yield_now().await;
+                    let durable = append_receipt(&log, &signer, &id, Some(expected));
+                    out.push((id, receipt_of(durable).await));
+                }
+                out
+            });
+        }
+        let mut receipts = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            receipts.extend(r.unwrap());
+        }
+        drop(calls);
+        assert_eq!(receipts.len(), 160);
+        let log = Arc::into_inner(log).expect("no other holder");
+        log.close();
+        assert!(verify_dir(d.path(), &[]).is_ok());
+        assert_receipts_state_their_records(d.path(), &receipts);
+    });
+}
