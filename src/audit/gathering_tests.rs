@@ -213,3 +213,46 @@ fn the_hooks_count_a_real_runtimes_idle_workers_and_end_its_gatherings() {
         assert_receipts_state_their_records(d.path(), &receipts);
     });
 }
+
+#[tokio::test]
+async fn a_receipt_is_not_held_for_calls_in_flight_that_bring_none() {
+    let d = tempfile::tempdir().unwrap();
+    let idle = IdleWorkers::new();
+    let (log, signer) = gathering_log(d.path(), &idle);
+    // Recent calls: one in a hundred asked for a receipt. Of 40 calls in flight, then, one
+    // may bring a receipt: a receipt is not held for the others.
+    for i in 0..2000 {
+        if i % 100 == 0 {
+            drop(log.expect_receipt());
+        } else {
+            log.note_call_without_receipt();
+        }
+    }
+    let calls = calls_in_flight(40);
+    let r = receipt_of(append_receipt(
+        &log,
+        &signer,
+        "a",
+        Some(log.expect_receipt()),
+    ))
+    .await;
+    assert_eq!(group_size(&r), 1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Once the recent calls are mostly receipts' (the older ones count for less, halved
+    // every few thousand calls), a receipt is held for the calls in flight again.
+    for _ in 0..8000 {
+        drop(log.expect_receipt());
+    }
+    let b = append_receipt(&log, &signer, "b", Some(log.expect_receipt()));
+    let mut b = std::pin::pin!(b.wait_for_receipt());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), b.as_mut())
+            .await
+            .is_err(),
+        "held while most calls carry receipts"
+    );
+    idle.parking();
+    assert_eq!(group_size(&b.await.unwrap().expect("a receipt")), 1);
+    drop(calls);
+    log.close();
+}

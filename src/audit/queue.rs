@@ -3,7 +3,7 @@
 //! and whoever must know when it is safe (an answer, an admin event) gets what to wait for.
 
 use super::*;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The events on their way to the writer, in the order they were appended: each event's
 /// canonical JSON object, back to back in one buffer. Appending is a copy under a lock: no
@@ -56,9 +56,11 @@ pub(super) struct Queued {
 ///   while the writer works goes with the next group; the signing task also signs together
 ///   the groups that reach it at once).
 /// - **The receipts' task** ([`AuditLog::write_receipts_on_runtime`], the server's case) ends
-///   a group once [`RECEIPT_GROUP`] receipts wait or no other call is expected; this is only
-///   its limit, rounded up to the runtime timer's millisecond, for a call under way that is
-///   much slower than the others.
+///   a group once [`RECEIPT_GROUP`] receipts wait or no other call is expected (and, given
+///   the runtime's park hooks, once a worker is about to wait for work or the group is a
+///   fair share of the calls in flight); this is only its limit, rounded up to the runtime
+///   timer's millisecond, for a call under way that is much slower than the others, or for
+///   a runtime busy with calls that bring no receipt.
 pub const RECEIPT_LINGER: Duration = Duration::from_micros(100);
 /// A receipts' gathering ends once this many receipts wait.
 pub(super) const RECEIPT_GROUP: usize = 32;
@@ -165,6 +167,49 @@ pub(super) struct Queue {
     /// How busy the runtime is, when the receipts' task was given its park hooks: a group
     /// is then held while the runtime has other calls to run ([`Load::may_sign`]).
     pub(super) load: std::sync::OnceLock<Load>,
+    /// What share of the recent calls carried receipts.
+    pub(super) mix: CallMix,
+}
+
+/// The recent calls with and without receipts ([`AuditLog::expect_receipt`],
+/// [`AuditLog::note_call_without_receipt`]), halved every [`CallMix::WINDOW`] calls so that
+/// the share follows the load.
+#[derive(Default)]
+pub(super) struct CallMix {
+    receipts: AtomicU32,
+    plain: AtomicU32,
+}
+
+impl CallMix {
+    /// About this many recent calls are counted.
+    const WINDOW: u32 = 4096;
+
+    fn note(&self, receipt: bool) {
+        let (this, other) = if receipt {
+            (&self.receipts, &self.plain)
+        } else {
+            (&self.plain, &self.receipts)
+        };
+        let n = this.fetch_add(1, Ordering::Relaxed) + 1;
+        if n + other.load(Ordering::Relaxed) >= Self::WINDOW {
+            // Racy by design: a count added meanwhile may be halved or lost; the share is
+            // an estimate.
+            this.store(n / 2, Ordering::Relaxed);
+            other.store(other.load(Ordering::Relaxed) / 2, Ordering::Relaxed);
+        }
+    }
+
+    /// `calls` scaled by the share of recent calls that carried receipts (all of them
+    /// before any call was counted).
+    pub(super) fn receipts_among(&self, calls: usize) -> usize {
+        let receipts = self.receipts.load(Ordering::Relaxed) as usize;
+        let plain = self.plain.load(Ordering::Relaxed) as usize;
+        if receipts + plain == 0 {
+            calls
+        } else {
+            (calls * receipts).div_ceil(receipts + plain)
+        }
+    }
 }
 
 /// A call that will queue a record with a receipt ([`AuditLog::expect_receipt`]): counted
@@ -244,10 +289,17 @@ impl AuditLog {
     /// [`AuditConfig::receipt_linger`]), so that one signature covers them too; once none is, it signs at
     /// once. Pass the token to [`Self::append_predict_with_receipt`], or drop it.
     pub fn expect_receipt(&self) -> ReceiptExpected {
+        self.queue.mix.note(true);
         self.queue.expected_receipts.fetch_add(1, Ordering::AcqRel);
         ReceiptExpected {
             queue: Some(Arc::clone(&self.queue)),
         }
+    }
+
+    /// Says that a call carries no receipt: while most calls do not, a receipts' group is not
+    /// held for the calls in flight ([`Self::write_receipts_on_runtime`]).
+    pub fn note_call_without_receipt(&self) {
+        self.queue.mix.note(false);
     }
 
     /// Queues a Predict event whose answer carries a receipt: what it returns gives the
@@ -396,7 +448,11 @@ impl AuditLog {
             && pending.waiting == 1
             && pending.waiting_receipts == 1
             && still_expected == Some(0)
-            && self.queue.load.get().is_none_or(|l| l.may_sign(1));
+            && self
+                .queue
+                .load
+                .get()
+                .is_none_or(|l| l.may_sign(1, &self.queue.mix));
         let (wake_thread, wake_task, take_turn) = match self.queue.receipt_task.get() {
             // The first event wakes the writer; so does the first that someone waits for (it
             // ends a gathering).

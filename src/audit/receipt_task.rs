@@ -177,7 +177,7 @@ fn gathered(queue: &Queue, gathering: Option<&idle::Gathering>) -> Gathered {
                 || queue
                     .load
                     .get()
-                    .is_none_or(|l| l.may_sign(p.waiting_receipts))))
+                    .is_none_or(|l| l.may_sign(p.waiting_receipts, &queue.mix))))
     {
         Gathered::Ready
     } else {
@@ -186,8 +186,9 @@ fn gathered(queue: &Queue, gathering: Option<&idle::Gathering>) -> Gathered {
 }
 
 /// A receipts' group is held while it is smaller than one in this many of the calls in
-/// flight (and the runtime is busy: [`Load::may_sign`]). Measured on 2 vCPUs against 1/4
-/// and 1/16 (BENCHMARKS.md, receipts).
+/// flight (and the runtime is busy: [`Load::may_sign`]). On 2 vCPUs, 1/3 and 1/16 measured
+/// the same as 1/8 at concurrency 8 (BENCHMARKS.md, "Receipts", session 21): whether a
+/// worker parks decides most gatherings.
 pub(super) const HOLD_SHARE: usize = 8;
 
 /// How busy the runtime is, as the receipts' gathering sees it (given its park hooks).
@@ -199,24 +200,27 @@ pub(super) struct Load {
 }
 
 impl Load {
-    /// The calls in flight, estimated as the runtime's tasks beyond the server's own: the
-    /// HTTP/2 server spawns a task per call as its headers arrive, so the calls on their way
-    /// to the handler count too (as do the connections' tasks and the server's later
-    /// background tasks, a few more). Calls that will bring a receipt are only known from the
-    /// handler on ([`AuditLog::expect_receipt`]), too late to gather them.
-    fn calls_in_flight(&self) -> usize {
-        self.runtime
-            .metrics()
-            .num_alive_tasks()
-            .saturating_sub(self.base)
+    /// The calls in flight that may bring receipts, estimated as the runtime's tasks beyond
+    /// the server's own, times the share of recent calls that carried receipts. The HTTP/2
+    /// server spawns a task per call as its headers arrive, so the calls on their way to the
+    /// handler count too (as do the connections' tasks and the server's later background
+    /// tasks, a few more). Whether a call brings a receipt is only known from the handler on
+    /// ([`AuditLog::expect_receipt`]), too late to gather it.
+    fn calls_in_flight(&self, mix: &CallMix) -> usize {
+        mix.receipts_among(
+            self.runtime
+                .metrics()
+                .num_alive_tasks()
+                .saturating_sub(self.base),
+        )
     }
 
     /// Whether a group of `receipts`, with no other receipt expected, is signed now rather
     /// than held for the calls on their way: when a worker waits for work (holding would
     /// leave it idle), or when the group is already a fair share of the calls in flight
     /// ([`HOLD_SHARE`]: at low concurrency nothing is held).
-    pub(super) fn may_sign(&self, receipts: usize) -> bool {
-        self.idle.any_parked() || HOLD_SHARE * receipts >= self.calls_in_flight()
+    pub(super) fn may_sign(&self, receipts: usize, mix: &CallMix) -> bool {
+        self.idle.any_parked() || HOLD_SHARE * receipts >= self.calls_in_flight(mix)
     }
 }
 

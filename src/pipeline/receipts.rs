@@ -80,6 +80,11 @@ impl Pipeline {
         // One header lookup per request; none of the work below unless a receipt is due.
         let asked = AsRef::<http::HeaderMap>::as_ref(&ctx.metadata).get(&X_RECEIPT);
         if asked.is_none() && !self.receipts.require {
+            // The receipts' gathering holds a group for the calls in flight that may bring
+            // receipts: it learns what share of calls do.
+            if let Some(audit) = &self.audit {
+                audit.note_call_without_receipt();
+            }
             return Ok(None);
         }
         let signer = match &self.receipts.signer {
