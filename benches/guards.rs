@@ -55,8 +55,14 @@ struct Target {
     task: tokio::task::JoinHandle<Result<(), server::ServerError>>,
 }
 
-async fn start(dir: &std::path::Path, unguarded: bool) -> Target {
+async fn start(
+    dir: &std::path::Path,
+    unguarded: bool,
+    idle: &std::sync::Arc<confidant::audit::IdleWorkers>,
+) -> Target {
     let config = ServeConfig {
+        // As `confidant serve` runs: receipts gather while the runtime is busy.
+        idle_workers: Some(std::sync::Arc::clone(idle)),
         rate: RateDefaults {
             rpm: Some(1_000_000_000),
             rpd: if std::env::var_os("GUARDS_BENCH_NO_RPD").is_some() {
@@ -200,10 +206,13 @@ fn cpu_ns(pid: u32) -> u64 {
 }
 
 /// The child of `GUARDS_BENCH_SEPARATE`: serves until its parent closes its stdin.
-fn serve_for_parent(rt: &tokio::runtime::Runtime) {
+fn serve_for_parent(
+    rt: &tokio::runtime::Runtime,
+    idle: &std::sync::Arc<confidant::audit::IdleWorkers>,
+) {
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let t = start(dir.path(), false).await;
+        let t = start(dir.path(), false, idle).await;
         println!("{} {} {}", t.addr, t.key, hex::encode(&t.ca));
         let _ = tokio::task::spawn_blocking(|| {
             let mut line = String::new();
@@ -331,12 +340,14 @@ fn main() {
     } else {
         (1, Duration::from_millis(200))
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+    // With the park hooks that `confidant serve` installs (receipts gather with them).
+    let idle = confidant::audit::IdleWorkers::new();
+    let rt = idle
+        .install(tokio::runtime::Builder::new_multi_thread().enable_all())
         .build()
         .expect("runtime");
     if std::env::var_os("GUARDS_BENCH_CHILD").is_some() {
-        serve_for_parent(&rt);
+        serve_for_parent(&rt, &idle);
         return;
     }
     let receipts = std::env::var_os("GUARDS_BENCH_RECEIPTS").is_some();
@@ -352,8 +363,8 @@ fn main() {
     rt.block_on(async {
         let dir_on = tempfile::tempdir().expect("tempdir");
         let dir_off = tempfile::tempdir().expect("tempdir");
-        let on = start(dir_on.path(), false).await;
-        let off = (!receipts).then_some(start(dir_off.path(), true).await);
+        let on = start(dir_on.path(), false, &idle).await;
+        let off = (!receipts).then_some(start(dir_off.path(), true, &idle).await);
         let (c_on, c_off) = match &off {
             Some(off) => (
                 clients(&on.endpoint(), false).await,
