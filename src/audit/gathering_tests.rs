@@ -3,8 +3,8 @@
 //! as soon as one is about to.
 
 use super::tests::{
-    append_receipt, assert_none_expected, assert_receipts_state_their_records, group_size,
-    open_log, receipt_of,
+    append_receipt, assert_none_expected, assert_receipts_state_their_records, concurrent_receipts,
+    group_size, open_log, receipt_of,
 };
 use super::*;
 
@@ -45,6 +45,28 @@ fn calls_in_flight(n: usize) -> tokio::sync::watch::Sender<()> {
     done
 }
 
+/// Appends `id` with a receipt (its call the last one expected) and waits for it: signed
+/// at once, in a group of its own.
+async fn signed_alone(
+    log: &AuditLog,
+    signer: &Arc<crate::receipt::ReceiptSigner>,
+    id: &str,
+) -> (String, Vec<u8>) {
+    let r = receipt_of(append_receipt(log, signer, id, Some(log.expect_receipt()))).await;
+    assert_eq!(group_size(&r), 1, "{id}");
+    (id.to_string(), r)
+}
+
+/// The receipt that `wait` awaits does not come within 200 ms.
+async fn assert_held<F: std::future::Future>(wait: std::pin::Pin<&mut F>, why: &str) {
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), wait)
+            .await
+            .is_err(),
+        "{why}"
+    );
+}
+
 #[tokio::test]
 async fn a_receipt_is_held_while_other_calls_are_in_flight_and_signed_once_a_worker_parks() {
     let d = tempfile::tempdir().unwrap();
@@ -54,15 +76,7 @@ async fn a_receipt_is_held_while_other_calls_are_in_flight_and_signed_once_a_wor
     let mut receipts = Vec::new();
     // Nothing else in flight: signed at once, alone (and the writer thread's fsync of it is
     // over before the gathering below starts).
-    let r = receipt_of(append_receipt(
-        &log,
-        &signer,
-        "alone",
-        Some(log.expect_receipt()),
-    ))
-    .await;
-    assert_eq!(group_size(&r), 1);
-    receipts.push(("alone".to_string(), r));
+    receipts.push(signed_alone(&log, &signer, "alone").await);
     tokio::time::sleep(Duration::from_millis(50)).await;
 
     // 40 calls in flight, none of them expected to bring a receipt yet, no worker parked:
@@ -71,12 +85,7 @@ async fn a_receipt_is_held_while_other_calls_are_in_flight_and_signed_once_a_wor
     let calls = calls_in_flight(40);
     let a = append_receipt(&log, &signer, "a", Some(log.expect_receipt()));
     let mut a = std::pin::pin!(a.wait_for_receipt());
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), a.as_mut())
-            .await
-            .is_err(),
-        "held while the runtime is busy"
-    );
+    assert_held(a.as_mut(), "held while the runtime is busy").await;
     // (Without saying so beforehand: its arrival wakes nobody.)
     let b = append_receipt(&log, &signer, "b", None);
     // A worker about to wait for work ends the gathering: one signature covers both.
@@ -91,15 +100,7 @@ async fn a_receipt_is_held_while_other_calls_are_in_flight_and_signed_once_a_wor
     receipts.extend([("a".to_string(), ra), ("b".to_string(), rb)]);
 
     // While a worker waits for work, nothing is held.
-    let c = receipt_of(append_receipt(
-        &log,
-        &signer,
-        "c",
-        Some(log.expect_receipt()),
-    ))
-    .await;
-    assert_eq!(group_size(&c), 1);
-    receipts.push(("c".to_string(), c));
+    receipts.push(signed_alone(&log, &signer, "c").await);
     idle.unparked();
 
     // Nor once the calls have ended, with every worker busy.
@@ -107,15 +108,7 @@ async fn a_receipt_is_held_while_other_calls_are_in_flight_and_signed_once_a_wor
     for _ in 0..100 {
         tokio::task::yield_now().await;
     }
-    let e = receipt_of(append_receipt(
-        &log,
-        &signer,
-        "e",
-        Some(log.expect_receipt()),
-    ))
-    .await;
-    assert_eq!(group_size(&e), 1);
-    receipts.push(("e".to_string(), e));
+    receipts.push(signed_alone(&log, &signer, "e").await);
 
     assert_none_expected(&log);
     log.close();
@@ -130,14 +123,7 @@ async fn a_group_that_is_a_fair_share_of_the_calls_in_flight_is_not_held() {
     let (log, signer) = gathering_log(d.path(), &idle);
     // Fewer calls in flight than one group holds receipts per HOLD_SHARE: nothing is held.
     let calls = calls_in_flight(HOLD_SHARE - 1);
-    let r = receipt_of(append_receipt(
-        &log,
-        &signer,
-        "a",
-        Some(log.expect_receipt()),
-    ))
-    .await;
-    assert_eq!(group_size(&r), 1);
+    signed_alone(&log, &signer, "a").await;
     // (Once the writer thread's fsync of it is over, the thread is not due for 600 s.)
     tokio::time::sleep(Duration::from_millis(50)).await;
     // With more, a receipt is held until the group is a fair share of them: two receipts for
@@ -146,13 +132,11 @@ async fn a_group_that_is_a_fair_share_of_the_calls_in_flight_is_not_held() {
     let calls = calls_in_flight(2 * HOLD_SHARE);
     let a = append_receipt(&log, &signer, "b", Some(log.expect_receipt()));
     let mut a = std::pin::pin!(a.wait_for_receipt());
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), a.as_mut())
-            .await
-            .is_err(),
-        "one receipt held for {} calls",
-        2 * HOLD_SHARE
-    );
+    assert_held(
+        a.as_mut(),
+        &format!("one receipt held for {} calls", 2 * HOLD_SHARE),
+    )
+    .await;
     // The second receipt's arrival (the last expected) ends the gathering: a fair share now.
     let b = append_receipt(&log, &signer, "c", Some(log.expect_receipt()));
     let (ra, rb) = (receipt_of(b).await, a.await.unwrap().expect("a receipt"));
@@ -186,25 +170,7 @@ fn the_hooks_count_a_real_runtimes_idle_workers_and_end_its_gatherings() {
         let (log, signer) = gathering_log(d.path(), &idle);
         let log = Arc::new(log);
         let calls = calls_in_flight(200);
-        let mut tasks = tokio::task::JoinSet::new();
-        for t in 0..8 {
-            let (log, signer) = (Arc::clone(&log), Arc::clone(&signer));
-            tasks.spawn(async move {
-                let mut out = Vec::new();
-                for i in 0..20 {
-                    let id = format!("t{t}-{i}");
-                    let expected = log.expect_receipt();
-                    tokio::task::yield_now().await;
-                    let durable = append_receipt(&log, &signer, &id, Some(expected));
-                    out.push((id, receipt_of(durable).await));
-                }
-                out
-            });
-        }
-        let mut receipts = Vec::new();
-        while let Some(r) = tasks.join_next().await {
-            receipts.extend(r.unwrap());
-        }
+        let receipts = concurrent_receipts(&log, &signer, 8, 20).await;
         drop(calls);
         assert_eq!(receipts.len(), 160);
         let log = Arc::into_inner(log).expect("no other holder");
@@ -229,14 +195,7 @@ async fn a_receipt_is_not_held_for_calls_in_flight_that_bring_none() {
         }
     }
     let calls = calls_in_flight(40);
-    let r = receipt_of(append_receipt(
-        &log,
-        &signer,
-        "a",
-        Some(log.expect_receipt()),
-    ))
-    .await;
-    assert_eq!(group_size(&r), 1);
+    signed_alone(&log, &signer, "a").await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     // Once the recent calls are mostly receipts' (the older ones count for less, halved
     // every few thousand calls), a receipt is held for the calls in flight again.
@@ -245,12 +204,7 @@ async fn a_receipt_is_not_held_for_calls_in_flight_that_bring_none() {
     }
     let b = append_receipt(&log, &signer, "b", Some(log.expect_receipt()));
     let mut b = std::pin::pin!(b.wait_for_receipt());
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), b.as_mut())
-            .await
-            .is_err(),
-        "held while most calls carry receipts"
-    );
+    assert_held(b.as_mut(), "held while most calls carry receipts").await;
     idle.parking();
     assert_eq!(group_size(&b.await.unwrap().expect("a receipt")), 1);
     drop(calls);

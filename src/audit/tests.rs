@@ -1222,6 +1222,37 @@ async fn a_receipt_waits_for_a_slow_call_under_way_no_longer_than_the_linger() {
     }
 }
 
+/// `calls` tasks, each appending `each` records with receipts one after the other (saying
+/// so beforehand, then yielding, as a call does between `receipt_ask` and its record): the
+/// request ids and receipts of all.
+pub(super) async fn concurrent_receipts(
+    log: &Arc<AuditLog>,
+    signer: &Arc<crate::receipt::ReceiptSigner>,
+    calls: usize,
+    each: usize,
+) -> Vec<(String, Vec<u8>)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..calls {
+        let (log, signer) = (Arc::clone(log), Arc::clone(signer));
+        tasks.spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..each {
+                let id = format!("t{t}-{i}");
+                let expected = log.expect_receipt();
+                tokio::task::yield_now().await;
+                let durable = append_receipt(&log, &signer, &id, Some(expected));
+                out.push((id, receipt_of(durable).await));
+            }
+            out
+        });
+    }
+    let mut receipts = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        receipts.extend(r.unwrap());
+    }
+    receipts
+}
+
 /// Each receipt states its own record: the request id it was drafted with is the event's at
 /// the sequence number and chain hash it states.
 pub(super) fn assert_receipts_state_their_records(dir: &Path, receipts: &[(String, Vec<u8>)]) {
@@ -1267,25 +1298,7 @@ async fn receipts_written_on_the_runtime_state_their_records_across_fsyncs_and_s
             }
         }
     });
-    let mut calls = tokio::task::JoinSet::new();
-    for t in 0..8 {
-        let (log, signer) = (Arc::clone(&log), Arc::clone(&signer));
-        calls.spawn(async move {
-            let mut out = Vec::new();
-            for i in 0..40 {
-                let id = format!("t{t}-{i}");
-                let expected = log.expect_receipt();
-                tokio::task::yield_now().await;
-                let durable = append_receipt(&log, &signer, &id, Some(expected));
-                out.push((id, receipt_of(durable).await));
-            }
-            out
-        });
-    }
-    let mut receipts = Vec::new();
-    while let Some(r) = calls.join_next().await {
-        receipts.extend(r.unwrap());
-    }
+    let receipts = concurrent_receipts(&log, &signer, 8, 40).await;
     admin.await.unwrap();
     let log = Arc::into_inner(log).expect("no other holder");
     log.close();
