@@ -68,8 +68,8 @@ impl IdleWorkers {
 
     /// A worker has work again.
     pub fn unparked(&self) {
-        // Saturating: a hook installed on a runtime whose workers were already parked sees
-        // an unpark first.
+        // Saturating, defensively: hooks called out of pair (one `IdleWorkers` installed on
+        // two runtimes, or driven by hand) must not wrap the count.
         let _ = self
             .parked
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));

@@ -299,7 +299,10 @@ impl AuditLog {
     /// Says that a call carries no receipt: while most calls do not, a receipts' group is not
     /// held for the calls in flight ([`Self::write_receipts_on_runtime`]).
     pub fn note_call_without_receipt(&self) {
-        self.queue.mix.note(false);
+        // Only a gathering that holds for the calls in flight reads the share.
+        if self.queue.load.get().is_some() {
+            self.queue.mix.note(false);
+        }
     }
 
     /// Queues a Predict event whose answer carries a receipt: what it returns gives the
