@@ -106,9 +106,10 @@ pub(super) struct Gathering {
 }
 
 impl Gathering {
-    /// Whether a worker waits for work now, or parked since the gathering began.
-    pub(super) fn worker_idled(&self) -> bool {
-        self.idle.any_parked() || self.idle.parks.load(Ordering::Acquire) != self.parks
+    /// Whether a worker parked since the gathering began (even if it is back at work: it may
+    /// have been unparked to run the gathering task itself).
+    pub(super) fn a_worker_parked(&self) -> bool {
+        self.idle.parks.load(Ordering::Acquire) != self.parks
     }
 }
 

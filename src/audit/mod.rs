@@ -492,7 +492,6 @@ impl AuditLog {
             expected_receipts: std::sync::atomic::AtomicUsize::new(0),
             receipt_task: std::sync::OnceLock::new(),
             load: std::sync::OnceLock::new(),
-            mix: CallMix::default(),
         });
         let shared = Arc::new(Mutex::new(Writer::new(state, signing.clone(), config)));
         let worker = std::thread::Builder::new()

@@ -167,8 +167,6 @@ pub(super) struct Queue {
     /// How busy the runtime is, when the receipts' task was given its park hooks: a group
     /// is then held while the runtime has other calls to run ([`Load::may_sign`]).
     pub(super) load: std::sync::OnceLock<Load>,
-    /// What share of the recent calls carried receipts.
-    pub(super) mix: CallMix,
 }
 
 /// The recent calls with and without receipts ([`AuditLog::expect_receipt`],
@@ -184,7 +182,7 @@ impl CallMix {
     /// About this many recent calls are counted.
     const WINDOW: u32 = 4096;
 
-    fn note(&self, receipt: bool) {
+    pub(super) fn note(&self, receipt: bool) {
         let (this, other) = if receipt {
             (&self.receipts, &self.plain)
         } else {
@@ -259,6 +257,14 @@ impl Queue {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Counts a call with or without a receipt, where a gathering reads the share (given
+    /// the runtime's park hooks).
+    fn note_call(&self, receipt: bool) {
+        if let Some(load) = self.load.get() {
+            load.mix.note(receipt);
+        }
+    }
+
     pub(super) fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_all();
@@ -289,7 +295,7 @@ impl AuditLog {
     /// [`AuditConfig::receipt_linger`]), so that one signature covers them too; once none is, it signs at
     /// once. Pass the token to [`Self::append_predict_with_receipt`], or drop it.
     pub fn expect_receipt(&self) -> ReceiptExpected {
-        self.queue.mix.note(true);
+        self.queue.note_call(true);
         self.queue.expected_receipts.fetch_add(1, Ordering::AcqRel);
         ReceiptExpected {
             queue: Some(Arc::clone(&self.queue)),
@@ -299,10 +305,7 @@ impl AuditLog {
     /// Says that a call carries no receipt: while most calls do not, a receipts' group is not
     /// held for the calls in flight ([`Self::write_receipts_on_runtime`]).
     pub fn note_call_without_receipt(&self) {
-        // Only a gathering that holds for the calls in flight reads the share.
-        if self.queue.load.get().is_some() {
-            self.queue.mix.note(false);
-        }
+        self.queue.note_call(false);
     }
 
     /// Queues a Predict event whose answer carries a receipt: what it returns gives the
@@ -451,11 +454,7 @@ impl AuditLog {
             && pending.waiting == 1
             && pending.waiting_receipts == 1
             && still_expected == Some(0)
-            && self
-                .queue
-                .load
-                .get()
-                .is_none_or(|l| l.may_sign(1, &self.queue.mix));
+            && self.queue.load.get().is_none_or(|l| l.may_sign(1));
         let (wake_thread, wake_task, take_turn) = match self.queue.receipt_task.get() {
             // The first event wakes the writer; so does the first that someone waits for (it
             // ends a gathering).

@@ -91,14 +91,14 @@ impl AuditLog {
         if self.queue.receipt_task.set(Arc::clone(&notify)).is_err() {
             return;
         }
-        let idle = idle.cloned();
-        if let Some(idle) = &idle {
+        if let Some(idle) = idle {
             idle.register(&notify);
             let _ = self.queue.load.set(Load {
                 idle: Arc::clone(idle),
                 // This task is about to be one of them.
                 base: runtime.metrics().num_alive_tasks() + 1,
                 runtime: runtime.clone(),
+                mix: CallMix::default(),
             });
         }
         let linger = lock_writer(&self.writer).config.receipt_linger;
@@ -108,12 +108,15 @@ impl AuditLog {
             loop {
                 notify.notified().await;
                 let deadline = tokio::time::Instant::now() + linger;
-                // Before the first look: a worker that parks after it wakes this task.
-                let gathering = idle.as_ref().map(IdleWorkers::gathering);
+                let mut gathering = None;
                 loop {
                     let Some(queue) = queue.upgrade() else {
                         return;
                     };
+                    // Before the first look: a worker that parks after it wakes this task.
+                    if gathering.is_none() {
+                        gathering = queue.load.get().map(|l| l.idle.gathering());
+                    }
                     match gathered(&queue, gathering.as_ref()) {
                         Gathered::Closed => return,
                         Gathered::Ready => break,
@@ -163,8 +166,8 @@ enum Gathered {
 
 /// Whether the group queued now is written and signed: at once if it is full, if an answer
 /// without a receipt waits too, or if no other call that will carry a receipt is under way
-/// and the runtime has nothing else to do (a worker parked since `gathering` began, or the
-/// group is a fair share of the calls in flight: [`Load::may_sign`]).
+/// and the runtime has nothing else to do (a worker parked since `gathering` began, or
+/// [`Load::may_sign`]).
 fn gathered(queue: &Queue, gathering: Option<&idle::Gathering>) -> Gathered {
     let p = queue.lock();
     if p.closed {
@@ -173,11 +176,10 @@ fn gathered(queue: &Queue, gathering: Option<&idle::Gathering>) -> Gathered {
         || p.waiting_receipts >= RECEIPT_GROUP
         || p.waiting > p.waiting_receipts
         || (queue.expected_receipts.load(Ordering::Acquire) == 0
-            && (gathering.is_none_or(idle::Gathering::worker_idled)
-                || queue
-                    .load
-                    .get()
-                    .is_none_or(|l| l.may_sign(p.waiting_receipts, &queue.mix))))
+            && queue.load.get().is_none_or(|l| {
+                l.may_sign(p.waiting_receipts)
+                    || gathering.is_some_and(idle::Gathering::a_worker_parked)
+            }))
     {
         Gathered::Ready
     } else {
@@ -197,6 +199,8 @@ pub(super) struct Load {
     runtime: tokio::runtime::Handle,
     /// Tasks alive when the receipts' task started (itself included): the server's own.
     base: usize,
+    /// What share of the recent calls carried receipts.
+    pub(super) mix: CallMix,
 }
 
 impl Load {
@@ -206,8 +210,8 @@ impl Load {
     /// handler count too (as do the connections' tasks and the server's later background
     /// tasks, a few more). Whether a call brings a receipt is only known from the handler on
     /// ([`AuditLog::expect_receipt`]), too late to gather it.
-    fn calls_in_flight(&self, mix: &CallMix) -> usize {
-        mix.receipts_among(
+    fn calls_in_flight(&self) -> usize {
+        self.mix.receipts_among(
             self.runtime
                 .metrics()
                 .num_alive_tasks()
@@ -219,8 +223,8 @@ impl Load {
     /// than held for the calls on their way: when a worker waits for work (holding would
     /// leave it idle), or when the group is already a fair share of the calls in flight
     /// ([`HOLD_SHARE`]: at low concurrency nothing is held).
-    pub(super) fn may_sign(&self, receipts: usize, mix: &CallMix) -> bool {
-        self.idle.any_parked() || HOLD_SHARE * receipts >= self.calls_in_flight(mix)
+    pub(super) fn may_sign(&self, receipts: usize) -> bool {
+        self.idle.any_parked() || HOLD_SHARE * receipts >= self.calls_in_flight()
     }
 }
 
