@@ -117,6 +117,64 @@ async fn a_receipt_is_held_while_other_calls_are_in_flight_and_signed_once_a_wor
 }
 
 #[tokio::test]
+async fn parks_wake_a_gathering_only_while_a_park_could_end_it() {
+    let d = tempfile::tempdir().unwrap();
+    let idle = IdleWorkers::new();
+    let (log, signer) = gathering_log(d.path(), &idle);
+    let mut receipts = vec![signed_alone(&log, &signer, "alone").await];
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let calls = calls_in_flight(40);
+
+    // A receipt queued while another call that will bring one is still inside the pipeline
+    // (a large batch in the engine's threads, say): the gathering waits for that call, and
+    // workers that park meanwhile do not wake it, again and again, for nothing.
+    let other = log.expect_receipt();
+    let a = append_receipt(&log, &signer, "a", Some(log.expect_receipt()));
+    let mut a = std::pin::pin!(a.wait_for_receipt());
+    assert_held(a.as_mut(), "held for the call inside the pipeline").await;
+    assert_eq!(idle.gatherings_woken_on_parks(), 0);
+    idle.parking();
+    idle.unparked();
+    assert_held(
+        a.as_mut(),
+        "a park does not end it while the call is under way",
+    )
+    .await;
+    // That park still counts: once the call's receipt is queued, the group is signed at
+    // once, although the runtime is busy again.
+    let b = append_receipt(&log, &signer, "b", Some(other));
+    let rb = receipt_of(b).await;
+    let ra = a.await.unwrap().expect("a receipt");
+    assert_eq!((group_size(&ra), group_size(&rb)), (2, 2));
+    receipts.extend([("a".to_string(), ra), ("b".to_string(), rb)]);
+    // (Once the writer thread's fsync of them is over: it would take the next in its turn.)
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // With no call inside the pipeline, a gathering on a busy runtime waits for a park, and
+    // a park wakes it.
+    let c = append_receipt(&log, &signer, "c", Some(log.expect_receipt()));
+    let mut c = std::pin::pin!(c.wait_for_receipt());
+    assert_held(c.as_mut(), "held while the runtime is busy").await;
+    assert_eq!(idle.gatherings_woken_on_parks(), 1);
+    idle.parking();
+    let rc = tokio::time::timeout(Duration::from_secs(60), c)
+        .await
+        .expect("signed once a worker parked")
+        .unwrap()
+        .expect("a receipt");
+    assert_eq!(group_size(&rc), 1);
+    receipts.push(("c".to_string(), rc));
+    idle.unparked();
+    assert_eq!(idle.gatherings_woken_on_parks(), 0, "the gathering is over");
+
+    drop(calls);
+    assert_none_expected(&log);
+    log.close();
+    assert!(verify_dir(d.path(), &[]).is_ok());
+    assert_receipts_state_their_records(d.path(), &receipts);
+}
+
+#[tokio::test]
 async fn a_group_that_is_a_fair_share_of_the_calls_in_flight_is_not_held() {
     let d = tempfile::tempdir().unwrap();
     let idle = IdleWorkers::new();

@@ -21,7 +21,8 @@ pub struct IdleWorkers {
     /// Parks so far: a gathering ends once a worker parked since it began, even if that
     /// worker is back at work (it may have been unparked to run the receipts' task itself).
     parks: AtomicU64,
-    /// Gatherings under way: a worker about to park wakes them only while there are any.
+    /// Gatherings that wait for a worker to park: a worker about to park wakes the receipts'
+    /// tasks only while there are any.
     gathering: AtomicUsize,
     /// The receipts' tasks to wake (one per audit log on the runtime; gone once its log is).
     tasks: Mutex<Vec<Weak<Notify>>>,
@@ -75,6 +76,12 @@ impl IdleWorkers {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
+    /// How many gatherings a worker about to park wakes now.
+    #[cfg(test)]
+    pub(super) fn gatherings_woken_on_parks(&self) -> usize {
+        self.gathering.load(Ordering::Acquire)
+    }
+
     /// Whether some worker waits for work now.
     pub(super) fn any_parked(&self) -> bool {
         self.parked.load(Ordering::Acquire) > 0
@@ -88,12 +95,12 @@ impl IdleWorkers {
     }
 
     /// A gathering is under way until the guard drops: a worker about to park wakes the
-    /// registered tasks meanwhile.
+    /// registered tasks while it [waits for one](Gathering::wake_on_parks).
     pub(super) fn gathering(self: &Arc<Self>) -> Gathering {
-        self.gathering.fetch_add(1, Ordering::AcqRel);
         Gathering {
             parks: self.parks.load(Ordering::Acquire),
             idle: Arc::clone(self),
+            woken_on_parks: false,
         }
     }
 }
@@ -103,6 +110,8 @@ pub(super) struct Gathering {
     idle: Arc<IdleWorkers>,
     /// [`IdleWorkers::parks`] when it began.
     parks: u64,
+    /// Whether it counts in [`IdleWorkers::gathering`].
+    woken_on_parks: bool,
 }
 
 impl Gathering {
@@ -111,10 +120,26 @@ impl Gathering {
     pub(super) fn a_worker_parked(&self) -> bool {
         self.idle.parks.load(Ordering::Acquire) != self.parks
     }
+
+    /// Whether a worker about to park wakes this gathering's task: only while a park could
+    /// end it. While it waits for calls inside the pipeline, their arrival (or their end)
+    /// wakes it instead: a worker that parks while they compute elsewhere (a large batch in
+    /// the engine's threads) would otherwise wake it again and again for nothing. A park
+    /// meanwhile still counts ([`Self::a_worker_parked`]).
+    pub(super) fn wake_on_parks(&mut self, wake: bool) {
+        if wake != self.woken_on_parks {
+            self.woken_on_parks = wake;
+            if wake {
+                self.idle.gathering.fetch_add(1, Ordering::AcqRel);
+            } else {
+                self.idle.gathering.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
 }
 
 impl Drop for Gathering {
     fn drop(&mut self) {
-        self.idle.gathering.fetch_sub(1, Ordering::AcqRel);
+        self.wake_on_parks(false);
     }
 }

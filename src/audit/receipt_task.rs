@@ -107,27 +107,34 @@ impl AuditLog {
         runtime.spawn(async move {
             loop {
                 notify.notified().await;
-                let deadline = tokio::time::Instant::now() + linger;
+                // One timer for the whole gathering, however often it is woken.
+                let linger_over = tokio::time::sleep(linger);
+                let mut linger_over = std::pin::pin!(linger_over);
                 let mut gathering = None;
                 loop {
                     let Some(queue) = queue.upgrade() else {
                         return;
                     };
-                    // Before the first look: a worker that parks after it wakes this task.
-                    if gathering.is_none() {
-                        gathering = queue.load.get().map(|l| l.idle.gathering());
+                    let gathering = gathering
+                        .get_or_insert_with(|| queue.load.get().map(|l| l.idle.gathering()));
+                    // Before each look: a worker that parks during it wakes this task.
+                    if let Some(g) = gathering.as_mut() {
+                        g.wake_on_parks(true);
                     }
                     match gathered(&queue, gathering.as_ref()) {
                         Gathered::Closed => return,
                         Gathered::Ready => break,
-                        Gathered::NotYet => {}
+                        Gathered::NotYet { for_calls } => {
+                            if let Some(g) = gathering.as_mut().filter(|_| for_calls) {
+                                g.wake_on_parks(false);
+                            }
+                        }
                     }
                     drop(queue);
-                    if tokio::time::timeout_at(deadline, notify.notified())
-                        .await
-                        .is_err()
-                    {
-                        break;
+                    tokio::select! {
+                        biased;
+                        () = notify.notified() => {}
+                        () = linger_over.as_mut() => break,
                     }
                 }
                 drop(gathering);
@@ -160,8 +167,10 @@ enum Gathered {
     Closed,
     /// Write it now.
     Ready,
-    /// Wait for more.
-    NotYet,
+    /// Wait for more: `for_calls`, for calls inside the pipeline that will bring receipts
+    /// (their arrival, or their end, wakes the task); else for the runtime to have nothing
+    /// else to do (a worker about to park wakes it).
+    NotYet { for_calls: bool },
 }
 
 /// Whether the group queued now is written and signed: at once if it is full, if an answer
@@ -171,27 +180,34 @@ enum Gathered {
 fn gathered(queue: &Queue, gathering: Option<&idle::Gathering>) -> Gathered {
     let p = queue.lock();
     if p.closed {
-        Gathered::Closed
-    } else if p.waiting_receipts == 0
+        return Gathered::Closed;
+    }
+    if p.waiting_receipts == 0
         || p.waiting_receipts >= RECEIPT_GROUP
         || p.waiting > p.waiting_receipts
-        || (queue.expected_receipts.load(Ordering::Acquire) == 0
-            && queue.load.get().is_none_or(|l| {
-                l.may_sign(p.waiting_receipts)
-                    || gathering.is_some_and(idle::Gathering::a_worker_parked)
-            }))
     {
+        return Gathered::Ready;
+    }
+    if queue.expected_receipts.load(Ordering::Acquire) > 0 {
+        return Gathered::NotYet { for_calls: true };
+    }
+    if queue.load.get().is_none_or(|l| {
+        l.may_sign(p.waiting_receipts) || gathering.is_some_and(idle::Gathering::a_worker_parked)
+    }) {
         Gathered::Ready
     } else {
-        Gathered::NotYet
+        Gathered::NotYet { for_calls: false }
     }
 }
 
 /// A receipts' group is held while it is smaller than one in this many of the calls in
-/// flight (and the runtime is busy: [`Load::may_sign`]). On 2 vCPUs, 1/3 and 1/16 measured
-/// the same as 1/8 at concurrency 8 (BENCHMARKS.md, "Receipts", session 21): whether a
-/// worker parks decides most gatherings.
-pub(super) const HOLD_SHARE: usize = 8;
+/// flight (and the runtime is busy: [`Load::may_sign`]). With the server on a core of its
+/// own, 1/2 gained 0.15 of plain throughput over 1/8 at concurrency 8 (BENCHMARKS.md,
+/// "Receipts", session 22): at 1/8 a receipt was mostly signed alone, by its own call, the
+/// moment a second one would have joined it; a group is better ended by the worker running
+/// out of work. With the client on the same two vCPUs, where workers park all the time, the
+/// share made no difference.
+pub(super) const HOLD_SHARE: usize = 2;
 
 /// How busy the runtime is, as the receipts' gathering sees it (given its park hooks).
 pub(super) struct Load {
