@@ -3,7 +3,7 @@
 //! as soon as one is about to.
 
 use super::tests::{
-    append_receipt, assert_none_expected, assert_receipts_state_their_records, concurrent_receipts,
+    append_receipt, assert_none_expected, close_and_check_receipts, concurrent_receipts,
     group_size, open_log, receipt_of,
 };
 use super::*;
@@ -57,6 +57,13 @@ async fn signed_alone(
     (id.to_string(), r)
 }
 
+/// Waits until the writer thread's fsync of the receipts signed so far is over (it is then
+/// not due for 600 s): a receipt queued while it runs would be taken in its turn, not
+/// gathered.
+async fn after_the_writers_fsync() {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
 /// The receipt that `wait` awaits does not come within 200 ms.
 async fn assert_held<F: std::future::Future>(wait: std::pin::Pin<&mut F>, why: &str) {
     assert!(
@@ -74,10 +81,9 @@ async fn a_receipt_is_held_while_other_calls_are_in_flight_and_signed_once_a_wor
     let idle = IdleWorkers::new();
     let (log, signer) = gathering_log(d.path(), &idle);
     let mut receipts = Vec::new();
-    // Nothing else in flight: signed at once, alone (and the writer thread's fsync of it is
-    // over before the gathering below starts).
+    // Nothing else in flight: signed at once, alone.
     receipts.push(signed_alone(&log, &signer, "alone").await);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    after_the_writers_fsync().await;
 
     // 40 calls in flight, none of them expected to bring a receipt yet, no worker parked:
     // the receipt waits for them (its call is the last one expected, which alone would
@@ -111,9 +117,7 @@ async fn a_receipt_is_held_while_other_calls_are_in_flight_and_signed_once_a_wor
     receipts.push(signed_alone(&log, &signer, "e").await);
 
     assert_none_expected(&log);
-    log.close();
-    assert!(verify_dir(d.path(), &[]).is_ok());
-    assert_receipts_state_their_records(d.path(), &receipts);
+    close_and_check_receipts(log, d.path(), &receipts);
 }
 
 #[tokio::test]
@@ -122,7 +126,7 @@ async fn parks_wake_a_gathering_only_while_a_park_could_end_it() {
     let idle = IdleWorkers::new();
     let (log, signer) = gathering_log(d.path(), &idle);
     let mut receipts = vec![signed_alone(&log, &signer, "alone").await];
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    after_the_writers_fsync().await;
     let calls = calls_in_flight(40);
 
     // A receipt queued while another call that will bring one is still inside the pipeline
@@ -147,8 +151,7 @@ async fn parks_wake_a_gathering_only_while_a_park_could_end_it() {
     let ra = a.await.unwrap().expect("a receipt");
     assert_eq!((group_size(&ra), group_size(&rb)), (2, 2));
     receipts.extend([("a".to_string(), ra), ("b".to_string(), rb)]);
-    // (Once the writer thread's fsync of them is over: it would take the next in its turn.)
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    after_the_writers_fsync().await;
 
     // With no call inside the pipeline, a gathering on a busy runtime waits for a park, and
     // a park wakes it.
@@ -169,9 +172,7 @@ async fn parks_wake_a_gathering_only_while_a_park_could_end_it() {
 
     drop(calls);
     assert_none_expected(&log);
-    log.close();
-    assert!(verify_dir(d.path(), &[]).is_ok());
-    assert_receipts_state_their_records(d.path(), &receipts);
+    close_and_check_receipts(log, d.path(), &receipts);
 }
 
 #[tokio::test]
@@ -182,8 +183,7 @@ async fn a_group_that_is_a_fair_share_of_the_calls_in_flight_is_not_held() {
     // Fewer calls in flight than one group holds receipts per HOLD_SHARE: nothing is held.
     let calls = calls_in_flight(HOLD_SHARE - 1);
     signed_alone(&log, &signer, "a").await;
-    // (Once the writer thread's fsync of it is over, the thread is not due for 600 s.)
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    after_the_writers_fsync().await;
     // With more, a receipt is held until the group is a fair share of them: two receipts for
     // up to 2 x HOLD_SHARE calls.
     drop(calls);
@@ -232,9 +232,7 @@ fn the_hooks_count_a_real_runtimes_idle_workers_and_end_its_gatherings() {
         drop(calls);
         assert_eq!(receipts.len(), 160);
         let log = Arc::into_inner(log).expect("no other holder");
-        log.close();
-        assert!(verify_dir(d.path(), &[]).is_ok());
-        assert_receipts_state_their_records(d.path(), &receipts);
+        close_and_check_receipts(log, d.path(), &receipts);
     });
 }
 
@@ -254,7 +252,7 @@ async fn a_receipt_is_not_held_for_calls_in_flight_that_bring_none() {
     }
     let calls = calls_in_flight(40);
     signed_alone(&log, &signer, "a").await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    after_the_writers_fsync().await;
     // Once the recent calls are mostly receipts' (the older ones count for less, halved
     // every few thousand calls), a receipt is held for the calls in flight again.
     for _ in 0..8000 {

@@ -110,13 +110,16 @@ impl AuditLog {
                 // One timer for the whole gathering, however often it is woken.
                 let linger_over = tokio::time::sleep(linger);
                 let mut linger_over = std::pin::pin!(linger_over);
-                let mut gathering = None;
+                // Begun before the first look: a worker that parks after it counts.
+                let Some(q) = queue.upgrade() else {
+                    return;
+                };
+                let mut gathering = q.load.get().map(|l| l.idle.gathering());
+                drop(q);
                 loop {
                     let Some(queue) = queue.upgrade() else {
                         return;
                     };
-                    let gathering = gathering
-                        .get_or_insert_with(|| queue.load.get().map(|l| l.idle.gathering()));
                     // Before each look: a worker that parks during it wakes this task.
                     if let Some(g) = gathering.as_mut() {
                         g.wake_on_parks(true);

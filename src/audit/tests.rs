@@ -1164,9 +1164,7 @@ async fn a_lone_receipt_on_the_runtime_is_written_and_signed_by_its_own_call() {
     }
     assert!(at_once > 0, "no lone receipt was signed by its own call");
     assert_none_expected(&log);
-    log.close();
-    assert!(verify_dir(d.path(), &[]).is_ok());
-    assert_receipts_state_their_records(d.path(), &receipts);
+    close_and_check_receipts(log, d.path(), &receipts);
 }
 
 #[tokio::test]
@@ -1255,6 +1253,15 @@ pub(super) async fn concurrent_receipts(
 
 /// Each receipt states its own record: the request id it was drafted with is the event's at
 /// the sequence number and chain hash it states.
+/// Closes `log`, then checks that its directory verifies and that each receipt states its
+/// record.
+pub(super) fn close_and_check_receipts(log: AuditLog, dir: &Path, receipts: &[(String, Vec<u8>)]) {
+    log.close();
+    let report = verify_dir(dir, &[]);
+    assert!(report.is_ok(), "{report:?}");
+    assert_receipts_state_their_records(dir, receipts);
+}
+
 pub(super) fn assert_receipts_state_their_records(dir: &Path, receipts: &[(String, Vec<u8>)]) {
     let records: std::collections::HashMap<u64, Record> =
         plain_records(dir).into_iter().map(|r| (r.seq, r)).collect();
