@@ -343,7 +343,7 @@ async fn refused_server(args: &[&str], data: &Path, reason: &str) -> String {
 async fn the_broker_releases_the_key_to_an_attested_server_which_then_serves() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let broker = Broker::start(&d.join("broker"), "127.0.0.1:0", &[]);
+    let mut broker = Broker::start(&d.join("broker"), "127.0.0.1:0", &[]);
     broker.provision_state(d);
     let (sealed, dek, publisher) = seal(d, None);
     let policy = write_policy(d, "policy.toml", &measurement(), true);
@@ -367,7 +367,22 @@ async fn the_broker_releases_the_key_to_an_attested_server_which_then_serves() {
     let mut client = caller(&server, &api_key).await;
     let p = client.predict("fixture-softmax", &[vec![0.5; 8]]).await;
     assert!(p.is_ok(), "{p:?}");
-    drop(server);
+
+    // A stop anchors the final checkpoint and gives the deployment back at once. It once
+    // waited 5 s for a checkpoint later than the final one, which the anchoring loop had
+    // usually taken already: every anchored server's stop stalled that long.
+    let server_log = Arc::clone(&server.stderr);
+    let stopping = Instant::now();
+    let status = server.stop();
+    let stopped_in = stopping.elapsed();
+    let logs = server_log.lock().unwrap().join("\n");
+    assert!(status.success(), "{status}: {logs}");
+    assert!(logs.contains("final checkpoint anchored"), "{logs}");
+    assert!(
+        stopped_in < Duration::from_secs(4),
+        "the stop took {stopped_in:?}:\n{logs}"
+    );
+    broker.proc.wait_for("broker: deployment released", 10);
     let broker_log = broker.proc.log();
     assert!(
         broker_log.contains("broker: resource released"),

@@ -332,23 +332,11 @@ impl Anchorer {
             if lost {
                 return;
             }
-            // Shutdown: wait for the final checkpoint (`AuditLog::close` writes it).
-            let final_seq = self.last.audit_seq;
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                loop {
-                    if checkpoints
-                        .borrow()
-                        .as_ref()
-                        .is_some_and(|c| c.seq > final_seq)
-                    {
-                        return;
-                    }
-                    if checkpoints.changed().await.is_err() {
-                        return;
-                    }
-                }
-            })
-            .await;
+            // Shutdown. `stop` is sent only after `AuditLog::close` has returned, and `close`
+            // publishes the final checkpoint before it returns (its fsync), so the latest
+            // checkpoint is the final one. Waiting for a checkpoint later than the one last
+            // anchored would stall every stop by the wait's length: the loop above has usually
+            // anchored the final checkpoint already, woken by its arrival before `stop`.
             let checkpoint = checkpoints.borrow().clone();
             match self.advance(checkpoint.as_ref(), &db).await {
                 Ok(()) => tracing::info!(
