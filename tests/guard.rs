@@ -505,7 +505,11 @@ impl tonic::codec::Decoder for RawDecoder {
 /// INTERNAL (tonic-prost's codec calls every decode error internal; this test failed so
 /// before `proto::codec::StrictCodec`, with `Code::Internal`). A request that does not decode
 /// is the caller's error: INVALID_ARGUMENT, naming the problem.
-#[tokio::test]
+///
+/// Two workers: the server's stop at the end waits for the client's connection to close,
+/// which the runtime must drive while the test's thread waits for the exit (on one thread the
+/// stop hung until the helper killed the server 20 s later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_does_not_decode_is_invalid_argument() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");

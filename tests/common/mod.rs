@@ -213,7 +213,17 @@ impl Server {
             }
             if std::time::Instant::now() > deadline {
                 let _ = self.child.kill();
-                return self.child.wait().expect("wait");
+                let status = self.child.wait().expect("wait");
+                // A server that needs SIGKILL hides a hang: its own, or a client connection
+                // the test left open on a runtime that cannot close it (a `current_thread`
+                // test blocked here). Unless a test is failing already, that fails it.
+                if !std::thread::panicking() {
+                    panic!(
+                        "the server did not stop within 20 s of SIGTERM and was killed:\n{}",
+                        self.logs()
+                    );
+                }
+                return status;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
