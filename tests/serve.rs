@@ -797,3 +797,98 @@ fn output_to_a_closed_pipe_ends_quietly() {
         );
     }
 }
+
+/// A client that stops reading cannot hold a stop. An HTTP/2 connection ends gracefully only
+/// once its client acknowledges the server's GOAWAY; a client that never reads again once held
+/// `SIGTERM` for as long as it stayed (the test helper's SIGKILL came 20 s later). Past
+/// `--drain-secs` its connection is dropped, the log says so, the server exits cleanly and its
+/// audit log, final checkpoint included, verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_cannot_hold_the_stop() {
+    let d = tmp();
+    let data = d.path().join("data");
+    let server = Server::start(&["--data-dir", data.to_str().unwrap(), "--drain-secs", "1"]);
+    let (addr, ca) = (server.addr.clone(), server.ca());
+    let key = server.api_key.clone().expect("the demo key");
+    // The client's connection lives on a runtime of its own, which is not polled after one
+    // answer: its end of the connection neither reads the GOAWAY nor closes.
+    let (answered_tx, answered_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let stuck = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt.block_on(async {
+            let mut c = confidant::client::Client::connect(&addr, &ca)
+                .await
+                .unwrap()
+                .with_api_key(&key)
+                .unwrap();
+            c.predict("demo", &[confidant::demo::SAMPLE_ROW.to_vec()])
+                .await
+                .unwrap();
+            c
+        });
+        answered_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+        drop(client);
+    });
+    answered_rx.recv().unwrap();
+
+    let logs = std::sync::Arc::clone(&server.stderr);
+    let stopping = std::time::Instant::now();
+    let status = server.stop();
+    let stopped_in = stopping.elapsed();
+    release_tx.send(()).unwrap();
+    stuck.join().unwrap();
+    let logs = logs.lock().unwrap().join("\n");
+    assert!(status.success(), "{status}: {logs}");
+    assert!(
+        logs.contains("connections still open at the drain deadline are dropped"),
+        "{logs}"
+    );
+    assert!(
+        stopped_in < std::time::Duration::from_secs(10),
+        "the stop took {stopped_in:?}:\n{logs}"
+    );
+    let out = confidant(&["audit", "verify", data.join("audit").to_str().unwrap()]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
+
+/// `--drain-secs` (and `drain_secs` in the config file) outside 1..=3600 is refused with the
+/// range, before the data directory is created.
+#[test]
+fn a_drain_deadline_out_of_range_is_refused_before_anything_is_written() {
+    let d = tmp();
+    let data = d.path().join("data");
+    let out = confidant(&[
+        "serve",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--drain-secs",
+        "0",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("drain_secs must be 1..=3600, got 0"),
+        "{}",
+        stderr(&out)
+    );
+    let config = d.path().join("confidant.toml");
+    std::fs::write(&config, "drain_secs = 3601\n").unwrap();
+    let out = confidant(&[
+        "serve",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("drain_secs must be 1..=3600, got 3601"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!data.exists(), "a refused start created {}", data.display());
+}

@@ -504,6 +504,11 @@ pub struct ServeArgs {
     /// Most rows per request [default: 4096].
     #[arg(long)]
     pub max_rows: Option<usize>,
+    /// Seconds a stop (SIGTERM, Ctrl-C) waits for open connections to finish their requests
+    /// before it drops them, 1..=3600 [default: 10]. A client that stops reading cannot hold
+    /// the stop longer: the final audit checkpoint and the broker's lease follow it.
+    #[arg(long)]
+    pub drain_secs: Option<u64>,
     /// Skip recomputing the ciphertext and plaintext SHA-256 at load (AES-GCM still
     /// authenticates every byte).
     #[arg(long)]

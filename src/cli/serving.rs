@@ -95,6 +95,10 @@ pub(super) fn build_serve_config(a: ServeArgs) -> Result<ServeConfig> {
             .max_rows
             .or(file.max_rows_per_request)
             .unwrap_or(server::DEFAULT_MAX_ROWS),
+        drain_secs: a
+            .drain_secs
+            .or(file.drain_secs)
+            .unwrap_or(server::DEFAULT_DRAIN_SECS),
         verify_digests: !a.skip_digest_check && file.verify_digests.unwrap_or(true),
         rate: {
             let mut rate = file.rate.unwrap_or_default();

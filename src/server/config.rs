@@ -25,6 +25,8 @@ pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:50052";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:8002";
 /// Default most rows per Predict request.
 pub const DEFAULT_MAX_ROWS: usize = 4096;
+/// Default seconds a stop waits for open connections to end (`serve --drain-secs`).
+pub const DEFAULT_DRAIN_SECS: u64 = 10;
 
 /// A sealed model, and where its data key comes from: the key broker (attested key
 /// release, the manifest's resource path), or a key file (the development path).
@@ -97,6 +99,9 @@ pub struct ServeFile {
     pub max_message_bytes: Option<usize>,
     /// Most rows per request.
     pub max_rows_per_request: Option<usize>,
+    /// Seconds a stop waits for open connections to end (1..=3600, default 10); see
+    /// `serve --drain-secs`.
+    pub drain_secs: Option<u64>,
     /// Recompute both SHA-256 digests of every model at load (on by default).
     pub verify_digests: Option<bool>,
     /// Default per-principal rate limits (keys may override them).
@@ -293,6 +298,8 @@ pub struct ServeConfig {
     pub max_message_bytes: usize,
     /// Most rows per request.
     pub max_rows_per_request: usize,
+    /// Seconds a stop waits for open connections to end before it drops them.
+    pub drain_secs: u64,
     /// Recompute both SHA-256 digests at load.
     pub verify_digests: bool,
     /// Default per-principal rate limits.
@@ -352,6 +359,7 @@ impl ServeConfig {
             batch: BatchConfig::default(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_rows_per_request: DEFAULT_MAX_ROWS,
+            drain_secs: DEFAULT_DRAIN_SECS,
             verify_digests: true,
             rate: RateDefaults::default(),
             screening: BTreeMap::new(),
@@ -379,6 +387,13 @@ impl ServeConfig {
                 setting: "max_message_bytes",
                 allowed: "4096..=1073741824",
                 got: self.max_message_bytes.to_string(),
+            });
+        }
+        if !(1..=3600).contains(&self.drain_secs) {
+            return Err(ServerError::OutOfRange {
+                setting: "drain_secs",
+                allowed: "1..=3600",
+                got: self.drain_secs.to_string(),
             });
         }
         if !(1..=1 << 20).contains(&self.max_rows_per_request) {

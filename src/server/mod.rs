@@ -25,9 +25,9 @@ use crate::files::{create_private_dir, write_file};
 use crate::pipeline::Pipeline;
 use crate::tls::{self, TlsIdentity};
 pub use config::{
-    AuditSettings, BrokerSettings, DEFAULT_DATA_DIR, DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN,
-    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_ROWS, DEFAULT_METRICS_LISTEN, ModelSource,
-    PrivacySettings, ReceiptSettings, ServeConfig, ServeFile, TlsFiles,
+    AuditSettings, BrokerSettings, DEFAULT_DATA_DIR, DEFAULT_DRAIN_SECS, DEFAULT_HTTP_LISTEN,
+    DEFAULT_LISTEN, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_ROWS, DEFAULT_METRICS_LISTEN,
+    ModelSource, PrivacySettings, ReceiptSettings, ServeConfig, ServeFile, TlsFiles,
 };
 pub use error::ServerError;
 use inference::InferenceService;
@@ -433,7 +433,7 @@ pub async fn run(
             let _ = http_stop_tx.send(());
             let _ = metrics_stop_tx.send(());
             stop_outbox(outbox).await;
-            let _ = serve.await;
+            let _ = drain(serve, config.drain_secs).await;
             audit.close();
             let _ = anchor_stop_tx.send(());
             if let Some(t) = anchor_task {
@@ -453,10 +453,12 @@ pub async fn run(
     let _ = http_stop_tx.send(());
     let _ = metrics_stop_tx.send(());
     stop_outbox(outbox).await;
-    let result = serve.await.map_err(|e| ServerError::Task {
-        what: "server",
-        reason: e.to_string(),
-    })?;
+    let result = drain(serve, config.drain_secs)
+        .await
+        .map_err(|e| ServerError::Task {
+            what: "server",
+            reason: e.to_string(),
+        })?;
     registry.clear();
     guard.limiter().release_leases();
     audit.append(crate::audit::Event::Admin {
@@ -472,6 +474,34 @@ pub async fn run(
     }
     tracing::info!("stopped; model memory zeroized, audit log checkpointed");
     result.map_err(ServerError::from)
+}
+
+/// Waits up to `secs` for the gRPC server's graceful stop (signalled already), then drops the
+/// connections still open. The graceful stop waits for every connection to end, and an HTTP/2
+/// connection ends only once its client acknowledges the GOAWAY: a client that stops reading
+/// would otherwise hold the stop, and with it the final audit checkpoint and the broker's
+/// lease, for as long as it likes. A request still in flight on a dropped connection gets no
+/// answer; one that reaches the audit log after it closes is refused there.
+async fn drain<E>(
+    mut serve: tokio::task::JoinHandle<Result<(), E>>,
+    secs: u64,
+) -> Result<Result<(), E>, tokio::task::JoinError> {
+    match tokio::time::timeout(std::time::Duration::from_secs(secs), &mut serve).await {
+        Ok(joined) => joined,
+        Err(_) => {
+            tracing::warn!(
+                drain_secs = secs,
+                "connections still open at the drain deadline are dropped (their clients did not \
+                 end them); any request in flight on them gets no answer"
+            );
+            // The connections are tasks of their own: aborting the server's accept loop
+            // leaves them to the runtime's end, and whatever they still do meets a cleared
+            // registry and a closed audit log.
+            serve.abort();
+            let _ = serve.await;
+            Ok(Ok(()))
+        }
+    }
 }
 
 /// `GET /metrics` in the Prometheus text format. Plain HTTP on its own (loopback by default)
