@@ -371,11 +371,7 @@ async fn the_broker_releases_the_key_to_an_attested_server_which_then_serves() {
     // A stop anchors the final checkpoint and gives the deployment back at once. It once
     // waited 5 s for a checkpoint later than the final one, which the anchoring loop had
     // usually taken already: every anchored server's stop stalled that long.
-    let server_log = Arc::clone(&server.stderr);
-    let stopping = Instant::now();
-    let status = server.stop();
-    let stopped_in = stopping.elapsed();
-    let logs = server_log.lock().unwrap().join("\n");
+    let (status, stopped_in, logs) = server.stop_timed();
     assert!(status.success(), "{status}: {logs}");
     assert!(logs.contains("final checkpoint anchored"), "{logs}");
     assert!(

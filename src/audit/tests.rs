@@ -1251,8 +1251,6 @@ pub(super) async fn concurrent_receipts(
     receipts
 }
 
-/// Each receipt states its own record: the request id it was drafted with is the event's at
-/// the sequence number and chain hash it states.
 /// Closes `log`, then checks that its directory verifies and that each receipt states its
 /// record.
 pub(super) fn close_and_check_receipts(log: AuditLog, dir: &Path, receipts: &[(String, Vec<u8>)]) {
@@ -1262,6 +1260,8 @@ pub(super) fn close_and_check_receipts(log: AuditLog, dir: &Path, receipts: &[(S
     assert_receipts_state_their_records(dir, receipts);
 }
 
+/// Each receipt states its own record: the request id it was drafted with is the event's at
+/// the sequence number and chain hash it states.
 pub(super) fn assert_receipts_state_their_records(dir: &Path, receipts: &[(String, Vec<u8>)]) {
     let records: std::collections::HashMap<u64, Record> =
         plain_records(dir).into_iter().map(|r| (r.seq, r)).collect();

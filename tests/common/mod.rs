@@ -203,6 +203,15 @@ impl Server {
         self.terminate()
     }
 
+    /// [`Self::stop`], with how long the stop took and the whole log, its last lines included.
+    #[allow(dead_code)]
+    pub fn stop_timed(mut self) -> (std::process::ExitStatus, Duration, String) {
+        let stopping = std::time::Instant::now();
+        let status = self.terminate();
+        let took = stopping.elapsed();
+        (status, took, self.logs())
+    }
+
     fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
