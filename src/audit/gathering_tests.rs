@@ -180,8 +180,8 @@ async fn a_group_that_is_a_fair_share_of_the_calls_in_flight_is_not_held() {
     let d = tempfile::tempdir().unwrap();
     let idle = IdleWorkers::new();
     let (log, signer) = gathering_log(d.path(), &idle);
-    // Fewer calls in flight than one group holds receipts per HOLD_SHARE: nothing is held.
-    let calls = calls_in_flight(HOLD_SHARE - 1);
+    // No more calls in flight than one receipt is a fair share of: nothing is held.
+    let calls = calls_in_flight(HOLD_SHARE);
     signed_alone(&log, &signer, "a").await;
     after_the_writers_fsync().await;
     // With more, a receipt is held until the group is a fair share of them: two receipts for
@@ -265,4 +265,109 @@ async fn a_receipt_is_not_held_for_calls_in_flight_that_bring_none() {
     assert_eq!(group_size(&b.await.unwrap().expect("a receipt")), 1);
     drop(calls);
     log.close();
+}
+
+/// A server's call: a task of its own (as hyper spawns one per HTTP/2 stream) queues `id`
+/// with a receipt, the last one expected, and awaits it.
+fn call(
+    log: &Arc<AuditLog>,
+    signer: &Arc<crate::receipt::ReceiptSigner>,
+    id: &'static str,
+) -> tokio::task::JoinHandle<(String, Vec<u8>)> {
+    let (log, signer) = (Arc::clone(log), Arc::clone(signer));
+    tokio::spawn(async move {
+        let durable = append_receipt(&log, &signer, id, Some(log.expect_receipt()));
+        (id.to_string(), receipt_of(durable).await)
+    })
+}
+
+/// A call whose receipt is signed at once, in a group of its own.
+async fn call_signed_alone(
+    log: &Arc<AuditLog>,
+    signer: &Arc<crate::receipt::ReceiptSigner>,
+    id: &'static str,
+) -> (String, Vec<u8>) {
+    let r = tokio::time::timeout(Duration::from_secs(5), call(log, signer, id))
+        .await
+        .unwrap_or_else(|_| panic!("{id}'s receipt was held"))
+        .unwrap();
+    assert_eq!(group_size(&r.1), 1, "{id}");
+    r
+}
+
+/// A call whose receipt is held while the runtime is busy, and signed, alone, once a
+/// worker is about to park.
+async fn call_held_until_a_park(
+    idle: &Arc<IdleWorkers>,
+    log: &Arc<AuditLog>,
+    signer: &Arc<crate::receipt::ReceiptSigner>,
+    id: &'static str,
+) -> (String, Vec<u8>) {
+    let mut held = call(log, signer, id);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), &mut held)
+            .await
+            .is_err(),
+        "{id}'s receipt is held for the calls in flight"
+    );
+    idle.parking();
+    let r = tokio::time::timeout(Duration::from_secs(60), held)
+        .await
+        .expect("signed once a worker parked")
+        .unwrap();
+    idle.unparked();
+    assert_eq!(group_size(&r.1), 1, "{id}");
+    r
+}
+
+#[tokio::test]
+async fn the_servers_own_tasks_and_its_connections_are_not_calls_in_flight() {
+    let d = tempfile::tempdir().unwrap();
+    let idle = IdleWorkers::new();
+    let (log, signer) = gathering_log(d.path(), &idle);
+    let log = Arc::new(log);
+    // Tasks the server spawned after its receipts' task (its ports' accept loops, the
+    // anchoring, …), and three connections, a task each.
+    let own = calls_in_flight(5);
+    let connection_tasks = calls_in_flight(3);
+    let open = crate::tls::OpenConnections::default();
+    let connections: Vec<_> = (0..3)
+        .map(|_| {
+            let mut c = open.connection();
+            c.in_use();
+            c
+        })
+        .collect();
+    assert_eq!(open.count(), 3);
+    let counted = open.clone();
+    log.receipts_serving(move || counted.count());
+
+    // One call in flight: its receipt is signed at once, by its own call (the eight other
+    // tasks used to count as calls it was held for).
+    let mut receipts = vec![call_signed_alone(&log, &signer, "a").await];
+    after_the_writers_fsync().await;
+    // Calls in flight are still calls: a receipt is held for them.
+    let calls = calls_in_flight(2 * HOLD_SHARE);
+    receipts.push(call_held_until_a_park(&idle, &log, &signer, "b").await);
+    drop(calls);
+    after_the_writers_fsync().await;
+
+    // The server's own tasks that end no longer count: the first look with one call in
+    // flight sees fewer, and calls in flight are held for again (not hidden by the tasks
+    // that ended).
+    drop(own);
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    receipts.push(call_signed_alone(&log, &signer, "c").await);
+    after_the_writers_fsync().await;
+    let calls = calls_in_flight(2 * HOLD_SHARE);
+    receipts.push(call_held_until_a_park(&idle, &log, &signer, "e").await);
+    drop(calls);
+
+    drop((connections, connection_tasks));
+    assert_eq!(open.count(), 0);
+    assert_none_expected(&log);
+    let log = Arc::into_inner(log).expect("no other holder");
+    close_and_check_receipts(log, d.path(), &receipts);
 }

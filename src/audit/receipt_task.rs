@@ -96,7 +96,8 @@ impl AuditLog {
             let _ = self.queue.load.set(Load {
                 idle: Arc::clone(idle),
                 // This task is about to be one of them.
-                base: runtime.metrics().num_alive_tasks() + 1,
+                base: std::sync::atomic::AtomicUsize::new(runtime.metrics().num_alive_tasks() + 1),
+                connections: std::sync::OnceLock::new(),
                 runtime: runtime.clone(),
                 mix: CallMix::default(),
             });
@@ -162,6 +163,29 @@ impl AuditLog {
             }
         });
     }
+
+    /// The server is up (every task of its own spawned, [`Self::write_receipts_on_runtime`]
+    /// given the runtime's park hooks): the tasks alive now, beyond one for each connection
+    /// it holds open (`connections` counts them: the server's `tls::OpenConnections`), are
+    /// the server's own, and so are the connections' tasks from now on. Neither is a
+    /// call in flight, for which a receipts' group is held ([`Load::may_sign`]). Without
+    /// this, the tasks the server spawned after its receipts' task, and one per connection
+    /// open, counted as calls: at concurrency 1, with one connection, about 7, so that no
+    /// receipt was signed by its own call. From then on, the server's own tasks are also
+    /// taken to be fewer whenever fewer are alive ([`Load::calls_in_flight`]).
+    pub fn receipts_serving(&self, connections: impl Fn() -> usize + Send + Sync + 'static) {
+        let Some(load) = self.queue.load.get() else {
+            return;
+        };
+        let open = connections();
+        let _ = load.connections.set(Box::new(connections));
+        let own = load
+            .runtime
+            .metrics()
+            .num_alive_tasks()
+            .saturating_sub(open);
+        load.base.store(own, Ordering::Release);
+    }
 }
 
 /// Where a receipts' gathering stands.
@@ -204,38 +228,59 @@ fn gathered(queue: &Queue, gathering: Option<&idle::Gathering>) -> Gathered {
 }
 
 /// A receipts' group is held while it is smaller than one in this many of the calls in
-/// flight (and the runtime is busy: [`Load::may_sign`]). With the server on a core of its
-/// own, 1/2 gained 0.15 of plain throughput over 1/8 at concurrency 8 (BENCHMARKS.md,
-/// "Receipts", session 22): at 1/8 a receipt was mostly signed alone, by its own call, the
-/// moment a second one would have joined it; a group is better ended by the worker running
-/// out of work. With the client on the same two vCPUs, where workers park all the time, the
-/// share made no difference.
-pub(super) const HOLD_SHARE: usize = 2;
+/// flight (and the runtime is busy: [`Load::may_sign`]). At 1, a group is held until every
+/// call in flight that may bring a receipt has brought it, or a worker runs out of work; a
+/// lone call's receipt is never held. With the server on a core of its own, holding more
+/// gained at concurrency 8 (BENCHMARKS.md, "Receipts", sessions 22 and 24): at 1/8 a receipt
+/// was mostly signed alone, by its own call, the moment a second one would have joined it,
+/// and a group is better ended by the worker running out of work. Session 22 chose 1/2 while
+/// the estimate of the calls in flight also counted the server's own tasks and its
+/// connections (about 7 more at one connection); with those told apart, 1/2 lost 0.08–0.09
+/// of plain throughput at concurrency 8 and 1 gained 0.07 over the rule before (session
+/// 24). With the client on the same two vCPUs, where workers park all the time, the share
+/// made no difference.
+pub(super) const HOLD_SHARE: usize = 1;
 
 /// How busy the runtime is, as the receipts' gathering sees it (given its park hooks).
 pub(super) struct Load {
     idle: Arc<IdleWorkers>,
     runtime: tokio::runtime::Handle,
-    /// Tasks alive when the receipts' task started (itself included): the server's own.
-    base: usize,
+    /// The server's own tasks: those alive when the receipts' task started (itself
+    /// included), until the server says which are once it is up
+    /// ([`AuditLog::receipts_serving`]).
+    base: std::sync::atomic::AtomicUsize,
+    /// How many connections the server holds open (a task each), once it said so.
+    connections: std::sync::OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
     /// What share of the recent calls carried receipts.
     pub(super) mix: CallMix,
 }
 
 impl Load {
     /// The calls in flight that may bring receipts, estimated as the runtime's tasks beyond
-    /// the server's own, times the share of recent calls that carried receipts. The HTTP/2
-    /// server spawns a task per call as its headers arrive, so the calls on their way to the
-    /// handler count too (as do the connections' tasks and the server's later background
-    /// tasks, a few more). Whether a call brings a receipt is only known from the handler on
-    /// ([`AuditLog::expect_receipt`]), too late to gather it.
+    /// the server's own and its connections' ([`AuditLog::receipts_serving`]), times the
+    /// share of recent calls that carried receipts. The HTTP/2 server spawns a task per call
+    /// as its headers arrive, so the calls on their way to the handler count too (as do TLS
+    /// handshakes under way, and the server's occasional short tasks). Whether a call brings
+    /// a receipt is only known from the handler on ([`AuditLog::expect_receipt`]), too late
+    /// to gather it.
     fn calls_in_flight(&self) -> usize {
-        self.mix.receipts_among(
-            self.runtime
-                .metrics()
-                .num_alive_tasks()
-                .saturating_sub(self.base),
-        )
+        let tasks = self.runtime.metrics().num_alive_tasks();
+        let beyond = match self.connections.get() {
+            None => tasks.saturating_sub(self.base.load(Ordering::Acquire)),
+            Some(connections) => {
+                let tasks = tasks.saturating_sub(connections());
+                // Every look is made for a call in flight (one that queues its receipt, or
+                // those of the group): at least one of these tasks is a call. Fewer than
+                // that beyond the server's own means some of its own have ended since it
+                // said so (a start's short tasks): they no longer count.
+                let base = self
+                    .base
+                    .fetch_min(tasks.saturating_sub(1), Ordering::AcqRel)
+                    .min(tasks.saturating_sub(1));
+                tasks - base
+            }
+        };
+        self.mix.receipts_among(beyond)
     }
 
     /// Whether a group of `receipts`, with no other receipt expected, is signed now rather

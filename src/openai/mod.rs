@@ -81,14 +81,24 @@ pub fn router(pipeline: Pipeline, max_body_bytes: usize) -> axum::Router {
         .with_state(pipeline)
 }
 
-/// Serves `router` over TLS on `listener` until `stop` fires.
+/// Serves `router` over TLS on `listener` until `stop` fires; its connections count in
+/// `open`.
 pub async fn serve(
     listener: TcpListener,
     tls: rustls::ServerConfig,
     router: axum::Router,
     stop: tokio::sync::oneshot::Receiver<()>,
+    open: crate::tls::OpenConnections,
 ) {
-    crate::tls::serve_https(listener, Arc::new(tls), router, stop, "embeddings API").await;
+    crate::tls::serve_https(
+        listener,
+        Arc::new(tls),
+        router,
+        stop,
+        "embeddings API",
+        open,
+    )
+    .await;
 }
 
 /// The caller's context from the HTTP headers (API key, purpose, subject).

@@ -311,6 +311,8 @@ pub async fn run(
         None => None,
     };
     let grpc_tls = Arc::new(tls::grpc::server_config(&identity, client_ca.as_deref())?);
+    // Both ports' connections: their tasks are not calls (see `receipts_serving` below).
+    let open_connections = tls::OpenConnections::default();
     // The OpenAI-compatible door: the same pipeline, on the same TLS identity.
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     if let Some(listener) = http_listener {
@@ -319,7 +321,13 @@ pub async fn run(
         // byte (`\u00XX`) and the fields around it.
         let limit = config.text.max_request_bytes.saturating_mul(6) + (64 << 10);
         let app = crate::openai::router(pipeline.clone(), limit);
-        tokio::spawn(crate::openai::serve(listener, tls, app, http_stop_rx));
+        tokio::spawn(crate::openai::serve(
+            listener,
+            tls,
+            app,
+            http_stop_rx,
+            open_connections.clone(),
+        ));
     }
     let server = Server::builder()
         .add_service(health_service)
@@ -332,7 +340,7 @@ pub async fn run(
     drop(identity);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let incoming = tls::grpc::incoming(listener, grpc_tls);
+    let incoming = tls::grpc::incoming(listener, grpc_tls, &open_connections);
     let serve = tokio::spawn(server.serve_with_incoming_shutdown(incoming, async move {
         let _ = stop_rx.await;
     }));
@@ -401,6 +409,10 @@ pub async fn run(
     };
     match loaded {
         Some(Ok(())) => {
+            // Every task of the server's own runs now: what the runtime runs beyond them and
+            // the connections' are calls, for which receipts' groups are gathered.
+            let open = open_connections.clone();
+            audit.receipts_serving(move || open.count());
             ready.store(true, Ordering::Release);
             health_reporter
                 .set_service_status("", tonic_health::ServingStatus::Serving)

@@ -47,25 +47,28 @@ pub fn server_config(
 
 /// The connections accepted on `listener`, each through its TLS handshake (run
 /// concurrently, [`HANDSHAKE_TIMEOUT`] each; a failed one is logged and dropped). Accepting
-/// stops when the stream is dropped.
+/// stops when the stream is dropped. Each connection counts in `open` until it closes.
 pub fn incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
+    open: &super::OpenConnections,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsConn, io::Error>> {
-    incoming_with(listener, config, HANDSHAKE_TIMEOUT)
+    incoming_with(listener, config, HANDSHAKE_TIMEOUT, open)
 }
 
 fn incoming_with(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     handshake_timeout: Duration,
+    open: &super::OpenConnections,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsConn, io::Error>> {
     let rx = super::https::handshakes(
         listener,
         config,
         handshake_timeout,
         "gRPC",
-        |io: TlsStream<TcpStream>, _| {
+        open,
+        |io: TlsStream<TcpStream>, _, counted| {
             let certs = io
                 .get_ref()
                 .1
@@ -74,6 +77,7 @@ fn incoming_with(
             Ok(TlsConn {
                 io,
                 peer: TlsPeer { certs },
+                counted,
             })
         },
     );
@@ -84,6 +88,8 @@ fn incoming_with(
 pub struct TlsConn {
     io: TlsStream<TcpStream>,
     peer: TlsPeer,
+    /// Counted as open from its first read until it closes.
+    counted: super::OpenConnection,
 }
 
 impl AsyncRead for TlsConn {
@@ -92,6 +98,8 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        // The connection's own task reads first.
+        self.counted.in_use();
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
@@ -139,7 +147,8 @@ mod tests {
         let config = Arc::new(server_config(&identity, None).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut conns = incoming_with(listener, config, Duration::from_millis(300));
+        let open = super::super::OpenConnections::default();
+        let mut conns = incoming_with(listener, config, Duration::from_millis(300), &open);
 
         // A client that connects and never says a word.
         let mut stalled = TcpStream::connect(addr).await.unwrap();
@@ -174,6 +183,15 @@ mod tests {
         // The point of the type: h2 buffers answers up to 1 KiB instead of flushing each.
         assert!(!conn.is_write_vectored());
         assert!(conn.peer.certs.is_none());
+        // Counted open once its task reads it; the silent one, still in its handshake, is not.
+        assert_eq!(open.count(), 0);
+        let (mut client_tls, mut conn) = (tls, conn);
+        tokio::io::AsyncWriteExt::write_all(&mut client_tls, b"x")
+            .await
+            .unwrap();
+        let mut x = [0u8; 1];
+        conn.read_exact(&mut x).await.unwrap();
+        assert_eq!(open.count(), 1);
 
         // The silent one is closed once its handshake times out.
         let mut byte = [0u8; 1];
@@ -181,5 +199,8 @@ mod tests {
             .await
             .expect("the server closes a stalled handshake");
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        assert_eq!(open.count(), 1);
+        drop(conn);
+        assert_eq!(open.count(), 0, "a closed connection no longer counts");
     }
 }

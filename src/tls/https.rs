@@ -13,19 +13,25 @@ use tower::ServiceExt as _;
 
 /// Serves `router` over TLS on `listener` until `stop` fires. Each request carries the
 /// peer's address as `ConnectInfo<SocketAddr>` (for per-peer limits); `name` prefixes the
-/// log lines. A handshake gets 10 s.
+/// log lines. A handshake gets 10 s. Each connection counts in `open` while it lasts.
 pub async fn serve_https(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: axum::Router,
     mut stop: tokio::sync::oneshot::Receiver<()>,
     name: &'static str,
+    open: super::OpenConnections,
 ) {
-    let mut connections = handshakes(listener, tls, HANDSHAKE_TIMEOUT, name, |tls, peer| {
-        (tls, peer)
-    });
+    let mut connections = handshakes(
+        listener,
+        tls,
+        HANDSHAKE_TIMEOUT,
+        name,
+        &open,
+        |tls, peer, counted| (tls, peer, counted),
+    );
     loop {
-        let (tls, peer) = tokio::select! {
+        let (tls, peer, counted) = tokio::select! {
             c = connections.recv() => match c {
                 Some(c) => c,
                 None => return,
@@ -39,6 +45,8 @@ pub async fn serve_https(
                 request
             });
         tokio::spawn(async move {
+            let mut counted = counted;
+            counted.in_use();
             let service = hyper_util::service::TowerToHyperService::new(router);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
@@ -56,14 +64,17 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Accepts connections on `listener` (TCP_NODELAY on each) and runs their TLS handshakes
 /// concurrently, each bounded by `timeout`; what `make` makes of each completed one arrives
 /// on the returned channel. A failed or slow handshake is logged (at debug) and dropped.
-/// Accepting stops once the receiver is dropped.
+/// Accepting stops once the receiver is dropped. `make` is given each completed one's
+/// place in `open`, to keep with it ([`super::OpenConnection::in_use`]).
 pub(super) fn handshakes<T: Send + 'static>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     timeout: Duration,
     name: &'static str,
-    make: impl Fn(TlsStream<TcpStream>, SocketAddr) -> T + Clone + Send + 'static,
+    open: &super::OpenConnections,
+    make: impl Fn(TlsStream<TcpStream>, SocketAddr, super::OpenConnection) -> T + Clone + Send + 'static,
 ) -> tokio::sync::mpsc::Receiver<T> {
+    let open = open.clone();
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     tokio::spawn(async move {
@@ -83,11 +94,12 @@ pub(super) fn handshakes<T: Send + 'static>(
             // Without TCP_NODELAY, Nagle holds back the second of two small TLS records
             // (headers, then data) until the peer's delayed ACK: +40 ms per response.
             let _ = tcp.set_nodelay(true);
-            let (acceptor, tx, make) = (acceptor.clone(), tx.clone(), make.clone());
+            let (acceptor, tx, make, open) =
+                (acceptor.clone(), tx.clone(), make.clone(), open.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(make(tls, peer)).await;
+                        let _ = tx.send(make(tls, peer, open.connection())).await;
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, %peer, "{name}: TLS handshake failed")

@@ -11,6 +11,8 @@ mod https;
 pub use https::serve_https;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sha2::{Digest, Sha256, Sha512};
 use zeroize::Zeroizing;
@@ -227,4 +229,54 @@ pub fn default_names(listen: &std::net::SocketAddr) -> Vec<String> {
         names.push(host);
     }
     names
+}
+
+/// How many connections a server's ports hold open, counted by the accept loops: each is a
+/// task of the runtime that is not a call, which the receipts' gathering tells apart from
+/// calls in flight (`audit::AuditLog::receipts_serving` is given the count). Clones share
+/// it.
+#[derive(Debug, Clone, Default)]
+pub struct OpenConnections(Arc<AtomicUsize>);
+
+impl OpenConnections {
+    /// Connections counted now.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// One connection, its handshake done: counted from its first use by the task that
+    /// serves it ([`OpenConnection::in_use`]) until it drops, so that the count never
+    /// exceeds the runtime's tasks that serve connections (the handshake's task has ended by
+    /// then, and the connection's has begun).
+    pub fn connection(&self) -> OpenConnection {
+        OpenConnection {
+            count: Arc::clone(&self.0),
+            counted: false,
+        }
+    }
+}
+
+/// One connection of [`OpenConnections`].
+#[derive(Debug)]
+pub struct OpenConnection {
+    count: Arc<AtomicUsize>,
+    counted: bool,
+}
+
+impl OpenConnection {
+    /// Its task serves it now: counted from here on (once).
+    pub fn in_use(&mut self) {
+        if !self.counted {
+            self.counted = true;
+            self.count.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if self.counted {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }

@@ -342,6 +342,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerStartErr
         router,
         stop_rx,
         "broker",
+        crate::tls::OpenConnections::default(),
     ));
     let host = if addr.ip().is_unspecified() {
         "127.0.0.1".to_owned()
