@@ -272,7 +272,9 @@ impl Load {
                 // Every look is made for a call in flight (one that queues its receipt, or
                 // those of the group): at least one of these tasks is a call. Fewer than
                 // that beyond the server's own means some of its own have ended since it
-                // said so (a start's short tasks): they no longer count.
+                // said so (a start's short tasks): they no longer count. (An HTTP/1 call,
+                // on the embeddings port, runs in its connection's task: looks made for
+                // such calls alone lower the base by one at most, once.)
                 let base = self
                     .base
                     .fetch_min(tasks.saturating_sub(1), Ordering::AcqRel)
