@@ -304,12 +304,11 @@ async fn call_held_until_a_park(
     id: &'static str,
 ) -> (String, Vec<u8>) {
     let mut held = call(log, signer, id);
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), &mut held)
-            .await
-            .is_err(),
-        "{id}'s receipt is held for the calls in flight"
-    );
+    assert_held(
+        std::pin::Pin::new(&mut held),
+        &format!("{id}'s receipt is held for the calls in flight"),
+    )
+    .await;
     idle.parking();
     let r = tokio::time::timeout(Duration::from_secs(60), held)
         .await

@@ -62,13 +62,13 @@ fn incoming_with(
     handshake_timeout: Duration,
     open: &super::OpenConnections,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsConn, io::Error>> {
+    let open = open.clone();
     let rx = super::https::handshakes(
         listener,
         config,
         handshake_timeout,
         "gRPC",
-        open,
-        |io: TlsStream<TcpStream>, _, counted| {
+        move |io: TlsStream<TcpStream>, _| {
             let certs = io
                 .get_ref()
                 .1
@@ -77,7 +77,7 @@ fn incoming_with(
             Ok(TlsConn {
                 io,
                 peer: TlsPeer { certs },
-                counted,
+                counted: open.connection(),
             })
         },
     );

@@ -22,14 +22,9 @@ pub async fn serve_https(
     name: &'static str,
     open: super::OpenConnections,
 ) {
-    let mut connections = handshakes(
-        listener,
-        tls,
-        HANDSHAKE_TIMEOUT,
-        name,
-        &open,
-        |tls, peer, counted| (tls, peer, counted),
-    );
+    let mut connections = handshakes(listener, tls, HANDSHAKE_TIMEOUT, name, move |tls, peer| {
+        (tls, peer, open.connection())
+    });
     loop {
         let (tls, peer, counted) = tokio::select! {
             c = connections.recv() => match c {
@@ -64,17 +59,14 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Accepts connections on `listener` (TCP_NODELAY on each) and runs their TLS handshakes
 /// concurrently, each bounded by `timeout`; what `make` makes of each completed one arrives
 /// on the returned channel. A failed or slow handshake is logged (at debug) and dropped.
-/// Accepting stops once the receiver is dropped. `make` is given each completed one's
-/// place in `open`, to keep with it ([`super::OpenConnection::in_use`]).
+/// Accepting stops once the receiver is dropped.
 pub(super) fn handshakes<T: Send + 'static>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     timeout: Duration,
     name: &'static str,
-    open: &super::OpenConnections,
-    make: impl Fn(TlsStream<TcpStream>, SocketAddr, super::OpenConnection) -> T + Clone + Send + 'static,
+    make: impl Fn(TlsStream<TcpStream>, SocketAddr) -> T + Clone + Send + 'static,
 ) -> tokio::sync::mpsc::Receiver<T> {
-    let open = open.clone();
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     tokio::spawn(async move {
@@ -94,12 +86,11 @@ pub(super) fn handshakes<T: Send + 'static>(
             // Without TCP_NODELAY, Nagle holds back the second of two small TLS records
             // (headers, then data) until the peer's delayed ACK: +40 ms per response.
             let _ = tcp.set_nodelay(true);
-            let (acceptor, tx, make, open) =
-                (acceptor.clone(), tx.clone(), make.clone(), open.clone());
+            let (acceptor, tx, make) = (acceptor.clone(), tx.clone(), make.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(make(tls, peer, open.connection())).await;
+                        let _ = tx.send(make(tls, peer)).await;
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, %peer, "{name}: TLS handshake failed")
