@@ -1,13 +1,10 @@
 //! The gRPC port's TLS: rustls in front of tonic, in place of tonic's own `tls_config`.
 //!
-//! One reason: h2 copies a DATA frame into its write buffer, with the other streams' frames,
-//! only up to a threshold: 256 bytes when the stream it writes to takes vectored writes (as
-//! rustls' stream says it does), 1 KiB when it does not. A larger payload is chained and the
-//! buffer flushed before the next frame: one TLS record and one `write(2)` per answer. rustls
-//! copies what it is given into records either way, so vectored writes gain nothing here,
-//! and answers of a few hundred bytes (an answer that carries a receipt is about 700) cost a
-//! system call each. [`TlsConn`] says it takes no vectored writes: such answers are written
-//! together with the ones around them (BENCHMARKS.md, "Receipts").
+//! One reason: the writes. h2 flushes its transport whenever it chains a DATA payload over its
+//! copy threshold, and at the end of each turn; through tokio-rustls each flush is a TLS
+//! record and a `write(2)`, three for an answer over the threshold (a batch of rows with a
+//! receipt). [`TlsConn`] gathers what a turn of the connection's task writes and sends it as
+//! one record (`Gathered`, BENCHMARKS.md "Receipts", session 25).
 //!
 //! The certificate chain a mutual-TLS client presented (verified by rustls) reaches each
 //! request in a [`TlsPeer`] extension.
@@ -23,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 
+use super::gather::Gathered;
 use super::{TlsError, TlsIdentity};
 
 pub use super::https::HANDSHAKE_TIMEOUT;
@@ -75,7 +73,7 @@ fn incoming_with(
                 .peer_certificates()
                 .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()));
             Ok(TlsConn {
-                io,
+                io: Gathered::with_capacity(WRITE_BUFFER, io),
                 peer: TlsPeer { certs },
                 counted: open.connection(),
             })
@@ -84,9 +82,14 @@ fn incoming_with(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-/// One accepted connection, its handshake done. Writes are not vectored (see the module).
+/// How much of what h2 writes a connection gathers before encrypting it: one TLS record's
+/// worth of plaintext (see [`Gathered`]).
+const WRITE_BUFFER: usize = 16 * 1024;
+
+/// One accepted connection, its handshake done. What h2 writes is gathered into one TLS
+/// record a turn of the connection's task ([`Gathered`]).
 pub struct TlsConn {
-    io: TlsStream<TcpStream>,
+    io: Gathered<TlsStream<TcpStream>>,
     peer: TlsPeer,
     /// Counted as open from its first read until it closes.
     counted: super::OpenConnection,
@@ -113,6 +116,14 @@ impl AsyncWrite for TlsConn {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_flush(cx)
     }
@@ -122,7 +133,7 @@ impl AsyncWrite for TlsConn {
     }
 
     fn is_write_vectored(&self) -> bool {
-        false
+        self.io.is_write_vectored()
     }
 }
 
@@ -180,8 +191,8 @@ mod tests {
             .unwrap()
             .unwrap()
             .unwrap();
-        // The point of the type: h2 buffers answers up to 1 KiB instead of flushing each.
-        assert!(!conn.is_write_vectored());
+        // Gathered copies slices: h2 need not copy its frames first.
+        assert!(conn.is_write_vectored());
         assert!(conn.peer.certs.is_none());
         // Counted open once its task reads it; the silent one, still in its handshake, is not.
         assert_eq!(open.count(), 0);

@@ -5,6 +5,7 @@
 //! evidence ([`tls_report_data`]), which the server's Attestation service produces and the
 //! client's attested channel checks.
 
+mod gather;
 pub mod grpc;
 mod https;
 
