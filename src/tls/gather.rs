@@ -1,24 +1,28 @@
-//! Writes gathered across a connection task's flushes: one `write(2)` a round, not one a
-//! flush.
+//! Writes gathered across h2's forced flushes: one TLS record and one `write(2)` a turn of
+//! the connection's task, not one a flush.
 //!
-//! h2 chains a DATA payload larger than its copy threshold (1 KiB on a stream that takes no
-//! vectored writes, 256 bytes on one that does) after its write buffer, and must flush before
-//! it buffers the next frame. Every h2 flush ends with a flush of its transport, so an answer
-//! over the threshold (a batch of rows with a receipt, for one) costs a TLS record and a
-//! `write(2)` for the frames before it, one for itself, and one for its trailers with what
-//! follows. [`Gathered`] keeps what is written in a buffer, and a flush that comes while the
-//! task still has work in hand only marks the buffer as due and wakes the task: the buffer
-//! goes out, as one TLS record and one system call, when
+//! h2 copies a DATA payload into its write buffer, with the frames around it, only up to a
+//! threshold (1 KiB on a stream that takes no vectored writes, as this one). A larger payload
+//! is chained after the buffer, and h2 must flush before it can buffer the next frame: it
+//! writes the buffer, then the payload (two writes), then flushes its transport. Through
+//! tokio-rustls every write is a TLS record and a `write(2)`, so an answer over the threshold
+//! (a batch of rows with a receipt, for one) cost three: the frames before it, itself, and its
+//! trailers with what followed.
 //!
-//! - the task reads its connection again (h2 reads first thing every time its connection is
-//!   polled, and the wake-up makes sure it is polled),
-//! - a flush comes with nothing written since the last one (no more to gather),
-//! - the buffer would overflow, or
-//! - the connection shuts down.
+//! [`Gathered`] keeps what is written in a buffer. A flush that follows two or more writes
+//! (h2 flushing a chained payload, in the middle of its turn) only marks the buffer as due;
+//! any other flush sends it, as one TLS record and one system call. In the middle of a turn
+//! h2 always has another frame in hand, and flushes again at the end of the turn, so the
+//! due bytes normally leave then. Should that payload be the turn's last frame, the task is
+//! woken once the worker has run out of other work (tokio's yield), and h2, which reads
+//! first thing each turn, sends them from [`Gathered`]'s read. The buffer also goes out when
+//! it would overflow, and before a shutdown.
 //!
-//! A flush therefore returns before its bytes reach the socket, but never later than the
-//! task's next turn; the wake-up it leaves guarantees that turn.
+//! A flush therefore returns before its bytes reach the socket only when more are coming in
+//! the same turn, and never later than the task's next one. Small answers (under the
+//! threshold) are flushed as before, so a lone call waits for nothing.
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -30,8 +34,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub struct Gathered<S> {
     io: S,
     buf: Vec<u8>,
-    /// The buffer's length when a flush last deferred it: the buffer is due.
-    due: Option<usize>,
+    /// Set when a flush deferred the buffer: it goes out at the task's next turn at the latest.
+    due: bool,
+    /// Writes taken since the last flush.
+    writes: usize,
 }
 
 impl<S> Gathered<S> {
@@ -40,7 +46,8 @@ impl<S> Gathered<S> {
         Self {
             io,
             buf: Vec::with_capacity(capacity),
-            due: None,
+            due: false,
+            writes: 0,
         }
     }
 
@@ -71,15 +78,12 @@ impl<S: AsyncWrite + Unpin> Gathered<S> {
                 Poll::Ready(Err(e)) => break Err(e),
                 Poll::Pending => {
                     self.buf.drain(..sent);
-                    if let Some(due) = self.due.as_mut() {
-                        *due = due.saturating_sub(sent);
-                    }
                     return Poll::Pending;
                 }
             }
         };
         self.buf.clear();
-        self.due = None;
+        self.due = false;
         result?;
         Pin::new(&mut self.io).poll_flush(cx)
     }
@@ -91,7 +95,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Gathered<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.due.is_some() {
+        if self.due {
             // The task's next turn: what its last one gathered goes out first. A socket that
             // takes no more now wakes the task when it does; the bytes stay due.
             if let Poll::Ready(Err(e)) = self.poll_send(cx) {
@@ -111,6 +115,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Gathered<S> {
         if self.buf.len() + buf.len() > self.buf.capacity() && !self.buf.is_empty() {
             ready!(self.poll_send(cx))?;
         }
+        self.writes += 1;
         if buf.len() >= self.buf.capacity() {
             return Pin::new(&mut self.io).poll_write(cx, buf);
         }
@@ -118,40 +123,22 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Gathered<S> {
         Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let total = bufs.iter().fold(0usize, |n, b| n.saturating_add(b.len()));
-        if self.buf.len().saturating_add(total) > self.buf.capacity() && !self.buf.is_empty() {
-            ready!(self.poll_send(cx))?;
-        }
-        if total >= self.buf.capacity() {
-            return Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        }
-        for b in bufs {
-            self.buf.extend_from_slice(b);
-        }
-        Poll::Ready(Ok(total))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        // Slices are copied into the buffer either way: the writer need not copy them first.
-        true
-    }
-
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let writes = std::mem::take(&mut self.writes);
         if self.buf.is_empty() {
             return Pin::new(&mut self.io).poll_flush(cx);
         }
-        let len = self.buf.len();
-        if self.due == Some(len) {
-            // Nothing written since the last flush: nothing more to gather.
+        if writes < 2 {
             return self.poll_send(cx);
         }
-        self.due = Some(len);
-        cx.waker().wake_by_ref();
+        // A chained payload: more is coming this turn. Should it not, the task's next turn
+        // sends the buffer; tokio's yield defers that wake-up until the worker has run out
+        // of other work (a task that woke itself would be queued as a yield and wake another
+        // worker to steal it).
+        if !self.due {
+            self.due = true;
+            let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
+        }
         Poll::Ready(Ok(()))
     }
 
@@ -162,7 +149,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Gathered<S> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -246,30 +232,29 @@ mod tests {
     }
 
     #[test]
-    fn a_turns_flushes_leave_as_one_write_when_the_task_reads_again() {
+    fn a_chained_payload_leaves_with_the_rest_of_its_turn_in_one_write() {
         let wakes = Arc::new(Wakes::default());
         let waker = Waker::from(wakes.clone());
         let mut cx = Context::from_waker(&waker);
         let mut g = Gathered::with_capacity(1024, Recorder::default());
 
-        // One turn: frames, a flush (h2's, before a chained payload), more, a flush.
+        // h2's turn: its buffer, then the chained payload, and the flush it must make before
+        // it can buffer the trailers; then the trailers and the turn's last flush.
         write(&mut g, &mut cx, b"headers");
-        flush(&mut g, &mut cx);
         write(&mut g, &mut cx, b"payload");
-        write(&mut g, &mut cx, b"trailers");
         flush(&mut g, &mut cx);
         assert!(
             g.io.writes.is_empty(),
-            "nothing reaches the socket during the turn"
+            "nothing reaches the socket mid-turn"
         );
-        assert_eq!(g.gathered(), 22);
-        assert!(
-            wakes.0.load(Ordering::SeqCst) >= 1,
-            "the task is woken for its next turn"
+        assert_eq!(g.gathered(), 14);
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "woken once, in case the turn ends here"
         );
-
-        // The next turn reads first: the gathered bytes go out in one write, flushed.
-        read(&mut g, &mut cx);
+        write(&mut g, &mut cx, b"trailers");
+        flush(&mut g, &mut cx);
         assert_eq!(g.io.writes, vec![b"headerspayloadtrailers".to_vec()]);
         assert_eq!(g.io.flushes, 1);
         assert_eq!(g.gathered(), 0);
@@ -280,15 +265,39 @@ mod tests {
     }
 
     #[test]
-    fn a_flush_with_nothing_new_since_the_last_sends_at_once() {
-        let waker = Waker::from(Arc::new(Wakes::default()));
+    fn a_small_answer_is_sent_at_its_flush() {
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
         let mut cx = Context::from_waker(&waker);
         let mut g = Gathered::with_capacity(1024, Recorder::default());
         write(&mut g, &mut cx, b"answer");
         flush(&mut g, &mut cx);
-        assert!(g.io.writes.is_empty());
-        flush(&mut g, &mut cx);
         assert_eq!(g.io.writes, vec![b"answer".to_vec()]);
+        assert_eq!(g.io.flushes, 1);
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            0,
+            "a lone call waits for nothing"
+        );
+    }
+
+    #[test]
+    fn a_chained_payload_that_ends_the_turn_leaves_when_the_task_reads_again() {
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut g = Gathered::with_capacity(1024, Recorder::default());
+        write(&mut g, &mut cx, b"headers");
+        write(&mut g, &mut cx, b"payload");
+        flush(&mut g, &mut cx);
+        assert!(g.io.writes.is_empty());
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "the task gets its next turn"
+        );
+        read(&mut g, &mut cx);
+        assert_eq!(g.io.writes, vec![b"headerspayload".to_vec()]);
         assert_eq!(g.io.flushes, 1);
     }
 
@@ -318,7 +327,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_socket_keeps_the_rest_due_and_sends_it_later() {
+    fn a_full_socket_keeps_the_rest_and_sends_it_later() {
         let waker = Waker::from(Arc::new(Wakes::default()));
         let mut cx = Context::from_waker(&waker);
         let mut g = Gathered::with_capacity(
@@ -328,7 +337,8 @@ mod tests {
                 ..Recorder::default()
             },
         );
-        write(&mut g, &mut cx, b"abcdefgh");
+        write(&mut g, &mut cx, b"abcd");
+        write(&mut g, &mut cx, b"efgh");
         flush(&mut g, &mut cx);
         read(&mut g, &mut cx);
         assert_eq!(g.io.writes, vec![b"abcd".to_vec()]);

@@ -1,10 +1,10 @@
 //! The gRPC port's TLS: rustls in front of tonic, in place of tonic's own `tls_config`.
 //!
 //! One reason: the writes. h2 flushes its transport whenever it chains a DATA payload over its
-//! copy threshold, and at the end of each turn; through tokio-rustls each flush is a TLS
-//! record and a `write(2)`, three for an answer over the threshold (a batch of rows with a
-//! receipt). [`TlsConn`] gathers what a turn of the connection's task writes and sends it as
-//! one record (`Gathered`, BENCHMARKS.md "Receipts", session 25).
+//! copy threshold (1 KiB here: [`TlsConn`] says it takes no vectored writes); through
+//! tokio-rustls each of its writes was a TLS record and a `write(2)`, three for an answer over
+//! the threshold (a batch of rows with a receipt). [`TlsConn`] gathers them into one
+//! (`Gathered`; BENCHMARKS.md, "Receipts", session 25).
 //!
 //! The certificate chain a mutual-TLS client presented (verified by rustls) reaches each
 //! request in a [`TlsPeer`] extension.
@@ -116,14 +116,6 @@ impl AsyncWrite for TlsConn {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_flush(cx)
     }
@@ -133,7 +125,8 @@ impl AsyncWrite for TlsConn {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        // h2 then copies payloads up to 1 KiB into its buffer (see `Gathered`).
+        false
     }
 }
 
@@ -191,8 +184,8 @@ mod tests {
             .unwrap()
             .unwrap()
             .unwrap();
-        // Gathered copies slices: h2 need not copy its frames first.
-        assert!(conn.is_write_vectored());
+        // h2 copies payloads up to 1 KiB rather than 256 bytes; larger ones are gathered.
+        assert!(!conn.is_write_vectored());
         assert!(conn.peer.certs.is_none());
         // Counted open once its task reads it; the silent one, still in its handshake, is not.
         assert_eq!(open.count(), 0);
