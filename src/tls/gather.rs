@@ -29,7 +29,7 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A stream whose writes are gathered until its task's next turn (see the module).
+/// A stream that gathers what is written to it across forced flushes (see the module).
 #[derive(Debug)]
 pub struct Gathered<S> {
     io: S,
@@ -149,6 +149,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Gathered<S> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

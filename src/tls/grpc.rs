@@ -1,10 +1,14 @@
 //! The gRPC port's TLS: rustls in front of tonic, in place of tonic's own `tls_config`.
 //!
-//! One reason: the writes. h2 flushes its transport whenever it chains a DATA payload over its
-//! copy threshold (1 KiB here: [`TlsConn`] says it takes no vectored writes); through
-//! tokio-rustls each of its writes was a TLS record and a `write(2)`, three for an answer over
-//! the threshold (a batch of rows with a receipt). [`TlsConn`] gathers them into one
-//! (`Gathered`; BENCHMARKS.md, "Receipts", session 25).
+//! One reason: the writes. h2 copies a DATA payload into its write buffer, with the other
+//! streams' frames, only up to a threshold: 256 bytes when its transport takes vectored writes
+//! (as rustls' stream says it does), 1 KiB when it does not. [`TlsConn`] says it does not
+//! (rustls copies what it is given into records either way), so answers of a few hundred bytes
+//! are written together with the ones around them. A larger payload is chained after the
+//! buffer, and h2 flushes before its next frame; through tokio-rustls each of those writes was
+//! a TLS record and a `write(2)`, three for an answer over the threshold (at batch 32, an
+//! answer with its receipt). [`TlsConn`] gathers them into one (`Gathered`; BENCHMARKS.md,
+//! "Receipts", sessions 12 and 25).
 //!
 //! The certificate chain a mutual-TLS client presented (verified by rustls) reaches each
 //! request in a [`TlsPeer`] extension.
@@ -86,8 +90,8 @@ fn incoming_with(
 /// worth of plaintext (see [`Gathered`]).
 const WRITE_BUFFER: usize = 16 * 1024;
 
-/// One accepted connection, its handshake done. What h2 writes is gathered into one TLS
-/// record a turn of the connection's task ([`Gathered`]).
+/// One accepted connection, its handshake done. Writes are not vectored, and h2's forced
+/// flushes wait for the rest of its turn (see the module).
 pub struct TlsConn {
     io: Gathered<TlsStream<TcpStream>>,
     peer: TlsPeer,
