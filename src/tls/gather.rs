@@ -232,18 +232,27 @@ mod tests {
         assert!(Pin::new(g).poll_read(cx, &mut buf).is_pending());
     }
 
+    fn counted_waker() -> (Arc<Wakes>, Waker) {
+        let wakes = Arc::new(Wakes::default());
+        (wakes.clone(), Waker::from(wakes))
+    }
+
+    /// h2 in mid-turn: its buffer, then a chained payload, and the flush it must make before
+    /// it can buffer the next frame.
+    fn chained_payload_flushed(g: &mut Gathered<Recorder>, cx: &mut Context<'_>) {
+        write(g, cx, b"headers");
+        write(g, cx, b"payload");
+        flush(g, cx);
+    }
+
     #[test]
     fn a_chained_payload_leaves_with_the_rest_of_its_turn_in_one_write() {
-        let wakes = Arc::new(Wakes::default());
-        let waker = Waker::from(wakes.clone());
+        let (wakes, waker) = counted_waker();
         let mut cx = Context::from_waker(&waker);
         let mut g = Gathered::with_capacity(1024, Recorder::default());
 
-        // h2's turn: its buffer, then the chained payload, and the flush it must make before
-        // it can buffer the trailers; then the trailers and the turn's last flush.
-        write(&mut g, &mut cx, b"headers");
-        write(&mut g, &mut cx, b"payload");
-        flush(&mut g, &mut cx);
+        // h2's turn: the chained payload's flush, then the trailers and the turn's last flush.
+        chained_payload_flushed(&mut g, &mut cx);
         assert!(
             g.io.writes.is_empty(),
             "nothing reaches the socket mid-turn"
@@ -267,8 +276,7 @@ mod tests {
 
     #[test]
     fn a_small_answer_is_sent_at_its_flush() {
-        let wakes = Arc::new(Wakes::default());
-        let waker = Waker::from(wakes.clone());
+        let (wakes, waker) = counted_waker();
         let mut cx = Context::from_waker(&waker);
         let mut g = Gathered::with_capacity(1024, Recorder::default());
         write(&mut g, &mut cx, b"answer");
@@ -284,13 +292,10 @@ mod tests {
 
     #[test]
     fn a_chained_payload_that_ends_the_turn_leaves_when_the_task_reads_again() {
-        let wakes = Arc::new(Wakes::default());
-        let waker = Waker::from(wakes.clone());
+        let (wakes, waker) = counted_waker();
         let mut cx = Context::from_waker(&waker);
         let mut g = Gathered::with_capacity(1024, Recorder::default());
-        write(&mut g, &mut cx, b"headers");
-        write(&mut g, &mut cx, b"payload");
-        flush(&mut g, &mut cx);
+        chained_payload_flushed(&mut g, &mut cx);
         assert!(g.io.writes.is_empty());
         assert_eq!(
             wakes.0.load(Ordering::SeqCst),
