@@ -85,11 +85,17 @@ point() { # server index, plain|receipts
         >"$out/log" 2>&1 &
     local client=$!
     sleep 0.5
+    # A bench that failed at once (its start, the model, the key) has no CPU time to read.
+    if ! kill -0 "$client" 2>/dev/null; then
+        wait "$client" || { echo "the $mode bench point failed:" >&2; cat "$out/log" >&2; exit 1; }
+        echo "the $mode bench point ended within 0.5 s; nothing to measure" >&2
+        exit 1
+    fi
     local c0 s0 t0 c1 s1 t1
     c0=$(ticks "$client") s0=$(ticks "${PIDS[$i]}") t0=$(date +%s.%N)
     sleep 3
     c1=$(ticks "$client") s1=$(ticks "${PIDS[$i]}") t1=$(date +%s.%N)
-    wait "$client" || { cat "$out/log" >&2; exit 1; }
+    wait "$client" || { echo "the $mode bench point failed:" >&2; cat "$out/log" >&2; exit 1; }
     python3 - "$out/results.json" "$i" "$mode" "$s0" "$s1" "$c0" "$c1" "$t0" "$t1" "$HZ" \
         >>"$WORK/data" <<'PY'
 import json, sys
