@@ -120,20 +120,19 @@ bench() {
         --concurrency "$CONCURRENCY" --window 2s --out "$WORK/$1"
 }
 # bench, perf_analyzer, bench: perf_analyzer must agree with a bench run beside it (the
-# machine drifts between runs a minute apart; perf_compare.py explains).
-bench bench-before
-if ! "$PERF_ANALYZER" -m minilm -b "$BATCH" -u "$ADDR" -i grpc --ssl-grpc-use-ssl \
-    --ssl-grpc-root-certifications-file "$CERT" -H "x-api-key:$KEY" -H "x-purpose:search" \
-    --input-data "$WORK/perf_input.json" --concurrency-range "$CONCURRENCY" \
-    --measurement-interval 2000 --stability-percentage 25 --max-trials 10 \
-    -f "$WORK/perf.csv" >"$WORK/perf.log" 2>&1; then
-    cat "$WORK/perf.log" >&2
-    echo "FAILED: perf_analyzer against the text model" >&2
-    exit 1
-fi
-sed -n '/^Request concurrency/,$p' "$WORK/perf.log"
-bench bench-after
-"$TRITON_VENV/bin/python" tests/stock_clients/perf_compare.py --perf-log "$WORK/perf.log" \
-    --perf-csv "$WORK/perf.csv" --concurrency "$CONCURRENCY" --batch "$BATCH" \
-    --bench "$WORK/bench-before/results.json" "$WORK/bench-after/results.json"
+# machine drifts between runs a minute apart; perf_compare.py and perf_agreement.sh explain).
+run_perf() {
+    if ! "$PERF_ANALYZER" -m minilm -b "$BATCH" -u "$ADDR" -i grpc --ssl-grpc-use-ssl \
+        --ssl-grpc-root-certifications-file "$CERT" -H "x-api-key:$KEY" -H "x-purpose:search" \
+        --input-data "$WORK/perf_input.json" --concurrency-range "$CONCURRENCY" \
+        --measurement-interval 2000 --stability-percentage 25 --max-trials 10 \
+        -f "$WORK/perf.csv" >"$WORK/perf.log" 2>&1; then
+        cat "$WORK/perf.log" >&2
+        echo "FAILED: perf_analyzer against the text model" >&2
+        exit 1
+    fi
+}
+# shellcheck source=tests/stock_clients/perf_agreement.sh
+source tests/stock_clients/perf_agreement.sh
+perf_agreement
 echo "stock text clients: OK"
