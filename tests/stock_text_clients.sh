@@ -121,18 +121,7 @@ bench() {
 }
 # bench, perf_analyzer, bench: perf_analyzer must agree with a bench run beside it (the
 # machine drifts between runs a minute apart; perf_compare.py and perf_agreement.sh explain).
-run_perf() {
-    if ! "$PERF_ANALYZER" -m minilm -b "$BATCH" -u "$ADDR" -i grpc --ssl-grpc-use-ssl \
-        --ssl-grpc-root-certifications-file "$CERT" -H "x-api-key:$KEY" -H "x-purpose:search" \
-        --input-data "$WORK/perf_input.json" --concurrency-range "$CONCURRENCY" \
-        --measurement-interval 2000 --stability-percentage 25 --max-trials 10 \
-        -f "$WORK/perf.csv" >"$WORK/perf.log" 2>&1; then
-        cat "$WORK/perf.log" >&2
-        echo "FAILED: perf_analyzer against the text model" >&2
-        exit 1
-    fi
-}
 # shellcheck source=tests/stock_clients/perf_agreement.sh
 source tests/stock_clients/perf_agreement.sh
-perf_agreement
+perf_agreement minilm 10 "x-api-key:$KEY" "x-purpose:search"
 echo "stock text clients: OK"
