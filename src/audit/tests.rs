@@ -1409,12 +1409,7 @@ async fn verified_log_of_segments(d: &Path) -> AuditLog {
 /// the pass's own millisecond (CI once caught the last closed segment so, and kept it).
 async fn after_the_newest_record(log: &AuditLog) {
     let newest = lock_writer(&log.writer).st.last_ts_ms;
-    let now_ms = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    };
-    while now_ms() <= newest {
+    while outbox::now_ms() <= newest {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
