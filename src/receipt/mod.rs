@@ -24,6 +24,7 @@
 pub mod digest;
 pub mod envelope;
 mod error;
+pub mod nonces;
 pub mod verify;
 
 #[cfg(test)]
@@ -488,6 +489,18 @@ impl ReceiptSigner {
             evidence_json,
             batches: std::sync::OnceLock::new(),
         })
+    }
+
+    /// From now on, groups are signed with nonces made ahead by a thread that runs only when
+    /// a CPU is idle ([`nonces`]); false where this OS does not allow such a thread (every
+    /// group is then signed whole, as before).
+    pub fn make_nonces_ahead(&self) -> bool {
+        self.frame.make_nonces_ahead()
+    }
+
+    /// Nonces made ahead and ready now.
+    pub fn nonces_ready(&self) -> usize {
+        self.frame.nonces_ready()
     }
 
     /// The public key, raw (32 bytes).

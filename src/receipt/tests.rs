@@ -610,3 +610,46 @@ fn the_root_is_detached() {
         assert_eq!(sign1.payload, None);
     }
 }
+
+#[test]
+fn receipts_signed_with_nonces_made_ahead_verify_and_no_byte_of_their_signature_can_change() {
+    let (signer, m) = server("server A");
+    let policy = pinning(&m);
+    if !signer.make_nonces_ahead() {
+        // No SCHED_IDLE here: every group is signed whole (the tests above).
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while signer.nonces_ready() < 8 {
+        assert!(std::time::Instant::now() < deadline, "no nonce was made");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let receipts = group(&signer, 3);
+    for r in &receipts {
+        let v = verify(r, &against(&signer, &policy));
+        assert!(v.accepted(), "{:?}", v.failures);
+    }
+    // The signature is the last 64 bytes: every bit of it matters.
+    let receipt = &receipts[0];
+    for i in receipt.len() - 64..receipt.len() {
+        let mut bad = receipt.clone();
+        bad[i] ^= 0x10;
+        assert!(
+            !verify(&bad, &against(&signer, &policy)).accepted(),
+            "byte {i}"
+        );
+    }
+    // Signed again, the same group gets another signature (a new nonce: AWS-LC's whole
+    // signature, taken only when the pool's lock is busy, would be the same every time) and
+    // still verifies.
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..5 {
+        let again = group(&signer, 3);
+        assert!(verify(&again[0], &against(&signer, &policy)).accepted());
+        seen.insert(again[0].clone());
+    }
+    assert!(
+        seen.len() > 1,
+        "no group was signed with a nonce made ahead"
+    );
+}

@@ -192,6 +192,11 @@ pub async fn run(
             );
             let s = Arc::new(s);
             s.sign_on_runtime();
+            if s.make_nonces_ahead() {
+                tracing::debug!(
+                    "receipts: signing nonces are made ahead, while a CPU is idle (SCHED_IDLE)"
+                );
+            }
             Ok(s)
         }
         Err(e) if config.receipts.require => {
