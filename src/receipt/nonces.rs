@@ -42,7 +42,7 @@ pub(crate) const POOL: usize = 512;
 /// The pool is refilled once it falls below this.
 const LOW: usize = POOL / 2;
 
-/// Pairs made between two looks at the pool (each about 17 µs with curve25519-dalek).
+/// Pairs made between two looks at the pool (about 14 µs each with curve25519-dalek, compressed together).
 const BATCH: usize = 16;
 
 /// The domain of the nonces' derivation.
@@ -84,16 +84,49 @@ struct Key {
 
 impl Key {
     /// The `n`-th nonce, with `random` mixed in.
-    fn pair(&self, n: u64, random: &[u8; 32]) -> Pair {
-        let r = Scalar::from_hash(
+    fn nonce(&self, n: u64, random: &[u8; 32]) -> Scalar {
+        Scalar::from_hash(
             Sha512::new()
                 .chain_update(NONCE_DOMAIN)
                 .chain_update(self.expanded.hash_prefix)
                 .chain_update(n.to_le_bytes())
                 .chain_update(random),
+        )
+    }
+
+    /// Nonces `first..first + count` and their points, each nonce with fresh OS randomness
+    /// mixed in (without it, a nonce is still unique by its count and secret by the prefix:
+    /// see the module). The points are compressed together: one field inversion for the
+    /// batch instead of one each (14.1 µs a pair instead of 17.5 on this VM).
+    fn pairs(&self, first: u64, count: usize) -> Vec<Pair> {
+        let mut random = zeroize::Zeroizing::new([0u8; 32]);
+        let nonces: zeroize::Zeroizing<Vec<Scalar>> = zeroize::Zeroizing::new(
+            (first..first + count as u64)
+                .map(|n| {
+                    let _ = getrandom::fill(random.as_mut_slice());
+                    self.nonce(n, &random)
+                })
+                .collect(),
         );
-        let big_r = EdwardsPoint::mul_base(&r).compress().to_bytes();
-        Pair { r, big_r }
+        let points: Vec<EdwardsPoint> = nonces.iter().map(EdwardsPoint::mul_base).collect();
+        nonces
+            .iter()
+            .zip(EdwardsPoint::compress_batch_alloc(&points))
+            .map(|(r, big_r)| Pair {
+                r: *r,
+                big_r: big_r.to_bytes(),
+            })
+            .collect()
+    }
+
+    /// The `n`-th nonce with `random` mixed in, and its point.
+    #[cfg(test)]
+    fn pair(&self, n: u64, random: &[u8; 32]) -> Pair {
+        let r = self.nonce(n, random);
+        Pair {
+            r,
+            big_r: EdwardsPoint::mul_base(&r).compress().to_bytes(),
+        }
     }
 
     /// The online half: `R ‖ S` with `S = r + SHA-512(R ‖ A ‖ M)·a mod ℓ`.
@@ -161,7 +194,7 @@ impl NoncePool {
     /// Starts making nonces, on a thread that runs only when a CPU would otherwise be idle
     /// (once; it ends when the pool is dropped). False where that cannot be had (not Linux,
     /// or the scheduler refused `SCHED_IDLE`: a thread of normal priority would take CPU from
-    /// serving, at twice AWS-LC's cost a signature) or the thread did not start: every group
+    /// serving, at more than AWS-LC's cost a signature) or the thread did not start: every group
     /// is then signed whole.
     pub fn make_ahead(&self) -> bool {
         *self.inner.started.get_or_init(|| self.spawn())
@@ -240,7 +273,6 @@ impl Inner {
     /// The thread: fills the pool, waits until it falls below [`LOW`], again, until closed.
     fn refill(&self) {
         let mut n = 0u64;
-        let mut random = [0u8; 32];
         loop {
             loop {
                 if self.closed.load(Ordering::Acquire) {
@@ -250,19 +282,13 @@ impl Inner {
                 if missing == 0 {
                     break;
                 }
-                let mut batch: Vec<Pair> = Vec::with_capacity(missing.min(BATCH));
-                for _ in 0..missing.min(BATCH) {
-                    // Without OS randomness the nonce is still unique (n) and secret (the
-                    // prefix): see the module.
-                    let _ = getrandom::fill(&mut random);
-                    batch.push(self.key.pair(n, &random));
-                    n += 1;
-                }
+                let count = missing.min(BATCH);
+                let mut batch = self.key.pairs(n, count);
+                n += count as u64;
                 self.lock().extend(batch.drain(..));
                 // Zeroes the batch's buffer, where the pairs were made before they moved.
                 batch.zeroize();
             }
-            random.zeroize();
             let mut pairs = self.lock();
             self.wanted.store(false, Ordering::Release);
             while pairs.len() >= LOW && !self.closed.load(Ordering::Acquire) {
@@ -363,6 +389,17 @@ mod tests {
         // And it depends on the key's secret prefix, not only on what an observer knows.
         let other = NoncePool::new(&[43u8; 32], public.to_bytes());
         assert_ne!(a.big_r, other.inner.key.pair(0, &same).big_r);
+    }
+
+    #[test]
+    fn points_compressed_together_are_each_nonce_times_the_base_point() {
+        let (seed, public) = key();
+        let pool = NoncePool::new(&seed, public.to_bytes());
+        let pairs = pool.inner.key.pairs(5, 16);
+        assert_eq!(pairs.len(), 16);
+        for p in &pairs {
+            assert_eq!(EdwardsPoint::mul_base(&p.r).compress().to_bytes(), p.big_r);
+        }
     }
 
     #[test]
