@@ -121,6 +121,21 @@ fn a_receipt_verifies_offline_and_any_changed_byte_fails_it() {
     assert_eq!(st["rpc"], "predict");
     assert_eq!(st["model"], "demo");
     assert_eq!(st["request_id"], printed["request_id"]);
+    // /metrics counts it: one receipt, under one signature (a nonce made ahead, or whole).
+    let (_, text) = common::http_get(server.metrics_url.as_ref().unwrap());
+    let series = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(series("confidant_receipts_total"), 1.0);
+    assert_eq!(
+        series("confidant_receipt_signatures_total{nonce=\"ahead\"}")
+            + series("confidant_receipt_signatures_total{nonce=\"whole\"}"),
+        1.0
+    );
 
     // Explain answers carry receipts too; the explanation is what the receipt states.
     let explained = dir.path().join("e.cose");

@@ -340,6 +340,21 @@ pub trait ModelGauges: Send + Sync {
 #[derive(Default)]
 pub struct Metrics {
     models: RwLock<BTreeMap<String, Arc<ModelMetrics>>>,
+    /// The receipts' counts, read at scrape time, once the server has a receipt signer.
+    receipts: std::sync::OnceLock<Box<dyn Fn() -> ReceiptSeries + Send + Sync>>,
+}
+
+/// The receipts' series: receipts signed, and the signatures over their groups by how the
+/// nonce was made (ahead, on idle CPU; or whole, when none was ready). Receipts over
+/// signatures is the groups' mean size.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReceiptSeries {
+    /// Receipts signed.
+    pub receipts: u64,
+    /// Groups signed with a nonce made ahead.
+    pub signatures_nonce_ahead: u64,
+    /// Groups signed whole.
+    pub signatures_whole: u64,
 }
 
 impl Metrics {
@@ -361,6 +376,12 @@ impl Metrics {
         }
         let mut models = self.models.write().unwrap_or_else(|p| p.into_inner());
         Arc::clone(models.entry(model.to_string()).or_default())
+    }
+
+    /// From now on, `/metrics` shows the receipts' series, read from `counts` at each scrape
+    /// (once; later calls are ignored).
+    pub fn receipts_from(&self, counts: impl Fn() -> ReceiptSeries + Send + Sync + 'static) {
+        let _ = self.receipts.set(Box::new(counts));
     }
 
     /// The Prometheus text exposition (format 0.0.4).
@@ -575,6 +596,33 @@ impl Metrics {
                 label(&g.model),
                 escape(&g.version),
                 g.exec.executions()
+            );
+        }
+        if let Some(counts) = self.receipts.get() {
+            let c = counts();
+            header(
+                &mut out,
+                "confidant_receipts_total",
+                "counter",
+                "Receipts signed for answers.",
+            );
+            let _ = writeln!(out, "confidant_receipts_total {}", c.receipts);
+            header(
+                &mut out,
+                "confidant_receipt_signatures_total",
+                "counter",
+                "Signatures over receipts' groups, by how the nonce was made: ahead, on idle \
+                 CPU; or whole, when none was ready.",
+            );
+            let _ = writeln!(
+                out,
+                "confidant_receipt_signatures_total{{nonce=\"ahead\"}} {}",
+                c.signatures_nonce_ahead
+            );
+            let _ = writeln!(
+                out,
+                "confidant_receipt_signatures_total{{nonce=\"whole\"}} {}",
+                c.signatures_whole
             );
         }
         out

@@ -161,3 +161,37 @@ fn requests_render_under_our_names_and_triton_names() {
 fn label_values_are_escaped() {
     assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
 }
+
+#[test]
+fn receipts_render_once_the_server_has_a_signer() {
+    let m = Metrics::new();
+    let before = m.render(&NoEngines);
+    assert!(!before.contains("confidant_receipts_total"), "{before}");
+    let n = Arc::new(std::sync::atomic::AtomicU64::new(5));
+    let read = Arc::clone(&n);
+    m.receipts_from(move || ReceiptSeries {
+        receipts: read.load(std::sync::atomic::Ordering::Relaxed),
+        signatures_nonce_ahead: 2,
+        signatures_whole: 1,
+    });
+    let text = m.render(&NoEngines);
+    assert_eq!(value(&text, "confidant_receipts_total"), 5.0);
+    assert_eq!(
+        value(&text, "confidant_receipt_signatures_total{nonce=\"ahead\"}"),
+        2.0
+    );
+    assert_eq!(
+        value(&text, "confidant_receipt_signatures_total{nonce=\"whole\"}"),
+        1.0
+    );
+    assert!(
+        text.contains("# TYPE confidant_receipts_total counter\n"),
+        "{text}"
+    );
+    // Read at each scrape.
+    n.store(9, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        value(&m.render(&NoEngines), "confidant_receipts_total"),
+        9.0
+    );
+}

@@ -168,6 +168,8 @@ pub struct GroupFrame {
     /// Nonces made ahead, while a CPU is idle, once [`Self::make_nonces_ahead`] was called: a
     /// group signed with one costs about a tenth of AWS-LC's signature ([`super::nonces`]).
     nonces: super::nonces::NoncePool,
+    /// Groups signed with a nonce made ahead, groups signed whole by AWS-LC, and receipts.
+    counts: [std::sync::atomic::AtomicU64; 3],
 }
 
 impl GroupFrame {
@@ -204,6 +206,7 @@ impl GroupFrame {
             tbs_prefix: tbs.get(..payload_at).unwrap_or_default().to_vec(),
             key: aws_lc,
             nonces: super::nonces::NoncePool::new(key.as_bytes(), key.verifying_key().to_bytes()),
+            counts: Default::default(),
         })
     }
 
@@ -217,6 +220,25 @@ impl GroupFrame {
     /// Nonces ready now.
     pub fn nonces_ready(&self) -> usize {
         self.nonces.ready()
+    }
+
+    /// What this frame has signed so far.
+    pub fn counts(&self) -> super::SignedCounts {
+        let [ahead, whole, receipts] = self
+            .counts
+            .each_ref()
+            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+        super::SignedCounts {
+            groups_nonce_ahead: ahead,
+            groups_whole: whole,
+            receipts,
+        }
+    }
+
+    fn count(&self, which: usize, n: u64) {
+        if let Some(c) = self.counts.get(which) {
+            c.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// An Ed25519 signature of `message` by this frame's key (tests forge receipts of other
@@ -233,8 +255,14 @@ impl GroupFrame {
         tbs.extend_from_slice(&[0x58, 0x20]);
         tbs.extend_from_slice(root);
         let suffix = match self.nonces.try_sign(&tbs) {
-            Some(signature) => nil_and_signature(&signature),
-            None => nil_and_signature(self.key.sign(&tbs).as_ref()),
+            Some(signature) => {
+                self.count(0, 1);
+                nil_and_signature(&signature)
+            }
+            None => {
+                self.count(1, 1);
+                nil_and_signature(self.key.sign(&tbs).as_ref())
+            }
         };
         SignedGroup {
             prefix: std::sync::Arc::clone(&self.prefix),
@@ -250,6 +278,7 @@ impl GroupFrame {
         }
         let tree = Tree::new(&statements);
         let size = statements.len() as u64;
+        self.count(2, size);
         let signed = std::sync::Arc::new(self.sign(&tree.root()));
         statements
             .into_iter()

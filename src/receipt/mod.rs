@@ -503,6 +503,11 @@ impl ReceiptSigner {
         self.frame.nonces_ready()
     }
 
+    /// What this signer has signed since the server started (`/metrics`).
+    pub fn counts(&self) -> SignedCounts {
+        self.frame.counts()
+    }
+
     /// The public key, raw (32 bytes).
     pub fn public_key(&self) -> [u8; 32] {
         self.public
@@ -603,6 +608,18 @@ impl ReceiptSigner {
             let _ = delivery.send(Some(receipt));
         }
     }
+}
+
+/// What a [`ReceiptSigner`] has signed: receipts, and the signatures over their groups by how
+/// each was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SignedCounts {
+    /// Groups signed with a nonce made ahead ([`nonces`]).
+    pub groups_nonce_ahead: u64,
+    /// Groups signed whole by AWS-LC (no nonce was ready).
+    pub groups_whole: u64,
+    /// Receipts signed (each in one group).
+    pub receipts: u64,
 }
 
 /// What the audit writer needs to finish a statement: everything but the record's place in

@@ -97,6 +97,15 @@ fn every_receipt_of_groups_of_every_size_verifies() {
             assert_eq!(st["epsilon"], 0.5);
         }
     }
+    // Counted for /metrics: six groups, signed whole (no nonces are made ahead here).
+    assert_eq!(
+        signer.counts(),
+        SignedCounts {
+            groups_nonce_ahead: 0,
+            groups_whole: 6,
+            receipts: 1 + 2 + 3 + 5 + 8 + 13,
+        }
+    );
 }
 
 #[test]
@@ -652,4 +661,8 @@ fn receipts_signed_with_nonces_made_ahead_verify_and_no_byte_of_their_signature_
         seen.len() > 1,
         "no group was signed with a nonce made ahead"
     );
+    let counts = signer.counts();
+    assert!(counts.groups_nonce_ahead >= 1, "{counts:?}");
+    assert_eq!(counts.groups_nonce_ahead + counts.groups_whole, 6);
+    assert_eq!(counts.receipts, 18);
 }

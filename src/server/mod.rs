@@ -197,6 +197,15 @@ pub async fn run(
                     "receipts: signing nonces are made ahead, while a CPU is idle (SCHED_IDLE)"
                 );
             }
+            let counted = Arc::clone(&s);
+            metrics.receipts_from(move || {
+                let c = counted.counts();
+                crate::metrics::ReceiptSeries {
+                    receipts: c.receipts,
+                    signatures_nonce_ahead: c.groups_nonce_ahead,
+                    signatures_whole: c.groups_whole,
+                }
+            });
             Ok(s)
         }
         Err(e) if config.receipts.require => {
