@@ -8,7 +8,8 @@
 //! fixed-base multiplication `r·B` (about 95 % of the work) does not need `M` at all. So a
 //! thread of its own makes pairs `(r, R)` ahead (the **offline** half), under Linux's
 //! `SCHED_IDLE` policy: it runs only on a CPU that has nothing else to run, and never takes
-//! a CPU from the server. Signing a group (the **online** half) then costs one SHA-512 and a
+//! a CPU from the server (on a VM whose vCPUs share a physical core it still slows the other
+//! vCPU somewhat while it runs: BENCHMARKS.md, "Receipts", session 28). Signing a group (the **online** half) then costs one SHA-512 and a
 //! multiply-add mod ℓ: about 0.8 µs, against 8.9 µs for AWS-LC's whole signature on the VM of
 //! BENCHMARKS.md ("Receipts", session 28). When no pair is ready (a CPU busy all the time),
 //! the group is signed whole by AWS-LC, as before.
@@ -42,7 +43,8 @@ pub(crate) const POOL: usize = 512;
 /// The pool is refilled once it falls below this.
 const LOW: usize = POOL / 2;
 
-/// Pairs made between two looks at the pool (about 14 µs each with curve25519-dalek, compressed together).
+/// Pairs made between two looks at the pool (about 14 µs each with curve25519-dalek, their
+/// points compressed together).
 const BATCH: usize = 16;
 
 /// The domain of the nonces' derivation.
