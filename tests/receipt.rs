@@ -123,13 +123,7 @@ fn a_receipt_verifies_offline_and_any_changed_byte_fails_it() {
     assert_eq!(st["request_id"], printed["request_id"]);
     // /metrics counts it: one receipt, under one signature (a nonce made ahead, or whole).
     let (_, text) = common::http_get(server.metrics_url.as_ref().unwrap());
-    let series = |name: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-            .parse()
-            .unwrap()
-    };
+    let series = |name: &str| common::metric(&text, name);
     assert_eq!(series("confidant_receipts_total"), 1.0);
     assert_eq!(
         series("confidant_receipt_signatures_total{nonce=\"ahead\"}")

@@ -614,16 +614,15 @@ impl Metrics {
                 "Signatures over receipts' groups, by how the nonce was made: ahead, on idle \
                  CPU; or whole, when none was ready.",
             );
-            let _ = writeln!(
-                out,
-                "confidant_receipt_signatures_total{{nonce=\"ahead\"}} {}",
-                c.signatures_nonce_ahead
-            );
-            let _ = writeln!(
-                out,
-                "confidant_receipt_signatures_total{{nonce=\"whole\"}} {}",
-                c.signatures_whole
-            );
+            for (nonce, n) in [
+                ("ahead", c.signatures_nonce_ahead),
+                ("whole", c.signatures_whole),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "confidant_receipt_signatures_total{{nonce=\"{nonce}\"}} {n}"
+                );
+            }
         }
         out
     }

@@ -210,7 +210,7 @@ impl GroupFrame {
             prefix: whole.get(..at).unwrap_or_default().into(),
             tbs_prefix: tbs.get(..payload_at).unwrap_or_default().to_vec(),
             key: aws_lc,
-            nonces: super::nonces::NoncePool::new(key.as_bytes(), key.verifying_key().to_bytes()),
+            nonces: super::nonces::NoncePool::new(key),
             signed_ahead: AtomicU64::new(0),
             signed_whole: AtomicU64::new(0),
             receipts: AtomicU64::new(0),

@@ -175,14 +175,13 @@ impl std::fmt::Debug for NoncePool {
 }
 
 impl NoncePool {
-    /// A pool for `seed`'s key (whose public key is `public`), empty until
-    /// [`Self::make_ahead`] starts its thread.
-    pub fn new(seed: &[u8; 32], public: [u8; 32]) -> Self {
+    /// A pool for `key`, empty until [`Self::make_ahead`] starts its thread.
+    pub fn new(key: &ed25519_dalek::SigningKey) -> Self {
         Self {
             inner: Arc::new(Inner {
                 key: Key {
-                    expanded: ExpandedSecretKey::from(seed),
-                    public,
+                    expanded: ExpandedSecretKey::from(key.as_bytes()),
+                    public: key.verifying_key().to_bytes(),
                 },
                 pairs: Mutex::new(Vec::with_capacity(POOL)),
                 low: Condvar::new(),
@@ -255,11 +254,7 @@ impl NoncePool {
 
     /// Pairs ready now.
     pub fn ready(&self) -> usize {
-        self.inner
-            .pairs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.inner.lock().len()
     }
 }
 
@@ -331,15 +326,15 @@ fn lowest_priority() -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn key() -> ([u8; 32], ed25519_dalek::VerifyingKey) {
-        let seed = [42u8; 32];
-        let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
-        (seed, public)
+    fn key() -> (ed25519_dalek::SigningKey, ed25519_dalek::VerifyingKey) {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
+        let public = key.verifying_key();
+        (key, public)
     }
 
     fn filled(n: usize) -> NoncePool {
-        let (seed, public) = key();
-        let pool = NoncePool::new(&seed, public.to_bytes());
+        let (key, _) = key();
+        let pool = NoncePool::new(&key);
         let mut pairs = pool.inner.lock();
         for i in 0..n as u64 {
             pairs.push(pool.inner.key.pair(i, &[7u8; 32]));
@@ -382,21 +377,21 @@ mod tests {
 
     #[test]
     fn a_nonce_is_unique_by_its_count_even_when_randomness_repeats() {
-        let (seed, public) = key();
-        let pool = NoncePool::new(&seed, public.to_bytes());
+        let (key, _) = key();
+        let pool = NoncePool::new(&key);
         let same = [0u8; 32];
         let a = pool.inner.key.pair(0, &same);
         let b = pool.inner.key.pair(1, &same);
         assert_ne!(a.big_r, b.big_r);
         // And it depends on the key's secret prefix, not only on what an observer knows.
-        let other = NoncePool::new(&[43u8; 32], public.to_bytes());
+        let other = NoncePool::new(&ed25519_dalek::SigningKey::from_bytes(&[43u8; 32]));
         assert_ne!(a.big_r, other.inner.key.pair(0, &same).big_r);
     }
 
     #[test]
     fn points_compressed_together_are_each_nonce_times_the_base_point() {
-        let (seed, public) = key();
-        let pool = NoncePool::new(&seed, public.to_bytes());
+        let (key, _) = key();
+        let pool = NoncePool::new(&key);
         let pairs = pool.inner.key.pairs(5, 16);
         assert_eq!(pairs.len(), 16);
         for p in &pairs {
@@ -416,8 +411,8 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn the_thread_fills_the_pool_refills_it_and_ends_with_it() {
-        let (seed, public) = key();
-        let pool = NoncePool::new(&seed, public.to_bytes());
+        let (key, public) = key();
+        let pool = NoncePool::new(&key);
         if !pool.make_ahead() {
             // A sandbox whose scheduler refuses SCHED_IDLE: nothing is made ahead, and the
             // server signs every group whole.
