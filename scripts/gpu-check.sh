@@ -8,8 +8,11 @@
 #      tests/cuda_noise.rs);
 #   3. serves the demo model on cuda:0 and predicts through it, end to end over gRPC;
 #   4. runs the GPU benchmarks (P4 load paths, P5 fused MLP, noise GB/s) and prints their
-#      table last.
-# Full logs go to LOGDIR. It fits in 10 minutes on an H100/H200.
+#      table;
+#   5. measures what receipts cost the demo on the CPU with the server and the client on cores
+#      of their own (issue 22 item 3; a 2-vCPU VM cannot separate them): batch 1 at
+#      concurrency 8 and 32, informational, about a minute.
+# Full logs go to LOGDIR. It fits in 11 minutes on an H100/H200.
 #
 # usage: scripts/gpu-check.sh LOGDIR                 build here, then run
 #        scripts/gpu-check.sh --build-only BINDIR    build and collect the binaries (a machine
@@ -172,13 +175,23 @@ PY
     else
         echo "missing bench binary"; status=1
     fi
+
+    echo "== receipts' cost: receipts/plain, the servers on the upper half of the CPUs, the client on the lower"
+    # Not a pass/fail step: BENCHMARKS.md ("Receipts") records what it reads.
+    for c in 8 32; do
+        timeout 120 bash scripts/receipts-cost.sh -p pinned -b 1 -c "$c" -r 3 "$bin/confidant" \
+            >"$logs/receipts-c$c.txt" 2>&1 \
+            || echo "concurrency $c did not finish (see $logs/receipts-c$c.txt)"
+        grep -E '^receipts-cost:' "$logs/receipts-c$c.txt" | head -1 || true
+        tail -1 "$logs/receipts-c$c.txt"
+    done
     return $status
 }
 
 case "${1:-}" in
     --build-only) build "${2:?BINDIR}" ;;
     --prebuilt) run "${2:?BINDIR}" "${3:?LOGDIR}" ;;
-    ""|-h|--help) sed -n '2,16p' "$0"; exit 2 ;;
+    ""|-h|--help) sed -n '2,21p' "$0"; exit 2 ;;
     *)
         logs="$1"
         bin="$logs/bin"

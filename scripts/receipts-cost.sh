@@ -11,8 +11,10 @@
 # left running. Each round runs, for each server in turn, a plain bench point and then the same
 # point with --receipts (`--window 1500ms --max-trials 3 --warmup 300ms`, OIP). While each
 # point runs, the server's and the client's CPU time (/proc/PID/stat, user + system) is read
-# over 3 s and divided by the answers in that time. `pinned` puts the servers on vCPU 1 and the
-# client on vCPU 0 (`taskset`); `shared` [default] lets them share every vCPU. The client is the
+# over 3 s and divided by the answers in that time. `pinned` puts the servers on the upper half of
+# the CPUs and the client on the lower half (`taskset`: vCPU 1 and vCPU 0 on a 2-vCPU VM; on a
+# larger host each side gets cores of its own, and tokio starts a worker per core it may use);
+# `shared` [default] lets them share every CPU. The client is the
 # first SPEC's binary. Printed per SPEC: the mean receipts/plain ratio of the rounds (± the
 # standard error), the mean throughputs, and the CPU an answer plain and what receipts add.
 #
@@ -34,7 +36,11 @@ shift $((OPTIND - 1))
 SPECS=("$@")
 [[ ${#SPECS[@]} -gt 0 ]] || SPECS=(target/release/confidant)
 case $PIN in
-    pinned) SERVER_CPU=(taskset -c 1) CLIENT_CPU=(taskset -c 0) ;;
+    pinned)
+        CPUS=$(nproc)
+        [[ $CPUS -ge 2 ]] || { echo "-p pinned needs at least 2 CPUs, this host has $CPUS" >&2; exit 2; }
+        HALF=$((CPUS / 2))
+        SERVER_CPU=(taskset -c "$HALF-$((CPUS - 1))") CLIENT_CPU=(taskset -c "0-$((HALF - 1))") ;;
     shared) SERVER_CPU=() CLIENT_CPU=() ;;
     *) echo "-p must be pinned or shared, not '$PIN'" >&2; exit 2 ;;
 esac
@@ -109,7 +115,7 @@ print(i, mode, r["requests_per_s"], per(s0, s1), per(c0, c1))
 PY
 }
 
-echo "receipts-cost: batch $BATCH, concurrency $CONC, $ROUNDS rounds, $PIN, $(nproc) vCPUs" >&2
+echo "receipts-cost: batch $BATCH, concurrency $CONC, $ROUNDS rounds, $PIN${SERVER_CPU[*]:+ (servers: ${SERVER_CPU[*]}, client: ${CLIENT_CPU[*]})}, $(nproc) vCPUs" >&2
 for round in $(seq "$ROUNDS"); do
     for i in "${!SPECS[@]}"; do
         point "$i" plain
