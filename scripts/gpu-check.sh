@@ -179,7 +179,7 @@ PY
     echo "== receipts' cost: receipts/plain, the servers on the upper half of the CPUs, the client on the lower"
     # Not a pass/fail step: BENCHMARKS.md ("Receipts") records what it reads.
     for c in 8 32; do
-        timeout 120 bash scripts/receipts-cost.sh -p pinned -b 1 -c "$c" -r 3 "$bin/confidant" \
+        timeout 120 bash scripts/receipts-cost.sh -p pinned -d cpu -b 1 -c "$c" -r 3 "$bin/confidant" \
             >"$logs/receipts-c$c.txt" 2>&1 \
             || echo "concurrency $c did not finish (see $logs/receipts-c$c.txt)"
         grep -E '^receipts-cost:' "$logs/receipts-c$c.txt" | head -1 || true

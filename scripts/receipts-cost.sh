@@ -3,7 +3,7 @@
 # receipts/plain throughput of `confidant bench` against the same server, with the server's and
 # the client's CPU time an answer, for one or more builds side by side.
 #
-#     bash scripts/receipts-cost.sh [-c CONC] [-b BATCH] [-r ROUNDS] [-p pinned|shared] [SPEC...]
+#     bash scripts/receipts-cost.sh [-c CONC] [-b BATCH] [-r ROUNDS] [-p pinned|shared] [-d DEVICE] [SPEC...]
 #
 # SPEC is a confidant binary [default: target/release/confidant], optionally prefixed with
 # environment variables for its server: `VAR=1,OTHER=2@path/to/confidant`. Every SPEC gets its
@@ -17,19 +17,23 @@
 # `shared` [default] lets them share every CPU. The client is the
 # first SPEC's binary. Printed per SPEC: the mean receipts/plain ratio of the rounds (± the
 # standard error), the mean throughputs, and the CPU an answer plain and what receipts add.
+# `-d DEVICE` is passed to each server as `--device` (default: the server's own, `auto`, which
+# is the first GPU in a CUDA build on a GPU host).
 #
 # Needs python3 and, for `pinned`, taskset. Numbers from a shared VM swing from run to run:
 # compare builds within one run, never across runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONC=8 BATCH=1 ROUNDS=5 PIN=shared
-while getopts "c:b:r:p:" opt; do
+DEVICE=()
+while getopts "c:b:r:p:d:" opt; do
     case $opt in
         c) CONC=$OPTARG ;;
         b) BATCH=$OPTARG ;;
         r) ROUNDS=$OPTARG ;;
         p) PIN=$OPTARG ;;
-        *) echo "usage: $0 [-c CONC] [-b BATCH] [-r ROUNDS] [-p pinned|shared] [SPEC...]" >&2; exit 2 ;;
+        d) DEVICE=(--device "$OPTARG") ;;
+        *) echo "usage: $0 [-c CONC] [-b BATCH] [-r ROUNDS] [-p pinned|shared] [-d DEVICE] [SPEC...]" >&2; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
@@ -65,7 +69,7 @@ for i in "${!SPECS[@]}"; do
     mkdir -p "$WORK/$i"
     # shellcheck disable=SC2046 # the variables are words on purpose
     env $(envs_of "${SPECS[$i]}") "${SERVER_CPU[@]}" "$bin" serve --data-dir "$WORK/$i" \
-        --listen "127.0.0.1:$((BASE_PORT + i))" --http-listen off --metrics-listen off \
+        --listen "127.0.0.1:$((BASE_PORT + i))" --http-listen off --metrics-listen off "${DEVICE[@]}" \
         >"$WORK/$i/server.log" 2>&1 &
     PIDS+=($!)
 done
