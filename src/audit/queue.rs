@@ -232,15 +232,17 @@ impl Drop for ReceiptExpected {
     fn drop(&mut self) {
         // The call ends without a record: if it was the last one expected, a gathering
         // writer stops waiting for it (under the lock, so that the wake-up cannot fall
-        // between its check and its wait).
+        // between its check and its wait). Only a group of receipts waits for calls
+        // expected: with none queued, nobody is woken. (Woken, the receipts' task would
+        // take a turn of its own for the records queued meanwhile, a `write(2)` and the
+        // writer thread's wake-up for each call refused after it asked for a receipt.)
         if let Some(q) = self.queue.take()
             && q.expected_receipts.fetch_sub(1, Ordering::AcqRel) == 1
+            && q.lock().waiting_receipts > 0
         {
-            if let Some(task) = q.receipt_task.get() {
-                task.notify_one();
-            } else {
-                drop(q.lock());
-                q.ready.notify_one();
+            match q.receipt_task.get() {
+                Some(task) => task.notify_one(),
+                None => q.ready.notify_one(),
             }
         }
     }

@@ -1189,6 +1189,50 @@ async fn the_gathering_waits_for_the_receipts_under_way_and_ends_when_they_arriv
 }
 
 #[tokio::test]
+async fn a_call_refused_after_asking_for_a_receipt_wakes_no_writer_when_no_receipt_waits() {
+    for on_runtime in [false, true] {
+        let d = tempfile::tempdir().unwrap();
+        // The writer thread gathers plain records for 600 s: only a turn taken for receipts
+        // writes one sooner.
+        let (log, signer) = receipts_log_with(
+            d.path(),
+            on_runtime,
+            AuditConfig {
+                receipt_linger: Duration::from_secs(600),
+                group_linger: Duration::from_secs(600),
+                checkpoint_interval: Duration::from_secs(600),
+                ..AuditConfig::default()
+            },
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = lines(d.path()).len();
+        // A call that asked for a receipt is refused: its expectation ends before its
+        // record (which nobody waits for) is queued, as in the pipeline.
+        drop(log.expect_receipt());
+        log.append_predict(&allowed_event("refused"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            lines(d.path()).len(),
+            before,
+            "no receipt waited: nothing was written for the refusal ({on_runtime})"
+        );
+        assert_none_expected(&log);
+        // A receipt after it is still signed at once, and its group's write takes the
+        // refusal's record along.
+        let r = receipt_of(append_receipt(
+            &log,
+            &signer,
+            "a",
+            Some(log.expect_receipt()),
+        ))
+        .await;
+        assert_eq!(group_size(&r), 1, "{on_runtime}");
+        assert!(lines(d.path()).len() >= before + 2, "{on_runtime}");
+        close_and_check_receipts(log, d.path(), &[("a".to_string(), r)]);
+    }
+}
+
+#[tokio::test]
 async fn a_receipt_waits_for_a_slow_call_under_way_no_longer_than_the_linger() {
     for on_runtime in [false, true] {
         let d = tempfile::tempdir().unwrap();
