@@ -214,6 +214,49 @@ fn a_receipt_verifies_offline_and_any_changed_byte_fails_it() {
     assert_eq!(failed_checks(&v), ["evidence"], "{v:#}");
 }
 
+/// `confidant predict … --receipt-out R | head -c 1`: the answer cannot be printed (the
+/// reader is gone, and the command ends on `SIGPIPE`, as CLI tools do), but the receipt,
+/// the signed record of what the call was charged, was saved first and verifies.
+#[test]
+fn a_receipt_is_saved_even_when_the_answer_cannot_be_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&["--data-dir", dir.path().join("data").to_str().unwrap()]);
+    let evidence = dir.path().join("evidence.json");
+    fetch_evidence(&server, &evidence);
+    let policy = write_policy(dir.path(), &measurement());
+    let receipt = dir.path().join("r.cose");
+    let row = serde_json::to_string(&vec![confidant::demo::SAMPLE_ROW.to_vec()]).unwrap();
+    // A pipe whose reading end is closed: every write to it fails (EPIPE).
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = std::process::Command::new(common::bin())
+        .args([
+            "predict",
+            "--addr",
+            &server.addr,
+            "--tls-ca",
+            server.cert.to_str().unwrap(),
+            "--api-key",
+            server.api_key.as_deref().unwrap(),
+            "--model",
+            "demo",
+            "--input",
+            &row,
+            "--receipt-out",
+            receipt.to_str().unwrap(),
+        ])
+        .env_remove("CONFIDANT_DATA_DIR")
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let (ok, v) = verify(&receipt, &evidence, &policy, true);
+    assert!(ok, "{v:#}");
+    assert_eq!(v["statement"]["rpc"], "predict");
+}
+
 #[test]
 fn a_receipt_of_another_server_or_start_is_refused() {
     let dir = tempfile::tempdir().unwrap();

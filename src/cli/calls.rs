@@ -208,16 +208,30 @@ async fn predict_texts(a: args::PredictArgs) -> Result<()> {
     } else {
         prediction_json(&p)
     };
-    println!("{printed}");
-    if let Some(path) = &a.receipt_out {
+    answer(&printed, || {
+        let Some(path) = &a.receipt_out else {
+            return Ok(());
+        };
         let request = confidant::receipt::digest::RequestFile {
             salt: hex::encode(p.receipt_salt.as_deref().unwrap_or_default()),
             inputs: None,
             texts: Some(texts),
         };
-        super::receipt::save(path, p.receipt.as_deref(), request, &printed)?;
-    }
-    Ok(())
+        super::receipt::save(path, p.receipt.as_deref(), request, &printed)
+    })
+}
+
+/// Saves the answer's receipt (when `--receipt-out` asked for one), then prints the answer:
+/// neither is lost to the other's failure. A closed standard output (`| head`) ends the
+/// command on `SIGPIPE`, and used to before the receipt, the signed record of what the call
+/// was charged, reached its file; a receipt that cannot be saved still lets the answer
+/// through, and the command then fails, saying why.
+fn answer(printed: &serde_json::Value, save_receipt: impl FnOnce() -> Result<()>) -> Result<()> {
+    use std::io::Write as _;
+    let saved = save_receipt();
+    let shown = writeln!(std::io::stdout().lock(), "{printed}")
+        .context("writing the answer to standard output");
+    saved.and(shown)
 }
 
 /// A fresh salt when `--receipt-out` asks for a receipt.
@@ -259,16 +273,17 @@ pub(super) async fn predict(a: args::PredictArgs) -> Result<()> {
     let (mut client, rows, _) = connect_with_rows(&a).await?;
     let p = client.predict(&a.model, &rows).await?;
     let printed = prediction_json(&p);
-    println!("{printed}");
-    if let Some(path) = &a.receipt_out {
+    answer(&printed, || {
+        let Some(path) = &a.receipt_out else {
+            return Ok(());
+        };
         let request = confidant::receipt::digest::RequestFile {
             salt: hex::encode(p.receipt_salt.as_deref().unwrap_or_default()),
             inputs: Some(rows),
             texts: None,
         };
-        super::receipt::save(path, p.receipt.as_deref(), request, &printed)?;
-    }
-    Ok(())
+        super::receipt::save(path, p.receipt.as_deref(), request, &printed)
+    })
 }
 
 fn prediction_json(p: &confidant::client::Prediction) -> serde_json::Value {
@@ -390,8 +405,10 @@ pub(super) async fn explain(e: args::ExplainArgs) -> Result<()> {
         "steps": r.steps,
         "flagged_rows": r.flagged_rows,
     });
-    println!("{printed}");
-    if let Some(path) = &e.predict.receipt_out {
+    answer(&printed, || {
+        let Some(path) = &e.predict.receipt_out else {
+            return Ok(());
+        };
         let request = confidant::receipt::digest::RequestFile {
             salt: hex::encode(explain_salt(&r, salt.as_deref())),
             inputs: Some(rows),
@@ -402,9 +419,8 @@ pub(super) async fn explain(e: args::ExplainArgs) -> Result<()> {
             (!r.receipt.is_empty()).then_some(&r.receipt[..]),
             request,
             &printed,
-        )?;
-    }
-    Ok(())
+        )
+    })
 }
 
 /// The salt that keys an explanation's receipt: the one the server drew, else ours.
@@ -452,8 +468,10 @@ async fn explain_texts(e: args::ExplainArgs) -> Result<()> {
         "baseline_token": r.baseline_token,
         "steps": r.steps,
     });
-    println!("{printed}");
-    if let Some(path) = &a.receipt_out {
+    answer(&printed, || {
+        let Some(path) = &a.receipt_out else {
+            return Ok(());
+        };
         let request = confidant::receipt::digest::RequestFile {
             salt: hex::encode(explain_salt(&r, salt.as_deref())),
             inputs: None,
@@ -464,9 +482,8 @@ async fn explain_texts(e: args::ExplainArgs) -> Result<()> {
             (!r.receipt.is_empty()).then_some(&r.receipt[..]),
             request,
             &printed,
-        )?;
-    }
-    Ok(())
+        )
+    })
 }
 
 pub(super) async fn models(a: args::ModelsArgs) -> Result<()> {
