@@ -43,9 +43,10 @@ fn fetch_evidence(server: &Server, out: &Path) {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
-fn predict_with_receipt(server: &Server, receipt: &Path) -> serde_json::Value {
+/// `confidant predict` of the demo's sample row, asking for a receipt saved to `receipt`.
+fn predict_command(server: &Server, receipt: &Path) -> std::process::Command {
     let row = serde_json::to_string(&vec![confidant::demo::SAMPLE_ROW.to_vec()]).unwrap();
-    let o = confidant(&[
+    common::command(&[
         "predict",
         "--addr",
         &server.addr,
@@ -59,7 +60,11 @@ fn predict_with_receipt(server: &Server, receipt: &Path) -> serde_json::Value {
         &row,
         "--receipt-out",
         receipt.to_str().unwrap(),
-    ]);
+    ])
+}
+
+fn predict_with_receipt(server: &Server, receipt: &Path) -> serde_json::Value {
+    let o = predict_command(server, receipt).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     serde_json::from_str(&stdout(&o)).unwrap()
 }
@@ -225,27 +230,10 @@ fn a_receipt_is_saved_even_when_the_answer_cannot_be_printed() {
     fetch_evidence(&server, &evidence);
     let policy = write_policy(dir.path(), &measurement());
     let receipt = dir.path().join("r.cose");
-    let row = serde_json::to_string(&vec![confidant::demo::SAMPLE_ROW.to_vec()]).unwrap();
     // A pipe whose reading end is closed: every write to it fails (EPIPE).
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let o = std::process::Command::new(common::bin())
-        .args([
-            "predict",
-            "--addr",
-            &server.addr,
-            "--tls-ca",
-            server.cert.to_str().unwrap(),
-            "--api-key",
-            server.api_key.as_deref().unwrap(),
-            "--model",
-            "demo",
-            "--input",
-            &row,
-            "--receipt-out",
-            receipt.to_str().unwrap(),
-        ])
-        .env_remove("CONFIDANT_DATA_DIR")
+    let o = predict_command(&server, &receipt)
         .stdout(writer)
         .output()
         .unwrap();

@@ -40,13 +40,16 @@ pub fn seal_hf(dir: &Path, hf: &Path, config: &str, name: &str) {
     assert!(out.status.success(), "seal --hf-dir: {}", stderr(&out));
 }
 
+/// `confidant ARGS`, not started (for a test that sets its own stdio).
+pub fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args).env_remove("CONFIDANT_DATA_DIR");
+    c
+}
+
 /// Runs `confidant ARGS` to completion.
 pub fn confidant(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env_remove("CONFIDANT_DATA_DIR")
-        .output()
-        .expect("run confidant")
+    command(args).output().expect("run confidant")
 }
 
 /// A `confidant serve` child process, stopped with SIGTERM on drop.
